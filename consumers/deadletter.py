@@ -1,0 +1,114 @@
+"""Dead-letter topic: poison messages go there with their reason, and the consumer goes on.
+
+The original key, headers and value are kept byte for byte (personal fields in them are sealed, so the
+message shows operators nothing readable); ``dlq_*`` headers say why and where from. A register row in
+``dead_letters`` is written in the same transaction as the consumer's positions, so the register and the
+topic agree even across crashes (a re-sent letter is recognised by its source coordinates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from hub import metrics
+from hub.config import Settings
+from hub.logging import get_logger
+
+log = get_logger("deadletter")
+
+MAX_REASON = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    value: bytes | None
+    reason: str
+
+    @classmethod
+    def of(cls, rec: ConsumerRecord, reason: str) -> DeadLetter:
+        return cls(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key,
+            headers=tuple(rec.headers or ()),
+            value=rec.value,
+            reason=reason[:MAX_REASON],
+        )
+
+    def kafka_headers(self, consumer: str) -> list[tuple[str, bytes]]:
+        original = [(k, v) for k, v in self.headers if not k.startswith("dlq_")]
+        return [
+            *original,
+            ("dlq_reason", self.reason.encode()),
+            ("dlq_source_topic", self.topic.encode()),
+            ("dlq_source_partition", str(self.partition).encode()),
+            ("dlq_source_offset", str(self.offset).encode()),
+            ("dlq_time", datetime.now(UTC).isoformat().encode()),
+            ("dlq_consumer", consumer.encode()),
+        ]
+
+
+def reason_class(reason: str) -> str:
+    """A low-cardinality label for metrics: the part before the first colon."""
+    return reason.split(":", 1)[0][:60]
+
+
+class DeadLetterPublisher:
+    def __init__(self, settings: Settings, *, consumer: str) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.kafka_bootstrap, enable_idempotence=True, acks="all"
+            )
+            await producer.start()
+            self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        await self.start()
+        assert self._producer is not None
+        futures = [
+            await self._producer.send(
+                self._settings.deadletter_topic, value=d.value, key=d.key, headers=d.kafka_headers(self._consumer)
+            )
+            for d in letters
+        ]
+        for fut in futures:
+            await fut
+        for d in letters:
+            metrics.DEAD_LETTERS.labels(self._consumer, reason_class(d.reason)).inc()
+            log.warning(
+                "dead-lettered",
+                consumer=self._consumer,
+                source_topic=d.topic,
+                source_partition=d.partition,
+                source_offset=d.offset,
+                reason=d.reason,
+            )
+
+    async def register(self, conn: asyncpg.Connection, letters: Sequence[DeadLetter]) -> None:
+        await conn.executemany(
+            "INSERT INTO dead_letters (consumer, source_topic, source_partition, source_offset, reason) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            [(self._consumer, d.topic, d.partition, d.offset, d.reason) for d in letters],
+        )

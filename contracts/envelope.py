@@ -1,0 +1,195 @@
+"""CloudEvents 1.0 envelope on the Kafka protocol binding, binary content mode.
+
+The envelope's attributes travel as ``ce_*`` headers, the event data as the JSON value, and the
+pseudonymous person key as the Kafka key (the binding's ``partitionkey``), so one person's events stay
+in one partition and in order. Decoding turns any defect into a ``PoisonMessage`` whose ``reason`` says
+which header or field broke which rule; the runtime dead-letters those.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from contracts.events import Consent, Placement, Referral, Registration, Retention
+
+SPECVERSION = "1.0"
+TYPE_PREFIX = "jp.ittai"
+CONTENT_TYPE = "application/json"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class Family(StrEnum):
+    REGISTRATION = "registration"
+    CONSENT = "consent"
+    REFERRAL = "referral"
+    PLACEMENT = "placement"
+    RETENTION = "retention"
+
+
+MODELS: dict[Family, type[BaseModel]] = {
+    Family.REGISTRATION: Registration,
+    Family.CONSENT: Consent,
+    Family.REFERRAL: Referral,
+    Family.PLACEMENT: Placement,
+    Family.RETENTION: Retention,
+}
+MAJOR_VERSION = 1
+DEFAULT_NAMESPACE = "ittai"
+
+
+def event_type(family: Family, major: int = MAJOR_VERSION) -> str:
+    return f"{TYPE_PREFIX}.{family.value}.v{major}"
+
+
+def topic_for(family: Family, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """``<namespace>.<family>.v1``; the namespace is ``ittai`` except in isolated test runs."""
+    return f"{namespace}.{family.value}.v{MAJOR_VERSION}"
+
+
+def deadletter_topic(namespace: str = DEFAULT_NAMESPACE) -> str:
+    return f"{namespace}.deadletter.v1"
+
+
+def feed_topic(namespace: str = DEFAULT_NAMESPACE) -> str:
+    return f"{namespace}.feed.v1"
+
+
+TYPES: dict[str, Family] = {event_type(f): f for f in Family}
+TOPICS: dict[Family, str] = {f: topic_for(f) for f in Family}
+DEADLETTER_TOPIC = deadletter_topic()
+FEED_TOPIC = feed_topic()
+
+D = TypeVar("D", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Generic[D]):
+    """One decoded event: the envelope's attributes plus its validated data."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    family: Family
+    data: D
+
+
+class PoisonMessage(Exception):
+    """A message that can never be processed as it is; ``reason`` is safe to show operators."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def make_event(family: Family, data: BaseModel, *, source: str, time: datetime | None = None) -> Event:
+    subject = data.person_key  # type: ignore[attr-defined]
+    return Event(
+        id=new_event_id(),
+        source=source,
+        type=event_type(family),
+        subject=subject,
+        time=time or datetime.now(UTC),
+        family=family,
+        data=data,
+    )
+
+
+def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
+    """Return (key, headers, value) for the Kafka binary content mode."""
+    headers = [
+        ("ce_specversion", SPECVERSION.encode()),
+        ("ce_id", event.id.encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.type.encode()),
+        ("ce_subject", event.subject.encode()),
+        ("ce_time", event.time.isoformat().encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    value = orjson.dumps(event.data.model_dump(mode="json", exclude_none=True))
+    return event.subject.encode(), headers, value
+
+
+_REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time")
+
+
+def summarize_validation_error(exc: ValidationError, *, with_values: bool = True) -> str:
+    """One line per error: ``field: rule (value)``. Values of sealed blocks never appear."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        value = err.get("input")
+        sensitive = "personal" in err["loc"] or isinstance(value, (dict, list))
+        if with_values and not sensitive:
+            parts.append(f"{loc}: {msg} (got {value!r})")
+        else:
+            parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def decode(key: bytes | None, headers: Headers, value: bytes | None) -> Event:
+    """Decode one Kafka record or raise ``PoisonMessage`` naming the header/field, rule and value."""
+    attrs: dict[str, str] = {}
+    for name, raw in headers:
+        if name.startswith("ce_") or name == "content-type":
+            try:
+                attrs[name] = raw.decode()
+            except (UnicodeDecodeError, AttributeError):
+                raise PoisonMessage(f"header {name}: not UTF-8") from None
+    for name in _REQUIRED:
+        if name not in attrs:
+            raise PoisonMessage(f"header {name}: missing (CloudEvents binary mode requires it)")
+    if attrs["ce_specversion"] != SPECVERSION:
+        raise PoisonMessage(f"header ce_specversion: unsupported {attrs['ce_specversion']!r}, expected '1.0'")
+    family = TYPES.get(attrs["ce_type"])
+    if family is None:
+        raise PoisonMessage(
+            f"header ce_type: unknown type or version {attrs['ce_type']!r}; known: {', '.join(sorted(TYPES))}"
+        )
+    try:
+        time = datetime.fromisoformat(attrs["ce_time"])
+    except ValueError:
+        raise PoisonMessage(f"header ce_time: not an RFC 3339 time ({attrs['ce_time']!r})") from None
+    if time.tzinfo is None:
+        raise PoisonMessage(f"header ce_time: needs a UTC offset ({attrs['ce_time']!r})")
+    if value is None:
+        raise PoisonMessage("value: empty (tombstone) where an event was expected")
+    try:
+        data = MODELS[family].model_validate_json(value)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise PoisonMessage("value: not valid JSON") from None
+        raise PoisonMessage(f"{family.value} data invalid: {summarize_validation_error(exc)}") from None
+    subject = attrs["ce_subject"]
+    if subject != data.person_key:  # type: ignore[attr-defined]
+        raise PoisonMessage("header ce_subject: does not match data.person_key")
+    if key is not None and key.decode(errors="replace") != subject:
+        raise PoisonMessage("key: does not match ce_subject (partition key must be the person key)")
+    return Event(
+        id=attrs["ce_id"],
+        source=attrs["ce_source"],
+        type=attrs["ce_type"],
+        subject=subject,
+        time=time,
+        family=family,
+        data=data,
+    )
+
+
+def json_value(event: Event) -> bytes:
+    return orjson.dumps(event.data.model_dump(mode="json", exclude_none=True))

@@ -1,0 +1,293 @@
+"""The five event families' data, as pydantic v2 models.
+
+Wire rule: statistical attributes (sex, age band, attribute categories, occupation group, employment
+type, route, dates) travel readable; everything that identifies a person (name, kana, birth date,
+contacts, address, employer, job seeker and case numbers) travels only inside ``personal``, a block
+sealed with that person's data key (see ``hub.crypto``). Deleting the key erases the person everywhere
+the event went.
+
+Models read tolerantly (unknown fields are ignored, so adding an optional field is not a breaking
+change for a consumer of the previous version); edges that take input from client systems validate
+with ``extra="forbid"`` so unknown fields are rejected, not dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contracts.types import (
+    AgeBand,
+    AttributeCategory,
+    LocalGovernmentCode,
+    OfficeCode,
+    PersonKey,
+    Sex,
+    SiteId,
+    Timestamp,
+)
+from hub.domain.occupation import CLASSIFICATION_VERSION, validate_occupation_group
+
+EventId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="Business id (32 hex)")]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, use_enum_values=False, str_strip_whitespace=False)
+
+
+class Sealed(Contract):
+    """Personal data sealed with the person's data key (AES-256-GCM, person key as associated data)."""
+
+    alg: Literal["A256GCM"] = "A256GCM"
+    kid: str = Field(pattern=r"^pdk-[0-9a-f]{32}-\d+$", description="Data key id: pdk-<person key>-<version>")
+    nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{16}$", description="96-bit nonce, base64url")
+    ct: str = Field(min_length=22, description="Ciphertext with GCM tag, base64url")
+
+
+class Occupation(Contract):
+    """職業: a major group of the MHLW occupational classification, with the classification version."""
+
+    group: str = Field(pattern=r"^(0[1-9]|1[0-5])$", description="Major group 01–15")
+    classification_version: str = Field(default=CLASSIFICATION_VERSION)
+
+    @model_validator(mode="after")
+    def _known_group(self) -> Occupation:
+        validate_occupation_group(self.group, self.classification_version)
+        return self
+
+
+# --- registration ------------------------------------------------------------------------------
+
+
+class RegistrationPersonal(Contract):
+    """Inside ``Registration.personal`` once opened."""
+
+    name: str = Field(min_length=1, max_length=100)
+    name_kana: str | None = Field(default=None, max_length=200)
+    birth_date: date
+    phone: str | None = Field(default=None, max_length=30)
+    email: str | None = Field(default=None, max_length=254)
+    address: str | None = Field(default=None, max_length=300)
+    job_seeker_number: str | None = Field(
+        default=None, pattern=r"^\d{5}-\d{8}$", description="Hello Work 求職番号"
+    )
+
+
+class Registration(Contract):
+    """求職申込: a person applied as a job seeker at a joint site, on the common registration form."""
+
+    person_key: PersonKey
+    registered_on: date
+    office: OfficeCode
+    site: SiteId
+    authority: LocalGovernmentCode
+    sex: Sex
+    age_band: AgeBand = Field(description="Age band on the registration date")
+    attributes: list[AttributeCategory] = Field(min_length=1, max_length=8)
+    desired_occupation: Occupation
+    team_support: bool = Field(description="In チーム支援 (team support by both sides)")
+    personal: Sealed
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique(cls, value: list[AttributeCategory]) -> list[AttributeCategory]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"attribute categories must be unique, got {[a.value for a in value]}")
+        return value
+
+    @model_validator(mode="after")
+    def _site_belongs_to_authority(self) -> Registration:
+        if self.site[:6] != self.authority:
+            raise ValueError(f"site {self.site} is not run by authority {self.authority}")
+        return self
+
+
+# --- consent -----------------------------------------------------------------------------------
+
+
+class ConsentAction(StrEnum):
+    GIVEN = "given"
+    CHANGED = "changed"
+    WITHDRAWN = "withdrawn"
+
+
+class ConsentScope(StrEnum):
+    """What the person agreed to (同意の範囲); each scope is also its purpose."""
+
+    SHARE_REGISTRATION = "share_registration"  # registration data shared between both sides
+    DISCLOSE_PLACEMENT = "disclose_placement"  # placement with name and employer to the authority
+    RETENTION_SUPPORT = "retention_support"  # 定着支援: post-placement follow-up by the authority
+
+
+class RecipientKind(StrEnum):
+    AUTHORITY = "authority"
+    OFFICE = "office"
+
+
+class Recipient(Contract):
+    kind: RecipientKind
+    code: str = Field(description="Local government code for an authority, office code for an office")
+
+    @model_validator(mode="after")
+    def _code_matches_kind(self) -> Recipient:
+        from hub.domain.codes import validate_local_government_code
+
+        if self.kind is RecipientKind.AUTHORITY:
+            validate_local_government_code(self.code)
+        elif not (len(self.code) == 4 and self.code.isdigit()):
+            raise ValueError(f"office recipient code {self.code!r} must be 4 digits")
+        return self
+
+
+class CaptureChannel(StrEnum):
+    PAPER_FORM = "paper_form"  # the consent box (同意欄) on the common registration form
+    JOINT_RECEPTION = "joint_reception"
+    AUTHORITY_COUNTER = "authority_counter"
+    HELLO_WORK_COUNTER = "hello_work_counter"
+
+
+class CaptureSide(StrEnum):
+    AUTHORITY = "authority"
+    HELLO_WORK = "hello_work"
+
+
+class ConsentCapture(Contract):
+    side: CaptureSide
+    site: SiteId
+    channel: CaptureChannel
+    signed_at: Timestamp
+
+
+class Consent(Contract):
+    """Consent given, changed or withdrawn. The newest ``version`` of a ``consent_id`` wins."""
+
+    consent_id: EventId
+    version: int = Field(ge=1)
+    action: ConsentAction
+    person_key: PersonKey
+    scopes: list[ConsentScope] = Field(max_length=3)
+    recipients: list[Recipient] = Field(max_length=20)
+    valid_from: date
+    valid_until: date | None = None
+    form_version: str = Field(min_length=1, max_length=40, examples=["common-form-2016.1"])
+    captured: ConsentCapture
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Consent:
+        if self.action is ConsentAction.WITHDRAWN:
+            if self.scopes:
+                raise ValueError("a withdrawal carries no scopes")
+        else:
+            if not self.scopes:
+                raise ValueError(f"consent {self.action.value} needs at least one scope")
+            if not self.recipients:
+                raise ValueError(f"consent {self.action.value} needs at least one recipient")
+        if len(set(self.scopes)) != len(self.scopes):
+            raise ValueError("consent scopes must be unique")
+        if self.valid_until is not None and self.valid_until < self.valid_from:
+            raise ValueError(f"valid_until {self.valid_until} is before valid_from {self.valid_from}")
+        return self
+
+
+# --- referral ----------------------------------------------------------------------------------
+
+
+class Programme(StrEnum):
+    """Support programme under which the authority refers (送り込み) the person."""
+
+    PUBLIC_ASSISTANCE_EMPLOYMENT = "public_assistance_employment"  # 生活保護受給者等就労自立促進事業
+    NEEDY_PERSON_SUPPORT = "needy_person_support"  # 生活困窮者自立支援制度
+    CHILD_REARING_SUPPORT = "child_rearing_support"  # ひとり親の就業支援
+    YOUTH_SUPPORT = "youth_support"
+    DISABILITY_SUPPORT = "disability_support"
+    GENERAL = "general"
+
+
+class ReferralPersonal(Contract):
+    case_number: str = Field(min_length=1, max_length=40, description="Authority case number (ケース番号)")
+
+
+class Referral(Contract):
+    """送り込み: a case worker sent the person to the Hello Work counter at a joint site."""
+
+    referral_id: EventId
+    person_key: PersonKey
+    authority: LocalGovernmentCode
+    site: SiteId
+    programme: Programme
+    referred_on: date
+    personal: Sealed | None = None
+
+    @model_validator(mode="after")
+    def _site_belongs_to_authority(self) -> Referral:
+        if self.site[:6] != self.authority:
+            raise ValueError(f"site {self.site} is not run by authority {self.authority}")
+        return self
+
+
+# --- placement ---------------------------------------------------------------------------------
+
+
+class PlacementRoute(StrEnum):
+    HELLO_WORK_REFERRAL = "hello_work_referral"  # 紹介就職
+    SELF_FOUND = "self_found"  # 自己就職
+
+
+class EmploymentType(StrEnum):
+    REGULAR_FULL_TIME = "regular_full_time"  # 正社員
+    NON_REGULAR_FULL_TIME = "non_regular_full_time"  # フルタイム (正社員以外)
+    PART_TIME = "part_time"  # パート
+    TEMPORARY = "temporary"  # 臨時・季節
+
+
+class PlacementPersonal(Contract):
+    employer_name: str = Field(min_length=1, max_length=200)
+    employer_address: str | None = Field(default=None, max_length=300)
+
+
+class Placement(Contract):
+    """就職: the person got a job. Statistical attributes ride along so the feed needs no join."""
+
+    placement_id: EventId
+    person_key: PersonKey
+    office: OfficeCode
+    site: SiteId
+    placed_on: date
+    route: PlacementRoute
+    occupation: Occupation
+    employment_type: EmploymentType
+    sex: Sex
+    age_band: AgeBand = Field(description="Age band on the placement date")
+    attributes: list[AttributeCategory] = Field(min_length=1, max_length=8)
+    personal: Sealed = Field(description="Sealed PlacementPersonal (employer)")
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+class RetentionStatus(StrEnum):
+    EMPLOYED = "employed"
+    LEFT = "left"
+
+
+class Retention(Contract):
+    """定着: follow-up 1, 3 or 6 months after a placement."""
+
+    person_key: PersonKey
+    placement_id: EventId
+    checkpoint_months: Literal[1, 3, 6]
+    status: RetentionStatus
+    left_on: date | None = None
+    checked_on: date
+    site: SiteId
+
+    @model_validator(mode="after")
+    def _left_has_date(self) -> Retention:
+        if self.status is RetentionStatus.LEFT and self.left_on is None:
+            raise ValueError("status 'left' needs left_on")
+        if self.status is RetentionStatus.EMPLOYED and self.left_on is not None:
+            raise ValueError("status 'employed' takes no left_on")
+        return self

@@ -1,0 +1,133 @@
+"""Generate the committed contract files from the models, and check them.
+
+* ``contracts/schemas/<family>.v1.json``: JSON Schema (2020-12) of each event's data, with the
+  CloudEvents attributes it travels with under ``x-cloudevents``;
+* ``contracts/asyncapi.json``: AsyncAPI 3.0 for the whole hub, produced by FastStream's AsyncAPI
+  generator from publisher declarations (so the document and the models cannot disagree), with the
+  CloudEvents binary-mode headers added to every message.
+
+``check_all`` reports drift (committed files differ from the models) and breaking changes (the models
+would break a consumer of the committed version), see ``contracts.compat``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+
+from contracts.compat import breaking_changes
+from contracts.envelope import DEADLETTER_TOPIC, MODELS, SPECVERSION, TOPICS, Family, event_type
+
+HERE = Path(__file__).resolve().parent
+SCHEMA_DIR = HERE / "schemas"
+ASYNCAPI_PATH = HERE / "asyncapi.json"
+SCHEMA_BASE_ID = "https://ittai-hub.example/contracts/schemas/"
+
+PUBLISHED_BY = {
+    Family.REGISTRATION: "employment system adapter (Hello Work, joint reception)",
+    Family.CONSENT: "either adapter, where the consent was signed",
+    Family.REFERRAL: "welfare system adapter (authority)",
+    Family.PLACEMENT: "employment system adapter (Hello Work)",
+    Family.RETENTION: "either adapter",
+}
+
+CE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "description": "CloudEvents 1.0, Kafka protocol binding, binary content mode",
+    "required": ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time"],
+    "properties": {
+        "ce_specversion": {"const": SPECVERSION},
+        "ce_id": {"type": "string", "description": "Event id, unique per source"},
+        "ce_source": {"type": "string", "examples": ["/authorities/131041", "/hellowork/offices/1301"]},
+        "ce_type": {"type": "string", "description": "jp.ittai.<family>.v<major>"},
+        "ce_subject": {"type": "string", "description": "Pseudonymous person key (also the Kafka key)"},
+        "ce_time": {"type": "string", "format": "date-time"},
+        "content-type": {"const": "application/json"},
+    },
+}
+
+
+def schema_path(family: Family) -> Path:
+    return SCHEMA_DIR / f"{family.value}.v1.json"
+
+
+def event_schema(family: Family) -> dict[str, Any]:
+    schema = MODELS[family].model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_BASE_ID}{family.value}.v1.json",
+        **schema,
+        "x-cloudevents": {
+            "type": event_type(family),
+            "topic": TOPICS[family],
+            "key": "person_key",
+            "contentMode": "binary",
+            "publishedBy": PUBLISHED_BY[family],
+        },
+    }
+
+
+def asyncapi_document() -> dict[str, Any]:
+    broker = KafkaBroker("127.0.0.1:19092", description="Ittai Hub Kafka cluster")
+    for family, model in MODELS.items():
+        broker.publisher(
+            TOPICS[family],
+            title=f"{TOPICS[family]}:Publish",
+            description=f"{family.value} events; published by: {PUBLISHED_BY[family]}; Kafka key = person key",
+            schema=model,
+        )
+    broker.publisher(
+        DEADLETTER_TOPIC,
+        title=f"{DEADLETTER_TOPIC}:Publish",
+        description="Poison messages, byte for byte, with dlq_reason / dlq_source_* / dlq_time headers",
+    )
+    spec = AsyncAPI(
+        broker,
+        title="Ittai Hub",
+        version="1.0.0",
+        description="Events between local authorities' welfare systems and Hello Work (一体的実施事業).",
+        schema_version="3.0.0",
+    ).to_specification()
+    doc: dict[str, Any] = json.loads(spec.to_json())
+    for message in doc.get("components", {}).get("messages", {}).values():
+        message["headers"] = CE_HEADERS
+    return doc
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
+def rendered() -> dict[Path, str]:
+    files = {schema_path(f): _dump(event_schema(f)) for f in Family}
+    files[ASYNCAPI_PATH] = _dump(asyncapi_document())
+    return files
+
+
+def write_all() -> list[Path]:
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    written = []
+    for path, text in rendered().items():
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def check_all() -> list[str]:
+    problems: list[str] = []
+    for path, text in rendered().items():
+        if not path.exists():
+            problems.append(f"{path.relative_to(HERE.parent)}: missing; run `hub contracts generate`")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"{path.relative_to(HERE.parent)}: drifted from the models; run `hub contracts generate`")
+    for family in Family:
+        path = schema_path(family)
+        if path.exists():
+            committed = json.loads(path.read_text(encoding="utf-8"))
+            for change in breaking_changes(committed, event_schema(family)):
+                problems.append(f"{family.value}: breaking change: {change}")
+    return problems

@@ -1,0 +1,103 @@
+"""Constrained scalar types shared by every event family.
+
+Each type carries its rule, so a rejection names the field (pydantic's location), the rule and the value.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+
+from hub.domain.codes import validate_local_government_code
+
+PersonKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{32}$"),
+    Field(
+        description="Pseudonymous person key (32 lowercase hex). It is the same for both sides and "
+        "carries no personal data; it is the Kafka key, so one person's events stay in order.",
+        examples=["3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"],
+    ),
+]
+
+LocalGovernmentCode = Annotated[
+    str,
+    AfterValidator(validate_local_government_code),
+    Field(
+        description="全国地方公共団体コード (local government code, JIS X 0402) with its check digit.",
+        json_schema_extra={"pattern": r"^\d{6}$"},
+        examples=["131041"],
+    ),
+]
+
+OfficeCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{4}$"),
+    Field(description="Hello Work office (公共職業安定所) code, 4 digits.", examples=["1301"]),
+]
+
+
+def _validate_site_id(value: str) -> str:
+    validate_local_government_code(value[:6])
+    return value
+
+
+SiteId = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{6}-\d{2}$"),
+    AfterValidator(_validate_site_id),
+    Field(
+        description="Joint site (拠点) id: the running authority's local government code, '-', and a "
+        "two-digit site number. The prefix is what ties a site to its authority.",
+        examples=["131041-01"],
+    ),
+]
+
+Timestamp = AwareDatetime
+"""Every instant on the wire carries its offset; naive datetimes are rejected."""
+
+
+class Sex(StrEnum):
+    """男女別 as Hello Work statistics count it."""
+
+    MALE = "male"
+    FEMALE = "female"
+    NOT_STATED = "not_stated"
+
+
+class AgeBand(StrEnum):
+    """Hello Work statistics' five-year age bands (年齢階級), age on the event date."""
+
+    UNDER_20 = "19以下"
+    A20_24 = "20-24"
+    A25_29 = "25-29"
+    A30_34 = "30-34"
+    A35_39 = "35-39"
+    A40_44 = "40-44"
+    A45_49 = "45-49"
+    A50_54 = "50-54"
+    A55_59 = "55-59"
+    A60_64 = "60-64"
+    OVER_64 = "65以上"
+
+
+class AttributeCategory(StrEnum):
+    """Attribute categories (属性) of the programme's target groups."""
+
+    PUBLIC_ASSISTANCE = "public_assistance"  # 生活保護受給者
+    CHILD_REARING_ALLOWANCE = "child_rearing_allowance"  # 児童扶養手当受給者
+    HOUSING_BENEFIT = "housing_benefit"  # 住居確保給付金受給者
+    NEEDY_PERSON_SUPPORT = "needy_person_support"  # 生活困窮者自立支援
+    DISABILITY = "disability"  # 障害者
+    YOUTH = "youth"  # 若者
+    PARENTING = "parenting"  # 子育て中の方
+    GENERAL = "general"  # 一般
+
+
+def utc_now() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)

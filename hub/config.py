@@ -1,0 +1,91 @@
+"""Hub configuration: every setting comes from an environment variable with the ``HUB_`` prefix.
+
+The defaults point at the local stack that ``hub stack up`` starts (and that ``compose.yaml`` mirrors),
+so a fresh checkout needs no configuration at all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.envelope import Family, deadletter_topic, feed_topic, topic_for
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic_namespace: str = Field(default="ittai", pattern=r"^[a-z][a-z0-9_-]{0,40}$")
+    topic_partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
+
+    # --- PostgreSQL ----------------------------------------------------------------------------
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "ittai"
+    pg_password: str = "ittai"
+    pg_database: str = "ittai"
+
+    # --- Local stack (hub stack ...) -----------------------------------------------------------
+    stack_dir: Path = PROJECT_ROOT / ".stack"
+    kafka_version: str = "4.3.1"
+    kafka_port_base: int = 19092  # node n listens on base + 100*(n-1), its controller on +1
+    pg_os_user: str = "postgres"  # PostgreSQL refuses to run as root; the stack runs it as this user
+
+    # --- Runtime ---------------------------------------------------------------------------------
+    batch_max_records: int = Field(default=2000, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    retry_max_backoff_s: float = 10.0
+    outbox_poll_interval_s: float = 0.2
+    outbox_batch_size: int = 1000
+    log_level: str = "INFO"
+
+    # --- HTTP services ---------------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    welfare_port: int = 8081
+    employment_port: int = 8082
+    shared_view_port: int = 8083
+    console_port: int = 8080
+
+    # --- Personal data ---------------------------------------------------------------------------
+    # Master key that wraps each person's data key (base64, 32 bytes). The default is for the local
+    # demo only; production sets HUB_MASTER_KEY from a secret store.
+    master_key: str = "ZGVtby1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
+
+    # --- Placement feed --------------------------------------------------------------------------
+    feed_suppression_threshold: int = Field(default=3, ge=1)
+    feed_cutoff_day: int = Field(default=5, ge=1, le=28)
+
+    def topic(self, family: Family) -> str:
+        return topic_for(family, self.topic_namespace)
+
+    @property
+    def event_topics(self) -> tuple[str, ...]:
+        return tuple(topic_for(f, self.topic_namespace) for f in Family)
+
+    @property
+    def deadletter_topic(self) -> str:
+        return deadletter_topic(self.topic_namespace)
+
+    @property
+    def feed_topic(self) -> str:
+        return feed_topic(self.topic_namespace)
+
+    @property
+    def pg_dsn(self) -> str:
+        return (
+            f"postgresql://{self.pg_user}:{self.pg_password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The domain core: plain functions and types with no I/O (codes, calendars, consent, feed arithmetic)."""

@@ -1,0 +1,39 @@
+"""Reference codes used across the programme.
+
+全国地方公共団体コード (local government code, JIS X 0402): 2-digit prefecture, 3-digit municipality and
+a check digit computed with weights 6,5,4,3,2 over the first five digits: r = sum mod 11,
+check = last digit of (11 − r).
+"""
+
+from __future__ import annotations
+
+import re
+
+_LG_CODE = re.compile(r"\d{6}")
+_WEIGHTS = (6, 5, 4, 3, 2)
+
+
+class CodeError(ValueError):
+    """A code that breaks a rule; the message names the value and the rule."""
+
+
+def lg_check_digit(first_five: str) -> int:
+    total = sum(int(d) * w for d, w in zip(first_five, _WEIGHTS, strict=True))
+    return (11 - total % 11) % 10
+
+
+def validate_local_government_code(code: str) -> str:
+    if not _LG_CODE.fullmatch(code):
+        raise CodeError(f"{code!r} is not a local government code: expected 6 digits")
+    prefecture = int(code[:2])
+    if not 1 <= prefecture <= 47:
+        raise CodeError(f"{code} has prefecture {code[:2]}, expected 01 to 47")
+    expected = lg_check_digit(code[:5])
+    if int(code[5]) != expected:
+        raise CodeError(f"{code} has check digit {code[5]}, expected {expected}")
+    return code
+
+
+def is_prefecture_code(code: str) -> bool:
+    """Prefectures (都道府県) carry municipality part 000."""
+    return code[2:5] == "000"

@@ -1,0 +1,607 @@
+"""Statistical disclosure control for the monthly placement feed.
+
+Method. A feed is a set of linked count tables (one-way and two-way, each published with its margins
+and grand total); a cell is identified by *what it counts* (its category per dimension, totals dropped),
+so a one-way table and the margin of a two-way table over the same dimension are the same numbers and
+every table shares one grand total. Every additive relation (each row, column and margin line of every
+table) is a linear constraint. (1) Primary suppression hides every cell, totals included, whose count is
+1 to threshold−1 (default 3). (2) Complementary suppression: no constraint may keep exactly one hidden
+cell; where one does, the smallest non-zero visible non-total cell of that line is hidden too (its total
+if there is none), repeated to a fixed point. (3) Audit: for every hidden cell, linear programming
+(LP relaxation over non-negative values, all published cells and all constraints) gives the range an
+attacker can infer. A cell is protected when that range is not a single value and it contains 0 or a
+value of at least the threshold, so nobody can be shown to be in a small group. Exposed cells get a
+further complementary suppression and steps 2–3 repeat until the audit is clean. Cells hidden in an
+earlier revision of the same feed stay hidden. Zero cells are published as 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import linprog
+
+DEFAULT_THRESHOLD = 3
+# Marks a margin in a cell key ("計" is the usual total label of Japanese statistical tables). A
+# category with this name would be indistinguishable from the margin, so it is refused.
+TOTAL = "計"
+
+
+class DisclosureError(ValueError):
+    """A feed that cannot be protected as given; the message says which table or cell and why."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """Interior counts of a one- or two-way table; every category combination present, zeros included.
+
+    Margins and the grand total are not stored: they are derived and published by `suppress`, with
+    `TOTAL` standing for the summed-over dimension in a cell key, e.g. ("計", "男") in an occupation × sex
+    table is the number of men.
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    cells: Mapping[tuple[str, ...], int]
+
+    def categories(self) -> tuple[tuple[str, ...], ...]:
+        """Categories per dimension, in first-seen order of the cell keys."""
+        seen: list[dict[str, None]] = [{} for _ in self.dims]
+        for key in self.cells:
+            for axis, category in enumerate(key):
+                seen[axis].setdefault(category, None)
+        return tuple(tuple(axis) for axis in seen)
+
+
+@dataclass(frozen=True, order=True)
+class CellRef:
+    """A published cell: table name and key (a category or `TOTAL` per dimension)."""
+
+    table: str
+    key: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.table}[{', '.join(self.key)}]"
+
+
+class SuppressionReason(Enum):
+    PRIMARY = "primary"  # the count itself is 1..threshold-1
+    COMPLEMENTARY = "complementary"  # hidden so that a primary cell cannot be worked out
+    PREVIOUS_REVISION = "previous_revision"  # hidden in an earlier revision of this feed
+
+
+@dataclass(frozen=True)
+class PublishedCell:
+    ref: CellRef
+    value: int | None  # None: suppressed
+    reason: SuppressionReason | None
+
+
+@dataclass(frozen=True)
+class SuppressedFeed:
+    tables: tuple[Table, ...]
+    threshold: int
+    cells: Mapping[CellRef, PublishedCell]
+
+    def value(self, ref: CellRef) -> int | None:
+        return self.cells[ref].value
+
+    @property
+    def published(self) -> Mapping[CellRef, int | None]:
+        return MappingProxyType({ref: cell.value for ref, cell in self.cells.items()})
+
+    @property
+    def suppressed(self) -> frozenset[CellRef]:
+        """Pass to the next revision's `suppress` as `previously_suppressed`."""
+        return frozenset(ref for ref, cell in self.cells.items() if cell.value is None)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A suppressed cell whose value an attacker can narrow down too far."""
+
+    ref: CellRef
+    lower: int
+    upper: int | None  # None: no useful upper bound
+    rule: str
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building tables
+
+
+def build_feed_tables(
+    records: Iterable[Mapping[str, str]],
+    categories: Mapping[str, Sequence[str]],
+    layout: Sequence[tuple[str, ...]],
+) -> tuple[Table, ...]:
+    """Count placement records into the linked tables of one feed.
+
+    `records` hold one category per dimension for each placement; `categories` lists every category
+    of every dimension (so empty cells appear as 0); `layout` lists each table's dimensions, e.g.
+    [("attribute",), ("occupation", "sex"), ("age_band", "sex")]. Each dimension must partition the
+    placements (one category each, with a catch-all where needed): that is what makes the one-way
+    tables the margins of the two-way ones and lets them share the grand total.
+    """
+    for dim, cats in categories.items():
+        if TOTAL in cats:
+            raise DisclosureError(f"dimension {dim!r} has a category named {TOTAL!r}, the total label")
+        if len(set(cats)) != len(cats):
+            raise DisclosureError(f"dimension {dim!r} lists a category twice")
+    for dims in layout:
+        _check_dims(dims, "layout entry " + " × ".join(dims))
+        for dim in dims:
+            if dim not in categories:
+                raise DisclosureError(f"layout uses dimension {dim!r}, which has no category list")
+    counts: Counter[tuple[str, ...]] = Counter()
+    all_dims = tuple(categories)
+    for n, record in enumerate(records):
+        row = []
+        for dim in all_dims:
+            value = record.get(dim)
+            if value not in categories[dim]:
+                raise DisclosureError(
+                    f"record {n} has {dim}={value!r}, not one of the categories {list(categories[dim])}"
+                )
+            row.append(value)
+        counts[tuple(row)] += 1
+    tables = []
+    for dims in layout:
+        idx = [all_dims.index(d) for d in dims]
+        cells: dict[tuple[str, ...], int] = {key: 0 for key in _product([categories[d] for d in dims])}
+        for row, count in counts.items():
+            cells[tuple(row[i] for i in idx)] += count
+        tables.append(Table(name=" × ".join(dims), dims=dims, cells=cells))
+    return tuple(tables)
+
+
+def _product(axes: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
+    keys: list[tuple[str, ...]] = [()]
+    for axis in axes:
+        keys = [k + (c,) for k in keys for c in axis]
+    return keys
+
+
+def _check_dims(dims: tuple[str, ...], what: str) -> None:
+    if len(dims) not in (1, 2):
+        raise DisclosureError(f"{what} has {len(dims)} dimensions; only one- and two-way tables are supported")
+    if len(set(dims)) != len(dims):
+        raise DisclosureError(f"{what} repeats a dimension")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The linked structure: quantities (what a cell counts) and the additive lines between them
+
+Quantity = frozenset[tuple[str, str]]  # {(dimension, category)}; the empty set is the grand total
+
+
+@dataclass(frozen=True)
+class _Line:
+    total: Quantity
+    parts: tuple[Quantity, ...]
+
+    @property
+    def members(self) -> tuple[Quantity, ...]:
+        return (self.total, *self.parts)
+
+
+@dataclass
+class _Structure:
+    refs: dict[CellRef, Quantity] = field(default_factory=dict)
+    value: dict[Quantity, int] = field(default_factory=dict)
+    lines: list[_Line] = field(default_factory=list)
+    lines_of: dict[Quantity, list[int]] = field(default_factory=dict)
+    ref_order: list[CellRef] = field(default_factory=list)
+
+
+def _quantity(dims: tuple[str, ...], key: tuple[str, ...]) -> Quantity:
+    return frozenset((d, c) for d, c in zip(dims, key, strict=True) if c != TOTAL)
+
+
+def _structure(tables: Sequence[Table]) -> _Structure:
+    s = _Structure()
+    where: dict[Quantity, CellRef] = {}
+    line_keys: set[tuple[Quantity, frozenset[Quantity]]] = set()
+    names = [t.name for t in tables]
+    if len(set(names)) != len(names):
+        raise DisclosureError("two tables of the feed have the same name")
+
+    def publish(table: Table, key: tuple[str, ...], value: int) -> Quantity:
+        ref = CellRef(table.name, key)
+        q = _quantity(table.dims, key)
+        known = s.value.get(q)
+        if known is None:
+            s.value[q] = value
+            where[q] = ref
+        elif known != value:
+            raise DisclosureError(
+                f"{ref} is {value} but {where[q]} counts the same placements and is {known}: "
+                "the tables of one feed must describe the same placements"
+            )
+        s.refs[ref] = q
+        s.ref_order.append(ref)
+        return q
+
+    def add_line(total: Quantity, parts: list[Quantity]) -> None:
+        k = (total, frozenset(parts))
+        if k not in line_keys:
+            line_keys.add(k)
+            s.lines.append(_Line(total, tuple(parts)))
+
+    for table in tables:
+        _check_dims(table.dims, f"table {table.name!r}")
+        axes = table.categories()
+        for axis in axes:
+            if TOTAL in axis:
+                raise DisclosureError(f"table {table.name!r} has a category named {TOTAL!r}, the total label")
+        if len(table.cells) != math.prod(len(a) for a in axes):
+            raise DisclosureError(
+                f"table {table.name!r} does not list every category combination (zeros included)"
+            )
+        for key, v in table.cells.items():
+            if not isinstance(v, int) or v < 0:
+                raise DisclosureError(f"{CellRef(table.name, key)} is {v!r}, not a count")
+        if len(table.dims) == 1:
+            parts = [publish(table, (c,), table.cells[(c,)]) for c in axes[0]]
+            add_line(publish(table, (TOTAL,), sum(table.cells.values())), parts)
+            continue
+        rows, cols = axes
+        interior = {(r, c): publish(table, (r, c), table.cells[(r, c)]) for r in rows for c in cols}
+        row_tot = {r: publish(table, (r, TOTAL), sum(table.cells[(r, c)] for c in cols)) for r in rows}
+        col_tot = {c: publish(table, (TOTAL, c), sum(table.cells[(r, c)] for r in rows)) for c in cols}
+        grand = publish(table, (TOTAL, TOTAL), sum(table.cells.values()))
+        for r in rows:
+            add_line(row_tot[r], [interior[(r, c)] for c in cols])
+        for c in cols:
+            add_line(col_tot[c], [interior[(r, c)] for r in rows])
+        add_line(grand, list(row_tot.values()))
+        add_line(grand, list(col_tot.values()))
+    for i, line in enumerate(s.lines):
+        for q in line.members:
+            s.lines_of.setdefault(q, []).append(i)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------------
+# Suppression
+
+
+def suppress(
+    tables: Sequence[Table],
+    threshold: int = DEFAULT_THRESHOLD,
+    previously_suppressed: frozenset[CellRef] = frozenset(),
+) -> SuppressedFeed:
+    """Decide, for every published cell of one feed, its value or None (suppressed) and why.
+
+    Zero cells are published as 0: an empty category singles nobody out, and hiding zeros would blank
+    most of a small site's feed. Their cost is that an attacker knows them, so complementary
+    suppression avoids relying on zero cells and the audit treats every published 0 as known.
+
+    `previously_suppressed` keeps cells hidden in earlier revisions of the same feed (e.g. a month
+    re-sent after late placements) hidden now, so that laying revisions side by side does not reveal
+    a value that one revision hid. Limits: this protects the cells hidden before, not the difference
+    between revisions: if a few late placements change published cells, the change itself describes
+    those few people, and cells hidden once stay hidden for good, so suppression only grows.
+    """
+    if threshold < 1:
+        raise DisclosureError(f"threshold {threshold} is below 1")
+    s = _structure(tables)
+    reason: dict[Quantity, SuppressionReason] = {}
+    for q, v in s.value.items():
+        if 1 <= v < threshold:
+            reason[q] = SuppressionReason.PRIMARY
+    for ref in sorted(previously_suppressed):
+        q_prev = s.refs.get(ref)
+        if q_prev is None:
+            raise DisclosureError(
+                f"{ref} was suppressed in an earlier revision but is not in this feed: the feed layout "
+                "changed, so earlier suppressions cannot be carried over"
+            )
+        reason.setdefault(q_prev, SuppressionReason.PREVIOUS_REVISION)
+
+    hidden = set(reason)
+    while True:
+        for q in _close_lines(s, hidden):
+            reason.setdefault(q, SuppressionReason.COMPLEMENTARY)
+        exposures = _audit_quantities(s, hidden, threshold)
+        if not exposures:
+            break
+        added = False
+        for q in exposures:
+            # Earlier additions in this round may already have covered q; extra is None once every
+            # line around q is hidden.
+            extra = _extra_suppression(s, hidden, q)
+            if extra is not None:
+                hidden.add(extra)
+                reason.setdefault(extra, SuppressionReason.COMPLEMENTARY)
+                added = True
+        if not added:  # pragma: no cover - with every cell hidden, zero is feasible and nothing is pinned
+            raise DisclosureError("the feed cannot be protected even with every cell suppressed")
+
+    cells: dict[CellRef, PublishedCell] = {}
+    for ref in s.ref_order:
+        q = s.refs[ref]
+        if q in hidden:
+            cells[ref] = PublishedCell(ref, None, reason[q])
+        else:
+            cells[ref] = PublishedCell(ref, s.value[q], None)
+    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells))
+
+
+def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | None:
+    """The cheapest visible member of a line to hide: non-zero before zero, parts before the total
+    (hiding a total discloses less but blanks a more useful figure), then the smallest count."""
+    best: tuple[tuple[bool, bool, int, int, str], Quantity] | None = None
+    for q in line.members:
+        if q in hidden:
+            continue
+        v = s.value[q]
+        # len(q) desc prefers interior cells over margins over the grand total when a line's parts
+        # are themselves totals; sorted(q) makes the choice deterministic.
+        rank = (v == 0, q == line.total, v, -len(q), repr(sorted(q)))
+        if best is None or rank < best[0]:
+            best = (rank, q)
+    return None if best is None else best[1]
+
+
+def _close_lines(s: _Structure, hidden: set[Quantity]) -> list[Quantity]:
+    """Hide cells until no line has exactly one hidden member; returns the cells it hid."""
+    added: list[Quantity] = []
+    pending = set(range(len(s.lines)))
+    while pending:
+        i = min(pending)
+        pending.discard(i)
+        line = s.lines[i]
+        if sum(q in hidden for q in line.members) != 1:
+            continue
+        q = _choose(s, line, hidden)
+        if q is None:
+            continue
+        hidden.add(q)
+        added.append(q)
+        pending.update(s.lines_of[q])
+    return added
+
+
+def _extra_suppression(s: _Structure, hidden: set[Quantity], exposed: Quantity) -> Quantity | None:
+    """Hide one more cell near an exposed one: the cheapest non-zero candidate on the nearest lines.
+
+    Zero cells come last: a hidden zero on a line whose other members are known is pinned at 0 again,
+    so hiding one rarely helps and tends to cascade into hiding whole rows of zeros.
+    """
+    frontier = [exposed]
+    seen_q = {exposed}
+    seen_lines: set[int] = set()
+    zero_fallback: Quantity | None = None
+    while frontier:
+        candidates = []
+        next_frontier: list[Quantity] = []
+        for q in frontier:
+            for i in s.lines_of.get(q, []):
+                if i in seen_lines:
+                    continue
+                seen_lines.add(i)
+                pick = _choose(s, s.lines[i], hidden)
+                if pick is not None:
+                    if s.value[pick] > 0:
+                        candidates.append(pick)
+                    elif zero_fallback is None:
+                        zero_fallback = pick
+                for m in s.lines[i].members:
+                    if m in hidden and m not in seen_q:
+                        seen_q.add(m)
+                        next_frontier.append(m)
+        if candidates:
+            return min(candidates, key=lambda q: (s.value[q], -len(q), repr(sorted(q))))
+        frontier = next_frontier
+    return zero_fallback
+
+
+# ---------------------------------------------------------------------------------------------------
+# Audit
+
+
+def audit(
+    tables: Sequence[Table],
+    published: Mapping[CellRef, int | None],
+    threshold: int = DEFAULT_THRESHOLD,
+) -> list[Exposure]:
+    """Suppressed cells whose feasible range, given everything published, breaks the protection rule.
+
+    The feasible range is computed from the published values and the additive structure only, as an
+    attacker would; the tables' own counts serve to check the published values and to skip cells that
+    a feasible point already shows to be safe.
+    """
+    s = _structure(tables)
+    hidden = {s.refs[ref] for ref, v in published.items() if v is None}
+    for ref, v in published.items():
+        if v is not None and s.value[s.refs[ref]] != v:
+            raise DisclosureError(f"{ref} is published as {v} but counts {s.value[s.refs[ref]]}")
+    first_ref: dict[Quantity, CellRef] = {}
+    for ref in s.ref_order:
+        first_ref.setdefault(s.refs[ref], ref)
+    exposed = _exposed(s, hidden, threshold)
+    return sorted(
+        (Exposure(first_ref[q], lo, hi, rule) for q, (lo, hi, rule) in exposed.items()),
+        key=lambda e: e.ref,
+    )
+
+
+def _breach(lo: int, hi: int | None, threshold: int) -> str | None:
+    if hi is not None and lo == hi:
+        return f"value determined exactly: {lo}"
+    if lo >= 1 and hi is not None and hi < threshold:
+        return f"known to be between {lo} and {hi}, a small non-zero count"
+    return None
+
+
+def _audit_quantities(s: _Structure, hidden: set[Quantity], threshold: int) -> list[Quantity]:
+    return sorted(_exposed(s, hidden, threshold), key=lambda q: (s.value[q], repr(sorted(q))))
+
+
+_EPS = 1e-6
+
+
+@dataclass
+class _Component:
+    """Hidden quantities linked through lines, with their equations A·x = b over the hidden values."""
+
+    members: list[Quantity]
+    rows: np.ndarray
+    cols: np.ndarray
+    coef: np.ndarray
+    rhs: np.ndarray
+
+
+def _components(s: _Structure, hidden: set[Quantity]) -> list[_Component]:
+    parent = {q: q for q in hidden}
+
+    def find(q: Quantity) -> Quantity:
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    active: list[tuple[_Line, Quantity]] = []
+    for line in s.lines:
+        members = [q for q in line.members if q in hidden]
+        if not members:
+            continue
+        active.append((line, members[0]))
+        root = find(members[0])
+        for q in members[1:]:
+            other = find(q)
+            if other != root:
+                parent[other] = root
+    groups: dict[Quantity, list[Quantity]] = {}
+    for q in sorted(hidden, key=lambda q: repr(sorted(q))):
+        groups.setdefault(find(q), []).append(q)
+    lines_by_group: dict[Quantity, list[_Line]] = {}
+    for line, q0 in active:
+        lines_by_group.setdefault(find(q0), []).append(line)
+    out = []
+    for root, members in groups.items():
+        index = {q: i for i, q in enumerate(members)}
+        rows: list[int] = []
+        cols: list[int] = []
+        coef: list[float] = []
+        rhs: list[float] = []
+        for j, line in enumerate(lines_by_group.get(root, [])):
+            b = 0.0
+            for q, sign in ((line.total, 1.0), *((p, -1.0) for p in line.parts)):
+                if q in index:
+                    rows.append(j)
+                    cols.append(index[q])
+                    coef.append(sign)
+                else:
+                    b -= sign * s.value[q]
+            rhs.append(b)
+        out.append(_Component(members, np.array(rows), np.array(cols), np.array(coef), np.array(rhs)))
+    return out
+
+
+def _solve_stacked(problems: list[tuple[_Component, np.ndarray]], cap: float) -> list[np.ndarray]:
+    """Solve several LPs (minimise c·x s.t. A·x = b, 0 ≤ x ≤ cap) in one solver call.
+
+    The problems are independent, so stacking them block-diagonally gives each block its own optimum;
+    one call instead of one per problem matters because the solver's fixed cost per call dominates
+    these small LPs. The cap keeps every block bounded (one unbounded block would leave the whole
+    stack without a solution); it lies far above any real count, so reaching it only means "no
+    useful upper bound", and it can only raise minima, which errs towards more suppression.
+    """
+    rows, cols, coef, rhs, objective = [], [], [], [], []
+    n_rows = n_cols = 0
+    offsets = []
+    for comp, c in problems:
+        rows.append(comp.rows + n_rows)
+        cols.append(comp.cols + n_cols)
+        coef.append(comp.coef)
+        rhs.append(comp.rhs)
+        objective.append(c)
+        offsets.append(n_cols)
+        n_rows += len(comp.rhs)
+        n_cols += len(comp.members)
+    a_eq = sparse.csr_matrix(
+        (np.concatenate(coef), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_cols)
+    )
+    result = linprog(
+        np.concatenate(objective),
+        A_eq=a_eq,
+        b_eq=np.concatenate(rhs),
+        bounds=(0, cap),
+        method="highs",
+        # Presolve costs more than it saves on LPs this small (measured: about a third of the time).
+        options={"presolve": False},
+    )
+    if result.status != 0:  # pragma: no cover - the true counts are always a feasible point
+        raise DisclosureError(f"disclosure audit LP failed: {result.message}")
+    return [result.x[o : o + len(comp.members)] for o, (comp, _) in zip(offsets, problems, strict=True)]
+
+
+def _shows_safe(true: int, y: float, threshold: int) -> bool:
+    """Whether the feasible point value y proves the protection rule for a cell whose count is true."""
+    if y <= _EPS and true >= 1:
+        return True  # the range holds 0 and the true value, so it is neither a point nor small-only
+    if y >= threshold - _EPS and true < threshold:
+        return True  # the range holds a value >= threshold and the true value
+    # A cell whose count is 0 or at least the threshold only has to be shown not to be pinned.
+    return abs(y - true) >= 1 - _EPS and (true == 0 or true >= threshold)
+
+
+def _exposed(
+    s: _Structure, hidden: set[Quantity], threshold: int
+) -> dict[Quantity, tuple[int, int | None, str]]:
+    """Hidden quantities that break the protection rule, with their LP range and the rule broken.
+
+    Exact per-cell ranges cost two LPs per cell, so cheap certificates come first: any feasible point
+    where a cell is 0 (or at least the threshold, or an integer away from its true count if that is
+    already large) proves that cell safe. Four probe LPs per component give such points and clear
+    most cells; only the rest get their own min and max LPs.
+    """
+    if not hidden:
+        return {}
+    comps = _components(s, hidden)
+    cap = float(2 * max(s.value.values(), default=0) + 2 * len(s.value) + 10)
+    # Probe objectives: push everything down, everything up, small counts down while the rest go up,
+    # and the reverse. Random positive weights (fixed seed, so results are reproducible) break the
+    # ties that moves along a cycle of cells (+1 −1 +1 −1) leave in a plain sum.
+    rng = np.random.default_rng(20151222)
+    probes: list[tuple[_Component, np.ndarray]] = []
+    for comp in comps:
+        n = len(comp.members)
+        small = np.array([1.0 if 1 <= s.value[q] < threshold else -1.0 for q in comp.members])
+        for sign in _PROBES(small):
+            probes.append((comp, sign * rng.uniform(1.0, 2.0, n)))
+    points = _solve_stacked(probes, cap)
+    pending: list[tuple[_Component, int]] = []
+    for k, comp in enumerate(comps):
+        found = points[NP * k : NP * k + NP]
+        for i, q in enumerate(comp.members):
+            true = s.value[q]
+            if not any(_shows_safe(true, y[i], threshold) for y in found):
+                pending.append((comp, i))
+    if not pending:
+        return {}
+    exact: list[tuple[_Component, np.ndarray]] = []
+    for comp, i in pending:
+        c = np.zeros(len(comp.members))
+        c[i] = 1.0
+        exact.append((comp, c))
+        exact.append((comp, -c))
+    solutions = _solve_stacked(exact, cap)
+    out: dict[Quantity, tuple[int, int | None, str]] = {}
+    for k, (comp, i) in enumerate(pending):
+        lo = max(0, math.ceil(solutions[2 * k][i] - _EPS))
+        hi_val = math.floor(solutions[2 * k + 1][i] + _EPS)
+        hi = None if hi_val >= cap else hi_val
+        rule = _breach(lo, hi, threshold)
+        if rule:
+            out[comp.members[i]] = (lo, hi, rule)
+    return out

@@ -1,0 +1,42 @@
+"""Publishing a stream of submissions through the outbox (used by ``hub simulate`` and the demo)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import batched
+
+import asyncpg
+
+from hub.config import Settings
+from hub.crypto import KeyStore, master_key_from_config
+from producers.ingest import accept
+from producers.outbox import OutboxRelay
+from producers.submission import Submission
+
+
+async def publish_submissions(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    subs: Iterable[Submission],
+    *,
+    origin: str,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Accept every submission into the outbox, then drain the outbox to Kafka. Returns events accepted."""
+    keystore = KeyStore(master_key_from_config(settings.master_key))
+    relay = OutboxRelay(settings, pool)
+    total = 0
+    try:
+        async with pool.acquire() as conn:
+            for chunk in batched(subs, batch_size):
+                await accept(conn, keystore, chunk, origin=origin, namespace=settings.topic_namespace)
+                total += len(chunk)
+                if progress:
+                    progress(len(chunk))
+                if total % (batch_size * 20) == 0:
+                    await relay.drain()
+        await relay.drain()
+    finally:
+        await relay.close()
+    return total

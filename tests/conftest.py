@@ -1,0 +1,59 @@
+"""Test harness: the real local stack, an isolated database and topic namespace per test session.
+
+Every session gets a fresh PostgreSQL database (``ittai_test``) and its own Kafka topic namespace, so
+tests never see a previous run's events and a developer's demo data is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+os.environ.setdefault("HUB_PG_DATABASE", "ittai_test")
+os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"t{uuid.uuid4().hex[:10]}")
+os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+
+import asyncpg  # noqa: E402
+import pytest_asyncio  # noqa: E402
+
+from hub import stack  # noqa: E402
+from hub.config import Settings, get_settings  # noqa: E402
+from hub.db import create_pool, migrate  # noqa: E402
+from hub.logging import configure_logging  # noqa: E402
+from hub.topics import ensure_topics  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def live_stack(settings: Settings) -> Iterator[None]:
+    stack.ensure_up()
+    configure_logging(settings.log_level)
+    yield
+
+
+async def _fresh_database(settings: Settings) -> None:
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    await _fresh_database(settings)
+    p = await create_pool(settings, max_size=20)
+    async with p.acquire() as conn:
+        await migrate(conn)
+    reports = await ensure_topics(settings)
+    assert all(r.status != "mismatch" for r in reports), reports
+    yield p
+    await p.close()

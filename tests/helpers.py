@@ -1,0 +1,56 @@
+"""Small helpers the integration tests share: raw Kafka reads, waiting, building submissions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from hub.config import Settings
+
+
+async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> list[ConsumerRecord]:
+    """Every record currently in ``topic`` (all partitions, from the beginning), raw."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - test helper
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        async def behind() -> bool:
+            for tp in tps:
+                if await consumer.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind() and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], *, until: Callable[[Any], bool], timeout_s: float = 30.0
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    value = await probe()
+    while not until(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(0.1)
+        value = await probe()
+    return value

@@ -1,0 +1,142 @@
+"""Unit tests for hub.stack that need no running Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+
+import pytest
+
+from hub.config import Settings
+from hub.stack import kafka, postgres
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    s = Settings(stack_dir=tmp_path / ".stack", kafka_port_base=29092)
+    monkeypatch.setattr(kafka, "get_settings", lambda: s)
+    monkeypatch.setattr(postgres, "get_settings", lambda: s)
+    return s
+
+
+def props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_ports_and_bootstrap(settings: Settings) -> None:
+    assert [kafka.broker_port(n) for n in (1, 2, 3)] == [29092, 29192, 29292]
+    assert kafka.controller_port(2) == 29193
+    assert kafka.kafka_bootstrap() == "127.0.0.1:29092"  # nothing set up yet: one node
+    assert kafka.kafka_bootstrap(3) == "127.0.0.1:29092,127.0.0.1:29192,127.0.0.1:29292"
+
+
+def test_single_node_properties(settings: Settings) -> None:
+    p = props(kafka._server_properties(1, 1))
+    assert p["process.roles"] == "broker,controller"
+    assert p["controller.quorum.bootstrap.servers"] == "127.0.0.1:29093"
+    assert p["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.replication.factor",
+        "share.coordinator.state.topic.min.isr",
+        "default.replication.factor",
+        "min.insync.replicas",
+    ):
+        assert p[key] == "1", key
+    assert p["num.partitions"] == "1"
+    assert p["group.initial.rebalance.delay.ms"] == "0"
+    assert Path(p["log.dirs"]).is_absolute()
+
+
+def test_three_node_properties(settings: Settings) -> None:
+    p = props(kafka._server_properties(3, 3))
+    assert p["node.id"] == "3"
+    assert p["controller.quorum.bootstrap.servers"].count(",") == 2
+    assert p["listeners"] == "PLAINTEXT://127.0.0.1:29292,CONTROLLER://127.0.0.1:29293"
+    assert p["default.replication.factor"] == "3"
+    assert p["min.insync.replicas"] == "2"
+    assert p["offsets.topic.replication.factor"] == "3"
+    assert p["transaction.state.log.min.isr"] == "2"
+
+
+def test_kafka_uuid_shape() -> None:
+    for _ in range(200):
+        u = kafka._kafka_uuid()
+        assert len(u) == 22 and not u.startswith("-")
+        assert len(base64.urlsafe_b64decode(u + "==")) == 16
+
+
+def test_node_count_mismatch_needs_reset(settings: Settings) -> None:
+    root = kafka.kafka_root()
+    root.mkdir(parents=True)
+    (root / "cluster.json").write_text('{"cluster_id": "x", "nodes": 1, "dir_ids": ["y"]}')
+    assert kafka.formatted_nodes() == 1
+    assert kafka.kafka_bootstrap() == "127.0.0.1:29092"
+    with pytest.raises(kafka.StackError, match="hub stack reset"):
+        kafka.kafka_start(3)
+    assert not kafka.is_kafka_up(3)
+
+
+def test_missing_java_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(kafka.shutil, "which", lambda _name: None)
+    with pytest.raises(kafka.StackError) as info:
+        kafka.java_bin()
+    assert "\n" not in str(info.value)
+    assert "openjdk-17-jre-headless" in str(info.value)
+
+
+def test_missing_postgres_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "PG_INSTALL_ROOT", tmp_path)
+    with pytest.raises(kafka.StackError) as info:
+        postgres.pg_bin()
+    assert "\n" not in str(info.value)
+    assert "apt-get install postgresql" in str(info.value)
+
+
+def test_newest_postgres_is_picked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for version in ("9", "15", "13"):
+        bin_dir = tmp_path / version / "bin"
+        bin_dir.mkdir(parents=True)
+        for exe in ("initdb", "pg_ctl", "postgres"):
+            (bin_dir / exe).touch()
+    monkeypatch.setattr(postgres, "PG_INSTALL_ROOT", tmp_path)
+    assert postgres.pg_bin() == tmp_path / "15" / "bin"
+
+
+def test_broker_ids_parses_metadata_v4(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broker(node_id: int, host: bytes, port: int, rack: bytes | None) -> bytes:
+        out = struct.pack(">ih", node_id, len(host)) + host + struct.pack(">i", port)
+        return out + (struct.pack(">h", -1) if rack is None else struct.pack(">h", len(rack)) + rack)
+
+    body = struct.pack(">iii", 1, 0, 2) + broker(1, b"127.0.0.1", 29092, None) + broker(2, b"h", 1, b"r1")
+    body += struct.pack(">h", -1) + struct.pack(">ii", 1, 0)  # cluster id, controller id, topics
+
+    class FakeSocket:
+        def __init__(self) -> None:
+            self.buf = struct.pack(">i", len(body)) + body
+
+        def __enter__(self) -> FakeSocket:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def sendall(self, data: bytes) -> None:
+            (size,) = struct.unpack(">i", data[:4])
+            assert size == len(data) - 4
+            assert struct.unpack(">hh", data[4:8]) == (3, 4)  # Metadata v4
+
+        def recv(self, n: int) -> bytes:
+            chunk, self.buf = self.buf[:n], self.buf[n:]
+            return chunk
+
+    monkeypatch.setattr(kafka.socket, "create_connection", lambda *_a, **_k: FakeSocket())
+    assert kafka.broker_ids(1) == {1, 2}
+
+
+def test_broker_ids_none_when_nothing_listens(settings: Settings) -> None:
+    assert kafka.broker_ids(1, timeout=0.2) is None
