@@ -77,15 +77,16 @@ class HandlerRejected(Exception):
 
 
 class _RestorePositions(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runtime: ConsumerRuntime) -> None:
+    def __init__(self, runtime: ConsumerRuntime, consumer: AIOKafkaConsumer) -> None:
         self._runtime = runtime
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Batches are processed between polls, so nothing is in flight when a rebalance happens.
         return None
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._runtime.restore_positions(assigned)
+        await self._runtime.restore_positions(self._consumer, assigned)
 
 
 @dataclass
@@ -152,7 +153,7 @@ class ConsumerRuntime:
                 max_partition_fetch_bytes=4 * 1024 * 1024,
                 fetch_max_bytes=32 * 1024 * 1024,
             )
-            consumer.subscribe(list(self.handler.topics), listener=_RestorePositions(self))
+            consumer.subscribe(list(self.handler.topics), listener=_RestorePositions(self, consumer))
             try:
                 await consumer.start()
                 await self._deadletters.start()
@@ -164,15 +165,14 @@ class ConsumerRuntime:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
-    async def restore_positions(self, assigned: set[TopicPartition]) -> None:
-        assert self._consumer is not None
+    async def restore_positions(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         stored = await self._with_retry(self._load_positions)
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
-                await self._consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
             else:
-                self._consumer.seek(tp, offset)
+                consumer.seek(tp, offset)
         log.info("partitions assigned", consumer=self.handler.name, partitions=len(assigned))
 
     async def _load_positions(self) -> dict[tuple[str, int], int]:

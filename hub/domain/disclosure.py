@@ -17,10 +17,11 @@ earlier revision of the same feed stay hidden. Zero cells are published as 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 
@@ -143,10 +144,10 @@ def build_feed_tables(
     counts: Counter[tuple[str, ...]] = Counter()
     all_dims = tuple(categories)
     for n, record in enumerate(records):
-        row = []
+        row: list[str] = []
         for dim in all_dims:
             value = record.get(dim)
-            if value not in categories[dim]:
+            if value is None or value not in categories[dim]:
                 raise DisclosureError(
                     f"record {n} has {dim}={value!r}, not one of the categories {list(categories[dim])}"
                 )
@@ -156,8 +157,8 @@ def build_feed_tables(
     for dims in layout:
         idx = [all_dims.index(d) for d in dims]
         cells: dict[tuple[str, ...], int] = {key: 0 for key in _product([categories[d] for d in dims])}
-        for row, count in counts.items():
-            cells[tuple(row[i] for i in idx)] += count
+        for combination, count in counts.items():
+            cells[tuple(combination[i] for i in idx)] += count
         tables.append(Table(name=" × ".join(dims), dims=dims, cells=cells))
     return tuple(tables)
 
@@ -165,13 +166,15 @@ def build_feed_tables(
 def _product(axes: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
     keys: list[tuple[str, ...]] = [()]
     for axis in axes:
-        keys = [k + (c,) for k in keys for c in axis]
+        keys = [(*k, c) for k in keys for c in axis]
     return keys
 
 
 def _check_dims(dims: tuple[str, ...], what: str) -> None:
     if len(dims) not in (1, 2):
-        raise DisclosureError(f"{what} has {len(dims)} dimensions; only one- and two-way tables are supported")
+        raise DisclosureError(
+            f"{what} has {len(dims)} dimensions; only one- and two-way tables are supported"
+        )
     if len(set(dims)) != len(dims):
         raise DisclosureError(f"{what} repeats a dimension")
 
@@ -192,49 +195,100 @@ class _Line:
         return (self.total, *self.parts)
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Layout:
+    """What a feed's cells count and how they add up; depends on the tables' shape, not their counts,
+    so it is built once per layout and shared by every feed of a national build."""
+
+    refs: Mapping[CellRef, Quantity]
+    ref_order: tuple[CellRef, ...]
+    sources: tuple[tuple[int, CellRef, tuple[tuple[str, ...], ...]], ...]  # table, cell, interior keys
+    lines: tuple[_Line, ...]
+    lines_of: Mapping[Quantity, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
 class _Structure:
-    refs: dict[CellRef, Quantity] = field(default_factory=dict)
-    value: dict[Quantity, int] = field(default_factory=dict)
-    lines: list[_Line] = field(default_factory=list)
-    lines_of: dict[Quantity, list[int]] = field(default_factory=dict)
-    ref_order: list[CellRef] = field(default_factory=list)
+    layout: _Layout
+    value: Mapping[Quantity, int]
+
+    @property
+    def refs(self) -> Mapping[CellRef, Quantity]:
+        return self.layout.refs
+
+    @property
+    def ref_order(self) -> tuple[CellRef, ...]:
+        return self.layout.ref_order
+
+    @property
+    def lines(self) -> tuple[_Line, ...]:
+        return self.layout.lines
+
+    @property
+    def lines_of(self) -> Mapping[Quantity, tuple[int, ...]]:
+        return self.layout.lines_of
 
 
 def _quantity(dims: tuple[str, ...], key: tuple[str, ...]) -> Quantity:
     return frozenset((d, c) for d, c in zip(dims, key, strict=True) if c != TOTAL)
 
 
-def _structure(tables: Sequence[Table]) -> _Structure:
-    s = _Structure()
-    where: dict[Quantity, CellRef] = {}
-    line_keys: set[tuple[Quantity, frozenset[Quantity]]] = set()
-    names = [t.name for t in tables]
-    if len(set(names)) != len(names):
-        raise DisclosureError("two tables of the feed have the same name")
+_Shape = tuple[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]], ...]
 
-    def publish(table: Table, key: tuple[str, ...], value: int) -> Quantity:
-        ref = CellRef(table.name, key)
-        q = _quantity(table.dims, key)
-        known = s.value.get(q)
-        if known is None:
-            s.value[q] = value
-            where[q] = ref
-        elif known != value:
-            raise DisclosureError(
-                f"{ref} is {value} but {where[q]} counts the same placements and is {known}: "
-                "the tables of one feed must describe the same placements"
-            )
-        s.refs[ref] = q
-        s.ref_order.append(ref)
+
+@functools.lru_cache(maxsize=64)
+def _layout(shape: _Shape) -> _Layout:
+    refs: dict[CellRef, Quantity] = {}
+    sources: list[tuple[int, CellRef, tuple[tuple[str, ...], ...]]] = []
+    lines: list[_Line] = []
+    line_keys: set[tuple[Quantity, frozenset[Quantity]]] = set()
+
+    def publish(t: int, name: str, dims: tuple[str, ...], key: tuple[str, ...], keys: list[tuple[str, ...]]):
+        ref = CellRef(name, key)
+        refs[ref] = q = _quantity(dims, key)
+        sources.append((t, ref, tuple(keys)))
         return q
 
     def add_line(total: Quantity, parts: list[Quantity]) -> None:
         k = (total, frozenset(parts))
         if k not in line_keys:
             line_keys.add(k)
-            s.lines.append(_Line(total, tuple(parts)))
+            lines.append(_Line(total, tuple(parts)))
 
+    for t, (name, dims, axes) in enumerate(shape):
+        if len(dims) == 1:
+            parts = [publish(t, name, dims, (c,), [(c,)]) for c in axes[0]]
+            add_line(publish(t, name, dims, (TOTAL,), [(c,) for c in axes[0]]), parts)
+            continue
+        rows, cols = axes
+        interior = {(r, c): publish(t, name, dims, (r, c), [(r, c)]) for r in rows for c in cols}
+        row_tot = {r: publish(t, name, dims, (r, TOTAL), [(r, c) for c in cols]) for r in rows}
+        col_tot = {c: publish(t, name, dims, (TOTAL, c), [(r, c) for r in rows]) for c in cols}
+        grand = publish(t, name, dims, (TOTAL, TOTAL), [(r, c) for r in rows for c in cols])
+        for r in rows:
+            add_line(row_tot[r], [interior[(r, c)] for c in cols])
+        for c in cols:
+            add_line(col_tot[c], [interior[(r, c)] for r in rows])
+        add_line(grand, list(row_tot.values()))
+        add_line(grand, list(col_tot.values()))
+    lines_of: dict[Quantity, list[int]] = {}
+    for i, line in enumerate(lines):
+        for q in line.members:
+            lines_of.setdefault(q, []).append(i)
+    return _Layout(
+        refs=MappingProxyType(refs),
+        ref_order=tuple(refs),
+        sources=tuple(sources),
+        lines=tuple(lines),
+        lines_of=MappingProxyType({q: tuple(v) for q, v in lines_of.items()}),
+    )
+
+
+def _structure(tables: Sequence[Table]) -> _Structure:
+    names = [t.name for t in tables]
+    if len(set(names)) != len(names):
+        raise DisclosureError("two tables of the feed have the same name")
+    shape = []
     for table in tables:
         _check_dims(table.dims, f"table {table.name!r}")
         axes = table.categories()
@@ -248,25 +302,24 @@ def _structure(tables: Sequence[Table]) -> _Structure:
         for key, v in table.cells.items():
             if not isinstance(v, int) or v < 0:
                 raise DisclosureError(f"{CellRef(table.name, key)} is {v!r}, not a count")
-        if len(table.dims) == 1:
-            parts = [publish(table, (c,), table.cells[(c,)]) for c in axes[0]]
-            add_line(publish(table, (TOTAL,), sum(table.cells.values())), parts)
-            continue
-        rows, cols = axes
-        interior = {(r, c): publish(table, (r, c), table.cells[(r, c)]) for r in rows for c in cols}
-        row_tot = {r: publish(table, (r, TOTAL), sum(table.cells[(r, c)] for c in cols)) for r in rows}
-        col_tot = {c: publish(table, (TOTAL, c), sum(table.cells[(r, c)] for r in rows)) for c in cols}
-        grand = publish(table, (TOTAL, TOTAL), sum(table.cells.values()))
-        for r in rows:
-            add_line(row_tot[r], [interior[(r, c)] for c in cols])
-        for c in cols:
-            add_line(col_tot[c], [interior[(r, c)] for r in rows])
-        add_line(grand, list(row_tot.values()))
-        add_line(grand, list(col_tot.values()))
-    for i, line in enumerate(s.lines):
-        for q in line.members:
-            s.lines_of.setdefault(q, []).append(i)
-    return s
+        shape.append((table.name, table.dims, axes))
+    layout = _layout(tuple(shape))
+    value: dict[Quantity, int] = {}
+    where: dict[Quantity, CellRef] = {}
+    for t, ref, keys in layout.sources:
+        cells = tables[t].cells
+        v = sum(cells[k] for k in keys)
+        q = layout.refs[ref]
+        known = value.get(q)
+        if known is None:
+            value[q] = v
+            where[q] = ref
+        elif known != v:
+            raise DisclosureError(
+                f"{ref} is {v} but {where[q]} counts the same placements and is {known}: "
+                "the tables of one feed must describe the same placements"
+            )
+    return _Structure(layout, value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,36 +424,47 @@ def _close_lines(s: _Structure, hidden: set[Quantity]) -> list[Quantity]:
 
 
 def _extra_suppression(s: _Structure, hidden: set[Quantity], exposed: Quantity) -> Quantity | None:
-    """Hide one more cell near an exposed one: the cheapest non-zero candidate on the nearest lines.
+    """Hide one more cell near an exposed one, preferring a cell that closes a cycle.
 
-    Zero cells come last: a hidden zero on a line whose other members are known is pinned at 0 again,
-    so hiding one rarely helps and tends to cascade into hiding whole rows of zeros.
+    An exposed cell usually sits on a path of hidden cells rather than a cycle (e.g. two hidden cells
+    in its row and column whose own row and column lead nowhere); a value can only move along a cycle,
+    so the best extra cell is one whose lines already hold hidden cells of the neighbourhood on two
+    sides: the fourth corner of a rectangle. Then the smallest count. Zero cells come last: a hidden
+    zero beside known values is pinned at 0 again and tends to cascade into hiding rows of zeros.
     """
     frontier = [exposed]
-    seen_q = {exposed}
+    near = {exposed}
     seen_lines: set[int] = set()
+    candidates: set[Quantity] = set()
     zero_fallback: Quantity | None = None
+    depth = 0
     while frontier:
-        candidates = []
         next_frontier: list[Quantity] = []
         for q in frontier:
-            for i in s.lines_of.get(q, []):
+            for i in s.lines_of.get(q, ()):
                 if i in seen_lines:
                     continue
                 seen_lines.add(i)
-                pick = _choose(s, s.lines[i], hidden)
-                if pick is not None:
-                    if s.value[pick] > 0:
-                        candidates.append(pick)
-                    elif zero_fallback is None:
-                        zero_fallback = pick
                 for m in s.lines[i].members:
-                    if m in hidden and m not in seen_q:
-                        seen_q.add(m)
-                        next_frontier.append(m)
-        if candidates:
-            return min(candidates, key=lambda q: (s.value[q], -len(q), repr(sorted(q))))
+                    if m in hidden:
+                        if m not in near:
+                            near.add(m)
+                            next_frontier.append(m)
+                    elif s.value[m] > 0:
+                        candidates.add(m)
+                    elif zero_fallback is None:
+                        zero_fallback = m
         frontier = next_frontier
+        depth += 1
+        if candidates and depth >= 2:
+            break
+
+    def rank(q: Quantity) -> tuple[int, int, int, str]:
+        touching = sum(any(m in near for m in s.lines[i].members if m != q) for i in s.lines_of[q])
+        return (-min(touching, 2), s.value[q], -len(q), repr(sorted(q)))
+
+    if candidates:
+        return min(candidates, key=rank)
     return zero_fallback
 
 
@@ -577,12 +641,12 @@ def _exposed(
     for comp in comps:
         n = len(comp.members)
         small = np.array([1.0 if 1 <= s.value[q] < threshold else -1.0 for q in comp.members])
-        for sign in _PROBES(small):
+        for sign in (1.0, -1.0, small, -small):
             probes.append((comp, sign * rng.uniform(1.0, 2.0, n)))
     points = _solve_stacked(probes, cap)
     pending: list[tuple[_Component, int]] = []
     for k, comp in enumerate(comps):
-        found = points[NP * k : NP * k + NP]
+        found = points[4 * k : 4 * k + 4]
         for i, q in enumerate(comp.members):
             true = s.value[q]
             if not any(_shows_safe(true, y[i], threshold) for y in found):

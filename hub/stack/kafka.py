@@ -458,12 +458,18 @@ def kafka_ensure_up(nodes: int | None = None, *, recreate: bool = False) -> None
     kafka_wait(nodes)
 
 
-def kafka_stop_node(n: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Stop one broker: SIGTERM, then SIGKILL after ``timeout`` seconds. No-op if it is not running."""
+def kafka_stop_node(n: int, timeout: float = STOP_TIMEOUT_S, *, kill: bool = False) -> None:
+    """Stop one broker: SIGTERM, then SIGKILL after ``timeout`` seconds. No-op if it is not running.
+
+    ``kill=True`` sends SIGKILL at once (a crash). Note: after a crash the restarted node waits for the
+    old registration's session to expire (broker.session.timeout.ms, 9 s) before it serves."""
     with stack_lock():
         pid = node_pid(n)
         if pid is not None:
-            terminate({pid: _marker(n)}, timeout)
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            terminate({pid: _marker(n)}, 0 if kill else timeout)
         (node_dir(n) / "kafka.pid").unlink(missing_ok=True)
 
 

@@ -1,0 +1,35 @@
+"""A consumer whose effect is NOT idempotent (one row per event handled), run as a real process.
+
+If the runtime ever applied an event twice (replay after a crash) the ``test_effects`` table would show
+it; if it lost one, the count would fall short. Used by the kill/restart test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+
+from consumers.runtime import Consumed, ConsumerRuntime
+from contracts.envelope import Family
+from hub.config import Settings
+from hub.runner import run_forever
+
+
+class CountingHandler:
+    name = "counting"
+
+    def __init__(self, settings: Settings) -> None:
+        self.topics: Sequence[str] = (settings.topic(Family.REGISTRATION),)
+
+    async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        await conn.executemany(
+            "INSERT INTO test_effects (event_id, partition, \"offset\") VALUES ($1, $2, $3)",
+            [(c.event.id, c.partition, c.offset) for c in batch],
+        )
+        await asyncio.sleep(0.02)  # slow enough that a kill lands mid-stream
+
+
+if __name__ == "__main__":
+    run_forever(lambda s, pool: [ConsumerRuntime(CountingHandler(s), s, pool)])

@@ -1,0 +1,148 @@
+"""Contracts without a broker: codes, strict validation, committed schema drift and compatibility."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.compat import breaking_changes
+from contracts.envelope import Family, PoisonMessage, decode, encode
+from contracts.generate import check_all, event_schema, schema_path
+from hub.domain.codes import CodeError, lg_check_digit, validate_local_government_code
+from producers.submission import to_event
+from tests import factories
+
+
+@pytest.mark.parametrize("code", ["131041", "112038", "332089", "092011", "141003"])
+def test_real_local_government_codes_pass(code: str) -> None:
+    assert validate_local_government_code(code) == code
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("112039", "112039 has check digit 9, expected 8"),
+        ("131040", "131040 has check digit 0, expected 1"),
+        ("13104", "expected 6 digits"),
+        ("13104a", "expected 6 digits"),
+        ("481005", "prefecture 48, expected 01 to 47"),
+    ],
+)
+def test_invalid_local_government_codes_name_the_digit(code: str, message: str) -> None:
+    with pytest.raises(CodeError, match=message):
+        validate_local_government_code(code)
+
+
+def test_check_digit_when_remainder_is_0_or_1() -> None:
+    # r = 0 → 11 → last digit 1; r = 1 → 10 → last digit 0
+    assert lg_check_digit("00000") == 1
+    assert lg_check_digit("01000") == lg_check_digit("01000")  # deterministic
+
+
+def test_event_rejection_names_field_rule_and_value() -> None:
+    sub = factories.registration(factories.person_key(), authority="112039", site="112039-01")
+    with pytest.raises(ValidationError) as info:
+        to_event(sub, os.urandom(32))
+    errors = {".".join(map(str, e["loc"])): e for e in info.value.errors()}
+    assert "112039 has check digit 9, expected 8" in errors["authority"]["msg"]
+    assert errors["authority"]["input"] == "112039"
+
+
+def test_unknown_fields_are_rejected_at_the_edge_and_ignored_by_readers() -> None:
+    sub = factories.registration(factories.person_key(), favourite_colour="blue")
+    with pytest.raises(ValidationError, match="favourite_colour"):
+        to_event(sub, os.urandom(32))
+    event = to_event(sub, os.urandom(32), extra="ignore")
+    assert not hasattr(event.data, "favourite_colour")
+
+
+@pytest.mark.parametrize(
+    ("family", "field", "value", "rule"),
+    [
+        (Family.REGISTRATION, "registered_on", "2025-02-30", "day value is outside expected range"),
+        (Family.REGISTRATION, "sex", "x", "Input should be 'male', 'female' or 'not_stated'"),
+        (Family.PLACEMENT, "route", "walk-in", "hello_work_referral"),
+        (Family.RETENTION, "checkpoint_months", 2, "Input should be 1, 3 or 6"),
+        (Family.CONSENT, "version", 0, "greater than or equal to 1"),
+    ],
+)
+def test_dates_and_enums_are_strict(family: Family, field: str, value: object, rule: str) -> None:
+    pk = factories.person_key()
+    make = {
+        Family.REGISTRATION: factories.registration,
+        Family.PLACEMENT: factories.placement,
+        Family.CONSENT: factories.consent,
+    }
+    sub = make[family](pk, **{field: value}) if family in make else factories.retention(pk, "a" * 32, **{field: value})
+    with pytest.raises(ValidationError) as info:
+        to_event(sub, os.urandom(32))
+    err = next(e for e in info.value.errors() if e["loc"][0] == field)
+    assert rule in err["msg"]
+
+
+def test_envelope_round_trip_binary_mode() -> None:
+    event = to_event(factories.placement(factories.person_key()), os.urandom(32))
+    key, headers, value = encode(event)
+    assert key == event.subject.encode()
+    names = [h for h, _ in headers]
+    assert {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time"} <= set(names)
+    assert decode(key, headers, value) == event
+
+
+def test_decode_rejects_a_key_that_is_not_the_subject() -> None:
+    event = to_event(factories.placement(factories.person_key()), os.urandom(32))
+    _, headers, value = encode(event)
+    with pytest.raises(PoisonMessage, match="key: does not match ce_subject"):
+        decode(b"someone-else", headers, value)
+
+
+def test_committed_contracts_match_the_models() -> None:
+    assert check_all() == []
+
+
+def test_drift_is_caught(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    path = schema_path(Family.RETENTION)
+    original = path.read_text(encoding="utf-8")
+    try:
+        path.write_text(original.replace("定着", "retention"), encoding="utf-8")
+        assert any("retention.v1.json: drifted" in p for p in check_all())
+    finally:
+        path.write_text(original, encoding="utf-8")
+
+
+def _committed(family: Family) -> dict:  # type: ignore[type-arg]
+    return json.loads(schema_path(family).read_text(encoding="utf-8"))
+
+
+def test_breaking_changes_are_caught() -> None:
+    old = _committed(Family.PLACEMENT)
+    # a new enum value: old consumers reject it
+    new = copy.deepcopy(old)
+    new["$defs"]["PlacementRoute"]["enum"].append("agency")
+    assert any("enum values added ['agency']" in p for p in breaking_changes(old, new))
+    # a required field made optional
+    new = copy.deepcopy(old)
+    new["required"].remove("placed_on")
+    assert breaking_changes(old, new) == ["placed_on: required field made optional"]
+    # a type widened
+    new = copy.deepcopy(old)
+    new["properties"]["placed_on"] = {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}
+    assert any("placed_on: type widened" in p for p in breaking_changes(old, new))
+    # a length relaxed inside a nested model
+    new = copy.deepcopy(old)
+    new["$defs"]["Sealed"]["properties"]["kid"]["pattern"] = ".*"
+    assert any("personal.kid: pattern changed" in p for p in breaking_changes(old, new))
+
+
+def test_compatible_changes_pass() -> None:
+    old = _committed(Family.REGISTRATION)
+    new = copy.deepcopy(old)
+    new["properties"]["preferred_language"] = {"type": "string"}  # new optional field
+    new["properties"]["sex"] = copy.deepcopy(old["properties"]["sex"])
+    new["description"] = "edited"
+    assert breaking_changes(old, new) == []
+    assert breaking_changes(old, event_schema(Family.REGISTRATION)) == []
