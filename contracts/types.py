@@ -11,7 +11,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
+from hub.domain.calendar import AgeBand
 from hub.domain.codes import validate_local_government_code
+
+__all__ = ["AgeBand"]
 
 PersonKey = Annotated[
     str,
@@ -66,22 +69,6 @@ class Sex(StrEnum):
     MALE = "male"
     FEMALE = "female"
     NOT_STATED = "not_stated"
-
-
-class AgeBand(StrEnum):
-    """Hello Work statistics' five-year age bands (年齢階級), age on the event date."""
-
-    UNDER_20 = "19以下"
-    A20_24 = "20-24"
-    A25_29 = "25-29"
-    A30_34 = "30-34"
-    A35_39 = "35-39"
-    A40_44 = "40-44"
-    A45_49 = "45-49"
-    A50_54 = "50-54"
-    A55_59 = "55-59"
-    A60_64 = "60-64"
-    OVER_64 = "65以上"
 
 
 class AttributeCategory(StrEnum):

@@ -165,5 +165,17 @@ def contracts_check() -> None:
     out.print("[green]contracts up to date and compatible[/]")
 
 
+def _register_components() -> None:
+    from consumers.feed.commands import register as feed
+    from consumers.monitoring.commands import register as monitoring
+    from consumers.shared_view.commands import register as shared_view
+    from producers.commands import register as adapters
+
+    for register in (adapters, shared_view, feed, monitoring):
+        register(app, run_app)
+
+
+_register_components()
+
 if __name__ == "__main__":
     app()

@@ -435,7 +435,7 @@ class _Pending:
     source: str
     data: dict[str, Any]
     event_id: str
-    held: list[_Pending] = field(default_factory=list)
+    held: tuple[_Pending, ...] = ()
 
 
 class _Generator:
@@ -861,7 +861,7 @@ class _Generator:
             return
         for h in held:
             events.remove(h)
-        anchor.held.extend(held)
+        anchor.held = (*anchor.held, *held)
 
 
 def _month_days(first: date, last: date) -> list[date]:

@@ -13,7 +13,7 @@ import datetime as _dt
 import re
 import unicodedata
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import NamedTuple
 
 
@@ -106,7 +106,7 @@ def age_on(birth: _dt.date, on: _dt.date) -> int:
     return on.year - birth.year - (0 if had_birthday else 1)
 
 
-class AgeBand(Enum):
+class AgeBand(StrEnum):
     """Hello Work statistics age bands (年齢階級).
 
     Values are the labels used in the published tables; an ASCII hyphen is used rather than the en dash

@@ -10,9 +10,11 @@ cell; where one does, the smallest non-zero visible non-total cell of that line 
 if there is none), repeated to a fixed point. (3) Audit: for every hidden cell, linear programming
 (LP relaxation over non-negative values, all published cells and all constraints) gives the range an
 attacker can infer. A cell is protected when that range is not a single value and it contains 0 or a
-value of at least the threshold, so nobody can be shown to be in a small group. Exposed cells get a
-further complementary suppression and steps 2–3 repeat until the audit is clean. Cells hidden in an
-earlier revision of the same feed stay hidden. Zero cells are published as 0.
+value of at least the threshold, so nobody can be shown to be in a small group. Each exposed cell gets
+one more complementary suppression, preferably the cell that closes a cycle of hidden cells around it
+(a value can only move along a cycle), and steps 2–3 repeat until the audit is clean. Cells hidden in
+an earlier revision of the same feed stay hidden. Zero cells are published as 0. The LP range can only
+be wider than what integer reasoning yields; the tests attack feeds with integer programming as well.
 """
 
 from __future__ import annotations
@@ -243,7 +245,9 @@ def _layout(shape: _Shape) -> _Layout:
     lines: list[_Line] = []
     line_keys: set[tuple[Quantity, frozenset[Quantity]]] = set()
 
-    def publish(t: int, name: str, dims: tuple[str, ...], key: tuple[str, ...], keys: list[tuple[str, ...]]):
+    def publish(
+        t: int, name: str, dims: tuple[str, ...], key: tuple[str, ...], keys: list[tuple[str, ...]]
+    ) -> Quantity:
         ref = CellRef(name, key)
         refs[ref] = q = _quantity(dims, key)
         sources.append((t, ref, tuple(keys)))
