@@ -89,7 +89,10 @@ class DeadLetterPublisher:
         assert self._producer is not None
         futures = [
             await self._producer.send(
-                self._settings.deadletter_topic, value=d.value, key=d.key, headers=d.kafka_headers(self._consumer)
+                self._settings.deadletter_topic,
+                value=d.value,
+                key=d.key,
+                headers=d.kafka_headers(self._consumer),
             )
             for d in letters
         ]

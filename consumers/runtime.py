@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -35,6 +36,8 @@ from hub.config import Settings
 from hub.logging import get_logger
 
 log = get_logger("consumer")
+
+T = TypeVar("T")
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -76,7 +79,7 @@ class HandlerRejected(Exception):
         self.reason = reason
 
 
-class _RestorePositions(ConsumerRebalanceListener):  # type: ignore[misc]
+class _RestorePositions(ConsumerRebalanceListener):
     def __init__(self, runtime: ConsumerRuntime, consumer: AIOKafkaConsumer) -> None:
         self._runtime = runtime
         self._consumer = consumer
@@ -161,7 +164,9 @@ class ConsumerRuntime:
                 return
             except KafkaError as exc:
                 await consumer.stop()
-                log.warning("kafka unavailable, retrying", consumer=self.handler.name, error=type(exc).__name__)
+                log.warning(
+                    "kafka unavailable, retrying", consumer=self.handler.name, error=type(exc).__name__
+                )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
@@ -196,7 +201,7 @@ class ConsumerRuntime:
             else:
                 batch.good.append(Consumed(event, rec.topic, rec.partition, rec.offset))
         try:
-            await self._with_retry(lambda: self._commit_batch(batch.good, batch.poison, records))
+            await self._with_retry(partial(self._commit_batch, batch.good, batch.poison, records))
         except HandlerRejected:
             await self._isolate(batch)
         self.processed += len(batch.good)
@@ -227,10 +232,10 @@ class ConsumerRuntime:
             letters = [poison[key]] if key in poison else []
             good = [consumed] if consumed else []
             try:
-                await self._with_retry(lambda g=good, lt=letters, r=rec: self._commit_batch(g, lt, [r]))  # type: ignore[misc]
+                await self._with_retry(partial(self._commit_batch, good, letters, [rec]))
             except HandlerRejected as rejected:
                 letter = DeadLetter.of(rec, f"handler rejected: {rejected.reason}")
-                await self._with_retry(lambda lt=letter, r=rec: self._commit_batch([], [lt], [r]))  # type: ignore[misc]
+                await self._with_retry(partial(self._commit_batch, [], [letter], [rec]))
                 batch.good.remove(consumed)  # type: ignore[arg-type]
                 batch.poison.append(letter)
 
@@ -245,10 +250,7 @@ class ConsumerRuntime:
             "VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (consumer, topic, partition) DO UPDATE "
             "SET next_offset = EXCLUDED.next_offset, last_event_time = EXCLUDED.last_event_time, "
             "updated_at = now()",
-            [
-                (self.handler.name, t, p, rec.offset + 1, _record_time(rec))
-                for (t, p), rec in last.items()
-            ],
+            [(self.handler.name, t, p, rec.offset + 1, _record_time(rec)) for (t, p), rec in last.items()],
         )
 
     async def _commit_kafka(self, records: Sequence[ConsumerRecord]) -> None:
@@ -264,7 +266,7 @@ class ConsumerRuntime:
 
     # -- retry ---------------------------------------------------------------------------------
 
-    async def _with_retry(self, action):  # type: ignore[no-untyped-def]
+    async def _with_retry(self, action: Callable[[], Awaitable[T]]) -> T:
         backoff = 0.1
         while True:
             try:

@@ -61,10 +61,13 @@ def _compare(old: Schema, new: Schema, old_root: Schema, new_root: Schema, path:
     problems: list[str] = []
     old_branches = _branches(old, old_root)
     for nb in _branches(new, new_root):
-        candidates = [_compare_simple(ob, nb, old_root, new_root, path) for ob in old_branches]
+        candidates: list[list[str]] = [
+            _compare_simple(ob, nb, old_root, new_root, path) for ob in old_branches
+        ]
         if all(candidates):
             # no old branch accepts this new branch: report against the closest (fewest problems)
-            problems.extend(min(candidates, key=len))
+            closest: list[str] = min(candidates, key=len)
+            problems.extend(closest)
     return problems
 
 
@@ -103,10 +106,14 @@ def _compare_simple(old: Schema, new: Schema, old_root: Schema, new_root: Schema
                 problems.append(f"{path}.{name}".lstrip(".") + ": required field made optional")
         for name, old_prop in old_props.items():
             if name in new_props:
-                problems.extend(_compare(old_prop, new_props[name], old_root, new_root, f"{path}.{name}".lstrip(".")))
+                problems.extend(
+                    _compare(old_prop, new_props[name], old_root, new_root, f"{path}.{name}".lstrip("."))
+                )
         if old.get("additionalProperties") is False:
             for name in new_props.keys() - old_props.keys():
-                problems.append(f"{path}.{name}".lstrip(".") + ": added where the old schema forbids extra fields")
+                problems.append(
+                    f"{path}.{name}".lstrip(".") + ": added where the old schema forbids extra fields"
+                )
     if "array" in old_types and "array" in new_types and "items" in old and "items" in new:
         problems.extend(_compare(old["items"], new["items"], old_root, new_root, f"{path}[]"))
     return problems

@@ -123,7 +123,9 @@ def check_all() -> list[str]:
         if not path.exists():
             problems.append(f"{path.relative_to(HERE.parent)}: missing; run `hub contracts generate`")
         elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{path.relative_to(HERE.parent)}: drifted from the models; run `hub contracts generate`")
+            problems.append(
+                f"{path.relative_to(HERE.parent)}: drifted from the models; run `hub contracts generate`"
+            )
     for family in Family:
         path = schema_path(family)
         if path.exists():

@@ -116,7 +116,9 @@ async def authenticate(conn: asyncpg.Connection, authorization: str | None) -> P
     if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), _hash(secret)):
         raise AuthError(401, "unknown client or wrong secret")
     if row["revoked_at"] is not None:
-        raise AuthError(401, f"credentials of client {client_id} were revoked at {row['revoked_at'].isoformat()}")
+        raise AuthError(
+            401, f"credentials of client {client_id} were revoked at {row['revoked_at'].isoformat()}"
+        )
     return Principal(
         client_id=row["client_id"],
         name=row["name"],
@@ -128,4 +130,6 @@ async def authenticate(conn: asyncpg.Connection, authorization: str | None) -> P
 
 def require_role(principal: Principal, role: Role) -> None:
     if role not in principal.roles:
-        raise AuthError(403, f"client {principal.client_id} ({principal.organisation}) lacks role '{role.value}'")
+        raise AuthError(
+            403, f"client {principal.client_id} ({principal.organisation}) lacks role '{role.value}'"
+        )

@@ -12,8 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hub.config import get_settings
 from hub.stack.cli import stack_app
+from producers.submission import Submission
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ittai Hub: welfare ⇄ Hello Work event hub")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Ittai Hub: welfare ⇄ Hello Work event hub"
+)
 app.add_typer(stack_app, name="stack", help="Local Kafka (KRaft) and PostgreSQL for development and tests")
 topics_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(topics_app, name="topics", help="Kafka topics of the hub")
@@ -95,14 +98,23 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same stream")] = 1,
     start: Annotated[str, typer.Option(help="First month, YYYY-MM")] = "2025-04",
     per_site: Annotated[int, typer.Option(min=1, help="New registrations per site and month")] = 50,
-    to_file: Annotated[Path | None, typer.Option(help="Write the stream as JSON lines instead of publishing")] = None,
-    from_file: Annotated[Path | None, typer.Option(help="Publish a stream written earlier with --to-file")] = None,
+    to_file: Annotated[
+        Path | None, typer.Option(help="Write the stream as JSON lines instead of publishing")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option(help="Publish a stream written earlier with --to-file")
+    ] = None,
 ) -> None:
     """Generate a reproducible, realistic stream and publish it through the outbox (or write it to a file)."""
-    from producers.simulator import SimulationConfig, read_jsonl, simulate as generate, summarize, write_jsonl
+    from producers.simulator import SimulationConfig, read_jsonl, summarize, write_jsonl
+    from producers.simulator import simulate as generate
 
     config = SimulationConfig(
-        authorities=authorities, months=months, seed=seed, start_month=start, registrations_per_site_month=per_site
+        authorities=authorities,
+        months=months,
+        seed=seed,
+        start_month=start,
+        registrations_per_site_month=per_site,
     )
     if to_file is not None:
         n = write_jsonl(generate(config), to_file)
@@ -115,7 +127,7 @@ def simulate(
         out.print(f"  {key:28} {value}")
 
 
-async def _publish(subs: list) -> int:  # type: ignore[type-arg]
+async def _publish(subs: list[Submission]) -> int:
     from hub.publish import publish_submissions
     from hub.runner import prepare
 

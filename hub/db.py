@@ -30,11 +30,11 @@ async def connect(settings: Settings | None = None) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(settings: Settings | None = None, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    settings: Settings | None = None, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
     s = settings or get_settings()
-    pool = await asyncpg.create_pool(
-        s.pg_dsn, min_size=min_size, max_size=max_size, init=init_connection
-    )
+    pool = await asyncpg.create_pool(s.pg_dsn, min_size=min_size, max_size=max_size, init=init_connection)
     assert pool is not None
     return pool
 

@@ -37,14 +37,18 @@ async def _demo(settings: Settings, *, authorities: int, months: int, seed: int)
     from producers.simulator import SimulationConfig, simulate, summarize
 
     reports = await ensure_topics(settings)
-    out.print(f"2. topics: {sum(r.status == 'created' for r in reports)} created, "
-              f"{sum(r.status == 'ok' for r in reports)} already there")
+    out.print(
+        f"2. topics: {sum(r.status == 'created' for r in reports)} created, "
+        f"{sum(r.status == 'ok' for r in reports)} already there"
+    )
     pool = await prepare(settings)
     try:
         async with pool.acquire() as conn:
             before = await conn.fetchval("SELECT count(*) FROM event_log")
         subs = list(simulate(SimulationConfig(authorities=authorities, months=months, seed=seed)))
-        out.print(f"3. simulator: {len(subs)} events for {authorities} authorities over {months} months (seed {seed})")
+        out.print(
+            f"3. simulator: {len(subs)} events for {authorities} authorities over {months} months (seed {seed})"
+        )
         with progress_bar() as bar:
             task = bar.add_task("   accept → outbox → Kafka", total=len(subs))
             await publish_submissions(
@@ -63,7 +67,9 @@ async def _demo(settings: Settings, *, authorities: int, months: int, seed: int)
                 await asyncio.sleep(0.25)
             runtime.stop()
             await consumer
-            rows = await conn.fetch("SELECT family, count(*) AS n FROM event_log GROUP BY family ORDER BY family")
+            rows = await conn.fetch(
+                "SELECT family, count(*) AS n FROM event_log GROUP BY family ORDER BY family"
+            )
             dead = await conn.fetchval("SELECT count(*) FROM dead_letters")
         table = Table(title="event_log in PostgreSQL", show_edge=False)
         table.add_column("family")

@@ -6,7 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter("ittai_events_consumed_total", "Records consumed", ["consumer"])
 DEAD_LETTERS = Counter("ittai_dead_letters_total", "Records dead-lettered", ["consumer", "reason"])
-TRANSIENT_RETRIES = Counter("ittai_transient_retries_total", "Retries after transient failures", ["component"])
+TRANSIENT_RETRIES = Counter(
+    "ittai_transient_retries_total", "Retries after transient failures", ["component"]
+)
 BATCH_SECONDS = Histogram(
     "ittai_batch_seconds",
     "Time to process one batch",
@@ -15,4 +17,6 @@ BATCH_SECONDS = Histogram(
 )
 OUTBOX_PUBLISHED = Counter("ittai_outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 OUTBOX_BACKLOG = Gauge("ittai_outbox_backlog", "Outbox rows accepted and not yet published")
-EVENTS_ACCEPTED = Counter("ittai_events_accepted_total", "Events accepted into the outbox", ["origin", "family"])
+EVENTS_ACCEPTED = Counter(
+    "ittai_events_accepted_total", "Events accepted into the outbox", ["origin", "family"]
+)

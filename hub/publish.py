@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from itertools import batched
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 import asyncpg
 
@@ -12,6 +12,12 @@ from hub.crypto import KeyStore, master_key_from_config
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission
+
+
+def _chunks(items: Iterable[Submission], size: int) -> Iterator[list[Submission]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 async def publish_submissions(
@@ -29,7 +35,7 @@ async def publish_submissions(
     total = 0
     try:
         async with pool.acquire() as conn:
-            for chunk in batched(subs, batch_size):
+            for chunk in _chunks(subs, batch_size):
                 await accept(conn, keystore, chunk, origin=origin, namespace=settings.topic_namespace)
                 total += len(chunk)
                 if progress:

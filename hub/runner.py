@@ -45,11 +45,16 @@ async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> Non
     services = build(settings, pool)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: [s.stop() for s in services])
+        loop.add_signal_handler(sig, _stop_all, services)
     try:
         await asyncio.gather(*(s.run() for s in services))
     finally:
         await pool.close()
+
+
+def _stop_all(services: list[Service]) -> None:
+    for service in services:
+        service.stop()
 
 
 def run_forever(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> None:

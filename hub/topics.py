@@ -7,6 +7,7 @@ accepted (Kafka cannot lower partitions or change replication in place; an opera
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -50,10 +51,10 @@ async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> 
                 )
                 for t in missing
             ]
-            try:
+            with contextlib.suppress(
+                TopicAlreadyExistsError
+            ):  # a concurrent ensure won the race; the check below still runs
                 await admin.create_topics(new, timeout_ms=30000)
-            except TopicAlreadyExistsError:
-                pass  # a concurrent ensure won the race; the check below still runs
             reports += [TopicReport(t, "created") for t in missing]
         present = [t for t in names if t in existing]
         if present:

@@ -10,6 +10,7 @@ batch; consumers key their effects by event id, so a re-sent event takes effect 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,14 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: 
         key, headers, value = encode(event)
         for column, item in zip(
             columns,
-            (topic_for(event.family, namespace), key, {h: v.decode() for h, v in headers}, value, event.id, origin),
+            (
+                topic_for(event.family, namespace),
+                key,
+                {h: v.decode() for h, v in headers},
+                value,
+                event.id,
+                origin,
+            ),
             strict=True,
         ):
             column.append(item)
@@ -88,7 +96,7 @@ class OutboxRelay:
             try:
                 sent = await self.publish_pending()
                 backoff = 0.2
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 log.warning("broker unavailable, outbox keeps events", error=type(exc).__name__)
                 metrics.TRANSIENT_RETRIES.labels("outbox-relay").inc()
                 await self._drop_producer()
@@ -100,10 +108,8 @@ class OutboxRelay:
 
     async def _wait(self, seconds: float) -> None:
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -125,10 +131,8 @@ class OutboxRelay:
 
     async def _drop_producer(self) -> None:
         if self._producer is not None:
-            try:
+            with contextlib.suppress(KafkaError):
                 await self._producer.stop()
-            except KafkaError:
-                pass
             self._producer = None
 
     async def publish_pending(self) -> int:

@@ -16,14 +16,14 @@ os.environ.setdefault("HUB_PG_DATABASE", "ittai_test")
 os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"t{uuid.uuid4().hex[:10]}")
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
-import asyncpg  # noqa: E402
-import pytest_asyncio  # noqa: E402
+import asyncpg
+import pytest_asyncio
 
-from hub import stack  # noqa: E402
-from hub.config import Settings, get_settings  # noqa: E402
-from hub.db import create_pool, migrate  # noqa: E402
-from hub.logging import configure_logging  # noqa: E402
-from hub.topics import ensure_topics  # noqa: E402
+from hub import stack
+from hub.config import Settings, get_settings
+from hub.db import create_pool, migrate
+from hub.logging import configure_logging
+from hub.topics import ensure_topics
 
 
 @pytest.fixture(scope="session")

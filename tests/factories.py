@@ -43,13 +43,17 @@ def registration(pk: str, **over: Any) -> Submission:
     return Submission(Family.REGISTRATION, f"/hellowork/offices/{OFFICE}", datetime.now(UTC), data)
 
 
-def consent(pk: str, *, version: int = 1, action: str = "given", consent_id: str | None = None, **over: Any) -> Submission:
+def consent(
+    pk: str, *, version: int = 1, action: str = "given", consent_id: str | None = None, **over: Any
+) -> Submission:
     data: dict[str, Any] = {
         "consent_id": consent_id or uuid.uuid4().hex,
         "version": version,
         "action": action,
         "person_key": pk,
-        "scopes": [] if action == "withdrawn" else ["share_registration", "disclose_placement", "retention_support"],
+        "scopes": []
+        if action == "withdrawn"
+        else ["share_registration", "disclose_placement", "retention_support"],
         "recipients": [{"kind": "authority", "code": AUTHORITY}, {"kind": "office", "code": OFFICE}],
         "valid_from": "2025-04-03",
         "form_version": "common-form-2016.1",

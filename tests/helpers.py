@@ -20,7 +20,7 @@ async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - test helper
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
@@ -28,6 +28,7 @@ async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0)
         ends = await consumer.end_offsets(tps)
         records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
+
         async def behind() -> bool:
             for tp in tps:
                 if await consumer.position(tp) < ends[tp]:

@@ -85,7 +85,8 @@ async def test_poison_of_each_kind_is_dead_lettered_and_consumer_goes_on(
     async with pool.acquire() as conn:
         await wait_for(
             lambda: conn.fetchval(
-                "SELECT count(*) FROM event_log WHERE event_id = ANY($1::text[])", [good_before.id, good_after.id]
+                "SELECT count(*) FROM event_log WHERE event_id = ANY($1::text[])",
+                [good_before.id, good_after.id],
             ),
             until=lambda n: n == 2,
         )
@@ -98,7 +99,9 @@ async def test_poison_of_each_kind_is_dead_lettered_and_consumer_goes_on(
 
     letters = [r for r in await read_topic(settings, settings.deadletter_topic) if r.key == pk.encode()]
     assert len(letters) == 5
-    by_id = {dict(r.headers)["ce_id"].decode(): dict(r.headers) for r in letters if "ce_id" in dict(r.headers)}
+    by_id = {
+        dict(r.headers)["ce_id"].decode(): dict(r.headers) for r in letters if "ce_id" in dict(r.headers)
+    }
     for n, kind in enumerate(poison, start=1):
         hdrs = by_id[str(n) * 32]
         reason = hdrs["dlq_reason"].decode()

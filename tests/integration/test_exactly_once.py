@@ -32,7 +32,9 @@ def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def test_killed_consumer_restarts_without_loss_or_duplicates(pool: asyncpg.Pool, settings: Settings) -> None:
+async def test_killed_consumer_restarts_without_loss_or_duplicates(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
     namespace = f"x{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(update={"topic_namespace": namespace})
     await ensure_topics(own, [own.topic(Family.REGISTRATION)])
@@ -55,7 +57,12 @@ async def test_killed_consumer_restarts_without_loss_or_duplicates(pool: asyncpg
     finally:
         await producer.stop()
 
-    env = {**os.environ, "HUB_TOPIC_NAMESPACE": namespace, "HUB_BATCH_MAX_RECORDS": "100", "HUB_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "HUB_TOPIC_NAMESPACE": namespace,
+        "HUB_BATCH_MAX_RECORDS": "100",
+        "HUB_LOG_LEVEL": "INFO",
+    }
     count = "SELECT count(*) FROM test_effects"
     async with pool.acquire() as conn:
         proc = _start(env)

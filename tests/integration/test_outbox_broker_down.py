@@ -17,7 +17,9 @@ from tests import factories
 from tests.helpers import read_topic, wait_for
 
 
-async def test_events_accepted_while_broker_down_arrive_once_in_order(pool: asyncpg.Pool, settings: Settings) -> None:
+async def test_events_accepted_while_broker_down_arrive_once_in_order(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
     keystore = KeyStore(master_key_from_config(settings.master_key))
     people = [factories.person_key() for _ in range(20)]
     relay = OutboxRelay(settings, pool)
@@ -29,7 +31,9 @@ async def test_events_accepted_while_broker_down_arrive_once_in_order(pool: asyn
             for round_ in range(3):  # three events per person, accepted one after another
                 for pk in people:
                     sub = factories.placement(pk, placed_on=f"2025-05-{10 + round_:02d}")
-                    accepted += await accept(conn, keystore, [sub], origin="test", namespace=settings.topic_namespace)
+                    accepted += await accept(
+                        conn, keystore, [sub], origin="test", namespace=settings.topic_namespace
+                    )
             await asyncio.sleep(1.0)  # the relay is trying, and failing, all this time
             pending = await conn.fetchval(
                 "SELECT count(*) FROM outbox WHERE published_at IS NULL AND event_id = ANY($1::text[])",

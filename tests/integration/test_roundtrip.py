@@ -33,7 +33,9 @@ async def test_every_family_round_trips(pool: asyncpg.Pool, settings: Settings) 
 
     # Raw bytes on each topic decode to the same event; the key is the person key.
     for event in events:
-        records = [r for r in await read_topic(settings, settings.topic(event.family)) if r.key == pk.encode()]
+        records = [
+            r for r in await read_topic(settings, settings.topic(event.family)) if r.key == pk.encode()
+        ]
         assert len(records) == 1, event.family
         back = decode(records[0].key, records[0].headers, records[0].value)
         assert back.id == event.id and back.data == event.data and back.type == f"jp.ittai.{event.family}.v1"
@@ -59,4 +61,7 @@ async def test_every_family_round_trips(pool: asyncpg.Pool, settings: Settings) 
     reg = Sealed.model_validate(by_family["registration"]["data"]["personal"])
     assert RegistrationPersonal.model_validate(open_sealed(keys[pk], pk, reg)).name == "髙橋 花子"
     plc = Sealed.model_validate(by_family["placement"]["data"]["personal"])
-    assert PlacementPersonal.model_validate(open_sealed(keys[pk], pk, plc)).employer_name == "株式会社𠮷野ケアサービス"
+    assert (
+        PlacementPersonal.model_validate(open_sealed(keys[pk], pk, plc)).employer_name
+        == "株式会社𠮷野ケアサービス"
+    )

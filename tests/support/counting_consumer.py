@@ -25,7 +25,7 @@ class CountingHandler:
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
         await conn.executemany(
-            "INSERT INTO test_effects (event_id, partition, \"offset\") VALUES ($1, $2, $3)",
+            'INSERT INTO test_effects (event_id, partition, "offset") VALUES ($1, $2, $3)',
             [(c.event.id, c.partition, c.offset) for c in batch],
         )
         await asyncio.sleep(0.02)  # slow enough that a kill lands mid-stream

@@ -77,7 +77,11 @@ def test_dates_and_enums_are_strict(family: Family, field: str, value: object, r
         Family.PLACEMENT: factories.placement,
         Family.CONSENT: factories.consent,
     }
-    sub = make[family](pk, **{field: value}) if family in make else factories.retention(pk, "a" * 32, **{field: value})
+    sub = (
+        make[family](pk, **{field: value})
+        if family in make
+        else factories.retention(pk, "a" * 32, **{field: value})
+    )
     with pytest.raises(ValidationError) as info:
         to_event(sub, os.urandom(32))
     err = next(e for e in info.value.errors() if e["loc"][0] == field)
