@@ -13,7 +13,7 @@ import datetime as _dt
 import re
 import unicodedata
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import NamedTuple
 
 
