@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -39,10 +39,11 @@ async def create_pool(
     return pool
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
 def _migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("hub") / "migrations"
-    files = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(name, (folder / name).read_text(encoding="utf-8")) for name in files]
+    return [(p.name, p.read_text(encoding="utf-8")) for p in sorted(MIGRATIONS.glob("*.sql"))]
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:

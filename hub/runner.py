@@ -28,19 +28,24 @@ async def prepare(settings: Settings) -> asyncpg.Pool:
     while True:
         try:
             pool = await create_pool(settings)
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            return pool
-        except (OSError, asyncpg.PostgresConnectionError) as exc:
+            break
+        except (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
             log.warning("database unavailable, retrying", error=type(exc).__name__)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.retry_max_backoff_s)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool
 
 
 async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> None:
     """Run the services ``build`` returns until SIGTERM/SIGINT, then stop them and wait."""
     settings = get_settings()
     configure_logging(settings.log_level)
+    if settings.metrics_port is not None:  # services without HTTP expose /metrics on their own port
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.http_host)
     pool = await prepare(settings)
     services = build(settings, pool)
     loop = asyncio.get_running_loop()

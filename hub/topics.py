@@ -7,8 +7,10 @@ accepted (Kafka cannot lower partitions or change replication in place; an opera
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -51,11 +53,19 @@ async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> 
                 )
                 for t in missing
             ]
-            with contextlib.suppress(
-                TopicAlreadyExistsError
-            ):  # a concurrent ensure won the race; the check below still runs
-                await admin.create_topics(new, timeout_ms=30000)
-            reports += [TopicReport(t, "created") for t in missing]
+            response = await admin.create_topics(new, timeout_ms=30000)
+            for topic, code, *rest in response.topic_errors:
+                if code == 0:
+                    reports.append(TopicReport(topic, "created"))
+                elif code == TopicAlreadyExistsError.errno:
+                    existing.add(topic)  # created meanwhile (or not yet in our metadata): check it below
+                else:
+                    raise RuntimeError(
+                        f"creating topic {topic} failed: error {code} {rest[0] if rest else ''}"
+                    )
+        created = [r.topic for r in reports]
+        if created:
+            await _describe_when_ready(admin, created)
         present = [t for t in names if t in existing]
         if present:
             reports += await _check(admin, settings, present)
@@ -64,10 +74,27 @@ async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> 
         await admin.close()
 
 
+async def _describe_when_ready(admin: AIOKafkaAdminClient, topics: list[str]) -> list[dict[str, Any]]:
+    """Describe topics, waiting (≤15 s) until every partition has a leader: a topic just created (here
+    or by a concurrent ``ensure``) takes a moment to appear in every broker's metadata."""
+    deadline = time.monotonic() + 15
+    while True:
+        described: list[dict[str, Any]] = await admin.describe_topics(topics)
+        ready = all(
+            info["error_code"] == 0
+            and info["partitions"]
+            and all(p["leader"] >= 0 for p in info["partitions"])
+            for info in described
+        )
+        if ready or time.monotonic() > deadline:
+            return described
+        await asyncio.sleep(0.2)
+
+
 async def _check(admin: AIOKafkaAdminClient, settings: Settings, topics: list[str]) -> list[TopicReport]:
-    described = await admin.describe_topics(topics)
+    described = await _describe_when_ready(admin, topics)
     configs = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, t, configs=["min.insync.replicas"]) for t in topics]
+        [ConfigResource(ConfigResourceType.TOPIC, t, configs={"min.insync.replicas": None}) for t in topics]
     )
     min_isr: dict[str, str] = {}
     for response in configs:
