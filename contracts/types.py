@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
@@ -43,6 +44,7 @@ OfficeCode = Annotated[
 ]
 
 
+@lru_cache(maxsize=16384)
 def _validate_site_id(value: str) -> str:
     validate_local_government_code(value[:6])
     return value

@@ -8,6 +8,7 @@ check = last digit of (11 − r).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _LG_CODE = re.compile(r"\d{6}")
 _WEIGHTS = (6, 5, 4, 3, 2)
@@ -22,6 +23,7 @@ def lg_check_digit(first_five: str) -> int:
     return (11 - total % 11) % 10
 
 
+@lru_cache(maxsize=8192)  # ~1,800 authorities: every decode checks codes, the set is small
 def validate_local_government_code(code: str) -> str:
     if not _LG_CODE.fullmatch(code):
         raise CodeError(f"{code!r} is not a local government code: expected 6 digits")

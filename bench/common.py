@@ -1,0 +1,137 @@
+"""Shared bench plumbing: a bench database and topic namespace, a sealed event stream, raw Kafka rates."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from contracts.envelope import Family, encode
+from hub import stack
+from hub.config import Settings, get_settings
+from hub.db import create_pool, migrate
+from hub.topics import ensure_topics
+from producers.simulator import SimulationConfig, simulate
+from producers.submission import to_event
+
+
+def bench_settings(name: str) -> Settings:
+    """Settings for an isolated bench run: its own database and topic namespace."""
+    os.environ["HUB_PG_DATABASE"] = f"ittai_bench_{name}"
+    os.environ["HUB_TOPIC_NAMESPACE"] = f"b{name[:6]}{uuid.uuid4().hex[:6]}"
+    get_settings.cache_clear()
+    return get_settings()
+
+
+async def fresh_pool(settings: Settings) -> asyncpg.Pool:
+    stack.ensure_up()
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
+    finally:
+        await admin.close()
+    pool = await create_pool(settings, max_size=8)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    await ensure_topics(settings)
+    return pool
+
+
+def sealed_records(total: int, seed: int = 7) -> Iterator[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]:
+    """``total`` simulated events, sealed with per-person keys held in memory, as Kafka records."""
+    keys: dict[str, bytes] = {}
+    authorities = max(4, total // 5000)
+    made = 0
+    months = 12
+    while made < total:
+        config = SimulationConfig(authorities=authorities, months=months, seed=seed + made)
+        for sub in simulate(config):
+            key = keys.setdefault(sub.person_key, os.urandom(32))
+            event = to_event(sub, key)
+            k, headers, value = encode(event)
+            yield event.family, k, headers, value
+            made += 1
+            if made >= total:
+                return
+
+
+async def produce(settings: Settings, records: list[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        compression_type="lz4" if _has_lz4() else None,
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for family, key, headers, value in records:
+            pending.append(await producer.send(settings.topic(family), value, key=key, headers=headers))
+            if len(pending) >= 20000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def _has_lz4() -> bool:
+    try:
+        import lz4  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def raw_consume_rate(settings: Settings, topics: list[str], expected: int) -> float:
+    """The ceiling: aiokafka reading every record with no decoding and no database."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = 0
+    started = time.perf_counter()
+    try:
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.batch_max_records)
+            seen += sum(len(part) for part in batch.values())
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Figure:
+    name: str
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else float("inf")
+
+    def line(self, baseline: Figure | None = None) -> str:
+        ratio = f"  ({self.rate / baseline.rate:.2f}× of {baseline.name})" if baseline else ""
+        return f"{self.name:38} {self.events:>9,} events  {self.seconds:7.2f} s  {self.rate:>10,.0f} ev/s{ratio}"
