@@ -8,6 +8,7 @@ which header or field broke which rule; the runtime dead-letters those.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,15 +128,25 @@ def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
 _REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time")
 
 
+_ECHOABLE = re.compile(r"[0-9A-Za-z_.:+\-]{1,40}")
+
+
+def _echoable(loc: tuple[int | str, ...], value: object) -> bool:
+    """Only code-like tokens outside the personal block are echoed: a dead-letter reason is shown to
+    operators, and a rogue producer may have put a name in any field."""
+    if "personal" in loc or isinstance(value, (dict, list)):
+        return False
+    return isinstance(value, (int, float, bool)) or (isinstance(value, str) and bool(_ECHOABLE.fullmatch(value)))
+
+
 def summarize_validation_error(exc: ValidationError, *, with_values: bool = True) -> str:
-    """One line per error: ``field: rule (value)``. Values of sealed blocks never appear."""
+    """One line per error: ``field: rule (value)``; values only where they cannot be personal data."""
     parts = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         msg = err["msg"]
         value = err.get("input")
-        sensitive = "personal" in err["loc"] or isinstance(value, (dict, list))
-        if with_values and not sensitive:
+        if with_values and _echoable(err["loc"], value):
             parts.append(f"{loc}: {msg} (got {value!r})")
         else:
             parts.append(f"{loc}: {msg}")
