@@ -12,7 +12,15 @@ import asyncio
 import gc
 import time
 
-from bench.common import Figure, bench_settings, fresh_pool, peak_rss_mib, produce, raw_consume_rate, sealed_records
+from bench.common import (
+    Figure,
+    bench_settings,
+    fresh_pool,
+    peak_rss_mib,
+    produce,
+    raw_consume_rate,
+    sealed_records,
+)
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
 from hub.logging import configure_logging
@@ -33,7 +41,11 @@ async def main(total: int) -> None:
     gc.collect()
     gc.freeze()
 
-    raw = Figure("raw aiokafka consume (ceiling)", total, await raw_consume_rate(settings, list(settings.event_topics), total))
+    raw = Figure(
+        "raw aiokafka consume (ceiling)",
+        total,
+        await raw_consume_rate(settings, list(settings.event_topics), total),
+    )
 
     runtime = ConsumerRuntime(EventLogHandler(settings), settings, pool, group_id="bench-event-log")
     started = time.perf_counter()
@@ -41,7 +53,10 @@ async def main(total: int) -> None:
     async with pool.acquire() as conn:
         # progress from the positions table (cheap), not count(*) over a growing table
         while (
-            await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = $1", runtime.handler.name)
+            await conn.fetchval(
+                "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = $1",
+                runtime.handler.name,
+            )
             < total
         ):
             await asyncio.sleep(0.05)

@@ -45,7 +45,9 @@ async def fresh_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
-def sealed_records(total: int, seed: int = 7) -> Iterator[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]:
+def sealed_records(
+    total: int, seed: int = 7
+) -> Iterator[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]:
     """``total`` simulated events, sealed with per-person keys held in memory, as Kafka records."""
     keys: dict[str, bytes] = {}
     authorities = max(4, total // 5000)
@@ -63,7 +65,9 @@ def sealed_records(total: int, seed: int = 7) -> Iterator[tuple[Family, bytes, l
                 return
 
 
-async def produce(settings: Settings, records: list[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]) -> float:
+async def produce(
+    settings: Settings, records: list[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]
+) -> float:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
@@ -134,4 +138,6 @@ class Figure:
 
     def line(self, baseline: Figure | None = None) -> str:
         ratio = f"  ({self.rate / baseline.rate:.2f}× of {baseline.name})" if baseline else ""
-        return f"{self.name:38} {self.events:>9,} events  {self.seconds:7.2f} s  {self.rate:>10,.0f} ev/s{ratio}"
+        return (
+            f"{self.name:38} {self.events:>9,} events  {self.seconds:7.2f} s  {self.rate:>10,.0f} ev/s{ratio}"
+        )
