@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     feed_suppression_threshold: int = Field(default=3, ge=1)
     feed_cutoff_day: int = Field(default=5, ge=1, le=28)
 
+    # --- Operator console and metrics (issue 6) --------------------------------------------------
+    # Signs console session cookies; unset, each console process draws a random one (sessions then end
+    # when it restarts). Production sets HUB_CONSOLE_SESSION_SECRET from a secret store.
+    console_session_secret: str | None = None
+    console_session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    console_cookie_secure: bool = False  # True behind HTTPS
+    console_sample_interval_s: float = Field(default=5.0, gt=0)
+    console_sample_retention_h: float = Field(default=24.0, gt=0)
+    # Prometheus port for services without HTTP (hub run event-log, relay, ...); unset: no endpoint.
+    metrics_port: int | None = None
+
+    # --- Placement feed service (issue 5) ------------------------------------------------------------
+    feed_port: int = 8084  # HTTP download of an authority's own feed (hub run feed-api)
+    feed_build_interval_s: float = Field(default=60.0, gt=0)  # hub run placement-feed: build due revisions
+
     def topic(self, family: Family) -> str:
         return topic_for(family, self.topic_namespace)
 
