@@ -157,10 +157,10 @@ def test_dead_letter_reasons_never_echo_text_that_could_be_a_name() -> None:
     event = to_event(factories.registration(pk), os.urandom(32))
     _, headers, value = encode(event)
     broken = json.loads(value)
-    broken.update(sex="山田 太郎", office="Yamada Taro", authority="112039")
+    broken.update(sex="yamada", office="Yamada Taro", authority="112039", site="1988-06-01")
     with pytest.raises(PoisonMessage) as info:
         decode(pk.encode(), headers, json.dumps(broken).encode())
     reason = info.value.reason
     assert "112039 has check digit 9, expected 8 (got '112039')" in reason
-    assert "山田" not in reason and "Yamada" not in reason
+    assert "yamada" not in reason.lower() and "1988-06-01" not in reason
     assert "sex: Input should be 'male', 'female' or 'not_stated'" in reason
