@@ -1,0 +1,1 @@
+"""The operator console (``hub run console``): server-rendered pages over ``consumers.monitoring``."""

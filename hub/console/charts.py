@@ -1,0 +1,79 @@
+"""Server-rendered SVG charts: a line over time and horizontal bars.
+
+Why SVG from the server rather than a JavaScript chart library: the console then runs no script at all
+(its Content-Security-Policy forbids scripts), pages work and refresh without JS, the numbers a chart
+draws are in the HTML the tests read, and there is no vendored bundle to keep patched. The charts the
+console needs — a series over the last half hour, lag per partition — are a polyline and rectangles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from html import escape
+
+from markupsafe import Markup
+
+
+def _fmt(value: float) -> str:
+    if value >= 100 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def line_chart(
+    points: Sequence[tuple[datetime, float]], *, title: str, unit: str, width: int = 360, height: int = 110
+) -> Markup:
+    """A time series as a polyline with its latest value, minimum and maximum labelled."""
+    label = escape(title)
+    if len(points) < 2:
+        return Markup(
+            f'<svg class="chart" role="img" aria-label="{label}: not enough samples yet" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}"><text x="8" y="{height // 2}" class="muted">'
+            f"{label}: waiting for samples</text></svg>"
+        )
+    pad_l, pad_r, pad_t, pad_b = 8, 8, 22, 16
+    t0 = points[0][0].timestamp()
+    span_t = max(points[-1][0].timestamp() - t0, 1e-9)
+    lo = min(v for _, v in points)
+    hi = max(v for _, v in points)
+    span_v = (hi - lo) or 1.0
+    inner_w, inner_h = width - pad_l - pad_r, height - pad_t - pad_b
+    coords = " ".join(
+        f"{pad_l + (t.timestamp() - t0) / span_t * inner_w:.1f},{pad_t + (1 - (v - lo) / span_v) * inner_h:.1f}"
+        for t, v in points
+    )
+    latest = points[-1][1]
+    return Markup(
+        f'<svg class="chart" role="img" aria-label="{label}: latest {_fmt(latest)} {escape(unit)}" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'<text x="{pad_l}" y="14" class="title">{label}</text>'
+        f'<text x="{width - pad_r}" y="14" text-anchor="end" class="value">{_fmt(latest)} {escape(unit)}</text>'
+        f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" class="axis"/>'
+        f'<polyline points="{coords}" class="series"/>'
+        f'<text x="{pad_l}" y="{height - 3}" class="muted">{points[0][0]:%H:%M} · min {_fmt(lo)}</text>'
+        f'<text x="{width - pad_r}" y="{height - 3}" text-anchor="end" class="muted">'
+        f"max {_fmt(hi)} · {points[-1][0]:%H:%M}</text></svg>"
+    )
+
+
+def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 360, bar_h: int = 14) -> Markup:
+    """Labelled horizontal bars (e.g. lag per partition); each bar's value is written beside it."""
+    label = escape(title)
+    height = 22 + len(bars) * (bar_h + 4)
+    top = max((v for _, v in bars), default=0) or 1
+    label_w, value_w = 110, 70
+    inner = width - label_w - value_w
+    rows = []
+    for i, (name, value) in enumerate(bars):
+        y = 22 + i * (bar_h + 4)
+        w = max(1.0, value / top * inner) if value > 0 else 0
+        rows.append(
+            f'<text x="0" y="{y + bar_h - 3}" class="muted">{escape(name)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" class="bar"/>'
+            f'<text x="{width}" y="{y + bar_h - 3}" text-anchor="end" class="value">{_fmt(value)}</text>'
+        )
+    return Markup(
+        f'<svg class="chart" role="img" aria-label="{label}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><text x="0" y="14" class="title">{label}</text>{"".join(rows)}</svg>'
+    )

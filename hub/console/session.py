@@ -1,0 +1,88 @@
+"""Operator login for the console: a token pasted once, then a signed, expiring session cookie.
+
+Operators are clients of org kind ``operator`` with role ``operate`` (``hub.auth``); authority, office,
+national Hello Work and publisher credentials are refused with 403 and the reason. The cookie holds the
+client id and a CSRF token, signed and time-stamped with itsdangerous; every request re-reads the client
+so a revoked operator is out at their next click. Forms carry the CSRF token (SameSite=Strict as well).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from hub.auth import AuthError, OrgKind, Principal, Role, require_role
+from hub.config import Settings
+
+COOKIE = "ittai_console"
+
+
+class LoginRequired(Exception):
+    """No valid session: the page sends the browser to the login form."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    client_id: str
+    csrf: str
+
+
+class Sessions:
+    def __init__(self, settings: Settings) -> None:
+        secret = settings.console_session_secret or secrets.token_urlsafe(32)
+        self._signer = URLSafeTimedSerializer(secret, salt="ittai-console-session")
+        self.max_age_s = settings.console_session_max_age_s
+
+    def issue(self, client_id: str) -> tuple[str, Session]:
+        session = Session(client_id, secrets.token_urlsafe(24))
+        return self._signer.dumps({"c": session.client_id, "x": session.csrf}), session
+
+    def read(self, cookie: str | None) -> Session | None:
+        if not cookie:
+            return None
+        try:
+            data = self._signer.loads(cookie, max_age=self.max_age_s)
+        except BadSignature:  # also SignatureExpired
+            return None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("c"), str)
+            or not isinstance(data.get("x"), str)
+        ):
+            return None
+        return Session(data["c"], data["x"])
+
+
+def require_operator(principal: Principal) -> None:
+    if principal.org_kind is not OrgKind.OPERATOR:
+        raise AuthError(
+            403,
+            f"client {principal.client_id} belongs to {principal.organisation}: the console admits operator "
+            "clients only (org kind 'operator', role 'operate')",
+        )
+    require_role(principal, Role.OPERATE)
+
+
+async def operator_by_id(conn: asyncpg.Connection, client_id: str) -> Principal | None:
+    """The operator behind a session, or None if the client is gone, revoked or no longer an operator."""
+    row = await conn.fetchrow(
+        "SELECT client_id, name, org_kind, org_code, roles FROM clients WHERE client_id = $1 AND revoked_at IS NULL",
+        client_id,
+    )
+    if row is None:
+        return None
+    principal = Principal(
+        client_id=row["client_id"],
+        name=row["name"],
+        org_kind=OrgKind(row["org_kind"]),
+        org_code=row["org_code"],
+        roles=frozenset(Role(r) for r in row["roles"]),
+    )
+    try:
+        require_operator(principal)
+    except AuthError:
+        return None
+    return principal

@@ -1,0 +1,50 @@
+"""A real console (uvicorn on a free port, in a thread with its own event loop) for the console tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from hub.config import Settings
+from hub.console.app import create_console_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningConsole:
+    url: str
+    app: FastAPI
+
+
+@contextmanager
+def running_console(settings: Settings, *, sample: bool = False) -> Iterator[RunningConsole]:
+    port = free_port()
+    app = create_console_app(settings, sample=sample)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="console", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("console did not start")
+        time.sleep(0.05)
+    try:
+        yield RunningConsole(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,251 @@
+"""The operator console over HTTP on the real stack: access, figures against Kafka, dead-letter desk.
+
+Each test module works in its own topic namespace, so the figures it checks are exactly what it
+published and consumed, whatever else the session's tests do in the same database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from consumers.event_log import EventLogHandler
+from consumers.monitoring.kafka_probe import KafkaProbe
+from consumers.monitoring.queries import optional
+from consumers.runtime import ConsumerRuntime
+from contracts.envelope import Family
+from hub.auth import OrgKind, Role, add_client, revoke_client
+from hub.config import Settings
+from hub.topics import ensure_topics
+from tests import factories
+from tests.browser.console_server import RunningConsole, running_console
+from tests.browser.flows import Picky, consume_all, kafka_ends, publish
+from tests.helpers import read_topic, wait_for
+
+
+@pytest.fixture(scope="module")
+def console_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "topic_namespace": f"c{uuid.uuid4().hex[:10]}",
+            "console_session_secret": "console-test-secret",
+            "console_sample_interval_s": 0.5,
+        }
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ready(pool: asyncpg.Pool, console_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    await ensure_topics(console_settings)
+    yield pool
+
+
+@pytest.fixture(scope="module")
+def console(ready: asyncpg.Pool, console_settings: Settings) -> Iterator[RunningConsole]:
+    with running_console(console_settings, sample=True) as running:
+        yield running
+
+
+async def _client(pool: asyncpg.Pool, kind: OrgKind, code: str, roles: set[Role]) -> str:
+    async with pool.acquire() as conn:
+        _, token = await add_client(
+            conn, name=f"test {kind.value}", org_kind=kind, org_code=code, roles=frozenset(roles)
+        )
+    return token
+
+
+async def test_only_operators_get_in(ready: asyncpg.Pool, console: RunningConsole) -> None:
+    pool = ready
+    authority = await _client(pool, OrgKind.AUTHORITY, factories.AUTHORITY, {Role.READ, Role.PUBLISH})
+    office = await _client(pool, OrgKind.OFFICE, factories.OFFICE, {Role.READ})
+    operator = await _client(pool, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        # No session: pages send the browser to the login form; the API says 401.
+        page = await http.get("/topics")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/topics"
+        assert (await http.get("/api/snapshot")).status_code == 401
+        # Authority and office credentials are refused, with the reason.
+        for token, org in (
+            (authority, f"authority:{factories.AUTHORITY}"),
+            (office, f"office:{factories.OFFICE}"),
+        ):
+            refused = await http.post("/login", data={"token": token})
+            assert refused.status_code == 403
+            assert f"belongs to {org}: the console admits operator clients only" in refused.text
+            assert "ittai_console" not in refused.cookies
+            api = await http.get("/api/snapshot", headers={"Authorization": f"Bearer {token}"})
+            assert api.status_code == 403 and "operator clients only" in api.json()["error"]
+        wrong = await http.post("/login", data={"token": operator + "x"})
+        assert wrong.status_code == 401 and "unknown client or wrong secret" in wrong.text
+        # An operator logs in and gets a session cookie; the API also takes the operator's bearer token.
+        ok = await http.post("/login", data={"token": operator, "next": "/consumers"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/consumers"
+        assert (await http.get("/consumers")).status_code == 200
+        api = await http.get("/api/snapshot", headers={"Authorization": f"Bearer {operator}"})
+        assert api.status_code == 200 and "topics" in api.json()
+        # A forged or tampered cookie is no session.
+        forged = httpx.AsyncClient(
+            base_url=console.url, cookies={"ittai_console": "x" + ok.cookies["ittai_console"]}
+        )
+        async with forged:
+            assert (await forged.get("/")).status_code == 303
+        # Revoking the operator ends the session at the next request.
+        async with pool.acquire() as conn:
+            await revoke_client(conn, operator[4:].partition(".")[0])
+        assert (await http.get("/")).status_code == 303
+        # Every login attempt is in the audit, without the token.
+        async with pool.acquire() as conn:
+            actions = await conn.fetch("SELECT action, outcome, detail FROM console_actions ORDER BY id")
+        assert [a["action"] for a in actions].count("login_refused") >= 3
+        assert any(a["action"] == "login" and a["outcome"] == "ok" for a in actions)
+        assert not any(operator.partition(".")[2] in (a["detail"] or "") for a in actions)
+
+
+async def test_health_and_metrics(console: RunningConsole) -> None:
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "alive"}
+        assert (await http.get("/readyz")).json() == {"status": "ready"}
+        metrics = await wait_for(
+            lambda: http.get("/metrics/"), until=lambda r: "ittai_topic_end_offset{" in r.text, timeout_s=20
+        )
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert "ittai_dead_letters_open" in metrics.text
+
+
+async def test_snapshot_figures_match_kafka_and_positions(
+    ready: asyncpg.Pool, console: RunningConsole, console_settings: Settings
+) -> None:
+    pool, s = ready, console_settings
+    operator = await _client(pool, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    topic = s.topic(Family.REGISTRATION)
+    before = await kafka_ends(s, topic)
+    first = [factories.registration(factories.person_key()) for _ in range(7)]
+    await publish(s, pool, first, origin="console-test")
+    await consume_all(
+        ConsumerRuntime(EventLogHandler(s), s, pool, group_id=f"{s.topic_namespace}-log"), pool, s
+    )
+    second = [factories.registration(factories.person_key()) for _ in range(5)]
+    await publish(s, pool, second, origin="console-test")
+
+    async with httpx.AsyncClient(
+        base_url=console.url, headers={"Authorization": f"Bearer {operator}"}
+    ) as http:
+        snap = (await http.get("/api/snapshot")).json()
+    reg = next(t for t in snap["topics"] if t["topic"] == topic)
+    assert reg["end_total"] == before + 12 == await kafka_ends(s, topic)
+    assert sum(p["end"] for p in reg["partitions"]) == reg["end_total"]
+    assert len(reg["partitions"]) == s.topic_partitions
+    log = next(c for c in snap["consumers"] if c["consumer"] == "event-log")
+    reg_lag = sum(p["lag"] for p in log["partitions"] if p["topic"] == topic)
+    assert reg_lag == 5, log["partitions"]  # published after the consumer stopped
+    origin = next(a for a in snap["outbox"]["adapters"] if a["origin"] == "console-test")
+    assert origin["backlog"] == 0 and origin["last_accepted"] is not None
+    other_namespace = [
+        c for c in snap["consumers"] for p in c["partitions"] if not p["topic"].startswith(s.topic_namespace)
+    ]
+    assert other_namespace == []
+
+
+async def test_redrive_and_discard_are_recorded_once(
+    ready: asyncpg.Pool, console: RunningConsole, console_settings: Settings
+) -> None:
+    pool, s = ready, console_settings
+    operator = await _client(pool, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    subs = [factories.registration(factories.person_key()) for _ in range(3)]
+    await publish(s, pool, subs, origin="console-test")
+    handler = Picky(s, {subs[0].event_id: "site not yet configured", subs[1].event_id: "test duplicate"})
+    await consume_all(ConsumerRuntime(handler, s, pool), pool, s)
+    async with pool.acquire() as conn:
+        letters = await conn.fetch(
+            "SELECT id, reason FROM dead_letters WHERE consumer = 'picky-log' AND source_topic = $1 ORDER BY id",
+            s.topic(Family.REGISTRATION),
+        )
+    assert len(letters) == 2
+    by_reason = {r["reason"].rsplit(": ", 1)[1]: r["id"] for r in letters}
+    redrive_id, discard_id = by_reason["site not yet configured"], by_reason["test duplicate"]
+
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await http.get("/dead-letters")
+        assert page.status_code == 200
+        assert f'data-letter="{redrive_id}"' in page.text and "site not yet configured" in page.text
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        # Without the form's CSRF token nothing happens.
+        forged = await http.post("/dead-letters", data={"op": f"redrive:{redrive_id}", "csrf": "nope"})
+        assert forged.status_code == 403 and "csrf" in forged.json()["error"]
+        done = await http.post("/dead-letters", data={"op": f"redrive:{redrive_id}", "csrf": csrf})
+        assert done.status_code == 200 and "redrive: done" in done.text
+        again = await http.post("/dead-letters", data={"op": f"redrive:{redrive_id}", "csrf": csrf})
+        assert "refused — already resolved" in again.text
+        dropped = await http.post("/dead-letters", data={"op": f"discard:{discard_id}", "csrf": csrf})
+        assert "discard: done" in dropped.text
+        bogus = await http.post("/dead-letters", data={"op": "delete:selected", "csrf": csrf})
+        assert bogus.status_code == 400 and "unknown action 'delete'" in bogus.json()["error"]
+
+    # The redriven record is back on its source topic once, byte for byte, without dlq_* headers.
+    copies = [
+        r
+        for r in await read_topic(s, s.topic(Family.REGISTRATION))
+        if dict(r.headers)["ce_id"] == subs[0].event_id.encode()
+    ]
+    assert len(copies) == 2
+    assert copies[0].value == copies[1].value and copies[0].key == copies[1].key
+    assert not any(k.startswith("dlq_") for k, _ in copies[1].headers)
+    async with pool.acquire() as conn:
+        actions = await conn.fetch(
+            "SELECT action, outcome, client_id, detail FROM console_actions WHERE action IN ('redrive', 'discard') "
+            "AND target IN ($1, $2) ORDER BY id",
+            f"dead letter #{redrive_id}",
+            f"dead letter #{discard_id}",
+        )
+        resolutions = await conn.fetch(
+            "SELECT dead_letter_id, resolution FROM dead_letter_resolutions WHERE dead_letter_id = ANY($1::bigint[])",
+            [redrive_id, discard_id],
+        )
+    assert [(a["action"], a["outcome"]) for a in actions] == [
+        ("redrive", "ok"),
+        ("redrive", "refused"),
+        ("discard", "ok"),
+    ]
+    assert all(a["client_id"] == operator[4:].partition(".")[0] for a in actions)
+    assert {(r["dead_letter_id"], r["resolution"]) for r in resolutions} == {
+        (redrive_id, "redriven"),
+        (discard_id, "discarded"),
+    }
+    # After the fix the redriven event takes effect; the discarded one stays out.
+    handler.reject.clear()
+    await consume_all(ConsumerRuntime(handler, s, pool), pool, s)
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM event_log WHERE event_id = $1", subs[1].event_id) == 0
+        )
+
+
+async def test_missing_views_read_as_not_available(ready: asyncpg.Pool) -> None:
+    async with ready.acquire() as conn:
+        assert await optional(lambda: conn.fetch("SELECT * FROM v_view_that_does_not_exist")) is None
+        assert await optional(lambda: conn.fetch("SELECT no_such_column FROM console_actions")) is None
+        assert await optional(lambda: conn.fetchval("SELECT 1")) == 1
+
+
+async def test_probe_reads_one_record_and_scans(ready: asyncpg.Pool, console_settings: Settings) -> None:
+    s = console_settings
+    sub = factories.referral(factories.person_key())
+    await publish(s, ready, [sub], origin="console-test")
+    topic = s.topic(Family.REFERRAL)
+    probe = KafkaProbe(s.kafka_bootstrap)
+    try:
+        records = await probe.scan(topic, {})
+        mine = next(r for r in records if dict(r.headers)["ce_id"] == sub.event_id.encode())
+        again = await probe.read_one(topic, mine.partition, mine.offset)
+        assert again is not None and again.value == mine.value
+        ends = (await probe.offsets([topic]))[topic]
+        assert await probe.read_one(topic, mine.partition, ends[mine.partition].end) is None
+        assert await probe.scan(topic, {p.partition: p.end for p in ends}) == []
+    finally:
+        await probe.close()
