@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     feed_port: int = 8084  # HTTP download of an authority's own feed (hub run feed-api)
     feed_build_interval_s: float = Field(default=60.0, gt=0)  # hub run placement-feed: build due revisions
 
+    # --- Adapters (issue 3) ----------------------------------------------------------------------
+    # Each adapter runs the outbox relay in-process so accepted events reach Kafka with nothing else
+    # running. Set false when a separate ``hub run relay`` publishes (frees the adapter's CPU for HTTP).
+    adapter_runs_relay: bool = True
+
     def topic(self, family: Family) -> str:
         return topic_for(family, self.topic_namespace)
 

@@ -1,0 +1,209 @@
+"""Ingest benchmark: HTTP events/s and latency at a fixed concurrency, and CSV import rows/s.
+
+Runs against the real stack in an isolated database and topic namespace. The employment adapter runs in
+a subprocess (``hub run employment-adapter``, uvicorn, one process), the load generator (aiohttp) here, so the
+two compete for this machine's cores as they would on one host. Figures are printed together with the
+same run's baseline (``/healthz``, an authenticated no-op), so ratios hold across machines.
+
+    .venv/bin/python bench/bench_ingest.py [--requests 4000] [--concurrency 32] [--rows 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HUB_PG_DATABASE", "ittai_bench_ingest")
+os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"b{uuid.uuid4().hex[:10]}")
+os.environ.setdefault("HUB_EMPLOYMENT_PORT", "18482")
+os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+
+from hub.auth import OrgKind, Role, add_client  # noqa: E402
+from hub.config import get_settings  # noqa: E402
+from hub.domain.csv_write import write_csv  # noqa: E402
+from hub.runner import prepare  # noqa: E402
+from hub.topics import ensure_topics  # noqa: E402
+from producers.adapters.csv_import import import_as_client  # noqa: E402
+from producers.adapters.sites import add_sites  # noqa: E402
+from tests import factories  # noqa: E402
+
+
+def _placement() -> dict[str, Any]:
+    return factories.placement(uuid.uuid4().hex).data
+
+
+async def _load(
+    http: aiohttp.ClientSession, n: int, concurrency: int, request: Any
+) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        nonlocal failures
+        for _ in queue:
+            started = time.perf_counter()
+            async with request(http) as response:
+                await response.read()
+                latencies.append(time.perf_counter() - started)
+                if response.status not in (200, 202):
+                    failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, failures
+
+
+def _p(latencies: list[float], q: int) -> float:
+    return statistics.quantiles(latencies, n=100)[q - 1] * 1000 if len(latencies) > 1 else 0.0
+
+
+def _report(label: str, events: int, elapsed: float, latencies: list[float], failures: int) -> float:
+    rate = events / elapsed
+    print(
+        f"{label:38} {rate:9.0f} events/s   p50 {_p(latencies, 50):6.1f} ms   p99 {_p(latencies, 99):6.1f} ms"
+        f"   ({len(latencies)} requests, {failures} failed)"
+    )
+    return rate
+
+
+async def _http_phase(
+    args: argparse.Namespace, port: int, token: str, *, separate_relay: bool
+) -> tuple[float, float, float, float]:
+    env = os.environ.copy() | {"HUB_ADAPTER_RUNS_RELAY": "false" if separate_relay else "true"}
+    hub = str(ROOT / ".venv/bin/hub")
+    procs = [subprocess.Popen([hub, "run", "employment-adapter"], env=env, stdout=subprocess.DEVNULL)]  # noqa: ASYNC220
+    if separate_relay:
+        procs.append(subprocess.Popen([hub, "run", "relay"], env=env, stdout=subprocess.DEVNULL))  # noqa: ASYNC220
+    try:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            connector=aiohttp.TCPConnector(limit=args.concurrency),
+            timeout=aiohttp.ClientTimeout(total=60),
+        ) as http:
+            for _ in range(100):
+                try:
+                    async with http.get("/readyz") as ready:
+                        if ready.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+
+            def one(h: aiohttp.ClientSession) -> Any:
+                return h.post("/v1/placement", data=orjson.dumps(_placement()))
+
+            def keyed_one(h: aiohttp.ClientSession) -> Any:
+                key = {"Idempotency-Key": uuid.uuid4().hex}
+                return h.post("/v1/placement", data=orjson.dumps(_placement()), headers=key)
+
+            def batch(h: aiohttp.ClientSession) -> Any:
+                return h.post(
+                    "/v1/placement/batch", data=orjson.dumps([_placement() for _ in range(args.batch)])
+                )
+
+            n = args.requests
+            await _load(http, 200, args.concurrency, one)  # warm-up
+            health = _report(
+                "baseline GET /healthz (no DB)",
+                n,
+                *await _load(http, n, args.concurrency, lambda h: h.get("/healthz")),
+            )
+            single = _report(
+                "POST /v1/placement (1 event/request)", n, *await _load(http, n, args.concurrency, one)
+            )
+            keyed = _report("  … with Idempotency-Key", n, *await _load(http, n, args.concurrency, keyed_one))
+            batches = max(n // args.batch, 20)
+            elapsed, latencies, failures = await _load(http, batches, min(args.concurrency, 8), batch)
+            batched = _report(
+                f"POST /v1/placement/batch ({args.batch}/request)",
+                batches * args.batch,
+                elapsed,
+                latencies,
+                failures,
+            )
+            return health, single, keyed, batched
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rows", type=int, default=50000)
+    args = parser.parse_args()
+    settings = get_settings()
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
+    await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
+    await admin.close()
+    await ensure_topics(settings)
+    pool = await prepare(settings)
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "bench")])
+        _, token = await add_client(
+            conn,
+            name="bench",
+            org_kind=OrgKind.OFFICE,
+            org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )
+    print(
+        f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f} (other work on this machine skews figures); "
+        f"concurrency {args.concurrency}; load generator: aiohttp in this process"
+    )
+    try:
+        print("-- adapter alone (outbox relay in the adapter process, the default)")
+        base_rate, single, keyed, batched = await _http_phase(
+            args, settings.employment_port, token, separate_relay=False
+        )
+        print("-- adapter + separate relay process (HUB_ADAPTER_RUNS_RELAY=false, hub run relay)")
+        _, single_sep, _, batched_sep = await _http_phase(
+            args, settings.employment_port, token, separate_relay=True
+        )
+        rows = [_placement() for _ in range(args.rows)]
+        content = write_csv("placement", rows, japanese=True, era=True, encoding="utf-8")
+        started = time.perf_counter()
+        summary = await import_as_client(settings, pool, content, "placement", token, wait=False)
+        elapsed = time.perf_counter() - started
+        assert summary.accepted == args.rows, summary.as_dict()
+        started = time.perf_counter()
+        again = await import_as_client(settings, pool, content, "placement", token, wait=False)
+        elapsed_again = time.perf_counter() - started
+        assert again.duplicates == args.rows
+        print(
+            f"{'CSV import (in-process, ' + str(args.rows) + ' rows)':38} {args.rows / elapsed:9.0f} rows/s"
+        )
+        print(f"{'CSV re-import (all duplicates)':38} {args.rows / elapsed_again:9.0f} rows/s")
+        print(
+            f"ratios: single-event POST = {single / base_rate:.2f} x healthz; keyed = {keyed / single:.2f} x "
+            f"unkeyed; batch = {batched / single:.1f} x single; separate relay: single x{single_sep / single:.2f}, "
+            f"batch x{batched_sep / batched:.2f}"
+        )
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,105 @@
+"""Rejections people can act on: which field broke which rule, with what value.
+
+A ``FieldError`` has two faces. The submitting client sees ``message`` (field, rule and value, e.g.
+``authority: 112039 has check digit 9, expected 8``) because it is their own input. Operators, logs and
+metrics see only ``operator_rule`` (field and rule class, e.g. ``authority: check digit``), which never
+carries a value: a rejected value may be a person's name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+# Phrases from the domain validators (codes, calendar, occupation, contracts) that name a rule class;
+# the first one found in a value error's message classifies it.
+_RULE_PHRASES = (
+    "check digit",
+    "expected 6 digits",
+    "prefecture",
+    "not a real date",
+    "before",
+    "after",
+    "era years",
+    "is not a date",
+    "is not run by authority",
+    "major group",
+    "classification version",
+    "must be unique",
+    "needs at least one",
+    "carries no scopes",
+    "needs left_on",
+    "takes no left_on",
+    "must be 4 digits",
+)
+_SAFE_FIELD = re.compile(r"[^A-Za-z0-9_.\[\]()]")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    rule: str
+    value: Any = None
+    rule_class: str = "invalid"
+    label: str | None = None  # the column as the file's header names it, for batch files
+
+    @property
+    def message(self) -> str:
+        where = f"{self.label} ({self.field})" if self.label and self.label != self.field else self.field
+        return f"{where}: {self.rule}"
+
+    @property
+    def operator_rule(self) -> str:
+        # Field names come from the client too (an unknown column, an extra key): keep only schema-like
+        # characters so nothing a person typed can reach an operator view.
+        field = _SAFE_FIELD.sub("?", self.field)[:80]
+        return f"{field}: {self.rule_class}"
+
+    def for_client(self) -> dict[str, Any]:
+        out = {"field": self.field, "rule": self.rule, "value": self.value, "message": self.message}
+        if self.label is not None:
+            out["column"] = self.label
+        return out
+
+
+def dotted(loc: tuple[int | str, ...]) -> str:
+    """``("attributes", 0)`` -> ``attributes[0]``; the empty location is the whole event."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(event)"
+
+
+def rule_class(error_type: str, message: str) -> str:
+    if error_type in ("value_error", "assertion_error"):
+        for phrase in _RULE_PHRASES:
+            if phrase in message:
+                return phrase
+        return "invalid value"
+    return error_type
+
+
+def from_validation_error(exc: ValidationError, *, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (not in the contract; rejected rather than dropped)"
+        value = err.get("input")
+        if err["type"] == "missing" or isinstance(value, dict):
+            value = None
+        errors.append(
+            FieldError(
+                field=dotted((*prefix, *err["loc"])),
+                rule=msg,
+                value=value,
+                rule_class=rule_class(err["type"], msg),
+            )
+        )
+    return errors

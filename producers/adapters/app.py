@@ -1,0 +1,242 @@
+"""The two adapters as HTTP services: ``POST /v1/<family>`` (one event), ``/batch`` (many, atomically)
+and ``/csv`` (a batch file), each authenticated, authorised and durable on 202.
+
+Each adapter runs the outbox relay in its lifespan, so accepted events reach Kafka when the adapter is
+the only thing running (the relay's advisory lock lets just one relay publish at a time).
+"""
+
+# No ``from __future__ import annotations``: FastAPI must see the dependency types built in build_app.
+
+import asyncio
+import contextlib
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, File, Header, Request, UploadFile
+from fastapi.responses import Response
+
+from contracts.envelope import MODELS, Family
+from hub.auth import AuthError, Principal, Role, authenticate, require_role
+from hub.config import Settings, get_settings
+from hub.crypto import KeyStore, master_key_from_config
+from hub.domain.csv_columns import COLUMNS
+from hub.domain.csv_rows import FileError
+from hub.domain.field_errors import FieldError
+from producers.adapters.authorization import FAMILIES, Adapter, check_client
+from producers.adapters.service import AdapterService, IdempotencyConflict, Rejected
+from producers.outbox import OutboxRelay
+from producers.submission import PERSONAL_MODELS
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+_DESCRIPTIONS = {
+    Adapter.WELFARE: "Authority side (自治体). Authority client systems publish consent signed at the "
+    "authority, referrals (送り込み) and retention follow-ups about their own sites.",
+    Adapter.EMPLOYMENT: "Hello Work side (ハローワーク). Office systems (or the national system) publish "
+    "registrations (求職申込), consent signed at Hello Work or the joint reception, placements and "
+    "retention follow-ups about their own offices.",
+}
+_COMMON = (
+    " A 202 means the event is durably in the outbox and will reach Kafka once. Send an "
+    "`Idempotency-Key` header to make retries safe. Errors: 401 (who are you), 403 (not yours), "
+    "409 (key reused for another body), 422 (which field broke which rule, with the value). "
+    "Personal fields go in clear under `personal`; they are encrypted with the person's data key "
+    "before they leave the adapter."
+)
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def submission_schema(family: Family) -> dict[str, Any]:
+    """The request body: the event contract with ``personal`` in clear, unknown fields forbidden."""
+    schema = MODELS[family].model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    personal_model = PERSONAL_MODELS.get(family)
+    if personal_model is not None:
+        personal = personal_model.model_json_schema()
+        defs |= personal.pop("$defs", {})
+        personal["additionalProperties"] = False
+        schema["properties"]["personal"] = personal
+    schema["additionalProperties"] = False
+    inlined: dict[str, Any] = _inline(schema, defs)
+    return inlined
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
+    """``relay=False`` when another adapter in the same process already runs the outbox relay; by
+    default the setting ``adapter_runs_relay`` decides."""
+    from hub.http import create_app
+
+    s = settings or get_settings()
+    run_relay = s.adapter_runs_relay if relay is None else relay
+    relay_task: dict[str, Any] = {}
+
+    async def on_startup(app: FastAPI) -> None:
+        keystore = KeyStore(master_key_from_config(s.master_key))
+        app.state.service = AdapterService(adapter, s, app.state.pool, keystore)
+        if run_relay:
+            relay_task["relay"] = outbox = OutboxRelay(s, app.state.pool)
+            relay_task["task"] = asyncio.create_task(outbox.run(), name=f"{adapter.value}-outbox-relay")
+
+    async def on_shutdown(app: FastAPI) -> None:
+        if not relay_task:
+            return
+        outbox: OutboxRelay = relay_task["relay"]
+        task: asyncio.Task[None] = relay_task["task"]
+        outbox.stop()
+        try:
+            # A relay waiting for another relay's advisory lock never sees stop(): cancel it. Cancelling
+            # the active one mid-batch is like a crash: unstamped rows are re-sent, consumers dedupe by id.
+            await asyncio.wait_for(asyncio.shield(task), timeout=2)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = create_app(
+        f"Ittai Hub {adapter.value} adapter",
+        description=_DESCRIPTIONS[adapter] + _COMMON,
+        settings=s,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_: Request, exc: Rejected) -> Response:
+        return _json({"errors": [e.for_client() for e in exc.errors]}, 422)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _conflict(_: Request, exc: IdempotencyConflict) -> Response:
+        return _json({"error": exc.reason}, 409)
+
+    async def publisher(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        service: AdapterService = request.app.state.service
+        family = request.url.path.split("/")[2] if request.url.path.count("/") >= 2 else "(none)"
+        try:
+            async with request.app.state.pool.acquire() as conn:
+                principal = await authenticate(conn, authorization)
+            require_role(principal, Role.PUBLISH)
+            check_client(adapter, principal)
+        except AuthError as exc:
+            raise await service.forbid(family, exc) from None
+        return principal
+
+    Publisher = Annotated[Principal, Depends(publisher)]
+
+    def idempotency_key(value: str | None) -> str | None:
+        if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
+            raise Rejected(
+                [FieldError("Idempotency-Key", "must be 1 to 200 visible ASCII characters", value, "format")]
+            )
+        return value
+
+    async def read_json(request: Request) -> Any:
+        try:
+            return orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise Rejected([FieldError("(body)", f"not valid JSON: {exc}", None, "json")]) from None
+
+    for family in FAMILIES[adapter]:
+        schema = submission_schema(family)
+        _add_routes(app, family, schema, Publisher, read_json, idempotency_key)
+    return app
+
+
+def _add_routes(
+    app: FastAPI, family: Family, schema: dict[str, Any], publisher: Any, read_json: Any, idem: Any
+) -> None:
+    columns = ", ".join(f"`{c.en}`/{c.ja}" for c in COLUMNS[family.value])
+
+    @app.post(
+        f"/v1/{family.value}",
+        status_code=202,
+        tags=[family.value],
+        summary=f"Publish one {family.value} event",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}
+        },
+        name=f"publish_{family.value}",
+    )
+    async def publish_one(
+        request: Request, principal: publisher, idempotency_key: Annotated[str | None, Header()] = None
+    ) -> Response:
+        key = idem(idempotency_key)
+        body = await read_json(request)
+        result = await request.app.state.service.accept_events(principal, family, [body], key, batch=False)
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return _json({"event_id": result.event_ids[0], "replayed": result.replayed}, 202, headers)
+
+    @app.post(
+        f"/v1/{family.value}/batch",
+        status_code=202,
+        tags=[family.value],
+        summary=f"Publish many {family.value} events, all or none",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": schema, "maxItems": 1000}}
+                },
+            }
+        },
+        name=f"publish_{family.value}_batch",
+    )
+    async def publish_batch(
+        request: Request, principal: publisher, idempotency_key: Annotated[str | None, Header()] = None
+    ) -> Response:
+        key = idem(idempotency_key)
+        body = await read_json(request)
+        if not isinstance(body, list) or not 1 <= len(body) <= 1000:
+            raise Rejected(
+                [FieldError("(body)", "expected a JSON array of 1 to 1000 events", None, "batch size")]
+            )
+        result = await request.app.state.service.accept_events(principal, family, body, key, batch=True)
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return _json({"event_ids": result.event_ids, "replayed": result.replayed}, 202, headers)
+
+    @app.post(
+        f"/v1/{family.value}/csv",
+        status_code=202,
+        tags=[family.value],
+        summary=f"Import a {family.value} batch file (CSV)",
+        description=(
+            "UTF-8 (with or without BOM) or CP932/Shift_JIS, CRLF or LF, a header row. Dates ISO or Japanese "
+            "era (令和6年4月1日, R6.4.1). Valid rows are accepted, invalid rows reported by line; a row "
+            f"already imported is a duplicate and creates nothing. Columns: {columns}."
+        ),
+        name=f"import_{family.value}_csv",
+    )
+    async def import_csv(
+        request: Request, principal: publisher, file: Annotated[UploadFile, File()]
+    ) -> Response:
+        content = await file.read()
+        service: AdapterService = request.app.state.service
+        try:
+            summary = await service.import_csv(principal, family, content)
+        except FileError as exc:
+            error = FieldError("(file)", str(exc), None, "file")
+            await service.record_rejections(family.value, [(error.operator_rule, error.rule_class)])
+            return _json({"errors": [error.for_client()]}, 422)
+        return _json(summary.as_dict(), 202)
+
+
+def welfare_app(settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
+    return build_app(Adapter.WELFARE, settings, relay=relay)
+
+
+def employment_app(settings: Settings | None = None) -> FastAPI:
+    return build_app(Adapter.EMPLOYMENT, settings)

@@ -1,0 +1,33 @@
+"""Running an adapter: as a process (``hub run …-adapter``) or in-process as an asyncio task (demo, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def running(app: FastAPI, host: str, port: int) -> AsyncIterator[str]:
+    """Serve ``app`` on host:port inside this event loop; yields the base URL once it accepts requests."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the host owns signals
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises the reason it could not start
+            raise RuntimeError(f"adapter on {host}:{port} stopped before it started")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def run(app: FastAPI, host: str, port: int) -> None:
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

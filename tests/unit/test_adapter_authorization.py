@@ -1,0 +1,113 @@
+"""Who may publish what, without a database: the pure rules of ``producers.adapters.authorization``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from contracts.envelope import Family
+from hub.auth import AuthError, OrgKind, Principal, Role
+from hub.domain.field_errors import FieldError, from_validation_error
+from producers.adapters.authorization import Adapter, authorize
+from producers.submission import to_event
+from tests import factories
+
+PK = "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"
+SITES = {"131041-01": "1301", "112038-01": "1102"}
+
+
+def who(kind: OrgKind, code: str) -> Principal:
+    return Principal("c1", "test", kind, code, frozenset({Role.PUBLISH}))
+
+
+SHINJUKU = who(OrgKind.AUTHORITY, "131041")
+KAWAGUCHI = who(OrgKind.AUTHORITY, "112038")
+OFFICE = who(OrgKind.OFFICE, "1301")
+OTHER_OFFICE = who(OrgKind.OFFICE, "1102")
+NATIONAL = who(OrgKind.HELLO_WORK_NATIONAL, "*")
+
+
+def data(family: Family, **over: Any) -> dict[str, Any]:
+    sub = {s.family: s for s in factories.one_of_each(PK)}[family]
+    return sub.data | over
+
+
+def test_authority_publishes_for_itself_only() -> None:
+    assert (
+        authorize(Adapter.WELFARE, SHINJUKU, Family.REFERRAL, data(Family.REFERRAL), {})
+        == "/authorities/131041"
+    )
+    with pytest.raises(AuthError) as info:
+        authorize(Adapter.WELFARE, KAWAGUCHI, Family.REFERRAL, data(Family.REFERRAL), {})
+    assert info.value.status == 403 and "may not publish a referral by authority 131041" in info.value.reason
+    with pytest.raises(AuthError, match="site 131041-01 \\(not its site\\)"):
+        authorize(Adapter.WELFARE, KAWAGUCHI, Family.RETENTION, data(Family.RETENTION), {})
+
+
+def test_consent_goes_through_the_side_where_it_was_signed() -> None:
+    hello_work_signed = data(Family.CONSENT)
+    with pytest.raises(AuthError, match="goes through the employment adapter"):
+        authorize(Adapter.WELFARE, SHINJUKU, Family.CONSENT, hello_work_signed, {})
+    assert (
+        authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, hello_work_signed, SITES)
+        == "/hellowork/offices/1301"
+    )
+    authority_signed = hello_work_signed | {
+        "captured": {**hello_work_signed["captured"], "side": "authority"}
+    }
+    assert authorize(Adapter.WELFARE, SHINJUKU, Family.CONSENT, authority_signed, {}) == "/authorities/131041"
+    with pytest.raises(AuthError, match="goes through the welfare adapter"):
+        authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, authority_signed, SITES)
+
+
+def test_office_publishes_for_its_own_office_and_sites() -> None:
+    assert authorize(Adapter.EMPLOYMENT, OFFICE, Family.PLACEMENT, data(Family.PLACEMENT), SITES).endswith(
+        "/1301"
+    )
+    with pytest.raises(AuthError, match="for office 1301 \\(not its office\\)"):
+        authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.REGISTRATION, data(Family.REGISTRATION), SITES)
+    with pytest.raises(AuthError, match="for office 1301"):
+        authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.RETENTION, data(Family.RETENTION), SITES)
+    with pytest.raises(AuthError, match="not in the sites registry"):
+        authorize(
+            Adapter.EMPLOYMENT, OFFICE, Family.RETENTION, data(Family.RETENTION, site="131041-07"), SITES
+        )
+
+
+def test_national_hello_work_covers_every_office() -> None:
+    assert authorize(
+        Adapter.EMPLOYMENT, NATIONAL, Family.PLACEMENT, data(Family.PLACEMENT, office="4701"), SITES
+    ) == ("/hellowork/offices/4701")
+    assert authorize(Adapter.EMPLOYMENT, NATIONAL, Family.RETENTION, data(Family.RETENTION), SITES).endswith(
+        "/1301"
+    )
+
+
+def test_clients_of_the_other_side_are_refused() -> None:
+    with pytest.raises(
+        AuthError, match="the welfare adapter takes clients of authority; client c1 is office:1301"
+    ):
+        authorize(Adapter.WELFARE, OFFICE, Family.RETENTION, data(Family.RETENTION), {})
+    with pytest.raises(
+        AuthError, match="the employment adapter takes clients of hello_work_national or office"
+    ):
+        authorize(Adapter.EMPLOYMENT, SHINJUKU, Family.RETENTION, data(Family.RETENTION), SITES)
+
+
+def test_field_errors_carry_value_for_client_and_none_for_operators() -> None:
+    from pydantic import ValidationError
+
+    sub = factories.referral(PK, authority="112039", site="112039-01")
+    with pytest.raises(ValidationError) as info:
+        to_event(sub, bytes(32))
+    errors = from_validation_error(info.value)
+    authority = next(e for e in errors if e.field == "authority")
+    assert authority.message == "authority: 112039 has check digit 9, expected 8"
+    assert authority.value == "112039" and authority.operator_rule == "authority: check digit"
+    personal = FieldError("personal.name", "too long", "山田 太郎", "string_too_long")
+    assert "山田" not in personal.operator_rule and personal.operator_rule == "personal.name: string_too_long"
+    unknown = FieldError("名前", "unknown field", None, "extra_forbidden")
+    assert unknown.operator_rule == "??: extra_forbidden", (
+        "client-chosen names never reach operators as typed"
+    )

@@ -1,0 +1,135 @@
+"""Batch file reading without a broker: encodings, headers, era dates, cell conversions, line numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.domain.csv_rows import FileError, decode, read_rows
+from hub.domain.csv_write import era_short, write_csv
+from tests import factories
+
+REFERRAL_HEADER = "送り込みID,個人キー,自治体コード,拠点ID,支援事業,送り込み日,ケース番号"
+PK = "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"
+RID = "0" * 32
+
+
+def referral_line(when: str, programme: str = "一般") -> str:
+    return f"{RID},{PK},131041,131041-01,{programme},{when},K-1"
+
+
+@pytest.mark.parametrize(
+    ("written", "iso"),
+    [
+        ("令和6年4月1日", "2024-04-01"),
+        ("R6.4.1", "2024-04-01"),
+        ("平成31年4月30日", "2019-04-30"),
+        ("令和元年5月1日", "2019-05-01"),
+        ("2024/4/1", "2024-04-01"),
+        ("２０２４－０４－０１".replace("－", "-"), "2024-04-01"),
+    ],
+)
+def test_dates_iso_or_era(written: str, iso: str) -> None:
+    _, _, rows = read_rows("referral", f"{REFERRAL_HEADER}\n{referral_line(written)}\n".encode())
+    (row,) = rows
+    assert row.errors == () and row.data["referred_on"] == iso
+
+
+def test_cp932_crlf_with_japanese_values() -> None:
+    content = (
+        f"{REFERRAL_HEADER}\r\n{referral_line('R6.4.1', '生活保護受給者等就労自立促進事業')}\r\n".encode(
+            "cp932"
+        )
+    )
+    encoding, _, rows = read_rows("referral", content)
+    (row,) = rows
+    assert encoding == "cp932"
+    assert row.data["programme"] == "public_assistance_employment" and row.data["personal"] == {
+        "case_number": "K-1"
+    }
+
+
+def test_utf8_with_bom_keeps_characters_cp932_lacks() -> None:
+    text, encoding = decode("\ufeff氏名\n𠮷田 髙志\n".encode())
+    assert encoding == "utf-8" and text == "氏名\n𠮷田 髙志\n"
+    with pytest.raises(UnicodeEncodeError):
+        "𠮷".encode("cp932")
+
+
+def test_neither_utf8_nor_cp932_is_a_file_error() -> None:
+    with pytest.raises(FileError, match="neither UTF-8"):
+        decode(b"\x81\x7f\xff\xff")
+
+
+def test_header_unknown_repeated_and_missing_columns() -> None:
+    with pytest.raises(FileError) as info:
+        read_rows("referral", "referral_id,個人キー,person_key,colour\n".encode())
+    message = str(info.value)
+    assert "column 3 'person_key' repeats column person_key (個人キー)" in message
+    assert "column 4 'colour' is not a referral column" in message
+    assert "missing required column(s): authority (自治体コード), site (拠点ID)" in message
+
+
+def test_line_numbers_follow_the_file_with_quoted_newlines_and_blank_lines() -> None:
+    content = (
+        f"{REFERRAL_HEADER}\n{referral_line('R6.4.1')}\n\n"
+        f'{RID},{PK},131041,131041-01,一般,R6.2.30,"K\n2"\n{referral_line("R6.13.1")}\n'
+    ).encode()
+    _, _, rows = read_rows("referral", content)
+    parsed = list(rows)
+    assert [r.line for r in parsed] == [2, 4, 6]
+    assert parsed[1].errors[0].message == (
+        "送り込み日 (referred_on): 'R6.2.30' is not a real date: February 2024 has 29 days, not 30"
+    )
+    assert parsed[1].errors[0].operator_rule == "referred_on: date format"
+    assert parsed[2].errors[0].rule.endswith("month 13 does not exist")
+
+
+def test_cell_count_mismatch() -> None:
+    _, _, rows = read_rows("referral", f"{REFERRAL_HEADER}\n{RID},{PK}\n".encode())
+    (row,) = rows
+    assert row.errors[0].message == "(row): has 2 cells, the header has 7"
+
+
+def test_booleans_lists_recipients_and_datetimes() -> None:
+    reg = factories.registration(PK).data
+    reg["team_support"] = False
+    (row,) = read_rows("registration", write_csv("registration", [reg]))[2]
+    assert row.data == reg
+    consent = factories.consent(PK).data
+    content = write_csv("consent", [consent], japanese=False).replace(b"+09:00", b"")
+    (row,) = read_rows("consent", content)[2]
+    assert row.data["recipients"] == [
+        {"kind": "authority", "code": "131041"},
+        {"kind": "office", "code": "1301"},
+    ]
+    assert row.data["captured"]["signed_at"] == "2025-04-03T10:00:00+09:00", "no offset means Japan time"
+    assert row.data["scopes"] == consent["scopes"]
+
+
+def test_every_family_round_trips_through_a_file() -> None:
+    for sub in factories.one_of_each(PK):
+        for japanese, era, encoding in ((True, True, "utf-8"), (False, False, "utf-8")):
+            (row,) = read_rows(
+                sub.family.value,
+                write_csv(sub.family.value, [sub.data], japanese=japanese, era=era, encoding=encoding),
+            )[2]
+            assert row.errors == () and row.data == sub.data, sub.family
+
+
+def test_era_short() -> None:
+    from datetime import date
+
+    assert era_short(date(2024, 4, 1)) == "R6.4.1"
+    assert era_short(date(2019, 4, 30)) == "H31.4.30"
+
+
+def test_docs_list_every_column() -> None:
+    from pathlib import Path
+
+    from hub.domain.csv_columns import COLUMNS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text(encoding="utf-8")
+    for family, columns in COLUMNS.items():
+        section = doc.split(f"### {family}\n", 1)[1].split("### ", 1)[0]
+        for column in columns:
+            assert f"| `{column.en}` | {column.ja} |" in section, (family, column.en)
