@@ -62,6 +62,18 @@ def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, A
     return result
 
 
+def try_open(data_key: bytes | None, person_key: str, sealed: Sealed) -> dict[str, Any] | None:
+    """Open a sealed block, or ``None`` when it cannot be read any more: the person was erased (no key),
+    or the block was sealed under a data key that has since been deleted (a newer key exists for them).
+    Either way the personal data is gone and callers show the person masked."""
+    if data_key is None:
+        return None
+    try:
+        return open_sealed(data_key, person_key, sealed)
+    except ValueError:
+        return None
+
+
 class KeyStore:
     """Per-person data keys in PostgreSQL (table ``person_data_keys``), wrapped by the master key.
 

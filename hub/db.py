@@ -66,3 +66,18 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied
+
+
+async def recreate_database(settings: Settings) -> None:
+    """Drop and create ``settings.pg_database`` (tests, benchmarks, ``hub db reset``), then migrate it."""
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
+    finally:
+        await admin.close()
+    conn = await connect(settings)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()

@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from hub import stack
 from hub.config import Settings, get_settings
-from hub.db import create_pool, migrate
+from hub.db import create_pool, recreate_database
 from hub.logging import configure_logging
 from hub.topics import ensure_topics
 
@@ -38,21 +38,10 @@ def live_stack(settings: Settings) -> Iterator[None]:
     yield
 
 
-async def _fresh_database(settings: Settings) -> None:
-    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
-    finally:
-        await admin.close()
-
-
 @pytest_asyncio.fixture(scope="session")
 async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    await _fresh_database(settings)
+    await recreate_database(settings)
     p = await create_pool(settings, max_size=20)
-    async with p.acquire() as conn:
-        await migrate(conn)
     reports = await ensure_topics(settings)
     assert all(r.status != "mismatch" for r in reports), reports
     yield p
