@@ -1,0 +1,219 @@
+"""Benchmark: build every placement feed of one month at national scale.
+
+Scale (issue 5): about 1,700 authorities with 1–3 joint sites each (mean 1.9, as the simulator), 480,000
+new registrations and 130,000 placements in the month, plus the placements of the earlier months whose
+retention the month reports (1, 3 and 6 months back, 130,000 each) and their checkpoints. The rows are
+generated directly in PostgreSQL (``generate_series`` with a fixed ``setseed``), not sent through
+Kafka: the bench measures the builder, and the consumer has its own figures. 3% of the month's
+placements arrive after the cutoff, so the build makes revision 1 for every feed and revision 2 for the
+feeds those late placements change.
+
+Figures printed: wall time of the national build (load, compose, keep, publish), sequential (the
+baseline, in the same run) and with a process pool of ``os.cpu_count()`` workers, the ratio between
+them, peak memory (RSS) of this process and of the worker processes.
+
+Run: ``.venv/bin/python bench/bench_feed.py [--reuse]`` (uses database ``ittai_bench_feed`` and topic namespace
+``benchfeed``; both are recreated each run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+
+os.environ["HUB_PG_DATABASE"] = "ittai_bench_feed"
+os.environ["HUB_TOPIC_NAMESPACE"] = "benchfeed"
+os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+
+import asyncpg
+
+from consumers.feed.builder import build_month
+from hub.config import Settings, get_settings
+from hub.db import create_pool, recreate_database
+from hub.domain.calendar import YearMonth
+from hub.domain.codes import lg_check_digit
+from hub.topics import ensure_topics
+
+AUTHORITIES = 1700
+REGISTRATIONS = 480_000
+PLACEMENTS = 130_000
+MONTH = YearMonth(2025, 10)
+LATE_SHARE = 0.03
+
+
+def sites() -> list[str]:
+    rng = random.Random(5)
+    codes: set[str] = set()
+    while len(codes) < AUTHORITIES:
+        first = f"{rng.randint(1, 47):02d}{rng.randint(100, 999):03d}"
+        codes.add(first + str(lg_check_digit(first)))
+    out = []
+    for code in sorted(codes):
+        n = rng.choices((1, 2, 3), (35, 40, 25))[0]
+        out += [f"{code}-{i:02d}" for i in range(1, n + 1)]
+    return out
+
+
+GENERATE: list[tuple[str, tuple[str, ...]]] = [
+    ("SELECT setseed(0.5151)", ()),
+    (
+        "CREATE TEMP TABLE s AS SELECT row_number() OVER () AS i, site FROM unnest($1::text[]) AS site",
+        ("sites",),
+    ),
+    # Skewed site sizes: a few busy sites, many small ones.
+    (
+        "CREATE TEMP TABLE w AS SELECT g, 1 + floor((SELECT count(*) FROM s) * power(random(), 1.6))::int AS i "
+        "FROM generate_series(1, $1::int) AS g",
+        ("registrations",),
+    ),
+    (
+        "INSERT INTO feed_registrations (event_id, person_key, authority, site, registered_on, team_support, "
+        "personal, arrived_at) SELECT md5('r' || g), md5('p' || g), left(s.site, 6), s.site, $1::date + (g % 28), "
+        "random() < 0.10, '{}'::jsonb, ($1::date + (g % 28))::timestamptz + interval '10 hours' FROM w JOIN s USING (i)",
+        ("first",),
+    ),
+    # 40% referred by the authority running the site (送り込み); 2% of those by another authority.
+    (
+        "INSERT INTO feed_referrals (referral_id, person_key, authority, site, referred_on, arrived_at) "
+        "SELECT md5('f' || g), r.person_key, CASE WHEN random() < 0.02 THEN left(o.site, 6) ELSE r.authority END, "
+        "r.site, r.registered_on, r.arrived_at - interval '1 hour' FROM generate_series(1, $1::int) AS g "
+        "JOIN feed_registrations r ON r.event_id = md5('r' || g) "
+        "JOIN s o ON o.i = 1 + (g % (SELECT count(*) FROM s)) WHERE g % 5 < 2",
+        ("registrations",),
+    ),
+]
+
+PLACEMENTS_SQL = """
+INSERT INTO feed_placements (placement_id, person_key, site, site_authority, placed_on, route, occupation,
+  classification_version, employment_type, sex, age_band, attributes, personal, arrived_at)
+SELECT md5($3 || g), p.person_key, p.site, left(p.site, 6), p.day, (ARRAY['hello_work_referral','self_found'])[1 + (random() < 0.25)::int],
+       lpad((1 + floor(15 * power(random(), 1.3)))::int::text, 2, '0'), 'MHLW-2022',
+       (ARRAY['regular_full_time','non_regular_full_time','part_time','temporary'])[1 + floor(4 * power(random(), 1.4))::int],
+       (ARRAY['male','female','not_stated'])[CASE WHEN random() < 0.01 THEN 3 WHEN random() < 0.55 THEN 2 ELSE 1 END],
+       (ARRAY['19以下','20-24','25-29','30-34','35-39','40-44','45-49','50-54','55-59','60-64','65以上'])[1 + floor(11 * random())::int],
+       ARRAY[(ARRAY['public_assistance','child_rearing_allowance','housing_benefit','needy_person_support',
+              'disability','youth','parenting','general'])[1 + floor(8 * power(random(), 1.5))::int]],
+       '{}'::jsonb,
+       CASE WHEN random() < $4 THEN $5::timestamptz + interval '3 days' ELSE p.day::timestamptz + interval '1 day' END
+  FROM (SELECT x.g, coalesce(r.person_key, md5($3 || 'p' || x.g)) AS person_key, coalesce(r.site, s.site) AS site,
+               $2::date + (x.g % 28) AS day
+          FROM (SELECT g, 1 + floor((SELECT count(*) FROM s) * power(random(), 1.6))::int AS i
+                  FROM generate_series(1, $1::int) AS g) x
+          JOIN s ON s.i = x.i
+          LEFT JOIN feed_registrations r ON $3 = 'm0' AND r.event_id = md5('r' || x.g)) p
+ WHERE p.site IS NOT NULL;
+"""
+
+RETENTION_SQL = """
+INSERT INTO feed_retention (placement_id, checkpoint_months, person_key, status, checked_on, arrived_at)
+SELECT placement_id, $3, person_key, CASE WHEN random() < 0.85 THEN 'employed' ELSE 'left' END,
+       placed_on + make_interval(months => $3), placed_on::timestamptz + make_interval(months => $3, days => 1)
+  FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND random() < 0.8;
+"""
+
+
+async def setup(settings: Settings) -> None:
+    await recreate_database(settings)
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        site_list = sites()
+        first = datetime(MONTH.year, MONTH.month, 1).date()
+        values = {"sites": site_list, "registrations": REGISTRATIONS, "first": first}
+        for stmt, names in GENERATE:
+            await conn.execute(stmt, *(values[n] for n in names))
+        cutoff = datetime(2025, 11, 5, 15, tzinfo=UTC)
+        for tag, month_first, late in (
+            ("m0", first, LATE_SHARE),
+            ("m1", datetime(2025, 9, 1).date(), 0.0),
+            ("m3", datetime(2025, 7, 1).date(), 0.0),
+            ("m6", datetime(2025, 4, 1).date(), 0.0),
+        ):
+            await conn.execute(PLACEMENTS_SQL, PLACEMENTS, month_first, tag, late, cutoff)
+        for k, lo, hi in (
+            (1, "2025-09-01", "2025-09-30"),
+            (3, "2025-07-01", "2025-07-31"),
+            (6, "2025-04-01", "2025-04-30"),
+        ):
+            await conn.execute(
+                RETENTION_SQL, datetime.fromisoformat(lo).date(), datetime.fromisoformat(hi).date(), k
+            )
+        # Marks as the consumer would leave them for the late placements.
+        await conn.execute(
+            "INSERT INTO feed_dirty (authority, month) SELECT site_authority, '2025-10' FROM feed_placements "
+            "WHERE arrived_at > $1",
+            cutoff,
+        )
+        await conn.execute("ANALYZE")
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM feed_registrations) r, (SELECT count(*) FROM feed_referrals) f, "
+            "(SELECT count(*) FROM feed_placements WHERE placed_on >= $1) p, "
+            "(SELECT count(*) FROM feed_placements) pall, (SELECT count(*) FROM feed_retention) t, "
+            "(SELECT count(DISTINCT left(site, 6)) FROM feed_registrations) a, "
+            "(SELECT count(DISTINCT site) FROM feed_registrations) s",
+            first,
+        )
+        print(f"generated: {counts['a']} authorities, {counts['s']} sites, {counts['r']} registrations, "
+              f"{counts['f']} referrals, {counts['p']} placements in {MONTH} "
+              f"({counts['pall']} with the retention cohorts), {counts['t']} retention checkpoints")  # fmt: skip
+    finally:
+        await conn.close()
+
+
+async def run_build(
+    settings: Settings, pool: asyncpg.Pool, executor: ProcessPoolExecutor | None
+) -> tuple[float, int, int]:
+    # Each run starts from the same state: no revisions, the consumer's marks for the late placements.
+    await pool.execute("DELETE FROM feed_revisions")
+    await pool.execute("DELETE FROM feed_dirty")
+    await pool.execute(
+        "INSERT INTO feed_dirty (authority, month) SELECT site_authority, '2025-10' FROM feed_placements "
+        "WHERE arrived_at > '2025-11-05 15:00+00'"
+    )
+    started = time.perf_counter()
+    built = await build_month(pool, settings, MONTH, now=datetime.now(UTC), executor=executor)
+    elapsed = time.perf_counter() - started
+    return elapsed, sum(b.revision == 1 for b in built), sum(b.revision > 1 for b in built)
+
+
+def _rss_mb(who: int) -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+async def main() -> None:
+    settings = get_settings()
+    t0 = time.perf_counter()
+    if "--reuse" not in sys.argv:  # --reuse: keep the rows generated by the previous run
+        await setup(settings)
+    await ensure_topics(settings, [settings.feed_topic])
+    print(f"setup (not timed): {time.perf_counter() - t0:.1f} s")
+    pool = await create_pool(settings, max_size=4)
+    try:
+        workers = os.cpu_count() or 1
+        seq, r1, r2 = await run_build(settings, pool, None)
+        print(f"baseline, sequential:        {seq:6.2f} s  ({r1} revision-1 feeds, {r2} revision-2 feeds)")
+        # forkserver: a forked worker would inherit (and, as its GC walks them, copy) the parent's loaded rows.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as executor:
+            par, r1p, r2p = await run_build(settings, pool, executor)
+        print(
+            f"process pool ({workers} workers):    {par:6.2f} s  ({r1p} revision-1 feeds, {r2p} revision-2 feeds)"
+        )
+        print(f"ratio sequential / pool:     {seq / par:6.2f}x")
+        print(f"target: < 10 s for the national build -> {'met' if par < 10 else 'NOT met'}")
+        print(
+            f"peak RSS of this process (it loads and assembles, and composes the sequential run): "
+            f"{_rss_mb(resource.RUSAGE_SELF):.0f} MiB; pool workers are forkserver children, not counted"
+        )
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

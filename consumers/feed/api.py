@@ -1,0 +1,93 @@
+"""HTTP download of an authority's own feed (``hub run feed-api``).
+
+Only a client of that authority holding the ``read`` role may fetch it; every attempt, granted or
+refused, is written to ``feed_access_log`` (who, organisation, whom, fields, purpose, when).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from consumers.feed.delivery import (
+    INDIVIDUAL_FIELDS,
+    FeedNotFound,
+    aggregates_rows,
+    deliver,
+    individual_rows,
+    record_access,
+    to_csv,
+    to_json,
+)
+from hub.auth import AuthError, Principal, Role
+from hub.config import Settings
+from hub.crypto import KeyStore, master_key_from_config
+from hub.domain.calendar import DateFormatError, parse_month
+from hub.http import create_app, requires
+
+
+def create_feed_app(settings: Settings | None = None) -> FastAPI:
+    async def startup(app: FastAPI) -> None:
+        app.state.keystore = KeyStore(master_key_from_config(app.state.settings.master_key))
+
+    app = create_app(
+        "Ittai Hub placement feed",
+        description="Monthly placement feed per authority: aggregates with disclosure control and the "
+        "consented individual list.",
+        settings=settings,
+        on_startup=startup,
+    )
+
+    @app.get("/feeds/{authority}/{month}", tags=["feed"])
+    async def download(
+        request: Request,
+        authority: str,
+        month: str,
+        principal: Annotated[Principal, Depends(requires(Role.READ))],
+        format: Annotated[Literal["json", "csv"], Query()] = "json",
+        part: Annotated[Literal["aggregates", "individuals"], Query()] = "aggregates",
+        encoding: Annotated[Literal["utf-8", "cp932"], Query()] = "utf-8",
+        revision: Annotated[int | None, Query(ge=1)] = None,
+        purpose: Annotated[str, Query(min_length=1, max_length=200)] = "monthly placement results",
+    ) -> Response:
+        try:
+            parse_month(month)
+        except DateFormatError as exc:
+            return JSONResponse({"error": f"month: {exc}"}, status_code=422)
+        personal = format == "json" or part == "individuals"
+        fields = list(INDIVIDUAL_FIELDS) if personal else ["aggregates"]
+        async with request.app.state.pool.acquire() as conn:
+            if not principal.covers_authority(authority):
+                await record_access(
+                    conn, client_id=principal.client_id, organisation=principal.organisation,
+                    authority=authority, month=month, revision=revision, fields=fields, purpose=purpose,
+                    outcome="denied",
+                )  # fmt: skip
+                raise AuthError(403, f"client {principal.client_id} ({principal.organisation}) may only read "
+                                     "its own authority's feed")  # fmt: skip
+            try:
+                delivery = await deliver(conn, request.app.state.keystore, authority, month, revision)
+            except FeedNotFound as exc:
+                return JSONResponse({"error": str(exc)}, status_code=404)
+            rev = delivery.body["revision"]
+            await record_access(
+                conn, client_id=principal.client_id, organisation=principal.organisation, authority=authority,
+                month=month, revision=rev, fields=fields, purpose=purpose, outcome="granted",
+                person_keys=delivery.person_keys if personal else [],
+            )  # fmt: skip
+        headers = {"X-Feed-Revision": str(rev)}
+        if format == "json":
+            return JSONResponse(to_json(delivery), headers=headers)
+        rows = aggregates_rows(delivery.body) if part == "aggregates" else individual_rows(delivery)
+        data, substituted = to_csv(rows, encoding)
+        filename = f"feed_{authority}_{month}_r{rev}_{part}.csv"
+        headers |= {
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-CP932-Substitutions": str(substituted),
+        }
+        charset = "shift_jis" if encoding == "cp932" else "utf-8"
+        return Response(data, media_type=f"text/csv; charset={charset}", headers=headers)
+
+    return app

@@ -1,0 +1,428 @@
+"""Building feed revisions: load the projection as of a horizon, compose, keep, publish.
+
+Closing and revisions: revision 1 of a month counts what was sent by the end of its cutoff day (JST,
+``settings.feed_cutoff_day`` of the next month), whenever the build runs. Each later build counts what
+was sent up to now; if a published figure or the set of placements differs from the latest revision,
+that is revision N+1 with a change summary. "Sent" is the event's CloudEvents ``time`` (when the source
+system emitted it), not when the hub consumed it, so a replay of the topics rebuilds the same revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import partial
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from consumers.feed.compose import Composed, compose, previous_cells
+from hub.config import Settings
+from hub.domain.calendar import YearMonth, month_bounds
+from hub.domain.feed import (
+    RETENTION_CHECKPOINTS,
+    FeedInput,
+    PlacementFact,
+    RegistrationFact,
+    SiteTargets,
+    YearToDate,
+    change_summary,
+    counts_for,
+    cutoff_instant,
+    fiscal_months,
+    shift_month,
+)
+from hub.logging import get_logger
+
+log = get_logger("feed")
+
+
+class FeedNotClosed(Exception):
+    def __init__(self, month: YearMonth, closes_at: datetime) -> None:
+        super().__init__(f"month {month} is not closed yet: it closes at {closes_at.isoformat()}")
+
+
+@dataclass(frozen=True)
+class Built:
+    authority: str
+    month: str
+    revision: int
+    placements: int | None
+    changes: list[dict[str, Any]]
+
+
+@dataclass
+class _Loaded:
+    inputs: dict[str, FeedInput]
+    placement_ids: dict[str, list[str]]
+
+
+@dataclass
+class _Rows:
+    """The projection rows of one month and its retention cohorts, each with when it was sent."""
+
+    month: YearMonth
+    placements: list[asyncpg.Record]
+    registrations: list[asyncpg.Record]
+    referrals: list[asyncpg.Record]
+    sites: list[asyncpg.Record]
+    retention: list[asyncpg.Record]
+
+
+async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datetime) -> _Rows:
+    first, last = month_bounds(month)
+    earliest = month_bounds(shift_month(month, -max(RETENTION_CHECKPOINTS)))[0]
+    placements = await conn.fetch(
+        "SELECT placement_id, person_key, site, site_authority, placed_on, route, occupation, employment_type, "
+        "sex, age_band, attributes, arrived_at FROM feed_placements "
+        "WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3",
+        earliest,
+        last,
+        horizon,
+    )
+    registrations = await conn.fetch(
+        "SELECT person_key, authority, site, registered_on, team_support, arrived_at FROM feed_registrations "
+        "WHERE registered_on BETWEEN $1 AND $2 AND arrived_at <= $3",
+        first,
+        last,
+        horizon,
+    )
+    referrals = await conn.fetch(
+        "SELECT person_key, authority, arrived_at FROM feed_referrals WHERE arrived_at <= $1 AND referred_on <= $2",
+        horizon,
+        last,
+    )
+    sites = await conn.fetch(
+        "SELECT site, min(arrived_at) AS arrived_at FROM (SELECT site, min(arrived_at) AS arrived_at "
+        "FROM feed_registrations GROUP BY site UNION ALL SELECT site, min(arrived_at) FROM feed_placements "
+        "GROUP BY site UNION ALL SELECT site, min(arrived_at) FROM feed_referrals GROUP BY site) x "
+        "WHERE arrived_at <= $1 GROUP BY site",
+        horizon,
+    )
+    retention = await conn.fetch(
+        "SELECT r.placement_id, r.checkpoint_months, r.status, r.arrived_at FROM feed_retention r "
+        "JOIN feed_placements p USING (placement_id) WHERE r.arrived_at <= $1 AND p.placed_on BETWEEN $2 AND $3",
+        horizon,
+        earliest,
+        last,
+    )
+    return _Rows(month, placements, registrations, referrals, sites, retention)
+
+
+async def load_month(conn: asyncpg.Connection, month: YearMonth, horizon: datetime) -> _Loaded:
+    """Every authority's facts for ``month`` as sent by ``horizon`` (national: one pass, then split)."""
+    return assemble(await fetch_month(conn, month, horizon), horizon)
+
+
+def assemble(rows: _Rows, horizon: datetime) -> _Loaded:
+    """Split the month's rows, as sent by ``horizon``, into each authority's feed input."""
+    month = rows.month
+    first = month_bounds(month)[0]
+    cohort_months = {k: month_bounds(shift_month(month, -k)) for k in RETENTION_CHECKPOINTS}
+    placements = [r for r in rows.placements if r["arrived_at"] <= horizon]
+    registrations = [r for r in rows.registrations if r["arrived_at"] <= horizon]
+    retention = [r for r in rows.retention if r["arrived_at"] <= horizon]
+    sites_rows = [r for r in rows.sites if r["arrived_at"] <= horizon]
+    referrers: dict[str, set[str]] = defaultdict(set)
+    for r in rows.referrals:
+        if r["arrived_at"] <= horizon:
+            referrers[r["person_key"]].add(r["authority"])
+    referred_by: dict[str, frozenset[str]] = {p: frozenset(a) for p, a in referrers.items()}
+    sites: dict[str, list[str]] = defaultdict(list)
+    for r in sites_rows:
+        sites[r["site"][:6]].append(r["site"])
+    current: dict[str, list[PlacementFact]] = defaultdict(list)
+    cohorts: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    placement_ids: dict[str, list[str]] = defaultdict(list)
+
+    for p in placements:
+        owners = {p["site_authority"], *referred_by.get(p["person_key"], ())}
+        placed_on: date = p["placed_on"]
+        for authority in owners:
+            if not counts_for(authority, p["site"], referred_by.get(p["person_key"], ())):
+                continue
+            if first <= placed_on:
+                current[authority].append(
+                    PlacementFact(
+                        placement_id=p["placement_id"],
+                        person_key=p["person_key"],
+                        site=p["site"],
+                        placed_on=placed_on,
+                        route=p["route"],
+                        occupation=p["occupation"],
+                        employment_type=p["employment_type"],
+                        sex=p["sex"],
+                        age_band=p["age_band"],
+                        attributes=tuple(p["attributes"]),
+                    )
+                )
+                placement_ids[authority].append(p["placement_id"])
+            for k, (lo, hi) in cohort_months.items():
+                if lo <= placed_on <= hi:
+                    cohorts[authority][k].append(p["placement_id"])
+    regs: dict[str, list[RegistrationFact]] = defaultdict(list)
+    for g in registrations:
+        authority = g["authority"]
+        referred = authority in referred_by.get(g["person_key"], ())
+        regs[authority].append(
+            RegistrationFact(g["person_key"], g["site"], g["registered_on"], g["team_support"], referred)
+        )
+    status = {(r["placement_id"], r["checkpoint_months"]): r["status"] for r in retention}
+    inputs: dict[str, FeedInput] = {}
+    for authority in set(current) | set(regs):
+        cohort = {k: tuple(v) for k, v in cohorts[authority].items()}
+        inputs[authority] = FeedInput(
+            authority=authority,
+            month=month,
+            sites=tuple(sorted(sites.get(authority, ()))),
+            placements=tuple(current[authority]),
+            registrations=tuple(regs[authority]),
+            cohorts=cohort,
+            retention={
+                (pid, k): status[(pid, k)] for k, ids in cohort.items() for pid in ids if (pid, k) in status
+            },
+        )
+    return _Loaded(inputs, placement_ids)
+
+
+async def _targets(
+    conn: asyncpg.Connection, month: YearMonth, horizon: datetime
+) -> tuple[dict[str, list[SiteTargets]], dict[str, YearToDate]]:
+    start, end = fiscal_months(month)
+    rows = await conn.fetch(
+        "SELECT site, fiscal_year, placements, referral_share, team_support FROM feed_targets "
+        "WHERE fiscal_year = $1 ORDER BY site",
+        start.year,
+    )
+    by_authority: dict[str, list[SiteTargets]] = defaultdict(list)
+    for r in rows:
+        share = r["referral_share"]
+        by_authority[r["site"][:6]].append(
+            SiteTargets(
+                r["site"],
+                r["fiscal_year"],
+                r["placements"],
+                float(share) if share is not None else None,
+                r["team_support"],
+            )
+        )
+    if not rows:
+        return {}, {}
+    sites = [r["site"] for r in rows]
+    ytd_rows = await conn.fetch(
+        "SELECT s.site, "
+        "(SELECT count(*) FROM feed_placements p WHERE p.site = s.site AND p.placed_on BETWEEN $2 AND $3 "
+        " AND p.arrived_at <= $4) AS placements, "
+        "(SELECT count(*) FROM feed_registrations g WHERE g.site = s.site AND g.registered_on BETWEEN $2 AND $3 "
+        " AND g.arrived_at <= $4) AS registrations, "
+        "(SELECT count(*) FROM feed_registrations g WHERE g.site = s.site AND g.registered_on BETWEEN $2 AND $3 "
+        " AND g.arrived_at <= $4 AND EXISTS (SELECT 1 FROM feed_referrals f WHERE f.person_key = g.person_key "
+        " AND f.authority = g.authority AND f.referred_on <= $3 AND f.arrived_at <= $4)) AS referred, "
+        "(SELECT count(*) FROM feed_registrations g WHERE g.site = s.site AND g.registered_on BETWEEN $2 AND $3 "
+        " AND g.arrived_at <= $4 AND g.team_support) AS team "
+        "FROM unnest($1::text[]) AS s(site)",
+        sites,
+        start,
+        end,
+        horizon,
+    )
+    ytd = {
+        r["site"]: YearToDate(r["placements"], r["registrations"], r["referred"], r["team"]) for r in ytd_rows
+    }
+    return by_authority, ytd
+
+
+def _compose_one(
+    feed: FeedInput,
+    threshold: int,
+    previous: dict[str, Any] | None,
+    targets: list[SiteTargets],
+    ytd: dict[str, YearToDate],
+) -> Composed:
+    cells = previous_cells(previous) if previous is not None else None
+    return compose(feed, threshold=threshold, previous=cells, targets=targets, year_to_date=ytd)
+
+
+async def _compose_all(
+    jobs: list[tuple[FeedInput, dict[str, Any] | None, list[SiteTargets], dict[str, YearToDate]]],
+    threshold: int,
+    executor: Executor | None,
+) -> list[Composed]:
+    if executor is None or len(jobs) < 50:
+        return [_compose_one(f, threshold, p, t, y) for f, p, t, y in jobs]
+    loop = asyncio.get_running_loop()
+    # Chunks amortise pickling; the disclosure layouts are cached per worker process.
+    size = max(1, len(jobs) // (4 * (os.cpu_count() or 1)))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    results = await asyncio.gather(
+        *(loop.run_in_executor(executor, partial(_compose_chunk, c, threshold)) for c in chunks)
+    )
+    return [c for chunk in results for c in chunk]
+
+
+def _compose_chunk(
+    jobs: list[tuple[FeedInput, dict[str, Any] | None, list[SiteTargets], dict[str, YearToDate]]],
+    threshold: int,
+) -> list[Composed]:
+    return [_compose_one(f, threshold, p, t, y) for f, p, t, y in jobs]
+
+
+async def build_month(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    month: YearMonth,
+    *,
+    now: datetime | None = None,
+    authorities: Sequence[str] | None = None,
+    executor: Executor | None = None,
+) -> list[Built]:
+    """Build every due revision of ``month`` (all authorities, or those listed); returns what was built.
+
+    Due: revision 1 where a feed has none yet; revision N+1 where the consumer marked the feed since
+    (``feed_dirty``) and a published figure or the set of placements changed. One repeatable-read
+    snapshot covers marks and facts, so a mark committed during the build survives to the next round.
+    """
+    now = now or datetime.now(UTC)
+    cutoff = cutoff_instant(month, settings.feed_cutoff_day)
+    if now < cutoff:
+        raise FeedNotClosed(month, cutoff)
+    wanted = set(authorities) if authorities else None
+    built: list[Built] = []
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        latest = await _latest(conn, str(month), wanted)
+        marks = await conn.fetch("SELECT id, authority FROM feed_dirty WHERE month = $1", str(month))
+        marks = [m for m in marks if wanted is None or m["authority"] in wanted]
+        # One read of the month serves both horizons.
+        rows = await fetch_month(conn, month, max(now, cutoff))
+        # Revision 1: what was sent by the cutoff, for feeds that have none yet.
+        loaded = assemble(rows, cutoff)
+        fresh = {a for a in loaded.inputs if a not in latest and (wanted is None or a in wanted)}
+        fresh |= {a for a in wanted or () if a not in latest}
+        if fresh:
+            built += await _make_revisions(
+                conn, settings, month, cutoff, loaded, sorted(fresh), latest, executor
+            )
+            latest = await _latest(conn, str(month), wanted)
+        # Later revisions: everything sent up to now, where something arrived since.
+        if now > cutoff:
+            due = sorted({m["authority"] for m in marks if m["authority"] in latest})
+            if due:
+                loaded = assemble(rows, now)
+                built += await _make_revisions(conn, settings, month, now, loaded, due, latest, executor)
+            await conn.execute(
+                "DELETE FROM feed_dirty WHERE id = ANY($1::bigint[])", [m["id"] for m in marks]
+            )
+    if built:
+        await publish_pending(pool, settings)
+    return built
+
+
+async def _latest(conn: asyncpg.Connection, month: str, wanted: set[str] | None) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (authority) authority, revision, horizon, body, suppressed, placement_ids "
+        "FROM feed_revisions WHERE month = $1 ORDER BY authority, revision DESC",
+        month,
+    )
+    return {r["authority"]: r for r in rows if wanted is None or r["authority"] in wanted}
+
+
+async def _make_revisions(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    month: YearMonth,
+    horizon: datetime,
+    loaded: _Loaded,
+    authorities: list[str],
+    latest: dict[str, asyncpg.Record],
+    executor: Executor | None,
+) -> list[Built]:
+    targets, ytd = await _targets(conn, month, horizon)
+    jobs = []
+    for a in sorted(authorities):
+        feed = loaded.inputs.get(a) or FeedInput(a, month, (), (), ())
+        prev = latest.get(a)
+        jobs.append(
+            (
+                feed,
+                prev["body"] if prev else None,
+                targets.get(a, []),
+                {t.site: ytd[t.site] for t in targets.get(a, []) if t.site in ytd},
+            )
+        )
+    composed = await _compose_all(jobs, settings.feed_suppression_threshold, executor)
+    rows = []
+    built = []
+    for (feed, _, _, _), c in zip(jobs, composed, strict=True):
+        a = feed.authority
+        prev = latest.get(a)
+        ids = sorted(loaded.placement_ids.get(a, []))
+        if prev is not None:
+            from consumers.feed.compose import figures
+
+            changes = change_summary(figures(prev["body"]), c.figures)
+            if not changes and ids == sorted(prev["placement_ids"]):
+                continue
+        else:
+            changes = []
+        revision = (prev["revision"] if prev else 0) + 1
+        body = dict(c.body, revision=revision, horizon=horizon.isoformat(), changes=changes)
+        rows.append((a, str(month), revision, horizon, body, c.suppressed, ids, changes))
+        built.append(Built(a, str(month), revision, body["indicators"]["authority"]["placements"], changes))
+    async with conn.transaction():
+        await conn.executemany(
+            "INSERT INTO feed_revisions (authority, month, revision, horizon, body, suppressed, placement_ids, "
+            "changes) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
+            rows,
+        )
+    return built
+
+
+async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
+    """Publish kept revisions not yet on ``settings.feed_topic`` (aggregates only), then stamp them."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT authority, month, revision, body FROM feed_revisions WHERE published_at IS NULL "
+            "ORDER BY month, authority, revision"
+        )
+        if not rows:
+            return 0
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=8 * 1024 * 1024,
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(
+                    settings.feed_topic,
+                    key=f"{r['authority']}:{r['month']}".encode(),
+                    value=orjson.dumps(r["body"]),
+                    headers=[("feed_revision", str(r["revision"]).encode())],
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        await conn.executemany(
+            "UPDATE feed_revisions SET published_at = now() WHERE authority = $1 AND month = $2 AND revision = $3",
+            [(r["authority"], r["month"], r["revision"]) for r in rows],
+        )
+    return len(rows)
+
+
+async def months_with_activity(conn: asyncpg.Connection) -> list[YearMonth]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT to_char(placed_on, 'YYYY-MM') AS m FROM feed_placements UNION "
+        "SELECT DISTINCT to_char(registered_on, 'YYYY-MM') FROM feed_registrations ORDER BY 1"
+    )
+    return [YearMonth(int(r["m"][:4]), int(r["m"][5:])) for r in rows]

@@ -1,0 +1,188 @@
+"""Composing one revision of one feed from its facts: tables, disclosure control, indicators, targets.
+
+Pure (no I/O), so the national build can run it in a process pool. The body holds aggregates only:
+suppressed cells are ``null`` with the reason, and no field identifies a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from hub.domain.disclosure import (
+    TOTAL,
+    CellRef,
+    PublishedCell,
+    SuppressedFeed,
+    SuppressionReason,
+    Table,
+    suppress,
+)
+from hub.domain.feed import (
+    FeedInput,
+    SiteTargets,
+    YearToDate,
+    achievement,
+    indicators,
+    placement_tables,
+    registration_tables,
+    retention_tables,
+)
+from hub.domain.occupation import CLASSIFICATION_VERSION
+
+
+@dataclass(frozen=True)
+class Composed:
+    body: dict[str, Any]
+    suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
+    figures: dict[str, Any]  # flat view for change summaries
+
+
+def _all_values(table: Table) -> dict[tuple[str, ...], int]:
+    """Every published key of a table (interior, margins, grand total) with its count, in one pass."""
+    values: dict[tuple[str, ...], int] = {}
+    for key, v in table.cells.items():
+        for mask in range(1 << len(key)):
+            k = tuple(TOTAL if mask >> i & 1 else c for i, c in enumerate(key))
+            values[k] = values.get(k, 0) + v
+    return values
+
+
+def _revise(
+    tables: Sequence[Table], threshold: int, previous: Mapping[CellRef, int | None]
+) -> tuple[SuppressedFeed, dict[CellRef, str]]:
+    """Revision N+1: hide every cell hidden in revision N and every cell whose count changed since.
+
+    Why this is enough (docs/disclosure.md): what revision N+1 publishes equals what revision N
+    published on those cells, so it adds nothing an attacker could combine; and for each hidden cell
+    both "nothing changed" and the true counts are consistent with everything published, so its range
+    stays what revision N's audit accepted, or holds two values one of which revision N published
+    (0 or at least the threshold). A cell new to the layout (a site category first seen) counts as changed.
+    """
+    cells: dict[CellRef, PublishedCell] = {}
+    reasons: dict[CellRef, str] = {}
+    for table in tables:
+        for key, value in _all_values(table).items():
+            ref = CellRef(table.name, key)
+            if ref not in previous:
+                reasons[ref] = "new_in_revision"
+            elif previous[ref] is None:
+                reasons[ref] = SuppressionReason.PREVIOUS_REVISION.value
+            elif previous[ref] != value:
+                reasons[ref] = "changed_since_previous_revision"
+            hidden = ref in reasons
+            cells[ref] = PublishedCell(
+                ref, None if hidden else value, SuppressionReason.PREVIOUS_REVISION if hidden else None
+            )
+    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells)), reasons
+
+
+def _table_json(feed: SuppressedFeed, reasons: Mapping[CellRef, str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    by_table: dict[str, list[list[Any]]] = {}
+    for ref, cell in feed.cells.items():
+        reason = reasons.get(ref) or (cell.reason.value if cell.reason else None)
+        by_table.setdefault(ref.table, []).append([list(ref.key), cell.value, reason])
+    for t in feed.tables:
+        out.append({"name": t.name, "dims": list(t.dims), "cells": by_table[t.name]})
+    return out
+
+
+def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:
+    return {
+        CellRef(t["name"], tuple(key)): value
+        for tables in body["groups"].values()
+        for t in tables
+        for key, value, _ in t["cells"]
+    }
+
+
+def _ytd_value(n: int, threshold: int) -> int | None:
+    return None if 1 <= n < threshold else n
+
+
+def compose(
+    feed: FeedInput,
+    *,
+    threshold: int,
+    previous: Mapping[CellRef, int | None] | None = None,
+    targets: Sequence[SiteTargets] = (),
+    year_to_date: Mapping[str, YearToDate] | None = None,
+) -> Composed:
+    """Revision 1 (``previous`` None): suppression with the audit of ``hub.domain.disclosure``. Later
+    revisions: ``_revise`` against the previous revision's published cells."""
+    groups: dict[str, SuppressedFeed] = {}
+    reasons: dict[CellRef, str] = {}
+    for group, tables in (
+        ("placements", placement_tables(feed)),
+        ("registrations", registration_tables(feed)),
+        ("retention", retention_tables(feed)),
+    ):
+        if previous is None:
+            groups[group] = suppress(tables, threshold)
+        else:
+            groups[group], why = _revise(tables, threshold, previous)
+            reasons |= why
+    p, r, k = groups["placements"], groups["registrations"], groups["retention"]
+    ind: dict[str, Any] = {"authority": indicators(p, r, k, None)}
+    ind["sites"] = {site: indicators(p, r, k, site) for site in feed.sites}
+    target_rows = []
+    for t in targets:
+        ytd = (year_to_date or {}).get(t.site, YearToDate(0, 0, 0, 0))
+        cls, met = achievement(t, ytd)
+        share = ytd.referral_share
+        target_rows.append(
+            {
+                "site": t.site,
+                "fiscal_year": t.fiscal_year,
+                "targets": {
+                    "placements": t.placements,
+                    "referral_share": t.referral_share,
+                    "team_support": t.team_support,
+                },
+                "results_so_far": {
+                    "placements": _ytd_value(ytd.placements, threshold),
+                    "new_registrations": _ytd_value(ytd.new_registrations, threshold),
+                    "referral_share": share
+                    if _ytd_value(ytd.referred, threshold) is not None
+                    and _ytd_value(ytd.new_registrations, threshold) is not None
+                    else None,
+                    "team_support": _ytd_value(ytd.team_support, threshold),
+                },
+                "met": met,
+                "achievement": cls.value,
+            }
+        )
+    body = {
+        "authority": feed.authority,
+        "month": str(feed.month),
+        "threshold": threshold,
+        "classification_version": CLASSIFICATION_VERSION,
+        "sites": list(feed.sites),
+        "groups": {g: _table_json(s, reasons) for g, s in groups.items()},
+        "indicators": ind,
+        "targets": target_rows,
+    }
+    suppressed = [[ref.table, list(ref.key)] for s in groups.values() for ref in sorted(s.suppressed)]
+    return Composed(body=body, suppressed=suppressed, figures=figures(body))
+
+
+def figures(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Every published figure of a body by a stable name, for comparing revisions."""
+    out: dict[str, Any] = {}
+    for tables in body["groups"].values():
+        for t in tables:
+            for key, value, _ in t["cells"]:
+                out[f"{t['name']}[{', '.join(key)}]"] = value
+    for name, value in body["indicators"]["authority"].items():
+        out[f"indicator: {name}"] = value
+    for site, values in body["indicators"]["sites"].items():
+        for name, value in values.items():
+            out[f"indicator {site}: {name}"] = value
+    for row in body["targets"]:
+        for name, value in row["results_so_far"].items():
+            out[f"target {row['site']} FY{row['fiscal_year']}: {name}"] = value
+        out[f"target {row['site']} FY{row['fiscal_year']}: achievement"] = row["achievement"]
+    return out

@@ -1,0 +1,318 @@
+"""Delivering a feed revision: the consented individual list (decrypted at delivery), exports in JSON
+and CSV (UTF-8 canonical; CP932 with CRLF for the spreadsheet programs authority staff use), and the
+access log every delivery with personal data writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import asyncpg
+
+from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
+from hub.crypto import KeyStore, try_open
+from hub.domain.consent import ConsentRecord, Recipient, Scope, permits
+from hub.domain.occupation import OCCUPATION_GROUPS
+
+Encoding = Literal["utf-8", "cp932"]
+CP932_SUBSTITUTE = "〓"  # 下駄記号 (geta mark): the conventional stand-in for a character a code page lacks
+INDIVIDUAL_FIELDS = ("name", "employer", "start_date", "occupation", "route", "latest_retention_checkpoint")
+
+ROUTE_JA = {"hello_work_referral": "紹介就職", "self_found": "自己就職"}
+LABELS_JA: dict[str, dict[str, str]] = {
+    "attribute": {
+        "public_assistance": "生活保護受給者",
+        "child_rearing_allowance": "児童扶養手当受給者",
+        "housing_benefit": "住居確保給付金受給者",
+        "needy_person_support": "生活困窮者",
+        "disability": "障害者",
+        "youth": "若者",
+        "parenting": "子育て中の方",
+        "general": "一般",
+    },
+    "sex": {"male": "男", "female": "女", "not_stated": "不詳"},
+    "employment_type": {
+        "regular_full_time": "正社員",
+        "non_regular_full_time": "正社員以外フルタイム",
+        "part_time": "パート",
+        "temporary": "臨時・季節",
+    },
+    "route": ROUTE_JA,
+    "occupation": {code: g.name_ja for code, g in OCCUPATION_GROUPS.items()},
+    "referred": {"yes": "送り込みあり", "no": "送り込みなし"},
+    "team_support": {"yes": "チーム支援", "no": "チーム支援なし"},
+    "status": {"employed": "定着", "left": "離職", "not_reported": "未報告"},
+    "site": {"other_sites": "他団体の拠点"},
+}
+
+
+class FeedNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Individual:
+    person_key: str  # pseudonymous; for the access log only, never exported
+    name: str
+    employer: str
+    start_date: date
+    occupation: str
+    route: str
+    latest_retention_checkpoint: str | None
+
+
+@dataclass
+class Delivery:
+    body: dict[str, Any]
+    individuals: list[Individual] = field(default_factory=list)
+    withheld_no_consent: int = 0
+    withheld_erased: int = 0
+
+    @property
+    def person_keys(self) -> list[str]:
+        return [i.person_key for i in self.individuals]
+
+
+async def load_revision(
+    conn: asyncpg.Connection, authority: str, month: str, revision: int | None = None
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT authority, month, revision, body, placement_ids, built_at FROM feed_revisions "
+        "WHERE authority = $1 AND month = $2 AND ($3::int IS NULL OR revision = $3) ORDER BY revision DESC LIMIT 1",
+        authority,
+        month,
+        revision,
+    )
+    if row is None:
+        which = f"revision {revision}" if revision else "any revision"
+        raise FeedNotFound(
+            f"no feed for authority {authority}, month {month} ({which}); run `hub feed build`"
+        )
+    return row
+
+
+def _records(rows: Sequence[asyncpg.Record]) -> list[ConsentRecord]:
+    return [
+        ConsentRecord(
+            consent_id=r["consent_id"],
+            version=r["version"],
+            withdrawn=r["withdrawn"],
+            scopes=frozenset(Scope(s) for s in r["scopes"]),
+            recipients=frozenset(Recipient(x["kind"], x["code"]) for x in r["recipients"]),
+            valid_from=r["valid_from"],
+            valid_until=r["valid_until"],
+            signed_at=r["signed_at"],
+        )
+        for r in rows
+    ]
+
+
+async def deliver(
+    conn: asyncpg.Connection,
+    keystore: KeyStore,
+    authority: str,
+    month: str,
+    revision: int | None = None,
+    *,
+    today: date | None = None,
+) -> Delivery:
+    """The revision's aggregates and its individual list: people whose effective consent (as it stands
+    now, so a withdrawal takes effect at once) lets this authority see their placement on its date."""
+    row = await load_revision(conn, authority, month, revision)
+    body = dict(row["body"])
+    today = today or datetime.now(UTC).date()
+    placements = await conn.fetch(
+        "SELECT placement_id, person_key, placed_on, occupation, route, personal FROM feed_placements "
+        "WHERE placement_id = ANY($1::text[]) ORDER BY placed_on, placement_id",
+        list(row["placement_ids"]),
+    )
+    persons = list({p["person_key"] for p in placements})
+    consent_rows = await conn.fetch("SELECT * FROM feed_consents WHERE person_key = ANY($1::text[])", persons)
+    consents: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for c in consent_rows:
+        consents[c["person_key"]].append(c)
+    recipient = Recipient("authority", authority)
+    delivery = Delivery(body=body)
+    allowed = [
+        p
+        for p in placements
+        if permits(_records(consents[p["person_key"]]), Scope.DISCLOSE_PLACEMENT, recipient, p["placed_on"])
+    ]
+    delivery.withheld_no_consent = len(placements) - len(allowed)
+    if not allowed:
+        return delivery
+    keys = await keystore.existing_keys(conn, [p["person_key"] for p in allowed])
+    names = {
+        r["person_key"]: r["personal"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT ON (person_key) person_key, personal FROM feed_registrations "
+            "WHERE person_key = ANY($1::text[]) ORDER BY person_key, registered_on DESC, arrived_at DESC",
+            [p["person_key"] for p in allowed],
+        )
+    }
+    checkpoints = {
+        r["placement_id"]: r
+        for r in await conn.fetch(
+            "SELECT DISTINCT ON (placement_id) placement_id, checkpoint_months, status, checked_on "
+            "FROM feed_retention WHERE placement_id = ANY($1::text[]) "
+            "ORDER BY placement_id, checkpoint_months DESC",
+            [p["placement_id"] for p in allowed],
+        )
+    }
+    for p in allowed:
+        pk = p["person_key"]
+        key = keys.get(pk)
+        reg = try_open(key, pk, Sealed.model_validate(names[pk])) if pk in names else None
+        plc = try_open(key, pk, Sealed.model_validate(p["personal"]))
+        if reg is None or plc is None:
+            delivery.withheld_erased += 1  # erased (key deleted) or registration not received
+            continue
+        name = RegistrationPersonal.model_validate(reg).name
+        employer = PlacementPersonal.model_validate(plc).employer_name
+        cp = checkpoints.get(p["placement_id"])
+        retention = None
+        # Checkpoints are shown only to an authority the person lets follow them up (定着支援).
+        if cp is not None and permits(
+            _records(consents[pk]), Scope.RETENTION_SUPPORT, recipient, cp["checked_on"]
+        ):
+            retention = f"{cp['checkpoint_months']}m {cp['status']} ({cp['checked_on'].isoformat()})"
+        delivery.individuals.append(
+            Individual(pk, name, employer, p["placed_on"], p["occupation"], p["route"], retention)
+        )
+    return delivery
+
+
+async def record_access(
+    conn: asyncpg.Connection,
+    *,
+    client_id: str,
+    organisation: str,
+    authority: str,
+    month: str,
+    revision: int | None,
+    fields: Sequence[str],
+    purpose: str,
+    outcome: Literal["granted", "denied"],
+    person_keys: Sequence[str] = (),
+) -> None:
+    await conn.execute(
+        "INSERT INTO feed_access_log (client_id, organisation, authority, month, revision, fields, purpose, "
+        "outcome, person_keys) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        client_id,
+        organisation,
+        authority,
+        month,
+        revision,
+        list(fields),
+        purpose,
+        outcome,
+        list(person_keys),
+    )
+
+
+# --- formats ------------------------------------------------------------------------------------------
+
+
+def to_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "feed": delivery.body,
+        "individual_list": {
+            "basis": "people whose consent covers disclose_placement to this authority on the placement date",
+            "entries": [
+                {
+                    "name": i.name,
+                    "employer": i.employer,
+                    "start_date": i.start_date.isoformat(),
+                    "occupation": i.occupation,
+                    "route": i.route,
+                    "latest_retention_checkpoint": i.latest_retention_checkpoint,
+                }
+                for i in delivery.individuals
+            ],
+            "withheld_without_consent": delivery.withheld_no_consent,
+            "withheld_erased": delivery.withheld_erased,
+        },
+    }
+
+
+def _label(dim: str, category: str) -> str:
+    if category == "計":
+        return "計"
+    return LABELS_JA.get(dim, {}).get(category, category)
+
+
+def aggregates_rows(body: dict[str, Any]) -> list[list[str]]:
+    rows = [["区分", "表", "分類1", "区分1", "分類2", "区分2", "値", "秘匿"]]
+    for group, tables in body["groups"].items():
+        for t in tables:
+            dims = t["dims"]
+            for key, value, reason in t["cells"]:
+                labelled: list[str] = []
+                for d, k in zip(dims, key, strict=True):
+                    labelled += [d, _label(d, k)]
+                labelled += [""] * (4 - len(labelled))
+                rows.append([group, t["name"], *labelled, "" if value is None else str(value), reason or ""])
+    for scope, values in [
+        ("authority", body["indicators"]["authority"]),
+        *body["indicators"]["sites"].items(),
+    ]:
+        for name, value in values.items():
+            rows.append(["indicator", scope, name, "", "", "", "" if value is None else str(value), ""])
+    for t in body["targets"]:
+        for name, value in t["results_so_far"].items():
+            target = t["targets"].get(name)
+            rows.append(
+                [
+                    "target",
+                    t["site"],
+                    name,
+                    f"target={'' if target is None else target}",
+                    f"FY{t['fiscal_year']}",
+                    t["achievement"],
+                    "" if value is None else str(value),
+                    "",
+                ]
+            )
+    return rows
+
+
+def individual_rows(delivery: Delivery) -> list[list[str]]:
+    rows = [["氏名", "就職先", "就職日", "職業(大分類)", "経路", "最新の定着確認"]]
+    for i in delivery.individuals:
+        occupation = f"{i.occupation} {LABELS_JA['occupation'].get(i.occupation, '')}"
+        rows.append(
+            [
+                i.name,
+                i.employer,
+                i.start_date.isoformat(),
+                occupation,
+                ROUTE_JA.get(i.route, i.route),
+                i.latest_retention_checkpoint or "",
+            ]
+        )
+    return rows
+
+
+def to_csv(rows: list[list[str]], encoding: Encoding) -> tuple[bytes, int]:
+    """CSV with CRLF. CP932 cannot hold some characters of names (髙, 𠮷): each becomes 〓 and the count
+    is returned so the caller can say so; the UTF-8 export stays the canonical, exact form."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    text = buffer.getvalue()
+    if encoding == "utf-8":
+        return text.encode("utf-8"), 0
+    substituted = 0
+    out = bytearray()
+    for ch in text:
+        try:
+            out += ch.encode("cp932")
+        except UnicodeEncodeError:
+            out += CP932_SUBSTITUTE.encode("cp932")
+            substituted += 1
+    return bytes(out), substituted

@@ -1,0 +1,531 @@
+"""The monthly placement feed on the real stack: simulated stream → outbox → Kafka → feed consumer →
+PostgreSQL → revisions, checked against a recomputation written here from the raw submissions (it
+shares no code with the builder), attacked for suppressed cells, and fetched over HTTP."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from consumers.catchup import run_until_caught_up
+from consumers.feed.api import create_feed_app
+from consumers.feed.builder import build_month
+from consumers.feed.delivery import deliver
+from consumers.feed.projection import FeedProjection
+from contracts.envelope import Family
+from hub.auth import OrgKind, Role, add_client
+from hub.config import Settings
+from hub.crypto import KeyStore, master_key_from_config
+from hub.domain.calendar import YearMonth
+from hub.publish import publish_submissions
+from producers.simulator import SimulationConfig, is_late, simulate
+from producers.submission import Submission
+from tests.helpers import read_topic
+
+# Months no other test simulates, so the feed sees only this stream there.
+CONFIG = SimulationConfig(
+    authorities=3, months=3, seed=505, start_month="2021-10", registrations_per_site_month=40
+)
+MONTHS = [YearMonth(2021, 10), YearMonth(2021, 11), YearMonth(2021, 12)]
+JST = timezone(timedelta(hours=9))
+TOTAL = "計"
+THRESHOLD = 3
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+# --- the independent recomputation ---------------------------------------------------------------------
+
+
+def _d(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def _month_of(d: date) -> YearMonth:
+    return YearMonth(d.year, d.month)
+
+
+def _last_day(m: YearMonth) -> date:
+    nxt = date(m.year + (m.month == 12), m.month % 12 + 1, 1)
+    return nxt - timedelta(days=1)
+
+
+def _add(m: YearMonth, k: int) -> YearMonth:
+    y, mm = divmod(m.year * 12 + m.month - 1 + k, 12)
+    return YearMonth(y, mm + 1)
+
+
+def in_revision_1(m: YearMonth) -> Callable[[Submission], bool]:
+    """Revision 1 was built at the cutoff from the first round: sent by the cutoff day and not held back."""
+    nxt = _add(m, 1)
+    cutoff = date(nxt.year, nxt.month, 5)
+    return lambda s: s.time.astimezone(JST).date() <= cutoff and not is_late(s)
+
+
+def everything(_: Submission) -> bool:
+    return True
+
+
+def expected_figures(
+    subs: list[Submission], authority: str, m: YearMonth, sent: Callable[[Submission], bool]
+) -> tuple[dict[str, int], set[str]]:
+    """Raw (unsuppressed) value of every table cell and count indicator, and the counted placements."""
+    seen = [s for s in subs if sent(s)]
+    end = _last_day(m)
+    referred_by: dict[str, set[str]] = defaultdict(set)
+    for s in seen:
+        if s.family is Family.REFERRAL and _d(s.data["referred_on"]) <= end:
+            referred_by[s.data["person_key"]].add(s.data["authority"])
+    own_sites = sorted(
+        {s.data["site"][7:] for s in seen if "site" in s.data and s.data["site"][:6] == authority}
+    )
+
+    def counted(p: dict[str, Any]) -> bool:
+        return p["site"][:6] == authority or authority in referred_by[p["person_key"]]
+
+    placements = [s.data for s in seen if s.family is Family.PLACEMENT and counted(s.data)]
+    this_month = [p for p in placements if _month_of(_d(p["placed_on"])) == m]
+    records = [
+        {
+            "site": p["site"][7:] if p["site"][:6] == authority else "other_sites",
+            "attribute": p["attributes"][0],
+            "sex": p["sex"],
+            "age_band": p["age_band"],
+            "occupation": p["occupation"]["group"],
+            "employment_type": p["employment_type"],
+            "route": p["route"],
+        }
+        for p in this_month
+    ]
+    regs = [
+        {
+            "site": s.data["site"][7:],
+            "referred": "yes" if authority in referred_by[s.data["person_key"]] else "no",
+            "team_support": "yes" if s.data["team_support"] else "no",
+        }
+        for s in seen
+        if s.family is Family.REGISTRATION
+        and s.data["authority"] == authority
+        and _month_of(_d(s.data["registered_on"])) == m
+    ]
+    status: dict[tuple[str, int], tuple[datetime, str]] = {}
+    for s in seen:
+        if s.family is Family.RETENTION:
+            key = (s.data["placement_id"], s.data["checkpoint_months"])
+            if key not in status or s.time > status[key][0]:
+                status[key] = (s.time, s.data["status"])
+    retention = []
+    for k in (1, 3, 6):
+        for p in placements:
+            if _month_of(_d(p["placed_on"])) == _add(m, -k):
+                st = status.get((p["placement_id"], k))
+                retention.append({"checkpoint": f"{k}m", "status": st[1] if st else "not_reported"})
+    out: dict[str, int] = {}
+    groups = {"placements": records, "registrations": regs, "retention": retention}
+    # Site tables exist only where there is more than one site category to break down by.
+    multi = {
+        "placements": len(set(own_sites) | {r["site"] for r in records}) > 1,
+        "registrations": len(own_sites) > 1,
+        "retention": False,
+    }
+    for group, recs in groups.items():
+        for dims in _all_dims(group):
+            if "site" in dims and not multi[group]:
+                continue
+            name = f"{group}: {' × '.join(dims)}"
+            for cell in _keys(dims, recs, own_sites):
+                out[f"{name}[{', '.join(cell)}]"] = sum(
+                    all(k == TOTAL or r[d] == k for d, k in zip(dims, cell, strict=True)) for r in recs
+                )
+    out["indicator: placements"] = len(records)
+    out["indicator: new_registrations"] = len(regs)
+    out["indicator: referred_by_authority"] = sum(r["referred"] == "yes" for r in regs)
+    out["indicator: team_support"] = sum(r["team_support"] == "yes" for r in regs)
+    for k in (1, 3, 6):
+        out[f"indicator: retention_{k}m_cohort"] = sum(r["checkpoint"] == f"{k}m" for r in retention)
+        out[f"indicator: retention_{k}m_employed"] = sum(
+            r == {"checkpoint": f"{k}m", "status": "employed"} for r in retention
+        )
+    return out, {p["placement_id"] for p in this_month}
+
+
+def _all_dims(group: str) -> list[tuple[str, ...]]:
+    one = ["attribute", "sex", "age_band", "occupation", "employment_type", "route"]
+    if group == "placements":
+        one_way: list[tuple[str, ...]] = [(d,) for d in one]
+        return (
+            one_way
+            + [
+                ("attribute", "sex"),
+                ("occupation", "sex"),
+                ("age_band", "sex"),
+                ("employment_type", "sex"),
+                ("attribute", "route"),
+            ]
+            + [("site", d) for d in one]
+        )
+    if group == "registrations":
+        return [("referred",), ("team_support",), ("site", "referred"), ("site", "team_support")]
+    return [("checkpoint", "status")]
+
+
+def _keys(dims: tuple[str, ...], recs: list[dict[str, str]], sites: list[str]) -> Iterable[tuple[str, ...]]:
+    cats = {d: [*sorted({r[d] for r in recs} | ({*sites} if d == "site" else set())), TOTAL] for d in dims}
+    if len(dims) == 1:
+        return [(c,) for c in cats[dims[0]]]
+    return [(a, b) for a in cats[dims[0]] for b in cats[dims[1]]]
+
+
+def published(body: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tables in body["groups"].values():
+        for t in tables:
+            for key, value, _ in t["cells"]:
+                out[f"{t['name']}[{', '.join(key)}]"] = value
+    for name, value in body["indicators"]["authority"].items():
+        out[f"indicator: {name}"] = value
+    return out
+
+
+# --- the stream, published in two rounds -------------------------------------------------------------
+
+
+@dataclass
+class Fed:
+    subs: list[Submission]
+    rev1: dict[tuple[str, str], dict[str, Any]]
+    latest: dict[tuple[str, str], asyncpg.Record]
+    authorities: list[str]
+
+
+@pytest.fixture(scope="module")
+async def fed(pool: asyncpg.Pool, settings: Settings) -> Fed:
+    subs = list(simulate(CONFIG))
+    early = [s for s in subs if not is_late(s)]
+    late = [s for s in subs if is_late(s)]
+    assert late, "the seed must produce placements reported after the cutoff"
+    await publish_submissions(settings, pool, early, origin="test-feed")
+    await run_until_caught_up(FeedProjection(settings), settings, pool)
+    for m in MONTHS:  # as the builder would at each cutoff: revision 1 only
+        await build_month(pool, settings, m, now=_cutoff(m))
+    rows = await pool.fetch("SELECT authority, month, body FROM feed_revisions WHERE revision = 1")
+    rev1 = {(r["authority"], r["month"]): r["body"] for r in rows}
+    await publish_submissions(settings, pool, late, origin="test-feed-late")
+    await run_until_caught_up(FeedProjection(settings), settings, pool)
+    for m in MONTHS:
+        await build_month(pool, settings, m)
+    latest = await pool.fetch(
+        "SELECT DISTINCT ON (authority, month) * FROM feed_revisions ORDER BY authority, month, revision DESC"
+    )
+    authorities = sorted({s.data["authority"] for s in subs if s.family is Family.REGISTRATION})
+    return Fed(subs, rev1, {(r["authority"], r["month"]): r for r in latest}, authorities)
+
+
+def _cutoff(m: YearMonth) -> datetime:
+    nxt = _add(m, 1)
+    return datetime(nxt.year, nxt.month, 6, tzinfo=JST).astimezone(UTC)
+
+
+def _feeds(fed: Fed) -> list[tuple[str, YearMonth]]:
+    return [(a, m) for a in fed.authorities for m in MONTHS]
+
+
+# --- tests -------------------------------------------------------------------------------------------
+
+
+async def test_feed_numbers_equal_an_independent_recomputation(fed: Fed) -> None:
+    checked = hidden = 0
+    for a, m in _feeds(fed):
+        for body, sent in (
+            (fed.rev1[(a, str(m))], in_revision_1(m)),
+            (fed.latest[(a, str(m))]["body"], everything),
+        ):
+            expected, ids = expected_figures(fed.subs, a, m, sent)
+            for name, value in published(body).items():
+                if name.endswith(("share", "rate")):
+                    continue
+                if value is None:
+                    hidden += 1
+                    continue
+                # A cell the recomputation never met counts nobody: 0.
+                assert value == expected.get(name, 0), (a, str(m), name)
+                checked += 1
+            # Every cell the recomputation has is in the feed (none missing), zeros included.
+            missing = {n for n, v in expected.items() if v and n not in published(body)}
+            assert not missing, sorted(missing)[:5]
+        assert sorted(fed.latest[(a, str(m))]["placement_ids"]) == sorted(ids)
+    assert checked > 1000 and hidden > 0
+
+
+async def test_late_events_make_revision_2_with_the_right_change_summary(
+    fed: Fed, pool: asyncpg.Pool
+) -> None:
+    late_months = {
+        (p.data["site"][:6], str(_month_of(_d(p.data["placed_on"])))) for p in fed.subs if is_late(p)
+    }
+    assert late_months
+    for a, m in _feeds(fed):
+        row = fed.latest[(a, str(m))]
+        before, ids1 = expected_figures(fed.subs, a, m, in_revision_1(m))
+        after, ids2 = expected_figures(fed.subs, a, m, everything)
+        if (a, str(m)) in late_months:
+            assert row["revision"] == 2, (a, str(m))
+        if row["revision"] == 1:
+            assert ids1 == ids2
+            continue
+        assert row["revision"] == 2
+        rev1, rev2 = published(fed.rev1[(a, str(m))]), published(row["body"])
+        summary = {c["figure"]: c for c in row["changes"]}
+        for name in rev2:
+            if name.endswith(("share", "rate")):
+                continue
+            if rev1.get(name) is not None and before.get(name, 0) != after.get(name, 0):
+                # A changed count is hidden in revision 2, and the summary says so without values.
+                assert rev2[name] is None and summary[name] == {"figure": name, "change": "suppressed"}, name
+            else:  # unchanged, or hidden in both: never mentioned, never a value
+                assert name not in summary and rev2[name] == rev1.get(name), name
+        assert any(c["change"] == "suppressed" for c in row["changes"])
+        # Cells hidden in revision 1 stay hidden in revision 2.
+        assert all(rev2[n] is None for n, v in rev1.items() if v is None and not n.startswith("indicator"))
+    # Revisions are kept and both are on the feed topic; the topic carries aggregates only.
+    records = await read_topic(Settings(), Settings().feed_topic)
+    on_topic = Counter(r.key for r in records)
+    two = [k for k, r in fed.latest.items() if r["revision"] == 2]
+    assert two and all(on_topic[f"{a}:{m}".encode()] == 2 for a, m in two)
+    names = {s.data["personal"]["name"] for s in fed.subs if s.family is Family.REGISTRATION}
+    blob = b"".join(r.value for r in records)
+    assert not any(n.encode() in blob for n in list(names)[:200])
+    count = await pool.fetchval("SELECT count(*) FROM feed_revisions WHERE revision = 1")
+    assert count >= len(_feeds(fed))
+
+
+# --- disclosure attack ----------------------------------------------------------------------------------
+
+
+Quantity = tuple[int, frozenset[tuple[str, str]]]  # (revision index, what the cell counts)
+
+
+def _attack(*revisions: list[dict[str, Any]], monotone: bool = False) -> list[str]:
+    """Bound every hidden cell with integer programming from what is published; return the breaches.
+
+    With several revisions of one feed, all of them are used at once, and with ``monotone`` the
+    attacker also knows that later revisions only add people (each count can only grow).
+    """
+    value: dict[Quantity, int | None] = {}
+    label: dict[Quantity, str] = {}
+    eqs: list[tuple[Quantity, list[Quantity]]] = []
+    for n, tables in enumerate(revisions):
+        for t in tables:
+            dims = t["dims"]
+            cells = {tuple(k): v for k, v, _ in t["cells"]}
+
+            def q_of(key: tuple[str, ...], dims: list[str] = dims, n: int = n) -> Quantity:
+                return (n, frozenset((d, c) for d, c in zip(dims, key, strict=True) if c != TOTAL))
+
+            for key, v in cells.items():
+                q = q_of(key)
+                label.setdefault(q, f"r{n + 1} {t['name']}[{', '.join(key)}]")
+                if v is not None:
+                    assert value.get(q) in (None, v)
+                    value[q] = v
+                else:
+                    value.setdefault(q, None)
+            cats = [sorted({k[a] for k in cells if k[a] != TOTAL}) for a in range(len(dims))]
+            if len(dims) == 1:
+                eqs.append((q_of((TOTAL,)), [q_of((c,)) for c in cats[0]]))
+            else:
+                for r in [*cats[0], TOTAL]:
+                    eqs.append((q_of((r, TOTAL)), [q_of((r, c)) for c in cats[1]]))
+                for c in [*cats[1], TOTAL]:
+                    eqs.append((q_of((TOTAL, c)), [q_of((r, c)) for r in cats[0]]))
+    hidden = [q for q, v in value.items() if v is None]
+    if not hidden:
+        return []
+    col = {q: n for n, q in enumerate(hidden)}
+    rows, lower, upper = [], [], []
+
+    def add(terms: list[tuple[Quantity, float]], lo: float, hi: float) -> None:
+        row = np.zeros(len(hidden))
+        b = 0.0
+        for q, sign in terms:
+            if q in col:
+                row[col[q]] += sign
+            else:
+                b -= sign * value[q]  # type: ignore[operator]
+        if row.any():
+            rows.append(row)
+            lower.append(lo + b)
+            upper.append(hi + b)
+
+    for total, parts in eqs:
+        add([(total, 1.0), *((p, -1.0) for p in parts)], 0.0, 0.0)
+    if monotone:
+        for n in range(1, len(revisions)):
+            for m, what in list(value):
+                if m == n and (n - 1, what) in value:
+                    add([((n, what), 1.0), ((n - 1, what), -1.0)], 0.0, np.inf)
+    cap = 10 * max((v or 0) for v in value.values()) + 100
+    constraint = LinearConstraint(np.array(rows), lower, upper)
+    breaches = []
+    for q in hidden:
+        c = np.zeros(len(hidden))
+        c[col[q]] = 1
+        lo = milp(c, constraints=constraint, integrality=np.ones(len(hidden)), bounds=Bounds(0, cap))
+        hi = milp(-c, constraints=constraint, integrality=np.ones(len(hidden)), bounds=Bounds(0, cap))
+        assert lo.status == 0 and hi.status == 0
+        low, high = round(lo.fun), round(-hi.fun)
+        if low == high or (low >= 1 and high < THRESHOLD):
+            breaches.append(f"{label[q]}: {low}..{high}")
+    return breaches
+
+
+async def test_no_suppressed_cell_can_be_recovered_from_a_feed_and_its_revisions(
+    fed: Fed, pool: asyncpg.Pool
+) -> None:
+    """Each feed's revisions are attacked together (so comparing revisions is covered); for placements
+    the attacker also knows that a later revision only adds people. Registrations and retention are
+    not monotone (a late referral or checkpoint moves a person between cells)."""
+    rows = await pool.fetch("SELECT authority, month, revision, body FROM feed_revisions ORDER BY revision")
+    revisions: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        revisions[(r["authority"], r["month"])].append(r["body"])
+    attacked = compared = 0
+    for (a, m), bodies in revisions.items():
+        compared += len(bodies) > 1
+        for group in ("placements", "registrations", "retention"):
+            tables = [b["groups"][group] for b in bodies]
+            attacked += sum(c[1] is None for ts in tables for t in ts for c in t["cells"])
+            assert _attack(*tables, monotone=group == "placements") == [], (a, m, group)
+    assert attacked > 500 and compared >= 4
+
+
+async def test_attacker_finds_a_cell_left_recoverable() -> None:
+    """The attack can fail the test: hide one cell of a one-way table and nothing else."""
+    tables = [
+        {
+            "name": "t",
+            "dims": ["sex"],
+            "cells": [[["male"], 5, None], [["female"], None, "primary"], [[TOTAL], 7, None]],
+        }
+    ]
+    assert _attack(tables) == ["r1 t[female]: 2..2"]
+    # Several revisions are attacked together.
+    rev1 = [
+        {
+            "name": "t",
+            "dims": ["sex"],
+            "cells": [[["male"], None, "p"], [["female"], None, "p"], [[TOTAL], 3, None]],
+        }
+    ]
+    rev2 = [
+        {
+            "name": "t",
+            "dims": ["sex"],
+            "cells": [[["male"], None, "p"], [["female"], 1, None], [[TOTAL], 4, None]],
+        }
+    ]
+    assert _attack(rev1) == []
+    assert _attack(rev1, rev2, monotone=True) == ["r2 t[male]: 3..3"]
+
+
+# --- individual list and consent ---------------------------------------------------------------------------
+
+
+def _consents_grant(subs: list[Submission], person: str, authority: str, on: date) -> bool:
+    latest: dict[str, dict[str, Any]] = {}
+    for s in subs:
+        if s.family is Family.CONSENT and s.data["person_key"] == person:
+            cid = s.data["consent_id"]
+            if cid not in latest or s.data["version"] > latest[cid]["version"]:
+                latest[cid] = s.data
+    if not latest:
+        return False
+    eff = max(
+        latest.values(), key=lambda d: (datetime.fromisoformat(d["captured"]["signed_at"]), d["version"])
+    )
+    return (
+        eff["action"] != "withdrawn"
+        and "disclose_placement" in eff["scopes"]
+        and {"kind": "authority", "code": authority} in eff["recipients"]
+        and _d(eff["valid_from"]) <= on
+        and (eff.get("valid_until") is None or on <= _d(eff["valid_until"]))
+    )
+
+
+async def test_person_without_disclosure_consent_never_in_individual_list(
+    fed: Fed, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    keystore = KeyStore(master_key_from_config(settings.master_key))
+    name_of = {
+        s.data["person_key"]: s.data["personal"]["name"] for s in fed.subs if s.family is Family.REGISTRATION
+    }
+    placements = {s.data["placement_id"]: s.data for s in fed.subs if s.family is Family.PLACEMENT}
+    without_consent = 0
+    for a, m in _feeds(fed):
+        row = fed.latest[(a, str(m))]
+        async with pool.acquire() as conn:
+            delivery = await deliver(conn, keystore, a, str(m))
+        got = Counter((i.name, i.employer, i.start_date) for i in delivery.individuals)
+        expected: Counter[tuple[str, str, date]] = Counter()
+        refused: set[tuple[str, str, date]] = set()
+        for pid in row["placement_ids"]:
+            p = placements[pid]
+            entry = (name_of[p["person_key"]], p["personal"]["employer_name"], _d(p["placed_on"]))
+            if _consents_grant(fed.subs, p["person_key"], a, _d(p["placed_on"])):
+                expected[entry] += 1
+            else:
+                refused.add(entry)
+        without_consent += len(refused)
+        assert got == expected, (a, str(m))
+        assert not refused & set(got)
+    assert without_consent > 0, "the stream must contain placed people without disclosure consent"
+
+
+# --- HTTP download: scoped and recorded --------------------------------------------------------------------
+
+
+async def test_an_authority_cannot_fetch_another_authoritys_feed(
+    fed: Fed, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    own, other = fed.authorities[0], fed.authorities[1]
+    month = "2021-11"
+    async with pool.acquire() as conn:
+        own_id, own_token = await add_client(
+            conn, name="own", org_kind=OrgKind.AUTHORITY, org_code=own, roles=frozenset({Role.READ})
+        )
+        other_id, other_token = await add_client(
+            conn, name="other", org_kind=OrgKind.AUTHORITY, org_code=other, roles=frozenset({Role.READ})
+        )
+    with TestClient(create_feed_app(settings)) as client:
+        denied = client.get(f"/feeds/{own}/{month}", headers={"Authorization": f"Bearer {other_token}"})
+        ok = client.get(f"/feeds/{own}/{month}", headers={"Authorization": f"Bearer {own_token}"})
+        csv_resp = client.get(
+            f"/feeds/{own}/{month}",
+            params={"format": "csv", "part": "individuals", "encoding": "cp932"},
+            headers={"Authorization": f"Bearer {own_token}"},
+        )
+        anonymous = client.get(f"/feeds/{own}/{month}")
+    assert denied.status_code == 403 and "own authority" in denied.json()["error"]
+    assert anonymous.status_code == 401
+    assert ok.status_code == 200
+    assert ok.json()["feed"]["authority"] == own and ok.json()["individual_list"]["entries"]
+    assert csv_resp.status_code == 200 and b"\r\n" in csv_resp.content
+    csv_resp.content.decode("cp932")  # opens as CP932
+    log = await pool.fetch(
+        "SELECT * FROM feed_access_log WHERE authority = $1 AND month = $2 ORDER BY id", own, month
+    )
+    by_client = {(r["client_id"], r["outcome"]) for r in log}
+    assert (other_id, "denied") in by_client and (own_id, "granted") in by_client
+    granted = next(r for r in log if r["client_id"] == own_id)
+    assert granted["person_keys"] and "name" in granted["fields"] and granted["purpose"]
+    denied_row = next(r for r in log if r["client_id"] == other_id)
+    assert denied_row["organisation"] == f"authority:{other}" and denied_row["person_keys"] == []
