@@ -1,0 +1,301 @@
+"""Shared-view projection throughput against the raw aiokafka consume rate and a naive FastStream
+subscriber, on the same messages in the same run. Prints figures and ratios; not run in CI.
+
+    .venv/bin/python bench/bench_projection.py                 # 1,000,000 events (a few minutes)
+    .venv/bin/python bench/bench_projection.py --events 100000 # quicker look
+
+What is measured:
+
+1. **raw** — an aiokafka consumer reading every record of the five event topics (``getmany``), nothing
+   else: the ceiling.
+2. **naive** — a FastStream subscriber on the same topics: decode each message, insert one row, commit
+   the offset per message (``AckPolicy.ACK``). Run on the first ``--naive`` messages only (a full run
+   would take hours); its rate is what it would do on all of them.
+3. **projection** — ``SharedViewHandler`` on the hub's ``ConsumerRuntime``, from offset zero to the end.
+4. **replay** — ``hub replay shared-view`` (empty the view, rebuild from the topics).
+
+Projection and replay run in child processes so each reports its own peak memory (``ru_maxrss``).
+The stream comes from ``producers.simulator``, sealed with real per-person keys, produced straight to a
+bench topic namespace with aiokafka (the outbox is not what is measured), into a ``ittai_bench``
+database created afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.replay import end_offsets, replay, run_until_caught_up
+from contracts.envelope import decode, encode
+from hub.config import Settings
+from hub.crypto import KeyStore, master_key_from_config
+from hub.db import create_pool, migrate
+from hub.logging import configure_logging
+from hub.topics import ensure_topics
+from producers.simulator import SimulationConfig, simulate
+from producers.submission import to_event
+
+BENCH_DB = "ittai_bench"
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def peak_mib() -> float:
+    """Peak resident memory of this process image. ``ru_maxrss`` would not do for the child phases: Linux
+    carries the forking parent's high-water mark across exec; ``VmHWM`` belongs to the new image."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def fresh_database(settings: Settings) -> None:
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        await migrate(conn)
+        await conn.execute(
+            "CREATE TABLE bench_naive (event_id text, family text, person_key text, data jsonb)"
+        )
+    finally:
+        await conn.close()
+
+
+async def reset_database(settings: Settings) -> None:
+    """Keep the data keys of a stream produced earlier; forget every measured effect."""
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        await conn.execute(
+            "TRUNCATE sv_persons, sv_events, sv_consents, sv_withdrawals, bench_naive, consumer_offsets"
+        )
+    finally:
+        await conn.close()
+
+
+async def produce(settings: Settings, pool: asyncpg.Pool, events: int) -> int:
+    # ~290 events per authority and month: 300 authorities over 12 months is a little over 1,000,000.
+    months = 12
+    authorities = max(1, min(1000, -(-events // (280 * months))))
+    stream = islice(simulate(SimulationConfig(authorities=authorities, months=months, seed=4)), events)
+    keystore = KeyStore(master_key_from_config(settings.master_key))
+    sent = resent = 0
+    async with pool.acquire() as conn:
+        for chunk in chunks(stream, 10_000):
+            keys = await keystore.keys_for(conn, {s.person_key for s in chunk})
+            records = []
+            for sub in chunk:
+                event = to_event(sub, keys[sub.person_key])
+                records.append((settings.topic(event.family), *encode(event)))
+            while True:  # the shared local broker gets restarted by others' fault tests: resend the chunk
+                try:
+                    await _send(settings, records)
+                    break
+                except KafkaError as exc:
+                    resent += len(records)
+                    print(f"\n  broker trouble ({type(exc).__name__}), resending a chunk", file=sys.stderr)
+                    await asyncio.sleep(5)
+            sent += len(chunk)
+            print(f"\r  produced {sent:,}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    if resent:
+        print(f"  ({resent:,} records re-sent after broker restarts; duplicates carry the same event id)")
+    return sent
+
+
+async def _send(settings: Settings, records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=50, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, headers=headers)
+            for topic, key, headers, value in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_rate(settings: Settings, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        ends = await end_offsets(settings, settings.event_topics)
+        tps = [TopicPartition(t, p) for t, p in ends]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(records) for records in batch.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def naive_rate(settings: Settings, pool: asyncpg.Pool, limit: int) -> float:
+    from faststream.kafka import KafkaBroker, KafkaMessage
+    from faststream.middlewares import AckPolicy
+
+    broker = KafkaBroker(settings.kafka_bootstrap, logger=None)
+    done = asyncio.Event()
+    state = {"n": 0, "first": 0.0, "last": 0.0}
+
+    @broker.subscriber(
+        *settings.event_topics,
+        group_id=f"naive-{settings.topic_namespace}",
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK,  # commit after every message
+    )
+    async def handle(body: Any, msg: KafkaMessage) -> None:
+        rec = cast(ConsumerRecord, msg.raw_message)
+        event = decode(rec.key, rec.headers, rec.value)
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO bench_naive (event_id, family, person_key, data) VALUES ($1, $2, $3, $4::text::jsonb)",
+                event.id,
+                event.family.value,
+                event.subject,
+                event.data.model_dump_json(),
+            )
+        state["n"] += 1
+        if state["n"] == 1:
+            state["first"] = time.perf_counter()
+        if state["n"] >= limit and not done.is_set():
+            state["last"] = time.perf_counter()
+            done.set()
+
+    await broker.start()
+    try:
+        await done.wait()
+    finally:
+        await broker.stop()
+    return (state["n"] - 1) / (state["last"] - state["first"])
+
+
+def child(phase: str, settings: Settings) -> dict[str, Any]:
+    env_args = [sys.executable, __file__, "--phase", phase, "--namespace", settings.topic_namespace]
+    result = subprocess.run(env_args, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
+    configure_logging("WARNING")
+    pool = await create_pool(settings, max_size=4)
+    try:
+        handler = SharedViewHandler(settings)
+        started = time.perf_counter()
+        if phase == "project":
+            ends = await end_offsets(settings, handler.topics)
+            await run_until_caught_up(runtime_for(handler, settings, pool, role="bench"), pool, ends)
+            events = sum(ends.values())
+        else:
+            result = await replay(settings, pool, handler=handler)
+            events = result.events
+        seconds = time.perf_counter() - started
+        async with pool.acquire() as conn:
+            persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
+            held = await conn.fetchval(
+                "SELECT count(*) FROM sv_events e WHERE NOT EXISTS "
+                "(SELECT 1 FROM sv_persons p WHERE p.person_key = e.person_key)"
+            )
+        return {
+            "events": events,
+            "seconds": seconds,
+            "peak_mib": peak_mib(),
+            "persons": persons,
+            "held": held,
+        }
+    finally:
+        await pool.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure_logging("WARNING")
+    settings = Settings(pg_database=BENCH_DB, topic_namespace=args.reuse or f"bench{uuid.uuid4().hex[:6]}")
+    print(
+        f"bench namespace {settings.topic_namespace}, database {BENCH_DB}, batch {settings.batch_max_records}"
+    )
+    if args.reuse:
+        await reset_database(settings)
+    else:
+        await fresh_database(settings)
+    await ensure_topics(settings, [*settings.event_topics, settings.deadletter_topic])
+    pool = await create_pool(settings, max_size=8)
+    try:
+        t = time.perf_counter()
+        if args.reuse:
+            total = sum((await end_offsets(settings, settings.event_topics)).values())
+            print(f"reusing the {total:,} events already in namespace {args.reuse}")
+        else:
+            total = await produce(settings, pool, args.events)
+            print(f"produced {total:,} sealed events in {time.perf_counter() - t:.1f} s")
+        raw = await raw_rate(settings, total)
+        print(f"raw aiokafka consume      {raw:>10,.0f} events/s")
+        naive = await naive_rate(settings, pool, min(args.naive, total))
+        print(f"naive FastStream (first {min(args.naive, total):,}) {naive:>10,.0f} events/s")
+    finally:
+        await pool.close()
+    projected = child("project", settings)
+    rate = projected["events"] / projected["seconds"]
+    print(
+        f"shared-view projection   {rate:>10,.0f} events/s  ({projected['events']:,} in {projected['seconds']:.1f} s, "
+        f"peak {projected['peak_mib']:.0f} MiB; {projected['persons']:,} people in view, {projected['held']:,} held)"
+    )
+    replayed = child("replay", settings)
+    print(
+        f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
+        f"({replayed['events']:,} in {replayed['seconds']:.1f} s, peak {replayed['peak_mib']:.0f} MiB)"
+    )
+    print(f"projection / naive  = {rate / naive:6.1f}x   (target >= 10x)")
+    print(f"projection / raw    = {rate / raw:6.2f}    (heading for 0.25)")
+    print(f"bench driver peak memory {peak_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--reuse", metavar="NAMESPACE", help="measure again on a namespace produced earlier")
+    parser.add_argument("--naive", type=int, default=30_000, help="messages the naive subscriber is timed on")
+    parser.add_argument("--phase", choices=["project", "replay"], help=argparse.SUPPRESS)
+    parser.add_argument("--namespace", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        s = Settings(pg_database=BENCH_DB, topic_namespace=args.namespace)
+        print(json.dumps(asyncio.run(run_phase(args.phase, s))))
+    else:
+        asyncio.run(main(args))

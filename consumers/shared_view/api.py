@@ -1,0 +1,288 @@
+"""HTTP reads of the shared view: scoped to the caller's organisation, limited to one purpose, recorded.
+
+Every read of personal data — granted or refused — adds a row to ``sv_access_log`` (who, which
+organisation, whom, which fields, purpose, when) in the same transaction that reads the data, so there
+is no read without its record. ``GET /persons/{key}/access-history`` returns a person's exchange
+history, as the My Number portal (マイナポータル) shows citizens theirs.
+
+Search takes its terms in a POST body: a name is personal data and must not end up in URLs, proxies'
+logs or the access log. Refusals say which rule refused, never a personal value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumers.shared_view.erasure import erase_person
+from consumers.shared_view.handler import VIEW_FIELDS, view_from_row
+from hub.auth import OrgKind, Principal, Role
+from hub.config import Settings
+from hub.crypto import KeyStore, master_key_from_config
+from hub.domain.consent import Scope
+from hub.domain.shared_view import Reader, ReaderKind, decide, disclose, owns
+from hub.http import create_app, current_principal, requires
+
+PersonKeyPath = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{32}$", description="Pseudonymous person key (32 hex)")
+]
+PurposeQuery = Annotated[
+    Scope, Query(description="Why you read: one of the consent scopes; the answer carries its fields only")
+]
+MAX_PAGE = 200
+# Module-level aliases: with postponed annotations FastAPI resolves them from the module's globals.
+ReadingPrincipal = Annotated[Principal, Depends(requires(Role.READ))]
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+OperatingPrincipal = Annotated[Principal, Depends(requires(Role.OPERATE))]
+
+
+class SearchRequest(BaseModel):
+    """At least one term. Names match as substrings of the name or its kana."""
+
+    model_config = ConfigDict(extra="forbid")
+    purpose: Scope
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    job_seeker_number: str | None = Field(default=None, pattern=r"^\d{5}-\d{8}$")
+    case_number: str | None = Field(default=None, min_length=1, max_length=40)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+def reader_of(principal: Principal) -> Reader | None:
+    if principal.org_kind is OrgKind.AUTHORITY:
+        return Reader(ReaderKind.AUTHORITY, principal.org_code)
+    if principal.org_kind is OrgKind.OFFICE:
+        return Reader(ReaderKind.OFFICE, principal.org_code)
+    if principal.org_kind is OrgKind.HELLO_WORK_NATIONAL:
+        return Reader(ReaderKind.NATIONAL, "*")
+    return None  # operators never read personal data
+
+
+def _scope_filter(reader: Reader, first: int) -> tuple[str, list[Any]]:
+    """SQL narrowing candidates to the reader's own, consenting people (the domain decides again)."""
+    a, b = f"${first}", f"${first + 1}"
+    if reader.kind is ReaderKind.AUTHORITY:
+        sql = f"(authority = {a} OR referring_authorities ? {a}) AND recipient_authorities ? {a} AND scopes ? {b}"
+        return sql, [reader.code]
+    if reader.kind is ReaderKind.OFFICE:
+        return f"office = {a} AND recipient_offices ? {a} AND scopes ? {b}", [reader.code]
+    return f"office IS NOT NULL AND recipient_offices ? office AND {a}::text IS NOT NULL AND scopes ? {b}", [
+        "*"
+    ]
+
+
+async def record_reads(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    action: str,
+    purpose: str,
+    entries: Sequence[tuple[str, Sequence[str], str, str]],
+) -> None:
+    """entries: (person_key, fields, outcome, reason)."""
+    if not entries:
+        return
+    await conn.executemany(
+        "INSERT INTO sv_access_log (client_id, client_name, organisation, person_key, action, purpose, fields, "
+        "outcome, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [
+            (
+                principal.client_id,
+                principal.name,
+                principal.organisation,
+                pk,
+                action,
+                purpose,
+                list(f),
+                out,
+                why,
+            )
+            for pk, f, out, why in entries
+        ],
+    )
+
+
+def _refuse(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+async def _granted_rows(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    reader: Reader,
+    purpose: Scope,
+    rows: Sequence[asyncpg.Record],
+    action: str,
+) -> list[dict[str, Any]]:
+    answers, entries = [], []
+    for row in rows:
+        view = view_from_row(row)
+        decision = decide(view, reader, purpose)
+        if decision.granted:
+            answers.append(disclose(view, purpose))
+            entries.append((view.person_key, decision.fields, "granted", ""))
+    await record_reads(conn, principal, action, purpose.value, entries)
+    return answers
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    async def startup(app: FastAPI) -> None:
+        app.state.keystore = KeyStore(master_key_from_config(app.state.settings.master_key))
+
+    app = create_app(
+        "Ittai Hub — consented shared view",
+        description="What an authority or a Hello Work office may see about its people, under their consent. "
+        "Every read of personal data is recorded.",
+        settings=settings,
+        on_startup=startup,
+    )
+    columns = ", ".join(VIEW_FIELDS)
+
+    @app.get("/persons", tags=["shared view"])
+    async def list_persons(
+        request: Request,
+        principal: ReadingPrincipal,
+        purpose: PurposeQuery,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        reader = reader_of(principal)
+        if reader is None:
+            return _refuse(403, f"{principal.organisation} does not read personal data")
+        where, params = _scope_filter(reader, 1)
+        async with request.app.state.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT {columns} FROM sv_persons WHERE {where} ORDER BY person_key LIMIT $3 OFFSET $4",
+                *params,
+                purpose.value,
+                limit,
+                offset,
+            )
+            answers = await _granted_rows(conn, principal, reader, purpose, rows, "list")
+        return {"persons": answers, "count": len(answers), "offset": offset}
+
+    @app.post("/persons/search", tags=["shared view"])
+    async def search_persons(request: Request, principal: ReadingPrincipal, body: SearchRequest) -> Any:
+        reader = reader_of(principal)
+        if reader is None:
+            return _refuse(403, f"{principal.organisation} does not read personal data")
+        if not (body.name or body.job_seeker_number or body.case_number):
+            return _refuse(422, "search needs at least one of: name, job_seeker_number, case_number")
+        where, params = _scope_filter(reader, 1)
+        args: list[Any] = [*params, body.purpose.value]
+        terms = []
+        # Identifying terms only match where share_registration lets the reader see them.
+        if body.name:
+            args.append("%" + body.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            terms.append(f"(name ILIKE ${len(args)} OR name_kana ILIKE ${len(args)})")
+        if body.job_seeker_number:
+            args.append(body.job_seeker_number)
+            terms.append(f"job_seeker_number = ${len(args)}")
+        if body.case_number:
+            args.append(body.case_number)
+            terms.append(f"case_numbers ? ${len(args)}")
+        args.append(body.limit)
+        async with request.app.state.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT {columns} FROM sv_persons WHERE {where} AND scopes ? 'share_registration' "
+                f"AND {' AND '.join(terms)} ORDER BY person_key LIMIT ${len(args)}",
+                *args,
+            )
+            answers = await _granted_rows(conn, principal, reader, body.purpose, rows, "search")
+        return {"persons": answers, "count": len(answers)}
+
+    @app.get("/persons/{person_key}", tags=["shared view"])
+    async def fetch_person(
+        request: Request,
+        principal: AnyPrincipal,
+        person_key: PersonKeyPath,
+        purpose: PurposeQuery,
+    ) -> Any:
+        # Authenticated but not allowed to read is still an attempt on this person: record it.
+        reader = reader_of(principal) if Role.READ in principal.roles else None
+        async with request.app.state.pool.acquire() as conn, conn.transaction():
+            if reader is None:
+                reason = (
+                    f"{principal.organisation} (client {principal.client_id}) does not read personal data"
+                )
+                await record_reads(
+                    conn, principal, "fetch", purpose.value, [(person_key, (), "refused", reason)]
+                )
+                return _refuse(403, reason)
+            row = await conn.fetchrow(f"SELECT {columns} FROM sv_persons WHERE person_key = $1", person_key)
+            view = view_from_row(row) if row is not None else None
+            decision = decide(view, reader, purpose)
+            outcome = "granted" if decision.granted else "refused"
+            await record_reads(
+                conn,
+                principal,
+                "fetch",
+                purpose.value,
+                [(person_key, decision.fields, outcome, decision.reason)],
+            )
+        if not decision.granted or view is None:
+            # Same answer whether the person exists or not: no oracle for keys outside one's remit.
+            return _refuse(403, decision.reason)
+        return disclose(view, purpose)
+
+    @app.get("/persons/{person_key}/access-history", tags=["shared view"])
+    async def access_history(
+        request: Request,
+        principal: AnyPrincipal,
+        person_key: PersonKeyPath,
+    ) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            if Role.OPERATE not in principal.roles:
+                reader = reader_of(principal) if Role.READ in principal.roles else None
+                row = await conn.fetchrow(
+                    f"SELECT {columns} FROM sv_persons WHERE person_key = $1", person_key
+                )
+                if reader is None or row is None or not owns(view_from_row(row), reader):
+                    return _refuse(
+                        403,
+                        "access history is shown to operators and to the organisations the person is with",
+                    )
+            rows = await conn.fetch(
+                "SELECT read_at, client_id, client_name, organisation, action, purpose, fields, outcome, reason "
+                "FROM sv_access_log WHERE person_key = $1 ORDER BY id",
+                person_key,
+            )
+        return {
+            "person_key": person_key,
+            "reads": [
+                {
+                    "at": r["read_at"].isoformat(),
+                    "client_id": r["client_id"],
+                    "client_name": r["client_name"],
+                    "organisation": r["organisation"],
+                    "action": r["action"],
+                    "purpose": r["purpose"],
+                    "fields": list(r["fields"]),
+                    "outcome": r["outcome"],
+                    "reason": r["reason"],
+                }
+                for r in rows
+            ],
+        }
+
+    @app.delete("/persons/{person_key}", tags=["erasure"])
+    async def erase(
+        request: Request,
+        principal: OperatingPrincipal,
+        person_key: PersonKeyPath,
+    ) -> Any:
+        async with request.app.state.pool.acquire() as conn:
+            result = await erase_person(
+                conn, request.app.state.keystore, person_key, requested_by=f"api:{principal.client_id}"
+            )
+        return {
+            "person_key": person_key,
+            "key_deleted": result.key_deleted,
+            "rows_deleted": result.rows_deleted,
+            "already_erased": result.already_erased,
+        }
+
+    return app

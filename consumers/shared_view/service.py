@@ -1,0 +1,88 @@
+"""``hub run shared-view``: the projection consumer, its HTTP API and the consent-validity sweep, together.
+
+The service holds ``SERVICE_LOCK`` for its lifetime so a replay cannot rebuild the view under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+import asyncpg
+import uvicorn
+
+from consumers.shared_view.api import build_app
+from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.replay import SERVICE_LOCK
+from hub.config import Settings
+from hub.logging import get_logger
+
+log = get_logger("shared-view")
+
+SWEEP_INTERVAL_S = 60.0
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # hub.runner owns SIGTERM/SIGINT and calls stop() on every service.
+        yield
+
+
+class ApiService:
+    def __init__(self, settings: Settings) -> None:
+        config = uvicorn.Config(
+            build_app(settings),
+            host=settings.http_host,
+            port=settings.shared_view_port,
+            log_level="warning",
+            access_log=False,  # query strings are not personal here, but no need to keep them either
+        )
+        self._server = _Server(config)
+
+    async def run(self) -> None:
+        await self._server.serve()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+
+
+class ProjectionService:
+    """The consumer plus a periodic sweep for consents that start or end on a date."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.handler = SharedViewHandler(settings)
+        self.runtime = runtime_for(self.handler, settings, pool)
+        self.pool = pool
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        async with self.pool.acquire() as lock_conn:
+            if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", SERVICE_LOCK):
+                raise SystemExit("another shared-view consumer or a replay is running on this database")
+            try:
+                sweep = asyncio.create_task(self._sweep())
+                try:
+                    await self.runtime.run()
+                finally:
+                    self._stop.set()
+                    await sweep
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", SERVICE_LOCK)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.runtime.stop()
+
+    async def _sweep(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    changed = await self.handler.refresh_validity(conn)
+                if changed:
+                    log.info("consent validity sweep", records_changed=changed)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("consent validity sweep failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=SWEEP_INTERVAL_S)

@@ -1,0 +1,420 @@
+"""The consented shared view on the real stack: accept → outbox → Kafka → projection → PostgreSQL → HTTP.
+
+Names are unique per test, so "found nowhere" checks cannot be fooled by another test's data, and each
+check has a control that shows it would fail (the name *is* found where consent allows it).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+
+from consumers.shared_view.api import build_app
+from consumers.shared_view.erasure import erase_person
+from consumers.shared_view.handler import SharedViewHandler, load_views, runtime_for, today_jst
+from consumers.shared_view.replay import end_offsets, replay, run_until_caught_up
+from contracts.envelope import Family, encode
+from hub.auth import OrgKind, Role, add_client
+from hub.config import Settings
+from hub.crypto import KeyStore, master_key_from_config
+from producers.ingest import accept
+from producers.outbox import OutboxRelay
+from producers.submission import Submission
+from tests import factories
+from tests.helpers import read_topic
+
+PERSONS: set[str] = set()  # everyone these tests created, for the replay comparison at the end
+
+
+def unique_name() -> str:
+    return f"検証{uuid.uuid4().hex[:10]}\u3000花子"
+
+
+def person(name: str, **reg: Any) -> tuple[str, Submission]:
+    pk = factories.person_key()
+    PERSONS.add(pk)
+    personal = {
+        "name": name,
+        "birth_date": "1988-06-01",
+        "phone": "03-1234-5678",
+        "job_seeker_number": "13010-12345678",
+    }
+    return pk, factories.registration(pk, personal=personal, **reg)
+
+
+async def submit(settings: Settings, pool: asyncpg.Pool, subs: Sequence[Submission]) -> None:
+    keystore = KeyStore(master_key_from_config(settings.master_key))
+    async with pool.acquire() as conn:
+        await accept(conn, keystore, subs, origin="test", namespace=settings.topic_namespace)
+    relay = OutboxRelay(settings, pool)
+    try:
+        await relay.drain()
+    finally:
+        await relay.close()
+
+
+async def project(settings: Settings, pool: asyncpg.Pool, today: date | None = None) -> SharedViewHandler:
+    """Run the projection until it has caught up with everything in the topics."""
+    handler = SharedViewHandler(settings, today=(lambda: today) if today else today_jst)
+    ends = await end_offsets(settings, handler.topics)
+    await run_until_caught_up(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
+    return handler
+
+
+def pg_dump(settings: Settings) -> bytes:
+    binary = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    return subprocess.run(
+        [
+            binary,
+            "-h",
+            settings.pg_host,
+            "-p",
+            str(settings.pg_port),
+            "-U",
+            settings.pg_user,
+            settings.pg_database,
+        ],
+        env={**os.environ, "PGPASSWORD": settings.pg_password},
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+async def token(pool: asyncpg.Pool, kind: OrgKind, code: str, role: Role = Role.READ) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        _, tok = await add_client(
+            conn, name=f"test-{kind.value}-{code}", org_kind=kind, org_code=code, roles=frozenset({role})
+        )
+    return {"Authorization": f"Bearer {tok}"}
+
+
+@pytest_asyncio.fixture(scope="module")
+async def api(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sv") as client,
+    ):
+        yield client
+
+
+async def test_person_without_consent_is_nowhere_in_clear(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    hidden, shown = unique_name(), unique_name()
+    pk, reg = person(hidden)
+    control, control_reg = person(shown)
+    await submit(
+        settings,
+        pool,
+        [factories.referral(pk), reg, factories.placement(pk), control_reg, factories.consent(control)],
+    )
+    await project(settings, pool)
+
+    dump = pg_dump(settings)
+    async with pool.acquire() as conn:
+        dbg = await conn.fetch("SELECT person_key, family, applied_at FROM sv_events")
+        dbg2 = await conn.fetch("SELECT * FROM sv_consents")
+        dbg3 = await conn.fetch("SELECT * FROM consumer_offsets")
+    assert shown.encode() in dump, (dbg, dbg2, dbg3, control)
+    assert shown.encode() in dump, "control: a consented person's name is in the view"
+    assert hidden.encode() not in dump
+    async with pool.acquire() as conn:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM sv_events WHERE person_key = $1 AND applied_at IS NULL", pk
+        )
+        in_view = await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", pk)
+    assert (held, in_view) == (3, 0)
+
+    headers = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    answers = [
+        await api.get("/persons", params={"purpose": "share_registration", "limit": 200}, headers=headers),
+        await api.post(
+            "/persons/search", json={"purpose": "share_registration", "name": hidden[:12]}, headers=headers
+        ),
+        await api.get(f"/persons/{pk}", params={"purpose": "share_registration"}, headers=headers),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 403], [a.text for a in answers]
+    assert answers[1].json()["count"] == 0
+    assert all(hidden not in a.text and pk not in a.text.replace(f"/persons/{pk}", "") for a in answers)
+    found = await api.post(
+        "/persons/search", json={"purpose": "share_registration", "name": shown[:12]}, headers=headers
+    )
+    assert [p["name"] for p in found.json()["persons"]] == [shown], "control: search finds a consented person"
+
+
+async def test_consent_arriving_after_the_events(pool: asyncpg.Pool, settings: Settings) -> None:
+    name = unique_name()
+    pk, reg = person(name)
+    await submit(settings, pool, [factories.referral(pk), reg, factories.placement(pk)])
+    await project(settings, pool)
+    async with pool.acquire() as conn:
+        assert await load_views(conn, [pk]) == []
+        assert name.encode() not in pg_dump(settings)
+
+        await submit(settings, pool, [factories.consent(pk)])
+        await project(settings, pool)
+        [view] = await load_views(conn, [pk])
+        held = await conn.fetchval(
+            "SELECT count(*) FROM sv_events WHERE person_key = $1 AND applied_at IS NULL", pk
+        )
+    assert (
+        view.name == name
+        and view.case_numbers == ("SJ-2025-0042",)
+        and view.job_seeker_number == "13010-12345678"
+    )
+    assert view.placements[0]["employer_name"] == "株式会社𠮷野ケアサービス"
+    assert held == 0
+
+
+async def test_withdrawal_then_reconsent(pool: asyncpg.Pool, settings: Settings) -> None:
+    name = unique_name()
+    pk, reg = person(name)
+    cid = uuid.uuid4().hex
+    await submit(settings, pool, [reg, factories.consent(pk, consent_id=cid)])
+    await project(settings, pool)
+    async with pool.acquire() as conn:
+        assert [v.name for v in await load_views(conn, [pk])] == [name]
+
+        signed_later = {"side": "authority", "site": factories.SITE, "channel": "authority_counter"}
+        withdrawal = factories.consent(
+            pk, version=2, action="withdrawn", consent_id=cid,
+            captured={**signed_later, "signed_at": "2025-06-01T10:00:00+09:00"},
+        )  # fmt: skip
+        await submit(settings, pool, [withdrawal])
+        await project(settings, pool)
+        assert await load_views(conn, [pk]) == []
+        assert name.encode() not in pg_dump(settings)
+        sample = await conn.fetchrow("SELECT * FROM sv_withdrawals WHERE person_key = $1", pk)
+        assert sample["event_id"] == withdrawal.event_id
+        assert sample["accepted_at"] is not None and sample["latency_ms"] > 0
+        stats = await conn.fetchrow("SELECT * FROM v_consent_stats")
+        assert stats["withdrawn"] >= 1 and stats["withdrawal_max_ms"] >= sample["latency_ms"]
+
+        # A late copy of the old version must not roll the withdrawal back.
+        await submit(settings, pool, [factories.consent(pk, consent_id=cid)])
+        await project(settings, pool)
+        assert await load_views(conn, [pk]) == []
+
+        fresh = factories.consent(
+            pk,
+            scopes=["share_registration"],
+            captured={**signed_later, "signed_at": "2025-07-01T10:00:00+09:00"},
+        )
+        await submit(settings, pool, [fresh])
+        await project(settings, pool)
+        [view] = await load_views(conn, [pk])
+    assert (
+        view.name == name
+        and view.consent_id == fresh.data["consent_id"]
+        and view.scopes == ("share_registration",)
+    )
+    assert "employer_name" not in str(view.placements)
+
+
+async def test_erasure_leaves_the_name_nowhere(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    name = unique_name()
+    pk, reg = person(name)
+    await submit(
+        settings, pool, [factories.referral(pk), reg, factories.consent(pk), factories.placement(pk)]
+    )
+    # A poison copy of the registration (bad age band) takes the sealed personal block to the dead-letter topic.
+    keystore = KeyStore(master_key_from_config(settings.master_key))
+    async with pool.acquire() as conn:
+        key = (await keystore.existing_keys(conn, [pk]))[pk]
+    from producers.submission import to_event
+
+    k, kafka_headers, value = encode(to_event(reg, key))
+    poison = orjson.dumps({**orjson.loads(value), "age_band": "bogus"})
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic(Family.REGISTRATION), poison, key=k, headers=kafka_headers
+        )
+    finally:
+        await producer.stop()
+    await project(settings, pool)
+
+    letters = [r for r in await read_topic(settings, settings.deadletter_topic) if r.key == pk.encode()]
+    assert len(letters) == 1 and b'"personal"' in letters[0].value
+    assert name.encode() in pg_dump(settings), "control: the consented name is in the view before erasure"
+
+    async with pool.acquire() as conn:
+        result = await erase_person(conn, keystore, pk, requested_by="test")
+        assert result.key_deleted and result.rows_deleted >= 4
+        assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", pk) == 0
+        fresh_store = KeyStore(master_key_from_config(settings.master_key))
+        assert await fresh_store.existing_keys(conn, [pk]) == {}, "no key left to open any sealed copy"
+        for table in ("sv_persons", "sv_events", "sv_consents"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk) == 0
+
+    assert name.encode() not in pg_dump(settings)
+    raw = [
+        r for t in (*settings.event_topics, settings.deadletter_topic) for r in await read_topic(settings, t)
+    ]
+    mine = [r for r in raw if r.key == pk.encode()]
+    assert len(mine) == 6  # referral, registration, consent, placement, poison copy, dead letter
+    assert all(name.encode() not in (r.value or b"") + b"".join(v for _, v in r.headers) for r in mine)
+
+    # Events of the erased person arriving later are skipped, not stored and not failed.
+    await submit(settings, pool, [factories.placement(pk)])
+    handler = await project(settings, pool)
+    assert handler.masked_events == 1
+    headers = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    answer = await api.get(f"/persons/{pk}", params={"purpose": "share_registration"}, headers=headers)
+    assert answer.status_code == 403
+
+
+async def test_cross_organisation_reads_refused_and_recorded(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    pk, reg = person(unique_name())
+    await submit(settings, pool, [reg, factories.consent(pk, scopes=["share_registration"])])
+    await project(settings, pool)
+    other_authority = await token(pool, OrgKind.AUTHORITY, factories.OTHER_AUTHORITY)
+    other_office = await token(pool, OrgKind.OFFICE, "1302")
+    operator = await token(pool, OrgKind.OPERATOR, "*", Role.OPERATE)
+    own = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    purpose = {"purpose": "share_registration"}
+
+    for headers in (other_authority, other_office):
+        answer = await api.get(f"/persons/{pk}", params=purpose, headers=headers)
+        assert answer.status_code == 403 and "not among the people" in answer.json()["error"]
+        listed = await api.get("/persons", params={**purpose, "limit": 200}, headers=headers)
+        assert pk not in listed.text
+    assert (await api.get(f"/persons/{pk}", params=purpose, headers=operator)).status_code == 403
+    national = await token(pool, OrgKind.HELLO_WORK_NATIONAL, "*")
+    assert (await api.get(f"/persons/{pk}", params=purpose, headers=national)).status_code == 200
+    not_granted = await api.get(f"/persons/{pk}", params={"purpose": "retention_support"}, headers=own)
+    assert not_granted.status_code == 403 and "retention_support" in not_granted.json()["error"]
+    missing = await api.get(f"/persons/{pk}", headers=own)
+    assert missing.status_code == 422 and "purpose" in missing.text
+    assert (await api.get(f"/persons/{pk}", params=purpose)).status_code == 401
+    assert (await api.delete(f"/persons/{pk}", headers=own)).status_code == 403, "erasure is for operators"
+    stranger_key = factories.person_key()
+    erased = await api.delete(f"/persons/{stranger_key}", headers=operator)
+    assert erased.json() == {
+        "person_key": stranger_key,
+        "key_deleted": False,
+        "rows_deleted": 0,
+        "already_erased": False,
+    }
+
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT organisation, outcome, purpose FROM sv_access_log WHERE person_key = $1 ORDER BY id", pk
+        )
+    assert [tuple(r) for r in rows] == [
+        ("authority:112038", "refused", "share_registration"),
+        ("office:1302", "refused", "share_registration"),
+        ("operator:*", "refused", "share_registration"),
+        ("hello_work_national:*", "granted", "share_registration"),
+        ("authority:131041", "refused", "retention_support"),
+    ]
+
+
+async def test_access_history_lists_exactly_the_reads_made(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    # A site of its own, so a list by its office returns this person only.
+    authority, site, office = "092011", "092011-01", "0901"
+    name = unique_name()
+    pk, reg = person(name, authority=authority, site=site, office=office)
+    recipients = [{"kind": "authority", "code": authority}, {"kind": "office", "code": office}]
+    consent = factories.consent(
+        pk, scopes=["share_registration", "disclose_placement"], recipients=recipients
+    )
+    await submit(settings, pool, [reg, consent, factories.placement(pk, office=office, site=site)])
+    await project(settings, pool)
+    city = await token(pool, OrgKind.AUTHORITY, authority)
+    counter = await token(pool, OrgKind.OFFICE, office)
+    stranger = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+
+    made = [
+        await api.get(f"/persons/{pk}", params={"purpose": "share_registration"}, headers=city),
+        await api.get(f"/persons/{pk}", params={"purpose": "disclose_placement"}, headers=counter),
+        await api.post(
+            "/persons/search", json={"purpose": "share_registration", "name": name[2:9]}, headers=city
+        ),
+        await api.get("/persons", params={"purpose": "disclose_placement"}, headers=counter),
+        await api.get(f"/persons/{pk}", params={"purpose": "share_registration"}, headers=stranger),
+        await api.get(f"/persons/{pk}", params={"purpose": "retention_support"}, headers=city),
+    ]
+    assert [r.status_code for r in made] == [200, 200, 200, 200, 403, 403]
+    assert made[0].json()["name"] == name and made[0].json()["job_seeker_number"] == "13010-12345678"
+    assert "phone" not in made[1].json() and made[1].json()["placements"][0]["employer_name"]
+
+    history = await api.get(f"/persons/{pk}/access-history", headers=city)
+    again = await api.get(f"/persons/{pk}/access-history", headers=city)
+    assert history.status_code == 200 and again.json() == history.json(), "reading the history is not a read"
+    reads = [
+        (r["organisation"], r["action"], r["purpose"], r["outcome"], r["fields"])
+        for r in history.json()["reads"]
+    ]
+    registration = ["name", "birth_date", "phone", "job_seeker_number"]
+    placement = ["name", "placements.employer_name"]
+    assert reads == [
+        (f"authority:{authority}", "fetch", "share_registration", "granted", registration),
+        (f"office:{office}", "fetch", "disclose_placement", "granted", placement),
+        (f"authority:{authority}", "search", "share_registration", "granted", registration),
+        (f"office:{office}", "list", "disclose_placement", "granted", placement),
+        (f"authority:{factories.AUTHORITY}", "fetch", "share_registration", "refused", []),
+        (f"authority:{authority}", "fetch", "retention_support", "refused", []),
+    ]
+    assert name not in history.text
+    assert (await api.get(f"/persons/{pk}/access-history", headers=stranger)).status_code == 403
+
+
+async def test_consent_validity_period_is_swept(pool: asyncpg.Pool, settings: Settings) -> None:
+    name = unique_name()
+    pk, reg = person(name)
+    bounded = factories.consent(pk, valid_from="2025-04-03", valid_until="2025-06-30")
+    await submit(settings, pool, [reg, bounded])
+    await project(settings, pool, today=date(2025, 4, 2))
+    async with pool.acquire() as conn:
+        assert await load_views(conn, [pk]) == [], "not valid yet"
+        during = SharedViewHandler(settings, today=lambda: date(2025, 5, 1))
+        async with conn.transaction():
+            assert await during.refresh_validity(conn) >= 1
+        assert [v.name for v in await load_views(conn, [pk])] == [name]
+        after = SharedViewHandler(settings, today=lambda: date(2025, 7, 1))
+        async with conn.transaction():
+            await after.refresh_validity(conn)
+        assert await load_views(conn, [pk]) == []
+    assert name.encode() not in pg_dump(settings)
+
+
+@pytest.mark.slow
+async def test_replay_equals_incremental(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Runs last: rebuilds the view from this session's topics, withdrawals and the erasure included."""
+    async with pool.acquire() as conn:
+        await project(settings, pool)
+        before = sorted(
+            (v for v in await load_views(conn) if v.person_key in PERSONS), key=lambda v: v.person_key
+        )
+        events_before = await conn.fetchval("SELECT count(*) FROM sv_events")
+        erased = await conn.fetchval("SELECT count(*) FROM sv_erasures")
+        assert len(before) >= 4 and erased >= 1
+
+        result = await replay(settings, pool)
+        after = sorted(
+            (v for v in await load_views(conn) if v.person_key in PERSONS), key=lambda v: v.person_key
+        )
+        assert await conn.fetchval("SELECT count(*) FROM sv_events") == events_before
+    assert result.masked_events >= 5, "the erased person's events are skipped, and the replay goes on"
+    assert after == before
