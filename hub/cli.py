@@ -148,11 +148,12 @@ def demo(
     authorities: Annotated[int, typer.Option(min=1)] = 4,
     months: Annotated[int, typer.Option(min=1)] = 3,
     seed: Annotated[int, typer.Option()] = 2025,
+    serve: Annotated[bool, typer.Option(help="End by serving the operator console until Ctrl-C")] = True,
 ) -> None:
-    """Start the stack and run simulator → Kafka → consumers → PostgreSQL end to end, with a summary."""
+    """Start the stack and run simulator → adapters → Kafka → consumers → PostgreSQL → console, end to end."""
     from hub.demo import run_demo
 
-    run_demo(authorities=authorities, months=months, seed=seed)
+    run_demo(authorities=authorities, months=months, seed=seed, serve=serve)
 
 
 @contracts_app.command("generate")

@@ -68,11 +68,19 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
-async def recreate_database(settings: Settings) -> None:
-    """Drop and create ``settings.pg_database`` (tests, benchmarks, ``hub db reset``), then migrate it."""
+async def drop_database(settings: Settings) -> None:
     admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/postgres")
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def recreate_database(settings: Settings) -> None:
+    """Drop and create ``settings.pg_database`` (tests, benchmarks, ``hub db reset``), then migrate it."""
+    await drop_database(settings)
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/postgres")
+    try:
         await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
     finally:
         await admin.close()

@@ -1,7 +1,8 @@
 """Test harness: the real local stack, an isolated database and topic namespace per test session.
 
-Every session gets a fresh PostgreSQL database (``ittai_test``) and its own Kafka topic namespace, so
-tests never see a previous run's events and a developer's demo data is left alone.
+Every session gets a fresh PostgreSQL database (``ittai_test_<random>``, dropped at the end) and its own
+Kafka topic namespace, so tests never see a previous run's events, parallel sessions never share state,
+and a developer's demo data is left alone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-os.environ.setdefault("HUB_PG_DATABASE", "ittai_test")
+os.environ.setdefault("HUB_PG_DATABASE", f"ittai_test_{uuid.uuid4().hex[:8]}")
 os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"t{uuid.uuid4().hex[:10]}")
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
@@ -21,7 +22,7 @@ import pytest_asyncio
 
 from hub import stack
 from hub.config import Settings, get_settings
-from hub.db import create_pool, recreate_database
+from hub.db import create_pool, drop_database, recreate_database
 from hub.logging import configure_logging
 from hub.topics import ensure_topics
 
@@ -46,3 +47,4 @@ async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Po
     assert all(r.status != "mismatch" for r in reports), reports
     yield p
     await p.close()
+    await drop_database(settings)
