@@ -72,6 +72,35 @@ class BatchHandler(Protocol):
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None: ...
 
 
+class StaleBatch(Exception):
+    """The batch's partitions were processed past it elsewhere; its transaction is rolled back."""
+
+
+# One statement per batch: update rows whose position is not past the batch, insert missing ones, and
+# return how many partitions advanced (a row updated concurrently is re-checked by PostgreSQL).
+_ADVANCE_POSITIONS = """
+WITH incoming AS (
+    SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[])
+        AS t(topic, partition, first_offset, next_offset, event_time)
+), updated AS (
+    UPDATE consumer_offsets c
+    SET next_offset = i.next_offset, last_event_time = i.event_time, updated_at = now()
+    FROM incoming i
+    WHERE c.consumer = $1 AND c.topic = i.topic AND c.partition = i.partition AND c.next_offset <= i.first_offset
+    RETURNING 1
+), inserted AS (
+    INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, last_event_time)
+    SELECT $1, i.topic, i.partition, i.next_offset, i.event_time FROM incoming i
+    WHERE NOT EXISTS (
+        SELECT 1 FROM consumer_offsets c WHERE c.consumer = $1 AND c.topic = i.topic AND c.partition = i.partition
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)
+"""
+
+
 class HandlerRejected(Exception):
     """Raised by a handler for an event it can never apply; the event is dead-lettered with ``reason``."""
 
@@ -86,9 +115,7 @@ class _RestorePositions(ConsumerRebalanceListener):
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # The batch in flight must commit (effect + positions) before another member may take its
-        # partitions, or both would apply it.
-        await self._runtime.flush()
+        await self._runtime.settle()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._runtime.restore_positions(self._consumer, assigned)
@@ -119,6 +146,14 @@ class ConsumerRuntime:
         self._deadletters = DeadLetterPublisher(settings, consumer=handler.name)
         self._stop = asyncio.Event()
         self._inflight: asyncio.Task[None] | None = None
+        # aiokafka runs rebalance callbacks in its coordinator task, at any moment, not inside getmany.
+        # ``_hand`` is held from "records in hand" until "their batch is scheduled"; a rebalance takes
+        # it too, so it sees every batch either not started or committed. ``_generation`` changes on
+        # every assignment: records fetched under an older one are put back (the consumer is rewound to
+        # the first of them, which is the restored position), or they could be applied twice.
+        self._hand = asyncio.Lock()
+        self._generation = 0
+        self._stale = False  # a batch was fenced off: re-read positions before the next one
         self.processed = 0
         self.dead_lettered = 0
 
@@ -135,16 +170,22 @@ class ConsumerRuntime:
             # Two-stage pipeline: batch N commits in PostgreSQL (a task) while batch N+1 is fetched and
             # decoded here, so decoding (our CPU) overlaps the database's work on the other core.
             while not self._stop.is_set():
+                generation = self._generation
                 fetched = await self._consumer.getmany(
                     timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
                 )
                 records = [r for part in fetched.values() for r in part]
-                if not records:
+                async with self._hand:
+                    if records and generation != self._generation:
+                        self._rewind(records)
+                        records = []
+                    batch = self._decode(records) if records else None
                     await self.flush()
-                    continue
-                batch = self._decode(records)
-                await self.flush()
-                self._inflight = asyncio.create_task(self._finish(batch))
+                    if self._stale:
+                        await self._resync()
+                        continue
+                    if batch is not None:
+                        self._inflight = asyncio.create_task(self._finish(batch))
             await self.flush()
         finally:
             if self._inflight is not None and not self._inflight.done():
@@ -183,7 +224,37 @@ class ConsumerRuntime:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
+    def _rewind(self, records: list[ConsumerRecord]) -> None:
+        assert self._consumer is not None
+        first: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            first[tp] = min(first.get(tp, rec.offset), rec.offset)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
+    async def _resync(self) -> None:
+        """After a fenced batch: seek every assigned partition back to its stored position."""
+        assert self._consumer is not None
+        self._stale = False
+        self._generation += 1
+        await self._seek_to_stored(self._consumer, self._consumer.assignment())
+
+    async def settle(self) -> None:
+        """Let every batch in hand commit (effect + positions) before a rebalance proceeds: another
+        member may take these partitions next, and would otherwise apply the batch again."""
+        async with self._hand:
+            await self.flush()
+
     async def restore_positions(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        async with self._hand:
+            await self.flush()
+            self._generation += 1
+            await self._seek_to_stored(consumer, assigned)
+
+    async def _seek_to_stored(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         stored = await self._with_retry(self._load_positions)
         fresh = []
         for tp in assigned:
@@ -226,9 +297,15 @@ class ConsumerRuntime:
     async def _finish(self, batch: _Batch) -> None:
         records = batch.records
         try:
-            await self._with_retry(partial(self._commit_batch, batch.good, batch.poison, records))
-        except HandlerRejected:
-            await self._isolate(batch)
+            try:
+                await self._with_retry(partial(self._commit_batch, batch.good, batch.poison, records))
+            except HandlerRejected:
+                await self._isolate(batch)
+        except StaleBatch as stale:
+            # Nothing of this batch was applied; the loop re-reads positions before going on.
+            log.warning("stale batch discarded", consumer=self.handler.name, detail=str(stale))
+            self._stale = True
+            return
         self.processed += len(batch.good)
         self.dead_lettered += len(batch.poison)
         metrics.EVENTS_CONSUMED.labels(self.handler.name).inc(len(records))
@@ -265,18 +342,40 @@ class ConsumerRuntime:
                 batch.poison.append(letter)
 
     async def _save_positions(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> None:
+        """Advance the stored positions past ``records`` — only where they still start at or after them.
+
+        The stored position is a fencing token: a member that lost its partitions in a rebalance (or a
+        zombie that missed one) finds the position already moved past its batch, and its whole
+        transaction rolls back (``StaleBatch``) instead of applying those events a second time.
+        """
+        first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], ConsumerRecord] = {}
         for rec in records:
             tp = (rec.topic, rec.partition)
+            first[tp] = min(first.get(tp, rec.offset), rec.offset)
             if tp not in last or rec.offset > last[tp].offset:
                 last[tp] = rec
-        await conn.executemany(
-            "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, last_event_time, updated_at) "
-            "VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (consumer, topic, partition) DO UPDATE "
-            "SET next_offset = EXCLUDED.next_offset, last_event_time = EXCLUDED.last_event_time, "
-            "updated_at = now()",
-            [(self.handler.name, t, p, rec.offset + 1, _record_time(rec)) for (t, p), rec in last.items()],
+        advanced = await conn.fetchval(
+            _ADVANCE_POSITIONS,
+            self.handler.name,
+            [t for t, _ in last],
+            [p for _, p in last],
+            [first[tp] for tp in last],
+            [rec.offset + 1 for rec in last.values()],
+            [_record_time(rec) for rec in last.values()],
         )
+        if advanced != len(last):
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
+                self.handler.name,
+            )
+            stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+            behind = [
+                f"{t}[{p}] batch starts at {first[(t, p)]}, stored position {stored.get((t, p))}"
+                for t, p in last
+                if stored.get((t, p), -1) > first[(t, p)]
+            ]
+            raise StaleBatch("already advanced by another member: " + "; ".join(behind))
 
     async def _commit_kafka(self, records: Sequence[ConsumerRecord]) -> None:
         assert self._consumer is not None

@@ -95,3 +95,46 @@ async def test_killed_consumer_restarts_without_loss_or_duplicates(
     assert distinct == TOTAL, "nothing lost"
     assert total == TOTAL, "nothing applied twice"
     assert offsets == TOTAL
+
+
+async def test_rebalances_mid_stream_apply_each_event_once(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A second member joins mid-stream, then the first is killed: two rebalances while batches are in
+    hand. Each event must still take effect exactly once."""
+    namespace = f"r{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(update={"topic_namespace": namespace})
+    await ensure_topics(own, [own.topic(Family.REGISTRATION)])
+    async with pool.acquire() as conn:
+        await conn.execute(
+            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint)'
+        )
+        await conn.execute("TRUNCATE test_effects")
+        await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
+
+    key = os.urandom(32)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        futures = []
+        for _ in range(TOTAL):
+            k, headers, value = encode(to_event(factories.registration(factories.person_key()), key))
+            futures.append(await producer.send(own.topic(Family.REGISTRATION), value, key=k, headers=headers))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+    env = {**os.environ, "HUB_TOPIC_NAMESPACE": namespace, "HUB_BATCH_MAX_RECORDS": "50"}
+    count = "SELECT count(*) FROM test_effects"
+    async with pool.acquire() as conn:
+        first = _start(env)
+        await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= 400, timeout_s=60)
+        second = _start(env)  # joins the group: partitions move while the first is mid-batch
+        await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= 1600, timeout_s=90)
+        first.send_signal(signal.SIGKILL)  # its partitions move again once its session expires
+        first.wait(timeout=10)
+        await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= TOTAL, timeout_s=120)
+        await asyncio.sleep(1.0)
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+        total, distinct = await conn.fetchrow("SELECT count(*), count(DISTINCT event_id) FROM test_effects")
+    assert distinct == TOTAL, "nothing lost"
+    assert total == TOTAL, "nothing applied twice across rebalances"
