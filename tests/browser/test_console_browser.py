@@ -277,7 +277,8 @@ async def test_no_operator_page_contains_personal_data(
     dlq = await read_topic(s, s.deadletter_topic)
     assert len(dlq) >= before + 2
     assert any("髙橋".encode() in (r.value or b"") for r in dlq)  # the raw letters do hold the name
-    assert any(b"1988-06-01" in dict(r.headers).get("dlq_reason", b"") for r in dlq)  # and the reason echoes
+    # the runtime does not echo a date-like value into the reason either (the console masks it regardless)
+    assert not any(b"1988-06-01" in dict(r.headers).get("dlq_reason", b"") for r in dlq)
 
     page = await _operator_page(browser, console, pool)
     seen = {}
