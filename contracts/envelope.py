@@ -131,7 +131,9 @@ _REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "c
 # A dead-letter reason is shown to operators, and a rogue producer may have typed anything anywhere: a
 # name, a birth date or a phone number. Only short code-like values of code fields are echoed (a site id
 # is 9 characters; a date or a phone number is longer); for every other field the rule alone is given.
-_CODE_FIELDS = frozenset({"authority", "site", "office", "code", "group", "classification_version", "version"})
+_CODE_FIELDS = frozenset(
+    {"authority", "site", "office", "code", "group", "classification_version", "version"}
+)
 _CODE_VALUE = re.compile(r"[0-9A-Za-z-]{1,9}")
 
 

@@ -99,21 +99,29 @@ class KeyStore:
         """
         if conn.is_in_transaction():
             raise RuntimeError("KeyStore.keys_for must not run inside a transaction")
-        wanted = {p for p in person_keys if p not in self._cache}
+        person_keys = list(person_keys)
+        wanted = list({p: None for p in person_keys if p not in self._cache})
         if wanted:
             fresh = {p: AESGCM.generate_key(bit_length=256) for p in wanted}
-            await conn.executemany(
-                "INSERT INTO person_data_keys (person_key, version, wrapped) VALUES ($1, 1, $2) "
-                "ON CONFLICT (person_key, version) DO NOTHING",
-                [(p, self._wrap_key(p, k)) for p, k in fresh.items()],
+            # One round trip for the usual case (all new): the keys this statement inserted are ours.
+            inserted = await conn.fetch(
+                "INSERT INTO person_data_keys (person_key, version, wrapped) "
+                "SELECT p, 1, w FROM unnest($1::text[], $2::bytea[]) AS t(p, w) "
+                "ON CONFLICT (person_key, version) DO NOTHING RETURNING person_key",
+                wanted,
+                [self._wrap_key(p, fresh[p]) for p in wanted],
             )
-            rows = await conn.fetch(
-                "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) "
-                "AND version = 1",
-                list(wanted),
-            )
-            for row in rows:
-                self._cache[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
+            for row in inserted:
+                self._cache[row["person_key"]] = fresh[row["person_key"]]
+            existing = [p for p in wanted if p not in self._cache]
+            if existing:  # keys made earlier (or just now by another process): read them back
+                rows = await conn.fetch(
+                    "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) "
+                    "AND version = 1",
+                    existing,
+                )
+                for row in rows:
+                    self._cache[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
         return {p: self._cache[p] for p in person_keys}
 
     async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:

@@ -68,10 +68,15 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
-async def drop_database(settings: Settings) -> None:
+async def drop_database(settings: Settings, *, missing_ok_if_busy: bool = False) -> None:
+    """Drop ``settings.pg_database``. With ``missing_ok_if_busy`` a database still held by another role's
+    session (which the owner may not end) is left behind instead of failing a test run's teardown."""
     admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/postgres")
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+    except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+        if not missing_ok_if_busy:
+            raise
     finally:
         await admin.close()
 

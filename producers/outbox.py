@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,8 +56,8 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: 
         *columns,
     )
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    for event in events:
-        metrics.EVENTS_ACCEPTED.labels(origin, event.family.value).inc()
+    for family, count in Counter(event.family.value for event in events).items():
+        metrics.EVENTS_ACCEPTED.labels(origin, family).inc(count)
     return len(events)
 
 
@@ -157,8 +158,8 @@ class OutboxRelay:
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
             )
-            for row in rows:
-                metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
+            for topic, count in Counter(row["topic"] for row in rows).items():
+                metrics.OUTBOX_PUBLISHED.labels(topic).inc(count)
             self.published += len(rows)
             return len(rows)
 

@@ -47,4 +47,4 @@ async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Po
     assert all(r.status != "mismatch" for r in reports), reports
     yield p
     await p.close()
-    await drop_database(settings)
+    await drop_database(settings, missing_ok_if_busy=True)

@@ -11,9 +11,9 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from hub.domain.calendar import DateFormatError, parse_date
@@ -44,6 +44,17 @@ class ParsedRow:
 class Header:
     columns: tuple[Column, ...]  # one per cell of the header row
     labels: tuple[str, ...]  # as written in the file, for messages
+    # Per cell: (column, label, converter, path), worked out once per file rather than once per cell.
+    plan: tuple[tuple[Column, str, Callable[[str], Any], tuple[str, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        plan = tuple(
+            (column, label, _converter(column), column.path)
+            for column, label in zip(self.columns, self.labels, strict=False)
+        )
+        object.__setattr__(self, "plan", plan)
 
     def label_for(self, loc: tuple[int | str, ...]) -> str | None:
         """The header label whose column holds the longest prefix of a contract field location."""
@@ -96,6 +107,40 @@ def read_header(family: str, cells: list[str]) -> Header:
         known = ", ".join(f"{c.en}/{c.ja}" for c in table)
         raise FileError(f"header (line 1): {'; '.join(problems)}. Known {family} columns: {known}")
     return Header(tuple(columns), tuple(cells))
+
+
+def _norm_fast(text: str) -> str:
+    """``_norm`` without the Unicode machinery for ASCII, which NFKC leaves as it is."""
+    return text.strip() if text.isascii() else _norm(text)
+
+
+def _iso_or_other_date(value: str) -> str:
+    """``parse_date(value).isoformat()``, with a shortcut for plain ISO dates (2024-04-01)."""
+    if len(value) == 10 and value[4] == "-" and value[7] == "-" and value.isascii():
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass  # not a real date, or not ISO after all: parse_date says what is wrong
+    return parse_date(value).isoformat()
+
+
+def _converter(column: Column) -> Callable[[str], Any]:
+    """What ``_convert`` does for this column, specialised for the common kinds (the same results)."""
+    if column.kind is Kind.TEXT:
+        return str.strip
+    if column.kind is Kind.CODE:
+        synonyms = column.synonyms
+        if not synonyms:
+            return _norm_fast
+
+        def code(cell: str) -> str:
+            value = _norm_fast(cell)
+            return synonyms.get(value.replace("・", ""), value)
+
+        return code
+    if column.kind is Kind.DATE:
+        return lambda cell: _iso_or_other_date(_norm_fast(cell))
+    return lambda cell: _convert(column, cell)
 
 
 def _convert(column: Column, cell: str) -> Any:
@@ -173,11 +218,11 @@ def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
             )
         )
         return ParsedRow(line, data, tuple(errors), tuple(cells))
-    for column, label, cell in zip(header.columns, header.labels, cells, strict=True):
-        if not cell.strip():
+    for (column, label, convert, path), cell in zip(header.plan, cells, strict=True):
+        if not cell or cell.isspace():
             continue  # empty = absent; the contract says whether that is allowed
         try:
-            _put(data, column.path, _convert(column, cell))
+            value = convert(cell)
         except ValueError as exc:
             errors.append(
                 FieldError(
@@ -188,6 +233,11 @@ def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
                     label=label,
                 )
             )
+            continue
+        if len(path) == 1:
+            data[path[0]] = value
+        else:
+            _put(data, path, value)
     return ParsedRow(line, data, tuple(errors), tuple(cells))
 
 
@@ -207,7 +257,7 @@ def read_rows(family: str, content: bytes) -> tuple[str, Header, Iterator[Parsed
         start = reader.line_num + 1
         try:
             for cells in reader:
-                if any(c.strip() for c in cells):
+                if not "".join(cells).isspace() and any(cells):
                     yield parse_row(header, start, cells)
                 start = reader.line_num + 1
         except csv.Error as exc:

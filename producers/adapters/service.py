@@ -4,28 +4,29 @@ Acceptance means durability: events and their idempotency keys are written in on
 transaction with the outbox rows, so a 202 sent after ``accept_events`` returns survives a crash of the
 adapter or an outage of the broker, and a retried request finds its key and creates nothing.
 
-Validation runs before any data key exists: the personal block is validated in clear and the event
-with a placeholder sealed block (the contract insists on one); only an event that is valid and
-authorised is sealed with the person's real key. A rejected request therefore leaves nothing behind except a value-free rejection record.
+Validation runs before any data key exists: each event is validated once, against its contract with the
+personal block in clear (same rules, same field paths; the personal block's own model in place of the
+sealed one); only an event that is valid and authorised is sealed with the person's real key. A rejected
+request therefore leaves nothing behind except a value-free rejection record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 import asyncpg
 import orjson
 from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
-from contracts.envelope import Event, Family
+from contracts.envelope import MODELS, Event, Family, event_type, new_event_id
 from hub.auth import AuthError, Principal
 from hub.config import Settings
 from hub.crypto import KeyStore, seal
@@ -34,7 +35,7 @@ from hub.domain.field_errors import FieldError, from_validation_error
 from hub.logging import get_logger
 from producers.adapters.authorization import Adapter, authorize, sites_to_resolve
 from producers.outbox import enqueue
-from producers.submission import PERSONAL_MODELS, Submission, to_event
+from producers.submission import PERSONAL_MODELS
 
 REQUESTS = Counter(
     "ittai_adapter_requests_total", "Adapter requests by outcome", ["adapter", "family", "outcome"]
@@ -48,8 +49,27 @@ CSV_ROWS = Counter(
     "ittai_adapter_csv_rows_total", "Batch file rows by outcome", ["adapter", "family", "outcome"]
 )
 
-_PLACEHOLDER_SEALED = {"alg": "A256GCM", "kid": "pdk-" + "0" * 32 + "-1", "nonce": "A" * 16, "ct": "A" * 22}
 CHUNK_ROWS = 2000
+_YIELD_EVERY = 100  # rows parsed between chances for the previous chunk's commit to move on
+
+
+def _input_model(family: Family) -> type[BaseModel]:
+    """The family's contract with ``personal`` in clear: the contract's fields and validators, with the
+    personal block's model where the contract has the sealed one (optional where the contract's is)."""
+    contract = MODELS[family]
+    personal = PERSONAL_MODELS.get(family)
+    if personal is None:
+        return contract
+    sealed_field = contract.model_fields["personal"]
+    annotation: Any = personal if sealed_field.is_required() else personal | None
+    default: Any = ... if sealed_field.is_required() else None
+    model: type[BaseModel] = create_model(
+        contract.__name__, __base__=contract, personal=(annotation, default)
+    )
+    return model
+
+
+_INPUT_MODELS: dict[Family, type[BaseModel]] = {f: _input_model(f) for f in Family}
 
 
 class Rejected(Exception):
@@ -101,8 +121,11 @@ class ImportSummary:
 
 @dataclass(frozen=True, slots=True)
 class _Checked:
-    event: Event  # sealed under the throwaway key
+    family: Family
+    data: BaseModel  # the validated input, personal fields (if any) in clear: never leaves the adapter
     personal: dict[str, Any] | None  # validated clear personal fields, to seal under the real key
+    subject: str
+    time: datetime
 
 
 def request_digest(family: Family, body: Any) -> bytes:
@@ -112,30 +135,37 @@ def request_digest(family: Family, body: Any) -> bytes:
 
 
 def _validate(family: Family, body: Any, prefix: tuple[int | str, ...] = ()) -> _Checked | list[FieldError]:
+    """Validate once, against the contract with the personal block in clear (unknown fields forbidden)."""
     if not isinstance(body, dict):
         where = "".join(f"[{p}]" for p in prefix) or "(body)"
         return [FieldError(where, f"expected a JSON object, got {type(body).__name__}", None, "type")]
-    errors: list[FieldError] = []
-    personal = None
-    model: type[BaseModel] | None = PERSONAL_MODELS.get(family)
-    data = body
-    if model is not None and isinstance(body.get("personal"), dict):
-        try:
-            personal = model.model_validate(body["personal"], extra="forbid").model_dump(
-                mode="json", exclude_none=True
-            )
-        except ValidationError as exc:
-            errors += from_validation_error(exc, prefix=(*prefix, "personal"))
-        # The contract wants a sealed block here; the real one is made once the event is authorised.
-        data = {**body, "personal": _PLACEHOLDER_SEALED}
-    sub = Submission(family=family, source="", time=datetime.now(UTC), data=data)
     try:
-        event = to_event(sub, None)
+        data = _INPUT_MODELS[family].model_validate(body, extra="forbid")
     except ValidationError as exc:
-        errors += from_validation_error(exc, prefix=prefix)
-    if errors:
-        return errors
-    return _Checked(event, personal)
+        return from_validation_error(exc, prefix=prefix)
+    clear = getattr(data, "personal", None)
+    personal = clear.model_dump(mode="json", exclude_none=True) if clear is not None else None
+    return _Checked(family, data, personal, data.person_key, datetime.now(UTC))  # type: ignore[attr-defined]
+
+
+def _event(c: _Checked, source: str, sealed: BaseModel | None) -> Event:
+    """The contract's event, built from the validated input with the sealed block in place of the clear
+    one (no second validation: every field was validated above and ``seal`` builds a valid block)."""
+    family = c.family
+    model = MODELS[family]
+    values = {name: getattr(c.data, name) for name in model.model_fields}
+    if "personal" in values:
+        values["personal"] = sealed
+    data = model.model_construct(c.data.model_fields_set, **values)
+    return Event(
+        id=new_event_id(),
+        source=source,
+        type=event_type(family),
+        subject=c.subject,
+        time=c.time,
+        family=family,
+        data=data,
+    )
 
 
 class AdapterService:
@@ -206,39 +236,65 @@ class AdapterService:
                 checked.append(result)
         if errors:
             raise await self.reject(family, errors)
-        async with self.pool.acquire() as conn:
-            offices = await self._site_offices(conn, family, [c.event.data for c in checked])
-            sources = []
-            for c in checked:
+        digest = request_digest(family, list(bodies) if batch else bodies[0]) if idempotency_key else b""
+        offices: dict[str, str] = {}
+        if self._needs_sites(family):  # otherwise no database work before the commit
+            async with self.pool.acquire() as conn:
+                offices = await self._site_offices(conn, family, [c.data for c in checked])
+        sources = self._authorize_all(principal, family, checked, offices)
+        for source in sources:
+            if isinstance(source, AuthError):
+                raise await self.forbid(family.value, source)
+        idem = (principal.organisation, idempotency_key, digest, family.value) if idempotency_key else None
+        try:
+            event_ids = await self.committer.commit(
+                _Unit(checked, [str(s) for s in sources], principal.client_id, idem)
+            )
+        except AuthError as exc:  # revoked since the credential was cached: nothing was written
+            raise await self.forbid(family.value, exc) from None
+        if event_ids is None:
+            # The key was taken (a retry, or a concurrent request committed first): answer as it did, or
+            # 409 if it was for another body. The group commit looked it up before making any data key.
+            async with self.pool.acquire() as conn:
                 try:
-                    sources.append(authorize(self.adapter, principal, family, _plain(c.event.data), offices))
+                    earlier = await self._replay(conn, principal, family, idempotency_key or "", digest)
                 except AuthError as exc:
                     raise await self.forbid(family.value, exc) from None
-            digest = request_digest(family, list(bodies) if batch else bodies[0]) if idempotency_key else b""
-            if idempotency_key:
-                earlier = await self._replay(conn, principal, family, idempotency_key, digest)
-                if earlier is not None:
-                    return earlier
-        idem = (principal.organisation, idempotency_key, digest, family.value) if idempotency_key else None
-        event_ids = await self.committer.commit(_Unit(checked, sources, idem))
-        if event_ids is None:
-            # A concurrent request with the same key committed first: answer as it did.
-            async with self.pool.acquire() as conn:
-                earlier = await self._replay(conn, principal, family, idempotency_key or "", digest)
             assert earlier is not None
             return earlier
         REQUESTS.labels(self.adapter.value, family.value, "accepted").inc()
         return Accepted(event_ids)
 
+    def _authorize_all(
+        self, principal: Principal, family: Family, checked: Sequence[_Checked], offices: Mapping[str, str]
+    ) -> list[str | AuthError]:
+        """Sources in order; the first refusal ends the list (the request is refused as a whole)."""
+        sources: list[str | AuthError] = []
+        for c in checked:
+            try:
+                sources.append(authorize(self.adapter, principal, family, _plain(c.data), offices))
+            except AuthError as exc:
+                sources.append(exc)
+                break
+        return sources
+
+    def _needs_sites(self, family: Family) -> bool:
+        return self.adapter is Adapter.EMPLOYMENT and family in (Family.CONSENT, Family.RETENTION)
+
     async def _replay(
         self, conn: asyncpg.Connection, principal: Principal, family: Family, key: str, digest: bytes
     ) -> Accepted | None:
         row = await conn.fetchrow(
-            "SELECT request_hash, family, event_ids FROM idempotency_keys WHERE organisation = $1 AND key = $2",
+            "SELECT k.request_hash, k.family, k.event_ids, c.revoked_at "
+            "FROM (SELECT revoked_at FROM clients WHERE client_id = $3) AS c "
+            "LEFT JOIN idempotency_keys AS k ON k.organisation = $1 AND k.key = $2",
             principal.organisation,
             key,
+            principal.client_id,
         )
-        if row is None:
+        if row is not None and row["revoked_at"] is not None:
+            raise revoked(principal.client_id, row["revoked_at"])
+        if row is None or row["request_hash"] is None:
             return None
         if bytes(row["request_hash"]) != digest or row["family"] != family.value:
             REQUESTS.labels(self.adapter.value, family.value, "conflict").inc()
@@ -250,7 +306,7 @@ class AdapterService:
     async def _site_offices(
         self, conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]
     ) -> dict[str, str]:
-        if self.adapter is not Adapter.EMPLOYMENT:
+        if not self._needs_sites(family):
             return {}
         sites = {s for d in data if (s := sites_to_resolve(family, _plain(d))) is not None}
         if not sites:
@@ -263,17 +319,16 @@ class AdapterService:
     async def _seal(
         self, conn: asyncpg.Connection, checked: Sequence[_Checked], sources: Sequence[str]
     ) -> list[Event]:
-        """Swap the throwaway seal for the person's real data key, and set the derived source."""
-        people = [c.event.subject for c in checked if c.personal is not None]
+        """Seal each personal block with the person's real data key; build the contract's events."""
+        # Sorted: concurrent commits then take the rows' locks in one order and cannot deadlock.
+        people = sorted({c.subject for c in checked if c.personal is not None})
         keys = await self.keystore.keys_for(conn, people) if people else {}
-        events = []
-        for c, source in zip(checked, sources, strict=True):
-            data = c.event.data
-            if c.personal is not None:
-                sealed = seal(keys[c.event.subject], c.event.subject, c.personal)
-                data = data.model_copy(update={"personal": sealed})
-            events.append(dataclasses.replace(c.event, data=data, source=source))
-        return events
+        return [
+            _event(
+                c, source, seal(keys[c.subject], c.subject, c.personal) if c.personal is not None else None
+            )
+            for c, source in zip(checked, sources, strict=True)
+        ]
 
     # --- batch files --------------------------------------------------------------------------------
 
@@ -285,60 +340,99 @@ class AdapterService:
         *,
         progress: Callable[[int, int], None] | None = None,
     ) -> ImportSummary:
-        """Accept a file's valid rows (each row once, ever), report the others. Raises FileError for the file."""
+        """Accept a file's valid rows (each row once, ever), report the others. Raises FileError for the file.
+
+        Chunks are pipelined: while one chunk's transaction is in PostgreSQL, the next one is parsed and
+        validated here. Commits still happen one at a time and in file order (a chunk starts committing
+        only after the previous one committed), so a person's events keep the file's order.
+        """
         summary = ImportSummary()
         encoding, header, rows = read_rows(family.value, content)
         summary.encoding = encoding
         total = max(content.count(b"\n") - 1, 1)
-        try:
-            for chunk in _batched(rows, CHUNK_ROWS):
-                await self._import_chunk(principal, family, header.label_for, chunk, summary)
+        committing: asyncio.Task[None] | None = None
+
+        async def committed() -> None:
+            nonlocal committing
+            if committing is not None:
+                task, committing = committing, None
+                await task
                 if progress:
                     progress(summary.rows, max(total, summary.rows))
-        except FileError as exc:
-            summary.file_error = str(exc)
+
+        try:
+            while True:
+                try:
+                    prepared = await self._prepare_chunk(family, header.label_for, rows)
+                except FileError as exc:
+                    await committed()
+                    summary.file_error = str(exc)
+                    break
+                await committed()
+                if prepared is None:
+                    break
+                committing = asyncio.create_task(self._commit_chunk(principal, family, prepared, summary))
+        finally:
+            if committing is not None:  # failed or cancelled while preparing: do not leave it running
+                committing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await committing
         CSV_ROWS.labels(self.adapter.value, family.value, "accepted").inc(summary.accepted)
         CSV_ROWS.labels(self.adapter.value, family.value, "duplicate").inc(summary.duplicates)
         CSV_ROWS.labels(self.adapter.value, family.value, "rejected").inc(summary.rejected)
         return summary
 
-    async def _import_chunk(
+    async def _prepare_chunk(
         self,
-        principal: Principal,
         family: Family,
         label_for: Callable[[tuple[int | str, ...]], str | None],
-        chunk: Sequence[ParsedRow],
-        summary: ImportSummary,
-    ) -> None:
-        summary.rows += len(chunk)
-        valid: list[tuple[ParsedRow, _Checked]] = []
-        bad: list[tuple[int, FieldError]] = []
-        for row in chunk:
+        rows: Iterator[ParsedRow],
+    ) -> _Chunk | None:
+        """Parse and validate the next chunk (``None`` at the end of the file). CPU only, but it yields
+        now and then so the previous chunk's commit moves on meanwhile. Raises FileError."""
+        chunk = _Chunk()
+        for row in rows:
+            chunk.rows += 1
             if row.errors:
-                bad.extend((row.line, e) for e in row.errors)
-                continue
-            result = _validate(family, row.data)
-            if isinstance(result, list):
-                bad.extend(
-                    (row.line, dataclasses.replace(e, label=_label(label_for, e.field))) for e in result
-                )
+                chunk.bad.extend((row.line, e) for e in row.errors)
             else:
-                valid.append((row, result))
-        accepted_rows: list[tuple[ParsedRow, _Checked, str]] = []
+                result = _validate(family, row.data)
+                if isinstance(result, list):
+                    chunk.bad.extend(
+                        (row.line, dataclasses.replace(e, label=_label(label_for, e.field))) for e in result
+                    )
+                else:
+                    chunk.valid.append((row, result, _row_key(family, row)))
+            if chunk.rows == CHUNK_ROWS:
+                break
+            if chunk.rows % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return chunk if chunk.rows else None
+
+    async def _commit_chunk(
+        self, principal: Principal, family: Family, chunk: _Chunk, summary: ImportSummary
+    ) -> None:
+        summary.rows += chunk.rows
+        bad = chunk.bad
+        accepted_rows: list[tuple[_Checked, str, str]] = []
         async with self.pool.acquire() as conn:
-            offices = await self._site_offices(conn, family, [c.event.data for _, c in valid])
-            for row, c in valid:
+            offices = await self._site_offices(conn, family, [c.data for _, c, _ in chunk.valid])
+            for row, c, key in chunk.valid:
                 try:
-                    source = authorize(self.adapter, principal, family, _plain(c.event.data), offices)
+                    source = authorize(self.adapter, principal, family, _plain(c.data), offices)
                 except AuthError as exc:
                     bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                     continue
-                accepted_rows.append((row, c, source))
+                accepted_rows.append((c, source, key))
             if accepted_rows:
                 events = await self._seal(
-                    conn, [c for _, c, _ in accepted_rows], [s for _, _, s in accepted_rows]
+                    conn, [c for c, _, _ in accepted_rows], [s for _, s, _ in accepted_rows]
                 )
-                keys = [_row_key(family, row) for row, _, _ in accepted_rows]
+                keys = [key for _, _, key in accepted_rows]
+                first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
+                for key, event in zip(keys, events, strict=True):
+                    first.setdefault(key, event.id)
+                in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
                 async with conn.transaction():
                     fresh = await conn.fetch(
                         "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
@@ -346,8 +440,8 @@ class AdapterService:
                         "ON CONFLICT DO NOTHING RETURNING key",
                         principal.organisation,
                         family.value,
-                        keys,
-                        [e.id for e in events],
+                        [k for k, _ in in_key_order],
+                        [e for _, e in in_key_order],
                     )
                     new_keys = {r["key"] for r in fresh}
                     todo = []
@@ -369,10 +463,35 @@ class AdapterService:
         await self.record_rejections(family.value, [(e.operator_rule, e.rule_class) for _, e in bad])
 
 
-def _batched(rows: Iterable[ParsedRow], n: int) -> Iterable[list[ParsedRow]]:
-    it = iter(rows)
-    while chunk := list(islice(it, n)):
-        yield chunk
+def revoked(client_id: str, at: datetime) -> AuthError:
+    """The 401 for a revoked credential (the same words as ``hub.auth.authenticate``)."""
+    return AuthError(401, f"credentials of client {client_id} were revoked at {at.isoformat()}")
+
+
+async def refused_clients(conn: asyncpg.Connection, client_ids: Iterable[str]) -> dict[str, AuthError]:
+    """Clients among ``client_ids`` that were revoked (or removed) since they authenticated: one query for
+    a whole group commit, so a credential cached by the HTTP layer never outlives its revocation."""
+    wanted = sorted(set(client_ids))
+    rows = await conn.fetch(
+        "SELECT client_id, revoked_at FROM clients WHERE client_id = ANY($1::text[])", wanted
+    )
+    found = {r["client_id"]: r["revoked_at"] for r in rows}
+    refused: dict[str, AuthError] = {}
+    for client_id in wanted:
+        if client_id not in found:
+            refused[client_id] = AuthError(401, "unknown client or wrong secret")
+        elif found[client_id] is not None:
+            refused[client_id] = revoked(client_id, found[client_id])
+    return refused
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Up to CHUNK_ROWS rows of a file, parsed and validated, waiting for their transaction."""
+
+    rows: int = 0
+    valid: list[tuple[ParsedRow, _Checked, str]] = field(default_factory=list)  # row, checked, row key
+    bad: list[tuple[int, FieldError]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -381,6 +500,7 @@ class _Unit:
 
     checked: list[_Checked]
     sources: list[str]
+    client_id: str
     idem: tuple[str, str, bytes, str] | None  # organisation, key, request digest, family
     done: asyncio.Future[list[str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -389,87 +509,140 @@ class _Unit:
 
 class _GroupCommitter:
     """Commits concurrent requests together: one transaction (and one fsync) for everything that arrived
-    while the previous commit ran. Each request still gets its own answer, and only after its commit;
-    a unit whose idempotency key was taken by a concurrent request is answered ``None`` (replay it)."""
+    while a previous commit ran. Each request still gets its own answer, and only after its commit;
+    a unit whose idempotency key was taken by a concurrent request is answered ``None`` (replay it).
+
+    Up to ``FLUSHERS`` group commits run at once, each on its own connection, so the adapter does not
+    sit idle while one group waits for PostgreSQL. Concurrent requests had no order between them anyway;
+    a request sent after another's 202 is committed after it (and gets a later outbox id), so a
+    person's events keep the order in which they were acknowledged.
+    """
 
     MAX_EVENTS = 2000
+    FLUSHERS = 3
 
     def __init__(self, service: AdapterService) -> None:
         self.service = service
         self.pending: list[_Unit] = []
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def commit(self, unit: _Unit) -> list[str] | None:
         self.pending.append(unit)
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._drain())
+        if len(self.tasks) < self.FLUSHERS:
+            task = asyncio.create_task(self._drain())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         return await unit.done
 
     async def _drain(self) -> None:
+        # One connection for a burst of back-to-back commits (a pool round trip and a session reset
+        # per commit saved); it goes back to the pool when nothing is pending, or after a failure.
         while self.pending:
-            group: list[_Unit] = []
-            size = 0
-            while self.pending and (not group or size + len(self.pending[0].checked) <= self.MAX_EVENTS):
-                unit = self.pending.pop(0)
-                group.append(unit)
-                size += len(unit.checked)
             try:
-                results = await self._flush(group)
-            except Exception as exc:  # every waiting request learns of the failure; none is left hanging
-                for unit in group:
-                    if not unit.done.done():
-                        unit.done.set_exception(exc)
-                continue
-            for unit, result in zip(group, results, strict=True):
-                if not unit.done.done():
-                    unit.done.set_result(result)
+                async with self.service.pool.acquire() as conn:
+                    while self.pending:
+                        group = self._take()
+                        try:
+                            results = await self._flush(conn, group)
+                        except Exception as exc:  # every waiting request learns of the failure
+                            self._fail(group, exc)
+                            break  # and the next group gets a fresh connection
+                        for unit, result in results:
+                            if not unit.done.done():
+                                unit.done.set_result(result)
+            except Exception as exc:  # no connection to be had: the next group fails, none hangs
+                self._fail(self._take(), exc)
 
-    async def _flush(self, group: list[_Unit]) -> list[list[str] | None]:
+    def _take(self) -> list[_Unit]:
+        group: list[_Unit] = []
+        size = 0
+        while self.pending and (not group or size + len(self.pending[0].checked) <= self.MAX_EVENTS):
+            unit = self.pending.pop(0)
+            group.append(unit)
+            size += len(unit.checked)
+        return group
+
+    @staticmethod
+    def _fail(group: list[_Unit], exc: Exception) -> None:
+        for unit in group:
+            if not unit.done.done():
+                unit.done.set_exception(exc)
+
+    async def _flush(
+        self, conn: asyncpg.Connection, group: list[_Unit]
+    ) -> list[tuple[_Unit, list[str] | None]]:
         service = self.service
-        async with service.pool.acquire() as conn:
-            checked = [c for u in group for c in u.checked]
-            sources = [s for u in group for s in u.sources]
-            events = await service._seal(conn, checked, sources)
-            per_unit: list[list[Event]] = []
-            i = 0
+        # Before any data key is made: a unit whose client was revoked since it authenticated is
+        # answered 401 and writes nothing.
+        refused = await refused_clients(conn, [u.client_id for u in group])
+        if refused:
             for unit in group:
-                per_unit.append(events[i : i + len(unit.checked)])
-                i += len(unit.checked)
-            keyed = [(u, evs) for u, evs in zip(group, per_unit, strict=True) if u.idem is not None]
-            async with conn.transaction():
-                won: set[tuple[str, str]] = set()
-                if keyed:
-                    rows = await conn.fetch(
-                        "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
-                        "SELECT o, k, h, f, string_to_array(e, ',') "
-                        "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(o, k, h, f, e) "
-                        "ON CONFLICT DO NOTHING RETURNING organisation, key",
-                        [u.idem[0] for u, _ in keyed if u.idem],
-                        [u.idem[1] for u, _ in keyed if u.idem],
-                        [u.idem[2] for u, _ in keyed if u.idem],
-                        [u.idem[3] for u, _ in keyed if u.idem],
-                        [",".join(e.id for e in evs) for _, evs in keyed],  # hex ids: no commas inside
-                    )
-                    won = {(r["organisation"], r["key"]) for r in rows}
-                results: list[list[str] | None] = []
-                todo: list[Event] = []
-                for unit, evs in zip(group, per_unit, strict=True):
-                    if unit.idem is not None and (unit.idem[0], unit.idem[1]) not in won:
-                        results.append(None)
-                        continue
-                    if unit.idem is not None:
-                        won.discard(
-                            (unit.idem[0], unit.idem[1])
-                        )  # a second unit with the key in this group raced
-                    results.append([e.id for e in evs])
-                    todo.extend(evs)
-                await enqueue(
-                    conn,
-                    todo,
-                    origin=f"{service.adapter.value}-adapter",
-                    namespace=service.settings.topic_namespace,
+                if unit.client_id in refused and not unit.done.done():
+                    unit.done.set_exception(refused[unit.client_id])
+            group = [u for u in group if u.client_id not in refused]
+        # Keys already taken: those units are retries (or conflicts); their requests answer from the
+        # stored result, and no data key is made for them.
+        answered: list[tuple[_Unit, list[str] | None]] = []
+        keyed_units = [u for u in group if u.idem is not None]
+        if keyed_units:
+            rows = await conn.fetch(
+                "SELECT organisation, key FROM idempotency_keys "
+                "WHERE (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [u.idem[0] for u in keyed_units if u.idem],
+                [u.idem[1] for u in keyed_units if u.idem],
+            )
+            taken = {(r["organisation"], r["key"]) for r in rows}
+            if taken:
+                answered = [(u, None) for u in group if u.idem and (u.idem[0], u.idem[1]) in taken]
+                group = [u for u in group if not (u.idem and (u.idem[0], u.idem[1]) in taken)]
+        if not group:
+            return answered
+        checked = [c for u in group for c in u.checked]
+        sources = [s for u in group for s in u.sources]
+        events = await service._seal(conn, checked, sources)
+        per_unit: list[list[Event]] = []
+        i = 0
+        for unit in group:
+            per_unit.append(events[i : i + len(unit.checked)])
+            i += len(unit.checked)
+        keyed = sorted(  # in key order, so that concurrent commits cannot deadlock on them
+            ((u, evs) for u, evs in zip(group, per_unit, strict=True) if u.idem is not None),
+            key=lambda item: item[0].idem[:2] if item[0].idem else ("", ""),
+        )
+        async with conn.transaction():
+            won: set[tuple[str, str]] = set()
+            if keyed:
+                rows = await conn.fetch(
+                    "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
+                    "SELECT o, k, h, f, string_to_array(e, ',') "
+                    "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(o, k, h, f, e) "
+                    "ON CONFLICT DO NOTHING RETURNING organisation, key",
+                    [u.idem[0] for u, _ in keyed if u.idem],
+                    [u.idem[1] for u, _ in keyed if u.idem],
+                    [u.idem[2] for u, _ in keyed if u.idem],
+                    [u.idem[3] for u, _ in keyed if u.idem],
+                    [",".join(e.id for e in evs) for _, evs in keyed],  # hex ids: no commas inside
                 )
-        return results
+                won = {(r["organisation"], r["key"]) for r in rows}
+            results: list[list[str] | None] = []
+            todo: list[Event] = []
+            for unit, evs in zip(group, per_unit, strict=True):
+                if unit.idem is not None and (unit.idem[0], unit.idem[1]) not in won:
+                    results.append(None)
+                    continue
+                if unit.idem is not None:
+                    won.discard(
+                        (unit.idem[0], unit.idem[1])
+                    )  # a second unit with the key in this group raced
+                results.append([e.id for e in evs])
+                todo.extend(evs)
+            await enqueue(
+                conn,
+                todo,
+                origin=f"{service.adapter.value}-adapter",
+                namespace=service.settings.topic_namespace,
+            )
+        return answered + list(zip(group, results, strict=True))
 
 
 def _plain(data: BaseModel) -> Mapping[str, Any]:

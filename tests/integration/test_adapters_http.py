@@ -347,6 +347,49 @@ async def test_revoked_credentials_fail(pool: asyncpg.Pool, adapters: Adapters) 
     assert response.json()["error"].startswith(f"credentials of client {client_id} were revoked at ")
 
 
+async def test_revocation_is_honoured_despite_the_credential_cache(
+    pool: asyncpg.Pool, adapters: Adapters
+) -> None:
+    """The adapter reuses a verified credential for up to a second, but a revoked client gets neither an
+    event accepted nor a replayed answer once the revocation has committed, and no data key is made."""
+    async with pool.acquire() as conn:
+        client_id, token = await add_client(
+            conn,
+            name="cached",
+            org_kind=OrgKind.OFFICE,
+            org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )
+    data = factories.placement(factories.person_key()).data
+    newcomer = factories.person_key()
+    key = {"Idempotency-Key": f"cached-{uuid.uuid4().hex}"}
+    async with httpx.AsyncClient(
+        base_url=adapters.employment, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        assert (await http.post("/v1/placement", json=data, headers=key)).status_code == 202
+        async with pool.acquire() as conn:
+            assert await revoke_client(conn, client_id)
+        retry = await http.post("/v1/placement", json=data, headers=key)
+        fresh = await http.post("/v1/placement/batch", json=[factories.placement(newcomer).data])
+    for response in (retry, fresh):
+        assert response.status_code == 401, response.text
+        assert response.json()["error"].startswith(f"credentials of client {client_id} were revoked at ")
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", newcomer) == 0
+        )
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", newcomer.encode()) == 0
+
+
+async def test_personal_block_of_the_wrong_type_is_a_422(adapters: Adapters) -> None:
+    async with adapters.client("office", "employment") as http:
+        for personal in (1, "name", ["x"]):
+            data = factories.registration(factories.person_key()).data | {"personal": personal}
+            response = await http.post("/v1/registration", json=data)
+            assert response.status_code == 422, response.text
+            assert [e["field"] for e in response.json()["errors"]] == ["personal"]
+
+
 async def test_idempotent_retries_create_one_event(adapters: Adapters, pool: asyncpg.Pool) -> None:
     pk = factories.person_key()
     data = factories.placement(pk).data

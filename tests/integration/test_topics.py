@@ -10,7 +10,9 @@ from hub.config import Settings
 from hub.topics import ensure_topics, wanted_topics
 
 
-async def test_ensure_creates_then_checks_then_reports_mismatch(pool: asyncpg.Pool, settings: Settings) -> None:
+async def test_ensure_creates_then_checks_then_reports_mismatch(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
     own = settings.model_copy(update={"topic_namespace": f"e{uuid.uuid4().hex[:8]}"})
     first = await ensure_topics(own)
     assert {r.topic for r in first} == set(wanted_topics(own))

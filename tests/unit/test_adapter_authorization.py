@@ -111,3 +111,26 @@ def test_field_errors_carry_value_for_client_and_none_for_operators() -> None:
     assert unknown.operator_rule == "??: extra_forbidden", (
         "client-chosen names never reach operators as typed"
     )
+
+
+def test_credential_cache_keeps_verified_credentials_briefly() -> None:
+    from producers.adapters.app import CredentialCache
+
+    cache = CredentialCache()
+    assert cache.get(None) is None and cache.get("Bearer ith_c1.secret") is None
+    cache.put("Bearer ith_c1.secret", OFFICE)
+    assert cache.get("Bearer ith_c1.secret") is OFFICE
+    assert cache.get("Bearer ith_c1.wrong") is None  # keyed by the whole credential, secret included
+    expired = CredentialCache(ttl_s=0)
+    expired.put("Bearer ith_c1.secret", OFFICE)
+    assert expired.get("Bearer ith_c1.secret") is None
+
+
+def test_credential_cache_stays_bounded() -> None:
+    from producers.adapters.app import CredentialCache
+
+    cache = CredentialCache()
+    for i in range(CredentialCache.MAX_ENTRIES + 5):
+        cache.put(f"Bearer ith_c{i}.secret", OFFICE)
+    assert len(cache._entries) <= CredentialCache.MAX_ENTRIES
+    assert cache.get(f"Bearer ith_c{CredentialCache.MAX_ENTRIES + 4}.secret") is OFFICE
