@@ -12,13 +12,13 @@ from types import MappingProxyType
 from typing import Any
 
 from hub.domain.disclosure import (
-    TOTAL,
     CellRef,
     PublishedCell,
     SuppressedFeed,
     SuppressionReason,
     Table,
-    suppress,
+    counts,
+    suppress_many,
 )
 from hub.domain.feed import (
     FeedInput,
@@ -40,16 +40,6 @@ class Composed:
     figures: dict[str, Any]  # flat view for change summaries
 
 
-def _all_values(table: Table) -> dict[tuple[str, ...], int]:
-    """Every published key of a table (interior, margins, grand total) with its count, in one pass."""
-    values: dict[tuple[str, ...], int] = {}
-    for key, v in table.cells.items():
-        for mask in range(1 << len(key)):
-            k = tuple(TOTAL if mask >> i & 1 else c for i, c in enumerate(key))
-            values[k] = values.get(k, 0) + v
-    return values
-
-
 def _revise(
     tables: Sequence[Table], threshold: int, previous: Mapping[CellRef, int | None]
 ) -> tuple[SuppressedFeed, dict[CellRef, str]]:
@@ -63,19 +53,17 @@ def _revise(
     """
     cells: dict[CellRef, PublishedCell] = {}
     reasons: dict[CellRef, str] = {}
-    for table in tables:
-        for key, value in _all_values(table).items():
-            ref = CellRef(table.name, key)
-            if ref not in previous:
-                reasons[ref] = "new_in_revision"
-            elif previous[ref] is None:
-                reasons[ref] = SuppressionReason.PREVIOUS_REVISION.value
-            elif previous[ref] != value:
-                reasons[ref] = "changed_since_previous_revision"
-            hidden = ref in reasons
-            cells[ref] = PublishedCell(
-                ref, None if hidden else value, SuppressionReason.PREVIOUS_REVISION if hidden else None
-            )
+    for ref, value in counts(tables).items():
+        if ref not in previous:
+            reasons[ref] = "new_in_revision"
+        elif (before := previous[ref]) is None:
+            reasons[ref] = SuppressionReason.PREVIOUS_REVISION.value
+        elif before != value:
+            reasons[ref] = "changed_since_previous_revision"
+        else:
+            cells[ref] = PublishedCell(ref, value, None)
+            continue
+        cells[ref] = PublishedCell(ref, None, SuppressionReason.PREVIOUS_REVISION)
     return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells)), reasons
 
 
@@ -103,6 +91,17 @@ def _ytd_value(n: int, threshold: int) -> int | None:
     return None if 1 <= n < threshold else n
 
 
+@dataclass(frozen=True)
+class Job:
+    """One feed to compose: its facts, the previous revision's published cells (None for revision 1),
+    and the targets of its sites with their year-to-date results."""
+
+    feed: FeedInput
+    previous: Mapping[CellRef, int | None] | None = None
+    targets: Sequence[SiteTargets] = ()
+    year_to_date: Mapping[str, YearToDate] | None = None
+
+
 def compose(
     feed: FeedInput,
     *,
@@ -113,18 +112,36 @@ def compose(
 ) -> Composed:
     """Revision 1 (``previous`` None): suppression with the audit of ``hub.domain.disclosure``. Later
     revisions: ``_revise`` against the previous revision's published cells."""
-    groups: dict[str, SuppressedFeed] = {}
-    reasons: dict[CellRef, str] = {}
-    for group, tables in (
-        ("placements", placement_tables(feed)),
-        ("registrations", registration_tables(feed)),
-        ("retention", retention_tables(feed)),
-    ):
-        if previous is None:
-            groups[group] = suppress(tables, threshold)
-        else:
-            groups[group], why = _revise(tables, threshold, previous)
-            reasons |= why
+    return compose_many([Job(feed, previous, targets, year_to_date)], threshold=threshold)[0]
+
+
+_GROUPS = ("placements", "registrations", "retention")
+
+
+def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
+    """``compose`` for several feeds; each gets exactly what ``compose`` gives it alone, but the
+    revision-1 feeds are suppressed together (``suppress_many``) so that they share solver calls."""
+    tables = [(placement_tables(j.feed), registration_tables(j.feed), retention_tables(j.feed)) for j in jobs]
+    fresh = [n for n, j in enumerate(jobs) if j.previous is None]
+    suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n]], threshold))
+    out = []
+    for job, group_tables in zip(jobs, tables, strict=True):
+        groups: dict[str, SuppressedFeed] = {}
+        reasons: dict[CellRef, str] = {}
+        for group, t in zip(_GROUPS, group_tables, strict=True):
+            if job.previous is None:
+                groups[group] = next(suppressed)
+            else:
+                groups[group], why = _revise(t, threshold, job.previous)
+                reasons |= why
+        out.append(_finish(job, groups, reasons, threshold))
+    return out
+
+
+def _finish(
+    job: Job, groups: dict[str, SuppressedFeed], reasons: dict[CellRef, str], threshold: int
+) -> Composed:
+    feed, targets, year_to_date = job.feed, job.targets, job.year_to_date
     p, r, k = groups["placements"], groups["registrations"], groups["retention"]
     ind: dict[str, Any] = {"authority": indicators(p, r, k, None)}
     ind["sites"] = {site: indicators(p, r, k, site) for site in feed.sites}

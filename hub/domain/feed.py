@@ -16,13 +16,14 @@ bands); ``age_band_on_placement`` computes it where a source gives a birth date 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from enum import StrEnum
 
 from hub.domain.calendar import AgeBand, YearMonth, age_band, age_on, fiscal_year, month_bounds
-from hub.domain.disclosure import TOTAL, SuppressedFeed, Table, build_feed_tables
+from hub.domain.disclosure import TOTAL, SuppressedFeed, Table, tables_from_counts
 
 JST = timezone(timedelta(hours=9), "JST")
 OTHER_SITES = "other_sites"  # placements of people the authority referred, made at another authority's site
@@ -179,26 +180,37 @@ def placement_tables(feed: FeedInput) -> tuple[Table, ...]:
         "employment_type": EMPLOYMENT_TYPES,
         "route": ROUTES,
     }
-    records = [placement_record(feed.authority, p) for p in feed.placements]
-    return _prefixed("placements", build_feed_tables(records, categories, placement_layout(sites)))
+    # Counted as category tuples in the order of ``categories`` (as ``placement_record`` would give them).
+    own = {s: site_category(feed.authority, s) for s in feed.sites}
+    combinations: Counter[tuple[str, ...]] = Counter(
+        (
+            own.get(p.site) or site_category(feed.authority, p.site),
+            main_attribute(p.attributes),
+            p.sex,
+            p.age_band,
+            p.occupation,
+            p.employment_type,
+            p.route,
+        )
+        for p in feed.placements
+    )
+    return _prefixed("placements", tables_from_counts(combinations, categories, placement_layout(sites)))
 
 
 def registration_tables(feed: FeedInput) -> tuple[Table, ...]:
     """New registrations by referral (送り込み) and by team support (チーム支援), per site if several."""
     sites = [site_category(feed.authority, s) for s in feed.sites]
     categories: dict[str, Sequence[str]] = {"site": sites, "referred": YES_NO, "team_support": YES_NO}
-    records = [
-        {
-            "site": site_category(feed.authority, r.site),
-            "referred": "yes" if r.referred else "no",
-            "team_support": "yes" if r.team_support else "no",
-        }
-        for r in feed.registrations
-    ]
+    flags = Counter((r.site, r.referred, r.team_support) for r in feed.registrations)
+    combinations: Counter[tuple[str, ...]] = Counter()
+    for (site, referred, team), n in flags.items():
+        combinations[
+            (site_category(feed.authority, site), "yes" if referred else "no", "yes" if team else "no")
+        ] += n
     layout: list[tuple[str, ...]] = [("referred",), ("team_support",)]
     if len(feed.sites) > 1:
         layout += [("site", "referred"), ("site", "team_support")]
-    return _prefixed("registrations", build_feed_tables(records, categories, layout))
+    return _prefixed("registrations", tables_from_counts(combinations, categories, layout))
 
 
 def retention_tables(feed: FeedInput) -> tuple[Table, ...]:

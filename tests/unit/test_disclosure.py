@@ -21,7 +21,10 @@ from hub.domain.disclosure import (
     Table,
     audit,
     build_feed_tables,
+    counts,
     suppress,
+    suppress_many,
+    tables_from_counts,
 )
 
 SEXES = ["男", "女"]
@@ -320,3 +323,37 @@ def test_audit_reports_a_range_of_only_small_non_zero_counts() -> None:
         published[CellRef(table.name, key)] = None
     exposures = {e.ref.key: (e.lower, e.upper) for e in audit([table], published, threshold=5)}
     assert exposures == {("09", "男"): (2, 3), ("06", "男"): (1, 2)}
+
+
+def test_feeds_suppressed_together_get_what_each_gets_alone() -> None:
+    # suppress_many stacks the audits' LPs of many feeds into shared solver calls; the decisions must
+    # be those of suppress on each feed, and each feed must still resist the attacker.
+    rng = random.Random(42)
+    feeds = []
+    for n in range(40):
+        layout = SMALL_LAYOUTS[n % len(SMALL_LAYOUTS)] if n % 3 else TYPICAL_LAYOUT
+        cats = SMALL_CATEGORIES if n % 3 else TYPICAL_CATEGORIES
+        tables = build_feed_tables(_records(rng, cats, rng.choice([0, 2, 5, 12, 30])), cats, layout)
+        feeds.append((tables, frozenset[CellRef]()))
+    together = suppress_many(feeds, 3)
+    for (tables, _), feed in zip(feeds, together, strict=True):
+        assert feed.cells == suppress(tables, 3).cells
+        assert_protected(tables, feed.published, 3)
+
+
+def test_tables_from_counted_combinations_equal_tables_from_records() -> None:
+    rng = random.Random(3)
+    records = _records(rng, TYPICAL_CATEGORIES, 50)
+    dims = list(TYPICAL_CATEGORIES)
+    combinations: dict[tuple[str, ...], int] = {}
+    for r in records:
+        key = tuple(r[d] for d in dims)
+        combinations[key] = combinations.get(key, 0) + 1
+    tables = build_feed_tables(records, TYPICAL_CATEGORIES, TYPICAL_LAYOUT)
+    assert tables == tables_from_counts(combinations, TYPICAL_CATEGORIES, TYPICAL_LAYOUT)
+    # counts: every published cell's true value, margins included, the same ones suppress publishes.
+    values = counts(tables)
+    assert set(values) == set(suppress(tables).cells)
+    assert values[CellRef("attribute × sex", (TOTAL, TOTAL))] == 50
+    with pytest.raises(DisclosureError, match="sex='X'"):
+        tables_from_counts({("01", "X"): 1}, {"occupation": ["01"], "sex": SEXES}, [("sex",)])
