@@ -380,6 +380,15 @@ async def _build_in_snapshot(
     if fresh:
         built += await _make_revisions(conn, settings, month, cutoff, loaded, sorted(fresh), latest, executor)
         latest = await _latest(conn, str(month), wanted)
+    # Backfill: a feed whose every fact was sent after the cutoff (an authority joining the hub, or its
+    # history loaded later) gets revision 1 from what has been sent so far, not an empty report.
+    if now > cutoff:
+        have = set(latest)
+        backfilled = assemble(rows, now, lambda a: a not in have and (wanted is None or a in wanted))
+        if backfilled.inputs:
+            first = sorted(backfilled.inputs)
+            built += await _make_revisions(conn, settings, month, now, backfilled, first, latest, executor)
+            latest = await _latest(conn, str(month), wanted)
     # Later revisions: everything sent up to now, where something arrived since.
     if now > cutoff:
         due = sorted({m["authority"] for m in marks if m["authority"] in latest})
