@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from hub import metrics
 from hub.config import Settings
+from hub.kafka import start_producer
 from hub.logging import get_logger
 
 log = get_logger("deadletter")
@@ -73,11 +74,7 @@ class DeadLetterPublisher:
 
     async def start(self) -> None:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.kafka_bootstrap, enable_idempotence=True, acks="all"
-            )
-            await producer.start()
-            self._producer = producer
+            self._producer = await start_producer(self._settings)
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.events import Sealed
+from hub.config import Settings
 
 
 class KeyErased(Exception):
@@ -83,6 +84,10 @@ class KeyStore:
     def __init__(self, master_key: bytes) -> None:
         self._wrap = AESGCM(master_key)
         self._cache: dict[str, bytes] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyStore:
+        return cls(master_key_from_config(settings.master_key))
 
     def _wrap_key(self, person_key: str, data_key: bytes) -> bytes:
         nonce = os.urandom(12)

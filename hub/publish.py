@@ -8,7 +8,7 @@ from itertools import islice
 import asyncpg
 
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission
@@ -30,7 +30,7 @@ async def publish_submissions(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Accept every submission into the outbox, then drain the outbox to Kafka. Returns events accepted."""
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     relay = OutboxRelay(settings, pool)
     total = 0
     try:

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from contracts.envelope import Event, encode, topic_for
 from hub import metrics
 from hub.config import Settings
+from hub.kafka import start_producer
 from hub.logging import get_logger
 
 log = get_logger("outbox")
@@ -114,20 +115,9 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=5,
-                max_batch_size=256 * 1024,
-                request_timeout_ms=15000,
+            self._producer = await start_producer(
+                self.settings, linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=15000
             )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
         return self._producer
 
     async def _drop_producer(self) -> None:

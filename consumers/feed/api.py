@@ -23,14 +23,14 @@ from consumers.feed.delivery import (
 )
 from hub.auth import AuthError, Principal, Role
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from hub.domain.calendar import DateFormatError, parse_month
 from hub.http import create_app, requires
 
 
 def create_feed_app(settings: Settings | None = None) -> FastAPI:
     async def startup(app: FastAPI) -> None:
-        app.state.keystore = KeyStore(master_key_from_config(app.state.settings.master_key))
+        app.state.keystore = KeyStore.from_settings(app.state.settings)
 
     app = create_app(
         "Ittai Hub placement feed",

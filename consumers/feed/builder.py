@@ -23,7 +23,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from consumers.feed.compose import Composed, Job, compose_many, previous_cells
 from hub.config import Settings
@@ -41,6 +40,7 @@ from hub.domain.feed import (
     fiscal_months,
     shift_month,
 )
+from hub.kafka import start_producer
 from hub.logging import get_logger
 
 log = get_logger("feed")
@@ -468,16 +468,13 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
         )
         if not rows:
             return 0
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
+        producer = await start_producer(
+            settings,
             max_request_size=8 * 1024 * 1024,
             # A body is about 20 KB: with the default 16 KB batches each would be a request of its own.
             max_batch_size=1024 * 1024,
             linger_ms=5,
         )
-        await producer.start()
         try:
             futures = [
                 await producer.send(

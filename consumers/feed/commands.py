@@ -197,9 +197,9 @@ async def export_feed(
     who: str,
 ) -> tuple[list[Path], int]:
     from consumers.feed.delivery import INDIVIDUAL_FIELDS, deliver, record_access
-    from hub.crypto import KeyStore, master_key_from_config
+    from hub.crypto import KeyStore
 
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         delivery = await deliver(conn, keystore, authority, month, revision)
         rev = delivery.body["revision"]

@@ -26,6 +26,7 @@ from consumers.monitoring.figures import dlq_header, redrive_headers, safe_heade
 from consumers.monitoring.kafka_probe import KafkaProbe
 from hub.auth import Principal
 from hub.config import Settings
+from hub.kafka import start_producer
 from hub.logging import get_logger
 
 log = get_logger("console.deadletters")
@@ -53,15 +54,7 @@ class DeadLetterDesk:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap, enable_idempotence=True, acks="all"
-            )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await start_producer(self.settings)
         return self._producer
 
     # -- locating letters ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from contracts.envelope import MODELS, Family
 from hub.auth import AuthError, Principal, Role, authenticate, require_role
 from hub.config import Settings, get_settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from hub.domain.csv_columns import COLUMNS
 from hub.domain.csv_rows import FileError
 from hub.domain.field_errors import FieldError
@@ -128,7 +128,7 @@ def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool
     relay_task: dict[str, Any] = {}
 
     async def on_startup(app: FastAPI) -> None:
-        keystore = KeyStore(master_key_from_config(s.master_key))
+        keystore = KeyStore.from_settings(s)
         app.state.service = AdapterService(adapter, s, app.state.pool, keystore)
         if run_relay:
             relay_task["relay"] = outbox = OutboxRelay(s, app.state.pool)

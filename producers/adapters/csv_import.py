@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from contracts.envelope import Family
 from hub.auth import AuthError, OrgKind, Principal, Role, authenticate, require_role
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
 from producers.adapters.service import AdapterService, ImportSummary
 from producers.outbox import OutboxRelay
@@ -51,7 +51,7 @@ async def import_as_client(
     check_client(adapter, principal)
     if fam not in FAMILIES[adapter]:
         raise AuthError(403, f"the {adapter.value} adapter does not take {fam.value} events")
-    service = AdapterService(adapter, settings, pool, KeyStore(master_key_from_config(settings.master_key)))
+    service = AdapterService(adapter, settings, pool, KeyStore.from_settings(settings))
     progress = Progress(
         TextColumn("[bold]import {task.description}"),
         BarColumn(),

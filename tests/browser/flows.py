@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from consumers.event_log import EventLogHandler
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission
@@ -20,7 +20,7 @@ from tests.helpers import wait_for
 
 
 async def publish(settings: Settings, pool: asyncpg.Pool, subs: Sequence[Submission], origin: str) -> None:
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         await accept(conn, keystore, subs, origin=origin, namespace=settings.topic_namespace)
     relay = OutboxRelay(settings, pool)

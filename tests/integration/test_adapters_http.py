@@ -20,7 +20,7 @@ from contracts.envelope import Family, decode
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
 from hub.auth import OrgKind, Role, add_client, revoke_client
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config, open_sealed
+from hub.crypto import KeyStore, open_sealed
 from hub.domain.csv_write import write_csv
 from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
@@ -138,7 +138,7 @@ async def test_every_family_over_http_reaches_kafka_sealed(
         await published(pool, list(accepted))
 
     name, employer = "髙橋 花子", "株式会社𠮷野ケアサービス"
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         key = (await keystore.existing_keys(conn, [pk]))[pk]
     seen = set()
@@ -507,7 +507,7 @@ async def test_utf8_file_keeps_characters_cp932_cannot_hold(
     async with adapters.client("office", "employment") as http:
         response = await http.post("/v1/registration/csv", files={"file": ("r.csv", content, "text/csv")})
     assert response.json()["accepted"] == 1, response.json()
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         value = await conn.fetchval(
             "SELECT convert_from(value, 'UTF8')::jsonb FROM outbox WHERE key = $1", pk.encode()

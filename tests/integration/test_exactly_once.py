@@ -32,11 +32,8 @@ def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def test_killed_consumer_restarts_without_loss_or_duplicates(
-    pool: asyncpg.Pool, settings: Settings
-) -> None:
-    namespace = f"x{uuid.uuid4().hex[:8]}"
-    own = settings.model_copy(update={"topic_namespace": namespace})
+async def _stream_of_registrations(pool: asyncpg.Pool, own: Settings) -> None:
+    """TOTAL registrations on ``own``'s topic, and an empty effects table for the counting consumer."""
     await ensure_topics(own, [own.topic(Family.REGISTRATION)])
     async with pool.acquire() as conn:
         await conn.execute(
@@ -46,7 +43,7 @@ async def test_killed_consumer_restarts_without_loss_or_duplicates(
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
 
     key = os.urandom(32)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(bootstrap_servers=own.kafka_bootstrap, acks="all", linger_ms=20)
     await producer.start()
     try:
         futures = []
@@ -56,6 +53,14 @@ async def test_killed_consumer_restarts_without_loss_or_duplicates(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def test_killed_consumer_restarts_without_loss_or_duplicates(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    namespace = f"x{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(update={"topic_namespace": namespace})
+    await _stream_of_registrations(pool, own)
 
     env = {
         **os.environ,
@@ -102,25 +107,7 @@ async def test_rebalances_mid_stream_apply_each_event_once(pool: asyncpg.Pool, s
     hand. Each event must still take effect exactly once."""
     namespace = f"r{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(update={"topic_namespace": namespace})
-    await ensure_topics(own, [own.topic(Family.REGISTRATION)])
-    async with pool.acquire() as conn:
-        await conn.execute(
-            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint)'
-        )
-        await conn.execute("TRUNCATE test_effects")
-        await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
-
-    key = os.urandom(32)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
-    await producer.start()
-    try:
-        futures = []
-        for _ in range(TOTAL):
-            k, headers, value = encode(to_event(factories.registration(factories.person_key()), key))
-            futures.append(await producer.send(own.topic(Family.REGISTRATION), value, key=k, headers=headers))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    await _stream_of_registrations(pool, own)
 
     env = {**os.environ, "HUB_TOPIC_NAMESPACE": namespace, "HUB_BATCH_MAX_RECORDS": "50"}
     count = "SELECT count(*) FROM test_effects"

@@ -24,7 +24,7 @@ from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
 from hub.auth import OrgKind, Role, add_client
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from hub.domain.calendar import YearMonth
 from hub.publish import publish_submissions
 from producers.simulator import SimulationConfig, is_late, simulate
@@ -464,7 +464,7 @@ def _consents_grant(subs: list[Submission], person: str, authority: str, on: dat
 async def test_person_without_disclosure_consent_never_in_individual_list(
     fed: Fed, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     name_of = {
         s.data["person_key"]: s.data["personal"]["name"] for s in fed.subs if s.family is Family.REGISTRATION
     }

@@ -10,7 +10,7 @@ import asyncpg
 from contracts.envelope import decode
 from hub import stack
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from tests import factories
@@ -20,7 +20,7 @@ from tests.helpers import read_topic, wait_for
 async def test_events_accepted_while_broker_down_arrive_once_in_order(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     people = [factories.person_key() for _ in range(20)]
     relay = OutboxRelay(settings, pool)
     relay_task = asyncio.create_task(relay.run())

@@ -11,7 +11,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, decode
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config, open_sealed
+from hub.crypto import KeyStore, open_sealed
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from tests import factories
@@ -21,7 +21,7 @@ from tests.helpers import read_topic, wait_for
 async def test_every_family_round_trips(pool: asyncpg.Pool, settings: Settings) -> None:
     pk = factories.person_key()
     subs = factories.one_of_each(pk)
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         events = await accept(conn, keystore, subs, origin="test", namespace=settings.topic_namespace)
         pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
