@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.handler import VIEW_FIELDS, SharedViewHandler, runtime_for
 from consumers.shared_view.replay import end_offsets, replay, run_until_caught_up
 from contracts.envelope import decode, encode
 from hub.config import Settings
@@ -54,6 +54,7 @@ from producers.simulator import SimulationConfig, simulate
 from producers.submission import to_event
 
 BENCH_DB = "ittai_bench"
+VIEW_COLUMNS = ", ".join(VIEW_FIELDS)
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -233,12 +234,18 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
                 "SELECT count(*) FROM sv_events e WHERE NOT EXISTS "
                 "(SELECT 1 FROM sv_persons p WHERE p.person_key = e.person_key)"
             )
+            # The whole view in one checksum: projection and replay must end with the same records.
+            digest = await conn.fetchval(
+                f"SELECT md5(string_agg(md5(row({VIEW_COLUMNS})::text), '' ORDER BY person_key)) "
+                "FROM sv_persons"
+            )
         return {
             "events": events,
             "seconds": seconds,
             "peak_mib": peak_mib(),
             "persons": persons,
             "held": held,
+            "digest": digest,
         }
     finally:
         await pool.close()
@@ -281,6 +288,8 @@ async def main(args: argparse.Namespace) -> None:
         f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
         f"({replayed['events']:,} in {replayed['seconds']:.1f} s, peak {replayed['peak_mib']:.0f} MiB)"
     )
+    same = "equal" if replayed["digest"] == projected["digest"] else "DIFFERENT"
+    print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
     print(f"projection / naive  = {rate / naive:6.1f}x   (target >= 10x)")
     print(f"projection / raw    = {rate / raw:6.2f}    (heading for 0.25)")
     print(f"bench driver peak memory {peak_mib():.0f} MiB")

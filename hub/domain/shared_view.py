@@ -27,9 +27,10 @@ Consent semantics (the README repeats them):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from hub.domain.consent import ConsentRecord, Recipient, Scope, effective
@@ -165,101 +166,196 @@ def project(
         if ev.data.get("personal") is not None and ev.personal is None:
             masked = True
 
-    core: dict[str, Any] = {}
-    personal: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     registrations = by_family.get("registration", [])
     if registrations:
-        # A person who applied again (another office) is shown as of their latest application.
-        reg = max(registrations, key=lambda e: (e.data["registered_on"], e.time, e.event_id))
-        d = reg.data
-        core = {
-            "authority": d["authority"],
-            "office": d["office"],
-            "site": d["site"],
-            "registered_on": _date(d["registered_on"]),
-            "sex": d["sex"],
-            "age_band": d["age_band"],
-            "attributes": tuple(d["attributes"]),
-            "desired_occupation": d["desired_occupation"]["group"],
-            "team_support": bool(d["team_support"]),
-        }
-        opened = reg.personal or {}
-        if opened.get("name") is not None and (share or disclose or retain):
-            personal["name"] = opened["name"]
-        if share:
-            for key in ("name_kana", "phone", "email", "address", "job_seeker_number"):
-                personal[key] = opened.get(key)
-            if opened.get("birth_date"):
-                personal["birth_date"] = _date(opened["birth_date"])
+        fields = _registration_fields(_latest_registration(registrations), share, disclose, retain)
 
-    referrals = []
-    case_numbers = []
-    for ev in by_family.get("referral", []):
-        d = ev.data
-        referrals.append(
-            {
-                "referral_id": d["referral_id"],
-                "authority": d["authority"],
-                "site": d["site"],
-                "programme": d["programme"],
-                "referred_on": d["referred_on"],
-            }
-        )
-        if share and ev.personal and ev.personal.get("case_number"):
-            case_numbers.append(ev.personal["case_number"])
+    referrals = [_referral_item(ev.data) for ev in by_family.get("referral", ())]
+    case_numbers = [_case_number(ev) for ev in by_family.get("referral", ())] if share else []
+    placements = [_placement_item(ev, disclose) for ev in by_family.get("placement", ())]
+    retention = [_retention_item(ev.data) for ev in by_family.get("retention", ())] if retain else []
 
-    placements = []
-    for ev in by_family.get("placement", []):
-        d = ev.data
-        item = {
-            "placement_id": d["placement_id"],
-            "office": d["office"],
-            "site": d["site"],
-            "placed_on": d["placed_on"],
-            "route": d["route"],
-            "occupation": d["occupation"]["group"],
-            "employment_type": d["employment_type"],
-        }
-        if disclose and ev.personal:
-            item["employer_name"] = ev.personal.get("employer_name")
-            if ev.personal.get("employer_address"):
-                item["employer_address"] = ev.personal["employer_address"]
-        placements.append(item)
-
-    retention = []
-    if retain:
-        for ev in by_family.get("retention", []):
-            d = ev.data
-            item = {
-                "placement_id": d["placement_id"],
-                "checkpoint_months": d["checkpoint_months"],
-                "status": d["status"],
-                "checked_on": d["checked_on"],
-            }
-            if d.get("left_on"):
-                item["left_on"] = d["left_on"]
-            retention.append(item)
-
-    recipients = consent.recipients
+    authorities, offices = _recipient_codes(consent.recipients)
     return PersonView(
         person_key=person_key,
         consent_id=consent.consent_id,
-        scopes=tuple(sorted(s.value for s in scopes)),
-        recipient_authorities=tuple(sorted(r.code for r in recipients if r.kind == AUTHORITY)),
-        recipient_offices=tuple(sorted(r.code for r in recipients if r.kind == OFFICE)),
+        scopes=_scope_names(scopes),
+        recipient_authorities=authorities,
+        recipient_offices=offices,
         valid_from=consent.valid_from,
         valid_until=consent.valid_until,
         referring_authorities=tuple(sorted({r["authority"] for r in referrals})),
-        referrals=tuple(sorted(referrals, key=lambda r: (r["referred_on"], r["referral_id"]))),
-        placements=tuple(sorted(placements, key=lambda p: (p["placed_on"], p["placement_id"]))),
-        retention=tuple(
-            sorted(retention, key=lambda r: (r["placement_id"], r["checkpoint_months"], r["checked_on"]))
-        ),
-        case_numbers=tuple(sorted(set(case_numbers))),
+        referrals=tuple(sorted(referrals, key=_referral_order)),
+        placements=tuple(sorted(placements, key=_placement_order)),
+        retention=tuple(sorted(retention, key=_retention_order)),
+        case_numbers=tuple(sorted({n for n in case_numbers if n})),
         masked=masked,
-        **core,
-        **personal,
+        **fields,
     )
+
+
+def same_consent(view: PersonView, consent: ConsentRecord) -> bool:
+    """Would ``project`` under ``consent`` give ``view`` its consent part? (Everything ``project`` reads of
+    a consent is stored in the record, so then the record's other fields stand as they are.)"""
+    return (
+        view.consent_id == consent.consent_id
+        and view.valid_from == consent.valid_from
+        and view.valid_until == consent.valid_until
+        and view.scopes == _scope_names(consent.scopes)
+        and (view.recipient_authorities, view.recipient_offices) == _recipient_codes(consent.recipients)
+    )
+
+
+@lru_cache(maxsize=4096)
+def _scope_names(scopes: frozenset[Scope]) -> tuple[str, ...]:
+    return tuple(sorted(s.value for s in scopes))
+
+
+@lru_cache(maxsize=4096)
+def _recipient_codes(recipients: frozenset[Recipient]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return (
+        tuple(sorted(r.code for r in recipients if r.kind == AUTHORITY)),
+        tuple(sorted(r.code for r in recipients if r.kind == OFFICE)),
+    )
+
+
+def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEvent]) -> PersonView | None:
+    """``project(person, consent, E + events)`` from ``view == project(person, consent, E)``, for
+    ``events`` none of which is in ``E`` — without ``E``. ``None`` when the record alone cannot tell:
+    a different consent, or a registration for someone whose record shows one already (the latest
+    application wins, and the record does not keep what the choice needs).
+    """
+    if not events:
+        return view if same_consent(view, consent) else None
+    if not same_consent(view, consent):
+        return None
+    scopes = consent.scopes
+    share = Scope.SHARE_REGISTRATION in scopes
+    disclose = Scope.DISCLOSE_PLACEMENT in scopes
+    retain = Scope.RETENTION_SUPPORT in scopes
+    masked = view.masked
+    registrations: list[StoredEvent] = []
+    referrals: list[dict[str, Any]] = []
+    case_numbers: list[str | None] = []
+    placements: list[dict[str, Any]] = []
+    retention: list[dict[str, Any]] = []
+    for ev in events:
+        if ev.personal is None and ev.data.get("personal") is not None:
+            masked = True
+        family = ev.family
+        if family == "registration":
+            registrations.append(ev)
+        elif family == "referral":
+            referrals.append(_referral_item(ev.data))
+            if share:
+                case_numbers.append(_case_number(ev))
+        elif family == "placement":
+            placements.append(_placement_item(ev, disclose))
+        elif family == "retention" and retain:
+            retention.append(_retention_item(ev.data))
+    changes: dict[str, Any] = {"masked": masked}
+    if registrations:
+        if view.registered_on is not None:
+            return None
+        changes.update(_registration_fields(_latest_registration(registrations), share, disclose, retain))
+    if referrals:
+        changes["referrals"] = tuple(sorted((*view.referrals, *referrals), key=_referral_order))
+        changes["referring_authorities"] = tuple(
+            sorted({*view.referring_authorities, *(r["authority"] for r in referrals)})
+        )
+    if case_numbers:
+        changes["case_numbers"] = tuple(sorted({*view.case_numbers, *(n for n in case_numbers if n)}))
+    if placements:
+        changes["placements"] = tuple(sorted((*view.placements, *placements), key=_placement_order))
+    if retention:
+        changes["retention"] = tuple(sorted((*view.retention, *retention), key=_retention_order))
+    return replace(view, **changes)
+
+
+def _latest_registration(registrations: Sequence[StoredEvent]) -> StoredEvent:
+    # A person who applied again (another office) is shown as of their latest application.
+    return max(registrations, key=lambda e: (e.data["registered_on"], e.time, e.event_id))
+
+
+def _registration_fields(reg: StoredEvent, share: bool, disclose: bool, retain: bool) -> dict[str, Any]:
+    d = reg.data
+    fields: dict[str, Any] = {
+        "authority": d["authority"],
+        "office": d["office"],
+        "site": d["site"],
+        "registered_on": _date(d["registered_on"]),
+        "sex": d["sex"],
+        "age_band": d["age_band"],
+        "attributes": tuple(d["attributes"]),
+        "desired_occupation": d["desired_occupation"]["group"],
+        "team_support": bool(d["team_support"]),
+    }
+    opened = reg.personal or {}
+    if opened.get("name") is not None and (share or disclose or retain):
+        fields["name"] = opened["name"]
+    if share:
+        for key in ("name_kana", "phone", "email", "address", "job_seeker_number"):
+            fields[key] = opened.get(key)
+        if opened.get("birth_date"):
+            fields["birth_date"] = _date(opened["birth_date"])
+    return fields
+
+
+def _referral_item(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "referral_id": d["referral_id"],
+        "authority": d["authority"],
+        "site": d["site"],
+        "programme": d["programme"],
+        "referred_on": d["referred_on"],
+    }
+
+
+def _case_number(ev: StoredEvent) -> str | None:
+    return ev.personal.get("case_number") if ev.personal else None
+
+
+def _placement_item(ev: StoredEvent, disclose: bool) -> dict[str, Any]:
+    d = ev.data
+    item = {
+        "placement_id": d["placement_id"],
+        "office": d["office"],
+        "site": d["site"],
+        "placed_on": d["placed_on"],
+        "route": d["route"],
+        "occupation": d["occupation"]["group"],
+        "employment_type": d["employment_type"],
+    }
+    if disclose and ev.personal:
+        item["employer_name"] = ev.personal.get("employer_name")
+        if ev.personal.get("employer_address"):
+            item["employer_address"] = ev.personal["employer_address"]
+    return item
+
+
+def _retention_item(d: Mapping[str, Any]) -> dict[str, Any]:
+    item = {
+        "placement_id": d["placement_id"],
+        "checkpoint_months": d["checkpoint_months"],
+        "status": d["status"],
+        "checked_on": d["checked_on"],
+    }
+    if d.get("left_on"):
+        item["left_on"] = d["left_on"]
+    return item
+
+
+def _referral_order(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["referred_on"], r["referral_id"])
+
+
+def _placement_order(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (p["placed_on"], p["placement_id"])
+
+
+def _retention_order(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["placement_id"], r["checkpoint_months"], r["checked_on"])
 
 
 # --- reads -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from hub.domain.shared_view import (
     consent_record,
     decide,
     disclose,
+    extend,
     project,
 )
 
@@ -145,6 +146,68 @@ def test_masked_when_a_sealed_block_cannot_be_opened() -> None:
     evs = [StoredEvent(e.event_id, e.family, e.time, e.data, None) for e in events()]
     view = project(PK, consent_record(consent()), evs)
     assert view is not None and view.masked and view.name is None
+
+
+def _more_events() -> list[StoredEvent]:
+    """``events()`` plus a second referral and placement, a retention that left, and a block that would
+    not open: enough for every list of the record to grow and for the record to become masked."""
+    evs = events()
+    ref, plc, ret = evs[1].data, evs[2].data, evs[3].data
+    return [
+        *evs,
+        StoredEvent(
+            "e5",
+            "referral",
+            T0,
+            {**ref, "referral_id": "s" * 32, "authority": "112038", "referred_on": "2025-03-01"},
+            {"case_number": "KG-7"},
+        ),
+        StoredEvent(
+            "e6", "placement", T0, {**plc, "placement_id": "q" * 32, "placed_on": "2025-05-01"}, None
+        ),
+        StoredEvent(
+            "e7",
+            "retention",
+            T0,
+            {**ret, "checkpoint_months": 3, "status": "left", "left_on": "2025-08-01"},
+            None,
+        ),
+        StoredEvent("e8", "referral", T0, {**ref, "referral_id": "t" * 32}, {"case_number": "SJ-1"}),
+    ]
+
+
+def test_extending_a_record_equals_projecting_all_its_events() -> None:
+    every = _more_events()
+    scope_sets = [
+        ["share_registration"],
+        ["disclose_placement"],
+        ["retention_support"],
+        ["share_registration", "disclose_placement", "retention_support"],
+    ]
+    for scopes in scope_sets:
+        rec = consent_record(consent(scopes=scopes))
+        expected = project(PK, rec, every)
+        for seed in range(20):
+            shuffled = every[:]
+            random.Random(seed).shuffle(shuffled)
+            cut = seed % len(every)
+            before = project(PK, rec, shuffled[:cut])
+            assert before is not None
+            assert extend(before, rec, shuffled[cut:]) == expected, (scopes, seed)
+            assert extend(before, rec, []) == before
+
+
+def test_extending_cannot_pick_between_registrations_or_change_consent() -> None:
+    rec = consent_record(consent())
+    evs = events()
+    view = project(PK, rec, evs)
+    assert view is not None
+    again = StoredEvent("e9", "registration", T0, {**evs[0].data, "registered_on": "2025-06-01"}, None)
+    assert extend(view, rec, [again]) is None  # the record does not keep what the choice needs
+    wider = consent_record(consent(2, scopes=["share_registration", "retention_support"]))
+    assert extend(view, wider, []) is None and extend(view, wider, evs[1:2]) is None
+    same_terms = consent_record(consent(3))  # a new version with the same terms changes nothing shown
+    assert extend(view, same_terms, []) == view
 
 
 def test_reads_are_scoped_to_own_people_recipients_and_purpose() -> None:
