@@ -42,12 +42,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.handler import VIEW_FIELDS, SharedViewHandler, runtime_for
-from consumers.shared_view.replay import end_offsets, replay, run_until_caught_up
+from consumers.shared_view.replay import replay
 from contracts.envelope import decode, encode
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
-from hub.db import create_pool, migrate
+from hub.crypto import KeyStore
+from hub.db import create_pool, recreate_database
 from hub.logging import configure_logging
 from hub.topics import ensure_topics
 from producers.simulator import SimulationConfig, simulate
@@ -73,15 +74,9 @@ def peak_mib() -> float:
 
 
 async def fresh_database(settings: Settings) -> None:
-    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
-    finally:
-        await admin.close()
+    await recreate_database(settings)
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
-        await migrate(conn)
         await conn.execute(
             "CREATE TABLE bench_naive (event_id text, family text, person_key text, data jsonb)"
         )
@@ -105,7 +100,7 @@ async def produce(settings: Settings, pool: asyncpg.Pool, events: int) -> int:
     months = 12
     authorities = max(1, min(1000, -(-events // (280 * months))))
     stream = islice(simulate(SimulationConfig(authorities=authorities, months=months, seed=4)), events)
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     sent = resent = 0
     async with pool.acquire() as conn:
         for chunk in chunks(stream, 10_000):
@@ -222,7 +217,7 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
         started = time.perf_counter()
         if phase == "project":
             ends = await end_offsets(settings, handler.topics)
-            await run_until_caught_up(runtime_for(handler, settings, pool, role="bench"), pool, ends)
+            await run_until(runtime_for(handler, settings, pool, role="bench"), pool, ends)
             events = sum(ends.values())
         else:
             result = await replay(settings, pool, handler=handler)

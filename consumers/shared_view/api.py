@@ -23,7 +23,7 @@ from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import VIEW_FIELDS, view_from_row
 from hub.auth import OrgKind, Principal, Role
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from hub.domain.consent import Scope
 from hub.domain.shared_view import Reader, ReaderKind, decide, disclose, owns
 from hub.http import create_app, current_principal, requires
@@ -130,7 +130,7 @@ async def _granted_rows(
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     async def startup(app: FastAPI) -> None:
-        app.state.keystore = KeyStore(master_key_from_config(app.state.settings.master_key))
+        app.state.keystore = KeyStore.from_settings(app.state.settings)
 
     app = create_app(
         "Ittai Hub — consented shared view",

@@ -45,7 +45,7 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
             raise typer.Exit(2)
         from consumers.shared_view.erasure import erase_person
         from hub.config import get_settings
-        from hub.crypto import KeyStore, master_key_from_config
+        from hub.crypto import KeyStore
         from hub.runner import prepare
 
         async def _main() -> None:
@@ -54,7 +54,7 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
             try:
                 async with pool.acquire() as conn:
                     result = await erase_person(
-                        conn, KeyStore(master_key_from_config(settings.master_key)), person, requested_by=by
+                        conn, KeyStore.from_settings(settings), person, requested_by=by
                     )
             finally:
                 await pool.close()

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from consumers.runtime import Consumed, ConsumerRuntime
 from contracts.envelope import Family
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from hub.domain.consent import ConsentRecord, Recipient, Scope
 from hub.domain.shared_view import (
     PersonView,
@@ -69,7 +69,7 @@ class SharedViewHandler:
     ) -> None:
         self.name = name
         self.topics: Sequence[str] = settings.event_topics
-        self.keystore = keystore or KeyStore(master_key_from_config(settings.master_key))
+        self.keystore = keystore or KeyStore.from_settings(settings)
         self.today = today
         self.masked_events = 0  # events of erased people skipped (replays show them masked)
 

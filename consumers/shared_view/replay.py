@@ -11,21 +11,17 @@ and a replay refuses to start while it does.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumers.runtime import ConsumerRuntime
+from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
 from hub.config import Settings
 
 SERVICE_LOCK = 7_204_002
-
-Positions = dict[tuple[str, int], int]
 
 
 class ReplayRefused(Exception):
@@ -42,63 +38,6 @@ class ReplayResult:
     seconds: float
     persons: int
     masked_events: int
-
-
-async def end_offsets(settings: Settings, topics: Sequence[str]) -> Positions:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def progress_of(conn: asyncpg.Connection, consumer: str, ends: Positions) -> int:
-    """How many of the records before ``ends`` the consumer has committed."""
-    rows = await conn.fetch(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1", consumer
-    )
-    done = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
-    return sum(min(done.get(tp, 0), end) for tp, end in ends.items())
-
-
-async def run_until_caught_up(
-    runtime: ConsumerRuntime,
-    pool: asyncpg.Pool,
-    ends: Positions,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    timeout_s: float = 3600.0,
-) -> None:
-    """Run ``runtime`` until it has committed everything before ``ends``, then stop it."""
-    total = sum(ends.values())
-    task = asyncio.create_task(runtime.run())
-    deadline = time.monotonic() + timeout_s
-    try:
-        async with pool.acquire() as conn:
-            while True:
-                done = await progress_of(conn, runtime.handler.name, ends)
-                if progress:
-                    progress(done, total)
-                if done >= total:
-                    break
-                if task.done():
-                    await task  # surfaces the runtime's failure
-                    raise RuntimeError("consumer stopped before catching up")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"not caught up after {timeout_s}s ({done}/{total})")
-                await asyncio.sleep(0.1)
-    finally:
-        runtime.stop()
-        await task
 
 
 async def reset_view(conn: asyncpg.Connection, consumer: str) -> None:
@@ -124,7 +63,7 @@ async def replay(
             ends = await end_offsets(settings, handler.topics)
             await reset_view(lock_conn, handler.name)
             runtime = runtime_for(handler, settings, pool, role="replay")
-            await run_until_caught_up(runtime, pool, ends, progress=progress)
+            await run_until(runtime, pool, ends, progress=progress)
             persons = await lock_conn.fetchval("SELECT count(*) FROM sv_persons")
             return ReplayResult(
                 events=sum(ends.values()),

@@ -21,14 +21,15 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
+from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.api import build_app
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler, load_views, runtime_for, today_jst
-from consumers.shared_view.replay import end_offsets, replay, run_until_caught_up
+from consumers.shared_view.replay import replay
 from contracts.envelope import Family, encode
 from hub.auth import OrgKind, Role, add_client
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config
+from hub.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission
@@ -55,7 +56,7 @@ def person(name: str, **reg: Any) -> tuple[str, Submission]:
 
 
 async def submit(settings: Settings, pool: asyncpg.Pool, subs: Sequence[Submission]) -> None:
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         await accept(conn, keystore, subs, origin="test", namespace=settings.topic_namespace)
     relay = OutboxRelay(settings, pool)
@@ -69,7 +70,7 @@ async def project(settings: Settings, pool: asyncpg.Pool, today: date | None = N
     """Run the projection until it has caught up with everything in the topics."""
     handler = SharedViewHandler(settings, today=(lambda: today) if today else today_jst)
     ends = await end_offsets(settings, handler.topics)
-    await run_until_caught_up(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
+    await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
     return handler
 
 
@@ -233,7 +234,7 @@ async def test_erasure_leaves_the_name_nowhere(
         settings, pool, [factories.referral(pk), reg, factories.consent(pk), factories.placement(pk)]
     )
     # A poison copy of the registration (bad age band) takes the sealed personal block to the dead-letter topic.
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         key = (await keystore.existing_keys(conn, [pk]))[pk]
     from producers.submission import to_event
@@ -258,7 +259,7 @@ async def test_erasure_leaves_the_name_nowhere(
         result = await erase_person(conn, keystore, pk, requested_by="test")
         assert result.key_deleted and result.rows_deleted >= 4
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", pk) == 0
-        fresh_store = KeyStore(master_key_from_config(settings.master_key))
+        fresh_store = KeyStore.from_settings(settings)
         assert await fresh_store.existing_keys(conn, [pk]) == {}, "no key left to open any sealed copy"
         for table in ("sv_persons", "sv_events", "sv_consents"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk) == 0

@@ -14,12 +14,12 @@ from collections import defaultdict
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from consumers.catchup import end_offsets, progress_of
 from consumers.shared_view.handler import load_views, today_jst
-from consumers.shared_view.replay import end_offsets, progress_of
 from contracts.envelope import Family, encode
 from contracts.events import Sealed
 from hub.config import Settings
-from hub.crypto import KeyStore, master_key_from_config, open_sealed
+from hub.crypto import KeyStore, open_sealed
 from hub.domain.consent import ConsentRecord
 from hub.domain.shared_view import PersonView, StoredEvent, active_consent, consent_record, project
 from hub.topics import ensure_topics
@@ -43,7 +43,7 @@ async def test_killed_mid_batch_then_restarted_gives_the_same_view(
     own = settings.model_copy(update={"topic_namespace": f"sv{uuid.uuid4().hex[:8]}"})
     await ensure_topics(own)
     subs = list(simulate(SimulationConfig(authorities=2, months=3, seed=11)))
-    keystore = KeyStore(master_key_from_config(settings.master_key))
+    keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         keys = await keystore.keys_for(conn, {s.person_key for s in subs})
     events = [to_event(s, keys[s.person_key]) for s in subs]
