@@ -25,6 +25,7 @@ from hub.config import Settings, get_settings
 from hub.db import create_pool, drop_database, recreate_database
 from hub.logging import configure_logging
 from hub.topics import ensure_topics
+from tests.browser.console_server import RunningConsole, running_console
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,30 @@ async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Po
     yield p
     await p.close()
     await drop_database(settings, missing_ok_if_busy=True)
+
+
+# --- the operator console, for the console's integration and browser tests -----------------------
+
+
+@pytest.fixture(scope="module")
+def console_settings(settings: Settings) -> Settings:
+    """A topic namespace of the module's own, so every figure the console shows is exact."""
+    return settings.model_copy(
+        update={
+            "topic_namespace": f"c{uuid.uuid4().hex[:10]}",
+            "console_session_secret": "console-test-secret",
+            "console_sample_interval_s": 0.5,
+        }
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ready(pool: asyncpg.Pool, console_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    await ensure_topics(console_settings)
+    yield pool
+
+
+@pytest.fixture(scope="module")
+def console(ready: asyncpg.Pool, console_settings: Settings) -> Iterator[RunningConsole]:
+    with running_console(console_settings, sample=True) as running:
+        yield running

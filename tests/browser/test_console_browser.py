@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -26,10 +26,9 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
 from hub.auth import OrgKind, Role, add_client
 from hub.config import PROJECT_ROOT, Settings
-from hub.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
-from tests.browser.console_server import RunningConsole, running_console
+from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, kafka_ends, publish
 from tests.helpers import read_topic
 
@@ -61,29 +60,6 @@ PERSONAL = [
 ]
 
 FIRST, SECOND = 9, 4
-
-
-@pytest.fixture(scope="module")
-def console_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "topic_namespace": f"b{uuid.uuid4().hex[:10]}",
-            "console_session_secret": "browser-test-secret",
-            "console_sample_interval_s": 0.5,
-        }
-    )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def ready(pool: asyncpg.Pool, console_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    await ensure_topics(console_settings)
-    yield pool
-
-
-@pytest.fixture(scope="module")
-def console(ready: asyncpg.Pool, console_settings: Settings) -> Iterator[RunningConsole]:
-    with running_console(console_settings, sample=True) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,8 @@ published and consumed, whatever else the session's tests do in the same databas
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-
 import asyncpg
 import httpx
-import pytest
-import pytest_asyncio
 
 from consumers.event_log import EventLogHandler
 from consumers.monitoring.kafka_probe import KafkaProbe
@@ -21,34 +16,10 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family
 from hub.auth import OrgKind, Role, add_client, revoke_client
 from hub.config import Settings
-from hub.topics import ensure_topics
 from tests import factories
-from tests.browser.console_server import RunningConsole, running_console
+from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, kafka_ends, publish
 from tests.helpers import read_topic, wait_for
-
-
-@pytest.fixture(scope="module")
-def console_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "topic_namespace": f"c{uuid.uuid4().hex[:10]}",
-            "console_session_secret": "console-test-secret",
-            "console_sample_interval_s": 0.5,
-        }
-    )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def ready(pool: asyncpg.Pool, console_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    await ensure_topics(console_settings)
-    yield pool
-
-
-@pytest.fixture(scope="module")
-def console(ready: asyncpg.Pool, console_settings: Settings) -> Iterator[RunningConsole]:
-    with running_console(console_settings, sample=True) as running:
-        yield running
 
 
 async def _client(pool: asyncpg.Pool, kind: OrgKind, code: str, roles: set[Role]) -> str:
