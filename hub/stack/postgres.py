@@ -9,11 +9,14 @@ Layout: ``pg/data`` (cluster, settings in ``data/hub.conf``), ``pg/run`` (unix s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +34,22 @@ PG_HINT = (
 
 
 def pg_root() -> Path:
-    return get_settings().stack_dir / "pg"
+    """``.stack/pg`` in the project — unless PostgreSQL's unprivileged user cannot reach it (a checkout
+    under a private home such as ``/root``): then a folder of the same name under the temp directory,
+    keyed by the project path so two checkouts never share one."""
+    preferred = get_settings().stack_dir / "pg"
+    if os.geteuid() != 0 or _world_traversable(preferred.parent):
+        return preferred
+    key = hashlib.sha1(str(preferred).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"ittai-hub-pg-{key}"
+
+
+def _world_traversable(path: Path) -> bool:
+    """Every existing ancestor of ``path`` lets others pass through (the x bit for others)."""
+    for folder in [path, *path.parents]:
+        if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
 
 
 def data_dir() -> Path:
