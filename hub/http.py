@@ -17,6 +17,7 @@ from prometheus_client import make_asgi_app
 
 from hub.auth import AuthError, Principal, Role, authenticate, require_role
 from hub.config import Settings, get_settings
+from hub.crypto import KeyStore
 from hub.runner import prepare
 
 
@@ -67,6 +68,11 @@ def create_app(
 
     app.mount("/metrics", make_asgi_app())
     return app
+
+
+async def attach_keystore(app: FastAPI) -> None:
+    """``on_startup`` for services that open sealed personal data (only under consent): ``app.state.keystore``."""
+    app.state.keystore = KeyStore.from_settings(app.state.settings)
 
 
 async def current_principal(

@@ -23,21 +23,17 @@ from consumers.feed.delivery import (
 )
 from hub.auth import AuthError, Principal, Role
 from hub.config import Settings
-from hub.crypto import KeyStore
 from hub.domain.calendar import DateFormatError, parse_month
-from hub.http import create_app, requires
+from hub.http import attach_keystore, create_app, requires
 
 
 def create_feed_app(settings: Settings | None = None) -> FastAPI:
-    async def startup(app: FastAPI) -> None:
-        app.state.keystore = KeyStore.from_settings(app.state.settings)
-
     app = create_app(
         "Ittai Hub placement feed",
         description="Monthly placement feed per authority: aggregates with disclosure control and the "
         "consented individual list.",
         settings=settings,
-        on_startup=startup,
+        on_startup=attach_keystore,
     )
 
     @app.get("/feeds/{authority}/{month}", tags=["feed"])

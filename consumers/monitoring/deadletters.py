@@ -185,16 +185,7 @@ class DeadLetterDesk:
                 f"{location['source_topic']} p{location['source_partition']}@{location['source_offset']} "
                 f"re-published as p{sent.partition}@{sent.offset}; resolves register rows {ids}"
             )
-            action_id = await queries.record_action(
-                conn,
-                client_id=actor.client_id,
-                actor=actor.name,
-                action="redrive",
-                target=target,
-                outcome="ok",
-                detail=detail,
-            )
-            await self._resolve(conn, ids, "redriven", action_id)
+            await self._settle(conn, actor, "redrive", target, detail, ids, "redriven")
         log.info("dead letter redriven", letter=letter_id, operator=actor.client_id, partition=sent.partition)
         return Outcome(letter_id, True, detail)
 
@@ -206,18 +197,31 @@ class DeadLetterDesk:
                 return await self._refused(conn, "discard", letter_id, target, group, actor)
             ids = [g["id"] for g in group]
             detail = f"resolves register rows {ids}"
-            action_id = await queries.record_action(
-                conn,
-                client_id=actor.client_id,
-                actor=actor.name,
-                action="discard",
-                target=target,
-                outcome="ok",
-                detail=detail,
-            )
-            await self._resolve(conn, ids, "discarded", action_id)
+            await self._settle(conn, actor, "discard", target, detail, ids, "discarded")
         log.info("dead letter discarded", letter=letter_id, operator=actor.client_id)
         return Outcome(letter_id, True, detail)
+
+    async def _settle(
+        self,
+        conn: asyncpg.Connection,
+        actor: Principal,
+        action: str,
+        target: str,
+        detail: str,
+        ids: list[int],
+        resolution: str,
+    ) -> None:
+        """Record who did what and resolve the register rows, in the caller's transaction."""
+        action_id = await queries.record_action(
+            conn,
+            client_id=actor.client_id,
+            actor=actor.name,
+            action=action,
+            target=target,
+            outcome="ok",
+            detail=detail,
+        )
+        await self._resolve(conn, ids, resolution, action_id)
 
     async def _resolve(
         self, conn: asyncpg.Connection, ids: list[int], resolution: str, action_id: int

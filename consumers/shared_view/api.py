@@ -23,10 +23,9 @@ from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import VIEW_FIELDS, view_from_row
 from hub.auth import OrgKind, Principal, Role
 from hub.config import Settings
-from hub.crypto import KeyStore
 from hub.domain.consent import Scope
 from hub.domain.shared_view import Reader, ReaderKind, decide, disclose, owns
-from hub.http import create_app, current_principal, requires
+from hub.http import attach_keystore, create_app, current_principal, requires
 
 PersonKeyPath = Annotated[
     str, Path(pattern=r"^[0-9a-f]{32}$", description="Pseudonymous person key (32 hex)")
@@ -129,15 +128,12 @@ async def _granted_rows(
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
-    async def startup(app: FastAPI) -> None:
-        app.state.keystore = KeyStore.from_settings(app.state.settings)
-
     app = create_app(
         "Ittai Hub — consented shared view",
         description="What an authority or a Hello Work office may see about its people, under their consent. "
         "Every read of personal data is recorded.",
         settings=settings,
-        on_startup=startup,
+        on_startup=attach_keystore,
     )
     columns = ", ".join(VIEW_FIELDS)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -204,6 +205,24 @@ def _page(
     )
 
 
+# Pages that render the current snapshot of flows and counts: path → (template, title).
+SNAPSHOT_PAGES = {
+    "/": ("overview.html", "Overview"),
+    "/topics": ("topics.html", "Topics"),
+    "/consumers": ("consumers.html", "Consumer groups"),
+    "/adapters": ("adapters.html", "Adapters"),
+    "/feeds": ("feeds.html", "Feeds"),
+    "/consent": ("consent.html", "Consent & latency"),
+}
+
+
+def _snapshot_page(template: str, title: str) -> Callable[..., Awaitable[HTMLResponse]]:
+    async def page(request: Request, who: Operator) -> HTMLResponse:
+        return _page(request, template, who, snap=await _snapshot(request), title=title)
+
+    return page
+
+
 async def _snapshot(request: Request) -> Snapshot:
     console = _console(request)
     return await collect(console.settings, request.app.state.pool, console.probe)
@@ -265,29 +284,10 @@ def _routes(app: FastAPI) -> None:
         response.delete_cookie(COOKIE)
         return response
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def overview(request: Request, who: Operator) -> HTMLResponse:
-        return _page(request, "overview.html", who, snap=await _snapshot(request), title="Overview")
-
-    @app.get("/topics", response_class=HTMLResponse, include_in_schema=False)
-    async def topics(request: Request, who: Operator) -> HTMLResponse:
-        return _page(request, "topics.html", who, snap=await _snapshot(request), title="Topics")
-
-    @app.get("/consumers", response_class=HTMLResponse, include_in_schema=False)
-    async def consumers(request: Request, who: Operator) -> HTMLResponse:
-        return _page(request, "consumers.html", who, snap=await _snapshot(request), title="Consumer groups")
-
-    @app.get("/adapters", response_class=HTMLResponse, include_in_schema=False)
-    async def adapters(request: Request, who: Operator) -> HTMLResponse:
-        return _page(request, "adapters.html", who, snap=await _snapshot(request), title="Adapters")
-
-    @app.get("/feeds", response_class=HTMLResponse, include_in_schema=False)
-    async def feeds(request: Request, who: Operator) -> HTMLResponse:
-        return _page(request, "feeds.html", who, snap=await _snapshot(request), title="Feeds")
-
-    @app.get("/consent", response_class=HTMLResponse, include_in_schema=False)
-    async def consent(request: Request, who: Operator) -> HTMLResponse:
-        return _page(request, "consent.html", who, snap=await _snapshot(request), title="Consent & latency")
+    for path, (template, title) in SNAPSHOT_PAGES.items():
+        app.add_api_route(
+            path, _snapshot_page(template, title), response_class=HTMLResponse, include_in_schema=False
+        )
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     async def audit(request: Request, who: Operator) -> HTMLResponse:
