@@ -23,7 +23,7 @@ from bench.common import (
 )
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
-from hub.logging import configure_logging
+from infra.logging import configure_logging
 
 
 async def main(total: int) -> None:

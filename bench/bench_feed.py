@@ -36,11 +36,11 @@ os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 import asyncpg
 
 from consumers.feed.builder import build_month
-from hub.config import Settings, get_settings
-from hub.db import create_pool, recreate_database
-from hub.domain.calendar import YearMonth
-from hub.domain.codes import lg_check_digit
-from hub.topics import ensure_topics
+from domain.calendar import YearMonth
+from domain.codes import lg_check_digit
+from infra.config import Settings, get_settings
+from infra.db import create_pool, recreate_database
+from infra.topics import ensure_topics
 
 AUTHORITIES = 1700
 REGISTRATIONS = 480_000

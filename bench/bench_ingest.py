@@ -34,11 +34,11 @@ os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"b{uuid.uuid4().hex[:10]}")
 os.environ.setdefault("HUB_EMPLOYMENT_PORT", "18482")
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
-from hub.auth import OrgKind, Role, add_client  # noqa: E402
-from hub.config import get_settings  # noqa: E402
-from hub.domain.csv_write import write_csv  # noqa: E402
-from hub.runner import prepare  # noqa: E402
-from hub.topics import ensure_topics  # noqa: E402
+from infra.auth import OrgKind, Role, add_client  # noqa: E402
+from infra.codecs.csv_write import write_csv  # noqa: E402
+from infra.config import get_settings  # noqa: E402
+from infra.runner import prepare  # noqa: E402
+from infra.topics import ensure_topics  # noqa: E402
 from producers.adapters.csv_import import import_as_client  # noqa: E402
 from producers.adapters.sites import add_sites  # noqa: E402
 from tests import factories  # noqa: E402

@@ -15,7 +15,7 @@ What is measured:
 4. **replay** — ``hub replay shared-view`` (empty the view, rebuild from the topics).
 
 Projection and replay run in child processes so each reports its own peak memory (``ru_maxrss``).
-The stream comes from ``producers.simulator``, sealed with real per-person keys, produced straight to a
+The stream comes from ``devtools.simulator``, sealed with real per-person keys, produced straight to a
 bench topic namespace with aiokafka (the outbox is not what is measured), into a ``ittai_bench``
 database created afresh.
 """
@@ -46,12 +46,12 @@ from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.handler import VIEW_FIELDS, SharedViewHandler, runtime_for
 from consumers.shared_view.replay import replay
 from contracts.envelope import decode, encode
-from hub.config import Settings
-from hub.crypto import KeyStore
-from hub.db import create_pool, recreate_database
-from hub.logging import configure_logging
-from hub.topics import ensure_topics
-from producers.simulator import SimulationConfig, simulate
+from devtools.simulator import SimulationConfig, simulate
+from infra.config import Settings
+from infra.crypto import KeyStore
+from infra.db import create_pool, recreate_database
+from infra.logging import configure_logging
+from infra.topics import ensure_topics
 from producers.submission import to_event
 
 BENCH_DB = "ittai_bench"

@@ -14,11 +14,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts.envelope import Family, encode
-from hub import stack
-from hub.config import Settings, get_settings
-from hub.db import create_pool, migrate
-from hub.topics import ensure_topics
-from producers.simulator import SimulationConfig, simulate
+from devtools import stack
+from devtools.simulator import SimulationConfig, simulate
+from infra.config import Settings, get_settings
+from infra.db import create_pool, migrate
+from infra.topics import ensure_topics
 from producers.submission import to_event
 
 

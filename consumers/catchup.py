@@ -14,7 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.runtime import BatchHandler, ConsumerRuntime
-from hub.config import Settings
+from infra.config import Settings
 
 Positions = dict[tuple[str, int], int]
 

@@ -16,10 +16,10 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from hub import metrics
-from hub.config import Settings
-from hub.kafka import start_producer
-from hub.logging import get_logger
+from infra import metrics
+from infra.config import Settings
+from infra.kafka import start_producer
+from infra.logging import get_logger
 
 log = get_logger("deadletter")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from consumers.runtime import Consumed
-from hub.config import Settings
+from infra.config import Settings
 
 
 class EventLogHandler:

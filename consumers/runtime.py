@@ -31,9 +31,9 @@ from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
 from contracts.envelope import Event, PoisonMessage, decode
-from hub import metrics
-from hub.config import Settings
-from hub.logging import get_logger
+from infra import metrics
+from infra.config import Settings
+from infra.logging import get_logger
 
 log = get_logger("consumer")
 

@@ -3,7 +3,7 @@
 Wire rule: statistical attributes (sex, age band, attribute categories, occupation group, employment
 type, route, dates) travel readable; everything that identifies a person (name, kana, birth date,
 contacts, address, employer, job seeker and case numbers) travels only inside ``personal``, a block
-sealed with that person's data key (see ``hub.crypto``). Deleting the key erases the person everywhere
+sealed with that person's data key (see ``infra.crypto``). Deleting the key erases the person everywhere
 the event went.
 
 Models read tolerantly (unknown fields are ignored, so adding an optional field is not a breaking
@@ -29,7 +29,7 @@ from contracts.types import (
     SiteId,
     Timestamp,
 )
-from hub.domain.occupation import CLASSIFICATION_VERSION, validate_occupation_group
+from domain.occupation import CLASSIFICATION_VERSION, validate_occupation_group
 
 EventId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="Business id (32 hex)")]
 
@@ -133,7 +133,7 @@ class Recipient(Contract):
 
     @model_validator(mode="after")
     def _code_matches_kind(self) -> Recipient:
-        from hub.domain.codes import validate_local_government_code
+        from domain.codes import validate_local_government_code
 
         if self.kind is RecipientKind.AUTHORITY:
             validate_local_government_code(self.code)

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
-from hub.domain.calendar import AgeBand
-from hub.domain.codes import validate_local_government_code
+from domain.calendar import AgeBand
+from domain.codes import validate_local_government_code
 
 __all__ = ["AgeBand"]
 

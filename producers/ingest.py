@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from contracts.envelope import Event
-from hub.crypto import KeyStore
+from infra.crypto import KeyStore
 from producers.outbox import enqueue
 from producers.submission import ExtraPolicy, Submission, to_event
 

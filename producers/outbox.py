@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from contracts.envelope import Event, encode, topic_for
-from hub import metrics
-from hub.config import Settings
-from hub.kafka import start_producer
-from hub.logging import get_logger
+from infra import metrics
+from infra.config import Settings
+from infra.kafka import start_producer
+from infra.logging import get_logger
 
 log = get_logger("outbox")
 

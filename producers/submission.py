@@ -18,7 +18,7 @@ from pydantic_core import InitErrorDetails
 
 from contracts.envelope import MODELS, Event, Family, event_type, new_event_id
 from contracts.events import PlacementPersonal, ReferralPersonal, RegistrationPersonal
-from hub.crypto import seal
+from infra.crypto import seal
 
 PERSONAL_MODELS: dict[Family, type[BaseModel]] = {
     Family.REGISTRATION: RegistrationPersonal,

@@ -20,11 +20,11 @@ os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 import asyncpg
 import pytest_asyncio
 
-from hub import stack
-from hub.config import Settings, get_settings
-from hub.db import create_pool, drop_database, recreate_database
-from hub.logging import configure_logging
-from hub.topics import ensure_topics
+from devtools import stack
+from infra.config import Settings, get_settings
+from infra.db import create_pool, drop_database, recreate_database
+from infra.logging import configure_logging
+from infra.topics import ensure_topics
 from tests.browser.console_server import RunningConsole, running_console
 
 

@@ -1,4 +1,4 @@
-"""Unit tests for hub.stack that need no running Kafka or PostgreSQL."""
+"""Unit tests for devtools.stack that need no running Kafka or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import Settings
-from hub.stack import kafka, postgres
+from devtools.stack import kafka, postgres
+from infra.config import Settings
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from consumers.feed.delivery import (
     to_csv,
     to_json,
 )
-from hub.auth import AuthError, Principal, Role
-from hub.config import Settings
-from hub.domain.calendar import DateFormatError, parse_month
-from hub.http import attach_keystore, create_app, requires
+from domain.calendar import DateFormatError, parse_month
+from infra.auth import AuthError, Principal, Role
+from infra.config import Settings
+from infra.http import attach_keystore, create_app, requires
 
 
 def create_feed_app(settings: Settings | None = None) -> FastAPI:

@@ -25,9 +25,8 @@ import asyncpg
 import orjson
 
 from consumers.feed.compose import Composed, Job, compose_many, previous_cells
-from hub.config import Settings
-from hub.domain.calendar import YearMonth, month_bounds
-from hub.domain.feed import (
+from domain.calendar import YearMonth, month_bounds
+from domain.feed import (
     RETENTION_CHECKPOINTS,
     FeedInput,
     PlacementFact,
@@ -40,8 +39,9 @@ from hub.domain.feed import (
     fiscal_months,
     shift_month,
 )
-from hub.kafka import start_producer
-from hub.logging import get_logger
+from infra.config import Settings
+from infra.kafka import start_producer
+from infra.logging import get_logger
 
 log = get_logger("feed")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from hub.domain.disclosure import (
+from domain.disclosure import (
     CellRef,
     PublishedCell,
     SuppressedFeed,
@@ -20,7 +20,7 @@ from hub.domain.disclosure import (
     counts,
     suppress_many,
 )
-from hub.domain.feed import (
+from domain.feed import (
     FeedInput,
     SiteTargets,
     YearToDate,
@@ -30,7 +30,7 @@ from hub.domain.feed import (
     registration_tables,
     retention_tables,
 )
-from hub.domain.occupation import CLASSIFICATION_VERSION
+from domain.occupation import CLASSIFICATION_VERSION
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def compose(
     targets: Sequence[SiteTargets] = (),
     year_to_date: Mapping[str, YearToDate] | None = None,
 ) -> Composed:
-    """Revision 1 (``previous`` None): suppression with the audit of ``hub.domain.disclosure``. Later
+    """Revision 1 (``previous`` None): suppression with the audit of ``domain.disclosure``. Later
     revisions: ``_revise`` against the previous revision's published cells."""
     return compose_many([Job(feed, previous, targets, year_to_date)], threshold=threshold)[0]
 

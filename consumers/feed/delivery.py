@@ -16,9 +16,9 @@ from typing import Any, Literal
 import asyncpg
 
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
-from hub.crypto import KeyStore, try_open
-from hub.domain.consent import ConsentRecord, Recipient, Scope, permits
-from hub.domain.occupation import OCCUPATION_GROUPS
+from domain.consent import ConsentRecord, Recipient, Scope, permits
+from domain.occupation import OCCUPATION_GROUPS
+from infra.crypto import KeyStore, try_open
 
 Encoding = Literal["utf-8", "cp932"]
 CP932_SUBSTITUTE = "〓"  # 下駄記号 (geta mark): the conventional stand-in for a character a code page lacks

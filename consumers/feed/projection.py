@@ -14,7 +14,7 @@ import asyncpg
 from consumers.runtime import Consumed
 from contracts.envelope import Family
 from contracts.events import Consent, ConsentAction, Placement, Referral, Registration, Retention
-from hub.config import Settings
+from infra.config import Settings
 
 
 class FeedProjection:
@@ -95,7 +95,7 @@ class FeedProjection:
             )
         await _mark_dirty(conn, regs, refs, places, rets)
         if consents:
-            # hub.domain.consent rule 1: a higher version replaces; a late lower or equal one is ignored.
+            # domain.consent rule 1: a higher version replaces; a late lower or equal one is ignored.
             await conn.executemany(
                 "INSERT INTO feed_consents (consent_id, person_key, version, withdrawn, scopes, recipients, "
                 "valid_from, valid_until, signed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "

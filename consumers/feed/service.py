@@ -13,9 +13,9 @@ import asyncpg
 from consumers.feed.builder import build_month, months_with_activity, publish_pending
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import TRANSIENT_ERRORS, ConsumerRuntime
-from hub.config import Settings
-from hub.domain.feed import is_closed
-from hub.logging import get_logger
+from domain.feed import is_closed
+from infra.config import Settings
+from infra.logging import get_logger
 
 log = get_logger("feed")
 

@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaProducer
 from consumers.monitoring import queries
 from consumers.monitoring.figures import dlq_header, redrive_headers, safe_headers
 from consumers.monitoring.kafka_probe import KafkaProbe
-from hub.auth import Principal
-from hub.config import Settings
-from hub.kafka import start_producer
-from hub.logging import get_logger
+from infra.auth import Principal
+from infra.config import Settings
+from infra.kafka import start_producer
+from infra.logging import get_logger
 
 log = get_logger("console.deadletters")
 

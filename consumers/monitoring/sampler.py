@@ -22,9 +22,9 @@ from consumers.monitoring import queries
 from consumers.monitoring.deadletters import DeadLetterDesk
 from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.snapshot import Snapshot, collect, monitored_topics
-from hub import metrics
-from hub.config import Settings
-from hub.logging import get_logger
+from infra import metrics
+from infra.config import Settings
+from infra.logging import get_logger
 
 log = get_logger("console.sampler")
 

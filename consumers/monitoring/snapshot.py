@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 from consumers.monitoring import queries
 from consumers.monitoring.figures import ConsumerFigures, TopicFigures, consumer_lag
 from consumers.monitoring.kafka_probe import KafkaProbe
-from hub.config import Settings
+from infra.config import Settings
 
 RATE_WINDOWS_S = (60.0, 300.0)
 CHART_MINUTES = 30.0

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import VIEW_FIELDS, view_from_row
-from hub.auth import OrgKind, Principal, Role
-from hub.config import Settings
-from hub.domain.consent import Scope
-from hub.domain.shared_view import Reader, ReaderKind, decide, disclose, owns
-from hub.http import attach_keystore, create_app, current_principal, requires
+from domain.consent import Scope
+from domain.shared_view import Reader, ReaderKind, decide, disclose, owns
+from infra.auth import OrgKind, Principal, Role
+from infra.config import Settings
+from infra.http import attach_keystore, create_app, current_principal, requires
 
 PersonKeyPath = Annotated[
     str, Path(pattern=r"^[0-9a-f]{32}$", description="Pseudonymous person key (32 hex)")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from consumers.shared_view.handler import ERASURE_LOCK
-from hub.crypto import KeyStore
-from hub.logging import get_logger
+from infra.crypto import KeyStore
+from infra.logging import get_logger
 
 log = get_logger("shared-view.erasure")
 

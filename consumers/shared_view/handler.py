@@ -4,7 +4,7 @@ Per batch, in the runtime's transaction (a handful of statements whatever the ba
 
 1. skip people on the erasure register (and drop their cached keys);
 2. store consents (newest version wins) and the other events sealed, idempotently by event id;
-3. for every person the batch touched, decide the active consent (``hub.domain.shared_view``);
+3. for every person the batch touched, decide the active consent (``domain.shared_view``);
 4. for those with active consent: a record already in the view under the same consent terms takes only
    the batch's newly stored events (``extend``; nothing is written when nothing shown changes); the
    others (newcomers, changed terms, a second registration) are rebuilt from all their stored events;
@@ -32,10 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consumers.runtime import Consumed, ConsumerRuntime
 from contracts.envelope import Family
-from hub.config import Settings
-from hub.crypto import KeyStore
-from hub.domain.consent import ConsentRecord, Recipient, Scope
-from hub.domain.shared_view import (
+from domain.consent import ConsentRecord, Recipient, Scope
+from domain.shared_view import (
     PersonView,
     StoredEvent,
     active_consent,
@@ -44,6 +42,8 @@ from hub.domain.shared_view import (
     project,
     same_consent,
 )
+from infra.config import Settings
+from infra.crypto import KeyStore
 
 JST = timezone(timedelta(hours=9), "JST")
 # Batches hold this shared; erasure holds it exclusively, so no batch can write a person's clear data
@@ -208,7 +208,7 @@ def runtime_for(
 
 
 class _Opener:
-    """Opens sealed blocks for one batch: the ``hub.crypto`` scheme (AES-256-GCM, person key as
+    """Opens sealed blocks for one batch: the ``infra.crypto`` scheme (AES-256-GCM, person key as
     associated data) with one cipher object per person, because this is the projection's hot loop."""
 
     def __init__(self, keys: dict[str, bytes]) -> None:

@@ -19,7 +19,7 @@ import asyncpg
 
 from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
-from hub.config import Settings
+from infra.config import Settings
 
 SERVICE_LOCK = 7_204_002
 

@@ -15,8 +15,8 @@ import uvicorn
 from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
 from consumers.shared_view.replay import SERVICE_LOCK
-from hub.config import Settings
-from hub.logging import get_logger
+from infra.config import Settings
+from infra.logging import get_logger
 
 log = get_logger("shared-view")
 
@@ -26,7 +26,7 @@ SWEEP_INTERVAL_S = 60.0
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        # hub.runner owns SIGTERM/SIGINT and calls stop() on every service.
+        # infra.runner owns SIGTERM/SIGINT and calls stop() on every service.
         yield
 
 

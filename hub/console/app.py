@@ -1,6 +1,6 @@
 """The operator console: flows, lag, adapters, dead letters with redrive, feeds, consent, latency.
 
-Built on ``hub.http.create_app`` (``/healthz``, ``/readyz``, ``/metrics``). Pages are server-rendered
+Built on ``infra.http.create_app`` (``/healthz``, ``/readyz``, ``/metrics``). Pages are server-rendered
 (Jinja2, autoescaped) and run no script. This process never holds the master key: it imports nothing
 that opens a sealed block, and shows envelope headers and counts only.
 """
@@ -26,11 +26,11 @@ from consumers.monitoring.figures import ConsumerFigures, TopicFigures, group_le
 from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.sampler import Sampler, register_collector
 from consumers.monitoring.snapshot import RATE_WINDOWS_S, Snapshot, collect
-from hub.auth import AuthError, Principal, authenticate
-from hub.config import Settings, get_settings
 from hub.console.charts import bar_chart, line_chart
 from hub.console.session import COOKIE, LoginRequired, Sessions, operator_by_id, require_operator
-from hub.http import create_app
+from infra.auth import AuthError, Principal, authenticate
+from infra.config import Settings, get_settings
+from infra.http import create_app
 
 HERE = Path(__file__).parent
 PAGES = (

@@ -1,6 +1,6 @@
 """Operator login for the console: a token pasted once, then a signed, expiring session cookie.
 
-Operators are clients of org kind ``operator`` with role ``operate`` (``hub.auth``); authority, office,
+Operators are clients of org kind ``operator`` with role ``operate`` (``infra.auth``); authority, office,
 national Hello Work and publisher credentials are refused with 403 and the reason. The cookie holds the
 client id and a CSRF token, signed and time-stamped with itsdangerous; every request re-reads the client
 so a revoked operator is out at their next click. Forms carry the CSRF token (SameSite=Strict as well).
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from hub.auth import AuthError, OrgKind, Principal, Role, require_role
-from hub.config import Settings
+from infra.auth import AuthError, OrgKind, Principal, Role, require_role
+from infra.config import Settings
 
 COOKIE = "ittai_console"
 

@@ -20,12 +20,12 @@ from fastapi.responses import Response
 from starlette.routing import Route
 
 from contracts.envelope import MODELS, Family
-from hub.auth import AuthError, Principal, Role, authenticate, require_role
-from hub.config import Settings, get_settings
-from hub.crypto import KeyStore
-from hub.domain.csv_columns import COLUMNS
-from hub.domain.csv_rows import FileError
-from hub.domain.field_errors import FieldError
+from infra.auth import AuthError, Principal, Role, authenticate, require_role
+from infra.codecs.csv_columns import COLUMNS
+from infra.codecs.csv_rows import FileError
+from infra.codecs.field_errors import FieldError
+from infra.config import Settings, get_settings
+from infra.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
 from producers.adapters.service import AdapterService, IdempotencyConflict, Rejected
 from producers.outbox import OutboxRelay
@@ -121,7 +121,7 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
     """``relay=False`` when another adapter in the same process already runs the outbox relay; by
     default the setting ``adapter_runs_relay`` decides."""
-    from hub.http import create_app
+    from infra.http import create_app
 
     s = settings or get_settings()
     run_relay = s.adapter_runs_relay if relay is None else relay

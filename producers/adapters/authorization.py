@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.envelope import Family
-from hub.auth import AuthError, OrgKind, Principal
+from infra.auth import AuthError, OrgKind, Principal
 
 
 class Adapter(StrEnum):

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from contracts.envelope import Family
-from hub.auth import AuthError, OrgKind, Principal, Role, authenticate, require_role
-from hub.config import Settings
-from hub.crypto import KeyStore
+from infra.auth import AuthError, OrgKind, Principal, Role, authenticate, require_role
+from infra.config import Settings
+from infra.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
 from producers.adapters.service import AdapterService, ImportSummary
 from producers.outbox import OutboxRelay

@@ -27,12 +27,12 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError, create_model
 
 from contracts.envelope import MODELS, Event, Family, event_type, new_event_id
-from hub.auth import AuthError, Principal
-from hub.config import Settings
-from hub.crypto import KeyStore, seal
-from hub.domain.csv_rows import FileError, ParsedRow, read_rows
-from hub.domain.field_errors import FieldError, from_validation_error
-from hub.logging import get_logger
+from infra.auth import AuthError, Principal
+from infra.codecs.csv_rows import FileError, ParsedRow, read_rows
+from infra.codecs.field_errors import FieldError, from_validation_error
+from infra.config import Settings
+from infra.crypto import KeyStore, seal
+from infra.logging import get_logger
 from producers.adapters.authorization import Adapter, authorize, sites_to_resolve
 from producers.outbox import enqueue
 from producers.submission import PERSONAL_MODELS
@@ -464,7 +464,7 @@ class AdapterService:
 
 
 def revoked(client_id: str, at: datetime) -> AuthError:
-    """The 401 for a revoked credential (the same words as ``hub.auth.authenticate``)."""
+    """The 401 for a revoked credential (the same words as ``infra.auth.authenticate``)."""
     return AuthError(401, f"credentials of client {client_id} were revoked at {at.isoformat()}")
 
 

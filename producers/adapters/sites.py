@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from hub.domain.codes import validate_local_government_code
+from domain.codes import validate_local_government_code
 
 
 def check_site(site_id: str, office: str) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from hub.config import Settings
 from hub.console.app import create_console_app
+from infra.config import Settings
 
 
 def free_port() -> int:

@@ -11,8 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.event_log import EventLogHandler
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
-from hub.config import Settings
-from hub.crypto import KeyStore
+from infra.config import Settings
+from infra.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission

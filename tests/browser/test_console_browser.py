@@ -24,8 +24,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
-from hub.auth import OrgKind, Role, add_client
-from hub.config import PROJECT_ROOT, Settings
+from infra.auth import OrgKind, Role, add_client
+from infra.config import PROJECT_ROOT, Settings
 from producers.submission import to_event
 from tests import factories
 from tests.browser.console_server import RunningConsole

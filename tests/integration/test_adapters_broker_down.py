@@ -10,9 +10,9 @@ import asyncpg
 import httpx
 
 from contracts.envelope import Family, decode
-from hub import stack
-from hub.auth import OrgKind, Role, add_client
-from hub.config import Settings
+from devtools import stack
+from infra.auth import OrgKind, Role, add_client
+from infra.config import Settings
 from producers.adapters.app import employment_app
 from producers.adapters.serve import running
 from tests import factories

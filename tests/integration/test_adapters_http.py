@@ -18,10 +18,10 @@ from structlog.testing import capture_logs
 
 from contracts.envelope import Family, decode
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
-from hub.auth import OrgKind, Role, add_client, revoke_client
-from hub.config import Settings
-from hub.crypto import KeyStore, open_sealed
-from hub.domain.csv_write import write_csv
+from infra.auth import OrgKind, Role, add_client, revoke_client
+from infra.codecs.csv_write import write_csv
+from infra.config import Settings
+from infra.crypto import KeyStore, open_sealed
 from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites

@@ -14,8 +14,8 @@ from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.queries import optional
 from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family
-from hub.auth import OrgKind, Role, add_client, revoke_client
-from hub.config import Settings
+from infra.auth import OrgKind, Role, add_client, revoke_client
+from infra.config import Settings
 from tests import factories
 from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, kafka_ends, publish

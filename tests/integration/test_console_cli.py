@@ -16,10 +16,10 @@ import asyncpg
 import httpx
 from rich.console import Console
 
-from consumers.monitoring.demo import demo_console
 from contracts.envelope import Family
-from hub.auth import OrgKind, Role, authenticate
-from hub.config import PROJECT_ROOT, Settings
+from devtools.demo.monitoring import demo_console
+from infra.auth import OrgKind, Role, authenticate
+from infra.config import PROJECT_ROOT, Settings
 from tests import factories
 from tests.browser.console_server import free_port
 from tests.browser.flows import kafka_ends, publish

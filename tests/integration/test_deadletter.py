@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
-from hub.config import Settings
-from hub.crypto import seal
+from infra.config import Settings
+from infra.crypto import seal
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import read_topic, wait_for

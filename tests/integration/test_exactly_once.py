@@ -14,8 +14,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Family, encode
-from hub.config import Settings
-from hub.topics import ensure_topics
+from infra.config import Settings
+from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import wait_for

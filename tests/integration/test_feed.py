@@ -22,12 +22,12 @@ from consumers.feed.builder import build_month
 from consumers.feed.delivery import deliver
 from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
-from hub.auth import OrgKind, Role, add_client
-from hub.config import Settings
-from hub.crypto import KeyStore
-from hub.domain.calendar import YearMonth
-from hub.publish import publish_submissions
-from producers.simulator import SimulationConfig, is_late, simulate
+from devtools.simulator import SimulationConfig, is_late, simulate
+from domain.calendar import YearMonth
+from infra.auth import OrgKind, Role, add_client
+from infra.config import Settings
+from infra.crypto import KeyStore
+from producers.publish import publish_submissions
 from producers.submission import Submission
 from tests.helpers import read_topic
 

@@ -8,9 +8,9 @@ from collections import defaultdict
 import asyncpg
 
 from contracts.envelope import decode
-from hub import stack
-from hub.config import Settings
-from hub.crypto import KeyStore
+from devtools import stack
+from infra.config import Settings
+from infra.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from tests import factories

@@ -10,8 +10,8 @@ from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, decode
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
-from hub.config import Settings
-from hub.crypto import KeyStore, open_sealed
+from infra.config import Settings
+from infra.crypto import KeyStore, open_sealed
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from tests import factories

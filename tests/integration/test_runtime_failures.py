@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
 from contracts.envelope import Family, encode
-from hub.config import Settings
-from hub.topics import ensure_topics
+from infra.config import Settings
+from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import read_topic, wait_for

@@ -27,9 +27,9 @@ from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler, load_views, runtime_for, today_jst
 from consumers.shared_view.replay import replay
 from contracts.envelope import Family, encode
-from hub.auth import OrgKind, Role, add_client
-from hub.config import Settings
-from hub.crypto import KeyStore
+from infra.auth import OrgKind, Role, add_client
+from infra.config import Settings
+from infra.crypto import KeyStore
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission

@@ -18,12 +18,12 @@ from consumers.catchup import end_offsets, progress_of
 from consumers.shared_view.handler import load_views, today_jst
 from contracts.envelope import Family, encode
 from contracts.events import Sealed
-from hub.config import Settings
-from hub.crypto import KeyStore, open_sealed
-from hub.domain.consent import ConsentRecord
-from hub.domain.shared_view import PersonView, StoredEvent, active_consent, consent_record, project
-from hub.topics import ensure_topics
-from producers.simulator import SimulationConfig, simulate
+from devtools.simulator import SimulationConfig, simulate
+from domain.consent import ConsentRecord
+from domain.shared_view import PersonView, StoredEvent, active_consent, consent_record, project
+from infra.config import Settings
+from infra.crypto import KeyStore, open_sealed
+from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests.helpers import wait_for
 

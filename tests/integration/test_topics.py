@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 
-from hub.config import Settings
-from hub.topics import ensure_topics, wanted_topics
+from infra.config import Settings
+from infra.topics import ensure_topics, wanted_topics
 
 
 async def test_ensure_creates_then_checks_then_reports_mismatch(

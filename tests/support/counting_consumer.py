@@ -13,8 +13,8 @@ import asyncpg
 
 from consumers.runtime import Consumed, ConsumerRuntime
 from contracts.envelope import Family
-from hub.config import Settings
-from hub.runner import run_forever
+from infra.config import Settings
+from infra.runner import run_forever
 
 
 class CountingHandler:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from contracts.envelope import Family
-from hub.auth import AuthError, OrgKind, Principal, Role
-from hub.domain.field_errors import FieldError, from_validation_error
+from infra.auth import AuthError, OrgKind, Principal, Role
+from infra.codecs.field_errors import FieldError, from_validation_error
 from producers.adapters.authorization import Adapter, authorize
 from producers.submission import to_event
 from tests import factories

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from hub.domain.calendar import (
+from domain.calendar import (
     AgeBand,
     DateFormatError,
     YearMonth,

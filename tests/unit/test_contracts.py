@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from contracts.compat import breaking_changes
 from contracts.envelope import Family, PoisonMessage, decode, encode
 from contracts.generate import check_all, event_schema, schema_path
-from hub.domain.codes import CodeError, lg_check_digit, validate_local_government_code
+from domain.codes import CodeError, lg_check_digit, validate_local_government_code
 from producers.submission import to_event
 from tests import factories
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hub.domain.csv_rows import FileError, decode, read_rows
-from hub.domain.csv_write import era_short, write_csv
+from infra.codecs.csv_rows import FileError, decode, read_rows
+from infra.codecs.csv_write import era_short, write_csv
 from tests import factories
 
 REFERRAL_HEADER = "送り込みID,個人キー,自治体コード,拠点ID,支援事業,送り込み日,ケース番号"
@@ -126,7 +126,7 @@ def test_era_short() -> None:
 def test_docs_list_every_column() -> None:
     from pathlib import Path
 
-    from hub.domain.csv_columns import COLUMNS
+    from infra.codecs.csv_columns import COLUMNS
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text(encoding="utf-8")
     for family, columns in COLUMNS.items():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from hub.domain.disclosure import (
+from domain.disclosure import (
     TOTAL,
     CellRef,
     DisclosureError,

@@ -8,8 +8,8 @@ import pytest
 
 from consumers.feed.compose import compose, previous_cells
 from consumers.feed.delivery import CP932_SUBSTITUTE, to_csv
-from hub.domain.calendar import AgeBand, YearMonth
-from hub.domain.feed import (
+from domain.calendar import AgeBand, YearMonth
+from domain.feed import (
     OTHER_SITES,
     Achievement,
     FeedInput,

@@ -22,10 +22,10 @@ from consumers.monitoring.figures import (
     redrive_headers,
     safe_headers,
 )
-from hub.auth import AuthError, OrgKind, Principal, Role
-from hub.config import Settings
 from hub.console.charts import bar_chart, line_chart
 from hub.console.session import Sessions, require_operator
+from infra.auth import AuthError, OrgKind, Principal, Role
+from infra.config import Settings
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 

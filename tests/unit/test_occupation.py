@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.domain.occupation import (
+from domain.occupation import (
     CLASSIFICATION_VERSION,
     OCCUPATION_GROUPS,
     OccupationError,

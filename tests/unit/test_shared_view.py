@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime
 
-from hub.domain.consent import Scope
-from hub.domain.shared_view import (
+from domain.consent import Scope
+from domain.shared_view import (
     Reader,
     ReaderKind,
     StoredEvent,

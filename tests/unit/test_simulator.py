@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from contracts.envelope import Family
-from hub.domain.codes import validate_local_government_code
-from producers.simulator import (
+from devtools.simulator import (
     JST,
     KNOWN_AUTHORITIES,
     SimulationConfig,
@@ -22,6 +21,7 @@ from producers.simulator import (
     summarize,
     write_jsonl,
 )
+from domain.codes import validate_local_government_code
 from producers.submission import Submission, to_event
 
 # Six months so registrants of the first two months have their whole four-month placement window.

@@ -1,0 +1,83 @@
+"""The local development stack: Apache Kafka (KRaft) from Maven jars and PostgreSQL, all under ``.stack``.
+
+Synchronous, subprocess-based API used by ``hub stack ...``, the tests and the fault tests::
+
+    ensure_up(nodes=None)      # idempotent; None = the node count already set up, else 1
+    down() / reset()           # stop everything / stop and delete data (jar cache kept)
+    kafka_bootstrap(nodes=None) -> "127.0.0.1:19092[,...]"
+    kafka_stop_node(n) / kafka_start_node(n)
+    is_kafka_up(nodes=None) / is_pg_up()
+"""
+
+from __future__ import annotations
+
+from devtools.stack.kafka import (
+    StackError,
+    formatted_nodes,
+    is_kafka_up,
+    kafka_bootstrap,
+    kafka_down,
+    kafka_ensure_up,
+    kafka_reset,
+    kafka_start,
+    kafka_start_node,
+    kafka_status,
+    kafka_stop_node,
+    kafka_wait,
+    stack_lock,
+)
+from devtools.stack.postgres import is_pg_up, pg_check, pg_down, pg_ensure_up, pg_reset
+
+__all__ = [
+    "StackError",
+    "down",
+    "ensure_up",
+    "formatted_nodes",
+    "is_kafka_up",
+    "is_pg_up",
+    "is_up",
+    "kafka_bootstrap",
+    "kafka_down",
+    "kafka_ensure_up",
+    "kafka_reset",
+    "kafka_start_node",
+    "kafka_status",
+    "kafka_stop_node",
+    "pg_down",
+    "pg_ensure_up",
+    "pg_reset",
+    "reset",
+]
+
+
+def is_up(nodes: int | None = None) -> bool:
+    return is_kafka_up(nodes) and is_pg_up()
+
+
+def ensure_up(nodes: int | None = None, *, recreate: bool = False) -> None:
+    """Bring Kafka (``nodes`` = 1 or 3) and PostgreSQL up and wait until both answer. Idempotent.
+
+    ``nodes=None`` keeps the node count already set up (1 on a fresh checkout). Asking for a different
+    count than the one formatted raises StackError unless ``recreate=True`` (wipes Kafka data only).
+    Kafka brokers boot while PostgreSQL starts, so a cold start costs max(kafka, pg), not the sum."""
+    if is_up(nodes):
+        return
+    with stack_lock():
+        pg_check()  # fail on a missing prerequisite before starting anything
+        kafka_start(nodes, recreate=recreate)
+        pg_ensure_up()
+        kafka_wait(nodes)
+
+
+def down() -> None:
+    """Stop Kafka (SIGTERM all nodes, SIGKILL after ~20 s) and PostgreSQL. Idempotent."""
+    with stack_lock():
+        kafka_down()
+        pg_down()
+
+
+def reset() -> None:
+    """``down`` and delete Kafka and PostgreSQL data, keeping the jar cache, so the next ``up`` is fresh."""
+    with stack_lock():
+        kafka_reset()
+        pg_reset()

@@ -1,0 +1,101 @@
+"""``hub stack up | status | down | reset``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from devtools import stack
+from devtools.stack import postgres
+from infra.config import get_settings
+
+stack_app = typer.Typer(no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(str(exc), style="bold red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _table() -> tuple[Table, bool]:
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("service", "state", "pid", "address"):
+        table.add_column(col)
+    all_up = True
+    for node in stack.kafka_status():
+        state = "up" if node.ready else ("starting/unhealthy" if node.pid else "stopped")
+        all_up &= node.ready
+        colour = "green" if node.ready else "red"
+        addr = f"{node.address} (controller {node.controller})"
+        table.add_row(f"kafka node {node.node}", f"[{colour}]{state}[/]", str(node.pid or "-"), addr)
+    pg_pid = postgres.pg_pid()
+    pg_up = stack.is_pg_up()
+    all_up &= pg_up
+    state = "[green]up[/]" if pg_up else ("[red]not accepting[/]" if pg_pid else "[red]stopped[/]")
+    table.add_row("postgresql", state, str(pg_pid or "-"), postgres.pg_address())
+    return table, all_up
+
+
+@stack_app.command()
+def up(
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", "-n", help="Kafka nodes: 1 or 3 (default: as set up, else 1)")
+    ] = None,
+    recreate: Annotated[
+        bool, typer.Option(help="If Kafka is set up for another node count, wipe Kafka data and reformat")
+    ] = False,
+) -> None:
+    """Start Kafka (KRaft) and PostgreSQL under .stack; idempotent."""
+    if nodes not in (None, 1, 3):
+        raise _fail(ValueError("--nodes must be 1 or 3"))
+    if stack.is_up(nodes):
+        out.print("[green]Stack already running and healthy.[/]")
+    else:
+        started = time.monotonic()
+        try:
+            with out.status("Starting Kafka and PostgreSQL (first run resolves the Kafka jars)…"):
+                stack.ensure_up(nodes, recreate=recreate)
+        except stack.StackError as exc:
+            raise _fail(exc) from None
+        out.print(f"[green]Stack up[/] in {time.monotonic() - started:.1f} s.")
+    table, _ = _table()
+    out.print(table)
+    out.print(f"kafka bootstrap: {stack.kafka_bootstrap(nodes)}", soft_wrap=True)
+    out.print(f"postgres dsn:    {get_settings().pg_dsn}", soft_wrap=True)
+
+
+@stack_app.command()
+def status() -> None:
+    """Show each Kafka node and PostgreSQL; exit code 0 only if all are up."""
+    table, all_up = _table()
+    out.print(table)
+    if not all_up:
+        raise typer.Exit(1)
+
+
+@stack_app.command()
+def down() -> None:
+    """Stop Kafka and PostgreSQL (data kept); idempotent."""
+    try:
+        with out.status("Stopping…"):
+            stack.down()
+    except stack.StackError as exc:
+        raise _fail(exc) from None
+    out.print("Stack stopped.")
+
+
+@stack_app.command()
+def reset() -> None:
+    """Stop everything and delete Kafka and PostgreSQL data (the Kafka jar cache is kept)."""
+    try:
+        with out.status("Stopping and deleting data…"):
+            stack.reset()
+    except stack.StackError as exc:
+        raise _fail(exc) from None
+    out.print("Stack reset: next `hub stack up` starts fresh.")

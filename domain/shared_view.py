@@ -1,0 +1,461 @@
+"""The consented shared view (共有ビュー): what both sides may see about one person, and only while their
+consent allows it. Pure rules; the consumer and the HTTP API are thin edges around them.
+
+Consent semantics (the README repeats them):
+
+* **Scopes are purposes.** ``share_registration`` — registration data (name, kana, birth date, contacts,
+  address) and the link between the Hello Work job seeker number (求職番号) and the authority case number
+  (ケース番号); ``disclose_placement`` — the placement with the person's name and employer;
+  ``retention_support`` — retention checkpoints for 定着支援 (post-placement follow-up).
+* **Recipients.** A consent lists which authorities (local government code) and which Hello Work
+  offices (office code) may receive data. The national Hello Work system reads as the registration
+  office would.
+* **Validity.** A consent grants nothing before ``valid_from`` or after ``valid_until`` (JST dates).
+* **Newest version wins** within one consent record; across records the one signed last is effective
+  (``domain.consent``). A withdrawal grants nothing; signing a new form later re-consents.
+* **In the view** is a person whose effective consent is active today with at least one scope. Their
+  personal fields are stored in clear only for the scopes granted; everything else stays sealed (the
+  events as they travelled) and is *held*: it becomes visible when a consent that covers it arrives, and
+  never before. Withdrawal deletes the person's row (and with it every clear field) in the batch that
+  reads the withdrawal.
+* **Reads.** An authority sees a person registered at one of its sites or referred by it, an office a
+  person registered at that office — and either only if the consent lists it as recipient and grants
+  the read's purpose. A read returns the non-identifying core plus the fields of its purpose only.
+* **Erasure** deletes the person's data key and rows; the register of erasures makes replays skip them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from domain.consent import ConsentRecord, Recipient, Scope, effective
+
+AUTHORITY = "authority"
+OFFICE = "office"
+
+# Which personal fields each purpose discloses. ``name`` goes with every purpose: a case worker cannot
+# follow up someone they cannot name. Everything not listed here is the non-identifying core.
+REGISTRATION_FIELDS = ("name", "name_kana", "birth_date", "phone", "email", "address")
+LINK_FIELDS = ("job_seeker_number", "case_numbers")
+FIELDS_BY_PURPOSE: dict[Scope, tuple[str, ...]] = {
+    Scope.SHARE_REGISTRATION: (*REGISTRATION_FIELDS, *LINK_FIELDS),
+    Scope.DISCLOSE_PLACEMENT: ("name", "placements.employer_name", "placements.employer_address"),
+    Scope.RETENTION_SUPPORT: ("name", "retention"),
+}
+
+
+class ReaderKind(StrEnum):
+    AUTHORITY = "authority"
+    OFFICE = "office"
+    NATIONAL = "hello_work_national"
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Who reads: an authority (local government code), an office (office code) or Hello Work national."""
+
+    kind: ReaderKind
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One of a person's events as the view keeps it: the contract's JSON form (personal block still
+    sealed) plus the opened personal block, or ``None`` when there is none or the key is gone."""
+
+    event_id: str
+    family: str
+    time: datetime
+    data: Mapping[str, Any]
+    personal: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonView:
+    """One person's shared record. Personal fields are ``None`` unless a granted scope covers them."""
+
+    person_key: str
+    consent_id: str
+    scopes: tuple[str, ...]
+    recipient_authorities: tuple[str, ...]
+    recipient_offices: tuple[str, ...]
+    valid_from: date
+    valid_until: date | None
+    authority: str | None = None
+    office: str | None = None
+    site: str | None = None
+    registered_on: date | None = None
+    sex: str | None = None
+    age_band: str | None = None
+    attributes: tuple[str, ...] = ()
+    desired_occupation: str | None = None
+    team_support: bool | None = None
+    referring_authorities: tuple[str, ...] = ()
+    referrals: tuple[dict[str, Any], ...] = ()
+    placements: tuple[dict[str, Any], ...] = ()
+    retention: tuple[dict[str, Any], ...] = ()
+    name: str | None = None
+    name_kana: str | None = None
+    birth_date: date | None = None
+    phone: str | None = None
+    email: str | None = None
+    address: str | None = None
+    job_seeker_number: str | None = None
+    case_numbers: tuple[str, ...] = ()
+    masked: bool = False  # a sealed block would not open: the person's key was erased
+
+    def grants(self, scope: Scope) -> bool:
+        return scope.value in self.scopes
+
+
+# --- consent -----------------------------------------------------------------------------------
+
+
+def consent_record(data: Mapping[str, Any]) -> ConsentRecord:
+    """A consent event's data (contract JSON form) as the domain's ``ConsentRecord``."""
+    until = data.get("valid_until")
+    return ConsentRecord(
+        consent_id=data["consent_id"],
+        version=int(data["version"]),
+        withdrawn=data["action"] == "withdrawn",
+        scopes=frozenset(Scope(s) for s in data.get("scopes", ())),
+        recipients=frozenset(Recipient(r["kind"], r["code"]) for r in data.get("recipients", ())),
+        valid_from=_date(data["valid_from"]),
+        valid_until=_date(until) if until else None,
+        signed_at=_instant(data["captured"]["signed_at"]),
+    )
+
+
+def active_consent(records: Iterable[ConsentRecord], today: date) -> ConsentRecord | None:
+    """The effective consent if it grants anything today, else ``None`` (withdrawn, expired, not yet valid)."""
+    current = effective(records)
+    if current is None or current.withdrawn or not current.scopes:
+        return None
+    if today < current.valid_from or (current.valid_until is not None and today > current.valid_until):
+        return None
+    return current
+
+
+# --- projection --------------------------------------------------------------------------------
+
+
+def project(
+    person_key: str, consent: ConsentRecord | None, events: Sequence[StoredEvent]
+) -> PersonView | None:
+    """The person's shared record from their events under ``consent`` (the active one, see
+    ``active_consent``); ``None`` means they are not in the view at all.
+
+    The result depends only on the set of events, not on their order, so a replay, a redelivery or an
+    out-of-order arrival gives the same record.
+    """
+    if consent is None:
+        return None
+    scopes = consent.scopes
+    share = Scope.SHARE_REGISTRATION in scopes
+    disclose = Scope.DISCLOSE_PLACEMENT in scopes
+    retain = Scope.RETENTION_SUPPORT in scopes
+    masked = False
+    by_family: dict[str, list[StoredEvent]] = {}
+    for ev in events:  # no sort needed: every choice below is by content, and every list is sorted
+        by_family.setdefault(ev.family, []).append(ev)
+        if ev.data.get("personal") is not None and ev.personal is None:
+            masked = True
+
+    fields: dict[str, Any] = {}
+    registrations = by_family.get("registration", [])
+    if registrations:
+        fields = _registration_fields(_latest_registration(registrations), share, disclose, retain)
+
+    referrals = [_referral_item(ev.data) for ev in by_family.get("referral", ())]
+    case_numbers = [_case_number(ev) for ev in by_family.get("referral", ())] if share else []
+    placements = [_placement_item(ev, disclose) for ev in by_family.get("placement", ())]
+    retention = [_retention_item(ev.data) for ev in by_family.get("retention", ())] if retain else []
+
+    authorities, offices = _recipient_codes(consent.recipients)
+    return PersonView(
+        person_key=person_key,
+        consent_id=consent.consent_id,
+        scopes=_scope_names(scopes),
+        recipient_authorities=authorities,
+        recipient_offices=offices,
+        valid_from=consent.valid_from,
+        valid_until=consent.valid_until,
+        referring_authorities=tuple(sorted({r["authority"] for r in referrals})),
+        referrals=tuple(sorted(referrals, key=_referral_order)),
+        placements=tuple(sorted(placements, key=_placement_order)),
+        retention=tuple(sorted(retention, key=_retention_order)),
+        case_numbers=tuple(sorted({n for n in case_numbers if n})),
+        masked=masked,
+        **fields,
+    )
+
+
+def same_consent(view: PersonView, consent: ConsentRecord) -> bool:
+    """Would ``project`` under ``consent`` give ``view`` its consent part? (Everything ``project`` reads of
+    a consent is stored in the record, so then the record's other fields stand as they are.)"""
+    return (
+        view.consent_id == consent.consent_id
+        and view.valid_from == consent.valid_from
+        and view.valid_until == consent.valid_until
+        and view.scopes == _scope_names(consent.scopes)
+        and (view.recipient_authorities, view.recipient_offices) == _recipient_codes(consent.recipients)
+    )
+
+
+@lru_cache(maxsize=4096)
+def _scope_names(scopes: frozenset[Scope]) -> tuple[str, ...]:
+    return tuple(sorted(s.value for s in scopes))
+
+
+@lru_cache(maxsize=4096)
+def _recipient_codes(recipients: frozenset[Recipient]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return (
+        tuple(sorted(r.code for r in recipients if r.kind == AUTHORITY)),
+        tuple(sorted(r.code for r in recipients if r.kind == OFFICE)),
+    )
+
+
+def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEvent]) -> PersonView | None:
+    """``project(person, consent, E + events)`` from ``view == project(person, consent, E)``, for
+    ``events`` none of which is in ``E`` — without ``E``. ``None`` when the record alone cannot tell:
+    a different consent, or a registration for someone whose record shows one already (the latest
+    application wins, and the record does not keep what the choice needs).
+    """
+    if not events:
+        return view if same_consent(view, consent) else None
+    if not same_consent(view, consent):
+        return None
+    scopes = consent.scopes
+    share = Scope.SHARE_REGISTRATION in scopes
+    disclose = Scope.DISCLOSE_PLACEMENT in scopes
+    retain = Scope.RETENTION_SUPPORT in scopes
+    masked = view.masked
+    registrations: list[StoredEvent] = []
+    referrals: list[dict[str, Any]] = []
+    case_numbers: list[str | None] = []
+    placements: list[dict[str, Any]] = []
+    retention: list[dict[str, Any]] = []
+    for ev in events:
+        if ev.personal is None and ev.data.get("personal") is not None:
+            masked = True
+        family = ev.family
+        if family == "registration":
+            registrations.append(ev)
+        elif family == "referral":
+            referrals.append(_referral_item(ev.data))
+            if share:
+                case_numbers.append(_case_number(ev))
+        elif family == "placement":
+            placements.append(_placement_item(ev, disclose))
+        elif family == "retention" and retain:
+            retention.append(_retention_item(ev.data))
+    changes: dict[str, Any] = {"masked": masked}
+    if registrations:
+        if view.registered_on is not None:
+            return None
+        changes.update(_registration_fields(_latest_registration(registrations), share, disclose, retain))
+    if referrals:
+        changes["referrals"] = tuple(sorted((*view.referrals, *referrals), key=_referral_order))
+        changes["referring_authorities"] = tuple(
+            sorted({*view.referring_authorities, *(r["authority"] for r in referrals)})
+        )
+    if case_numbers:
+        changes["case_numbers"] = tuple(sorted({*view.case_numbers, *(n for n in case_numbers if n)}))
+    if placements:
+        changes["placements"] = tuple(sorted((*view.placements, *placements), key=_placement_order))
+    if retention:
+        changes["retention"] = tuple(sorted((*view.retention, *retention), key=_retention_order))
+    return replace(view, **changes)
+
+
+def _latest_registration(registrations: Sequence[StoredEvent]) -> StoredEvent:
+    # A person who applied again (another office) is shown as of their latest application.
+    return max(registrations, key=lambda e: (e.data["registered_on"], e.time, e.event_id))
+
+
+def _registration_fields(reg: StoredEvent, share: bool, disclose: bool, retain: bool) -> dict[str, Any]:
+    d = reg.data
+    fields: dict[str, Any] = {
+        "authority": d["authority"],
+        "office": d["office"],
+        "site": d["site"],
+        "registered_on": _date(d["registered_on"]),
+        "sex": d["sex"],
+        "age_band": d["age_band"],
+        "attributes": tuple(d["attributes"]),
+        "desired_occupation": d["desired_occupation"]["group"],
+        "team_support": bool(d["team_support"]),
+    }
+    opened = reg.personal or {}
+    if opened.get("name") is not None and (share or disclose or retain):
+        fields["name"] = opened["name"]
+    if share:
+        for key in ("name_kana", "phone", "email", "address", "job_seeker_number"):
+            fields[key] = opened.get(key)
+        if opened.get("birth_date"):
+            fields["birth_date"] = _date(opened["birth_date"])
+    return fields
+
+
+def _referral_item(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "referral_id": d["referral_id"],
+        "authority": d["authority"],
+        "site": d["site"],
+        "programme": d["programme"],
+        "referred_on": d["referred_on"],
+    }
+
+
+def _case_number(ev: StoredEvent) -> str | None:
+    return ev.personal.get("case_number") if ev.personal else None
+
+
+def _placement_item(ev: StoredEvent, disclose: bool) -> dict[str, Any]:
+    d = ev.data
+    item = {
+        "placement_id": d["placement_id"],
+        "office": d["office"],
+        "site": d["site"],
+        "placed_on": d["placed_on"],
+        "route": d["route"],
+        "occupation": d["occupation"]["group"],
+        "employment_type": d["employment_type"],
+    }
+    if disclose and ev.personal:
+        item["employer_name"] = ev.personal.get("employer_name")
+        if ev.personal.get("employer_address"):
+            item["employer_address"] = ev.personal["employer_address"]
+    return item
+
+
+def _retention_item(d: Mapping[str, Any]) -> dict[str, Any]:
+    item = {
+        "placement_id": d["placement_id"],
+        "checkpoint_months": d["checkpoint_months"],
+        "status": d["status"],
+        "checked_on": d["checked_on"],
+    }
+    if d.get("left_on"):
+        item["left_on"] = d["left_on"]
+    return item
+
+
+def _referral_order(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["referred_on"], r["referral_id"])
+
+
+def _placement_order(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (p["placed_on"], p["placement_id"])
+
+
+def _retention_order(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["placement_id"], r["checkpoint_months"], r["checked_on"])
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A read decision. ``reason`` names the rule that refused, never a personal value."""
+
+    granted: bool
+    reason: str = ""
+    fields: tuple[str, ...] = field(default=())
+
+
+def owns(view: PersonView, reader: Reader) -> bool:
+    """Is this one of the reader's own people (before consent is even asked)?"""
+    if reader.kind is ReaderKind.AUTHORITY:
+        return view.authority == reader.code or reader.code in view.referring_authorities
+    if reader.kind is ReaderKind.OFFICE:
+        return view.office == reader.code
+    return view.office is not None
+
+
+def is_recipient(view: PersonView, reader: Reader) -> bool:
+    if reader.kind is ReaderKind.AUTHORITY:
+        return reader.code in view.recipient_authorities
+    if reader.kind is ReaderKind.OFFICE:
+        return reader.code in view.recipient_offices
+    return view.office in view.recipient_offices
+
+
+def decide(view: PersonView | None, reader: Reader, purpose: Scope) -> Decision:
+    """May ``reader`` read this person for ``purpose``, and which personal fields does it get?"""
+    if view is None or not owns(view, reader):
+        return Decision(False, f"person is not among the people of {reader.kind.value}:{reader.code}")
+    if not is_recipient(view, reader):
+        return Decision(False, f"consent does not list {reader.kind.value}:{reader.code} as recipient")
+    if not view.grants(purpose):
+        return Decision(False, f"consent does not grant purpose '{purpose.value}'")
+    return Decision(True, fields=disclosed_fields(view, purpose))
+
+
+def disclosed_fields(view: PersonView, purpose: Scope) -> tuple[str, ...]:
+    """The personal fields a read for ``purpose`` actually returns (those that hold a value)."""
+    present = []
+    for name in FIELDS_BY_PURPOSE[purpose]:
+        if name.startswith("placements."):
+            key = name.split(".", 1)[1]
+            if any(p.get(key) for p in view.placements):
+                present.append(name)
+        elif getattr(view, name):
+            present.append(name)
+    return tuple(present)
+
+
+def disclose(view: PersonView, purpose: Scope) -> dict[str, Any]:
+    """The read's answer: the non-identifying core plus the fields of ``purpose`` only."""
+    allowed = set(FIELDS_BY_PURPOSE[purpose])
+    body: dict[str, Any] = {
+        "person_key": view.person_key,
+        "purpose": purpose.value,
+        "consent": {
+            "consent_id": view.consent_id,
+            "scopes": list(view.scopes),
+            "valid_from": view.valid_from.isoformat(),
+            "valid_until": view.valid_until.isoformat() if view.valid_until else None,
+        },
+        "authority": view.authority,
+        "office": view.office,
+        "site": view.site,
+        "registered_on": view.registered_on.isoformat() if view.registered_on else None,
+        "sex": view.sex,
+        "age_band": view.age_band,
+        "attributes": list(view.attributes),
+        "desired_occupation": view.desired_occupation,
+        "team_support": view.team_support,
+        "referrals": [dict(r) for r in view.referrals],
+        "placements": [
+            {k: v for k, v in p.items() if not k.startswith("employer") or f"placements.{k}" in allowed}
+            for p in view.placements
+        ],
+        "masked": view.masked,
+    }
+    for name in (*REGISTRATION_FIELDS, *LINK_FIELDS, "retention"):
+        if name in allowed:
+            value = getattr(view, name)
+            if isinstance(value, date):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = [dict(v) if isinstance(v, dict) else v for v in value]
+            body[name] = value
+    return body
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _instant(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

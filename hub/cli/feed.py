@@ -1,0 +1,248 @@
+"""CLI commands of the placement feed: ``hub run placement-feed``, ``hub run feed-api``,
+``hub feed build|show|export`` and ``hub targets set|list``."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from consumers.feed.exports import export_feed, print_summary
+
+out = Console()
+err = Console(stderr=True)
+
+feed_app = typer.Typer(no_args_is_help=True, add_completion=False)
+targets_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+AuthorityOpt = Annotated[
+    str, typer.Option("--authority", help="Local government code (6 digits, check digit)")
+]
+MonthOpt = Annotated[str, typer.Option("--month", help="Reporting month, YYYY-MM")]
+
+
+def _authority(code: str) -> str:
+    from domain.codes import validate_local_government_code
+
+    try:
+        return validate_local_government_code(code)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--authority") from None
+
+
+def _month(text: str) -> Any:
+    from domain.calendar import DateFormatError, parse_month
+
+    try:
+        return parse_month(text)
+    except DateFormatError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--month") from None
+
+
+async def _with_pool(fn: Any) -> Any:
+    from infra.config import get_settings
+    from infra.runner import prepare
+
+    settings = get_settings()
+    pool = await prepare(settings)
+    try:
+        return await fn(settings, pool)
+    finally:
+        await pool.close()
+
+
+@feed_app.command("build")
+def feed_build(
+    month: MonthOpt,
+    authority: Annotated[
+        str | None, typer.Option("--authority", help="Only this authority (default: all)")
+    ] = None,
+) -> None:
+    """Build the due revisions of a closed month: revision 1 as of the cutoff, then N+1 if later events changed it."""
+    from consumers.feed.builder import FeedNotClosed, build_month
+
+    ym = _month(month)
+    code = _authority(authority) if authority else None
+
+    async def run(settings: Any, pool: Any) -> Any:
+        return await build_month(pool, settings, ym, authorities=[code] if code else None)
+
+    try:
+        built = asyncio.run(_with_pool(run))
+    except FeedNotClosed as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if not built:
+        out.print(f"nothing to build for {ym}: every feed is up to date")
+    for b in built:
+        out.print(f"built {b.authority} {b.month} revision {b.revision}: {len(b.changes)} figures changed")
+
+
+@feed_app.command("show")
+def feed_show(
+    authority: AuthorityOpt, month: MonthOpt, revision: Annotated[int | None, typer.Option(min=1)] = None
+) -> None:
+    """Print a feed's indicators, targets and revision history (aggregates only)."""
+    from consumers.feed.delivery import FeedNotFound, load_revision
+
+    code, ym = _authority(authority), _month(month)
+
+    async def run(settings: Any, pool: Any) -> Any:
+        async with pool.acquire() as conn:
+            row = await load_revision(conn, code, str(ym), revision)
+            history = await conn.fetch(
+                "SELECT revision, horizon, built_at, published_at, jsonb_array_length(changes) AS n "
+                "FROM feed_revisions WHERE authority = $1 AND month = $2 ORDER BY revision",
+                code,
+                str(ym),
+            )
+            return row, history
+
+    try:
+        row, history = asyncio.run(_with_pool(run))
+    except FeedNotFound as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    print_summary(out, dict(row["body"]))
+    hist = Table(title="revisions", show_edge=False)
+    for col in ("revision", "counts events sent by", "built", "published", "figures changed"):
+        hist.add_column(col)
+    for h in history:
+        hist.add_row(str(h["revision"]), h["horizon"].isoformat(), h["built_at"].isoformat(timespec="seconds"),
+                     "yes" if h["published_at"] else "pending", str(h["n"]))  # fmt: skip
+    out.print(hist)
+    changes = row["body"].get("changes", [])
+    if changes:
+        hidden = [c["figure"] for c in changes if c["change"] == "suppressed"]
+        out.print(f"  changed since the previous revision: {len(changes)} figures, {len(hidden)} of them now "
+                  "suppressed (a changed count is hidden; see docs/disclosure.md)")  # fmt: skip
+        for c in changes[:10]:
+            out.print(f"    {c['figure']}: {c['change']} {c.get('before', '')} {c.get('after', '')}".rstrip())
+
+
+@feed_app.command("export")
+def feed_export(
+    authority: AuthorityOpt,
+    month: MonthOpt,
+    format: Annotated[Literal["json", "csv"], typer.Option("--format")] = "json",
+    encoding: Annotated[Literal["utf-8", "cp932"], typer.Option("--encoding")] = "utf-8",
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write into")] = Path("artifacts/feeds"),
+    revision: Annotated[int | None, typer.Option(min=1)] = None,
+    purpose: Annotated[
+        str, typer.Option(help="Why the individual list is read (access log)")
+    ] = "monthly delivery",
+) -> None:
+    """Write a feed with its consented individual list (JSON: one file; CSV: aggregates and individuals)."""
+    from consumers.feed.delivery import FeedNotFound
+
+    code, ym = _authority(authority), _month(month)
+
+    async def run(settings: Any, pool: Any) -> Any:
+        return await export_feed(settings, pool, code, str(ym), out_dir, format=format, encoding=encoding,
+                                 revision=revision, purpose=purpose,
+                                 who=f"cli:{getpass.getuser()}")  # fmt: skip
+
+    try:
+        paths, substituted = asyncio.run(_with_pool(run))
+    except FeedNotFound as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    for p in paths:
+        out.print(f"wrote {p}")
+    if substituted:
+        out.print(f"[yellow]{substituted} character(s) CP932 cannot hold were written as 〓; "
+                  "the UTF-8 export is the exact, canonical form[/]")  # fmt: skip
+
+
+@targets_app.command("set")
+def targets_set(
+    site: Annotated[str, typer.Option("--site", help="Joint site id, e.g. 131041-01")],
+    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100, help="Fiscal year (年度), April to March")],
+    placements: Annotated[int | None, typer.Option(min=0)] = None,
+    referral_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Fraction, e.g. 0.4")] = None,
+    team_support: Annotated[int | None, typer.Option(min=0)] = None,
+) -> None:
+    """Set a site's yearly targets (placements, referral share 連携指標, team support)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from contracts.types import SiteId
+    from domain.feed import SiteTargets
+
+    try:
+        TypeAdapter(SiteId).validate_python(site)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.errors()[0]["msg"], param_hint="--site") from None
+    try:
+        t = SiteTargets(site, fy, placements, referral_share, team_support)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def run(settings: Any, pool: Any) -> None:
+        await pool.execute(
+            "INSERT INTO feed_targets (site, fiscal_year, placements, referral_share, team_support, set_at) "
+            "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (site, fiscal_year) DO UPDATE SET placements = EXCLUDED.placements, "
+            "referral_share = EXCLUDED.referral_share, team_support = EXCLUDED.team_support, set_at = EXCLUDED.set_at",
+            t.site, t.fiscal_year, t.placements, t.referral_share, t.team_support, datetime.now(UTC),
+        )  # fmt: skip
+        # Feeds of that fiscal year already built get a new revision showing the targets at the next build.
+        await pool.execute(
+            "INSERT INTO feed_dirty (authority, month) SELECT DISTINCT authority, month FROM feed_revisions "
+            "WHERE authority = $1 AND month BETWEEN $2 AND $3",
+            t.site[:6], f"{t.fiscal_year}-04", f"{t.fiscal_year + 1}-03",
+        )  # fmt: skip
+
+    asyncio.run(_with_pool(run))
+    out.print(f"targets for {site} FY{fy}: placements={placements} referral_share={referral_share} "
+              f"team_support={team_support} (feeds of FY{fy} show them from the next build)")  # fmt: skip
+
+
+@targets_app.command("list")
+def targets_list(fy: Annotated[int | None, typer.Option("--fy")] = None) -> None:
+    """List site targets."""
+
+    async def run(settings: Any, pool: Any) -> Any:
+        return await pool.fetch(
+            "SELECT * FROM feed_targets WHERE $1::int IS NULL OR fiscal_year = $1 ORDER BY fiscal_year, site",
+            fy,
+        )
+
+    rows = asyncio.run(_with_pool(run))
+    table = Table(show_edge=False)
+    for col in ("site", "FY", "placements", "referral share", "team support", "set at"):
+        table.add_column(col)
+    for r in rows:
+        share = "" if r["referral_share"] is None else f"{float(r['referral_share']):.2f}"
+        table.add_row(r["site"], str(r["fiscal_year"]), str(r["placements"]), share,
+                      str(r["team_support"]), r["set_at"].isoformat(timespec="seconds"))  # fmt: skip
+    out.print(table)
+
+
+def register(app: typer.Typer, run_app: typer.Typer) -> None:
+    """Add this component's commands: top-level ones on ``app``, services on ``run_app`` (``hub run X``)."""
+    app.add_typer(feed_app, name="feed", help="Monthly placement feed per authority: build, show, export")
+    app.add_typer(targets_app, name="targets", help="Yearly targets per joint site")
+
+    @run_app.command("placement-feed")
+    def run_placement_feed() -> None:
+        """Feed consumer (own projection) and builder of due revisions, published to the feed topic."""
+        from consumers.feed.service import services
+        from infra.runner import run_forever
+
+        run_forever(services)  # type: ignore[arg-type]
+
+    @run_app.command("feed-api")
+    def run_feed_api() -> None:
+        """HTTP download of an authority's own feed (authority clients with the read role)."""
+        import uvicorn
+
+        from consumers.feed.api import create_feed_app
+        from infra.config import get_settings
+
+        s = get_settings()
+        uvicorn.run(create_feed_app(s), host=s.http_host, port=s.feed_port, log_level="warning")

@@ -1,0 +1,1 @@
+"""Infrastructure: configuration, PostgreSQL, crypto, credentials, Kafka, HTTP base, logging, metrics."""

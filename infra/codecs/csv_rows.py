@@ -1,0 +1,268 @@
+"""Reading batch files as government systems exchange them: encoding, header, rows to submission data.
+
+Files come in UTF-8 (with or without BOM) or CP932 (Microsoft's Shift_JIS), with CRLF or LF line ends.
+UTF-8 is tried strictly first: CP932 bytes are almost never valid UTF-8, while the reverse guess would
+mangle UTF-8 silently, and only UTF-8 can hold characters such as 髙 and 𠮷 that CP932 lacks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from domain.calendar import DateFormatError, parse_date
+from infra.codecs.csv_columns import COLUMNS, Column, Kind
+from infra.codecs.field_errors import FieldError
+
+JST = timezone(timedelta(hours=9), "JST")
+_LIST_SEPARATORS = re.compile(r"[;；、]")
+_TRUE = frozenset({"true", "1", "yes", "y", "はい", "有", "あり", "○", "◯"})
+_FALSE = frozenset({"false", "0", "no", "n", "いいえ", "無", "なし", "×"})
+_RECIPIENT_KINDS = {"authority": "authority", "自治体": "authority", "office": "office", "安定所": "office"}
+_MONTHS_SUFFIX = re.compile(r"(か月|ヶ月|カ月|ケ月|months?)$")
+
+
+class FileError(ValueError):
+    """The file as a whole cannot be read (encoding, header); no row is imported."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    line: int  # physical line where the record starts (the header is line 1)
+    data: dict[str, Any]
+    errors: tuple[FieldError, ...]
+    raw: tuple[str, ...]  # cells as decoded, for the row's idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    columns: tuple[Column, ...]  # one per cell of the header row
+    labels: tuple[str, ...]  # as written in the file, for messages
+    # Per cell: (column, label, converter, path), worked out once per file rather than once per cell.
+    plan: tuple[tuple[Column, str, Callable[[str], Any], tuple[str, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        plan = tuple(
+            (column, label, _converter(column), column.path)
+            for column, label in zip(self.columns, self.labels, strict=False)
+        )
+        object.__setattr__(self, "plan", plan)
+
+    def label_for(self, loc: tuple[int | str, ...]) -> str | None:
+        """The header label whose column holds the longest prefix of a contract field location."""
+        best: tuple[int, str] | None = None
+        for column, label in zip(self.columns, self.labels, strict=True):
+            n = len(column.path)
+            if tuple(loc[:n]) == column.path and (best is None or n > best[0]):
+                best = (n, label)
+        return best[1] if best else None
+
+
+def decode(content: bytes) -> tuple[str, str]:
+    """Return (text, encoding name)."""
+    try:
+        return content.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as utf8_error:
+        try:
+            return content.decode("cp932"), "cp932"
+        except UnicodeDecodeError as cp932_error:
+            raise FileError(
+                f"file is neither UTF-8 (invalid byte at offset {utf8_error.start}) nor CP932/Shift_JIS "
+                f"(invalid byte at offset {cp932_error.start})"
+            ) from None
+
+
+def _norm(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def read_header(family: str, cells: list[str]) -> Header:
+    table = COLUMNS[family]
+    by_name: dict[str, Column] = {}
+    for column in table:
+        by_name[column.en.lower()] = column
+        by_name[_norm(column.ja)] = column
+    columns: list[Column] = []
+    problems: list[str] = []
+    for i, cell in enumerate(cells, start=1):
+        found = by_name.get(_norm(cell).lower()) or by_name.get(_norm(cell))
+        if found is None:
+            problems.append(f"column {i} {cell!r} is not a {family} column")
+        elif found in columns:
+            problems.append(f"column {i} {cell!r} repeats column {found.en} ({found.ja})")
+        else:
+            columns.append(found)
+    missing = [f"{c.en} ({c.ja})" for c in table if c.required and c not in columns]
+    if missing:
+        problems.append(f"missing required column(s): {', '.join(missing)}")
+    if problems:
+        known = ", ".join(f"{c.en}/{c.ja}" for c in table)
+        raise FileError(f"header (line 1): {'; '.join(problems)}. Known {family} columns: {known}")
+    return Header(tuple(columns), tuple(cells))
+
+
+def _norm_fast(text: str) -> str:
+    """``_norm`` without the Unicode machinery for ASCII, which NFKC leaves as it is."""
+    return text.strip() if text.isascii() else _norm(text)
+
+
+def _iso_or_other_date(value: str) -> str:
+    """``parse_date(value).isoformat()``, with a shortcut for plain ISO dates (2024-04-01)."""
+    if len(value) == 10 and value[4] == "-" and value[7] == "-" and value.isascii():
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass  # not a real date, or not ISO after all: parse_date says what is wrong
+    return parse_date(value).isoformat()
+
+
+def _converter(column: Column) -> Callable[[str], Any]:
+    """What ``_convert`` does for this column, specialised for the common kinds (the same results)."""
+    if column.kind is Kind.TEXT:
+        return str.strip
+    if column.kind is Kind.CODE:
+        synonyms = column.synonyms
+        if not synonyms:
+            return _norm_fast
+
+        def code(cell: str) -> str:
+            value = _norm_fast(cell)
+            return synonyms.get(value.replace("・", ""), value)
+
+        return code
+    if column.kind is Kind.DATE:
+        return lambda cell: _iso_or_other_date(_norm_fast(cell))
+    return lambda cell: _convert(column, cell)
+
+
+def _convert(column: Column, cell: str) -> Any:
+    if column.kind is Kind.TEXT:
+        return cell.strip()
+    value = _norm(cell)
+    if column.kind is Kind.CODE:
+        return column.synonyms.get(value.replace("・", ""), value)
+    if column.kind is Kind.DATE:
+        return parse_date(value).isoformat()
+    if column.kind is Kind.DATETIME:
+        return _datetime(value)
+    if column.kind is Kind.INT:
+        digits = _MONTHS_SUFFIX.sub("", value)
+        if not digits.isdigit():
+            raise ValueError(f"{cell!r} is not a whole number")
+        return int(digits)
+    if column.kind is Kind.BOOL:
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"{cell!r} is not yes/no: expected true/false, 1/0, はい/いいえ or ○/×")
+    if column.kind is Kind.LIST:
+        items = [i.strip() for i in _LIST_SEPARATORS.split(value) if i.strip()]
+        return [column.synonyms.get(i, i) for i in items]
+    return _recipients(value)
+
+
+def _datetime(value: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = datetime.combine(parse_date(value), time())
+        except DateFormatError:
+            raise ValueError(
+                f"{value!r} is not a date and time: expected ISO 8601 (2025-04-03T10:00:00+09:00) or a date"
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=JST)  # government systems write Japan time without an offset
+    return parsed.isoformat()
+
+
+def _recipients(value: str) -> list[dict[str, str]]:
+    result = []
+    for item in _LIST_SEPARATORS.split(value):
+        if not item.strip():
+            continue
+        kind, sep, code = item.partition(":")
+        if not sep or kind.strip() not in _RECIPIENT_KINDS:
+            raise ValueError(
+                f"{item.strip()!r} is not a recipient: expected authority:<code> or office:<code>"
+            )
+        result.append({"kind": _RECIPIENT_KINDS[kind.strip()], "code": code.strip()})
+    return result
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        data = data.setdefault(part, {})
+    data[path[-1]] = value
+
+
+def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
+    errors: list[FieldError] = []
+    data: dict[str, Any] = {}
+    if len(cells) != len(header.columns):
+        errors.append(
+            FieldError(
+                field="(row)",
+                rule=f"has {len(cells)} cells, the header has {len(header.columns)}",
+                rule_class="cell count",
+            )
+        )
+        return ParsedRow(line, data, tuple(errors), tuple(cells))
+    for (column, label, convert, path), cell in zip(header.plan, cells, strict=True):
+        if not cell or cell.isspace():
+            continue  # empty = absent; the contract says whether that is allowed
+        try:
+            value = convert(cell)
+        except ValueError as exc:
+            errors.append(
+                FieldError(
+                    field=".".join(column.path),
+                    rule=str(exc),
+                    value=cell,
+                    rule_class=f"{column.kind.value} format",
+                    label=label,
+                )
+            )
+            continue
+        if len(path) == 1:
+            data[path[0]] = value
+        else:
+            _put(data, path, value)
+    return ParsedRow(line, data, tuple(errors), tuple(cells))
+
+
+def read_rows(family: str, content: bytes) -> tuple[str, Header, Iterator[ParsedRow]]:
+    """Decode ``content`` and read its header; returns (encoding, header, rows). Raises FileError."""
+    if family not in COLUMNS:
+        raise FileError(f"unknown family {family!r}; expected one of {', '.join(COLUMNS)}")
+    text, encoding = decode(content)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        first = next(reader)
+    except StopIteration:
+        raise FileError("file is empty: expected a header row") from None
+    header = read_header(family, first)
+
+    def rows() -> Iterator[ParsedRow]:
+        start = reader.line_num + 1
+        try:
+            for cells in reader:
+                if not "".join(cells).isspace() and any(cells):
+                    yield parse_row(header, start, cells)
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise FileError(
+                f"line {start}: not readable as CSV ({exc}); rows after it were not read"
+            ) from None
+
+    return encoding, header, rows()

@@ -1,0 +1,152 @@
+"""Envelope encryption of personal data: one data key per person, wrapped by the master key.
+
+Each person's personal fields are sealed with AES-256-GCM under that person's data key, with the person
+key as associated data so a block cannot be moved to another person. Data keys live in PostgreSQL only
+in wrapped form. Erasure deletes the person's keys: every copy of their sealed data (topics, dead-letter
+topic, database) becomes unreadable at once — crypto-shredding.
+
+The ``cryptography`` package (OpenSSL's AES-GCM) is used because it is the mature, audited choice;
+nothing here implements a primitive.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from contracts.events import Sealed
+from infra.config import Settings
+
+
+class KeyErased(Exception):
+    """The person's data key was deleted (erasure): their personal data is gone for good."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def master_key_from_config(encoded: str) -> bytes:
+    key = base64.b64decode(encoded)
+    if len(key) != 32:
+        raise ValueError(f"HUB_MASTER_KEY must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+def kid_for(person_key: str, version: int = 1) -> str:
+    return f"pdk-{person_key}-{version}"
+
+
+def seal(data_key: bytes, person_key: str, fields: dict[str, Any], version: int = 1) -> Sealed:
+    nonce = os.urandom(12)
+    ct = AESGCM(data_key).encrypt(nonce, orjson.dumps(fields), person_key.encode())
+    return Sealed(kid=kid_for(person_key, version), nonce=_b64(nonce), ct=_b64(ct))
+
+
+def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, Any]:
+    try:
+        plain = AESGCM(data_key).decrypt(_unb64(sealed.nonce), _unb64(sealed.ct), person_key.encode())
+    except InvalidTag:
+        raise ValueError("sealed block does not open with this person's key") from None
+    result: dict[str, Any] = orjson.loads(plain)
+    return result
+
+
+def try_open(data_key: bytes | None, person_key: str, sealed: Sealed) -> dict[str, Any] | None:
+    """Open a sealed block, or ``None`` when it cannot be read any more: the person was erased (no key),
+    or the block was sealed under a data key that has since been deleted (a newer key exists for them).
+    Either way the personal data is gone and callers show the person masked."""
+    if data_key is None:
+        return None
+    try:
+        return open_sealed(data_key, person_key, sealed)
+    except ValueError:
+        return None
+
+
+class KeyStore:
+    """Per-person data keys in PostgreSQL (table ``person_data_keys``), wrapped by the master key.
+
+    Unwrapped keys are cached in process memory for speed; ``forget`` drops a cached key on erasure.
+    """
+
+    def __init__(self, master_key: bytes) -> None:
+        self._wrap = AESGCM(master_key)
+        self._cache: dict[str, bytes] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyStore:
+        return cls(master_key_from_config(settings.master_key))
+
+    def _wrap_key(self, person_key: str, data_key: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._wrap.encrypt(nonce, data_key, b"pdk:" + person_key.encode())
+
+    def _unwrap_key(self, person_key: str, wrapped: bytes) -> bytes:
+        return self._wrap.decrypt(wrapped[:12], wrapped[12:], b"pdk:" + person_key.encode())
+
+    async def keys_for(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
+        """Data keys for these people, created where missing.
+
+        Runs outside any transaction on purpose: a key cached here must be one that is committed, or a
+        rolled-back caller would leave events sealed under a key that no longer exists.
+        """
+        if conn.is_in_transaction():
+            raise RuntimeError("KeyStore.keys_for must not run inside a transaction")
+        person_keys = list(person_keys)
+        wanted = list({p: None for p in person_keys if p not in self._cache})
+        if wanted:
+            fresh = {p: AESGCM.generate_key(bit_length=256) for p in wanted}
+            # One round trip for the usual case (all new): the keys this statement inserted are ours.
+            inserted = await conn.fetch(
+                "INSERT INTO person_data_keys (person_key, version, wrapped) "
+                "SELECT p, 1, w FROM unnest($1::text[], $2::bytea[]) AS t(p, w) "
+                "ON CONFLICT (person_key, version) DO NOTHING RETURNING person_key",
+                wanted,
+                [self._wrap_key(p, fresh[p]) for p in wanted],
+            )
+            for row in inserted:
+                self._cache[row["person_key"]] = fresh[row["person_key"]]
+            existing = [p for p in wanted if p not in self._cache]
+            if existing:  # keys made earlier (or just now by another process): read them back
+                rows = await conn.fetch(
+                    "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) "
+                    "AND version = 1",
+                    existing,
+                )
+                for row in rows:
+                    self._cache[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
+        return {p: self._cache[p] for p in person_keys}
+
+    async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
+        """Data keys that still exist; erased people are simply absent."""
+        keys = set(person_keys)
+        missing = [p for p in keys if p not in self._cache]
+        if missing:
+            rows = await conn.fetch(
+                "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) "
+                "AND version = 1",
+                missing,
+            )
+            for row in rows:
+                self._cache[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
+        return {p: self._cache[p] for p in keys if p in self._cache}
+
+    async def erase(self, conn: asyncpg.Connection, person_key: str) -> bool:
+        self._cache.pop(person_key, None)
+        status = await conn.execute("DELETE FROM person_data_keys WHERE person_key = $1", person_key)
+        return status != "DELETE 0"
+
+    def forget(self, person_key: str) -> None:
+        self._cache.pop(person_key, None)

@@ -1,0 +1,96 @@
+"""PostgreSQL access: connection pools and the migration runner (plain SQL files, applied in order)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from infra.config import Settings, get_settings
+
+_MIGRATION_LOCK = 7_201_101  # pg_advisory_lock key: one migrator at a time
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """json/jsonb columns read and write Python objects (orjson does the text)."""
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def connect(settings: Settings | None = None) -> asyncpg.Connection:
+    s = settings or get_settings()
+    conn = await asyncpg.connect(s.pg_dsn)
+    await init_connection(conn)
+    return conn
+
+
+async def create_pool(
+    settings: Settings | None = None, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    s = settings or get_settings()
+    pool = await asyncpg.create_pool(s.pg_dsn, min_size=min_size, max_size=max_size, init=init_connection)
+    assert pool is not None
+    return pool
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _migration_files() -> list[tuple[str, str]]:
+    return [(p.name, p.read_text(encoding="utf-8")) for p in sorted(MIGRATIONS.glob("*.sql"))]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations; returns the names applied. Safe to call from many processes."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for name, sql in _migration_files():
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied
+
+
+async def drop_database(settings: Settings, *, missing_ok_if_busy: bool = False) -> None:
+    """Drop ``settings.pg_database``. With ``missing_ok_if_busy`` a database still held by another role's
+    session (which the owner may not end) is left behind instead of failing a test run's teardown."""
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+    except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+        if not missing_ok_if_busy:
+            raise
+    finally:
+        await admin.close()
+
+
+async def recreate_database(settings: Settings) -> None:
+    """Drop and create ``settings.pg_database`` (tests, benchmarks, ``hub db reset``), then migrate it."""
+    await drop_database(settings)
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
+    finally:
+        await admin.close()
+    conn = await connect(settings)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
