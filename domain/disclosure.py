@@ -89,6 +89,10 @@ class SuppressionReason(Enum):
     PRIMARY = "primary"  # the count itself is 1..threshold-1
     COMPLEMENTARY = "complementary"  # hidden so that a primary cell cannot be worked out
     PREVIOUS_REVISION = "previous_revision"  # hidden in an earlier revision of this feed
+    CHANGED = "changed_since_previous_revision"  # its count differs from the one published before
+    NEW = (
+        "new_in_revision"  # not published by the previous revision (a layout from before layouts were fixed)
+    )
 
 
 @dataclass(frozen=True)
@@ -472,6 +476,63 @@ def suppress_many(
     if threshold < 1:
         raise DisclosureError(f"threshold {threshold} is below 1")
     return _run_batched([_suppress_steps(tables, threshold, prev) for tables, prev in feeds])
+
+
+def revise(tables: Sequence[Table], threshold: int, previous: Mapping[CellRef, int | None]) -> SuppressedFeed:
+    """Revision N+1 of a feed whose revision N published ``previous`` (cell -> value, None = hidden).
+
+    Decided per *quantity* (what a cell counts), never per table cell: a count appears in several
+    tables (a one-way table and the margin of every two-way table over the same dimension), and it is
+    either published in all of them or hidden in all of them. Hidden: every quantity hidden in
+    revision N, every quantity whose count changed since, and every quantity revision N did not have.
+    Everything else is published with the value revision N published.
+
+    Why that is enough when the layout is the same as revision N's (the feed fixes its layout at
+    revision 1, see ``domain.feed``): for an attacker holding every revision, "revision N+1 equals
+    revision N" is a completion consistent with everything published (the published cells are
+    revision N's values; later revisions only add people, and equal counts add none), and so is the
+    truth. A quantity hidden in revision N keeps at least the range revision N allowed; a changed one
+    takes both its revision-N value (published, so 0 or at least the threshold, or hidden and
+    protected) and its new value. If the layout differs (a revision N built before layouts were
+    fixed), that argument does not hold for new quantities, so the revision is suppressed afresh with
+    the audit, every quantity hidden or changed above being hidden from the start.
+    """
+    s = _structure(tables)
+    before: dict[Quantity, int | None] = {}
+    for ref, v in previous.items():
+        q = s.refs.get(ref)
+        if q is None or (q in before and before[q] is None):
+            continue
+        before[q] = v
+    reason: dict[Quantity, SuppressionReason] = {}
+    for q, v in s.value.items():
+        if q not in before:
+            reason[q] = SuppressionReason.NEW
+        elif before[q] is None:
+            reason[q] = SuppressionReason.PREVIOUS_REVISION
+        elif before[q] != v:
+            reason[q] = SuppressionReason.CHANGED
+    same_layout = set(previous) == set(s.refs)
+    if not same_layout:
+        forced = frozenset(ref for ref in s.ref_order if s.refs[ref] in reason)
+        fresh = suppress(tables, threshold, forced)
+        return SuppressedFeed(
+            fresh.tables,
+            threshold,
+            MappingProxyType(
+                {
+                    ref: PublishedCell(ref, None, reason.get(s.refs[ref], c.reason)) if c.value is None else c
+                    for ref, c in fresh.cells.items()
+                }
+            ),
+        )
+    cells = {}
+    for ref in s.ref_order:
+        q = s.refs[ref]
+        cells[ref] = (
+            PublishedCell(ref, None, reason[q]) if q in reason else PublishedCell(ref, s.value[q], None)
+        )
+    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells))
 
 
 # Solve requests: (component, objective, cap) per LP; the answer is one optimal point per LP.

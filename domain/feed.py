@@ -18,12 +18,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from enum import StrEnum
+from typing import Any
 
 from domain.calendar import AgeBand, YearMonth, age_band, age_on, fiscal_year, month_bounds
-from domain.disclosure import TOTAL, SuppressedFeed, Table, tables_from_counts
+from domain.disclosure import (
+    TOTAL,
+    CellRef,
+    SuppressedFeed,
+    Table,
+    revise,
+    suppress_many,
+    tables_from_counts,
+)
+from domain.occupation import CLASSIFICATION_VERSION
 
 JST = timezone(timedelta(hours=9), "JST")
 OTHER_SITES = "other_sites"  # placements of people the authority referred, made at another authority's site
@@ -137,13 +147,29 @@ class FeedInput:
     # Retention cohorts: placements counted for the authority in month − k, per checkpoint k.
     cohorts: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     retention: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (placement, k) -> status
+    layout: tuple[str, ...] | None = None  # own sites of revision 1's tables; None: revision 1 itself
 
 
-def site_category(authority: str, site: str) -> str:
+def site_category(authority: str, site: str, layout: Sequence[str] | None = None) -> str:
     """A site's category in its authority's tables: the site number ("01" for 131041-01), so feeds of
-    authorities with the same number of sites share one table layout; other authorities' sites are one
-    category."""
-    return site[7:] if site[:6] == authority else OTHER_SITES
+    authorities with the same number of sites share one table layout. Other authorities' sites, and own
+    sites the feed's layout does not list (first seen after its revision 1), are one category."""
+    if site[:6] != authority or (layout is not None and site not in layout):
+        return OTHER_SITES
+    return site[7:]
+
+
+def layout_sites(feed: FeedInput) -> tuple[str, ...]:
+    """The own sites the feed's tables break down by: fixed at revision 1 (``FeedInput.layout``), so
+    every revision of a month has the same tables, which is what makes revisions safe to compare
+    (``domain.disclosure.revise``)."""
+    return feed.layout if feed.layout is not None else feed.sites
+
+
+def site_categories(feed: FeedInput) -> list[str]:
+    """Own site numbers, then ``OTHER_SITES`` (always present, so the layout never changes when a
+    placement at another authority's site arrives late)."""
+    return [site_category(feed.authority, s) for s in layout_sites(feed)] + [OTHER_SITES]
 
 
 def placement_record(authority: str, p: PlacementFact) -> dict[str, str]:
@@ -158,19 +184,14 @@ def placement_record(authority: str, p: PlacementFact) -> dict[str, str]:
     }
 
 
-def placement_layout(site_categories: Sequence[str]) -> list[tuple[str, ...]]:
-    """One-way and cross-tables; with more than one site category, site × each one-way dimension too
-    (its rows are the site feeds, its column margins the authority's one-way tables)."""
-    layout: list[tuple[str, ...]] = [(d,) for d in ONE_WAY] + [tuple(c) for c in CROSS]
-    if len(site_categories) > 1:
-        layout += [("site", d) for d in ONE_WAY]
-    return layout
+def placement_layout() -> list[tuple[str, ...]]:
+    """One-way and cross-tables, and site × each one-way dimension (its rows are the site feeds, its
+    column margins the authority's one-way tables)."""
+    return [(d,) for d in ONE_WAY] + [tuple(c) for c in CROSS] + [("site", d) for d in ONE_WAY]
 
 
 def placement_tables(feed: FeedInput) -> tuple[Table, ...]:
-    sites = [site_category(feed.authority, s) for s in feed.sites]
-    if any(p.site[:6] != feed.authority for p in feed.placements):
-        sites.append(OTHER_SITES)
+    sites = site_categories(feed)
     categories: dict[str, Sequence[str]] = {
         "site": sites,
         "attribute": ATTRIBUTES,
@@ -180,11 +201,11 @@ def placement_tables(feed: FeedInput) -> tuple[Table, ...]:
         "employment_type": EMPLOYMENT_TYPES,
         "route": ROUTES,
     }
+    layout = layout_sites(feed)
     # Counted as category tuples in the order of ``categories`` (as ``placement_record`` would give them).
-    own = {s: site_category(feed.authority, s) for s in feed.sites}
     combinations: Counter[tuple[str, ...]] = Counter(
         (
-            own.get(p.site) or site_category(feed.authority, p.site),
+            site_category(feed.authority, p.site, layout),
             main_attribute(p.attributes),
             p.sex,
             p.age_band,
@@ -194,23 +215,34 @@ def placement_tables(feed: FeedInput) -> tuple[Table, ...]:
         )
         for p in feed.placements
     )
-    return _prefixed("placements", tables_from_counts(combinations, categories, placement_layout(sites)))
+    return _prefixed("placements", tables_from_counts(combinations, categories, placement_layout()))
 
 
 def registration_tables(feed: FeedInput) -> tuple[Table, ...]:
-    """New registrations by referral (送り込み) and by team support (チーム支援), per site if several."""
-    sites = [site_category(feed.authority, s) for s in feed.sites]
-    categories: dict[str, Sequence[str]] = {"site": sites, "referred": YES_NO, "team_support": YES_NO}
+    """New registrations by referral (送り込み) and by team support (チーム支援), and per site."""
+    categories: dict[str, Sequence[str]] = {
+        "site": site_categories(feed),
+        "referred": YES_NO,
+        "team_support": YES_NO,
+    }
+    layout = layout_sites(feed)
     flags = Counter((r.site, r.referred, r.team_support) for r in feed.registrations)
     combinations: Counter[tuple[str, ...]] = Counter()
     for (site, referred, team), n in flags.items():
         combinations[
-            (site_category(feed.authority, site), "yes" if referred else "no", "yes" if team else "no")
+            (
+                site_category(feed.authority, site, layout),
+                "yes" if referred else "no",
+                "yes" if team else "no",
+            )
         ] += n
-    layout: list[tuple[str, ...]] = [("referred",), ("team_support",)]
-    if len(feed.sites) > 1:
-        layout += [("site", "referred"), ("site", "team_support")]
-    return _prefixed("registrations", tables_from_counts(combinations, categories, layout))
+    tables: list[tuple[str, ...]] = [
+        ("referred",),
+        ("team_support",),
+        ("site", "referred"),
+        ("site", "team_support"),
+    ]
+    return _prefixed("registrations", tables_from_counts(combinations, categories, tables))
 
 
 def retention_tables(feed: FeedInput) -> tuple[Table, ...]:
@@ -239,8 +271,6 @@ def _ratio(numerator: int | None, denominator: int | None) -> float | None:
 
 
 def _cell(feed: SuppressedFeed, table: str, key: tuple[str, ...]) -> int | None:
-    from domain.disclosure import CellRef
-
     ref = CellRef(table, key)
     return feed.cells[ref].value if ref in feed.cells else None
 
@@ -253,7 +283,7 @@ def indicators(
     multi_p = any(t.dims == ("site", "route") for t in placements.tables)
     multi_r = any(t.dims == ("site", "referred") for t in registrations.tables)
     if site is not None:
-        site = site[7:]  # its category in the tables (see site_category)
+        site = site[7:]  # its category in the tables (see site_category); absent if not in the layout
     if site is None:
         placed = _cell(placements, "placements: route", (TOTAL,))
         new = _cell(registrations, "registrations: referred", (TOTAL,))
@@ -387,3 +417,159 @@ def change_summary(before: Published, after: Published) -> list[dict[str, object
         else:
             changes.append({"figure": name, "change": "changed", "before": old, "after": new})
     return changes
+
+
+# --- composing a revision ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Composed:
+    body: dict[str, Any]
+    suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
+    figures: dict[str, Any]  # flat view for change summaries
+
+
+def _table_json(feed: SuppressedFeed) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    by_table: dict[str, list[list[Any]]] = {}
+    for ref, cell in feed.cells.items():
+        reason = cell.reason.value if cell.reason else None
+        by_table.setdefault(ref.table, []).append([list(ref.key), cell.value, reason])
+    for t in feed.tables:
+        out.append({"name": t.name, "dims": list(t.dims), "cells": by_table[t.name]})
+    return out
+
+
+def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:
+    return {
+        CellRef(t["name"], tuple(key)): value
+        for tables in body["groups"].values()
+        for t in tables
+        for key, value, _ in t["cells"]
+    }
+
+
+def _ytd_value(n: int, threshold: int) -> int | None:
+    return None if 1 <= n < threshold else n
+
+
+@dataclass(frozen=True)
+class Job:
+    """One feed to compose: its facts, the previous revision's body (None for revision 1), and the
+    targets of its sites with their year-to-date results."""
+
+    feed: FeedInput
+    previous: Mapping[str, Any] | None = None
+    targets: Sequence[SiteTargets] = ()
+    year_to_date: Mapping[str, YearToDate] | None = None
+
+
+def compose(
+    feed: FeedInput,
+    *,
+    threshold: int,
+    previous: Mapping[str, Any] | None = None,
+    targets: Sequence[SiteTargets] = (),
+    year_to_date: Mapping[str, YearToDate] | None = None,
+) -> Composed:
+    """Revision 1 (``previous`` None): suppression with the audit of ``domain.disclosure``. Later
+    revisions: ``domain.disclosure.revise`` against the previous revision's published cells, on the
+    layout revision 1 fixed."""
+    return compose_many([Job(feed, previous, targets, year_to_date)], threshold=threshold)[0]
+
+
+_GROUPS = ("placements", "registrations", "retention")
+
+
+def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
+    """``compose`` for several feeds; each gets exactly what ``compose`` gives it alone, but the
+    revision-1 feeds are suppressed together (``suppress_many``) so that they share solver calls."""
+    jobs = [_with_layout(j) for j in jobs]
+    tables = [(placement_tables(j.feed), registration_tables(j.feed), retention_tables(j.feed)) for j in jobs]
+    fresh = [n for n, j in enumerate(jobs) if j.previous is None]
+    suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n]], threshold))
+    out = []
+    for job, group_tables in zip(jobs, tables, strict=True):
+        groups: dict[str, SuppressedFeed] = {}
+        previous = previous_cells(job.previous) if job.previous is not None else None
+        for group, t in zip(_GROUPS, group_tables, strict=True):
+            if previous is None:
+                groups[group] = next(suppressed)
+            else:
+                groups[group] = revise(t, threshold, previous)
+        out.append(_finish(job, groups, threshold))
+    return out
+
+
+def _with_layout(job: Job) -> Job:
+    """A later revision breaks down by the sites of revision 1 (its body's ``layout``)."""
+    if job.previous is None:
+        return job
+    layout = tuple(job.previous.get("layout", job.previous["sites"]))
+    return replace(job, feed=replace(job.feed, layout=layout))
+
+
+def _finish(job: Job, groups: dict[str, SuppressedFeed], threshold: int) -> Composed:
+    feed, targets, year_to_date = job.feed, job.targets, job.year_to_date
+    p, r, k = groups["placements"], groups["registrations"], groups["retention"]
+    ind: dict[str, Any] = {"authority": indicators(p, r, k, None)}
+    ind["sites"] = {site: indicators(p, r, k, site) for site in feed.sites}
+    target_rows = []
+    for t in targets:
+        ytd = (year_to_date or {}).get(t.site, YearToDate(0, 0, 0, 0))
+        cls, met = achievement(t, ytd)
+        share = ytd.referral_share
+        target_rows.append(
+            {
+                "site": t.site,
+                "fiscal_year": t.fiscal_year,
+                "targets": {
+                    "placements": t.placements,
+                    "referral_share": t.referral_share,
+                    "team_support": t.team_support,
+                },
+                "results_so_far": {
+                    "placements": _ytd_value(ytd.placements, threshold),
+                    "new_registrations": _ytd_value(ytd.new_registrations, threshold),
+                    "referral_share": share
+                    if _ytd_value(ytd.referred, threshold) is not None
+                    and _ytd_value(ytd.new_registrations, threshold) is not None
+                    else None,
+                    "team_support": _ytd_value(ytd.team_support, threshold),
+                },
+                "met": met,
+                "achievement": cls.value,
+            }
+        )
+    body = {
+        "authority": feed.authority,
+        "month": str(feed.month),
+        "threshold": threshold,
+        "classification_version": CLASSIFICATION_VERSION,
+        "sites": list(feed.sites),
+        "layout": list(layout_sites(feed)),
+        "groups": {g: _table_json(s) for g, s in groups.items()},
+        "indicators": ind,
+        "targets": target_rows,
+    }
+    suppressed = [[ref.table, list(ref.key)] for s in groups.values() for ref in sorted(s.suppressed)]
+    return Composed(body=body, suppressed=suppressed, figures=figures(body))
+
+
+def figures(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Every published figure of a body by a stable name, for comparing revisions."""
+    out: dict[str, Any] = {}
+    for tables in body["groups"].values():
+        for t in tables:
+            for key, value, _ in t["cells"]:
+                out[f"{t['name']}[{', '.join(key)}]"] = value
+    for name, value in body["indicators"]["authority"].items():
+        out[f"indicator: {name}"] = value
+    for site, values in body["indicators"]["sites"].items():
+        for name, value in values.items():
+            out[f"indicator {site}: {name}"] = value
+    for row in body["targets"]:
+        for name, value in row["results_so_far"].items():
+            out[f"target {row['site']} FY{row['fiscal_year']}: {name}"] = value
+        out[f"target {row['site']} FY{row['fiscal_year']}: achievement"] = row["achievement"]
+    return out

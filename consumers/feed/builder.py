@@ -24,18 +24,21 @@ from typing import Any
 import asyncpg
 import orjson
 
-from consumers.feed.compose import Composed, Job, compose_many, previous_cells
 from domain.calendar import YearMonth, month_bounds
 from domain.feed import (
     RETENTION_CHECKPOINTS,
+    Composed,
     FeedInput,
+    Job,
     PlacementFact,
     RegistrationFact,
     SiteTargets,
     YearToDate,
     change_summary,
+    compose_many,
     counts_for,
     cutoff_instant,
+    figures,
     fiscal_months,
     shift_month,
 )
@@ -323,7 +326,7 @@ def _compose_chunk(
     threshold: int,
 ) -> list[Composed]:
     return compose_many(
-        [Job(f, previous_cells(p) if p is not None else None, t, y) for f, p, t, y in jobs],
+        [Job(f, p, t, y) for f, p, t, y in jobs],
         threshold=threshold,
     )
 
@@ -375,8 +378,10 @@ async def _build_in_snapshot(
     # Revision 1: what was sent by the cutoff, for feeds that have none yet.
     old = set(latest)
     loaded = assemble(rows, cutoff, lambda a: a not in old and (wanted is None or a in wanted))
+    # Only feeds with facts: building one authority gives exactly what building all gives it (an
+    # authority with nothing sent by the cutoff is not handed an empty revision 1 here; the backfill
+    # below makes its revision 1, as it would in a national build).
     fresh = set(loaded.inputs)
-    fresh |= {a for a in wanted or () if a not in latest}
     if fresh:
         built += await _make_revisions(conn, settings, month, cutoff, loaded, sorted(fresh), latest, executor)
         latest = await _latest(conn, str(month), wanted)
@@ -439,8 +444,6 @@ async def _make_revisions(
         prev = latest.get(a)
         ids = sorted(loaded.placement_ids.get(a, []))
         if prev is not None:
-            from consumers.feed.compose import figures
-
             changes = change_summary(figures(prev["body"]), c.figures)
             if not changes and ids == sorted(prev["placement_ids"]):
                 continue

@@ -131,12 +131,9 @@ def expected_figures(
                 retention.append({"checkpoint": f"{k}m", "status": st[1] if st else "not_reported"})
     out: dict[str, int] = {}
     groups = {"placements": records, "registrations": regs, "retention": retention}
-    # Site tables exist only where there is more than one site category to break down by.
-    multi = {
-        "placements": len(set(own_sites) | {r["site"] for r in records}) > 1,
-        "registrations": len(own_sites) > 1,
-        "retention": False,
-    }
+    # Site tables always exist (with a row for other authorities' sites), so every revision of a month
+    # has the same layout.
+    multi = {"placements": True, "registrations": True, "retention": False}
     for group, recs in groups.items():
         for dims in _all_dims(group):
             if "site" in dims and not multi[group]:

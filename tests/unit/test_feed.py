@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from consumers.feed.compose import compose, previous_cells
 from consumers.feed.delivery import CP932_SUBSTITUTE, to_csv
 from domain.calendar import AgeBand, YearMonth
 from domain.feed import (
@@ -20,12 +19,14 @@ from domain.feed import (
     achievement,
     age_band_on_placement,
     change_summary,
+    compose,
     counts_for,
     cutoff_instant,
     fiscal_months,
     is_closed,
     main_attribute,
     placement_record,
+    previous_cells,
     shift_month,
 )
 
@@ -127,7 +128,7 @@ def _feed(n_placements: int, extra: int = 0) -> FeedInput:
 
 def test_a_revision_keeps_earlier_suppression_and_hides_every_changed_count() -> None:
     rev1 = compose(_feed(40), threshold=3)
-    rev2 = compose(_feed(40, extra=1), threshold=3, previous=previous_cells(rev1.body))
+    rev2 = compose(_feed(40, extra=1), threshold=3, previous=rev1.body)
     cells1, cells2 = previous_cells(rev1.body), previous_cells(rev2.body)
     assert any(v is None for v in cells1.values())
     for ref, v1 in cells1.items():
