@@ -93,6 +93,18 @@ def parse_date(text: str) -> _dt.date:
     )
 
 
+def era_year(d: _dt.date) -> str:
+    """The era year of a date as forms write it (和暦): 令和7年, 令和元年 for an era's first year."""
+    era = next(e for e in _ERAS if d >= e.first_day)
+    n = d.year - era.offset
+    return f"{era.name}{'元' if n == 1 else n}年"
+
+
+def wareki(d: _dt.date) -> str:
+    """A date in the Japanese era calendar, e.g. 令和7年6月6日 (Shōwa onwards)."""
+    return f"{era_year(d)}{d.month}月{d.day}日"
+
+
 def age_on(birth: _dt.date, on: _dt.date) -> int:
     """Completed years on `on`.
 

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     feed_port: int = 8084  # HTTP download of an authority's own feed (hub run feed-api)
     feed_build_interval_s: float = Field(default=60.0, gt=0)  # hub run placement-feed: build due revisions
 
+    # --- Feed portal for authority staff (issue 15): hub run portal -------------------------------
+    portal_port: int = 8085
+    portal_session_secret: str | None = None  # like the console's: unset, sessions end at restart
+    portal_session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    portal_cookie_secure: bool = False  # True behind HTTPS
+
     # --- Adapters (issue 3) ----------------------------------------------------------------------
     # Each adapter runs the outbox relay in-process so accepted events reach Kafka with nothing else
     # running. Set false when a separate ``hub run relay`` publishes (frees the adapter's CPU for HTTP).

@@ -25,7 +25,8 @@ from infra.config import Settings, get_settings
 from infra.db import create_pool, drop_database, recreate_database
 from infra.logging import configure_logging
 from infra.topics import ensure_topics
-from tests.browser.console_server import RunningConsole, running_console
+from tests.browser.console_server import RunningConsole, running_console, running_portal
+from tests.browser.portal_data import PortalFeed, build_portal_feed
 
 
 @pytest.fixture(scope="session")
@@ -75,4 +76,25 @@ async def ready(pool: asyncpg.Pool, console_settings: Settings) -> AsyncIterator
 @pytest.fixture(scope="module")
 def console(ready: asyncpg.Pool, console_settings: Settings) -> Iterator[RunningConsole]:
     with running_console(console_settings, sample=True) as running:
+        yield running
+
+
+# --- the feed portal, for the portal's integration and browser tests ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def portal_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"topic_namespace": f"p{uuid.uuid4().hex[:10]}", "portal_session_secret": "portal-test-secret"}
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def portal_feed(pool: asyncpg.Pool, portal_settings: Settings) -> PortalFeed:
+    return await build_portal_feed(pool, portal_settings)
+
+
+@pytest.fixture(scope="session")
+def portal(portal_feed: PortalFeed, portal_settings: Settings) -> Iterator[RunningConsole]:
+    with running_portal(portal_settings) as running:
         yield running

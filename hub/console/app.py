@@ -26,8 +26,8 @@ from consumers.monitoring.figures import ConsumerFigures, TopicFigures, group_le
 from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.sampler import Sampler, register_collector
 from consumers.monitoring.snapshot import RATE_WINDOWS_S, Snapshot, collect
-from hub.console.charts import bar_chart, line_chart
 from hub.console.session import COOKIE, LoginRequired, Sessions, operator_by_id, require_operator
+from hub.web.charts import bar_chart, line_chart
 from infra.auth import AuthError, Principal, authenticate
 from infra.config import Settings, get_settings
 from infra.http import create_app

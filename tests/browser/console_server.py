@@ -1,4 +1,4 @@
-"""A real console (uvicorn on a free port, in a thread with its own event loop) for the console tests."""
+"""A real console or portal (uvicorn on a free port, in a thread with its own event loop) for their tests."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from hub.console.app import create_console_app
+from hub.portal.app import create_portal_app
 from infra.config import Settings
 
 
@@ -31,17 +32,28 @@ class RunningConsole:
 
 @contextmanager
 def running_console(settings: Settings, *, sample: bool = False) -> Iterator[RunningConsole]:
+    with serving(create_console_app(settings, sample=sample)) as running:
+        yield running
+
+
+@contextmanager
+def running_portal(settings: Settings) -> Iterator[RunningConsole]:
+    with serving(create_portal_app(settings)) as running:
+        yield running
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[RunningConsole]:
     port = free_port()
-    app = create_console_app(settings, sample=sample)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
-    thread = threading.Thread(target=server.run, name="console", daemon=True)
+    thread = threading.Thread(target=server.run, name="http-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("console did not start")
+            raise RuntimeError("server did not start")
         time.sleep(0.05)
     try:
         yield RunningConsole(f"http://127.0.0.1:{port}", app)

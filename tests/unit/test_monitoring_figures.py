@@ -22,8 +22,8 @@ from consumers.monitoring.figures import (
     redrive_headers,
     safe_headers,
 )
-from hub.console.charts import bar_chart, line_chart
 from hub.console.session import Sessions, require_operator
+from hub.web.charts import bar_chart, line_chart
 from infra.auth import AuthError, OrgKind, Principal, Role
 from infra.config import Settings
 

@@ -1,4 +1,4 @@
-"""Server-rendered SVG charts: a line over time and horizontal bars.
+"""Server-rendered SVG charts: a line over time, horizontal bars, monthly bars against a target pace.
 
 Why SVG from the server rather than a JavaScript chart library: the console then runs no script at all
 (its Content-Security-Policy forbids scripts), pages work and refresh without JS, the numbers a chart
@@ -76,4 +76,76 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 360
     return Markup(
         f'<svg class="chart" role="img" aria-label="{label}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}"><text x="0" y="14" class="title">{label}</text>{"".join(rows)}</svg>'
+    )
+
+
+def month_bars(
+    points: Sequence[tuple[str, float | None, bool]],
+    pace: Sequence[float | None],
+    *,
+    title: str,
+    rate: bool,
+    labels: tuple[str, str, str],
+    width: int = 520,
+    height: int = 200,
+) -> Markup:
+    """Monthly values as bars with each value written above, and the target pace as a dashed step line.
+
+    Drawn for grey print: bars are mid-grey with a black outline, the pace is black and dashed, a hidden
+    month shows ``x`` and a zero ``－`` (never an empty gap that could be read as zero). ``points`` are
+    (axis label, value, hidden); ``labels`` name the bars, the pace and the unit in the legend.
+    """
+    label = escape(title)
+    pad_l, pad_r, pad_t, pad_b = 40, 8, 52, 22
+    inner_w, inner_h = width - pad_l - pad_r, height - pad_t - pad_b
+    values = [v for _, v, _ in points if v is not None] + [p for p in pace if p is not None]
+    top = max(values, default=0.0) or 1.0
+    slot = inner_w / max(len(points), 1)
+    base = pad_t + inner_h
+
+    def y(v: float) -> float:
+        return base - v / top * inner_h
+
+    def text(v: float) -> str:
+        return f"{v * 100:.1f}%" if rate else _fmt(v)
+
+    parts = [
+        f'<text x="0" y="14" class="title">{label}</text>',
+        f'<rect x="{pad_l}" y="22" width="12" height="10" class="bar-grey"/>'
+        f'<text x="{pad_l + 16}" y="31" class="muted">{escape(labels[0])}</text>',
+        f'<line x1="{pad_l + 110}" y1="27" x2="{pad_l + 134}" y2="27" class="pace" stroke-dasharray="6 3"/>'
+        f'<text x="{pad_l + 138}" y="31" class="muted">{escape(labels[1])}</text>',
+        f'<text x="{width - pad_r}" y="31" text-anchor="end" class="muted">{escape(labels[2])}</text>',
+        f'<line x1="{pad_l}" y1="{base}" x2="{width - pad_r}" y2="{base}" class="axis-dark"/>',
+        f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end" class="muted">{text(top)}</text>',
+    ]
+    for i, (name, value, hidden) in enumerate(points):
+        x = pad_l + i * slot
+        mid = x + slot / 2
+        parts.append(
+            f'<text x="{mid:.1f}" y="{height - 6}" text-anchor="middle" class="muted">{escape(name)}</text>'
+        )
+        if hidden:
+            parts.append(f'<text x="{mid:.1f}" y="{base - 4}" text-anchor="middle" class="value">x</text>')
+        elif value is None:
+            continue  # no feed for that month
+        elif value == 0:
+            parts.append(f'<text x="{mid:.1f}" y="{base - 4}" text-anchor="middle" class="value">－</text>')
+        else:
+            top_y = y(value)
+            parts.append(
+                f'<rect x="{x + slot * 0.18:.1f}" y="{top_y:.1f}" width="{slot * 0.64:.1f}" '
+                f'height="{base - top_y:.1f}" class="bar-grey" data-month="{escape(name)}" '
+                f'data-value="{value:g}"/>'
+                f'<text x="{mid:.1f}" y="{top_y - 3:.1f}" text-anchor="middle" class="value">{text(value)}</text>'
+            )
+        target = pace[i] if i < len(pace) else None
+        if target is not None:
+            parts.append(
+                f'<line x1="{x:.1f}" y1="{y(target):.1f}" x2="{x + slot:.1f}" y2="{y(target):.1f}" '
+                f'class="pace" stroke-dasharray="6 3" data-pace="{target:g}"/>'
+            )
+    return Markup(
+        f'<svg class="chart month-chart" role="img" aria-label="{label}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
     )

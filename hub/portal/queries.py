@@ -1,0 +1,37 @@
+"""What the portal reads besides a delivery: the months and revisions of an authority's feed and the
+latest revision of each of the last months (for the chart). Aggregates only; no personal data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+
+async def months(conn: asyncpg.Connection, authority: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT month FROM feed_revisions WHERE authority = $1 ORDER BY month DESC", authority
+    )
+    return [r["month"] for r in rows]
+
+
+async def revisions(conn: asyncpg.Connection, authority: str, month: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT revision, built_at, jsonb_array_length(changes) AS changed FROM feed_revisions "
+        "WHERE authority = $1 AND month = $2 ORDER BY revision DESC",
+        authority,
+        month,
+    )
+
+
+async def latest_bodies(
+    conn: asyncpg.Connection, authority: str, months: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (month) month, body FROM feed_revisions "
+        "WHERE authority = $1 AND month = ANY($2::text[]) ORDER BY month, revision DESC",
+        authority,
+        list(months),
+    )
+    return {r["month"]: r["body"] for r in rows}

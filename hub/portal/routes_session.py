@@ -1,0 +1,55 @@
+"""Logging in and out of the portal, and where ``/`` goes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from hub.portal.access import require_reader
+from hub.portal.app import COOKIE, Reader, language, page, portal
+from hub.web.pages import check_csrf, safe_next
+from infra.auth import AuthError, authenticate
+
+
+def register(app: FastAPI) -> None:
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_form(request: Request, next: str = "/") -> HTMLResponse:
+        language(request)
+        return page(request, "login.html", next=safe_next(next), error=None)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(
+        request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
+    ) -> Response:
+        language(request)
+        async with request.app.state.pool.acquire() as conn:
+            try:
+                principal = await authenticate(conn, f"Bearer {token.strip()}")
+                require_reader(principal)
+            except AuthError as exc:
+                return page(request, "login.html", exc.status, next=safe_next(next), error=exc.reason)
+        p = portal(request)
+        cookie, _ = p.sessions.issue(principal.client_id)
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=p.sessions.max_age_s,
+            httponly=True,
+            samesite="strict",
+            secure=p.settings.portal_cookie_secure,
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request, who: Reader, csrf: Annotated[str, Form()] = "") -> Response:
+        check_csrf(request, csrf)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    async def home(who: Reader) -> Response:
+        return RedirectResponse(f"/feed/{who.org_code}", status_code=303)

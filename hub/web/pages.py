@@ -1,0 +1,98 @@
+"""Conventions every server-rendered page of the hub follows (console and portal).
+
+- Security headers: a Content-Security-Policy that allows no script at all, no framing, no referrer
+  (so a page address never travels to another site), no caching of pages that hold figures or names.
+- Signed, expiring session cookies (itsdangerous) holding a client id and a CSRF token; the client is
+  re-read from the database on every request, so a revoked credential is out at its next click.
+- Every form that changes something carries the CSRF token (cookies are SameSite=Strict as well).
+- The language switch: ``GET /lang/{ja|en}?next=/path`` sets the ``lang`` cookie and goes back.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from hub.web.i18n import LANG_COOKIE, LANGS
+from infra.auth import AuthError
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    client_id: str
+    csrf: str
+
+
+class Sessions:
+    """Signed, time-stamped session cookies. Without a configured secret each process draws one
+    (sessions then end when it restarts)."""
+
+    def __init__(self, secret: str | None, *, salt: str, max_age_s: int) -> None:
+        self._signer = URLSafeTimedSerializer(secret or secrets.token_urlsafe(32), salt=salt)
+        self.max_age_s = max_age_s
+
+    def issue(self, client_id: str) -> tuple[str, Session]:
+        session = Session(client_id, secrets.token_urlsafe(24))
+        return self._signer.dumps({"c": session.client_id, "x": session.csrf}), session
+
+    def read(self, cookie: str | None) -> Session | None:
+        if not cookie:
+            return None
+        try:
+            data = self._signer.loads(cookie, max_age=self.max_age_s)
+        except BadSignature:  # also SignatureExpired
+            return None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("c"), str)
+            or not isinstance(data.get("x"), str)
+        ):
+            return None
+        return Session(data["c"], data["x"])
+
+
+def check_csrf(request: Request, token: str) -> None:
+    expected = getattr(request.state, "csrf", "")
+    if not expected or not secrets.compare_digest(token, expected):
+        raise AuthError(403, "csrf: the form's token does not match this session (reload the page)")
+
+
+def safe_next(target: str) -> str:
+    """Only local paths: a login or language link must not send the user elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def install_page_conventions(app: FastAPI, *, cookie_secure: bool) -> None:
+    """Security headers on every response and the language switch."""
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.get("/lang/{lang}", include_in_schema=False)
+    async def switch_language(lang: str, next: str = "/") -> Response:
+        response = RedirectResponse(safe_next(next), status_code=303)
+        if lang in LANGS:
+            response.set_cookie(
+                LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict", secure=cookie_secure
+            )
+        return response

@@ -1,0 +1,104 @@
+"""A small feed with two revisions per month for the portal's tests (integration and browser).
+
+Simulated stream → outbox → Kafka → feed consumer → revisions, in a topic namespace and months of its
+own: revision 1 of each month at its cutoff, then the late events and revision 2 — so every month has a
+history with a change summary. Also returns who may and who may never be named to each authority.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+from consumers.catchup import run_until_caught_up
+from consumers.feed.builder import build_month
+from consumers.feed.projection import FeedProjection
+from contracts.envelope import Family
+from devtools.simulator import SimulationConfig, is_late, simulate
+from domain.calendar import YearMonth
+from domain.feed import shift_month
+from infra.config import Settings
+from infra.topics import ensure_topics
+from producers.publish import publish_submissions
+from producers.submission import Submission
+
+CONFIG = SimulationConfig(
+    authorities=2, months=3, seed=505, start_month="2023-01", registrations_per_site_month=30
+)
+MONTHS = [YearMonth(2023, 1), YearMonth(2023, 2), YearMonth(2023, 3)]
+JST = timezone(timedelta(hours=9))
+
+
+@dataclass
+class PortalFeed:
+    subs: list[Submission]
+    authorities: list[str]
+    months: list[str]
+    # Names of people placed in an authority's feed months whose consent records never name that
+    # authority for disclose_placement (not even withdrawn later): no portal page may ever show them.
+    never_consented: dict[str, set[str]]
+    # (authority, month) whose latest revision is 2 or later and changed a published figure
+    revised: list[tuple[str, str]]
+
+
+def _cutoff(m: YearMonth) -> datetime:
+    nxt = shift_month(m, 1)
+    return datetime(nxt.year, nxt.month, 6, tzinfo=JST).astimezone(UTC)
+
+
+def _never_consented(subs: list[Submission], authority: str) -> set[str]:
+    names = {
+        s.data["person_key"]: s.data["personal"]["name"] for s in subs if s.family is Family.REGISTRATION
+    }
+    grants: set[str] = set()
+    for s in subs:
+        d: dict[str, Any] = s.data
+        if (
+            s.family is Family.CONSENT
+            and "disclose_placement" in d["scopes"]
+            and {"kind": "authority", "code": authority} in d["recipients"]
+        ):
+            grants.add(d["person_key"])
+    placed = {
+        s.data["person_key"] for s in subs if s.family is Family.PLACEMENT and s.data["site"][:6] == authority
+    }
+    return {names[p] for p in placed - grants if p in names}
+
+
+async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFeed:
+    await ensure_topics(settings)
+    subs = list(simulate(CONFIG))
+    early = [s for s in subs if not is_late(s)]
+    late = [s for s in subs if is_late(s)]
+    sites = sorted({s.data["site"] for s in subs if s.family is Family.REGISTRATION})
+    # Yearly targets for FY2022 (April 2022 to March 2023), as a steering council would set them.
+    await pool.executemany(
+        "INSERT INTO feed_targets (site, fiscal_year, placements, referral_share, team_support) "
+        "VALUES ($1, 2022, 60, 0.4, 12) ON CONFLICT DO NOTHING",
+        [(site,) for site in sites],
+    )
+    await publish_submissions(settings, pool, early, origin="test-portal")
+    await run_until_caught_up(FeedProjection(settings), settings, pool)
+    for m in MONTHS:
+        await build_month(pool, settings, m, now=_cutoff(m))
+    await publish_submissions(settings, pool, late, origin="test-portal-late")
+    await run_until_caught_up(FeedProjection(settings), settings, pool)
+    for m in MONTHS:
+        await build_month(pool, settings, m)
+    authorities = sorted({s.data["authority"] for s in subs if s.family is Family.REGISTRATION})
+    months = [str(m) for m in MONTHS]
+    revised = await pool.fetch(
+        "SELECT authority, month FROM feed_revisions WHERE month = ANY($1::text[]) AND revision >= 2 "
+        "AND jsonb_array_length(changes) > 0 ORDER BY authority, month",
+        months,
+    )
+    return PortalFeed(
+        subs,
+        authorities,
+        months,
+        {a: _never_consented(subs, a) for a in authorities},
+        [(r["authority"], r["month"]) for r in revised],
+    )
