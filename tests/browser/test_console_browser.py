@@ -11,39 +11,25 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import orjson
-import pytest
-import pytest_asyncio
 from aiokafka import AIOKafkaProducer
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
 from infra.auth import OrgKind, Role, add_client
-from infra.config import PROJECT_ROOT, Settings
+from infra.config import Settings
 from producers.submission import to_event
 from tests import factories
+from tests.browser.chromium import SCREENSHOTS, browser, chromium_present
 from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, kafka_ends, publish
 from tests.helpers import read_topic
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
+__all__ = ["browser", "chromium_present"]  # the module-scoped fixtures of tests/browser/chromium.py
 PAGES = ["/", "/topics", "/consumers", "/adapters", "/dead-letters", "/feeds", "/consent", "/audit"]
 
 # Everything personal the factories put in clear into submissions: none of it may reach a page.
@@ -60,20 +46,6 @@ PERSONAL = [
 ]
 
 FIRST, SECOND = 9, 4
-
-
-@pytest.fixture(scope="module")
-def chromium_present() -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run tests/browser/ensure_chromium.sh first")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def browser(chromium_present: None) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        await chromium.close()
 
 
 async def _token(pool: asyncpg.Pool, kind: OrgKind, code: str, role: Role) -> str:

@@ -61,7 +61,10 @@ def test_change_summary_in_japanese_never_shows_a_hidden_value() -> None:
             {"figure": "indicator: placement_rate", "change": "changed", "before": 0.25, "after": 0.3},
         ]
     )
-    assert rows[0]["figure"] == "就職（属性 × 性別）: 属性=若者" and (rows[0]["before"], rows[0]["after"]) == ("3", "4")
+    assert rows[0]["figure"] == "就職（属性 × 性別）: 属性=若者" and (
+        rows[0]["before"],
+        rows[0]["after"],
+    ) == ("3", "4")
     assert rows[1]["change"] == "秘匿に変更" and rows[1]["before"] == rows[1]["after"] == ""
     assert rows[2]["figure"] == "就職率" and rows[2]["after"] == "30.0%"
 
