@@ -138,6 +138,25 @@ async def feed_status(conn: asyncpg.Connection) -> list[FeedStatus] | None:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedPending:
+    """A feed with events applied since its last revision (``feed_dirty``), oldest first marked when."""
+
+    authority: str
+    month: str
+    since: datetime
+
+
+async def feed_pending(conn: asyncpg.Connection) -> list[FeedPending] | None:
+    async def read() -> list[FeedPending]:
+        rows = await conn.fetch(
+            "SELECT authority, month, min(marked_at) AS since FROM feed_dirty GROUP BY authority, month"
+        )
+        return [FeedPending(str(r["authority"]), str(r["month"]), r["since"]) for r in rows]
+
+    return await optional(read)
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentStats:
     active: int
     withdrawn: int

@@ -70,6 +70,37 @@ class FlowCollector(Collector):
         for a in snap.outbox.adapters:
             backlog.add_metric([a.origin], a.backlog)
         yield backlog
+        yield from _alerting_gauges(snap)
+
+
+def _alerting_gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
+    """The figures the alert rules in deploy/ watch; always present (0 when there is nothing to say)."""
+    oldest = snap.outbox.oldest_pending
+    yield GaugeMetricFamily(
+        "ittai_outbox_oldest_pending_age_seconds",
+        "Age of the oldest accepted event not yet published to Kafka (0: none pending)",
+        value=(snap.taken_at - oldest).total_seconds() if oldest else 0.0,
+    )
+    removal = GaugeMetricFamily(
+        "ittai_withdrawal_removal_seconds",
+        "Consent withdrawal to removal from the shared view (p50 and max over recent withdrawals)",
+        labels=["stat"],
+    )
+    if snap.consent is not None:
+        for stat, ms in (("p50", snap.consent.withdrawal_p50_ms), ("max", snap.consent.withdrawal_max_ms)):
+            if ms is not None:
+                removal.add_metric([stat], float(ms) / 1000)
+    yield removal
+    overdue = snap.feeds_overdue_s or ()
+    yield GaugeMetricFamily(
+        "ittai_feeds_overdue", "Feeds of closed months waiting for a revision past their cutoff",
+        value=len(overdue),
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "ittai_feed_overdue_seconds_max",
+        "Longest wait of a closed month's feed for its next revision past the cutoff (0: none)",
+        value=max(overdue, default=0.0),
+    )
 
 
 FLOWS = FlowCollector()

@@ -11,6 +11,8 @@ from aiokafka.errors import KafkaError
 from consumers.monitoring import queries
 from consumers.monitoring.figures import ConsumerFigures, TopicFigures, consumer_lag
 from consumers.monitoring.kafka_probe import KafkaProbe
+from domain.calendar import parse_month
+from domain.feed import cutoff_instant
 from infra.config import Settings
 
 RATE_WINDOWS_S = (60.0, 300.0)
@@ -33,6 +35,9 @@ class Snapshot:
     consent: queries.ConsentStats | None
     latency: queries.Latency | None
     kafka_error: str | None = None  # Kafka could not be read: offsets and lag are missing, not zero
+    # Seconds each feed of a closed month has waited for its next revision: since the cutoff, or since
+    # the first event after the cutoff (None: the feed component is not installed).
+    feeds_overdue_s: tuple[float, ...] | None = None
 
     @property
     def total_lag(self) -> int:
@@ -59,8 +64,10 @@ async def collect(settings: Settings, pool: asyncpg.Pool, probe: KafkaProbe) -> 
         feeds = await queries.feed_status(conn)
         consent = await queries.consent_stats(conn)
         latency = await queries.shared_view_latency(conn)
+        pending = await queries.feed_pending(conn)
+    now = datetime.now(UTC)
     return Snapshot(
-        taken_at=datetime.now(UTC),
+        taken_at=now,
         topics=tuple(topics.values()),
         consumers=tuple(consumer_lag(rows, topics)),
         outbox=outbox,
@@ -70,4 +77,15 @@ async def collect(settings: Settings, pool: asyncpg.Pool, probe: KafkaProbe) -> 
         consent=consent,
         latency=latency,
         kafka_error=kafka_error,
+        feeds_overdue_s=None if pending is None else overdue_seconds(pending, settings.feed_cutoff_day, now),
     )
+
+
+def overdue_seconds(pending: list[queries.FeedPending], cutoff_day: int, now: datetime) -> tuple[float, ...]:
+    """How long each pending feed of a closed month has waited past its cutoff (open months: not due)."""
+    out = []
+    for p in pending:
+        cutoff = cutoff_instant(parse_month(p.month), cutoff_day)
+        if now >= cutoff:
+            out.append((now - max(cutoff, p.since)).total_seconds())
+    return tuple(out)

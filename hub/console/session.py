@@ -8,12 +8,9 @@ so a revoked operator is out at their next click. Forms carry the CSRF token (Sa
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
-
 import asyncpg
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from hub.web.pages import Sessions
 from infra.auth import AuthError, OrgKind, Principal, Role, require_role
 from infra.config import Settings
 
@@ -24,36 +21,12 @@ class LoginRequired(Exception):
     """No valid session: the page sends the browser to the login form."""
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
-    client_id: str
-    csrf: str
-
-
-class Sessions:
-    def __init__(self, settings: Settings) -> None:
-        secret = settings.console_session_secret or secrets.token_urlsafe(32)
-        self._signer = URLSafeTimedSerializer(secret, salt="ittai-console-session")
-        self.max_age_s = settings.console_session_max_age_s
-
-    def issue(self, client_id: str) -> tuple[str, Session]:
-        session = Session(client_id, secrets.token_urlsafe(24))
-        return self._signer.dumps({"c": session.client_id, "x": session.csrf}), session
-
-    def read(self, cookie: str | None) -> Session | None:
-        if not cookie:
-            return None
-        try:
-            data = self._signer.loads(cookie, max_age=self.max_age_s)
-        except BadSignature:  # also SignatureExpired
-            return None
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("c"), str)
-            or not isinstance(data.get("x"), str)
-        ):
-            return None
-        return Session(data["c"], data["x"])
+def console_sessions(settings: Settings) -> Sessions:
+    return Sessions(
+        settings.console_session_secret,
+        salt="ittai-console-session",
+        max_age_s=settings.console_session_max_age_s,
+    )
 
 
 def require_operator(principal: Principal) -> None:

@@ -163,7 +163,7 @@ async def test_pages_show_what_was_published_and_consumed(
     await page.goto(f"{console.url}/adapters")
     row = page.locator('tr[data-origin="browser-test"]')
     assert _number(await row.locator("td.backlog").inner_text()) == 0
-    assert "UTC" in await row.inner_text()
+    assert "JST" in await row.inner_text()  # times in JST (English page: Chromium asks for en-US)
     await _shot(page, "adapters")
     for path, name in (("/feeds", "feeds"), ("/consent", "consent"), ("/audit", "audit")):
         await page.goto(f"{console.url}{path}")

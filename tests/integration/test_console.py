@@ -156,7 +156,8 @@ async def test_redrive_and_discard_are_recorded_once(
         dropped = await http.post("/dead-letters", data={"op": f"discard:{discard_id}", "csrf": csrf})
         assert "discard: done" in dropped.text
         bogus = await http.post("/dead-letters", data={"op": "delete:selected", "csrf": csrf})
-        assert bogus.status_code == 400 and "unknown action 'delete'" in bogus.json()["error"]
+        assert bogus.status_code == 400 and "unknown action" in bogus.json()["error"]
+        assert "delete" not in bogus.text  # what was sent is not echoed
 
     # The redriven record is back on its source topic once, byte for byte, without dlq_* headers.
     copies = [

@@ -22,7 +22,7 @@ from consumers.monitoring.figures import (
     redrive_headers,
     safe_headers,
 )
-from hub.console.session import Sessions, require_operator
+from hub.console.session import console_sessions, require_operator
 from hub.web.charts import bar_chart, line_chart
 from infra.auth import AuthError, OrgKind, Principal, Role
 from infra.config import Settings
@@ -201,15 +201,15 @@ class TestCharts:
 
 class TestSessions:
     def test_a_session_round_trips_and_a_tampered_one_does_not(self) -> None:
-        sessions = Sessions(Settings(console_session_secret="s1"))
+        sessions = console_sessions(Settings(console_session_secret="s1"))
         cookie, issued = sessions.issue("abc")
         assert sessions.read(cookie) == issued
         assert sessions.read(cookie[:-2] + "xx") is None
         assert sessions.read(None) is None
-        assert Sessions(Settings(console_session_secret="s2")).read(cookie) is None
+        assert console_sessions(Settings(console_session_secret="s2")).read(cookie) is None
 
     def test_an_expired_session_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        sessions = Sessions(Settings(console_session_secret="s1", console_session_max_age_s=60))
+        sessions = console_sessions(Settings(console_session_secret="s1", console_session_max_age_s=60))
         cookie, _ = sessions.issue("abc")
         import time as time_module
 

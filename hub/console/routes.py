@@ -1,0 +1,148 @@
+"""The console's routes, registered per resource: session, snapshot pages, audit, dead letters, API."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from consumers.monitoring import queries
+from consumers.monitoring.figures import group_letters
+from hub.console.app import COOKIE, Operator, console_of, language, page, snapshot, snapshot_json
+from hub.console.session import require_operator
+from hub.web.i18n import N_, gettext
+from hub.web.pages import check_csrf, safe_next
+from infra.auth import AuthError, Principal, authenticate
+
+# Pages that render the current snapshot of flows and counts: path → (template, title).
+SNAPSHOT_PAGES = {
+    "/": ("overview.html", N_("Overview")),
+    "/topics": ("topics.html", N_("Topics")),
+    "/consumers": ("consumers.html", N_("Consumer groups")),
+    "/adapters": ("adapters.html", N_("Adapters")),
+    "/feeds": ("feeds.html", N_("Feeds")),
+    "/consent": ("consent.html", N_("Consent & latency")),
+}
+
+
+def register(app: FastAPI) -> None:
+    _session_routes(app)
+    _snapshot_routes(app)
+    _audit_routes(app)
+    _dead_letter_routes(app)
+    _api_routes(app)
+
+
+def _session_routes(app: FastAPI) -> None:
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_form(request: Request, next: str = "/") -> HTMLResponse:
+        return page(request, "login.html", None, next=safe_next(next), error=None)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(
+        request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
+    ) -> Response:
+        language(request)
+        console = console_of(request)
+        claimed = token.strip()[4:].partition(".")[0][:32] if token.strip().startswith("ith_") else ""
+        async with request.app.state.pool.acquire() as conn:
+            try:
+                principal = await authenticate(conn, f"Bearer {token.strip()}")
+                require_operator(principal)
+            except AuthError as exc:
+                await queries.record_action(conn, client_id=claimed, actor="?", action="login_refused",
+                                            outcome=str(exc.status), detail=exc.reason)  # fmt: skip
+                return page(request, "login.html", None, exc.status, next=safe_next(next), error=exc.reason)
+            await queries.record_action(
+                conn, client_id=principal.client_id, actor=principal.name, action="login", outcome="ok"
+            )
+        cookie, _ = console.sessions.issue(principal.client_id)
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.set_cookie(COOKIE, cookie, max_age=console.sessions.max_age_s, httponly=True,
+                            samesite="strict", secure=console.settings.console_cookie_secure)  # fmt: skip
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request, who: Operator, csrf: Annotated[str, Form()] = "") -> Response:
+        check_csrf(request, csrf)
+        async with request.app.state.pool.acquire() as conn:
+            await queries.record_action(
+                conn, client_id=who.client_id, actor=who.name, action="logout", outcome="ok"
+            )
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+
+def _snapshot_page(template: str, title: str) -> Callable[..., Awaitable[HTMLResponse]]:
+    async def snapshot_page(request: Request, who: Operator) -> HTMLResponse:
+        return page(request, template, who, snap=await snapshot(request), title=title)
+
+    return snapshot_page
+
+
+def _snapshot_routes(app: FastAPI) -> None:
+    for path, (template, title) in SNAPSHOT_PAGES.items():
+        app.add_api_route(
+            path, _snapshot_page(template, title), response_class=HTMLResponse, include_in_schema=False
+        )
+
+
+def _audit_routes(app: FastAPI) -> None:
+    @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    async def audit(request: Request, who: Operator) -> HTMLResponse:
+        async with request.app.state.pool.acquire() as conn:
+            actions = await queries.recent_actions(conn)
+        return page(request, "audit.html", who, actions=actions, title=N_("Audit"))
+
+
+def _dead_letter_routes(app: FastAPI) -> None:
+    @app.get("/dead-letters", response_class=HTMLResponse, include_in_schema=False)
+    async def dead_letters(request: Request, who: Operator) -> HTMLResponse:
+        return await _letters_page(request, who, outcomes=[])
+
+    @app.post("/dead-letters", response_class=HTMLResponse, include_in_schema=False)
+    async def act_on_letters(
+        request: Request,
+        who: Operator,
+        op: Annotated[str, Form()],
+        csrf: Annotated[str, Form()] = "",
+        selected: Annotated[list[int] | None, Form()] = None,
+    ) -> HTMLResponse:
+        check_csrf(request, csrf)
+        action, _, which = op.partition(":")
+        if action not in ("redrive", "discard"):
+            raise AuthError(400, "op: unknown action (expected redrive or discard)")
+        if which == "selected":
+            ids = list(selected or [])
+        elif which.isdigit():
+            ids = [int(which)]
+        else:
+            raise AuthError(400, f"op: expected '{action}:selected' or '{action}:<letter id>'")
+        if not ids:
+            notice = gettext("Select at least one dead letter.")
+            return await _letters_page(request, who, outcomes=[], notice=notice)
+        desk = console_of(request).desk
+        outcomes = await (desk.redrive(ids, who) if action == "redrive" else desk.discard(ids, who))
+        return await _letters_page(request, who, outcomes=outcomes, action=action)
+
+
+async def _letters_page(
+    request: Request, who: Principal, *, outcomes: list[Any], action: str = "", notice: str = ""
+) -> HTMLResponse:
+    console = console_of(request)
+    await console.desk.sync()
+    async with request.app.state.pool.acquire() as conn:
+        rows = await queries.open_letters(conn, console.settings.event_topics)
+        counts = await queries.letter_counts(conn, console.settings.event_topics)
+    return page(request, "dead_letters.html", who, groups=group_letters(rows), counts=counts,
+                outcomes=outcomes, action=action, notice=notice, title=N_("Dead letters"))  # fmt: skip
+
+
+def _api_routes(app: FastAPI) -> None:
+    @app.get("/api/snapshot", tags=["console"])
+    async def api_snapshot(request: Request, who: Operator) -> JSONResponse:
+        """The figures behind the pages, as JSON (operator bearer token or console session)."""
+        return JSONResponse(snapshot_json(await snapshot(request)))
