@@ -128,11 +128,18 @@ class Sampler:
         self._stop.set()
 
     async def tick(self) -> Snapshot:
-        offsets = await self.probe.offsets(monitored_topics(self.settings))
-        totals = {t: sum(p.end for p in parts) for t, parts in offsets.items() if parts}
-        async with self.pool.acquire() as conn:
-            await queries.record_samples(conn, totals, keep_hours=self.settings.console_sample_retention_h)
-        await self.desk.sync()
+        try:
+            offsets = await self.probe.offsets(monitored_topics(self.settings))
+            totals = {t: sum(p.end for p in parts) for t, parts in offsets.items() if parts}
+            async with self.pool.acquire() as conn:
+                await queries.record_samples(
+                    conn, totals, keep_hours=self.settings.console_sample_retention_h
+                )
+            await self.desk.sync()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # Kafka down is when the outbox figures matter most: the snapshot below is still taken
+            # (it marks Kafka's figures missing) so /metrics keeps the outbox age current for alerts.
+            log.warning("sampling Kafka failed, will retry", error=type(exc).__name__)
         snap = await collect(self.settings, self.pool, self.probe)
         FLOWS.snapshot = snap
         metrics.OUTBOX_BACKLOG.set(snap.outbox.backlog)

@@ -6,6 +6,8 @@ published and consumed, whatever else the session's tests do in the same databas
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import httpx
 
@@ -75,6 +77,25 @@ async def test_only_operators_get_in(ready: asyncpg.Pool, console: RunningConsol
         assert [a["action"] for a in actions].count("login_refused") >= 3
         assert any(a["action"] == "login" and a["outcome"] == "ok" for a in actions)
         assert not any(operator.partition(".")[2] in (a["detail"] or "") for a in actions)
+
+
+async def test_pages_speak_japanese_or_english(ready: asyncpg.Pool, console: RunningConsole) -> None:
+    operator = await _client(ready, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    async with httpx.AsyncClient(base_url=console.url, headers={"Accept-Language": "ja-JP,ja;q=0.9"}) as http:
+        login = await http.get("/login")
+        assert '<html lang="ja">' in login.text and "運用担当者専用" in login.text
+        await http.post("/login", data={"token": operator})
+        overview = await http.get("/")
+        assert "<h1>概要</h1>" in overview.text and "未処理のデッドレター" in overview.text
+        assert re.search(r"令和\d+年\d+月\d+日 \d\d:\d\d:\d\d 時点の数値です", overview.text)  # JST, 和暦
+        # The switch wins over Accept-Language, and sends the browser back where it was.
+        switched = await http.get("/lang/en", params={"next": "/consumers"})
+        assert switched.status_code == 303 and switched.headers["location"] == "/consumers"
+        english = await http.get("/consumers")
+        assert '<html lang="en">' in english.text and "<h1>Consumer groups</h1>" in english.text
+        assert re.search(r"Figures as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST", english.text)
+        elsewhere = await http.get("/lang/ja", params={"next": "https://evil.example/"})
+        assert elsewhere.headers["location"] == "/"
 
 
 async def test_health_and_metrics(console: RunningConsole) -> None:

@@ -40,7 +40,7 @@ def service(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pope
 async def _scrape(url: str, proc: subprocess.Popen[bytes], until: str | None = None) -> set[str]:
     """Names exported at ``url`` once it answers (and shows ``until``, a figure sampled in the background)."""
     deadline = time.monotonic() + 120  # a bound for a service that never comes up, not a speed check
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(timeout=5, follow_redirects=True) as http:  # /metrics → /metrics/
         while True:
             assert proc.poll() is None, f"{url}: the service exited with {proc.returncode}"
             assert time.monotonic() < deadline, f"{url}: no answer (with {until!r}) within 120 s"
