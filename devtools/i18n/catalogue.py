@@ -41,9 +41,10 @@ def update() -> list[str]:
     """Merge freshly extracted messages into the Japanese catalogue; returns the untranslated ones."""
     template = extract()
     ja = japanese()
+    template.creation_date = ja.creation_date  # no churn in the header: the file changes with its messages
     ja.update(template, no_fuzzy_matching=True)
-    with PO.open("wb") as f:
-        write_po(f, ja, width=110, sort_output=True, ignore_obsolete=True)
+    with PO.open("wb") as f:  # file names without line numbers, so edits elsewhere do not touch it
+        write_po(f, ja, width=110, sort_output=True, ignore_obsolete=True, include_lineno=False)
     return [str(m.id) for m in ja if m.id and not m.string]
 
 

@@ -16,7 +16,7 @@ from domain.calendar import DateFormatError, parse_month
 from domain.feed import shift_month
 from hub.portal import downloads, queries
 from hub.portal.app import Reader, download_response, page
-from hub.portal.view import ACHIEVEMENT, change_rows, group_views, indicator_rows, yearly_series
+from hub.portal.view import change_rows, group_tables, group_views, indicator_rows, target_rows, yearly_series
 from hub.web.i18n import gettext
 from infra.auth import AuthError, Principal
 
@@ -105,7 +105,8 @@ def register(app: FastAPI) -> None:
             indicators=indicator_rows(body),
             changes=change_rows(body.get("changes", [])),
             series=yearly_series(window, bodies),
-            achievement=ACHIEVEMENT,
+            targets=target_rows(body),
+            group_tables=group_tables(body),
         )
 
     @app.get("/feed/{authority}/{month}/individuals", response_class=HTMLResponse, include_in_schema=False)

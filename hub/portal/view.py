@@ -21,10 +21,18 @@ SUPPRESSED = "x"
 NIL = "－"
 TOTAL = "計"
 
+# Table groups of a body: today's "groups", and the "populations" of the feed's newer bodies.
 GROUPS = {
     "placements": N_("Placements"),
     "registrations": N_("New job seekers"),
     "retention": N_("Retention after placement"),
+    "referral_placements": N_("Placements via Hello Work referral"),
+    "self_found_placements": N_("Self-found placements"),
+    "new_job_seekers": N_("New job seekers"),
+    "team_support": N_("New people in team support"),
+    "retention_1m": N_("Retention at 1 month"),
+    "retention_3m": N_("Retention at 3 months"),
+    "retention_6m": N_("Retention at 6 months"),
 }
 DIMENSIONS = {
     "site": N_("Site"),
@@ -36,15 +44,32 @@ DIMENSIONS = {
     "route": N_("Route"),
     "referred": N_("Referred by the authority"),
     "team_support": N_("Team support"),
+    "enrolment": N_("Team support from"),
     "checkpoint": N_("Checkpoint"),
     "status": N_("Status"),
     "group": N_("Target group"),
 }
+TARGET_GROUPS = {  # the programme's target groups (a person counts in each group they belong to)
+    "welfare": N_("Public assistance recipients etc."),
+    "disability": N_("People with disabilities"),
+    "parenting": N_("People raising children"),
+    "youth": N_("Young people"),
+    "women": N_("Women"),
+    "middle_aged": N_("Middle-aged and older"),
+    "foreign": N_("Foreign nationals"),
+    "general": N_("General"),
+    "other": N_("Other"),
+}
 INDICATORS = {
     "new_registrations": N_("New job seekers"),
+    "new_job_seekers": N_("New job seekers"),
     "referred_by_authority": N_("Referred by the authority"),
     "referral_share": N_("Referral share (coordination indicator)"),
     "placements": N_("Placements (via Hello Work referral)"),
+    "referral_placements": N_("Placements (via Hello Work referral)"),
+    "self_found_placements": N_("Self-found placements"),
+    "confirmed_placements": N_("Confirmed placements (incl. self-found)"),
+    "regular_placements": N_("Placements as regular employees"),
     "placement_rate": N_("Placement rate"),
     "team_support": N_("People in team support"),
 }
@@ -53,12 +78,16 @@ RETENTION = {
     "employed": N_("Retention at %(k)s months: still employed"),
     "rate": N_("Retention at %(k)s months: rate"),
 }
-RATES = {  # a rate and the counts it is computed from (numerator, denominator)
-    "referral_share": ("referred_by_authority", "new_registrations"),
-    "placement_rate": ("placements", "new_registrations"),
-    **{f"retention_{k}m_rate": (f"retention_{k}m_employed", f"retention_{k}m_cohort") for k in (1, 3, 6)},
+RATES = {  # a rate and the counts it is computed from (numerator, denominator), in either body layout
+    "referral_share": (("referred_by_authority",), ("new_registrations", "new_job_seekers")),
+    "placement_rate": (("placements", "referral_placements"), ("new_registrations", "new_job_seekers")),
+    **{
+        f"retention_{k}m_rate": ((f"retention_{k}m_employed",), (f"retention_{k}m_cohort",))
+        for k in (1, 3, 6)
+    },
 }
 ACHIEVEMENT = {"all_met": N_("All met"), "partly_met": N_("Partly met"), "none_met": N_("None met")}
+PACE = {"on_pace": N_("On pace"), "behind": N_("Behind")}
 CHANGE = {
     "changed": N_("changed"),
     "suppressed": N_("now hidden"),
@@ -71,6 +100,8 @@ _RETENTION_NAME = re.compile(r"retention_(\d+)m_(cohort|employed|rate)")
 def category(dim: str, code: str) -> str:
     if code == TOTAL:
         return TOTAL if current() == "ja" else gettext("Total")
+    if dim.startswith("group:") and code in ("yes", "no"):
+        return gettext("in the group") if code == "yes" else gettext("not in the group")
     if current() == "ja":
         return LABELS_JA.get(dim, {}).get(code, code)
     if dim == "age_band":
@@ -86,7 +117,13 @@ def category(dim: str, code: str) -> str:
 
 
 def dimension(dim: str) -> str:
+    if dim.startswith("group:"):
+        return f"{gettext(DIMENSIONS['group'])}: {target_group(dim[6:])}"
     return gettext(DIMENSIONS[dim]) if dim in DIMENSIONS else dim
+
+
+def target_group(code: str) -> str:
+    return gettext(TARGET_GROUPS[code]) if code in TARGET_GROUPS else code
 
 
 def indicator(name: str) -> str:
@@ -113,8 +150,10 @@ def mark(value: Any, *, rate: bool = False) -> str:
 def indicator_mark(values: Mapping[str, Any], name: str) -> str:
     value = values.get(name)
     if value is None and name in RATES:
-        numerator, denominator = RATES[name]
-        if values.get(numerator) is not None and values.get(denominator) == 0:
+        numerators, denominators = RATES[name]
+        numerator = next((values[n] for n in numerators if n in values), None)
+        denominator = next((values[d] for d in denominators if d in values), None)
+        if numerator is not None and denominator == 0:
             return NIL  # base zero: not applicable, nothing hidden
     return mark(value, rate=is_rate(name))
 
@@ -164,10 +203,15 @@ def table_view(table: Mapping[str, Any], group: str) -> TableView:
     return view
 
 
+def table_groups(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    groups: Mapping[str, Any] = body.get("populations") or body.get("groups") or {}
+    return groups
+
+
 def group_views(body: Mapping[str, Any]) -> list[tuple[str, str, list[TableView]]]:
     """(group key, group title, its tables), site tables first within each group."""
     out = []
-    for group, tables in body["groups"].items():
+    for group, tables in table_groups(body).items():
         views = [table_view(t, group) for t in tables]
         views.sort(key=lambda v: not v.by_site)
         out.append((group, gettext(GROUPS[group]) if group in GROUPS else group, views))
@@ -181,10 +225,58 @@ def indicator_rows(body: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, 
     columns = [gettext("Whole authority"), *sites]
     rows = []
     for name in authority:
+        if isinstance(authority[name], Mapping):
+            continue  # by target group: a table of its own
         cells = [indicator_mark(authority, name)]
         cells += [indicator_mark(values, name) if name in values else NIL for values in sites.values()]
         rows.append((indicator(name), cells))
     return columns, rows
+
+
+GROUP_FIGURES = ("new_job_seekers", "referral_placements", "placement_rate")
+
+
+def target_group_rows(values: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """Indicators by target group (a person counts in every group they belong to), where the feed
+    gives them: rows the groups, columns new job seekers, placements and the placement rate."""
+    by_group = values.get("by_group")
+    if not isinstance(by_group, Mapping):
+        return []
+    return [
+        (target_group(g), [indicator_mark(figures, name) for name in GROUP_FIGURES])
+        for g, figures in by_group.items()
+    ]
+
+
+def group_tables(body: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """(scope, rows) for the whole authority and each site: the per-group tables."""
+    scopes = [(gettext("Whole authority"), body["indicators"]["authority"])]
+    scopes += list(body["indicators"]["sites"].items())
+    return [(scope, rows) for scope, values in scopes if (rows := target_group_rows(values))]
+
+
+def target_rows(body: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The fiscal year's targets, their results so far and the unit's pace or class, in either layout
+    of a body: per site with a dict of targets, or per scope with a list of target evaluations."""
+    rows = []
+    for unit in body.get("targets", []):
+        scope = str(unit.get("scope") or unit.get("site"))
+        standing = unit.get("achievement")
+        status = gettext(ACHIEVEMENT[standing]) if standing in ACHIEVEMENT else ""
+        if not status and unit.get("pace") in PACE:
+            status = gettext(PACE[unit["pace"]])
+        if isinstance(unit.get("targets"), Mapping):
+            items = [(k, v, unit.get("results_so_far", {}).get(k), None) for k, v in unit["targets"].items()]
+        else:
+            items = [(t["kind"], t.get("value"), t.get("result"), t.get("group")) for t in unit["targets"]]
+        for kind, value, result, group in items:
+            if value is None:
+                continue
+            rate = is_rate(str(kind))
+            name = indicator(str(kind)) + (f"（{target_group(group)}）" if group else "")
+            rows.append({"scope": scope, "fiscal_year": str(unit.get("fiscal_year", "")), "name": name,
+                         "target": mark(value, rate=rate), "result": mark(result, rate=rate), "status": status})  # fmt: skip
+    return rows
 
 
 # --- what changed between revisions ---------------------------------------------------------------------
@@ -206,7 +298,12 @@ def figure_label(name: str) -> str:
     if name.startswith("indicator"):
         scope, _, figure = name.partition(": ")
         site = scope.removeprefix("indicator").strip()
-        return f"{indicator(figure)}{f' ({site})' if site else ''}"
+        if figure.startswith("by_group."):  # indicator: by_group.youth.placement_rate
+            _, group, figure = figure.split(".", 2)
+            figure = f"{indicator(figure)}（{target_group(group)}）"
+        else:
+            figure = indicator(figure)
+        return f"{figure}{f' ({site})' if site else ''}"
     if name.startswith("target "):
         scope, _, figure = name.partition(": ")
         return f"{gettext('Target')} {scope.removeprefix('target ')}: {indicator(figure)}"
@@ -231,7 +328,13 @@ def change_rows(changes: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
 
 # --- the year on a chart ----------------------------------------------------------------------------------
 
-CHARTED = ("new_registrations", "placements", "referral_share", "team_support")
+# Charted indicators, each as named in today's bodies or in the feed's newer ones.
+CHARTED = (
+    ("new_registrations", "new_job_seekers"),
+    ("placements", "referral_placements"),
+    ("referral_share",),
+    ("team_support",),
+)
 
 
 @dataclass
@@ -246,7 +349,9 @@ class Series:
 def yearly_series(months: Sequence[str], bodies: Mapping[str, Mapping[str, Any]]) -> list[Series]:
     """The last months' authority indicators, with the target pace the sites' targets imply."""
     out = []
-    for name in CHARTED:
+    present = {n for b in bodies.values() for n in b["indicators"]["authority"]}
+    for names in CHARTED:
+        name = next((n for n in names if n in present), names[0])
         points: list[tuple[str, float | None, bool]] = []
         pace: list[float | None] = []
         for m in months:
@@ -264,7 +369,18 @@ def yearly_series(months: Sequence[str], bodies: Mapping[str, Mapping[str, Any]]
 
 
 def _pace(body: Mapping[str, Any], name: str) -> float | None:
-    targets = [t["targets"].get(name) for t in body.get("targets", [])]
+    """Sites' (or, in newer bodies, each scope's own) yearly targets of this indicator, summed."""
+    by_scope: dict[str, list[Any]] = {}
+    for unit in body.get("targets", []):
+        scope = str(unit.get("scope") or unit.get("site"))
+        if isinstance(unit.get("targets"), Mapping):
+            by_scope.setdefault(scope, []).append(unit["targets"].get(name))
+        else:
+            by_scope.setdefault(scope, []).extend(
+                t.get("value") for t in unit["targets"] if t["kind"] == name and not t.get("group")
+            )
+    own = by_scope.get(str(body.get("authority")))  # an authority-wide target, where set, is the pace
+    targets = own if own and any(t is not None for t in own) else [t for ts in by_scope.values() for t in ts]
     set_ = [float(t) for t in targets if t is not None]
     if not set_:
         return None

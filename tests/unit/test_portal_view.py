@@ -84,3 +84,73 @@ def test_yearly_series_with_target_pace() -> None:
     assert series["new_registrations"].points[1] == ("5月", None, True)  # hidden, drawn as x
     assert series["referral_share"].pace[1] == 0.45
     assert series["team_support"].pace[1] is None
+
+
+def test_the_feeds_newer_body_layout_shows_too() -> None:
+    """Bodies with "populations", indicators by target group and target evaluations per scope."""
+    from hub.portal.view import figure_label, group_tables, group_views, target_rows
+
+    i18n.use("ja")
+    by_group = {"youth": {"new_job_seekers": 12, "referral_placements": None, "placement_rate": None},
+                "welfare": {"new_job_seekers": 0, "referral_placements": 0, "placement_rate": None}}  # fmt: skip
+    body = {
+        "authority": "131041",
+        "populations": {
+            "referral_placements": [
+                {
+                    "name": "referral_placements: sex",
+                    "dims": ["sex"],
+                    "cells": [[["male"], 4, None], [["計"], 4, None]],
+                }
+            ]
+        },
+        "indicators": {
+            "authority": {
+                "new_job_seekers": 30,
+                "referral_placements": 9,
+                "referral_share": 0.4,
+                "by_group": by_group,
+            },
+            "sites": {"131041-01": {"new_job_seekers": 30, "referral_placements": 9, "by_group": by_group}},
+        },
+        "targets": [
+            {
+                "scope": "131041",
+                "fiscal_year": 2025,
+                "pace": "behind",
+                "achievement": None,
+                "targets": [
+                    {
+                        "kind": "referral_placements",
+                        "group": None,
+                        "value": 120,
+                        "result": 9,
+                        "status": "behind",
+                    },
+                    {
+                        "kind": "placement_rate",
+                        "group": "youth",
+                        "value": 0.3,
+                        "result": None,
+                        "status": "behind",
+                    },
+                ],
+            },
+        ],
+    }
+    assert [g for g, _, _ in group_views(body)] == ["referral_placements"]
+    (scope, rows), _site = group_tables(body)
+    assert (
+        scope == "自治体全体"
+        and rows[0] == ("若年者", ["12", "x", "x"])
+        and rows[1] == ("生活保護受給者等", ["－", "－", "－"])
+    )
+    targets = target_rows(body)
+    assert targets[0] == {"scope": "131041", "fiscal_year": "2025", "name": "就職件数（紹介就職）",
+                          "target": "120", "result": "9", "status": "遅れ"}  # fmt: skip
+    assert targets[1]["name"] == "就職率（若年者）" and targets[1]["result"] == "x"
+    series = {s.indicator: s for s in yearly_series(["2025-05"], {"2025-05": body})}
+    assert "referral_placements" in series and series["referral_placements"].pace == [10.0]
+    assert (
+        figure_label("indicator 131041-01: by_group.youth.placement_rate") == "就職率（若年者） (131041-01)"
+    )
