@@ -17,6 +17,7 @@ drives aiokafka (the client FastStream wraps) directly:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from consumers.deadletter import DeadLetter, DeadLetterPublisher
 from contracts.envelope import Event, PoisonMessage, decode
 from infra import metrics
 from infra.config import Settings
+from infra.leadership import LeadershipLost
 from infra.logging import get_logger
 
 log = get_logger("consumer")
@@ -49,6 +51,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     KafkaError,
+    LeadershipLost,  # a single-writer consumer waits until it leads again (infra.leadership)
 )
 
 
@@ -70,6 +73,10 @@ class BatchHandler(Protocol):
     topics: Sequence[str]
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None: ...
+
+
+class _Abandoned(Exception):
+    """A transient failure while shutting down: the batch stays uncommitted and is redelivered."""
 
 
 class StaleBatch(Exception):
@@ -137,11 +144,13 @@ class ConsumerRuntime:
         pool: asyncpg.Pool,
         *,
         group_id: str | None = None,
+        fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     ) -> None:
         self.handler = handler
         self.settings = settings
         self.pool = pool
         self.group_id = group_id or handler.name
+        self._fence = fence  # single-writer consumers: proves leadership inside each batch's transaction
         self._consumer: AIOKafkaConsumer | None = None
         self._deadletters = DeadLetterPublisher(settings, consumer=handler.name)
         self._stop = asyncio.Event()
@@ -163,7 +172,8 @@ class ConsumerRuntime:
         self._stop.set()
 
     async def run(self) -> None:
-        await self._start_with_retry()
+        if not await self._start_with_retry():
+            return  # stopped before Kafka was reachable
         assert self._consumer is not None
         log.info("consumer started", consumer=self.handler.name, topics=list(self.handler.topics))
         try:
@@ -187,6 +197,8 @@ class ConsumerRuntime:
                     if batch is not None:
                         self._inflight = asyncio.create_task(self._finish(batch))
             await self.flush()
+        except _Abandoned:
+            pass  # a clean stop: what was not committed is redelivered to the next run
         finally:
             if self._inflight is not None and not self._inflight.done():
                 self._inflight.cancel()  # only on an error path: uncommitted work is redelivered
@@ -199,9 +211,9 @@ class ConsumerRuntime:
                 dead_lettered=self.dead_lettered,
             )
 
-    async def _start_with_retry(self) -> None:
+    async def _start_with_retry(self) -> bool:
         backoff = 0.2
-        while True:
+        while not self._stop.is_set():
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 group_id=self.group_id,
@@ -215,14 +227,16 @@ class ConsumerRuntime:
                 await consumer.start()
                 await self._deadletters.start()
                 self._consumer = consumer
-                return
-            except KafkaError as exc:
+                return True
+            except (KafkaError, OSError, TimeoutError) as exc:
                 await consumer.stop()
+                await self._deadletters.stop()
                 log.warning(
                     "kafka unavailable, retrying", consumer=self.handler.name, error=type(exc).__name__
                 )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+        return False
 
     def _rewind(self, records: list[ConsumerRecord]) -> None:
         assert self._consumer is not None
@@ -318,6 +332,8 @@ class ConsumerRuntime:
         if poison:
             await self._deadletters.publish(poison)  # before the positions that pass them are saved
         async with self.pool.acquire() as conn, conn.transaction():
+            if self._fence is not None:
+                await self._fence(conn)
             if good:
                 await self.handler.handle(conn, good)
             if poison:
@@ -399,7 +415,7 @@ class ConsumerRuntime:
                 if self._stop.is_set():
                     # Shutting down: leave the batch uncommitted; it is redelivered on restart.
                     log.warning("abandoning batch at shutdown", consumer=self.handler.name)
-                    raise
+                    raise _Abandoned() from exc
                 log.warning(
                     "transient failure, retrying",
                     consumer=self.handler.name,
@@ -411,7 +427,9 @@ class ConsumerRuntime:
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
     async def _sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        """Back off, but wake at once on stop (SIGTERM during an outage ends promptly)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
 
 def _record_time(rec: ConsumerRecord) -> datetime | None:

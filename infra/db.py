@@ -11,6 +11,19 @@ from infra.config import Settings, get_settings
 
 _MIGRATION_LOCK = 7_201_101  # pg_advisory_lock key: one migrator at a time
 
+# What a database restart, a failover or a full connection table looks like to a client: retried with
+# capped backoff everywhere, never treated as a bug. (``ConnectionDoesNotExistError`` is a
+# ``PostgresConnectionError``; ``AdminShutdownError``, ``CannotConnectNowError`` and ``CrashShutdownError`` are
+# ``OperatorInterventionError``s; ``TooManyConnectionsError`` is an ``InsufficientResourcesError``.)
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     """json/jsonb columns read and write Python objects (orjson does the text)."""
@@ -25,7 +38,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(settings: Settings | None = None) -> asyncpg.Connection:
     s = settings or get_settings()
-    conn = await asyncpg.connect(s.pg_dsn)
+    conn = await asyncpg.connect(s.pg_dsn, timeout=10)
     await init_connection(conn)
     return conn
 

@@ -6,6 +6,7 @@ as the event contracts — and an OpenAPI description for free.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -15,9 +16,11 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
+from infra import health
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
+from infra.db import TRANSIENT_DB_ERRORS
 from infra.runner import prepare
 
 
@@ -59,11 +62,20 @@ def create_app(
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
+        """Ready when the database answers now and every component of the process (relay, leadership,
+        ...) last found its dependency working; otherwise 503 naming each failing component."""
+        components = {name: r.detail for name, r in health.snapshot().items()}
         try:
             async with request.app.state.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError) as exc:
-            return JSONResponse({"status": "not ready", "database": type(exc).__name__}, status_code=503)
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=2)
+            components["database"] = "ok"
+        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+            components["database"] = type(exc).__name__
+        failing = {name: detail for name, detail in health.failing().items() if name != "database"}
+        if components["database"] != "ok":
+            failing["database"] = components["database"]
+        if failing:
+            return JSONResponse({"status": "not ready", "failing": failing, "components": components}, 503)
         return JSONResponse({"status": "ready"})
 
     app.mount("/metrics", make_asgi_app())

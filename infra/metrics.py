@@ -20,3 +20,7 @@ OUTBOX_BACKLOG = Gauge("ittai_outbox_backlog", "Outbox rows accepted and not yet
 EVENTS_ACCEPTED = Counter(
     "ittai_events_accepted_total", "Events accepted into the outbox", ["origin", "family"]
 )
+LEADERSHIP = Gauge("ittai_leadership", "1 while this process leads the single-writer role", ["role"])
+COMPONENT_UP = Gauge(
+    "ittai_component_up", "1 while the component's last contact with its dependency worked", ["component"]
+)

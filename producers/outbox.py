@@ -1,10 +1,11 @@
 """Transactional outbox: accepting an event is one row in PostgreSQL; a relay publishes it to Kafka.
 
 Writers call ``enqueue`` inside their own transaction, so an event is accepted exactly when whatever
-accepted it commits — whether or not the broker is up. The relay takes pending rows in id order under
-an advisory lock (one relay at a time keeps the order), publishes them with an idempotent ``acks=all``
-producer, and stamps them published. A crash between Kafka's acknowledgement and the stamp re-sends a
-batch; consumers key their effects by event id, so a re-sent event takes effect once.
+accepted it commits — whether or not the broker is up. The relay takes pending rows in id order while
+it leads the ``relay`` role (``infra.leadership``: one relay at a time keeps the order, fenced by epoch),
+publishes them with an idempotent ``acks=all`` producer, and stamps them published. Only a crash of the
+relay between Kafka's acknowledgement and the stamp re-sends a batch; consumers key their effects by
+event id, so a re-sent event takes effect once.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from contracts.envelope import Event, encode, topic_for
-from infra import metrics
+from infra import health, metrics
 from infra.config import Settings
+from infra.db import TRANSIENT_DB_ERRORS, connect
 from infra.kafka import start_producer
+from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
 
 log = get_logger("outbox")
@@ -62,32 +65,47 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: 
     return len(events)
 
 
+class BrokerUnavailable(Exception):
+    """Kafka did not acknowledge the batch (nothing of it is stamped; the whole batch is sent again)."""
+
+
 class OutboxRelay:
-    """Publishes pending outbox rows in order. Run one per database (the advisory lock enforces it)."""
+    """Publishes pending outbox rows in order, while it leads the ``relay`` role (one per database).
+
+    Each batch is one PostgreSQL transaction: the leadership fence, the pending rows ``FOR UPDATE``,
+    the Kafka send and its acknowledgement, then the stamp. A relay that lost its lock (a database
+    restart) cannot stamp, and another relay's lock waits for its batch to end, so two relays never
+    publish side by side. Rows Kafka acknowledged whose stamp failed (the database went away between
+    the two) are remembered and stamped first once the database is back — never sent again by this
+    relay. Only a crash of the relay process in that window re-sends them; consumers apply an event id
+    once, so such a re-send has no effect (``docs`` in the README: "How events flow")."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
+        self.leadership = Leadership(settings, "relay", _RELAY_LOCK)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._acked: list[int] = []  # acknowledged by Kafka, stamp not yet committed
         self.published = 0
+        self.restamped = 0  # acknowledged rows stamped after a failed stamp (not re-sent)
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
 
     async def run(self) -> None:
-        async with self.pool.acquire() as lock_conn:
-            await lock_conn.execute("SELECT pg_advisory_lock($1)", _RELAY_LOCK)
-            await lock_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            try:
-                await self._loop()
-            finally:
-                await lock_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", _RELAY_LOCK)
-                if self._producer is not None:
-                    await self._producer.stop()
+        self.leadership.start()
+        try:
+            await self._loop()
+        finally:
+            await self._close_listener()
+            await self.leadership.close()
+            await self._drop_producer()
+            for component in ("relay.kafka", "relay.database"):
+                health.forget(component)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -96,17 +114,44 @@ class OutboxRelay:
         backoff = 0.2
         while not self._stop.is_set():
             try:
+                await self._stamp_acked()
+                if not self.leadership.held:
+                    await self.leadership.wait_held(self._stop)
+                    continue
+                await self._listen()
                 sent = await self.publish_pending()
                 backoff = 0.2
-            except (TimeoutError, KafkaError, OSError) as exc:
-                log.warning("broker unavailable, outbox keeps events", error=type(exc).__name__)
-                metrics.TRANSIENT_RETRIES.labels("outbox-relay").inc()
-                await self._drop_producer()
-                await self._wait(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+            except LeadershipLost as lost:
+                log.warning("relay stopped publishing: leadership lost", reason=str(lost))
                 continue
-            if sent == 0:
-                await self._wait(self.settings.outbox_poll_interval_s * 5)
+            except BrokerUnavailable as exc:
+                cause = type(exc.__cause__).__name__
+                health.report("relay.kafka", False, cause)
+                log.warning("broker unavailable, outbox keeps events", component="kafka", error=cause)
+                await self._drop_producer()
+            except TRANSIENT_DB_ERRORS as exc:
+                health.report("relay.database", False, type(exc).__name__)
+                log.warning("database unavailable, relay waits", component="database",
+                            error=type(exc).__name__, unstamped=len(self._acked))  # fmt: skip
+                await self._close_listener()
+            else:
+                if sent == 0:
+                    await self._wait(self.settings.outbox_poll_interval_s * 5)
+                continue
+            metrics.TRANSIENT_RETRIES.labels("outbox-relay").inc()
+            await self._wait(backoff)
+            backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+
+    async def _listen(self) -> None:
+        """NOTIFY wakes the relay as soon as an event is accepted (polling is the fallback)."""
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await connect(self.settings)
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
 
     async def _wait(self, seconds: float) -> None:
         self._wake.clear()
@@ -115,55 +160,102 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            self._producer = await start_producer(
-                self.settings, linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=15000
-            )
+            try:
+                self._producer = await start_producer(
+                    self.settings, linger_ms=5, max_batch_size=256 * 1024, request_timeout_ms=15000
+                )
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise BrokerUnavailable() from exc
         return self._producer
 
     async def _drop_producer(self) -> None:
         if self._producer is not None:
-            with contextlib.suppress(KafkaError):
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await self._producer.stop()
             self._producer = None
 
-    async def publish_pending(self) -> int:
-        """Publish one batch of pending rows; returns how many were published."""
+    async def _stamp_acked(self) -> None:
+        """Stamp rows Kafka acknowledged whose stamp did not commit. A fact about Kafka, true whoever
+        leads now: no fence needed, and nothing is sent again."""
+        if not self._acked:
+            return
         async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL",
+                self._acked,
+            )
+        log.info("acknowledged rows stamped after the database came back", rows=len(self._acked))
+        self.restamped += len(self._acked)
+        self._acked = []
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows as the leader; returns how many were published.
+
+        Raises ``LeadershipLost`` (this process does not lead), ``BrokerUnavailable`` or a transient
+        database error; in every case nothing is stamped that Kafka did not acknowledge."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.leadership.fence(conn)
             rows = await conn.fetch(
                 "SELECT id, topic, key, headers, value FROM outbox "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
                 self.settings.outbox_batch_size,
             )
             if not rows:
                 metrics.OUTBOX_BACKLOG.set(0)
+                health.report("relay.database", True)
                 return 0
             producer = await self._ensure_producer()
-            futures = []
-            for row in rows:
-                headers = [(h, v.encode()) for h, v in row["headers"].items()]
-                futures.append(
-                    await producer.send(row["topic"], value=row["value"], key=row["key"], headers=headers)
-                )
-            await asyncio.gather(*futures)
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-            )
-            for topic, count in Counter(row["topic"] for row in rows).items():
-                metrics.OUTBOX_PUBLISHED.labels(topic).inc(count)
-            self.published += len(rows)
-            return len(rows)
+            try:
+                futures = []
+                for row in rows:
+                    headers = [(h, v.encode()) for h, v in row["headers"].items()]
+                    futures.append(
+                        await producer.send(row["topic"], value=row["value"], key=row["key"], headers=headers)
+                    )
+                await asyncio.gather(*futures)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise BrokerUnavailable() from exc
+            health.report("relay.kafka", True)
+            ids = [r["id"] for r in rows]
+            self._acked = ids
+            await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
+        self._acked = []
+        health.report("relay.database", True)
+        for topic, count in Counter(row["topic"] for row in rows).items():
+            metrics.OUTBOX_PUBLISHED.labels(topic).inc(count)
+        self.published += len(rows)
+        return len(rows)
 
     async def drain(self, timeout_s: float = 60.0) -> int:
-        """Publish everything pending now (used by the simulator and tests); returns rows published."""
+        """Publish everything accepted so far, then return rows published by this relay (simulator,
+        tests). When another relay leads, it does the publishing and this one waits for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self.pool.acquire() as conn:
+            last = await conn.fetchval("SELECT max(id) FROM outbox WHERE published_at IS NULL")
+        if last is None:
+            return 0
         total = 0
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            sent = await self.publish_pending()
-            total += sent
-            if sent == 0:
-                return total
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"outbox not drained within {timeout_s}s")
+        self.leadership.start()
+        try:
+            while True:
+                if self.leadership.held:
+                    sent = await self.publish_pending()
+                    total += sent
+                    if sent:
+                        continue
+                async with self.pool.acquire() as conn:
+                    pending = await conn.fetchval(
+                        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND id <= $1", last
+                    )
+                if not pending:
+                    return total
+                if loop.time() > deadline:
+                    raise TimeoutError(f"outbox not drained within {timeout_s}s")
+                await asyncio.sleep(0.05)
+        finally:
+            await self.leadership.close()
+            self.leadership = Leadership(self.settings, "relay", _RELAY_LOCK)
 
     async def close(self) -> None:
         await self._drop_producer()

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -339,6 +339,7 @@ async def build_month(
     now: datetime | None = None,
     authorities: Sequence[str] | None = None,
     executor: Executor | None = None,
+    fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> list[Built]:
     """Build every due revision of ``month`` (all authorities, or those listed); returns what was built.
 
@@ -353,6 +354,8 @@ async def build_month(
     wanted = set(authorities) if authorities else None
     built: list[Built] = []
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        if fence is not None:  # the running builder proves it leads (infra.leadership) before writing
+            await fence(conn)
         with _gc_paused():
             built += await _build_in_snapshot(conn, settings, month, now, cutoff, wanted, executor)
     if built:

@@ -1,6 +1,9 @@
 """``hub run placement-feed``: the projection consumer plus a builder that, every
 ``feed_build_interval_s``, builds the due revisions of every closed month (revision 1 after the cutoff,
-revision N+1 when events sent later change a figure) and publishes them to the feed topic."""
+revision N+1 when events sent later change a figure) and publishes them to the feed topic.
+
+The builder leads the ``feed-builder`` role (``infra.leadership``): with two ``hub run placement-feed``
+one builds and the other waits; each build's transaction is fenced by the leader's epoch."""
 
 from __future__ import annotations
 
@@ -15,9 +18,12 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import TRANSIENT_ERRORS, ConsumerRuntime
 from domain.feed import is_closed
 from infra.config import Settings
+from infra.leadership import Leadership
 from infra.logging import get_logger
 
 log = get_logger("feed")
+
+BUILDER_LOCK = 7_205_001  # advisory lock key of the feed-builder role
 
 
 class FeedBuilderService:
@@ -25,6 +31,7 @@ class FeedBuilderService:
         self.settings = settings
         self.pool = pool
         self._stop = asyncio.Event()
+        self.leadership: Leadership | None = None  # set while run() leads; build_due alone is unfenced
 
     def stop(self) -> None:
         self._stop.set()
@@ -36,7 +43,8 @@ class FeedBuilderService:
         built = 0
         for month in months:
             if is_closed(month, self.settings.feed_cutoff_day, now):
-                revisions = await build_month(self.pool, self.settings, month, now=now)
+                fence = self.leadership.fence if self.leadership is not None else None
+                revisions = await build_month(self.pool, self.settings, month, now=now, fence=fence)
                 built += len(revisions)
                 for r in revisions:
                     # Aggregates only: authority, month, revision and how many figures changed.
@@ -46,13 +54,16 @@ class FeedBuilderService:
         return built
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.build_due()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("feed build failed, retrying next round", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.feed_build_interval_s)
+        async with Leadership(self.settings, "feed-builder", BUILDER_LOCK) as leadership:
+            self.leadership = leadership
+            while await leadership.wait_held(self._stop) and not self._stop.is_set():
+                try:
+                    await self.build_due()
+                except TRANSIENT_ERRORS as exc:  # LeadershipLost included: wait until leading again
+                    log.warning("feed build failed, retrying next round", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.settings.feed_build_interval_s)
+            self.leadership = None
 
 
 def services(settings: Settings, pool: asyncpg.Pool) -> list[ConsumerRuntime | FeedBuilderService]:

@@ -19,7 +19,7 @@ state extended, so a restart, a rebalance or an erasure needs no invalidation.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import lru_cache
 from operator import attrgetter
@@ -197,13 +197,18 @@ class SharedViewHandler:
 
 
 def runtime_for(
-    handler: SharedViewHandler, settings: Settings, pool: asyncpg.Pool, *, role: str = "live"
+    handler: SharedViewHandler,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    role: str = "live",
+    fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> ConsumerRuntime:
     """The runtime for ``handler``. Positions live in PostgreSQL under the handler's name; the Kafka group
     only spreads partitions, so it is per topic namespace (and per role), never shared across them — a
     group shared by unrelated consumers makes every start wait for the others to rebalance."""
     return ConsumerRuntime(
-        handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}.{role}"
+        handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}.{role}", fence=fence
     )
 
 

@@ -1,6 +1,8 @@
 """``hub run shared-view``: the projection consumer, its HTTP API and the consent-validity sweep, together.
 
-The service holds ``SERVICE_LOCK`` for its lifetime so a replay cannot rebuild the view under it.
+The projection leads the ``shared-view`` role (``infra.leadership``: lock ``SERVICE_LOCK``, re-taken after
+every reconnect, every batch fenced by epoch) so a replay cannot rebuild the view under it; a second
+``hub run shared-view`` waits as a standby.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
 from consumers.shared_view.replay import SERVICE_LOCK
 from infra.config import Settings
+from infra.db import TRANSIENT_DB_ERRORS
+from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
 
 log = get_logger("shared-view")
@@ -53,23 +57,21 @@ class ProjectionService:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.handler = SharedViewHandler(settings)
-        self.runtime = runtime_for(self.handler, settings, pool)
+        self.leadership = Leadership(settings, "shared-view", SERVICE_LOCK)
+        self.runtime = runtime_for(self.handler, settings, pool, fence=self.leadership.fence)
         self.pool = pool
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
-        async with self.pool.acquire() as lock_conn:
-            if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", SERVICE_LOCK):
-                raise SystemExit("another shared-view consumer or a replay is running on this database")
+        async with self.leadership:
+            if not await self.leadership.wait_held(self._stop):
+                return  # stopped while another consumer or a replay held the view
+            sweep = asyncio.create_task(self._sweep())
             try:
-                sweep = asyncio.create_task(self._sweep())
-                try:
-                    await self.runtime.run()
-                finally:
-                    self._stop.set()
-                    await sweep
+                await self.runtime.run()
             finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", SERVICE_LOCK)
+                self._stop.set()
+                await sweep
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,10 +81,11 @@ class ProjectionService:
         while not self._stop.is_set():
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
+                    await self.leadership.fence(conn)
                     changed = await self.handler.refresh_validity(conn)
                 if changed:
                     log.info("consent validity sweep", records_changed=changed)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError, LeadershipLost) as exc:
                 log.warning("consent validity sweep failed", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=SWEEP_INTERVAL_S)

@@ -26,7 +26,7 @@ from devtools.stack.kafka import (
     kafka_wait,
     stack_lock,
 )
-from devtools.stack.postgres import is_pg_up, pg_check, pg_down, pg_ensure_up, pg_reset
+from devtools.stack.postgres import is_pg_up, pg_check, pg_down, pg_ensure_up, pg_kill, pg_reset, pg_restart
 
 __all__ = [
     "StackError",
@@ -45,7 +45,9 @@ __all__ = [
     "kafka_stop_node",
     "pg_down",
     "pg_ensure_up",
+    "pg_kill",
     "pg_reset",
+    "pg_restart",
     "reset",
 ]
 

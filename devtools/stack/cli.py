@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -14,6 +15,8 @@ from devtools.stack import postgres
 from infra.config import get_settings
 
 stack_app = typer.Typer(no_args_is_help=True, add_completion=False)
+pg_app = typer.Typer(no_args_is_help=True, add_completion=False)
+stack_app.add_typer(pg_app, name="pg", help="The stack's PostgreSQL alone: up, down, restart, kill")
 out = Console()
 err = Console(stderr=True)
 
@@ -99,3 +102,35 @@ def reset() -> None:
     except stack.StackError as exc:
         raise _fail(exc) from None
     out.print("Stack reset: next `hub stack up` starts fresh.")
+
+
+def _pg_action(action: Callable[[], None], done: str) -> None:
+    try:
+        action()
+    except stack.StackError as exc:
+        raise _fail(exc) from None
+    out.print(f"PostgreSQL {done} ({postgres.pg_address()}).")
+
+
+@pg_app.command("up")
+def pg_up() -> None:
+    """Start PostgreSQL only (initdb on first use); idempotent."""
+    _pg_action(postgres.pg_ensure_up, "up")
+
+
+@pg_app.command("down")
+def pg_down() -> None:
+    """Stop PostgreSQL (fast shutdown: sessions end, data kept)."""
+    _pg_action(postgres.pg_down, "stopped")
+
+
+@pg_app.command("restart")
+def pg_restart() -> None:
+    """Restart PostgreSQL (fast): every client session ends, as in a real database restart."""
+    _pg_action(postgres.pg_restart, "restarted")
+
+
+@pg_app.command("kill")
+def pg_kill() -> None:
+    """SIGKILL the postmaster (a crash); `hub stack pg up` recovers it."""
+    _pg_action(postgres.pg_kill, "killed")

@@ -240,6 +240,39 @@ def pg_down() -> None:
         )
 
 
+def pg_restart() -> None:
+    """``pg_ctl restart -m fast``: every session ends (clients see ``AdminShutdownError`` or a closed
+    connection, then ``CannotConnectNowError`` while it starts), as in a real database restart."""
+    with stack_lock():
+        if pg_pid() is None:
+            pg_ensure_up()
+            return
+        log = log_file()
+        cmd = [
+            str(pg_bin() / "pg_ctl"),
+            "-D",
+            str(data_dir()),
+            "-l",
+            str(log),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+        ]
+        _run([*cmd, "restart"], "pg_ctl restart", start_new_session=True)
+        _wait_ready()
+
+
+def pg_kill() -> None:
+    """SIGKILL the postmaster (a crash): the next ``pg_ensure_up`` recovers from the WAL."""
+    with stack_lock():
+        pid = pg_pid()
+        if pid is not None:
+            os.kill(pid, 9)
+            _wait_old_postmaster_gone()
+
+
 def pg_reset() -> None:
     """Stop PostgreSQL and delete its data dir."""
     with stack_lock():

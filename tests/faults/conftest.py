@@ -1,0 +1,118 @@
+"""Fault tests: they restart PostgreSQL and kill brokers, so they run on a stack of their own.
+
+Never the shared stack (``HUB_STACK_DIR``, the developer's or CI's): every session here starts its own
+PostgreSQL in a temporary folder on a free port (``own_pg``) — and the three-node tests their own Kafka
+cluster (``cluster``) — and stops and deletes them at the end. Services under test run as real
+``hub run …`` processes pointed at that stack through ``HUB_*`` variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from infra.config import Settings
+from infra.runner import prepare
+from infra.topics import ensure_topics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OwnStack:
+    """A stack of the session's own: ``settings`` and ``env`` point every client and ``hub`` at it."""
+
+    settings: Settings
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def hub(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hub.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def start(self, *args: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+        """``hub run …`` in the background, its log in ``log``."""
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "run", *args],
+                env={**self.env, **env},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    async def logged(log: Path, text: str, timeout_s: float = 60) -> None:
+        """Wait until the service wrote ``text`` to its log (it got that far)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while text not in (log.read_text(errors="replace") if log.exists() else ""):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{log.name} never said {text!r}")
+            await asyncio.sleep(0.1)
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+        """SIGTERM and wait; the exit code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -9
+
+
+@pytest.fixture(scope="session")
+def own_pg(settings: Settings, live_stack: None) -> Iterator[OwnStack]:
+    """PostgreSQL of the session's own (Kafka stays the shared broker: these tests never stop it)."""
+    folder = Path(tempfile.mkdtemp(prefix="ittai-faults-"))
+    folder.chmod(0o755)  # PostgreSQL runs as an unprivileged user and must reach its data folder
+    libs = settings.stack_dir / f"kafka-libs-{settings.kafka_version}"
+    if libs.exists():  # the jar cache is shared (read-only use), the data never is
+        (folder / libs.name).symlink_to(libs)
+    port = free_port()
+    env = {**os.environ, "HUB_STACK_DIR": str(folder), "HUB_PG_PORT": str(port), "HUB_LOG_LEVEL": "INFO"}
+    own = OwnStack(settings.model_copy(update={"stack_dir": folder, "pg_port": port}), env)
+    try:
+        own.hub("stack", "pg", "up")
+        yield own
+    finally:
+        for proc in own.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        own.hub("stack", "pg", "down", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def own_pool(own_pg: OwnStack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await prepare(own_pg.settings)
+    reports = await ensure_topics(own_pg.settings)
+    assert all(r.status != "mismatch" for r in reports), reports
+    yield pool
+    pool.terminate()
