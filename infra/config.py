@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     stack_dir: Path = PROJECT_ROOT / ".stack"
     kafka_version: str = "4.3.1"
     kafka_port_base: int = 19092  # node n listens on base + 100*(n-1), its controller on +1
+    # Each broker's JVM heap (a 3-node cluster on a small machine wants less, e.g. "-Xms128m -Xmx384m").
+    kafka_heap_opts: str = "-Xms256m -Xmx512m"
     pg_os_user: str = "postgres"  # PostgreSQL refuses to run as root; the stack runs it as this user
 
     # --- Runtime ---------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from infra.config import get_settings
 
 stack_app = typer.Typer(no_args_is_help=True, add_completion=False)
 pg_app = typer.Typer(no_args_is_help=True, add_completion=False)
+node_app = typer.Typer(no_args_is_help=True, add_completion=False)
+stack_app.add_typer(node_app, name="node", help="One Kafka node of the cluster: stop, start, kill")
 stack_app.add_typer(pg_app, name="pg", help="The stack's PostgreSQL alone: up, down, restart, kill")
 out = Console()
 err = Console(stderr=True)
@@ -104,12 +106,16 @@ def reset() -> None:
     out.print("Stack reset: next `hub stack up` starts fresh.")
 
 
-def _pg_action(action: Callable[[], None], done: str) -> None:
+def _act(action: Callable[[], None], message: Callable[[], str]) -> None:
     try:
         action()
     except stack.StackError as exc:
         raise _fail(exc) from None
-    out.print(f"PostgreSQL {done} ({postgres.pg_address()}).")
+    out.print(message())
+
+
+def _pg_action(action: Callable[[], None], done: str) -> None:
+    _act(action, lambda: f"PostgreSQL {done} ({postgres.pg_address()}).")
 
 
 @pg_app.command("up")
@@ -134,3 +140,33 @@ def pg_restart() -> None:
 def pg_kill() -> None:
     """SIGKILL the postmaster (a crash); `hub stack pg up` recovers it."""
     _pg_action(postgres.pg_kill, "killed")
+
+
+Node = Annotated[int, typer.Argument(min=1, help="Node number (1..nodes set up)")]
+
+
+def _node_action(n: int, action: Callable[[], None], done: str) -> None:
+    count = stack.formatted_nodes()
+    if count is None or n > count:
+        raise _fail(
+            stack.StackError(f"Kafka node {n} is not part of the cluster set up ({count or 0} node(s))")
+        )
+    _act(action, lambda: f"Kafka node {n} {done}.")
+
+
+@node_app.command("stop")
+def node_stop(n: Node) -> None:
+    """Stop node N cleanly (SIGTERM: controlled shutdown, leadership moves first)."""
+    _node_action(n, lambda: stack.kafka_stop_node(n), "stopped")
+
+
+@node_app.command("kill")
+def node_kill(n: Node) -> None:
+    """SIGKILL node N (a crash: no controlled shutdown)."""
+    _node_action(n, lambda: stack.kafka_stop_node(n, kill=True), "killed")
+
+
+@node_app.command("start")
+def node_start(n: Node) -> None:
+    """Start node N again and wait until it answers metadata."""
+    _node_action(n, lambda: stack.kafka_start_node(n), "started")

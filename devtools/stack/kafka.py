@@ -402,7 +402,8 @@ def _wait_ready(ns: list[int], nodes: int | None, timeout: float = READY_TIMEOUT
 # --------------------------------------------------------------------------------------------------
 def _spawn(n: int, java: str, libs: Path) -> None:
     d = node_dir(n)
-    cmd = [java, "-Xms256m", "-Xmx512m", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
+    heap = get_settings().kafka_heap_opts.split()
+    cmd = [java, *heap, "-XX:+ExitOnOutOfMemoryError", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
     cmd += ["-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={kafka_root() / 'log4j2.properties'}"]
     cmd += ["kafka.Kafka", str(d / "server.properties")]
     with open(d / "kafka.log", "ab") as log:

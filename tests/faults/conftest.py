@@ -1,15 +1,17 @@
 """Fault tests: they restart PostgreSQL and kill brokers, so they run on a stack of their own.
 
 Never the shared stack (``HUB_STACK_DIR``, the developer's or CI's): every session here starts its own
-PostgreSQL in a temporary folder on a free port (``own_pg``) — and the three-node tests their own Kafka
-cluster (``cluster``) — and stops and deletes them at the end. Services under test run as real
+one-node Kafka and PostgreSQL in a temporary folder on free ports (``own``) — and the three-node tests
+their own cluster (``cluster``) — and stops and deletes them at the end. Services under test run as real
 ``hub run …`` processes pointed at that stack through ``HUB_*`` variables.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,11 +21,13 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
+from devtools.stack.kafka import port_open
 from infra.config import Settings
 from infra.runner import prepare
 from infra.topics import ensure_topics
@@ -69,7 +73,7 @@ class OwnStack:
     async def logged(log: Path, text: str, timeout_s: float = 60) -> None:
         """Wait until the service wrote ``text`` to its log (it got that far)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while text not in (log.read_text(errors="replace") if log.exists() else ""):
+        while text not in _read(log):
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{log.name} never said {text!r}")
             await asyncio.sleep(0.1)
@@ -86,33 +90,69 @@ class OwnStack:
             return -9
 
 
-@pytest.fixture(scope="session")
-def own_pg(settings: Settings, live_stack: None) -> Iterator[OwnStack]:
-    """PostgreSQL of the session's own (Kafka stays the shared broker: these tests never stop it)."""
+def _read(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def free_port_base(nodes: int) -> int:
+    """A Kafka port base whose broker and controller ports (base + 100*(n-1), +1) are all free."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 29000)
+        ports = [base + 100 * i + j for i in range(nodes) for j in (0, 1)]
+        if not any(port_open(p) for p in ports):
+            return base
+
+
+@contextlib.contextmanager
+def stack_of_its_own(settings: Settings, nodes: int, **extra: str) -> Iterator[OwnStack]:
+    """Kafka (``nodes`` nodes) and PostgreSQL in a temporary folder on free ports; deleted afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="ittai-faults-"))
     folder.chmod(0o755)  # PostgreSQL runs as an unprivileged user and must reach its data folder
     libs = settings.stack_dir / f"kafka-libs-{settings.kafka_version}"
     if libs.exists():  # the jar cache is shared (read-only use), the data never is
         (folder / libs.name).symlink_to(libs)
-    port = free_port()
-    env = {**os.environ, "HUB_STACK_DIR": str(folder), "HUB_PG_PORT": str(port), "HUB_LOG_LEVEL": "INFO"}
-    own = OwnStack(settings.model_copy(update={"stack_dir": folder, "pg_port": port}), env)
+    base, pg_port = free_port_base(nodes), free_port()
+    bootstrap = ",".join(f"127.0.0.1:{base + 100 * i}" for i in range(nodes))
+    rf = 1 if nodes == 1 else 3
+    update: dict[str, Any] = {
+        "stack_dir": folder,
+        "pg_port": pg_port,
+        "kafka_port_base": base,
+        "kafka_bootstrap": bootstrap,
+        "replication_factor": rf,
+        "min_insync_replicas": 1 if nodes == 1 else 2,
+    }
+    env = {
+        **os.environ,
+        "HUB_LOG_LEVEL": "INFO",
+        **{f"HUB_{k.upper()}": str(v) for k, v in update.items()},
+        **extra,
+    }
+    own = OwnStack(settings.model_copy(update=update), env)
     try:
-        own.hub("stack", "pg", "up")
+        own.hub("stack", "up", "--nodes", str(nodes), timeout=300)
         yield own
     finally:
         for proc in own.procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        own.hub("stack", "pg", "down", check=False)
+        own.hub("stack", "down", check=False, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def own(settings: Settings) -> Iterator[OwnStack]:
+    """A one-node Kafka and a PostgreSQL of the session's own, free to stop, kill and restart."""
+    with stack_of_its_own(settings, 1) as stack:
+        yield stack
+
+
 @pytest_asyncio.fixture(scope="session")
-async def own_pool(own_pg: OwnStack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await prepare(own_pg.settings)
-    reports = await ensure_topics(own_pg.settings)
+async def own_pool(own: OwnStack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await prepare(own.settings)
+    reports = await ensure_topics(own.settings)
     assert all(r.status != "mismatch" for r in reports), reports
     yield pool
     pool.terminate()

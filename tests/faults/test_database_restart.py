@@ -73,27 +73,27 @@ async def _published(stack: OwnStack) -> Counter[str]:
 
 
 async def test_relay_keeps_its_lock_through_a_database_restart(
-    own_pg: OwnStack, own_pool: asyncpg.Pool, tmp_path: Path
+    own: OwnStack, own_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    loader = Loader(own_pg, own_pool)
-    first = own_pg.start("relay", log=tmp_path / "relay-1.log")
+    loader = Loader(own, own_pool)
+    first = own.start("relay", log=tmp_path / "relay-1.log")
     await loader.accept(200)
     await wait_for(loader.pending, until=lambda n: n == 0, timeout_s=60)
 
     # Restart PostgreSQL while events keep arriving.
     loading = asyncio.create_task(loader.accept(300))
-    await asyncio.to_thread(own_pg.hub, "stack", "pg", "restart")
+    await asyncio.to_thread(own.hub, "stack", "pg", "restart")
     await loading
 
     # A second relay started after the restart must find the first one leading again, and wait.
-    second = own_pg.start("relay", log=tmp_path / "relay-2.log")
+    second = own.start("relay", log=tmp_path / "relay-2.log")
     await asyncio.sleep(2)  # both relays have looked for the lock
     after = await loader.accept(500)
     await wait_for(loader.pending, until=lambda n: n == 0, timeout_s=90)
 
     assert first.poll() is None, (tmp_path / "relay-1.log").read_text()[-3000:]
     assert second.poll() is None, (tmp_path / "relay-2.log").read_text()[-3000:]
-    published = await _published(own_pg)
+    published = await _published(own)
     assert set(loader.accepted) <= set(published), "every accepted event reached Kafka"
     twice = {i: n for i, n in published.items() if i in set(after) and n > 1}
     assert not twice, f"{len(twice)} events accepted after the restart were published by both relays"
@@ -101,13 +101,13 @@ async def test_relay_keeps_its_lock_through_a_database_restart(
         holder = await conn.fetchval("SELECT holder FROM leader_epochs WHERE role = 'relay'")
     assert holder.endswith((f":{first.pid}", f":{second.pid}"))
     for proc in (first, second):
-        assert own_pg.stop(proc) == 0, "SIGTERM after a database restart exits 0"
+        assert own.stop(proc) == 0, "SIGTERM after a database restart exits 0"
 
 
 async def test_replay_is_refused_while_the_projector_runs_through_a_restart(
-    own_pg: OwnStack, own_pool: asyncpg.Pool, tmp_path: Path
+    own: OwnStack, own_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    settings = own_pg.settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:8]}"})
+    settings = own.settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:8]}"})
     from infra.topics import ensure_topics
 
     await ensure_topics(settings)
@@ -139,7 +139,7 @@ async def test_replay_is_refused_while_the_projector_runs_through_a_restart(
                 await asyncio.sleep(0.2)
 
     await produce(20)
-    projector = own_pg.start(
+    projector = own.start(
         "shared-view",
         "--no-api",
         log=tmp_path / "shared-view.log",
@@ -147,33 +147,33 @@ async def test_replay_is_refused_while_the_projector_runs_through_a_restart(
     )
     await wait_for(caught_up, until=bool, timeout_s=90)
 
-    await asyncio.to_thread(own_pg.hub, "stack", "pg", "restart")
+    await asyncio.to_thread(own.hub, "stack", "pg", "restart")
     await produce(20)  # applied only once the projector leads again
     await wait_for(caught_up, until=bool, timeout_s=90)
 
     with pytest.raises(ReplayRefused):
         await replay(settings, own_pool)
     assert projector.poll() is None, (tmp_path / "shared-view.log").read_text()[-3000:]
-    assert own_pg.stop(projector) == 0, (tmp_path / "shared-view.log").read_text()[-3000:]
+    assert own.stop(projector) == 0, (tmp_path / "shared-view.log").read_text()[-3000:]
 
 
 async def test_services_wait_for_the_database_and_stop_cleanly_while_it_is_down(
-    own_pg: OwnStack, own_pool: asyncpg.Pool, tmp_path: Path
+    own: OwnStack, own_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    own_pg.hub("stack", "pg", "down")
+    own.hub("stack", "pg", "down")
     try:
-        waiting = own_pg.start("relay", log=tmp_path / "relay-waiting.log")
-        started = own_pg.start("relay", log=tmp_path / "relay-started.log")
+        waiting = own.start("relay", log=tmp_path / "relay-waiting.log")
+        started = own.start("relay", log=tmp_path / "relay-started.log")
         for name in ("relay-waiting", "relay-started"):
-            await own_pg.logged(tmp_path / f"{name}.log", "database unavailable, retrying")
+            await own.logged(tmp_path / f"{name}.log", "database unavailable, retrying")
         assert waiting.poll() is None and started.poll() is None
-        assert own_pg.stop(waiting) == 0, "SIGTERM while the database is down exits 0"
+        assert own.stop(waiting) == 0, "SIGTERM while the database is down exits 0"
     finally:
-        own_pg.hub("stack", "pg", "up")
-    loader = Loader(own_pg, own_pool)
+        own.hub("stack", "pg", "up")
+    loader = Loader(own, own_pool)
     with contextlib.suppress(*TRANSIENT_DB_ERRORS):
         await own_pool.execute("SELECT 1")  # the pool's old connections died with the server
     await loader.accept(50)
     await wait_for(loader.pending, until=lambda n: n == 0, timeout_s=60)
     assert started.poll() is None, (tmp_path / "relay-started.log").read_text()[-3000:]
-    assert own_pg.stop(started) == 0, (tmp_path / "relay-started.log").read_text()[-3000:]
+    assert own.stop(started) == 0, (tmp_path / "relay-started.log").read_text()[-3000:]
