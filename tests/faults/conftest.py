@@ -98,7 +98,7 @@ def free_port_base(nodes: int) -> int:
     """A Kafka port base whose broker and controller ports (base + 100*(n-1), +1) are all free."""
     rng = random.Random()
     while True:
-        base = rng.randrange(20000, 29000)
+        base = rng.randrange(40000, 49000)
         ports = [base + 100 * i + j for i in range(nodes) for j in (0, 1)]
         if not any(port_open(p) for p in ports):
             return base
