@@ -6,10 +6,11 @@ so a fresh checkout needs no configuration at all.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.envelope import Family, deadletter_topic, feed_topic, topic_for
@@ -92,6 +93,24 @@ class Settings(BaseSettings):
     # running. Set false when a separate ``hub run relay`` publishes (frees the adapter's CPU for HTTP).
     adapter_runs_relay: bool = True
 
+    @model_validator(mode="after")
+    def _follow_the_local_cluster(self) -> Settings:
+        """Unless set explicitly, Kafka settings follow the local cluster ``hub stack up`` formatted under
+        ``stack_dir``: every node in the bootstrap list and, for three nodes, replication factor 3 with
+        ``min.insync.replicas`` 2 — so ``hub stack up --nodes 3`` needs no further configuration."""
+        nodes = _local_cluster_nodes(self.stack_dir)
+        if nodes is None:
+            return self
+        explicit = self.model_fields_set
+        if "kafka_bootstrap" not in explicit:
+            self.kafka_bootstrap = ",".join(f"127.0.0.1:{self.kafka_port_base + 100 * i}" for i in range(nodes))
+        if nodes >= 3:
+            if "replication_factor" not in explicit:
+                self.replication_factor = 3
+            if "min_insync_replicas" not in explicit:
+                self.min_insync_replicas = 2
+        return self
+
     def topic(self, family: Family) -> str:
         return topic_for(family, self.topic_namespace)
 
@@ -112,6 +131,13 @@ class Settings(BaseSettings):
         return (
             f"postgresql://{self.pg_user}:{self.pg_password}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
         )
+
+
+def _local_cluster_nodes(stack_dir: Path) -> int | None:
+    try:
+        return int(json.loads((stack_dir / "kafka" / "cluster.json").read_text())["nodes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from devtools import stack
-from devtools.stack import postgres
+from devtools.stack import cluster, postgres
 from infra.config import get_settings
 
 stack_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -73,13 +75,52 @@ def up(
     out.print(table)
     out.print(f"kafka bootstrap: {stack.kafka_bootstrap(nodes)}", soft_wrap=True)
     out.print(f"postgres dsn:    {get_settings().pg_dsn}", soft_wrap=True)
+    _warn_disagreements()
+
+
+def _warn_disagreements() -> None:
+    get_settings.cache_clear()  # the cluster may have just been formatted: settings follow it
+    for problem in cluster.disagreements(get_settings()):
+        err.print(f"warning: {problem}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def _topics_table(every: bool) -> tuple[Table | None, bool]:
+    settings = get_settings()
+    prefix = "" if every else f"{settings.topic_namespace}."
+    try:
+        health = asyncio.run(asyncio.wait_for(cluster.topic_health(settings, prefix=prefix), timeout=20))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        err.print(f"topics: cluster not reachable ({type(exc).__name__})", style="red", markup=False)
+        return None, False
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("topic", "partitions", "rf", "min isr", "under-replicated", "offline", "accepts writes"):
+        table.add_column(col)
+    for t in health:
+        writes = "[green]yes[/]" if t.accepts_writes else "[red]no[/]"
+        table.add_row(
+            t.topic, str(t.partitions), str(t.replication_factor), str(t.min_insync),
+            str(t.under_replicated), str(t.offline), writes,
+        )  # fmt: skip
+    return table, all(t.accepts_writes for t in health)
 
 
 @stack_app.command()
-def status() -> None:
-    """Show each Kafka node and PostgreSQL; exit code 0 only if all are up."""
+def status(
+    every: Annotated[bool, typer.Option("--all", help="Every topic, not only the hub's namespace")] = False,
+) -> None:
+    """Each Kafka node and PostgreSQL, the active controller, and per topic: under-replicated and offline
+    partitions and whether it accepts writes. Exit code 0 only if every node is up and every topic
+    accepts writes."""
     table, all_up = _table()
     out.print(table)
+    if any(node.pid for node in stack.kafka_status()):
+        controller = cluster.active_controller()
+        out.print(f"active controller: {f'node {controller}' if controller else '[red]none (no quorum)[/]'}")
+        topics, writable = _topics_table(every)
+        if topics is not None:
+            out.print(topics)
+        all_up &= writable
+    _warn_disagreements()
     if not all_up:
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ it; if it lost one, the count would fall short. Used by the kill/restart test.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 
 import asyncpg
@@ -28,7 +29,8 @@ class CountingHandler:
             'INSERT INTO test_effects (event_id, partition, "offset") VALUES ($1, $2, $3)',
             [(c.event.id, c.partition, c.offset) for c in batch],
         )
-        await asyncio.sleep(0.02)  # slow enough that a kill lands mid-stream
+        # Slow enough that a kill (or a pause) lands mid-batch, with its transaction open.
+        await asyncio.sleep(float(os.environ.get("HUB_TEST_BATCH_DELAY_S", "0.02")))
 
 
 if __name__ == "__main__":
