@@ -103,7 +103,9 @@ class Settings(BaseSettings):
             return self
         explicit = self.model_fields_set
         if "kafka_bootstrap" not in explicit:
-            self.kafka_bootstrap = ",".join(f"127.0.0.1:{self.kafka_port_base + 100 * i}" for i in range(nodes))
+            self.kafka_bootstrap = ",".join(
+                f"127.0.0.1:{self.kafka_port_base + 100 * i}" for i in range(nodes)
+            )
         if nodes >= 3:
             if "replication_factor" not in explicit:
                 self.replication_factor = 3
