@@ -140,3 +140,35 @@ def test_broker_ids_parses_metadata_v4(settings: Settings, monkeypatch: pytest.M
 
 def test_broker_ids_none_when_nothing_listens(settings: Settings) -> None:
     assert kafka.broker_ids(1, timeout=0.2) is None
+
+
+def _formatted(settings: Settings, nodes: int) -> None:
+    root = settings.stack_dir / "kafka"
+    root.mkdir(parents=True)
+    (root / "cluster.json").write_text(f'{{"cluster_id": "x", "nodes": {nodes}, "dir_ids": []}}')
+
+
+def test_settings_follow_a_three_node_cluster(tmp_path: Path) -> None:
+    s = Settings(stack_dir=tmp_path / ".stack", kafka_port_base=29092)
+    assert s.kafka_bootstrap == "127.0.0.1:19092"  # nothing set up: the defaults
+    _formatted(s, 3)
+    s = Settings(stack_dir=tmp_path / ".stack", kafka_port_base=29092)
+    assert s.kafka_bootstrap == "127.0.0.1:29092,127.0.0.1:29192,127.0.0.1:29292"
+    assert (s.replication_factor, s.min_insync_replicas) == (3, 2)
+    explicit = Settings(
+        stack_dir=tmp_path / ".stack", kafka_bootstrap="127.0.0.1:29092", replication_factor=1
+    )
+    assert explicit.kafka_bootstrap == "127.0.0.1:29092" and explicit.replication_factor == 1
+
+
+def test_disagreements_between_settings_and_cluster_are_named(settings: Settings) -> None:
+    from devtools.stack import cluster
+
+    assert cluster.disagreements(settings) == []  # no cluster set up
+    _formatted(settings, 3)
+    narrow = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:29092", "replication_factor": 1})
+    problems = cluster.disagreements(narrow)
+    assert any("does not list 127.0.0.1:29192, 127.0.0.1:29292" in p for p in problems)
+    assert any("HUB_REPLICATION_FACTOR 1 on a 3-node cluster" in p for p in problems)
+    follows = Settings(stack_dir=settings.stack_dir, kafka_port_base=29092)
+    assert cluster.disagreements(follows) == []
