@@ -32,7 +32,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
 from contracts.envelope import Event, PoisonMessage, decode
-from infra import metrics
+from infra import health, metrics
 from infra.config import Settings
 from infra.leadership import LeadershipLost
 from infra.logging import get_logger
@@ -408,17 +408,25 @@ class ConsumerRuntime:
 
     async def _with_retry(self, action: Callable[[], Awaitable[T]]) -> T:
         backoff = 0.1
+        failed: set[str] = set()
         while True:
             try:
-                return await action()
+                result = await action()
+                for name in failed:  # the dependency answers again
+                    health.report(name, True)
+                return result
             except TRANSIENT_ERRORS as exc:
                 if self._stop.is_set():
                     # Shutting down: leave the batch uncommitted; it is redelivered on restart.
                     log.warning("abandoning batch at shutdown", consumer=self.handler.name)
                     raise _Abandoned() from exc
+                component = _component(exc)
+                failed.add(f"{self.handler.name}.{component}")
+                health.report(f"{self.handler.name}.{component}", False, type(exc).__name__)
                 log.warning(
                     "transient failure, retrying",
                     consumer=self.handler.name,
+                    component=component,
                     error=type(exc).__name__,
                     backoff_s=round(backoff, 2),
                 )
@@ -430,6 +438,15 @@ class ConsumerRuntime:
         """Back off, but wake at once on stop (SIGTERM during an outage ends promptly)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+
+def _component(exc: BaseException) -> str:
+    """Which dependency a transient failure came from, for logs and readiness."""
+    if isinstance(exc, KafkaError):
+        return "kafka"
+    if isinstance(exc, LeadershipLost):
+        return "leadership"
+    return "database"
 
 
 def _record_time(rec: ConsumerRecord) -> datetime | None:
