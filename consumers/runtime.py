@@ -412,9 +412,6 @@ class ConsumerRuntime:
         while True:
             try:
                 result = await action()
-                for name in failed:  # the dependency answers again
-                    health.report(name, True)
-                return result
             except TRANSIENT_ERRORS as exc:
                 if self._stop.is_set():
                     # Shutting down: leave the batch uncommitted; it is redelivered on restart.
@@ -433,11 +430,22 @@ class ConsumerRuntime:
                 metrics.TRANSIENT_RETRIES.labels(self.handler.name).inc()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+            except BaseException:
+                _answered(failed)  # the dependency answered (the action failed for another reason)
+                raise
+            else:
+                _answered(failed)
+                return result
 
     async def _sleep(self, seconds: float) -> None:
         """Back off, but wake at once on stop (SIGTERM during an outage ends promptly)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+
+def _answered(components: set[str]) -> None:
+    for name in components:
+        health.report(name, True)
 
 
 def _component(exc: BaseException) -> str:
