@@ -126,15 +126,17 @@ def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
 
 
 _REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time")
+_READ = frozenset({*_REQUIRED, "content-type"})
 
 
 # A dead-letter reason is shown to operators, and a rogue producer may have typed anything anywhere: a
-# name, a birth date or a phone number. Only short code-like values of code fields are echoed (a site id
-# is 9 characters; a date or a phone number is longer); for every other field the rule alone is given.
+# name, a birth date or a phone number. Only short numeric values of code fields are echoed (a site id
+# is 9 characters; a date or a phone number is longer; letters could spell a name); for every other
+# field the rule alone is given.
 _CODE_FIELDS = frozenset(
     {"authority", "site", "office", "code", "group", "classification_version", "version"}
 )
-_CODE_VALUE = re.compile(r"[0-9A-Za-z-]{1,9}")
+_CODE_VALUE = re.compile(r"[0-9][0-9-]{0,8}")
 
 
 def _echoable(loc: tuple[int | str, ...], value: object) -> bool:
@@ -157,31 +159,56 @@ def summarize_validation_error(exc: ValidationError, *, with_values: bool = True
     return "; ".join(parts)
 
 
-def decode(key: bytes | None, headers: Headers, value: bytes | None) -> Event:
-    """Decode one Kafka record or raise ``PoisonMessage`` naming the header/field, rule and value."""
+_HEADER_MAX = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The hub's own shapes: an id is 32 hex (``new_event_id``); a source is an authority, an office or the
+# national Hello Work system. Anything else is not an event of this hub (and may be a name).
+ID_PATTERN = r"^[0-9a-f]{32}$"
+SOURCE_PATTERN = r"^/(authorities/\d{6}|hellowork/offices/\d{4}|hellowork/national)$"
+_SHAPES = {"ce_id": re.compile(ID_PATTERN), "ce_source": re.compile(SOURCE_PATTERN)}
+
+
+def _attributes(headers: Headers) -> dict[str, str]:
+    """The envelope's headers as text. Only the names the binding defines are read, and no value ever
+    goes into a reason: a rogue producer may have put a person's name in any header."""
     attrs: dict[str, str] = {}
     for name, raw in headers:
-        if name.startswith("ce_") or name == "content-type":
-            try:
-                attrs[name] = raw.decode()
-            except (UnicodeDecodeError, AttributeError):
-                raise PoisonMessage(f"header {name}: not UTF-8") from None
+        if name not in _READ:
+            continue
+        try:
+            value = raw.decode()
+        except (UnicodeDecodeError, AttributeError):
+            raise PoisonMessage(f"header {name}: not UTF-8") from None
+        if len(value) > _HEADER_MAX:
+            raise PoisonMessage(f"header {name}: longer than {_HEADER_MAX} characters")
+        if _CONTROL.search(value):
+            raise PoisonMessage(f"header {name}: contains a control character")
+        shape = _SHAPES.get(name)
+        if shape is not None and not shape.match(value):
+            raise PoisonMessage(f"header {name}: does not match {shape.pattern}")
+        attrs[name] = value
     for name in _REQUIRED:
         if name not in attrs:
             raise PoisonMessage(f"header {name}: missing (CloudEvents binary mode requires it)")
+    return attrs
+
+
+def decode(key: bytes | None, headers: Headers, value: bytes | None) -> Event:
+    """Decode one Kafka record or raise ``PoisonMessage`` naming the header or field and the rule."""
+    attrs = _attributes(headers)
     if attrs["ce_specversion"] != SPECVERSION:
-        raise PoisonMessage(f"header ce_specversion: unsupported {attrs['ce_specversion']!r}, expected '1.0'")
+        raise PoisonMessage(f"header ce_specversion: unsupported value, expected '{SPECVERSION}'")
     family = TYPES.get(attrs["ce_type"])
     if family is None:
         raise PoisonMessage(
-            f"header ce_type: unknown type or version {attrs['ce_type']!r}; known: {', '.join(sorted(TYPES))}"
+            f"header ce_type: not a known type and version; known: {', '.join(sorted(TYPES))}"
         )
     try:
         time = datetime.fromisoformat(attrs["ce_time"])
     except ValueError:
-        raise PoisonMessage(f"header ce_time: not an RFC 3339 time ({attrs['ce_time']!r})") from None
+        raise PoisonMessage("header ce_time: not an RFC 3339 time") from None
     if time.tzinfo is None:
-        raise PoisonMessage(f"header ce_time: needs a UTC offset ({attrs['ce_time']!r})")
+        raise PoisonMessage("header ce_time: needs a UTC offset")
     if value is None:
         raise PoisonMessage("value: empty (tombstone) where an event was expected")
     try:

@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.types import (
+    INT32_MAX,
+    PRINTABLE_PATTERN,
     AgeBand,
     AttributeCategory,
     LocalGovernmentCode,
@@ -44,19 +46,30 @@ class Sealed(Contract):
     alg: Literal["A256GCM"] = "A256GCM"
     kid: str = Field(pattern=r"^pdk-[0-9a-f]{32}-\d+$", description="Data key id: pdk-<person key>-<version>")
     nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{16}$", description="96-bit nonce, base64url")
-    ct: str = Field(min_length=22, description="Ciphertext with GCM tag, base64url")
+    ct: str = Field(
+        min_length=22,
+        max_length=16384,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Ciphertext with GCM tag, base64url",
+    )
 
 
 class Occupation(Contract):
     """職業: a major group of the MHLW occupational classification, with the classification version."""
 
     group: str = Field(pattern=r"^(0[1-9]|1[0-5])$", description="Major group 01–15")
-    classification_version: str = Field(default=CLASSIFICATION_VERSION)
+    classification_version: str = Field(default=CLASSIFICATION_VERSION, pattern=r"^[A-Za-z0-9._-]{1,20}$")
 
     @model_validator(mode="after")
     def _known_group(self) -> Occupation:
         validate_occupation_group(self.group, self.classification_version)
         return self
+
+
+def _unique_attributes(cls: type, value: list[AttributeCategory]) -> list[AttributeCategory]:
+    if len(set(value)) != len(value):
+        raise ValueError(f"attribute categories must be unique, got {[a.value for a in value]}")
+    return value
 
 
 # --- registration ------------------------------------------------------------------------------
@@ -65,12 +78,12 @@ class Occupation(Contract):
 class RegistrationPersonal(Contract):
     """Inside ``Registration.personal`` once opened."""
 
-    name: str = Field(min_length=1, max_length=100)
-    name_kana: str | None = Field(default=None, max_length=200)
+    name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)
+    name_kana: str | None = Field(default=None, max_length=200, pattern=PRINTABLE_PATTERN)
     birth_date: date
-    phone: str | None = Field(default=None, max_length=30)
-    email: str | None = Field(default=None, max_length=254)
-    address: str | None = Field(default=None, max_length=300)
+    phone: str | None = Field(default=None, max_length=30, pattern=PRINTABLE_PATTERN)
+    email: str | None = Field(default=None, max_length=254, pattern=PRINTABLE_PATTERN)
+    address: str | None = Field(default=None, max_length=300, pattern=PRINTABLE_PATTERN)
     job_seeker_number: str | None = Field(
         default=None, pattern=r"^\d{5}-\d{8}$", description="Hello Work 求職番号"
     )
@@ -86,17 +99,14 @@ class Registration(Contract):
     authority: LocalGovernmentCode
     sex: Sex
     age_band: AgeBand = Field(description="Age band on the registration date")
-    attributes: list[AttributeCategory] = Field(min_length=1, max_length=8)
+    attributes: list[AttributeCategory] = Field(
+        min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
+    )
     desired_occupation: Occupation
     team_support: bool = Field(description="In チーム支援 (team support by both sides)")
     personal: Sealed
 
-    @field_validator("attributes")
-    @classmethod
-    def _unique(cls, value: list[AttributeCategory]) -> list[AttributeCategory]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"attribute categories must be unique, got {[a.value for a in value]}")
-        return value
+    _unique = field_validator("attributes")(_unique_attributes)
 
     @model_validator(mode="after")
     def _site_belongs_to_authority(self) -> Registration:
@@ -129,7 +139,10 @@ class RecipientKind(StrEnum):
 
 class Recipient(Contract):
     kind: RecipientKind
-    code: str = Field(description="Local government code for an authority, office code for an office")
+    code: str = Field(
+        pattern=r"^(\d{4}|\d{6})$",
+        description="Local government code (6 digits) for an authority, office code (4 digits) for an office",
+    )
 
     @model_validator(mode="after")
     def _code_matches_kind(self) -> Recipient:
@@ -165,14 +178,16 @@ class Consent(Contract):
     """Consent given, changed or withdrawn. The newest ``version`` of a ``consent_id`` wins."""
 
     consent_id: EventId
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT32_MAX)
     action: ConsentAction
     person_key: PersonKey
-    scopes: list[ConsentScope] = Field(max_length=3)
+    scopes: list[ConsentScope] = Field(max_length=3, json_schema_extra={"uniqueItems": True})
     recipients: list[Recipient] = Field(max_length=20)
     valid_from: date
     valid_until: date | None = None
-    form_version: str = Field(min_length=1, max_length=40, examples=["common-form-2016.1"])
+    form_version: str = Field(
+        min_length=1, max_length=40, pattern=PRINTABLE_PATTERN, examples=["common-form-2016.1"]
+    )
     captured: ConsentCapture
 
     @model_validator(mode="after")
@@ -207,7 +222,12 @@ class Programme(StrEnum):
 
 
 class ReferralPersonal(Contract):
-    case_number: str = Field(min_length=1, max_length=40, description="Authority case number (ケース番号)")
+    case_number: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=PRINTABLE_PATTERN,
+        description="Authority case number (ケース番号)",
+    )
 
 
 class Referral(Contract):
@@ -244,8 +264,8 @@ class EmploymentType(StrEnum):
 
 
 class PlacementPersonal(Contract):
-    employer_name: str = Field(min_length=1, max_length=200)
-    employer_address: str | None = Field(default=None, max_length=300)
+    employer_name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE_PATTERN)
+    employer_address: str | None = Field(default=None, max_length=300, pattern=PRINTABLE_PATTERN)
 
 
 class Placement(Contract):
@@ -261,8 +281,12 @@ class Placement(Contract):
     employment_type: EmploymentType
     sex: Sex
     age_band: AgeBand = Field(description="Age band on the placement date")
-    attributes: list[AttributeCategory] = Field(min_length=1, max_length=8)
+    attributes: list[AttributeCategory] = Field(
+        min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
+    )
     personal: Sealed = Field(description="Sealed PlacementPersonal (employer)")
+
+    _unique = field_validator("attributes")(_unique_attributes)
 
 
 # --- retention ---------------------------------------------------------------------------------

@@ -20,7 +20,16 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from contracts.compat import breaking_changes
-from contracts.envelope import DEADLETTER_TOPIC, MODELS, SPECVERSION, TOPICS, Family, event_type
+from contracts.envelope import (
+    DEADLETTER_TOPIC,
+    ID_PATTERN,
+    MODELS,
+    SOURCE_PATTERN,
+    SPECVERSION,
+    TOPICS,
+    Family,
+    event_type,
+)
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE / "schemas"
@@ -41,8 +50,12 @@ CE_HEADERS: dict[str, Any] = {
     "required": ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time"],
     "properties": {
         "ce_specversion": {"const": SPECVERSION},
-        "ce_id": {"type": "string", "description": "Event id, unique per source"},
-        "ce_source": {"type": "string", "examples": ["/authorities/131041", "/hellowork/offices/1301"]},
+        "ce_id": {"type": "string", "pattern": ID_PATTERN, "description": "Event id, unique per source"},
+        "ce_source": {
+            "type": "string",
+            "pattern": SOURCE_PATTERN,
+            "examples": ["/authorities/131041", "/hellowork/offices/1301"],
+        },
         "ce_type": {"type": "string", "description": "jp.ittai.<family>.v<major>"},
         "ce_subject": {"type": "string", "description": "Pseudonymous person key (also the Kafka key)"},
         "ce_time": {"type": "string", "format": "date-time"},

@@ -17,6 +17,14 @@ from domain.codes import validate_local_government_code
 
 __all__ = ["AgeBand"]
 
+# What PostgreSQL can store and what a person can type: no NUL (PostgreSQL text and jsonb cannot hold it)
+# and no other C0 control character or DEL; tab, line feed and carriage return may occur in an address.
+# As a pattern (not a Python validator) so that JSON Schema says it too and pydantic checks it in Rust.
+PRINTABLE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+INT32_MAX = 2_147_483_647
+"""The largest value of a PostgreSQL ``integer`` column; integers on the wire that land in one stop here."""
+
+
 PersonKey = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{32}$"),
@@ -29,10 +37,11 @@ PersonKey = Annotated[
 
 LocalGovernmentCode = Annotated[
     str,
+    # The shape first, so the check-digit rule (whose message names the code) only ever sees six digits.
+    StringConstraints(pattern=r"^\d{6}$"),
     AfterValidator(validate_local_government_code),
     Field(
         description="全国地方公共団体コード (local government code, JIS X 0402) with its check digit.",
-        json_schema_extra={"pattern": r"^\d{6}$"},
         examples=["131041"],
     ),
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,12 +101,16 @@ async def list_clients(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+_TOKEN = re.compile(r"ith_[0-9a-f]{1,64}\.[A-Za-z0-9_-]{1,128}")
+
+
 async def authenticate(conn: asyncpg.Connection, authorization: str | None) -> Principal:
     """Resolve an ``Authorization: Bearer ith_<id>.<secret>`` header or raise AuthError(401)."""
     if not authorization:
         raise AuthError(401, "missing Authorization header (expected 'Bearer ith_<client>.<secret>')")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.startswith("ith_") or "." not in token:
+    # The shape before the database: a NUL or a megabyte in a header must not reach a query.
+    if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
         raise AuthError(401, "malformed credentials (expected 'Bearer ith_<client>.<secret>')")
     client_id, _, secret = token[4:].partition(".")
     row = await conn.fetchrow(

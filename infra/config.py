@@ -53,6 +53,12 @@ class Settings(BaseSettings):
 
     # --- HTTP services ---------------------------------------------------------------------------
     http_host: str = "127.0.0.1"
+    # Hostile input is bounded before it costs anything (README "Limits"): bodies by Content-Length (or
+    # as they stream in) before they are read, files by bytes, rows and columns.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # JSON: a 1,000-event batch is ~1.5 MB
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # a CSV upload
+    max_file_rows: int = Field(default=200_000, ge=1)
+    max_file_columns: int = Field(default=64, ge=1)
     welfare_port: int = 8081
     employment_port: int = 8082
     shared_view_port: int = 8083

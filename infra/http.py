@@ -1,7 +1,13 @@
-"""What every HTTP service of the hub shares: auth errors as JSON, health, readiness and metrics.
+"""What every HTTP service of the hub shares: auth errors as JSON, health, readiness and metrics, and
+the bounds on hostile input.
 
 FastAPI (with uvicorn) is used because it gives typed request models on pydantic v2 — the same models
 as the event contracts — and an OpenAPI description for free.
+
+Bounds (README "Limits"): a request body larger than the limit is refused with 413 before it is read
+(by its Content-Length, or as it streams in); a request FastAPI refuses (422) gets at most
+``MAX_ERRORS`` errors with values cut short, never its own input back whole; every operation's OpenAPI
+lists the statuses it can answer.
 """
 
 from __future__ import annotations
@@ -9,15 +15,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, Header, Request
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra import health
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
+from infra.codecs.field_errors import FieldError, client_errors, dotted
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
@@ -50,6 +61,34 @@ def create_app(
             await app.state.pool.close()
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit, body_bytes=s.max_body_bytes, file_bytes=s.max_file_bytes)
+
+    @app.exception_handler(_TooLarge)
+    async def _too_large(_: Request, exc: _TooLarge) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=413)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            FieldError(
+                dotted(tuple(e.get("loc", ()))),
+                str(e.get("msg", "invalid")),
+                e.get("input"),
+                e.get("type", ""),
+            )
+            for e in exc.errors()
+        ]
+        return JSONResponse(client_errors(errors), status_code=422)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            app.openapi_schema = document_statuses(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(AuthError)
     async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
@@ -102,3 +141,124 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+# --- bounds on hostile input ---------------------------------------------------------------------------
+
+
+class _TooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes its limit. An HTTPException, so that FastAPI's
+    body parsing passes it on instead of calling it a parse error; the app's handler answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, too_large(limit))
+
+
+def _is_file_upload(path: str) -> bool:
+    return path.endswith("/csv")
+
+
+class BodyLimit:
+    """Refuse a body past its limit with 413 before the application reads it: by its declared
+    Content-Length at once, or by counting a streamed (chunked) body as it arrives. File uploads (paths
+    ending ``/csv``) have the file limit, every other request the body limit."""
+
+    def __init__(self, app: ASGIApp, *, body_bytes: int, file_bytes: int) -> None:
+        self.app = app
+        self.body_bytes = body_bytes
+        self.file_bytes = file_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.file_bytes if _is_file_upload(scope["path"]) else self.body_bytes
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None:
+            if not declared.isdigit():
+                await _answer(send, 400, "Content-Length: not a whole number of bytes")
+                return
+            if int(declared) > limit:
+                await _answer(send, 413, too_large(limit))
+                return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge as exc:
+            if not started:
+                await _answer(send, 413, str(exc.detail))
+
+
+def too_large(limit: int) -> str:
+    return (
+        f"request body is larger than the limit of {limit} bytes ({limit / 1048576:g} MiB) for this endpoint"
+    )
+
+
+async def _answer(send: Send, status: int, error: str) -> None:
+    body = orjson.dumps({"error": error})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}
+_ERRORS = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "errors": {"type": "array", "items": {"type": "object"}},
+                "errors_total": {"type": "integer"},
+                "errors_shown": {"type": "integer"},
+            },
+        }
+    }
+}
+_STATUSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "400": ("Malformed request (e.g. a Content-Length that is not a number)", _ERROR),
+    "401": ("Missing, malformed, unknown or revoked credentials", _ERROR),
+    "403": ("Authenticated, but this credential may not do this", _ERROR),
+    "413": ("Body larger than the limit for this endpoint (refused before it is read)", _ERROR),
+    "422": ("Which field broke which rule (values cut short, at most 100 errors)", _ERRORS),
+}
+
+
+def document_statuses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every answer the shared machinery can give, in every operation it applies to: 401/403 where a
+    credential is needed (all but health), 413 and 400 where a body is taken, 422 where anything is
+    validated. Statuses an operation documents itself (202, 404, 409…) are kept as they are."""
+    for operations in schema.get("paths", {}).values():
+        for method, op in operations.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = op["responses"]
+            wanted = []
+            if "health" not in op.get("tags", []):
+                wanted += ["401", "403"]
+            if "requestBody" in op or method in ("post", "put", "patch"):
+                wanted += ["400", "413", "422"]
+            if op.get("parameters"):
+                wanted += ["422"]
+            for status in wanted:
+                description, content = _STATUSES[status]
+                if status == "422" and status in responses:
+                    responses[status] = {"description": description, "content": content}
+                responses.setdefault(status, {"description": description, "content": content})
+    return schema

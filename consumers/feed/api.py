@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from consumers.feed.delivery import (
@@ -21,6 +21,7 @@ from consumers.feed.delivery import (
     to_csv,
     to_json,
 )
+from contracts.types import INT32_MAX, PRINTABLE_PATTERN
 from domain.calendar import DateFormatError, parse_month
 from infra.auth import AuthError, Principal, Role
 from infra.config import Settings
@@ -39,14 +40,16 @@ def create_feed_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/feeds/{authority}/{month}", tags=["feed"])
     async def download(
         request: Request,
-        authority: str,
-        month: str,
+        authority: Annotated[str, Path(pattern=r"^\d{6}$", description="Local government code")],
+        month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")],
         principal: Annotated[Principal, Depends(requires(Role.READ))],
         format: Annotated[Literal["json", "csv"], Query()] = "json",
         part: Annotated[Literal["aggregates", "individuals"], Query()] = "aggregates",
         encoding: Annotated[Literal["utf-8", "cp932"], Query()] = "utf-8",
-        revision: Annotated[int | None, Query(ge=1)] = None,
-        purpose: Annotated[str, Query(min_length=1, max_length=200)] = "monthly placement results",
+        revision: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+        purpose: Annotated[
+            str, Query(min_length=1, max_length=200, pattern=PRINTABLE_PATTERN)
+        ] = "monthly placement results",
     ) -> Response:
         try:
             parse_month(month)

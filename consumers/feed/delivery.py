@@ -18,6 +18,7 @@ import asyncpg
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
 from domain.consent import ConsentRecord, Recipient, Scope, permits
 from domain.occupation import OCCUPATION_GROUPS
+from infra.codecs.csv_write import safe_rows
 from infra.crypto import KeyStore, try_open
 
 Encoding = Literal["utf-8", "cp932"]
@@ -303,7 +304,7 @@ def to_csv(rows: list[list[str]], encoding: Encoding) -> tuple[bytes, int]:
     """CSV with CRLF. CP932 cannot hold some characters of names (髙, 𠮷): each becomes 〓 and the count
     is returned so the caller can say so; the UTF-8 export stays the canonical, exact form."""
     buffer = io.StringIO(newline="")
-    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    csv.writer(buffer, lineterminator="\r\n").writerows(safe_rows(rows))
     text = buffer.getvalue()
     if encoding == "utf-8":
         return text.encode("utf-8"), 0

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import VIEW_FIELDS, view_from_row
+from contracts.types import INT32_MAX, PRINTABLE_PATTERN
 from domain.consent import Scope
 from domain.shared_view import Reader, ReaderKind, decide, disclose, owns
 from infra.auth import OrgKind, Principal, Role
@@ -45,9 +46,9 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     purpose: Scope
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)
     job_seeker_number: str | None = Field(default=None, pattern=r"^\d{5}-\d{8}$")
-    case_number: str | None = Field(default=None, min_length=1, max_length=40)
+    case_number: str | None = Field(default=None, min_length=1, max_length=40, pattern=PRINTABLE_PATTERN)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 
 
@@ -143,7 +144,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         principal: ReadingPrincipal,
         purpose: PurposeQuery,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
     ) -> Any:
         reader = reader_of(principal)
         if reader is None:

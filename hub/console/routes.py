@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -27,6 +28,9 @@ SNAPSHOT_PAGES = {
 }
 
 
+_CLAIMED = re.compile(r"ith_([0-9a-f]{1,32})[.]")
+
+
 def register(app: FastAPI) -> None:
     _session_routes(app)
     _snapshot_routes(app)
@@ -46,7 +50,8 @@ def _session_routes(app: FastAPI) -> None:
     ) -> Response:
         language(request)
         console = console_of(request)
-        claimed = token.strip()[4:].partition(".")[0][:32] if token.strip().startswith("ith_") else ""
+        # Only a client id's shape is recorded: the field is the visitor's to fill with anything.
+        claimed = m.group(1) if (m := _CLAIMED.match(token.strip())) else ""
         async with request.app.state.pool.acquire() as conn:
             try:
                 principal = await authenticate(conn, f"Bearer {token.strip()}")

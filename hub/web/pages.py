@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -73,9 +74,13 @@ def check_csrf(request: Request, token: str) -> None:
         raise AuthError(403, "csrf: the form's token does not match this session (reload the page)")
 
 
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x7e]{0,500}")
+
+
 def safe_next(target: str) -> str:
-    """Only local paths: a login or language link must not send the user elsewhere."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+    """Only local paths of visible ASCII: a login link must not send the visitor elsewhere, nor put a
+    control character into a Location header."""
+    return target if _LOCAL_PATH.fullmatch(target) else "/"
 
 
 def install_page_conventions(app: FastAPI, *, cookie_secure: bool) -> None:

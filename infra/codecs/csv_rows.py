@@ -32,6 +32,20 @@ class FileError(ValueError):
     """The file as a whole cannot be read (encoding, header); no row is imported."""
 
 
+# Defaults of the file limits (``Settings.max_file_rows`` / ``max_file_columns`` in the adapters). A
+# cell is at most ``csv.field_size_limit()`` (131,072 characters); a longer one is a FileError.
+MAX_ROWS = 200_000
+MAX_COLUMNS = 64
+_MAX_PROBLEMS = 5
+_MAX_LABEL = 40
+
+
+def _shown(cell: str) -> str:
+    """A header cell as a message may quote it: printable and short."""
+    printable = "".join(ch if ch.isprintable() else "?" for ch in cell[:_MAX_LABEL])
+    return repr(printable + ("…" if len(cell) > _MAX_LABEL else ""))
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedRow:
     line: int  # physical line where the record starts (the header is line 1)
@@ -84,8 +98,13 @@ def _norm(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip()
 
 
-def read_header(family: str, cells: list[str]) -> Header:
+def read_header(family: str, cells: list[str], *, max_columns: int = MAX_COLUMNS) -> Header:
     table = COLUMNS[family]
+    if len(cells) > max_columns:
+        raise FileError(
+            f"header (line 1): {len(cells)} columns; a {family} file has at most {max_columns} "
+            f"(limit) and {len(table)} known columns"
+        )
     by_name: dict[str, Column] = {}
     for column in table:
         by_name[column.en.lower()] = column
@@ -95,9 +114,9 @@ def read_header(family: str, cells: list[str]) -> Header:
     for i, cell in enumerate(cells, start=1):
         found = by_name.get(_norm(cell).lower()) or by_name.get(_norm(cell))
         if found is None:
-            problems.append(f"column {i} {cell!r} is not a {family} column")
+            problems.append(f"column {i} {_shown(cell)} is not a {family} column")
         elif found in columns:
-            problems.append(f"column {i} {cell!r} repeats column {found.en} ({found.ja})")
+            problems.append(f"column {i} {_shown(cell)} repeats column {found.en} ({found.ja})")
         else:
             columns.append(found)
     missing = [f"{c.en} ({c.ja})" for c in table if c.required and c not in columns]
@@ -105,7 +124,9 @@ def read_header(family: str, cells: list[str]) -> Header:
         problems.append(f"missing required column(s): {', '.join(missing)}")
     if problems:
         known = ", ".join(f"{c.en}/{c.ja}" for c in table)
-        raise FileError(f"header (line 1): {'; '.join(problems)}. Known {family} columns: {known}")
+        more = len(problems) - _MAX_PROBLEMS
+        listed = "; ".join(problems[:_MAX_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+        raise FileError(f"header (line 1): {listed}. Known {family} columns: {known}")
     return Header(tuple(columns), tuple(cells))
 
 
@@ -241,8 +262,11 @@ def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
     return ParsedRow(line, data, tuple(errors), tuple(cells))
 
 
-def read_rows(family: str, content: bytes) -> tuple[str, Header, Iterator[ParsedRow]]:
-    """Decode ``content`` and read its header; returns (encoding, header, rows). Raises FileError."""
+def read_rows(
+    family: str, content: bytes, *, max_rows: int = MAX_ROWS, max_columns: int = MAX_COLUMNS
+) -> tuple[str, Header, Iterator[ParsedRow]]:
+    """Decode ``content`` and read its header; returns (encoding, header, rows). Raises FileError, also
+    while iterating the rows (a broken record, a row past ``max_rows``): rows before it were yielded."""
     if family not in COLUMNS:
         raise FileError(f"unknown family {family!r}; expected one of {', '.join(COLUMNS)}")
     text, encoding = decode(content)
@@ -251,13 +275,24 @@ def read_rows(family: str, content: bytes) -> tuple[str, Header, Iterator[Parsed
         first = next(reader)
     except StopIteration:
         raise FileError("file is empty: expected a header row") from None
-    header = read_header(family, first)
+    except csv.Error as exc:  # e.g. a cell past csv.field_size_limit(): a 1 MB header line
+        raise FileError(f"header (line 1): not readable as CSV ({exc})") from None
+    header = read_header(family, first, max_columns=max_columns)
 
     def rows() -> Iterator[ParsedRow]:
         start = reader.line_num + 1
+        count = 0
         try:
             for cells in reader:
                 if not "".join(cells).isspace() and any(cells):
+                    count += 1
+                    if count > max_rows:
+                        raise FileError(
+                            f"line {start}: a file holds at most {max_rows} rows (limit); rows from this "
+                            "line on were not read (send them in another file)"
+                        )
+                    if len(cells) > max_columns:
+                        cells = cells[: max_columns + 1]  # already too many: the row is refused as it is
                     yield parse_row(header, start, cells)
                 start = reader.line_num + 1
         except csv.Error as exc:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -63,3 +64,21 @@ def write_csv(
     for data in rows:
         writer.writerow([_cell(c, _get(data, c.path), era) for c in columns])
     return buffer.getvalue().encode(encoding)
+
+
+# A cell that starts like a formula is run by Excel and its kin when an authority opens the export
+# (=HYPERLINK(…) as an employer's name): such cells get a leading apostrophe, which spreadsheets show as
+# text and do not display (OWASP "CSV injection"). Plain numbers ("-3", "+1.5") are left as they are.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+def safe_cell(value: str) -> str:
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def safe_rows(rows: Iterable[Sequence[str]]) -> list[list[str]]:
+    """Rows for an export that people open in a spreadsheet: every cell through ``safe_cell``."""
+    return [[safe_cell(cell) for cell in row] for row in rows]

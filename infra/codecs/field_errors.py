@@ -9,10 +9,13 @@ carries a value: a rejected value may be a person's name.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+
+from contracts.types import PRINTABLE_PATTERN
 
 # Phrases from the domain validators (codes, calendar, occupation, contracts) that name a rule class;
 # the first one found in a value error's message classifies it.
@@ -37,6 +40,29 @@ _RULE_PHRASES = (
 )
 _SAFE_FIELD = re.compile(r"[^A-Za-z0-9_.\[\]()]")
 
+# An answer is bounded whatever the input: a value is echoed to its sender at most this long, a rule's
+# text too (some rules quote the cell), and a request's error list at most this many entries.
+MAX_VALUE_CHARS = 100
+MAX_RULE_CHARS = 1000
+MAX_FIELD_CHARS = 200
+MAX_ERRORS = 100
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def clip_value(value: Any) -> Any:
+    """A rejected value as it may go back to its sender: scalars, long text cut; containers not echoed."""
+    if isinstance(value, str):
+        return clip(value, MAX_VALUE_CHARS)
+    if value is None or isinstance(value, (bool, int, float)):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+            return clip(str(value), 40)
+        return value
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
@@ -59,10 +85,30 @@ class FieldError:
         return f"{field}: {self.rule_class}"
 
     def for_client(self) -> dict[str, Any]:
-        out = {"field": self.field, "rule": self.rule, "value": self.value, "message": self.message}
+        out = {
+            "field": clip(self.field, MAX_FIELD_CHARS),
+            "rule": clip(self.rule, MAX_RULE_CHARS),
+            "value": clip_value(self.value),
+            "message": clip(self.message, MAX_FIELD_CHARS + MAX_RULE_CHARS),
+        }
         if self.label is not None:
-            out["column"] = self.label
+            out["column"] = clip(self.label, MAX_FIELD_CHARS)
         return out
+
+
+def client_errors(errors: Sequence[FieldError]) -> dict[str, Any]:
+    """The body of a 422: the first ``MAX_ERRORS`` errors, and how many there were in all."""
+    shown = [e.for_client() for e in errors[:MAX_ERRORS]]
+    body: dict[str, Any] = {"errors": shown}
+    if len(errors) > MAX_ERRORS:
+        body["errors_total"] = len(errors)
+        body["errors_shown"] = MAX_ERRORS
+    return body
+
+
+CONTROL_CHARACTERS = (
+    "must not contain control characters (U+0000 to U+001F other than tab, LF and CR; U+007F)"
+)
 
 
 def dotted(loc: tuple[int | str, ...]) -> str:
@@ -91,6 +137,12 @@ def from_validation_error(exc: ValidationError, *, prefix: tuple[int | str, ...]
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (not in the contract; rejected rather than dropped)"
+        elif (
+            err["type"] == "string_pattern_mismatch"
+            and err.get("ctx", {}).get("pattern") == PRINTABLE_PATTERN
+        ):
+            msg = CONTROL_CHARACTERS
+            err = {**err, "type": "control character"}
         value = err.get("input")
         if err["type"] == "missing" or isinstance(value, dict):
             value = None

@@ -17,13 +17,14 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, File, Header, Request, UploadFile
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.routing import Route
 
 from contracts.envelope import MODELS, Family
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
 from infra.codecs.csv_columns import COLUMNS
 from infra.codecs.csv_rows import FileError
-from infra.codecs.field_errors import FieldError
+from infra.codecs.field_errors import FieldError, client_errors
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
@@ -159,7 +160,7 @@ def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool
 
     @app.exception_handler(Rejected)
     async def _rejected(_: Request, exc: Rejected) -> Response:
-        return _json({"errors": [e.for_client() for e in exc.errors]}, 422)
+        return _json(client_errors(exc.errors), 422)
 
     @app.exception_handler(IdempotencyConflict)
     async def _conflict(_: Request, exc: IdempotencyConflict) -> Response:
@@ -191,6 +192,9 @@ def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool
     async def cached_publisher(request: Request) -> Principal:
         return await verify(request, request.headers.get("authorization"), cached=True)
 
+    async def uploader(request: Request) -> Principal:
+        return await verify(request, request.headers.get("authorization"), cached=False)
+
     FreshPublisher = Annotated[Principal, Depends(fresh_publisher)]
 
     def idempotency_key(value: str | None) -> str | None:
@@ -208,7 +212,9 @@ def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool
 
     for family in FAMILIES[adapter]:
         schema = submission_schema(family)
-        _add_routes(app, family, schema, cached_publisher, FreshPublisher, read_json, idempotency_key)
+        _add_routes(
+            app, family, schema, cached_publisher, FreshPublisher, read_json, idempotency_key, uploader
+        )
     return app
 
 
@@ -220,6 +226,7 @@ def _add_routes(
     fresh_publisher: Any,
     read_json: Any,
     idem: Any,
+    uploader: Any,
 ) -> None:
     columns = ", ".join(f"`{c.en}`/{c.ja}" for c in COLUMNS[family.value])
     # The JSON endpoints take the bare request (headers read directly, body parsed once with orjson), so
@@ -312,6 +319,38 @@ def _add_routes(
     async def import_csv(
         request: Request, principal: fresh_publisher, file: Annotated[UploadFile, File()]
     ) -> Response:
+        return await _import(request, principal, file)
+
+    async def import_csv_first_authenticated(request: Request) -> Response:
+        # Served ahead of the FastAPI route (which stays for the OpenAPI description) because FastAPI
+        # reads and parses a form body before it resolves dependencies: the credential is checked here
+        # before a byte of the file is read (the body-size limit has already applied).
+        principal = await uploader(request)
+        form = await request.form(max_files=1, max_fields=10)
+        file = form.get("file")
+        if not isinstance(file, StarletteUploadFile):
+            raise Rejected(
+                [
+                    FieldError(
+                        "file",
+                        "expected multipart/form-data with the file in a part named 'file'",
+                        None,
+                        "file",
+                    )
+                ]
+            )
+        return await _import(request, principal, file)
+
+    app.router.routes[0:0] = [
+        Route(
+            f"/v1/{family.value}/csv",
+            import_csv_first_authenticated,
+            methods=["POST"],
+            include_in_schema=False,
+        )
+    ]
+
+    async def _import(request: Request, principal: Principal, file: StarletteUploadFile) -> Response:
         content = await file.read()
         service: AdapterService = request.app.state.service
         try:

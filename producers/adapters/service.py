@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from contracts.envelope import MODELS, Event, Family, event_type, new_event_id
 from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import FileError, ParsedRow, read_rows
-from infra.codecs.field_errors import FieldError, from_validation_error
+from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip, from_validation_error
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
 from infra.logging import get_logger
@@ -111,11 +111,16 @@ class ImportSummary:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
-            "file_error": self.file_error,
+            "file_error": clip(self.file_error, MAX_RULE_CHARS) if self.file_error else None,
             "errors": [
-                {"line": line, **e.for_client(), "message": f"line {line}: {e.message}"}
-                for line, e in self.errors
+                {"line": line, **e.for_client(), "message": clip(f"line {line}: {e.message}", MAX_RULE_CHARS)}
+                for line, e in self.errors[:MAX_ERRORS]
             ],
+            **(
+                {"errors_total": len(self.errors), "errors_shown": MAX_ERRORS}
+                if len(self.errors) > MAX_ERRORS
+                else {}
+            ),
         }
 
 
@@ -347,7 +352,12 @@ class AdapterService:
         only after the previous one committed), so a person's events keep the file's order.
         """
         summary = ImportSummary()
-        encoding, header, rows = read_rows(family.value, content)
+        encoding, header, rows = read_rows(
+            family.value,
+            content,
+            max_rows=self.settings.max_file_rows,
+            max_columns=self.settings.max_file_columns,
+        )
         summary.encoding = encoding
         total = max(content.count(b"\n") - 1, 1)
         committing: asyncio.Task[None] | None = None
