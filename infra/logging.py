@@ -1,14 +1,15 @@
 """structlog JSON logging with a last-line guard against personal data.
 
-Code never logs personal fields on purpose; the guard drops any key that names one anyway, so a
-mistake shows up as ``"[redacted]"`` in a log line rather than as a person's name.
+Code never logs personal fields on purpose; the guard drops any key that names one anyway, at any
+depth and in the standard library's loggers too, so a mistake shows up as ``"[redacted]"`` in a log
+line rather than as a person's name.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -26,27 +27,64 @@ PERSONAL_KEYS = frozenset(
         "contact",
         "employer",
         "employer_name",
+        "employer_address",
+        "case_number",
+        "job_seeker_number",
         "personal",
     }
 )
+REDACTED = "[redacted]"
+_MAX_DEPTH = 8
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """``value`` with every personal key redacted at any depth (dicts in lists in dicts…)."""
+    if depth > _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: REDACTED if k in PERSONAL_KEYS else _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
 
 
 def _redact_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key in PERSONAL_KEYS:
-            event_dict[key] = "[redacted]"
+            event_dict[key] = REDACTED
+        elif isinstance(event_dict[key], (Mapping, list, tuple, set, frozenset)):
+            event_dict[key] = _scrub(event_dict[key])
     return event_dict
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    # The standard library's loggers (uvicorn, aiokafka, asyncpg, FastAPI…) go through the same
+    # processors as structlog's, redaction included: their ``extra`` fields become keys it can see.
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _redact_personal,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     for noisy in ("aiokafka", "kafka", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             _redact_personal,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),

