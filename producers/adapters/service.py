@@ -372,16 +372,15 @@ class AdapterService:
 
         try:
             while True:
-                try:
-                    prepared = await self._prepare_chunk(family, header.label_for, rows)
-                except FileError as exc:
-                    await committed()
-                    summary.file_error = str(exc)
-                    break
+                prepared = await self._prepare_chunk(family, header.label_for, rows)
                 await committed()
                 if prepared is None:
                     break
                 committing = asyncio.create_task(self._commit_chunk(principal, family, prepared, summary))
+                if prepared.error is not None:
+                    await committed()
+                    summary.file_error = str(prepared.error)
+                    break
         finally:
             if committing is not None:  # failed or cancelled while preparing: do not leave it running
                 committing.cancel()
@@ -401,6 +400,19 @@ class AdapterService:
         """Parse and validate the next chunk (``None`` at the end of the file). CPU only, but it yields
         now and then so the previous chunk's commit moves on meanwhile. Raises FileError."""
         chunk = _Chunk()
+        try:
+            await self._fill_chunk(family, label_for, rows, chunk)
+        except FileError as exc:  # the rows read before it still go in; the import stops after them
+            chunk.error = exc
+        return chunk if chunk.rows or chunk.error else None
+
+    async def _fill_chunk(
+        self,
+        family: Family,
+        label_for: Callable[[tuple[int | str, ...]], str | None],
+        rows: Iterator[ParsedRow],
+        chunk: _Chunk,
+    ) -> None:
         for row in rows:
             chunk.rows += 1
             if row.errors:
@@ -417,7 +429,6 @@ class AdapterService:
                 break
             if chunk.rows % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        return chunk if chunk.rows else None
 
     async def _commit_chunk(
         self, principal: Principal, family: Family, chunk: _Chunk, summary: ImportSummary
@@ -502,6 +513,7 @@ class _Chunk:
     rows: int = 0
     valid: list[tuple[ParsedRow, _Checked, str]] = field(default_factory=list)  # row, checked, row key
     bad: list[tuple[int, FieldError]] = field(default_factory=list)
+    error: FileError | None = None  # the file could not be read past these rows
 
 
 @dataclass(slots=True)
