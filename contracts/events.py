@@ -17,7 +17,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from contracts.types import (
     INT32_MAX,
@@ -31,7 +31,7 @@ from contracts.types import (
     SiteId,
     Timestamp,
 )
-from domain.occupation import CLASSIFICATION_VERSION, validate_occupation_group
+from domain.occupation import CLASSIFICATION_VERSION, SUPPORTED_VERSIONS, validate_occupation_group
 
 EventId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="Business id (32 hex)")]
 
@@ -58,7 +58,11 @@ class Occupation(Contract):
     """職業: a major group of the MHLW occupational classification, with the classification version."""
 
     group: str = Field(pattern=r"^(0[1-9]|1[0-5])$", description="Major group 01–15")
-    classification_version: str = Field(default=CLASSIFICATION_VERSION, pattern=r"^[A-Za-z0-9._-]{1,20}$")
+    classification_version: str = Field(
+        default=CLASSIFICATION_VERSION,
+        pattern=r"^[A-Za-z0-9._-]{1,20}$",
+        json_schema_extra={"enum": list[JsonValue](sorted(SUPPORTED_VERSIONS))},
+    )
 
     @model_validator(mode="after")
     def _known_group(self) -> Occupation:

@@ -27,6 +27,10 @@ from infra.auth import AuthError, Principal, Role
 from infra.config import Settings
 from infra.http import attach_keystore, create_app, requires
 
+MONTH_PATTERN = (
+    r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])$"  # as parse_month takes it
+)
+
 
 def create_feed_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
@@ -41,7 +45,7 @@ def create_feed_app(settings: Settings | None = None) -> FastAPI:
     async def download(
         request: Request,
         authority: Annotated[str, Path(pattern=r"^\d{6}$", description="Local government code")],
-        month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")],
+        month: Annotated[str, Path(pattern=MONTH_PATTERN, description="YYYY-MM")],
         principal: Annotated[Principal, Depends(requires(Role.READ))],
         format: Annotated[Literal["json", "csv"], Query()] = "json",
         part: Annotated[Literal["aggregates", "individuals"], Query()] = "aggregates",

@@ -44,7 +44,16 @@ OperatingPrincipal = Annotated[Principal, Depends(requires(Role.OPERATE))]
 class SearchRequest(BaseModel):
     """At least one term. Names match as substrings of the name or its kana."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # "at least one term", said in the schema: a term is present when it is a string
+        json_schema_extra={
+            "anyOf": [
+                {"required": [term], "properties": {term: {"type": "string"}}}
+                for term in ("name", "job_seeker_number", "case_number")
+            ]
+        },
+    )
     purpose: Scope
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)
     job_seeker_number: str | None = Field(default=None, pattern=r"^\d{5}-\d{8}$")
