@@ -1,0 +1,169 @@
+"""A rogue producer with write access to the event topics: hundreds of generated records — garbage
+bytes, valid events with one field or header replaced by anything, personal blocks sealed under the
+person's real key holding anything — then one good event. Every consumer (event log, shared view,
+placement feed) must take all of it in one run, without a restart, and apply the good event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.catchup import end_offsets, run_until
+from consumers.event_log import EventLogHandler
+from consumers.feed.projection import FeedProjection
+from consumers.runtime import BatchHandler, ConsumerRuntime
+from consumers.shared_view.handler import SharedViewHandler
+from contracts.envelope import encode
+from infra.config import Settings
+from infra.crypto import KeyStore, seal
+from infra.topics import ensure_topics
+from producers.ingest import accept
+from producers.outbox import OutboxRelay
+from producers.submission import to_event
+from tests import factories
+
+RECORDS = 300
+Record = tuple[str, bytes | None, list[tuple[str, bytes]], bytes | None]
+
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.sampled_from([2**31, -(2**31) - 1, 0, -1])
+    | st.text(max_size=30)
+    | st.sampled_from(["\x00", "a\x00b", "\ud7ff", "9999-12-31", "0001-01-01", "131041", "x" * 300]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = ["version", "form_version", "scopes", "recipients", "captured", "valid_from", "valid_until",
+          "authority", "site", "office", "attributes", "registered_on", "placed_on", "checkpoint_months",
+          "occupation", "left_on", "status", "personal", "sex", "age_band", "extra"]  # fmt: skip
+GENERATION = settings(
+    max_examples=RECORDS,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+PERSONAL = ["name", "name_kana", "birth_date", "phone", "address", "employer_name", "case_number"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def rogue_namespace(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Settings]:
+    own = settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(own)
+    yield own
+
+
+def _records(settings: Settings, keys: dict[str, bytes]) -> list[Record]:
+    """``RECORDS`` generated records, drawn by hypothesis (derandomized: the same records every run)."""
+    bases = []
+    for pk, key in keys.items():
+        for sub in factories.one_of_each(pk):
+            bases.append((sub.family, encode(to_event(sub, key)), key))
+    out: list[Record] = []
+
+    @GENERATION
+    @given(
+        base=st.sampled_from(range(len(bases))),
+        kind=st.sampled_from(["field", "header", "personal", "bytes"]),
+        field=st.sampled_from(FIELDS),
+        value=anything,
+        header=st.sampled_from(["ce_time", "ce_type", "ce_specversion", "ce_id", "ce_source", "ce_subject"]),
+        raw=st.binary(max_size=200),
+        personal_field=st.sampled_from(PERSONAL),
+    )
+    def draw(
+        base: int, kind: str, field: str, value: Any, header: str, raw: bytes, personal_field: str
+    ) -> None:
+        family, (key, headers, body), data_key = bases[base]
+        topic = settings.topic(family)
+        data = orjson.loads(body)
+        if kind == "field":
+            data[field] = value
+            out.append((topic, key, headers, _dumps(data)))
+        elif kind == "header":
+            swapped = [(k, raw if k == header else v) for k, v in headers]
+            out.append((topic, key, swapped, body))
+        elif kind == "personal" and "personal" in data:
+            person = data["person_key"]
+            data["personal"] = seal(
+                data_key, person, {personal_field: value, "birth_date": "1988-06-01"}
+            ).model_dump()
+            out.append((topic, key, headers, _dumps(data)))
+        else:
+            out.append((topic, raw or None, [(k, raw) for k, _ in headers[: len(raw) % 8]], raw or b"\x00"))
+
+    draw()
+    return out[:RECORDS]
+
+
+def _dumps(data: Any) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # an integer past 64 bits: as text, which is just as hostile
+        return str(data).encode()
+
+
+async def test_rogue_topic_records_never_stop_a_consumer(
+    pool: asyncpg.Pool, rogue_namespace: Settings
+) -> None:
+    settings = rogue_namespace
+    keystore = KeyStore.from_settings(settings)
+    people = [factories.person_key() for _ in range(4)]
+    async with pool.acquire() as conn:
+        keys = await keystore.keys_for(conn, people)
+    records = _records(settings, keys)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key, headers, value in records:
+            await producer.send(topic, value, key=key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    good = factories.person_key()
+    async with pool.acquire() as conn:
+        await accept(
+            conn, keystore, [factories.registration(good), factories.consent(good)], origin="fuzz",
+            namespace=settings.topic_namespace,
+        )  # fmt: skip
+    relay = OutboxRelay(settings, pool)
+    try:
+        await relay.drain()
+    finally:
+        await relay.close()
+
+    handlers: list[BatchHandler] = [
+        EventLogHandler(settings),
+        SharedViewHandler(settings),
+        FeedProjection(settings),
+    ]
+    restarts = 0  # a runtime that stopped would fail the run below: there is no restart to count
+    for handler in handlers:
+        runtime = ConsumerRuntime(
+            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
+        )
+        # One run: ``run_until`` re-raises if the runtime stops before it has caught up.
+        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=180)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM event_log WHERE subject = $1", good) == 2
+        assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", good) == 1
+        assert await conn.fetchval("SELECT count(*) FROM feed_registrations WHERE person_key = $1", good) == 1
+        letters = await conn.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE source_topic = ANY($1::text[])", settings.event_topics
+        )
+    print(
+        f"fuzz topics: {len(records)} rogue records, 3 consumers, restarts {restarts}, "
+        f"dead letters {letters} (over the three consumers)"
+    )
+    assert letters > 0
