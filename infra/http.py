@@ -235,6 +235,7 @@ _STATUSES: dict[str, tuple[str, dict[str, Any]]] = {
     "400": ("Malformed request (e.g. a Content-Length that is not a number)", _ERROR),
     "401": ("Missing, malformed, unknown or revoked credentials", _ERROR),
     "403": ("Authenticated, but this credential may not do this", _ERROR),
+    "409": ("Idempotency-Key already used for a different request", _ERROR),
     "413": ("Body larger than the limit for this endpoint (refused before it is read)", _ERROR),
     "422": ("Which field broke which rule (values cut short, at most 100 errors)", _ERRORS),
 }
@@ -256,6 +257,8 @@ def document_statuses(schema: dict[str, Any]) -> dict[str, Any]:
                 wanted += ["400", "413", "422"]
             if op.get("parameters"):
                 wanted += ["422"]
+            if any(p.get("name") == "Idempotency-Key" for p in op.get("parameters", [])):
+                wanted += ["409"]
             for status in wanted:
                 description, content = _STATUSES[status]
                 if status == "422" and status in responses:

@@ -55,7 +55,10 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             return _inline(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inline(v, defs) for k, v in node.items()}
+        out = {k: _inline(v, defs) for k, v in node.items()}
+        if "properties" in out:  # the edge forbids unknown fields at every level, and says so
+            out["additionalProperties"] = False
+        return out
     if isinstance(node, list):
         return [_inline(v, defs) for v in node]
     return node
@@ -277,7 +280,9 @@ def _add_routes(
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": {"type": "array", "items": schema, "maxItems": 1000}}
+                    "application/json": {
+                        "schema": {"type": "array", "items": schema, "minItems": 1, "maxItems": 1000}
+                    }
                 },
             },
         },

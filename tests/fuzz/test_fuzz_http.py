@@ -36,7 +36,7 @@ from tests import factories
 from tests.fuzz.rules import obey
 from tests.fuzz.servers import serving
 
-EXAMPLES = 12  # per operation and mode: ~700 requests over the five services
+EXAMPLES = 8  # per operation and mode: ~500 requests (and the checks' own re-sends) over five services
 
 
 @dataclass
@@ -153,4 +153,4 @@ async def test_schemathesis_finds_nothing(service: str, tokens: dict[str, str], 
     print(figures.line(service))
     assert figures.inputs > 0
     assert not [s for s in figures.statuses if s >= 500], figures.line(service)
-    assert not figures.failures, "\n\n".join(figures.failures[:5])
+    assert not figures.failures, "\n\n".join(figures.failures[:8])

@@ -46,7 +46,7 @@ def test_nested_personal_keys_are_redacted(logged: pytest.CaptureFixture[str]) -
 
 def test_standard_library_loggers_are_redacted(logged: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO")
-    logging.getLogger("uvicorn.error").warning(
+    logging.getLogger("asyncpg").warning(
         "request failed", extra={"employer_name": NAME, "detail": {"birth_date": "1988-06-01"}}
     )
     lines = _lines(logged)
