@@ -52,6 +52,8 @@ def _normalise(text: str) -> str:
 
 
 def _real_date(original: str, year: int, month: int, day: int) -> _dt.date:
+    if year < 1:  # else datetime's own ValueError, which is not a DateFormatError
+        raise DateFormatError(f"{original!r} is not a real date: year 0 does not exist")
     if not 1 <= month <= 12:
         raise DateFormatError(f"{original!r} is not a real date: month {month} does not exist")
     days = _stdcal.monthrange(year, month)[1]

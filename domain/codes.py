@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_LG_CODE = re.compile(r"\d{6}")
+_LG_CODE = re.compile(r"[0-9]{6}")  # not \d: it matches every Unicode digit (１, ١)
 _WEIGHTS = (6, 5, 4, 3, 2)
 
 

@@ -40,6 +40,8 @@ from domain.calendar import (
         ("Ｒ６．４．１", date(2024, 4, 1)),
         ("㋿6年4月1日", date(2024, 4, 1)),
         (" 2024/04/01 ", date(2024, 4, 1)),
+        ("令和 6年 4月 1日", date(2024, 4, 1)),  # forms pad one-digit numbers with a space
+        ("令和６年　４月　１日", date(2024, 4, 1)),  # or with an ideographic (full-width) space
     ],
 )
 def test_parse_date_accepts(text: str, expected: date) -> None:
@@ -58,6 +60,9 @@ def test_parse_date_accepts(text: str, expected: date) -> None:
         ("R6.2.30", "'R6.2.30' is not a real date: February 2024 has 29 days, not 30"),
         ("2023-02-29", "February 2023 has 28 days"),
         ("2024-13-01", "month 13 does not exist"),
+        ("0000-01-01", "'0000-01-01' is not a real date: year 0 does not exist"),
+        ("0000年1月1日", "year 0 does not exist"),
+        ("0001-01-00", "January 1 has 31 days, not 0"),
         ("R0.5.1", "era years start at 1"),
         ("2024.04.01", "expected YYYY-MM-DD"),
         ("T15.1.1", "expected YYYY-MM-DD"),
@@ -137,6 +142,10 @@ def test_months() -> None:
     assert month_bounds("2025-04") == (date(2025, 4, 1), date(2025, 4, 30))
     assert month_bounds("2024-02") == (date(2024, 2, 1), date(2024, 2, 29))
     assert month_bounds(YearMonth(2025, 12)) == (date(2025, 12, 1), date(2025, 12, 31))
+    # The first and last month of the year, and the first year, are months like any other.
+    assert parse_month("2025-12") == YearMonth(2025, 12)
+    assert parse_month("2025-01") == YearMonth(2025, 1)
+    assert parse_month("0001-01") == YearMonth(1, 1)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Contracts without a broker: codes, strict validation, committed schema drift and compatibility."""
+"""Contracts without a broker: strict validation, committed schema drift and compatibility."""
 
 from __future__ import annotations
 
@@ -12,35 +12,8 @@ from pydantic import ValidationError
 from contracts.compat import breaking_changes
 from contracts.envelope import Family, PoisonMessage, decode, encode
 from contracts.generate import check_all, event_schema, schema_path
-from domain.codes import CodeError, lg_check_digit, validate_local_government_code
 from producers.submission import to_event
 from tests import factories
-
-
-@pytest.mark.parametrize("code", ["131041", "112038", "332089", "092011", "141003"])
-def test_real_local_government_codes_pass(code: str) -> None:
-    assert validate_local_government_code(code) == code
-
-
-@pytest.mark.parametrize(
-    ("code", "message"),
-    [
-        ("112039", "112039 has check digit 9, expected 8"),
-        ("131040", "131040 has check digit 0, expected 1"),
-        ("13104", "expected 6 digits"),
-        ("13104a", "expected 6 digits"),
-        ("481005", "prefecture 48, expected 01 to 47"),
-    ],
-)
-def test_invalid_local_government_codes_name_the_digit(code: str, message: str) -> None:
-    with pytest.raises(CodeError, match=message):
-        validate_local_government_code(code)
-
-
-def test_check_digit_when_remainder_is_0_or_1() -> None:
-    # r = 0 → 11 → last digit 1; r = 1 → 10 → last digit 0
-    assert lg_check_digit("00000") == 1
-    assert lg_check_digit("01000") == lg_check_digit("01000")  # deterministic
 
 
 def test_event_rejection_names_field_rule_and_value() -> None:
