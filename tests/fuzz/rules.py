@@ -54,7 +54,8 @@ def obey(body: Any) -> Any:
     if isinstance(until, str) and isinstance(since, str) and until < since:
         out["valid_until"] = since
     if out.get("status") == "left" and "checked_on" in out:
-        out.setdefault("left_on", out["checked_on"])
+        if out.get("left_on") is None:  # absent or null
+            out["left_on"] = out["checked_on"]
     elif out.get("status") == "employed":
         out.pop("left_on", None)
     return out
