@@ -31,7 +31,7 @@ async def main(total: int) -> None:
     configure_logging("WARNING")
     pool = await fresh_pool(settings)
     t0 = time.perf_counter()
-    records = list(sealed_records(total))
+    records = sealed_records(total)
     print(f"generated and sealed {len(records):,} events in {time.perf_counter() - t0:.1f} s")
     produced = await produce(settings, records)
     print(f"produced to Kafka in {produced:.1f} s ({total / produced:,.0f} ev/s, acks=all, idempotent)")

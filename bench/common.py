@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import resource
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,7 +34,7 @@ def bench_settings(name: str) -> Settings:
 
 
 async def fresh_pool(settings: Settings) -> asyncpg.Pool:
-    stack.ensure_up()
+    await asyncio.to_thread(stack.ensure_up)  # blocking, and it runs its own event loop
     admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
@@ -45,9 +48,28 @@ async def fresh_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
-def sealed_records(
-    total: int, seed: int = 7
-) -> Iterator[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]:
+Record = tuple[Family, bytes, list[tuple[str, bytes]], bytes]
+_CACHE = Path(tempfile.gettempdir()) / "ittai-bench"
+
+
+def sealed_records(total: int, seed: int = 7) -> list[Record]:
+    """``total`` simulated events as Kafka records, kept in a temporary file between runs: generating
+    and sealing 200k events takes longer than every measurement of a bench run together."""
+    path = _CACHE / f"records-{total}-{seed}.pickle"
+    if path.exists():
+        with path.open("rb") as f:
+            cached: list[Record] = pickle.load(f)
+        return cached
+    records = list(_generate(total, seed))
+    _CACHE.mkdir(exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}")
+    with partial.open("wb") as f:
+        pickle.dump(records, f, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(path)
+    return records
+
+
+def _generate(total: int, seed: int) -> Iterator[Record]:
     """``total`` simulated events, sealed with per-person keys held in memory, as Kafka records."""
     keys: dict[str, bytes] = {}
     authorities = max(4, total // 5000)

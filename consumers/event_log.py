@@ -20,22 +20,31 @@ class EventLogHandler:
         self.topics: Sequence[str] = settings.event_topics
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
-        # Column-wise arrays and one INSERT … SELECT unnest(…): one round trip per batch. The data column
-        # takes the record's JSON bytes verbatim (already validated), cast to jsonb by PostgreSQL.
-        events = [c.event for c in batch]
-        await conn.execute(
-            'INSERT INTO event_log (event_id, family, type, source, subject, event_time, topic, partition, "offset", '
-            "data) SELECT i, f, t, s, sub, tm, tp, p, o, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
-            "$4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[]) "
-            "AS u(i, f, t, s, sub, tm, tp, p, o, d) ON CONFLICT (event_id) DO NOTHING",
-            [e.id for e in events],
-            [e.family.value for e in events],
-            [e.type for e in events],
-            [e.source for e in events],
-            [e.subject for e in events],
-            [e.time for e in events],
-            [c.topic for c in batch],
-            [c.partition for c in batch],
-            [c.offset for c in batch],
-            [c.value.decode() for c in batch],
-        )
+        # One row tuple per record in one pass, turned into column arrays by zip (C), and one
+        # INSERT … SELECT unnest(…): one round trip per batch. The data column takes the record's JSON
+        # verbatim (validated on decode), cast to jsonb by PostgreSQL.
+        rows = [
+            (
+                e.id,
+                e.family.value,
+                e.type,
+                e.source,
+                e.subject,
+                e.time,
+                c.topic,
+                c.partition,
+                c.offset,
+                c.value.decode(),
+            )
+            for c in batch
+            for e in (c.event,)
+        ]
+        await conn.execute(_INSERT, *map(list, zip(*rows, strict=True)))
+
+
+_INSERT = (
+    'INSERT INTO event_log (event_id, family, type, source, subject, event_time, topic, partition, "offset", '
+    "data) SELECT i, f, t, s, sub, tm, tp, p, o, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[]) "
+    "AS u(i, f, t, s, sub, tm, tp, p, o, d) ON CONFLICT (event_id) DO NOTHING"
+)

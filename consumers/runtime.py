@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -55,9 +55,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Consumed:
-    """A decoded event with where it was read from."""
+class Consumed(NamedTuple):
+    """A decoded event with where it was read from (a named tuple: one is built per record)."""
 
     event: Event
     topic: str
@@ -327,7 +326,7 @@ class ConsumerRuntime:
         batch = _Batch(records=records, good=[], poison=[], started=time.perf_counter())
         for rec in records:
             try:
-                event = decode(rec.key, rec.headers, rec.value)
+                event = decode(rec.key, rec.headers, rec.value, fast=True)
             except PoisonMessage as poison:
                 batch.poison.append(DeadLetter.of(rec, poison.reason))
             else:
@@ -371,6 +370,8 @@ class ConsumerRuntime:
         async with self.pool.acquire() as conn, conn.transaction():
             if self._fence is not None:
                 await self._fence(conn)
+            if not self.settings.consumer_sync_commit:
+                await conn.execute("SET LOCAL synchronous_commit = off")
             if good:
                 await self.handler.handle(conn, good)
             if poison:

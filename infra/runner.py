@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -100,8 +103,60 @@ def _stop_all(services: list[Service]) -> None:
         service.stop()
 
 
-def run_forever(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> None:
-    asyncio.run(serve(build))
+def run_forever(build: Callable[[Settings, asyncpg.Pool], list[Service]], *, workers: int = 1) -> None:
+    """Serve in this process, or in ``workers`` processes (see ``supervise``)."""
+    if workers <= 1:
+        asyncio.run(serve(build))
+    else:
+        supervise(lambda: asyncio.run(serve(build)), workers)
+
+
+def supervise(work: Callable[[], None], workers: int) -> None:
+    """Run ``work`` in ``workers`` forked processes until SIGTERM/SIGINT, which each of them gets too.
+
+    This is how a consumer scales the way Kafka does: every worker is a member of the same consumer
+    group, the broker spreads the topics' partitions over them, and exactly-once holds as it does for
+    any set of members (positions in PostgreSQL fence every batch; a rebalance settles batches in
+    hand). More workers than partitions leaves the extra ones idle. Worker ``i`` serves metrics on
+    ``HUB_METRICS_PORT + i``. A worker that dies stops the others and the supervisor exits 1, so the
+    process manager restarts the whole set.
+    """
+    context = multiprocessing.get_context("fork")  # before any event loop exists in this process
+    base_port = get_settings().metrics_port
+    procs = []
+    for i in range(workers):
+        proc = context.Process(target=_worker, args=(work, i, base_port), name=f"worker-{i}")
+        proc.start()
+        procs.append(proc)
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    failed = False
+    pending = {p.sentinel: p for p in procs}
+    while pending:
+        for sentinel in multiprocessing.connection.wait(list(pending)):
+            proc = pending.pop(sentinel)  # type: ignore[arg-type]
+            proc.join()
+            if proc.exitcode != 0 and not failed:
+                failed = True
+                log.error("worker died, stopping the others", worker=proc.name, exitcode=proc.exitcode)
+                forward(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)
+
+
+def _worker(work: Callable[[], None], index: int, base_port: int | None) -> None:
+    if base_port is not None:
+        os.environ["HUB_METRICS_PORT"] = str(base_port + index)
+    get_settings.cache_clear()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    work()
 
 
 def run_async(coro: Awaitable[None]) -> None:

@@ -72,14 +72,24 @@ def topics_ensure() -> None:
         raise typer.Exit(1)
 
 
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Processes in the consumer group (the partitions are spread over them; at most one each)",
+    ),
+]
+
+
 @run_app.command("event-log")
-def run_event_log() -> None:
+def run_event_log(workers: WorkersOption = 1) -> None:
     """Walking-skeleton consumer: every valid event into the event_log table."""
     from consumers.event_log import EventLogHandler
     from consumers.runtime import ConsumerRuntime
     from infra.runner import run_forever
 
-    run_forever(lambda s, pool: [ConsumerRuntime(EventLogHandler(s), s, pool)])
+    run_forever(lambda s, pool: [ConsumerRuntime(EventLogHandler(s), s, pool)], workers=workers)
 
 
 @run_app.command("relay")

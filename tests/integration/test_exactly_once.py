@@ -37,7 +37,7 @@ async def _stream_of_registrations(pool: asyncpg.Pool, own: Settings) -> None:
     await ensure_topics(own, [own.topic(Family.REGISTRATION)])
     async with pool.acquire() as conn:
         await conn.execute(
-            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint)'
+            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint, pid int)'
         )
         await conn.execute("TRUNCATE test_effects")
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")

@@ -1,13 +1,15 @@
 """A consumer whose effect is NOT idempotent (one row per event handled), run as a real process.
 
 If the runtime ever applied an event twice (replay after a crash) the ``test_effects`` table would show
-it; if it lost one, the count would fall short. Used by the kill/restart test.
+it; if it lost one, the count would fall short. Used by the kill/restart tests; ``--workers N`` runs N
+processes in one consumer group (``infra.runner.supervise``), each row naming the process that applied it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Sequence
 
 import asyncpg
@@ -26,12 +28,13 @@ class CountingHandler:
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
         await conn.executemany(
-            'INSERT INTO test_effects (event_id, partition, "offset") VALUES ($1, $2, $3)',
-            [(c.event.id, c.partition, c.offset) for c in batch],
+            'INSERT INTO test_effects (event_id, partition, "offset", pid) VALUES ($1, $2, $3, $4)',
+            [(c.event.id, c.partition, c.offset, os.getpid()) for c in batch],
         )
         # Slow enough that a kill (or a pause) lands mid-batch, with its transaction open.
         await asyncio.sleep(float(os.environ.get("HUB_TEST_BATCH_DELAY_S", "0.02")))
 
 
 if __name__ == "__main__":
-    run_forever(lambda s, pool: [ConsumerRuntime(CountingHandler(s), s, pool)])
+    workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 1
+    run_forever(lambda s, pool: [ConsumerRuntime(CountingHandler(s), s, pool)], workers=workers)

@@ -1,0 +1,311 @@
+"""The consume side's fast decoder: the five families' data as ``msgspec`` structs.
+
+Events were validated in full at the edge (pydantic, ``contracts.events``), so a consumer needs the same
+verdict at a fraction of the cost: pydantic takes ~25 µs per event, a struct ~3 µs. The structs are not
+written by hand; they are derived from the pydantic models when this module is imported — same fields,
+defaults, enums, patterns, lengths and bounds, and the models' own ``after`` validators (field and model)
+run on the struct — so tightening a contract tightens this decoder with it. A rule this derivation does
+not know stops the import (``TypeError``) instead of being skipped.
+
+The fast decoder is at least as strict as the contract, never looser: where it refuses, the caller asks
+the contract itself (``contracts.envelope.decode``), which either accepts (a lax spelling pydantic
+coerces, e.g. ``"true"`` for a bool; the struct is then built from the model's canonical form) or gives
+the dead-letter reason. So what is accepted, and every rejection's reason, is exactly the contract's;
+``tests/unit/test_wire.py`` checks it over every JSON Schema example, the simulator's stream and
+``hypothesis``-mutated records.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+from collections.abc import Callable
+from datetime import date, datetime
+from enum import Enum
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+
+import annotated_types
+import msgspec
+from pydantic import AfterValidator, AwareDatetime, BaseModel, StringConstraints
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from contracts.events import Consent, Placement, Referral, Registration, Retention
+
+__all__ = ["DATA", "Invalid", "from_model", "struct_for"]
+
+Invalid = msgspec.DecodeError  # msgspec.ValidationError is one
+
+# An aware RFC 3339 time as pydantic reads it, limited to what both readers give the same instant for:
+# msgspec rounds a 7th fractional digit where pydantic truncates, so more than 6 go to the contract.
+_AWARE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+
+
+def _aware_time(value: str) -> datetime:
+    if _AWARE_TIME.fullmatch(value) is None:
+        raise ValueError("not an aware RFC 3339 time")
+    return datetime.fromisoformat(value)
+
+
+class _Field(NamedTuple):
+    name: str
+    kind: Any  # msgspec type, with the rules msgspec checks in C (lengths, bounds)
+    default: Any
+    pattern: str | None  # checked in Python, as a whole-value match
+    validators: list[Callable[[Any], Any]]  # after-validators of the field and of its type
+    aware_time: bool  # an aware time: a str in the struct until checked, then a datetime
+    text: bool  # a str (or None): values that passed are remembered
+    nested: Callable[[Any], None] | None  # the checks of a nested struct (or of each one in a list)
+
+
+_STRUCTS: dict[type[BaseModel], tuple[type[msgspec.Struct], Callable[[Any], None] | None]] = {}
+_MEMO_MAX = 8192
+
+
+def _rules(metadata: list[Any]) -> tuple[dict[str, Any], str | None, list[Callable[[Any], Any]]]:
+    """msgspec's rules, the pattern, and the after-validators of one field's pydantic metadata."""
+    rules: dict[str, Any] = {}
+    pattern: str | None = None
+    after: list[Callable[[Any], Any]] = []
+    for m in metadata:
+        if isinstance(m, AfterValidator):
+            if len(inspect.signature(m.func).parameters) != 1:
+                raise TypeError(f"wire: unsupported validator {m!r} (it takes more than the value)")
+            after.append(m.func)  # type: ignore[arg-type]
+            continue
+        if isinstance(m, StringConstraints):
+            if m.strip_whitespace or m.to_upper or m.to_lower or m.strict or m.ascii_only:
+                raise TypeError(f"wire: unsupported string constraint {m!r}")
+            items: dict[str, Any] = {
+                "min_length": m.min_length,
+                "max_length": m.max_length,
+                "pattern": m.pattern,
+            }
+        elif isinstance(m, annotated_types.MinLen):
+            items = {"min_length": m.min_length}
+        elif isinstance(m, annotated_types.MaxLen):
+            items = {"max_length": m.max_length}
+        elif isinstance(m, annotated_types.Ge):
+            items = {"ge": m.ge}
+        elif isinstance(m, annotated_types.Le):
+            items = {"le": m.le}
+        elif isinstance(m, annotated_types.Gt):
+            items = {"gt": m.gt}
+        elif isinstance(m, annotated_types.Lt):
+            items = {"lt": m.lt}
+        elif type(m).__name__ == "_PydanticGeneralMetadata" and set(vars(m)) <= {"pattern"}:
+            items = {"pattern": vars(m).get("pattern")}
+        else:
+            raise TypeError(f"wire: unsupported rule {m!r}")
+        for key, value in items.items():
+            if value is None:
+                continue
+            if key == "pattern":
+                if pattern is not None and pattern != value:
+                    raise TypeError("wire: two patterns on one field")
+                pattern = value
+            elif key in rules and rules[key] != value:
+                raise TypeError(f"wire: two {key} rules on one field")
+            else:
+                rules[key] = value
+    return rules, pattern, after
+
+
+def _kind(annotation: Any, rules: dict[str, Any]) -> tuple[Any, Callable[[Any], None] | None]:
+    """The msgspec type of a pydantic field annotation with ``rules`` on its value, and the checks of
+    the struct (or list of structs) it holds."""
+    if rules:
+        inner, nested = _kind(annotation, {})
+        if get_origin(inner) in (Union, types.UnionType):  # an optional value: the rules bind the value
+            (value,) = [a for a in get_args(inner) if a is not type(None)]
+            return Annotated[value, msgspec.Meta(**rules)] | None, nested
+        return Annotated[inner, msgspec.Meta(**rules)], nested
+    if annotation in (str, int, bool, date):
+        return annotation, None
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return annotation, None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _STRUCTS.get(annotation) or _derive(annotation)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return annotation, None
+    if origin is list:
+        (item,) = get_args(annotation)
+        kind, each = _kind(item, {})
+        if each is None:
+            return list[kind], None  # type: ignore[valid-type]
+
+        def every(values: list[Any], each: Callable[[Any], None] = each) -> None:
+            for value in values:
+                each(value)
+
+        return list[kind], every  # type: ignore[valid-type]
+    if origin in (Union, types.UnionType):
+        args = get_args(annotation)
+        if len(args) == 2 and type(None) in args:
+            (inner,) = [a for a in args if a is not type(None)]
+            kind, nested = _kind(inner, {})
+            return kind | None, nested
+    raise TypeError(f"wire: unsupported type {annotation!r}")
+
+
+def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -> _Field:
+    rules, pattern, after = _rules(list(info.metadata))
+    annotation = info.annotation
+    aware = annotation is AwareDatetime
+    if aware:
+        if rules or pattern:
+            raise TypeError(f"wire: rules on time field {name}")
+        kind: Any = str
+        nested = None
+    else:
+        if annotation is datetime:
+            raise TypeError(f"wire: {name}: naive datetimes are not on the wire")
+        kind, nested = _kind(annotation, rules)
+    if info.default_factory is not None:
+        raise TypeError(f"wire: {name}: default factories are not supported")
+    default = msgspec.NODEFAULT if info.default is PydanticUndefined else info.default
+    text = annotation in (str, str | None)
+    return _Field(name, kind, default, pattern, [*after, *validators], aware, text, nested)
+
+
+def _after_validators(model: type[BaseModel]) -> tuple[dict[str, list[Any]], list[Any]]:
+    decorators = model.__pydantic_decorators__
+    if decorators.validators or decorators.root_validators:
+        raise TypeError(f"wire: {model.__name__}: pydantic v1 validators are not supported")
+    fields: dict[str, list[Any]] = {}
+    for field_dec in decorators.field_validators.values():
+        if field_dec.info.mode != "after" or len(inspect.signature(field_dec.func).parameters) != 1:
+            raise TypeError(f"wire: {model.__name__}: only after-validators of the value are supported")
+        for name in field_dec.info.fields:
+            fields.setdefault(name, []).append(field_dec.func)
+    models = []
+    for model_dec in decorators.model_validators.values():
+        if model_dec.info.mode != "after" or len(inspect.signature(model_dec.func).parameters) != 1:
+            raise TypeError(f"wire: {model.__name__}: only after-validators of the model are supported")
+        models.append(model_dec.func)
+    return fields, models
+
+
+def _compile_checks(
+    model: type[BaseModel], fields: list[_Field], model_validators: list[Any], *, nested: bool
+) -> Callable[[Any], None] | None:
+    """One straight-line function running a struct's checks — field by field as pydantic goes (inner
+    models first), then the model's own validators — generated the way ``dataclasses`` generates
+    ``__init__``: a loop over field descriptions costs more than msgspec's whole structural pass.
+
+    A text value that passed once passes again (codes, sites and person keys recur across a stream);
+    so does a small inner model with validators of its own (a recipient, an occupation).
+    """
+    env: dict[str, Any] = {"set_field": msgspec.structs.force_setattr, "to_time": _aware_time}
+    lines: list[str] = []
+    for i, f in enumerate(fields):
+        body: list[str] = []
+        if f.aware_time:
+            body.append(f"set_field(obj, {f.name!r}, to_time(v))")
+        if f.pattern is not None:
+            # The whole value must match: pydantic's Rust regex ends ``$`` at the end of the text, where
+            # Python's ``re.search`` would let it match before a final newline. (``\d`` is Unicode in both.)
+            env[f"match{i}"] = re.compile(f.pattern).fullmatch
+            body += [
+                f"if match{i}(v) is None:",
+                f"    raise ValueError('{f.name}: does not match its pattern')",
+            ]
+        for j, validate in enumerate(f.validators):
+            env[f"validate{i}_{j}"] = validate
+            # a validator that rewrites the value is not mirrored: refuse, and let the contract decide
+            body += [f"if validate{i}_{j}(v) != v:", f"    raise ValueError('{f.name}: rewritten')"]
+        if f.nested is not None:
+            env[f"inner{i}"] = f.nested
+            body.append(f"inner{i}(v)")
+        if not body:
+            continue
+        lines.append(f"v = obj.{f.name}")
+        if f.text and (f.pattern is not None or f.validators):
+            env[f"seen{i}"] = set()
+            lines.append(f"if v is not None and v not in seen{i}:")
+            body += [f"if len(seen{i}) >= {_MEMO_MAX}:", f"    seen{i}.clear()", f"seen{i}.add(v)"]
+        else:
+            lines.append("if v is not None:")
+        lines.extend(f"    {line}" for line in body)
+    for i, validate in enumerate(model_validators):
+        env[f"model{i}"] = validate
+        lines.append(f"model{i}(obj)")
+    if not lines:
+        return None
+    hashable = all(
+        not f.aware_time and get_origin(model.model_fields[f.name].annotation) is not list for f in fields
+    )
+    if nested and model_validators and hashable:
+        env["passed"] = set()
+        lines = ["if obj in passed:", "    return", *lines]
+        lines += [f"if len(passed) < {_MEMO_MAX}:", "    passed.add(obj)"]
+    source = f"def check_{model.__name__}(obj):\n" + "".join(f"    {line}\n" for line in lines)
+    exec(source, env)
+    check: Callable[[Any], None] = env[f"check_{model.__name__}"]
+    return check
+
+
+def _derive(
+    model: type[BaseModel], *, nested: bool = True
+) -> tuple[type[msgspec.Struct], Callable[[Any], None] | None]:
+    """The struct mirroring ``model`` and the function running the rules msgspec does not (or None)."""
+    if model.model_config.get("extra") == "forbid" or model.model_config.get("strict"):
+        raise TypeError(f"wire: {model.__name__}: readers ignore unknown fields and read laxly")
+    field_validators, model_validators = _after_validators(model)
+    fields = [_field(n, info, field_validators.get(n, [])) for n, info in model.model_fields.items()]
+    struct = msgspec.defstruct(
+        model.__name__,
+        [(f.name, f.kind) if f.default is msgspec.NODEFAULT else (f.name, f.kind, f.default) for f in fields],
+        kw_only=True,
+        frozen=True,
+        module=__name__,
+    )
+    checks = _compile_checks(model, fields, model_validators, nested=nested)
+    _STRUCTS[model] = (struct, checks)
+    return struct, checks
+
+
+def struct_for(model: type[BaseModel]) -> type[msgspec.Struct]:
+    """The struct mirroring ``model`` (derived once)."""
+    return (_STRUCTS.get(model) or _derive(model))[0]
+
+
+class _Reader:
+    """Decodes one family's data: msgspec's structural pass in C, then the derived rules."""
+
+    __slots__ = ("_checks", "_decode")
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        struct, self._checks = _STRUCTS.get(model) or _derive(model, nested=False)
+        self._decode = msgspec.json.Decoder(struct).decode
+
+    def decode(self, value: bytes) -> Any:
+        """The data, or ``Invalid`` where the contract may refuse it."""
+        data = self._decode(value)
+        if self._checks is not None:
+            try:
+                self._checks(data)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise msgspec.ValidationError(str(exc)) from None
+        return data
+
+
+_FAMILIES: dict[str, type[BaseModel]] = {
+    "registration": Registration,
+    "consent": Consent,
+    "referral": Referral,
+    "placement": Placement,
+    "retention": Retention,
+}
+DATA: dict[str, _Reader] = {family: _Reader(model) for family, model in _FAMILIES.items()}
+"""Per family (its name, e.g. ``"consent"``): the decoder of its data, raising ``Invalid``."""
+
+
+def from_model(model: BaseModel) -> Any:
+    """The struct of data the contract accepted where the fast decoder refused (a lax spelling)."""
+    return msgspec.json.decode(model.model_dump_json(), type=struct_for(type(model)))

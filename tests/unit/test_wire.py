@@ -1,0 +1,328 @@
+"""The consumers' fast decoder (``contracts.wire``) reads exactly what the pydantic contract reads.
+
+Three sources of documents: every example of the committed JSON Schemas put into a valid event, the
+simulator's stream, and ``hypothesis`` mutations of valid events (wrong types, near-miss codes, Unicode
+digits, a final newline, dropped and extra fields). The property, for each document:
+
+* the fast decoder accepts it  ⇒  the contract accepts it, with the same values;
+* the contract refuses it  ⇒  ``decode(..., fast=True)`` (what the runtime calls) refuses it with the
+  contract's own reason, so it is dead-lettered exactly as before.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from contracts import wire
+from contracts.envelope import MODELS, Event, Family, PoisonMessage, decode, encode
+from devtools.simulator import SimulationConfig, simulate
+from producers.submission import to_event
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
+
+
+def _plain(value: Any) -> Any:
+    """Struct or model data as comparable Python values (times with their offsets)."""
+    if isinstance(value, msgspec.Struct):
+        return {f: _plain(getattr(value, f)) for f in value.__struct_fields__}
+    if isinstance(value, BaseModel):
+        return {f: _plain(getattr(value, f)) for f in type(value).model_fields}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Enum):
+        return (type(value).__name__, value.value)
+    if isinstance(value, datetime):
+        return (value.isoformat(), value.utcoffset())
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _verdicts(family: Family, value: bytes) -> tuple[Any, BaseModel | None, str | None]:
+    """(fast struct or None, contract model or None, contract's refusal or None)."""
+    try:
+        fast = wire.DATA[family.value].decode(value)
+    except wire.Invalid:
+        fast = None
+    try:
+        model = MODELS[family].model_validate_json(value)
+        refusal = None
+    except ValidationError as exc:
+        model, refusal = None, str(exc)
+    return fast, model, refusal
+
+
+def _assert_same(family: Family, value: bytes, *, canonical: bool = False) -> None:
+    fast, model, _ = _verdicts(family, value)
+    if fast is not None:
+        assert model is not None, f"fast decoder accepted what the contract refuses: {value!r}"
+        assert _plain(fast) == _plain(model)
+    elif canonical:
+        assert model is None, f"fast decoder refused a canonical document the contract accepts: {value!r}"
+
+
+def _record(event: Event, data: dict[str, Any] | None = None) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
+    key, headers, value = encode(event)
+    return key, headers, value if data is None else orjson.dumps(data)
+
+
+def _assert_dead_lettered_alike(event: Event, data: Any) -> None:
+    """The runtime's decode refuses what the contract refuses, with the contract's reason."""
+    key, headers, _ = encode(event)
+    value = orjson.dumps(data)
+    try:
+        slow = decode(key, headers, value)
+    except PoisonMessage as poison:
+        with pytest.raises(PoisonMessage) as fast:
+            decode(key, headers, value, fast=True)
+        assert fast.value.reason == poison.reason
+        return
+    fast_event = decode(key, headers, value, fast=True)
+    assert _plain(fast_event.data) == _plain(slow.data)
+    assert (fast_event.id, fast_event.subject, fast_event.time) == (slow.id, slow.subject, slow.time)
+
+
+# --- a valid event of each family, from the simulator -------------------------------------------
+
+_STREAM = SimulationConfig(authorities=3, months=3, seed=11, registrations_per_site_month=12)
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Event]:
+    keys: dict[str, bytes] = {}
+    return [to_event(s, keys.setdefault(s.person_key, os.urandom(32))) for s in simulate(_STREAM)]
+
+
+def _samples(stream: list[Event]) -> dict[Family, list[Event]]:
+    out: dict[Family, list[Event]] = {}
+    for e in stream:
+        out.setdefault(e.family, []).append(e)
+    return out
+
+
+def test_the_simulators_stream_reads_the_same(stream: list[Event]) -> None:
+    assert {e.family for e in stream} == set(Family)
+    for event in stream:
+        key, headers, value = encode(event)
+        fast, model, _ = _verdicts(event.family, value)
+        assert fast is not None and model is not None
+        assert _plain(fast) == _plain(model)
+        assert _plain(decode(key, headers, value, fast=True).data) == _plain(event.data)
+
+
+# --- every example of the committed JSON Schemas -------------------------------------------------
+
+
+def _examples(schema: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """(path within the event, example) for each field example; paths go through nested objects."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: dict[str, Any], path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        found = [(path, ex) for ex in node.get("examples", [])]
+        for option in node.get("anyOf", []):
+            found += walk(option, path)
+        for name, sub in node.get("properties", {}).items():
+            found += walk(sub, (*path, name))
+        return found
+
+    return walk(schema, ())
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    node = out
+    for name in path[:-1]:
+        node = node.setdefault(name, {})
+    node[path[-1]] = value
+    return out
+
+
+def test_every_json_schema_example_reads_the_same(stream: list[Event]) -> None:
+    samples = _samples(stream)
+    checked = 0
+    for family in Family:
+        schema = json.loads((SCHEMAS / f"{family.value}.v1.json").read_text())
+        examples = _examples(schema)
+        assert examples, family
+        base = orjson.loads(encode(samples[family][0])[2])
+        for path, example in examples:
+            data = _put(base, path, example)
+            _assert_same(family, orjson.dumps(data), canonical=True)
+            _assert_dead_lettered_alike(samples[family][0], data)
+            checked += 1
+    assert checked >= 15
+
+
+# --- hypothesis: mutations of valid events ---------------------------------------------------------
+
+_NEAR_MISS = st.sampled_from(
+    [
+        "131041",
+        "131040",
+        "112039",
+        "1301",
+        "１３０１",  # full-width digits
+        "131041-01",
+        "131041-01\n",  # Python's $ matches before a final newline; the contract's does not
+        "112038-01",
+        "06",
+        "16",
+        "０６",
+        "MHLW-2022",
+        "MHLW-2011",
+        "A256GCM",
+        "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d",
+        "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d\n",
+        "3F2A9C0D5B1E4F6A8C7D9E0F1A2B3C4D",
+        "2025-04-01",
+        "2025-4-1",
+        "2025-02-30",
+        "2025-04-01T09:00:00+09:00",
+        "2025-04-01T09:00:00",
+        "2025-04-01T09:00:00.1234567+09:00",
+        "2025-04-01 09:00:00Z",
+        "2025-04-01T24:00:00+09:00",
+        "female",
+        "withdrawn",
+        "given",
+        "left",
+        "employed",
+        "authority",
+        "office",
+        "share_registration",
+        "public_assistance",
+        "35-39",
+        "true",
+        "",
+        " ",
+        "\x00",
+    ]
+)
+_SCALAR = st.one_of(
+    _NEAR_MISS,
+    st.text(max_size=12),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.sampled_from([0, 1, 3, 6, 7, 1.0, 3.0, 2.5, True, False, None, 2**31, 2**63]),
+)
+_VALUE = st.recursive(
+    _SCALAR,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _tweaks(text: str) -> st.SearchStrategy[str]:
+    """Near misses of a valid string: what a careless or hostile producer would send."""
+    i = len(text) // 2
+    full = text.translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)})  # digits → full-width digits
+    return st.sampled_from(
+        [
+            text + "\n",
+            text + " ",
+            " " + text,
+            text[:-1],
+            text + text[-1],
+            text.upper(),
+            full,
+            text[:i] + "\x00" + text[i:],
+            text[:i] + "x" + text[i + 1 :],
+            text[:i] + "9" + text[i + 1 :],
+        ]
+    )
+
+
+def _paths(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path] if path else []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found += _paths(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found += _paths(v, (*path, i))
+    return found
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, samples: dict[Family, list[Event]]) -> tuple[Event, Any]:
+    family = draw(st.sampled_from(sorted(samples)))
+    event = draw(st.sampled_from(samples[family]))
+    data = orjson.loads(encode(event)[2])
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        paths = _paths(data)
+        path = draw(st.sampled_from(paths))
+        parent = data
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["tweak", "tweak", "near", "replace", "drop", "duplicate"]))
+        old = parent[path[-1]]
+        if action == "tweak" and isinstance(old, str) and old:
+            parent[path[-1]] = draw(_tweaks(old))
+        elif action == "near":
+            parent[path[-1]] = draw(_NEAR_MISS)
+        elif action == "replace":
+            parent[path[-1]] = draw(_VALUE)
+        elif action == "drop" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "duplicate" and isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[path[-1]]))
+    if draw(st.booleans()):
+        data = (
+            {**data, draw(st.text(min_size=1, max_size=8)): draw(_VALUE)} if isinstance(data, dict) else data
+        )
+    return event, data
+
+
+_FUZZ: dict[Family, list[Event]] = {}
+
+
+def _fuzz_samples() -> dict[Family, list[Event]]:
+    if not _FUZZ:
+        keys: dict[str, bytes] = {}
+        for s in simulate(SimulationConfig(authorities=2, months=2, seed=5, registrations_per_site_month=6)):
+            e = to_event(s, keys.setdefault(s.person_key, os.urandom(32)))
+            _FUZZ.setdefault(e.family, []).append(e)
+    return _FUZZ
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated(_fuzz_samples()))
+def test_fuzz_the_fast_decoder_never_accepts_what_the_contract_refuses(case: tuple[Event, Any]) -> None:
+    event, data = case
+    _assert_same(event.family, orjson.dumps(data))
+    _assert_dead_lettered_alike(event, data)
+
+
+# --- the derivation refuses rules it does not know --------------------------------------------------
+
+
+def test_a_rule_the_derivation_does_not_know_stops_it() -> None:
+    from pydantic import ConfigDict, Field, field_validator
+
+    class Stripped(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        code: str = Field(max_length=4)
+
+        @field_validator("code", mode="before")
+        @classmethod
+        def _strip(cls, value: Any) -> Any:
+            return value.strip() if isinstance(value, str) else value
+
+    with pytest.raises(TypeError, match="after-validators"):
+        wire.struct_for(Stripped)
