@@ -17,7 +17,6 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts.envelope import Family, encode
-from devtools import stack
 from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings, get_settings
 from infra.db import create_pool, migrate
@@ -34,7 +33,8 @@ def bench_settings(name: str) -> Settings:
 
 
 async def fresh_pool(settings: Settings) -> asyncpg.Pool:
-    await asyncio.to_thread(stack.ensure_up)  # blocking, and it runs its own event loop
+    """A fresh bench database on the running stack (``hub stack up``, or the ``HUB_*`` addresses given):
+    a bench measures, it does not start or stop brokers."""
     admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')

@@ -11,6 +11,7 @@ import asyncpg
 
 from consumers.runtime import Consumed
 from infra.config import Settings
+from infra.db import copy_to_stage
 
 
 class EventLogHandler:
@@ -20,31 +21,39 @@ class EventLogHandler:
         self.topics: Sequence[str] = settings.event_topics
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
-        # One row tuple per record in one pass, turned into column arrays by zip (C), and one
-        # INSERT … SELECT unnest(…): one round trip per batch. The data column takes the record's JSON
-        # verbatim (validated on decode), cast to jsonb by PostgreSQL.
-        rows = [
-            (
-                e.id,
-                e.family.value,
-                e.type,
-                e.source,
-                e.subject,
-                e.time,
-                c.topic,
-                c.partition,
-                c.offset,
-                c.value.decode(),
-            )
-            for c in batch
-            for e in (c.event,)
-        ]
-        await conn.execute(_INSERT, *map(list, zip(*rows, strict=True)))
+        # Set-based: the batch is copied (binary COPY) into a staging table and inserted with one
+        # INSERT … SELECT. The data column takes the record's JSON verbatim (validated on decode), cast to
+        # jsonb by PostgreSQL.
+        await copy_to_stage(
+            conn,
+            "event_log_stage",
+            _STAGE,
+            [
+                (
+                    e.id,
+                    e.family,  # a StrEnum: already its text
+                    e.type,
+                    e.source,
+                    e.subject,
+                    e.time,
+                    c.topic,
+                    c.partition,
+                    c.offset,
+                    c.value.decode(),
+                )
+                for c in batch
+                for e in (c.event,)
+            ],
+        )
+        await conn.execute(_INSERT)
 
 
+_STAGE = (
+    "event_id text, family text, type text, source text, subject text, event_time timestamptz, topic text, "
+    'partition int, "offset" bigint, data text'
+)
 _INSERT = (
     'INSERT INTO event_log (event_id, family, type, source, subject, event_time, topic, partition, "offset", '
-    "data) SELECT i, f, t, s, sub, tm, tp, p, o, d::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
-    "$4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[]) "
-    "AS u(i, f, t, s, sub, tm, tp, p, o, d) ON CONFLICT (event_id) DO NOTHING"
+    'data) SELECT event_id, family, type, source, subject, event_time, topic, partition, "offset", '
+    "data::jsonb FROM event_log_stage ON CONFLICT (event_id) DO NOTHING"
 )

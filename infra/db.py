@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -50,6 +52,17 @@ async def create_pool(
     pool = await asyncpg.create_pool(s.pg_dsn, min_size=min_size, max_size=max_size, init=init_connection)
     assert pool is not None
     return pool
+
+
+async def copy_to_stage(
+    conn: asyncpg.Connection, stage: str, definition: str, records: Iterable[Sequence[Any]]
+) -> None:
+    """Binary ``COPY`` of ``records`` into the temporary table ``stage`` (``definition``: its columns),
+    created on first use in the session and emptied at every commit, for one set-based ``INSERT …
+    SELECT`` to take them from. For a batch of rows this costs the client and the server about half of
+    what ``unnest`` over column arrays does (measured on the event log). Call it inside a transaction."""
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS")
+    await conn.copy_records_to_table(stage, records=records)
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
