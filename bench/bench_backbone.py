@@ -50,7 +50,7 @@ async def workers_rate(settings: Settings, pool: asyncpg.Pool, total: int, worke
         proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL)
         progress = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'event-log'"
         try:
-            while (first := await conn.fetchval(progress)) == 0:
+            while (first := int(await conn.fetchval(progress))) == 0:
                 await asyncio.sleep(0.02)
             started = time.perf_counter()
             while await conn.fetchval(progress) < total:

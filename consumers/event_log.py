@@ -22,8 +22,7 @@ class EventLogHandler:
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
         # Set-based: the batch is copied (binary COPY) into a staging table and inserted with one
-        # INSERT … SELECT. The data column takes the record's JSON verbatim (validated on decode), cast to
-        # jsonb by PostgreSQL.
+        # INSERT … SELECT. The data column keeps the record's JSON as received (validated on decode).
         await copy_to_stage(
             conn,
             "event_log_stage",
@@ -55,5 +54,5 @@ _STAGE = (
 _INSERT = (
     'INSERT INTO event_log (event_id, family, type, source, subject, event_time, topic, partition, "offset", '
     'data) SELECT event_id, family, type, source, subject, event_time, topic, partition, "offset", '
-    "data::jsonb FROM event_log_stage ON CONFLICT (event_id) DO NOTHING"
+    "data::json FROM event_log_stage ON CONFLICT (event_id) DO NOTHING"
 )

@@ -306,6 +306,10 @@ DATA: dict[str, _Reader] = {family: _Reader(model) for family, model in _FAMILIE
 """Per family (its name, e.g. ``"consent"``): the decoder of its data, raising ``Invalid``."""
 
 
+_BY_MODEL = {model: DATA[family] for family, model in _FAMILIES.items()}
+
+
 def from_model(model: BaseModel) -> Any:
-    """The struct of data the contract accepted where the fast decoder refused (a lax spelling)."""
-    return msgspec.json.decode(model.model_dump_json(), type=struct_for(type(model)))
+    """The struct of data the contract accepted where the fast decoder refused (a lax spelling such as
+    ``"true"`` for a bool): the fast decoder reads the model's canonical form."""
+    return _BY_MODEL[type(model)].decode(model.model_dump_json().encode())

@@ -326,3 +326,19 @@ def test_a_rule_the_derivation_does_not_know_stops_it() -> None:
 
     with pytest.raises(TypeError, match="after-validators"):
         wire.struct_for(Stripped)
+
+
+def test_lax_spellings_the_contract_accepts_read_the_same(stream: list[Event]) -> None:
+    """Where pydantic coerces and msgspec does not, the contract decides and the struct is built from
+    its canonical form — with the same values, times included."""
+    samples = _samples(stream)
+    consent = orjson.loads(encode(samples[Family.CONSENT][0])[2])
+    registration = orjson.loads(encode(samples[Family.REGISTRATION][0])[2])
+    cases = [
+        (samples[Family.CONSENT][0], {**consent, "version": float(consent["version"])}),
+        (samples[Family.REGISTRATION][0], {**registration, "team_support": "true"}),
+    ]
+    for event, data in cases:
+        fast, model, _ = _verdicts(event.family, orjson.dumps(data))
+        assert fast is None and model is not None, "a lax spelling: msgspec refuses, the contract accepts"
+        _assert_dead_lettered_alike(event, data)
