@@ -262,6 +262,7 @@ def _derive(
         model.__name__,
         [(f.name, f.kind) if f.default is msgspec.NODEFAULT else (f.name, f.kind, f.default) for f in fields],
         kw_only=True,
+        gc=False,  # no reference cycles: the collector need not track one struct per field per event
         frozen=True,
         module=__name__,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -87,6 +88,10 @@ async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> Non
         return
     pool = preparing.result()
     services.extend(build(settings, pool))
+    # What is built by now lives as long as the process (modules, pools, services): move it out of the
+    # cyclic collector's sight, or every collection a consumer's allocations trigger rescans all of it.
+    gc.collect()
+    gc.freeze()
     if stopping.is_set():
         _stop_all(services)
     try:
