@@ -127,7 +127,9 @@ def supervise(work: Callable[[], None], workers: int) -> None:
     process manager restarts the whole set.
     """
     context = multiprocessing.get_context("fork")  # before any event loop exists in this process
-    base_port = get_settings().metrics_port
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    base_port = settings.metrics_port
     procs = []
     for i in range(workers):
         proc = context.Process(target=_worker, args=(work, i, base_port), name=f"worker-{i}")

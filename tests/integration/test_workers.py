@@ -37,7 +37,12 @@ async def test_two_workers_share_the_partitions_and_apply_each_event_once(
     namespace = f"w{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(update={"topic_namespace": namespace})
     await _stream_of_registrations(pool, own)
-    env = {**os.environ, "HUB_TOPIC_NAMESPACE": namespace, "HUB_BATCH_MAX_RECORDS": "50"}
+    env = {
+        **os.environ,
+        "HUB_TOPIC_NAMESPACE": namespace,
+        "HUB_BATCH_MAX_RECORDS": "50",
+        "HUB_LOG_LEVEL": "INFO",
+    }
     count = "SELECT count(*) FROM test_effects"
     async with pool.acquire() as conn:
         supervisor = _start(env, workers=2)
