@@ -18,6 +18,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts import wire
 from contracts.envelope import MODELS, Event, Family, encode
 from infra.config import Settings
+from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import read_topic, wait_for
@@ -46,6 +47,9 @@ def _broken(event: Event, **over: Any) -> bytes:
 async def test_rule_breaking_records_of_a_valid_shape_are_dead_lettered(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
+    # topics of its own: the dead-letter register and topic other tests count stay untouched
+    settings = settings.model_copy(update={"topic_namespace": f"f{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(settings)
     pk = factories.person_key()
     key = os.urandom(32)
     reg = to_event(factories.registration(pk), key)
