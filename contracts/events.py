@@ -107,8 +107,22 @@ class Registration(Contract):
         min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
     )
     desired_occupation: Occupation
-    team_support: bool = Field(description="In チーム支援 (team support by both sides)")
+    team_support: bool = Field(
+        description="In チーム支援 (team support by both sides) from registration; a later enrolment is a "
+        "referral's team_support_from"
+    )
     personal: Sealed
+    foreign_national: bool | None = Field(
+        default=None,
+        description="In the 外国人 target group (e.g. 日系外国人); absent when not recorded. Optional since "
+        "v1.1 (a reader of v1.0 ignores it).",
+    )
+    prior_application_office: OfficeCode | None = Field(
+        default=None,
+        description="The person had already applied (求職申込) at this other Hello Work office; the "
+        "application is shared with the joint site under the person's consent. Such a registration is "
+        "not a new job seeker (新規求職者) of the site. Optional since v1.1.",
+    )
 
     _unique = field_validator("attributes")(_unique_attributes)
 
@@ -244,11 +258,21 @@ class Referral(Contract):
     programme: Programme
     referred_on: date
     personal: Sealed | None = None
+    team_support_from: date | None = Field(
+        default=None,
+        description="チーム支援: the case conference (ケース会議) of the authority and Hello Work enrolled the "
+        "person in team support from this date, often weeks after registration. Optional since v1.1.",
+    )
 
     @model_validator(mode="after")
     def _site_belongs_to_authority(self) -> Referral:
         if self.site[:6] != self.authority:
             raise ValueError(f"site {self.site} is not run by authority {self.authority}")
+        if self.team_support_from is not None and self.team_support_from < self.referred_on:
+            raise ValueError(
+                f"team_support_from {self.team_support_from} is before referred_on {self.referred_on}: "
+                "the case conference follows the referral"
+            )
         return self
 
 
@@ -289,6 +313,9 @@ class Placement(Contract):
         min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
     )
     personal: Sealed = Field(description="Sealed PlacementPersonal (employer)")
+    foreign_national: bool | None = Field(
+        default=None, description="In the 外国人 target group; absent when not recorded. Optional since v1.1."
+    )
 
     _unique = field_validator("attributes")(_unique_attributes)
 

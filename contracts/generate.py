@@ -22,6 +22,7 @@ from faststream.specification import AsyncAPI
 from contracts.compat import breaking_changes
 from contracts.envelope import (
     DEADLETTER_TOPIC,
+    FEED_TOPIC,
     ID_PATTERN,
     MODELS,
     SOURCE_PATTERN,
@@ -30,6 +31,7 @@ from contracts.envelope import (
     Family,
     event_type,
 )
+from contracts.feed import FEED_EVENT_TYPE, FEED_SOURCE, FeedRevision
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE / "schemas"
@@ -68,6 +70,27 @@ def schema_path(family: Family) -> Path:
     return SCHEMA_DIR / f"{family.value}.v1.json"
 
 
+FEED_SCHEMA_PATH = SCHEMA_DIR / "feed.v1.json"
+
+
+def feed_schema() -> dict[str, Any]:
+    """The feed topic's record: one revision of an authority's monthly placement feed (aggregates)."""
+    schema = FeedRevision.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_BASE_ID}feed.v1.json",
+        **schema,
+        "x-cloudevents": {
+            "type": FEED_EVENT_TYPE,
+            "source": FEED_SOURCE,
+            "topic": FEED_TOPIC,
+            "key": "<authority>:<month> (also ce_subject)",
+            "contentMode": "binary",
+            "publishedBy": "placement feed builder (hub run placement-feed)",
+        },
+    }
+
+
 def event_schema(family: Family) -> dict[str, Any]:
     schema = MODELS[family].model_json_schema(mode="validation")
     return {
@@ -94,6 +117,13 @@ def asyncapi_document() -> dict[str, Any]:
             schema=model,
         )
     broker.publisher(
+        FEED_TOPIC,
+        title=f"{FEED_TOPIC}:Publish",
+        description="Monthly placement feed revisions per authority (aggregates only, with disclosure control); "
+        "Kafka key and ce_subject = <authority>:<month>; for authority systems to subscribe to",
+        schema=FeedRevision,
+    )
+    broker.publisher(
         DEADLETTER_TOPIC,
         title=f"{DEADLETTER_TOPIC}:Publish",
         description="Poison messages, byte for byte, with dlq_reason / dlq_source_* / dlq_time headers",
@@ -117,6 +147,7 @@ def _dump(data: dict[str, Any]) -> str:
 
 def rendered() -> dict[Path, str]:
     files = {schema_path(f): _dump(event_schema(f)) for f in Family}
+    files[FEED_SCHEMA_PATH] = _dump(feed_schema())
     files[ASYNCAPI_PATH] = _dump(asyncapi_document())
     return files
 
@@ -139,10 +170,11 @@ def check_all() -> list[str]:
             problems.append(
                 f"{path.relative_to(HERE.parent)}: drifted from the models; run `hub contracts generate`"
             )
-    for family in Family:
-        path = schema_path(family)
+    current = {schema_path(f): (f.value, event_schema(f)) for f in Family}
+    current[FEED_SCHEMA_PATH] = ("feed", feed_schema())
+    for path, (name, schema) in current.items():
         if path.exists():
             committed = json.loads(path.read_text(encoding="utf-8"))
-            for change in breaking_changes(committed, event_schema(family)):
-                problems.append(f"{family.value}: breaking change: {change}")
+            for change in breaking_changes(committed, schema):
+                problems.append(f"{name}: breaking change: {change}")
     return problems

@@ -72,8 +72,20 @@ class SimulationConfig:
     seed: int = 1
     start_month: str = "2025-04"
     registrations_per_site_month: int = 50
+    profile: str = "default"  # see PROFILES; "fy2015" fixes the authorities and sites itself
+
+    @classmethod
+    def fy2015(cls, seed: int = 2015, months: int = 16) -> SimulationConfig:
+        """The FY2015 programme (平成27年度, April 2015 – March 2016) with four months before it, so that
+        April's placements include people registered earlier, as in a programme running since 2011."""
+        return cls(authorities=FY2015_AUTHORITIES, months=months, seed=seed, start_month="2014-12",
+                   registrations_per_site_month=FY2015_PER_SITE_MONTH, profile="fy2015")  # fmt: skip
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {self.profile!r}")
+        if self.profile == "fy2015" and self.authorities != FY2015_AUTHORITIES:
+            raise ValueError(f"profile fy2015 has {FY2015_AUTHORITIES} authorities, got {self.authorities}")
         if self.authorities < 1:
             raise ValueError(f"authorities must be at least 1, got {self.authorities}")
         if self.months < 1:
@@ -92,6 +104,8 @@ class SimulationConfig:
 class Site:
     site_id: str
     office: str
+    shares_data: bool = True  # the labour bureau and the authority signed the data agreement (協定)
+    opens: date | None = None  # a site new this year starts on this date (left out of the evaluation)
 
 
 @dataclass(frozen=True)
@@ -303,6 +317,82 @@ MAX_REFERRAL_LEAD_DAYS = 14
 MAX_PLACEMENT_LAG_DAYS = 122  # four months
 
 
+@dataclass(frozen=True)
+class Profile:
+    """The proportions a stream is drawn with. Rates the report gives are marked with its line
+    (``shared/seed/000_710836a85c6b4b72.txt``); the rest are plausible guesses, said so."""
+
+    attribute_weights: dict[str, float]
+    referral_rate: dict[str, float]
+    placement_rate: dict[str, float]
+    p_team_support: float = P_TEAM_SUPPORT
+    p_team_support_later: float = (
+        0.0  # enrolled later by the case conference (a referral's team_support_from)
+    )
+    p_self_found: float = P_SELF_FOUND
+    p_consent: float = P_CONSENT
+    p_prior_application: float = 0.0  # had already applied at another Hello Work office (~l.529–531)
+    p_foreign: float = 0.0  # 外国人 (~l.983)
+
+
+DEFAULT_PROFILE = Profile(
+    attribute_weights={str(k): float(v) for k, v in _ATTRIBUTE_WEIGHTS.items()},
+    referral_rate={str(k): v for k, v in _REFERRAL_RATE.items()},
+    placement_rate={str(k): v for k, v in _PLACEMENT_RATE.items()},
+)
+
+# FY2015 (平成27年度): 159 authorities (33 prefectures, 126 municipalities, ~l.731, 820), 303 sites
+# (~l.4, 838), 78,869 placements through a Hello Work referral of which 17,569 (22.3%) 生活保護受給者等
+# (~l.9–10); the programme's 就職率 fell in FY2015 (~l.102) and the chart gives 36.7% / 38.7% / 43.9%
+# (~l.107): 36.7% is taken as FY2015's. So new job seekers ~ 78,869 / 0.367 ~ 215,000 a year, ~59 per
+# site and month. Welfare recipients place less often than the others (a guess); weights and rates
+# below were tuned so the stream gives the report's shares (test_fy2015_profile_has_the_reports_proportions).
+FY2015_AUTHORITIES = 159
+FY2015_PREFECTURES = 33
+FY2015_SITES = 303
+FY2015_PER_SITE_MONTH = 60
+FY2015_SITES_SHARING = 0.879  # 261 of 297 sites share job seekers' data (~l.568)
+FY2015_PROFILE = Profile(
+    attribute_weights={
+        AttributeCategory.PUBLIC_ASSISTANCE: 14.0,
+        AttributeCategory.NEEDY_PERSON_SUPPORT: 6.0,
+        AttributeCategory.CHILD_REARING_ALLOWANCE: 4.0,
+        AttributeCategory.HOUSING_BENEFIT: 1.5,
+        AttributeCategory.YOUTH: 20.0,
+        AttributeCategory.PARENTING: 11.0,
+        AttributeCategory.DISABILITY: 4.5,
+        AttributeCategory.GENERAL: 39.0,
+    },
+    referral_rate={
+        AttributeCategory.PUBLIC_ASSISTANCE: 0.70,
+        AttributeCategory.NEEDY_PERSON_SUPPORT: 0.60,
+        AttributeCategory.CHILD_REARING_ALLOWANCE: 0.45,
+        AttributeCategory.HOUSING_BENEFIT: 0.55,
+        AttributeCategory.YOUTH: 0.35,
+        AttributeCategory.PARENTING: 0.35,
+        AttributeCategory.DISABILITY: 0.45,
+        AttributeCategory.GENERAL: 0.25,
+    },
+    placement_rate={
+        AttributeCategory.PUBLIC_ASSISTANCE: 0.40,
+        AttributeCategory.NEEDY_PERSON_SUPPORT: 0.42,
+        AttributeCategory.CHILD_REARING_ALLOWANCE: 0.46,
+        AttributeCategory.HOUSING_BENEFIT: 0.44,
+        AttributeCategory.YOUTH: 0.52,
+        AttributeCategory.PARENTING: 0.50,
+        AttributeCategory.DISABILITY: 0.44,
+        AttributeCategory.GENERAL: 0.52,
+    },
+    p_team_support=0.05,
+    p_team_support_later=0.04,
+    p_self_found=0.25,
+    p_consent=0.90,  # per person at a site that shares data: a guess (the report counts sites, not people)
+    p_prior_application=0.03,
+    p_foreign=0.01,
+)
+PROFILES = {"default": DEFAULT_PROFILE, "fy2015": FY2015_PROFILE}
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -322,7 +412,6 @@ class _Weighted:
 
 # Plain strings from here on: StrEnum members hash and compare as their values, so the tables above
 # still answer, and the hot path skips Enum's Python-level ``.value`` descriptor.
-_ATTRIBUTE_PICK = _Weighted([a.value for a in _ATTRIBUTE_WEIGHTS], list(_ATTRIBUTE_WEIGHTS.values()))
 _EMPLOYMENT_VALUES = tuple(e.value for e in _EMPLOYMENT_TYPES)
 _MALE, _FEMALE, _NOT_STATED = Sex.MALE.value, Sex.FEMALE.value, Sex.NOT_STATED.value
 _SHARE = ConsentScope.SHARE_REGISTRATION.value
@@ -397,6 +486,8 @@ def _poissonish(rng: random.Random, lam: float) -> int:
 
 def build_authorities(config: SimulationConfig) -> list[Authority]:
     """The authorities and their joint sites for a config (uses its own RNG stream, seeded from config)."""
+    if config.profile == "fy2015":
+        return _fy2015_authorities(config)
     rng = random.Random(f"authorities:{config.seed}")
     picked: list[tuple[str, str, str]] = [
         (code, PREFECTURES[int(code[:2]) - 1], name) for code, name in KNOWN_AUTHORITIES[: config.authorities]
@@ -421,6 +512,121 @@ def build_authorities(config: SimulationConfig) -> list[Authority]:
         )
         result.append(Authority(code=code, prefecture=pref_name, name=name, sites=sites))
     return result
+
+
+# The 33 prefectures running joint sites in FY2015 (~l.777–788).
+FY2015_PREFECTURE_CODES = (
+    "01", "02", "03", "06", "12", "14", "15", "16", "17", "19", "20", "21", "22", "23", "25", "26", "27",
+    "28", "29", "30", "31", "32", "34", "36", "37", "38", "39", "40", "42", "43", "44", "45", "47",
+)  # fmt: skip
+KUMAMOTO = (
+    "430005",
+    "431001",
+)  # left out of FY2015's evaluation (~l.12–13): their sites' results too (~l.108)
+FY2015_NEW_AUTHORITIES = 3  # started at the end of the year (~l.12)
+FY2015_NEW_SITES = 24  # further sites opened during the year: 303 − 273 evaluated − 6 above (~l.15, 66)
+
+
+def _fy2015_authorities(config: SimulationConfig) -> list[Authority]:
+    """159 authorities (33 prefectures, 126 municipalities) with 303 sites, 88% of them sharing data;
+    3 authorities start in February (new), 24 more sites open during the year."""
+    rng = random.Random(f"authorities:fy2015:{config.seed}")
+    picked = [(f"{p}000" + str(lg_check_digit(f"{p}000")), PREFECTURES[int(p) - 1], PREFECTURES[int(p) - 1])
+              for p in FY2015_PREFECTURE_CODES]  # fmt: skip
+    used = {code for code, _, _ in picked}
+    for code, name in KNOWN_AUTHORITIES:
+        if len(picked) < FY2015_AUTHORITIES and code not in used:
+            picked.append((code, PREFECTURES[int(code[:2]) - 1], name))
+            used.add(code)
+    while len(picked) < FY2015_AUTHORITIES:
+        pref = _randint(rng, 1, 47)
+        first_five = f"{pref:02d}{_randint(rng, 201, 239):03d}"
+        code = first_five + str(lg_check_digit(first_five))
+        if code not in used:
+            used.add(code)
+            picked.append(
+                (code, PREFECTURES[pref - 1], _choice(rng, _CITY_HEADS) + _choice(rng, _CITY_TAILS) + "市")
+            )
+    counts = {code: (2 if code == KUMAMOTO[0] else 1 if code == KUMAMOTO[1] else 1 + _randint(rng, 1, 3) * (code[2:5] == "000"))
+              for code, _, _ in picked}  # fmt: skip
+    municipalities = [c for c, _, _ in picked if c[2:5] != "000" and c not in KUMAMOTO]
+    while sum(counts.values()) < FY2015_SITES:
+        c = _choice(rng, municipalities)
+        if counts[c] < 4:
+            counts[c] += 1
+    new_authorities = set(rng.sample([c for c in municipalities if counts[c] == 1], FY2015_NEW_AUTHORITIES))
+    later_sites = [(c, i) for c, _, _ in picked if c not in KUMAMOTO for i in range(2, counts[c] + 1)]
+    new_sites = set(rng.sample(later_sites, FY2015_NEW_SITES))
+    result = []
+    for code, pref_name, name in picked:
+        office_numbers = rng.sample(range(1, 41), counts[code])
+        sites = []
+        for i, num in enumerate(office_numbers, start=1):
+            opens = None
+            if code in new_authorities:
+                opens = date(2016, 2, 1)
+            elif (code, i) in new_sites:
+                opens = date(2015, _randint(rng, 7, 12), 1)
+            sites.append(
+                Site(f"{code}-{i:02d}", f"{code[:2]}{num:02d}", rng.random() < FY2015_SITES_SHARING, opens)
+            )
+        result.append(Authority(code=code, prefecture=pref_name, name=name, sites=tuple(sites)))
+    return result
+
+
+def fy2015_evaluation(config: SimulationConfig) -> tuple[list[tuple[str, int, str, float]], list[str]]:
+    """The yearly targets the steering councils set for FY2015 (scope, fiscal year, kind, value) and the
+    sites and authorities left out of the evaluation (new that year, and Kumamoto's, ~l.12–15, 108).
+
+    A council sets a target from what the site did the year before: its expected volume times a factor
+    (a site-wide one and one per target: councils that aim high aim high on every target). The
+    factors were tuned so the year-end classes come out near the report's 50.5% / 35.2% / 14.3% of
+    sites and 139 of 154 authorities (~l.12–15, 66–77).
+    """
+    gen = _Generator(config)
+    rng = random.Random(f"targets:fy2015:{config.seed}")
+    prof = gen.profile
+    total_w = sum(prof.attribute_weights.values())
+    place = sum(w * prof.placement_rate[a] for a, w in prof.attribute_weights.items()) / total_w
+    refer = sum(w * prof.referral_rate[a] for a, w in prof.attribute_weights.items()) / total_w
+    per_month = config.registrations_per_site_month * place * (1 - prof.p_self_found)
+    targets: list[tuple[str, int, str, float]] = []
+    excluded: list[str] = []
+    for a in gen.authorities:
+        if a.code in KUMAMOTO or all(s.opens is not None for s in a.sites):
+            excluded.append(a.code)
+        planned_total = 0.0
+        for site in a.sites:
+            if site.opens is not None or a.code in KUMAMOTO:
+                excluded.append(site.site_id)
+                continue
+            planned = 12 * per_month * gen.site_factor[site.site_id]
+            planned_total += planned
+            common = 0.80 + 0.36 * rng.random()
+            targets.append(
+                (
+                    site.site_id,
+                    2015,
+                    "referral_placements",
+                    round(planned * common * (0.9 + 0.2 * rng.random())),
+                )
+            )
+            if rng.random() < 0.9:  # a few sites have a single target (~l.79)
+                targets.append(
+                    (
+                        site.site_id,
+                        2015,
+                        "referral_share",
+                        round(refer * common * (0.9 + 0.2 * rng.random()), 3),
+                    )
+                )
+        if a.code not in excluded and planned_total:
+            common = 0.72 + 0.34 * rng.random()
+            targets.append((a.code, 2015, "referral_placements", round(planned_total * common)))
+            targets.append(
+                (a.code, 2015, "referral_share", round(refer * common * (0.9 + 0.2 * rng.random()), 3))
+            )
+    return targets, excluded
 
 
 # --- generation --------------------------------------------------------------------------------
@@ -450,6 +656,10 @@ class _Generator:
             )
             for i in range(config.months)
         ]
+        self.profile = PROFILES[config.profile]
+        self.attribute_pick = _Weighted(
+            [str(a) for a in self.profile.attribute_weights], list(self.profile.attribute_weights.values())
+        )
         self.horizon_start = self.months[0][0]
         self.horizon_end = self.months[-1][1]
         self.job_seeker_serial: dict[str, int] = {}
@@ -463,7 +673,8 @@ class _Generator:
         rng = self.rng
         office_source = f"/hellowork/offices/{site.office}"
         person_key = _hex128(rng)
-        primary: str = _ATTRIBUTE_PICK.pick(rng)
+        prof = self.profile
+        primary: str = self.attribute_pick.pick(rng)
         attributes = [primary]
         seconds = _SECOND_ATTRIBUTE[primary]
         if seconds and rng.random() < P_SECOND_ATTRIBUTE:
@@ -476,7 +687,7 @@ class _Generator:
         reg_secs = _secs(registered_on, _office_hours(rng))
 
         referral: _Pending | None = None
-        if rng.random() < _REFERRAL_RATE[primary]:
+        if rng.random() < prof.referral_rate[primary]:
             # Clamped so the referral's business date stays inside the simulated months.
             lead = min(MAX_REFERRAL_LEAD_DAYS, (registered_on - self.horizon_start).days)
             referred_on = registered_on - timedelta(days=_randint(rng, 0, lead))
@@ -518,26 +729,60 @@ class _Generator:
                 "age_band": age_band(age_on(birth, registered_on)).value,
                 "attributes": attributes,
                 "desired_occupation": {"group": desired, "classification_version": CLASSIFICATION_VERSION},
-                "team_support": rng.random() < P_TEAM_SUPPORT,
+                "team_support": rng.random() < prof.p_team_support,
                 "personal": self._registration_personal(authority, site, sex, birth),
             },
         )
         events.append(registration)
+        # Profiles without these rates draw nothing for them, so their streams stay as they were.
+        foreign = bool(prof.p_foreign) and rng.random() < prof.p_foreign
+        if foreign:
+            registration.data["foreign_national"] = True
+        if prof.p_prior_application and rng.random() < prof.p_prior_application:
+            # Applied at another office of the prefecture first; shared with the site under consent.
+            registration.data["prior_application_office"] = (
+                f"{site.office[:2]}{(int(site.office[2:]) % 40) + 41:02d}"
+            )
+        if (
+            referral is not None
+            and prof.p_team_support_later
+            and not registration.data["team_support"]
+            and rng.random() < prof.p_team_support_later
+        ):
+            # The case conference enrols the person in team support weeks after registering.
+            enrolled = registered_on + timedelta(days=_randint(rng, 14, 60))
+            if enrolled <= self.horizon_end:
+                later = _Pending(
+                    secs=max(_secs(enrolled, _office_hours(rng)), registration.secs + 60),
+                    family=Family.REFERRAL,
+                    source=authority.source,
+                    event_id=_hex128(rng),
+                    data=dict(
+                        referral.data,
+                        referral_id=_hex128(rng),
+                        referred_on=enrolled.isoformat(),
+                        team_support_from=enrolled.isoformat(),
+                    ),
+                )
+                events.append(later)
 
         consents: list[_Pending] = []
         # (effective date, scopes) so later events can ask what was consented to on a given day.
         consent_timeline: list[tuple[date, frozenset[str]]] = []
-        if rng.random() < P_CONSENT:
+        # No consent is asked where the site shares no data (no agreement, ~l.567–570).
+        if site.shares_data and rng.random() < prof.p_consent:
             consents = self._consents(authority, site, person_key, registered_on, reg_secs, consent_timeline)
             # Whichever side keyed the consent box, it reaches the hub after the form's registration.
             consents[0].secs = max(consents[0].secs, registration.secs + 60)
             events.extend(consents)
 
         placement: _Pending | None = None
-        if rng.random() < _PLACEMENT_RATE[primary]:
+        if rng.random() < prof.placement_rate[primary]:
             placement = self._placement(
                 site, person_key, registered_on, sex, birth, attributes, desired, events
             )
+            if placement is not None and foreign:
+                placement.data["foreign_national"] = True
             if placement is not None:
                 self._retention(authority, site, placement, consent_timeline, events)
 
@@ -744,7 +989,9 @@ class _Generator:
         if placed_on > self.horizon_end:
             return None
         route = (
-            PlacementRoute.SELF_FOUND if rng.random() < P_SELF_FOUND else PlacementRoute.HELLO_WORK_REFERRAL
+            PlacementRoute.SELF_FOUND
+            if rng.random() < self.profile.p_self_found
+            else PlacementRoute.HELLO_WORK_REFERRAL
         )
         group = desired if rng.random() < P_DESIRED_OCCUPATION else _OCCUPATION_PICK.pick(rng)
         if rng.random() < P_LATE_PLACEMENT:
@@ -879,9 +1126,17 @@ def simulate(config: SimulationConfig) -> Iterator[Submission]:
         days = _month_days(first, last)
         for authority in gen.authorities:
             for site in authority.sites:
-                lam = config.registrations_per_site_month * gen.site_factor[site.site_id]
+                open_days = days if site.opens is None else [d for d in days if d >= site.opens]
+                if not open_days:
+                    continue
+                lam = (
+                    config.registrations_per_site_month
+                    * gen.site_factor[site.site_id]
+                    * len(open_days)
+                    / len(days)
+                )
                 n = _poissonish(rng, lam)
-                dates = sorted(days[int(rng.random() * len(days))] for _ in range(n))
+                dates = sorted(open_days[int(rng.random() * len(open_days))] for _ in range(n))
                 for registered_on in dates:
                     for pending in gen.person(authority, site, registered_on):
                         heapq.heappush(heap, (pending.secs, seq, pending))

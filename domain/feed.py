@@ -1,27 +1,35 @@
-"""Arithmetic of the monthly placement feed (就職実績の提供): who counts, what is counted, indicators,
-site targets and what changed between revisions. No I/O: the builder feeds plain facts in.
+"""The monthly placement feed (就職実績の提供) as the programme counts it: who counts, the populations and
+their tables, the indicators with the report's definitions, target groups, targets and achievement,
+revisions. No I/O: the builder reads rows, ``assemble`` turns them into facts, ``compose`` into a body.
 
-Who counts for an authority (the one rule, ``counts_for``): a person's event counts for authority A when
-it happened at one of A's joint sites (拠点; a site id starts with the running authority's code), or
-when A referred the person (送り込み). A placement of someone A referred, made at a site of another
-authority, is counted in A's whole-authority figures under the site category ``OTHER_SITES``.
+Definitions follow the FY2015 report (``shared/seed/000_710836a85c6b4b72.txt``, line numbers ~l.N;
+``docs/feed.md`` lists every indicator with its line):
 
-Attribute categories (属性): a person may hold several; every table counts a placement once, under its
-*main attribute*, the first category listed on the event (the form lists the attribute the person was
-registered for first). So attribute tables add up to the number of placements like every other table.
+* 就職件数 and 就職率 count placements through a Hello Work referral (紹介就職, ~l.932). Self-found jobs
+  (自己就職) are reported beside them as 就職確認数 = 紹介就職 + 自己就職 (~l.606, 671–673, 709–711) and
+  never enter 就職率. 就職率 = 紹介就職件数 / 新規求職者数 on one base: the same sites on both sides.
+* A person who had already applied at another Hello Work office (~l.529–531) is not a new job seeker
+  (新規求職者) of the joint site; their placements count as any other.
+* Target groups (支援対象者, ~l.909–919, 871, 983) are not exclusive: a person counts in every group
+  they belong to, and every table of groups also gives the number of distinct people.
+* チーム支援対象者数 counts people newly enrolled in team support (新規チーム支援対象者, ~l.956): at
+  registration, or later when the case conference decides (a referral's ``team_support_from``).
 
-Ages: the placement event carries the Hello Work age band on the placement date (年齢階級, five-year
-bands); ``age_band_on_placement`` computes it where a source gives a birth date instead.
+Who counts for an authority (the one rule, ``counts_for``): an event at one of its joint sites (拠点; a
+site id starts with the running authority's code), or about a person the authority referred (送り込み).
+A placement of someone A referred, made at a site of another authority, is counted in A's figures in
+the site category ``OTHER_SITES``, outside the base of A's 就職率.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from domain.calendar import AgeBand, YearMonth, age_band, age_on, fiscal_year, month_bounds
 from domain.disclosure import (
@@ -36,36 +44,87 @@ from domain.disclosure import (
 from domain.occupation import CLASSIFICATION_VERSION
 
 JST = timezone(timedelta(hours=9), "JST")
-OTHER_SITES = "other_sites"  # placements of people the authority referred, made at another authority's site
+OTHER_SITES = "other_sites"
 
 SEXES = ("male", "female", "not_stated")
-ATTRIBUTES = (
-    "public_assistance",
-    "child_rearing_allowance",
-    "housing_benefit",
-    "needy_person_support",
-    "disability",
-    "youth",
-    "parenting",
-    "general",
-)
 OCCUPATIONS = tuple(f"{i:02d}" for i in range(1, 16))
 EMPLOYMENT_TYPES = ("regular_full_time", "non_regular_full_time", "part_time", "temporary")
+REGULAR = "regular_full_time"  # 正社員
 ROUTES = ("hello_work_referral", "self_found")
+REFERRAL_ROUTE, SELF_FOUND_ROUTE = ROUTES
 AGE_BANDS = tuple(b.value for b in AgeBand)
 YES_NO = ("yes", "no")
-
-ONE_WAY = ("attribute", "sex", "age_band", "occupation", "employment_type", "route")
-# The cross-tables an authority asks for (属性別・職種別・男女別・年齢階級別, each by sex; attribute by route).
-CROSS = (
-    ("attribute", "sex"),
-    ("occupation", "sex"),
-    ("age_band", "sex"),
-    ("employment_type", "sex"),
-    ("attribute", "route"),
-)
+ENROLMENT = ("at_registration", "after_registration")
 RETENTION_CHECKPOINTS = (1, 3, 6)
 RETENTION_STATUS = ("employed", "left", "not_reported")
+
+
+# --- target groups ----------------------------------------------------------------------------------
+
+
+class TargetGroup(StrEnum):
+    """The report's target groups (支援対象者). Membership is not exclusive."""
+
+    WELFARE = "welfare"  # 生活保護受給者等 (~l.909): incl. 児童扶養手当, 住宅支援給付 (今 住居確保給付金), 生活困窮者
+    DISABILITY = "disability"  # 障害者 (~l.911)
+    PARENTING = "parenting"  # 子育て中の者 (~l.913)
+    YOUTH = "youth"  # 若年者 (~l.915)
+    WOMEN = "women"  # 女性 (~l.871)
+    MIDDLE_AGED = "middle_aged"  # 中高年 (~l.871)
+    FOREIGN = "foreign"  # 外国人 (~l.919; 日系外国人 ~l.983)
+    GENERAL = "general"  # 一般 (~l.917)
+    OTHER = "other"  # その他 (~l.919): none of the groups above
+
+
+TARGET_GROUPS = tuple(g.value for g in TargetGroup)
+GROUP_LABELS_JA = {
+    "welfare": "生活保護受給者等",
+    "disability": "障害者",
+    "parenting": "子育て中の者",
+    "youth": "若年者",
+    "women": "女性",
+    "middle_aged": "中高年",
+    "foreign": "外国人",
+    "general": "一般",
+    "other": "その他",
+}
+# 生活保護受給者等 is a roll-up (~l.909: "児童扶養手当・住宅支援給付受給者等を含む").
+WELFARE_ATTRIBUTES = frozenset(
+    {"public_assistance", "child_rearing_allowance", "housing_benefit", "needy_person_support"}
+)
+YOUTH_BANDS = frozenset({"19以下", "20-24", "25-29", "30-34"})  # 若年者: under 35
+MIDDLE_AGED_BANDS = frozenset({"45-49", "50-54", "55-59", "60-64", "65以上"})  # 中高年齢者: 45 and over
+GROUP_DIMS = tuple(f"group:{g}" for g in TARGET_GROUPS)
+
+
+@functools.lru_cache(maxsize=65536)
+def target_groups(attributes: tuple[str, ...], sex: str, age: str, foreign_national: bool) -> frozenset[str]:
+    """Every target group a person belongs to, from what the registration or placement records."""
+    attrs = set(attributes)
+    groups = set()
+    if attrs & WELFARE_ATTRIBUTES:
+        groups.add("welfare")
+    if "disability" in attrs:
+        groups.add("disability")
+    if attrs & {"parenting", "child_rearing_allowance"}:  # 児童扶養手当 is paid to people raising children
+        groups.add("parenting")
+    if "youth" in attrs or age in YOUTH_BANDS:
+        groups.add("youth")
+    if foreign_national:
+        groups.add("foreign")
+    if "general" in attrs:
+        groups.add("general")
+    if not groups:
+        groups.add("other")
+    if sex == "female":
+        groups.add("women")
+    if age in MIDDLE_AGED_BANDS:
+        groups.add("middle_aged")
+    return frozenset(groups)
+
+
+def _group_flags(groups: frozenset[str]) -> tuple[str, ...]:
+    return tuple("yes" if g in groups else "no" for g in TARGET_GROUPS)
 
 
 def counts_for(authority: str, site: str, referred_by: Iterable[str]) -> bool:
@@ -73,15 +132,18 @@ def counts_for(authority: str, site: str, referred_by: Iterable[str]) -> bool:
     return site[:6] == authority or authority in referred_by
 
 
-def main_attribute(attributes: Sequence[str]) -> str:
-    """The category a person is counted under: the first one listed."""
-    if not attributes:
-        raise ValueError("a placement needs at least one attribute category")
-    return attributes[0]
-
-
 def age_band_on_placement(birth: date, placed_on: date) -> AgeBand:
     return age_band(age_on(birth, placed_on))
+
+
+def prefecture_of(code: str) -> str:
+    """The prefecture code (2 digits) of a local government code or site id."""
+    return code[:2]
+
+
+def is_prefecture(authority: str) -> bool:
+    """A prefecture's own code has municipality part 000 (e.g. 130001 Tokyo)."""
+    return authority[2:5] == "000"
 
 
 # --- closing ---------------------------------------------------------------------------------------
@@ -102,6 +164,17 @@ def shift_month(month: YearMonth, delta: int) -> YearMonth:
     return YearMonth(y, m + 1)
 
 
+def fiscal_months(month: YearMonth) -> tuple[date, date]:
+    """From 1 April of ``month``'s fiscal year (年度) to the last day of ``month``."""
+    first, last = month_bounds(month)
+    return date(fiscal_year(first), 4, 1), last
+
+
+def months_elapsed(month: YearMonth) -> int:
+    """Months of the fiscal year up to and including ``month`` (April = 1, March = 12)."""
+    return (month.month - 4) % 12 + 1
+
+
 # --- facts --------------------------------------------------------------------------------------------
 
 
@@ -116,23 +189,28 @@ class PlacementFact:
     employment_type: str
     sex: str
     age_band: str
-    attributes: tuple[str, ...]
+    groups: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
 class RegistrationFact:
+    """A new job seeker (新規求職者) at a site; a prior application elsewhere is not one."""
+
     person_key: str
     site: str
     registered_on: date
-    team_support: bool
     referred: bool  # referred by the authority running the site (送り込み)
+    groups: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
-class RetentionFact:
-    placement_id: str
-    checkpoint_months: int
-    status: str  # employed | left
+class TeamSupportFact:
+    """A person newly enrolled in team support (新規チーム支援対象者) in the month, at ``site``."""
+
+    person_key: str
+    site: str
+    since: date
+    at_registration: bool
 
 
 @dataclass(frozen=True)
@@ -142,12 +220,170 @@ class FeedInput:
     authority: str
     month: YearMonth
     sites: tuple[str, ...]  # the authority's own sites
-    placements: tuple[PlacementFact, ...]  # placed in the month, counted for the authority
-    registrations: tuple[RegistrationFact, ...]  # new registrations in the month at its sites
-    # Retention cohorts: placements counted for the authority in month − k, per checkpoint k.
-    cohorts: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    placements: tuple[PlacementFact, ...] = ()  # placed in the month, counted for the authority
+    registrations: tuple[RegistrationFact, ...] = ()  # new job seekers in the month at its sites
+    team_support: tuple[TeamSupportFact, ...] = ()
+    # Retention cohorts: placements counted for the authority in month − k, per checkpoint k, with site.
+    cohorts: Mapping[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     retention: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (placement, k) -> status
     layout: tuple[str, ...] | None = None  # own sites of revision 1's tables; None: revision 1 itself
+
+
+class Row(Protocol):
+    """A row read from the feed's projection (an ``asyncpg.Record`` or a dict)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+@dataclass
+class MonthRows:
+    """The projection rows one month's feeds need, each with ``arrived_at`` (when it was sent)."""
+
+    month: YearMonth
+    placements: Sequence[Row]  # placed in the month, every column the tables count
+    cohort_placements: Sequence[Row]  # placed in a retention cohort month (k): who counts them, where
+    registrations: Sequence[Row]  # registered in the month
+    referrals: Sequence[Row]  # referred by the end of the month
+    team_support: Sequence[Row]  # enrolments (registration flag or later) since by the end of the month
+    sites: Sequence[Row]  # every site seen, with when it was first sent
+    retention: Sequence[Row]  # the checkpoint each cohort reports
+
+
+@dataclass
+class Assembled:
+    inputs: dict[str, FeedInput]
+    placement_ids: dict[str, list[str]]
+
+
+def assemble(rows: MonthRows, horizon: datetime, keep: Callable[[str], bool] | None = None) -> Assembled:
+    """Split the month's rows, as sent by ``horizon``, into each authority's feed input (every
+    authority with facts, or those ``keep`` accepts)."""
+    month = rows.month
+    first, last = month_bounds(month)
+    wanted = keep or (lambda _: True)
+    referrers: dict[str, set[str]] = defaultdict(set)
+    for r in rows.referrals:
+        if r["arrived_at"] <= horizon:
+            referrers[r["person_key"]].add(r["authority"])
+    referred_by: dict[str, frozenset[str]] = {p: frozenset(a) for p, a in referrers.items()}
+    sites: dict[str, list[str]] = defaultdict(list)
+    for r in rows.sites:
+        if r["arrived_at"] <= horizon:
+            sites[r["site"][:6]].append(r["site"])
+
+    def owners(p: Row) -> Iterable[str]:
+        """The authorities a placement counts for (``counts_for``), among those wanted."""
+        site, home = p["site"], p["site_authority"]
+        refs = referred_by.get(p["person_key"])
+        if refs is None:  # most people: only the authority of the site can count them
+            return (home,) if wanted(home) else ()
+        return [a for a in {home, *refs} if wanted(a) and counts_for(a, site, refs)]
+
+    current: dict[str, list[PlacementFact]] = defaultdict(list)
+    placement_ids: dict[str, list[str]] = defaultdict(list)
+    for p in rows.placements:
+        if p["arrived_at"] > horizon:
+            continue
+        counted = owners(p)
+        if not counted:
+            continue
+        fact = PlacementFact(
+            placement_id=p["placement_id"],
+            person_key=p["person_key"],
+            site=p["site"],
+            placed_on=p["placed_on"],
+            route=p["route"],
+            occupation=p["occupation"],
+            employment_type=p["employment_type"],
+            sex=p["sex"],
+            age_band=p["age_band"],
+            groups=target_groups(
+                tuple(p["attributes"]), p["sex"], p["age_band"], bool(p["foreign_national"])
+            ),
+        )
+        for authority in counted:
+            current[authority].append(fact)
+            placement_ids[authority].append(fact.placement_id)
+    cohorts: dict[str, dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for p in rows.cohort_placements:
+        if p["arrived_at"] <= horizon:
+            for authority in owners(p):
+                cohorts[authority][p["k"]].append((p["placement_id"], p["site"]))
+    regs: dict[str, list[RegistrationFact]] = defaultdict(list)
+    for g in rows.registrations:
+        authority = g["authority"]
+        if g["arrived_at"] > horizon or not wanted(authority) or g["prior_application_office"] is not None:
+            continue
+        refs = referred_by.get(g["person_key"])
+        regs[authority].append(
+            RegistrationFact(
+                g["person_key"],
+                g["site"],
+                g["registered_on"],
+                refs is not None and authority in refs,
+                target_groups(tuple(g["attributes"]), g["sex"], g["age_band"], bool(g["foreign_national"])),
+            )
+        )
+    # New in team support: the person's first enrolment with the authority falls in the month.
+    earliest: dict[tuple[str, str], tuple[date, bool, str]] = {}
+    for t in rows.team_support:
+        if t["arrived_at"] > horizon or not wanted(t["authority"]):
+            continue
+        key = (t["authority"], t["person_key"])
+        candidate = (t["since"], not t["at_registration"], t["site"])  # at registration first on a tie
+        if key not in earliest or candidate < earliest[key]:
+            earliest[key] = candidate
+    team: dict[str, list[TeamSupportFact]] = defaultdict(list)
+    for (authority, person), (since, later, site) in sorted(earliest.items()):
+        if first <= since <= last:
+            team[authority].append(TeamSupportFact(person, site, since, not later))
+    status = {
+        (r["placement_id"], r["checkpoint_months"]): r["status"]
+        for r in rows.retention
+        if r["arrived_at"] <= horizon
+    }
+    inputs: dict[str, FeedInput] = {}
+    for authority in set(current) | set(regs) | set(team):
+        cohort = {k: tuple(v) for k, v in cohorts[authority].items()}
+        inputs[authority] = FeedInput(
+            authority=authority,
+            month=month,
+            sites=tuple(sorted(sites.get(authority, ()))),
+            placements=tuple(current[authority]),
+            registrations=tuple(regs[authority]),
+            team_support=tuple(team[authority]),
+            cohorts=cohort,
+            retention={
+                (pid, k): status[(pid, k)]
+                for k, ids in cohort.items()
+                for pid, _ in ids
+                if (pid, k) in status
+            },
+        )
+    return Assembled(inputs, placement_ids)
+
+
+# --- populations and their tables ---------------------------------------------------------------------
+
+
+class Population(StrEnum):
+    """The populations a feed counts; each is protected as its own linked system of tables."""
+
+    REFERRAL_PLACEMENTS = "referral_placements"  # 紹介就職: placed in the month through a Hello Work referral
+    SELF_FOUND_PLACEMENTS = "self_found_placements"  # 自己就職: placed in the month, found by themselves
+    NEW_JOB_SEEKERS = "new_job_seekers"  # 新規求職者: registered in the month (no prior application)
+    TEAM_SUPPORT = "team_support"  # 新規チーム支援対象者: newly enrolled in the month
+    RETENTION_1M = "retention_1m"  # 定着: placements of month − 1 at their 1-month checkpoint
+    RETENTION_3M = "retention_3m"
+    RETENTION_6M = "retention_6m"
+
+
+POPULATIONS = tuple(p.value for p in Population)
+# Later revisions only add people to these (no corrections of placements in the contract).
+MONOTONE_POPULATIONS = ("referral_placements", "self_found_placements")
+
+_PLACEMENT_ONE_WAY = ("sex", "age_band", "occupation", "employment_type", *GROUP_DIMS)
+_PLACEMENT_CROSS = (("occupation", "sex"), ("age_band", "sex"), ("employment_type", "sex"))
 
 
 def site_category(authority: str, site: str, layout: Sequence[str] | None = None) -> str:
@@ -160,231 +396,562 @@ def site_category(authority: str, site: str, layout: Sequence[str] | None = None
 
 
 def layout_sites(feed: FeedInput) -> tuple[str, ...]:
-    """The own sites the feed's tables break down by: fixed at revision 1 (``FeedInput.layout``), so
-    every revision of a month has the same tables, which is what makes revisions safe to compare
-    (``domain.disclosure.revise``)."""
+    """The own sites the tables break down by: fixed at revision 1 (``FeedInput.layout``), so every
+    revision of a month has the same tables (what makes revisions safe, ``domain.disclosure.revise``)."""
     return feed.layout if feed.layout is not None else feed.sites
 
 
 def site_categories(feed: FeedInput) -> list[str]:
-    """Own site numbers, then ``OTHER_SITES`` (always present, so the layout never changes when a
-    placement at another authority's site arrives late)."""
+    """Own site numbers, then ``OTHER_SITES`` (always present, so the layout never changes)."""
     return [site_category(feed.authority, s) for s in layout_sites(feed)] + [OTHER_SITES]
 
 
-def placement_record(authority: str, p: PlacementFact) -> dict[str, str]:
-    return {
-        "site": site_category(authority, p.site),
-        "attribute": main_attribute(p.attributes),
-        "sex": p.sex,
-        "age_band": p.age_band,
-        "occupation": p.occupation,
-        "employment_type": p.employment_type,
-        "route": p.route,
-    }
+def _tables(
+    population: str,
+    combinations: Mapping[tuple[str, ...], int],
+    categories: dict[str, Sequence[str]],
+    one_way: Sequence[str],
+    cross: Sequence[tuple[str, str]] = (),
+) -> tuple[Table, ...]:
+    """One-way tables, cross-tables, and site × each one-way dimension (its rows are the site figures,
+    its column margins the authority's one-way tables, so both are suppressed as one system)."""
+    layout: list[tuple[str, ...]] = [(d,) for d in one_way]
+    layout += cross
+    layout += [("site", d) for d in one_way]
+    return tuple(
+        Table(name=f"{population}: {t.name}", dims=t.dims, cells=t.cells)
+        for t in tables_from_counts(combinations, categories, layout)
+    )
 
 
-def placement_layout() -> list[tuple[str, ...]]:
-    """One-way and cross-tables, and site × each one-way dimension (its rows are the site feeds, its
-    column margins the authority's one-way tables)."""
-    return [(d,) for d in ONE_WAY] + [tuple(c) for c in CROSS] + [("site", d) for d in ONE_WAY]
+def population_tables(feed: FeedInput) -> dict[str, tuple[Table, ...]]:
+    """Every population's tables for one feed."""
+    a, layout, sites = feed.authority, layout_sites(feed), site_categories(feed)
+    yes_no = dict.fromkeys(GROUP_DIMS, YES_NO)
+    out: dict[str, tuple[Table, ...]] = {}
 
-
-def placement_tables(feed: FeedInput) -> tuple[Table, ...]:
-    sites = site_categories(feed)
-    categories: dict[str, Sequence[str]] = {
+    referral: Counter[tuple[str, ...]] = Counter()
+    self_found: Counter[tuple[str, ...]] = Counter()
+    for p in feed.placements:
+        site = site_category(a, p.site, layout)
+        if p.route == SELF_FOUND_ROUTE:
+            self_found[(site, p.employment_type)] += 1
+        else:
+            referral[(site, p.sex, p.age_band, p.occupation, p.employment_type, *_group_flags(p.groups))] += 1
+    placement_categories: dict[str, Sequence[str]] = {
         "site": sites,
-        "attribute": ATTRIBUTES,
         "sex": SEXES,
         "age_band": AGE_BANDS,
         "occupation": OCCUPATIONS,
         "employment_type": EMPLOYMENT_TYPES,
-        "route": ROUTES,
+        **yes_no,
     }
-    layout = layout_sites(feed)
-    # Counted as category tuples in the order of ``categories`` (as ``placement_record`` would give them).
-    combinations: Counter[tuple[str, ...]] = Counter(
-        (
-            site_category(feed.authority, p.site, layout),
-            main_attribute(p.attributes),
-            p.sex,
-            p.age_band,
-            p.occupation,
-            p.employment_type,
-            p.route,
-        )
-        for p in feed.placements
+    out["referral_placements"] = _tables(
+        "referral_placements", referral, placement_categories, _PLACEMENT_ONE_WAY, _PLACEMENT_CROSS
     )
-    return _prefixed("placements", tables_from_counts(combinations, categories, placement_layout()))
-
-
-def registration_tables(feed: FeedInput) -> tuple[Table, ...]:
-    """New registrations by referral (送り込み) and by team support (チーム支援), and per site."""
-    categories: dict[str, Sequence[str]] = {
-        "site": site_categories(feed),
-        "referred": YES_NO,
-        "team_support": YES_NO,
-    }
-    layout = layout_sites(feed)
-    flags = Counter((r.site, r.referred, r.team_support) for r in feed.registrations)
-    combinations: Counter[tuple[str, ...]] = Counter()
-    for (site, referred, team), n in flags.items():
-        combinations[
-            (
-                site_category(feed.authority, site, layout),
-                "yes" if referred else "no",
-                "yes" if team else "no",
-            )
-        ] += n
-    tables: list[tuple[str, ...]] = [
-        ("referred",),
-        ("team_support",),
-        ("site", "referred"),
-        ("site", "team_support"),
-    ]
-    return _prefixed("registrations", tables_from_counts(combinations, categories, tables))
-
-
-def retention_tables(feed: FeedInput) -> tuple[Table, ...]:
-    """Checkpoint × status for earlier placements: at k months, those placed in month − k."""
-    cells: dict[tuple[str, ...], int] = {}
+    out["self_found_placements"] = _tables(
+        "self_found_placements",
+        self_found,
+        {"site": sites, "employment_type": EMPLOYMENT_TYPES},
+        ("employment_type",),
+    )
+    new: Counter[tuple[str, ...]] = Counter(
+        (site_category(a, r.site, layout), "yes" if r.referred else "no", *_group_flags(r.groups))
+        for r in feed.registrations
+    )
+    out["new_job_seekers"] = _tables(
+        "new_job_seekers", new, {"site": sites, "referred": YES_NO, **yes_no}, ("referred", *GROUP_DIMS)
+    )
+    team: Counter[tuple[str, ...]] = Counter(
+        (site_category(a, t.site, layout), ENROLMENT[0] if t.at_registration else ENROLMENT[1])
+        for t in feed.team_support
+    )
+    out["team_support"] = _tables(
+        "team_support", team, {"site": sites, "enrolment": ENROLMENT}, ("enrolment",)
+    )
     for k in RETENTION_CHECKPOINTS:
-        counts = dict.fromkeys(RETENTION_STATUS, 0)
-        for pid in feed.cohorts.get(k, ()):
-            counts[feed.retention.get((pid, k), "not_reported")] += 1
-        for status, n in counts.items():
-            cells[(f"{k}m", status)] = n
-    return (Table(name="retention: checkpoint × status", dims=("checkpoint", "status"), cells=cells),)
-
-
-def _prefixed(group: str, tables: Iterable[Table]) -> tuple[Table, ...]:
-    return tuple(Table(name=f"{group}: {t.name}", dims=t.dims, cells=t.cells) for t in tables)
+        cohort: Counter[tuple[str, ...]] = Counter(
+            (site_category(a, site, layout), feed.retention.get((pid, k), "not_reported"))
+            for pid, site in feed.cohorts.get(k, ())
+        )
+        name = f"retention_{k}m"
+        out[name] = _tables(name, cohort, {"site": sites, "status": RETENTION_STATUS}, ("status",))
+    return out
 
 
 # --- indicators ---------------------------------------------------------------------------------------
 
 
-def _ratio(numerator: int | None, denominator: int | None) -> float | None:
-    if numerator is None or denominator is None or denominator == 0:
+@dataclass(frozen=True)
+class Indicator:
+    name: str
+    ja: str
+    definition: str
+    seed_lines: str
+
+
+INDICATORS: tuple[Indicator, ...] = (
+    Indicator("new_job_seekers", "新規求職者数", "people who applied as job seekers at the site(s) in the month; "
+              "a person who had already applied at another Hello Work office is not counted", "~l.611, 669, 529–531"),
+    Indicator("referred_by_authority", "うち自治体からの送り込み", "of the new job seekers, those the authority "
+              "running the site referred (送り込み) by the end of the month", "~l.105, 434"),
+    Indicator("referral_share", "送り込み割合（連携指標）", "referred_by_authority / new_job_seekers", "~l.103–105, 433–434"),
+    Indicator("team_support", "チーム支援対象者数（新規）", "people newly enrolled in team support in the month, at "
+              "registration or later by the case conference; each person once", "~l.105, 596–597, 956"),
+    Indicator("referral_placements", "紹介就職件数（就職件数）", "placements in the month through a Hello Work "
+              "referral; at authority level including people it referred who were placed at another authority's "
+              "site", "~l.9, 671, 932"),
+    Indicator("self_found_placements", "自己就職件数", "placements in the month the person found without a "
+              "Hello Work referral", "~l.606, 709–711"),
+    Indicator("confirmed_placements", "就職確認数（自己就職を含む）", "referral_placements + self_found_placements, "
+              "reported beside 就職件数, never used in 就職率", "~l.606, 673, 709–711"),
+    Indicator("placement_rate", "就職率", "referral_placements / new_job_seekers, both over the same sites "
+              "(at authority level its own sites: placements at other authorities' sites are outside the base); "
+              "compare with Hello Work's overall 31.1%", "~l.100, 107, 612, 932"),
+    Indicator("regular_placements", "正社員就職件数", "referral placements into regular employment (正社員)", "~l.681"),
+    Indicator("retention_{k}m_cohort", "定着確認対象（{k}か月）", "placements counted for the authority k months "
+              "before (k = 1, 3, 6)", "~l.582–584"),
+    Indicator("retention_{k}m_employed", "定着者数（{k}か月）", "of the cohort, still employed at the k-month "
+              "checkpoint", "~l.582–584"),
+    Indicator("retention_{k}m_rate", "定着率（{k}か月）", "retention_{k}m_employed / retention_{k}m_cohort", "~l.582–584"),
+    Indicator("by_group.<group>.new_job_seekers", "支援対象者別 新規求職者数", "new job seekers in the target "
+              "group (every group a person belongs to)", "~l.909–919"),
+    Indicator("by_group.<group>.referral_placements", "支援対象者別 就職件数", "referral placements in the "
+              "target group; the groups overlap, referral_placements is the number of distinct people",
+              "~l.9–10, 909–923, 930"),
+    Indicator("by_group.<group>.placement_rate", "支援対象者別 就職率", "the group's referral placements / its "
+              "new job seekers, same base as placement_rate", "~l.959, 982–983"),
+)  # fmt: skip
+
+
+def ratio(numerator: int | None, denominator: int | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
         return None
     return round(numerator / denominator, 4)
 
 
-def _cell(feed: SuppressedFeed, table: str, key: tuple[str, ...]) -> int | None:
-    ref = CellRef(table, key)
-    return feed.cells[ref].value if ref in feed.cells else None
+def _minus(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a - b
 
 
-def indicators(
-    placements: SuppressedFeed, registrations: SuppressedFeed, retention: SuppressedFeed, site: str | None
-) -> dict[str, int | float | None]:
-    """The programme's indicators for the authority (``site`` None) or one site, read from the published
-    (suppressed) cells so an indicator never shows what a table hides; None where a count is hidden."""
-    multi_p = any(t.dims == ("site", "route") for t in placements.tables)
-    multi_r = any(t.dims == ("site", "referred") for t in registrations.tables)
-    if site is not None:
-        site = site[7:]  # its category in the tables (see site_category); absent if not in the layout
-    if site is None:
-        placed = _cell(placements, "placements: route", (TOTAL,))
-        new = _cell(registrations, "registrations: referred", (TOTAL,))
-        referred = _cell(registrations, "registrations: referred", ("yes",))
-        team = _cell(registrations, "registrations: team_support", ("yes",))
-    else:
-        placed = (
-            _cell(placements, "placements: site × route", (site, TOTAL))
-            if multi_p
-            else _cell(placements, "placements: route", (TOTAL,))
-        )
-        if multi_r:
-            new = _cell(registrations, "registrations: site × referred", (site, TOTAL))
-            referred = _cell(registrations, "registrations: site × referred", (site, "yes"))
-            team = _cell(registrations, "registrations: site × team_support", (site, "yes"))
-        else:
-            new = _cell(registrations, "registrations: referred", (TOTAL,))
-            referred = _cell(registrations, "registrations: referred", ("yes",))
-            team = _cell(registrations, "registrations: team_support", ("yes",))
-    out: dict[str, int | float | None] = {
-        "new_registrations": new,
+class _Published:
+    """Reads published cells of a feed's site × dimension tables; None where hidden or absent."""
+
+    def __init__(self, populations: Mapping[str, SuppressedFeed]) -> None:
+        self.populations = populations
+
+    def __call__(self, population: str, dim: str, row: str, column: str) -> int | None:
+        cell = self.populations[population].cells.get(CellRef(f"{population}: site × {dim}", (row, column)))
+        return None if cell is None else cell.value
+
+
+def indicators(populations: Mapping[str, SuppressedFeed], row: str) -> dict[str, Any]:
+    """The programme's indicators for the authority (``row`` TOTAL) or one site (its category), read from
+    the published cells, so an indicator never shows what a table hides; None where a count is hidden.
+    Derived figures (a difference, a sum, a ratio) of published counts reveal nothing more."""
+    get = _Published(populations)
+    base = _minus if row == TOTAL else (lambda a, _b: a)  # authority: own sites only in 就職率's base
+    new = get("new_job_seekers", "referred", row, TOTAL)
+    referred = get("new_job_seekers", "referred", row, "yes")
+    placed = get("referral_placements", "employment_type", row, TOTAL)
+    self_found = get("self_found_placements", "employment_type", row, TOTAL)
+    out: dict[str, Any] = {
+        "new_job_seekers": new,
         "referred_by_authority": referred,
-        "referral_share": _ratio(referred, new),  # 連携指標: share of new job seekers the authority sent
-        "placements": placed,
-        "placement_rate": _ratio(placed, new),
-        "team_support": team,
+        "referral_share": ratio(referred, new),
+        "team_support": get("team_support", "enrolment", row, TOTAL),
+        "referral_placements": placed,
+        "self_found_placements": self_found,
+        "confirmed_placements": None if placed is None or self_found is None else placed + self_found,
+        "placement_rate": ratio(
+            base(placed, get("referral_placements", "employment_type", OTHER_SITES, TOTAL)),
+            base(new, get("new_job_seekers", "referred", OTHER_SITES, TOTAL)),
+        ),
+        "regular_placements": get("referral_placements", "employment_type", row, REGULAR),
     }
-    if site is None:
-        name = "retention: checkpoint × status"
-        for k in RETENTION_CHECKPOINTS:
-            cohort = _cell(retention, name, (f"{k}m", TOTAL))
-            employed = _cell(retention, name, (f"{k}m", "employed"))
-            out[f"retention_{k}m_cohort"] = cohort
-            out[f"retention_{k}m_employed"] = employed
-            out[f"retention_{k}m_rate"] = _ratio(employed, cohort)
+    for k in RETENTION_CHECKPOINTS:
+        cohort = get(f"retention_{k}m", "status", row, TOTAL)
+        employed = get(f"retention_{k}m", "status", row, "employed")
+        out[f"retention_{k}m_cohort"] = cohort
+        out[f"retention_{k}m_employed"] = employed
+        out[f"retention_{k}m_rate"] = ratio(employed, cohort)
+    by_group: dict[str, dict[str, Any]] = {}
+    for g, dim in zip(TARGET_GROUPS, GROUP_DIMS, strict=True):
+        g_new = get("new_job_seekers", dim, row, "yes")
+        g_placed = get("referral_placements", dim, row, "yes")
+        by_group[g] = {
+            "new_job_seekers": g_new,
+            "referral_placements": g_placed,
+            "placement_rate": ratio(
+                base(g_placed, get("referral_placements", dim, OTHER_SITES, "yes")),
+                base(g_new, get("new_job_seekers", dim, OTHER_SITES, "yes")),
+            ),
+        }
+    out["by_group"] = by_group
     return out
 
 
-# --- targets --------------------------------------------------------------------------------------------
+# --- targets and achievement ---------------------------------------------------------------------------
+
+
+class TargetKind(StrEnum):
+    """Kinds of yearly targets a steering council (運営協議会) sets (~l.17–19, 665–706, 956–1007)."""
+
+    NEW_JOB_SEEKERS = "new_job_seekers"  # 新規求職申込者数 (~l.669)
+    REFERRAL_PLACEMENTS = "referral_placements"  # 紹介就職件数 / 就職者数 (~l.671, 962, 1007)
+    CONFIRMED_PLACEMENTS = "confirmed_placements"  # 就職確認数, incl. 自己就職 (~l.673)
+    REGULAR_PLACEMENTS = "regular_placements"  # 正社員就職者数 (~l.681)
+    TEAM_SUPPORT = "team_support"  # 支援対象者数 / 新規チーム支援対象者数 (~l.956, 1006)
+    REFERRAL_SHARE = "referral_share"  # 連携指標: share of new job seekers sent by the authority (~l.433–434)
+    PLACEMENT_RATE = "placement_rate"  # 就職率, overall or of a target group (~l.959, 982–983)
+
+
+RATE_KINDS = frozenset({TargetKind.REFERRAL_SHARE, TargetKind.PLACEMENT_RATE})
+GROUP_KINDS = frozenset(
+    {TargetKind.NEW_JOB_SEEKERS, TargetKind.REFERRAL_PLACEMENTS, TargetKind.PLACEMENT_RATE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One yearly target of a site (``scope`` a site id) or an authority (a local government code)."""
+
+    scope: str
+    fiscal_year: int
+    kind: TargetKind
+    value: float  # a count, or a fraction from 0 to 1 for a rate
+    group: str | None = None  # a target group, for kinds counted per group
+
+    def __post_init__(self) -> None:
+        kind = TargetKind(self.kind)
+        if self.value < 0:
+            raise ValueError(f"target {kind.value}: value {self.value} is negative")
+        if kind in RATE_KINDS and self.value > 1:
+            raise ValueError(f"target {kind.value}: value {self.value} must be a fraction from 0 to 1")
+        if kind not in RATE_KINDS and self.value != int(self.value):
+            raise ValueError(f"target {kind.value}: value {self.value} must be a whole number")
+        if self.group is not None:
+            if self.group not in TARGET_GROUPS:
+                raise ValueError(f"target group {self.group!r} is not one of {list(TARGET_GROUPS)}")
+            if kind not in GROUP_KINDS:
+                raise ValueError(f"target {kind.value} is not counted per target group")
+
+    @property
+    def is_site(self) -> bool:
+        return len(self.scope) == 9
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A scope's true counts over some months (never published as such: the feed shows each only when
+    it may, see ``published_result``)."""
+
+    new_job_seekers: int = 0
+    referred: int = 0
+    team_support: int = 0
+    referral_placements: int = 0
+    self_found_placements: int = 0
+    regular_placements: int = 0
+    group_new: tuple[int, ...] = (0,) * len(TARGET_GROUPS)
+    group_placements: tuple[int, ...] = (0,) * len(TARGET_GROUPS)
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.new_job_seekers + other.new_job_seekers,
+            self.referred + other.referred,
+            self.team_support + other.team_support,
+            self.referral_placements + other.referral_placements,
+            self.self_found_placements + other.self_found_placements,
+            self.regular_placements + other.regular_placements,
+            tuple(a + b for a, b in zip(self.group_new, other.group_new, strict=True)),
+            tuple(a + b for a, b in zip(self.group_placements, other.group_placements, strict=True)),
+        )
+
+    def to_json(self) -> list[Any]:
+        return [self.new_job_seekers, self.referred, self.team_support, self.referral_placements,
+                self.self_found_placements, self.regular_placements, list(self.group_new),
+                list(self.group_placements)]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, v: Sequence[Any]) -> Tally:
+        return cls(int(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]), int(v[5]), tuple(v[6]), tuple(v[7]))
+
+    def counts(self, kind: TargetKind, group: str | None) -> tuple[int, int | None]:
+        """(numerator, denominator or None for a count) of a target kind."""
+        g = TARGET_GROUPS.index(group) if group is not None else None
+        if kind is TargetKind.NEW_JOB_SEEKERS:
+            return (self.new_job_seekers if g is None else self.group_new[g]), None
+        if kind is TargetKind.REFERRAL_PLACEMENTS:
+            return (self.referral_placements if g is None else self.group_placements[g]), None
+        if kind is TargetKind.CONFIRMED_PLACEMENTS:
+            return self.referral_placements + self.self_found_placements, None
+        if kind is TargetKind.REGULAR_PLACEMENTS:
+            return self.regular_placements, None
+        if kind is TargetKind.TEAM_SUPPORT:
+            return self.team_support, None
+        if kind is TargetKind.REFERRAL_SHARE:
+            return self.referred, self.new_job_seekers
+        if g is None:
+            return self.referral_placements, self.new_job_seekers
+        return self.group_placements[g], self.group_new[g]
+
+
+def site_tallies(feed: FeedInput) -> dict[str, Tally]:
+    """The month's true counts per own site (all of them, not only revision 1's layout). An authority's
+    results are the sum over its own sites: the same base as its 就職率."""
+    new: Counter[str] = Counter()
+    referred: Counter[str] = Counter()
+    team: Counter[str] = Counter()
+    placed: Counter[str] = Counter()
+    self_found: Counter[str] = Counter()
+    regular: Counter[str] = Counter()
+    group_new: dict[str, Counter[str]] = defaultdict(Counter)
+    group_placed: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in feed.registrations:
+        new[r.site] += 1
+        referred[r.site] += r.referred
+        group_new[r.site].update(r.groups)
+    for t in feed.team_support:
+        team[t.site] += 1
+    for p in feed.placements:
+        if p.site[:6] != feed.authority:
+            continue
+        if p.route == SELF_FOUND_ROUTE:
+            self_found[p.site] += 1
+            continue
+        placed[p.site] += 1
+        regular[p.site] += p.employment_type == REGULAR
+        group_placed[p.site].update(p.groups)
+    sites = set(new) | set(team) | set(placed) | set(self_found)
+    return {
+        s: Tally(new[s], referred[s], team[s], placed[s], self_found[s], regular[s],
+                 tuple(group_new[s][g] for g in TARGET_GROUPS), tuple(group_placed[s][g] for g in TARGET_GROUPS))
+        for s in sorted(sites)
+    }  # fmt: skip
+
+
+class Pace(StrEnum):
+    MET = "met"  # the full-year target is already reached
+    ON_PACE = "on_pace"  # at least the share of the year gone by (rates: at least the target)
+    BEHIND = "behind"
 
 
 class Achievement(StrEnum):
-    ALL_MET = "all_met"  # 全て達成
-    PARTLY_MET = "partly_met"  # 一部達成
-    NONE_MET = "none_met"  # 未達成
+    """Year-end classes (~l.79–81)."""
+
+    ALL_MET = "all_met"  # 全達成: every target met
+    PARTLY_MET = "partly_met"  # 一部達成: some met
+    NONE_MET = "none_met"  # 未達成: none met
 
 
-@dataclass(frozen=True, slots=True)
-class SiteTargets:
-    """A site's yearly targets (目標) set by its steering council (運営協議会) for a fiscal year."""
-
-    site: str
-    fiscal_year: int
-    placements: int | None = None
-    referral_share: float | None = None  # fraction 0..1 of new job seekers sent by the authority
-    team_support: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.placements is not None and self.placements < 0:
-            raise ValueError(f"placements target {self.placements} is negative")
-        if self.team_support is not None and self.team_support < 0:
-            raise ValueError(f"team_support target {self.team_support} is negative")
-        if self.referral_share is not None and not 0 <= self.referral_share <= 1:
-            raise ValueError(f"referral_share target {self.referral_share} must be a fraction from 0 to 1")
-        if self.placements is None and self.referral_share is None and self.team_support is None:
-            raise ValueError("set at least one target: placements, referral_share or team_support")
+ACHIEVEMENT_JA = {
+    "all_met": "全達成",
+    "partly_met": "一部達成",
+    "none_met": "未達成",
+    "excluded": "評価対象外",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class YearToDate:
-    """Results of a site from April of the fiscal year to the end of the feed's month."""
-
-    placements: int
-    new_registrations: int
-    referred: int
-    team_support: int
-
-    @property
-    def referral_share(self) -> float | None:
-        return _ratio(self.referred, self.new_registrations)
+def pace(target: Target, results: Tally, month: YearMonth) -> Pace:
+    """Where a target stands after ``month``: a count is on pace with the months gone by (8 of 12 in
+    November), a rate when it is at the target already."""
+    n, d = results.counts(TargetKind(target.kind), target.group)
+    if d is not None:
+        rate = n / d if d else None
+        return Pace.MET if rate is not None and rate >= target.value else Pace.BEHIND
+    if n >= target.value:
+        return Pace.MET
+    return Pace.ON_PACE if n * 12 >= target.value * months_elapsed(month) else Pace.BEHIND
 
 
-def achievement(targets: SiteTargets, results: YearToDate) -> tuple[Achievement, dict[str, bool]]:
-    """Each set target is met when the result so far reaches it; the class is all / some / none met."""
-    met: dict[str, bool] = {}
-    if targets.placements is not None:
-        met["placements"] = results.placements >= targets.placements
-    if targets.referral_share is not None:
-        share = results.referral_share
-        met["referral_share"] = share is not None and share >= targets.referral_share
-    if targets.team_support is not None:
-        met["team_support"] = results.team_support >= targets.team_support
-    if all(met.values()):
-        return Achievement.ALL_MET, met
-    return (Achievement.PARTLY_MET if any(met.values()) else Achievement.NONE_MET), met
+def achievement(statuses: Sequence[Pace]) -> Achievement:
+    """The class of a set of targets at year end: every one met, some, or none."""
+    met = [s is Pace.MET for s in statuses]
+    if all(met):
+        return Achievement.ALL_MET
+    return Achievement.PARTLY_MET if any(met) else Achievement.NONE_MET
 
 
-def fiscal_months(month: YearMonth) -> tuple[date, date]:
-    """From 1 April of ``month``'s fiscal year (年度) to the last day of ``month``."""
-    first, last = month_bounds(month)
-    return date(fiscal_year(first), 4, 1), last
+def published_result(target: Target, results: Tally, threshold: int) -> int | float | None:
+    """A result as the feed may show it: a count when 0 or at least the threshold, a rate when both its
+    counts may be shown (see docs/disclosure.md, known limits)."""
+    n, d = results.counts(TargetKind(target.kind), target.group)
+
+    def ok(v: int) -> bool:
+        return v == 0 or v >= threshold
+
+    if d is None:
+        return n if ok(n) else None
+    return ratio(n, d) if ok(n) and ok(d) else None
+
+
+def evaluate(
+    scope: str,
+    targets: Sequence[Target],
+    results: Tally,
+    month: YearMonth,
+    threshold: int,
+    *,
+    excluded: bool = False,
+) -> dict[str, Any]:
+    """One unit's (site's or authority's) targets after ``month``: each target's result so far and pace,
+    the unit's pace (on pace when no target is behind), and at year end (March) its class. A unit left
+    out of the evaluation (new that year, ~l.12–15) shows its results but no class."""
+    rows = []
+    statuses = []
+    for t in targets:
+        status = pace(t, results, month)
+        statuses.append(status)
+        rows.append({"kind": str(t.kind), "group": t.group, "value": t.value,
+                     "result": published_result(t, results, threshold), "status": status.value})  # fmt: skip
+    year_end = months_elapsed(month) == 12
+    return {
+        "scope": scope,
+        "fiscal_year": targets[0].fiscal_year if targets else fiscal_year(month_bounds(month)[0]),
+        "excluded": excluded,
+        "targets": rows,
+        "pace": None if excluded else ("behind" if Pace.BEHIND in statuses else "on_pace"),
+        "achievement": None if excluded or not year_end or not statuses else achievement(statuses).value,
+    }
+
+
+# --- composing a revision ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Composed:
+    body: dict[str, Any]
+    suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
+    figures: dict[str, Any]  # flat view for change summaries
+    tallies: dict[str, Any]  # the month's true counts per own site (kept, never published)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One feed to compose: its facts, the previous revision's body (None for revision 1), the targets
+    of the authority and its sites, their results in the fiscal year's earlier months, and the units
+    left out of the evaluation."""
+
+    feed: FeedInput
+    previous: Mapping[str, Any] | None = None
+    targets: Sequence[Target] = ()
+    earlier: Mapping[str, Tally] = field(default_factory=dict)  # site -> sum of earlier months
+    excluded: frozenset[str] = frozenset()
+
+
+def compose(feed: FeedInput, *, threshold: int, previous: Mapping[str, Any] | None = None,
+            targets: Sequence[Target] = (), earlier: Mapping[str, Tally] | None = None,
+            excluded: frozenset[str] = frozenset()) -> Composed:  # fmt: skip
+    """Revision 1 (``previous`` None): suppression with the audit of ``domain.disclosure``. Later
+    revisions: ``domain.disclosure.revise`` against the previous revision's published cells, on the
+    layout revision 1 fixed."""
+    job = Job(feed, previous, targets, earlier or {}, excluded)
+    return compose_many([job], threshold=threshold)[0]
+
+
+def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
+    """``compose`` for several feeds; each gets exactly what ``compose`` gives it alone, but the
+    revision-1 feeds are suppressed together (``suppress_many``) so that they share solver calls."""
+    jobs = [_with_layout(j) for j in jobs]
+    tables = [population_tables(j.feed) for j in jobs]
+    fresh = [n for n, j in enumerate(jobs) if j.previous is None]
+    suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n].values()], threshold))
+    out = []
+    for job, populations in zip(jobs, tables, strict=True):
+        previous = previous_cells(job.previous) if job.previous is not None else None
+        done = {
+            name: next(suppressed) if previous is None else revise(t, threshold, previous)
+            for name, t in populations.items()
+        }
+        out.append(_finish(job, done, threshold))
+    return out
+
+
+def _with_layout(job: Job) -> Job:
+    """A later revision breaks down by the sites of revision 1 (its body's ``layout``)."""
+    if job.previous is None:
+        return job
+    layout = tuple(job.previous.get("layout", job.previous["sites"]))
+    return replace(job, feed=replace(job.feed, layout=layout))
+
+
+def _table_json(feed: SuppressedFeed) -> list[dict[str, Any]]:
+    by_table: dict[str, list[list[Any]]] = {}
+    for ref, cell in feed.cells.items():
+        by_table.setdefault(ref.table, []).append(
+            [list(ref.key), cell.value, cell.reason.value if cell.reason else None]
+        )
+    return [{"name": t.name, "dims": list(t.dims), "cells": by_table[t.name]} for t in feed.tables]
+
+
+def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:
+    tables = body.get("populations") or body.get("groups") or {}
+    return {
+        CellRef(t["name"], tuple(key)): value
+        for ts in tables.values()
+        for t in ts
+        for key, value, _ in t["cells"]
+    }
+
+
+def _finish(job: Job, populations: dict[str, SuppressedFeed], threshold: int) -> Composed:
+    feed = job.feed
+    ind: dict[str, Any] = {"authority": indicators(populations, TOTAL)}
+    ind["sites"] = {
+        s: indicators(populations, site_category(feed.authority, s, layout_sites(feed))) for s in feed.sites
+    }
+    tallies = site_tallies(feed)
+    evaluations = []
+    by_scope: dict[str, list[Target]] = defaultdict(list)
+    for t in job.targets:
+        by_scope[t.scope].append(t)
+    for scope in sorted(by_scope):
+        sites = [scope] if len(scope) == 9 else [s for s in set(tallies) | set(job.earlier) if s[:6] == scope]
+        results = sum((tallies.get(s, Tally()) + job.earlier.get(s, Tally()) for s in sites), Tally())
+        evaluations.append(
+            evaluate(scope, by_scope[scope], results, feed.month, threshold, excluded=scope in job.excluded)
+        )
+    body = {
+        "authority": feed.authority,
+        "month": str(feed.month),
+        "threshold": threshold,
+        "classification_version": CLASSIFICATION_VERSION,
+        "sites": list(feed.sites),
+        "layout": list(layout_sites(feed)),
+        "populations": {name: _table_json(s) for name, s in populations.items()},
+        "indicators": ind,
+        "targets": evaluations,
+    }
+    suppressed = [[ref.table, list(ref.key)] for s in populations.values() for ref in sorted(s.suppressed)]
+    return Composed(body, suppressed, figures(body), {s: t.to_json() for s, t in tallies.items()})
+
+
+def _flatten(prefix: str, values: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if isinstance(value, Mapping):
+            _flatten(f"{prefix}{name}.", value, out)
+        else:
+            out[f"{prefix}{name}"] = value
+
+
+def figures(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Every published figure of a body by a stable name, for comparing revisions."""
+    out: dict[str, Any] = {}
+    for tables in (body.get("populations") or body.get("groups") or {}).values():
+        for t in tables:
+            for key, value, _ in t["cells"]:
+                out[f"{t['name']}[{', '.join(key)}]"] = value
+    _flatten("indicator: ", body["indicators"]["authority"], out)
+    for site, values in body["indicators"]["sites"].items():
+        _flatten(f"indicator {site}: ", values, out)
+    for e in body["targets"]:
+        for t in e.get("targets", ()):
+            name = f"target {e.get('scope', e.get('site'))} FY{e['fiscal_year']}: {t.get('kind')}"
+            out[name + (f"[{t['group']}]" if t.get("group") else "")] = t.get("result")
+        out[f"target {e.get('scope', e.get('site'))} FY{e['fiscal_year']}: achievement"] = e.get(
+            "achievement"
+        )
+    return out
 
 
 # --- revisions --------------------------------------------------------------------------------------------
@@ -409,167 +976,11 @@ def change_summary(before: Published, after: Published) -> list[dict[str, object
         if new is None:
             changes.append({"figure": name, "change": "suppressed"})
         elif old is None and name in before:
-            # Hidden before, published now: only an indicator derived from a count can do this
-            # (cells keep their suppression), and only its ratio moved; report without the old value.
+            # Hidden before, published now: only a derived figure can do this (cells keep their
+            # suppression); report without the old value.
             changes.append({"figure": name, "change": "published", "after": new})
         elif old is None:
             changes.append({"figure": name, "change": "added", "after": new})
         else:
             changes.append({"figure": name, "change": "changed", "before": old, "after": new})
     return changes
-
-
-# --- composing a revision ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Composed:
-    body: dict[str, Any]
-    suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
-    figures: dict[str, Any]  # flat view for change summaries
-
-
-def _table_json(feed: SuppressedFeed) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    by_table: dict[str, list[list[Any]]] = {}
-    for ref, cell in feed.cells.items():
-        reason = cell.reason.value if cell.reason else None
-        by_table.setdefault(ref.table, []).append([list(ref.key), cell.value, reason])
-    for t in feed.tables:
-        out.append({"name": t.name, "dims": list(t.dims), "cells": by_table[t.name]})
-    return out
-
-
-def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:
-    return {
-        CellRef(t["name"], tuple(key)): value
-        for tables in body["groups"].values()
-        for t in tables
-        for key, value, _ in t["cells"]
-    }
-
-
-def _ytd_value(n: int, threshold: int) -> int | None:
-    return None if 1 <= n < threshold else n
-
-
-@dataclass(frozen=True)
-class Job:
-    """One feed to compose: its facts, the previous revision's body (None for revision 1), and the
-    targets of its sites with their year-to-date results."""
-
-    feed: FeedInput
-    previous: Mapping[str, Any] | None = None
-    targets: Sequence[SiteTargets] = ()
-    year_to_date: Mapping[str, YearToDate] | None = None
-
-
-def compose(
-    feed: FeedInput,
-    *,
-    threshold: int,
-    previous: Mapping[str, Any] | None = None,
-    targets: Sequence[SiteTargets] = (),
-    year_to_date: Mapping[str, YearToDate] | None = None,
-) -> Composed:
-    """Revision 1 (``previous`` None): suppression with the audit of ``domain.disclosure``. Later
-    revisions: ``domain.disclosure.revise`` against the previous revision's published cells, on the
-    layout revision 1 fixed."""
-    return compose_many([Job(feed, previous, targets, year_to_date)], threshold=threshold)[0]
-
-
-_GROUPS = ("placements", "registrations", "retention")
-
-
-def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
-    """``compose`` for several feeds; each gets exactly what ``compose`` gives it alone, but the
-    revision-1 feeds are suppressed together (``suppress_many``) so that they share solver calls."""
-    jobs = [_with_layout(j) for j in jobs]
-    tables = [(placement_tables(j.feed), registration_tables(j.feed), retention_tables(j.feed)) for j in jobs]
-    fresh = [n for n, j in enumerate(jobs) if j.previous is None]
-    suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n]], threshold))
-    out = []
-    for job, group_tables in zip(jobs, tables, strict=True):
-        groups: dict[str, SuppressedFeed] = {}
-        previous = previous_cells(job.previous) if job.previous is not None else None
-        for group, t in zip(_GROUPS, group_tables, strict=True):
-            if previous is None:
-                groups[group] = next(suppressed)
-            else:
-                groups[group] = revise(t, threshold, previous)
-        out.append(_finish(job, groups, threshold))
-    return out
-
-
-def _with_layout(job: Job) -> Job:
-    """A later revision breaks down by the sites of revision 1 (its body's ``layout``)."""
-    if job.previous is None:
-        return job
-    layout = tuple(job.previous.get("layout", job.previous["sites"]))
-    return replace(job, feed=replace(job.feed, layout=layout))
-
-
-def _finish(job: Job, groups: dict[str, SuppressedFeed], threshold: int) -> Composed:
-    feed, targets, year_to_date = job.feed, job.targets, job.year_to_date
-    p, r, k = groups["placements"], groups["registrations"], groups["retention"]
-    ind: dict[str, Any] = {"authority": indicators(p, r, k, None)}
-    ind["sites"] = {site: indicators(p, r, k, site) for site in feed.sites}
-    target_rows = []
-    for t in targets:
-        ytd = (year_to_date or {}).get(t.site, YearToDate(0, 0, 0, 0))
-        cls, met = achievement(t, ytd)
-        share = ytd.referral_share
-        target_rows.append(
-            {
-                "site": t.site,
-                "fiscal_year": t.fiscal_year,
-                "targets": {
-                    "placements": t.placements,
-                    "referral_share": t.referral_share,
-                    "team_support": t.team_support,
-                },
-                "results_so_far": {
-                    "placements": _ytd_value(ytd.placements, threshold),
-                    "new_registrations": _ytd_value(ytd.new_registrations, threshold),
-                    "referral_share": share
-                    if _ytd_value(ytd.referred, threshold) is not None
-                    and _ytd_value(ytd.new_registrations, threshold) is not None
-                    else None,
-                    "team_support": _ytd_value(ytd.team_support, threshold),
-                },
-                "met": met,
-                "achievement": cls.value,
-            }
-        )
-    body = {
-        "authority": feed.authority,
-        "month": str(feed.month),
-        "threshold": threshold,
-        "classification_version": CLASSIFICATION_VERSION,
-        "sites": list(feed.sites),
-        "layout": list(layout_sites(feed)),
-        "groups": {g: _table_json(s) for g, s in groups.items()},
-        "indicators": ind,
-        "targets": target_rows,
-    }
-    suppressed = [[ref.table, list(ref.key)] for s in groups.values() for ref in sorted(s.suppressed)]
-    return Composed(body=body, suppressed=suppressed, figures=figures(body))
-
-
-def figures(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Every published figure of a body by a stable name, for comparing revisions."""
-    out: dict[str, Any] = {}
-    for tables in body["groups"].values():
-        for t in tables:
-            for key, value, _ in t["cells"]:
-                out[f"{t['name']}[{', '.join(key)}]"] = value
-    for name, value in body["indicators"]["authority"].items():
-        out[f"indicator: {name}"] = value
-    for site, values in body["indicators"]["sites"].items():
-        for name, value in values.items():
-            out[f"indicator {site}: {name}"] = value
-    for row in body["targets"]:
-        for name, value in row["results_so_far"].items():
-            out[f"target {row['site']} FY{row['fiscal_year']}: {name}"] = value
-        out[f"target {row['site']} FY{row['fiscal_year']}: achievement"] = row["achievement"]
-    return out

@@ -27,6 +27,9 @@ class OrgKind(StrEnum):
     OFFICE = "office"
     HELLO_WORK_NATIONAL = "hello_work_national"
     OPERATOR = "operator"
+    MINISTRY = (
+        "ministry"  # 厚生労働省: reads the national and per-prefecture roll-up of the feeds (aggregates)
+    )
 
 
 class Role(StrEnum):

@@ -1,7 +1,8 @@
-"""HTTP download of an authority's own feed (``hub run feed-api``).
+"""HTTP download of an authority's own feed, and the ministry's roll-up (``hub run feed-api``).
 
-Only a client of that authority holding the ``read`` role may fetch it; every attempt, granted or
-refused, is written to ``feed_access_log`` (who, organisation, whom, fields, purpose, when).
+Only a client of that authority holding the ``read`` role may fetch its feed; every attempt, granted or
+refused, is written to ``feed_access_log`` (who, organisation, whom, fields, purpose, when). The
+roll-up (aggregates only) is for ministry clients (org kind ``ministry``) with the ``read`` role.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from consumers.feed.delivery import (
     to_csv,
     to_json,
 )
+from consumers.feed.exports import rollup_csv, rollup_workbook
+from consumers.feed.rollup import RollupNotFound, load_rollup
 from contracts.types import INT32_MAX, PRINTABLE_PATTERN
 from domain.calendar import DateFormatError, parse_month
-from infra.auth import AuthError, Principal, Role
+from infra.auth import AuthError, OrgKind, Principal, Role
 from infra.config import Settings
 from infra.http import attach_keystore, create_app, requires
 
@@ -90,6 +93,38 @@ def create_feed_app(settings: Settings | None = None) -> FastAPI:
             "Content-Disposition": f'attachment; filename="{filename}"',
             "X-CP932-Substitutions": str(substituted),
         }
+        charset = "shift_jis" if encoding == "cp932" else "utf-8"
+        return Response(data, media_type=f"text/csv; charset={charset}", headers=headers)
+
+    @app.get("/rollups/{fiscal_year}", tags=["ministry"])
+    async def rollup(
+        request: Request,
+        fiscal_year: Annotated[int, Path(ge=2011, le=2100)],
+        principal: Annotated[Principal, Depends(requires(Role.READ))],
+        through: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+        format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
+        table: Annotated[Literal["authorities", "sites", "groups", "coordination"], Query()] = "authorities",
+        encoding: Annotated[Literal["utf-8", "cp932"], Query()] = "utf-8",
+    ) -> Response:
+        """The national and per-prefecture roll-up of a fiscal year, in the report's tables."""
+        if principal.org_kind is not OrgKind.MINISTRY:
+            raise AuthError(403, f"client {principal.client_id} ({principal.organisation}) is not a ministry "
+                                 "client: the roll-up is for the ministry")  # fmt: skip
+        async with request.app.state.pool.acquire() as conn:
+            try:
+                body = await load_rollup(conn, fiscal_year, through)
+            except RollupNotFound as exc:
+                return JSONResponse({"error": str(exc)}, status_code=404)
+        headers = {"X-Rollup-Revision": str(body.get("revision", 1))}
+        stem = f"rollup_FY{fiscal_year}_{body['through']}"
+        if format == "json":
+            return JSONResponse(body, headers=headers)
+        if format == "xlsx":
+            headers["Content-Disposition"] = f'attachment; filename="{stem}.xlsx"'
+            media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            return Response(rollup_workbook(body), media_type=media, headers=headers)
+        data, _ = rollup_csv(body, table, encoding)
+        headers["Content-Disposition"] = f'attachment; filename="{stem}_{table}.csv"'
         charset = "shift_jis" if encoding == "cp932" else "utf-8"
         return Response(data, media_type=f"text/csv; charset={charset}", headers=headers)
 

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,21 +22,22 @@ from functools import partial
 from typing import Any
 
 import asyncpg
-import orjson
 
-from domain.calendar import YearMonth, month_bounds
+from contracts.feed import FeedRevision, encode_feed_revision
+from domain.calendar import YearMonth, fiscal_year, month_bounds
 from domain.feed import (
     RETENTION_CHECKPOINTS,
+    Assembled,
     Composed,
     FeedInput,
     Job,
-    PlacementFact,
-    RegistrationFact,
-    SiteTargets,
-    YearToDate,
+    MonthRows,
+    Tally,
+    Target,
+    TargetKind,
+    assemble,
     change_summary,
     compose_many,
-    counts_for,
     cutoff_instant,
     figures,
     fiscal_months,
@@ -63,30 +64,11 @@ class Built:
     changes: list[dict[str, Any]]
 
 
-@dataclass
-class _Loaded:
-    inputs: dict[str, FeedInput]
-    placement_ids: dict[str, list[str]]
-
-
-@dataclass
-class _Rows:
-    """The projection rows of one month and its retention cohorts, each with when it was sent."""
-
-    month: YearMonth
-    placements: list[asyncpg.Record]  # placed in the month, every column the tables count
-    cohort_placements: list[asyncpg.Record]  # placed in a retention cohort month: who counts them
-    registrations: list[asyncpg.Record]
-    referrals: list[asyncpg.Record]
-    sites: list[asyncpg.Record]
-    retention: list[asyncpg.Record]
-
-
 def _cohort_bounds(month: YearMonth) -> dict[int, tuple[date, date]]:
     return {k: month_bounds(shift_month(month, -k)) for k in RETENTION_CHECKPOINTS}
 
 
-async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datetime) -> _Rows:
+async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datetime) -> MonthRows:
     """Read what the month's feeds need, and only that: the cohort months' placements without the
     columns the tables count, and only the retention checkpoint each cohort reports."""
     first, last = month_bounds(month)
@@ -96,7 +78,7 @@ async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datet
     his = [hi for _, hi in cohorts.values()]
     placements = await conn.fetch(
         "SELECT placement_id, person_key, site, site_authority, placed_on, route, occupation, employment_type, "
-        "sex, age_band, attributes, arrived_at FROM feed_placements "
+        "sex, age_band, attributes, foreign_national, arrived_at FROM feed_placements "
         "WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3",
         first,
         last,
@@ -112,7 +94,8 @@ async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datet
         horizon,
     )
     registrations = await conn.fetch(
-        "SELECT person_key, authority, site, registered_on, team_support, arrived_at FROM feed_registrations "
+        "SELECT person_key, authority, site, registered_on, attributes, sex, age_band, foreign_national, "
+        "prior_application_office, arrived_at FROM feed_registrations "
         "WHERE registered_on BETWEEN $1 AND $2 AND arrived_at <= $3",
         first,
         last,
@@ -122,6 +105,22 @@ async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datet
         "SELECT person_key, authority, arrived_at FROM feed_referrals WHERE arrived_at <= $1 AND referred_on <= $2",
         horizon,
         last,
+    )
+    # Team support enrolments up to the month's end: at registration, or later by the case conference;
+    # earlier ones too, so a person already enrolled before the month is not counted as new.
+    team_support = await conn.fetch(
+        "SELECT person_key, authority, site, registered_on AS since, true AS at_registration, arrived_at "
+        "FROM feed_registrations WHERE team_support AND registered_on <= $1 AND arrived_at <= $2 "
+        "AND person_key IN (SELECT person_key FROM feed_registrations WHERE team_support "
+        "  AND registered_on BETWEEN $3 AND $1 UNION SELECT person_key FROM feed_referrals "
+        "  WHERE team_support_from BETWEEN $3 AND $1) "
+        "UNION ALL SELECT person_key, authority, site, team_support_from, false, arrived_at FROM feed_referrals "
+        "WHERE team_support_from <= $1 AND arrived_at <= $2 AND person_key IN (SELECT person_key FROM "
+        "  feed_registrations WHERE team_support AND registered_on BETWEEN $3 AND $1 UNION SELECT person_key "
+        "  FROM feed_referrals WHERE team_support_from BETWEEN $3 AND $1)",
+        last,
+        horizon,
+        first,
     )
     sites = await conn.fetch(
         "SELECT site, min(arrived_at) AS arrived_at FROM (SELECT site, min(arrived_at) AS arrived_at "
@@ -141,10 +140,12 @@ async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datet
         los,
         his,
     )
-    return _Rows(month, placements, cohort_placements, registrations, referrals, sites, retention)
+    return MonthRows(
+        month, placements, cohort_placements, registrations, referrals, team_support, sites, retention
+    )
 
 
-async def load_month(conn: asyncpg.Connection, month: YearMonth, horizon: datetime) -> _Loaded:
+async def load_month(conn: asyncpg.Connection, month: YearMonth, horizon: datetime) -> Assembled:
     """Every authority's facts for ``month`` as sent by ``horizon`` (national: one pass, then split)."""
     with _gc_paused():
         return assemble(await fetch_month(conn, month, horizon), horizon)
@@ -169,146 +170,47 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def assemble(rows: _Rows, horizon: datetime, keep: Callable[[str], bool] | None = None) -> _Loaded:
-    """Split the month's rows, as sent by ``horizon``, into each authority's feed input (every
-    authority with facts, or those ``keep`` accepts)."""
-    month = rows.month
-    referrers: dict[str, set[str]] = defaultdict(set)
-    for r in rows.referrals:
-        if r["arrived_at"] <= horizon:
-            referrers[r["person_key"]].add(r["authority"])
-    referred_by: dict[str, frozenset[str]] = {p: frozenset(a) for p, a in referrers.items()}
-    sites: dict[str, list[str]] = defaultdict(list)
-    for r in rows.sites:
-        if r["arrived_at"] <= horizon:
-            sites[r["site"][:6]].append(r["site"])
-
-    def owners(p: asyncpg.Record) -> Iterable[str]:
-        """The authorities a placement counts for (``counts_for``), among those wanted."""
-        site = p["site"]
-        home = p["site_authority"]
-        refs = referred_by.get(p["person_key"])
-        if refs is None:  # most people: only the authority of the site can count them
-            return (home,) if counts_for(home, site, ()) and (keep is None or keep(home)) else ()
-        return [a for a in {home, *refs} if (keep is None or keep(a)) and counts_for(a, site, refs)]
-
-    current: dict[str, list[PlacementFact]] = defaultdict(list)
-    placement_ids: dict[str, list[str]] = defaultdict(list)
-    for p in rows.placements:
-        if p["arrived_at"] > horizon:
-            continue
-        counted = owners(p)
-        if not counted:
-            continue
-        fact = PlacementFact(
-            placement_id=p["placement_id"],
-            person_key=p["person_key"],
-            site=p["site"],
-            placed_on=p["placed_on"],
-            route=p["route"],
-            occupation=p["occupation"],
-            employment_type=p["employment_type"],
-            sex=p["sex"],
-            age_band=p["age_band"],
-            attributes=tuple(p["attributes"]),
-        )
-        for authority in counted:
-            current[authority].append(fact)
-            placement_ids[authority].append(fact.placement_id)
-    cohorts: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for p in rows.cohort_placements:
-        if p["arrived_at"] <= horizon:
-            for authority in owners(p):
-                cohorts[authority][p["k"]].append(p["placement_id"])
-    regs: dict[str, list[RegistrationFact]] = defaultdict(list)
-    for g in rows.registrations:
-        authority = g["authority"]
-        if g["arrived_at"] > horizon or (keep is not None and not keep(authority)):
-            continue
-        refs = referred_by.get(g["person_key"])
-        regs[authority].append(
-            RegistrationFact(
-                g["person_key"],
-                g["site"],
-                g["registered_on"],
-                g["team_support"],
-                refs is not None and authority in refs,
-            )
-        )
-    status = {
-        (r["placement_id"], r["checkpoint_months"]): r["status"]
-        for r in rows.retention
-        if r["arrived_at"] <= horizon
-    }
-    inputs: dict[str, FeedInput] = {}
-    for authority in set(current) | set(regs):
-        cohort = {k: tuple(v) for k, v in cohorts[authority].items()}
-        inputs[authority] = FeedInput(
-            authority=authority,
-            month=month,
-            sites=tuple(sorted(sites.get(authority, ()))),
-            placements=tuple(current[authority]),
-            registrations=tuple(regs[authority]),
-            cohorts=cohort,
-            retention={
-                (pid, k): status[(pid, k)] for k, ids in cohort.items() for pid in ids if (pid, k) in status
-            },
-        )
-    return _Loaded(inputs, placement_ids)
-
-
 async def _targets(
-    conn: asyncpg.Connection, month: YearMonth, horizon: datetime
-) -> tuple[dict[str, list[SiteTargets]], dict[str, YearToDate]]:
-    start, end = fiscal_months(month)
+    conn: asyncpg.Connection, month: YearMonth, authorities: Sequence[str]
+) -> tuple[dict[str, list[Target]], dict[str, dict[str, Tally]], frozenset[str]]:
+    """Per authority: the targets of the fiscal year for it and its sites, its sites' results in the
+    year's earlier months (summed from the kept tallies of each month's latest revision), and the
+    units left out of the evaluation."""
+    start, _ = fiscal_months(month)
+    fy = fiscal_year(start)
     rows = await conn.fetch(
-        "SELECT site, fiscal_year, placements, referral_share, team_support FROM feed_targets "
-        "WHERE fiscal_year = $1 ORDER BY site",
-        start.year,
+        "SELECT scope, fiscal_year, kind, target_group, value FROM feed_target_values "
+        "WHERE fiscal_year = $1 AND left(scope, 6) = ANY($2::text[]) ORDER BY scope, kind, target_group",
+        fy,
+        list(authorities),
     )
-    by_authority: dict[str, list[SiteTargets]] = defaultdict(list)
+    targets: dict[str, list[Target]] = defaultdict(list)
     for r in rows:
-        share = r["referral_share"]
-        by_authority[r["site"][:6]].append(
-            SiteTargets(
-                r["site"],
-                r["fiscal_year"],
-                r["placements"],
-                float(share) if share is not None else None,
-                r["team_support"],
-            )
+        targets[r["scope"][:6]].append(
+            Target(r["scope"], fy, TargetKind(r["kind"]), float(r["value"]), r["target_group"] or None)
         )
-    if not rows:
-        return {}, {}
-    sites = [r["site"] for r in rows]
-    ytd_rows = await conn.fetch(
-        "SELECT s.site, "
-        "(SELECT count(*) FROM feed_placements p WHERE p.site = s.site AND p.placed_on BETWEEN $2 AND $3 "
-        " AND p.arrived_at <= $4) AS placements, "
-        "(SELECT count(*) FROM feed_registrations g WHERE g.site = s.site AND g.registered_on BETWEEN $2 AND $3 "
-        " AND g.arrived_at <= $4) AS registrations, "
-        "(SELECT count(*) FROM feed_registrations g WHERE g.site = s.site AND g.registered_on BETWEEN $2 AND $3 "
-        " AND g.arrived_at <= $4 AND EXISTS (SELECT 1 FROM feed_referrals f WHERE f.person_key = g.person_key "
-        " AND f.authority = g.authority AND f.referred_on <= $3 AND f.arrived_at <= $4)) AS referred, "
-        "(SELECT count(*) FROM feed_registrations g WHERE g.site = s.site AND g.registered_on BETWEEN $2 AND $3 "
-        " AND g.arrived_at <= $4 AND g.team_support) AS team "
-        "FROM unnest($1::text[]) AS s(site)",
-        sites,
-        start,
-        end,
-        horizon,
+    if not targets:
+        return {}, {}, frozenset()
+    months = [str(shift_month(month, -k)) for k in range(1, (month.month - 4) % 12 + 1)]
+    earlier: dict[str, dict[str, Tally]] = defaultdict(dict)
+    for r in await conn.fetch(
+        "SELECT DISTINCT ON (authority, month) authority, tallies FROM feed_revisions "
+        "WHERE authority = ANY($1::text[]) AND month = ANY($2::text[]) ORDER BY authority, month, revision DESC",
+        list(targets),
+        months,
+    ):
+        sums = earlier[r["authority"]]
+        for site, tally in r["tallies"].items():
+            sums[site] = sums.get(site, Tally()) + Tally.from_json(tally)
+    excluded = await conn.fetch(
+        "SELECT scope FROM feed_evaluation_exclusions WHERE fiscal_year = $1 AND left(scope, 6) = ANY($2::text[])",
+        fy,
+        list(targets),
     )
-    ytd = {
-        r["site"]: YearToDate(r["placements"], r["registrations"], r["referred"], r["team"]) for r in ytd_rows
-    }
-    return by_authority, ytd
+    return dict(targets), dict(earlier), frozenset(r["scope"] for r in excluded)
 
 
-async def _compose_all(
-    jobs: list[tuple[FeedInput, dict[str, Any] | None, list[SiteTargets], dict[str, YearToDate]]],
-    threshold: int,
-    executor: Executor | None,
-) -> list[Composed]:
+async def _compose_all(jobs: list[Job], threshold: int, executor: Executor | None) -> list[Composed]:
     if executor is None or len(jobs) < 50:
         return _compose_chunk(jobs, threshold)
     loop = asyncio.get_running_loop()
@@ -321,14 +223,8 @@ async def _compose_all(
     return [c for chunk in results for c in chunk]
 
 
-def _compose_chunk(
-    jobs: list[tuple[FeedInput, dict[str, Any] | None, list[SiteTargets], dict[str, YearToDate]]],
-    threshold: int,
-) -> list[Composed]:
-    return compose_many(
-        [Job(f, p, t, y) for f, p, t, y in jobs],
-        threshold=threshold,
-    )
+def _compose_chunk(jobs: list[Job], threshold: int) -> list[Composed]:
+    return compose_many(jobs, threshold=threshold)
 
 
 async def build_month(
@@ -421,28 +317,24 @@ async def _make_revisions(
     settings: Settings,
     month: YearMonth,
     horizon: datetime,
-    loaded: _Loaded,
+    loaded: Assembled,
     authorities: list[str],
     latest: dict[str, asyncpg.Record],
     executor: Executor | None,
 ) -> list[Built]:
-    targets, ytd = await _targets(conn, month, horizon)
+    targets, earlier, excluded = await _targets(conn, month, authorities)
     jobs = []
     for a in sorted(authorities):
-        feed = loaded.inputs.get(a) or FeedInput(a, month, (), (), ())
+        feed = loaded.inputs.get(a) or FeedInput(a, month, ())
         prev = latest.get(a)
         jobs.append(
-            (
-                feed,
-                prev["body"] if prev else None,
-                targets.get(a, []),
-                {t.site: ytd[t.site] for t in targets.get(a, []) if t.site in ytd},
-            )
+            Job(feed, prev["body"] if prev else None, targets.get(a, ()), earlier.get(a, {}), excluded)
         )
     composed = await _compose_all(jobs, settings.feed_suppression_threshold, executor)
     rows = []
     built = []
-    for (feed, _, _, _), c in zip(jobs, composed, strict=True):
+    for job, c in zip(jobs, composed, strict=True):
+        feed = job.feed
         a = feed.authority
         prev = latest.get(a)
         ids = sorted(loaded.placement_ids.get(a, []))
@@ -454,22 +346,25 @@ async def _make_revisions(
             changes = []
         revision = (prev["revision"] if prev else 0) + 1
         body = dict(c.body, revision=revision, horizon=horizon.isoformat(), changes=changes)
-        rows.append((a, str(month), revision, horizon, body, c.suppressed, ids, changes))
-        built.append(Built(a, str(month), revision, body["indicators"]["authority"]["placements"], changes))
+        rows.append((a, str(month), revision, horizon, body, c.suppressed, ids, changes, c.tallies))
+        built.append(
+            Built(a, str(month), revision, body["indicators"]["authority"]["referral_placements"], changes)
+        )
     async with conn.transaction():
         await conn.executemany(
             "INSERT INTO feed_revisions (authority, month, revision, horizon, body, suppressed, placement_ids, "
-            "changes) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
+            "changes, tallies) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
             rows,
         )
     return built
 
 
 async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
-    """Publish kept revisions not yet on ``settings.feed_topic`` (aggregates only), then stamp them."""
+    """Publish kept revisions not yet on ``settings.feed_topic`` (aggregates only; the ``ittai.feed.v1``
+    contract, CloudEvents binary mode: ``contracts.feed``), then stamp them."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT authority, month, revision, body FROM feed_revisions WHERE published_at IS NULL "
+            "SELECT authority, month, revision, body, built_at FROM feed_revisions WHERE published_at IS NULL "
             "ORDER BY month, authority, revision"
         )
         if not rows:
@@ -482,15 +377,14 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
             linger_ms=5,
         )
         try:
-            futures = [
-                await producer.send(
-                    settings.feed_topic,
-                    key=f"{r['authority']}:{r['month']}".encode(),
-                    value=orjson.dumps(r["body"]),
-                    headers=[("feed_revision", str(r["revision"]).encode())],
+            futures = []
+            for r in rows:
+                key, headers, value = encode_feed_revision(
+                    FeedRevision.model_validate(r["body"]), r["built_at"]
                 )
-                for r in rows
-            ]
+                futures.append(
+                    await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
+                )
             await asyncio.gather(*futures)
         finally:
             await producer.stop()

@@ -17,6 +17,7 @@ import asyncpg
 
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
 from domain.consent import ConsentRecord, Recipient, Scope, permits
+from domain.feed import GROUP_LABELS_JA, INDICATORS
 from domain.occupation import OCCUPATION_GROUPS
 from infra.codecs.csv_write import safe_rows
 from infra.crypto import KeyStore, try_open
@@ -27,16 +28,6 @@ INDIVIDUAL_FIELDS = ("name", "employer", "start_date", "occupation", "route", "l
 
 ROUTE_JA = {"hello_work_referral": "紹介就職", "self_found": "自己就職"}
 LABELS_JA: dict[str, dict[str, str]] = {
-    "attribute": {
-        "public_assistance": "生活保護受給者",
-        "child_rearing_allowance": "児童扶養手当受給者",
-        "housing_benefit": "住居確保給付金受給者",
-        "needy_person_support": "生活困窮者",
-        "disability": "障害者",
-        "youth": "若者",
-        "parenting": "子育て中の方",
-        "general": "一般",
-    },
     "sex": {"male": "男", "female": "女", "not_stated": "不詳"},
     "employment_type": {
         "regular_full_time": "正社員",
@@ -47,9 +38,30 @@ LABELS_JA: dict[str, dict[str, str]] = {
     "route": ROUTE_JA,
     "occupation": {code: g.name_ja for code, g in OCCUPATION_GROUPS.items()},
     "referred": {"yes": "送り込みあり", "no": "送り込みなし"},
-    "team_support": {"yes": "チーム支援", "no": "チーム支援なし"},
+    "enrolment": {"at_registration": "登録時", "after_registration": "登録後（ケース会議）"},
     "status": {"employed": "定着", "left": "離職", "not_reported": "未報告"},
-    "site": {"other_sites": "他団体の拠点"},
+    "site": {"other_sites": "他団体の拠点・後から加わった拠点"},
+    **{f"group:{g}": {"yes": "該当", "no": "非該当"} for g in GROUP_LABELS_JA},
+}
+DIM_LABELS_JA = {
+    "site": "拠点",
+    "sex": "男女",
+    "age_band": "年齢階級",
+    "occupation": "職業",
+    "employment_type": "雇用形態",
+    "referred": "送り込み",
+    "enrolment": "チーム支援の開始",
+    "status": "定着状況",
+    **{f"group:{g}": f"支援対象者:{ja}" for g, ja in GROUP_LABELS_JA.items()},
+}
+POPULATION_LABELS_JA = {
+    "referral_placements": "紹介就職",
+    "self_found_placements": "自己就職",
+    "new_job_seekers": "新規求職者",
+    "team_support": "新規チーム支援対象者",
+    "retention_1m": "定着（1か月）",
+    "retention_3m": "定着（3か月）",
+    "retention_6m": "定着（6か月）",
 }
 
 
@@ -248,38 +260,51 @@ def _label(dim: str, category: str) -> str:
     return LABELS_JA.get(dim, {}).get(category, category)
 
 
+def _indicator_ja(name: str) -> str:
+    for i in INDICATORS:
+        if i.name == name:
+            return i.ja
+        if "{k}" in i.name:
+            for k in ("1", "3", "6"):
+                if i.name.replace("{k}", k) == name:
+                    return i.ja.replace("{k}", k)
+    return name
+
+
 def aggregates_rows(body: dict[str, Any]) -> list[list[str]]:
+    """The revision as one sheet: every cell of every table (labelled in Japanese, suppressed ones
+    empty with the reason), then the indicators per scope, then the targets."""
     rows = [["区分", "表", "分類1", "区分1", "分類2", "区分2", "値", "秘匿"]]
-    for group, tables in body["groups"].items():
+    for population, tables in (body.get("populations") or body.get("groups") or {}).items():
         for t in tables:
             dims = t["dims"]
             for key, value, reason in t["cells"]:
                 labelled: list[str] = []
                 for d, k in zip(dims, key, strict=True):
-                    labelled += [d, _label(d, k)]
+                    labelled += [DIM_LABELS_JA.get(d, d), _label(d, k)]
                 labelled += [""] * (4 - len(labelled))
-                rows.append([group, t["name"], *labelled, "" if value is None else str(value), reason or ""])
+                rows.append([POPULATION_LABELS_JA.get(population, population), t["name"], *labelled,
+                             "" if value is None else str(value), reason or ""])  # fmt: skip
     for scope, values in [
         ("authority", body["indicators"]["authority"]),
         *body["indicators"]["sites"].items(),
     ]:
         for name, value in values.items():
-            rows.append(["indicator", scope, name, "", "", "", "" if value is None else str(value), ""])
-    for t in body["targets"]:
-        for name, value in t["results_so_far"].items():
-            target = t["targets"].get(name)
+            if name == "by_group":
+                for g, figures in value.items():
+                    for n, v in figures.items():
+                        rows.append(["指標", scope, f"支援対象者:{GROUP_LABELS_JA.get(g, g)}", _indicator_ja(n), "", "",
+                                     "" if v is None else str(v), ""])  # fmt: skip
+                continue
             rows.append(
-                [
-                    "target",
-                    t["site"],
-                    name,
-                    f"target={'' if target is None else target}",
-                    f"FY{t['fiscal_year']}",
-                    t["achievement"],
-                    "" if value is None else str(value),
-                    "",
-                ]
+                ["指標", scope, _indicator_ja(name), name, "", "", "" if value is None else str(value), ""]
             )
+    for e in body["targets"]:
+        for t in e.get("targets", ()):
+            group = f"[{GROUP_LABELS_JA.get(t['group'], t['group'])}]" if t.get("group") else ""
+            rows.append(["目標", e["scope"], f"{_indicator_ja(t['kind'])}{group}", f"目標={t['value']}",
+                         f"FY{e['fiscal_year']}", t["status"], "" if t["result"] is None else str(t["result"]),
+                         "評価対象外" if e["excluded"] else (e["achievement"] or e["pace"] or "")])  # fmt: skip
     return rows
 
 

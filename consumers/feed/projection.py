@@ -45,14 +45,18 @@ class FeedProjection:
             d = e.data
             if e.family is Family.REGISTRATION:
                 regs.append((e.id, d.person_key, d.authority, d.site, d.registered_on, d.team_support,
-                             msgspec.structs.asdict(d.personal), e.time))  # fmt: skip
+                             msgspec.structs.asdict(d.personal), e.time, [a.value for a in d.attributes],
+                             d.sex.value, d.age_band.value, bool(d.foreign_national),
+                             d.prior_application_office))  # fmt: skip
             elif e.family is Family.REFERRAL:
-                refs.append((d.referral_id, d.person_key, d.authority, d.site, d.referred_on, e.time))
+                refs.append((d.referral_id, d.person_key, d.authority, d.site, d.referred_on, e.time,
+                             d.team_support_from))  # fmt: skip
             elif e.family is Family.PLACEMENT:
                 places.append((d.placement_id, d.person_key, d.site, d.site[:6], d.placed_on, d.route.value,
                                d.occupation.group, d.occupation.classification_version,
                                d.employment_type.value, d.sex.value, d.age_band.value,
-                               [a.value for a in d.attributes], msgspec.structs.asdict(d.personal), e.time))  # fmt: skip
+                               [a.value for a in d.attributes], msgspec.structs.asdict(d.personal), e.time,
+                               bool(d.foreign_national)))  # fmt: skip
             elif e.family is Family.RETENTION:
                 rets.append((d.placement_id, d.checkpoint_months, d.person_key, d.status.value, d.checked_on,
                              e.time))  # fmt: skip
@@ -64,13 +68,14 @@ class FeedProjection:
         if regs:
             await conn.executemany(
                 "INSERT INTO feed_registrations (event_id, person_key, authority, site, registered_on, "
-                "team_support, personal, arrived_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
+                "team_support, personal, arrived_at, attributes, sex, age_band, foreign_national, "
+                "prior_application_office) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT DO NOTHING",
                 regs,
             )
         if refs:
             await conn.executemany(
-                "INSERT INTO feed_referrals (referral_id, person_key, authority, site, referred_on, arrived_at) "
-                "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+                "INSERT INTO feed_referrals (referral_id, person_key, authority, site, referred_on, arrived_at, "
+                "team_support_from) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT DO NOTHING",
                 refs,
             )
         if places:
@@ -78,7 +83,8 @@ class FeedProjection:
             await conn.executemany(
                 "INSERT INTO feed_placements (placement_id, person_key, site, site_authority, placed_on, route, "
                 "occupation, classification_version, employment_type, sex, age_band, attributes, personal, "
-                "arrived_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) ON CONFLICT DO NOTHING",
+                "arrived_at, foreign_national) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
+                "ON CONFLICT DO NOTHING",
                 places,
             )
         if rets:
@@ -105,7 +111,8 @@ class FeedProjection:
 
 # Which feeds an applied event may change: placements their month and the retention cohorts that
 # include them (1, 3, 6 months on), for the site's authority and every authority that referred the
-# person; registrations their month; a referral every feed holding the person; retention its cohort.
+# person; registrations their month; a referral every feed holding the person and, with team support,
+# the month of the enrolment; retention its cohort.
 _OWNERS = (
     "CROSS JOIN LATERAL (SELECT p.site_authority AS authority UNION "
     "SELECT f.authority FROM feed_referrals f WHERE f.person_key = p.person_key) o"
@@ -135,7 +142,9 @@ async def _mark_dirty(
             "WHERE r.referral_id = ANY($1::text[]) UNION ALL "
             "SELECT r.authority, to_char(g.registered_on, 'YYYY-MM') FROM feed_referrals r "
             "JOIN feed_registrations g ON g.person_key = r.person_key AND g.authority = r.authority "
-            "WHERE r.referral_id = ANY($1::text[])",
+            "WHERE r.referral_id = ANY($1::text[]) UNION ALL "
+            "SELECT authority, to_char(team_support_from, 'YYYY-MM') FROM feed_referrals "
+            "WHERE referral_id = ANY($1::text[]) AND team_support_from IS NOT NULL",
             [r[0] for r in refs],
         )
     if rets:

@@ -58,7 +58,9 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
     @clients_app.command("add")
     def clients_add(
         name: Annotated[str, typer.Argument(help="A label for the client system")],
-        kind: Annotated[str, typer.Option(help="authority, office, hello_work_national or operator")],
+        kind: Annotated[
+            str, typer.Option(help="authority, office, hello_work_national, operator or ministry")
+        ],
         code: Annotated[
             str, typer.Option(help="Local government code, office code, or * (national/operator)")
         ],

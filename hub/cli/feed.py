@@ -160,73 +160,146 @@ def feed_export(
                   "the UTF-8 export is the exact, canonical form[/]")  # fmt: skip
 
 
-@targets_app.command("set")
-def targets_set(
-    site: Annotated[str, typer.Option("--site", help="Joint site id, e.g. 131041-01")],
-    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100, help="Fiscal year (年度), April to March")],
-    placements: Annotated[int | None, typer.Option(min=0)] = None,
-    referral_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Fraction, e.g. 0.4")] = None,
-    team_support: Annotated[int | None, typer.Option(min=0)] = None,
-) -> None:
-    """Set a site's yearly targets (placements, referral share 連携指標, team support)."""
+def _scope(scope: str) -> str:
+    """A site id (131041-01) or an authority's local government code (131041)."""
     from pydantic import TypeAdapter, ValidationError
 
     from contracts.types import SiteId
-    from domain.feed import SiteTargets
 
+    if len(scope) == 6:
+        return _authority(scope)
     try:
-        TypeAdapter(SiteId).validate_python(site)
+        return TypeAdapter(SiteId).validate_python(scope)
     except ValidationError as exc:
-        raise typer.BadParameter(exc.errors()[0]["msg"], param_hint="--site") from None
+        raise typer.BadParameter(exc.errors()[0]["msg"], param_hint="--scope") from None
+
+
+async def _mark_fiscal_year(pool: Any, scope: str, fy: int) -> None:
+    # Feeds of that fiscal year already built get a new revision showing the targets at the next build.
+    await pool.execute(
+        "INSERT INTO feed_dirty (authority, month) SELECT DISTINCT authority, month FROM feed_revisions "
+        "WHERE authority = $1 AND month BETWEEN $2 AND $3",
+        scope[:6], f"{fy}-04", f"{fy + 1}-03",
+    )  # fmt: skip
+
+
+@targets_app.command("set")
+def targets_set(
+    scope: Annotated[str, typer.Option("--scope", help="A site id (131041-01) or an authority (131041)")],
+    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100, help="Fiscal year (年度), April to March")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="new_job_seekers, referral_placements, confirmed_placements, "
+            "regular_placements, team_support, referral_share or placement_rate",
+        ),
+    ],
+    value: Annotated[float, typer.Option("--value", min=0.0, help="A count, or a fraction for a rate (0.4)")],
+    group: Annotated[
+        str | None, typer.Option("--group", help="A target group (e.g. welfare, disability)")
+    ] = None,
+) -> None:
+    """Set one yearly target of a site or an authority (the steering council's 目標)."""
+    from domain.feed import Target, TargetKind
+
+    code = _scope(scope)
     try:
-        t = SiteTargets(site, fy, placements, referral_share, team_support)
+        t = Target(code, fy, TargetKind(kind), value, group)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
     async def run(settings: Any, pool: Any) -> None:
         await pool.execute(
-            "INSERT INTO feed_targets (site, fiscal_year, placements, referral_share, team_support, set_at) "
-            "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (site, fiscal_year) DO UPDATE SET placements = EXCLUDED.placements, "
-            "referral_share = EXCLUDED.referral_share, team_support = EXCLUDED.team_support, set_at = EXCLUDED.set_at",
-            t.site, t.fiscal_year, t.placements, t.referral_share, t.team_support, datetime.now(UTC),
+            "INSERT INTO feed_target_values (scope, fiscal_year, kind, target_group, value, set_at) "
+            "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (scope, fiscal_year, kind, target_group) DO UPDATE "
+            "SET value = EXCLUDED.value, set_at = EXCLUDED.set_at",
+            t.scope, t.fiscal_year, str(t.kind), t.group or "", t.value, datetime.now(UTC),
         )  # fmt: skip
-        # Feeds of that fiscal year already built get a new revision showing the targets at the next build.
-        await pool.execute(
-            "INSERT INTO feed_dirty (authority, month) SELECT DISTINCT authority, month FROM feed_revisions "
-            "WHERE authority = $1 AND month BETWEEN $2 AND $3",
-            t.site[:6], f"{t.fiscal_year}-04", f"{t.fiscal_year + 1}-03",
-        )  # fmt: skip
+        await _mark_fiscal_year(pool, t.scope, fy)
 
     asyncio.run(_with_pool(run))
-    out.print(f"targets for {site} FY{fy}: placements={placements} referral_share={referral_share} "
-              f"team_support={team_support} (feeds of FY{fy} show them from the next build)")  # fmt: skip
+    out.print(f"target for {code} FY{fy}: {kind}{'[' + group + ']' if group else ''} = {value} "
+              f"(feeds of FY{fy} show it from the next build)")  # fmt: skip
+
+
+@targets_app.command("exclude")
+def targets_exclude(
+    scope: Annotated[str, typer.Option("--scope", help="A site id or an authority")],
+    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100)],
+    reason: Annotated[str, typer.Option("--reason", help="e.g. new this year")] = "new this year",
+) -> None:
+    """Leave a site or an authority out of a fiscal year's evaluation (e.g. new that year)."""
+    code = _scope(scope)
+
+    async def run(settings: Any, pool: Any) -> None:
+        await pool.execute(
+            "INSERT INTO feed_evaluation_exclusions (scope, fiscal_year, reason) VALUES ($1,$2,$3) "
+            "ON CONFLICT (scope, fiscal_year) DO UPDATE SET reason = EXCLUDED.reason",
+            code, fy, reason[:200],
+        )  # fmt: skip
+        await _mark_fiscal_year(pool, code, fy)
+
+    asyncio.run(_with_pool(run))
+    out.print(f"{code} is left out of FY{fy}'s evaluation ({reason[:200]})")
 
 
 @targets_app.command("list")
 def targets_list(fy: Annotated[int | None, typer.Option("--fy")] = None) -> None:
-    """List site targets."""
+    """List targets and exclusions."""
 
     async def run(settings: Any, pool: Any) -> Any:
         return await pool.fetch(
-            "SELECT * FROM feed_targets WHERE $1::int IS NULL OR fiscal_year = $1 ORDER BY fiscal_year, site",
+            "SELECT t.*, (e.scope IS NOT NULL) AS excluded FROM feed_target_values t LEFT JOIN "
+            "feed_evaluation_exclusions e USING (scope, fiscal_year) WHERE $1::int IS NULL OR t.fiscal_year = $1 "
+            "ORDER BY t.fiscal_year, t.scope, t.kind, t.target_group",
             fy,
         )
 
     rows = asyncio.run(_with_pool(run))
     table = Table(show_edge=False)
-    for col in ("site", "FY", "placements", "referral share", "team support", "set at"):
+    for col in ("scope", "FY", "kind", "group", "value", "excluded", "set at"):
         table.add_column(col)
     for r in rows:
-        share = "" if r["referral_share"] is None else f"{float(r['referral_share']):.2f}"
-        table.add_row(r["site"], str(r["fiscal_year"]), str(r["placements"]), share,
-                      str(r["team_support"]), r["set_at"].isoformat(timespec="seconds"))  # fmt: skip
+        table.add_row(r["scope"], str(r["fiscal_year"]), r["kind"], r["target_group"], str(float(r["value"])),
+                      "yes" if r["excluded"] else "", r["set_at"].isoformat(timespec="seconds"))  # fmt: skip
     out.print(table)
+
+
+@feed_app.command("rollup")
+def feed_rollup(
+    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100, help="Fiscal year (年度)")],
+    through: Annotated[
+        str | None, typer.Option("--through", help="Last month counted (default: March)")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write CSV (per table) and .xlsx here")
+    ] = None,
+    encoding: Annotated[Literal["utf-8", "cp932"], typer.Option("--encoding")] = "cp932",
+) -> None:
+    """Build the ministry's national and per-prefecture roll-up and print the report's headline tables."""
+    from consumers.feed.exports import print_rollup, write_rollup
+    from consumers.feed.rollup import build_rollup
+
+    ym = _month(through) if through else None
+
+    async def run(settings: Any, pool: Any) -> Any:
+        return await build_rollup(pool, settings, fy, ym)
+
+    try:
+        _, body = asyncio.run(_with_pool(run))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--through") from None
+    print_rollup(out, body)
+    if out_dir is not None:
+        for p in write_rollup(body, out_dir, encoding):
+            out.print(f"wrote {p}")
 
 
 def register(app: typer.Typer, run_app: typer.Typer) -> None:
     """Add this component's commands: top-level ones on ``app``, services on ``run_app`` (``hub run X``)."""
     app.add_typer(feed_app, name="feed", help="Monthly placement feed per authority: build, show, export")
-    app.add_typer(targets_app, name="targets", help="Yearly targets per joint site")
+    app.add_typer(targets_app, name="targets", help="Yearly targets per joint site or authority")
 
     @run_app.command("placement-feed")
     def run_placement_feed() -> None:

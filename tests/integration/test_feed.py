@@ -24,6 +24,7 @@ from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
 from devtools.simulator import SimulationConfig, is_late, simulate
 from domain.calendar import YearMonth
+from domain.feed import MONOTONE_POPULATIONS
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
@@ -75,12 +76,55 @@ def everything(_: Submission) -> bool:
     return True
 
 
+WELFARE = {"public_assistance", "child_rearing_allowance", "housing_benefit", "needy_person_support"}
+GROUPS = (
+    "welfare",
+    "disability",
+    "parenting",
+    "youth",
+    "women",
+    "middle_aged",
+    "foreign",
+    "general",
+    "other",
+)
+
+
+def groups_of(d: dict[str, Any]) -> set[str]:
+    """The report's target groups (~l.909–919, 871, 983), as docs/feed.md defines them."""
+    attrs, out = set(d["attributes"]), set()
+    if attrs & WELFARE:
+        out.add("welfare")
+    if "disability" in attrs:
+        out.add("disability")
+    if attrs & {"parenting", "child_rearing_allowance"}:
+        out.add("parenting")
+    if "youth" in attrs or d["age_band"] in ("19以下", "20-24", "25-29", "30-34"):
+        out.add("youth")
+    if d.get("foreign_national"):
+        out.add("foreign")
+    if "general" in attrs:
+        out.add("general")
+    if not out:
+        out.add("other")
+    if d["sex"] == "female":
+        out.add("women")
+    if d["age_band"] in ("45-49", "50-54", "55-59", "60-64", "65以上"):
+        out.add("middle_aged")
+    return out
+
+
+def _flags(d: dict[str, Any]) -> dict[str, str]:
+    g = groups_of(d)
+    return {f"group:{x}": "yes" if x in g else "no" for x in GROUPS}
+
+
 def expected_figures(
     subs: list[Submission], authority: str, m: YearMonth, sent: Callable[[Submission], bool]
 ) -> tuple[dict[str, int], set[str]]:
     """Raw (unsuppressed) value of every table cell and count indicator, and the counted placements."""
     seen = [s for s in subs if sent(s)]
-    end = _last_day(m)
+    first, end = date(m.year, m.month, 1), _last_day(m)
     referred_by: dict[str, set[str]] = defaultdict(set)
     for s in seen:
         if s.family is Family.REFERRAL and _d(s.data["referred_on"]) <= end:
@@ -92,30 +136,47 @@ def expected_figures(
     def counted(p: dict[str, Any]) -> bool:
         return p["site"][:6] == authority or authority in referred_by[p["person_key"]]
 
+    def site_of(site: str) -> str:
+        return site[7:] if site[:6] == authority else "other_sites"
+
     placements = [s.data for s in seen if s.family is Family.PLACEMENT and counted(s.data)]
     this_month = [p for p in placements if _month_of(_d(p["placed_on"])) == m]
-    records = [
-        {
-            "site": p["site"][7:] if p["site"][:6] == authority else "other_sites",
-            "attribute": p["attributes"][0],
-            "sex": p["sex"],
-            "age_band": p["age_band"],
-            "occupation": p["occupation"]["group"],
-            "employment_type": p["employment_type"],
-            "route": p["route"],
-        }
+    referral = [
+        {"site": site_of(p["site"]), "sex": p["sex"], "age_band": p["age_band"],
+         "occupation": p["occupation"]["group"], "employment_type": p["employment_type"], **_flags(p)}
         for p in this_month
+        if p["route"] == "hello_work_referral"
+    ]  # fmt: skip
+    self_found = [
+        {"site": site_of(p["site"]), "employment_type": p["employment_type"]}
+        for p in this_month
+        if p["route"] == "self_found"
     ]
-    regs = [
-        {
-            "site": s.data["site"][7:],
-            "referred": "yes" if authority in referred_by[s.data["person_key"]] else "no",
-            "team_support": "yes" if s.data["team_support"] else "no",
-        }
+    new = [
+        {"site": s.data["site"][7:], "referred": "yes" if authority in referred_by[s.data["person_key"]] else "no",
+         **_flags(s.data)}
         for s in seen
         if s.family is Family.REGISTRATION
         and s.data["authority"] == authority
         and _month_of(_d(s.data["registered_on"])) == m
+        and not s.data.get("prior_application_office")
+    ]  # fmt: skip
+    # Team support: each person's first enrolment with the authority, counted in its month.
+    enrolments: dict[str, tuple[date, int, str]] = {}
+    for s in seen:
+        d = s.data
+        if s.family is Family.REGISTRATION and d["authority"] == authority and d["team_support"]:
+            e = (_d(d["registered_on"]), 0, d["site"])
+        elif s.family is Family.REFERRAL and d["authority"] == authority and d.get("team_support_from"):
+            e = (_d(d["team_support_from"]), 1, d["site"])
+        else:
+            continue
+        if e[0] <= end and (d["person_key"] not in enrolments or e < enrolments[d["person_key"]]):
+            enrolments[d["person_key"]] = e
+    team = [
+        {"site": site[7:], "enrolment": "at_registration" if later == 0 else "after_registration"}
+        for since, later, site in enrolments.values()
+        if first <= since <= end
     ]
     status: dict[tuple[str, int], tuple[datetime, str]] = {}
     for s in seen:
@@ -123,56 +184,54 @@ def expected_figures(
             key = (s.data["placement_id"], s.data["checkpoint_months"])
             if key not in status or s.time > status[key][0]:
                 status[key] = (s.time, s.data["status"])
-    retention = []
+    retention: dict[int, list[dict[str, str]]] = {}
     for k in (1, 3, 6):
+        retention[k] = []
         for p in placements:
             if _month_of(_d(p["placed_on"])) == _add(m, -k):
                 st = status.get((p["placement_id"], k))
-                retention.append({"checkpoint": f"{k}m", "status": st[1] if st else "not_reported"})
+                retention[k].append({"site": site_of(p["site"]), "status": st[1] if st else "not_reported"})
     out: dict[str, int] = {}
-    groups = {"placements": records, "registrations": regs, "retention": retention}
-    # Site tables always exist (with a row for other authorities' sites), so every revision of a month
-    # has the same layout.
-    multi = {"placements": True, "registrations": True, "retention": False}
-    for group, recs in groups.items():
-        for dims in _all_dims(group):
-            if "site" in dims and not multi[group]:
-                continue
-            name = f"{group}: {' × '.join(dims)}"
+    group_dims = [f"group:{g}" for g in GROUPS]
+    populations: dict[str, tuple[list[dict[str, str]], list[str], list[tuple[str, str]]]] = {
+        "referral_placements": (
+            referral,
+            ["sex", "age_band", "occupation", "employment_type", *group_dims],
+            [("occupation", "sex"), ("age_band", "sex"), ("employment_type", "sex")],
+        ),
+        "self_found_placements": (self_found, ["employment_type"], []),
+        "new_job_seekers": (new, ["referred", *group_dims], []),
+        "team_support": (team, ["enrolment"], []),
+        **{f"retention_{k}m": (retention[k], ["status"], []) for k in (1, 3, 6)},
+    }
+    for population, (recs, one_way, cross) in populations.items():
+        tables: list[tuple[str, ...]] = [(d,) for d in one_way] + cross + [("site", d) for d in one_way]
+        for dims in tables:
+            name = f"{population}: {' × '.join(dims)}"
             for cell in _keys(dims, recs, own_sites):
                 out[f"{name}[{', '.join(cell)}]"] = sum(
                     all(k == TOTAL or r[d] == k for d, k in zip(dims, cell, strict=True)) for r in recs
                 )
-    out["indicator: placements"] = len(records)
-    out["indicator: new_registrations"] = len(regs)
-    out["indicator: referred_by_authority"] = sum(r["referred"] == "yes" for r in regs)
-    out["indicator: team_support"] = sum(r["team_support"] == "yes" for r in regs)
+    out["indicator: referral_placements"] = len(referral)
+    out["indicator: self_found_placements"] = len(self_found)
+    out["indicator: confirmed_placements"] = len(referral) + len(
+        self_found
+    )  # beside 就職件数, never in 就職率
+    out["indicator: regular_placements"] = sum(r["employment_type"] == "regular_full_time" for r in referral)
+    out["indicator: new_job_seekers"] = len(new)
+    out["indicator: referred_by_authority"] = sum(r["referred"] == "yes" for r in new)
+    out["indicator: team_support"] = len(team)
     for k in (1, 3, 6):
-        out[f"indicator: retention_{k}m_cohort"] = sum(r["checkpoint"] == f"{k}m" for r in retention)
-        out[f"indicator: retention_{k}m_employed"] = sum(
-            r == {"checkpoint": f"{k}m", "status": "employed"} for r in retention
-        )
+        out[f"indicator: retention_{k}m_cohort"] = len(retention[k])
+        out[f"indicator: retention_{k}m_employed"] = sum(r["status"] == "employed" for r in retention[k])
+    for g in GROUPS:
+        out[f"indicator: by_group.{g}.referral_placements"] = sum(groups_of_rec(r, g) for r in referral)
+        out[f"indicator: by_group.{g}.new_job_seekers"] = sum(groups_of_rec(r, g) for r in new)
     return out, {p["placement_id"] for p in this_month}
 
 
-def _all_dims(group: str) -> list[tuple[str, ...]]:
-    one = ["attribute", "sex", "age_band", "occupation", "employment_type", "route"]
-    if group == "placements":
-        one_way: list[tuple[str, ...]] = [(d,) for d in one]
-        return (
-            one_way
-            + [
-                ("attribute", "sex"),
-                ("occupation", "sex"),
-                ("age_band", "sex"),
-                ("employment_type", "sex"),
-                ("attribute", "route"),
-            ]
-            + [("site", d) for d in one]
-        )
-    if group == "registrations":
-        return [("referred",), ("team_support",), ("site", "referred"), ("site", "team_support")]
-    return [("checkpoint", "status")]
+def groups_of_rec(r: dict[str, str], g: str) -> bool:
+    return r[f"group:{g}"] == "yes"
 
 
 def _keys(dims: tuple[str, ...], recs: list[dict[str, str]], sites: list[str]) -> Iterable[tuple[str, ...]]:
@@ -184,12 +243,19 @@ def _keys(dims: tuple[str, ...], recs: list[dict[str, str]], sites: list[str]) -
 
 def published(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for tables in body["groups"].values():
+    for tables in body["populations"].values():
         for t in tables:
             for key, value, _ in t["cells"]:
                 out[f"{t['name']}[{', '.join(key)}]"] = value
-    for name, value in body["indicators"]["authority"].items():
-        out[f"indicator: {name}"] = value
+
+    def flat(prefix: str, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            if isinstance(value, dict):
+                flat(f"{prefix}{name}.", value)
+            else:
+                out[f"{prefix}{name}"] = value
+
+    flat("indicator: ", body["indicators"]["authority"])
     return out
 
 
@@ -398,10 +464,10 @@ async def test_no_suppressed_cell_can_be_recovered_from_a_feed_and_its_revisions
     attacked = compared = 0
     for (a, m), bodies in revisions.items():
         compared += len(bodies) > 1
-        for group in ("placements", "registrations", "retention"):
-            tables = [b["groups"][group] for b in bodies]
+        for group in bodies[0]["populations"]:
+            tables = [b["populations"][group] for b in bodies]
             attacked += sum(c[1] is None for ts in tables for t in ts for c in t["cells"])
-            assert _attack(*tables, monotone=group == "placements") == [], (a, m, group)
+            assert _attack(*tables, monotone=group in MONOTONE_POPULATIONS) == [], (a, m, group)
     assert attacked > 500 and compared >= 4
 
 

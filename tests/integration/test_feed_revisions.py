@@ -19,6 +19,7 @@ from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
 from devtools.simulator import SimulationConfig, simulate
 from domain.calendar import YearMonth
+from domain.feed import MONOTONE_POPULATIONS
 from infra.config import Settings
 from producers.publish import publish_submissions
 from producers.submission import Submission
@@ -33,7 +34,7 @@ CONFIG = SimulationConfig(
 MONTH = YearMonth(2019, 6)
 SENT = datetime(2019, 9, 1, 1, tzinfo=UTC)  # after both months' cutoffs (2019-07-05, 2019-08-05 JST)
 NOW = datetime(2019, 9, 2, tzinfo=UTC)
-MONOTONE = ("placements",)  # later revisions only add placements
+MONOTONE = MONOTONE_POPULATIONS  # later revisions only add placements
 
 
 def _sent_late(subs: list[Submission]) -> list[Submission]:
@@ -141,7 +142,11 @@ async def test_attacker_with_every_revision_and_every_table_recovers_nothing(
     attacked = 0
     for a, revisions in bodies.items():
         attacked += sum(
-            c[1] is None for b in revisions for ts in b["groups"].values() for t in ts for c in t["cells"]
+            c[1] is None
+            for b in revisions
+            for ts in b["populations"].values()
+            for t in ts
+            for c in t["cells"]
         )
         assert attack(revisions, monotone=MONOTONE) == [], a
     assert attacked > 50 and max(len(b) for b in bodies.values()) >= 2

@@ -29,7 +29,7 @@ def attack(
     eqs: list[tuple[Quantity, list[Quantity]]] = []
     contradictions: list[str] = []
     for n, body in enumerate(bodies):
-        for group, tables in body["groups"].items():
+        for group, tables in (body.get("populations") or body["groups"]).items():
             for t in tables:
                 dims = t["dims"]
                 cells = {tuple(k): v for k, v, _ in t["cells"]}

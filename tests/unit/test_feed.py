@@ -1,4 +1,5 @@
-"""Feed arithmetic without a broker: who counts, closing, targets, revisions, CP932 exports."""
+"""Feed arithmetic without a broker: who counts, target groups, closing, targets and pace, revisions,
+CP932 exports."""
 
 from __future__ import annotations
 
@@ -12,22 +13,27 @@ from domain.feed import (
     OTHER_SITES,
     Achievement,
     FeedInput,
+    Pace,
     PlacementFact,
     RegistrationFact,
-    SiteTargets,
-    YearToDate,
+    Tally,
+    Target,
+    TargetKind,
     achievement,
     age_band_on_placement,
     change_summary,
     compose,
     counts_for,
     cutoff_instant,
+    evaluate,
     fiscal_months,
     is_closed,
-    main_attribute,
-    placement_record,
+    months_elapsed,
+    pace,
     previous_cells,
     shift_month,
+    site_category,
+    target_groups,
 )
 
 A = "131041"
@@ -37,16 +43,22 @@ def test_who_counts_for_an_authority() -> None:
     assert counts_for(A, "131041-02", ())  # at one of its sites
     assert counts_for(A, "112038-01", {A})  # referred by it, placed elsewhere
     assert not counts_for(A, "112038-01", {"112038"})
-    p = PlacementFact("a" * 32, "b" * 32, "112038-01", date(2025, 5, 1), "self_found", "08", "part_time",
-                      "female", "35-39", ("youth", "disability"))  # fmt: skip
-    record = placement_record(A, p)
-    assert record["site"] == OTHER_SITES and record["attribute"] == "youth"
+    assert site_category(A, "112038-01") == OTHER_SITES
+    assert site_category(A, "131041-03", ("131041-01",)) == OTHER_SITES  # not in revision 1's layout
+    assert site_category(A, "131041-01", ("131041-01",)) == "01"
 
 
-def test_main_attribute_is_the_first_listed() -> None:
-    assert main_attribute(["disability", "youth"]) == "disability"
-    with pytest.raises(ValueError, match="at least one attribute"):
-        main_attribute([])
+def test_a_person_belongs_to_every_target_group_they_qualify_for() -> None:
+    assert target_groups(("public_assistance", "disability"), "male", "40-44", False) == {
+        "welfare",
+        "disability",
+    }
+    # 生活保護受給者等 includes 児童扶養手当 and housing benefit (~l.909); a young mother is also youth, women.
+    assert target_groups(("child_rearing_allowance",), "female", "30-34", False) == {
+        "welfare", "parenting", "youth", "women"
+    }  # fmt: skip
+    assert target_groups(("housing_benefit",), "male", "60-64", True) == {"welfare", "middle_aged", "foreign"}
+    assert target_groups((), "male", "35-39", False) == {"other"}
 
 
 def test_age_band_on_the_placement_date() -> None:
@@ -62,35 +74,47 @@ def test_month_closes_at_the_end_of_the_cutoff_day_in_japan() -> None:
     assert shift_month(YearMonth(2025, 1), -1) == YearMonth(2024, 12)
 
 
-def test_fiscal_year_to_date_runs_from_april() -> None:
+def test_fiscal_year_runs_from_april() -> None:
     assert fiscal_months(YearMonth(2026, 2)) == (date(2025, 4, 1), date(2026, 2, 28))
-    assert fiscal_months(YearMonth(2025, 4)) == (date(2025, 4, 1), date(2025, 4, 30))
+    assert months_elapsed(YearMonth(2025, 4)) == 1 and months_elapsed(YearMonth(2026, 3)) == 12
 
 
-@pytest.mark.parametrize(
-    ("results", "expected"),
-    [
-        (
-            YearToDate(placements=120, new_registrations=100, referred=45, team_support=30),
-            Achievement.ALL_MET,
-        ),
-        (
-            YearToDate(placements=120, new_registrations=100, referred=10, team_support=30),
-            Achievement.PARTLY_MET,
-        ),
-        (YearToDate(placements=10, new_registrations=0, referred=0, team_support=0), Achievement.NONE_MET),
-    ],
-)
-def test_achievement_class(results: YearToDate, expected: Achievement) -> None:
-    targets = SiteTargets("131041-01", 2025, placements=100, referral_share=0.4, team_support=20)
-    assert achievement(targets, results)[0] is expected
+def _tally(placed: int, new: int, referred: int = 0) -> Tally:
+    return Tally(new_job_seekers=new, referred=referred, referral_placements=placed)
+
+
+def test_pace_compares_a_count_with_the_share_of_the_year_gone_by() -> None:
+    t = Target("131041-01", 2025, TargetKind.REFERRAL_PLACEMENTS, 120)
+    september = YearMonth(2025, 9)  # 6 of 12 months: 60 is on pace
+    assert pace(t, _tally(60, 100), september) is Pace.ON_PACE
+    assert pace(t, _tally(59, 100), september) is Pace.BEHIND
+    assert pace(t, _tally(120, 100), september) is Pace.MET
+    share = Target("131041-01", 2025, TargetKind.REFERRAL_SHARE, 0.4)
+    assert pace(share, _tally(0, 100, 40), september) is Pace.MET
+    assert pace(share, _tally(0, 100, 39), september) is Pace.BEHIND
+
+
+def test_year_end_classes_and_a_unit_left_out() -> None:
+    assert achievement([Pace.MET, Pace.MET]) is Achievement.ALL_MET
+    assert achievement([Pace.MET, Pace.BEHIND]) is Achievement.PARTLY_MET
+    assert achievement([Pace.ON_PACE, Pace.BEHIND]) is Achievement.NONE_MET
+    targets = [Target("131041-01", 2025, TargetKind.REFERRAL_PLACEMENTS, 120),
+               Target("131041-01", 2025, TargetKind.REFERRAL_SHARE, 0.4)]  # fmt: skip
+    march = evaluate("131041-01", targets, _tally(130, 300, 90), YearMonth(2026, 3), 3)
+    assert march["achievement"] == "partly_met" and march["pace"] == "behind"
+    september = evaluate("131041-01", targets, _tally(70, 100, 45), YearMonth(2025, 9), 3)
+    assert september["achievement"] is None and september["pace"] == "on_pace"
+    new_site = evaluate("131041-01", targets, _tally(70, 100, 45), YearMonth(2026, 3), 3, excluded=True)
+    assert new_site["achievement"] is None and new_site["pace"] is None and new_site["excluded"]
 
 
 def test_targets_are_validated_with_the_rule_and_value() -> None:
-    with pytest.raises(ValueError, match="referral_share target 40 must be a fraction"):
-        SiteTargets("131041-01", 2025, referral_share=40)
-    with pytest.raises(ValueError, match="at least one target"):
-        SiteTargets("131041-01", 2025)
+    with pytest.raises(ValueError, match="must be a fraction"):
+        Target("131041-01", 2025, TargetKind.REFERRAL_SHARE, 40)
+    with pytest.raises(ValueError, match="not counted per target group"):
+        Target("131041-01", 2025, TargetKind.TEAM_SUPPORT, 40, "welfare")
+    with pytest.raises(ValueError, match="is not one of"):
+        Target("131041-01", 2025, TargetKind.PLACEMENT_RATE, 0.5, "martians")
 
 
 def test_change_summary_never_shows_a_hidden_value() -> None:
@@ -115,12 +139,14 @@ def _feed(n_placements: int, extra: int = 0) -> FeedInput:
             "part_time",
             "female" if i % 3 else "male",
             "35-39",
-            ("public_assistance" if i % 5 else "youth",),
+            target_groups(
+                ("public_assistance" if i % 5 else "youth",), "female" if i % 3 else "male", "35-39", False
+            ),
         )
         for i in range(n_placements + extra)
     )
     regs = tuple(
-        RegistrationFact(f"{i:032x}", "131041-01", date(2025, 5, 1), i % 7 == 0, i % 2 == 0)
+        RegistrationFact(f"{i:032x}", "131041-01", date(2025, 5, 1), i % 2 == 0, frozenset({"general"}))
         for i in range(60)
     )
     return FeedInput(A, YearMonth(2025, 5), ("131041-01",), placements, regs)
@@ -134,16 +160,19 @@ def test_a_revision_keeps_earlier_suppression_and_hides_every_changed_count() ->
     for ref, v1 in cells1.items():
         v2 = cells2[ref]
         assert (v1 is None and v2 is None) or v2 in (None, v1), ref  # hidden stays hidden; no new value
-    total = next(r for r in cells2 if r.table == "placements: route" and r.key == ("計",))
+    total = next(r for r in cells2 if r.table == "referral_placements: sex" and r.key == ("計",))
     assert cells1[total] == 40 and cells2[total] is None
-    assert rev2.body["indicators"]["authority"]["placements"] is None
+    assert rev2.body["indicators"]["authority"]["referral_placements"] is None
+    # The same count in every table: hidden everywhere once hidden anywhere.
+    margins = [r for r in cells2 if r.key[-1:] == ("計",) and r.key[0] == "計"]
+    assert margins and all(cells2[r] is None for r in margins if r.table.startswith("referral_placements"))
 
 
 def test_indicators_hide_what_tables_hide() -> None:
     body = compose(_feed(2), threshold=3).body
     ind = body["indicators"]["authority"]
-    assert ind["placements"] is None and ind["placement_rate"] is None
-    assert ind["new_registrations"] == 60 and ind["referral_share"] == 0.5
+    assert ind["referral_placements"] is None and ind["placement_rate"] is None
+    assert ind["new_job_seekers"] == 60 and ind["referral_share"] == 0.5
 
 
 def test_cp932_export_uses_crlf_and_substitutes_what_it_cannot_hold() -> None:
