@@ -350,18 +350,18 @@ DEFAULT_PROFILE = Profile(
 FY2015_AUTHORITIES = 159
 FY2015_PREFECTURES = 33
 FY2015_SITES = 303
-FY2015_PER_SITE_MONTH = 60
+FY2015_PER_SITE_MONTH = 63
 FY2015_SITES_SHARING = 0.879  # 261 of 297 sites share job seekers' data (~l.568)
 FY2015_PROFILE = Profile(
     attribute_weights={
-        AttributeCategory.PUBLIC_ASSISTANCE: 14.0,
-        AttributeCategory.NEEDY_PERSON_SUPPORT: 6.0,
-        AttributeCategory.CHILD_REARING_ALLOWANCE: 4.0,
-        AttributeCategory.HOUSING_BENEFIT: 1.5,
+        AttributeCategory.PUBLIC_ASSISTANCE: 10.5,
+        AttributeCategory.NEEDY_PERSON_SUPPORT: 4.5,
+        AttributeCategory.CHILD_REARING_ALLOWANCE: 3.0,
+        AttributeCategory.HOUSING_BENEFIT: 1.2,
         AttributeCategory.YOUTH: 20.0,
         AttributeCategory.PARENTING: 11.0,
         AttributeCategory.DISABILITY: 4.5,
-        AttributeCategory.GENERAL: 39.0,
+        AttributeCategory.GENERAL: 45.3,
     },
     referral_rate={
         AttributeCategory.PUBLIC_ASSISTANCE: 0.70,
@@ -374,14 +374,14 @@ FY2015_PROFILE = Profile(
         AttributeCategory.GENERAL: 0.25,
     },
     placement_rate={
-        AttributeCategory.PUBLIC_ASSISTANCE: 0.40,
-        AttributeCategory.NEEDY_PERSON_SUPPORT: 0.42,
-        AttributeCategory.CHILD_REARING_ALLOWANCE: 0.46,
-        AttributeCategory.HOUSING_BENEFIT: 0.44,
-        AttributeCategory.YOUTH: 0.52,
-        AttributeCategory.PARENTING: 0.50,
-        AttributeCategory.DISABILITY: 0.44,
-        AttributeCategory.GENERAL: 0.52,
+        AttributeCategory.PUBLIC_ASSISTANCE: 0.39,
+        AttributeCategory.NEEDY_PERSON_SUPPORT: 0.41,
+        AttributeCategory.CHILD_REARING_ALLOWANCE: 0.45,
+        AttributeCategory.HOUSING_BENEFIT: 0.43,
+        AttributeCategory.YOUTH: 0.50,
+        AttributeCategory.PARENTING: 0.48,
+        AttributeCategory.DISABILITY: 0.43,
+        AttributeCategory.GENERAL: 0.50,
     },
     p_team_support=0.05,
     p_team_support_later=0.04,
@@ -574,6 +574,10 @@ def _fy2015_authorities(config: SimulationConfig) -> list[Authority]:
     return result
 
 
+def _between(rng: random.Random, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * rng.random()
+
+
 def fy2015_evaluation(config: SimulationConfig) -> tuple[list[tuple[str, int, str, float]], list[str]]:
     """The yearly targets the steering councils set for FY2015 (scope, fiscal year, kind, value) and the
     sites and authorities left out of the evaluation (new that year, and Kumamoto's, ~l.12–15, 108).
@@ -602,29 +606,30 @@ def fy2015_evaluation(config: SimulationConfig) -> tuple[list[tuple[str, int, st
                 continue
             planned = 12 * per_month * gen.site_factor[site.site_id]
             planned_total += planned
-            common = 0.80 + 0.36 * rng.random()
+            council = 0.92 + 0.16 * rng.random()  # how high this council aims, on every target
             targets.append(
                 (
                     site.site_id,
                     2015,
                     "referral_placements",
-                    round(planned * common * (0.9 + 0.2 * rng.random())),
+                    round(planned * council * _between(rng, 0.82, 1.08)),
                 )
             )
             if rng.random() < 0.9:  # a few sites have a single target (~l.79)
-                targets.append(
-                    (
-                        site.site_id,
-                        2015,
-                        "referral_share",
-                        round(refer * common * (0.9 + 0.2 * rng.random()), 3),
-                    )
-                )
+                share = refer * council * _between(rng, 0.82, 1.08)
+                targets.append((site.site_id, 2015, "referral_share", round(share, 3)))
         if a.code not in excluded and planned_total:
-            common = 0.72 + 0.34 * rng.random()
-            targets.append((a.code, 2015, "referral_placements", round(planned_total * common)))
+            council = 0.92 + 0.16 * rng.random()
             targets.append(
-                (a.code, 2015, "referral_share", round(refer * common * (0.9 + 0.2 * rng.random()), 3))
+                (
+                    a.code,
+                    2015,
+                    "referral_placements",
+                    round(planned_total * council * _between(rng, 0.80, 1.08)),
+                )
+            )
+            targets.append(
+                (a.code, 2015, "referral_share", round(refer * council * _between(rng, 0.80, 1.08), 3))
             )
     return targets, excluded
 

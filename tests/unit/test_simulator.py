@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from datetime import date, timedelta
@@ -189,3 +190,62 @@ def test_config_rejects_nonsense() -> None:
         SimulationConfig(months=0)
     with pytest.raises(ValueError):
         SimulationConfig(start_month="2025-13")
+
+
+# --- the FY2015 profile -------------------------------------------------------------------------------
+
+# Report figures (shared/seed/000_710836a85c6b4b72.txt) and the tolerances the profile is held to.
+REPORT_PLACEMENTS = 78_869  # 紹介就職 in FY2015 (~l.9, 932)
+REPORT_WELFARE_SHARE = 17_569 / 78_869  # 22.3% 生活保護受給者等 (~l.9–10)
+REPORT_PLACEMENT_RATE = 0.367  # FY2015's 就職率 (~l.102, 107)
+FY2015_SMALL = 6  # registrations per site and month for the test; the profile's own is FY2015_PER_SITE_MONTH
+
+
+def test_fy2015_profile_has_the_reports_scale() -> None:
+    from devtools.simulator import FY2015_PREFECTURES, FY2015_SITES, fy2015_evaluation
+
+    config = SimulationConfig.fy2015()
+    authorities = build_authorities(config)
+    assert len(authorities) == 159 and sum(len(a.sites) for a in authorities) == FY2015_SITES == 303
+    assert sum(a.code[2:5] == "000" for a in authorities) == FY2015_PREFECTURES == 33
+    sharing = sum(s.shares_data for a in authorities for s in a.sites) / FY2015_SITES
+    assert 0.83 <= sharing <= 0.93  # 261 of 297 sites share data (~l.568)
+    targets, excluded = fy2015_evaluation(config)
+    # 154 of 159 authorities and 273 of 303 sites are evaluated (~l.12–15, 66).
+    assert sum(len(x) == 6 for x in excluded) == 5 and sum(len(x) == 9 for x in excluded) == 30
+    assert {t[0] for t in targets} >= {
+        s.site_id for a in authorities for s in a.sites if s.site_id not in excluded
+    }
+
+
+def test_fy2015_profile_has_the_reports_proportions() -> None:
+    """Three months of the fiscal year after four months of warm-up (placements come up to four months
+    after registration, as in a programme running since 2011), at a tenth of the volume: the shares
+    do not depend on it, and the yearly count scales back."""
+    from devtools.simulator import FY2015_PER_SITE_MONTH
+    from domain.feed import target_groups
+
+    config = dataclasses.replace(SimulationConfig.fy2015(months=7), registrations_per_site_month=FY2015_SMALL)
+    first, last = date(2015, 4, 1), date(2015, 6, 30)
+    new = placed = welfare = self_found = later_team = prior = 0
+    for s in simulate(config):
+        d = s.data
+        if s.family is Family.REGISTRATION and first <= date.fromisoformat(d["registered_on"]) <= last:
+            prior += "prior_application_office" in d
+            new += "prior_application_office" not in d
+        elif s.family is Family.REFERRAL:
+            later_team += "team_support_from" in d
+        elif s.family is Family.PLACEMENT and first <= date.fromisoformat(d["placed_on"]) <= last:
+            if d["route"] == "self_found":
+                self_found += 1
+                continue
+            placed += 1
+            groups = target_groups(
+                tuple(d["attributes"]), d["sex"], d["age_band"], bool(d.get("foreign_national"))
+            )
+            welfare += "welfare" in groups
+    yearly = placed * 4 * FY2015_PER_SITE_MONTH / FY2015_SMALL
+    assert abs(yearly - REPORT_PLACEMENTS) / REPORT_PLACEMENTS < 0.08, yearly
+    assert abs(welfare / placed - REPORT_WELFARE_SHARE) < 0.025, welfare / placed
+    assert abs(placed / new - REPORT_PLACEMENT_RATE) < 0.03, placed / new
+    assert self_found > 0 and later_team > 0 and prior > 0
