@@ -748,6 +748,8 @@ ACHIEVEMENT_JA = {
     "all_met": "全達成",
     "partly_met": "一部達成",
     "none_met": "未達成",
+    "on_pace": "順調（年度途中）",
+    "behind": "遅れ（年度途中）",
     "excluded": "評価対象外",
 }
 

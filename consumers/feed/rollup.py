@@ -90,8 +90,19 @@ async def build_rollup(
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("achievement", "indicators", "populations")
-    return all(a.get(k) == b.get(k) for k in keys)
+    """Whether a rebuild publishes exactly what the kept revision publishes (values, not reasons)."""
+
+    def values(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            (t["name"], tuple(k)): v
+            for ts in body["populations"].values()
+            for t in ts
+            for k, v, _ in t["cells"]
+        }
+
+    return (
+        a["achievement"] == b["achievement"] and a["indicators"] == b["indicators"] and values(a) == values(b)
+    )
 
 
 async def load_rollup(
