@@ -92,7 +92,7 @@ async def build_rollup(
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether a rebuild publishes exactly what the kept revision publishes (values, not reasons)."""
 
-    def values(body: dict[str, Any]) -> dict[str, Any]:
+    def values(body: dict[str, Any]) -> dict[tuple[str, tuple[str, ...]], Any]:
         return {
             (t["name"], tuple(k)): v
             for ts in body["populations"].values()
