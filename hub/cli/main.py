@@ -114,18 +114,30 @@ def simulate(
     from_file: Annotated[
         Path | None, typer.Option(help="Publish a stream written earlier with --to-file")
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="default, or fy2015: the FY2015 programme (159 authorities, 303 sites, Dec 2014 to "
+            "Mar 2016, the report's shares; --seed applies, the other sizes are the profile's)"
+        ),
+    ] = "default",
 ) -> None:
     """Generate a reproducible, realistic stream and publish it through the outbox (or write it to a file)."""
     from devtools.simulator import SimulationConfig, read_jsonl, summarize, write_jsonl
     from devtools.simulator import simulate as generate
 
-    config = SimulationConfig(
-        authorities=authorities,
-        months=months,
-        seed=seed,
-        start_month=start,
-        registrations_per_site_month=per_site,
-    )
+    if profile == "fy2015":
+        config = SimulationConfig.fy2015(seed=seed)
+    elif profile == "default":
+        config = SimulationConfig(
+            authorities=authorities,
+            months=months,
+            seed=seed,
+            start_month=start,
+            registrations_per_site_month=per_site,
+        )
+    else:
+        raise typer.BadParameter("profile must be default or fy2015", param_hint="--profile")
     if to_file is not None:
         n = write_jsonl(generate(config), to_file)
         out.print(f"wrote {n} submissions to {to_file}")
