@@ -25,12 +25,14 @@ os.environ["HUB_PG_DATABASE"] = "ittai_bench_fy2015"
 os.environ["HUB_TOPIC_NAMESPACE"] = "benchfy2015"
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
+from aiokafka.errors import KafkaError
+
 from consumers.catchup import run_until_caught_up
 from consumers.feed.builder import build_month
 from consumers.feed.exports import write_rollup
 from consumers.feed.projection import FeedProjection
 from consumers.feed.rollup import build_rollup
-from devtools.simulator import SimulationConfig, fy2015_evaluation, simulate
+from devtools.simulator import SimulationConfig, fy2015_evaluation, read_jsonl, simulate, write_jsonl
 from domain.calendar import YearMonth
 from domain.feed import cutoff_instant, shift_month
 from infra.config import get_settings
@@ -38,6 +40,7 @@ from infra.db import create_pool, recreate_database
 from infra.runner import prepare
 from infra.topics import ensure_topics
 from producers.publish import publish_submissions
+from producers.submission import Submission
 
 # (figure, report value, seed line, tolerance as a fraction of the report's value or absolute points)
 REPORT = {
@@ -54,14 +57,29 @@ REPORT = {
 }
 
 
+STREAM = Path(os.environ.get("FY2015_STREAM", "/tmp/ittai_fy2015.jsonl"))
+
+
+def stream(config: SimulationConfig) -> list[Submission]:
+    """The profile's stream, generated once into ``STREAM`` (the same seed gives the same bytes)."""
+    if not STREAM.exists():
+        write_jsonl(simulate(config), STREAM)
+    return list(read_jsonl(STREAM))
+
+
 async def load(settings: object) -> None:
     config = SimulationConfig.fy2015()
     started = time.perf_counter()
-    subs = list(simulate(config))
-    print(f"simulated {len(subs)} events in {time.perf_counter() - started:.0f} s")
+    subs = stream(config)
+    print(f"simulated {len(subs)} events in {time.perf_counter() - started:.0f} s ({STREAM})")
     pool = await prepare(settings)  # type: ignore[arg-type]
     try:
-        await ensure_topics(settings)  # type: ignore[arg-type]
+        for attempt in range(30):  # the broker may be restarting; the outbox itself waits for it
+            try:
+                await ensure_topics(settings)  # type: ignore[arg-type]
+                break
+            except KafkaError:
+                await asyncio.sleep(2 + attempt)
         started = time.perf_counter()
         await publish_submissions(settings, pool, subs, origin="fy2015")  # type: ignore[arg-type]
         print(f"published through the outbox in {time.perf_counter() - started:.0f} s")
