@@ -512,7 +512,9 @@ def revise(tables: Sequence[Table], threshold: int, previous: Mapping[CellRef, i
             reason[q] = SuppressionReason.PREVIOUS_REVISION
         elif before[q] != v:
             reason[q] = SuppressionReason.CHANGED
-    same_layout = set(previous) == set(s.refs)
+    # ``previous`` may hold other populations' cells too; what matters is that every cell of these
+    # tables was published (or hidden) by revision N.
+    same_layout = all(ref in previous for ref in s.refs)
     if not same_layout:
         forced = frozenset(ref for ref in s.ref_order if s.refs[ref] in reason)
         fresh = suppress(tables, threshold, forced)

@@ -1,5 +1,5 @@
 """CLI commands of the placement feed: ``hub run placement-feed``, ``hub run feed-api``,
-``hub feed build|show|export`` and ``hub targets set|list``."""
+``hub feed build|show|export|rollup`` and ``hub targets set|exclude|list``."""
 
 from __future__ import annotations
 
