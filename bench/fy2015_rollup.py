@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-os.environ["HUB_PG_DATABASE"] = "ittai_bench_fy2015"
-os.environ["HUB_TOPIC_NAMESPACE"] = "benchfy2015"
+os.environ.setdefault("HUB_PG_DATABASE", "ittai_bench_fy2015")
+os.environ.setdefault("HUB_TOPIC_NAMESPACE", "benchfy2015")
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
 from aiokafka.errors import KafkaError
