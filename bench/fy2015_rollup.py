@@ -81,7 +81,7 @@ async def load(settings: object) -> None:
     if "--direct" in sys.argv:
         try:
             await _direct(settings, pool, subs)
-            await _targets_and_builds(settings, pool, config)
+            await _targets_and_builds(settings, pool, config, publish=False)  # no broker on this path
         finally:
             await pool.close()
         return
@@ -122,7 +122,9 @@ async def _direct(settings: object, pool: Any, subs: list[Submission]) -> None:
     )
 
 
-async def _targets_and_builds(settings: Any, pool: Any, config: SimulationConfig) -> None:
+async def _targets_and_builds(
+    settings: Any, pool: Any, config: SimulationConfig, *, publish: bool = True
+) -> None:
     """The councils' targets and exclusions, then every month at its cutoff and again after late events."""
     targets, excluded = fy2015_evaluation(config)
     await pool.executemany(
@@ -138,9 +140,9 @@ async def _targets_and_builds(settings: Any, pool: Any, config: SimulationConfig
     started = time.perf_counter()
     months = [shift_month(YearMonth(2014, 12), k) for k in range(16)]
     for m in months:  # revision 1 at each month's cutoff, in order (year-to-date results build on them)
-        await build_month(pool, settings, m, now=cutoff_instant(m, settings.feed_cutoff_day))
+        await build_month(pool, settings, m, now=cutoff_instant(m, settings.feed_cutoff_day), publish=publish)
     for m in months:  # then what was sent later
-        await build_month(pool, settings, m, now=datetime.now(UTC))
+        await build_month(pool, settings, m, now=datetime.now(UTC), publish=publish)
     print(f"built every month's feeds in {time.perf_counter() - started:.0f} s")
 
 

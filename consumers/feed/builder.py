@@ -236,6 +236,7 @@ async def build_month(
     authorities: Sequence[str] | None = None,
     executor: Executor | None = None,
     fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    publish: bool = True,
 ) -> list[Built]:
     """Build every due revision of ``month`` (all authorities, or those listed); returns what was built.
 
@@ -254,7 +255,7 @@ async def build_month(
             await fence(conn)
         with _gc_paused():
             built += await _build_in_snapshot(conn, settings, month, now, cutoff, wanted, executor)
-    if built:
+    if built and publish:  # without: kept, and published by the next build or the service
         await publish_pending(pool, settings)
     return built
 
