@@ -28,6 +28,17 @@ INDIVIDUAL_FIELDS = ("name", "employer", "start_date", "occupation", "route", "l
 
 ROUTE_JA = {"hello_work_referral": "紹介就職", "self_found": "自己就職"}
 LABELS_JA: dict[str, dict[str, str]] = {
+    # Attribute categories: the tables of revisions built before target groups (kept for reading them).
+    "attribute": {
+        "public_assistance": "生活保護受給者",
+        "child_rearing_allowance": "児童扶養手当受給者",
+        "housing_benefit": "住居確保給付金受給者",
+        "needy_person_support": "生活困窮者",
+        "disability": "障害者",
+        "youth": "若者",
+        "parenting": "子育て中の方",
+        "general": "一般",
+    },
     "sex": {"male": "男", "female": "女", "not_stated": "不詳"},
     "employment_type": {
         "regular_full_time": "正社員",

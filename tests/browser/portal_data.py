@@ -76,9 +76,13 @@ async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFee
     sites = sorted({s.data["site"] for s in subs if s.family is Family.REGISTRATION})
     # Yearly targets for FY2022 (April 2022 to March 2023), as a steering council would set them.
     await pool.executemany(
-        "INSERT INTO feed_targets (site, fiscal_year, placements, referral_share, team_support) "
-        "VALUES ($1, 2022, 60, 0.4, 12) ON CONFLICT DO NOTHING",
-        [(site,) for site in sites],
+        "INSERT INTO feed_target_values (scope, fiscal_year, kind, value) VALUES ($1, 2022, $2, $3) "
+        "ON CONFLICT DO NOTHING",
+        [
+            (site, kind, value)
+            for site in sites
+            for kind, value in (("referral_placements", 60), ("referral_share", 0.4), ("team_support", 12))
+        ],
     )
     await publish_submissions(settings, pool, early, origin="test-portal")
     await run_until_caught_up(FeedProjection(settings), settings, pool)
