@@ -26,7 +26,7 @@ from producers.publish import publish_submissions
 from producers.submission import Submission
 
 CONFIG = SimulationConfig(
-    authorities=2, months=3, seed=505, start_month="2023-01", registrations_per_site_month=30
+    authorities=2, months=3, seed=2301, start_month="2023-01", registrations_per_site_month=30
 )
 MONTHS = [YearMonth(2023, 1), YearMonth(2023, 2), YearMonth(2023, 3)]
 JST = timezone(timedelta(hours=9))
