@@ -26,6 +26,8 @@ def lg_check_digit(first_five: str) -> int:
 @lru_cache(maxsize=8192)  # ~1,800 authorities: every decode checks codes, the set is small
 def validate_local_government_code(code: str) -> str:
     if not _LG_CODE.fullmatch(code):
+        if not code.isascii():
+            raise CodeError("local government code must be 6 ASCII digits (full-width digits are refused)")
         raise CodeError(f"{code!r} is not a local government code: expected 6 digits")
     prefecture = int(code[:2])
     if not 1 <= prefecture <= 47:
@@ -34,6 +36,14 @@ def validate_local_government_code(code: str) -> str:
     if int(code[5]) != expected:
         raise CodeError(f"{code} has check digit {code[5]}, expected {expected}")
     return code
+
+
+def require_ascii_digits(value: str, what: str) -> str:
+    """P1 (``domain.provenance``): codes are ASCII digits. A full-width ``１３０１`` spells the same office
+    differently and would silently fork a person's records, so it is refused, not normalised."""
+    if not value.isascii():
+        raise CodeError(f"{what} must be ASCII digits (full-width or other digits are refused)")
+    return value
 
 
 def is_prefecture_code(code: str) -> bool:

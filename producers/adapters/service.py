@@ -33,7 +33,8 @@ from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, cl
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
 from infra.logging import get_logger
-from producers.adapters.authorization import Adapter, authorize, sites_to_resolve
+from producers.adapters.authorization import Adapter, Context, authorize, site_of
+from producers.holders import fences_of, holders_of, site_entries
 from producers.outbox import enqueue
 from producers.submission import PERSONAL_MODELS
 
@@ -242,11 +243,9 @@ class AdapterService:
         if errors:
             raise await self.reject(family, errors)
         digest = request_digest(family, list(bodies) if batch else bodies[0]) if idempotency_key else b""
-        offices: dict[str, str] = {}
-        if self._needs_sites(family):  # otherwise no database work before the commit
-            async with self.pool.acquire() as conn:
-                offices = await self._site_offices(conn, family, [c.data for c in checked])
-        sources = self._authorize_all(principal, family, checked, offices)
+        async with self.pool.acquire() as conn:
+            ctx = await self._context(conn, family, [c.data for c in checked])
+        sources = self._authorize_all(principal, family, checked, ctx)
         for source in sources:
             if isinstance(source, AuthError):
                 raise await self.forbid(family.value, source)
@@ -271,20 +270,17 @@ class AdapterService:
         return Accepted(event_ids)
 
     def _authorize_all(
-        self, principal: Principal, family: Family, checked: Sequence[_Checked], offices: Mapping[str, str]
+        self, principal: Principal, family: Family, checked: Sequence[_Checked], ctx: Context
     ) -> list[str | AuthError]:
         """Sources in order; the first refusal ends the list (the request is refused as a whole)."""
         sources: list[str | AuthError] = []
         for c in checked:
             try:
-                sources.append(authorize(self.adapter, principal, family, _plain(c.data), offices))
+                sources.append(authorize(self.adapter, principal, family, _plain(c.data), ctx))
             except AuthError as exc:
                 sources.append(exc)
                 break
         return sources
-
-    def _needs_sites(self, family: Family) -> bool:
-        return self.adapter is Adapter.EMPLOYMENT and family in (Family.CONSENT, Family.RETENTION)
 
     async def _replay(
         self, conn: asyncpg.Connection, principal: Principal, family: Family, key: str, digest: bytes
@@ -308,18 +304,17 @@ class AdapterService:
         REQUESTS.labels(self.adapter.value, family.value, "replayed").inc()
         return Accepted(list(row["event_ids"]), replayed=True)
 
-    async def _site_offices(
-        self, conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]
-    ) -> dict[str, str]:
-        if not self._needs_sites(family):
-            return {}
-        sites = {s for d in data if (s := sites_to_resolve(family, _plain(d))) is not None}
-        if not sites:
-            return {}
-        rows = await conn.fetch(
-            "SELECT site_id, office FROM sites WHERE site_id = ANY($1::text[])", list(sites)
+    @staticmethod
+    async def _context(conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]) -> Context:
+        """The registry entries and holders authorisation needs (P2, P3): two indexed lookups."""
+        plain = [_plain(d) for d in data]
+        return Context(
+            sites=await site_entries(conn, (site_of(family, p) for p in plain)),
+            holders=await holders_of(conn, (str(p["person_key"]) for p in plain)),
+            fences=await fences_of(conn, (str(p["person_key"]) for p in plain))
+            if family is Family.CONSENT
+            else {},
         )
-        return {r["site_id"]: r["office"] for r in rows}
 
     async def _seal(
         self, conn: asyncpg.Connection, checked: Sequence[_Checked], sources: Sequence[str]
@@ -437,10 +432,10 @@ class AdapterService:
         bad = chunk.bad
         accepted_rows: list[tuple[_Checked, str, str]] = []
         async with self.pool.acquire() as conn:
-            offices = await self._site_offices(conn, family, [c.data for _, c, _ in chunk.valid])
+            ctx = await self._context(conn, family, [c.data for _, c, _ in chunk.valid])
             for row, c, key in chunk.valid:
                 try:
-                    source = authorize(self.adapter, principal, family, _plain(c.data), offices)
+                    source = authorize(self.adapter, principal, family, _plain(c.data), ctx)
                 except AuthError as exc:
                     bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                     continue
@@ -667,13 +662,32 @@ class _GroupCommitter:
         return answered + list(zip(group, results, strict=True))
 
 
+_AUTHORIZATION_FIELDS = (
+    "person_key",
+    "authority",
+    "site",
+    "office",
+    "valid_from",
+    "action",
+    "registered_on",
+    "referred_on",
+    "placed_on",
+    "checked_on",
+    "left_on",
+)
+
+
 def _plain(data: BaseModel) -> Mapping[str, Any]:
     """The few fields authorisation reads (a full dump per event would cost more than the check)."""
     fields = type(data).model_fields
-    view: dict[str, Any] = {k: getattr(data, k) for k in ("authority", "site", "office") if k in fields}
+    view: dict[str, Any] = {k: getattr(data, k) for k in _AUTHORIZATION_FIELDS if k in fields}
     if "captured" in fields:
         captured = data.captured  # type: ignore[attr-defined]
-        view["captured"] = {"side": captured.side.value, "site": captured.site}
+        view["captured"] = {
+            "side": captured.side.value,
+            "site": captured.site,
+            "signed_at": captured.signed_at,
+        }
     return view
 
 
