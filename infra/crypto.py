@@ -87,6 +87,7 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyStore:
+        settings.require_secrets()  # never the demo key outside a local development stack
         return cls(master_key_from_config(settings.master_key))
 
     def _wrap_key(self, person_key: str, data_key: bytes) -> bytes:

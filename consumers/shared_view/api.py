@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
@@ -20,9 +21,12 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from consumers.agreements import agreements_of
 from consumers.shared_view.erasure import erase_person
-from consumers.shared_view.handler import VIEW_FIELDS, view_from_row
+from consumers.shared_view.handler import VIEW_FIELDS, today_jst, view_from_row
 from contracts.types import INT32_MAX, PRINTABLE_PATTERN
+from domain.agreements import Agreement, covered
+from domain.agreements import refusal as agreement_refusal
 from domain.consent import Scope
 from domain.shared_view import Decision, PersonView, Reader, ReaderKind, decide, disclose
 from infra.auth import OrgKind, Principal, Role
@@ -141,27 +145,47 @@ _FENCED = (
 
 @dataclass(frozen=True, slots=True)
 class Trust:
-    """What the registers say about the people of one read: who the reader holds, who is fenced off."""
+    """What the registers say about the people of one read: who the reader holds, who is fenced off,
+    which agreements stand, and the day (JST) the read happens on."""
 
     held: frozenset[str]
     fenced: frozenset[str]
+    agreements: tuple[Agreement, ...]
+    today: date
 
 
 async def trust_for(conn: asyncpg.Connection, reader: Reader, views: Sequence[PersonView]) -> Trust:
+    today = today_jst()
     if not views:
-        return Trust(frozenset(), frozenset())
+        return Trust(frozenset(), frozenset(), (), today)
     people = [v.person_key for v in views]
     kind = "authority" if reader.kind is ReaderKind.AUTHORITY else "office"
     held = await conn.fetch(_HELD_BY, people, kind, reader.code)
     fenced = await conn.fetch(_FENCED, people, [v.consent_id for v in views])
-    return Trust(frozenset(r[0] for r in held), frozenset(r[0] for r in fenced))
+    authorities = {reader.code} if reader.kind is ReaderKind.AUTHORITY else {v.authority for v in views}
+    agreements = await agreements_of(conn, [a for a in authorities if a])
+    return Trust(frozenset(r[0] for r in held), frozenset(r[0] for r in fenced), tuple(agreements), today)
 
 
 def decide_trusted(view: PersonView | None, reader: Reader, purpose: Scope, trust: Trust) -> Decision:
-    """``decide`` with the registers: holding (P3) and the withdrawal fence (P7)."""
-    if view is not None and view.person_key in trust.fenced:
+    """``decide`` with the registers: the withdrawal fence (P7), consent validity on the day of the read,
+    holding (P3), and an agreement in force covering the purpose between the two sides (A2)."""
+    if view is None:
+        return decide(None, reader, purpose)
+    if view.person_key in trust.fenced:
         return Decision(False, "P7: the person withdrew consent; nothing is disclosed")
-    return decide(view, reader, purpose, holds=view is not None and view.person_key in trust.held)
+    decision = decide(view, reader, purpose, holds=view.person_key in trust.held)
+    if not decision.granted:
+        return decision
+    if trust.today < view.valid_from or (view.valid_until is not None and trust.today > view.valid_until):
+        return Decision(False, "consent is not valid today (valid_from / valid_until)")
+    authority = reader.code if reader.kind is ReaderKind.AUTHORITY else view.authority
+    office = reader.code if reader.kind is ReaderKind.OFFICE else view.office
+    if not covered(
+        trust.agreements, purpose, authority=authority, office=office, site=view.site, day=trust.today
+    ):
+        return Decision(False, agreement_refusal(purpose, authority, office))
+    return decision
 
 
 async def _granted_rows(

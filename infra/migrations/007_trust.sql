@@ -83,3 +83,11 @@ CREATE TABLE console_session_revocations (
     revoked_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
+
+-- An authority may opt out of receiving the feed's individual list (names and employers); aggregates
+-- still flow. `hub feed individual-list off|on --authority A`.
+CREATE TABLE feed_individual_list_opt_outs (
+    authority  text        PRIMARY KEY,
+    opted_out_at timestamptz NOT NULL DEFAULT now(),
+    by_whom    text        NOT NULL
+);

@@ -22,12 +22,14 @@ from consumers.feed.builder import build_month
 from consumers.feed.delivery import deliver
 from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
+from devtools.demo.adapters import add_demo_agreements, sites_of_stream
 from devtools.simulator import SimulationConfig, is_late, simulate
 from domain.calendar import YearMonth
 from domain.feed import MONOTONE_POPULATIONS
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
+from producers.adapters.sites import add_sites
 from producers.publish import publish_submissions
 from producers.submission import Submission
 from tests.helpers import read_topic
@@ -273,6 +275,10 @@ class Fed:
 @pytest.fixture(scope="module")
 async def fed(pool: asyncpg.Pool, settings: Settings) -> Fed:
     subs = list(simulate(CONFIG))
+    async with pool.acquire() as conn:  # the registry and the agreements (A2) the individual list needs
+        sites = sites_of_stream(subs)
+        await add_sites(conn, [(site, office, "") for site, office in sorted(sites.items())])
+        await add_demo_agreements(conn, sites)
     early = [s for s in subs if not is_late(s)]
     late = [s for s in subs if is_late(s)]
     assert late, "the seed must produce placements reported after the cutoff"

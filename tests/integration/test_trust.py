@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest_asyncio
 
+from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
@@ -73,6 +74,17 @@ async def hub(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Hub]:
         await add_sites(
             conn,
             [(KAWAGUCHI_SITE, KAWAGUCHI_OFFICE, "川口"), (SHINJUKU_SITE, SHINJUKU_OFFICE, "新宿")],
+        )
+        await add_agreement(
+            conn,
+            authority=KAWAGUCHI,
+            offices=[KAWAGUCHI_OFFICE],
+            sites=[],
+            purposes=["share_registration", "disclose_placement"],
+            valid_from=(NOW - timedelta(days=400)).date(),
+            valid_until=None,
+            title="川口 協定",
+            created_by="test",
         )
         for who, (kind, code, role) in specs.items():
             _, tokens[who] = await add_client(
