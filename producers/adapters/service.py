@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
+import hmac
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import FileError, ParsedRow, read_rows
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip, from_validation_error
 from infra.config import Settings
-from infra.crypto import KeyStore, seal
+from infra.crypto import KeyStore, derived_key, seal
 from infra.logging import get_logger
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
 from producers.holders import fences_of, holders_of, site_entries
@@ -134,9 +135,11 @@ class _Checked:
     time: datetime
 
 
-def request_digest(family: Family, body: Any) -> bytes:
-    return hashlib.sha256(
-        family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+def request_digest(secret: bytes, family: Family, body: Any) -> bytes:
+    """The request's fingerprint for idempotency: an HMAC under a server secret, because the body holds a
+    name and a birth date, and a bare hash of a few guessable fields can be reversed by trying them."""
+    return hmac.new(
+        secret, family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS), "sha256"
     ).digest()
 
 
@@ -180,6 +183,7 @@ class AdapterService:
         self.settings = settings
         self.pool = pool
         self.keystore = keystore
+        self.digest_key = derived_key(settings.master_key, "idempotency")
         self.committer = _GroupCommitter(self)
 
     # --- rejections (value-free) -----------------------------------------------------------------
@@ -242,7 +246,11 @@ class AdapterService:
                 checked.append(result)
         if errors:
             raise await self.reject(family, errors)
-        digest = request_digest(family, list(bodies) if batch else bodies[0]) if idempotency_key else b""
+        digest = (
+            request_digest(self.digest_key, family, list(bodies) if batch else bodies[0])
+            if idempotency_key
+            else b""
+        )
         async with self.pool.acquire() as conn:
             ctx = await self._context(conn, family, [c.data for c in checked])
         sources = self._authorize_all(principal, family, checked, ctx)
@@ -288,7 +296,7 @@ class AdapterService:
         row = await conn.fetchrow(
             "SELECT k.request_hash, k.family, k.event_ids, c.revoked_at "
             "FROM (SELECT revoked_at FROM clients WHERE client_id = $3) AS c "
-            "LEFT JOIN idempotency_keys AS k ON k.organisation = $1 AND k.key = $2",
+            "LEFT JOIN idempotency_keys AS k ON k.organisation = $1 AND k.key = $2 AND k.expires_at > now()",
             principal.organisation,
             key,
             principal.client_id,
@@ -419,7 +427,7 @@ class AdapterService:
                         (row.line, dataclasses.replace(e, label=_label(label_for, e.field))) for e in result
                     )
                 else:
-                    chunk.valid.append((row, result, _row_key(family, row)))
+                    chunk.valid.append((row, result, _row_key(self.digest_key, family, row)))
             if chunk.rows == CHUNK_ROWS:
                 break
             if chunk.rows % _YIELD_EVERY == 0:
@@ -453,7 +461,7 @@ class AdapterService:
                     fresh = await conn.fetch(
                         "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
                         "SELECT $1, k, decode(k, 'hex'), $2, ARRAY[e] FROM unnest($3::text[], $4::text[]) AS t(k, e) "
-                        "ON CONFLICT DO NOTHING RETURNING key",
+                        f"{_REPLACE_EXPIRED} RETURNING key",
                         principal.organisation,
                         family.value,
                         [k for k, _ in in_key_order],
@@ -477,6 +485,16 @@ class AdapterService:
         summary.rejected += len({line for line, _ in bad})
         summary.errors.extend(bad)
         await self.record_rejections(family.value, [(e.operator_rule, e.rule_class) for _, e in bad])
+
+
+# Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
+# so a key or file row seen again after that is new, and the expired row is replaced in place.
+_REPLACE_EXPIRED = (
+    "ON CONFLICT (organisation, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+    "family = EXCLUDED.family, event_ids = EXCLUDED.event_ids, created_at = now(), "
+    "expires_at = EXCLUDED.expires_at WHERE idempotency_keys.expires_at <= now()"
+)
+_PURGE_EVERY_S = 300.0
 
 
 def revoked(client_id: str, at: datetime) -> AuthError:
@@ -542,6 +560,7 @@ class _GroupCommitter:
         self.service = service
         self.pending: list[_Unit] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.next_purge = 0.0
 
     async def commit(self, unit: _Unit) -> list[str] | None:
         self.pending.append(unit)
@@ -589,6 +608,9 @@ class _GroupCommitter:
         self, conn: asyncpg.Connection, group: list[_Unit]
     ) -> list[tuple[_Unit, list[str] | None]]:
         service = self.service
+        if time.monotonic() >= self.next_purge:  # expired idempotency records hold digests of bodies
+            self.next_purge = time.monotonic() + _PURGE_EVERY_S
+            await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
         # Before any data key is made: a unit whose client was revoked since it authenticated is
         # answered 401 and writes nothing.
         refused = await refused_clients(conn, [u.client_id for u in group])
@@ -603,8 +625,8 @@ class _GroupCommitter:
         keyed_units = [u for u in group if u.idem is not None]
         if keyed_units:
             rows = await conn.fetch(
-                "SELECT organisation, key FROM idempotency_keys "
-                "WHERE (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                "SELECT organisation, key FROM idempotency_keys WHERE expires_at > now() "
+                "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
                 [u.idem[0] for u in keyed_units if u.idem],
                 [u.idem[1] for u in keyed_units if u.idem],
             )
@@ -633,7 +655,7 @@ class _GroupCommitter:
                     "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
                     "SELECT o, k, h, f, string_to_array(e, ',') "
                     "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(o, k, h, f, e) "
-                    "ON CONFLICT DO NOTHING RETURNING organisation, key",
+                    f"{_REPLACE_EXPIRED} RETURNING organisation, key",
                     [u.idem[0] for u, _ in keyed if u.idem],
                     [u.idem[1] for u, _ in keyed if u.idem],
                     [u.idem[2] for u, _ in keyed if u.idem],
@@ -698,6 +720,6 @@ def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_fiel
     return label_for(loc)
 
 
-def _row_key(family: Family, row: ParsedRow) -> str:
+def _row_key(secret: bytes, family: Family, row: ParsedRow) -> str:
     """Same content, same key: importing a file again (in any encoding) creates nothing new."""
-    return request_digest(family, row.data).hex()
+    return request_digest(secret, family, row.data).hex()

@@ -27,6 +27,7 @@ from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
 from tests import factories
+from tests.helpers import wait_for
 from tests.integration.test_adapters_http import free_port
 
 KAWAGUCHI, KAWAGUCHI_SITE, KAWAGUCHI_OFFICE = "112038", "112038-01", "1102"
@@ -103,19 +104,14 @@ async def hub(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Hub]:
 async def project(settings: Settings, pool: asyncpg.Pool) -> None:
     """Let the relay publish what was accepted, then run the shared view until it caught up."""
     async with pool.acquire() as conn:
-        for _ in range(300):
-            if not await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
-                break
-            await _sleep()
+        await wait_for(
+            lambda: conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"),
+            until=lambda n: n == 0,
+            timeout_s=180,
+        )
     handler = SharedViewHandler(settings)
     ends = await end_offsets(settings, handler.topics)
     await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
-
-
-async def _sleep() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.1)
 
 
 def signed(at: datetime) -> str:
@@ -279,3 +275,33 @@ async def test_full_width_codes_are_refused(hub: Hub) -> None:
     registration = factories.registration(q, office="１３０１").data
     response = await hub.post("office_1301", "registration", registration)
     assert response.status_code == 422 and "office code must be ASCII digits" in response.text
+
+
+async def test_idempotency_records_are_keyed_digests_that_expire(hub: Hub, pool: asyncpg.Pool) -> None:
+    """Before: an unsalted SHA-256 of the clear body (name, birth date) kept for ever."""
+    import hashlib
+
+    import orjson
+
+    q, reg, _ = kawaguchi_person(f"冪等{uuid.uuid4().hex[:8]}")
+    key = f"idem-{uuid.uuid4().hex}"
+    headers = {"Authorization": f"Bearer {hub.tokens['office_1102']}", "Idempotency-Key": key}
+    async with httpx.AsyncClient(base_url=hub.employment, headers=headers) as http:
+        first = await http.post("/v1/registration", json=reg)
+        assert first.status_code == 202
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT request_hash, expires_at > now() + interval '6 days' AS later FROM idempotency_keys "
+                "WHERE key = $1",
+                key,
+            )
+        bare = hashlib.sha256(b"registration\x00" + orjson.dumps(reg, option=orjson.OPT_SORT_KEYS)).digest()
+        assert row is not None and bytes(row["request_hash"]) != bare and row["later"]
+        assert (await http.post("/v1/registration", json=reg)).json()["replayed"] is True
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET expires_at = now() - interval '1 s' WHERE key = $1", key
+            )
+        again = await http.post("/v1/registration", json=reg | {"registered_on": NOW.date().isoformat()})
+        assert again.status_code == 202 and again.json()["replayed"] is False, again.text
+    assert q
