@@ -458,6 +458,11 @@ class AdapterService:
                     first.setdefault(key, event.id)
                 in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
                 async with conn.transaction():
+                    await conn.execute(
+                        _DROP_EXPIRED,
+                        [principal.organisation] * len(in_key_order),
+                        [k for k, _ in in_key_order],
+                    )
                     fresh = await conn.fetch(
                         "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
                         "SELECT $1, k, decode(k, 'hex'), $2, ARRAY[e] FROM unnest($3::text[], $4::text[]) AS t(k, e) "
@@ -488,11 +493,12 @@ class AdapterService:
 
 
 # Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
-# so a key or file row seen again after that is new, and the expired row is replaced in place.
-_REPLACE_EXPIRED = (
-    "ON CONFLICT (organisation, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
-    "family = EXCLUDED.family, event_ids = EXCLUDED.event_ids, created_at = now(), "
-    "expires_at = EXCLUDED.expires_at WHERE idempotency_keys.expires_at <= now()"
+# so a key or file row seen again after that is new. Expired rows of the keys at hand are deleted in the
+# inserting transaction (the periodic purge takes the rest).
+_REPLACE_EXPIRED = "ON CONFLICT DO NOTHING"
+_DROP_EXPIRED = (
+    "DELETE FROM idempotency_keys WHERE expires_at <= now() "
+    "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
 _PURGE_EVERY_S = 300.0
 
@@ -651,6 +657,11 @@ class _GroupCommitter:
         async with conn.transaction():
             won: set[tuple[str, str]] = set()
             if keyed:
+                await conn.execute(
+                    _DROP_EXPIRED,
+                    [u.idem[0] for u, _ in keyed if u.idem],
+                    [u.idem[1] for u, _ in keyed if u.idem],
+                )
                 rows = await conn.fetch(
                     "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
                     "SELECT o, k, h, f, string_to_array(e, ',') "
