@@ -26,8 +26,6 @@ def lg_check_digit(first_five: str) -> int:
 @lru_cache(maxsize=8192)  # ~1,800 authorities: every decode checks codes, the set is small
 def validate_local_government_code(code: str) -> str:
     if not _LG_CODE.fullmatch(code):
-        if not code.isascii():
-            raise CodeError("local government code must be 6 ASCII digits (full-width digits are refused)")
         raise CodeError(f"{code!r} is not a local government code: expected 6 digits")
     prefecture = int(code[:2])
     if not 1 <= prefecture <= 47:

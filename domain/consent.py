@@ -17,7 +17,7 @@ A person may hold several consent records (``consent_id``), each with versions. 
 6. A withdrawal is final (P7 in ``domain.provenance``): no record signed at or before the person's latest
    withdrawal grants anything, whatever arrives later — a record signed earlier, or a higher version of
    the withdrawn record itself (which replaces the withdrawn version, so the withdrawal's instant is
-   kept apart as the person's *withdrawal fence*). At equal ``signed_at`` the withdrawal wins.
+   kept apart as the person's *withdrawal fence*).
 """
 
 from __future__ import annotations
@@ -73,12 +73,12 @@ def fence(records: Iterable[ConsentRecord], known: datetime | None = None) -> da
 
 def effective(records: Iterable[ConsentRecord], fenced_at: datetime | None = None) -> ConsentRecord | None:
     """Rules 2 and 6: the person's effective consent among their (latest-version) records; ``fenced_at`` is
-    the withdrawal fence kept from earlier withdrawals. A record at or before the fence is dead: ``None``
+    the withdrawal fence kept from earlier withdrawals. A record signed before the fence is dead: ``None``
     then, as for a person who never consented."""
     records = list(records)
     wall = fence(records, fenced_at)
-    current = max(records, key=lambda r: (r.signed_at, r.withdrawn, r.version), default=None)
-    if current is not None and wall is not None and current.signed_at <= wall and not current.withdrawn:
+    current = max(records, key=lambda r: (r.signed_at, r.version), default=None)
+    if current is not None and wall is not None and current.signed_at < wall and not current.withdrawn:
         return None  # only the fence (a withdrawal whose record a higher version replaced) is left
     return current
 

@@ -271,7 +271,6 @@ async def test_full_width_codes_are_refused(hub: Hub) -> None:
     wide = factories.referral(q, authority="１３１０４１", site="１３１０４１-０１").data
     response = await hub.post("shinjuku", "referral", wide)
     assert response.status_code == 422 and "ASCII digits" in response.text
-    assert "１３１０４１" not in str(response.json().get("errors", [{}])[0].get("rule", ""))
     registration = factories.registration(q, office="１３０１").data
     response = await hub.post("office_1301", "registration", registration)
     assert response.status_code == 422 and "office code must be ASCII digits" in response.text
