@@ -53,6 +53,9 @@ def obey(body: Any) -> Any:
     until, since = out.get("valid_until"), out.get("valid_from")
     if isinstance(until, str) and isinstance(since, str) and until < since:
         out["valid_until"] = since
+    team, referred = out.get("team_support_from"), out.get("referred_on")
+    if isinstance(team, str) and isinstance(referred, str) and team < referred:
+        out["team_support_from"] = referred  # the case conference follows the referral
     if out.get("status") == "left" and "checked_on" in out:
         if out.get("left_on") is None:  # absent or null
             out["left_on"] = out["checked_on"]
