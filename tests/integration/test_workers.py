@@ -3,8 +3,6 @@ event still takes effect exactly once — also when a worker is killed mid-strea
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import os
 import signal
@@ -13,6 +11,7 @@ import sys
 import uuid
 
 import asyncpg
+import pytest
 
 from infra.config import Settings
 from tests.helpers import wait_for
