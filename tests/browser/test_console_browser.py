@@ -14,6 +14,7 @@ import uuid
 
 import asyncpg
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from playwright.async_api import Browser, Page
 
