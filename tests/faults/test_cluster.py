@@ -42,6 +42,7 @@ from infra.topics import ensure_topics
 from producers.ingest import accept
 from tests.faults.conftest import OwnStack, stack_of_its_own
 from tests.helpers import read_topic, wait_for
+from tests.support.counting_consumer import EFFECTS_TABLE
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -106,9 +107,7 @@ async def test_three_node_cluster_survives_an_operators_bad_day(cluster: OwnStac
     health = {t.topic: t for t in await topic_health(s, prefix=f"{s.topic_namespace}.")}
     assert all(t.replication_factor == 3 and t.min_insync == 2 and t.accepts_writes for t in health.values())
     async with pool.acquire() as conn:
-        await conn.execute(
-            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint)'
-        )
+        await conn.execute(EFFECTS_TABLE)
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
 

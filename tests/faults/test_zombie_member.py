@@ -22,6 +22,7 @@ from producers.submission import to_event
 from tests import factories
 from tests.faults.conftest import OwnStack
 from tests.helpers import wait_for
+from tests.support.counting_consumer import EFFECTS_TABLE
 
 pytestmark = pytest.mark.faults
 
@@ -44,9 +45,7 @@ async def test_a_resumed_zombie_member_applies_nothing_twice(
     settings = own.settings.model_copy(update={"topic_namespace": f"z{uuid.uuid4().hex[:8]}"})
     await ensure_topics(settings, [settings.topic(Family.REGISTRATION)])
     async with own_pool.acquire() as conn:
-        await conn.execute(
-            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint)'
-        )
+        await conn.execute(EFFECTS_TABLE)
         await conn.execute("TRUNCATE test_effects")
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
     key = os.urandom(32)
@@ -71,10 +70,11 @@ async def test_a_resumed_zombie_member_applies_nothing_twice(
     zombie, taker = tmp_path / "zombie.log", tmp_path / "taker.log"
     async with own_pool.acquire() as conn:
         first = _member(env, zombie)
+        members = [first]
         try:
             await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= 30, timeout_s=90)
             first.send_signal(signal.SIGSTOP)  # mid-batch: records in hand, transaction open
-            second = _member(env, taker)
+            members.append(_member(env, taker))
             try:
                 # The second member gets every partition once the first one's session expires, and
                 # applies everything, including the batch the first one holds.
@@ -83,9 +83,9 @@ async def test_a_resumed_zombie_member_applies_nothing_twice(
                 first.send_signal(signal.SIGCONT)
             await own.logged(zombie, "stale batch discarded", timeout_s=60)
         finally:
-            for proc in (first, second):
+            for proc in members:
                 proc.send_signal(signal.SIGTERM)
-            codes = [proc.wait(timeout=60) for proc in (first, second)]
+            codes = [proc.wait(timeout=60) for proc in members]
         total, distinct, events = await conn.fetchrow(
             'SELECT count(*), count(DISTINCT (partition, "offset")), count(DISTINCT event_id) FROM test_effects'
         )

@@ -19,6 +19,7 @@ from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import wait_for
+from tests.support.counting_consumer import EFFECTS_TABLE
 
 TOTAL = 4000
 
@@ -36,9 +37,7 @@ async def _stream_of_registrations(pool: asyncpg.Pool, own: Settings) -> None:
     """TOTAL registrations on ``own``'s topic, and an empty effects table for the counting consumer."""
     await ensure_topics(own, [own.topic(Family.REGISTRATION)])
     async with pool.acquire() as conn:
-        await conn.execute(
-            'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint, pid int)'
-        )
+        await conn.execute(EFFECTS_TABLE)
         await conn.execute("TRUNCATE test_effects")
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
 

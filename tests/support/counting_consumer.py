@@ -19,6 +19,9 @@ from contracts.envelope import Family
 from infra.config import Settings
 from infra.runner import run_forever
 
+# The one definition of the effects table, shared by every test that runs this consumer.
+EFFECTS_TABLE = 'CREATE TABLE IF NOT EXISTS test_effects (event_id text NOT NULL, partition int, "offset" bigint, pid int)'
+
 
 class CountingHandler:
     name = "counting"
