@@ -27,6 +27,7 @@ from infra.logging import configure_logging
 from infra.topics import ensure_topics
 from tests.browser.console_server import RunningConsole, running_console, running_portal
 from tests.browser.portal_data import PortalFeed, build_portal_feed
+from tests.helpers import delete_namespace
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,7 @@ async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Po
     yield p
     await p.close()
     await drop_database(settings, missing_ok_if_busy=True)
+    await delete_namespace(settings)
 
 
 # --- the operator console, for the console's integration and browser tests -----------------------
@@ -71,6 +73,7 @@ def console_settings(settings: Settings) -> Settings:
 async def ready(pool: asyncpg.Pool, console_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     await ensure_topics(console_settings)
     yield pool
+    await delete_namespace(console_settings)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +93,9 @@ def portal_settings(settings: Settings) -> Settings:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def portal_feed(pool: asyncpg.Pool, portal_settings: Settings) -> PortalFeed:
-    return await build_portal_feed(pool, portal_settings)
+async def portal_feed(pool: asyncpg.Pool, portal_settings: Settings) -> AsyncIterator[PortalFeed]:
+    yield await build_portal_feed(pool, portal_settings)
+    await delete_namespace(portal_settings)
 
 
 @pytest.fixture(scope="session")

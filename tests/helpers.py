@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from infra.config import Settings
@@ -55,3 +56,17 @@ async def wait_for(
         await asyncio.sleep(0.1)
         value = await probe()
     return value
+
+
+async def delete_namespace(settings: Settings) -> None:
+    """Delete the topics of ``settings.topic_namespace``: a session's namespaces are never used again, and
+    a shared development broker that keeps thousands of dead partitions takes minutes to start."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        prefix = f"{settings.topic_namespace}."
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=30000)
+    finally:
+        await admin.close()
