@@ -94,14 +94,33 @@ class RejectionCount:
     count: int
     last_24h: int
     last_at: datetime
+    rules: int = 1  # more than 1: the rarest rules, folded into one row
+
+
+# The console lists this many rules by frequency and folds the rest into one row, so the page stays
+# small and the totals stay right whatever the register holds.
+MAX_REJECTION_RULES = 50
 
 
 async def rejections(conn: asyncpg.Connection) -> list[RejectionCount] | None:
     async def read() -> list[RejectionCount]:
         rows = await conn.fetch(
-            "SELECT adapter, family, rule, count(*) AS count, "
-            "count(*) FILTER (WHERE at > now() - interval '24 hours') AS last_24h, max(at) AS last_at "
-            "FROM adapter_rejections GROUP BY adapter, family, rule ORDER BY count(*) DESC, adapter, family, rule"
+            """
+            WITH g AS (
+                SELECT adapter, family, rule, count(*) AS count,
+                       count(*) FILTER (WHERE at > now() - interval '24 hours') AS last_24h,
+                       max(at) AS last_at
+                FROM adapter_rejections GROUP BY adapter, family, rule
+            ), ranked AS (
+                SELECT *, row_number() OVER (ORDER BY count DESC, adapter, family, rule) AS n FROM g
+            )
+            SELECT adapter, family, rule, count, last_24h, last_at, 1 AS rules
+            FROM ranked WHERE n <= $1
+            UNION ALL
+            SELECT '', '', '', sum(count)::bigint, sum(last_24h)::bigint, max(last_at), count(*)::int
+            FROM ranked WHERE n > $1 HAVING count(*) > 0
+            """,
+            MAX_REJECTION_RULES,
         )
         return [RejectionCount(**dict(r)) for r in rows]
 

@@ -46,6 +46,7 @@ MAX_VALUE_CHARS = 100
 MAX_RULE_CHARS = 1000
 MAX_FIELD_CHARS = 200
 MAX_ERRORS = 100
+UNKNOWN_FIELD = "(unknown field)"
 
 
 def clip(text: str, limit: int) -> str:
@@ -79,8 +80,11 @@ class FieldError:
 
     @property
     def operator_rule(self) -> str:
-        # Field names come from the client too (an unknown column, an extra key): keep only schema-like
-        # characters so nothing a person typed can reach an operator view.
+        # An unknown field's name is the client's own text (it may be a person's name, and 10,000 of them
+        # would be 10,000 rules): operators see only that a field was unknown. Known fields' names come
+        # from the contract; keep only schema-like characters there too, as a last guard.
+        if self.rule_class == "extra_forbidden":
+            return f"{UNKNOWN_FIELD}: {self.rule_class}"
         field = _SAFE_FIELD.sub("?", self.field)[:80]
         return f"{field}: {self.rule_class}"
 

@@ -184,9 +184,11 @@ class AdapterService:
     # --- rejections (value-free) -----------------------------------------------------------------
 
     async def record_rejections(self, family: str, rules: Sequence[tuple[str, str]]) -> None:
-        """``rules`` are (operator_rule, rule_class) pairs: no values, ever."""
+        """``rules`` are (operator_rule, rule_class) pairs: no values, ever. At most ``MAX_ERRORS`` of
+        them are kept, as in the client's answer: one request cannot fill the register."""
         if not rules:
             return
+        rules = rules[:MAX_ERRORS]
         for _, rule_class in rules:
             REJECTIONS.labels(self.adapter.value, family, rule_class).inc()
         async with self.pool.acquire() as conn:

@@ -14,7 +14,6 @@ import uuid
 
 import asyncpg
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 from playwright.async_api import Browser, Page
 
@@ -64,6 +63,12 @@ async def _operator_page(browser: Browser, console: RunningConsole, pool: asyncp
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{console.url}/")
     return page
+
+
+async def _open(page: Page, url: str) -> None:
+    """Go to a console page; any answer but 200 fails here, naming the page (not later, on a locator)."""
+    response = await page.goto(url)
+    assert response is not None and response.status == 200, (url, response and response.status)
 
 
 async def _shot(page: Page, name: str) -> None:
@@ -117,9 +122,6 @@ async def test_authority_refused_operator_admitted(
     await page.close()
 
 
-@pytest.mark.xfail(
-    reason="a console page answered 500 in the final full run on main; see the closing note", strict=False
-)
 async def test_pages_show_what_was_published_and_consumed(
     browser: Browser, console: RunningConsole, ready: asyncpg.Pool, console_settings: Settings
 ) -> None:
@@ -146,7 +148,7 @@ async def test_pages_show_what_was_published_and_consumed(
         assert _number(await page.inner_text(f'tr[data-topic="{topic}"] td.end')) == end, topic
     await _shot(page, "overview")
 
-    await page.goto(f"{console.url}/topics")
+    await _open(page, f"{console.url}/topics")
     for topic, end in truth.items():
         section = page.locator(f'section[data-topic="{topic}"]')
         assert _number(await section.locator("td.end-total").inner_text()) == end, topic
@@ -157,20 +159,20 @@ async def test_pages_show_what_was_published_and_consumed(
     assert await page.locator("svg.chart polyline").count() >= 1
     await _shot(page, "topics")
 
-    await page.goto(f"{console.url}/consumers")
+    await _open(page, f"{console.url}/consumers")
     log = page.locator('section[data-consumer="event-log"]')
     assert _number(await log.locator(".lag-total").inner_text()) == SECOND
     lags = await log.locator("tr[data-topic] td.lag").all_inner_texts()
     assert sum(_number(x) for x in lags) == SECOND
     await _shot(page, "consumers")
 
-    await page.goto(f"{console.url}/adapters")
+    await _open(page, f"{console.url}/adapters")
     row = page.locator('tr[data-origin="browser-test"]')
     assert _number(await row.locator("td.backlog").inner_text()) == 0
     assert "JST" in await row.inner_text()  # times in JST (English page: Chromium asks for en-US)
     await _shot(page, "adapters")
     for path, name in (("/feeds", "feeds"), ("/consent", "consent"), ("/audit", "audit")):
-        await page.goto(f"{console.url}{path}")
+        await _open(page, f"{console.url}{path}")
         await _shot(page, name)
     await page.close()
 

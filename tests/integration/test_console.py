@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 
 from consumers.event_log import EventLogHandler
+from consumers.monitoring import queries
 from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.queries import optional
 from consumers.runtime import ConsumerRuntime
@@ -242,3 +243,27 @@ async def test_probe_reads_one_record_and_scans(ready: asyncpg.Pool, console_set
         assert await probe.scan(topic, {p.partition: p.end for p in ends}) == []
     finally:
         await probe.close()
+
+
+async def test_rejection_rules_are_listed_bounded_with_totals_kept(ready: asyncpg.Pool) -> None:
+    """However many distinct rules the register holds, the console lists the most frequent and folds
+    the rest into one row, so the adapters page stays small and its totals stay right."""
+    extra = queries.MAX_REJECTION_RULES * 4
+    async with ready.acquire() as conn:
+        tx = conn.transaction()  # rolled back: the session's register is left as it was
+        await tx.start()
+        try:
+            before = await queries.rejections(conn)
+            assert before is not None
+            await conn.execute(
+                "INSERT INTO adapter_rejections (adapter, family, rule) "
+                "SELECT 'welfare', 'referral', 'f' || i || ': invalid' FROM generate_series(1, $1) AS i",
+                extra,
+            )
+            rows = await queries.rejections(conn)
+        finally:
+            await tx.rollback()
+    assert rows is not None and len(rows) == queries.MAX_REJECTION_RULES + 1
+    assert sum(r.count for r in rows) == sum(r.count for r in before) + extra
+    assert all(r.rules == 1 for r in rows[:-1])
+    assert rows[-1].rules == sum(r.rules for r in before) + extra - queries.MAX_REJECTION_RULES

@@ -256,6 +256,35 @@ async def test_console_login_with_control_characters_is_refused(console: Running
             assert response.status_code == 401, (token[:10], response.status_code)
 
 
+async def test_unknown_fields_reach_operators_bounded_and_unnamed(
+    limited: Limited, pool: asyncpg.Pool, console: RunningConsole
+) -> None:
+    """10,000 client-chosen field names in one request: the rejection register (shown on the console's
+    adapters page) gets at most one answer's worth of rows, and none of them names what the client typed."""
+    async with pool.acquire() as conn:
+        before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM adapter_rejections")
+        _, operator = await add_client(
+            conn, name="hostile operator", org_kind=OrgKind.OPERATOR, org_code="*",
+            roles=frozenset({Role.OPERATE}),
+        )  # fmt: skip
+    names = {f"takahashi_hanako_{i}": i for i in range(10_000)}
+    async with _client(limited, limited.office) as http:
+        body = factories.registration(factories.person_key()).data | names
+        assert (await http.post("/v1/registration", json=body)).status_code == 422
+    async with pool.acquire() as conn:
+        rules = [
+            r["rule"] for r in await conn.fetch("SELECT rule FROM adapter_rejections WHERE id > $1", before)
+        ]
+    assert 0 < len(rules) <= 100, len(rules)
+    assert not any("takahashi" in rule for rule in rules), sorted(set(rules))[:5]
+    assert set(rules) == {"(unknown field): extra_forbidden"}
+    async with httpx.AsyncClient(base_url=console.url, timeout=60) as http:
+        assert (await http.post("/login", data={"token": operator})).status_code == 303
+        adapters = await http.get("/adapters")
+        assert adapters.status_code == 200 and "takahashi" not in adapters.text
+        assert len(adapters.content) < 200_000, len(adapters.content)
+
+
 # --- formula cells in every CSV export -----------------------------------------------------------------
 
 
