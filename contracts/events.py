@@ -169,7 +169,7 @@ class Recipient(Contract):
 
         if self.kind is RecipientKind.AUTHORITY:
             validate_local_government_code(self.code)
-        elif not (len(self.code) == 4 and self.code.isdigit()):
+        elif not (len(self.code) == 4 and self.code.isascii() and self.code.isdigit()):
             raise ValueError(f"office recipient code {self.code!r} must be 4 digits")
         return self
 

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
 from domain.calendar import AgeBand
-from domain.codes import validate_local_government_code
+from domain.codes import require_ascii_digits, validate_local_government_code
 
 __all__ = ["AgeBand"]
 
@@ -46,15 +46,24 @@ LocalGovernmentCode = Annotated[
     ),
 ]
 
+
+def _ascii_office(value: str) -> str:
+    return require_ascii_digits(value, "office code")
+
+
+# The schemas' patterns say \d, which JSON Schema (ECMAScript) reads as [0-9]; pydantic's regex reads it
+# as any Unicode digit, so an explicit ASCII check follows each pattern (P1 in domain.provenance).
 OfficeCode = Annotated[
     str,
     StringConstraints(pattern=r"^\d{4}$"),
+    AfterValidator(_ascii_office),
     Field(description="Hello Work office (公共職業安定所) code, 4 digits.", examples=["1301"]),
 ]
 
 
 @lru_cache(maxsize=16384)
 def _validate_site_id(value: str) -> str:
+    require_ascii_digits(value.replace("-", ""), "site id")
     validate_local_government_code(value[:6])
     return value
 

@@ -36,6 +36,14 @@ def validate_local_government_code(code: str) -> str:
     return code
 
 
+def require_ascii_digits(value: str, what: str) -> str:
+    """P1 (``domain.provenance``): codes are ASCII digits. A full-width ``１３０１`` spells the same office
+    differently and would silently fork a person's records, so it is refused, not normalised."""
+    if not value.isascii():
+        raise CodeError(f"{what} must be ASCII digits (full-width or other digits are refused)")
+    return value
+
+
 def is_prefecture_code(code: str) -> bool:
     """Prefectures (都道府県) carry municipality part 000."""
     return code[2:5] == "000"

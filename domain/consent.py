@@ -14,6 +14,10 @@ A person may hold several consent records (``consent_id``), each with versions. 
    lets the authority see placement name and employer (the feed's individual list);
    ``retention_support`` lets the authority see retention checkpoints for 定着支援 (follow-up).
 5. Aggregate counts need no consent; nothing else that identifies a person crosses sides without it.
+6. A withdrawal is final (P7 in ``domain.provenance``): no record signed at or before the person's latest
+   withdrawal grants anything, whatever arrives later — a record signed earlier, or a higher version of
+   the withdrawn record itself (which replaces the withdrawn version, so the withdrawal's instant is
+   kept apart as the person's *withdrawal fence*).
 """
 
 from __future__ import annotations
@@ -58,19 +62,43 @@ def supersedes(incoming: ConsentRecord, current: ConsentRecord | None) -> bool:
     return current is None or incoming.version > current.version
 
 
-def effective(records: Iterable[ConsentRecord]) -> ConsentRecord | None:
-    """Rule 2: the person's effective consent among their (latest-version) records."""
-    return max(records, key=lambda r: (r.signed_at, r.version), default=None)
+def fence(records: Iterable[ConsentRecord], known: datetime | None = None) -> datetime | None:
+    """Rule 6: the person's withdrawal fence — the latest withdrawal's ``signed_at`` among ``records`` and
+    the fence ``known`` from before (withdrawn versions since replaced by a higher one)."""
+    latest = max((r.signed_at for r in records if r.withdrawn), default=None)
+    if known is None or (latest is not None and latest > known):
+        return latest
+    return known
 
 
-def permits(records: Iterable[ConsentRecord], scope: Scope, recipient: Recipient, day: date) -> bool:
-    """Rules 2–3 together: may ``recipient`` see what ``scope`` covers about this person on ``day``?"""
-    current = effective(records)
+def effective(records: Iterable[ConsentRecord], fenced_at: datetime | None = None) -> ConsentRecord | None:
+    """Rules 2 and 6: the person's effective consent among their (latest-version) records; ``fenced_at`` is
+    the withdrawal fence kept from earlier withdrawals. A record signed before the fence is dead: ``None``
+    then, as for a person who never consented."""
+    records = list(records)
+    wall = fence(records, fenced_at)
+    current = max(records, key=lambda r: (r.signed_at, r.version), default=None)
+    if current is not None and wall is not None and current.signed_at < wall and not current.withdrawn:
+        return None  # only the fence (a withdrawal whose record a higher version replaced) is left
+    return current
+
+
+def permits(
+    records: Iterable[ConsentRecord],
+    scope: Scope,
+    recipient: Recipient,
+    day: date,
+    fenced_at: datetime | None = None,
+) -> bool:
+    """Rules 2–3 and 6 together: may ``recipient`` see what ``scope`` covers about this person on ``day``?"""
+    current = effective(records, fenced_at)
     return current is not None and current.grants(scope, recipient, day)
 
 
-def granted_scopes(records: Iterable[ConsentRecord], recipient: Recipient, day: date) -> frozenset[Scope]:
-    current = effective(records)
+def granted_scopes(
+    records: Iterable[ConsentRecord], recipient: Recipient, day: date, fenced_at: datetime | None = None
+) -> frozenset[Scope]:
+    current = effective(records, fenced_at)
     if current is None:
         return frozenset()
     return frozenset(s for s in Scope if current.grants(s, recipient, day))

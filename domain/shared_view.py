@@ -131,9 +131,12 @@ def consent_record(data: Mapping[str, Any]) -> ConsentRecord:
     )
 
 
-def active_consent(records: Iterable[ConsentRecord], today: date) -> ConsentRecord | None:
-    """The effective consent if it grants anything today, else ``None`` (withdrawn, expired, not yet valid)."""
-    current = effective(records)
+def active_consent(
+    records: Iterable[ConsentRecord], today: date, fenced_at: datetime | None = None
+) -> ConsentRecord | None:
+    """The effective consent if it grants anything today, else ``None`` (withdrawn — also behind the
+    person's withdrawal fence ``fenced_at`` —, expired, not yet valid)."""
+    current = effective(records, fenced_at)
     if current is None or current.withdrawn or not current.scopes:
         return None
     if today < current.valid_from or (current.valid_until is not None and today > current.valid_until):
@@ -387,9 +390,13 @@ def is_recipient(view: PersonView, reader: Reader) -> bool:
     return view.office in view.recipient_offices
 
 
-def decide(view: PersonView | None, reader: Reader, purpose: Scope) -> Decision:
-    """May ``reader`` read this person for ``purpose``, and which personal fields does it get?"""
-    if view is None or not owns(view, reader):
+def decide(view: PersonView | None, reader: Reader, purpose: Scope, *, holds: bool | None = None) -> Decision:
+    """May ``reader`` read this person for ``purpose``, and which personal fields does it get?
+
+    ``holds`` is the holder register's answer (P3 in ``domain.provenance``: holding comes from the
+    joint reception, never from an event); without it the view's own registration and referrals decide."""
+    mine = owns(view, reader) if view is not None and holds is None else bool(holds)
+    if view is None or not mine:
         return Decision(False, f"person is not among the people of {reader.kind.value}:{reader.code}")
     if not is_recipient(view, reader):
         return Decision(False, f"consent does not list {reader.kind.value}:{reader.code} as recipient")

@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.envelope import Family, deadletter_topic, feed_topic, topic_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The demo's master key and the local stack's database password: public, so never a production secret.
+DEMO_MASTER_KEY = "ZGVtby1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
+DEFAULT_PG_PASSWORD = "ittai"
+# Written by `hub stack up` into the stack directory: this machine runs the local development stack.
+LOCAL_STACK_MARKER = "LOCAL-DEVELOPMENT-STACK"
+
+
+class InsecureConfiguration(RuntimeError):
+    """A service would start with a public secret outside a local development stack."""
 
 
 class Settings(BaseSettings):
@@ -71,7 +80,10 @@ class Settings(BaseSettings):
     # --- Personal data ---------------------------------------------------------------------------
     # Master key that wraps each person's data key (base64, 32 bytes). The default is for the local
     # demo only; production sets HUB_MASTER_KEY from a secret store.
-    master_key: str = "ZGVtby1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
+    master_key: str = DEMO_MASTER_KEY
+    # "local" declares a development stack (./dev demo, ./dev test, the test suite set it; `hub stack up`
+    # leaves a marker in the stack directory). Anything else refuses the public defaults above.
+    environment: str = Field(default="production", pattern=r"^(production|staging|local)$")
 
     # --- Placement feed --------------------------------------------------------------------------
     feed_suppression_threshold: int = Field(default=3, ge=1)
@@ -122,6 +134,28 @@ class Settings(BaseSettings):
             if "min_insync_replicas" not in explicit:
                 self.min_insync_replicas = 2
         return self
+
+    def is_local_development(self) -> bool:
+        return self.environment == "local" or (self.stack_dir / LOCAL_STACK_MARKER).is_file()
+
+    def require_secrets(self) -> None:
+        """Refuse to run with the demo master key or the default database password unless this is a local
+        development stack; the error says what to set."""
+        problems = []
+        if self.master_key == DEMO_MASTER_KEY:
+            problems.append(
+                "HUB_MASTER_KEY is unset (or the demo key): set it to 32 random bytes, base64, from your "
+                "secret store (python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
+            )
+        if self.pg_password == DEFAULT_PG_PASSWORD:
+            problems.append("HUB_PG_PASSWORD is the local stack's default: set the database password")
+        if problems and not self.is_local_development():
+            raise InsecureConfiguration(
+                "refusing to start with public secrets: "
+                + "; ".join(problems)
+                + ". On a local development stack set HUB_ENVIRONMENT=local (hub stack up, ./dev demo and "
+                "./dev test do)."
+            )
 
     def topic(self, family: Family) -> str:
         return topic_for(family, self.topic_namespace)

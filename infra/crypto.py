@@ -12,6 +12,7 @@ nothing here implements a primitive.
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -42,6 +43,14 @@ def master_key_from_config(encoded: str) -> bytes:
     if len(key) != 32:
         raise ValueError(f"HUB_MASTER_KEY must decode to 32 bytes, got {len(key)}")
     return key
+
+
+def derived_key(encoded_master_key: str, purpose: str) -> bytes:
+    """A secret for one purpose (e.g. keyed digests), derived from the master key: HMAC-SHA256(master,
+    purpose). Rotating the master key rotates it too."""
+    return hmac.new(
+        master_key_from_config(encoded_master_key), b"ittai:" + purpose.encode(), "sha256"
+    ).digest()
 
 
 def kid_for(person_key: str, version: int = 1) -> str:
@@ -87,6 +96,7 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyStore:
+        settings.require_secrets()  # never the demo key outside a local development stack
         return cls(master_key_from_config(settings.master_key))
 
     def _wrap_key(self, person_key: str, data_key: bytes) -> bytes:
@@ -105,6 +115,17 @@ class KeyStore:
         if conn.is_in_transaction():
             raise RuntimeError("KeyStore.keys_for must not run inside a transaction")
         person_keys = list(person_keys)
+        cached = [p for p in set(person_keys) if p in self._cache]
+        if cached:  # a key erased by another process must not live on in this one's memory
+            alive = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT person_key FROM person_data_keys WHERE person_key = ANY($1::text[])", cached
+                )
+            }
+            for person in cached:
+                if person not in alive:
+                    self._cache.pop(person, None)
         wanted = list({p: None for p in person_keys if p not in self._cache})
         if wanted:
             fresh = {p: AESGCM.generate_key(bit_length=256) for p in wanted}
@@ -130,18 +151,30 @@ class KeyStore:
         return {p: self._cache[p] for p in person_keys}
 
     async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
-        """Data keys that still exist; erased people are simply absent."""
-        keys = set(person_keys)
-        missing = [p for p in keys if p not in self._cache]
-        if missing:
-            rows = await conn.fetch(
-                "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) "
-                "AND version = 1",
-                missing,
-            )
-            for row in rows:
-                self._cache[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
-        return {p: self._cache[p] for p in keys if p in self._cache}
+        """Data keys that still exist; erased people are simply absent.
+
+        Asks the database every time which keys exist, even for keys cached here: an erasure by another
+        process (``hub erase``, another service) deletes the row, and a key held only in this process's
+        memory must not outlive it. The cache saves the unwrapping, not the question."""
+        keys = list(set(person_keys))
+        if not keys:
+            return {}
+        rows = await conn.fetch(
+            "SELECT person_key, CASE WHEN person_key = ANY($2::text[]) THEN NULL ELSE wrapped END AS wrapped "
+            "FROM person_data_keys WHERE person_key = ANY($1::text[]) AND version = 1",
+            keys,
+            [p for p in keys if p in self._cache],
+        )
+        present = set()
+        for row in rows:
+            person = row["person_key"]
+            present.add(person)
+            if row["wrapped"] is not None:
+                self._cache[person] = self._unwrap_key(person, row["wrapped"])
+        for person in keys:
+            if person not in present:
+                self._cache.pop(person, None)  # erased elsewhere: forget it here too
+        return {p: self._cache[p] for p in keys if p in present}
 
     async def erase(self, conn: asyncpg.Connection, person_key: str) -> bool:
         self._cache.pop(person_key, None)

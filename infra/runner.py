@@ -31,7 +31,9 @@ class Service(Protocol):
 async def prepare(settings: Settings) -> asyncpg.Pool:
     """A pool on a migrated database. PostgreSQL starting, stopping or restarting (refused connections,
     ``CannotConnectNowError``, ``AdminShutdownError`` mid-migration ...) is waited out with capped
-    backoff, like any transient failure; a real error (wrong password, bad SQL) is raised."""
+    backoff, like any transient failure; a real error (wrong password, bad SQL) is raised. Refuses public
+    secrets outside a local development stack (``Settings.require_secrets``)."""
+    settings.require_secrets()
     backoff = 0.2
     while True:
         pool: asyncpg.Pool | None = None

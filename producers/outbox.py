@@ -27,6 +27,7 @@ from infra.db import TRANSIENT_DB_ERRORS, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
+from producers.holders import record_fences, record_holders
 
 log = get_logger("outbox")
 
@@ -59,6 +60,8 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: 
         "SELECT * FROM unnest($1::text[], $2::bytea[], $3::jsonb[], $4::bytea[], $5::text[], $6::text[])",
         *columns,
     )
+    await record_holders(conn, events)  # P3: holding is decided here, with acceptance, never by a reader
+    await record_fences(conn, events)  # P7: a withdrawal fences the person off from its 202 on
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     for family, count in Counter(event.family.value for event in events).items():
         metrics.EVENTS_ACCEPTED.labels(origin, family).inc(count)

@@ -16,6 +16,7 @@ import pytest
 os.environ.setdefault("HUB_PG_DATABASE", f"ittai_test_{uuid.uuid4().hex[:8]}")
 os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"t{uuid.uuid4().hex[:10]}")
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+os.environ.setdefault("HUB_ENVIRONMENT", "local")  # the local stack's public demo key and password
 
 import asyncpg
 import pytest_asyncio

@@ -10,12 +10,14 @@ import io
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
 import asyncpg
 
+from consumers.agreements import agreements_of
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
+from domain.agreements import covered
 from domain.consent import ConsentRecord, Recipient, Scope, permits
 from domain.feed import GROUP_LABELS_JA, INDICATORS
 from domain.occupation import OCCUPATION_GROUPS
@@ -76,6 +78,16 @@ POPULATION_LABELS_JA = {
 }
 
 
+JST = timezone(timedelta(hours=9), "JST")
+
+
+async def individual_list_declined(conn: asyncpg.Connection, authority: str) -> bool:
+    """An authority may opt out of receiving the individual list (``hub feed individual-list off``)."""
+    return bool(
+        await conn.fetchval("SELECT true FROM feed_individual_list_opt_outs WHERE authority = $1", authority)
+    )
+
+
 class FeedNotFound(LookupError):
     pass
 
@@ -96,7 +108,9 @@ class Delivery:
     body: dict[str, Any]
     individuals: list[Individual] = field(default_factory=list)
     withheld_no_consent: int = 0
+    withheld_no_agreement: int = 0  # consented, but no agreement in force covers the disclosure (A2)
     withheld_erased: int = 0
+    declined: bool = False  # the authority opted out of receiving the individual list
 
     @property
     def person_keys(self) -> list[str]:
@@ -146,14 +160,18 @@ async def deliver(
     *,
     today: date | None = None,
 ) -> Delivery:
-    """The revision's aggregates and its individual list: people whose effective consent (as it stands
-    now, so a withdrawal takes effect at once) lets this authority see their placement on its date."""
+    """The revision's aggregates and its individual list: people this authority holds (P3), whose
+    effective consent — as it stands now, behind the withdrawal fence written with any withdrawal's
+    acceptance (P7), so a withdrawal takes effect at its 202 — lets it see their placement on the
+    placement's date and today, and whose placing office shares ``disclose_placement`` with it under an
+    agreement in force today (A2). Aggregates flow regardless (A4)."""
     row = await load_revision(conn, authority, month, revision)
     body = dict(row["body"])
-    today = today or datetime.now(UTC).date()
+    today = today or datetime.now(JST).date()
     placements = await conn.fetch(
-        "SELECT placement_id, person_key, placed_on, occupation, route, personal FROM feed_placements "
-        "WHERE placement_id = ANY($1::text[]) ORDER BY placed_on, placement_id",
+        "SELECT p.placement_id, p.person_key, p.placed_on, p.occupation, p.route, p.personal, p.site, "
+        "s.office FROM feed_placements p LEFT JOIN sites s ON s.site_id = p.site "
+        "WHERE p.placement_id = ANY($1::text[]) ORDER BY p.placed_on, p.placement_id",
         list(row["placement_ids"]),
     )
     persons = list({p["person_key"] for p in placements})
@@ -161,14 +179,46 @@ async def deliver(
     consents: dict[str, list[asyncpg.Record]] = defaultdict(list)
     for c in consent_rows:
         consents[c["person_key"]].append(c)
+    fences = {
+        r["person_key"]: r["signed_at"]
+        for r in await conn.fetch(
+            "SELECT person_key, signed_at FROM withdrawal_fences WHERE person_key = ANY($1::text[])", persons
+        )
+    }
+    held = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT person_key FROM person_holders WHERE person_key = ANY($1::text[]) "
+            "AND org_kind = 'authority' AND org_code = $2",
+            persons,
+            authority,
+        )
+    }
+    agreements = await agreements_of(conn, [authority])
     recipient = Recipient("authority", authority)
     delivery = Delivery(body=body)
-    allowed = [
+
+    def consented(p: asyncpg.Record, scope: Scope, day: date) -> bool:
+        records = _records(consents[p["person_key"]])
+        fence = fences.get(p["person_key"])
+        return permits(records, scope, recipient, day, fence) and permits(
+            records, scope, recipient, today, fence
+        )
+
+    def agreed(p: asyncpg.Record, scope: Scope) -> bool:
+        return covered(agreements, scope, authority=authority, office=p["office"], site=p["site"], day=today)
+
+    if await individual_list_declined(conn, authority):
+        delivery.declined = True
+        return delivery
+    with_consent = [
         p
         for p in placements
-        if permits(_records(consents[p["person_key"]]), Scope.DISCLOSE_PLACEMENT, recipient, p["placed_on"])
+        if p["person_key"] in held and consented(p, Scope.DISCLOSE_PLACEMENT, p["placed_on"])
     ]
-    delivery.withheld_no_consent = len(placements) - len(allowed)
+    delivery.withheld_no_consent = len(placements) - len(with_consent)
+    allowed = [p for p in with_consent if agreed(p, Scope.DISCLOSE_PLACEMENT)]
+    delivery.withheld_no_agreement = len(with_consent) - len(allowed)
     if not allowed:
         return delivery
     keys = await keystore.existing_keys(conn, [p["person_key"] for p in allowed])
@@ -202,8 +252,10 @@ async def deliver(
         cp = checkpoints.get(p["placement_id"])
         retention = None
         # Checkpoints are shown only to an authority the person lets follow them up (定着支援).
-        if cp is not None and permits(
-            _records(consents[pk]), Scope.RETENTION_SUPPORT, recipient, cp["checked_on"]
+        if (
+            cp is not None
+            and consented(p, Scope.RETENTION_SUPPORT, cp["checked_on"])
+            and agreed(p, Scope.RETENTION_SUPPORT)
         ):
             retention = f"{cp['checkpoint_months']}m {cp['status']} ({cp['checked_on'].isoformat()})"
         delivery.individuals.append(
@@ -247,7 +299,8 @@ def to_json(delivery: Delivery) -> dict[str, Any]:
     return {
         "feed": delivery.body,
         "individual_list": {
-            "basis": "people whose consent covers disclose_placement to this authority on the placement date",
+            "basis": "people this authority holds whose consent covers disclose_placement to it on the placement "
+            "date and today, under a data-sharing agreement in force with the placing office",
             "entries": [
                 {
                     "name": i.name,
@@ -260,6 +313,8 @@ def to_json(delivery: Delivery) -> dict[str, Any]:
                 for i in delivery.individuals
             ],
             "withheld_without_consent": delivery.withheld_no_consent,
+            "withheld_without_agreement": delivery.withheld_no_agreement,
+            "declined_by_authority": delivery.declined,
             "withheld_erased": delivery.withheld_erased,
         },
     }

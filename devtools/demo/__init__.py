@@ -7,6 +7,7 @@ shared view, placement feed) → PostgreSQL → operator console.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from rich.console import Console
@@ -22,6 +23,9 @@ out = Console()
 
 
 def run_demo(*, authorities: int, months: int, seed: int, serve: bool) -> None:
+    # The demo runs on the local development stack, with its public demo key and database password.
+    os.environ.setdefault("HUB_ENVIRONMENT", "local")
+    get_settings.cache_clear()
     settings = get_settings()
     configure_logging("ERROR")  # the demo narrates; rejected inputs it sends on purpose need no log line
     started = time.perf_counter()

@@ -12,12 +12,15 @@ import asyncio
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import asyncpg
 from rich.console import Console
 
+from consumers.agreements import add_agreement
 from contracts.envelope import Family
+from domain.consent import Scope
 from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
@@ -31,7 +34,7 @@ from producers.submission import Submission
 BATCH = 200
 
 
-def _sites(subs: Sequence[Submission]) -> dict[str, str]:
+def sites_of_stream(subs: Sequence[Submission]) -> dict[str, str]:
     """Site -> office, as the stream's registrations and placements (or office-sent events) show it."""
     sites: dict[str, str] = {}
     for s in subs:
@@ -45,13 +48,44 @@ def _sites(subs: Sequence[Submission]) -> dict[str, str]:
     return sites
 
 
+async def add_demo_agreements(conn: asyncpg.Connection, sites: dict[str, str]) -> int:
+    """One agreement per authority with the offices of its sites, for every purpose, as each joint site
+    runs under one (``hub agreements add``). Without it consent alone discloses nothing. Added once."""
+    offices: dict[str, set[str]] = defaultdict(set)
+    for site, office in sites.items():
+        offices[site[:6]].add(office)
+    have = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT DISTINCT authority FROM sharing_agreements WHERE created_by = 'demo'"
+        )
+    }
+    for authority, its_offices in sorted(offices.items()):
+        if authority in have:
+            continue
+        await add_agreement(
+            conn,
+            authority=authority,
+            offices=sorted(its_offices),
+            sites=[],
+            purposes=[s.value for s in Scope],
+            valid_from=date(2015, 4, 1),
+            valid_until=None,
+            title=f"個人情報保護協定 (demo) {authority}",
+            created_by="demo",
+        )
+    return len(offices)
+
+
 async def demo_through_adapters(
     settings: Settings, pool: asyncpg.Pool, subs: list[Submission], out: Console
 ) -> dict[str, int]:
     """Post ``subs`` through both adapters (HTTP and CSV); returns counts. Events are in Kafka on return."""
     counts: dict[str, int] = defaultdict(int)
     async with pool.acquire() as conn:
-        n_sites = await add_sites(conn, [(site, office, "") for site, office in sorted(_sites(subs).items())])
+        sites = sites_of_stream(subs)
+        n_sites = await add_sites(conn, [(site, office, "") for site, office in sorted(sites.items())])
+        n_agreements = await add_demo_agreements(conn, sites)
         tokens: dict[str, str] = {}
         for source in sorted({s.source for s in subs}):
             kind = OrgKind.AUTHORITY if source.startswith("/authorities/") else OrgKind.OFFICE
@@ -63,7 +97,8 @@ async def demo_through_adapters(
                 roles=frozenset({Role.PUBLISH}),
             )
     out.print(
-        f"   adapters: {n_sites} sites registered, {len(tokens)} client systems with their own credentials"
+        f"   adapters: {n_sites} sites registered, {len(tokens)} client systems with their own credentials, "
+        f"{n_agreements} data-sharing agreements (個人情報保護協定) in force"
     )
     host = settings.http_host
     async with (
@@ -109,17 +144,37 @@ async def demo_through_adapters(
             )
 
         # Per client system and family, in the stream's order: a person's events on one topic keep their
-        # order; across topics consumers never relied on it.
+        # order; across topics consumers never relied on it. Registrations go before the rest: only an
+        # organisation that holds a person (P3: taken in by a registration or referral at its joint site)
+        # may publish consent or retention about them. What is refused because its registration had not
+        # arrived yet (the simulator keys a few registrations in late, as from paper) is sent again at the
+        # end, as a client system resends after a 403 — with the same Idempotency-Key.
         streams: dict[tuple[str, Family], list[Submission]] = defaultdict(list)
         for s in subs:
             if s.family is not Family.REFERRAL:
                 streams[(s.source, s.family)].append(s)
-        results = await asyncio.gather(
-            *(_post_stream(client(src), items) for (src, _), items in streams.items())
-        )
-        for result in results:
-            for key, value in result.items():
-                counts[key] += value
+        refused: list[tuple[str, list[Submission]]] = []
+        for phase in (
+            {k: v for k, v in streams.items() if k[1] is Family.REGISTRATION},
+            {k: v for k, v in streams.items() if k[1] is not Family.REGISTRATION},
+        ):
+            results = await asyncio.gather(
+                *(_post_stream(client(src), items, refused, src) for (src, _), items in phase.items())
+            )
+            for result in results:
+                for key, value in result.items():
+                    counts[key] += value
+        if refused:
+            resend: dict[str, list[Submission]] = defaultdict(list)
+            for src, chunk in refused:
+                resend[src].extend(chunk)
+            counts["http_events_rejected"] -= sum(len(c) for _, c in refused)
+            results = await asyncio.gather(
+                *(_post_stream(client(src), items, None, src) for src, items in resend.items())
+            )
+            for result in results:
+                for key, value in result.items():
+                    counts[key] += value
 
         # One deliberately broken event, to show what a client system gets back.
         example = next(iter(sorted(referrals)), None)
@@ -144,7 +199,13 @@ async def demo_through_adapters(
     return dict(counts)
 
 
-async def _post_stream(http: AdapterClient, items: Sequence[Submission]) -> dict[str, int]:
+async def _post_stream(
+    http: AdapterClient,
+    items: Sequence[Submission],
+    refused: list[tuple[str, list[Submission]]] | None,
+    source: str,
+) -> dict[str, int]:
+    """Post ``items`` in batches of one family; a batch refused with 403 goes to ``refused`` (to resend)."""
     counts: dict[str, int] = defaultdict(int)
     try:
         i = 0
@@ -167,6 +228,8 @@ async def _post_stream(http: AdapterClient, items: Sequence[Submission]) -> dict
                 counts["http_events_accepted"] += len(chunk)
             else:
                 counts["http_events_rejected"] += len(chunk)
+                if refused is not None and response.status_code == 403:
+                    refused.append((source, chunk))
     finally:
         await http.aclose()
     return counts

@@ -27,6 +27,7 @@ from devtools.stack.kafka import (
     stack_lock,
 )
 from devtools.stack.postgres import is_pg_up, pg_check, pg_down, pg_ensure_up, pg_kill, pg_reset, pg_restart
+from infra.config import LOCAL_STACK_MARKER, get_settings
 
 __all__ = [
     "StackError",
@@ -43,6 +44,7 @@ __all__ = [
     "kafka_start_node",
     "kafka_status",
     "kafka_stop_node",
+    "mark_local_development",
     "pg_down",
     "pg_ensure_up",
     "pg_kill",
@@ -62,6 +64,7 @@ def ensure_up(nodes: int | None = None, *, recreate: bool = False) -> None:
     ``nodes=None`` keeps the node count already set up (1 on a fresh checkout). Asking for a different
     count than the one formatted raises StackError unless ``recreate=True`` (wipes Kafka data only).
     Kafka brokers boot while PostgreSQL starts, so a cold start costs max(kafka, pg), not the sum."""
+    mark_local_development()
     if is_up(nodes):
         return
     with stack_lock():
@@ -69,6 +72,16 @@ def ensure_up(nodes: int | None = None, *, recreate: bool = False) -> None:
         kafka_start(nodes, recreate=recreate)
         pg_ensure_up()
         kafka_wait(nodes)
+
+
+def mark_local_development() -> None:
+    """This machine runs the local stack: services here may use its public defaults (demo master key,
+    default database password). Production has no stack directory, so no marker."""
+    settings = get_settings()
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    (settings.stack_dir / LOCAL_STACK_MARKER).write_text(
+        "Written by `hub stack up`: services on this machine accept the local stack's public defaults.\n"
+    )
 
 
 def down() -> None:

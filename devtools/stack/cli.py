@@ -62,6 +62,7 @@ def up(
     if nodes not in (None, 1, 3):
         raise _fail(ValueError("--nodes must be 1 or 3"))
     if stack.is_up(nodes):
+        stack.mark_local_development()
         out.print("[green]Stack already running and healthy.[/]")
     else:
         started = time.monotonic()

@@ -160,6 +160,33 @@ def feed_export(
                   "the UTF-8 export is the exact, canonical form[/]")  # fmt: skip
 
 
+@feed_app.command("individual-list")
+def individual_list(
+    choice: Annotated[str, typer.Argument(help="off: stop receiving names and employers; on: receive again")],
+    authority: Annotated[str, typer.Option(help="Local government code of the authority")],
+) -> None:
+    """An authority's choice to receive the individual list (aggregates always flow)."""
+    if choice not in ("on", "off"):
+        err.print("[red]choice: expected on or off[/]")
+        raise typer.Exit(2)
+
+    async def run(_: Any, pool: Any) -> None:
+        async with pool.acquire() as conn:
+            if choice == "off":
+                await conn.execute(
+                    "INSERT INTO feed_individual_list_opt_outs (authority, by_whom) VALUES ($1, 'cli') "
+                    "ON CONFLICT DO NOTHING",
+                    authority,
+                )
+            else:
+                await conn.execute(
+                    "DELETE FROM feed_individual_list_opt_outs WHERE authority = $1", authority
+                )
+
+    asyncio.run(_with_pool(run))
+    out.print(f"authority {authority}: individual list {choice}")
+
+
 def _scope(scope: str) -> str:
     """A site id (131041-01) or an authority's local government code (131041)."""
     from pydantic import TypeAdapter, ValidationError

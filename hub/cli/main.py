@@ -202,12 +202,13 @@ def contracts_check() -> None:
 
 def _register_components() -> None:
     from hub.cli.adapters import register as adapters
+    from hub.cli.agreements import register as agreements
     from hub.cli.feed import register as feed
     from hub.cli.monitoring import register as monitoring
     from hub.cli.portal import register as portal
     from hub.cli.shared_view import register as shared_view
 
-    for register in (adapters, shared_view, feed, monitoring, portal):
+    for register in (adapters, shared_view, feed, monitoring, portal, agreements):
         register(app, run_app)
 
 

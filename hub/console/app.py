@@ -31,7 +31,7 @@ from hub.console.session import COOKIE, LoginRequired, console_sessions, operato
 from hub.web import i18n
 from hub.web.charts import bar_chart, line_chart
 from hub.web.i18n import N_
-from hub.web.pages import Sessions, install_page_conventions
+from hub.web.pages import Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal, authenticate
 from infra.config import Settings, get_settings
 from infra.http import create_app
@@ -154,9 +154,12 @@ async def operator(request: Request, authorization: Annotated[str | None, Header
         raise LoginRequired
     async with request.app.state.pool.acquire() as conn:
         principal_or_none = await operator_by_id(conn, session.client_id)
+        if principal_or_none is not None and await session_revoked(conn, session):
+            principal_or_none = None  # logged out: a copy of the cookie is no session
     if principal_or_none is None:
         raise LoginRequired
     request.state.csrf = session.csrf
+    request.state.session = session
     return principal_or_none
 
 

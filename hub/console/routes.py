@@ -14,7 +14,7 @@ from consumers.monitoring.figures import group_letters
 from hub.console.app import COOKIE, Operator, console_of, language, page, snapshot, snapshot_json
 from hub.console.session import require_operator
 from hub.web.i18n import N_, gettext
-from hub.web.pages import check_csrf, safe_next
+from hub.web.pages import check_csrf, revoke_session, safe_next
 from infra.auth import AuthError, Principal, authenticate
 
 # Pages that render the current snapshot of flows and counts: path → (template, title).
@@ -73,6 +73,7 @@ def _session_routes(app: FastAPI) -> None:
     async def logout(request: Request, who: Operator, csrf: Annotated[str, Form()] = "") -> Response:
         check_csrf(request, csrf)
         async with request.app.state.pool.acquire() as conn:
+            await revoke_session(conn, request.state.session, console_of(request).sessions.max_age_s)
             await queries.record_action(
                 conn, client_id=who.client_id, actor=who.name, action="logout", outcome="ok"
             )

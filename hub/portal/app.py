@@ -24,7 +24,7 @@ from hub.portal.access import LoginRequired, reader_by_id
 from hub.portal.view import category
 from hub.web import i18n
 from hub.web.charts import month_bars
-from hub.web.pages import Sessions, install_page_conventions
+from hub.web.pages import Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal
 from infra.config import Settings, get_settings
 from infra.http import attach_keystore, create_app
@@ -108,9 +108,12 @@ async def reader(request: Request) -> Principal:
         raise LoginRequired
     async with request.app.state.pool.acquire() as conn:
         principal = await reader_by_id(conn, session.client_id)
+        if principal is not None and await session_revoked(conn, session):
+            principal = None  # logged out: a copy of the cookie is no session
     if principal is None:
         raise LoginRequired
     request.state.csrf = session.csrf
+    request.state.session = session
     request.state.principal = principal
     return principal
 

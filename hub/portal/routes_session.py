@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from hub.portal.access import require_reader
 from hub.portal.app import COOKIE, Reader, language, page, portal
-from hub.web.pages import check_csrf, safe_next
+from hub.web.pages import check_csrf, revoke_session, safe_next
 from infra.auth import AuthError, authenticate
 
 
@@ -46,6 +46,8 @@ def register(app: FastAPI) -> None:
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request, who: Reader, csrf: Annotated[str, Form()] = "") -> Response:
         check_csrf(request, csrf)
+        async with request.app.state.pool.acquire() as conn:
+            await revoke_session(conn, request.state.session, portal(request).sessions.max_age_s)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response

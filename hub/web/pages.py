@@ -2,8 +2,10 @@
 
 - Security headers: a Content-Security-Policy that allows no script at all, no framing, no referrer
   (so a page address never travels to another site), no caching of pages that hold figures or names.
-- Signed, expiring session cookies (itsdangerous) holding a client id and a CSRF token; the client is
-  re-read from the database on every request, so a revoked credential is out at its next click.
+- Signed, expiring session cookies (itsdangerous) holding a client id, a session id and a CSRF token; the
+  client is re-read from the database on every request, so a revoked credential is out at its next click,
+  and logout revokes the session id on the server, so a copy of the cookie is dead from then on (a signed
+  cookie alone would stay valid until it expires).
 - Every form that changes something carries the CSRF token (cookies are SameSite=Strict as well).
 - The language switch: ``GET /lang/{ja|en}?next=/path`` sets the ``lang`` cookie and goes back.
 """
@@ -38,6 +40,28 @@ SECURITY_HEADERS = {
 class Session:
     client_id: str
     csrf: str
+    session_id: str
+
+
+async def session_revoked(conn: Any, session: Session) -> bool:
+    """Was this session logged out? (One indexed lookup, in the request's own database round trip.)"""
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM console_session_revocations WHERE session_id = $1", session.session_id
+        )
+    )
+
+
+async def revoke_session(conn: Any, session: Session, max_age_s: int) -> None:
+    """Logout: this session's cookie is refused from now on, wherever a copy of it is."""
+    await conn.execute(
+        "INSERT INTO console_session_revocations (session_id, expires_at) "
+        "VALUES ($1, now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING",
+        session.session_id,
+        float(max_age_s),
+    )
+    # A revocation needs to outlive only the cookie it stops.
+    await conn.execute("DELETE FROM console_session_revocations WHERE expires_at < now()")
 
 
 class Sessions:
@@ -49,8 +73,9 @@ class Sessions:
         self.max_age_s = max_age_s
 
     def issue(self, client_id: str) -> tuple[str, Session]:
-        session = Session(client_id, secrets.token_urlsafe(24))
-        return self._signer.dumps({"c": session.client_id, "x": session.csrf}), session
+        session = Session(client_id, secrets.token_urlsafe(24), secrets.token_urlsafe(18))
+        cookie = self._signer.dumps({"c": session.client_id, "x": session.csrf, "s": session.session_id})
+        return cookie, session
 
     def read(self, cookie: str | None) -> Session | None:
         if not cookie:
@@ -63,9 +88,10 @@ class Sessions:
             not isinstance(data, dict)
             or not isinstance(data.get("c"), str)
             or not isinstance(data.get("x"), str)
+            or not isinstance(data.get("s"), str)
         ):
             return None
-        return Session(data["c"], data["x"])
+        return Session(data["c"], data["x"], data["s"])
 
 
 def check_csrf(request: Request, token: str) -> None:

@@ -1,17 +1,33 @@
-"""Who may publish what: an authority only about its own sites, a Hello Work office only about its own.
+"""Who may publish what: the provenance rules of ``domain.provenance`` (P1–P6) at the adapters' edge.
 
-Pure rules over an authenticated ``Principal`` and a validated event; the sites registry lookup is
-passed in as a mapping (site id -> office) so the rules are tested without a database. A refusal is an
+An authority publishes only at its own registered sites, a Hello Work office only at sites registered to
+it; consent only by the side and organisation that captured it; anything but a registration or referral
+only about people the organisation holds; nothing dated in the future. Pure over an authenticated
+``Principal``, a validated event and a ``Context`` (the sites registry and the holders of the people
+concerned, looked up by the caller), so the rules are tested without a database. A refusal is an
 ``AuthError(403)`` whose reason names the rule and the codes involved (codes are not personal data).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 from contracts.envelope import Family
+from domain.provenance import (
+    Org,
+    Publisher,
+    Refusal,
+    Side,
+    SiteEntry,
+    authorize_event,
+    event_site,
+    gained_holders,
+    intake_date,
+)
 from infra.auth import AuthError, OrgKind, Principal
 
 
@@ -43,76 +59,83 @@ def check_client(adapter: Adapter, principal: Principal) -> None:
         )
 
 
-def sites_to_resolve(family: Family, data: Mapping[str, Any]) -> str | None:
-    """The site whose office must be looked up in the registry to authorise an office, if any."""
-    if family is Family.CONSENT:
-        return str(data["captured"]["site"])
-    if family is Family.RETENTION:
-        return str(data["site"])
-    return None
+@dataclass(slots=True)
+class Context:
+    """What authorisation needs to know besides the event: the registry entries of the sites involved and
+    the holders of the people involved. ``holders`` grows as a batch's intake events are authorised, so
+    a registration and the consent signed with it can travel in one request."""
+
+    sites: Mapping[str, SiteEntry] = field(default_factory=dict)
+    holders: dict[str, dict[Org, date]] = field(default_factory=dict)
+    fences: dict[str, datetime] = field(default_factory=dict)  # person -> latest withdrawal (P7)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def site_of(family: Family, data: Mapping[str, Any]) -> str:
+    """The joint site an event happened at: the registry entry authorisation needs."""
+    return event_site(family.value, data)
+
+
+def publisher_of(principal: Principal) -> Publisher:
+    if principal.org_kind is OrgKind.AUTHORITY:
+        return Publisher(Side.AUTHORITY, principal.org_code)
+    if principal.org_kind is OrgKind.OFFICE:
+        return Publisher(Side.HELLO_WORK, principal.org_code)
+    return Publisher(Side.HELLO_WORK, "*")  # national Hello Work: any office, as that site's office
 
 
 def authorize(
-    adapter: Adapter,
-    principal: Principal,
-    family: Family,
-    data: Mapping[str, Any],
-    site_offices: Mapping[str, str],
+    adapter: Adapter, principal: Principal, family: Family, data: Mapping[str, Any], ctx: Context
 ) -> str:
     """Raise AuthError(403) unless ``principal`` may publish this event; return the CloudEvents source."""
     check_client(adapter, principal)
-    if adapter is Adapter.WELFARE:
-        return _authorize_authority(principal, family, data)
-    return _authorize_office(principal, family, data, site_offices)
+    if family is Family.CONSENT:
+        side = data["captured"]["side"]
+        if side != _CONSENT_SIDE[adapter]:
+            other = "employment" if adapter is Adapter.WELFARE else "welfare"
+            raise AuthError(
+                403,
+                f"consent captured on side {side!r} goes through the {other} adapter; the {adapter.value} "
+                f"adapter carries consent signed at {_SIGNED_AT[adapter]}",
+            )
+    if family is Family.REFERRAL and not principal.covers_authority(str(data["authority"])):
+        raise _deny(principal, f"a referral by authority {data['authority']}")
+    person = str(data["person_key"])
+    held = ctx.holders.get(person, {})
+    site = ctx.sites.get(site_of(family, data))
+    try:
+        org = authorize_event(
+            publisher_of(principal),
+            family.value,
+            data,
+            site,
+            held,
+            fenced_at=ctx.fences.get(person),
+            now=ctx.now,
+        )
+    except Refusal as exc:
+        raise _deny(principal, f"this {family.value} event ({exc.reason})") from None
+    assert site is not None
+    gained = gained_holders(family.value, site)
+    if gained:
+        since = intake_date(family.value, data)
+        assert since is not None
+        mine = ctx.holders.setdefault(person, {})
+        for holder in gained:
+            mine[holder] = min(mine.get(holder, since), since)
+    if family is Family.CONSENT and data.get("action") == "withdrawn":
+        signed = data["captured"]["signed_at"]
+        ctx.fences[person] = max(ctx.fences.get(person, signed), signed)
+    if org.kind == "authority":
+        return f"/authorities/{org.code}"
+    return f"/hellowork/offices/{org.code}"
+
+
+_SIGNED_AT = {
+    Adapter.WELFARE: "the authority",
+    Adapter.EMPLOYMENT: "Hello Work or the joint reception",
+}
 
 
 def _deny(principal: Principal, what: str) -> AuthError:
     return AuthError(403, f"client {principal.client_id} ({principal.organisation}) may not publish {what}")
-
-
-def _authorize_authority(principal: Principal, family: Family, data: Mapping[str, Any]) -> str:
-    if family is Family.REFERRAL:
-        if not principal.covers_authority(str(data["authority"])):
-            raise _deny(principal, f"a referral by authority {data['authority']}")
-    elif family is Family.CONSENT:
-        captured = data["captured"]
-        if captured["side"] != _CONSENT_SIDE[Adapter.WELFARE]:
-            raise AuthError(
-                403,
-                f"consent captured on side {captured['side']!r} goes through the employment adapter; "
-                "the welfare adapter carries consent signed at the authority",
-            )
-        if not principal.covers_authority(str(captured["site"])[:6]):
-            raise _deny(principal, f"consent captured at site {captured['site']} (not its site)")
-    elif not principal.covers_authority(str(data["site"])[:6]):
-        raise _deny(principal, f"a {family.value} event at site {data['site']} (not its site)")
-    return f"/authorities/{principal.org_code}"
-
-
-def _authorize_office(
-    principal: Principal, family: Family, data: Mapping[str, Any], site_offices: Mapping[str, str]
-) -> str:
-    if family in (Family.REGISTRATION, Family.PLACEMENT):
-        office = str(data["office"])
-    else:
-        if family is Family.CONSENT and data["captured"]["side"] != _CONSENT_SIDE[Adapter.EMPLOYMENT]:
-            raise AuthError(
-                403,
-                f"consent captured on side {data['captured']['side']!r} goes through the welfare adapter; "
-                "the employment adapter carries consent signed at Hello Work or the joint reception",
-            )
-        site = sites_to_resolve(family, data)
-        assert site is not None
-        found = site_offices.get(site)
-        if found is None:
-            if principal.org_kind is OrgKind.HELLO_WORK_NATIONAL:
-                return "/hellowork/national"
-            raise AuthError(
-                403,
-                f"site {site} is not in the sites registry, so its office cannot be checked "
-                "(an operator adds it with 'hub sites add')",
-            )
-        office = found
-    if not principal.covers_office(office):
-        raise _deny(principal, f"a {family.value} event for office {office} (not its office)")
-    return f"/hellowork/offices/{office}"

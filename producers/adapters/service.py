@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
+import hmac
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,9 +32,10 @@ from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import FileError, ParsedRow, read_rows
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip, from_validation_error
 from infra.config import Settings
-from infra.crypto import KeyStore, seal
+from infra.crypto import KeyStore, derived_key, seal
 from infra.logging import get_logger
-from producers.adapters.authorization import Adapter, authorize, sites_to_resolve
+from producers.adapters.authorization import Adapter, Context, authorize, site_of
+from producers.holders import fences_of, holders_of, site_entries
 from producers.outbox import enqueue
 from producers.submission import PERSONAL_MODELS
 
@@ -133,9 +135,11 @@ class _Checked:
     time: datetime
 
 
-def request_digest(family: Family, body: Any) -> bytes:
-    return hashlib.sha256(
-        family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+def request_digest(secret: bytes, family: Family, body: Any) -> bytes:
+    """The request's fingerprint for idempotency: an HMAC under a server secret, because the body holds a
+    name and a birth date, and a bare hash of a few guessable fields can be reversed by trying them."""
+    return hmac.new(
+        secret, family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS), "sha256"
     ).digest()
 
 
@@ -179,6 +183,7 @@ class AdapterService:
         self.settings = settings
         self.pool = pool
         self.keystore = keystore
+        self.digest_key = derived_key(settings.master_key, "idempotency")
         self.committer = _GroupCommitter(self)
 
     # --- rejections (value-free) -----------------------------------------------------------------
@@ -243,12 +248,14 @@ class AdapterService:
                 checked.append(result)
         if errors:
             raise await self.reject(family, errors)
-        digest = request_digest(family, list(bodies) if batch else bodies[0]) if idempotency_key else b""
-        offices: dict[str, str] = {}
-        if self._needs_sites(family):  # otherwise no database work before the commit
-            async with self.pool.acquire() as conn:
-                offices = await self._site_offices(conn, family, [c.data for c in checked])
-        sources = self._authorize_all(principal, family, checked, offices)
+        digest = (
+            request_digest(self.digest_key, family, list(bodies) if batch else bodies[0])
+            if idempotency_key
+            else b""
+        )
+        async with self.pool.acquire() as conn:
+            ctx = await self._context(conn, family, [c.data for c in checked])
+        sources = self._authorize_all(principal, family, checked, ctx)
         for source in sources:
             if isinstance(source, AuthError):
                 raise await self.forbid(family.value, source)
@@ -273,20 +280,17 @@ class AdapterService:
         return Accepted(event_ids)
 
     def _authorize_all(
-        self, principal: Principal, family: Family, checked: Sequence[_Checked], offices: Mapping[str, str]
+        self, principal: Principal, family: Family, checked: Sequence[_Checked], ctx: Context
     ) -> list[str | AuthError]:
         """Sources in order; the first refusal ends the list (the request is refused as a whole)."""
         sources: list[str | AuthError] = []
         for c in checked:
             try:
-                sources.append(authorize(self.adapter, principal, family, _plain(c.data), offices))
+                sources.append(authorize(self.adapter, principal, family, _plain(c.data), ctx))
             except AuthError as exc:
                 sources.append(exc)
                 break
         return sources
-
-    def _needs_sites(self, family: Family) -> bool:
-        return self.adapter is Adapter.EMPLOYMENT and family in (Family.CONSENT, Family.RETENTION)
 
     async def _replay(
         self, conn: asyncpg.Connection, principal: Principal, family: Family, key: str, digest: bytes
@@ -294,7 +298,7 @@ class AdapterService:
         row = await conn.fetchrow(
             "SELECT k.request_hash, k.family, k.event_ids, c.revoked_at "
             "FROM (SELECT revoked_at FROM clients WHERE client_id = $3) AS c "
-            "LEFT JOIN idempotency_keys AS k ON k.organisation = $1 AND k.key = $2",
+            "LEFT JOIN idempotency_keys AS k ON k.organisation = $1 AND k.key = $2 AND k.expires_at > now()",
             principal.organisation,
             key,
             principal.client_id,
@@ -310,18 +314,17 @@ class AdapterService:
         REQUESTS.labels(self.adapter.value, family.value, "replayed").inc()
         return Accepted(list(row["event_ids"]), replayed=True)
 
-    async def _site_offices(
-        self, conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]
-    ) -> dict[str, str]:
-        if not self._needs_sites(family):
-            return {}
-        sites = {s for d in data if (s := sites_to_resolve(family, _plain(d))) is not None}
-        if not sites:
-            return {}
-        rows = await conn.fetch(
-            "SELECT site_id, office FROM sites WHERE site_id = ANY($1::text[])", list(sites)
+    @staticmethod
+    async def _context(conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]) -> Context:
+        """The registry entries and holders authorisation needs (P2, P3): two indexed lookups."""
+        plain = [_plain(d) for d in data]
+        return Context(
+            sites=await site_entries(conn, (site_of(family, p) for p in plain)),
+            holders=await holders_of(conn, (str(p["person_key"]) for p in plain)),
+            fences=await fences_of(conn, (str(p["person_key"]) for p in plain))
+            if family is Family.CONSENT
+            else {},
         )
-        return {r["site_id"]: r["office"] for r in rows}
 
     async def _seal(
         self, conn: asyncpg.Connection, checked: Sequence[_Checked], sources: Sequence[str]
@@ -426,7 +429,7 @@ class AdapterService:
                         (row.line, dataclasses.replace(e, label=_label(label_for, e.field))) for e in result
                     )
                 else:
-                    chunk.valid.append((row, result, _row_key(family, row)))
+                    chunk.valid.append((row, result, _row_key(self.digest_key, family, row)))
             if chunk.rows == CHUNK_ROWS:
                 break
             if chunk.rows % _YIELD_EVERY == 0:
@@ -439,10 +442,10 @@ class AdapterService:
         bad = chunk.bad
         accepted_rows: list[tuple[_Checked, str, str]] = []
         async with self.pool.acquire() as conn:
-            offices = await self._site_offices(conn, family, [c.data for _, c, _ in chunk.valid])
+            ctx = await self._context(conn, family, [c.data for _, c, _ in chunk.valid])
             for row, c, key in chunk.valid:
                 try:
-                    source = authorize(self.adapter, principal, family, _plain(c.data), offices)
+                    source = authorize(self.adapter, principal, family, _plain(c.data), ctx)
                 except AuthError as exc:
                     bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                     continue
@@ -457,10 +460,15 @@ class AdapterService:
                     first.setdefault(key, event.id)
                 in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
                 async with conn.transaction():
+                    await conn.execute(
+                        _DROP_EXPIRED,
+                        [principal.organisation] * len(in_key_order),
+                        [k for k, _ in in_key_order],
+                    )
                     fresh = await conn.fetch(
                         "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
                         "SELECT $1, k, decode(k, 'hex'), $2, ARRAY[e] FROM unnest($3::text[], $4::text[]) AS t(k, e) "
-                        "ON CONFLICT DO NOTHING RETURNING key",
+                        f"{_REPLACE_EXPIRED} RETURNING key",
                         principal.organisation,
                         family.value,
                         [k for k, _ in in_key_order],
@@ -484,6 +492,17 @@ class AdapterService:
         summary.rejected += len({line for line, _ in bad})
         summary.errors.extend(bad)
         await self.record_rejections(family.value, [(e.operator_rule, e.rule_class) for _, e in bad])
+
+
+# Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
+# so a key or file row seen again after that is new. Expired rows of the keys at hand are deleted in the
+# inserting transaction (the periodic purge takes the rest).
+_REPLACE_EXPIRED = "ON CONFLICT DO NOTHING"
+_DROP_EXPIRED = (
+    "DELETE FROM idempotency_keys WHERE expires_at <= now() "
+    "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+_PURGE_EVERY_S = 300.0
 
 
 def revoked(client_id: str, at: datetime) -> AuthError:
@@ -549,6 +568,7 @@ class _GroupCommitter:
         self.service = service
         self.pending: list[_Unit] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.next_purge = 0.0
 
     async def commit(self, unit: _Unit) -> list[str] | None:
         self.pending.append(unit)
@@ -596,6 +616,9 @@ class _GroupCommitter:
         self, conn: asyncpg.Connection, group: list[_Unit]
     ) -> list[tuple[_Unit, list[str] | None]]:
         service = self.service
+        if time.monotonic() >= self.next_purge:  # expired idempotency records hold digests of bodies
+            self.next_purge = time.monotonic() + _PURGE_EVERY_S
+            await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
         # Before any data key is made: a unit whose client was revoked since it authenticated is
         # answered 401 and writes nothing.
         refused = await refused_clients(conn, [u.client_id for u in group])
@@ -610,8 +633,8 @@ class _GroupCommitter:
         keyed_units = [u for u in group if u.idem is not None]
         if keyed_units:
             rows = await conn.fetch(
-                "SELECT organisation, key FROM idempotency_keys "
-                "WHERE (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                "SELECT organisation, key FROM idempotency_keys WHERE expires_at > now() "
+                "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
                 [u.idem[0] for u in keyed_units if u.idem],
                 [u.idem[1] for u in keyed_units if u.idem],
             )
@@ -636,11 +659,16 @@ class _GroupCommitter:
         async with conn.transaction():
             won: set[tuple[str, str]] = set()
             if keyed:
+                await conn.execute(
+                    _DROP_EXPIRED,
+                    [u.idem[0] for u, _ in keyed if u.idem],
+                    [u.idem[1] for u, _ in keyed if u.idem],
+                )
                 rows = await conn.fetch(
                     "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
                     "SELECT o, k, h, f, string_to_array(e, ',') "
                     "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(o, k, h, f, e) "
-                    "ON CONFLICT DO NOTHING RETURNING organisation, key",
+                    f"{_REPLACE_EXPIRED} RETURNING organisation, key",
                     [u.idem[0] for u, _ in keyed if u.idem],
                     [u.idem[1] for u, _ in keyed if u.idem],
                     [u.idem[2] for u, _ in keyed if u.idem],
@@ -669,13 +697,32 @@ class _GroupCommitter:
         return answered + list(zip(group, results, strict=True))
 
 
+_AUTHORIZATION_FIELDS = (
+    "person_key",
+    "authority",
+    "site",
+    "office",
+    "valid_from",
+    "action",
+    "registered_on",
+    "referred_on",
+    "placed_on",
+    "checked_on",
+    "left_on",
+)
+
+
 def _plain(data: BaseModel) -> Mapping[str, Any]:
     """The few fields authorisation reads (a full dump per event would cost more than the check)."""
     fields = type(data).model_fields
-    view: dict[str, Any] = {k: getattr(data, k) for k in ("authority", "site", "office") if k in fields}
+    view: dict[str, Any] = {k: getattr(data, k) for k in _AUTHORIZATION_FIELDS if k in fields}
     if "captured" in fields:
         captured = data.captured  # type: ignore[attr-defined]
-        view["captured"] = {"side": captured.side.value, "site": captured.site}
+        view["captured"] = {
+            "side": captured.side.value,
+            "site": captured.site,
+            "signed_at": captured.signed_at,
+        }
     return view
 
 
@@ -686,6 +733,6 @@ def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_fiel
     return label_for(loc)
 
 
-def _row_key(family: Family, row: ParsedRow) -> str:
+def _row_key(secret: bytes, family: Family, row: ParsedRow) -> str:
     """Same content, same key: importing a file again (in any encoding) creates nothing new."""
-    return request_digest(family, row.data).hex()
+    return request_digest(secret, family, row.data).hex()

@@ -11,10 +11,10 @@ from domain.codes import validate_local_government_code
 
 def check_site(site_id: str, office: str) -> None:
     """Raise ValueError naming the rule a site id or office code breaks."""
-    if len(site_id) != 9 or site_id[6] != "-" or not site_id[7:].isdigit():
+    if len(site_id) != 9 or site_id[6] != "-" or not (site_id[7:].isascii() and site_id[7:].isdigit()):
         raise ValueError(f"site {site_id!r}: expected <local government code>-<two digits>, e.g. 131041-01")
     validate_local_government_code(site_id[:6])
-    if len(office) != 4 or not office.isdigit():
+    if len(office) != 4 or not (office.isascii() and office.isdigit()):
         raise ValueError(f"office {office!r}: expected a 4-digit Hello Work office code")
 
 

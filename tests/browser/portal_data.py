@@ -17,11 +17,13 @@ from consumers.catchup import run_until_caught_up
 from consumers.feed.builder import build_month
 from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
+from devtools.demo.adapters import add_demo_agreements, sites_of_stream
 from devtools.simulator import SimulationConfig, is_late, simulate
 from domain.calendar import YearMonth
 from domain.feed import shift_month
 from infra.config import Settings
 from infra.topics import ensure_topics
+from producers.adapters.sites import add_sites
 from producers.publish import publish_submissions
 from producers.submission import Submission
 
@@ -71,6 +73,10 @@ def _never_consented(subs: list[Submission], authority: str) -> set[str]:
 async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFeed:
     await ensure_topics(settings)
     subs = list(simulate(CONFIG))
+    async with pool.acquire() as conn:  # the registry and the agreements (A2) the individual list needs
+        sites = sites_of_stream(subs)
+        await add_sites(conn, [(site, office, "") for site, office in sorted(sites.items())])
+        await add_demo_agreements(conn, sites)
     early = [s for s in subs if not is_late(s)]
     late = [s for s in subs if is_late(s)]
     sites = sorted({s.data["site"] for s in subs if s.family is Family.REGISTRATION})

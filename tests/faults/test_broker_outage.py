@@ -16,6 +16,7 @@ from infra.auth import OrgKind, Role, add_client
 from infra.crypto import KeyStore
 from producers.adapters.app import employment_app
 from producers.adapters.serve import running
+from producers.adapters.sites import add_sites
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from tests import factories
@@ -91,6 +92,7 @@ async def test_accepted_while_broker_down_arrive_once_in_order(own: OwnStack, ow
             org_code="1301",
             roles=frozenset({Role.PUBLISH}),
         )
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])  # P2: a registered site
     people = [factories.person_key() for _ in range(10)]
     accepted: list[tuple[str, str]] = []  # (person, event id) in acceptance order
     async with running(employment_app(settings), "127.0.0.1", free_port()) as base:

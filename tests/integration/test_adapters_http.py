@@ -284,7 +284,10 @@ async def test_authority_cannot_publish_for_another_authority(adapters: Adapters
         )
         retention = factories.retention(pk, uuid.uuid4().hex, site=OTHER_SITE).data
         response = await http.post("/v1/retention", json=retention)
-        assert response.status_code == 403 and "site 112038-01 (not its site)" in response.json()["error"]
+        assert (
+            response.status_code == 403
+            and "P2: site 112038-01 is run by authority 112038, not 131041" in response.json()["error"]
+        )
         hw_consent = factories.consent(pk).data  # signed at Hello Work: not the welfare adapter's to carry
         response = await http.post("/v1/consent", json=hw_consent)
         assert (
@@ -298,9 +301,12 @@ async def test_office_publishes_only_for_its_own_office_and_sites(adapters: Adap
     pk = factories.person_key()
     async with adapters.client("other_office", "employment") as http:
         response = await http.post("/v1/placement", json=factories.placement(pk).data)
-        assert response.status_code == 403 and "for office 1301 (not its office)" in response.json()["error"]
+        assert (
+            response.status_code == 403
+            and "P2: site 131041-01 is registered to office 1301, not 1102" in response.json()["error"]
+        )
         response = await http.post("/v1/retention", json=factories.retention(pk, uuid.uuid4().hex).data)
-        assert response.status_code == 403 and "for office 1301" in response.json()["error"]
+        assert response.status_code == 403 and "registered to office 1301" in response.json()["error"]
         unknown = factories.retention(pk, uuid.uuid4().hex, site="131041-09").data
         response = await http.post("/v1/retention", json=unknown)
         assert response.status_code == 403 and "not in the sites registry" in response.json()["error"]
@@ -484,7 +490,10 @@ async def test_file_with_half_its_rows_broken(adapters: Adapters, pool: asyncpg.
         == "line 5: 就職日 (placed_on): 'R7.2.29' is not a real date: February 2025 has 28 days, not 29"
     )
     assert by_line[7].startswith("line 7: 就職経路 (route): Input should be")
-    assert by_line[9].startswith("line 9: (row): client") and "for office 1102 (not its office)" in by_line[9]
+    assert (
+        by_line[9].startswith("line 9: (row): client")
+        and "P2: site 112038-01 is registered to office 1102, not 1301" in by_line[9]
+    )
     assert by_line[11].startswith("line 11: 職業 (occupation.group): String should match pattern")
     second = again.json()
     assert (second["accepted"], second["duplicates"], second["rejected"]) == (0, 5, 5), (

@@ -267,3 +267,19 @@ async def test_rejection_rules_are_listed_bounded_with_totals_kept(ready: asyncp
     assert sum(r.count for r in rows) == sum(r.count for r in before) + extra
     assert all(r.rules == 1 for r in rows[:-1])
     assert rows[-1].rules == sum(r.rules for r in before) + extra - queries.MAX_REJECTION_RULES
+
+
+async def test_logout_ends_the_session_on_the_server(ready: asyncpg.Pool, console: RunningConsole) -> None:
+    """A signed cookie alone stays valid until it expires: logout must revoke it server-side (issue 10)."""
+    operator = await _client(ready, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        assert (await http.post("/login", data={"token": operator})).status_code == 303
+        page = await http.get("/")
+        assert page.status_code == 200
+        cookie = http.cookies["ittai_console"]
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        assert (await http.post("/logout", data={"csrf": csrf[:-1] + "x"})).status_code == 403
+        assert (await http.post("/logout", data={"csrf": csrf})).status_code == 303
+    async with httpx.AsyncClient(base_url=console.url, cookies={"ittai_console": cookie}) as copied:
+        refused = await copied.get("/")
+        assert refused.status_code == 303 and refused.headers["location"].startswith("/login")

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from scipy.optimize import Bounds, LinearConstraint, milp
+from structlog.testing import capture_logs
 
 from consumers.catchup import run_until_caught_up
 from consumers.feed.api import create_feed_app
@@ -22,12 +24,14 @@ from consumers.feed.builder import build_month
 from consumers.feed.delivery import deliver
 from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
+from devtools.demo.adapters import add_demo_agreements, sites_of_stream
 from devtools.simulator import SimulationConfig, is_late, simulate
 from domain.calendar import YearMonth
 from domain.feed import MONOTONE_POPULATIONS
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
+from producers.adapters.sites import add_sites
 from producers.publish import publish_submissions
 from producers.submission import Submission
 from tests.helpers import read_topic
@@ -273,6 +277,10 @@ class Fed:
 @pytest.fixture(scope="module")
 async def fed(pool: asyncpg.Pool, settings: Settings) -> Fed:
     subs = list(simulate(CONFIG))
+    async with pool.acquire() as conn:  # the registry and the agreements (A2) the individual list needs
+        sites = sites_of_stream(subs)
+        await add_sites(conn, [(site, office, "") for site, office in sorted(sites.items())])
+        await add_demo_agreements(conn, sites)
     early = [s for s in subs if not is_late(s)]
     late = [s for s in subs if is_late(s)]
     assert late, "the seed must produce placements reported after the cutoff"
@@ -592,3 +600,84 @@ async def test_an_authority_cannot_fetch_another_authoritys_feed(
     assert granted["person_keys"] and "name" in granted["fields"] and granted["purpose"]
     denied_row = next(r for r in log if r["client_id"] == other_id)
     assert denied_row["organisation"] == f"authority:{other}" and denied_row["person_keys"] == []
+
+
+# --- erasure leaves nothing (issue 10) -------------------------------------------------------------------
+
+
+async def test_after_erasure_the_person_is_nowhere(
+    fed: Fed, pool: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    """The feed API keeps unwrapped data keys in memory: before, the next download after ``hub erase``
+    still showed the person's name and employer. Now: nowhere — database dump, every topic's raw bytes,
+    the feed downloaded again from the same process, an export made after erasure, the logs."""
+    from consumers.feed.exports import export_feed
+    from consumers.shared_view.erasure import erase_person
+    from tests.integration.test_shared_view import pg_dump
+
+    authority, month = fed.authorities[0], "2021-11"
+    async with pool.acquire() as conn:
+        _, reader = await add_client(
+            conn, name="erasure", org_kind=OrgKind.AUTHORITY, org_code=authority, roles=frozenset({Role.READ})
+        )
+    headers = {"Authorization": f"Bearer {reader}"}
+    with capture_logs() as logs, TestClient(create_feed_app(settings)) as client:
+        before = client.get(f"/feeds/{authority}/{month}", headers=headers).json()
+        entry = before["individual_list"]["entries"][0]
+        name, employer = entry["name"], entry["employer"]
+        person = next(
+            s.data["person_key"]
+            for s in fed.subs
+            if s.family is Family.REGISTRATION and s.data["personal"]["name"] == name
+        )
+        async with pool.acquire() as conn:
+            await erase_person(conn, KeyStore.from_settings(settings), person, requested_by="test")
+        after = client.get(f"/feeds/{authority}/{month}", headers=headers)
+        csv_after = client.get(
+            f"/feeds/{authority}/{month}", params={"format": "csv", "part": "individuals"}, headers=headers
+        )
+    assert after.status_code == 200 and csv_after.status_code == 200
+    paths, _ = await export_feed(
+        settings, pool, authority, month, tmp_path, format="csv", encoding="utf-8", purpose="t", who="t"
+    )
+    places: dict[str, bytes] = {
+        "feed download": after.content,
+        "feed csv": csv_after.content,
+        "export": b"".join(p.read_bytes() for p in paths),
+        "logs": repr(logs).encode(),
+        "pg_dump": pg_dump(settings),
+    }
+    for topic in (*settings.event_topics, settings.deadletter_topic, settings.feed_topic):
+        records = await read_topic(settings, topic)
+        places[topic] = b"".join((r.value or b"") + b"".join(v for _, v in r.headers) for r in records)
+    for marker in (name, employer):
+        found = [where for where, content in places.items() if marker.encode() in content]
+        assert not found, f"marker found after erasure in {found}"
+    assert before["individual_list"]["entries"], "control: the person was in the list before erasure"
+
+
+async def test_an_authority_may_opt_out_of_the_individual_list_and_an_agreement_is_needed(
+    fed: Fed, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    keystore = KeyStore.from_settings(settings)
+    authority, month = fed.authorities[1], "2021-11"
+    async with pool.acquire() as conn:
+        assert (await deliver(conn, keystore, authority, month)).individuals, "control"
+        await conn.execute(
+            "INSERT INTO feed_individual_list_opt_outs (authority, by_whom) VALUES ($1, 'test')", authority
+        )
+        declined = await deliver(conn, keystore, authority, month)
+        await conn.execute("DELETE FROM feed_individual_list_opt_outs WHERE authority = $1", authority)
+        # A2: without an agreement in force, names and employers stay home; the aggregates still flow.
+        ended = await conn.fetch(
+            "UPDATE sharing_agreements SET valid_until = '2015-04-01' WHERE authority = $1 "
+            "AND valid_until IS NULL RETURNING agreement_id",
+            authority,
+        )
+        unagreed = await deliver(conn, keystore, authority, month)
+        await conn.execute(
+            "UPDATE sharing_agreements SET valid_until = NULL WHERE agreement_id = ANY($1::text[])",
+            [r[0] for r in ended],
+        )
+    assert declined.declined and not declined.individuals and declined.body["groups"]
+    assert not unagreed.individuals and unagreed.withheld_no_agreement > 0 and unagreed.body["groups"]

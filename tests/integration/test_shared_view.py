@@ -21,12 +21,14 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
+from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
 from consumers.shared_view.api import build_app
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler, load_views, runtime_for, today_jst
 from consumers.shared_view.replay import replay
 from contracts.envelope import Family, encode
+from domain.consent import Scope
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
@@ -103,6 +105,23 @@ async def token(pool: asyncpg.Pool, kind: OrgKind, code: str, role: Role = Role.
 
 @pytest_asyncio.fixture(scope="module")
 async def api(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with pool.acquire() as conn:  # A2: the agreements under which these authorities share data
+        for authority, offices in (
+            (factories.AUTHORITY, [factories.OFFICE, "1302"]),
+            (factories.OTHER_AUTHORITY, ["1102"]),
+            ("092011", ["0901"]),
+        ):
+            await add_agreement(
+                conn,
+                authority=authority,
+                offices=offices,
+                sites=[],
+                purposes=[s.value for s in Scope],
+                valid_from=date(2015, 4, 1),
+                valid_until=None,
+                title="test",
+                created_by="test",
+            )
     app = build_app(settings)
     async with (
         app.router.lifespan_context(app),

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
 
 from contracts.envelope import Family
+from domain.provenance import Org, SiteEntry
 from infra.auth import AuthError, OrgKind, Principal, Role
 from infra.codecs.field_errors import FieldError, from_validation_error
-from producers.adapters.authorization import Adapter, authorize
+from producers.adapters.authorization import Adapter, Context, authorize
 from producers.submission import to_event
 from tests import factories
 
 PK = "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"
-SITES = {"131041-01": "1301", "112038-01": "1102"}
+REGISTRY = {
+    "131041-01": SiteEntry("131041-01", "131041", "1301"),
+    "112038-01": SiteEntry("112038-01", "112038", "1102"),
+}
+HELD = {PK: {Org("authority", "131041"): date(2025, 4, 1), Org("office", "1301"): date(2025, 4, 1)}}
+
+
+def ctx(holders: dict[str, dict[Org, date]] | None = None) -> Context:
+    return Context(
+        sites=REGISTRY, holders={k: dict(v) for k, v in (HELD if holders is None else holders).items()}
+    )
 
 
 def who(kind: OrgKind, code: str) -> Principal:
@@ -35,64 +47,92 @@ def data(family: Family, **over: Any) -> dict[str, Any]:
 
 def test_authority_publishes_for_itself_only() -> None:
     assert (
-        authorize(Adapter.WELFARE, SHINJUKU, Family.REFERRAL, data(Family.REFERRAL), {})
+        authorize(Adapter.WELFARE, SHINJUKU, Family.REFERRAL, data(Family.REFERRAL), ctx())
         == "/authorities/131041"
     )
     with pytest.raises(AuthError) as info:
-        authorize(Adapter.WELFARE, KAWAGUCHI, Family.REFERRAL, data(Family.REFERRAL), {})
+        authorize(Adapter.WELFARE, KAWAGUCHI, Family.REFERRAL, data(Family.REFERRAL), ctx())
     assert info.value.status == 403 and "may not publish a referral by authority 131041" in info.value.reason
-    with pytest.raises(AuthError, match="site 131041-01 \\(not its site\\)"):
-        authorize(Adapter.WELFARE, KAWAGUCHI, Family.RETENTION, data(Family.RETENTION), {})
+    with pytest.raises(AuthError, match="P2: site 131041-01 is run by authority 131041, not 112038"):
+        authorize(Adapter.WELFARE, KAWAGUCHI, Family.RETENTION, data(Family.RETENTION), ctx())
 
 
 def test_consent_goes_through_the_side_where_it_was_signed() -> None:
     hello_work_signed = data(Family.CONSENT)
     with pytest.raises(AuthError, match="goes through the employment adapter"):
-        authorize(Adapter.WELFARE, SHINJUKU, Family.CONSENT, hello_work_signed, {})
+        authorize(Adapter.WELFARE, SHINJUKU, Family.CONSENT, hello_work_signed, ctx())
     assert (
-        authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, hello_work_signed, SITES)
+        authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, hello_work_signed, ctx())
         == "/hellowork/offices/1301"
     )
     authority_signed = hello_work_signed | {
         "captured": {**hello_work_signed["captured"], "side": "authority"}
     }
-    assert authorize(Adapter.WELFARE, SHINJUKU, Family.CONSENT, authority_signed, {}) == "/authorities/131041"
+    assert (
+        authorize(Adapter.WELFARE, SHINJUKU, Family.CONSENT, authority_signed, ctx()) == "/authorities/131041"
+    )
     with pytest.raises(AuthError, match="goes through the welfare adapter"):
-        authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, authority_signed, SITES)
+        authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, authority_signed, ctx())
 
 
 def test_office_publishes_for_its_own_office_and_sites() -> None:
-    assert authorize(Adapter.EMPLOYMENT, OFFICE, Family.PLACEMENT, data(Family.PLACEMENT), SITES).endswith(
+    assert authorize(Adapter.EMPLOYMENT, OFFICE, Family.PLACEMENT, data(Family.PLACEMENT), ctx()).endswith(
         "/1301"
     )
-    with pytest.raises(AuthError, match="for office 1301 \\(not its office\\)"):
-        authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.REGISTRATION, data(Family.REGISTRATION), SITES)
-    with pytest.raises(AuthError, match="for office 1301"):
-        authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.RETENTION, data(Family.RETENTION), SITES)
-    with pytest.raises(AuthError, match="not in the sites registry"):
+    with pytest.raises(AuthError, match="P2: site 131041-01 is registered to office 1301, not 1102"):
+        authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.REGISTRATION, data(Family.REGISTRATION), ctx())
+    with pytest.raises(AuthError, match="registered to office 1301"):
+        authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.RETENTION, data(Family.RETENTION), ctx())
+    with pytest.raises(AuthError, match="P2: site 131041-07 is not in the sites registry"):
         authorize(
-            Adapter.EMPLOYMENT, OFFICE, Family.RETENTION, data(Family.RETENTION, site="131041-07"), SITES
+            Adapter.EMPLOYMENT, OFFICE, Family.RETENTION, data(Family.RETENTION, site="131041-07"), ctx()
         )
 
 
+def test_an_office_publishes_registrations_and_placements_only_at_its_own_registered_sites() -> None:
+    """The issue's case: office 1301 at site 112038-01 (registered to another office) and at 112038-07
+    (in no registry) — both answered 202 before."""
+    for family in (Family.REGISTRATION, Family.PLACEMENT):
+        at_other = data(family, site="112038-01", office="1301") | (
+            {"authority": "112038"} if family is Family.REGISTRATION else {}
+        )
+        with pytest.raises(AuthError, match="P2: site 112038-01 is registered to office 1102, not 1301"):
+            authorize(Adapter.EMPLOYMENT, OFFICE, family, at_other, ctx({}))
+        unregistered = at_other | {"site": "112038-07"}
+        with pytest.raises(AuthError, match="P2: site 112038-07 is not in the sites registry"):
+            authorize(Adapter.EMPLOYMENT, OFFICE, family, unregistered, ctx({}))
+
+
 def test_national_hello_work_covers_every_office() -> None:
-    assert authorize(
-        Adapter.EMPLOYMENT, NATIONAL, Family.PLACEMENT, data(Family.PLACEMENT, office="4701"), SITES
-    ) == ("/hellowork/offices/4701")
-    assert authorize(Adapter.EMPLOYMENT, NATIONAL, Family.RETENTION, data(Family.RETENTION), SITES).endswith(
+    assert authorize(Adapter.EMPLOYMENT, NATIONAL, Family.PLACEMENT, data(Family.PLACEMENT), ctx()) == (
+        "/hellowork/offices/1301"
+    )
+    assert authorize(Adapter.EMPLOYMENT, NATIONAL, Family.RETENTION, data(Family.RETENTION), ctx()).endswith(
         "/1301"
     )
+    with pytest.raises(AuthError, match="P2: office 4701 is not the registered office of site 131041-01"):
+        authorize(
+            Adapter.EMPLOYMENT, NATIONAL, Family.PLACEMENT, data(Family.PLACEMENT, office="4701"), ctx()
+        )
 
 
 def test_clients_of_the_other_side_are_refused() -> None:
     with pytest.raises(
         AuthError, match="the welfare adapter takes clients of authority; client c1 is office:1301"
     ):
-        authorize(Adapter.WELFARE, OFFICE, Family.RETENTION, data(Family.RETENTION), {})
+        authorize(Adapter.WELFARE, OFFICE, Family.RETENTION, data(Family.RETENTION), ctx())
     with pytest.raises(
         AuthError, match="the employment adapter takes clients of hello_work_national or office"
     ):
-        authorize(Adapter.EMPLOYMENT, SHINJUKU, Family.RETENTION, data(Family.RETENTION), SITES)
+        authorize(Adapter.EMPLOYMENT, SHINJUKU, Family.RETENTION, data(Family.RETENTION), ctx())
+
+
+def test_a_registration_and_its_consent_travel_in_one_batch() -> None:
+    """Holding gained by an intake event counts for the events after it in the same request."""
+    c = ctx({})
+    authorize(Adapter.EMPLOYMENT, OFFICE, Family.REGISTRATION, data(Family.REGISTRATION), c)
+    assert authorize(Adapter.EMPLOYMENT, OFFICE, Family.CONSENT, data(Family.CONSENT), c).endswith("/1301")
+    assert set(c.holders[PK]) == {Org("authority", "131041"), Org("office", "1301")}
 
 
 def test_field_errors_carry_value_for_client_and_none_for_operators() -> None:

@@ -1,0 +1,220 @@
+"""Provenance: who may assert what about a person. Pure rules; the adapters enforce them at the edge and
+the consumers again (a record on a topic is not trusted because it is there). Code and SQL cite them as
+``P1`` … ``P8``; the README's security section repeats them.
+
+P1 **Codes are ASCII digits.** Local government, office and site codes are ``[0-9]`` only: a full-width
+   ``１３１０４１`` would otherwise be a second spelling of one organisation (``domain.codes``).
+P2 **Own registered sites.** Every event happens at a joint site (拠点) that is in the sites registry; a
+   site in no registry is refused. An authority publishes only at sites it runs, an office only at sites
+   registered to its office (the national Hello Work system at any registered site, as that site's
+   office). A registration's or placement's ``office`` is the site's registered office.
+P3 **Holding comes from the joint reception, not from an event.** The two organisations of a joint site
+   (its authority and its office) hold a person once a registration or a referral of that person at
+   that site was accepted. A registration or referral of a person already held only by others is
+   refused: a person key becomes known to a new organisation only when one of the parties at the
+   counter already holds that person (identity linked at the joint reception), never because the
+   sender knows the key. (A fresh key is 128 random bits, issued at first contact: an organisation
+   that never held the person has no way to know it before it is published.)
+P4 **Consent is asserted by whom captured it.** A consent is published by the side that captured it
+   (authority → welfare adapter, Hello Work → employment adapter), by that side's organisation of the
+   capturing site (P2), for a person that organisation holds (P3).
+P5 **Placements and retention only for one's own people.** An authority reports retention only for
+   people it holds. An office places (and follows up) people it holds — or people nobody holds yet: a
+   registration keyed in late from paper may follow its placement; such an event confers no holding and
+   discloses nothing, and once anyone holds the person only holders may publish about them.
+P6 **No future, no past before the person.** ``signed_at`` and every event date are no later than now
+   plus ``CLOCK_SKEW``; a consent's ``signed_at`` and a placement's or retention's date are no earlier
+   than the first registration or referral by which the publisher holds the person.
+P7 **A withdrawal is final** against every consent signed at or before it, whatever arrives later
+   (a higher version, a record signed before it, a replay): only a consent signed after the latest
+   withdrawal can grant anything (``domain.consent``).
+P8 **Consents are keyed by (person, consent_id)**: a record id never crosses from one person to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any
+
+CLOCK_SKEW = timedelta(minutes=5)
+JST = timezone(timedelta(hours=9), "JST")
+
+
+class Side(StrEnum):
+    AUTHORITY = "authority"  # 自治体: the welfare adapter
+    HELLO_WORK = "hello_work"  # ハローワーク: the employment adapter
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Org:
+    """An organisation as holder: ``authority``/local government code or ``office``/office code."""
+
+    kind: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.code}"
+
+
+@dataclass(frozen=True, slots=True)
+class Publisher:
+    """Who publishes, as the credential proves it: an authority, an office, or national Hello Work."""
+
+    side: Side
+    code: str  # local government code, office code, or "*" for the national Hello Work system
+
+
+@dataclass(frozen=True, slots=True)
+class SiteEntry:
+    """A joint site as the registry has it."""
+
+    site_id: str
+    authority: str
+    office: str
+
+    @property
+    def parties(self) -> frozenset[Org]:
+        return frozenset({Org("authority", self.authority), Org("office", self.office)})
+
+
+class Refusal(Exception):
+    """A provenance rule refuses the event; ``reason`` names the rule and codes, never a personal value."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(f"{rule}: {reason}")
+        self.rule = rule
+        self.reason = f"{rule}: {reason}"
+
+
+# Families that bring a person into the programme at a site (and so establish holding, P3).
+INTAKE = frozenset({"registration", "referral"})
+
+
+def event_site(family: str, data: Mapping[str, Any]) -> str:
+    """The joint site an event happened at (every family names one)."""
+    if family == "consent":
+        return str(data["captured"]["site"])
+    return str(data["site"])
+
+
+def acting_org(publisher: Publisher, family: str, data: Mapping[str, Any], site: SiteEntry | None) -> Org:
+    """P2: the organisation the publisher acts as for this event; raises ``Refusal`` otherwise."""
+    site_id = event_site(family, data)
+    if site is None:
+        raise Refusal("P2", f"site {site_id} is not in the sites registry (an operator adds it)")
+    if publisher.side is Side.AUTHORITY:
+        if site.authority != publisher.code:
+            raise Refusal("P2", f"site {site_id} is run by authority {site.authority}, not {publisher.code}")
+        return Org("authority", publisher.code)
+    if publisher.code not in ("*", site.office):
+        raise Refusal("P2", f"site {site_id} is registered to office {site.office}, not {publisher.code}")
+    named = data.get("office")
+    if named is not None and str(named) != site.office:
+        raise Refusal("P2", f"office {named} is not the registered office of site {site_id} ({site.office})")
+    return Org("office", site.office)
+
+
+def check_holding(family: str, org: Org, site: SiteEntry, holders: Mapping[Org, date]) -> None:
+    """P3–P5: may ``org`` publish this family about a person held by ``holders`` (org → since)?"""
+    if family in INTAKE:
+        if not holders:
+            return  # first contact: the key is new
+        if site.parties & holders.keys():
+            return  # identity linked at this joint reception: one party already holds the person
+        raise Refusal(
+            "P3",
+            f"the person is held by other organisations; {org} at site {site.site_id} holds them only "
+            "after identity linking at a joint reception where they are held",
+        )
+    if org in holders:
+        return
+    if not holders and family != "consent" and org.kind == "office":
+        return  # P5: a late registration's placement or follow-up; it makes no one a holder
+    rule = "P4" if family == "consent" else "P5"
+    raise Refusal(rule, f"{org} holds no registration or referral of this person")
+
+
+def check_times(family: str, data: Mapping[str, Any], now: datetime, held_since: date | None = None) -> None:
+    """P6: nothing dated after now + ``CLOCK_SKEW``; nothing the publisher dates before it held the person."""
+    latest = now + CLOCK_SKEW
+    latest_day = latest.astimezone(JST).date()
+    if family == "consent":
+        signed = _instant(data["captured"]["signed_at"])
+        if signed > latest:
+            raise Refusal("P6", "captured.signed_at is later than now")
+        if held_since is not None and signed.astimezone(JST).date() < held_since:
+            raise Refusal("P6", "captured.signed_at is before the registration or referral it belongs to")
+        if _date(data["valid_from"]) > latest_day + timedelta(days=366):
+            raise Refusal("P6", "valid_from is more than a year ahead")
+        return
+    for name in _DATES[family]:
+        value = data.get(name)
+        if value is not None and _date(value) > latest_day:
+            raise Refusal("P6", f"{name} is later than today")
+    first = data.get(_DATES[family][0])
+    if held_since is not None and family not in INTAKE and first is not None and _date(first) < held_since:
+        raise Refusal("P6", f"{_DATES[family][0]} is before the registration or referral it belongs to")
+
+
+_DATES: Mapping[str, tuple[str, ...]] = {
+    "registration": ("registered_on",),
+    "referral": ("referred_on",),
+    "placement": ("placed_on",),
+    "retention": ("checked_on", "left_on"),
+}
+
+
+def check_fence(family: str, data: Mapping[str, Any], fenced_at: datetime | None) -> None:
+    """P7: a consent signed at or before the person's latest withdrawal can never grant again."""
+    if family != "consent" or fenced_at is None or data["action"] == "withdrawn":
+        return
+    if _instant(data["captured"]["signed_at"]) < fenced_at:
+        raise Refusal("P7", "a withdrawal signed after this consent is on record; withdrawal is final")
+
+
+def gained_holders(family: str, site: SiteEntry) -> frozenset[Org]:
+    """P3: who holds the person once this event is accepted (only intake events confer holding)."""
+    return site.parties if family in INTAKE else frozenset()
+
+
+def authorize_event(
+    publisher: Publisher,
+    family: str,
+    data: Mapping[str, Any],
+    site: SiteEntry | None,
+    holders: Mapping[Org, date],
+    *,
+    fenced_at: datetime | None = None,
+    now: datetime | None = None,
+) -> Org:
+    """Every provenance rule for one event; returns the acting organisation or raises ``Refusal``."""
+    if family == "consent" and str(data["captured"]["side"]) != publisher.side.value:
+        raise Refusal(
+            "P4", f"consent captured on side {data['captured']['side']} is published by that side only"
+        )
+    org = acting_org(publisher, family, data, site)
+    assert site is not None
+    check_holding(family, org, site, holders)
+    check_times(family, data, now or datetime.now(UTC), holders.get(org))
+    check_fence(family, data, fenced_at)
+    return org
+
+
+def intake_date(family: str, data: Mapping[str, Any]) -> date | None:
+    """The date an intake event establishes holding from."""
+    if family == "registration":
+        return _date(data["registered_on"])
+    if family == "referral":
+        return _date(data["referred_on"])
+    return None
+
+
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _instant(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

@@ -1,0 +1,114 @@
+"""Who holds a person (P3) and where their withdrawal fence stands (P7): read for authorisation and by
+every disclosure, written with acceptance.
+
+``record_holders`` and ``record_fences`` run inside the transaction that puts the events in the outbox
+(``outbox.enqueue`` calls them), so a person is held exactly when the registration or referral that took
+them in is accepted, and a withdrawal fences them off from the moment its 202 is sent — whatever the
+consumers' lag: every read and feed delivery checks ``withdrawal_fences``.
+The site's authority is the site id's prefix; its office is the registry's (or the registration's own
+``office``, which P2 ties to the registry at the edge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+
+import asyncpg
+
+from contracts.envelope import Event
+from domain.provenance import INTAKE, Org, SiteEntry, intake_date
+
+
+async def site_entries(conn: asyncpg.Connection, sites: Iterable[str]) -> dict[str, SiteEntry]:
+    wanted = sorted(set(sites))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT site_id, authority, office FROM sites WHERE site_id = ANY($1::text[])", wanted
+    )
+    return {r["site_id"]: SiteEntry(r["site_id"], r["authority"], r["office"]) for r in rows}
+
+
+async def holders_of(conn: asyncpg.Connection, persons: Iterable[str]) -> dict[str, dict[Org, date]]:
+    """person -> {holder: since}; people nobody holds are absent."""
+    wanted = sorted(set(persons))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT person_key, org_kind, org_code, since FROM person_holders WHERE person_key = ANY($1::text[])",
+        wanted,
+    )
+    out: dict[str, dict[Org, date]] = {}
+    for r in rows:
+        out.setdefault(r["person_key"], {})[Org(r["org_kind"], r["org_code"])] = r["since"]
+    return out
+
+
+async def record_holders(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """P3: the parties of the site of every registration or referral among ``events`` hold that person."""
+    rows: list[tuple[str, str, str, date, str, str | None]] = []
+    for e in events:
+        family = e.family.value
+        if family not in INTAKE:
+            continue
+        data = e.data.model_dump(mode="json", include={"site", "office", "registered_on", "referred_on"})
+        since = intake_date(family, data)
+        assert since is not None
+        rows.append((e.subject, data["site"], e.id, since, family, data.get("office")))
+    if not rows:
+        return
+    persons, sites, ids, sinces, _, offices = (list(c) for c in zip(*rows, strict=True))
+    await conn.execute(_RECORD, persons, sites, ids, sinces, offices)
+
+
+_RECORD = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[]) AS u(p, s, i, d, o)
+), parties AS (
+    SELECT u.p, 'authority' AS kind, left(u.s, 6) AS code, u.d, u.s, u.i FROM u
+    UNION ALL
+    SELECT u.p, 'office', coalesce(u.o, st.office), u.d, u.s, u.i
+    FROM u LEFT JOIN sites st ON st.site_id = u.s
+    WHERE coalesce(u.o, st.office) IS NOT NULL
+)
+INSERT INTO person_holders (person_key, org_kind, org_code, since, site_id, event_id)
+SELECT p, kind, code, min(d), min(s), min(i) FROM parties
+GROUP BY p, kind, code ORDER BY p, kind, code  -- one lock order: concurrent commits cannot deadlock
+ON CONFLICT (person_key, org_kind, org_code)
+DO UPDATE SET since = least(person_holders.since, EXCLUDED.since)
+"""
+
+
+async def fences_of(conn: asyncpg.Connection, persons: Iterable[str]) -> dict[str, datetime]:
+    """person -> the ``signed_at`` of their latest withdrawal on record."""
+    wanted = sorted(set(persons))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT person_key, signed_at FROM withdrawal_fences WHERE person_key = ANY($1::text[])", wanted
+    )
+    return {r["person_key"]: r["signed_at"] for r in rows}
+
+
+async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """P7: every withdrawal among ``events`` moves its person's fence to its ``signed_at`` (never back)."""
+    rows: dict[str, tuple[datetime, str]] = {}
+    for e in events:
+        if e.family.value != "consent" or e.data.action.value != "withdrawn":
+            continue
+        signed = e.data.captured.signed_at
+        if e.subject not in rows or signed > rows[e.subject][0]:
+            rows[e.subject] = (signed, e.id)
+    if not rows:
+        return
+    people = sorted(rows)  # one lock order: concurrent commits cannot deadlock
+    await conn.execute(
+        "INSERT INTO withdrawal_fences (person_key, signed_at, event_id) "
+        "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[]) "
+        "ON CONFLICT (person_key) DO UPDATE SET signed_at = EXCLUDED.signed_at, event_id = EXCLUDED.event_id, "
+        "accepted_at = now() WHERE EXCLUDED.signed_at > withdrawal_fences.signed_at",
+        people,
+        [rows[p][0] for p in people],
+        [rows[p][1] for p in people],
+    )

@@ -1,0 +1,306 @@
+"""The trust boundary on the real stack (issue 10): the attack of the issue, end to end through the HTTP
+adapters, Kafka, the shared-view projection and the shared-view API — each rule with its control.
+
+Person Q registers at Kawaguchi's joint site (112038-01, office 1102) and consents to share with Kawaguchi
+and office 1102 only. Shinjuku (131041) knows Q's key (it is the Kafka record key).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest_asyncio
+
+from consumers.agreements import add_agreement
+from consumers.catchup import end_offsets, run_until
+from consumers.shared_view.api import build_app
+from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from infra.auth import OrgKind, Role, add_client
+from infra.config import Settings
+from producers.adapters.app import employment_app, welfare_app
+from producers.adapters.serve import running
+from producers.adapters.sites import add_sites
+from tests import factories
+from tests.helpers import wait_for
+from tests.integration.test_adapters_http import free_port
+
+KAWAGUCHI, KAWAGUCHI_SITE, KAWAGUCHI_OFFICE = "112038", "112038-01", "1102"
+SHINJUKU, SHINJUKU_SITE, SHINJUKU_OFFICE = "131041", "131041-01", "1301"
+NOW = datetime.now(UTC)
+
+
+@dataclass
+class Hub:
+    welfare: str
+    employment: str
+    sv: httpx.AsyncClient
+    tokens: dict[str, str]
+
+    def post(self, who: str, family: str, data: dict[str, Any]) -> Any:
+        side = "welfare" if who in ("shinjuku", "kawaguchi") else "employment"
+        base = self.welfare if side == "welfare" else self.employment
+        return _post(base, self.tokens[who], family, data)
+
+    async def read(self, who: str, person: str, purpose: str = "share_registration") -> httpx.Response:
+        return await self.sv.get(
+            f"/persons/{person}",
+            params={"purpose": purpose},
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+        )
+
+
+async def _post(base: str, token: str, family: str, data: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+        return await http.post(f"/v1/{family}", json=data)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def hub(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Hub]:
+    specs = {
+        "kawaguchi": (OrgKind.AUTHORITY, KAWAGUCHI, Role.PUBLISH),
+        "shinjuku": (OrgKind.AUTHORITY, SHINJUKU, Role.PUBLISH),
+        "office_1102": (OrgKind.OFFICE, KAWAGUCHI_OFFICE, Role.PUBLISH),
+        "office_1301": (OrgKind.OFFICE, SHINJUKU_OFFICE, Role.PUBLISH),
+        "kawaguchi_reader": (OrgKind.AUTHORITY, KAWAGUCHI, Role.READ),
+        "shinjuku_reader": (OrgKind.AUTHORITY, SHINJUKU, Role.READ),
+    }
+    tokens: dict[str, str] = {}
+    async with pool.acquire() as conn:
+        await add_sites(
+            conn,
+            [(KAWAGUCHI_SITE, KAWAGUCHI_OFFICE, "川口"), (SHINJUKU_SITE, SHINJUKU_OFFICE, "新宿")],
+        )
+        await add_agreement(
+            conn,
+            authority=KAWAGUCHI,
+            offices=[KAWAGUCHI_OFFICE],
+            sites=[],
+            purposes=["share_registration", "disclose_placement"],
+            valid_from=(NOW - timedelta(days=400)).date(),
+            valid_until=None,
+            title="川口 協定",
+            created_by="test",
+        )
+        for who, (kind, code, role) in specs.items():
+            _, tokens[who] = await add_client(
+                conn, name=f"trust {who}", org_kind=kind, org_code=code, roles=frozenset({role})
+            )
+    app = build_app(settings)
+    async with (
+        running(welfare_app(settings, relay=False), "127.0.0.1", free_port()) as welfare,
+        running(employment_app(settings), "127.0.0.1", free_port()) as employment,
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sv") as sv,
+    ):
+        yield Hub(welfare, employment, sv, tokens)
+
+
+async def project(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Let the relay publish what was accepted, then run the shared view until it caught up."""
+    async with pool.acquire() as conn:
+        await wait_for(
+            lambda: conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"),
+            until=lambda n: n == 0,
+            timeout_s=180,
+        )
+    handler = SharedViewHandler(settings)
+    ends = await end_offsets(settings, handler.topics)
+    await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
+
+
+def signed(at: datetime) -> str:
+    return at.isoformat()
+
+
+def kawaguchi_person(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Q: registered at Kawaguchi's site, consenting to Kawaguchi and office 1102 only."""
+    q = factories.person_key()
+    registered = (NOW - timedelta(days=2)).date().isoformat()
+    reg = factories.registration(
+        q,
+        office=KAWAGUCHI_OFFICE,
+        site=KAWAGUCHI_SITE,
+        authority=KAWAGUCHI,
+        registered_on=registered,
+        personal={"name": name, "birth_date": "1988-06-01", "address": "埼玉県川口市1-2-3"},
+    ).data
+    consent = factories.consent(
+        q,
+        recipients=[{"kind": "authority", "code": KAWAGUCHI}, {"kind": "office", "code": KAWAGUCHI_OFFICE}],
+        scopes=["share_registration"],
+        valid_from=registered,
+        captured={
+            "side": "hello_work",
+            "site": KAWAGUCHI_SITE,
+            "channel": "paper_form",
+            "signed_at": signed(NOW - timedelta(days=2)),
+        },
+    ).data
+    return q, reg, consent
+
+
+def shinjuku_consent(q: str, at: datetime) -> dict[str, Any]:
+    return factories.consent(
+        q,
+        recipients=[{"kind": "authority", "code": SHINJUKU}],
+        scopes=["share_registration"],
+        valid_from=(at.date() - timedelta(days=1)).isoformat(),
+        captured={
+            "side": "authority",
+            "site": SHINJUKU_SITE,
+            "channel": "authority_counter",
+            "signed_at": signed(at),
+        },
+    ).data
+
+
+async def test_another_authority_cannot_make_itself_a_holder_and_read(
+    hub: Hub, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The issue's story: a referral at Shinjuku's own site, then a consent "signed" at its own counter
+    listing itself, then a read. Before: 202, 202, 200 with Q's name."""
+    name = f"標的{uuid.uuid4().hex[:8]}"
+    q, reg, consent = kawaguchi_person(name)
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    assert (await hub.post("office_1102", "consent", consent)).status_code == 202
+
+    referral = factories.referral(q, authority=SHINJUKU, site=SHINJUKU_SITE).data
+    response = await hub.post("shinjuku", "referral", referral)
+    assert response.status_code == 403, response.text
+    assert "P3: the person is held by other organisations" in response.json()["error"]
+    response = await hub.post("shinjuku", "consent", shinjuku_consent(q, NOW - timedelta(hours=1)))
+    assert response.status_code == 403 and "P4: authority:131041 holds no registration" in response.text
+    # An office with a newer registration of Q at its own site is no holder either (P3).
+    newer = reg | {"office": SHINJUKU_OFFICE, "site": SHINJUKU_SITE, "authority": SHINJUKU}
+    response = await hub.post("office_1301", "registration", newer)
+    assert response.status_code == 403 and "P3" in response.text
+
+    await project(settings, pool)
+    refused = await hub.read("shinjuku_reader", q)
+    assert refused.status_code == 403 and name not in refused.text
+    granted = await hub.read("kawaguchi_reader", q)  # control: the holder named in the consent reads
+    assert granted.status_code == 200 and granted.json()["name"] == name
+
+
+async def test_a_consent_dated_in_the_future_is_refused(hub: Hub) -> None:
+    _q, reg, consent = kawaguchi_person(f"未来{uuid.uuid4().hex[:8]}")
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    year_2999 = consent | {"captured": consent["captured"] | {"signed_at": "2999-01-01T10:00:00+09:00"}}
+    response = await hub.post("office_1102", "consent", year_2999)
+    assert response.status_code == 403 and "P6: captured.signed_at is later than now" in response.text
+    before_registration = consent | {
+        "captured": consent["captured"] | {"signed_at": signed(NOW - timedelta(days=30))}
+    }
+    response = await hub.post("office_1102", "consent", before_registration)
+    assert (
+        response.status_code == 403 and "P6: captured.signed_at is before the registration" in response.text
+    )
+    assert (await hub.post("office_1102", "consent", consent)).status_code == 202  # control
+
+
+async def test_the_withdrawal_wins_from_its_202_on(hub: Hub, pool: asyncpg.Pool, settings: Settings) -> None:
+    name = f"撤回{uuid.uuid4().hex[:8]}"
+    q, reg, consent = kawaguchi_person(name)
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    assert (await hub.post("office_1102", "consent", consent)).status_code == 202
+    await project(settings, pool)
+    assert (await hub.read("kawaguchi_reader", q)).status_code == 200  # control: readable before
+
+    withdrawal = consent | {
+        "version": 2,
+        "action": "withdrawn",
+        "scopes": [],
+        "captured": consent["captured"] | {"channel": "hello_work_counter", "signed_at": signed(NOW)},
+    }
+    assert (await hub.post("office_1102", "consent", withdrawal)).status_code == 202
+    # No projection has run since: the fence written with the withdrawal refuses the read already.
+    response = await hub.read("kawaguchi_reader", q)
+    assert response.status_code == 403 and name not in response.text and "P7" in response.text
+
+    # Whatever arrives later and was signed before the withdrawal grants nothing: a higher version of the
+    # withdrawn record, or another record.
+    late_version = consent | {"version": 3, "action": "changed"}
+    response = await hub.post("office_1102", "consent", late_version)
+    assert response.status_code == 403 and "P7" in response.text
+    other = consent | {"consent_id": uuid.uuid4().hex}
+    other["captured"] = other["captured"] | {"signed_at": signed(NOW - timedelta(minutes=1))}
+    assert (await hub.post("office_1102", "consent", other)).status_code == 403
+    await project(settings, pool)
+    assert (await hub.read("kawaguchi_reader", q)).status_code == 403
+
+
+async def test_offices_publish_only_at_registered_sites_of_their_own(hub: Hub) -> None:
+    """Office 1301 at site 112038-01 (registered to 1102) and at 112038-07 (in no registry): 202 before."""
+    q = factories.person_key()
+    at_other = factories.registration(
+        q, office=SHINJUKU_OFFICE, site=KAWAGUCHI_SITE, authority=KAWAGUCHI
+    ).data
+    response = await hub.post("office_1301", "registration", at_other)
+    assert response.status_code == 403 and "P2: site 112038-01 is registered to office 1102" in response.text
+    placement = factories.placement(q, office=SHINJUKU_OFFICE, site=KAWAGUCHI_SITE).data
+    assert (await hub.post("office_1301", "placement", placement)).status_code == 403
+    unregistered = at_other | {"site": "112038-07"}
+    response = await hub.post("office_1301", "registration", unregistered)
+    assert response.status_code == 403 and "P2: site 112038-07 is not in the sites registry" in response.text
+    own = factories.registration(q, office=SHINJUKU_OFFICE, site=SHINJUKU_SITE, authority=SHINJUKU).data
+    assert (await hub.post("office_1301", "registration", own)).status_code == 202  # control
+
+
+async def test_authorities_report_retention_only_for_their_own_people(hub: Hub) -> None:
+    q, reg, _ = kawaguchi_person(f"定着{uuid.uuid4().hex[:8]}")
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    retention = factories.retention(q, uuid.uuid4().hex, site=SHINJUKU_SITE).data
+    response = await hub.post("shinjuku", "retention", retention)
+    assert response.status_code == 403 and "P5: authority:131041 holds no registration" in response.text
+    today = NOW.date().isoformat()
+    own = factories.retention(q, uuid.uuid4().hex, site=KAWAGUCHI_SITE, checked_on=today).data
+    assert (await hub.post("kawaguchi", "retention", own)).status_code == 202  # control
+    early = own | {"checked_on": "2025-06-12"}
+    response = await hub.post("kawaguchi", "retention", early)
+    assert response.status_code == 403 and "P6: checked_on is before the registration" in response.text
+
+
+async def test_full_width_codes_are_refused(hub: Hub) -> None:
+    q = factories.person_key()
+    wide = factories.referral(q, authority="１３１０４１", site="１３１０４１-０１").data
+    response = await hub.post("shinjuku", "referral", wide)
+    assert response.status_code == 422 and "ASCII digits" in response.text
+    registration = factories.registration(q, office="１３０１").data
+    response = await hub.post("office_1301", "registration", registration)
+    assert response.status_code == 422 and "office code must be ASCII digits" in response.text
+
+
+async def test_idempotency_records_are_keyed_digests_that_expire(hub: Hub, pool: asyncpg.Pool) -> None:
+    """Before: an unsalted SHA-256 of the clear body (name, birth date) kept for ever."""
+    import hashlib
+
+    import orjson
+
+    q, reg, _ = kawaguchi_person(f"冪等{uuid.uuid4().hex[:8]}")
+    key = f"idem-{uuid.uuid4().hex}"
+    headers = {"Authorization": f"Bearer {hub.tokens['office_1102']}", "Idempotency-Key": key}
+    async with httpx.AsyncClient(base_url=hub.employment, headers=headers) as http:
+        first = await http.post("/v1/registration", json=reg)
+        assert first.status_code == 202
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT request_hash, expires_at > now() + interval '6 days' AS later FROM idempotency_keys "
+                "WHERE key = $1",
+                key,
+            )
+        bare = hashlib.sha256(b"registration\x00" + orjson.dumps(reg, option=orjson.OPT_SORT_KEYS)).digest()
+        assert row is not None and bytes(row["request_hash"]) != bare and row["later"]
+        assert (await http.post("/v1/registration", json=reg)).json()["replayed"] is True
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET expires_at = now() - interval '1 s' WHERE key = $1", key
+            )
+        again = await http.post("/v1/registration", json=reg | {"registered_on": NOW.date().isoformat()})
+        assert again.status_code == 202 and again.json()["replayed"] is False, again.text
+    assert q

@@ -1,0 +1,140 @@
+"""The provenance rules (``domain.provenance``, P1–P7) and the final withdrawal (``domain.consent``), pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from contracts.types import LocalGovernmentCode, OfficeCode, SiteId
+from domain.consent import ConsentRecord, Recipient, Scope, effective, permits
+from domain.provenance import (
+    Org,
+    Publisher,
+    Refusal,
+    Side,
+    SiteEntry,
+    authorize_event,
+    gained_holders,
+)
+
+KAWAGUCHI_SITE = SiteEntry("112038-01", "112038", "1102")
+SHINJUKU_SITE = SiteEntry("131041-01", "131041", "1301")
+Q_HELD = {Org("authority", "112038"): date(2026, 1, 5), Org("office", "1102"): date(2026, 1, 5)}
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def consent(site: str, side: str, signed_at: str, action: str = "given") -> dict[str, object]:
+    return {
+        "action": action,
+        "valid_from": "2026-01-05",
+        "captured": {"side": side, "site": site, "signed_at": signed_at},
+    }
+
+
+def test_p1_codes_are_ascii_digits() -> None:
+    for kind, wide in (
+        (LocalGovernmentCode, "１３１０４１"),
+        (OfficeCode, "１３０１"),
+        (SiteId, "１３１０４１-０１"),
+    ):
+        with pytest.raises(ValidationError, match=r"ASCII|expected 6 digits"):
+            TypeAdapter(kind).validate_python(wide)
+    assert TypeAdapter(SiteId).validate_python("131041-01") == "131041-01"
+
+
+def test_p3_a_referral_at_ones_own_site_does_not_make_a_holder_of_someone_held_elsewhere() -> None:
+    shinjuku = Publisher(Side.AUTHORITY, "131041")
+    referral = {"site": "131041-01", "referred_on": "2026-02-01"}
+    with pytest.raises(Refusal, match="P3"):
+        authorize_event(shinjuku, "referral", referral, SHINJUKU_SITE, Q_HELD, now=NOW)
+    # first contact: nobody holds the key yet, and the site's two parties then hold the person
+    assert authorize_event(shinjuku, "referral", referral, SHINJUKU_SITE, {}, now=NOW) == Org(
+        "authority", "131041"
+    )
+    assert gained_holders("referral", SHINJUKU_SITE) == {Org("authority", "131041"), Org("office", "1301")}
+    assert gained_holders("placement", SHINJUKU_SITE) == frozenset()
+    # identity linking at the joint reception: the site's office already holds the person
+    held_by_1301 = {Org("office", "1301"): date(2026, 1, 5)}
+    authorize_event(shinjuku, "referral", referral, SHINJUKU_SITE, held_by_1301, now=NOW)
+
+
+def test_p4_consent_only_by_the_holder_that_captured_it() -> None:
+    shinjuku = Publisher(Side.AUTHORITY, "131041")
+    with pytest.raises(Refusal, match="P4: authority:131041 holds no registration"):
+        authorize_event(
+            shinjuku,
+            "consent",
+            consent("131041-01", "authority", "2026-02-01T10:00:00+09:00"),
+            SHINJUKU_SITE,
+            Q_HELD,
+            now=NOW,
+        )
+    with pytest.raises(Refusal, match="P4: consent captured on side hello_work"):
+        authorize_event(
+            shinjuku, "consent", consent("131041-01", "hello_work", "2026-02-01T10:00:00+09:00"),
+            SHINJUKU_SITE, Q_HELD, now=NOW,
+        )  # fmt: skip
+    kawaguchi = Publisher(Side.AUTHORITY, "112038")
+    signed = consent("112038-01", "authority", "2026-02-01T10:00:00+09:00")
+    assert authorize_event(kawaguchi, "consent", signed, KAWAGUCHI_SITE, Q_HELD, now=NOW).code == "112038"
+
+
+def test_p6_nothing_from_the_future_nothing_before_the_person() -> None:
+    kawaguchi = Publisher(Side.AUTHORITY, "112038")
+    for when in ("2999-01-01T10:00:00+09:00", (NOW + timedelta(minutes=6)).isoformat()):
+        with pytest.raises(Refusal, match=r"P6: captured\.signed_at is later than now"):
+            authorize_event(
+                kawaguchi, "consent", consent("112038-01", "authority", when), KAWAGUCHI_SITE, Q_HELD, now=NOW
+            )
+    within_skew = (NOW + timedelta(minutes=4)).isoformat()
+    authorize_event(
+        kawaguchi, "consent", consent("112038-01", "authority", within_skew), KAWAGUCHI_SITE, Q_HELD, now=NOW
+    )
+    with pytest.raises(Refusal, match=r"P6: captured\.signed_at is before the registration"):
+        authorize_event(
+            kawaguchi, "consent", consent("112038-01", "authority", "2026-01-04T10:00:00+09:00"),
+            KAWAGUCHI_SITE, Q_HELD, now=NOW,
+        )  # fmt: skip
+    office = Publisher(Side.HELLO_WORK, "1102")
+    placement = {"site": "112038-01", "office": "1102", "placed_on": "2026-03-05"}
+    with pytest.raises(Refusal, match="P6: placed_on is later than today"):
+        authorize_event(office, "placement", placement, KAWAGUCHI_SITE, Q_HELD, now=NOW)
+
+
+def test_p7_a_withdrawal_is_final_against_everything_signed_before_it() -> None:
+    kawaguchi = Publisher(Side.AUTHORITY, "112038")
+    fence = datetime(2026, 2, 10, 10, 0, tzinfo=UTC)
+    before = consent("112038-01", "authority", "2026-02-09T10:00:00+09:00")
+    with pytest.raises(Refusal, match="P7"):
+        authorize_event(kawaguchi, "consent", before, KAWAGUCHI_SITE, Q_HELD, fenced_at=fence, now=NOW)
+    after = consent("112038-01", "authority", "2026-02-11T10:00:00+09:00")
+    authorize_event(kawaguchi, "consent", after, KAWAGUCHI_SITE, Q_HELD, fenced_at=fence, now=NOW)
+
+
+def _record(cid: str, version: int, signed: datetime, withdrawn: bool = False) -> ConsentRecord:
+    return ConsentRecord(
+        consent_id=cid,
+        version=version,
+        withdrawn=withdrawn,
+        scopes=frozenset() if withdrawn else frozenset({Scope.SHARE_REGISTRATION}),
+        recipients=frozenset({Recipient("authority", "112038")}),
+        valid_from=date(2026, 1, 1),
+        valid_until=None,
+        signed_at=signed,
+    )
+
+
+def test_consent_rule_6_the_fence_outlives_the_withdrawn_version() -> None:
+    t = datetime(2026, 2, 1, tzinfo=UTC)
+    reader, day = Recipient("authority", "112038"), date(2026, 2, 20)
+    # v3 of the withdrawn record, signed before the withdrawal, replaced the withdrawn v2 in the store:
+    later_version = [_record("a", 3, t - timedelta(days=1))]
+    assert permits(later_version, Scope.SHARE_REGISTRATION, reader, day)  # what old main did
+    assert not permits(later_version, Scope.SHARE_REGISTRATION, reader, day, fenced_at=t)
+    # a consent signed after the withdrawal re-consents
+    tie = [_record("a", 1, t - timedelta(days=2)), _record("b", 1, t, withdrawn=True)]
+    assert effective(tie) is not None and effective(tie).withdrawn  # type: ignore[union-attr]
+    again = [*tie, _record("c", 1, t + timedelta(days=1))]
+    assert permits(again, Scope.SHARE_REGISTRATION, reader, day, fenced_at=t)
