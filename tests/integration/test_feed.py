@@ -679,5 +679,5 @@ async def test_an_authority_may_opt_out_of_the_individual_list_and_an_agreement_
             "UPDATE sharing_agreements SET valid_until = NULL WHERE agreement_id = ANY($1::text[])",
             [r[0] for r in ended],
         )
-    assert declined.declined and not declined.individuals and declined.body["groups"]
-    assert not unagreed.individuals and unagreed.withheld_no_agreement > 0 and unagreed.body["groups"]
+    assert declined.declined and not declined.individuals and declined.body["populations"]
+    assert not unagreed.individuals and unagreed.withheld_no_agreement > 0 and unagreed.body["populations"]

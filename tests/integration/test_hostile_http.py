@@ -12,6 +12,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
 from consumers.feed.api import create_feed_app
 from consumers.feed.builder import build_month
@@ -28,6 +30,7 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app as shared_view_app
 from domain.calendar import YearMonth
+from domain.consent import Scope
 from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
@@ -308,6 +311,12 @@ async def test_formula_cells_are_escaped_in_every_csv_export(pool: asyncpg.Pool,
         projection, settings, pool, group_id=f"{projection.name}.{settings.topic_namespace}"
     )
     await run_until(runtime, pool, await end_offsets(settings, projection.topics), timeout_s=120)
+    async with pool.acquire() as conn:  # A2: names and employers go out only under an agreement in force
+        await add_agreement(
+            conn, authority=factories.AUTHORITY, offices=[factories.OFFICE], sites=[factories.SITE],
+            purposes=[Scope.DISCLOSE_PLACEMENT.value], valid_from=date(2015, 4, 1), valid_until=None,
+            title="test", created_by="test",
+        )  # fmt: skip
     month = YearMonth(2019, 7)
     await build_month(pool, settings, month, authorities=[factories.AUTHORITY])  # sent now: a backfill
     auth = {"Authorization": f"Bearer {limited.reader}"}

@@ -1,11 +1,13 @@
 -- Trust boundary (issue 10): who holds a person, data-sharing agreements, expiring idempotency records,
 -- revocable console sessions. Rule numbers (P1…P8) are those of domain/provenance.py.
+-- Idempotent (IF NOT EXISTS, ON CONFLICT): it first shipped as 007_trust.sql, and a database that applied
+-- it under that name applies it again under this one (schema_migrations records file names).
 
 -- P3: the organisations that hold a person. Written only by acceptance (producers.holders), in the
 -- transaction of the registration or referral that brings the person in at a joint site: the site's
 -- authority and its office. No event a client sends can add a row for an organisation that is not a
 -- party of the site the person was taken in at. Readers and consumers ask this table, never an event.
-CREATE TABLE person_holders (
+CREATE TABLE IF NOT EXISTS person_holders (
     person_key text        NOT NULL,
     org_kind   text        NOT NULL CHECK (org_kind IN ('authority', 'office')),
     org_code   text        NOT NULL,
@@ -40,7 +42,7 @@ ON CONFLICT DO NOTHING;
 -- P7: the withdrawal fence. Written with the withdrawal's outbox row (producers.holders.record_fences),
 -- so from the withdrawal's 202 on every disclosure (shared-view reads, feed deliveries) refuses any
 -- consent signed at or before it, however far behind the consumers are.
-CREATE TABLE withdrawal_fences (
+CREATE TABLE IF NOT EXISTS withdrawal_fences (
     person_key  text        PRIMARY KEY,
     signed_at   timestamptz NOT NULL,   -- the latest withdrawal's signed_at
     event_id    text        NOT NULL,
@@ -50,12 +52,13 @@ INSERT INTO withdrawal_fences (person_key, signed_at, event_id)
 SELECT DISTINCT ON (d->>'person_key') d->>'person_key', (d->'captured'->>'signed_at')::timestamptz, event_id
 FROM (SELECT convert_from(value, 'UTF8')::jsonb AS d, event_id FROM outbox WHERE topic LIKE '%.consent.v1') c
 WHERE d->>'action' = 'withdrawn'
-ORDER BY d->>'person_key', (d->'captured'->>'signed_at')::timestamptz DESC;
+ORDER BY d->>'person_key', (d->'captured'->>'signed_at')::timestamptz DESC
+ON CONFLICT DO NOTHING;
 
 -- 個人情報保護協定: the data-sharing agreement between a prefectural labour bureau (for its Hello Work
 -- offices) and the head of an authority, for some or all of that authority's joint sites, stating the
 -- purposes. Personal data crosses sides only under consent AND an agreement in force (domain.agreements).
-CREATE TABLE sharing_agreements (
+CREATE TABLE IF NOT EXISTS sharing_agreements (
     agreement_id text        PRIMARY KEY,
     authority    text        NOT NULL CHECK (authority ~ '^[0-9]{6}$'),
     offices      text[]      NOT NULL CHECK (cardinality(offices) > 0),
@@ -70,15 +73,15 @@ CREATE TABLE sharing_agreements (
     ended_by     text,
     CHECK (valid_until IS NULL OR valid_until >= valid_from)
 );
-CREATE INDEX sharing_agreements_authority ON sharing_agreements (authority);
+CREATE INDEX IF NOT EXISTS sharing_agreements_authority ON sharing_agreements (authority);
 
 -- Idempotency records expire: the digest (now an HMAC under a server secret, never a bare hash of a
 -- body that holds a name) is kept only as long as a client may retry.
-ALTER TABLE idempotency_keys ADD COLUMN expires_at timestamptz NOT NULL DEFAULT now() + interval '7 days';
-CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS expires_at timestamptz NOT NULL DEFAULT now() + interval '7 days';
+CREATE INDEX IF NOT EXISTS idempotency_keys_expires ON idempotency_keys (expires_at);
 
 -- Console sessions end at logout: a signed cookie stays valid until it expires, so logout records its id.
-CREATE TABLE console_session_revocations (
+CREATE TABLE IF NOT EXISTS console_session_revocations (
     session_id text        PRIMARY KEY,
     revoked_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
@@ -86,7 +89,7 @@ CREATE TABLE console_session_revocations (
 
 -- An authority may opt out of receiving the feed's individual list (names and employers); aggregates
 -- still flow. `hub feed individual-list off|on --authority A`.
-CREATE TABLE feed_individual_list_opt_outs (
+CREATE TABLE IF NOT EXISTS feed_individual_list_opt_outs (
     authority  text        PRIMARY KEY,
     opted_out_at timestamptz NOT NULL DEFAULT now(),
     by_whom    text        NOT NULL
