@@ -31,11 +31,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
-from contracts.envelope import Event, PoisonMessage, decode
+from contracts.envelope import Event, PoisonMessage, decode, traceparent_of
 from infra import health, metrics
 from infra.config import Settings
 from infra.leadership import LeadershipLost
 from infra.logging import get_logger
+from infra.tracing import batch_span
 
 log = get_logger("consumer")
 
@@ -324,6 +325,7 @@ class ConsumerRuntime:
 
     def _decode(self, records: list[ConsumerRecord]) -> _Batch:
         batch = _Batch(records=records, good=[], poison=[], started=time.perf_counter())
+        dropped: list[tuple[ConsumerRecord, str]] = []
         for rec in records:
             try:
                 event = decode(rec.key, rec.headers, rec.value, fast=True)
@@ -331,6 +333,17 @@ class ConsumerRuntime:
                 batch.poison.append(DeadLetter.of(rec, poison.reason))
             else:
                 batch.good.append(Consumed(event, rec.topic, rec.partition, rec.offset, rec.value))
+                if event.traceparent is None and (why := traceparent_of(rec.headers)[1]) is not None:
+                    dropped.append((rec, why))
+        if dropped:  # the events are processed, untraced; one line per batch, never the value
+            first = dropped[0][0]
+            get_logger("consumer").warning(  # looked up here (rare): a cached logger ignores capture
+                "trace context dropped",
+                consumer=self.handler.name,
+                events=len(dropped),
+                reasons=sorted({why for _, why in dropped}),
+                first=f"{first.topic}[{first.partition}]@{first.offset}",
+            )
         return batch
 
     async def _finish(self, batch: _Batch) -> None:
@@ -367,16 +380,18 @@ class ConsumerRuntime:
             await self._deadletters.publish(unpublished)  # before the positions that pass them are saved
             if published is not None:
                 published.update((d.topic, d.partition, d.offset) for d in unpublished)
-        async with self.pool.acquire() as conn, conn.transaction():
-            if self._fence is not None:
-                await self._fence(conn)
-            if not self.settings.consumer_sync_commit:
-                await conn.execute("SET LOCAL synchronous_commit = off")
-            if good:
-                await self.handler.handle(conn, good)
-            if poison:
-                await self._deadletters.register(conn, poison)
-            await self._save_positions(conn, records)
+        traced = [_trace_link(c) for c in good if c.event.traceparent is not None]
+        with batch_span(self.handler.name, traced, events=len(good), dead_letters=len(poison)):
+            async with self.pool.acquire() as conn, conn.transaction():
+                if self._fence is not None:
+                    await self._fence(conn)
+                if not self.settings.consumer_sync_commit:
+                    await conn.execute("SET LOCAL synchronous_commit = off")
+                if good:
+                    await self.handler.handle(conn, good)
+                if poison:
+                    await self._deadletters.register(conn, poison)
+                await self._save_positions(conn, records)
 
     async def _isolate(self, batch: _Batch, records: list[ConsumerRecord]) -> None:
         """Find the events of ``records`` that cannot be applied and dead-letter only those.
@@ -509,6 +524,17 @@ def _component(exc: BaseException) -> str:
     if isinstance(exc, LeadershipLost):
         return "leadership"
     return "database"
+
+
+def _trace_link(c: Consumed) -> tuple[str, dict[str, str | int]]:
+    """A traced event's context and what its link says: ids and positions, never data."""
+    assert c.event.traceparent is not None
+    return c.event.traceparent, {
+        "event.id": c.event.id,
+        "topic": c.topic,
+        "partition": c.partition,
+        "offset": c.offset,
+    }
 
 
 def _record_time(rec: ConsumerRecord) -> datetime | None:

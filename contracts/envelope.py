@@ -84,6 +84,9 @@ class Event(NamedTuple, Generic[D]):
     time: datetime
     family: Family
     data: D
+    # The CloudEvents distributed-tracing extension: the W3C trace context of the request that accepted
+    # the event (``ce_traceparent`` in binary mode), or None for an untraced event.
+    traceparent: str | None = None
 
 
 class PoisonMessage(Exception):
@@ -122,6 +125,8 @@ def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
         ("ce_time", event.time.isoformat().encode()),
         ("content-type", CONTENT_TYPE.encode()),
     ]
+    if event.traceparent is not None:
+        headers.append((TRACEPARENT_HEADER, event.traceparent.encode()))
     value = orjson.dumps(event.data.model_dump(mode="json", exclude_none=True))
     return event.subject.encode(), headers, value
 
@@ -194,6 +199,46 @@ def _attributes(headers: Headers) -> dict[str, str]:
     return attrs
 
 
+# The trace context is optional metadata, not part of the event: a defective one is dropped (the event is
+# processed untraced; ``traceparent_of`` says why, for the log), never a reason to refuse the event.
+# Strict W3C Trace Context, version 00 only: exactly 55 characters, lowercase hex, ids not all zeros.
+TRACEPARENT_HEADER = "ce_traceparent"
+TRACEPARENT_LENGTH = 55
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN.encode())
+_ZERO_TRACE, _ZERO_PARENT = b"0" * 32, b"0" * 16
+
+
+def traceparent_refusal(raw: bytes) -> str | None:
+    """The W3C rule a ``traceparent`` value breaks (never quoting it), or None when it is well-formed."""
+    if len(raw) != TRACEPARENT_LENGTH:
+        return f"not {TRACEPARENT_LENGTH} bytes (W3C traceparent version 00)"
+    if not _TRACEPARENT.fullmatch(raw):
+        return "does not match 00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>"
+    if raw[3:35] == _ZERO_TRACE:
+        return "trace id is all zeros"
+    if raw[36:52] == _ZERO_PARENT:
+        return "parent id is all zeros"
+    return None
+
+
+def traceparent_of(headers: Headers) -> tuple[str | None, str | None]:
+    """(the record's trace context, None) — or (None, why it was dropped) where a ``ce_traceparent``
+    header is there but unusable; (None, None) for an untraced record."""
+    found: list[bytes] = [raw for name, raw in headers if name == TRACEPARENT_HEADER]
+    if not found:
+        return None, None
+    if len(found) > 1:
+        return None, f"header {TRACEPARENT_HEADER}: repeated (W3C: more than one makes it invalid)"
+    raw = found[0]
+    if not isinstance(raw, bytes):
+        return None, f"header {TRACEPARENT_HEADER}: empty"
+    refusal = traceparent_refusal(raw)
+    if refusal is not None:
+        return None, f"header {TRACEPARENT_HEADER}: {refusal}"
+    return raw.decode("ascii"), None
+
+
 def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bool = False) -> Event:
     """Decode one Kafka record or raise ``PoisonMessage`` naming the header or field and the rule.
 
@@ -242,6 +287,7 @@ def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bo
         time=time,
         family=family,
         data=data,
+        traceparent=traceparent_of(headers)[0],
     )
 
 

@@ -28,6 +28,8 @@ from contracts.envelope import (
     SOURCE_PATTERN,
     SPECVERSION,
     TOPICS,
+    TRACEPARENT_HEADER,
+    TRACEPARENT_PATTERN,
     Family,
     event_type,
 )
@@ -62,6 +64,12 @@ CE_HEADERS: dict[str, Any] = {
         "ce_subject": {"type": "string", "description": "Pseudonymous person key (also the Kafka key)"},
         "ce_time": {"type": "string", "format": "date-time"},
         "content-type": {"const": "application/json"},
+        TRACEPARENT_HEADER: {
+            "type": "string",
+            "pattern": TRACEPARENT_PATTERN,
+            "description": "Optional. CloudEvents distributed-tracing extension: the W3C trace context of "
+            "the request that accepted the event. A malformed one is dropped (the event is processed, untraced)",
+        },
     },
 }
 

@@ -33,6 +33,7 @@ from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
 from infra.runner import prepare
+from infra.tracing import instrument, setup_tracing
 
 
 def create_app(
@@ -89,6 +90,8 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    setup_tracing(title)
+    instrument(app)  # a server span per request; the events it accepts carry its trace context
 
     @app.exception_handler(AuthError)
     async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:

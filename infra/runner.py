@@ -18,6 +18,7 @@ from infra import health
 from infra.config import Settings, get_settings
 from infra.db import TRANSIENT_DB_ERRORS, create_pool, migrate
 from infra.logging import configure_logging, get_logger
+from infra.tracing import setup_tracing
 
 log = get_logger("runner")
 
@@ -64,6 +65,7 @@ async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> Non
     the wait and returns normally (exit 0), as it does in every later state."""
     settings = get_settings()
     configure_logging(settings.log_level)
+    setup_tracing("ittai-hub")  # consumers and relays record spans; exported only where configured
     if settings.metrics_port is not None:  # services without HTTP expose /metrics on their own port
         from prometheus_client import start_http_server
 

@@ -27,6 +27,7 @@ from infra.db import TRANSIENT_DB_ERRORS, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
+from infra.tracing import TRACEPARENT_HEADER, current_traceparent, publish_span
 from producers.holders import record_fences, record_holders
 
 log = get_logger("outbox")
@@ -36,11 +37,17 @@ NOTIFY_CHANNEL = "ittai_outbox"
 
 
 async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: str, namespace: str) -> int:
-    """Add events to the outbox in the caller's transaction; returns how many were added."""
+    """Add events to the outbox in the caller's transaction; returns how many were added.
+
+    An event carries the trace context of the request that accepted it (CloudEvents ``traceparent``,
+    stored in the row's headers): its own where the caller set one, else the span in progress."""
     if not events:
         return 0
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    traceparent = current_traceparent()
     for event in events:
+        if event.traceparent is None and traceparent is not None:
+            event = event._replace(traceparent=traceparent)
         key, headers, value = encode(event)
         for column, item in zip(
             columns,
@@ -66,6 +73,11 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: 
     for family, count in Counter(event.family.value for event in events).items():
         metrics.EVENTS_ACCEPTED.labels(origin, family).inc(count)
     return len(events)
+
+
+def _link(row: asyncpg.Record) -> dict[str, str | int]:
+    """What the relay's span says of a row it links: ids and the topic, never data."""
+    return {"outbox.id": row["id"], "event.id": row["headers"].get("ce_id", ""), "topic": row["topic"]}
 
 
 class BrokerUnavailable(Exception):
@@ -208,14 +220,18 @@ class OutboxRelay:
                 health.report("relay.database", True)
                 return 0
             producer = await self._ensure_producer()
+            traced = [(tp, _link(r)) for r in rows if (tp := r["headers"].get(TRACEPARENT_HEADER))]
             try:
-                futures = []
-                for row in rows:
-                    headers = [(h, v.encode()) for h, v in row["headers"].items()]
-                    futures.append(
-                        await producer.send(row["topic"], value=row["value"], key=row["key"], headers=headers)
-                    )
-                await asyncio.gather(*futures)
+                with publish_span(traced, rows=len(rows)):
+                    futures = []
+                    for row in rows:
+                        headers = [(h, v.encode()) for h, v in row["headers"].items()]
+                        futures.append(
+                            await producer.send(
+                                row["topic"], value=row["value"], key=row["key"], headers=headers
+                            )
+                        )
+                    await asyncio.gather(*futures)
             except (KafkaError, OSError, TimeoutError) as exc:
                 raise BrokerUnavailable() from exc
             health.report("relay.kafka", True)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from contracts.envelope import TRACEPARENT_HEADER, TRACEPARENT_PATTERN
+
 
 @dataclass(frozen=True, slots=True)
 class PartitionOffsets:
@@ -165,6 +167,7 @@ _SHOWN_HEADERS: dict[str, re.Pattern[str]] = {
     "ce_time": re.compile(r"^\d{4}-\d{2}-\d{2}T[0-9:.+\-Z]{5,30}$"),
     "ce_specversion": re.compile(r"^\d\.\d$"),
     "content-type": re.compile(r"^[a-z]+/[a-z0-9.+-]{1,40}$"),
+    TRACEPARENT_HEADER: re.compile(TRACEPARENT_PATTERN),  # W3C trace context: ids only
 }
 _PERSON_KEY = re.compile(r"^[0-9a-f]{32}$")
 

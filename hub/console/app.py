@@ -35,6 +35,7 @@ from hub.web.pages import Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal, authenticate
 from infra.config import Settings, get_settings
 from infra.http import create_app
+from infra.tracing import trace_id
 
 HERE = Path(__file__).parent
 PAGES = (
@@ -71,6 +72,7 @@ templates.env.globals.update(
     rates_between=rates_between,
     series=_series,
     lag_bars=_lag_bars,
+    trace_id=trace_id,  # a dead letter's trace id, to find its request in a tracing backend
 )
 
 

@@ -34,6 +34,7 @@ from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, cl
 from infra.config import Settings
 from infra.crypto import KeyStore, derived_key, seal
 from infra.logging import get_logger
+from infra.tracing import current_traceparent
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
 from producers.holders import fences_of, holders_of, site_entries
 from producers.outbox import enqueue
@@ -545,6 +546,8 @@ class _Unit:
     sources: list[str]
     client_id: str
     idem: tuple[str, str, bytes, str] | None  # organisation, key, request digest, family
+    # The request's trace context, taken where the unit is made: the group commit runs in another task.
+    traceparent: str | None = field(default_factory=current_traceparent)
     done: asyncio.Future[list[str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -687,7 +690,7 @@ class _GroupCommitter:
                         (unit.idem[0], unit.idem[1])
                     )  # a second unit with the key in this group raced
                 results.append([e.id for e in evs])
-                todo.extend(evs)
+                todo.extend(e._replace(traceparent=unit.traceparent) for e in evs)
             await enqueue(
                 conn,
                 todo,

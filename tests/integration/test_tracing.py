@@ -1,0 +1,209 @@
+"""Tracing across the hops, on the real stack: the W3C trace context of a POST to the welfare adapter
+travels in the CloudEvents ``traceparent`` extension (``ce_traceparent``) through the outbox row, the
+relay and Kafka to the shared-view consumer, whose batch-commit span links it to the event it stored.
+Spans are collected with the SDK's in-memory exporter, through the same allow-list as OTLP export.
+A malformed ``ce_traceparent`` from a rogue producer is dropped with a logged reason: the event is
+applied, untraced, never dead-lettered."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from structlog.testing import capture_logs
+
+from consumers.catchup import end_offsets, run_until
+from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from contracts.envelope import TRACEPARENT_HEADER, Family, encode
+from infra.auth import OrgKind, Role, add_client
+from infra.config import Settings
+from infra.topics import ensure_topics
+from infra.tracing import export_to
+from producers.adapters.app import welfare_app
+from producers.adapters.serve import running
+from producers.submission import to_event
+from tests import factories
+from tests.helpers import read_topic, wait_for
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def isolated(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Settings]:
+    """A topic namespace of this module's own: the consumer sees only these tests' records."""
+    own = settings.model_copy(update={"topic_namespace": f"tr{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(own)
+    yield own
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    processor = export_to(exporter)  # through the allow-list, as OTLP export would be
+    try:
+        yield exporter
+    finally:
+        processor.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _catch_up_shared_view(pool: asyncpg.Pool, settings: Settings) -> None:
+    handler = SharedViewHandler(settings)
+    ends = await end_offsets(settings, handler.topics)
+    await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=120)
+
+
+def _trace_of(traceparent: str | bytes) -> str:
+    text = traceparent.decode() if isinstance(traceparent, bytes) else traceparent
+    return text.split("-")[1]
+
+
+def _linked(spans: Sequence[ReadableSpan], name: str, trace_id: int) -> list[dict[str, object]]:
+    """The attributes of every link of spans named ``name`` into trace ``trace_id``."""
+    return [
+        dict(link.attributes or {})
+        for span in spans
+        if span.name == name
+        for link in span.links
+        if link.context.trace_id == trace_id
+    ]
+
+
+async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_shared_view_row(
+    pool: asyncpg.Pool, isolated: Settings, spans: InMemorySpanExporter
+) -> None:
+    settings = isolated
+    async with pool.acquire() as conn:
+        _, token = await add_client(
+            conn,
+            name="trace shinjuku",
+            org_kind=OrgKind.AUTHORITY,
+            org_code=factories.AUTHORITY,
+            roles=frozenset({Role.PUBLISH}),
+        )
+    referral = factories.referral(factories.person_key())
+    async with (
+        running(welfare_app(settings), "127.0.0.1", _free_port()) as base,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http,
+    ):
+        response = await http.post("/v1/referral", json=referral.data)
+        assert response.status_code == 202, response.text
+        event_id = response.json()["event_id"]
+        async with pool.acquire() as conn:  # the adapter's relay publishes it
+            row = await wait_for(
+                lambda: conn.fetchrow(
+                    "SELECT id, headers, published_at FROM outbox WHERE event_id = $1", event_id
+                ),
+                until=lambda r: r is not None and r["published_at"] is not None,
+                timeout_s=120,
+            )
+
+    # 1. The request: the adapter's server span for the POST.
+    (request,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.kind is SpanKind.SERVER and (s.attributes or {}).get("http.route") == "/v1/referral"
+    ]
+    assert request.context is not None
+    trace_id = request.context.trace_id
+    # 2. The outbox row stores the request's trace context with the event.
+    assert _trace_of(row["headers"][TRACEPARENT_HEADER]) == f"{trace_id:032x}"
+    # 3. The relay's publishing span links to it.
+    assert {"event.id": event_id, "outbox.id": row["id"], "topic": settings.topic(Family.REFERRAL)} in (
+        _linked(spans.get_finished_spans(), "outbox publish", trace_id)
+    )
+    # 4. Kafka: the record carries it as ce_traceparent.
+    (record,) = [
+        r
+        for r in await read_topic(settings, settings.topic(Family.REFERRAL))
+        if dict(r.headers)["ce_id"] == event_id.encode()
+    ]
+    assert _trace_of(dict(record.headers)[TRACEPARENT_HEADER]) == f"{trace_id:032x}"
+
+    # 5. The shared view: its batch-commit span links the event it stored to the request's trace.
+    await _catch_up_shared_view(pool, settings)
+    assert await pool.fetchval("SELECT count(*) FROM sv_events WHERE event_id = $1", event_id) == 1
+    position = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    assert {"event.id": event_id, **position} in _linked(
+        spans.get_finished_spans(), "shared-view batch commit", trace_id
+    )
+
+    # No personal data in any span that could leave the process.
+    exported = orjson.dumps(
+        [
+            [s.name, dict(s.attributes or {}), [dict(link.attributes or {}) for link in s.links]]
+            for s in spans.get_finished_spans()
+        ]
+    ).decode()
+    assert referral.data["personal"]["case_number"] not in exported
+
+
+MALFORMED: dict[str, list[bytes]] = {
+    "not 55 bytes": [b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01-x"],
+    "a name": ["髙橋 花子".encode()],
+    "uppercase hex": [b"00-" + b"A" * 32 + b"-" + b"b" * 16 + b"-01"],
+    "another version": [b"01-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"],
+    "not UTF-8": [b"\xff" * 55],
+    "zero trace id": [b"00-" + b"0" * 32 + b"-" + b"b" * 16 + b"-01"],
+    "zero parent id": [b"00-" + b"a" * 32 + b"-" + b"0" * 16 + b"-01"],
+    "repeated": [b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"] * 2,
+}
+REASONS = {
+    "header ce_traceparent: not 55 bytes (W3C traceparent version 00)",
+    "header ce_traceparent: does not match 00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>",
+    "header ce_traceparent: trace id is all zeros",
+    "header ce_traceparent: parent id is all zeros",
+    "header ce_traceparent: repeated (W3C: more than one makes it invalid)",
+}
+
+
+async def test_a_malformed_traceparent_is_dropped_with_a_reason_and_the_event_applied_untraced(
+    pool: asyncpg.Pool, isolated: Settings, spans: InMemorySpanExporter
+) -> None:
+    settings = isolated
+    people: list[str] = []
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for values in MALFORMED.values():
+            pk = factories.person_key()
+            people.append(pk)
+            key, headers, value = encode(to_event(factories.consent(pk), None))
+            headers += [(TRACEPARENT_HEADER, v) for v in values]
+            await producer.send_and_wait(settings.topic(Family.CONSENT), value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+    with capture_logs() as logs:
+        await _catch_up_shared_view(pool, settings)
+
+    applied = await pool.fetchval(
+        "SELECT count(DISTINCT person_key) FROM sv_consents WHERE person_key = ANY($1::text[])", people
+    )
+    assert applied == len(people)  # every event applied: none refused for its trace context
+    letters = await pool.fetchval(
+        "SELECT count(*) FROM dead_letters WHERE source_topic = $1", settings.topic(Family.CONSENT)
+    )
+    assert letters == 0
+    dropped = [line for line in logs if line["event"] == "trace context dropped"]
+    # One line per batch; a batch fetched again after a rebalance is decoded, and logged, again.
+    assert dropped and sum(int(line["events"]) for line in dropped) >= len(people)
+    assert {reason for line in dropped for reason in line["reasons"]} == REASONS
+    text = repr(logs)
+    assert "髙橋" not in text and "a" * 32 not in text and "A" * 32 not in text  # never the value
+    # Untraced: no commit span links into the malformed contexts.
+    traces = {int("a" * 32, 16), int("A" * 32, 16)}
+    assert not [s for s in spans.get_finished_spans() for link in s.links if link.context.trace_id in traces]

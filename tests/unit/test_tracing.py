@@ -1,0 +1,103 @@
+"""The trace context without a broker: the envelope carries a well-formed one and drops any other with a
+reason that never quotes it; what leaves the process is allow-listed."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from consumers.monitoring.figures import HIDDEN, safe_headers
+from contracts.envelope import TRACEPARENT_HEADER, decode, encode, traceparent_of
+from infra.tracing import _Redacting, current_traceparent, trace_id
+from producers.submission import to_event
+from tests import factories
+
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+BAD = {
+    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n": "not 55 bytes",
+    b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01": "does not match",
+    b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": "does not match",
+    b"00-00000000000000000000000000000000-00f067aa0ba902b7-01": "trace id is all zeros",
+    b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01": "parent id is all zeros",
+    "髙橋 花子 1988-06-01 090-1234-5678 xxxxxxxxxxxxxxxxxxxxxxxx".encode()[:55]: "does not match",
+    b"\xff" * 55: "does not match",
+    b"": "not 55 bytes",
+}
+
+RULES = {
+    "not 55 bytes": "not 55 bytes (W3C traceparent version 00)",
+    "does not match": "does not match 00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>",
+    "trace id is all zeros": "trace id is all zeros",
+    "parent id is all zeros": "parent id is all zeros",
+}
+
+
+def _record(traceparents: list[bytes]) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
+    key, headers, value = encode(to_event(factories.consent(factories.person_key()), None))
+    return key, headers + [(TRACEPARENT_HEADER, tp) for tp in traceparents], value
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_envelope_carries_a_traceparent_as_ce_traceparent(fast: bool) -> None:
+    event = to_event(factories.consent(factories.person_key()), None)._replace(traceparent=TP)
+    key, headers, value = encode(event)
+    assert (TRACEPARENT_HEADER, TP.encode()) in headers
+    assert decode(key, headers, value, fast=fast).traceparent == TP
+    untraced = encode(event._replace(traceparent=None))[1]
+    assert TRACEPARENT_HEADER not in dict(untraced)
+
+
+@pytest.mark.parametrize(("raw", "rule"), BAD.items())
+def test_a_malformed_traceparent_is_dropped_with_its_rule_never_its_value(raw: bytes, rule: str) -> None:
+    key, headers, value = _record([raw])
+    assert decode(key, headers, value, fast=True).traceparent is None  # the event itself is fine
+    value_seen, reason = traceparent_of(headers)
+    assert value_seen is None and reason is not None
+    # One of the fixed wordings: nothing of the value is in it.
+    assert reason == f"header {TRACEPARENT_HEADER}: {RULES[rule]}"
+    assert trace_id(raw.decode(errors="replace")) is None
+
+
+def test_a_repeated_traceparent_is_dropped() -> None:
+    key, headers, value = _record([TP.encode(), TP.encode()])
+    assert decode(key, headers, value).traceparent is None
+    assert traceparent_of(headers) == (
+        None,
+        f"header {TRACEPARENT_HEADER}: repeated (W3C: more than one makes it invalid)",
+    )
+
+
+def test_trace_id_and_the_console_show_only_a_well_formed_context() -> None:
+    assert trace_id(TP) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id(None) is None
+    assert safe_headers([(TRACEPARENT_HEADER, TP.encode())]) == {TRACEPARENT_HEADER: TP}
+    assert safe_headers([(TRACEPARENT_HEADER, "髙橋 花子".encode())]) == {TRACEPARENT_HEADER: HIDDEN}
+
+
+def test_what_leaves_the_process_is_allow_listed() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(_Redacting(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("test")
+    with (
+        pytest.raises(ValueError),
+        tracer.start_as_current_span("POST /v1/referral", kind=SpanKind.SERVER) as span,
+    ):
+        span.set_attribute("http.route", "/v1/referral")
+        span.set_attribute("http.target", "/v1/referral?name=髙橋")
+        span.set_attribute("http.url", "http://hub/v1/referral?name=髙橋")
+        span.set_attribute("event.id", "e" * 32)
+        ctx = span.get_span_context()
+        assert (
+            current_traceparent() == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+        )
+        raise ValueError("birth_date 1988-06-01 is not valid for 髙橋 花子")
+    assert current_traceparent() is None  # outside any span
+    (finished,) = exporter.get_finished_spans()
+    assert dict(finished.attributes or {}) == {"http.route": "/v1/referral", "event.id": "e" * 32}
+    assert [dict(e.attributes or {}) for e in finished.events] == [{"exception.type": "ValueError"}]
+    assert not finished.status.description or "髙橋" not in finished.status.description
+    assert "髙橋" not in repr(finished.to_json()) and "1988" not in finished.to_json()
