@@ -31,6 +31,7 @@ from infra.topics import ensure_topics
 from infra.tracing import export_to
 from producers.adapters.app import welfare_app
 from producers.adapters.serve import running
+from producers.adapters.sites import add_sites
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import read_topic, wait_for
@@ -87,6 +88,7 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
 ) -> None:
     settings = isolated
     async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])  # the referral's site (P2)
         _, token = await add_client(
             conn,
             name="trace shinjuku",
