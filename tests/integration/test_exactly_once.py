@@ -33,25 +33,46 @@ def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def _stream_of_registrations(pool: asyncpg.Pool, own: Settings) -> None:
-    """TOTAL registrations on ``own``'s topic, and an empty effects table for the counting consumer."""
+async def _fresh_effects(pool: asyncpg.Pool, own: Settings) -> None:
+    """``own``'s registration topic, and an empty effects table and no stored positions for the counting
+    consumer."""
     await ensure_topics(own, [own.topic(Family.REGISTRATION)])
     async with pool.acquire() as conn:
         await conn.execute(EFFECTS_TABLE)
         await conn.execute("TRUNCATE test_effects")
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
 
+
+async def _publish_registrations(own: Settings, n: int) -> None:
+    """``n`` registrations of new people (random keys, so spread over every partition) on ``own``'s topic."""
     key = os.urandom(32)
     producer = AIOKafkaProducer(bootstrap_servers=own.kafka_bootstrap, acks="all", linger_ms=20)
     await producer.start()
     try:
         futures = []
-        for _ in range(TOTAL):
+        for _ in range(n):
             k, headers, value = encode(to_event(factories.registration(factories.person_key()), key))
             futures.append(await producer.send(own.topic(Family.REGISTRATION), value, key=k, headers=headers))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def _stream_of_registrations(pool: asyncpg.Pool, own: Settings) -> None:
+    """TOTAL registrations on ``own``'s topic, and an empty effects table for the counting consumer."""
+    await _fresh_effects(pool, own)
+    await _publish_registrations(own, TOTAL)
+
+
+async def applied_through(conn: asyncpg.Connection, own: Settings) -> int:
+    """How many records of ``own``'s registration topic the counting consumer has committed (its stored
+    positions, committed with the effects in one transaction). Once this is the topic's record count,
+    every event has taken effect and no later commit can add one: stale batches are fenced."""
+    stored: int = await conn.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'counting' AND topic = $1",
+        own.topic(Family.REGISTRATION),
+    )
+    return stored
 
 
 async def test_killed_consumer_restarts_without_loss_or_duplicates(
@@ -86,8 +107,8 @@ async def test_killed_consumer_restarts_without_loss_or_duplicates(
         assert stopped_at < TOTAL, "SIGTERM must land mid-stream too"
 
         proc = _start(env)
-        await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= TOTAL, timeout_s=90)
-        await asyncio.sleep(1.0)  # anything applied twice would show up now
+        # Done when the committed positions reach the end (no pause: effects commit with positions).
+        await wait_for(lambda: applied_through(conn, own), until=lambda n: n == TOTAL, timeout_s=90)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
 
@@ -117,8 +138,7 @@ async def test_rebalances_mid_stream_apply_each_event_once(pool: asyncpg.Pool, s
         await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= 1600, timeout_s=90)
         first.send_signal(signal.SIGKILL)  # its partitions move again once its session expires
         first.wait(timeout=10)
-        await wait_for(lambda: conn.fetchval(count), until=lambda n: n >= TOTAL, timeout_s=120)
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: applied_through(conn, own), until=lambda n: n == TOTAL, timeout_s=120)
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=30)
         total, distinct = await conn.fetchrow("SELECT count(*), count(DISTINCT event_id) FROM test_effects")

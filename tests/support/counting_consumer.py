@@ -38,6 +38,14 @@ class CountingHandler:
         await asyncio.sleep(float(os.environ.get("HUB_TEST_BATCH_DELAY_S", "0.02")))
 
 
+def group_of(settings: Settings) -> str:
+    """The Kafka group of this consumer: one per topic namespace, so test runs sharing a broker never
+    join each other's group (every join or lost member would stall the others' rebalances)."""
+    return f"{CountingHandler.name}.{settings.topic_namespace}"
+
+
 if __name__ == "__main__":
     workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 1
-    run_forever(lambda s, pool: [ConsumerRuntime(CountingHandler(s), s, pool)], workers=workers)
+    run_forever(
+        lambda s, pool: [ConsumerRuntime(CountingHandler(s), s, pool, group_id=group_of(s))], workers=workers
+    )
