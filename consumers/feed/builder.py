@@ -400,6 +400,16 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
     return len(rows)
 
 
+async def months_to_rebuild(conn: asyncpg.Connection, months: Sequence[YearMonth]) -> list[YearMonth]:
+    """Of ``months``, those a build could change: never built, or marked by the consumer since
+    (``feed_dirty``). A month built before and unmarked since would be read in full only to find
+    nothing due: every fact sent since its last build marks the feeds it counts for (the consumer
+    writes the mark in the fact's own transaction), and without a mark no new revision is due."""
+    built = {r["month"] for r in await conn.fetch("SELECT DISTINCT month FROM feed_revisions")}
+    marked = {r["month"] for r in await conn.fetch("SELECT DISTINCT month FROM feed_dirty")}
+    return [m for m in months if str(m) not in built or str(m) in marked]
+
+
 async def months_with_activity(conn: asyncpg.Connection) -> list[YearMonth]:
     rows = await conn.fetch(
         "SELECT DISTINCT to_char(placed_on, 'YYYY-MM') AS m FROM feed_placements UNION "

@@ -1,6 +1,7 @@
 """``hub run placement-feed``: the projection consumer plus a builder that, every
 ``feed_build_interval_s``, builds the due revisions of every closed month (revision 1 after the cutoff,
-revision N+1 when events sent later change a figure) and publishes them to the feed topic.
+revision N+1 when events sent later change a figure) and publishes them to the feed topic. A round
+reads only the months never built or marked by the consumer since (``months_to_rebuild``).
 
 The builder leads the ``feed-builder`` role (``infra.leadership``): with two ``hub run placement-feed``
 one builds and the other waits; each build's transaction is fenced by the leader's epoch."""
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from consumers.feed.builder import build_month, months_with_activity, publish_pending
+from consumers.feed.builder import build_month, months_to_rebuild, months_with_activity, publish_pending
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import TRANSIENT_ERRORS, ConsumerRuntime
 from domain.feed import is_closed
@@ -39,7 +40,8 @@ class FeedBuilderService:
     async def build_due(self, now: datetime | None = None) -> int:
         now = now or datetime.now(UTC)
         async with self.pool.acquire() as conn:
-            months = await months_with_activity(conn)
+            # Incremental: only the months something was sent for since their last build.
+            months = await months_to_rebuild(conn, await months_with_activity(conn))
         built = 0
         for month in months:
             if is_closed(month, self.settings.feed_cutoff_day, now):

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from consumers.catchup import run_until_caught_up
+from consumers.feed import service
 from consumers.feed.builder import build_month
 from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
@@ -150,3 +151,33 @@ async def test_attacker_with_every_revision_and_every_table_recovers_nothing(
         )
         assert attack(revisions, monotone=MONOTONE) == [], a
     assert attacked > 50 and max(len(b) for b in bodies.values()) >= 2
+
+
+async def test_a_build_round_reads_only_the_months_something_was_sent_for(
+    stream: list[Submission], pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This module's months only: other modules' months in the session database are theirs to build.
+    months = [MONTH, YearMonth(2019, 7)]
+    read: list[YearMonth] = []
+
+    async def recording(pool: asyncpg.Pool, settings: Settings, month: YearMonth, **kw: Any) -> Any:
+        read.append(month)
+        return await build_month(pool, settings, month, **kw)
+
+    async def activity(conn: asyncpg.Connection) -> list[YearMonth]:
+        return months
+
+    monkeypatch.setattr(service, "build_month", recording)
+    monkeypatch.setattr(service, "months_with_activity", activity)
+    builder = service.FeedBuilderService(settings, pool)
+    later = NOW + timedelta(days=3)
+    await builder.build_due(now=later)  # whatever is still due after the tests above
+    read.clear()
+    assert await builder.build_due(now=later) == 0
+    assert read == [], "a round with nothing sent since reads no month"
+    # One fact sent since: the consumer marks its month, and that month alone is read again.
+    await pool.execute("INSERT INTO feed_dirty (authority, month) VALUES ($1, $2)", "999990", str(MONTH))
+    await builder.build_due(now=later)
+    assert read == [MONTH]
+    assert not await pool.fetchval("SELECT count(*) FROM feed_dirty WHERE month = ANY($1::text[])",
+                                   [str(m) for m in months])  # fmt: skip
