@@ -7,7 +7,10 @@ applied, untraced, never dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 
@@ -16,24 +19,29 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from structlog.testing import capture_logs
 
 from consumers.catchup import end_offsets, run_until
+from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
 from contracts.envelope import TRACEPARENT_HEADER, Family, encode
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.topics import ensure_topics
-from infra.tracing import export_to
+from infra.tracing import export_to, tracer
 from producers.adapters.app import welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
 from producers.submission import to_event
 from tests import factories
+from tests.browser.console_server import RunningConsole
+from tests.browser.flows import Picky, consume_all, publish
 from tests.helpers import read_topic, wait_for
 
 
@@ -209,3 +217,82 @@ async def test_a_malformed_traceparent_is_dropped_with_a_reason_and_the_event_ap
     # Untraced: no commit span links into the malformed contexts.
     traces = {int("a" * 32, 16), int("A" * 32, 16)}
     assert not [s for s in spans.get_finished_spans() for link in s.links if link.context.trace_id in traces]
+
+
+async def test_the_console_shows_a_dead_letters_trace_id(
+    ready: asyncpg.Pool, console: RunningConsole, console_settings: Settings
+) -> None:
+    """An event accepted inside a request's span and dead-lettered by a consumer: the operator finds its
+    trace id on the dead-letter page (and nothing of the person)."""
+    pool, s = ready, console_settings
+    async with pool.acquire() as conn:
+        _, operator = await add_client(
+            conn,
+            name="trace operator",
+            org_kind=OrgKind.OPERATOR,
+            org_code="*",
+            roles=frozenset({Role.OPERATE}),
+        )
+    sub = factories.registration(factories.person_key())
+    with tracer().start_as_current_span("POST /v1/registration") as request:  # stands for the request
+        await publish(s, pool, [sub], origin="trace-test")
+    trace_id = f"{request.get_span_context().trace_id:032x}"
+    await consume_all(ConsumerRuntime(Picky(s, {sub.event_id: "site not yet configured"}), s, pool), pool, s)
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await http.get("/dead-letters")
+    assert page.status_code == 200
+    row = page.text.split('data-letter="', 1)[1].split("</tr>", 1)[0]
+    assert "site not yet configured" in row
+    assert f'<code class="trace-id">{trace_id}</code>' in row
+    assert sub.data["personal"]["name"] not in page.text
+
+
+_PROCESS = """
+from infra.tracing import setup_tracing, tracer
+
+provider = setup_tracing("otlp-test")
+print(len(provider._active_span_processor._span_processors))  # exporting processors installed
+with tracer().start_as_current_span("probe") as span:
+    span.set_attribute("event.id", "e" * 32)
+    span.set_attribute("http.target", "/v1/referral?name=Tanaka")
+provider.shutdown()  # flushes the batch
+"""
+
+
+async def _hub_process(env: dict[str, str]) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PROCESS, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return out.decode().strip()
+
+
+async def test_spans_are_exported_over_otlp_only_where_the_endpoint_is_set() -> None:
+    received: list[ExportTraceServiceRequest] = []
+
+    async def collector(request: web.Request) -> web.Response:
+        received.append(ExportTraceServiceRequest.FromString(await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collector)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        assert await _hub_process(env) == "0"  # off by default: no exporter at all
+        assert received == []
+        assert await _hub_process(env | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}) == "1"
+    finally:
+        await runner.cleanup()
+    (span,) = [
+        span for req in received for rs in req.resource_spans for ss in rs.scope_spans for span in ss.spans
+    ]
+    assert span.name == "probe"
+    assert {a.key: a.value.string_value for a in span.attributes} == {"event.id": "e" * 32}  # allow-listed
+    (resource,) = [rs.resource for req in received for rs in req.resource_spans]
+    assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "otlp-test"
