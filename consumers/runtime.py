@@ -380,7 +380,7 @@ class ConsumerRuntime:
             await self._deadletters.publish(unpublished)  # before the positions that pass them are saved
             if published is not None:
                 published.update((d.topic, d.partition, d.offset) for d in unpublished)
-        traced = [_trace_link(c) for c in good if c.event.traceparent is not None]
+        traced = [(c.event.traceparent, c.event.id) for c in good if c.event.traceparent is not None]
         with batch_span(self.handler.name, traced, events=len(good), dead_letters=len(poison)):
             async with self.pool.acquire() as conn, conn.transaction():
                 if self._fence is not None:
@@ -524,17 +524,6 @@ def _component(exc: BaseException) -> str:
     if isinstance(exc, LeadershipLost):
         return "leadership"
     return "database"
-
-
-def _trace_link(c: Consumed) -> tuple[str, dict[str, str | int]]:
-    """A traced event's context and what its link says: ids and positions, never data."""
-    assert c.event.traceparent is not None
-    return c.event.traceparent, {
-        "event.id": c.event.id,
-        "topic": c.topic,
-        "partition": c.partition,
-        "offset": c.offset,
-    }
 
 
 def _record_time(rec: ConsumerRecord) -> datetime | None:

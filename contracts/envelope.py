@@ -174,12 +174,15 @@ SOURCE_PATTERN = r"^/(authorities/\d{6}|hellowork/offices/\d{4}|hellowork/nation
 _SHAPES = {"ce_id": re.compile(ID_PATTERN), "ce_source": re.compile(SOURCE_PATTERN)}
 
 
-def _attributes(headers: Headers) -> dict[str, str]:
+def _attributes(headers: Headers, traced: list[bytes]) -> dict[str, str]:
     """The envelope's headers as text. Only the names the binding defines are read, and no value ever
-    goes into a reason: a rogue producer may have put a person's name in any header."""
+    goes into a reason: a rogue producer may have put a person's name in any header. ``ce_traceparent``
+    values are put in ``traced`` as they are (optional: ``_trace_context`` judges them)."""
     attrs: dict[str, str] = {}
     for name, raw in headers:
         if name not in _READ:
+            if name == TRACEPARENT_HEADER:
+                traced.append(raw)
             continue
         try:
             value = raw.decode()
@@ -225,7 +228,10 @@ def traceparent_refusal(raw: bytes) -> str | None:
 def traceparent_of(headers: Headers) -> tuple[str | None, str | None]:
     """(the record's trace context, None) — or (None, why it was dropped) where a ``ce_traceparent``
     header is there but unusable; (None, None) for an untraced record."""
-    found: list[bytes] = [raw for name, raw in headers if name == TRACEPARENT_HEADER]
+    return _trace_context([raw for name, raw in headers if name == TRACEPARENT_HEADER])
+
+
+def _trace_context(found: list[bytes]) -> tuple[str | None, str | None]:
     if not found:
         return None, None
     if len(found) > 1:
@@ -245,7 +251,8 @@ def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bo
     ``fast`` (consumers): the data is the ``contracts.wire`` struct, read by its fast decoder; where that
     refuses, the contract gives the verdict — so the same records are accepted, with the same reasons.
     """
-    attrs = _attributes(headers)
+    traced: list[bytes] = []
+    attrs = _attributes(headers, traced)
     if attrs["ce_specversion"] != SPECVERSION:
         raise PoisonMessage(f"header ce_specversion: unsupported value, expected '{SPECVERSION}'")
     family = TYPES.get(attrs["ce_type"])
@@ -287,7 +294,7 @@ def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bo
         time=time,
         family=family,
         data=data,
-        traceparent=traceparent_of(headers)[0],
+        traceparent=_trace_context(traced)[0] if traced else None,
     )
 
 

@@ -75,11 +75,6 @@ async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: 
     return len(events)
 
 
-def _link(row: asyncpg.Record) -> dict[str, str | int]:
-    """What the relay's span says of a row it links: ids and the topic, never data."""
-    return {"outbox.id": row["id"], "event.id": row["headers"].get("ce_id", ""), "topic": row["topic"]}
-
-
 class BrokerUnavailable(Exception):
     """Kafka did not acknowledge the batch (nothing of it is stamped; the whole batch is sent again)."""
 
@@ -211,7 +206,7 @@ class OutboxRelay:
         async with self.pool.acquire() as conn, conn.transaction():
             await self.leadership.fence(conn)
             rows = await conn.fetch(
-                "SELECT id, topic, key, headers, value FROM outbox "
+                "SELECT id, topic, key, headers, value, event_id FROM outbox "
                 "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
                 self.settings.outbox_batch_size,
             )
@@ -220,7 +215,7 @@ class OutboxRelay:
                 health.report("relay.database", True)
                 return 0
             producer = await self._ensure_producer()
-            traced = [(tp, _link(r)) for r in rows if (tp := r["headers"].get(TRACEPARENT_HEADER))]
+            traced = [(tp, r["event_id"]) for r in rows if (tp := r["headers"].get(TRACEPARENT_HEADER))]
             try:
                 with publish_span(traced, rows=len(rows)):
                     futures = []

@@ -89,7 +89,7 @@ def test_what_leaves_the_process_is_allow_listed() -> None:
         span.set_attribute("http.route", "/v1/referral")
         span.set_attribute("http.target", "/v1/referral?name=髙橋")
         span.set_attribute("http.url", "http://hub/v1/referral?name=髙橋")
-        span.set_attribute("event.id", "e" * 32)
+        span.set_attribute("traced_event_ids", ("e" * 32,))
         ctx = span.get_span_context()
         assert (
             current_traceparent() == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
@@ -97,7 +97,7 @@ def test_what_leaves_the_process_is_allow_listed() -> None:
         raise ValueError("birth_date 1988-06-01 is not valid for 髙橋 花子")
     assert current_traceparent() is None  # outside any span
     (finished,) = exporter.get_finished_spans()
-    assert dict(finished.attributes or {}) == {"http.route": "/v1/referral", "event.id": "e" * 32}
+    assert dict(finished.attributes or {}) == {"http.route": "/v1/referral", "traced_event_ids": ("e" * 32,)}
     assert [dict(e.attributes or {}) for e in finished.events] == [{"exception.type": "ValueError"}]
     assert not finished.status.description or "髙橋" not in finished.status.description
     assert "髙橋" not in repr(finished.to_json()) and "1988" not in finished.to_json()
