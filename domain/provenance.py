@@ -29,6 +29,11 @@ P7 **A withdrawal is final** against every consent signed at or before it, whate
    (a higher version, a record signed before it, a replay): only a consent signed after the latest
    withdrawal can grant anything (``domain.consent``).
 P8 **Consents are keyed by (person, consent_id)**: a record id never crosses from one person to another.
+
+The consumers re-check what they can see in a record itself (``check_source``): the organisation its
+``ce_source`` names must own the codes in its data — an authority its sites and ``authority``, an office
+its ``office``, either side only its own families and consents captured on its side (P2, P4). A record
+that fails is dead-lettered, whoever managed to write it to the topic.
 """
 
 from __future__ import annotations
@@ -218,3 +223,62 @@ def _date(value: Any) -> date:
 
 def _instant(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+# What each side publishes (the adapters' families; the consumers re-check it against ``ce_source``).
+SIDE_FAMILIES: Mapping[Side, frozenset[str]] = {
+    Side.AUTHORITY: frozenset({"consent", "referral", "retention"}),
+    Side.HELLO_WORK: frozenset({"registration", "consent", "placement", "retention"}),
+}
+
+
+def source_publisher(source: str) -> Publisher | None:
+    """The publisher a CloudEvents ``source`` names (``/authorities/A``, ``/hellowork/offices/O``,
+    ``/hellowork/national``), or ``None`` for any other shape."""
+    parts = source.split("/")
+    if len(parts) == 3 and parts[1] == "authorities" and parts[2].isascii() and parts[2].isdigit():
+        return Publisher(Side.AUTHORITY, parts[2])
+    if (
+        len(parts) == 4
+        and parts[1:3] == ["hellowork", "offices"]
+        and parts[3].isascii()
+        and parts[3].isdigit()
+    ):
+        return Publisher(Side.HELLO_WORK, parts[3])
+    if source == "/hellowork/national":
+        return Publisher(Side.HELLO_WORK, "*")
+    return None
+
+
+def check_source(
+    source: str,
+    family: str,
+    *,
+    site: str,
+    authority: str | None = None,
+    office: str | None = None,
+    capture_side: str | None = None,
+) -> None:
+    """P2/P4 as a consumer can check them from the record alone: the organisation ``source`` names owns
+    the codes the event carries. ``site`` is the event's site (a consent's ``captured.site``); the others
+    are the fields the family has. The ``Refusal`` names the field and the rule, never a value (the
+    values are the rogue's own text)."""
+    publisher = source_publisher(source)
+    if publisher is None:
+        raise Refusal("P2", "ce_source: names no authority or Hello Work office")
+    site_field = "captured.site" if family == "consent" else "site"
+    if family not in SIDE_FAMILIES[publisher.side]:
+        raise Refusal("P2", f"ce_type: the side ce_source names does not publish {family} events")
+    if capture_side is not None and capture_side != publisher.side.value:
+        raise Refusal(
+            "P4", "captured.side: a consent is published only by the side that captured it (ce_source)"
+        )
+    if publisher.side is Side.AUTHORITY:
+        if authority is not None and authority != publisher.code:
+            raise Refusal("P2", "authority: not the authority ce_source names")
+        if site[:6] != publisher.code:
+            raise Refusal("P2", f"{site_field}: not a site of the authority ce_source names")
+    elif office is not None and publisher.code != "*" and office != publisher.code:
+        raise Refusal("P2", "office: not the office ce_source names")
+    if authority is not None and site[:6] != authority:
+        raise Refusal("P2", f"{site_field}: not a site of the event's authority")

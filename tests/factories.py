@@ -1,7 +1,9 @@
-"""Valid submissions for each event family, for tests that need one of each."""
+"""Valid submissions for each event family, for tests that need one of each. Each carries the source
+that owns its data (the consumers re-check it, P2/P4), whatever codes a test overrides."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,21 @@ AUTHORITY = "131041"  # Shinjuku
 SITE = "131041-01"
 OFFICE = "1301"
 OTHER_AUTHORITY = "112038"  # Kawaguchi
+
+
+def _capturer(captured: dict[str, Any]) -> str:
+    """The source that may publish a consent: the capturing side's organisation (P4)."""
+    if captured["side"] == "authority":
+        return _authority(captured["site"][:6])
+    return _office(OFFICE)
+
+
+def _authority(code: Any) -> str:  # a test's malformed code keeps the default source
+    return f"/authorities/{code if re.fullmatch('[0-9]{6}', str(code)) else AUTHORITY}"
+
+
+def _office(code: Any) -> str:
+    return f"/hellowork/offices/{code if re.fullmatch('[0-9]{4}', str(code)) else OFFICE}"
 
 
 def person_key() -> str:
@@ -40,7 +57,7 @@ def registration(pk: str, **over: Any) -> Submission:
         },
     }
     data.update(over)
-    return Submission(Family.REGISTRATION, f"/hellowork/offices/{OFFICE}", datetime.now(UTC), data)
+    return Submission(Family.REGISTRATION, _office(data["office"]), datetime.now(UTC), data)
 
 
 def consent(
@@ -65,7 +82,7 @@ def consent(
         },
     }
     data.update(over)
-    return Submission(Family.CONSENT, f"/hellowork/offices/{OFFICE}", datetime.now(UTC), data)
+    return Submission(Family.CONSENT, _capturer(data["captured"]), datetime.now(UTC), data)
 
 
 def referral(pk: str, **over: Any) -> Submission:
@@ -79,7 +96,7 @@ def referral(pk: str, **over: Any) -> Submission:
         "personal": {"case_number": "SJ-2025-0042"},
     }
     data.update(over)
-    return Submission(Family.REFERRAL, f"/authorities/{AUTHORITY}", datetime.now(UTC), data)
+    return Submission(Family.REFERRAL, _authority(data["authority"]), datetime.now(UTC), data)
 
 
 def placement(pk: str, *, placement_id: str | None = None, **over: Any) -> Submission:
@@ -98,7 +115,7 @@ def placement(pk: str, *, placement_id: str | None = None, **over: Any) -> Submi
         "personal": {"employer_name": "株式会社𠮷野ケアサービス"},
     }
     data.update(over)
-    return Submission(Family.PLACEMENT, f"/hellowork/offices/{OFFICE}", datetime.now(UTC), data)
+    return Submission(Family.PLACEMENT, _office(data["office"]), datetime.now(UTC), data)
 
 
 def retention(pk: str, placement_id: str, **over: Any) -> Submission:
@@ -111,7 +128,7 @@ def retention(pk: str, placement_id: str, **over: Any) -> Submission:
         "site": SITE,
     }
     data.update(over)
-    return Submission(Family.RETENTION, f"/authorities/{AUTHORITY}", datetime.now(UTC), data)
+    return Submission(Family.RETENTION, _authority(data["site"][:6]), datetime.now(UTC), data)
 
 
 def one_of_each(pk: str) -> list[Submission]:

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from consumers.provenance import check_sources
 from consumers.runtime import Consumed
 from contracts.envelope import Family
 from contracts.events import ConsentAction
@@ -25,6 +26,7 @@ class FeedProjection:
         self.topics: Sequence[str] = settings.event_topics
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
         fresh = set(
             await conn.fetchval(
                 "WITH ins AS (INSERT INTO feed_seen_events SELECT unnest($1::text[]) "

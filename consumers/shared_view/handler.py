@@ -30,6 +30,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from consumers.provenance import check_sources
 from consumers.runtime import Consumed, ConsumerRuntime
 from contracts.envelope import Family
 from domain.consent import ConsentRecord, Recipient, Scope
@@ -74,6 +75,7 @@ class SharedViewHandler:
         self.masked_events = 0  # events of erased people skipped (replays show them masked)
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
         touched = {c.event.subject for c in batch}
         erased = {

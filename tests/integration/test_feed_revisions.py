@@ -110,21 +110,21 @@ async def test_attacker_with_every_revision_and_every_table_recovers_nothing(
         if s.family is Family.REGISTRATION and s.data["authority"] == authorities[1]
     )
     template = next(s for s in stream if s.family is Family.PLACEMENT)
+    office = next(
+        s.data["office"] for s in stream if s.family is Family.REGISTRATION and s.data["site"] == other_site
+    )
     late = [
         dataclasses.replace(
             template,
             event_id=f"{0xBEEF0000 + i:032x}",
+            source=f"/hellowork/offices/{office}",  # the site's office publishes (the consumers check it)
             time=NOW + timedelta(days=1, seconds=i),
             data=dict(
                 template.data,
                 placement_id=f"{0xFEED00 + i:032x}",
                 person_key=r.data["person_key"],
                 site=other_site,
-                office=next(
-                    s.data["office"]
-                    for s in stream
-                    if s.family is Family.REGISTRATION and s.data["site"] == other_site
-                ),
+                office=office,
                 placed_on=f"{MONTH}-2{i}",
             ),
         )

@@ -16,6 +16,7 @@ from domain.provenance import (
     Side,
     SiteEntry,
     authorize_event,
+    check_source,
     gained_holders,
 )
 
@@ -138,3 +139,41 @@ def test_consent_rule_6_the_fence_outlives_the_withdrawn_version() -> None:
     assert effective(tie) is not None and effective(tie).withdrawn  # type: ignore[union-attr]
     again = [*tie, _record("c", 1, t + timedelta(days=1))]
     assert permits(again, Scope.SHARE_REGISTRATION, reader, day, fenced_at=t)
+
+
+@pytest.mark.parametrize(
+    ("source", "family", "fields", "named"),
+    [
+        ("/authorities/131041", "referral", {"site": "112038-01", "authority": "112038"}, "authority:"),
+        ("/authorities/131041", "retention", {"site": "112038-01"}, "site:"),
+        ("/authorities/131041", "consent", {"site": "112038-01", "capture_side": "authority"}, "captured.site:"),
+        ("/authorities/131041", "consent", {"site": "131041-01", "capture_side": "hello_work"}, "captured.side:"),
+        ("/authorities/131041", "placement", {"site": "131041-01", "office": "1301"}, "ce_type:"),
+        ("/hellowork/offices/1301", "referral", {"site": "131041-01", "authority": "131041"}, "ce_type:"),
+        ("/hellowork/offices/1301", "registration",
+         {"site": "112038-01", "authority": "112038", "office": "1102"}, "office:"),
+        ("/hellowork/offices/1301", "registration",
+         {"site": "112038-01", "authority": "131041", "office": "1301"}, "site:"),
+        ("/hellowork/offices/1301", "consent", {"site": "131041-01", "capture_side": "authority"}, "captured.side:"),
+        ("/somewhere/else", "consent", {"site": "131041-01", "capture_side": "authority"}, "ce_source:"),
+    ],
+)  # fmt: skip
+def test_consumers_recheck_the_source_against_the_data(
+    source: str, family: str, fields: dict[str, str], named: str
+) -> None:
+    with pytest.raises(Refusal) as refused:
+        check_source(source, family, **fields)
+    assert named in refused.value.reason and refused.value.rule in ("P2", "P4")
+    for code in ("131041", "112038", "1301", "1102"):
+        assert code not in refused.value.reason  # the rule and the field, never the rogue's values
+
+
+def test_consumers_pass_what_the_source_owns() -> None:
+    check_source("/authorities/131041", "referral", site="131041-02", authority="131041")
+    check_source("/authorities/131041", "consent", site="131041-01", capture_side="authority")
+    check_source("/authorities/131041", "retention", site="131041-01")
+    check_source(
+        "/hellowork/offices/1301", "registration", site="131041-01", authority="131041", office="1301"
+    )
+    check_source("/hellowork/offices/1301", "consent", site="112038-01", capture_side="hello_work")
+    check_source("/hellowork/national", "placement", site="112038-01", office="1102")

@@ -1,0 +1,121 @@
+"""Consumers re-check ``ce_source`` against the data (issue 10): a record is not trusted because it is on
+the topic. A rogue producer with write access to the event topics publishes, under one organisation's
+``ce_source``, events whose sites, authority and office codes belong to another: the shared view and
+the placement feed dead-letter each with a reason naming the field and the rule (never a value), store
+nothing of it, and go on with the good events after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+
+from consumers.catchup import end_offsets, run_until
+from consumers.feed.projection import FeedProjection
+from consumers.runtime import BatchHandler, ConsumerRuntime
+from consumers.shared_view.handler import SharedViewHandler
+from infra.config import Settings
+from infra.crypto import KeyStore
+from infra.topics import ensure_topics
+from producers.submission import Submission, to_event
+from tests import factories
+from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
+
+SHINJUKU = "/authorities/131041"
+OFFICE_1301 = "/hellowork/offices/1301"
+KAWAGUCHI_SITE = "112038-01"  # authority 112038, office 1102: none of it Shinjuku's or office 1301's
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def isolated(settings: Settings) -> AsyncIterator[Settings]:
+    own = settings.model_copy(update={"topic_namespace": f"s{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(own)
+    yield own
+
+
+def _as(source: str, sub: Submission) -> Submission:
+    return dataclasses.replace(sub, source=source)
+
+
+async def _forged(pool: asyncpg.Pool, settings: Settings) -> dict[str, tuple[Record, str]]:
+    """Each forgery with the field the consumers must name: person key -> (record, field)."""
+    keystore = KeyStore.from_settings(settings)
+    kawaguchi = {"authority": "112038", "site": KAWAGUCHI_SITE}
+    capture_kawaguchi = {"side": "authority", "site": KAWAGUCHI_SITE, "channel": "paper_form",
+                         "signed_at": "2025-04-03T10:00:00+09:00"}  # fmt: skip
+    forgeries: dict[str, tuple[Submission, str]] = {}
+
+    def add(field: str, make: Any) -> None:
+        pk = factories.person_key()
+        forgeries[pk] = (make(pk), field)
+
+    # An authority's source on another authority's referral.
+    add("authority", lambda pk: _as(SHINJUKU, factories.referral(pk, **kawaguchi)))
+    # An office's source on another office's registration at another authority's site.
+    add("office", lambda pk: _as(OFFICE_1301, factories.registration(pk, office="1102", **kawaguchi)))
+    # An authority's source on a consent captured at another authority's counter.
+    add("captured.site", lambda pk: _as(SHINJUKU, factories.consent(pk, captured=capture_kawaguchi)))
+    # An authority's source on a consent captured by Hello Work at its own site.
+    add("captured.side", lambda pk: _as(SHINJUKU, factories.consent(pk)))
+    # An authority's source on a family only Hello Work publishes.
+    add("ce_type", lambda pk: _as(SHINJUKU, factories.placement(pk)))
+    records: dict[str, tuple[Record, str]] = {}
+    async with pool.acquire() as conn:
+        keys = await keystore.keys_for(conn, list(forgeries))
+    for pk, (sub, field) in forgeries.items():
+        records[pk] = (_raw(settings, to_event(sub, keys[pk])), field)
+    return records
+
+
+async def _catch_up(pool: asyncpg.Pool, settings: Settings) -> None:
+    handlers: list[BatchHandler] = [SharedViewHandler(settings), FeedProjection(settings)]
+    for handler in handlers:
+        runtime = ConsumerRuntime(
+            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
+        )
+        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
+
+
+async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    settings = isolated
+    forged = await _forged(pool, settings)
+    await _publish_raw(settings, [record for record, _ in forged.values()])
+    good_pk = factories.person_key()  # control: consistent events, after the forgeries
+    await _accept(pool, settings, [factories.registration(good_pk), factories.consent(good_pk)])
+
+    await _catch_up(pool, settings)
+
+    forged_keys = list(forged)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", good_pk) == 1
+        assert (
+            await conn.fetchval("SELECT count(*) FROM feed_registrations WHERE person_key = $1", good_pk) == 1
+        )
+        for table in ("sv_events", "sv_consents", "feed_registrations", "feed_referrals", "feed_placements",
+                      "feed_consents"):  # fmt: skip
+            stored = await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE person_key = ANY($1::text[])", forged_keys
+            )
+            assert stored == 0, table
+        letters = await conn.fetch(
+            "SELECT d.consumer, d.reason, d.source_topic, d.source_offset FROM dead_letters d "
+            "WHERE d.source_topic = ANY($1::text[])",
+            settings.event_topics,
+        )
+    reasons: dict[str, list[str]] = {}
+    for letter in letters:
+        reasons.setdefault(letter["consumer"], []).append(letter["reason"])
+    for consumer in ("shared-view", "placement-feed"):
+        mine = reasons.get(consumer, [])
+        assert len(mine) == len(forged), (consumer, mine)
+        for _, field in forged.values():
+            assert any(f"{field}:" in r and "ce_source" in r for r in mine), (consumer, field, mine)
+        for reason in mine:  # the rule and the field, never a value the rogue wrote
+            assert "112038" not in reason and "1102" not in reason and "131041" not in reason, reason
