@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
+import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -34,6 +35,20 @@ from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
 from infra.runner import prepare
 from infra.tracing import instrument, setup_tracing
+
+
+def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uvicorn.Server:
+    """The one way the hub serves HTTP. ``log_config=None`` and no ``log_level``: uvicorn leaves logging
+    as ``infra.logging.configure_logging`` set it, so its lines are the hub's JSON, through the
+    redaction guard, and access lines carry no query string. The caller owns signals
+    (``infra.runner`` or the CLI)."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=access_log, lifespan="on")
+    return uvicorn.Server(config)
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (``hub run …`` of an HTTP-only service)."""
+    server(app, host, port).run()
 
 
 def create_app(

@@ -57,6 +57,23 @@ def _redact_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     return event_dict
 
 
+class _AccessLine(logging.Filter):
+    """uvicorn's access line as the hub writes it: method, path and status as fields, and the path
+    WITHOUT its query string (a query may carry what a person typed: a name searched for, a token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:  # client, method, path?query, HTTP version, status
+            client, method, target, version, status = args
+            path = str(target).partition("?")[0]
+            record.msg = "%s %s %s"
+            record.args = (method, path, status)
+            record.__dict__.update(client=client, method=method, path=path, status=status, http=version)
+        else:  # not the line uvicorn writes today: keep nothing of its arguments
+            record.msg, record.args = "access", ()
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     # The standard library's loggers (uvicorn, aiokafka, asyncpg, FastAPI…) go through the same
     # processors as structlog's, redaction included: their ``extra`` fields become keys it can see.
@@ -80,8 +97,16 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka", "uvicorn.access"):
+    for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # uvicorn's own loggers (servers run with ``log_config=None``: ``infra.http.serve``) propagate here.
+    for own in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logging.getLogger(own).handlers[:] = []
+        logging.getLogger(own).propagate = True
+        logging.getLogger(own).setLevel(logging.NOTSET)
+    access = logging.getLogger("uvicorn.access")
+    access.filters[:] = [f for f in access.filters if not isinstance(f, _AccessLine)]
+    access.addFilter(_AccessLine())
     structlog.configure(
         processors=[
             *shared,

@@ -19,6 +19,7 @@ from consumers.shared_view.handler import SharedViewHandler, runtime_for
 from consumers.shared_view.replay import SERVICE_LOCK
 from infra.config import Settings
 from infra.db import TRANSIENT_DB_ERRORS
+from infra.http import server
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
 
@@ -36,14 +37,9 @@ class _Server(uvicorn.Server):
 
 class ApiService:
     def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(
-            build_app(settings),
-            host=settings.http_host,
-            port=settings.shared_view_port,
-            log_level="warning",
-            access_log=False,  # query strings are not personal here, but no need to keep them either
+        self._server = _Server(
+            server(build_app(settings), settings.http_host, settings.shared_view_port).config
         )
-        self._server = _Server(config)
 
     async def run(self) -> None:
         await self._server.serve()

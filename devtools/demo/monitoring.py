@@ -6,11 +6,11 @@ import asyncio
 from contextlib import suppress
 
 import asyncpg
-import uvicorn
 from rich.console import Console
 
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
+from infra.http import server as http_server
 
 
 async def create_operator(pool: asyncpg.Pool, name: str) -> tuple[str, str]:
@@ -34,14 +34,7 @@ async def demo_console(settings: Settings, pool: asyncpg.Pool, out: Console, *, 
         return url
     from hub.console.app import create_console_app
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_console_app(settings),
-            host=settings.http_host,
-            port=settings.console_port,
-            log_level="warning",
-        )
-    )
+    server = http_server(create_console_app(settings), settings.http_host, settings.console_port)
     out.print("   console running — Ctrl-C to stop")
     with suppress(asyncio.CancelledError, KeyboardInterrupt):
         await server.serve()

@@ -339,10 +339,11 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
     @run_app.command("feed-api")
     def run_feed_api() -> None:
         """HTTP download of an authority's own feed (authority clients with the read role)."""
-        import uvicorn
-
         from consumers.feed.api import create_feed_app
         from infra.config import get_settings
+        from infra.http import serve
+        from infra.logging import configure_logging
 
         s = get_settings()
-        uvicorn.run(create_feed_app(s), host=s.http_host, port=s.feed_port, log_level="warning")
+        configure_logging(s.log_level)
+        serve(create_feed_app(s), s.http_host, s.feed_port)

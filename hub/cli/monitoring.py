@@ -21,21 +21,15 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
         port: Annotated[int | None, typer.Option(help="Port (default: HUB_CONSOLE_PORT, 8080)")] = None,
     ) -> None:
         """Operator console: flows, lag, adapters, dead letters (redrive), feeds, consent, metrics."""
-        import uvicorn
-
         from hub.console.app import create_console_app
         from infra.config import get_settings
+        from infra.http import serve
         from infra.logging import configure_logging
 
         settings = get_settings()
         configure_logging(settings.log_level)
         out.print(f"console on http://{settings.http_host}:{port or settings.console_port}/")
-        uvicorn.run(
-            create_console_app(settings),
-            host=settings.http_host,
-            port=port or settings.console_port,
-            log_level="warning",
-        )
+        serve(create_console_app(settings), settings.http_host, port or settings.console_port)
 
     @app.command("status")
     def status() -> None:

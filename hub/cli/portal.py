@@ -16,18 +16,12 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
         port: Annotated[int | None, typer.Option(help="Port (default: HUB_PORTAL_PORT, 8085)")] = None,
     ) -> None:
         """Feed portal for authority staff: this month's feed, revisions, tables, chart, downloads (日本語/English)."""
-        import uvicorn
-
         from hub.portal.app import create_portal_app
         from infra.config import get_settings
+        from infra.http import serve
         from infra.logging import configure_logging
 
         settings = get_settings()
         configure_logging(settings.log_level)
         out.print(f"feed portal on http://{settings.http_host}:{port or settings.portal_port}/")
-        uvicorn.run(
-            create_portal_app(settings),
-            host=settings.http_host,
-            port=port or settings.portal_port,
-            log_level="warning",
-        )
+        serve(create_portal_app(settings), settings.http_host, port or settings.portal_port)

@@ -7,14 +7,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI
+
+from infra.http import serve
+from infra.http import server as http_server
 
 
 @asynccontextmanager
 async def running(app: FastAPI, host: str, port: int) -> AsyncIterator[str]:
     """Serve ``app`` on host:port inside this event loop; yields the base URL once it accepts requests."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    server = http_server(app, host, port)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the host owns signals
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -30,4 +32,4 @@ async def running(app: FastAPI, host: str, port: int) -> AsyncIterator[str]:
 
 
 def run(app: FastAPI, host: str, port: int) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    serve(app, host, port)

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import uvicorn
 from fastapi import FastAPI
 
 from hub.console.app import create_console_app
 from hub.portal.app import create_portal_app
 from infra.config import Settings
+from infra.http import server as http_server
 
 
 def free_port() -> int:
@@ -45,9 +45,7 @@ def running_portal(settings: Settings) -> Iterator[RunningConsole]:
 @contextmanager
 def serving(app: FastAPI) -> Iterator[RunningConsole]:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    server = http_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, name="http-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

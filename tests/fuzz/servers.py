@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
 from fastapi import FastAPI
+
+from infra.http import server as http_server
 
 
 def free_port() -> int:
@@ -22,9 +23,7 @@ def free_port() -> int:
 def serving(app: FastAPI) -> Iterator[str]:
     """Serve ``app`` (lifespan included) on a free port in a thread; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    server = http_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, name=f"fuzz-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -3,14 +3,24 @@ another key, in a list, or in a standard-library logger's ``extra`` (uvicorn, ai
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from urllib.parse import quote
 
+import asyncpg
+import httpx
 import orjson
 import pytest
 
 from infra.config import Settings
 from infra.logging import configure_logging, get_logger
+from tests.browser.console_server import free_port
 
 NAME = "髙橋 花子"
 
@@ -53,3 +63,46 @@ def test_standard_library_loggers_are_redacted(logged: pytest.CaptureFixture[str
     assert any(line.get("event") == "request failed" for line in lines), lines
     text = orjson.dumps(lines).decode()
     assert NAME not in text and "1988-06-01" not in text, text
+
+
+def _start_console(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "run", "console"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_uvicorn_lines_go_through_the_hub_and_never_carry_query_strings(pool: asyncpg.Pool) -> None:
+    """A service as operators run it (``hub run console``, at INFO): every line uvicorn writes is the
+    hub's JSON (so the redaction guard sees it), and an access line names the path without its query
+    string — a query may carry what a person typed (a name searched for, a token)."""
+    port = free_port()
+    env = {**os.environ, "HUB_LOG_LEVEL": "INFO", "HUB_CONSOLE_PORT": str(port)}
+    proc = _start_console(env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "the console did not start"
+                await asyncio.sleep(0.2)
+            login = await http.get("/login", params={"next": "/", "name": NAME})
+            assert login.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    text = out.decode() + err.decode()
+    assert NAME not in text and quote(NAME) not in text and "name=" not in text, text[-3000:]
+    records = []
+    for line in err.decode().splitlines():
+        assert line.startswith("{"), f"a line that bypassed the hub's logging: {line!r}"
+        records.append(orjson.loads(line))
+    access = [r for r in records if r.get("logger") == "uvicorn.access" and r.get("path") == "/login"]
+    assert access, [r.get("event") for r in records]
+    assert access[0]["method"] == "GET" and access[0]["status"] == 200 and "?" not in access[0]["event"]
