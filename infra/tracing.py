@@ -24,8 +24,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
@@ -63,11 +71,33 @@ def setup_tracing(service: str) -> TracerProvider:
         span_limits=SpanLimits(max_links=MAX_LINKS),
     )
     trace.set_tracer_provider(provider)
+    # A client's own ``traceparent``/``tracestate`` HTTP headers are hostile input: never let a caller pick
+    # the hub's trace ids (or join a request to another's trace). Every request starts a trace of its own;
+    # the hub's propagation is the CloudEvents extension, not HTTP headers.
+    propagate.set_global_textmap(_OwnTraces())
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         export_to(OTLPSpanExporter(), batched=True)
     return provider
+
+
+class _OwnTraces(TextMapPropagator):
+    """Takes no trace context from a carrier (a request starts a trace of its own) and puts none in one."""
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        return context if context is not None else Context()
+
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        pass
+
+    @property
+    def fields(self) -> set[str]:
+        return set()
 
 
 def export_to(exporter: SpanExporter, *, batched: bool = False) -> SpanProcessor:

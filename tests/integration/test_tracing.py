@@ -110,7 +110,9 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
         running(welfare_app(settings), "127.0.0.1", _free_port()) as base,
         httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http,
     ):
-        response = await http.post("/v1/referral", json=referral.data)
+        # A client's own trace context is not taken: the hub's trace ids are its own.
+        chosen = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+        response = await http.post("/v1/referral", json=referral.data, headers={"traceparent": chosen})
         assert response.status_code == 202, response.text
         event_id = response.json()["event_id"]
         async with pool.acquire() as conn:  # the adapter's relay publishes it
@@ -130,6 +132,7 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
     ]
     assert request.context is not None
     trace_id = request.context.trace_id
+    assert f"{trace_id:032x}" != "c" * 32 and request.parent is None
     # 2. The outbox row stores the request's trace context with the event.
     assert _trace_of(row["headers"][TRACEPARENT_HEADER]) == f"{trace_id:032x}"
     # 3. The relay's publishing span links to it.
