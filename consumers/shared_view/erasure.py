@@ -2,9 +2,9 @@
 
 Deleting the key makes every sealed copy of their personal data unreadable at once — in the topics, the
 dead-letter topic, the outbox and the event log (crypto-shredding). The view's own rows (record, held
-events, consents) are deleted in the same transaction, and the person key goes on the erasure register
-so a replay skips them. The access log stays: it names no one (pseudonymous key, organisation, field
-names) and is the record of who saw what.
+events, consents) and the feed's consent records of the person are deleted in the same transaction,
+and the person key goes on the erasure register so a replay skips them. The access log stays: it names
+no one (pseudonymous key, organisation, field names) and is the record of who saw what.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ async def erase_person(
         )
         key_deleted = await keystore.erase(conn, person_key)
         rows = 0
-        for table in ("sv_persons", "sv_events", "sv_consents"):
+        # The view's rows, and the feed's consent records: kept, they would go on deciding deliveries
+        # about a person who no longer exists for the hub (issue 10).
+        for table in ("sv_persons", "sv_events", "sv_consents", "feed_consents"):
             status = await conn.execute(f"DELETE FROM {table} WHERE person_key = $1", person_key)
             rows += int(status.rsplit(" ", 1)[1])
         await conn.execute(

@@ -631,7 +631,10 @@ async def test_after_erasure_the_person_is_nowhere(
             if s.family is Family.REGISTRATION and s.data["personal"]["name"] == name
         )
         async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM feed_consents WHERE person_key = $1", person)
             await erase_person(conn, KeyStore.from_settings(settings), person, requested_by="test")
+            # Nothing of the person's consents is left to decide a later delivery by (issue 10).
+            assert not await conn.fetchval("SELECT count(*) FROM feed_consents WHERE person_key = $1", person)
         after = client.get(f"/feeds/{authority}/{month}", headers=headers)
         csv_after = client.get(
             f"/feeds/{authority}/{month}", params={"format": "csv", "part": "individuals"}, headers=headers
