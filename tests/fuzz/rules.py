@@ -6,7 +6,9 @@ to the event's authority, an office recipient's code being 4 digits where an aut
 withdrawal carrying no scopes, ``left_on`` only with ``left``, ``valid_until`` not before
 ``valid_from``. The fuzzers make positive cases obey exactly these (the same rules ``domain.codes`` and
 ``contracts.events`` enforce), so every other refusal of valid data is a finding. Negative cases are
-left alone.
+left alone. Valid events are also placed at the fuzz clients' own registered site, authority and office:
+who may publish where is the registry's state (P2), not the schema's, and without it every valid event
+was a 403 that never reached validation, sealing or the outbox.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.codes import lg_check_digit
+from tests.factories import AUTHORITY, OFFICE, SITE
 
 
 def valid_code(code: str) -> str:
@@ -23,25 +26,24 @@ def valid_code(code: str) -> str:
     return first5 + str(lg_check_digit(first5))
 
 
-def _site(site: str, authority: str | None) -> str:
-    return (authority or valid_code(site[:6])) + site[6:]
-
-
 def obey(body: Any) -> Any:
-    """``body`` (an event, or a batch of them) with the unsayable rules obeyed."""
+    """``body`` (an event, or a batch of them) with the unsayable rules obeyed, at the fuzz clients' own
+    registered site (who may publish where is the registry's state, not the schema's: without this every
+    valid event is a 403 and the fuzz never reaches acceptance)."""
     if isinstance(body, list):
         return [obey(item) for item in body]
     if not isinstance(body, dict):
         return body
     out = dict(body)
-    if isinstance(out.get("authority"), str) and len(out["authority"]) == 6:
-        out["authority"] = valid_code(out["authority"])
-    if isinstance(out.get("site"), str) and len(out["site"]) == 9:
-        authority = out.get("authority") if isinstance(out.get("authority"), str) else None
-        out["site"] = _site(out["site"], authority)
+    if isinstance(out.get("authority"), str):
+        out["authority"] = AUTHORITY
+    if isinstance(out.get("site"), str):
+        out["site"] = SITE
+    if isinstance(out.get("office"), str):
+        out["office"] = OFFICE
     captured = out.get("captured")
-    if isinstance(captured, dict) and isinstance(captured.get("site"), str) and len(captured["site"]) == 9:
-        out["captured"] = {**captured, "site": _site(captured["site"], None)}
+    if isinstance(captured, dict) and isinstance(captured.get("site"), str):
+        out["captured"] = {**captured, "site": SITE}
     if isinstance(out.get("recipients"), list):
         out["recipients"] = [_recipient(r) for r in out["recipients"]]
     if "action" in out and "scopes" in out:

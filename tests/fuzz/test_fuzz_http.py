@@ -12,6 +12,7 @@ Figures (inputs tried, statuses, 5xx, largest body) are printed per service (``p
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ from tests import factories
 from tests.fuzz.rules import obey
 from tests.fuzz.servers import serving
 
-EXAMPLES = 8  # per operation and mode: ~500 requests (and the checks' own re-sends) over five services
+# Per operation and mode: ~500 requests over five services in CI; HUB_FUZZ_EXAMPLES=40 for a longer hunt.
+EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "8"))
 
 
 @dataclass
@@ -150,14 +152,13 @@ SERVICES: dict[str, tuple[Callable[[Settings], FastAPI], str]] = {
 }
 
 
-# The adapters' fuzz found new cross-field rules of the feed and trust work in the final run; until the
-# generator obeys them all (tests/fuzz/rules.py), a finding is reported, not fatal. See the closing note.
-@pytest.mark.xfail(reason="adapter fuzz findings after the last landings; see the closing note", strict=False)
 @pytest.mark.parametrize("service", list(SERVICES))
 async def test_schemathesis_finds_nothing(service: str, tokens: dict[str, str], settings: Settings) -> None:
     make, who = SERVICES[service]
     figures = await asyncio.to_thread(fuzz, make(settings), tokens[who])
     print(figures.line(service))
     assert figures.inputs > 0
+    if "adapter" in service:  # valid events reach acceptance (a fuzz answered only 403 tests nothing past it)
+        assert figures.statuses[202] > 0, figures.line(service)
     assert not [s for s in figures.statuses if s >= 500], figures.line(service)
     assert not figures.failures, "\n\n".join(figures.failures[:8])
