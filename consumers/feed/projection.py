@@ -103,7 +103,7 @@ class FeedProjection:
             await conn.executemany(
                 "INSERT INTO feed_consents (consent_id, person_key, version, withdrawn, scopes, recipients, "
                 "valid_from, valid_until, signed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
-                "ON CONFLICT (consent_id) DO UPDATE SET version = EXCLUDED.version, "
+                "ON CONFLICT (person_key, consent_id) DO UPDATE SET version = EXCLUDED.version, "
                 "withdrawn = EXCLUDED.withdrawn, scopes = EXCLUDED.scopes, recipients = EXCLUDED.recipients, "
                 "valid_from = EXCLUDED.valid_from, valid_until = EXCLUDED.valid_until, "
                 "signed_at = EXCLUDED.signed_at WHERE EXCLUDED.version > feed_consents.version",

@@ -252,12 +252,12 @@ def _raw_json(c: Consumed) -> bytes:
 async def _store_consents(conn: asyncpg.Connection, consents: Sequence[Consumed]) -> None:
     if not consents:
         return
-    latest: dict[str, tuple[Consumed, ConsentRecord]] = {}
+    latest: dict[tuple[str, str], tuple[Consumed, ConsentRecord]] = {}  # P8: by (person, consent_id)
     for c in consents:
         record = consent_record(orjson.loads(_raw_json(c)))
-        held = latest.get(record.consent_id)
+        held = latest.get((c.event.subject, record.consent_id))
         if held is None or record.version > held[1].version:
-            latest[record.consent_id] = (c, record)
+            latest[(c.event.subject, record.consent_id)] = (c, record)
     cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
     for c, rec in latest.values():
         row = (
@@ -285,9 +285,9 @@ async def _store_consents(conn: asyncpg.Connection, consents: Sequence[Consumed]
         "ARRAY(SELECT jsonb_array_elements_text(u.s::jsonb)), u.r::jsonb, u.vf, u.vu, u.sa, u.eid "
         "FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[], $5::text[], $6::text[], $7::date[], "
         "$8::date[], $9::timestamptz[], $10::text[]) AS u(id, pk, v, w, s, r, vf, vu, sa, eid) "
-        "ON CONFLICT (consent_id) DO UPDATE SET version = EXCLUDED.version, withdrawn = EXCLUDED.withdrawn, "
-        "scopes = EXCLUDED.scopes, recipients = EXCLUDED.recipients, valid_from = EXCLUDED.valid_from, "
-        "valid_until = EXCLUDED.valid_until, signed_at = EXCLUDED.signed_at, event_id = EXCLUDED.event_id "
+        "ON CONFLICT (person_key, consent_id) DO UPDATE SET version = EXCLUDED.version, "
+        "withdrawn = EXCLUDED.withdrawn, scopes = EXCLUDED.scopes, recipients = EXCLUDED.recipients, "
+        "valid_from = EXCLUDED.valid_from, valid_until = EXCLUDED.valid_until, signed_at = EXCLUDED.signed_at, event_id = EXCLUDED.event_id "
         "WHERE EXCLUDED.version > sv_consents.version",
         *cols,
     )

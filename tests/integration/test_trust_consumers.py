@@ -119,3 +119,26 @@ async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
             assert any(f"{field}:" in r and "ce_source" in r for r in mine), (consumer, field, mine)
         for reason in mine:  # the rule and the field, never a value the rogue wrote
             assert "112038" not in reason and "1102" not in reason and "131041" not in reason, reason
+
+
+async def test_a_consent_id_never_crosses_from_one_person_to_another(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """P8: consents are keyed by (person, consent_id). Consent ids travel in the topics' values; before,
+    another person's consent under the same id and a higher version replaced Q's record — withdrawing
+    Q's consent, or widening it — because the consumers kept records by consent id alone."""
+    settings = isolated
+    q, x = factories.person_key(), factories.person_key()
+    shared_id = uuid.uuid4().hex
+    await _accept(pool, settings, [factories.registration(q), factories.consent(q, consent_id=shared_id)])
+    await _catch_up(pool, settings)
+    await _accept(pool, settings, [factories.consent(x, consent_id=shared_id, version=9, action="withdrawn")])
+    await _catch_up(pool, settings)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", q) == 1
+        for table in ("sv_consents", "feed_consents"):
+            rows = await conn.fetch(
+                f"SELECT person_key, version, withdrawn FROM {table} WHERE consent_id = $1", shared_id
+            )
+            kept = {r["person_key"]: (r["version"], r["withdrawn"]) for r in rows}
+            assert kept == {q: (1, False), x: (9, True)}, table
