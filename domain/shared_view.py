@@ -42,10 +42,15 @@ OFFICE = "office"
 # follow up someone they cannot name. Everything not listed here is the non-identifying core.
 REGISTRATION_FIELDS = ("name", "name_kana", "birth_date", "phone", "email", "address")
 LINK_FIELDS = ("job_seeker_number", "case_numbers")
+# 要配慮個人情報 (special-care personal information, 個人情報保護法 art. 2(3)): the attribute categories
+# (public assistance, disability, …) and the programme a referral was made under, which says the same.
+# They go out only to the purposes that need them — planning joint support (share_registration) and
+# support in the job (retention_support) — never with a placement disclosure.
+SPECIAL_CARE_FIELDS = ("attributes", "referrals.programme")
 FIELDS_BY_PURPOSE: dict[Scope, tuple[str, ...]] = {
-    Scope.SHARE_REGISTRATION: (*REGISTRATION_FIELDS, *LINK_FIELDS),
+    Scope.SHARE_REGISTRATION: (*REGISTRATION_FIELDS, *LINK_FIELDS, *SPECIAL_CARE_FIELDS),
     Scope.DISCLOSE_PLACEMENT: ("name", "placements.employer_name", "placements.employer_address"),
-    Scope.RETENTION_SUPPORT: ("name", "retention"),
+    Scope.RETENTION_SUPPORT: ("name", "retention", *SPECIAL_CARE_FIELDS),
 }
 
 
@@ -409,9 +414,9 @@ def disclosed_fields(view: PersonView, purpose: Scope) -> tuple[str, ...]:
     """The personal fields a read for ``purpose`` actually returns (those that hold a value)."""
     present = []
     for name in FIELDS_BY_PURPOSE[purpose]:
-        if name.startswith("placements."):
-            key = name.split(".", 1)[1]
-            if any(p.get(key) for p in view.placements):
+        if "." in name:  # a key of each item of a list: placements.employer_name, referrals.programme
+            items, key = name.split(".", 1)
+            if any(item.get(key) for item in getattr(view, items)):
                 present.append(name)
         elif getattr(view, name):
             present.append(name)
@@ -436,17 +441,19 @@ def disclose(view: PersonView, purpose: Scope) -> dict[str, Any]:
         "registered_on": view.registered_on.isoformat() if view.registered_on else None,
         "sex": view.sex,
         "age_band": view.age_band,
-        "attributes": list(view.attributes),
         "desired_occupation": view.desired_occupation,
         "team_support": view.team_support,
-        "referrals": [dict(r) for r in view.referrals],
+        "referrals": [
+            {k: v for k, v in r.items() if k != "programme" or "referrals.programme" in allowed}
+            for r in view.referrals
+        ],
         "placements": [
             {k: v for k, v in p.items() if not k.startswith("employer") or f"placements.{k}" in allowed}
             for p in view.placements
         ],
         "masked": view.masked,
     }
-    for name in (*REGISTRATION_FIELDS, *LINK_FIELDS, "retention"):
+    for name in (*REGISTRATION_FIELDS, *LINK_FIELDS, "retention", "attributes"):
         if name in allowed:
             value = getattr(view, name)
             if isinstance(value, date):

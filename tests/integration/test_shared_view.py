@@ -378,6 +378,7 @@ async def test_access_history_lists_exactly_the_reads_made(
     assert [r.status_code for r in made] == [200, 200, 200, 200, 403, 403]
     assert made[0].json()["name"] == name and made[0].json()["job_seeker_number"] == "13010-12345678"
     assert "phone" not in made[1].json() and made[1].json()["placements"][0]["employer_name"]
+    assert "attributes" not in made[1].json()  # 要配慮個人情報 only to a purpose that needs it
 
     history = await api.get(f"/persons/{pk}/access-history", headers=city)
     again = await api.get(f"/persons/{pk}/access-history", headers=city)
@@ -386,7 +387,7 @@ async def test_access_history_lists_exactly_the_reads_made(
         (r["organisation"], r["action"], r["purpose"], r["outcome"], r["fields"])
         for r in history.json()["reads"]
     ]
-    registration = ["name", "birth_date", "phone", "job_seeker_number"]
+    registration = ["name", "birth_date", "phone", "job_seeker_number", "attributes"]  # 要配慮, recorded
     placement = ["name", "placements.employer_name"]
     assert reads == [
         (f"authority:{authority}", "fetch", "share_registration", "granted", registration),

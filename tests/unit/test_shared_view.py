@@ -238,6 +238,7 @@ def test_disclosure_carries_the_purposes_fields_only() -> None:
         for_placement["name"] == "髙橋 花子" and for_placement["placements"][0]["employer_name"] == "𠮷野ケア"
     )
     assert "phone" not in for_placement and "case_numbers" not in for_placement
+    assert "attributes" not in for_placement  # 要配慮個人情報 only to a purpose that needs it
     for_registration = disclose(view, Scope.SHARE_REGISTRATION)
     assert "employer_name" not in for_registration["placements"][0]
     assert for_registration["case_numbers"] == ["SJ-1"] and for_registration["birth_date"] == "1988-06-01"
@@ -246,4 +247,6 @@ def test_disclosure_carries_the_purposes_fields_only() -> None:
         "birth_date",
         "phone",
         "case_numbers",
+        "attributes",
+        "referrals.programme",
     )

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from domain.consent import ConsentRecord, Recipient, Scope
 from domain.shared_view import (
     FIELDS_BY_PURPOSE,
+    SPECIAL_CARE_FIELDS,
     Decision,
     Reader,
     ReaderKind,
@@ -355,14 +356,23 @@ def test_a_purpose_the_consent_does_not_grant_is_refused() -> None:
 def test_a_granted_read_names_the_fields_that_hold_a_value() -> None:
     shown = view()
     assert decide(shown, SHINJUKU, Scope.SHARE_REGISTRATION) == Decision(
-        True, fields=("name", "name_kana", "birth_date", "phone", "case_numbers")
+        True,
+        fields=(
+            "name",
+            "name_kana",
+            "birth_date",
+            "phone",
+            "case_numbers",
+            "attributes",
+            "referrals.programme",
+        ),
     )
     assert decide(shown, OFFICE, Scope.DISCLOSE_PLACEMENT).fields == (
         "name",
         "placements.employer_name",
         "placements.employer_address",
     )
-    assert disclosed_fields(shown, Scope.RETENTION_SUPPORT) == ("name", "retention")
+    assert disclosed_fields(shown, Scope.RETENTION_SUPPORT) == ("name", "retention", *SPECIAL_CARE_FIELDS)
     without_employer = project(PK, consent(), [registration(), placement(1, employer=None)])
     assert disclosed_fields(without_employer, Scope.DISCLOSE_PLACEMENT) == ("name",)  # type: ignore[arg-type]
 
@@ -371,8 +381,12 @@ def test_a_granted_read_names_the_fields_that_hold_a_value() -> None:
 def test_a_read_discloses_the_core_and_the_fields_of_its_purpose_only(purpose: Scope) -> None:
     body = disclose(view(), purpose)
     personal = {"name", "name_kana", "birth_date", "phone", "email", "address", "job_seeker_number"}
-    personal |= {"case_numbers", "retention"}
+    personal |= {"case_numbers", "retention", "attributes"}
     assert {k for k in body if k in personal} == {f for f in FIELDS_BY_PURPOSE[purpose] if "." not in f}
+    # 要配慮個人情報 (attributes, the programme of a referral) only to a purpose that needs them.
+    special_care = purpose in (Scope.SHARE_REGISTRATION, Scope.RETENTION_SUPPORT)
+    assert ("attributes" in body) is special_care
+    assert all(("programme" in r) is special_care for r in body["referrals"]) and body["referrals"]
     employer_shown = any("employer_name" in p for p in body["placements"])
     assert employer_shown is (purpose is Scope.DISCLOSE_PLACEMENT)
     assert body["purpose"] == purpose.value
@@ -383,7 +397,7 @@ def test_a_read_discloses_the_core_and_the_fields_of_its_purpose_only(purpose: S
         "valid_until": "2025-09-30",
     }
     assert (body["office"], body["registered_on"], body["team_support"]) == ("1301", "2025-04-03", True)
-    assert body["attributes"] == ["public_assistance"] and body["masked"] is False
+    assert body.get("attributes", ["public_assistance"]) == ["public_assistance"] and body["masked"] is False
 
 
 def test_disclosed_values_are_plain_json() -> None:
@@ -452,7 +466,8 @@ def test_extending_a_record_equals_projecting_all_its_events(
 
 
 def test_the_answer_to_a_placement_read_is_the_core_and_the_employer() -> None:
-    # The read API's answer, key by key: what the other side's systems parse.
+    # The read API's answer, key by key: what the other side's systems parse. No 要配慮個人情報: the
+    # attribute categories and the referral's programme (public assistance…) are not the employer's.
     assert disclose(view(), Scope.DISCLOSE_PLACEMENT) == {
         "person_key": PK,
         "purpose": "disclose_placement",
@@ -468,7 +483,6 @@ def test_the_answer_to_a_placement_read_is_the_core_and_the_employer() -> None:
         "registered_on": "2025-04-03",
         "sex": "female",
         "age_band": "35-39",
-        "attributes": ["public_assistance"],
         "desired_occupation": "06",
         "team_support": True,
         "referrals": [
@@ -476,7 +490,6 @@ def test_the_answer_to_a_placement_read_is_the_core_and_the_employer() -> None:
                 "referral_id": f"r{1:031d}",
                 "authority": "131041",
                 "site": "131041-01",
-                "programme": "general",
                 "referred_on": "2025-04-02",
             }
         ],
