@@ -10,10 +10,10 @@
   linked to the trace of every traced event in it (one link per event; the span's ``traced_event_ids``
   names them in the links' order): OpenTelemetry's messaging conventions for batches, and one span per
   batch, not per event.
-- What leaves the process is allow-listed (``_Redacting``): span attributes by name (ids, routes,
-  statuses, topics, positions, counts), exception events reduced to the exception's type. An
+- What leaves the process is allow-listed (``_Redacting``): span attributes by name (HTTP method, route
+  and status; event ids and counts), exception events reduced to the exception's type. An
   instrumentation library may record a URL's query or an exception's message, which could quote a
-  value; neither is exported. Personal data never reaches a span.
+  value; neither is exported. Span names are route templates (never a raw path) or the hub's own.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ _ATTRIBUTES = frozenset(
         "url.scheme",
         "http.flavor",
         "network.protocol.version",
-        # the hub's own: ids, topics, positions, counts
+        # the hub's own: event ids and counts
         "messaging.system",
         "consumer",
         "events",
