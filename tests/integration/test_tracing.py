@@ -32,6 +32,7 @@ from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler, runtime_for
 from contracts.envelope import TRACEPARENT_HEADER, Family, encode
 from infra.auth import OrgKind, Role, add_client
+from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.topics import ensure_topics
 from infra.tracing import export_to, tracer
@@ -158,6 +159,41 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
         ]
     ).decode()
     assert referral.data["personal"]["case_number"] not in exported
+
+
+async def test_a_csv_import_s_events_carry_its_request_s_trace(
+    pool: asyncpg.Pool, isolated: Settings, spans: InMemorySpanExporter
+) -> None:
+    settings = isolated
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
+        _, token = await add_client(
+            conn,
+            name="trace csv shinjuku",
+            org_kind=OrgKind.AUTHORITY,
+            org_code=factories.AUTHORITY,
+            roles=frozenset({Role.PUBLISH}),
+        )
+    rows = [factories.referral(factories.person_key()).data for _ in range(3)]
+    async with (
+        running(welfare_app(settings), "127.0.0.1", _free_port()) as base,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http,
+    ):
+        content = write_csv("referral", rows, japanese=True)
+        response = await http.post("/v1/referral/csv", files={"file": ("r.csv", content, "text/csv")})
+        assert response.status_code == 202 and response.json()["accepted"] == 3, response.text
+    (request,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.kind is SpanKind.SERVER and (s.attributes or {}).get("http.route") == "/v1/referral/csv"
+    ]
+    assert request.context is not None
+    stored = await pool.fetch(
+        "SELECT headers FROM outbox WHERE key = ANY($1::bytea[])", [r["person_key"].encode() for r in rows]
+    )
+    assert [_trace_of(r["headers"][TRACEPARENT_HEADER]) for r in stored] == [
+        f"{request.context.trace_id:032x}"
+    ] * 3
 
 
 MALFORMED: dict[str, list[bytes]] = {
