@@ -137,7 +137,8 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
     # 2. The outbox row stores the request's trace context with the event.
     assert _trace_of(row["headers"][TRACEPARENT_HEADER]) == f"{trace_id:032x}"
     # 3. The relay's publishing span links to it.
-    assert _linked(spans.get_finished_spans(), "outbox publish", trace_id) == [event_id]
+    # (A batch retried after a broker or database hiccup links it again: "in", not "==".)
+    assert event_id in _linked(spans.get_finished_spans(), "outbox publish", trace_id)
     # 4. Kafka: the record carries it as ce_traceparent.
     (record,) = [
         r
@@ -149,7 +150,7 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
     # 5. The shared view: its batch-commit span links the event it stored to the request's trace.
     await _catch_up_shared_view(pool, settings)
     assert await pool.fetchval("SELECT count(*) FROM sv_events WHERE event_id = $1", event_id) == 1
-    assert _linked(spans.get_finished_spans(), "shared-view batch commit", trace_id) == [event_id]
+    assert event_id in _linked(spans.get_finished_spans(), "shared-view batch commit", trace_id)
 
     # No personal data in any span that could leave the process.
     exported = orjson.dumps(
