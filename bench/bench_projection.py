@@ -50,6 +50,7 @@ from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.db import create_pool, recreate_database
+from infra.kafka import client_options
 from infra.logging import configure_logging
 from infra.topics import ensure_topics
 from producers.submission import to_event
@@ -127,7 +128,7 @@ async def produce(settings: Settings, pool: asyncpg.Pool, events: int) -> int:
 
 async def _send(settings: Settings, records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes]]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=50, max_batch_size=512 * 1024
+        **client_options(settings), acks="all", linger_ms=50, max_batch_size=512 * 1024
     )
     await producer.start()
     try:
@@ -142,7 +143,7 @@ async def _send(settings: Settings, records: list[tuple[str, bytes, list[tuple[s
 
 async def raw_rate(settings: Settings, total: int) -> float:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,

@@ -20,6 +20,7 @@ from contracts.envelope import Family, encode
 from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings, get_settings
 from infra.db import create_pool, migrate
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
 
@@ -91,7 +92,7 @@ async def produce(
     settings: Settings, records: list[tuple[Family, bytes, list[tuple[str, bytes]], bytes]]
 ) -> float:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
@@ -125,7 +126,7 @@ async def raw_consume_rate(settings: Settings, topics: list[str], expected: int)
     """The ceiling: aiokafka reading every record with no decoding and no database."""
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=f"raw-{uuid.uuid4().hex[:6]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -15,13 +15,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from infra.config import Settings
+from infra.kafka import client_options
 
 Positions = dict[tuple[str, int], int]
 
 
 async def end_offsets(settings: Settings, topics: Sequence[str]) -> Positions:
     """Each partition's end offset, for every partition of ``topics`` (missing topics have none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = []

@@ -34,6 +34,7 @@ from consumers.deadletter import DeadLetter, DeadLetterPublisher
 from contracts.envelope import Event, PoisonMessage, decode, traceparent_of
 from infra import health, metrics
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.leadership import LeadershipLost
 from infra.logging import get_logger
 from infra.tracing import batch_span
@@ -241,7 +242,7 @@ class ConsumerRuntime:
         backoff = 0.2
         while not self._stop.is_set():
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **client_options(self.settings),
                 group_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.envelope import Family, deadletter_topic, feed_topic, topic_for
@@ -36,6 +37,14 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     min_insync_replicas: int = Field(default=1, ge=1)
+    # How every Kafka client of the hub authenticates (``infra.kafka.client_options``). A secure cluster
+    # (``hub stack up --secure``, or production) takes SASL_SSL with SCRAM-SHA-512: each service its own
+    # user (principal), whose ACLs allow exactly its job (README "Broker security").
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # the CA that signed the brokers' certificates (PEM)
 
     # --- PostgreSQL ----------------------------------------------------------------------------
     pg_host: str = "127.0.0.1"
@@ -120,9 +129,10 @@ class Settings(BaseSettings):
         """Unless set explicitly, Kafka settings follow the local cluster ``hub stack up`` formatted under
         ``stack_dir``: every node in the bootstrap list and, for three nodes, replication factor 3 with
         ``min.insync.replicas`` 2 — so ``hub stack up --nodes 3`` needs no further configuration."""
-        nodes = _local_cluster_nodes(self.stack_dir)
-        if nodes is None:
+        cluster = _local_cluster(self.stack_dir)
+        if cluster is None:
             return self
+        nodes = int(cluster["nodes"])
         explicit = self.model_fields_set
         if "kafka_bootstrap" not in explicit:
             self.kafka_bootstrap = ",".join(
@@ -133,6 +143,13 @@ class Settings(BaseSettings):
                 self.replication_factor = 3
             if "min_insync_replicas" not in explicit:
                 self.min_insync_replicas = 2
+        if cluster.get(
+            "secure"
+        ):  # ``hub stack up --secure``: TLS with the stack's own CA (the user is yours)
+            if "kafka_security_protocol" not in explicit:
+                self.kafka_security_protocol = "SASL_SSL"
+            if "kafka_ssl_cafile" not in explicit:
+                self.kafka_ssl_cafile = self.stack_dir / "kafka" / "secrets" / "ca.pem"
         return self
 
     def is_local_development(self) -> bool:
@@ -179,11 +196,14 @@ class Settings(BaseSettings):
         )
 
 
-def _local_cluster_nodes(stack_dir: Path) -> int | None:
+def _local_cluster(stack_dir: Path) -> dict[str, Any] | None:
+    """What ``hub stack up`` formatted under ``stack_dir`` (node count, secure or not), if anything."""
     try:
-        return int(json.loads((stack_dir / "kafka" / "cluster.json").read_text())["nodes"])
+        cluster = json.loads((stack_dir / "kafka" / "cluster.json").read_text())
+        int(cluster["nodes"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return cluster if isinstance(cluster, dict) else None
 
 
 @lru_cache(maxsize=1)

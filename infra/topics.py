@@ -17,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from infra.config import Settings
+from infra.kafka import client_options
 
 RETENTION_MS_FOREVER = "-1"  # events are the record; the shared view replays them from the start
 
@@ -34,7 +35,7 @@ class TopicReport:
 
 async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[TopicReport]:
     names = topics or wanted_topics(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

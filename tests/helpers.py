@@ -12,11 +12,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from infra.config import Settings
+from infra.kafka import client_options
 
 
 async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> list[ConsumerRecord]:
     """Every record currently in ``topic`` (all partitions, from the beginning), raw."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -61,7 +62,7 @@ async def wait_for(
 async def delete_namespace(settings: Settings) -> None:
     """Delete the topics of ``settings.topic_namespace``: a session's namespaces are never used again, and
     a shared development broker that keeps thousands of dead partitions takes minutes to start."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=30000)
     await admin.start()
     try:
         prefix = f"{settings.topic_namespace}."

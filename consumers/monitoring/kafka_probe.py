@@ -14,14 +14,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from consumers.monitoring.figures import PartitionOffsets
+from infra.config import Settings
+from infra.kafka import client_options
 
 TIMEOUT_S = 10.0
 LAYOUT_TTL_S = 30.0  # partition layouts change only when an operator adds partitions or topics
 
 
 class KafkaProbe:
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
@@ -42,7 +44,7 @@ class KafkaProbe:
     async def _describe(self, topics: Sequence[str]) -> dict[str, list[int]]:
         if self._admin is None:
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=self._bootstrap, request_timeout_ms=int(TIMEOUT_S * 1000)
+                **client_options(self._settings), request_timeout_ms=int(TIMEOUT_S * 1000)
             )
             await admin.start()
             self._admin = admin
@@ -60,7 +62,7 @@ class KafkaProbe:
     async def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                **client_options(self._settings),
                 enable_auto_commit=False,
                 request_timeout_ms=int(TIMEOUT_S * 1000),
                 client_id="ittai-console",

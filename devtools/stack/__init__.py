@@ -3,6 +3,7 @@
 Synchronous, subprocess-based API used by ``hub stack ...``, the tests and the fault tests::
 
     ensure_up(nodes=None)      # idempotent; None = the node count already set up, else 1
+    ensure_up(secure=True)     # SASL_SSL + ACLs (devtools.stack.secure); use a stack dir of its own
     down() / reset()           # stop everything / stop and delete data (jar cache kept)
     kafka_bootstrap(nodes=None) -> "127.0.0.1:19092[,...]"
     kafka_stop_node(n) / kafka_start_node(n)
@@ -14,11 +15,13 @@ from __future__ import annotations
 from devtools.stack.kafka import (
     StackError,
     formatted_nodes,
+    formatted_secure,
     is_kafka_up,
     kafka_bootstrap,
     kafka_down,
     kafka_ensure_up,
     kafka_reset,
+    kafka_root,
     kafka_start,
     kafka_start_node,
     kafka_status,
@@ -27,6 +30,7 @@ from devtools.stack.kafka import (
     stack_lock,
 )
 from devtools.stack.postgres import is_pg_up, pg_check, pg_down, pg_ensure_up, pg_kill, pg_reset, pg_restart
+from devtools.stack.secure import apply_acls_now
 from infra.config import LOCAL_STACK_MARKER, get_settings
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "down",
     "ensure_up",
     "formatted_nodes",
+    "formatted_secure",
     "is_kafka_up",
     "is_pg_up",
     "is_up",
@@ -58,20 +63,24 @@ def is_up(nodes: int | None = None) -> bool:
     return is_kafka_up(nodes) and is_pg_up()
 
 
-def ensure_up(nodes: int | None = None, *, recreate: bool = False) -> None:
+def ensure_up(nodes: int | None = None, *, recreate: bool = False, secure: bool | None = None) -> None:
     """Bring Kafka (``nodes`` = 1 or 3) and PostgreSQL up and wait until both answer. Idempotent.
 
     ``nodes=None`` keeps the node count already set up (1 on a fresh checkout). Asking for a different
     count than the one formatted raises StackError unless ``recreate=True`` (wipes Kafka data only).
-    Kafka brokers boot while PostgreSQL starts, so a cold start costs max(kafka, pg), not the sum."""
+    Kafka brokers boot while PostgreSQL starts, so a cold start costs max(kafka, pg), not the sum.
+
+    ``secure=True`` sets Kafka up with SASL_SSL, users and the StandardAuthorizer (None: as set up), and
+    every call (re)creates the ACLs for the topic namespace in the settings."""
     mark_local_development()
-    if is_up(nodes):
-        return
-    with stack_lock():
-        pg_check()  # fail on a missing prerequisite before starting anything
-        kafka_start(nodes, recreate=recreate)
-        pg_ensure_up()
-        kafka_wait(nodes)
+    if not (is_up(nodes) and secure in (None, formatted_secure())):
+        with stack_lock():
+            pg_check()  # fail on a missing prerequisite before starting anything
+            kafka_start(nodes, recreate=recreate, secure=secure)
+            pg_ensure_up()
+            kafka_wait(nodes)
+    if formatted_secure():  # the settings may predate the set-up: the stack knows where its brokers are
+        apply_acls_now(get_settings().model_copy(update={"kafka_bootstrap": kafka_bootstrap()}), kafka_root())
 
 
 def mark_local_development() -> None:

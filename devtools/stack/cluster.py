@@ -18,6 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from devtools.stack.kafka import HOST, broker_port, formatted_nodes
 from infra.config import Settings
+from infra.kafka import client_options
 
 _DESCRIBE_QUORUM = 55
 _METADATA_TOPIC = b"__cluster_metadata"
@@ -121,7 +122,7 @@ class TopicHealth:
 async def topic_health(settings: Settings, *, prefix: str = "", internal: bool = False) -> list[TopicHealth]:
     """Each topic's replication state (those starting with ``prefix``), from one metadata and one config
     request."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10000)
     await admin.start()
     try:
         names = sorted(

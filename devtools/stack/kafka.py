@@ -6,6 +6,7 @@ Layout under ``settings.stack_dir``::
     kafka/cluster.json           cluster id and node count the data dirs were formatted for
     kafka/log4j2.properties      broker logging (WARN, plus the "Kafka Server started" line)
     kafka/node<N>/               server.properties, data/, kafka.log, kafka.pid
+    kafka/secrets/               ``--secure`` only: CA, broker key, users' passwords (``devtools.stack.secure``)
 
 Node n's broker listens on ``kafka_port_base + 100*(n-1)``, its controller on that + 1.
 This module also holds the small process helpers (lock, pid checks) that ``postgres`` shares.
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.stack import secure as security
 from infra.config import get_settings
 
 HOST = "127.0.0.1"
@@ -183,6 +185,14 @@ def formatted_nodes() -> int | None:
         return None
 
 
+def formatted_secure() -> bool:
+    """Kafka was set up with ``--secure`` (SASL_SSL, ACLs)."""
+    try:
+        return bool(json.loads((kafka_root() / "cluster.json").read_text()).get("secure"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _resolve_nodes(nodes: int | None) -> int:
     return nodes if nodes is not None else (formatted_nodes() or 1)
 
@@ -244,7 +254,7 @@ def _kafka_uuid() -> str:
             return s
 
 
-def _server_properties(n: int, nodes: int) -> str:
+def _server_properties(n: int, nodes: int, secrets: security.Secrets | None) -> str:
     rf, isr = (1, 1) if nodes == 1 else (3, 2)
     voters = ",".join(f"{HOST}:{controller_port(i)}" for i in range(1, nodes + 1))
     listeners = f"PLAINTEXT://{HOST}:{broker_port(n)},CONTROLLER://{HOST}:{controller_port(n)}"
@@ -268,11 +278,15 @@ def _server_properties(n: int, nodes: int) -> str:
         "share.coordinator.state.topic.replication.factor": rf,
         "share.coordinator.state.topic.min.isr": isr,
     }
+    if secrets is not None:
+        props |= security.server_properties(broker_port(n), controller_port(n), secrets)
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-def _prepare(nodes: int, java: str, libs: Path) -> None:
-    """Write configs and format data dirs that are not formatted yet (formats run in parallel)."""
+def _prepare(nodes: int, java: str, libs: Path, secure: bool = False) -> None:
+    """Write configs and format data dirs that are not formatted yet (formats run in parallel).
+
+    ``secure`` applies to a fresh set-up only; an existing one keeps what it was formatted with."""
     root = kafka_root()
     root.mkdir(parents=True, exist_ok=True)
     (root / "log4j2.properties").write_text(LOG4J2)
@@ -284,13 +298,17 @@ def _prepare(nodes: int, java: str, libs: Path) -> None:
             "cluster_id": _kafka_uuid(),
             "nodes": nodes,
             "dir_ids": [_kafka_uuid() for _ in range(nodes)],
+            "secure": secure,
         }
         state_file.write_text(json.dumps(state, indent=2) + "\n")
+    secrets = security.ensure_secrets(root) if state.get("secure") else None
     formats: list[tuple[int, subprocess.Popen[str]]] = []
     for n in range(1, nodes + 1):
         d = node_dir(n)
         (d / "data").mkdir(parents=True, exist_ok=True)
-        (d / "server.properties").write_text(_server_properties(n, nodes))
+        props = d / "server.properties"
+        props.touch(mode=0o600)  # a secure node's holds the admin password
+        props.write_text(_server_properties(n, nodes, secrets))
         if (d / "data" / "meta.properties").exists():
             continue
         cmd = [
@@ -310,6 +328,8 @@ def _prepare(nodes: int, java: str, libs: Path) -> None:
                 f"{i}@{HOST}:{controller_port(i)}:{ids[i - 1]}" for i in range(1, nodes + 1)
             )
             cmd += ["--initial-controllers", controllers]
+        if secrets is not None:
+            cmd += security.format_args(secrets)
         popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         formats.append((n, popen))
     for n, popen in formats:
@@ -366,7 +386,13 @@ def node_pid(n: int) -> int | None:
 
 
 def node_ready(n: int, nodes: int | None = None) -> bool:
-    """Node ``n`` runs, answers metadata and (if ``nodes`` given) sees brokers 1..nodes."""
+    """Node ``n`` runs, answers metadata and (if ``nodes`` given) sees brokers 1..nodes.
+
+    A secure node answers nothing but ApiVersions before SASL: it is ready when it answers that over
+    TLS with the stack's certificate."""
+    if formatted_secure():
+        cafile = security.secrets_dir(kafka_root()) / "ca.pem"
+        return node_pid(n) is not None and security.answers(broker_port(n), cafile)
     ids = broker_ids(n) if node_pid(n) else None
     if ids is None:
         return False
@@ -416,34 +442,38 @@ def _spawn(n: int, java: str, libs: Path) -> None:
     (d / "kafka.pid").write_text(f"{proc.pid}\n")
 
 
-def _check_node_count(nodes: int, recreate: bool) -> None:
+def _check_layout(nodes: int, secure: bool | None, recreate: bool) -> None:
     existing = formatted_nodes()
-    if existing is None or existing == nodes:
+    if existing is None or (existing == nodes and secure in (None, formatted_secure())):
         return
     if not recreate:
+        was = f"{existing} node(s){' (secure)' if formatted_secure() else ''}"
+        want = f"{nodes} node(s){' (secure)' if secure else ''}"
+        flags = f"--nodes {nodes}{' --secure' if secure else ''}"
         raise StackError(
-            f"Kafka is set up for {existing} node(s), not {nodes}: run `hub stack reset` first "
-            f"(or `hub stack up --nodes {nodes} --recreate` to wipe only Kafka)"
+            f"Kafka is set up for {was}, not {want}: run `hub stack reset` first "
+            f"(or `hub stack up {flags} --recreate` to wipe only Kafka)"
         )
     kafka_down()
     shutil.rmtree(kafka_root(), ignore_errors=True)
 
 
-def kafka_start(nodes: int | None = None, *, recreate: bool = False) -> list[int]:
+def kafka_start(nodes: int | None = None, *, recreate: bool = False, secure: bool | None = None) -> list[int]:
     """Spawn the nodes that are not running (formatting fresh dirs); returns the nodes spawned.
 
-    Does not wait; call ``kafka_wait`` (``kafka_ensure_up`` does both)."""
+    ``secure``: SASL_SSL and ACLs (``devtools.stack.secure``); None keeps what is set up (plain if
+    nothing is). Does not wait; call ``kafka_wait`` (``kafka_ensure_up`` does both)."""
     count = _resolve_nodes(nodes)
     if count not in (1, 3):
         raise StackError(f"--nodes must be 1 or 3, not {count}")
     with stack_lock():
-        _check_node_count(count, recreate)
+        _check_layout(count, secure, recreate)
         missing = [n for n in range(1, count + 1) if node_pid(n) is None]
         if not missing:
             return []
         java = java_bin()
         libs = ensure_libs()
-        _prepare(count, java, libs)
+        _prepare(count, java, libs, bool(secure))
         for n in missing:
             _spawn(n, java, libs)
         return missing

@@ -43,7 +43,7 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
         async def _main() -> None:
             settings = get_settings()
             pool = await create_pool(settings, max_size=2)
-            probe = KafkaProbe(settings.kafka_bootstrap)
+            probe = KafkaProbe(settings)
             try:
                 snap = await collect(settings, pool, probe)
             finally:

@@ -91,7 +91,7 @@ def create_console_app(settings: Settings | None = None, *, sample: bool = True)
     s = settings or get_settings()
 
     async def startup(app: FastAPI) -> None:
-        probe = KafkaProbe(s.kafka_bootstrap)
+        probe = KafkaProbe(s)
         desk = DeadLetterDesk(s, app.state.pool, probe)
         console = Console(s, console_sessions(s), probe, desk, Sampler(s, app.state.pool, probe, desk))
         register_collector()

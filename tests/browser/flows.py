@@ -13,6 +13,7 @@ from consumers.event_log import EventLogHandler
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
 from infra.config import Settings
 from infra.crypto import KeyStore
+from infra.kafka import client_options
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission
@@ -32,13 +33,13 @@ async def publish(settings: Settings, pool: asyncpg.Pool, subs: Sequence[Submiss
 
 async def partition_ends(settings: Settings, topic: str) -> dict[int, int]:
     """End offset of each partition, read independently of the console's probe."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]

@@ -22,6 +22,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
+from infra.kafka import client_options
 from producers.submission import to_event
 from tests import factories
 from tests.browser.chromium import SCREENSHOTS, browser, chromium_present
@@ -89,7 +90,7 @@ async def _poison_with_clear_personal_data(settings: Settings) -> list[str]:
     # The birth date where the office code goes: code-like, so the runtime's reason echoes it.
     misplaced = orjson.dumps({**sub.data, "office": "1988-06-01", "sex": "髙橋 花子", "personal": None})
     ids = []
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for value in (unsealed, misplaced):

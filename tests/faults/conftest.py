@@ -105,8 +105,13 @@ def free_port_base(nodes: int) -> int:
 
 
 @contextlib.contextmanager
-def stack_of_its_own(settings: Settings, nodes: int, **extra: str) -> Iterator[OwnStack]:
-    """Kafka (``nodes`` nodes) and PostgreSQL in a temporary folder on free ports; deleted afterwards."""
+def stack_of_its_own(
+    settings: Settings, nodes: int, *, secure: bool = False, **extra: str
+) -> Iterator[OwnStack]:
+    """Kafka (``nodes`` nodes) and PostgreSQL in a temporary folder on free ports; deleted afterwards.
+
+    ``secure``: ``hub stack up --secure`` (SASL_SSL, users, ACLs for the session's topic namespace);
+    ``OwnStack.settings`` stay unauthenticated, ``devtools.stack.secure.load_secrets`` gives each user's."""
     folder = Path(tempfile.mkdtemp(prefix="ittai-faults-"))
     folder.chmod(0o755)  # PostgreSQL runs as an unprivileged user and must reach its data folder
     libs = settings.stack_dir / f"kafka-libs-{settings.kafka_version}"
@@ -131,7 +136,7 @@ def stack_of_its_own(settings: Settings, nodes: int, **extra: str) -> Iterator[O
     }
     own = OwnStack(settings.model_copy(update=update), env)
     try:
-        own.hub("stack", "up", "--nodes", str(nodes), timeout=300)
+        own.hub("stack", "up", "--nodes", str(nodes), *(["--secure"] if secure else []), timeout=300)
         yield own
     finally:
         for proc in own.procs:

@@ -22,6 +22,7 @@ from consumers.shared_view.replay import ReplayRefused, replay
 from contracts.envelope import Family, decode, encode
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
+from infra.kafka import client_options
 from producers.ingest import accept
 from producers.submission import to_event
 from tests import factories
@@ -117,7 +118,7 @@ async def test_replay_is_refused_while_the_projector_runs_through_a_restart(
         people = [factories.person_key() for _ in range(n)]
         async with own_pool.acquire() as conn:
             keys = await keystore.keys_for(conn, set(people))
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**client_options(settings), acks="all")
         await producer.start()
         try:
             for pk in people:

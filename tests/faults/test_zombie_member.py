@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Family, encode
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
@@ -49,7 +50,7 @@ async def test_a_resumed_zombie_member_applies_nothing_twice(
         await conn.execute("TRUNCATE test_effects")
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'counting'")
     key = os.urandom(32)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=20)
     await producer.start()
     try:
         for _ in range(TOTAL):

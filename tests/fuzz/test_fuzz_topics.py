@@ -25,6 +25,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import encode
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
@@ -123,7 +124,7 @@ async def test_rogue_topic_records_never_stop_a_consumer(
     async with pool.acquire() as conn:
         keys = await keystore.keys_for(conn, people)
     records = _records(settings, keys)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for topic, key, headers, value in records:

@@ -232,7 +232,7 @@ async def test_probe_reads_one_record_and_scans(ready: asyncpg.Pool, console_set
     sub = factories.referral(factories.person_key())
     await publish(s, ready, [sub], origin="console-test")
     topic = s.topic(Family.REFERRAL)
-    probe = KafkaProbe(s.kafka_bootstrap)
+    probe = KafkaProbe(s)
     try:
         records = await probe.scan(topic, {})
         mine = next(r for r in records if dict(r.headers)["ce_id"] == sub.event_id.encode())

@@ -13,6 +13,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
 from infra.config import Settings
 from infra.crypto import seal
+from infra.kafka import client_options
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import read_topic, wait_for
@@ -68,7 +69,7 @@ async def test_poison_of_each_kind_is_dead_lettered_and_consumer_goes_on(
         "missing_header": "header ce_time: missing",
     }
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         key, headers, value = encode(good_before)

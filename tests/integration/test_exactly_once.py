@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Family, encode
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
@@ -46,7 +47,7 @@ async def _fresh_effects(pool: asyncpg.Pool, own: Settings) -> None:
 async def _publish_registrations(own: Settings, n: int) -> None:
     """``n`` registrations of new people (random keys, so spread over every partition) on ``own``'s topic."""
     key = os.urandom(32)
-    producer = AIOKafkaProducer(bootstrap_servers=own.kafka_bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(own), acks="all", linger_ms=20)
     await producer.start()
     try:
         futures = []

@@ -18,6 +18,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts import wire
 from contracts.envelope import MODELS, Event, Family, encode
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
@@ -76,7 +77,7 @@ async def test_rule_breaking_records_of_a_valid_shape_are_dead_lettered(
     }
     topic_of = {e.family: settings.topic(e.family) for e, _, _ in cases.values()}
     ids: dict[str, str] = {}
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for name, (event, value, _) in cases.items():

@@ -27,6 +27,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Event, Family, encode
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
@@ -58,7 +59,7 @@ def _raw(settings: Settings, event: Event, **data_over: Any) -> Record:
 
 
 async def _publish_raw(settings: Settings, records: Sequence[Record]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for topic, key, headers, value in records:

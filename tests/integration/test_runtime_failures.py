@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
 from contracts.envelope import Family, encode
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
@@ -47,7 +48,7 @@ async def test_transient_retried_rejection_isolated(pool: asyncpg.Pool, settings
     await ensure_topics(own, [own.topic(Family.PLACEMENT), own.deadletter_topic])
     key = os.urandom(32)
     events = [to_event(factories.placement(factories.person_key()), key) for _ in range(30)]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for event in events:

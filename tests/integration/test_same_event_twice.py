@@ -20,13 +20,14 @@ from contracts.envelope import Event, encode
 from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings
 from infra.crypto import KeyStore
+from infra.kafka import client_options
 from producers.submission import to_event
 
 FEED_TABLES = ("feed_registrations", "feed_referrals", "feed_placements", "feed_retention", "feed_consents")
 
 
 async def _send(settings: Settings, events: list[Event]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=20)
     await producer.start()
     try:
         for e in events:

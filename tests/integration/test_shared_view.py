@@ -32,6 +32,7 @@ from domain.consent import Scope
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
+from infra.kafka import client_options
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from producers.submission import Submission
@@ -260,7 +261,7 @@ async def test_erasure_leaves_the_name_nowhere(
 
     k, kafka_headers, value = encode(to_event(reg, key))
     poison = orjson.dumps({**orjson.loads(value), "age_band": "bogus"})
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(

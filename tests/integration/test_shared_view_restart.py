@@ -23,6 +23,7 @@ from domain.consent import ConsentRecord
 from domain.shared_view import PersonView, StoredEvent, active_consent, consent_record, project
 from infra.config import Settings
 from infra.crypto import KeyStore, open_sealed
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests.helpers import wait_for
@@ -48,7 +49,7 @@ async def test_killed_mid_batch_then_restarted_gives_the_same_view(
         keys = await keystore.keys_for(conn, {s.person_key for s in subs})
     events = [to_event(s, keys[s.person_key]) for s in subs]
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=20)
     await producer.start()
     try:
         futures = []
