@@ -34,6 +34,7 @@ from contracts.envelope import TRACEPARENT_HEADER, Family, encode
 from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.topics import ensure_topics
 from infra.tracing import export_to, tracer
 from producers.adapters.app import welfare_app
@@ -221,7 +222,7 @@ async def test_a_malformed_traceparent_is_dropped_with_a_reason_and_the_event_ap
 ) -> None:
     settings = isolated
     people: list[str] = []
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for values in MALFORMED.values():

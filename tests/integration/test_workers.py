@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from infra.config import Settings
+from infra.kafka import client_options
 from tests.helpers import wait_for
 from tests.integration.test_exactly_once import (
     TOTAL,
@@ -46,7 +47,7 @@ def _children(pid: int) -> list[int]:
 
 async def _members_holding_partitions(settings: Settings) -> int:
     """Members of the counting group that hold partitions, once the group is stable (else 0)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         [response] = await admin.describe_consumer_groups([group_of(settings)])
