@@ -11,6 +11,8 @@ import orjson
 
 from infra.config import Settings, get_settings
 
+# Writers of the outbox NOTIFY this channel in their transaction; the relay listens (else it polls).
+OUTBOX_CHANNEL = "ittai_outbox"
 _MIGRATION_LOCK = 7_201_101  # pg_advisory_lock key: one migrator at a time
 
 # What a database restart, a failover or a full connection table looks like to a client: retried with

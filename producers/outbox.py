@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from contracts.envelope import Event, encode, topic_for
 from infra import health, metrics
 from infra.config import Settings
-from infra.db import TRANSIENT_DB_ERRORS, connect
+from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
@@ -33,7 +33,7 @@ from producers.holders import record_fences, record_holders
 log = get_logger("outbox")
 
 _RELAY_LOCK = 7_201_102
-NOTIFY_CHANNEL = "ittai_outbox"
+NOTIFY_CHANNEL = OUTBOX_CHANNEL
 
 
 async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: str, namespace: str) -> int:

@@ -4,12 +4,13 @@ The register (``dead_letters``, written by the consumer runtime) is the list; th
 live in the dead-letter topic. ``DeadLetterDesk.sync`` reads that topic incrementally and records where
 each letter sits, with its display-safe headers, so a redrive reads one record.
 
-Redrive re-publishes the original key, headers (minus ``dlq_*``) and value to the source topic — the
-bytes as the client sent them; the console never opens a sealed block — and marks every register row of
-that source record resolved, in one transaction with the audit row. The register rows are locked while
-the record is re-published, so two operators cannot redrive one letter twice. If the process dies
-between Kafka's acknowledgement and the commit, the letter stays open and a second redrive publishes it
-again: consumers apply an event id once, so that costs a duplicate record, never a duplicate effect.
+Redrive puts the original key, headers (minus ``dlq_*``) and value back into the outbox for the source
+topic — the bytes as the client sent them; the console never opens a sealed block — and marks every
+register row of that source record resolved, in one transaction with the audit row; the relay publishes
+it. So nobody but the relay writes the event topics (on a secure cluster the console's Kafka user may
+not), and a redrive is exactly as durable as an accepted event. The register rows are locked in that
+transaction, so two operators cannot redrive one letter twice. Consumers apply an event id once, so a
+redriven event that had taken effect after all costs a duplicate record, never a duplicate effect.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
 from consumers.monitoring import queries
-from consumers.monitoring.figures import dlq_header, redrive_headers, safe_headers
+from consumers.monitoring.figures import dlq_header, outbox_row_headers, safe_headers
 from consumers.monitoring.kafka_probe import KafkaProbe
 from infra.auth import Principal
 from infra.config import Settings
-from infra.kafka import start_producer
+from infra.db import OUTBOX_CHANNEL
 from infra.logging import get_logger
 
 log = get_logger("console.deadletters")
@@ -44,18 +44,10 @@ class DeadLetterDesk:
         self.settings = settings
         self.pool = pool
         self.probe = probe
-        self._producer: AIOKafkaProducer | None = None
         self._sync_lock = asyncio.Lock()
 
     async def close(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-
-    async def _ensure_producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            self._producer = await start_producer(self.settings)
-        return self._producer
+        """Nothing of its own to release (Kafka reads go through the probe, which the caller closes)."""
 
     # -- locating letters ---------------------------------------------------------------------
 
@@ -174,19 +166,27 @@ class DeadLetterDesk:
                 return await self._refused(
                     conn, "redrive", letter_id, target, "message no longer in the dead-letter topic", actor
                 )
-            producer = await self._ensure_producer()
-            sent = await producer.send_and_wait(
+            headers = outbox_row_headers(record.headers or ())
+            if record.key is None or record.value is None:
+                headers = "the record has no key or no value, which the outbox cannot carry"
+            if isinstance(headers, str):
+                return await self._refused(conn, "redrive", letter_id, target, headers, actor)
+            row = await conn.fetchval(
+                "INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
+                "VALUES ($1, $2, $3, $4, $5, 'console-redrive') RETURNING id",
                 location["source_topic"],
-                value=record.value,
-                key=record.key,
-                headers=redrive_headers(record.headers or ()),
+                record.key,
+                headers,
+                record.value,
+                headers["ce_id"],
             )
+            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
             detail = (
                 f"{location['source_topic']} p{location['source_partition']}@{location['source_offset']} "
-                f"re-published as p{sent.partition}@{sent.offset}; resolves register rows {ids}"
+                f"queued for the relay as outbox row {row}; resolves register rows {ids}"
             )
             await self._settle(conn, actor, "redrive", target, detail, ids, "redriven")
-        log.info("dead letter redriven", letter=letter_id, operator=actor.client_id, partition=sent.partition)
+        log.info("dead letter redriven", letter=letter_id, operator=actor.client_id, outbox_row=row)
         return Outcome(letter_id, True, detail)
 
     async def _discard_one(self, letter_id: int, actor: Principal) -> Outcome:

@@ -192,6 +192,26 @@ def redrive_headers(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, byt
     return [(k, v) for k, v in headers if not k.startswith("dlq_")]
 
 
+def outbox_row_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str] | str:
+    """A dead letter's original headers as the outbox keeps them (text by name), or why they cannot be:
+    a redrive goes through the outbox like every event, and the outbox holds UTF-8 text without NUL,
+    one value per name. The reason never quotes a header (a client may have put anything there)."""
+    out: dict[str, str] = {}
+    for name, value in redrive_headers(headers):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "a header value is not UTF-8 text, which the outbox cannot carry"
+        if "\x00" in name or "\x00" in text:
+            return "a header holds a NUL character, which the outbox cannot carry"
+        if name in out:
+            return "a header name repeats, which the outbox cannot carry"
+        out[name] = text
+    if not out.get("ce_id"):
+        return "the record has no ce_id header (no event id to publish it under)"
+    return out
+
+
 def dlq_header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
     for k, v in headers:
         if k == name:

@@ -19,6 +19,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family
 from infra.auth import OrgKind, Role, add_client, revoke_client
 from infra.config import Settings
+from producers.outbox import OutboxRelay
 from tests import factories
 from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, kafka_ends, publish
@@ -181,7 +182,18 @@ async def test_redrive_and_discard_are_recorded_once(
         assert bogus.status_code == 400 and "unknown action" in bogus.json()["error"]
         assert "delete" not in bogus.text  # what was sent is not echoed
 
-    # The redriven record is back on its source topic once, byte for byte, without dlq_* headers.
+    # The redrive went into the outbox (nothing but the relay writes event topics); once the relay has
+    # run, the record is back on its source topic once, byte for byte, without dlq_* headers.
+    async with pool.acquire() as conn:
+        queued = await conn.fetch(
+            "SELECT topic, origin FROM outbox WHERE event_id = $1 AND published_at IS NULL", subs[0].event_id
+        )
+    assert [(r["topic"], r["origin"]) for r in queued] == [(s.topic(Family.REGISTRATION), "console-redrive")]
+    relay = OutboxRelay(s, pool)
+    try:
+        await relay.drain()
+    finally:
+        await relay.close()
     copies = [
         r
         for r in await read_topic(s, s.topic(Family.REGISTRATION))

@@ -17,6 +17,7 @@ from consumers.monitoring.figures import (
     consumer_lag,
     group_letters,
     mask_reason,
+    outbox_row_headers,
     rate_per_second,
     rates_between,
     redrive_headers,
@@ -151,6 +152,20 @@ class TestMasking:
             ("dlq_time", b"t"),
         ]
         assert redrive_headers(headers) == [("ce_id", b"1"), ("content-type", b"application/json")]
+
+    def test_a_redrive_goes_through_the_outbox_only_with_headers_it_can_carry(self) -> None:
+        good = [("ce_id", b"e-1"), ("dlq_reason", b"r"), ("ce_source", "市".encode())]
+        assert outbox_row_headers(good) == {"ce_id": "e-1", "ce_source": "市"}
+        refused = {
+            "not UTF-8": [("ce_id", b"e-1"), ("x", b"\xff\xfe")],
+            "NUL": [("ce_id", b"e-1"), ("x", b"a\x00b")],
+            "repeats": [("ce_id", b"e-1"), ("ce_id", b"e-2")],
+            "no ce_id": [("content-type", b"application/json")],
+        }
+        for why, headers in refused.items():
+            reason = outbox_row_headers(headers)
+            assert isinstance(reason, str) and why in reason, (why, reason)
+            assert "\xff" not in reason and "e-2" not in reason  # nothing a client sent is echoed
 
 
 class TestGrouping:
