@@ -29,6 +29,9 @@ P7 **A withdrawal is final** against every consent signed at or before it, whate
    (a higher version, a record signed before it, a replay): only a consent signed after the latest
    withdrawal can grant anything (``domain.consent``).
 P8 **Consents are keyed by (person, consent_id)**: a record id never crosses from one person to another.
+P9 **Erasure is final.** Nothing more is accepted about an erased person: it would get a new data key and
+   whatever it carries would be readable again. A person who comes back is a new person, with a new
+   key issued at the joint reception.
 
 The consumers re-check what they can see in a record itself (``check_source``): the organisation its
 ``ce_source`` names must own the codes in its data — an authority its sites and ``authority``, an office
@@ -194,8 +197,11 @@ def authorize_event(
     *,
     fenced_at: datetime | None = None,
     now: datetime | None = None,
+    erased: bool = False,
 ) -> Org:
     """Every provenance rule for one event; returns the acting organisation or raises ``Refusal``."""
+    if erased:
+        raise Refusal("P9", "person_key: the person was erased; one who comes back gets a new key")
     if family == "consent" and str(data["captured"]["side"]) != publisher.side.value:
         raise Refusal(
             "P4", f"consent captured on side {data['captured']['side']} is published by that side only"

@@ -112,3 +112,10 @@ async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> No
         [rows[p][0] for p in people],
         [rows[p][1] for p in people],
     )
+
+
+async def erased_of(conn: asyncpg.Connection, persons: Iterable[str]) -> set[str]:
+    """P9: which of these people are on the erasure register."""
+    wanted = list(set(persons))
+    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
+    return {r[0] for r in rows}

@@ -68,6 +68,7 @@ class Context:
     sites: Mapping[str, SiteEntry] = field(default_factory=dict)
     holders: dict[str, dict[Org, date]] = field(default_factory=dict)
     fences: dict[str, datetime] = field(default_factory=dict)  # person -> latest withdrawal (P7)
+    erased: set[str] = field(default_factory=set)  # people on the erasure register (P9)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -112,6 +113,7 @@ def authorize(
             held,
             fenced_at=ctx.fences.get(person),
             now=ctx.now,
+            erased=person in ctx.erased,
         )
     except Refusal as exc:
         raise _deny(principal, f"this {family.value} event ({exc.reason})") from None

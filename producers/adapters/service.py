@@ -36,7 +36,7 @@ from infra.crypto import KeyStore, derived_key, seal
 from infra.logging import get_logger
 from infra.tracing import current_traceparent
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
-from producers.holders import fences_of, holders_of, site_entries
+from producers.holders import erased_of, fences_of, holders_of, site_entries
 from producers.outbox import enqueue
 from producers.submission import PERSONAL_MODELS
 
@@ -317,7 +317,7 @@ class AdapterService:
 
     @staticmethod
     async def _context(conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]) -> Context:
-        """The registry entries and holders authorisation needs (P2, P3): two indexed lookups."""
+        """The registry entries, holders, fences and erasures authorisation needs (P2, P3, P7, P9)."""
         plain = [_plain(d) for d in data]
         return Context(
             sites=await site_entries(conn, (site_of(family, p) for p in plain)),
@@ -325,6 +325,7 @@ class AdapterService:
             fences=await fences_of(conn, (str(p["person_key"]) for p in plain))
             if family is Family.CONSENT
             else {},
+            erased=await erased_of(conn, (str(p["person_key"]) for p in plain)),
         )
 
     async def _seal(

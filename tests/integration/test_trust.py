@@ -304,3 +304,26 @@ async def test_idempotency_records_are_keyed_digests_that_expire(hub: Hub, pool:
         again = await http.post("/v1/registration", json=reg | {"registered_on": NOW.date().isoformat()})
         assert again.status_code == 202 and again.json()["replayed"] is False, again.text
     assert q
+
+
+async def test_nothing_is_accepted_about_an_erased_person(
+    hub: Hub, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """P9: erasure is final at the edge. Before, a placement posted after ``hub erase`` (the office's own
+    system still had the person) was accepted: a new data key was made and the employer sealed under it,
+    readable again. Now 403 naming the rule, and no key is made."""
+    from consumers.shared_view.erasure import erase_person
+    from infra.crypto import KeyStore
+
+    q, reg, consent = kawaguchi_person(f"消去{uuid.uuid4().hex[:8]}")
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    async with pool.acquire() as conn:
+        await erase_person(conn, KeyStore.from_settings(settings), q, requested_by="test")
+    placed_on = NOW.date().isoformat()
+    late = factories.placement(q, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=placed_on).data
+    for family, data in (("placement", late), ("consent", consent), ("registration", reg)):
+        response = await hub.post("office_1102", family, data)
+        assert response.status_code == 403, (family, response.text)
+        assert "P9: person_key: the person was erased" in response.text and q not in response.text
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", q) == 0
