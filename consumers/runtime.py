@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
-from contracts.envelope import Event, PoisonMessage, decode, traceparent_of
+from contracts.envelope import Event, PoisonMessage, decode
 from infra import health, metrics
 from infra.config import Settings
 from infra.kafka import client_options
@@ -326,23 +326,24 @@ class ConsumerRuntime:
 
     def _decode(self, records: list[ConsumerRecord]) -> _Batch:
         batch = _Batch(records=records, good=[], poison=[], started=time.perf_counter())
-        dropped: list[tuple[ConsumerRecord, str]] = []
+        dropped: list[str] = []  # why a record's trace context was dropped (the event is applied)
+        first: ConsumerRecord | None = None
         for rec in records:
+            before = len(dropped)
             try:
-                event = decode(rec.key, rec.headers, rec.value, fast=True)
+                event = decode(rec.key, rec.headers, rec.value, fast=True, dropped=dropped)
             except PoisonMessage as poison:
                 batch.poison.append(DeadLetter.of(rec, poison.reason))
             else:
                 batch.good.append(Consumed(event, rec.topic, rec.partition, rec.offset, rec.value))
-                if event.traceparent is None and (why := traceparent_of(rec.headers)[1]) is not None:
-                    dropped.append((rec, why))
-        if dropped:  # the events are processed, untraced; one line per batch, never the value
-            first = dropped[0][0]
+                if first is None and len(dropped) > before:
+                    first = rec
+        if first is not None:  # one line per batch, never the value
             get_logger("consumer").warning(  # looked up here (rare): a cached logger ignores capture
                 "trace context dropped",
                 consumer=self.handler.name,
                 events=len(dropped),
-                reasons=sorted({why for _, why in dropped}),
+                reasons=sorted(set(dropped)),
                 first=f"{first.topic}[{first.partition}]@{first.offset}",
             )
         return batch

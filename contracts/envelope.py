@@ -203,7 +203,7 @@ def _attributes(headers: Headers, traced: list[bytes]) -> dict[str, str]:
 
 
 # The trace context is optional metadata, not part of the event: a defective one is dropped (the event is
-# processed untraced; ``traceparent_of`` says why, for the log), never a reason to refuse the event.
+# processed untraced; ``decode(dropped=…)`` says why, for the log), never a reason to refuse the event.
 # Strict W3C Trace Context, version 00 only: exactly 55 characters, lowercase hex, ids not all zeros.
 TRACEPARENT_HEADER = "ce_traceparent"
 TRACEPARENT_LENGTH = 55
@@ -245,11 +245,19 @@ def _trace_context(found: list[bytes]) -> tuple[str | None, str | None]:
     return raw.decode("ascii"), None
 
 
-def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bool = False) -> Event:
+def decode(
+    key: bytes | None,
+    headers: Headers,
+    value: bytes | None,
+    *,
+    fast: bool = False,
+    dropped: list[str] | None = None,
+) -> Event:
     """Decode one Kafka record or raise ``PoisonMessage`` naming the header or field and the rule.
 
     ``fast`` (consumers): the data is the ``contracts.wire`` struct, read by its fast decoder; where that
     refuses, the contract gives the verdict — so the same records are accepted, with the same reasons.
+    ``dropped``: where a malformed ``ce_traceparent`` is dropped from an event, its reason is added here.
     """
     traced: list[bytes] = []
     attrs = _attributes(headers, traced)
@@ -286,6 +294,11 @@ def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bo
         raise PoisonMessage("header ce_subject: does not match data.person_key")
     if key is not None and key.decode(errors="replace") != subject:
         raise PoisonMessage("key: does not match ce_subject (partition key must be the person key)")
+    traceparent = None
+    if traced:
+        traceparent, why = _trace_context(traced)
+        if why is not None and dropped is not None:
+            dropped.append(why)
     return Event(
         id=attrs["ce_id"],
         source=attrs["ce_source"],
@@ -294,7 +307,7 @@ def decode(key: bytes | None, headers: Headers, value: bytes | None, *, fast: bo
         time=time,
         family=family,
         data=data,
-        traceparent=_trace_context(traced)[0] if traced else None,
+        traceparent=traceparent,
     )
 
 
