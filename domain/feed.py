@@ -860,11 +860,15 @@ def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
     suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n].values()], threshold))
     out = []
     for job, populations in zip(jobs, tables, strict=True):
-        previous = previous_cells(job.previous) if job.previous is not None else None
-        done = {
-            name: next(suppressed) if previous is None else revise(t, threshold, previous)
-            for name, t in populations.items()
-        }
+        if job.previous is None:
+            done = {name: next(suppressed) for name in populations}
+        else:
+            # Each population's revision needs only its own tables' cells (a cell of another
+            # population can never be one of its cells: table names begin with the population).
+            by_population: dict[str, dict[CellRef, int | None]] = defaultdict(dict)
+            for ref, value in previous_cells(job.previous).items():
+                by_population[ref.table.partition(": ")[0]][ref] = value
+            done = {name: revise(t, threshold, by_population[name]) for name, t in populations.items()}
         out.append(_finish(job, done, threshold))
     return out
 

@@ -304,13 +304,30 @@ async def _build_in_snapshot(
     return built
 
 
-async def _latest(conn: asyncpg.Connection, month: str, wanted: set[str] | None) -> dict[str, asyncpg.Record]:
+async def _latest(conn: asyncpg.Connection, month: str, wanted: set[str] | None) -> dict[str, int]:
+    """The latest revision number of each feed of ``month`` (bodies are read only where a feed is
+    rebuilt: a national month's bodies are tens of megabytes)."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (authority) authority, revision, horizon, body, suppressed, placement_ids "
-        "FROM feed_revisions WHERE month = $1 ORDER BY authority, revision DESC",
+        "SELECT authority, max(revision) AS revision FROM feed_revisions WHERE month = $1 GROUP BY authority",
         month,
     )
-    return {r["authority"]: r for r in rows if wanted is None or r["authority"] in wanted}
+    return {r["authority"]: r["revision"] for r in rows if wanted is None or r["authority"] in wanted}
+
+
+async def _previous(
+    conn: asyncpg.Connection, month: str, latest: dict[str, int], authorities: list[str]
+) -> dict[str, asyncpg.Record]:
+    """The latest revision (number, body, placement ids) of those of ``authorities`` that have one."""
+    have = [a for a in authorities if a in latest]
+    if not have:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (authority) authority, revision, body, placement_ids FROM feed_revisions "
+        "WHERE month = $1 AND authority = ANY($2::text[]) ORDER BY authority, revision DESC",
+        month,
+        have,
+    )
+    return {r["authority"]: r for r in rows}
 
 
 async def _make_revisions(
@@ -320,14 +337,15 @@ async def _make_revisions(
     horizon: datetime,
     loaded: Assembled,
     authorities: list[str],
-    latest: dict[str, asyncpg.Record],
+    latest: dict[str, int],
     executor: Executor | None,
 ) -> list[Built]:
     targets, earlier, excluded = await _targets(conn, month, authorities)
+    latest_rows = await _previous(conn, str(month), latest, authorities)
     jobs = []
     for a in sorted(authorities):
         feed = loaded.inputs.get(a) or FeedInput(a, month, ())
-        prev = latest.get(a)
+        prev = latest_rows.get(a)
         jobs.append(
             Job(feed, prev["body"] if prev else None, targets.get(a, ()), earlier.get(a, {}), excluded)
         )
@@ -337,7 +355,7 @@ async def _make_revisions(
     for job, c in zip(jobs, composed, strict=True):
         feed = job.feed
         a = feed.authority
-        prev = latest.get(a)
+        prev = latest_rows.get(a)
         ids = sorted(loaded.placement_ids.get(a, []))
         if prev is not None:
             changes = change_summary(figures(prev["body"]), c.figures)
