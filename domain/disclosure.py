@@ -589,7 +589,8 @@ def _suppress_steps(
         reason.setdefault(q_prev, SuppressionReason.PREVIOUS_REVISION)
 
     hidden = set(reason)
-    while True:
+    # No small cell and nothing hidden before: nothing to protect, so no line to close and no audit.
+    while hidden:
         for q in _close_lines(s, hidden):
             reason.setdefault(q, SuppressionReason.COMPLEMENTARY)
         exposed = yield from _exposed(s, hidden, threshold)
@@ -637,7 +638,9 @@ def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | Non
 def _close_lines(s: _Structure, hidden: set[Quantity]) -> list[Quantity]:
     """Hide cells until no line has exactly one hidden member; returns the cells it hid."""
     added: list[Quantity] = []
-    pending = set(range(len(s.lines)))
+    # Only a line holding a hidden cell can have exactly one; a line that gets one later is added
+    # when it does, so the lines are still visited in the same order with the same outcome.
+    pending = {i for q in hidden for i in s.lines_of.get(q, ())}
     while pending:
         i = min(pending)
         pending.discard(i)

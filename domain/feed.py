@@ -824,8 +824,13 @@ def evaluate(
 class Composed:
     body: dict[str, Any]
     suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
-    figures: dict[str, Any]  # flat view for change summaries
     tallies: dict[str, Any]  # the month's true counts per own site (kept, never published)
+
+    @functools.cached_property
+    def figures(self) -> dict[str, Any]:
+        """Flat view for change summaries; worked out only where there is a revision to compare with
+        (a national month's revision 1 has none)."""
+        return figures(self.body)
 
 
 @dataclass(frozen=True)
@@ -929,7 +934,7 @@ def _finish(job: Job, populations: dict[str, SuppressedFeed], threshold: int) ->
         "targets": evaluations,
     }
     suppressed = [[ref.table, list(ref.key)] for s in populations.values() for ref in sorted(s.suppressed)]
-    return Composed(body, suppressed, figures(body), {s: t.to_json() for s, t in tallies.items()})
+    return Composed(body, suppressed, {s: t.to_json() for s, t in tallies.items()})
 
 
 def _flatten(prefix: str, values: Mapping[str, Any], out: dict[str, Any]) -> None:
