@@ -16,12 +16,14 @@ one more complementary suppression, preferably the cell that closes a cycle of h
 an earlier revision of the same feed stay hidden. Zero cells are published as 0. The LP range can only
 be wider than what integer reasoning yields; the tests attack feeds with integer programming as well.
 
-Computation (no change to the method above): the audit certifies most hidden cells with a few probe
-LPs per linked group of hidden cells (any feasible point where a cell is 0, at least the threshold, or
-an integer away from a large count proves it safe) and solves the exact min and max LPs only for the
-rest. `suppress_many` runs many feeds' suppressions in lockstep and stacks the LPs of the same step
-into one block-diagonal solver call (blocks are independent, so each feed gets the decisions it
-would get alone); the per-layout structure (cells, lines, summing matrix) is built once and cached.
+Computation (no change to the method above): a feed with nothing to protect skips lines and audit; a
+rectangle of hidden interior cells certifies its corners without an LP; the audit certifies most of the
+other hidden cells with a few probe LPs per linked group of hidden cells (any feasible point where a
+cell is 0, at least the threshold, or an integer away from a large count proves it safe) and solves the
+exact min and max LPs only for the rest. `suppress_many` runs many feeds' suppressions in lockstep and
+stacks the LPs of the same step into one block-diagonal solver call (blocks are independent, so each
+feed gets the decisions it would get alone); the per-layout structure (cells, lines, summing matrix) is
+built once and cached.
 """
 
 from __future__ import annotations
@@ -849,6 +851,43 @@ def _shows_safe(true: int, y: float, threshold: int) -> bool:
     return abs(y - true) >= 1 - _EPS and (true == 0 or true >= threshold)
 
 
+def _safe_by_rectangles(s: _Structure, hidden: set[Quantity], threshold: int) -> set[Quantity]:
+    """Hidden interior cells of two-way tables that a rectangle of hidden cells proves safe, no LP.
+
+    Adding t to two opposite corners of a rectangle of hidden interior cells and taking t from the
+    other two changes no row, column or margin (an interior cell lies on no other line), so every such
+    t that keeps the corners non-negative gives a feasible point. Each corner's range therefore holds
+    its count moved by −min(itself, opposite corner) … +min(the two other corners); where that range
+    already meets the rule (``_shows_safe``), the exact LPs would find it safe too, so they are skipped.
+    """
+    rows: dict[tuple[str, str], dict[str, set[str]]] = {}  # (dim, dim) -> row category -> hidden columns
+    corner: dict[Quantity, tuple[tuple[str, str], str, str]] = {}
+    for q in hidden:
+        if len(q) == 2:
+            (d1, c1), (d2, c2) = sorted(q)
+            rows.setdefault((d1, d2), {}).setdefault(c1, set()).add(c2)
+            corner[q] = ((d1, d2), c1, c2)
+    safe: set[Quantity] = set()
+    for q, (dims, r, c) in corner.items():
+        table = rows[dims]
+        v = s.value[q]
+        d1, d2 = dims
+        for r2, cols2 in table.items():
+            if r2 == r or c not in cols2:
+                continue
+            for c2 in table[r] & cols2:
+                if c2 == c:
+                    continue
+                down = min(v, s.value[frozenset({(d1, r2), (d2, c2)})])
+                up = min(s.value[frozenset({(d1, r), (d2, c2)})], s.value[frozenset({(d1, r2), (d2, c)})])
+                if any(_shows_safe(v, y, threshold) for y in (v - down, v + up) if y != v):
+                    safe.add(q)
+                    break
+            if q in safe:
+                break
+    return safe
+
+
 def _exposed(
     s: _Structure, hidden: set[Quantity], threshold: int
 ) -> _Steps[dict[Quantity, tuple[int, int | None, str]]]:
@@ -861,7 +900,8 @@ def _exposed(
     """
     if not hidden:
         return {}
-    comps = _components(s, hidden)
+    safe = _safe_by_rectangles(s, hidden, threshold)
+    comps = [c for c in _components(s, hidden) if not all(q in safe for q in c.members)]
     cap = float(2 * max(s.value.values(), default=0) + 2 * len(s.value) + 10)
     # Probe objectives: push everything down, everything up, small counts down while the rest go up,
     # and the reverse. Random positive weights (fixed seed, so results are reproducible) break the
@@ -873,13 +913,13 @@ def _exposed(
         small = np.array([1.0 if 1 <= s.value[q] < threshold else -1.0 for q in comp.members])
         for sign in (1.0, -1.0, small, -small):
             probes.append((comp, sign * rng.uniform(1.0, 2.0, n), cap))
-    points = yield probes
+    points = (yield probes) if probes else []
     pending: list[tuple[_Component, int]] = []
     for k, comp in enumerate(comps):
         found = points[4 * k : 4 * k + 4]
         for i, q in enumerate(comp.members):
             true = s.value[q]
-            if not any(_shows_safe(true, y[i], threshold) for y in found):
+            if q not in safe and not any(_shows_safe(true, y[i], threshold) for y in found):
                 pending.append((comp, i))
     if not pending:
         return {}

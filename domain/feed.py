@@ -123,6 +123,7 @@ def target_groups(attributes: tuple[str, ...], sex: str, age: str, foreign_natio
     return frozenset(groups)
 
 
+@functools.lru_cache(maxsize=4096)  # a few hundred distinct sets of groups; a national month counts millions
 def _group_flags(groups: frozenset[str]) -> tuple[str, ...]:
     return tuple("yes" if g in groups else "no" for g in TARGET_GROUPS)
 

@@ -287,7 +287,7 @@ async def _build_in_snapshot(
         latest = await _latest(conn, str(month), wanted)
     # Backfill: a feed whose every fact was sent after the cutoff (an authority joining the hub, or its
     # history loaded later) gets revision 1 from what has been sent so far, not an empty report.
-    if now > cutoff:
+    if now > cutoff and _without_revision(rows, latest, wanted):
         have = set(latest)
         backfilled = assemble(rows, now, lambda a: a not in have and (wanted is None or a in wanted))
         if backfilled.inputs:
@@ -302,6 +302,18 @@ async def _build_in_snapshot(
             built += await _make_revisions(conn, settings, month, now, loaded, due, latest, executor)
         await conn.execute("DELETE FROM feed_dirty WHERE id = ANY($1::bigint[])", [m["id"] for m in marks])
     return built
+
+
+def _without_revision(rows: MonthRows, latest: dict[str, int], wanted: set[str] | None) -> set[str]:
+    """Authorities (wanted) without a revision yet that ``rows`` could give a feed input: a superset of
+    what ``assemble`` would give them (the authority of a placement's site, a referrer, the authority
+    of a registration or an enrolment), read from one column, so a pass with nobody to build is skipped."""
+    out = {p["site_authority"] for p in rows.placements}
+    out.update(r["authority"] for r in rows.referrals)
+    out.update(g["authority"] for g in rows.registrations)
+    out.update(t["authority"] for t in rows.team_support)
+    out -= set(latest)
+    return out if wanted is None else out & wanted
 
 
 async def _latest(conn: asyncpg.Connection, month: str, wanted: set[str] | None) -> dict[str, int]:
