@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from devtools.stack import kafka, postgres
+from devtools.stack import secure as security
 from infra.config import Settings
+from infra.kafka import KafkaSecurityMisconfigured, client_options
 
 
 @pytest.fixture
@@ -172,3 +174,54 @@ def test_disagreements_between_settings_and_cluster_are_named(settings: Settings
     assert any("HUB_REPLICATION_FACTOR 1 on a 3-node cluster" in p for p in problems)
     follows = Settings(stack_dir=settings.stack_dir, kafka_port_base=29092)
     assert cluster.disagreements(follows) == []
+
+
+def test_secure_properties_and_layout(settings: Settings) -> None:
+    """``--secure``: SASL_SSL only on the client port, SCRAM users at format, nobody allowed without an ACL;
+    a plain set-up is not silently turned secure (or back)."""
+    s = security.ensure_secrets(kafka.kafka_root())
+    assert set(s.passwords) == set(security.USERS) and len(set(s.passwords.values())) == len(security.USERS)
+    assert (s.folder.stat().st_mode & 0o777) == 0o700
+    assert ((s.folder / "credentials.json").stat().st_mode & 0o777) == 0o600
+    assert security.ensure_secrets(kafka.kafka_root()).passwords == s.passwords  # kept across `up`s
+    p = props(kafka._server_properties(1, 1, s))
+    assert p["listeners"] == "SASL_SSL://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert "PLAINTEXT:" not in p["listener.security.protocol.map"]
+    assert p["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert p["allow.everyone.if.no.acl.found"] == "false"
+    assert p["super.users"] == "User:admin"
+    args = security.format_args(s)
+    assert args.count("--add-scram") == len(security.USERS)
+    (kafka.kafka_root() / "cluster.json").write_text('{"cluster_id": "x", "nodes": 1, "dir_ids": ["y"]}')
+    with pytest.raises(kafka.StackError, match="--secure --recreate"):
+        kafka.kafka_start(1, secure=True)
+
+
+def test_acl_plan_gives_each_service_its_job_only(settings: Settings) -> None:
+    plan = security.acl_plan(settings)
+    writers = {g.user for g in plan if g.operation == "WRITE" and g.name in settings.event_topics}
+    assert writers == {security.RELAY, security.ADAPTER}
+    assert not [g for g in plan if g.user == security.CONSOLE and g.operation == "WRITE"]
+    groups = {(g.user, g.name, g.pattern) for g in plan if g.resource == "group"}
+    assert groups == {
+        (security.EVENT_LOG, "event-log", "literal"),
+        (security.SHARED_VIEW, f"shared-view.{settings.topic_namespace}.", "prefixed"),
+        (security.PLACEMENT_FEED, "placement-feed", "literal"),
+    }
+    assert all(g.user != security.ADMIN for g in plan)  # the super user needs none
+
+
+def test_settings_follow_a_secure_cluster_and_clients_take_them(tmp_path: Path) -> None:
+    s = Settings(stack_dir=tmp_path / ".stack", kafka_port_base=29092)
+    assert client_options(s) == {"bootstrap_servers": "127.0.0.1:19092", "security_protocol": "PLAINTEXT"}
+    root = tmp_path / ".stack" / "kafka"
+    secrets = security.ensure_secrets(root)
+    (root / "cluster.json").write_text('{"cluster_id": "x", "nodes": 1, "dir_ids": ["y"], "secure": true}')
+    s = Settings(stack_dir=tmp_path / ".stack", kafka_port_base=29092)
+    assert s.kafka_security_protocol == "SASL_SSL" and s.kafka_ssl_cafile == secrets.cafile
+    with pytest.raises(KafkaSecurityMisconfigured, match="HUB_KAFKA_SASL_USERNAME"):
+        client_options(s)  # a service must say who it is
+    options = client_options(secrets.settings_for(s, security.RELAY))
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512" and options["sasl_plain_username"] == "relay"
+    assert options["ssl_context"].verify_mode.name == "CERT_REQUIRED"
+    assert secrets.passwords[security.RELAY] not in repr(secrets.settings_for(s, security.RELAY))  # not logged

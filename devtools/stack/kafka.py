@@ -254,7 +254,7 @@ def _kafka_uuid() -> str:
             return s
 
 
-def _server_properties(n: int, nodes: int, secrets: security.Secrets | None) -> str:
+def _server_properties(n: int, nodes: int, secrets: security.Secrets | None = None) -> str:
     rf, isr = (1, 1) if nodes == 1 else (3, 2)
     voters = ",".join(f"{HOST}:{controller_port(i)}" for i in range(1, nodes + 1))
     listeners = f"PLAINTEXT://{HOST}:{broker_port(n)},CONTROLLER://{HOST}:{controller_port(n)}"
