@@ -224,4 +224,6 @@ def test_settings_follow_a_secure_cluster_and_clients_take_them(tmp_path: Path) 
     options = client_options(secrets.settings_for(s, security.RELAY))
     assert options["sasl_mechanism"] == "SCRAM-SHA-512" and options["sasl_plain_username"] == "relay"
     assert options["ssl_context"].verify_mode.name == "CERT_REQUIRED"
-    assert secrets.passwords[security.RELAY] not in repr(secrets.settings_for(s, security.RELAY))  # not logged
+    assert secrets.passwords[security.RELAY] not in repr(
+        secrets.settings_for(s, security.RELAY)
+    )  # not logged
