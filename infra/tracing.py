@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tra
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from contracts.envelope import TRACEPARENT_HEADER, TRACEPARENT_LENGTH, traceparent_of
+from contracts.envelope import TRACEPARENT_HEADER, traceparent_of, traceparent_refusal
 
 __all__ = [
     "TRACEPARENT_HEADER",
@@ -150,9 +150,10 @@ def trace_id(traceparent: str | None) -> str | None:
 
 
 def _span_context(traceparent: str) -> SpanContext:
-    """A remote span context from a traceparent validated by ``contracts.envelope`` (ValueError if not)."""
-    if len(traceparent) != TRACEPARENT_LENGTH:
-        raise ValueError("not a traceparent")
+    """A remote span context from a well-formed traceparent (ValueError if not: an outbox row's headers
+    may come from a redriven dead letter, so the relay checks them as ``contracts.envelope`` does)."""
+    if traceparent_refusal(traceparent.encode()) is not None:
+        raise ValueError("not a W3C traceparent")
     return SpanContext(
         trace_id=int(traceparent[3:35], 16),
         span_id=int(traceparent[36:52], 16),
@@ -168,7 +169,7 @@ def _linked(traced: Iterable[tuple[str, str]]) -> tuple[list[Link], tuple[str, .
     so links are made only while spans leave the process (``export_to``), and only to sampled traces
     (an unsampled trace was not recorded upstream: OTEL_TRACES_SAMPLER sets the ratio). Links carry no
     attributes of their own (the SDK copies each link's attributes): the ids go once on the span. A
-    malformed context (the hub never writes one) is skipped: a span never stops a relay or a consumer."""
+    malformed context is skipped: a span never stops a relay or a consumer."""
     links: list[Link] = []
     ids: list[str] = []
     if not _exporting:

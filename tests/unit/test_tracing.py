@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind
 
 from consumers.monitoring.figures import HIDDEN, safe_headers
 from contracts.envelope import TRACEPARENT_HEADER, decode, encode, traceparent_of
-from infra.tracing import _Redacting, current_traceparent, trace_id
+from infra.tracing import _Redacting, batch_span, current_traceparent, export_to, trace_id
 from producers.submission import to_event
 from tests import factories
 
@@ -102,3 +102,22 @@ def test_what_leaves_the_process_is_allow_listed() -> None:
     assert [dict(e.attributes or {}) for e in finished.events] == [{"exception.type": "ValueError"}]
     assert not finished.status.description or "髙橋" not in finished.status.description
     assert "髙橋" not in repr(finished.to_json()) and "1988" not in finished.to_json()
+
+
+def test_a_batch_span_links_only_well_formed_contexts() -> None:
+    """An outbox row's headers may come from a redriven dead letter: a malformed context is skipped, and
+    never stops the relay or the consumer."""
+    exporter = InMemorySpanExporter()
+    processor = export_to(exporter)
+    sneaky = "00-+" + "1" * 31 + "-" + "2" * 16 + "-01"  # 55 characters int() would read
+    unsampled = TP[:-2] + "00"
+    try:
+        with batch_span(
+            "t", [(TP, "e1"), (sneaky, "e2"), ("x", "e3"), (unsampled, "e4")], events=4, dead_letters=0
+        ):
+            pass
+    finally:
+        processor.shutdown()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "t batch commit"]
+    assert [link.context.trace_id for link in span.links] == [int(TP[3:35], 16)]
+    assert (span.attributes or {})["traced_event_ids"] == ("e1",)
