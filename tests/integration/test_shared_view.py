@@ -327,6 +327,12 @@ async def test_cross_organisation_reads_refused_and_recorded(
     assert missing.status_code == 422 and "purpose" in missing.text
     assert (await api.get(f"/persons/{pk}", params=purpose)).status_code == 401
     assert (await api.delete(f"/persons/{pk}", headers=own)).status_code == 403, "erasure is for operators"
+    # The 'operate' role given to a client of another kind makes it no operator (issue 10): before, an
+    # authority's client with the role erased anyone and read anyone's access history.
+    operating = await token(pool, OrgKind.AUTHORITY, factories.OTHER_AUTHORITY, Role.OPERATE)
+    refused = await api.delete(f"/persons/{pk}", headers=operating)
+    assert refused.status_code == 403 and "erasure is for operator organisations" in refused.text
+    assert (await api.get(f"/persons/{pk}/access-history", headers=operating)).status_code == 403
     stranger_key = factories.person_key()
     erased = await api.delete(f"/persons/{stranger_key}", headers=operator)
     assert erased.json() == {
