@@ -395,7 +395,10 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
     contract, CloudEvents binary mode: ``contracts.feed``), then stamp them."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT authority, month, revision, body, built_at FROM feed_revisions WHERE published_at IS NULL "
+            # The body as text for the contract to parse and check: decoding a national month's bodies
+            # into dicts first cost 4 s of this process's CPU (measured; bodies are ~37 KB each).
+            "SELECT authority, month, revision, body::text AS body, built_at FROM feed_revisions "
+            "WHERE published_at IS NULL "
             "ORDER BY month, authority, revision"
         )
         if not rows:
@@ -411,7 +414,7 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
             futures = []
             for r in rows:
                 key, headers, value = encode_feed_revision(
-                    FeedRevision.model_validate(r["body"]), r["built_at"]
+                    FeedRevision.model_validate_json(r["body"]), r["built_at"]
                 )
                 futures.append(
                     await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
