@@ -219,6 +219,36 @@ async def shared_view_latency(conn: asyncpg.Connection) -> Latency | None:
     return await optional(read)
 
 
+@dataclass(frozen=True, slots=True)
+class SlowEvent:
+    """An event slow from acceptance to the shared view, with the trace context it was accepted in."""
+
+    event_id: str
+    family: str
+    latency_ms: float
+    traceparent: str | None  # shown as its trace id only when well-formed (``infra.tracing.trace_id``)
+
+
+async def slowest_events(
+    conn: asyncpg.Connection, topics: Sequence[str], *, limit: int = 10
+) -> list[SlowEvent] | None:
+    """The events of ``topics`` that took longest from acceptance (the outbox row) to the shared view,
+    slowest first: ids, family, milliseconds and trace context; nothing of the person."""
+
+    async def read() -> list[SlowEvent]:
+        rows = await conn.fetch(
+            "SELECT e.event_id, e.family, extract(epoch FROM (e.applied_at - o.accepted_at)) * 1000 AS ms, "
+            "o.headers->>'ce_traceparent' AS traceparent "
+            "FROM sv_events e JOIN outbox o ON o.event_id = e.event_id "
+            "WHERE e.applied_at IS NOT NULL AND o.topic = ANY($1::text[]) ORDER BY ms DESC LIMIT $2",
+            list(topics),
+            limit,
+        )
+        return [SlowEvent(r["event_id"], r["family"], float(r["ms"]), r["traceparent"]) for r in rows]
+
+    return await optional(read)
+
+
 # --- samples ---------------------------------------------------------------------------------------
 
 

@@ -38,6 +38,8 @@ class Snapshot:
     # Seconds each feed of a closed month has waited for its next revision: since the cutoff, or since
     # the first event after the cutoff (None: the feed component is not installed).
     feeds_overdue_s: tuple[float, ...] | None = None
+    # The slowest events from acceptance to the shared view, with their trace contexts (None: no view).
+    slowest: tuple[queries.SlowEvent, ...] | None = None
 
     @property
     def total_lag(self) -> int:
@@ -64,6 +66,7 @@ async def collect(settings: Settings, pool: asyncpg.Pool, probe: KafkaProbe) -> 
         feeds = await queries.feed_status(conn)
         consent = await queries.consent_stats(conn)
         latency = await queries.shared_view_latency(conn)
+        slowest = await queries.slowest_events(conn, settings.event_topics)
         pending = await queries.feed_pending(conn)
     now = datetime.now(UTC)
     return Snapshot(
@@ -78,6 +81,7 @@ async def collect(settings: Settings, pool: asyncpg.Pool, probe: KafkaProbe) -> 
         latency=latency,
         kafka_error=kafka_error,
         feeds_overdue_s=None if pending is None else overdue_seconds(pending, settings.feed_cutoff_day, now),
+        slowest=tuple(slowest) if slowest is not None else None,
     )
 
 

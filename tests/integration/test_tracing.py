@@ -333,3 +333,35 @@ async def test_spans_are_exported_over_otlp_only_where_the_endpoint_is_set() -> 
     assert {a.key: a.value.int_value for a in span.attributes} == {"rows": 3}  # allow-listed
     (resource,) = [rs.resource for req in received for rs in req.resource_spans]
     assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "otlp-test"
+
+
+async def test_the_console_shows_a_slow_events_trace_id(
+    ready: asyncpg.Pool, console: RunningConsole, console_settings: Settings
+) -> None:
+    """Events accepted inside a request's span and applied by the shared view: the consent page's slowest
+    events name their trace id (ids, family and milliseconds only)."""
+    pool, s = ready, console_settings
+    async with pool.acquire() as conn:
+        _, operator = await add_client(
+            conn,
+            name="trace slow operator",
+            org_kind=OrgKind.OPERATOR,
+            org_code="*",
+            roles=frozenset({Role.OPERATE}),
+        )
+    pk = factories.person_key()
+    subs = [factories.registration(pk), factories.consent(pk)]
+    with tracer().start_as_current_span("POST /v1/registration") as request:  # stands for the request
+        await publish(s, pool, subs, origin="trace-test")
+    trace_id = f"{request.get_span_context().trace_id:032x}"
+    await _catch_up_shared_view(pool, s)
+    registration = subs[0].event_id  # (consents are kept apart from the view's events)
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await wait_for(  # the page shows the console's latest sample (every 0.5 s here)
+            lambda: http.get("/consent"), until=lambda p: f'data-event="{registration}"' in p.text
+        )
+    assert page.status_code == 200
+    row = page.text.split(f'data-event="{registration}"', 1)[1].split("</tr>", 1)[0]
+    assert f'<code class="trace-id">{trace_id}</code>' in row and "registration" in row
+    assert pk not in page.text and subs[0].data["personal"]["name"] not in page.text
