@@ -14,7 +14,9 @@ them, peak memory (RSS) of this process and of the worker processes.
 
 Run: ``.venv/bin/python bench/bench_feed.py [--reuse] [--no-pool]`` (uses database ``ittai_bench_feed`` and
 topic namespace ``benchfeed``; both are recreated each run unless ``--reuse`` keeps the generated rows;
-``--no-pool`` runs the sequential build only).
+``--no-pool`` runs the sequential build only). ``HUB_PG_DATABASE`` names another database, e.g. to build the
+same rows with two checkouts side by side, so that both see the same load (a copy of the generated
+rows: ``CREATE DATABASE x TEMPLATE ittai_bench_feed``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 
-os.environ["HUB_PG_DATABASE"] = "ittai_bench_feed"
+os.environ.setdefault("HUB_PG_DATABASE", "ittai_bench_feed")  # another name: runs side by side
 os.environ["HUB_TOPIC_NAMESPACE"] = "benchfeed"
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 

@@ -194,49 +194,75 @@ def tables_from_counts(
 ) -> tuple[Table, ...]:
     """`build_feed_tables` from records already counted: the number of records per combination of
     categories, one category per dimension of `categories`, in its order."""
-    for dim, cats in categories.items():
-        if TOTAL in cats:
-            raise DisclosureError(f"dimension {dim!r} has a category named {TOTAL!r}, the total label")
-        if len(set(cats)) != len(cats):
-            raise DisclosureError(f"dimension {dim!r} lists a category twice")
-    for dims in layout:
-        _check_dims(dims, "layout entry " + " × ".join(dims))
-        for dim in dims:
-            if dim not in categories:
-                raise DisclosureError(f"layout uses dimension {dim!r}, which has no category list")
-    all_dims = tuple(categories)
-    index = [{c: i for i, c in enumerate(categories[d])} for d in all_dims]
+    plan = _count_plan(
+        tuple((d, tuple(c)) for d, c in categories.items()), tuple(tuple(dims) for dims in layout)
+    )
+    all_dims, index = plan.dims, plan.index
     # Each combination becomes category indices; each table then sums the counts over the
     # dimensions it drops (one bincount per table).
     counts: Counter[tuple[int, ...]] = Counter()
     for n, (combination, count) in enumerate(combinations.items()):
         try:
             row = tuple([index[a][c] for a, c in enumerate(combination)])
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             for a, dim in enumerate(all_dims):
-                value = combination[a]
+                value = combination[a] if a < len(combination) else None
                 if value not in index[a]:
                     raise DisclosureError(
                         f"record {n} has {dim}={value!r}, not one of the categories {list(categories[dim])}"
                     ) from None
-            raise  # pragma: no cover - every failing lookup is reported above
+            raise DisclosureError(
+                f"combination {combination!r} does not give one category per dimension"
+            ) from None
         if len(row) != len(all_dims):
             raise DisclosureError(f"combination {combination!r} does not give one category per dimension")
         counts[row] += count
     combos = np.array(list(counts), dtype=np.int64).reshape(len(counts), len(all_dims))
     weights = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
     tables = []
-    for dims in layout:
-        axes = [all_dims.index(d) for d in dims]
+    for dims, axes, size, keys in plan.tables:
         flat = np.zeros(len(counts), dtype=np.int64)
-        size = 1
         for a in axes:
             flat = flat * len(index[a]) + combos[:, a]
-            size *= len(index[a])
         totals = np.bincount(flat, weights=weights, minlength=size).astype(np.int64).tolist()
-        keys = _product([categories[d] for d in dims])
         tables.append(Table(name=" × ".join(dims), dims=dims, cells=dict(zip(keys, totals, strict=True))))
     return tuple(tables)
+
+
+@dataclass(frozen=True)
+class _CountPlan:
+    dims: tuple[str, ...]
+    index: tuple[dict[str, int], ...]  # per dimension: category -> position
+    # Per table: its dimensions, their positions in `dims`, its number of interior cells, their keys.
+    tables: tuple[tuple[tuple[str, ...], tuple[int, ...], int, list[tuple[str, ...]]], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _count_plan(
+    categories: tuple[tuple[str, tuple[str, ...]], ...], layout: tuple[tuple[str, ...], ...]
+) -> _CountPlan:
+    """What `tables_from_counts` needs of the categories and layout, checked and worked out once per
+    layout (a national build counts thousands of feeds with a handful of layouts). The key lists are
+    shared by the tables built from one plan; a `Table` never changes its cells' keys."""
+    for dim, cats in categories:
+        if TOTAL in cats:
+            raise DisclosureError(f"dimension {dim!r} has a category named {TOTAL!r}, the total label")
+        if len(set(cats)) != len(cats):
+            raise DisclosureError(f"dimension {dim!r} lists a category twice")
+    named = dict(categories)
+    for dims in layout:
+        _check_dims(dims, "layout entry " + " × ".join(dims))
+        for dim in dims:
+            if dim not in named:
+                raise DisclosureError(f"layout uses dimension {dim!r}, which has no category list")
+    all_dims = tuple(named)
+    index = tuple({c: i for i, c in enumerate(named[d])} for d in all_dims)
+    tables = tuple(
+        (dims, tuple(all_dims.index(d) for d in dims), math.prod(len(named[d]) for d in dims),
+         _product([named[d] for d in dims]))
+        for dims in layout
+    )  # fmt: skip
+    return _CountPlan(all_dims, index, tables)
 
 
 def _product(axes: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
