@@ -43,8 +43,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.catchup import end_offsets, run_until
-from consumers.shared_view.handler import VIEW_FIELDS, SharedViewHandler, runtime_for
+from consumers.runtime import ConsumerRuntime
+from consumers.shared_view.handler import SharedViewHandler
 from consumers.shared_view.replay import replay
+from consumers.shared_view.store import VIEW_FIELDS
 from contracts.envelope import decode, encode
 from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings
@@ -218,7 +220,7 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
         started = time.perf_counter()
         if phase == "project":
             ends = await end_offsets(settings, handler.topics)
-            await run_until(runtime_for(handler, settings, pool, role="bench"), pool, ends)
+            await run_until(ConsumerRuntime(handler, settings, pool, role="bench"), pool, ends)
             events = sum(ends.values())
         else:
             result = await replay(settings, pool, handler=handler)

@@ -26,12 +26,14 @@ from functools import partial
 from typing import NamedTuple, Protocol, TypeVar
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
 from contracts.envelope import Event, PoisonMessage, decode
+from domain.batch import Incoming
 from infra import health, metrics
 from infra.config import Settings
 from infra.kafka import client_options
@@ -65,6 +67,20 @@ class Consumed(NamedTuple):
     partition: int
     offset: int
     value: bytes  # the record's JSON bytes as received, for consumers that store them verbatim
+
+
+def incoming(c: Consumed) -> Incoming:
+    """The event as planning functions take it (``domain.batch``): plain data, the JSON as received."""
+    e = c.event
+    return Incoming(e.id, e.family.value, e.subject, e.time, orjson.loads(c.value))
+
+
+def group_id_for(name: str, settings: Settings, role: str = "live") -> str:
+    """The one group-id rule. Positions live in PostgreSQL under the consumer's name; the Kafka group only
+    spreads partitions, so it is per topic namespace (and per role: live, replay, bench), never shared
+    across them — a group shared by unrelated consumers makes every start wait for the others to
+    rebalance."""
+    return f"{name}.{settings.topic_namespace}.{role}"
 
 
 class BatchHandler(Protocol):
@@ -172,11 +188,12 @@ class ConsumerRuntime:
         *,
         group_id: str | None = None,
         fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+        role: str = "live",
     ) -> None:
         self.handler = handler
         self.settings = settings
         self.pool = pool
-        self.group_id = group_id or handler.name
+        self.group_id = group_id or group_id_for(handler.name, settings, role)
         self._fence = fence  # single-writer consumers: proves leadership inside each batch's transaction
         self._consumer: AIOKafkaConsumer | None = None
         self._deadletters = DeadLetterPublisher(settings, consumer=handler.name)

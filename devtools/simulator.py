@@ -21,7 +21,7 @@ import random
 from bisect import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from contracts.events import (
     RetentionStatus,
 )
 from contracts.types import AttributeCategory, Sex
-from domain.calendar import age_band, age_on, month_bounds, parse_month
+from domain.calendar import JST, age_band, age_on, month_bounds, parse_month
 from domain.codes import CodeError, lg_check_digit, validate_local_government_code
 from domain.occupation import CLASSIFICATION_VERSION
 from producers.submission import Submission
@@ -59,7 +59,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-JST = timezone(timedelta(hours=9), "JST")
 FORM_VERSION = "common-form-2016.1"
 # Mirrors infra.config.Settings.feed_cutoff_day's default; importing Settings would read the environment.
 FEED_CUTOFF_DAY = 5

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+# Japan Standard Time (UTC+9, no daylight saving): the zone of every date the programme's rules speak of.
+JST = _dt.timezone(_dt.timedelta(hours=9), "JST")
+
 
 class DateFormatError(ValueError):
     """A date or month that breaks a rule; the message names the value and the rule."""

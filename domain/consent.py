@@ -22,10 +22,11 @@ A person may hold several consent records (``consent_id``), each with versions. 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Scope(StrEnum):
@@ -71,6 +72,34 @@ def fence(records: Iterable[ConsentRecord], known: datetime | None = None) -> da
     return known
 
 
+@dataclass(frozen=True, slots=True)
+class PersonConsent:
+    """A consent record as a consumer keeps it: whose it is and which event carried this version."""
+
+    person_key: str
+    event_id: str
+    record: ConsentRecord
+
+
+ConsentKey = tuple[str, str]  # (person_key, consent_id): a record id never crosses people (P8)
+
+
+def newest_versions(
+    incoming: Iterable[PersonConsent], stored: Mapping[ConsentKey, int]
+) -> list[PersonConsent]:
+    """Rule 1 over a batch: per person and ``consent_id`` the highest version, and only where it replaces
+    the version already kept (``stored``: (person, consent id) → version). Keyed by the person too (P8 in
+    ``domain.provenance``): another person's record under the same id never replaces this one's. What every
+    consumer writes to its consent store."""
+    latest: dict[ConsentKey, PersonConsent] = {}
+    for c in incoming:
+        key = (c.person_key, c.record.consent_id)
+        held = latest.get(key)
+        if supersedes(c.record, held.record if held else None):
+            latest[key] = c
+    return [c for key, c in latest.items() if key not in stored or c.record.version > stored[key]]
+
+
 def effective(records: Iterable[ConsentRecord], fenced_at: datetime | None = None) -> ConsentRecord | None:
     """Rules 2 and 6: the person's effective consent among their (latest-version) records; ``fenced_at`` is
     the withdrawal fence kept from earlier withdrawals. A record signed before the fence is dead: ``None``
@@ -95,10 +124,24 @@ def permits(
     return current is not None and current.grants(scope, recipient, day)
 
 
-def granted_scopes(
-    records: Iterable[ConsentRecord], recipient: Recipient, day: date, fenced_at: datetime | None = None
-) -> frozenset[Scope]:
-    current = effective(records, fenced_at)
-    if current is None:
-        return frozenset()
-    return frozenset(s for s in Scope if current.grants(s, recipient, day))
+def consent_record(data: Mapping[str, Any]) -> ConsentRecord:
+    """A consent event's data (the contract's JSON form) as a ``ConsentRecord``."""
+    until = data.get("valid_until")
+    return ConsentRecord(
+        consent_id=data["consent_id"],
+        version=int(data["version"]),
+        withdrawn=data["action"] == "withdrawn",
+        scopes=frozenset(Scope(s) for s in data.get("scopes", ())),
+        recipients=frozenset(Recipient(r["kind"], r["code"]) for r in data.get("recipients", ())),
+        valid_from=_date(data["valid_from"]),
+        valid_until=_date(until) if until else None,
+        signed_at=_instant(data["captured"]["signed_at"]),
+    )
+
+
+def _date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _instant(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

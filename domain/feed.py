@@ -27,11 +27,11 @@ import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from domain.calendar import AgeBand, YearMonth, age_band, age_on, fiscal_year, month_bounds
+from domain.calendar import JST, AgeBand, YearMonth, age_band, age_on, fiscal_year, month_bounds
 from domain.disclosure import (
     TOTAL,
     CellRef,
@@ -43,8 +43,7 @@ from domain.disclosure import (
 )
 from domain.occupation import CLASSIFICATION_VERSION
 
-JST = timezone(timedelta(hours=9), "JST")
-OTHER_SITES = "other_sites"
+OTHER_SITES = "other_sites"  # placements of people the authority referred, made at another authority's site
 
 SEXES = ("male", "female", "not_stated")
 OCCUPATIONS = tuple(f"{i:02d}" for i in range(1, 16))

@@ -33,7 +33,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from domain.consent import ConsentRecord, Recipient, Scope, effective
+from domain.batch import CONSENT, Incoming, consent_of, once_each
+from domain.consent import ConsentRecord, PersonConsent, Recipient, Scope, effective, newest_versions
 
 AUTHORITY = "authority"
 OFFICE = "office"
@@ -119,21 +120,6 @@ class PersonView:
 
 
 # --- consent -----------------------------------------------------------------------------------
-
-
-def consent_record(data: Mapping[str, Any]) -> ConsentRecord:
-    """A consent event's data (contract JSON form) as the domain's ``ConsentRecord``."""
-    until = data.get("valid_until")
-    return ConsentRecord(
-        consent_id=data["consent_id"],
-        version=int(data["version"]),
-        withdrawn=data["action"] == "withdrawn",
-        scopes=frozenset(Scope(s) for s in data.get("scopes", ())),
-        recipients=frozenset(Recipient(r["kind"], r["code"]) for r in data.get("recipients", ())),
-        valid_from=_date(data["valid_from"]),
-        valid_until=_date(until) if until else None,
-        signed_at=_instant(data["captured"]["signed_at"]),
-    )
 
 
 def active_consent(
@@ -366,6 +352,98 @@ def _retention_order(r: Mapping[str, Any]) -> tuple[Any, ...]:
     return (r["placement_id"], r["checkpoint_months"], r["checked_on"])
 
 
+# --- planning a batch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ViewState:
+    """What the handler loads for a batch's people before planning it."""
+
+    today: date
+    erased: frozenset[str]  # on the erasure register: their events are skipped
+    known: frozenset[str]  # ids of the batch's events already stored (re-sent by the outbox)
+    consents: Mapping[str, Sequence[ConsentRecord]]  # each person's kept (latest-version) records
+    views: Mapping[str, PersonView]  # the records in the view now
+    opened: Mapping[str, Mapping[str, Any] | None]  # event id → opened personal block (people in ``views``)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPlan:
+    """What one batch changes. The store writes it in this order, then the handler rebuilds ``rebuild``
+    from each person's stored events (``project``), which the record alone cannot tell."""
+
+    consents: tuple[PersonConsent, ...] = ()  # versions to keep (rule 1)
+    events: tuple[tuple[Incoming, bool], ...] = ()  # non-consent events to store; visible at once?
+    reveal: frozenset[str] = frozenset()  # people new to the view: their held events become visible
+    write: tuple[PersonView, ...] = ()  # records extended in place by the batch's new events
+    rebuild: Mapping[str, ConsentRecord] = field(default_factory=dict)  # person → active consent
+    remove: frozenset[str] = frozenset()  # people whose consent no longer grants anything
+    withdrawals: tuple[PersonConsent, ...] = ()  # withdrawals that removed someone (latency log)
+    masked_events: int = 0  # events of erased people skipped
+
+
+def persons_in(batch: Iterable[Incoming]) -> set[str]:
+    return {e.person_key for e in batch}
+
+
+def plan_batch(batch: Sequence[Incoming], state: ViewState) -> ViewPlan:
+    """Batch + the people's current state → what to store and which records to write or remove.
+
+    A person in the view under unchanged consent terms takes only the batch's new events (``extend``);
+    newcomers, changed terms and a second registration are rebuilt from all their stored events.
+    """
+    masked = sum(1 for e in batch if e.person_key in state.erased)
+    consents: list[PersonConsent] = []
+    others: list[Incoming] = []
+    for e in once_each(batch):
+        if e.person_key not in state.erased:
+            if e.family == CONSENT:
+                consents.append(consent_of(e))
+            else:
+                others.append(e)
+    persons = persons_in(batch) - state.erased
+    if not persons:
+        return ViewPlan(masked_events=masked)
+    kept = {(p, r.consent_id): r.version for p in persons for r in state.consents.get(p, ())}
+    newer = newest_versions(consents, kept)
+    records: dict[str, dict[str, ConsentRecord]] = {p: {} for p in persons}
+    for p in persons:
+        for r in state.consents.get(p, ()):
+            records[p][r.consent_id] = r
+    for c in newer:
+        records[c.person_key][c.record.consent_id] = c.record
+    active = {p: rc for p in persons if (rc := active_consent(records[p].values(), state.today)) is not None}
+    fresh: dict[str, list[StoredEvent]] = {}
+    for e in others:
+        p = e.person_key
+        if p in state.views and p in active and e.event_id not in state.known:
+            personal = state.opened.get(e.event_id)
+            fresh.setdefault(p, []).append(StoredEvent(e.event_id, e.family, e.time, e.data, personal))
+    rebuild: dict[str, ConsentRecord] = {}
+    write: list[PersonView] = []
+    for p, consent in active.items():
+        view = state.views.get(p)
+        if view is None or not same_consent(view, consent):
+            rebuild[p] = consent
+        elif p in fresh:
+            merged = extend(view, consent, fresh[p])
+            if merged is None:
+                rebuild[p] = consent
+            elif merged != view:  # e.g. retention checkpoints without the scope that shows them
+                write.append(merged)
+    remove = frozenset(p for p in state.views if p not in active)
+    return ViewPlan(
+        consents=tuple(newer),
+        events=tuple((e, e.person_key in active) for e in others),
+        reveal=frozenset(p for p in active if p not in state.views),
+        write=tuple(write),
+        rebuild=rebuild,
+        remove=remove,
+        withdrawals=tuple(c for c in consents if c.person_key in remove and c.record.withdrawn),
+        masked_events=masked,
+    )
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 
@@ -469,7 +547,3 @@ def disclose(view: PersonView, purpose: Scope) -> dict[str, Any]:
 
 def _date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
-
-
-def _instant(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

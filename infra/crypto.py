@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -24,10 +24,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.events import Sealed
 from infra.config import Settings
-
-
-class KeyErased(Exception):
-    """The person's data key was deleted (erasure): their personal data is gone for good."""
 
 
 def _b64(data: bytes) -> str:
@@ -82,6 +78,31 @@ def try_open(data_key: bytes | None, person_key: str, sealed: Sealed) -> dict[st
         return open_sealed(data_key, person_key, sealed)
     except ValueError:
         return None
+
+
+class Opener:
+    """Opens many people's sealed blocks (a consumer's batch), as ``try_open`` does, keeping one cipher per
+    person: this is the shared view's hot loop. Blocks come in their JSON form (``{"nonce", "ct", …}``)."""
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        self._keys = keys
+        self._ciphers: dict[str, AESGCM] = {}
+
+    def __call__(self, person_key: str, sealed: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if sealed is None:
+            return None
+        cipher = self._ciphers.get(person_key)
+        if cipher is None:
+            key = self._keys.get(person_key)
+            if key is None:
+                return None  # erased: the block stays shut and the person shows as masked
+            cipher = self._ciphers[person_key] = AESGCM(key)
+        try:
+            plain = cipher.decrypt(_unb64(sealed["nonce"]), _unb64(sealed["ct"]), person_key.encode())
+        except InvalidTag:
+            return None
+        opened: dict[str, Any] = orjson.loads(plain)
+        return opened
 
 
 class KeyStore:

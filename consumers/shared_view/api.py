@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consumers.agreements import agreements_of
 from consumers.shared_view.erasure import erase_person
-from consumers.shared_view.handler import VIEW_FIELDS, today_jst, view_from_row
+from consumers.shared_view.handler import today_jst
+from consumers.shared_view.store import VIEW_FIELDS, view_from_row
 from contracts.types import INT32_MAX, PRINTABLE_PATTERN
 from domain.agreements import Agreement, covered
 from domain.agreements import refusal as agreement_refusal

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from consumers.shared_view.handler import ERASURE_LOCK
+from consumers.shared_view.store import ERASURE_LOCK
 from infra.crypto import KeyStore
 from infra.logging import get_logger
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from consumers.catchup import end_offsets, run_until
-from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.runtime import ConsumerRuntime
+from consumers.shared_view.handler import SharedViewHandler
 from infra.config import Settings
 from infra.leadership import Leadership
 
@@ -74,7 +75,7 @@ async def replay(
         ends = await end_offsets(settings, handler.topics)
         async with pool.acquire() as conn:
             await reset_view(conn, handler.name, leadership.fence)
-        runtime = runtime_for(handler, settings, pool, role="replay", fence=leadership.fence)
+        runtime = ConsumerRuntime(handler, settings, pool, role="replay", fence=leadership.fence)
         catching_up = asyncio.create_task(run_until(runtime, pool, ends, progress=progress))
         lost = asyncio.create_task(leadership.lost.wait())
         await asyncio.wait({catching_up, lost}, return_when=asyncio.FIRST_COMPLETED)

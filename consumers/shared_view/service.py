@@ -14,8 +14,9 @@ from collections.abc import Generator
 import asyncpg
 import uvicorn
 
+from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
-from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.handler import SharedViewHandler
 from consumers.shared_view.replay import SERVICE_LOCK
 from infra.config import Settings
 from infra.db import TRANSIENT_DB_ERRORS
@@ -54,7 +55,7 @@ class ProjectionService:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.handler = SharedViewHandler(settings)
         self.leadership = Leadership(settings, "shared-view", SERVICE_LOCK)
-        self.runtime = runtime_for(self.handler, settings, pool, fence=self.leadership.fence)
+        self.runtime = ConsumerRuntime(self.handler, settings, pool, fence=self.leadership.fence)
         self.pool = pool
         self._stop = asyncio.Event()
 

@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers.catchup import end_offsets, progress_of, run_until
+from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
-from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.handler import SharedViewHandler
 from consumers.shared_view.replay import SERVICE_LOCK
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
@@ -29,7 +30,7 @@ async def demo_shared_view(settings: Settings, pool: asyncpg.Pool, out: Console)
     async with pool.acquire() as lock_conn:
         if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", SERVICE_LOCK):
             try:
-                await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=600)
+                await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=600)
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", SERVICE_LOCK)
         else:  # a live `hub run shared-view` owns the view: wait for it instead

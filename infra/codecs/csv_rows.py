@@ -13,14 +13,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time
 from typing import Any
 
-from domain.calendar import DateFormatError, parse_date
+from domain.calendar import JST, DateFormatError, parse_date
 from infra.codecs.csv_columns import COLUMNS, Column, Kind
 from infra.codecs.field_errors import FieldError
 
-JST = timezone(timedelta(hours=9), "JST")
 _LIST_SEPARATORS = re.compile(r"[;；、]")
 _TRUE = frozenset({"true", "1", "yes", "y", "はい", "有", "あり", "○", "◯"})
 _FALSE = frozenset({"false", "0", "no", "n", "いいえ", "無", "なし", "×"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
 from devtools.demo.adapters import add_demo_agreements, sites_of_stream
 from devtools.simulator import SimulationConfig, is_late, simulate
-from domain.calendar import YearMonth
+from domain.calendar import JST, YearMonth
 from domain.feed import MONOTONE_POPULATIONS
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
@@ -41,7 +41,6 @@ CONFIG = SimulationConfig(
     authorities=3, months=3, seed=505, start_month="2021-10", registrations_per_site_month=40
 )
 MONTHS = [YearMonth(2021, 10), YearMonth(2021, 11), YearMonth(2021, 12)]
-JST = timezone(timedelta(hours=9))
 TOTAL = "計"
 THRESHOLD = 3
 

@@ -23,10 +23,12 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
+from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
 from consumers.shared_view.erasure import erase_person
-from consumers.shared_view.handler import SharedViewHandler, load_views, runtime_for, today_jst
+from consumers.shared_view.handler import SharedViewHandler, today_jst
 from consumers.shared_view.replay import replay
+from consumers.shared_view.store import load_views
 from contracts.envelope import Family, encode
 from domain.consent import Scope
 from infra.auth import OrgKind, Role, add_client
@@ -73,7 +75,7 @@ async def project(settings: Settings, pool: asyncpg.Pool, today: date | None = N
     """Run the projection until it has caught up with everything in the topics."""
     handler = SharedViewHandler(settings, today=(lambda: today) if today else today_jst)
     ends = await end_offsets(settings, handler.topics)
-    await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
+    await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=60)
     return handler
 
 

@@ -15,12 +15,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from consumers.catchup import end_offsets, progress_of
-from consumers.shared_view.handler import load_views, today_jst
+from consumers.shared_view.handler import today_jst
+from consumers.shared_view.store import load_views
 from contracts.envelope import Family, encode
 from contracts.events import Sealed
 from devtools.simulator import SimulationConfig, simulate
-from domain.consent import ConsentRecord
-from domain.shared_view import PersonView, StoredEvent, active_consent, consent_record, project
+from domain.consent import ConsentRecord, consent_record
+from domain.shared_view import PersonView, StoredEvent, active_consent, project
 from infra.config import Settings
 from infra.crypto import KeyStore, open_sealed
 from infra.kafka import client_options

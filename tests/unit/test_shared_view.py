@@ -5,13 +5,12 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime
 
-from domain.consent import Scope
+from domain.consent import Scope, consent_record
 from domain.shared_view import (
     Reader,
     ReaderKind,
     StoredEvent,
     active_consent,
-    consent_record,
     decide,
     disclose,
     extend,

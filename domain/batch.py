@@ -1,0 +1,50 @@
+"""A batch of events as every consumer's planning function sees it: plain data, no envelope or driver types.
+
+Each consumer has the same shape (``docs/ARCHITECTURE.md``): its handler loads what the batch needs from
+its store, calls a pure planning function here in the domain (batch + current state → rows to write), and
+writes the plan through the store. Two rules hold for every consumer:
+
+* **An event applies once.** A repeat within a batch is dropped here (``once_each``); a repeat across
+  batches (the outbox re-sends an event under the same id after a crash) is recognised from the state the
+  handler loaded, and the store's ``INSERT … ON CONFLICT`` on the same key stands behind that.
+* **Newest consent version wins** (``domain.consent`` rule 1), applied by ``newest_versions`` to the
+  batch's consents against the versions kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from domain.consent import PersonConsent, consent_record
+
+CONSENT = "consent"
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One event of a batch: the envelope attributes a consumer needs, and the event data in the
+    contract's JSON form (dates as ISO text, the personal block still sealed)."""
+
+    event_id: str
+    family: str
+    person_key: str
+    time: datetime
+    data: Mapping[str, Any]
+
+
+def once_each(batch: Iterable[Incoming]) -> list[Incoming]:
+    """The batch with every event id once (its first delivery), in order."""
+    seen: set[str] = set()
+    out = []
+    for e in batch:
+        if e.event_id not in seen:
+            seen.add(e.event_id)
+            out.append(e)
+    return out
+
+
+def consent_of(event: Incoming) -> PersonConsent:
+    return PersonConsent(event.person_key, event.event_id, consent_record(event.data))
