@@ -1,0 +1,313 @@
+"""Both consumers' planning functions, without a database: one set of cases run against each consumer
+(as ``pyeventsourcing/eventsourcing`` runs one recorder test case against every backend), then what only
+one of them does.
+
+A consumer's planning function takes a batch and the state its store holds; here the state is what
+planning the earlier events left (``kept``), built by the same pure functions, so nothing but plain data
+is involved.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from domain import feed_projection as feed
+from domain import shared_view as sv
+from domain.batch import Incoming
+from domain.consent import consent_record, effective
+
+T0 = datetime(2025, 5, 20, 1, 0, tzinfo=UTC)
+TODAY = date(2025, 7, 1)
+SEALED = {"alg": "A256GCM", "kid": "pdk-x-1", "nonce": "n", "ct": "c"}
+
+
+def pk(n: int) -> str:
+    return f"{n:032x}"
+
+
+def event(event_id: str, family: str, data: Mapping[str, Any], *, at: int = 0) -> Incoming:
+    return Incoming(event_id, family, data["person_key"], T0 + timedelta(minutes=at), data)
+
+
+def registration(eid: str, person: str, *, on: str = "2025-05-01", authority: str = "131041") -> Incoming:
+    return event(eid, "registration", {
+        "person_key": person, "registered_on": on, "office": "1301", "site": f"{authority}-01",
+        "authority": authority, "sex": "female", "age_band": "35-39", "attributes": ["public_assistance"],
+        "desired_occupation": {"group": "06", "classification_version": "MHLW-2022"}, "team_support": True,
+        "personal": SEALED,
+    })  # fmt: skip
+
+
+def referral(eid: str, person: str, *, authority: str = "131041", referral_id: str | None = None) -> Incoming:
+    return event(eid, "referral", {
+        "referral_id": referral_id or f"r-{eid}", "person_key": person, "authority": authority,
+        "site": f"{authority}-01", "programme": "general", "referred_on": "2025-04-28", "personal": SEALED,
+    })  # fmt: skip
+
+
+def placement(eid: str, person: str, *, placement_id: str | None = None, on: str = "2025-05-12") -> Incoming:
+    return event(eid, "placement", {
+        "placement_id": placement_id or f"p-{eid}", "person_key": person, "office": "1301", "site": "131041-01",
+        "placed_on": on, "route": "hello_work_referral",
+        "occupation": {"group": "08", "classification_version": "MHLW-2022"}, "employment_type": "part_time",
+        "sex": "female", "age_band": "35-39", "attributes": ["public_assistance"], "personal": SEALED,
+    })  # fmt: skip
+
+
+def retention(eid: str, person: str, placement_id: str, *, months: int = 1, at: int = 0) -> Incoming:
+    return event(eid, "retention", {
+        "person_key": person, "placement_id": placement_id, "checkpoint_months": months,
+        "status": "employed", "checked_on": "2025-06-12", "site": "131041-01",
+    }, at=at)  # fmt: skip
+
+
+def consent(
+    eid: str, person: str, version: int = 1, *, action: str = "given", consent_id: str = "c1"
+) -> Incoming:
+    return event(eid, "consent", {
+        "consent_id": consent_id, "version": version, "action": action, "person_key": person,
+        "scopes": [] if action == "withdrawn" else ["share_registration", "disclose_placement"],
+        "recipients": [{"kind": "authority", "code": "131041"}, {"kind": "office", "code": "1301"}],
+        "valid_from": "2025-04-01", "captured": {"signed_at": f"2025-04-{version:02d}T10:00:00+09:00"},
+    })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a plan writes, in terms every consumer shares."""
+
+    applied: tuple[str, ...]  # ids of the (non-consent) events whose facts the plan writes, in batch order
+    consents: Mapping[str, int]  # consent id → version the plan keeps
+
+
+class PlanningCases(ABC):
+    """What every consumer's planning function does, whatever its store holds."""
+
+    @abstractmethod
+    def outcome(self, batch: Sequence[Incoming], kept: Sequence[Incoming] = ()) -> Outcome:
+        """Plan ``batch`` against the state that planning ``kept`` (one earlier batch) left."""
+
+    def test_an_empty_batch_writes_nothing(self) -> None:
+        assert self.outcome([]) == Outcome((), {})
+
+    def test_an_event_repeated_within_a_batch_applies_once(self) -> None:
+        reg, ref = registration("e1", pk(1)), referral("e2", pk(1))
+        assert self.outcome([reg, ref, reg, ref]).applied == ("e1", "e2")
+
+    def test_an_event_kept_already_is_not_applied_again(self) -> None:
+        reg, ref, plc = registration("e1", pk(1)), referral("e2", pk(1)), placement("e3", pk(1))
+        assert self.outcome([reg, ref, plc], kept=[reg, ref]).applied == ("e3",)
+
+    def test_newest_consent_version_wins_within_a_batch(self) -> None:
+        batch = [consent("k2", pk(1), 2), consent("k3", pk(1), 3), consent("k1", pk(1), 1)]
+        assert self.outcome(batch).consents == {"c1": 3}
+
+    def test_a_consent_version_not_newer_than_the_kept_one_is_not_written(self) -> None:
+        kept = [consent("k3", pk(1), 3)]
+        assert self.outcome([consent("k2", pk(1), 2), consent("k3", pk(1), 3)], kept).consents == {}
+        assert self.outcome([consent("k4", pk(1), 4)], kept).consents == {"c1": 4}
+
+    def test_consent_records_are_kept_apart(self) -> None:
+        batch = [consent("a", pk(1), 2, consent_id="c1"), consent("b", pk(2), 1, consent_id="c2")]
+        assert self.outcome(batch).consents == {"c1": 2, "c2": 1}
+
+    def test_the_order_of_a_batch_does_not_change_what_is_written(self) -> None:
+        batch = [
+            registration("e1", pk(1)), referral("e2", pk(1)), placement("e3", pk(1)),
+            consent("k1", pk(1), 1), consent("k2", pk(1), 2), registration("e4", pk(2)),
+        ]  # fmt: skip
+        outcomes = {
+            (frozenset(o.applied), tuple(sorted(o.consents.items())))
+            for o in (self.outcome(list(order)) for order in itertools.permutations(batch, len(batch)))
+        }
+        assert outcomes == {(frozenset({"e1", "e2", "e3", "e4"}), (("c1", 2),))}
+
+
+# --- the shared view ---------------------------------------------------------------------------------
+
+
+def view_state(kept: Sequence[Incoming], *, today: date = TODAY) -> sv.ViewState:
+    """The shared view's state after ``kept`` was applied: kept events, newest consents, records."""
+    records: dict[str, dict[str, Any]] = {}
+    for e in kept:
+        if e.family == "consent":
+            rec = consent_record(e.data)
+            held = records.setdefault(e.person_key, {}).get(rec.consent_id)
+            if held is None or rec.version > held.version:
+                records[e.person_key][rec.consent_id] = rec
+    consents = {p: list(r.values()) for p, r in records.items()}
+    views = {}
+    for p, recs in consents.items():
+        active = sv.active_consent(recs, today)
+        stored = [_stored(e) for e in kept if e.person_key == p and e.family != "consent"]
+        if (view := sv.project(p, active, stored)) is not None:
+            views[p] = view
+    known = frozenset(e.event_id for e in kept)
+    return sv.ViewState(today, frozenset(), known, consents, views, {})
+
+
+def _stored(e: Incoming, personal: Mapping[str, Any] | None = None) -> sv.StoredEvent:
+    return sv.StoredEvent(e.event_id, e.family, e.time, e.data, personal or {"name": "髙橋 花子"})
+
+
+def opened_for(batch: Sequence[Incoming]) -> dict[str, Mapping[str, Any] | None]:
+    return {e.event_id: {"name": "髙橋 花子"} for e in batch if e.family != "consent"}
+
+
+class TestSharedViewPlanning(PlanningCases):
+    def outcome(self, batch: Sequence[Incoming], kept: Sequence[Incoming] = ()) -> Outcome:
+        state = view_state(kept)
+        plan = sv.plan_batch(batch, state)
+        new = tuple(e.event_id for e, _ in plan.events if e.event_id not in state.known)
+        return Outcome(new, {c.record.consent_id: c.record.version for c in plan.consents})
+
+    def test_events_before_their_consent_are_stored_held(self) -> None:
+        plan = sv.plan_batch([registration("e1", pk(1))], view_state([]))
+        assert [(e.event_id, visible) for e, visible in plan.events] == [("e1", False)]
+        assert not plan.rebuild and not plan.write
+
+    def test_consent_arriving_brings_the_person_in_by_a_rebuild(self) -> None:
+        plan = sv.plan_batch([consent("k1", pk(1))], view_state([registration("e1", pk(1))]))
+        assert set(plan.rebuild) == {pk(1)} and plan.reveal == {pk(1)}
+
+    def test_a_person_in_the_view_takes_new_events_in_place(self) -> None:
+        kept = [consent("k1", pk(1)), registration("e1", pk(1))]
+        batch = [referral("e2", pk(1))]
+        state = view_state(kept)
+        plan = sv.plan_batch(batch, sv.ViewState(TODAY, frozenset(), state.known, state.consents, state.views,
+                                                 opened_for(batch)))  # fmt: skip
+        assert not plan.rebuild
+        [record] = plan.write
+        assert [r["referral_id"] for r in record.referrals] == ["r-e2"]
+        assert [(e.event_id, visible) for e, visible in plan.events] == [("e2", True)]
+
+    def test_a_second_registration_rebuilds(self) -> None:
+        kept = [consent("k1", pk(1)), registration("e1", pk(1))]
+        batch = [registration("e2", pk(1), on="2025-06-01")]
+        state = view_state(kept)
+        plan = sv.plan_batch(batch, sv.ViewState(TODAY, frozenset(), state.known, state.consents, state.views,
+                                                 opened_for(batch)))  # fmt: skip
+        assert set(plan.rebuild) == {pk(1)} and not plan.write
+
+    def test_withdrawal_removes_the_person_and_is_logged(self) -> None:
+        kept = [consent("k1", pk(1)), registration("e1", pk(1))]
+        plan = sv.plan_batch([consent("k2", pk(1), 2, action="withdrawn")], view_state(kept))
+        assert plan.remove == {pk(1)}
+        assert [c.event_id for c in plan.withdrawals] == ["k2"]
+        assert not plan.rebuild and not plan.write
+
+    def test_events_of_erased_people_are_skipped_and_counted(self) -> None:
+        state = view_state([])
+        erased = sv.ViewState(TODAY, frozenset({pk(1)}), state.known, {}, {}, {})
+        plan = sv.plan_batch(
+            [registration("e1", pk(1)), consent("k1", pk(1)), registration("e2", pk(2))], erased
+        )
+        assert [e.event_id for e, _ in plan.events] == ["e2"] and not plan.consents
+        assert plan.masked_events == 2
+
+    def test_a_consent_not_valid_yet_holds_events(self) -> None:
+        kept = [consent("k1", pk(1)), registration("e1", pk(1))]
+        plan = sv.plan_batch([referral("e2", pk(1))], view_state(kept, today=date(2025, 3, 31)))
+        assert [(e.event_id, visible) for e, visible in plan.events] == [("e2", False)]
+
+
+# --- the placement feed ------------------------------------------------------------------------------
+
+
+def feed_state(kept: Sequence[Incoming]) -> feed.FeedState:
+    """The feed's state after ``kept`` was applied (as one batch)."""
+    plan = feed.plan_batch(kept, feed.FeedState({}, {}, {}, {}, {}))
+    regs: dict[str, list[tuple[str, str, date]]] = {}
+    for r in plan.registrations:
+        regs.setdefault(r.person_key, []).append((r.event_id, r.authority, r.registered_on))
+    refs: dict[str, list[tuple[str, str]]] = {}
+    for f in plan.referrals:
+        refs.setdefault(f.person_key, []).append((f.referral_id, f.authority))
+    places: dict[str, list[feed.Placed]] = {}
+    for p in plan.placements:
+        places.setdefault(p.person_key, []).append(feed.Placed(p.placement_id, p.placed_on, p.site_authority))
+    retention = {(t.placement_id, t.checkpoint_months): t.arrived_at for t in plan.retention}
+    return feed.FeedState(
+        regs, refs, places, retention, {c.record.consent_id: c.record.version for c in plan.consents}
+    )
+
+
+class TestFeedPlanning(PlanningCases):
+    def outcome(self, batch: Sequence[Incoming], kept: Sequence[Incoming] = ()) -> Outcome:
+        plan = feed.plan_batch(batch, feed_state(kept))
+        ids = {r.event_id for r in plan.registrations}
+        keys = {*(r.referral_id for r in plan.referrals), *(p.placement_id for p in plan.placements)}
+        keys |= {(t.placement_id, t.checkpoint_months) for t in plan.retention}  # type: ignore[arg-type]
+        applied = []
+        for e in batch:
+            key = e.data.get("referral_id") if e.family == "referral" else e.data.get("placement_id")
+            if e.family == "retention":
+                key = (e.data["placement_id"], e.data["checkpoint_months"])
+            if (e.event_id in ids or key in keys) and e.event_id not in applied:
+                applied.append(e.event_id)
+                keys.discard(key)
+        return Outcome(tuple(applied), {c.record.consent_id: c.record.version for c in plan.consents})
+
+    def test_the_first_report_of_a_placement_wins(self) -> None:
+        plan = feed.plan_batch(
+            [
+                placement("e1", pk(1), placement_id="P"),
+                placement("e2", pk(1), placement_id="P", on="2025-06-01"),
+            ],
+            feed_state([]),
+        )
+        assert [(p.placement_id, p.placed_on) for p in plan.placements] == [("P", date(2025, 5, 12))]
+
+    def test_the_retention_checkpoint_sent_last_wins(self) -> None:
+        kept = [placement("e1", pk(1), placement_id="P"), retention("t1", pk(1), "P", at=5)]
+        older, newer = retention("t0", pk(1), "P", at=1), retention("t2", pk(1), "P", at=9)
+        assert feed.plan_batch([older], feed_state(kept)).retention == ()
+        assert [t.arrived_at for t in feed.plan_batch([newer], feed_state(kept)).retention] == [newer.time]
+
+    def test_a_placement_marks_its_month_and_cohorts_for_every_authority_holding_the_person(self) -> None:
+        kept = [referral("e1", pk(1), authority="112038")]
+        plan = feed.plan_batch([placement("e2", pk(1), on="2025-11-12")], feed_state(kept))
+        assert sorted(plan.marks) == sorted(
+            feed.Mark(a, m)
+            for a in ("112038", "131041")
+            for m in ("2025-11", "2025-12", "2026-02", "2026-05")
+        )
+
+    def test_a_late_referral_marks_the_feeds_of_the_person_it_now_holds(self) -> None:
+        kept = [registration("e1", pk(1), authority="112038"), placement("e2", pk(1))]
+        plan = feed.plan_batch([referral("e3", pk(1), authority="112038")], feed_state(kept))
+        months = ["2025-05", "2025-06", "2025-08", "2025-11"]
+        assert sorted(plan.marks) == sorted(
+            [feed.Mark("112038", m) for m in months] + [feed.Mark("112038", "2025-05")]
+        )
+
+    def test_a_registration_marks_its_month_and_retention_its_cohort(self) -> None:
+        kept = [placement("e1", pk(1), placement_id="P", on="2025-12-31")]
+        plan = feed.plan_batch([registration("e2", pk(2), on="2025-04-30"), retention("t", pk(1), "P", months=3)],
+                               feed_state(kept))  # fmt: skip
+        assert sorted(plan.marks) == [feed.Mark("131041", "2025-04"), feed.Mark("131041", "2026-03")]
+
+    def test_a_repeated_fact_marks_nothing(self) -> None:
+        kept = [registration("e1", pk(1)), placement("e2", pk(1))]
+        assert feed.plan_batch(kept, feed_state(kept)).marks == ()
+
+
+@pytest.mark.parametrize(("day", "months", "expected"), [
+    (date(2025, 1, 31), 0, "2025-01"), (date(2025, 1, 31), 1, "2025-02"), (date(2025, 12, 1), 1, "2026-01"),
+    (date(2025, 7, 15), 6, "2026-01"), (date(2025, 6, 30), 6, "2025-12"),
+])  # fmt: skip
+def test_month_of(day: date, months: int, expected: str) -> None:
+    assert feed.month_of(day, months) == expected
+
+
+def test_effective_consent_is_the_one_signed_last() -> None:
+    older = consent_record(consent("a", pk(1), 2, consent_id="c1").data)
+    newer = consent_record(consent("b", pk(1), 3, consent_id="c2").data)
+    assert effective([newer, older]) == newer
