@@ -17,11 +17,12 @@ one (``hub agreements end``) sets ``valid_until``, so a disclosure after that da
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from enum import StrEnum
 
-from domain.consent import Scope
+from domain.consent import ConsentRecord, Recipient, Scope, permits
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +71,51 @@ def refusal(purpose: Scope, authority: str | None, office: str | None) -> str:
         f"A2: no data-sharing agreement (個人情報保護協定) in force covers purpose '{purpose.value}' between "
         f"authority {authority or '?'} and office {office or '?'}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Registers:
+    """What the registers say about the people of one disclosure, loaded before it is decided: whom the
+    recipient holds (P3 in ``domain.provenance``), each person's withdrawal fence (P7), the agreements that
+    could cover it (A2), and the day (JST) it happens on."""
+
+    held: frozenset[str]
+    fences: Mapping[str, datetime]
+    agreements: tuple[Agreement, ...]
+    today: date
+
+
+class Withheld(StrEnum):
+    """Why a disclosure about one person does not happen (counted, never itemised)."""
+
+    NO_CONSENT = "no_consent"  # not held (P3), behind the fence (P7) or no consent grants it (A1)
+    NO_AGREEMENT = "no_agreement"  # consented, but no agreement in force covers it (A2–A3)
+
+
+def withheld(
+    person_key: str,
+    consents: Iterable[ConsentRecord],
+    registers: Registers,
+    purpose: Scope,
+    *,
+    recipient: Recipient,
+    authority: str | None,
+    office: str | None,
+    site: str | None,
+    on: date,
+) -> Withheld | None:
+    """P3, P7, A1 and A2–A3 for disclosing ``purpose`` about one person to ``recipient``: ``None`` when it
+    may happen, else why not. The consent must grant it on the day of the fact (``on``) and on the day of
+    the disclosure, so a withdrawal or an expiry takes effect at once."""
+    fence = registers.fences.get(person_key)
+    records = list(consents)
+    if person_key not in registers.held or not (
+        permits(records, purpose, recipient, on, fence)
+        and permits(records, purpose, recipient, registers.today, fence)
+    ):
+        return Withheld.NO_CONSENT
+    if not covered(
+        registers.agreements, purpose, authority=authority, office=office, site=site, day=registers.today
+    ):
+        return Withheld.NO_AGREEMENT
+    return None

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Literal
 
 import asyncpg
 
-from consumers.agreements import agreements_of
+from consumers import registers
+from consumers.feed import store
 from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
-from domain.agreements import covered
-from domain.consent import ConsentRecord, Recipient, Scope, permits
+from domain.agreements import Withheld, withheld
+from domain.calendar import JST
+from domain.consent import Recipient, Scope
 from domain.feed import GROUP_LABELS_JA, INDICATORS
 from domain.occupation import OCCUPATION_GROUPS
 from infra.codecs.csv_write import safe_rows
@@ -78,9 +79,6 @@ POPULATION_LABELS_JA = {
 }
 
 
-JST = timezone(timedelta(hours=9), "JST")
-
-
 async def individual_list_declined(conn: asyncpg.Connection, authority: str) -> bool:
     """An authority may opt out of receiving the individual list (``hub feed individual-list off``)."""
     return bool(
@@ -135,22 +133,6 @@ async def load_revision(
     return row
 
 
-def _records(rows: Sequence[asyncpg.Record]) -> list[ConsentRecord]:
-    return [
-        ConsentRecord(
-            consent_id=r["consent_id"],
-            version=r["version"],
-            withdrawn=r["withdrawn"],
-            scopes=frozenset(Scope(s) for s in r["scopes"]),
-            recipients=frozenset(Recipient(x["kind"], x["code"]) for x in r["recipients"]),
-            valid_from=r["valid_from"],
-            valid_until=r["valid_until"],
-            signed_at=r["signed_at"],
-        )
-        for r in rows
-    ]
-
-
 async def deliver(
     conn: asyncpg.Connection,
     keystore: KeyStore,
@@ -175,50 +157,38 @@ async def deliver(
         list(row["placement_ids"]),
     )
     persons = list({p["person_key"] for p in placements})
-    consent_rows = await conn.fetch("SELECT * FROM feed_consents WHERE person_key = ANY($1::text[])", persons)
-    consents: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    for c in consent_rows:
-        consents[c["person_key"]].append(c)
-    fences = {
-        r["person_key"]: r["signed_at"]
-        for r in await conn.fetch(
-            "SELECT person_key, signed_at FROM withdrawal_fences WHERE person_key = ANY($1::text[])", persons
-        )
-    }
-    held = {
-        r[0]
-        for r in await conn.fetch(
-            "SELECT person_key FROM person_holders WHERE person_key = ANY($1::text[]) "
-            "AND org_kind = 'authority' AND org_code = $2",
-            persons,
-            authority,
-        )
-    }
-    agreements = await agreements_of(conn, [authority])
+    consents = await store.consents.load(conn, persons)
+    on_record = await registers.load(
+        conn, persons, kind="authority", code=authority, authorities=[authority], today=today
+    )
     recipient = Recipient("authority", authority)
     delivery = Delivery(body=body)
 
-    def consented(p: asyncpg.Record, scope: Scope, day: date) -> bool:
-        records = _records(consents[p["person_key"]])
-        fence = fences.get(p["person_key"])
-        return permits(records, scope, recipient, day, fence) and permits(
-            records, scope, recipient, today, fence
+    def refused(p: asyncpg.Record, scope: Scope, day: date) -> Withheld | None:
+        return withheld(
+            p["person_key"],
+            consents.get(p["person_key"], ()),
+            on_record,
+            scope,
+            recipient=recipient,
+            authority=authority,
+            office=p["office"],
+            site=p["site"],
+            on=day,
         )
-
-    def agreed(p: asyncpg.Record, scope: Scope) -> bool:
-        return covered(agreements, scope, authority=authority, office=p["office"], site=p["site"], day=today)
 
     if await individual_list_declined(conn, authority):
         delivery.declined = True
         return delivery
-    with_consent = [
-        p
-        for p in placements
-        if p["person_key"] in held and consented(p, Scope.DISCLOSE_PLACEMENT, p["placed_on"])
-    ]
-    delivery.withheld_no_consent = len(placements) - len(with_consent)
-    allowed = [p for p in with_consent if agreed(p, Scope.DISCLOSE_PLACEMENT)]
-    delivery.withheld_no_agreement = len(with_consent) - len(allowed)
+    allowed = []
+    for p in placements:
+        why = refused(p, Scope.DISCLOSE_PLACEMENT, p["placed_on"])
+        if why is None:
+            allowed.append(p)
+        elif why is Withheld.NO_AGREEMENT:
+            delivery.withheld_no_agreement += 1
+        else:
+            delivery.withheld_no_consent += 1
     if not allowed:
         return delivery
     keys = await keystore.existing_keys(conn, [p["person_key"] for p in allowed])
@@ -252,11 +222,7 @@ async def deliver(
         cp = checkpoints.get(p["placement_id"])
         retention = None
         # Checkpoints are shown only to an authority the person lets follow them up (定着支援).
-        if (
-            cp is not None
-            and consented(p, Scope.RETENTION_SUPPORT, cp["checked_on"])
-            and agreed(p, Scope.RETENTION_SUPPORT)
-        ):
+        if cp is not None and refused(p, Scope.RETENTION_SUPPORT, cp["checked_on"]) is None:
             retention = f"{cp['checkpoint_months']}m {cp['status']} ({cp['checked_on'].isoformat()})"
         delivery.individuals.append(
             Individual(pk, name, employer, p["placed_on"], p["occupation"], p["route"], retention)
