@@ -1,13 +1,15 @@
-"""The adapters' core: validate, authorise, seal and enqueue — with idempotency — for HTTP and batch files.
+"""The adapters' core: acceptance (``producers.ingest``: validate → authorise → seal → enqueue) with
+idempotency, for HTTP requests and batch files.
 
 Acceptance means durability: events and their idempotency keys are written in one PostgreSQL
 transaction with the outbox rows, so a 202 sent after ``accept_events`` returns survives a crash of the
 adapter or an outage of the broker, and a retried request finds its key and creates nothing.
 
-Validation runs before any data key exists: each event is validated once, against its contract with the
-personal block in clear (same rules, same field paths; the personal block's own model in place of the
-sealed one); only an event that is valid and authorised is sealed with the person's real key. A rejected
-request therefore leaves nothing behind except a value-free rejection record.
+Validation runs before any data key exists (``producers.submission.check``: once, against the contract
+with the personal block in clear); only an event that is valid and authorised is sealed with the person's
+real key. A rejected request therefore leaves nothing behind except a value-free rejection record. HTTP
+requests are committed by a group committer (many concurrent requests, one transaction); file chunks are
+pipelined (the next chunk validated while the previous one commits).
 """
 
 from __future__ import annotations
@@ -19,26 +21,26 @@ import hmac
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel
 
-from contracts.envelope import MODELS, Event, Family, event_type, new_event_id
+from contracts.envelope import Event, Family
 from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import FileError, ParsedRow, read_rows
-from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip, from_validation_error
+from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
 from infra.config import Settings
-from infra.crypto import KeyStore, derived_key, seal
+from infra.crypto import KeyStore, derived_key
 from infra.logging import get_logger
 from infra.tracing import current_traceparent
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
 from producers.holders import erased_of, fences_of, holders_of, site_entries
-from producers.outbox import enqueue
-from producers.submission import PERSONAL_MODELS
+from producers.ingest import enqueue, seal_events
+from producers.submission import Checked, check
 
 REQUESTS = Counter(
     "ittai_adapter_requests_total", "Adapter requests by outcome", ["adapter", "family", "outcome"]
@@ -54,25 +56,6 @@ CSV_ROWS = Counter(
 
 CHUNK_ROWS = 2000
 _YIELD_EVERY = 100  # rows parsed between chances for the previous chunk's commit to move on
-
-
-def _input_model(family: Family) -> type[BaseModel]:
-    """The family's contract with ``personal`` in clear: the contract's fields and validators, with the
-    personal block's model where the contract has the sealed one (optional where the contract's is)."""
-    contract = MODELS[family]
-    personal = PERSONAL_MODELS.get(family)
-    if personal is None:
-        return contract
-    sealed_field = contract.model_fields["personal"]
-    annotation: Any = personal if sealed_field.is_required() else personal | None
-    default: Any = ... if sealed_field.is_required() else None
-    model: type[BaseModel] = create_model(
-        contract.__name__, __base__=contract, personal=(annotation, default)
-    )
-    return model
-
-
-_INPUT_MODELS: dict[Family, type[BaseModel]] = {f: _input_model(f) for f in Family}
 
 
 class Rejected(Exception):
@@ -127,55 +110,12 @@ class ImportSummary:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    family: Family
-    data: BaseModel  # the validated input, personal fields (if any) in clear: never leaves the adapter
-    personal: dict[str, Any] | None  # validated clear personal fields, to seal under the real key
-    subject: str
-    time: datetime
-
-
 def request_digest(secret: bytes, family: Family, body: Any) -> bytes:
     """The request's fingerprint for idempotency: an HMAC under a server secret, because the body holds a
     name and a birth date, and a bare hash of a few guessable fields can be reversed by trying them."""
     return hmac.new(
         secret, family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS), "sha256"
     ).digest()
-
-
-def _validate(family: Family, body: Any, prefix: tuple[int | str, ...] = ()) -> _Checked | list[FieldError]:
-    """Validate once, against the contract with the personal block in clear (unknown fields forbidden)."""
-    if not isinstance(body, dict):
-        where = "".join(f"[{p}]" for p in prefix) or "(body)"
-        return [FieldError(where, f"expected a JSON object, got {type(body).__name__}", None, "type")]
-    try:
-        data = _INPUT_MODELS[family].model_validate(body, extra="forbid")
-    except ValidationError as exc:
-        return from_validation_error(exc, prefix=prefix)
-    clear = getattr(data, "personal", None)
-    personal = clear.model_dump(mode="json", exclude_none=True) if clear is not None else None
-    return _Checked(family, data, personal, data.person_key, datetime.now(UTC))  # type: ignore[attr-defined]
-
-
-def _event(c: _Checked, source: str, sealed: BaseModel | None) -> Event:
-    """The contract's event, built from the validated input with the sealed block in place of the clear
-    one (no second validation: every field was validated above and ``seal`` builds a valid block)."""
-    family = c.family
-    model = MODELS[family]
-    values = {name: getattr(c.data, name) for name in model.model_fields}
-    if "personal" in values:
-        values["personal"] = sealed
-    data = model.model_construct(c.data.model_fields_set, **values)
-    return Event(
-        id=new_event_id(),
-        source=source,
-        type=event_type(family),
-        subject=c.subject,
-        time=c.time,
-        family=family,
-        data=data,
-    )
 
 
 class AdapterService:
@@ -239,10 +179,10 @@ class AdapterService:
         batch: bool,
     ) -> Accepted:
         """Validate all, authorise all, then enqueue all or none. Raises Rejected, AuthError, IdempotencyConflict."""
-        checked: list[_Checked] = []
+        checked: list[Checked] = []
         errors: list[FieldError] = []
         for i, body in enumerate(bodies):
-            result = _validate(family, body, (i,) if batch else ())
+            result = check(family, body, (i,) if batch else ())
             if isinstance(result, list):
                 errors.extend(result)
             else:
@@ -281,7 +221,7 @@ class AdapterService:
         return Accepted(event_ids)
 
     def _authorize_all(
-        self, principal: Principal, family: Family, checked: Sequence[_Checked], ctx: Context
+        self, principal: Principal, family: Family, checked: Sequence[Checked], ctx: Context
     ) -> list[str | AuthError]:
         """Sources in order; the first refusal ends the list (the request is refused as a whole)."""
         sources: list[str | AuthError] = []
@@ -327,20 +267,6 @@ class AdapterService:
             else {},
             erased=await erased_of(conn, (str(p["person_key"]) for p in plain)),
         )
-
-    async def _seal(
-        self, conn: asyncpg.Connection, checked: Sequence[_Checked], sources: Sequence[str]
-    ) -> list[Event]:
-        """Seal each personal block with the person's real data key; build the contract's events."""
-        # Sorted: concurrent commits then take the rows' locks in one order and cannot deadlock.
-        people = sorted({c.subject for c in checked if c.personal is not None})
-        keys = await self.keystore.keys_for(conn, people) if people else {}
-        return [
-            _event(
-                c, source, seal(keys[c.subject], c.subject, c.personal) if c.personal is not None else None
-            )
-            for c, source in zip(checked, sources, strict=True)
-        ]
 
     # --- batch files --------------------------------------------------------------------------------
 
@@ -425,7 +351,7 @@ class AdapterService:
             if row.errors:
                 chunk.bad.extend((row.line, e) for e in row.errors)
             else:
-                result = _validate(family, row.data)
+                result = check(family, row.data)
                 if isinstance(result, list):
                     chunk.bad.extend(
                         (row.line, dataclasses.replace(e, label=_label(label_for, e.field))) for e in result
@@ -442,7 +368,7 @@ class AdapterService:
     ) -> None:
         summary.rows += chunk.rows
         bad = chunk.bad
-        accepted_rows: list[tuple[_Checked, str, str]] = []
+        accepted_rows: list[tuple[Checked, str, str]] = []
         async with self.pool.acquire() as conn:
             ctx = await self._context(conn, family, [c.data for _, c, _ in chunk.valid])
             for row, c, key in chunk.valid:
@@ -453,8 +379,8 @@ class AdapterService:
                     continue
                 accepted_rows.append((c, source, key))
             if accepted_rows:
-                events = await self._seal(
-                    conn, [c for c, _, _ in accepted_rows], [s for _, s, _ in accepted_rows]
+                events = await seal_events(
+                    conn, self.keystore, [c for c, _, _ in accepted_rows], [s for _, s, _ in accepted_rows]
                 )
                 keys = [key for _, _, key in accepted_rows]
                 first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
@@ -534,7 +460,7 @@ class _Chunk:
     """Up to CHUNK_ROWS rows of a file, parsed and validated, waiting for their transaction."""
 
     rows: int = 0
-    valid: list[tuple[ParsedRow, _Checked, str]] = field(default_factory=list)  # row, checked, row key
+    valid: list[tuple[ParsedRow, Checked, str]] = field(default_factory=list)  # row, checked, row key
     bad: list[tuple[int, FieldError]] = field(default_factory=list)
     error: FileError | None = None  # the file could not be read past these rows
 
@@ -543,7 +469,7 @@ class _Chunk:
 class _Unit:
     """One request's events, waiting for the next group commit."""
 
-    checked: list[_Checked]
+    checked: list[Checked]
     sources: list[str]
     client_id: str
     idem: tuple[str, str, bytes, str] | None  # organisation, key, request digest, family
@@ -650,7 +576,7 @@ class _GroupCommitter:
             return answered
         checked = [c for u in group for c in u.checked]
         sources = [s for u in group for s in u.sources]
-        events = await service._seal(conn, checked, sources)
+        events = await seal_events(conn, service.keystore, checked, sources)
         per_unit: list[list[Event]] = []
         i = 0
         for unit in group:
