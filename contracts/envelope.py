@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -99,19 +99,6 @@ class PoisonMessage(Exception):
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
-
-
-def make_event(family: Family, data: BaseModel, *, source: str, time: datetime | None = None) -> Event:
-    subject = data.person_key  # type: ignore[attr-defined]
-    return Event(
-        id=new_event_id(),
-        source=source,
-        type=event_type(family),
-        subject=subject,
-        time=time or datetime.now(UTC),
-        family=family,
-        data=data,
-    )
 
 
 def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
@@ -319,7 +306,3 @@ def _validated(family: Family, value: bytes) -> BaseModel:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise PoisonMessage("value: not valid JSON") from None
         raise PoisonMessage(f"{family.value} data invalid: {summarize_validation_error(exc)}") from None
-
-
-def json_value(event: Event) -> bytes:
-    return orjson.dumps(event.data.model_dump(mode="json", exclude_none=True))

@@ -5,7 +5,6 @@ Each type carries its rule, so a rejection names the field (pydantic's location)
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
@@ -102,9 +101,3 @@ class AttributeCategory(StrEnum):
     YOUTH = "youth"  # 若者
     PARENTING = "parenting"  # 子育て中の方
     GENERAL = "general"  # 一般
-
-
-def utc_now() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)

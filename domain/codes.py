@@ -42,8 +42,3 @@ def require_ascii_digits(value: str, what: str) -> str:
     if not value.isascii():
         raise CodeError(f"{what} must be ASCII digits (full-width or other digits are refused)")
     return value
-
-
-def is_prefecture_code(code: str) -> bool:
-    """Prefectures (都道府県) carry municipality part 000."""
-    return code[2:5] == "000"

@@ -9,7 +9,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 import asyncpg
@@ -168,10 +168,3 @@ def _worker(work: Callable[[], None], index: int, base_port: int | None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
     work()
-
-
-def run_async(coro: Awaitable[None]) -> None:
-    async def _main() -> None:
-        await coro
-
-    asyncio.run(_main())
