@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from consumers.monitoring import queries
-from consumers.monitoring.figures import dlq_header, outbox_row_headers, safe_headers
 from consumers.monitoring.kafka_probe import KafkaProbe
+from domain.monitoring import dlq_header, outbox_row_headers, safe_headers
 from infra.auth import Principal
 from infra.config import Settings
 from infra.db import OUTBOX_CHANNEL

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from consumers.monitoring.figures import PartitionOffsets
+from domain.monitoring import PartitionOffsets
 from infra.config import Settings
 from infra.kafka import client_options
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from consumers.monitoring.figures import LetterRow, OffsetRow, Sample
+from domain.monitoring import LetterRow, OffsetRow, Sample
 
 T = TypeVar("T")
 

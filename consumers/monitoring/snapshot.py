@@ -9,10 +9,10 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from consumers.monitoring import queries
-from consumers.monitoring.figures import ConsumerFigures, TopicFigures, consumer_lag
 from consumers.monitoring.kafka_probe import KafkaProbe
 from domain.calendar import parse_month
 from domain.feed import cutoff_instant
+from domain.monitoring import ConsumerFigures, TopicFigures, consumer_lag
 from infra.config import Settings
 
 RATE_WINDOWS_S = (60.0, 300.0)

@@ -15,90 +15,92 @@ err = Console(stderr=True)
 _PERSON_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
+def run_shared_view(
+    api: Annotated[bool, typer.Option(help="Serve the HTTP API on HUB_SHARED_VIEW_PORT too")] = True,
+) -> None:
+    """Consented shared view: the projection consumer and its scoped, recorded HTTP reads."""
+    from consumers.shared_view.service import ApiService, ProjectionService
+    from infra.runner import Service, run_forever
+
+    def build(settings, pool):
+        services: list[Service] = [ProjectionService(settings, pool)]
+        if api:
+            services.append(ApiService(settings))
+        return services
+
+    run_forever(build)
+
+
+def erase(
+    person: Annotated[str, typer.Argument(help="Pseudonymous person key (32 lowercase hex)")],
+    by: Annotated[str, typer.Option(help="Who asked (kept on the erasure register)")] = "cli",
+) -> None:
+    """Erase a person: delete their data key (their sealed data becomes unreadable everywhere) and rows."""
+    if not _PERSON_KEY.match(person):
+        err.print(f"[red]person: must be 32 lowercase hex characters (got {len(person)} characters)[/]")
+        raise typer.Exit(2)
+    from consumers.shared_view.erasure import erase_person
+    from infra.config import get_settings
+    from infra.crypto import KeyStore
+    from infra.runner import prepare
+
+    async def _main() -> None:
+        settings = get_settings()
+        pool = await prepare(settings)
+        try:
+            async with pool.acquire() as conn:
+                result = await erase_person(conn, KeyStore.from_settings(settings), person, requested_by=by)
+        finally:
+            await pool.close()
+        note = " (already on the erasure register)" if result.already_erased else ""
+        out.print(
+            f"erased {person}{note}: data key {'deleted' if result.key_deleted else 'was already gone'}, "
+            f"{result.rows_deleted} rows deleted"
+        )
+
+    asyncio.run(_main())
+
+
+replay_app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+@replay_app.command("shared-view")
+def replay_shared_view() -> None:
+    """Rebuild the shared view from the topics, honouring today's consents and erasures."""
+    from consumers.shared_view.replay import ReplayRefused, replay
+    from hub.cli.main import progress_bar
+    from infra.config import get_settings
+    from infra.logging import configure_logging
+    from infra.runner import prepare
+
+    async def _main() -> None:
+        settings = get_settings()
+        configure_logging("WARNING")
+        pool = await prepare(settings)
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task("replay shared-view", total=None)
+                result = await replay(
+                    settings,
+                    pool,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        except ReplayRefused as refused:
+            err.print(f"[red]{refused.reason}[/]")
+            raise typer.Exit(1) from None
+        finally:
+            await pool.close()
+        rate = result.events / result.seconds if result.seconds else 0.0
+        out.print(
+            f"replayed {result.events} records in {result.seconds:.1f} s ({rate:,.0f}/s): "
+            f"{result.persons} people in the view, {result.masked_events} events of erased people masked"
+        )
+
+    asyncio.run(_main())
+
+
 def register(app: typer.Typer, run_app: typer.Typer) -> None:
     """Add this component's commands: top-level ones on ``app``, services on ``run_app`` (``hub run X``)."""
-
-    @run_app.command("shared-view")
-    def run_shared_view(
-        api: Annotated[bool, typer.Option(help="Serve the HTTP API on HUB_SHARED_VIEW_PORT too")] = True,
-    ) -> None:
-        """Consented shared view: the projection consumer and its scoped, recorded HTTP reads."""
-        from consumers.shared_view.service import ApiService, ProjectionService
-        from infra.runner import Service, run_forever
-
-        def build(settings, pool):
-            services: list[Service] = [ProjectionService(settings, pool)]
-            if api:
-                services.append(ApiService(settings))
-            return services
-
-        run_forever(build)
-
-    @app.command("erase")
-    def erase(
-        person: Annotated[str, typer.Argument(help="Pseudonymous person key (32 lowercase hex)")],
-        by: Annotated[str, typer.Option(help="Who asked (kept on the erasure register)")] = "cli",
-    ) -> None:
-        """Erase a person: delete their data key (their sealed data becomes unreadable everywhere) and rows."""
-        if not _PERSON_KEY.match(person):
-            err.print(f"[red]person: must be 32 lowercase hex characters (got {len(person)} characters)[/]")
-            raise typer.Exit(2)
-        from consumers.shared_view.erasure import erase_person
-        from infra.config import get_settings
-        from infra.crypto import KeyStore
-        from infra.runner import prepare
-
-        async def _main() -> None:
-            settings = get_settings()
-            pool = await prepare(settings)
-            try:
-                async with pool.acquire() as conn:
-                    result = await erase_person(
-                        conn, KeyStore.from_settings(settings), person, requested_by=by
-                    )
-            finally:
-                await pool.close()
-            note = " (already on the erasure register)" if result.already_erased else ""
-            out.print(
-                f"erased {person}{note}: data key {'deleted' if result.key_deleted else 'was already gone'}, "
-                f"{result.rows_deleted} rows deleted"
-            )
-
-        asyncio.run(_main())
-
-    replay_app = typer.Typer(no_args_is_help=True, add_completion=False)
+    run_app.command("shared-view")(run_shared_view)
+    app.command("erase")(erase)
     app.add_typer(replay_app, name="replay", help="Rebuild a projection from the topics, from scratch")
-
-    @replay_app.command("shared-view")
-    def replay_shared_view() -> None:
-        """Rebuild the shared view from the topics, honouring today's consents and erasures."""
-        from consumers.shared_view.replay import ReplayRefused, replay
-        from hub.cli.main import progress_bar
-        from infra.config import get_settings
-        from infra.logging import configure_logging
-        from infra.runner import prepare
-
-        async def _main() -> None:
-            settings = get_settings()
-            configure_logging("WARNING")
-            pool = await prepare(settings)
-            try:
-                with progress_bar() as bar:
-                    task = bar.add_task("replay shared-view", total=None)
-                    result = await replay(
-                        settings,
-                        pool,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    )
-            except ReplayRefused as refused:
-                err.print(f"[red]{refused.reason}[/]")
-                raise typer.Exit(1) from None
-            finally:
-                await pool.close()
-            rate = result.events / result.seconds if result.seconds else 0.0
-            out.print(
-                f"replayed {result.events} records in {result.seconds:.1f} s ({rate:,.0f}/s): "
-                f"{result.persons} people in the view, {result.masked_events} events of erased people masked"
-            )
-
-        asyncio.run(_main())

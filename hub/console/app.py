@@ -23,10 +23,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from consumers.monitoring.deadletters import DeadLetterDesk
-from consumers.monitoring.figures import ConsumerFigures, TopicFigures, rates_between
 from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.sampler import Sampler, register_collector
 from consumers.monitoring.snapshot import RATE_WINDOWS_S, Snapshot, collect
+from domain.monitoring import ConsumerFigures, TopicFigures, rates_between
 from hub.console.session import COOKIE, LoginRequired, console_sessions, operator_by_id, require_operator
 from hub.web import i18n
 from hub.web.charts import bar_chart, line_chart

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from consumers.monitoring import queries
-from consumers.monitoring.figures import group_letters
+from domain.monitoring import group_letters
 from hub.console.app import COOKIE, Operator, console_of, language, page, snapshot, snapshot_json
 from hub.console.session import require_operator
 from hub.web.i18n import N_, gettext

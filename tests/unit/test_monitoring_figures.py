@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.monitoring.figures import (
+from domain.monitoring import (
     HIDDEN,
     LetterRow,
     OffsetRow,
