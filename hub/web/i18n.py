@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 from contextvars import ContextVar
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -26,13 +26,12 @@ from babel.support import NullTranslations, Translations
 from jinja2 import Environment
 from starlette.requests import Request
 
-from domain.calendar import YearMonth, era_year, wareki
+from domain.calendar import JST, YearMonth, era_year, wareki
 
 Lang = Literal["ja", "en"]
 LANGS: tuple[Lang, ...] = ("ja", "en")
 LANG_COOKIE = "ittai_lang"
 LOCALE_DIR = Path(__file__).parent / "locale"
-JST = timezone(timedelta(hours=9), "JST")
 
 _current: ContextVar[Lang] = ContextVar("hub_web_lang", default="en")
 

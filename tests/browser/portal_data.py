@@ -8,7 +8,7 @@ history with a change summary. Also returns who may and who may never be named t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,7 +19,7 @@ from consumers.feed.projection import FeedProjection
 from contracts.envelope import Family
 from devtools.demo.adapters import add_demo_agreements, sites_of_stream
 from devtools.simulator import SimulationConfig, is_late, simulate
-from domain.calendar import YearMonth
+from domain.calendar import JST, YearMonth
 from domain.feed import shift_month
 from infra.config import Settings
 from infra.topics import ensure_topics
@@ -31,7 +31,6 @@ CONFIG = SimulationConfig(
     authorities=2, months=3, seed=2301, start_month="2023-01", registrations_per_site_month=30
 )
 MONTHS = [YearMonth(2023, 1), YearMonth(2023, 2), YearMonth(2023, 3)]
-JST = timezone(timedelta(hours=9))
 
 
 @dataclass
