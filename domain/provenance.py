@@ -43,12 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from domain.calendar import JST
+
 CLOCK_SKEW = timedelta(minutes=5)
-JST = timezone(timedelta(hours=9), "JST")
 
 
 class Side(StrEnum):

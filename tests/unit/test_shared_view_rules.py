@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.consent import ConsentRecord, Recipient, Scope
+from domain.consent import ConsentRecord, Recipient, Scope, consent_record
 from domain.shared_view import (
     FIELDS_BY_PURPOSE,
     SPECIAL_CARE_FIELDS,
@@ -20,7 +20,6 @@ from domain.shared_view import (
     ReaderKind,
     StoredEvent,
     active_consent,
-    consent_record,
     decide,
     disclose,
     disclosed_fields,
