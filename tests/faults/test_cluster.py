@@ -29,8 +29,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumers.shared_view.handler import load_views
 from consumers.shared_view.replay import replay
+from consumers.shared_view.store import load_views
 from contracts.envelope import Family, decode
 from devtools.simulator import SimulationConfig, simulate
 from devtools.stack.cluster import topic_health

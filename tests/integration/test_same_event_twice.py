@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaProducer
 from consumers.catchup import run_until_caught_up
 from consumers.event_log import EventLogHandler
 from consumers.feed.projection import FeedProjection
-from consumers.shared_view.handler import SharedViewHandler, load_views
+from consumers.shared_view.handler import SharedViewHandler
+from consumers.shared_view.store import load_views
 from contracts.envelope import Event, encode
 from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings

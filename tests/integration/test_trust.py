@@ -19,8 +19,9 @@ import pytest_asyncio
 
 from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
+from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
-from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.handler import SharedViewHandler
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from producers.adapters.app import employment_app, welfare_app
@@ -111,7 +112,7 @@ async def project(settings: Settings, pool: asyncpg.Pool) -> None:
         )
     handler = SharedViewHandler(settings)
     ends = await end_offsets(settings, handler.topics)
-    await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=60)
+    await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=60)
 
 
 def signed(at: datetime) -> str:
