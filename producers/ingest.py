@@ -5,12 +5,19 @@ same steps:
 
 1. **validate** (``submission.validate`` / ``check``): once, against the family's contract with the
    personal block in clear; a refusal names the field and the rule.
-2. **authorise**: the caller's rule — the adapters' ``authorization.authorize`` (a credential proves one
-   organisation and its sites), or a trusted source (the simulator, tests).
+2. **authorise** (``authorisation_context`` + ``authorise``): the provenance rules P1–P9 of
+   ``domain.provenance`` over the registers they need — the site registry (P2), the holders of the people
+   concerned (P3), their withdrawal fences (P7), the erasure register (P9) — loaded once per request or
+   file chunk: a credential proves one organisation, which publishes only at its own sites and only about
+   people it holds, nothing signed behind a withdrawal, and nothing more about an erased person. The
+   simulator and tests are trusted sources and skip this step.
 3. **seal** (``seal_events``): each personal block with its person's data key, all keys in one round
    trip, only for events that are valid and authorised — a refused request leaves no key behind.
-4. **enqueue** (``outbox.enqueue``): into the outbox in the caller's transaction. Once it commits, the
-   event reaches Kafka even if the broker is down right now.
+4. **enqueue** (``outbox.enqueue``): into the outbox in the caller's transaction, with what acceptance
+   changes in the registers (``producers.holders``: a registration or referral makes its site's parties
+   hold the person, P3; a withdrawal moves the person's fence, P7). Once it commits, the event reaches
+   Kafka even if the broker is down right now, and every later authorisation and disclosure sees the
+   registers as of this acceptance.
 
 ``accept`` runs the four steps for trusted callers. The adapters run them with their idempotency keys in
 the same transaction, and batch concurrent requests into one transaction with a group committer (an
@@ -23,12 +30,37 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from contracts.envelope import Event
+from contracts.envelope import Event, Family
+from infra.auth import Principal
 from infra.crypto import KeyStore
+from producers.adapters.authorization import Adapter, Context, authorised_fields, authorize, site_of
+from producers.holders import erased_of, fences_of, holders_of, site_entries
 from producers.outbox import enqueue
 from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
 
-__all__ = ["accept", "enqueue", "seal_events"]
+__all__ = ["accept", "authorisation_context", "authorise", "enqueue", "seal_events"]
+
+
+async def authorisation_context(
+    conn: asyncpg.Connection, family: Family, checked: Sequence[Checked]
+) -> Context:
+    """Step 2's registers for these events: the site registry entries (P2), the holders of their people
+    (P3), for consents their withdrawal fences (P7), and the erasure register (P9) — at most four indexed
+    lookups."""
+    plain = [authorised_fields(c.data) for c in checked]
+    people = [str(p["person_key"]) for p in plain]
+    return Context(
+        sites=await site_entries(conn, (site_of(family, p) for p in plain)),
+        holders=await holders_of(conn, people),
+        fences=await fences_of(conn, people) if family is Family.CONSENT else {},
+        erased=await erased_of(conn, people),
+    )
+
+
+def authorise(adapter: Adapter, principal: Principal, family: Family, checked: Checked, ctx: Context) -> str:
+    """Step 2 for one event: its CloudEvents source if ``principal`` may publish it, else ``AuthError(403)``
+    naming the rule (``producers.adapters.authorization``)."""
+    return authorize(adapter, principal, family, authorised_fields(checked.data), ctx)
 
 
 async def seal_events(

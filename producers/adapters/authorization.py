@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel
+
 from contracts.envelope import Family
 from domain.provenance import (
     Org,
@@ -141,3 +143,32 @@ _SIGNED_AT = {
 
 def _deny(principal: Principal, what: str) -> AuthError:
     return AuthError(403, f"client {principal.client_id} ({principal.organisation}) may not publish {what}")
+
+
+_AUTHORIZATION_FIELDS = (
+    "person_key",
+    "authority",
+    "site",
+    "office",
+    "valid_from",
+    "action",
+    "registered_on",
+    "referred_on",
+    "placed_on",
+    "checked_on",
+    "left_on",
+)
+
+
+def authorised_fields(data: BaseModel) -> Mapping[str, Any]:
+    """The few fields authorisation reads (a full dump per event would cost more than the check)."""
+    fields = type(data).model_fields
+    view: dict[str, Any] = {k: getattr(data, k) for k in _AUTHORIZATION_FIELDS if k in fields}
+    if "captured" in fields:
+        captured = data.captured  # type: ignore[attr-defined]
+        view["captured"] = {
+            "side": captured.side.value,
+            "site": captured.site,
+            "signed_at": captured.signed_at,
+        }
+    return view

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import hmac
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,6 @@ from typing import Any
 import asyncpg
 import orjson
 from prometheus_client import Counter
-from pydantic import BaseModel
 
 from contracts.envelope import Event, Family
 from infra.auth import AuthError, Principal
@@ -37,9 +36,8 @@ from infra.config import Settings
 from infra.crypto import KeyStore, derived_key
 from infra.logging import get_logger
 from infra.tracing import current_traceparent
-from producers.adapters.authorization import Adapter, Context, authorize, site_of
-from producers.holders import erased_of, fences_of, holders_of, site_entries
-from producers.ingest import enqueue, seal_events
+from producers.adapters.authorization import Adapter, Context
+from producers.ingest import authorisation_context, authorise, enqueue, seal_events
 from producers.submission import Checked, check
 
 REQUESTS = Counter(
@@ -195,7 +193,7 @@ class AdapterService:
             else b""
         )
         async with self.pool.acquire() as conn:
-            ctx = await self._context(conn, family, [c.data for c in checked])
+            ctx = await authorisation_context(conn, family, checked)
         sources = self._authorize_all(principal, family, checked, ctx)
         for source in sources:
             if isinstance(source, AuthError):
@@ -227,7 +225,7 @@ class AdapterService:
         sources: list[str | AuthError] = []
         for c in checked:
             try:
-                sources.append(authorize(self.adapter, principal, family, _plain(c.data), ctx))
+                sources.append(authorise(self.adapter, principal, family, c, ctx))
             except AuthError as exc:
                 sources.append(exc)
                 break
@@ -254,19 +252,6 @@ class AdapterService:
             raise IdempotencyConflict(key, row["family"])
         REQUESTS.labels(self.adapter.value, family.value, "replayed").inc()
         return Accepted(list(row["event_ids"]), replayed=True)
-
-    @staticmethod
-    async def _context(conn: asyncpg.Connection, family: Family, data: Iterable[BaseModel]) -> Context:
-        """The registry entries, holders, fences and erasures authorisation needs (P2, P3, P7, P9)."""
-        plain = [_plain(d) for d in data]
-        return Context(
-            sites=await site_entries(conn, (site_of(family, p) for p in plain)),
-            holders=await holders_of(conn, (str(p["person_key"]) for p in plain)),
-            fences=await fences_of(conn, (str(p["person_key"]) for p in plain))
-            if family is Family.CONSENT
-            else {},
-            erased=await erased_of(conn, (str(p["person_key"]) for p in plain)),
-        )
 
     # --- batch files --------------------------------------------------------------------------------
 
@@ -370,10 +355,10 @@ class AdapterService:
         bad = chunk.bad
         accepted_rows: list[tuple[Checked, str, str]] = []
         async with self.pool.acquire() as conn:
-            ctx = await self._context(conn, family, [c.data for _, c, _ in chunk.valid])
+            ctx = await authorisation_context(conn, family, [c for _, c, _ in chunk.valid])
             for row, c, key in chunk.valid:
                 try:
-                    source = authorize(self.adapter, principal, family, _plain(c.data), ctx)
+                    source = authorise(self.adapter, principal, family, c, ctx)
                 except AuthError as exc:
                     bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                     continue
@@ -625,35 +610,6 @@ class _GroupCommitter:
                 namespace=service.settings.topic_namespace,
             )
         return answered + list(zip(group, results, strict=True))
-
-
-_AUTHORIZATION_FIELDS = (
-    "person_key",
-    "authority",
-    "site",
-    "office",
-    "valid_from",
-    "action",
-    "registered_on",
-    "referred_on",
-    "placed_on",
-    "checked_on",
-    "left_on",
-)
-
-
-def _plain(data: BaseModel) -> Mapping[str, Any]:
-    """The few fields authorisation reads (a full dump per event would cost more than the check)."""
-    fields = type(data).model_fields
-    view: dict[str, Any] = {k: getattr(data, k) for k in _AUTHORIZATION_FIELDS if k in fields}
-    if "captured" in fields:
-        captured = data.captured  # type: ignore[attr-defined]
-        view["captured"] = {
-            "side": captured.side.value,
-            "site": captured.site,
-            "signed_at": captured.signed_at,
-        }
-    return view
 
 
 def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_field: str) -> str | None:
