@@ -33,6 +33,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+from domain.agreements import Registers, covered
+from domain.agreements import refusal as agreement_refusal
 from domain.batch import CONSENT, Incoming, consent_of, once_each
 from domain.consent import ConsentRecord, PersonConsent, Recipient, Scope, effective, newest_versions
 
@@ -365,6 +367,9 @@ class ViewState:
     consents: Mapping[str, Sequence[ConsentRecord]]  # each person's kept (latest-version) records
     views: Mapping[str, PersonView]  # the records in the view now
     opened: Mapping[str, Mapping[str, Any] | None]  # event id → opened personal block (people in ``views``)
+    # person → withdrawal fence on record (P7, written with the withdrawal's acceptance): no consent signed
+    # at or before it puts the person in the view, even where a higher version replaced the withdrawal
+    fences: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +417,11 @@ def plan_batch(batch: Sequence[Incoming], state: ViewState) -> ViewPlan:
             records[p][r.consent_id] = r
     for c in newer:
         records[c.person_key][c.record.consent_id] = c.record
-    active = {p: rc for p in persons if (rc := active_consent(records[p].values(), state.today)) is not None}
+    active = {
+        p: rc
+        for p in persons
+        if (rc := active_consent(records[p].values(), state.today, state.fences.get(p))) is not None
+    }
     fresh: dict[str, list[StoredEvent]] = {}
     for e in others:
         p = e.person_key
@@ -486,6 +495,40 @@ def decide(view: PersonView | None, reader: Reader, purpose: Scope, *, holds: bo
     if not view.grants(purpose):
         return Decision(False, f"consent does not grant purpose '{purpose.value}'")
     return Decision(True, fields=disclosed_fields(view, purpose))
+
+
+def decide_disclosure(
+    view: PersonView | None,
+    reader: Reader,
+    purpose: Scope,
+    registers: Registers,
+    consents: Iterable[ConsentRecord] = (),
+) -> Decision:
+    """``decide`` with the registers (``domain.agreements.Registers``): the withdrawal fence (P7: nothing
+    rests on a consent signed at or before the person's latest withdrawal on record — the fence is written
+    with the withdrawal's acceptance, so this holds from its 202 on, whatever the projection's lag),
+    holding (P3), consent validity on the day of the read, and an agreement in force covering the purpose
+    between the two sides (A2). ``consents``: the person's kept consent records."""
+    if view is None:
+        return decide(None, reader, purpose)
+    fence = registers.fences.get(view.person_key)
+    if fence is not None:
+        signed = next((c.signed_at for c in consents if c.consent_id == view.consent_id), None)
+        if signed is None or signed <= fence:
+            return Decision(False, "P7: the person withdrew consent; nothing is disclosed")
+    decision = decide(view, reader, purpose, holds=view.person_key in registers.held)
+    if not decision.granted:
+        return decision
+    today = registers.today
+    if today < view.valid_from or (view.valid_until is not None and today > view.valid_until):
+        return Decision(False, "consent is not valid today (valid_from / valid_until)")
+    authority = reader.code if reader.kind is ReaderKind.AUTHORITY else view.authority
+    office = reader.code if reader.kind is ReaderKind.OFFICE else view.office
+    if not covered(
+        registers.agreements, purpose, authority=authority, office=office, site=view.site, day=today
+    ):
+        return Decision(False, agreement_refusal(purpose, authority, office))
+    return decision
 
 
 def disclosed_fields(view: PersonView, purpose: Scope) -> tuple[str, ...]:

@@ -4,9 +4,11 @@ The same shape as every consumer (``docs/ARCHITECTURE.md``): load → plan (pure
 → write (``store``). Per batch, in the runtime's transaction, a handful of statements whatever its size:
 
 1. load: who of the batch's people is on the erasure register, which events are stored already, their
-   kept consents and their records in the view; open the new events' personal blocks of people in it;
+   kept consents, their withdrawal fences (P7, ``consumers.registers``) and their records in the view;
+   open the new events' personal blocks of people in it;
 2. plan (``plan_batch``): consents to keep (newest version wins), events to store (held while no consent
-   covers them), records extended in place, records to rebuild, people to remove (withdrawal);
+   covers them), records extended in place, records to rebuild, people to remove (withdrawal, or a
+   consent behind the person's fence);
 3. write the plan; then rebuild the records the plan could not extend from their stored events
    (``project``).
 
@@ -23,6 +25,7 @@ from datetime import date, datetime
 
 import asyncpg
 
+from consumers import registers
 from consumers.provenance import check_sources
 from consumers.runtime import Consumed, incoming
 from consumers.shared_view import store
@@ -81,7 +84,8 @@ class SharedViewHandler:
         if extendable:
             opener = Opener(await self.keystore.existing_keys(conn, {e.person_key for e in extendable}))
             opened = {e.event_id: opener(e.person_key, e.data.get("personal")) for e in extendable}
-        return ViewState(self.today(), erased, known, consents, views, opened)
+        fences = await registers.fences_of(conn, persons) if persons else {}
+        return ViewState(self.today(), erased, known, consents, views, opened, fences)
 
     async def rebuild(self, conn: asyncpg.Connection, active: Mapping[str, ConsentRecord]) -> None:
         """Write the records of these people (all with an active consent) from their stored events."""
@@ -109,7 +113,12 @@ class SharedViewHandler:
             return 0
         await store.hold_erasure_lock(conn)
         records = await store.consents.load(conn, persons)
-        active = {p: c for p in persons if (c := active_consent(records.get(p, ()), today)) is not None}
+        fences = await registers.fences_of(conn, persons)
+        active = {
+            p: c
+            for p in persons
+            if (c := active_consent(records.get(p, ()), today, fences.get(p))) is not None
+        }
         await store.remove(conn, [p for p in persons if p not in active])
         await store.reveal(conn, active)
         await self.rebuild(conn, active)

@@ -36,19 +36,24 @@ def event(event_id: str, family: str, data: Mapping[str, Any], *, at: int = 0) -
     return Incoming(event_id, family, data["person_key"], T0 + timedelta(minutes=at), data)
 
 
-def registration(eid: str, person: str, *, on: str = "2025-05-01", authority: str = "131041") -> Incoming:
+def registration(
+    eid: str, person: str, *, on: str = "2025-05-01", authority: str = "131041", **extra: Any
+) -> Incoming:
     return event(eid, "registration", {
         "person_key": person, "registered_on": on, "office": "1301", "site": f"{authority}-01",
         "authority": authority, "sex": "female", "age_band": "35-39", "attributes": ["public_assistance"],
         "desired_occupation": {"group": "06", "classification_version": "MHLW-2022"}, "team_support": True,
-        "personal": SEALED,
+        "personal": SEALED, **extra,
     })  # fmt: skip
 
 
-def referral(eid: str, person: str, *, authority: str = "131041", referral_id: str | None = None) -> Incoming:
+def referral(
+    eid: str, person: str, *, authority: str = "131041", referral_id: str | None = None, **extra: Any
+) -> Incoming:
     return event(eid, "referral", {
         "referral_id": referral_id or f"r-{eid}", "person_key": person, "authority": authority,
         "site": f"{authority}-01", "programme": "general", "referred_on": "2025-04-28", "personal": SEALED,
+        **extra,
     })  # fmt: skip
 
 
@@ -212,6 +217,33 @@ class TestSharedViewPlanning(PlanningCases):
         assert [e.event_id for e, _ in plan.events] == ["e2"] and not plan.consents
         assert plan.masked_events == 2
 
+    def test_a_consent_signed_behind_the_withdrawal_fence_brings_nobody_in(self) -> None:
+        # The withdrawal (signed 04-02) was accepted, so its fence is on record; a version 3 signed before
+        # it (04-01 here, say a late correction of the old form) replaces the withdrawn version.
+        kept = [registration("e1", pk(1))]
+        late = event(
+            "k3",
+            "consent",
+            {**consent("k3", pk(1), 3).data, "captured": {"signed_at": "2025-04-01T12:00:00+09:00"}},
+        )
+        state = view_state(kept)
+        fenced = sv.ViewState(TODAY, frozenset(), state.known, state.consents, state.views, {},
+                              {pk(1): datetime(2025, 4, 2, 1, 0, tzinfo=UTC)})  # fmt: skip
+        assert set(sv.plan_batch([late], state).rebuild) == {pk(1)}  # without the fence: in the view
+        plan = sv.plan_batch([late], fenced)
+        assert not plan.rebuild and not plan.reveal and not plan.write
+        assert [
+            (e.event_id, visible)
+            for e, visible in sv.plan_batch([late, referral("e2", pk(1))], fenced).events
+        ] == [("e2", False)]
+
+    def test_a_consent_signed_after_the_fence_brings_the_person_in(self) -> None:
+        kept = [registration("e1", pk(1))]
+        state = view_state(kept)
+        fenced = sv.ViewState(TODAY, frozenset(), state.known, state.consents, state.views, {},
+                              {pk(1): datetime(2025, 4, 2, 1, 0, tzinfo=UTC)})  # fmt: skip
+        assert set(sv.plan_batch([consent("k3", pk(1), 3)], fenced).rebuild) == {pk(1)}
+
     def test_a_consent_not_valid_yet_holds_events(self) -> None:
         kept = [consent("k1", pk(1)), registration("e1", pk(1))]
         plan = sv.plan_batch([referral("e2", pk(1))], view_state(kept, today=date(2025, 3, 31)))
@@ -293,6 +325,24 @@ class TestFeedPlanning(PlanningCases):
         plan = feed.plan_batch([registration("e2", pk(2), on="2025-04-30"), retention("t", pk(1), "P", months=3)],
                                feed_state(kept))  # fmt: skip
         assert sorted(plan.marks) == [feed.Mark("131041", "2025-04"), feed.Mark("131041", "2026-03")]
+
+    def test_team_support_enrolled_later_marks_the_month_of_the_enrolment(self) -> None:
+        plan = feed.plan_batch([referral("e1", pk(1), team_support_from="2025-09-10")], feed_state([]))
+        assert plan.marks == (feed.Mark("131041", "2025-09"),)
+        assert plan.referrals[0].team_support_from == date(2025, 9, 10)
+
+    def test_programme_fields_are_kept_and_optional_ones_default(self) -> None:
+        plan = feed.plan_batch(
+            [
+                registration("e1", pk(1)),
+                registration("e2", pk(2), foreign_national=True, prior_application_office="1302"),
+            ],
+            feed_state([]),
+        )
+        first, second = plan.registrations
+        assert (first.foreign_national, first.prior_application_office) == (False, None)
+        assert (second.foreign_national, second.prior_application_office) == (True, "1302")
+        assert (first.attributes, first.sex, first.age_band) == (["public_assistance"], "female", "35-39")
 
     def test_a_repeated_fact_marks_nothing(self) -> None:
         kept = [registration("e1", pk(1)), placement("e2", pk(1))]
