@@ -43,7 +43,7 @@ async def load(
     *,
     kind: str,
     code: str,
-    authorities: Iterable[str],
+    authorities: Iterable[str | None],
     today: date,
 ) -> Registers:
     """The registers for disclosing about ``persons`` to ``kind:code`` under the agreements of

@@ -12,8 +12,6 @@ logs or the access log. Refusals say which rule refused, never a personal value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
@@ -21,15 +19,15 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from consumers.agreements import agreements_of
+from consumers import registers
+from consumers.shared_view import store
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import today_jst
 from consumers.shared_view.store import VIEW_FIELDS, view_from_row
 from contracts.types import INT32_MAX, PRINTABLE_PATTERN
-from domain.agreements import Agreement, covered
-from domain.agreements import refusal as agreement_refusal
-from domain.consent import Scope
-from domain.shared_view import Decision, PersonView, Reader, ReaderKind, decide, disclose
+from domain.agreements import Registers
+from domain.consent import ConsentRecord, Scope
+from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure, disclose
 from infra.auth import OrgKind, Principal, Role
 from infra.config import Settings
 from infra.http import attach_keystore, create_app, current_principal, requires
@@ -130,63 +128,18 @@ def _refuse(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
 
-_HELD_BY = (
-    "SELECT DISTINCT person_key FROM person_holders WHERE person_key = ANY($1::text[]) "
-    "AND org_kind = $2 AND ($3::text = '*' OR org_code = $3)"
-)
-# P7: a person whose view rests on a consent signed at or before their latest withdrawal on record. The
-# fence is written with the withdrawal's outbox row, so this holds from the 202 on, whatever the lag.
-_FENCED = (
-    "SELECT u.p FROM unnest($1::text[], $2::text[]) AS u(p, cid) "
-    "JOIN withdrawal_fences f ON f.person_key = u.p "
-    "LEFT JOIN sv_consents c ON c.person_key = u.p AND c.consent_id = u.cid "
-    "WHERE c.signed_at IS NULL OR c.signed_at <= f.signed_at"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Trust:
-    """What the registers say about the people of one read: who the reader holds, who is fenced off,
-    which agreements stand, and the day (JST) the read happens on."""
-
-    held: frozenset[str]
-    fenced: frozenset[str]
-    agreements: tuple[Agreement, ...]
-    today: date
-
-
-async def trust_for(conn: asyncpg.Connection, reader: Reader, views: Sequence[PersonView]) -> Trust:
-    today = today_jst()
-    if not views:
-        return Trust(frozenset(), frozenset(), (), today)
+async def registers_for(
+    conn: asyncpg.Connection, reader: Reader, views: Sequence[PersonView]
+) -> tuple[Registers, dict[str, list[ConsentRecord]]]:
+    """What ``decide_disclosure`` needs besides the views: the registers (holders, fences, agreements) and
+    the people's kept consent records."""
     people = [v.person_key for v in views]
     kind = "authority" if reader.kind is ReaderKind.AUTHORITY else "office"
-    held = await conn.fetch(_HELD_BY, people, kind, reader.code)
-    fenced = await conn.fetch(_FENCED, people, [v.consent_id for v in views])
     authorities = {reader.code} if reader.kind is ReaderKind.AUTHORITY else {v.authority for v in views}
-    agreements = await agreements_of(conn, [a for a in authorities if a])
-    return Trust(frozenset(r[0] for r in held), frozenset(r[0] for r in fenced), tuple(agreements), today)
-
-
-def decide_trusted(view: PersonView | None, reader: Reader, purpose: Scope, trust: Trust) -> Decision:
-    """``decide`` with the registers: the withdrawal fence (P7), consent validity on the day of the read,
-    holding (P3), and an agreement in force covering the purpose between the two sides (A2)."""
-    if view is None:
-        return decide(None, reader, purpose)
-    if view.person_key in trust.fenced:
-        return Decision(False, "P7: the person withdrew consent; nothing is disclosed")
-    decision = decide(view, reader, purpose, holds=view.person_key in trust.held)
-    if not decision.granted:
-        return decision
-    if trust.today < view.valid_from or (view.valid_until is not None and trust.today > view.valid_until):
-        return Decision(False, "consent is not valid today (valid_from / valid_until)")
-    authority = reader.code if reader.kind is ReaderKind.AUTHORITY else view.authority
-    office = reader.code if reader.kind is ReaderKind.OFFICE else view.office
-    if not covered(
-        trust.agreements, purpose, authority=authority, office=office, site=view.site, day=trust.today
-    ):
-        return Decision(False, agreement_refusal(purpose, authority, office))
-    return decision
+    on_record = await registers.load(
+        conn, people, kind=kind, code=reader.code, authorities=authorities, today=today_jst()
+    )
+    return on_record, (await store.consents.load(conn, people) if people else {})
 
 
 async def _granted_rows(
@@ -199,9 +152,9 @@ async def _granted_rows(
 ) -> list[dict[str, Any]]:
     answers, entries = [], []
     views = [view_from_row(row) for row in rows]
-    trust = await trust_for(conn, reader, views)
+    on_record, consents = await registers_for(conn, reader, views)
     for view in views:
-        decision = decide_trusted(view, reader, purpose, trust)
+        decision = decide_disclosure(view, reader, purpose, on_record, consents.get(view.person_key, ()))
         if decision.granted:
             answers.append(disclose(view, purpose))
             entries.append((view.person_key, decision.fields, "granted", ""))
@@ -292,8 +245,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                 return _refuse(403, reason)
             row = await conn.fetchrow(f"SELECT {columns} FROM sv_persons WHERE person_key = $1", person_key)
             view = view_from_row(row) if row is not None else None
-            trust = await trust_for(conn, reader, [view] if view is not None else [])
-            decision = decide_trusted(view, reader, purpose, trust)
+            on_record, consents = await registers_for(conn, reader, [view] if view is not None else [])
+            decision = decide_disclosure(view, reader, purpose, on_record, consents.get(person_key, ()))
             outcome = "granted" if decision.granted else "refused"
             await record_reads(
                 conn,
@@ -317,8 +270,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             if not is_operator(principal):
                 reader = reader_of(principal) if Role.READ in principal.roles else None
                 held = reader is not None and bool(
-                    await conn.fetch(
-                        _HELD_BY,
+                    await registers.held_by(
+                        conn,
                         [person_key],
                         "authority" if reader.kind is ReaderKind.AUTHORITY else "office",
                         reader.code,

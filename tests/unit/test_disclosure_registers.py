@@ -1,0 +1,103 @@
+"""The disclosure rules over the registers, without a database: ``domain.agreements.withheld`` (the feed's
+individual list) and ``domain.shared_view.decide_disclosure`` (shared-view reads) decide from plain data
+what the stores loaded — holders (P3), withdrawal fences (P7), consent (A1) and agreements (A2–A3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from domain.agreements import Agreement, Registers, Withheld, withheld
+from domain.consent import ConsentRecord, Recipient, Scope
+from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure
+
+PERSON = "a" * 32
+AUTHORITY, OFFICE, SITE = "131041", "1301", "131041-01"
+TODAY = date(2025, 7, 1)
+SIGNED = datetime(2025, 4, 1, 1, 0, tzinfo=UTC)
+RECIPIENT = Recipient("authority", AUTHORITY)
+AGREEMENT = Agreement(
+    "agr-1", AUTHORITY, frozenset({OFFICE}), frozenset(), frozenset(Scope), date(2025, 4, 1), None
+)
+
+
+def consent(*, signed_at: datetime = SIGNED, valid_until: date | None = None) -> ConsentRecord:
+    return ConsentRecord(
+        "c1", 1, False, frozenset(Scope), frozenset({RECIPIENT, Recipient("office", OFFICE)}),
+        date(2025, 4, 1), valid_until, signed_at,
+    )  # fmt: skip
+
+
+def registers(
+    *, held: bool = True, fence: datetime | None = None, agreements: tuple[Agreement, ...] = (AGREEMENT,)
+) -> Registers:
+    return Registers(
+        frozenset({PERSON}) if held else frozenset(), {PERSON: fence} if fence else {}, agreements, TODAY
+    )
+
+
+def why(regs: Registers, records: tuple[ConsentRecord, ...] = (consent(),), **kw: object) -> Withheld | None:
+    args: dict = {"authority": AUTHORITY, "office": OFFICE, "site": SITE, "on": date(2025, 5, 12)} | kw
+    return withheld(PERSON, records, regs, Scope.DISCLOSE_PLACEMENT, recipient=RECIPIENT, **args)
+
+
+def test_held_consented_and_agreed_is_disclosed() -> None:
+    assert why(registers()) is None
+
+
+def test_a_person_the_authority_does_not_hold_is_withheld() -> None:
+    assert why(registers(held=False)) is Withheld.NO_CONSENT
+
+
+def test_a_consent_signed_behind_the_fence_is_dead() -> None:
+    assert why(registers(fence=datetime(2025, 4, 1, 1, 1, tzinfo=UTC))) is Withheld.NO_CONSENT
+    assert why(registers(fence=datetime(2025, 3, 31, tzinfo=UTC))) is None  # a fence before the signing
+
+
+def test_consent_must_hold_on_the_day_of_the_fact_and_today() -> None:
+    assert why(registers(), (consent(valid_until=date(2025, 6, 30)),)) is Withheld.NO_CONSENT  # expired
+    assert why(registers(), on=date(2025, 3, 31)) is Withheld.NO_CONSENT  # placed before it was valid
+    assert why(registers(), ()) is Withheld.NO_CONSENT
+
+
+def test_without_an_agreement_in_force_covering_the_office_it_is_withheld() -> None:
+    assert why(registers(agreements=())) is Withheld.NO_AGREEMENT
+    assert why(registers(), office="1302") is Withheld.NO_AGREEMENT
+    ended = Agreement("agr-2", AUTHORITY, frozenset({OFFICE}), frozenset(), frozenset(Scope), date(2025, 4, 1),
+                      date(2025, 6, 30))  # fmt: skip
+    assert why(registers(agreements=(ended,))) is Withheld.NO_AGREEMENT
+
+
+VIEW = PersonView(
+    person_key=PERSON, consent_id="c1", scopes=tuple(s.value for s in Scope),
+    recipient_authorities=(AUTHORITY,), recipient_offices=(OFFICE,), valid_from=date(2025, 4, 1),
+    valid_until=None, authority=AUTHORITY, office=OFFICE, site=SITE,
+)  # fmt: skip
+READER = Reader(ReaderKind.AUTHORITY, AUTHORITY)
+
+
+def test_a_read_of_a_held_consented_agreed_person_is_granted() -> None:
+    assert decide_disclosure(VIEW, READER, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
+
+
+def test_a_read_resting_on_a_consent_at_or_behind_the_fence_is_refused_p7() -> None:
+    decision = decide_disclosure(VIEW, READER, Scope.SHARE_REGISTRATION, registers(fence=SIGNED), [consent()])
+    assert not decision.granted and decision.reason.startswith("P7")
+    # the view's consent unknown to the store: the fence wins
+    assert not decide_disclosure(VIEW, READER, Scope.SHARE_REGISTRATION, registers(fence=SIGNED)).granted
+    later = consent(signed_at=datetime(2025, 4, 3, tzinfo=UTC))
+    assert decide_disclosure(VIEW, READER, Scope.SHARE_REGISTRATION, registers(fence=SIGNED), [later]).granted
+
+
+def test_a_read_of_a_person_not_held_or_without_agreement_is_refused() -> None:
+    assert not decide_disclosure(
+        VIEW, READER, Scope.SHARE_REGISTRATION, registers(held=False), [consent()]
+    ).granted
+    refused = decide_disclosure(VIEW, READER, Scope.SHARE_REGISTRATION, registers(agreements=()), [consent()])
+    assert not refused.granted and refused.reason.startswith("A2")
+
+
+def test_a_read_outside_the_consents_validity_today_is_refused() -> None:
+    expired = VIEW.__class__(
+        **{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, "valid_until": date(2025, 6, 30)}
+    )
+    assert not decide_disclosure(expired, READER, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
