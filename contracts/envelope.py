@@ -20,6 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from contracts import wire
 from contracts.events import Consent, Placement, Referral, Registration, Retention
+from domain.trace_context import TRACEPARENT_HEADER as TRACEPARENT_HEADER
+from domain.trace_context import TRACEPARENT_LENGTH as TRACEPARENT_LENGTH
+from domain.trace_context import TRACEPARENT_PATTERN as TRACEPARENT_PATTERN
+from domain.trace_context import traceparent_refusal as traceparent_refusal
 
 SPECVERSION = "1.0"
 TYPE_PREFIX = "jp.ittai"
@@ -191,25 +195,8 @@ def _attributes(headers: Headers, traced: list[bytes]) -> dict[str, str]:
 
 # The trace context is optional metadata, not part of the event: a defective one is dropped (the event is
 # processed untraced; ``decode(dropped=…)`` says why, for the log), never a reason to refuse the event.
-# Strict W3C Trace Context, version 00 only: exactly 55 characters, lowercase hex, ids not all zeros.
-TRACEPARENT_HEADER = "ce_traceparent"
-TRACEPARENT_LENGTH = 55
-TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
-_TRACEPARENT = re.compile(TRACEPARENT_PATTERN.encode())
-_ZERO_TRACE, _ZERO_PARENT = b"0" * 32, b"0" * 16
-
-
-def traceparent_refusal(raw: bytes) -> str | None:
-    """The W3C rule a ``traceparent`` value breaks (never quoting it), or None when it is well-formed."""
-    if len(raw) != TRACEPARENT_LENGTH:
-        return f"not {TRACEPARENT_LENGTH} bytes (W3C traceparent version 00)"
-    if not _TRACEPARENT.fullmatch(raw):
-        return "does not match 00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>"
-    if raw[3:35] == _ZERO_TRACE:
-        return "trace id is all zeros"
-    if raw[36:52] == _ZERO_PARENT:
-        return "parent id is all zeros"
-    return None
+# Its rule (strict W3C, version 00) is pure and lives in ``domain.trace_context``, which the operators'
+# header masking (``domain.monitoring``) shares.
 
 
 def traceparent_of(headers: Headers) -> tuple[str | None, str | None]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from contracts.envelope import TRACEPARENT_HEADER, TRACEPARENT_PATTERN
+from domain.trace_context import TRACEPARENT_HEADER, TRACEPARENT_PATTERN
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from consumers.monitoring.figures import HIDDEN, safe_headers
 from contracts.envelope import TRACEPARENT_HEADER, decode, encode, traceparent_of
+from domain.monitoring import HIDDEN, safe_headers
 from infra.tracing import _Redacting, batch_span, current_traceparent, export_to, trace_id
 from producers.submission import to_event
 from tests import factories
