@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 
 from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
-from consumers.shared_view.handler import SharedViewHandler, runtime_for
+from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import TRACEPARENT_HEADER, Family, encode
 from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
@@ -74,7 +74,7 @@ def _free_port() -> int:
 async def _catch_up_shared_view(pool: asyncpg.Pool, settings: Settings) -> None:
     handler = SharedViewHandler(settings)
     ends = await end_offsets(settings, handler.topics)
-    await run_until(runtime_for(handler, settings, pool), pool, ends, timeout_s=120)
+    await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=120)
 
 
 def _trace_of(traceparent: str | bytes) -> str:
