@@ -123,6 +123,13 @@ class PlanningCases(ABC):
         batch = [consent("a", pk(1), 2, consent_id="c1"), consent("b", pk(2), 1, consent_id="c2")]
         assert self.outcome(batch).consents == {"c1": 2, "c2": 1}
 
+    def test_a_consent_id_never_crosses_from_one_person_to_another(self) -> None:
+        # P8: records are kept per (person, consent id); another person's record under the same id is a
+        # record of its own, whatever the versions
+        kept = [consent("k5", pk(1), 5)]
+        assert self.outcome([consent("k3", pk(2), 3)], kept).consents == {"c1": 3}  # pk(2)'s own record
+        assert self.outcome([consent("k4", pk(1), 4)], kept).consents == {}  # pk(1)'s older version
+
     def test_the_order_of_a_batch_does_not_change_what_is_written(self) -> None:
         batch = [
             registration("e1", pk(1)), referral("e2", pk(1)), placement("e3", pk(1)),
@@ -267,7 +274,11 @@ def feed_state(kept: Sequence[Incoming]) -> feed.FeedState:
         places.setdefault(p.person_key, []).append(feed.Placed(p.placement_id, p.placed_on, p.site_authority))
     retention = {(t.placement_id, t.checkpoint_months): t.arrived_at for t in plan.retention}
     return feed.FeedState(
-        regs, refs, places, retention, {c.record.consent_id: c.record.version for c in plan.consents}
+        regs,
+        refs,
+        places,
+        retention,
+        {(c.person_key, c.record.consent_id): c.record.version for c in plan.consents},
     )
 
 
