@@ -49,24 +49,27 @@ def sites_of_stream(subs: Sequence[Submission]) -> dict[str, str]:
 
 
 async def add_demo_agreements(conn: asyncpg.Connection, sites: dict[str, str]) -> int:
-    """One agreement per authority with the offices of its sites, for every purpose, as each joint site
-    runs under one (``hub agreements add``). Without it consent alone discloses nothing. Added once."""
+    """Agreements for every purpose covering each authority's sites' offices, as each joint site runs
+    under one (``hub agreements add``). Without one consent alone discloses nothing. An office already
+    under a demo agreement is not added again; one that is not yet (a later stream's) gets its own."""
     offices: dict[str, set[str]] = defaultdict(set)
     for site, office in sites.items():
         offices[site[:6]].add(office)
-    have = {
-        r[0]
+    covered = {
+        (r["authority"], r["office"])
         for r in await conn.fetch(
-            "SELECT DISTINCT authority FROM sharing_agreements WHERE created_by = 'demo'"
+            "SELECT DISTINCT authority, unnest(offices) AS office FROM sharing_agreements "
+            "WHERE created_by = 'demo' AND ended_at IS NULL AND valid_until IS NULL"
         )
     }
     for authority, its_offices in sorted(offices.items()):
-        if authority in have:
+        missing = sorted(o for o in its_offices if (authority, o) not in covered)
+        if not missing:
             continue
         await add_agreement(
             conn,
             authority=authority,
-            offices=sorted(its_offices),
+            offices=missing,
             sites=[],
             purposes=[s.value for s in Scope],
             valid_from=date(2015, 4, 1),
