@@ -19,7 +19,16 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from contracts import wire
-from contracts.events import Consent, Placement, Referral, Registration, Retention
+from contracts.events import (
+    Consent,
+    Placement,
+    PlacementPersonal,
+    Referral,
+    ReferralPersonal,
+    Registration,
+    RegistrationPersonal,
+    Retention,
+)
 from domain.trace_context import TRACEPARENT_HEADER as TRACEPARENT_HEADER
 from domain.trace_context import TRACEPARENT_LENGTH as TRACEPARENT_LENGTH
 from domain.trace_context import TRACEPARENT_PATTERN as TRACEPARENT_PATTERN
@@ -46,6 +55,13 @@ MODELS: dict[Family, type[BaseModel]] = {
     Family.REFERRAL: Referral,
     Family.PLACEMENT: Placement,
     Family.RETENTION: Retention,
+}
+# What a family's sealed ``personal`` block holds once opened (the adapters take it in clear; consumers
+# that open a block check it against the same model).
+PERSONAL_MODELS: dict[Family, type[BaseModel]] = {
+    Family.REGISTRATION: RegistrationPersonal,
+    Family.REFERRAL: ReferralPersonal,
+    Family.PLACEMENT: PlacementPersonal,
 }
 MAJOR_VERSION = 1
 DEFAULT_NAMESPACE = "ittai"

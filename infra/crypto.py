@@ -21,8 +21,11 @@ import asyncpg
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import ValidationError
 
+from contracts.envelope import PERSONAL_MODELS, Family
 from contracts.events import Sealed
+from infra.codecs.field_errors import from_validation_error
 from infra.config import Settings
 
 
@@ -80,17 +83,29 @@ def try_open(data_key: bytes | None, person_key: str, sealed: Sealed) -> dict[st
         return None
 
 
+class UnfitBlock(Exception):
+    """A personal block that opens but is not what its family's contract says it holds (a rogue producer
+    with the person's key: a NUL in the name, not JSON, a wrong type). ``reason`` names the field and the
+    rule, never a value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Opener:
     """Opens many people's sealed blocks (a consumer's batch), as ``try_open`` does, keeping one cipher per
-    person: this is the shared view's hot loop. Blocks come in their JSON form (``{"nonce", "ct", …}``)."""
+    person: this is the shared view's hot loop. Blocks come in their JSON form (``{"nonce", "ct", …}``).
+
+    ``checked`` is for a block as it arrives: one the family's personal contract refuses raises
+    ``UnfitBlock``, so the consumer refuses that event alone (dead-lettered), the same in live and in
+    replay. Calling the opener (for blocks stored earlier) keeps such a block shut instead."""
 
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys = keys
         self._ciphers: dict[str, AESGCM] = {}
 
-    def __call__(self, person_key: str, sealed: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if sealed is None:
-            return None
+    def _plain(self, person_key: str, sealed: Mapping[str, Any]) -> bytes | None:
         cipher = self._ciphers.get(person_key)
         if cipher is None:
             key = self._keys.get(person_key)
@@ -98,11 +113,38 @@ class Opener:
                 return None  # erased: the block stays shut and the person shows as masked
             cipher = self._ciphers[person_key] = AESGCM(key)
         try:
-            plain = cipher.decrypt(_unb64(sealed["nonce"]), _unb64(sealed["ct"]), person_key.encode())
+            plain: bytes = cipher.decrypt(_unb64(sealed["nonce"]), _unb64(sealed["ct"]), person_key.encode())
         except InvalidTag:
             return None
+        return plain
+
+    def checked(
+        self, person_key: str, family: str, sealed: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The opened block of a ``family`` event, checked against that family's personal contract."""
+        if sealed is None:
+            return None
+        plain = self._plain(person_key, sealed)
+        if plain is None:
+            return None
+        model = PERSONAL_MODELS.get(Family(family))
+        if model is None:
+            raise UnfitBlock(f"personal: a {family} event carries no personal block")
+        try:
+            model.model_validate_json(plain)
+        except ValidationError as exc:
+            rules = sorted({e.operator_rule for e in from_validation_error(exc, prefix=("personal",))})
+            raise UnfitBlock("; ".join(rules[:5])) from None
         opened: dict[str, Any] = orjson.loads(plain)
         return opened
+
+    def __call__(
+        self, person_key: str, family: str, sealed: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        try:
+            return self.checked(person_key, family, sealed)
+        except UnfitBlock:
+            return None  # stored before blocks were checked on arrival: it stays shut
 
 
 class KeyStore:

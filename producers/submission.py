@@ -17,16 +17,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError, create_model
 
-from contracts.envelope import MODELS, Event, Family, event_type, new_event_id
-from contracts.events import PlacementPersonal, ReferralPersonal, RegistrationPersonal
+from contracts.envelope import MODELS, PERSONAL_MODELS, Event, Family, event_type, new_event_id
 from infra.codecs.field_errors import FieldError, from_validation_error
 from infra.crypto import seal
-
-PERSONAL_MODELS: dict[Family, type[BaseModel]] = {
-    Family.REGISTRATION: RegistrationPersonal,
-    Family.REFERRAL: ReferralPersonal,
-    Family.PLACEMENT: PlacementPersonal,
-}
 
 ExtraPolicy = Literal["forbid", "ignore"]
 

@@ -5,7 +5,8 @@ The same shape as every consumer (``docs/ARCHITECTURE.md``): load → plan (pure
 
 1. load: who of the batch's people is on the erasure register, which events are stored already, their
    kept consents, their withdrawal fences (P7, ``consumers.registers``) and their records in the view;
-   open the new events' personal blocks of people in it;
+   open the new events' personal blocks and check them against the contract (an unfit one is refused:
+   that event alone is dead-lettered);
 2. plan (``plan_batch``): consents to keep (newest version wins), events to store (held while no consent
    covers them), records extended in place, records to rebuild, people to remove (withdrawal, or a
    consent behind the person's fence);
@@ -27,14 +28,14 @@ import asyncpg
 
 from consumers import registers
 from consumers.provenance import check_sources
-from consumers.runtime import Consumed, incoming
+from consumers.runtime import Consumed, HandlerRejected, incoming
 from consumers.shared_view import store
 from domain.batch import CONSENT, Incoming
 from domain.calendar import JST
 from domain.consent import ConsentRecord
 from domain.shared_view import StoredEvent, ViewState, active_consent, persons_in, plan_batch, project
 from infra.config import Settings
-from infra.crypto import KeyStore, Opener
+from infra.crypto import KeyStore, Opener, UnfitBlock
 
 CONSUMER_NAME = "shared-view"
 
@@ -78,12 +79,18 @@ class SharedViewHandler:
         known = await store.known_events(conn, [e.event_id for e in others])
         consents = await store.consents.load(conn, persons) if persons else {}
         views = {v.person_key: v for v in await store.load_views(conn, persons)} if persons else {}
-        # The personal blocks a record in the view may take now (``extend``); the rest wait for a rebuild.
-        extendable = [e for e in others if e.person_key in views and e.event_id not in known]
+        # Every new personal block is opened and checked as it arrives, whether or not a record in the
+        # view takes it now (``extend``): one the contract refuses costs its own event only (dead-lettered,
+        # in live and replay alike), never the person's later consents, whose rebuild would meet it.
+        arriving = [e for e in others if e.event_id not in known and e.data.get("personal") is not None]
         opened: dict[str, Mapping[str, object] | None] = {}
-        if extendable:
-            opener = Opener(await self.keystore.existing_keys(conn, {e.person_key for e in extendable}))
-            opened = {e.event_id: opener(e.person_key, e.data.get("personal")) for e in extendable}
+        if arriving:
+            opener = Opener(await self.keystore.existing_keys(conn, {e.person_key for e in arriving}))
+            for e in arriving:
+                try:
+                    opened[e.event_id] = opener.checked(e.person_key, e.family, e.data["personal"])
+                except UnfitBlock as unfit:
+                    raise HandlerRejected(f"{e.family} personal block once opened: {unfit.reason}") from None
         fences = await registers.fences_of(conn, persons) if persons else {}
         return ViewState(self.today(), erased, known, consents, views, opened, fences)
 
@@ -98,7 +105,11 @@ class SharedViewHandler:
             person, data = r["person_key"], r["data"]
             events[person].append(
                 StoredEvent(
-                    r["event_id"], r["family"], r["event_time"], data, opener(person, data.get("personal"))
+                    r["event_id"],
+                    r["family"],
+                    r["event_time"],
+                    data,
+                    opener(person, r["family"], data.get("personal")),
                 )
             )
         views = [project(p, consent, events[p]) for p, consent in active.items()]

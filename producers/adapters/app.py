@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.routing import Route
 
-from contracts.envelope import MODELS, Family
+from contracts.envelope import MODELS, PERSONAL_MODELS, Family
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
 from infra.codecs.csv_columns import COLUMNS
 from infra.codecs.csv_rows import FileError
@@ -30,7 +30,6 @@ from infra.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
 from producers.adapters.service import AdapterService, IdempotencyConflict, Rejected
 from producers.outbox import OutboxRelay
-from producers.submission import PERSONAL_MODELS
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 

@@ -24,6 +24,7 @@ from consumers.event_log import EventLogHandler
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
+from consumers.shared_view.replay import replay
 from contracts.envelope import Event, Family, encode
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
@@ -210,3 +211,50 @@ async def test_bad_event_mid_batch_costs_only_itself(pool: asyncpg.Pool, isolate
             "SELECT count(*) FROM event_log WHERE subject = ANY($1::text[]) AND family = 'registration'"
         )
         assert await conn.fetchval(event_log, pks) == 41  # the event log never opens personal data
+
+
+async def _person_in_view(conn: asyncpg.Connection, pk: str) -> tuple[Any, ...]:
+    """Everything the shared view keeps of one person: events, consents and the record."""
+    events = await conn.fetch("SELECT event_id FROM sv_events WHERE person_key = $1 ORDER BY 1", pk)
+    consents = await conn.fetch(
+        "SELECT consent_id, version FROM sv_consents WHERE person_key = $1 ORDER BY 1", pk
+    )
+    record = await conn.fetchrow("SELECT name, scopes FROM sv_persons WHERE person_key = $1", pk)
+    return [r[0] for r in events], [tuple(r) for r in consents], record and tuple(record)
+
+
+async def test_a_rogue_personal_block_costs_its_own_event_only_in_live_and_replay(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A registration whose sealed personal block opens to a NUL in the name (a rogue producer holding
+    the person's key): the shared view refuses that registration when it arrives — its opened block is
+    checked against the contract — and nothing else. The person's consents, the one right after it and
+    every later one, are applied; a replay from the topics builds exactly the same."""
+    own = settings.model_copy(update={"topic_namespace": f"n{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(own)
+    pk = factories.person_key()
+    key = await _data_key(pool, own, pk)
+    personal = seal(key, pk, {"name": f"{SECRET}\x00", "birth_date": "1988-06-01"}).model_dump()
+    registration = to_event(factories.registration(pk), key)
+    await _publish_raw(own, [_raw(own, registration, personal=personal), *_raw_consent_for(own, pk)])
+    await _catch_up_all(pool, own)
+    later = factories.consent(pk, version=1)
+    await _accept(pool, own, [later])
+    await _catch_up_all(pool, own)
+
+    topics = list(own.event_topics)
+    letters = (
+        "SELECT source_topic FROM dead_letters WHERE consumer = 'shared-view' AND source_topic = ANY($1)"
+    )
+    async with pool.acquire() as conn:
+        live = await _person_in_view(conn, pk)
+        refused = [r[0] for r in await conn.fetch(letters, topics)]
+        assert refused == [own.topic(Family.REGISTRATION)], refused
+        events, consents, record = live
+        assert len(consents) == 2 and later.data["consent_id"] in [c[0] for c in consents], live
+        assert registration.id not in events, "the refused registration is not kept"
+        assert record is not None and record[0] is None, "in the view on their consents, without a name"
+
+        await replay(own, pool)
+        assert await _person_in_view(conn, pk) == live
+        assert [r[0] for r in await conn.fetch(letters, topics)] == refused
