@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
@@ -30,14 +32,33 @@ from tests.integration.test_exactly_once import (
 )
 from tests.support.counting_consumer import group_of
 
+STARTED: list[subprocess.Popen[bytes]] = []
+
 
 def _start(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.counting_consumer", "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_supervisor_left() -> Iterator[None]:
+    """A failing test still stops the supervisors it started (SIGTERM stops their workers too)."""
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    STARTED.clear()
 
 
 def _children(pid: int) -> list[int]:
