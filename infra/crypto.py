@@ -71,18 +71,6 @@ def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, A
     return result
 
 
-def try_open(data_key: bytes | None, person_key: str, sealed: Sealed) -> dict[str, Any] | None:
-    """Open a sealed block, or ``None`` when it cannot be read any more: the person was erased (no key),
-    or the block was sealed under a data key that has since been deleted (a newer key exists for them).
-    Either way the personal data is gone and callers show the person masked."""
-    if data_key is None:
-        return None
-    try:
-        return open_sealed(data_key, person_key, sealed)
-    except ValueError:
-        return None
-
-
 class UnfitBlock(Exception):
     """A personal block that opens but is not what its family's contract says it holds (a rogue producer
     with the person's key: a NUL in the name, not JSON, a wrong type). ``reason`` names the field and the
@@ -94,8 +82,10 @@ class UnfitBlock(Exception):
 
 
 class Opener:
-    """Opens many people's sealed blocks (a consumer's batch), as ``try_open`` does, keeping one cipher per
-    person: this is the shared view's hot loop. Blocks come in their JSON form (``{"nonce", "ct", …}``).
+    """Opens many people's sealed blocks (a consumer's batch, a delivery), keeping one cipher per person:
+    this is the shared view's hot loop. A block that cannot be read any more — the person was erased (no
+    key), or it was sealed under a data key since deleted — opens to ``None``, and callers show the person
+    masked. Blocks come in their JSON form (``{"nonce", "ct", …}``).
 
     ``checked`` is for a block as it arrives: one the family's personal contract refuses raises
     ``UnfitBlock``, so the consumer refuses that event alone (dead-lettered), the same in live and in
