@@ -175,14 +175,15 @@ def _marks(
     for ref in refs:
         referrers.setdefault(ref.person_key, set()).add(ref.authority)
 
-    def owners(person: str, p: Placed) -> set[str]:
-        return {p.site_authority} | referrers.get(person, set())
+    def owners(person: str, site_authority: str) -> set[str]:
+        return {site_authority} | referrers.get(person, set())
 
     marks: list[Mark] = []
     for pl in places:
-        p = Placed(pl.placement_id, pl.placed_on, pl.site_authority)
         marks += [
-            Mark(o, month_of(p.placed_on, k)) for k in COHORTS for o in sorted(owners(pl.person_key, p))
+            Mark(o, month_of(pl.placed_on, k))
+            for k in COHORTS
+            for o in sorted(owners(pl.person_key, pl.site_authority))
         ]
     marks += [Mark(r.authority, month_of(r.registered_on, 0)) for r in regs]
     for ref in refs:
@@ -202,7 +203,8 @@ def _marks(
     for t in rets:
         if t.placement_id in by_id:
             person, p = by_id[t.placement_id]
-            marks += [Mark(o, month_of(p.placed_on, t.checkpoint_months)) for o in sorted(owners(person, p))]
+            months = month_of(p.placed_on, t.checkpoint_months)
+            marks += [Mark(o, months) for o in sorted(owners(person, p.site_authority))]
     return marks
 
 
@@ -212,8 +214,9 @@ def month_of(day: date, months_on: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def _day(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(value)
+def _day(value: str) -> date:
+    """A date of the event's data, in the contract's JSON form (ISO text)."""
+    return date.fromisoformat(value)
 
 
 def _registration(e: Incoming) -> RegistrationRow:

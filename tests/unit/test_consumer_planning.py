@@ -355,6 +355,70 @@ class TestFeedPlanning(PlanningCases):
         assert (second.foreign_national, second.prior_application_office) == (True, "1302")
         assert (first.attributes, first.sex, first.age_band) == (["public_assistance"], "female", "35-39")
 
+    def test_facts_of_one_batch_see_each_other(self) -> None:
+        # registration, referral, placement and retention of one person in one batch, nothing kept before
+        batch = [
+            registration("e1", pk(1), authority="112038"), referral("e2", pk(1), authority="112038"),
+            placement("e3", pk(1), placement_id="P"), retention("t", pk(1), "P", months=1),
+        ]  # fmt: skip
+        cohorts = ["2025-05", "2025-06", "2025-08", "2025-11"]
+        expected = [feed.Mark(a, m) for m in cohorts for a in ("112038", "131041")]  # placement, both owners
+        expected += [feed.Mark("112038", "2025-05")]  # registration
+        expected += [feed.Mark("112038", m) for m in cohorts] + [feed.Mark("112038", "2025-05")]  # referral
+        expected += [feed.Mark("112038", "2025-06"), feed.Mark("131041", "2025-06")]  # retention, 1 month on
+        assert sorted(feed.plan_batch(batch, feed_state([])).marks) == sorted(expected)
+
+    def test_rows_carry_each_fact_as_it_arrived(self) -> None:
+        batch = [
+            registration("e1", pk(1)), referral("e2", pk(1), authority="112038"),
+            placement("e3", pk(1), placement_id="P"), retention("t", pk(1), "P", months=3, at=2),
+        ]  # fmt: skip
+        plan = feed.plan_batch(batch, feed_state([]))
+        assert plan.registrations == (feed.RegistrationRow(
+            "e1", pk(1), "131041", "131041-01", date(2025, 5, 1), True, SEALED, T0, ["public_assistance"],
+            "female", "35-39", False, None,
+        ),)  # fmt: skip
+        assert plan.referrals == (
+            feed.ReferralRow("r-e2", pk(1), "112038", "112038-01", date(2025, 4, 28), T0, None),
+        )
+        assert plan.placements == (feed.PlacementRow(
+            "P", pk(1), "131041-01", "131041", date(2025, 5, 12), "hello_work_referral", "08", "MHLW-2022",
+            "part_time", "female", "35-39", ["public_assistance"], SEALED, T0, False,
+        ),)  # fmt: skip
+        assert plan.retention == (
+            feed.RetentionRow("P", 3, pk(1), "employed", date(2025, 6, 12), T0 + timedelta(minutes=2)),
+        )
+
+    def test_every_placement_of_a_batch_marks_its_feeds(self) -> None:
+        batch = [placement("e1", pk(1), on="2025-05-12"), placement("e2", pk(2), on="2025-09-30")]
+        months = {m.month for m in feed.plan_batch(batch, feed_state([])).marks}
+        assert months == {
+            "2025-05",
+            "2025-06",
+            "2025-08",
+            "2025-11",
+            "2025-09",
+            "2025-10",
+            "2025-12",
+            "2026-03",
+        }
+
+    def test_a_placement_in_the_foreign_national_group_says_so(self) -> None:
+        e = placement("e1", pk(1))
+        marked = event("e1", "placement", {**e.data, "foreign_national": True})
+        assert [p.foreign_national for p in feed.plan_batch([e, marked], feed_state([])).placements] == [
+            False
+        ]
+        assert [p.foreign_national for p in feed.plan_batch([marked], feed_state([])).placements] == [True]
+
+    def test_a_retention_checkpoint_sent_at_the_same_instant_does_not_replace(self) -> None:
+        kept = [placement("e1", pk(1), placement_id="P"), retention("t1", pk(1), "P", at=5)]
+        assert feed.plan_batch([retention("t2", pk(1), "P", at=5)], feed_state(kept)).retention == ()
+        # within one batch, the later of two checkpoints wins whatever their order
+        first, later = retention("t3", pk(1), "P", at=7), retention("t4", pk(1), "P", at=9)
+        for batch in ([first, later], [later, first]):
+            assert [t.arrived_at for t in feed.plan_batch(batch, feed_state(kept)).retention] == [later.time]
+
     def test_a_repeated_fact_marks_nothing(self) -> None:
         kept = [registration("e1", pk(1)), placement("e2", pk(1))]
         assert feed.plan_batch(kept, feed_state(kept)).marks == ()

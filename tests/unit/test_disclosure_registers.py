@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from domain.agreements import Agreement, Registers, Withheld, withheld
+from domain.agreements import Agreement, Registers, Withheld, covered, refusal, withheld
 from domain.consent import ConsentRecord, Recipient, Scope
 from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure
 
@@ -101,3 +101,41 @@ def test_a_read_outside_the_consents_validity_today_is_refused() -> None:
         **{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, "valid_until": date(2025, 6, 30)}
     )
     assert not decide_disclosure(expired, READER, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
+
+
+def test_an_agreement_is_in_force_on_its_first_and_last_day() -> None:
+    ends = Agreement("agr-3", AUTHORITY, frozenset({OFFICE}), frozenset(), frozenset(Scope), date(2025, 7, 1),
+                     date(2025, 7, 1))  # fmt: skip
+    assert ends.in_force(date(2025, 7, 1))
+    assert not ends.in_force(date(2025, 6, 30)) and not ends.in_force(date(2025, 7, 2))
+    assert why(registers(agreements=(ends,))) is None  # today is its one day
+
+
+def test_an_agreement_listing_sites_covers_only_those_a3() -> None:
+    listed = Agreement("agr-4", AUTHORITY, frozenset({OFFICE}), frozenset({SITE}), frozenset(Scope),
+                       date(2025, 4, 1), None)  # fmt: skip
+    assert why(registers(agreements=(listed,))) is None
+    assert why(registers(agreements=(listed,)), site="131041-02") is Withheld.NO_AGREEMENT
+
+
+def test_without_both_parties_known_no_agreement_covers() -> None:
+    assert not covered(
+        (AGREEMENT,), Scope.DISCLOSE_PLACEMENT, authority=AUTHORITY, office=None, site=SITE, day=TODAY
+    )
+    assert not covered(
+        (AGREEMENT,), Scope.DISCLOSE_PLACEMENT, authority=None, office=OFFICE, site=SITE, day=TODAY
+    )
+
+
+def test_the_fence_applies_on_the_day_of_the_fact_and_today() -> None:
+    # a version replacing the withdrawn one is all the records show: only the fence stops it
+    fence = datetime(2025, 4, 2, tzinfo=UTC)
+    assert why(registers(fence=fence), (consent(signed_at=SIGNED),)) is Withheld.NO_CONSENT
+    assert why(registers(fence=fence), (consent(signed_at=datetime(2025, 4, 3, tzinfo=UTC)),)) is None
+
+
+def test_the_refusal_names_purpose_and_parties_and_marks_the_unknown() -> None:
+    assert refusal(Scope.DISCLOSE_PLACEMENT, AUTHORITY, OFFICE).endswith(
+        f"'disclose_placement' between authority {AUTHORITY} and office {OFFICE}"
+    )
+    assert refusal(Scope.DISCLOSE_PLACEMENT, None, None).endswith("between authority ? and office ?")
