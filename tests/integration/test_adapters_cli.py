@@ -18,7 +18,7 @@ def _file(tmp_path: Path, pks: list[str]) -> Path:
     lines = ["送り込みID,個人キー,自治体コード,拠点ID,支援事業,送り込み日,ケース番号"]
     for i, pk in enumerate(pks):
         when = "令和7年4月31日" if i == len(pks) - 1 else f"令和7年4月{i + 1}日"  # the last row is broken
-        lines.append(f"{uuid.uuid4().hex},{pk},131041,131041-01,一般,{when},K-{i}")
+        lines.append(f"{uuid.uuid4().hex},{pk},131041,131041-05,一般,{when},K-{i}")
     path = tmp_path / "送り込み.csv"
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp932"))
     return path
