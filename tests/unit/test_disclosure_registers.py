@@ -139,3 +139,57 @@ def test_the_refusal_names_purpose_and_parties_and_marks_the_unknown() -> None:
         f"'disclose_placement' between authority {AUTHORITY} and office {OFFICE}"
     )
     assert refusal(Scope.DISCLOSE_PLACEMENT, None, None).endswith("between authority ? and office ?")
+
+
+def _view(**changes: object) -> PersonView:
+    return PersonView(**{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, **changes})
+
+
+def test_read_refusals_say_which_rule_refused() -> None:
+    fenced = decide_disclosure(VIEW, READER, Scope.SHARE_REGISTRATION, registers(fence=SIGNED), [consent()])
+    assert (
+        fenced.granted is False and fenced.reason == "P7: the person withdrew consent; nothing is disclosed"
+    )
+    stale = decide_disclosure(_view(valid_until=date(2025, 6, 30)), READER, Scope.SHARE_REGISTRATION,
+                              registers(), [consent()])  # fmt: skip
+    assert stale.granted is False and stale.reason == "consent is not valid today (valid_from / valid_until)"
+    unagreed = decide_disclosure(
+        VIEW, READER, Scope.SHARE_REGISTRATION, registers(agreements=()), [consent()]
+    )
+    assert unagreed.granted is False
+    assert unagreed.reason == refusal(Scope.SHARE_REGISTRATION, AUTHORITY, OFFICE)
+    nobody = decide_disclosure(None, READER, Scope.SHARE_REGISTRATION, registers())
+    assert (
+        nobody.granted is False
+        and nobody.reason == f"person is not among the people of authority:{AUTHORITY}"
+    )
+
+
+def test_consent_validity_includes_its_first_and_last_day() -> None:
+    for view in (_view(valid_from=TODAY), _view(valid_until=TODAY)):
+        assert decide_disclosure(view, READER, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
+
+
+def test_an_office_reader_needs_an_agreement_naming_its_own_office() -> None:
+    # the office holds the person (the register says so) though the view's registration office differs
+    reader = Reader(ReaderKind.OFFICE, OFFICE)
+    view = _view(office="1302")
+    assert decide_disclosure(view, reader, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
+    other = Agreement(
+        "agr-5", AUTHORITY, frozenset({"1302"}), frozenset(), frozenset(Scope), date(2025, 4, 1), None
+    )
+    refused = decide_disclosure(
+        view, reader, Scope.SHARE_REGISTRATION, registers(agreements=(other,)), [consent()]
+    )
+    assert refused.reason == refusal(Scope.SHARE_REGISTRATION, AUTHORITY, OFFICE)
+
+
+def test_a_read_needs_an_agreement_covering_the_persons_site() -> None:
+    listed = Agreement("agr-6", AUTHORITY, frozenset({OFFICE}), frozenset({SITE}), frozenset(Scope),
+                       date(2025, 4, 1), None)  # fmt: skip
+    assert decide_disclosure(
+        VIEW, READER, Scope.SHARE_REGISTRATION, registers(agreements=(listed,)), [consent()]
+    ).granted
+    elsewhere = _view(site="131041-02")
+    regs = registers(agreements=(listed,))
+    assert not decide_disclosure(elsewhere, READER, Scope.SHARE_REGISTRATION, regs, [consent()]).granted
