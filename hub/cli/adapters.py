@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli.db import with_conn
+
 out = Console(soft_wrap=True)  # messages stay whole lines (greppable, copyable)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -75,7 +77,7 @@ def clients_add(
     async def _add(conn: Any) -> tuple[str, str]:
         return await add_client(conn, name=name, org_kind=org_kind, org_code=code, roles=roles)
 
-    client_id, secret = asyncio.run(_with_conn(_add))
+    client_id, secret = asyncio.run(with_conn(_add))
     out.print(f"client [bold]{client_id}[/] ({org_kind.value}:{code}, roles {', '.join(sorted(roles))})")
     out.print("token (shown once, store it in the client system):")
     out.print(secret, soft_wrap=True, highlight=False)
@@ -86,7 +88,7 @@ def clients_list() -> None:
     """Clients and their organisation, roles and state (no secrets: only hashes are stored)."""
     from infra.auth import list_clients
 
-    rows = asyncio.run(_with_conn(list_clients))
+    rows = asyncio.run(with_conn(list_clients))
     table = Table(show_edge=False)
     for column in ("client", "name", "organisation", "roles", "created", "revoked"):
         table.add_column(column)
@@ -110,7 +112,7 @@ def clients_revoke(client_id: Annotated[str, typer.Argument()]) -> None:
     async def _revoke(conn: Any) -> bool:
         return await revoke_client(conn, client_id)
 
-    if not asyncio.run(_with_conn(_revoke)):
+    if not asyncio.run(with_conn(_revoke)):
         err.print(f"[red]no active client {client_id}[/]")
         raise typer.Exit(1)
     out.print(f"revoked {client_id}")
@@ -129,7 +131,7 @@ def sites_add(
         return await add_sites(conn, [(site_id, office, name)])
 
     try:
-        asyncio.run(_with_conn(_add))
+        asyncio.run(with_conn(_add))
     except ValueError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -144,7 +146,7 @@ def sites_list() -> None:
     table = Table(show_edge=False)
     for column in ("site", "authority", "office", "name"):
         table.add_column(column)
-    for r in asyncio.run(_with_conn(list_sites)):
+    for r in asyncio.run(with_conn(list_sites)):
         table.add_row(r["site_id"], r["authority"], r["office"], r["name"])
     out.print(table)
 
@@ -163,7 +165,7 @@ def sites_load_simulated(
     async def _add(conn: Any) -> int:
         return await add_sites(conn, rows)
 
-    out.print(f"{asyncio.run(_with_conn(_add))} sites loaded")
+    out.print(f"{asyncio.run(with_conn(_add))} sites loaded")
 
 
 def register(app: typer.Typer, run_app: typer.Typer) -> None:
@@ -191,18 +193,6 @@ def _serve(kind: str) -> None:
     port = settings.welfare_port if kind == "welfare" else settings.employment_port
     out.print(f"{kind} adapter on http://{settings.http_host}:{port} (OpenAPI at /docs)")
     run(app, settings.http_host, port)
-
-
-async def _with_conn(action: Any) -> Any:
-    from infra.config import get_settings
-    from infra.runner import prepare
-
-    pool = await prepare(get_settings())
-    try:
-        async with pool.acquire() as conn:
-            return await action(conn)
-    finally:
-        await pool.close()
 
 
 async def _import(file: Path, content: bytes, family: str, token: str, *, wait: bool, show: int) -> int:

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli.db import with_conn
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -63,7 +65,7 @@ def agreements_add(
         )
 
     try:
-        agreement_id = asyncio.run(_with_conn(_add))
+        agreement_id = asyncio.run(with_conn(_add))
     except (ValueError, CodeError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -78,7 +80,7 @@ def agreements_list() -> None:
     """Every agreement, with its parties, purposes and period."""
     from consumers.agreements import list_agreements
 
-    rows = asyncio.run(_with_conn(list_agreements))
+    rows = asyncio.run(with_conn(list_agreements))
     table = Table(show_edge=False)
     for column in ("agreement", "authority", "offices", "sites", "purposes", "from", "until", "ended"):
         table.add_column(column)
@@ -109,7 +111,7 @@ def agreements_end(
     async def _end(conn: Any) -> bool:
         return await end_agreement(conn, agreement_id, on=last, ended_by=f"cli:{getpass.getuser()}")
 
-    if not asyncio.run(_with_conn(_end)):
+    if not asyncio.run(with_conn(_end)):
         err.print(f"[red]no agreement {agreement_id}[/]")
         raise typer.Exit(1)
     out.print(f"agreement {agreement_id} ends on {last}")
@@ -122,15 +124,3 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
         name="agreements",
         help="Data-sharing agreements (個人情報保護協定): the second key to every disclosure",
     )
-
-
-async def _with_conn(action: Any) -> Any:
-    from infra.config import get_settings
-    from infra.runner import prepare
-
-    pool = await prepare(get_settings())
-    try:
-        async with pool.acquire() as conn:
-            return await action(conn)
-    finally:
-        await pool.close()
