@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
+from consumers.runtime import group_id_for
 from infra.config import Settings
 from infra.kafka import client_options
 
@@ -272,15 +273,12 @@ def acl_plan(settings: Settings) -> list[Grant]:
     events = settings.event_topics
     dlq, feed = settings.deadletter_topic, settings.feed_topic
     grants = [Grant(u, "WRITE", "topic", t) for u in (RELAY, ADAPTER) for t in events]
-    groups = {
-        EVENT_LOG: ("event-log", "literal"),
-        # one group per namespace and role (service, replay): shared-view.<namespace>.<role>
-        SHARED_VIEW: (f"shared-view.{settings.topic_namespace}.", "prefixed"),
-        PLACEMENT_FEED: ("placement-feed", "literal"),
-    }
-    for user, (group, pattern) in groups.items():
+    # Each consumer's user is named as the consumer; its Kafka groups follow the one group-id rule
+    # (``<consumer>.<namespace>.<role>``), so one prefixed grant covers its roles (live, replay) and no other
+    # consumer's or namespace's group.
+    for user in (EVENT_LOG, SHARED_VIEW, PLACEMENT_FEED):
         grants += [Grant(user, "READ", "topic", t) for t in events]
-        grants.append(Grant(user, "READ", "group", group, pattern))  # type: ignore[arg-type]
+        grants.append(Grant(user, "READ", "group", group_id_for(user, settings, role=""), "prefixed"))
         grants.append(Grant(user, "WRITE", "topic", dlq))
     grants.append(Grant(PLACEMENT_FEED, "WRITE", "topic", feed))
     grants += [Grant(CONSOLE, "DESCRIBE", "topic", t) for t in (*events, dlq, feed)]

@@ -82,7 +82,8 @@ def agreements_list() -> None:
 
     rows = asyncio.run(with_conn(list_agreements))
     table = Table(show_edge=False)
-    for column in ("agreement", "authority", "offices", "sites", "purposes", "from", "until", "ended"):
+    table.add_column("agreement", no_wrap=True, min_width=16)  # whole: `hub agreements end` takes it
+    for column in ("authority", "offices", "sites", "purposes", "from", "until", "ended"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -106,7 +107,11 @@ def agreements_end(
     """End an agreement: from the day after, nothing it covered is disclosed."""
     from consumers.agreements import end_agreement
 
-    last = date.fromisoformat(on) if on else date.today()
+    try:
+        last = date.fromisoformat(on) if on else date.today()
+    except ValueError as exc:
+        err.print(f"[red]--on: {exc}[/]")
+        raise typer.Exit(2) from None
 
     async def _end(conn: Any) -> bool:
         return await end_agreement(conn, agreement_id, on=last, ended_by=f"cli:{getpass.getuser()}")

@@ -24,6 +24,7 @@ from aiokafka.errors import (
 from pydantic import SecretStr
 
 from consumers.monitoring.kafka_probe import KafkaProbe
+from consumers.runtime import group_id_for
 from contracts.envelope import Family
 from devtools.stack import secure as security
 from infra.config import Settings
@@ -143,15 +144,19 @@ async def test_each_consumer_reads_its_topics_and_commits_only_its_group(
             await consumer.stop()
 
     assert offset >= 0
-    assert await consume(event_log, "event-log", topic) >= 1
+
+    def group(consumer: str, role: str = "live") -> str:  # the runtime's one group-id rule
+        return group_id_for(consumer, secure.settings, role)
+
+    assert await consume(event_log, group("event-log"), topic) >= 1
     with pytest.raises(GroupAuthorizationFailedError):  # another consumer's group
-        await consume(event_log, "placement-feed", topic)
+        await consume(event_log, group("placement-feed"), topic)
     with pytest.raises(TopicAuthorizationFailedError):  # the feed topic is the placement feed's output
-        await consume(event_log, "event-log", secure.settings.feed_topic)
+        await consume(event_log, group("event-log"), secure.settings.feed_topic)
     shared_view = as_user(secure, secrets, security.SHARED_VIEW)
-    assert await consume(shared_view, f"shared-view.{secure.settings.topic_namespace}.service", topic) >= 1
+    assert await consume(shared_view, group("shared-view", "replay"), topic) >= 1
     with pytest.raises(GroupAuthorizationFailedError):
-        await consume(shared_view, "event-log", topic)
+        await consume(shared_view, group("event-log"), topic)
 
 
 async def test_the_console_sees_offsets_but_reads_no_event(
