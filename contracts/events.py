@@ -24,6 +24,7 @@ from contracts.types import (
     PRINTABLE_PATTERN,
     AgeBand,
     AttributeCategory,
+    JobSeekerNumber,
     LocalGovernmentCode,
     OfficeCode,
     PersonKey,
@@ -88,9 +89,7 @@ class RegistrationPersonal(Contract):
     phone: str | None = Field(default=None, max_length=30, pattern=PRINTABLE_PATTERN)
     email: str | None = Field(default=None, max_length=254, pattern=PRINTABLE_PATTERN)
     address: str | None = Field(default=None, max_length=300, pattern=PRINTABLE_PATTERN)
-    job_seeker_number: str | None = Field(
-        default=None, pattern=r"^\d{5}-\d{8}$", description="Hello Work 求職番号"
-    )
+    job_seeker_number: JobSeekerNumber | None = None
 
 
 class Registration(Contract):

@@ -61,6 +61,20 @@ OfficeCode = Annotated[
 
 
 @lru_cache(maxsize=16384)
+def _ascii_job_seeker_number(value: str) -> str:
+    require_ascii_digits(value, "job seeker number")
+    return value
+
+
+# Rust's regex (pydantic's) reads ``\d`` as any Unicode digit: the validator keeps full-width digits out.
+JobSeekerNumber = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{5}-\d{8}$"),
+    AfterValidator(_ascii_job_seeker_number),
+    Field(description="Hello Work 求職番号"),
+]
+
+
 def _validate_site_id(value: str) -> str:
     require_ascii_digits(value.replace("-", ""), "site id")
     validate_local_government_code(value[:6])

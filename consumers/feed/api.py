@@ -47,7 +47,7 @@ def create_feed_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/feeds/{authority}/{month}", tags=["feed"])
     async def download(
         request: Request,
-        authority: Annotated[str, Path(pattern=r"^\d{6}$", description="Local government code")],
+        authority: Annotated[str, Path(pattern=r"^[0-9]{6}$", description="Local government code")],
         month: Annotated[str, Path(pattern=MONTH_PATTERN, description="YYYY-MM")],
         principal: Annotated[Principal, Depends(requires(Role.READ))],
         format: Annotated[Literal["json", "csv"], Query()] = "json",
@@ -101,7 +101,7 @@ def create_feed_app(settings: Settings | None = None) -> FastAPI:
         request: Request,
         fiscal_year: Annotated[int, Path(ge=2011, le=2100)],
         principal: Annotated[Principal, Depends(requires(Role.READ))],
-        through: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+        through: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None,
         format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
         table: Annotated[Literal["authorities", "sites", "groups", "coordination"], Query()] = "authorities",
         encoding: Annotated[Literal["utf-8", "cp932"], Query()] = "utf-8",

@@ -24,7 +24,7 @@ from consumers.shared_view import store
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import today_jst
 from consumers.shared_view.store import VIEW_FIELDS, view_from_row
-from contracts.types import INT32_MAX, PRINTABLE_PATTERN
+from contracts.types import INT32_MAX, PRINTABLE_PATTERN, JobSeekerNumber
 from domain.agreements import Registers
 from domain.consent import ConsentRecord, Scope
 from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure, disclose
@@ -60,7 +60,7 @@ class SearchRequest(BaseModel):
     )
     purpose: Scope
     name: str | None = Field(default=None, min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)
-    job_seeker_number: str | None = Field(default=None, pattern=r"^\d{5}-\d{8}$")
+    job_seeker_number: JobSeekerNumber | None = None
     case_number: str | None = Field(default=None, min_length=1, max_length=40, pattern=PRINTABLE_PATTERN)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 

@@ -137,3 +137,23 @@ def test_dead_letter_reasons_never_echo_text_that_could_be_a_name() -> None:
     assert "112039 has check digit 9, expected 8 (got '112039')" in reason
     assert "yamada" not in reason.lower() and "1988-06-01" not in reason
     assert "sex: Input should be 'male', 'female' or 'not_stated'" in reason
+
+
+def test_a_full_width_job_seeker_number_is_refused_naming_the_rule() -> None:
+    """Rust's regex reads ``\\d`` as any Unicode digit: ``１２３４５-…`` passed the pattern and would have
+    stored a number no ASCII search finds (P1)."""
+    from pydantic import ValidationError
+
+    from consumers.shared_view.api import SearchRequest
+    from contracts.events import RegistrationPersonal
+
+    good = {"name": "x", "birth_date": "1990-01-01", "job_seeker_number": "13010-12345678"}
+    assert RegistrationPersonal.model_validate(good).job_seeker_number == "13010-12345678"
+    forged = "１３０１０-12345678"
+    for model, body in (
+        (RegistrationPersonal, {**good, "job_seeker_number": forged}),
+        (SearchRequest, {"purpose": "share_registration", "job_seeker_number": forged}),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            model.model_validate(body)
+        assert "ASCII digits" in str(refused.value)
