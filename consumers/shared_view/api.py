@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,7 @@ PurposeQuery = Annotated[
     Scope, Query(description="Why you read: one of the consent scopes; the answer carries its fields only")
 ]
 MAX_PAGE = 200
+_COLUMNS = ", ".join(VIEW_FIELDS)  # what every read selects from sv_persons
 # Module-level aliases: with postponed annotations FastAPI resolves them from the module's globals.
 ReadingPrincipal = Annotated[Principal, Depends(requires(Role.READ))]
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -162,6 +163,168 @@ async def _granted_rows(
     return answers
 
 
+async def _sees_history(conn: asyncpg.Connection, principal: Principal, person_key: str) -> bool:
+    """A person's access history is for operators and for the organisations the person is with."""
+    if is_operator(principal):
+        return True
+    reader = reader_of(principal) if Role.READ in principal.roles else None
+    if reader is None:
+        return False
+    kind = "authority" if reader.kind is ReaderKind.AUTHORITY else "office"
+    return bool(await registers.held_by(conn, [person_key], kind, reader.code))
+
+
+# --- the routes: each a small named handler; the pool and key store are on app.state -----------------
+
+router = APIRouter()
+
+
+@router.get("/persons", tags=["shared view"])
+async def list_persons(
+    request: Request,
+    principal: ReadingPrincipal,
+    purpose: PurposeQuery,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
+) -> Any:
+    reader = reader_of(principal)
+    if reader is None:
+        return _refuse(403, f"{principal.organisation} does not read personal data")
+    where, params = _scope_filter(reader, 1)
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM sv_persons WHERE {where} ORDER BY person_key LIMIT $3 OFFSET $4",
+            *params,
+            purpose.value,
+            limit,
+            offset,
+        )
+        answers = await _granted_rows(conn, principal, reader, purpose, rows, "list")
+    return {"persons": answers, "count": len(answers), "offset": offset}
+
+
+@router.post("/persons/search", tags=["shared view"])
+async def search_persons(request: Request, principal: ReadingPrincipal, body: SearchRequest) -> Any:
+    reader = reader_of(principal)
+    if reader is None:
+        return _refuse(403, f"{principal.organisation} does not read personal data")
+    if not (body.name or body.job_seeker_number or body.case_number):
+        return _refuse(422, "search needs at least one of: name, job_seeker_number, case_number")
+    where, params = _scope_filter(reader, 1)
+    args: list[Any] = [*params, body.purpose.value]
+    terms = []
+    # Identifying terms only match where share_registration lets the reader see them.
+    if body.name:
+        args.append("%" + body.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        terms.append(f"(name ILIKE ${len(args)} OR name_kana ILIKE ${len(args)})")
+    if body.job_seeker_number:
+        args.append(body.job_seeker_number)
+        terms.append(f"job_seeker_number = ${len(args)}")
+    if body.case_number:
+        args.append(body.case_number)
+        terms.append(f"case_numbers ? ${len(args)}")
+    args.append(body.limit)
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM sv_persons WHERE {where} AND scopes ? 'share_registration' "
+            f"AND {' AND '.join(terms)} ORDER BY person_key LIMIT ${len(args)}",
+            *args,
+        )
+        answers = await _granted_rows(conn, principal, reader, body.purpose, rows, "search")
+    return {"persons": answers, "count": len(answers)}
+
+
+@router.get("/persons/{person_key}", tags=["shared view"])
+async def fetch_person(
+    request: Request,
+    principal: AnyPrincipal,
+    person_key: PersonKeyPath,
+    purpose: PurposeQuery,
+) -> Any:
+    # Authenticated but not allowed to read is still an attempt on this person: record it.
+    reader = reader_of(principal) if Role.READ in principal.roles else None
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        if reader is None:
+            reason = f"{principal.organisation} (client {principal.client_id}) does not read personal data"
+            await record_reads(conn, principal, "fetch", purpose.value, [(person_key, (), "refused", reason)])
+            return _refuse(403, reason)
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sv_persons WHERE person_key = $1", person_key)
+        view = view_from_row(row) if row is not None else None
+        on_record, consents = await registers_for(conn, reader, [view] if view is not None else [])
+        decision = decide_disclosure(view, reader, purpose, on_record, consents.get(person_key, ()))
+        outcome = "granted" if decision.granted else "refused"
+        await record_reads(
+            conn,
+            principal,
+            "fetch",
+            purpose.value,
+            [(person_key, decision.fields, outcome, decision.reason)],
+        )
+    if not decision.granted or view is None:
+        # Same answer whether the person exists or not: no oracle for keys outside one's remit.
+        return _refuse(403, decision.reason)
+    return disclose(view, purpose)
+
+
+@router.get("/persons/{person_key}/access-history", tags=["shared view"])
+async def access_history(
+    request: Request,
+    principal: AnyPrincipal,
+    person_key: PersonKeyPath,
+) -> Any:
+    async with request.app.state.pool.acquire() as conn:
+        if not await _sees_history(conn, principal, person_key):
+            return _refuse(
+                403, "access history is shown to operators and to the organisations the person is with"
+            )
+        rows = await conn.fetch(
+            "SELECT read_at, client_id, client_name, organisation, action, purpose, fields, outcome, reason "
+            "FROM sv_access_log WHERE person_key = $1 ORDER BY id",
+            person_key,
+        )
+    return {
+        "person_key": person_key,
+        "reads": [
+            {
+                "at": r["read_at"].isoformat(),
+                "client_id": r["client_id"],
+                "client_name": r["client_name"],
+                "organisation": r["organisation"],
+                "action": r["action"],
+                "purpose": r["purpose"],
+                "fields": list(r["fields"]),
+                "outcome": r["outcome"],
+                "reason": r["reason"],
+            }
+            for r in rows
+        ],
+    }
+
+
+@router.delete("/persons/{person_key}", tags=["erasure"])
+async def erase(
+    request: Request,
+    principal: OperatingPrincipal,
+    person_key: PersonKeyPath,
+) -> Any:
+    if not is_operator(principal):
+        return _refuse(
+            403,
+            f"erasure is for operator organisations; {principal.organisation} is not one "
+            "(the 'operate' role alone does not make a client an operator)",
+        )
+    async with request.app.state.pool.acquire() as conn:
+        result = await erase_person(
+            conn, request.app.state.keystore, person_key, requested_by=f"api:{principal.client_id}"
+        )
+    return {
+        "person_key": person_key,
+        "key_deleted": result.key_deleted,
+        "rows_deleted": result.rows_deleted,
+        "already_erased": result.already_erased,
+    }
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         "Ittai Hub — consented shared view",
@@ -170,162 +333,5 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         on_startup=attach_keystore,
     )
-    columns = ", ".join(VIEW_FIELDS)
-
-    @app.get("/persons", tags=["shared view"])
-    async def list_persons(
-        request: Request,
-        principal: ReadingPrincipal,
-        purpose: PurposeQuery,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
-    ) -> Any:
-        reader = reader_of(principal)
-        if reader is None:
-            return _refuse(403, f"{principal.organisation} does not read personal data")
-        where, params = _scope_filter(reader, 1)
-        async with request.app.state.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"SELECT {columns} FROM sv_persons WHERE {where} ORDER BY person_key LIMIT $3 OFFSET $4",
-                *params,
-                purpose.value,
-                limit,
-                offset,
-            )
-            answers = await _granted_rows(conn, principal, reader, purpose, rows, "list")
-        return {"persons": answers, "count": len(answers), "offset": offset}
-
-    @app.post("/persons/search", tags=["shared view"])
-    async def search_persons(request: Request, principal: ReadingPrincipal, body: SearchRequest) -> Any:
-        reader = reader_of(principal)
-        if reader is None:
-            return _refuse(403, f"{principal.organisation} does not read personal data")
-        if not (body.name or body.job_seeker_number or body.case_number):
-            return _refuse(422, "search needs at least one of: name, job_seeker_number, case_number")
-        where, params = _scope_filter(reader, 1)
-        args: list[Any] = [*params, body.purpose.value]
-        terms = []
-        # Identifying terms only match where share_registration lets the reader see them.
-        if body.name:
-            args.append("%" + body.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-            terms.append(f"(name ILIKE ${len(args)} OR name_kana ILIKE ${len(args)})")
-        if body.job_seeker_number:
-            args.append(body.job_seeker_number)
-            terms.append(f"job_seeker_number = ${len(args)}")
-        if body.case_number:
-            args.append(body.case_number)
-            terms.append(f"case_numbers ? ${len(args)}")
-        args.append(body.limit)
-        async with request.app.state.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"SELECT {columns} FROM sv_persons WHERE {where} AND scopes ? 'share_registration' "
-                f"AND {' AND '.join(terms)} ORDER BY person_key LIMIT ${len(args)}",
-                *args,
-            )
-            answers = await _granted_rows(conn, principal, reader, body.purpose, rows, "search")
-        return {"persons": answers, "count": len(answers)}
-
-    @app.get("/persons/{person_key}", tags=["shared view"])
-    async def fetch_person(
-        request: Request,
-        principal: AnyPrincipal,
-        person_key: PersonKeyPath,
-        purpose: PurposeQuery,
-    ) -> Any:
-        # Authenticated but not allowed to read is still an attempt on this person: record it.
-        reader = reader_of(principal) if Role.READ in principal.roles else None
-        async with request.app.state.pool.acquire() as conn, conn.transaction():
-            if reader is None:
-                reason = (
-                    f"{principal.organisation} (client {principal.client_id}) does not read personal data"
-                )
-                await record_reads(
-                    conn, principal, "fetch", purpose.value, [(person_key, (), "refused", reason)]
-                )
-                return _refuse(403, reason)
-            row = await conn.fetchrow(f"SELECT {columns} FROM sv_persons WHERE person_key = $1", person_key)
-            view = view_from_row(row) if row is not None else None
-            on_record, consents = await registers_for(conn, reader, [view] if view is not None else [])
-            decision = decide_disclosure(view, reader, purpose, on_record, consents.get(person_key, ()))
-            outcome = "granted" if decision.granted else "refused"
-            await record_reads(
-                conn,
-                principal,
-                "fetch",
-                purpose.value,
-                [(person_key, decision.fields, outcome, decision.reason)],
-            )
-        if not decision.granted or view is None:
-            # Same answer whether the person exists or not: no oracle for keys outside one's remit.
-            return _refuse(403, decision.reason)
-        return disclose(view, purpose)
-
-    @app.get("/persons/{person_key}/access-history", tags=["shared view"])
-    async def access_history(
-        request: Request,
-        principal: AnyPrincipal,
-        person_key: PersonKeyPath,
-    ) -> Any:
-        async with request.app.state.pool.acquire() as conn:
-            if not is_operator(principal):
-                reader = reader_of(principal) if Role.READ in principal.roles else None
-                held = reader is not None and bool(
-                    await registers.held_by(
-                        conn,
-                        [person_key],
-                        "authority" if reader.kind is ReaderKind.AUTHORITY else "office",
-                        reader.code,
-                    )
-                )
-                if not held:
-                    return _refuse(
-                        403,
-                        "access history is shown to operators and to the organisations the person is with",
-                    )
-            rows = await conn.fetch(
-                "SELECT read_at, client_id, client_name, organisation, action, purpose, fields, outcome, reason "
-                "FROM sv_access_log WHERE person_key = $1 ORDER BY id",
-                person_key,
-            )
-        return {
-            "person_key": person_key,
-            "reads": [
-                {
-                    "at": r["read_at"].isoformat(),
-                    "client_id": r["client_id"],
-                    "client_name": r["client_name"],
-                    "organisation": r["organisation"],
-                    "action": r["action"],
-                    "purpose": r["purpose"],
-                    "fields": list(r["fields"]),
-                    "outcome": r["outcome"],
-                    "reason": r["reason"],
-                }
-                for r in rows
-            ],
-        }
-
-    @app.delete("/persons/{person_key}", tags=["erasure"])
-    async def erase(
-        request: Request,
-        principal: OperatingPrincipal,
-        person_key: PersonKeyPath,
-    ) -> Any:
-        if not is_operator(principal):
-            return _refuse(
-                403,
-                f"erasure is for operator organisations; {principal.organisation} is not one "
-                "(the 'operate' role alone does not make a client an operator)",
-            )
-        async with request.app.state.pool.acquire() as conn:
-            result = await erase_person(
-                conn, request.app.state.keystore, person_key, requested_by=f"api:{principal.client_id}"
-            )
-        return {
-            "person_key": person_key,
-            "key_deleted": result.key_deleted,
-            "rows_deleted": result.rows_deleted,
-            "already_erased": result.already_erased,
-        }
-
+    app.include_router(router)
     return app
