@@ -116,9 +116,10 @@ class Registration(Contract):
         description="In the 外国人 target group (e.g. 日系外国人); absent when not recorded. Optional since "
         "v1.1 (a reader of v1.0 ignores it).",
     )
+    # [0-9], not \d: pydantic's regex reads \d as any Unicode digit, and codes are ASCII (P1).
     prior_application_office: str | None = Field(
         default=None,
-        pattern=r"^\d{4}$",
+        pattern=r"^[0-9]{4}$",
         description="The person had already applied (求職申込) at this other Hello Work office; the "
         "application is shared with the joint site under the person's consent. Such a registration is "
         "not a new job seeker (新規求職者) of the site. Optional since v1.1.",

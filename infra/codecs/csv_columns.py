@@ -63,6 +63,8 @@ _AUTHORITY = Column("authority", "自治体コード", ("authority",))
 _SEX = Column("sex", "性別", ("sex",), synonyms=SEX)
 _AGE_BAND = Column("age_band", "年齢階級", ("age_band",))
 _ATTRIBUTES = Column("attributes", "属性", ("attributes",), Kind.LIST, synonyms=ATTRIBUTES)
+# The 外国人 target group (e.g. 日系外国人): optional since v1.1, empty = not recorded.
+_FOREIGN_NATIONAL = Column("foreign_national", "外国人", ("foreign_national",), Kind.BOOL, required=False)
 
 COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType(
     {
@@ -83,6 +85,14 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType(
                 required=False,
             ),
             Column("team_support", "チーム支援", ("team_support",), Kind.BOOL),
+            _FOREIGN_NATIONAL,
+            # Already applied (求職申込) at this other Hello Work office: not a new job seeker of the site.
+            Column(
+                "prior_application_office",
+                "既申込安定所コード",
+                ("prior_application_office",),
+                required=False,
+            ),
             Column("name", "氏名", ("personal", "name"), Kind.TEXT),
             Column("name_kana", "氏名カナ", ("personal", "name_kana"), Kind.TEXT, required=False),
             Column("birth_date", "生年月日", ("personal", "birth_date"), Kind.DATE),
@@ -156,6 +166,10 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType(
                 ),
             ),
             Column("referred_on", "送り込み日", ("referred_on",), Kind.DATE),
+            # Enrolled in チーム支援 by the case conference, from this date (on or after referred_on).
+            Column(
+                "team_support_from", "チーム支援開始日", ("team_support_from",), Kind.DATE, required=False
+            ),
             Column("case_number", "ケース番号", ("personal", "case_number"), Kind.TEXT, required=False),
         ),
         "placement": (
@@ -188,6 +202,7 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType(
             _SEX,
             _AGE_BAND,
             _ATTRIBUTES,
+            _FOREIGN_NATIONAL,
             Column("employer_name", "事業所名", ("personal", "employer_name"), Kind.TEXT),
             Column(
                 "employer_address",

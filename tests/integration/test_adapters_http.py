@@ -186,6 +186,43 @@ async def test_every_family_through_csv(adapters: Adapters, pool: asyncpg.Pool, 
     await published(pool, [r["event_id"] for r in rows])
 
 
+async def test_csv_rows_carry_the_optional_fields_of_v1_1_into_their_events(
+    adapters: Adapters, pool: asyncpg.Pool
+) -> None:
+    """Before: the JSON API took foreign_national, prior_application_office and team_support_from, and a
+    file with those columns was refused as a whole (unknown columns), so a CSV client could not send them."""
+    pk = factories.person_key()
+    sent = [
+        ("shinjuku", "welfare", Family.REFERRAL, factories.referral(pk, team_support_from="2025-05-20").data),
+        (
+            "office",
+            "employment",
+            Family.REGISTRATION,
+            factories.registration(pk, foreign_national=True, prior_application_office=OTHER_OFFICE).data,
+        ),
+        ("office", "employment", Family.PLACEMENT, factories.placement(pk, foreign_national=True).data),
+    ]
+    for who, adapter, family, data in sent:
+        content = write_csv(family.value, [data], japanese=family is not Family.PLACEMENT, era=True)
+        async with adapters.client(who, adapter) as http:
+            response = await http.post(
+                f"/v1/{family.value}/csv", files={"file": ("f.csv", content, "text/csv")}
+            )
+        assert response.status_code == 202 and response.json()["accepted"] == 1, response.text
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT key, headers, value FROM outbox WHERE key = $1", pk.encode())
+    events = {
+        e.family: e.data
+        for e in (
+            decode(r["key"], [(k, v.encode()) for k, v in r["headers"].items()], r["value"]) for r in rows
+        )
+    }
+    assert str(events[Family.REFERRAL].team_support_from) == "2025-05-20"
+    assert events[Family.REGISTRATION].foreign_national is True
+    assert events[Family.REGISTRATION].prior_application_office == OTHER_OFFICE
+    assert events[Family.PLACEMENT].foreign_national is True
+
+
 VALIDATION_CASES = [
     (
         "authority",

@@ -157,3 +157,20 @@ def test_a_full_width_job_seeker_number_is_refused_naming_the_rule() -> None:
         with pytest.raises(ValidationError) as refused:
             model.model_validate(body)
         assert "ASCII digits" in str(refused.value)
+
+
+@pytest.mark.parametrize("forged", ["１１０２", "١١٠٢"])
+def test_a_prior_application_office_in_other_digits_is_refused(forged: str) -> None:
+    """The v1.1 field's pattern said ``\\d``, which pydantic reads as any Unicode digit: the JSON API took
+    ``１１０２`` as an office code, a second spelling of office 1102 (P1)."""
+    from contracts.events import Registration
+    from contracts.wire import DATA, Invalid
+
+    pk = factories.person_key()
+    event = to_event(factories.registration(pk, prior_application_office="1102"), os.urandom(32))
+    body = event.data.model_dump(mode="json")
+    assert Registration.model_validate(body).prior_application_office == "1102"
+    with pytest.raises(ValidationError, match=r"prior_application_office\n  String should match pattern"):
+        Registration.model_validate({**body, "prior_application_office": forged})
+    with pytest.raises(Invalid):  # the consumers' fast decoder refuses it too
+        DATA["registration"].decode(json.dumps({**body, "prior_application_office": forged}).encode())

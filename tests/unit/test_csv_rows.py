@@ -133,3 +133,108 @@ def test_docs_list_every_column() -> None:
         section = doc.split(f"### {family}\n", 1)[1].split("### ", 1)[0]
         for column in columns:
             assert f"| `{column.en}` | {column.ja} |" in section, (family, column.en)
+
+
+def _leaf_paths(model: type, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every field a client may send, as a column path (nested objects by their fields, lists as one cell)."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    paths: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        nested = [a for a in (info.annotation, *get_args(info.annotation)) if isinstance(a, type)]
+        inner = next((a for a in nested if issubclass(a, BaseModel) and a.__name__ != "Recipient"), None)
+        paths |= _leaf_paths(inner, (*prefix, name)) if inner is not None else {(*prefix, name)}
+    return paths
+
+
+def test_every_field_the_json_api_takes_has_a_column() -> None:
+    """Before: the v1.1 optional fields (foreign_national, prior_application_office, team_support_from)
+    were accepted over JSON and refused as unknown columns in a file."""
+    from contracts.envelope import Family
+    from infra.codecs.csv_columns import COLUMNS
+    from producers.submission import _INPUT_MODELS
+
+    for family in Family:
+        columns = {c.path for c in COLUMNS[family.value]}
+        assert _leaf_paths(_INPUT_MODELS[family]) == columns, family
+
+
+def test_the_optional_fields_of_v1_1_travel_in_a_file() -> None:
+    reg = factories.registration(PK, foreign_national=True, prior_application_office="1102").data
+    ref = factories.referral(PK, team_support_from="2025-05-20").data
+    placement = factories.placement(PK, foreign_national=False).data
+    for family, data in (("registration", reg), ("referral", ref), ("placement", placement)):
+        for japanese, era in ((True, True), (False, False)):
+            (row,) = read_rows(family, write_csv(family, [data], japanese=japanese, era=era))[2]
+            assert row.errors == () and row.data == data, (family, row.errors)
+
+
+def _with_cell(family: str, data: dict[str, object], column: str, cell: str) -> bytes:
+    """A one-row file of ``data`` whose ``column`` (Japanese header) holds ``cell`` as written."""
+    import csv
+    import io
+
+    header, row = csv.reader(io.StringIO(write_csv(family, [data]).decode(), newline=""))
+    row[header.index(column)] = cell
+    out = io.StringIO()
+    csv.writer(out).writerows([header, row])
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "field", "rule"),
+    [
+        ("外国人", "=1+1", "foreign_national", "is not yes/no"),
+        ("外国人", "1\x00", "foreign_national", "is not yes/no"),
+        ("外国人", "はい" * 200, "foreign_national", "is not yes/no"),
+        ("既申込安定所コード", "=1102", "prior_application_office", "should match pattern '^[0-9]{4}$'"),
+        ("既申込安定所コード", "11\x0002", "prior_application_office", "should match pattern"),
+        ("既申込安定所コード", "1" * 500, "prior_application_office", "should match pattern"),
+        ("既申込安定所コード", "١١٠٢", "prior_application_office", "should match pattern"),  # Arabic-Indic
+    ],
+)
+def test_hostile_cells_in_the_new_registration_columns_are_refused_by_rule(
+    column: str, cell: str, field: str, rule: str
+) -> None:
+    """Refused naming the field and the rule; the operator's rule carries no value."""
+    from producers.submission import check
+
+    content = _with_cell("registration", factories.registration(PK).data, column, cell)
+    (row,) = read_rows("registration", content)[2]
+    errors = list(row.errors)
+    if not errors:
+        from contracts.envelope import Family
+
+        result = check(Family.REGISTRATION, row.data)
+        assert isinstance(result, list), "a hostile cell was accepted"
+        errors = result
+    (error,) = [e for e in errors if e.field == field]
+    assert rule in error.rule
+    assert cell not in error.operator_rule and cell[:4] not in error.operator_rule
+
+
+def test_full_width_digits_in_the_prior_office_cell_are_read_as_the_code_like_every_code_column() -> None:
+    """A file's code cells are NFKC-normalised (hand-typed forms); the event only ever holds ASCII."""
+    content = _with_cell("registration", factories.registration(PK).data, "既申込安定所コード", "１１０２")
+    (row,) = read_rows("registration", content)[2]
+    assert row.errors == () and row.data["prior_application_office"] == "1102"
+
+
+@pytest.mark.parametrize("cell", ["=R7.5.20", "R7.5.20\x00", "R7.13.1", "2" * 300])
+def test_hostile_cells_in_team_support_from_are_refused_by_rule(cell: str) -> None:
+    header = f"{REFERRAL_HEADER},チーム支援開始日"
+    (row,) = read_rows("referral", f'{header}\n{referral_line("R7.5.1")},"{cell}"\n'.encode())[2]
+    (error,) = row.errors
+    assert error.field == "team_support_from" and error.operator_rule == "team_support_from: date format"
+
+
+def test_team_support_from_before_the_referral_is_refused_naming_the_rule() -> None:
+    from contracts.envelope import Family
+    from producers.submission import check
+
+    header = f"{REFERRAL_HEADER},チーム支援開始日"
+    (row,) = read_rows("referral", f"{header}\n{referral_line('R7.5.1')},R7.4.30\n".encode())[2]
+    result = check(Family.REFERRAL, row.data)
+    assert isinstance(result, list) and "team_support_from 2025-04-30 is before referred_on" in result[0].rule
