@@ -1,8 +1,12 @@
-"""structlog JSON logging with a last-line guard against personal data.
+"""structlog JSON logging with a last-line guard against personal data, and the trace of each line.
 
 Code never logs personal fields on purpose; the guard drops any key that names one anyway, at any
 depth and in the standard library's loggers too, so a mistake shows up as ``"[redacted]"`` in a log
 line rather than as a person's name.
+
+A line written while an OpenTelemetry span is in progress (a request, a relay's or a consumer's batch)
+carries that span's ``trace_id`` and ``span_id`` (the W3C hex forms a tracing backend searches for),
+so an operator can go from a line to its trace and back. Ids only: nothing of the span's attributes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 PERSONAL_KEYS = frozenset(
     {
@@ -57,6 +62,15 @@ def _redact_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     return event_dict
 
 
+def _trace_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The span in progress, if any: its trace and span ids (a line naming its own keeps them)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", f"{context.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{context.span_id:016x}")
+    return event_dict
+
+
 class _AccessLine(logging.Filter):
     """uvicorn's access line as the hub writes it: method, path and status as fields, and the path
     WITHOUT its query string (a query may carry what a person typed: a name searched for, a token)."""
@@ -93,6 +107,7 @@ def configure_logging(level: str = "INFO") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _trace_ids,
     ]
     handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(
