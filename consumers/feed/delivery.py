@@ -17,9 +17,9 @@ import asyncpg
 from consumers import registers
 from consumers.feed import store
 from contracts.events import PlacementPersonal, RegistrationPersonal
-from domain.agreements import Withheld, withheld
+from domain.agreements import Registers, Withheld, withheld
 from domain.calendar import JST
-from domain.consent import Recipient, Scope
+from domain.consent import ConsentRecord, Recipient, Scope
 from domain.feed import GROUP_LABELS_JA, INDICATORS
 from domain.occupation import OCCUPATION_GROUPS
 from infra.codecs.csv_write import safe_rows
@@ -148,8 +148,7 @@ async def deliver(
     placement's date and today, and whose placing office shares ``disclose_placement`` with it under an
     agreement in force today (A2). Aggregates flow regardless (A4)."""
     row = await load_revision(conn, authority, month, revision)
-    body = dict(row["body"])
-    today = today or datetime.now(JST).date()
+    delivery = Delivery(body=dict(row["body"]))
     placements = await conn.fetch(
         "SELECT p.placement_id, p.person_key, p.placed_on, p.occupation, p.route, p.personal, p.site, "
         "s.office FROM feed_placements p LEFT JOIN sites s ON s.site_id = p.site "
@@ -157,47 +156,75 @@ async def deliver(
         list(row["placement_ids"]),
     )
     persons = list({p["person_key"] for p in placements})
-    consents = await store.consents.load(conn, persons)
-    on_record = await registers.load(
-        conn, persons, kind="authority", code=authority, authorities=[authority], today=today
+    rules = _Disclosure(
+        authority,
+        consents=await store.consents.load(conn, persons),
+        on_record=await registers.load(
+            conn,
+            persons,
+            kind="authority",
+            code=authority,
+            authorities=[authority],
+            today=today or datetime.now(JST).date(),
+        ),
     )
-    recipient = Recipient("authority", authority)
-    delivery = Delivery(body=body)
-
-    def refused(p: asyncpg.Record, scope: Scope, day: date) -> Withheld | None:
-        return withheld(
-            p["person_key"],
-            consents.get(p["person_key"], ()),
-            on_record,
-            scope,
-            recipient=recipient,
-            authority=authority,
-            office=p["office"],
-            site=p["site"],
-            on=day,
-        )
-
     if await individual_list_declined(conn, authority):
         delivery.declined = True
         return delivery
     allowed = []
     for p in placements:
-        why = refused(p, Scope.DISCLOSE_PLACEMENT, p["placed_on"])
+        why = rules.withheld(p, Scope.DISCLOSE_PLACEMENT, p["placed_on"])
         if why is None:
             allowed.append(p)
         elif why is Withheld.NO_AGREEMENT:
             delivery.withheld_no_agreement += 1
         else:
             delivery.withheld_no_consent += 1
-    if not allowed:
-        return delivery
-    keys = await keystore.existing_keys(conn, [p["person_key"] for p in allowed])
+    if allowed:
+        await _open_individuals(conn, keystore, allowed, rules, delivery)
+    return delivery
+
+
+@dataclass(frozen=True)
+class _Disclosure:
+    """The one disclosure decision (``domain.agreements.withheld``) for one authority's feed, over the
+    consents and registers loaded for the revision's people."""
+
+    authority: str
+    consents: dict[str, list[ConsentRecord]]
+    on_record: Registers
+
+    def withheld(self, p: asyncpg.Record, scope: Scope, day: date) -> Withheld | None:
+        return withheld(
+            p["person_key"],
+            self.consents.get(p["person_key"], ()),
+            self.on_record,
+            scope,
+            recipient=Recipient("authority", self.authority),
+            authority=self.authority,
+            office=p["office"],
+            site=p["site"],
+            on=day,
+        )
+
+
+async def _open_individuals(
+    conn: asyncpg.Connection,
+    keystore: KeyStore,
+    allowed: Sequence[asyncpg.Record],
+    rules: _Disclosure,
+    delivery: Delivery,
+) -> None:
+    """The individual list's entries for the placements that may be disclosed: name and employer opened
+    with the person's data key, and the latest retention checkpoint where retention support is shared."""
+    people = [p["person_key"] for p in allowed]
+    opener = Opener(await keystore.existing_keys(conn, people))
     names = {
         r["person_key"]: r["personal"]
         for r in await conn.fetch(
             "SELECT DISTINCT ON (person_key) person_key, personal FROM feed_registrations "
             "WHERE person_key = ANY($1::text[]) ORDER BY person_key, registered_on DESC, arrived_at DESC",
-            [p["person_key"] for p in allowed],
+            people,
         )
     }
     checkpoints = {
@@ -209,7 +236,6 @@ async def deliver(
             [p["placement_id"] for p in allowed],
         )
     }
-    opener = Opener(keys)
     for p in allowed:
         pk = p["person_key"]
         reg = opener(pk, "registration", names[pk]) if pk in names else None
@@ -224,12 +250,11 @@ async def deliver(
         cp = checkpoints.get(p["placement_id"])
         retention = None
         # Checkpoints are shown only to an authority the person lets follow them up (定着支援).
-        if cp is not None and refused(p, Scope.RETENTION_SUPPORT, cp["checked_on"]) is None:
+        if cp is not None and rules.withheld(p, Scope.RETENTION_SUPPORT, cp["checked_on"]) is None:
             retention = f"{cp['checkpoint_months']}m {cp['status']} ({cp['checked_on'].isoformat()})"
         delivery.individuals.append(
             Individual(pk, name, employer, p["placed_on"], p["occupation"], p["route"], retention)
         )
-    return delivery
 
 
 async def record_access(
