@@ -1,4 +1,5 @@
-"""``hub run portal``: the monthly placement feed for authority staff, server-rendered, Japanese first.
+"""``hub run portal``: the monthly placement feed for authority staff, and the national and
+prefectural roll-ups for the ministry; server-rendered, Japanese first.
 
 Built on ``infra.http.create_app`` (``/healthz``, ``/readyz``, ``/metrics``) with the page conventions
 of ``hub.web.pages`` (no script, CSP, signed sessions, CSRF on forms, no personal data in addresses:
@@ -20,10 +21,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from consumers.feed.delivery import FeedNotFound
+from consumers.feed.rollup import RollupNotFound
 from hub.portal.access import LoginRequired, reader_by_id
+from hub.portal.rollup_view import through_label
 from hub.portal.view import category
 from hub.web import i18n
-from hub.web.charts import month_bars
+from hub.web.charts import bar_chart, month_bars, stacked_bars
 from hub.web.pages import Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal
 from infra.config import Settings, get_settings
@@ -34,7 +37,10 @@ COOKIE = "ittai_portal"
 
 templates = Jinja2Templates(directory=HERE / "templates")
 i18n.install(templates.env)
-templates.env.globals.update(month_bars=month_bars, category=category)
+templates.env.filters["through_label"] = through_label
+templates.env.globals.update(
+    month_bars=month_bars, bar_chart=bar_chart, stacked_bars=stacked_bars, category=category
+)
 
 
 @dataclass
@@ -57,7 +63,8 @@ def create_portal_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_app(
         "Ittai Hub feed portal",
-        description="The monthly placement feed for authority staff (Japanese first, English switchable).",
+        description="The monthly placement feed for authority staff and the roll-ups for the ministry "
+        "(Japanese first, English switchable).",
         settings=s,
         on_startup=startup,
     )
@@ -82,10 +89,15 @@ def create_portal_app(settings: Settings | None = None) -> FastAPI:
     async def _missing(request: Request, _: FeedNotFound) -> HTMLResponse:
         return error_page(request, 404, i18n.gettext("No feed has been built for this month yet."))
 
-    from hub.portal import routes_feed, routes_session
+    @app.exception_handler(RollupNotFound)
+    async def _no_rollup(request: Request, _: RollupNotFound) -> HTMLResponse:
+        return error_page(request, 404, i18n.gettext("No roll-up has been built for this fiscal year yet."))
+
+    from hub.portal import routes_feed, routes_ministry, routes_session
 
     routes_session.register(app)
     routes_feed.register(app)
+    routes_ministry.register(app)
     return app
 
 
@@ -101,7 +113,7 @@ def language(request: Request) -> i18n.Lang:
 
 
 async def reader(request: Request) -> Principal:
-    """The authority user behind this request's session (else off to the login form)."""
+    """The authority or ministry user behind this request's session (else off to the login form)."""
     language(request)
     session = portal(request).sessions.read(request.cookies.get(COOKIE))
     if session is None:

@@ -1,5 +1,6 @@
 """What the portal reads besides a delivery: the months and revisions of an authority's feed and the
-latest revision of each of the last months (for the chart). Aggregates only; no personal data."""
+latest revision of each of the last months (for the chart); the fiscal years and months of the
+ministry's roll-ups. Aggregates only; no personal data."""
 
 from __future__ import annotations
 
@@ -35,3 +36,21 @@ async def latest_bodies(
         list(months),
     )
     return {r["month"]: r["body"] for r in rows}
+
+
+# --- the ministry's roll-ups (aggregates only) ---------------------------------------------------------
+
+
+async def fiscal_years(conn: asyncpg.Connection) -> list[int]:
+    rows = await conn.fetch("SELECT DISTINCT fiscal_year FROM feed_rollups ORDER BY fiscal_year DESC")
+    return [r["fiscal_year"] for r in rows]
+
+
+async def rollup_months(conn: asyncpg.Connection, fiscal_year: int) -> list[asyncpg.Record]:
+    """The months a fiscal year's roll-up was built through, latest first, with each one's latest
+    revision and when it was built."""
+    return await conn.fetch(
+        "SELECT DISTINCT ON (through) through, revision, built_at FROM feed_rollups WHERE fiscal_year = $1 "
+        "ORDER BY through DESC, revision DESC",
+        fiscal_year,
+    )

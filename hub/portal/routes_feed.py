@@ -15,6 +15,7 @@ from consumers.feed.delivery import INDIVIDUAL_FIELDS, Delivery, deliver, load_r
 from domain.calendar import DateFormatError, parse_month
 from domain.feed import shift_month
 from hub.portal import downloads, queries
+from hub.portal.access import feed_refusal
 from hub.portal.app import Reader, download_response, page
 from hub.portal.view import change_rows, group_tables, group_views, indicator_rows, target_rows, yearly_series
 from hub.web.i18n import gettext
@@ -51,7 +52,7 @@ async def _scoped(
         conn, client_id=who.client_id, organisation=who.organisation, authority=authority, month=month,
         revision=revision, fields=fields, purpose=PURPOSE, outcome="denied",
     )  # fmt: skip
-    raise AuthError(403, gettext("This portal shows your own authority's feed only."))
+    raise AuthError(403, feed_refusal(who))
 
 
 async def _granted(
@@ -68,7 +69,7 @@ def register(app: FastAPI) -> None:
     @app.get("/feed/{authority}", include_in_schema=False)
     async def latest_month(request: Request, who: Reader, authority: str) -> Response:
         if not who.covers_authority(authority):
-            raise AuthError(403, gettext("This portal shows your own authority's feed only."))
+            raise AuthError(403, feed_refusal(who))
         async with request.app.state.pool.acquire() as conn:
             months = await queries.months(conn, authority)
         if not months:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from hub.portal.access import require_reader
 from hub.portal.app import COOKIE, Reader, language, page, portal
 from hub.web.pages import check_csrf, revoke_session, safe_next
-from infra.auth import AuthError, authenticate
+from infra.auth import AuthError, OrgKind, authenticate
 
 
 def register(app: FastAPI) -> None:
@@ -54,4 +54,6 @@ def register(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def home(who: Reader) -> Response:
+        if who.org_kind is OrgKind.MINISTRY:
+            return RedirectResponse("/rollups", status_code=303)
         return RedirectResponse(f"/feed/{who.org_code}", status_code=303)

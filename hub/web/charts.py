@@ -57,21 +57,32 @@ def line_chart(
     )
 
 
-def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, width: int = 360, bar_h: int = 14) -> Markup:
-    """Labelled horizontal bars (e.g. lag per partition); each bar's value is written beside it."""
+def bar_chart(
+    bars: Sequence[tuple[str, float | None]],
+    *,
+    title: str,
+    width: int = 360,
+    bar_h: int = 14,
+    label_w: int = 110,
+    zero: str = "0",
+) -> Markup:
+    """Labelled horizontal bars (e.g. lag per partition); each bar's value is written beside it. A value
+    None is a figure kept secret: no bar, ``x`` written, never a gap read as zero; a zero is written as
+    ``zero`` (statistics pages: ``－``)."""
     label = escape(title)
     height = 22 + len(bars) * (bar_h + 4)
-    top = max((v for _, v in bars), default=0) or 1
-    label_w, value_w = 110, 70
+    top = max((v for _, v in bars if v is not None), default=0) or 1
+    value_w = 70
     inner = width - label_w - value_w
     rows = []
     for i, (name, value) in enumerate(bars):
         y = 22 + i * (bar_h + 4)
-        w = max(1.0, value / top * inner) if value > 0 else 0
+        w = max(1.0, value / top * inner) if value is not None and value > 0 else 0
+        shown = "x" if value is None else (zero if value == 0 else _fmt(value))
         rows.append(
             f'<text x="0" y="{y + bar_h - 3}" class="muted">{escape(name)}</text>'
             f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" class="bar"/>'
-            f'<text x="{width}" y="{y + bar_h - 3}" text-anchor="end" class="value">{_fmt(value)}</text>'
+            f'<text x="{width}" y="{y + bar_h - 3}" text-anchor="end" class="value">{shown}</text>'
         )
     return Markup(
         f'<svg class="chart" role="img" aria-label="{label}" width="{width}" height="{height}" '
@@ -148,4 +159,64 @@ def month_bars(
     return Markup(
         f'<svg class="chart month-chart" role="img" aria-label="{label}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
+    )
+
+
+# Fills for grey print, darkest first, each segment outlined in black; the text on the dark ones is white.
+_GREYS = ("#222", "#666", "#aaa", "#ddd", "#fff", "#f4f4f4")
+_LIGHT_TEXT = frozenset(_GREYS[:2])
+
+
+def stacked_bars(
+    rows: Sequence[tuple[str, Sequence[tuple[str, int]]]],
+    *,
+    title: str,
+    width: int = 520,
+    bar_h: int = 22,
+    label_w: int = 90,
+    order: Sequence[str] = (),
+) -> Markup:
+    """One horizontal bar per row, split into segments (e.g. authorities by achievement class), each
+    segment's count written in it and named in the legend. Segments with the same name share a grey
+    across rows, darkest first in ``order`` (else as they come); grey levels with black outlines and
+    written counts read the same printed in grey."""
+    label = escape(title)
+    present = list(dict.fromkeys(name for _, segments in rows for name, _ in segments))
+    names = [n for n in order if n in present] + [n for n in present if n not in order]
+    fill = {name: _GREYS[i % len(_GREYS)] for i, name in enumerate(names)}
+    legend_y = 22
+    legend = []
+    x = 0.0
+    for name in names:
+        legend.append(
+            f'<rect x="{x:.0f}" y="{legend_y}" width="12" height="10" fill="{fill[name]}" stroke="#000" '
+            f'stroke-width="0.8"/><text x="{x + 16:.0f}" y="{legend_y + 9}" class="muted">{escape(name)}</text>'
+        )
+        x += 26 + sum(12 if ord(c) > 0x2FF else 7 for c in name)  # wide (CJK) and narrow letters
+    top = 40
+    inner = width - label_w - 4
+    parts = []
+    for i, (row, segments) in enumerate(rows):
+        y = top + i * (bar_h + 8)
+        total = sum(v for _, v in segments)
+        parts.append(f'<text x="0" y="{y + bar_h - 7}" class="muted">{escape(row)}</text>')
+        if not total:
+            parts.append(f'<text x="{label_w}" y="{y + bar_h - 7}" class="value">－</text>')
+            continue
+        at = float(label_w)
+        for name, value in sorted(segments, key=lambda segment: names.index(segment[0])):
+            w = value / total * inner
+            colour = "#fff" if fill[name] in _LIGHT_TEXT else "#000"
+            parts.append(
+                f'<rect x="{at:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill[name]}" stroke="#000" '
+                f'stroke-width="0.8" data-segment="{escape(name)}" data-value="{value}"/>'
+                f'<text x="{at + w / 2:.1f}" y="{y + bar_h - 7}" text-anchor="middle" fill="{colour}">'
+                f"{value:,}</text>"
+            )
+            at += w
+    height = top + len(rows) * (bar_h + 8)
+    return Markup(
+        f'<svg class="chart stacked-chart" role="img" aria-label="{label}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><text x="0" y="14" class="title">{label}</text>'
+        f"{''.join(legend)}{''.join(parts)}</svg>"
     )

@@ -3,6 +3,10 @@
 Simulated stream → outbox → Kafka → feed consumer → revisions, in a topic namespace and months of its
 own: revision 1 of each month at its cutoff, then the late events and revision 2 — so every month has a
 history with a change summary. Also returns who may and who may never be named to each authority.
+
+The months span two fiscal years (January to March 2023 close FY2022, April 2023 opens FY2023), and the
+ministry's roll-ups are built from them (``hub feed rollup``): FY2022 through February (mid-year) and
+through March (the year end, with achievement classes), FY2023 through April.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncpg
 from consumers.catchup import run_until_caught_up
 from consumers.feed.builder import build_month
 from consumers.feed.projection import FeedProjection
+from consumers.feed.rollup import build_rollup
 from contracts.envelope import Family
 from devtools.demo.adapters import add_demo_agreements, sites_of_stream
 from devtools.simulator import SimulationConfig, is_late, simulate
@@ -28,9 +33,14 @@ from producers.publish import publish_submissions
 from producers.submission import Submission
 
 CONFIG = SimulationConfig(
-    authorities=2, months=3, seed=2301, start_month="2023-01", registrations_per_site_month=30
+    authorities=2, months=4, seed=2301, start_month="2023-01", registrations_per_site_month=30
 )
-MONTHS = [YearMonth(2023, 1), YearMonth(2023, 2), YearMonth(2023, 3)]
+MONTHS = [YearMonth(2023, 1), YearMonth(2023, 2), YearMonth(2023, 3), YearMonth(2023, 4)]
+# Roll-ups built: (fiscal year, through).
+ROLLUPS = ((2022, YearMonth(2023, 2)), (2022, YearMonth(2023, 3)), (2023, YearMonth(2023, 4)))
+# Yearly targets as steering councils set them, chosen so that at the year end some sites meet all, some
+# one, some none: (referral placements, referral share, team support) by site, in turn.
+TARGET_SETS = ((1, 0.01, 1), (1, 0.95, 60), (60, 0.95, 60))
 
 
 @dataclass
@@ -43,6 +53,8 @@ class PortalFeed:
     never_consented: dict[str, set[str]]
     # (authority, month) whose latest revision is 2 or later and changed a published figure
     revised: list[tuple[str, str]]
+    # Everybody's name, employer and case number in the stream (no roll-up page may show any of them)
+    personal: set[str]
 
 
 def _cutoff(m: YearMonth) -> datetime:
@@ -79,15 +91,25 @@ async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFee
     early = [s for s in subs if not is_late(s)]
     late = [s for s in subs if is_late(s)]
     sites = sorted({s.data["site"] for s in subs if s.family is Family.REGISTRATION})
-    # Yearly targets for FY2022 (April 2022 to March 2023), as a steering council would set them.
+    authorities = sorted({s.data["authority"] for s in subs if s.family is Family.REGISTRATION})
+    # Yearly targets for FY2022 (April 2022 to March 2023) and FY2023, per site and for each authority.
     await pool.executemany(
-        "INSERT INTO feed_target_values (scope, fiscal_year, kind, value) VALUES ($1, 2022, $2, $3) "
+        "INSERT INTO feed_target_values (scope, fiscal_year, kind, value) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT DO NOTHING",
         [
-            (site, kind, value)
-            for site in sites
-            for kind, value in (("referral_placements", 60), ("referral_share", 0.4), ("team_support", 12))
+            (scope, fy, kind, value)
+            for fy in (2022, 2023)
+            for i, scope in enumerate([*sites, *authorities])
+            for kind, value in zip(
+                ("referral_placements", "referral_share", "team_support"), TARGET_SETS[i % 3], strict=True
+            )
         ],
+    )
+    # A site new in FY2023 is left out of that year's evaluation, as the report does.
+    await pool.execute(
+        "INSERT INTO feed_evaluation_exclusions (scope, fiscal_year, reason) VALUES ($1, 2023, 'new site') "
+        "ON CONFLICT DO NOTHING",
+        sites[-1],
     )
     await publish_submissions(settings, pool, early, origin="test-portal")
     await run_until_caught_up(FeedProjection(settings), settings, pool)
@@ -97,7 +119,8 @@ async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFee
     await run_until_caught_up(FeedProjection(settings), settings, pool)
     for m in MONTHS:
         await build_month(pool, settings, m)
-    authorities = sorted({s.data["authority"] for s in subs if s.family is Family.REGISTRATION})
+    for fy, through in ROLLUPS:
+        await build_rollup(pool, settings, fy, through)
     months = [str(m) for m in MONTHS]
     revised = await pool.fetch(
         "SELECT authority, month FROM feed_revisions WHERE month = ANY($1::text[]) AND revision >= 2 "
@@ -110,4 +133,10 @@ async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFee
         months,
         {a: _never_consented(subs, a) for a in authorities},
         [(r["authority"], r["month"]) for r in revised],
+        {
+            str(v)
+            for s in subs
+            for k, v in s.data.get("personal", {}).items()
+            if k in ("name", "employer_name", "case_number")
+        },
     )

@@ -1,6 +1,7 @@
 """The feed portal over HTTP on the real stack: who gets in, one authority's feed only (refusals
 recorded), Japanese first with marks and a legend, revisions and what changed, the consented list
-recorded in the access log, downloads in every format, no value echoed from a malformed request."""
+recorded in the access log, downloads in every format, no value echoed from a malformed request; the
+ministry's login: the roll-ups of each fiscal year and their downloads, and no authority's feed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import httpx
 import openpyxl
 
+from consumers.feed.exports import rollup_csv
+from consumers.feed.rollup import load_rollup
+from domain.ministry import TABLE_KEYS, report_tables
 from infra.auth import OrgKind, Role, add_client
 from tests.browser.console_server import RunningConsole
 from tests.browser.portal_data import PortalFeed
@@ -27,9 +32,9 @@ async def _token(pool: asyncpg.Pool, kind: OrgKind, code: str, roles: set[Role])
 
 @asynccontextmanager
 async def _logged_in(
-    pool: asyncpg.Pool, portal: RunningConsole, authority: str
+    pool: asyncpg.Pool, portal: RunningConsole, authority: str, kind: OrgKind = OrgKind.AUTHORITY
 ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    client_id, token = await _token(pool, OrgKind.AUTHORITY, authority, {Role.READ})
+    client_id, token = await _token(pool, kind, authority, {Role.READ})
     async with httpx.AsyncClient(base_url=portal.url) as http:
         ok = await http.post("/login", data={"token": token})
         assert ok.status_code == 303, ok.text
@@ -47,7 +52,7 @@ async def test_only_authority_readers_get_in(
         first = await http.get(f"/feed/{a}/2023-02")
         assert first.status_code == 303 and first.headers["location"] == f"/login?next=/feed/{a}/2023-02"
         refused = await http.post("/login", data={"token": operator})
-        assert refused.status_code == 403 and "authority staff only" in refused.text
+        assert refused.status_code == 403 and "authority staff and the ministry only" in refused.text
         assert "ittai_portal" not in refused.cookies
         lacking = await http.post("/login", data={"token": publisher})
         assert lacking.status_code == 403 and "lacks role" in lacking.text
@@ -170,3 +175,121 @@ async def test_malformed_requests_are_refused_without_echo(
             assert "evil" not in r.text and "2023-13" not in r.text
         missing = await http.get(f"/feed/{a}/2019-01")
         assert missing.status_code == 404
+
+
+# --- the ministry's login --------------------------------------------------------------------------------
+
+
+def _ministry(pool: asyncpg.Pool, portal: RunningConsole) -> Any:
+    return _logged_in(pool, portal, "*", OrgKind.MINISTRY)
+
+
+async def test_the_ministry_sees_the_rollups_of_each_fiscal_year_in_japanese_first(
+    pool: asyncpg.Pool, portal: RunningConsole, portal_feed: PortalFeed
+) -> None:
+    async with _ministry(pool, portal) as (http, _):
+        home = await http.get("/")
+        assert home.status_code == 303 and home.headers["location"] == "/rollups"
+        latest = await http.get("/rollups")
+        assert latest.status_code == 303 and latest.headers["location"].startswith("/rollups/")
+        page = await http.get("/rollups/2022")
+        html = page.text
+        assert page.status_code == 200 and '<html lang="ja">' in html
+        assert (
+            "令和4年度（2022年度）" in html
+            and "令和5年3月（2023年3月）まで" in html
+            and "年度末の評価" in html
+        )
+        for title in ("自治体の目標達成状況", "拠点の目標達成状況", "支援対象者別の就職件数", "連携指標"):
+            assert f"<h2>{title}</h2>" in html
+        assert "全達成" in html and "全国" in html and "秘匿" in html  # classes, national row, the legend
+        assert 'data-fy="2023"' in html and 'data-through="2023-02"' in html
+        assert "<svg" in html and "data-segment=" in html  # the classes, drawn
+        async with pool.acquire() as conn:
+            body = await load_rollup(conn, 2022)
+        national = body["indicators"]["national"]["new_job_seekers"]
+        row = html.split('data-table="coordination"')[1].split('data-prefecture="計"')[1].split("</tr>")[0]
+        assert f'<td class="n">{national:,}</td>' in row if national else ">x<" in row
+        mid = await http.get("/rollups/2022", params={"through": "2023-02"})
+        assert "令和5年2月（2023年2月）まで" in mid.text and "年度途中" in mid.text
+        switched = await http.get("/rollups/2023")
+        assert "令和5年度（2023年度）" in switched.text and 'aria-current="page">令和5年度' in switched.text
+        every = await http.get("/rollups/2022", params={"prefectures": "all"})
+        assert every.text.count("data-prefecture=") == 4 * 48
+        await http.get("/lang/en", params={"next": "/rollups/2022"})
+        english = await http.get("/rollups/2022")
+        assert '<html lang="en">' in english.text and "FY2022" in english.text
+        assert "Authorities by achievement of their targets" in english.text and "Nationwide" in english.text
+        text = page.text + mid.text + switched.text + every.text + english.text
+        leaked = {v for v in portal_feed.personal if v in text}
+        assert not leaked, "a person's name, employer or case number on a roll-up page"
+
+
+async def test_the_ministry_downloads_are_the_rollup_exporters_files(
+    pool: asyncpg.Pool, portal: RunningConsole, portal_feed: PortalFeed
+) -> None:
+    async with pool.acquire() as conn:
+        body = await load_rollup(conn, 2022)
+    async with _ministry(pool, portal) as (http, _):
+        xlsx = await http.get("/rollups/2022/download", params={"format": "xlsx"})
+        assert xlsx.status_code == 200 and xlsx.headers["content-type"].startswith("application/vnd.openxml")
+        book = openpyxl.load_workbook(io.BytesIO(xlsx.content))
+        assert book.sheetnames == [*report_tables(body), "説明"]
+        assert 'filename="rollup_FY2022_2023-03_r' in xlsx.headers["content-disposition"]
+        for table in TABLE_KEYS:
+            for encoding in ("utf-8", "cp932"):
+                got = await http.get(
+                    "/rollups/2022/download", params={"format": "csv", "table": table, "encoding": encoding}
+                )
+                assert got.status_code == 200 and got.content == rollup_csv(body, table, encoding)[0]
+                assert got.content.decode(encoding).startswith("都道府県,")
+
+
+async def test_an_authority_login_is_refused_the_rollups(
+    pool: asyncpg.Pool, portal: RunningConsole, portal_feed: PortalFeed
+) -> None:
+    a = portal_feed.authorities[0]
+    async with _logged_in(pool, portal, a) as (http, _):
+        for path in ("/rollups", "/rollups/2022", "/rollups/2022/download?format=xlsx",
+                     "/rollups/2022/download?format=csv&table=groups&encoding=cp932"):  # fmt: skip
+            refused = await http.get(path)
+            assert refused.status_code == 403, path
+            assert "厚生労働省の閲覧用ログインでのみ" in refused.text
+            assert "content-disposition" not in refused.headers
+
+
+async def test_the_ministry_sees_no_authority_feed_and_no_person(
+    pool: asyncpg.Pool, portal: RunningConsole, portal_feed: PortalFeed
+) -> None:
+    a = portal_feed.authorities[0]
+    async with _ministry(pool, portal) as (http, client_id):
+        for path in (f"/feed/{a}", f"/feed/{a}/2023-01", f"/feed/{a}/2023-01/individuals",
+                     f"/feed/{a}/2023-01/download?part=individuals&format=csv",
+                     f"/feed/{a}/2023-01/download?part=aggregates&format=xlsx"):  # fmt: skip
+            refused = await http.get(path)
+            assert refused.status_code == 403, path
+            assert "各自治体の提供データは閲覧できません" in refused.text
+            assert not {v for v in portal_feed.personal if v in refused.text}
+    rows = await pool.fetch(
+        "SELECT outcome, person_keys FROM feed_access_log WHERE client_id = $1 ORDER BY at", client_id
+    )
+    assert len(rows) == 4 and all(r["outcome"] == "denied" and r["person_keys"] == [] for r in rows)
+
+
+async def test_malformed_rollup_requests_are_refused_without_echo(
+    pool: asyncpg.Pool, portal: RunningConsole, portal_feed: PortalFeed
+) -> None:
+    async with _ministry(pool, portal) as (http, _):
+        for path, params in (
+            ("/rollups/evil", {}),
+            ("/rollups/1999", {}),
+            ("/rollups/2022", {"through": "<b>evil</b>"}),
+            ("/rollups/2022", {"prefectures": "<b>evil</b>"}),
+            ("/rollups/2022/download", {"table": "<b>evil</b>", "format": "csv"}),
+            ("/rollups/2022/download", {"encoding": "<b>evil</b>", "format": "csv"}),
+        ):
+            r = await http.get(path, params=params)
+            assert r.status_code == 422, (path, params, r.status_code)
+            assert "evil" not in r.text and "1999" not in r.text
+        missing = await http.get("/rollups/2030")
+        assert missing.status_code == 404 and "この年度の集計はまだ作成されていません" in missing.text
