@@ -5,7 +5,7 @@ Each adapter runs the outbox relay in its lifespan, so accepted events reach Kaf
 the only thing running (the relay's advisory lock lets just one relay publish at a time).
 """
 
-# No ``from __future__ import annotations``: FastAPI must see the dependency types built in build_app.
+# No ``from __future__ import annotations``: FastAPI must see the handlers' dependency types as objects.
 
 import asyncio
 import contextlib
@@ -121,211 +121,100 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
-    """``relay=False`` when another adapter in the same process already runs the outbox relay; by
-    default the setting ``adapter_runs_relay`` decides."""
-    from infra.http import create_app
+# --- who publishes: the credential checks every endpoint starts with ----------------------------------
 
-    s = settings or get_settings()
-    run_relay = s.adapter_runs_relay if relay is None else relay
-    relay_task: dict[str, Any] = {}
 
-    async def on_startup(app: FastAPI) -> None:
-        keystore = KeyStore.from_settings(s)
-        app.state.service = AdapterService(adapter, s, app.state.pool, keystore)
-        if run_relay:
-            relay_task["relay"] = outbox = OutboxRelay(s, app.state.pool)
-            relay_task["task"] = asyncio.create_task(outbox.run(), name=f"{adapter.value}-outbox-relay")
+async def verify(request: Request, authorization: str | None, *, cached: bool) -> Principal:
+    """A publisher of this adapter: authenticated (through the app's ``CredentialCache`` when ``cached``),
+    holding ``publish``, of an organisation on this adapter's side. A refusal is counted and answered
+    by ``AdapterService.forbid``."""
+    state = request.app.state
+    family = request.url.path.split("/")[2] if request.url.path.count("/") >= 2 else "(none)"
+    try:
+        principal = state.credentials.get(authorization) if cached else None
+        if principal is None:
+            async with state.pool.acquire() as conn:
+                principal = await authenticate(conn, authorization)
+            assert authorization is not None
+            state.credentials.put(authorization, principal)
+        require_role(principal, Role.PUBLISH)
+        check_client(state.adapter, principal)
+    except AuthError as exc:
+        raise await state.service.forbid(family, exc) from None
+    return principal
 
-    async def on_shutdown(app: FastAPI) -> None:
-        if not relay_task:
-            return
-        outbox: OutboxRelay = relay_task["relay"]
-        task: asyncio.Task[None] = relay_task["task"]
-        outbox.stop()
-        try:
-            # A relay waiting for another relay's advisory lock never sees stop(): cancel it. Cancelling
-            # the active one mid-batch is like a crash: unstamped rows are re-sent, consumers dedupe by id.
-            await asyncio.wait_for(asyncio.shield(task), timeout=2)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
-    app = create_app(
-        f"Ittai Hub {adapter.value} adapter",
-        description=_DESCRIPTIONS[adapter] + _COMMON,
-        settings=s,
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
-    )
+async def fresh_publisher(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return await verify(request, authorization, cached=False)
 
-    @app.exception_handler(Rejected)
-    async def _rejected(_: Request, exc: Rejected) -> Response:
-        return _json(client_errors(exc.errors), 422)
 
-    @app.exception_handler(IdempotencyConflict)
-    async def _conflict(_: Request, exc: IdempotencyConflict) -> Response:
-        return _json({"error": exc.reason}, 409)
+async def cached_publisher(request: Request) -> Principal:
+    return await verify(request, request.headers.get("authorization"), cached=True)
 
-    credentials = CredentialCache()
 
-    async def verify(request: Request, authorization: str | None, *, cached: bool) -> Principal:
-        service: AdapterService = request.app.state.service
-        family = request.url.path.split("/")[2] if request.url.path.count("/") >= 2 else "(none)"
-        try:
-            principal = credentials.get(authorization) if cached else None
-            if principal is None:
-                async with request.app.state.pool.acquire() as conn:
-                    principal = await authenticate(conn, authorization)
-                assert authorization is not None
-                credentials.put(authorization, principal)
-            require_role(principal, Role.PUBLISH)
-            check_client(adapter, principal)
-        except AuthError as exc:
-            raise await service.forbid(family, exc) from None
-        return principal
+async def uploader(request: Request) -> Principal:
+    return await verify(request, request.headers.get("authorization"), cached=False)
 
-    async def fresh_publisher(
-        request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> Principal:
-        return await verify(request, authorization, cached=False)
 
-    async def cached_publisher(request: Request) -> Principal:
-        return await verify(request, request.headers.get("authorization"), cached=True)
+FreshPublisher = Annotated[Principal, Depends(fresh_publisher)]
 
-    async def uploader(request: Request) -> Principal:
-        return await verify(request, request.headers.get("authorization"), cached=False)
 
-    FreshPublisher = Annotated[Principal, Depends(fresh_publisher)]
-
-    def idempotency_key(value: str | None) -> str | None:
-        if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
-            raise Rejected(
-                [FieldError("Idempotency-Key", "must be 1 to 200 visible ASCII characters", value, "format")]
-            )
-        return value
-
-    async def read_json(request: Request) -> Any:
-        try:
-            return orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise Rejected([FieldError("(body)", f"not valid JSON: {exc}", None, "json")]) from None
-
-    for family in FAMILIES[adapter]:
-        schema = submission_schema(family)
-        _add_routes(
-            app, family, schema, cached_publisher, FreshPublisher, read_json, idempotency_key, uploader
+def idempotency_key(value: str | None) -> str | None:
+    if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise Rejected(
+            [FieldError("Idempotency-Key", "must be 1 to 200 visible ASCII characters", value, "format")]
         )
-    return app
+    return value
 
 
-def _add_routes(
-    app: FastAPI,
-    family: Family,
-    schema: dict[str, Any],
-    publisher: Any,
-    fresh_publisher: Any,
-    read_json: Any,
-    idem: Any,
-    uploader: Any,
-) -> None:
-    columns = ", ".join(f"`{c.en}`/{c.ja}" for c in COLUMNS[family.value])
-    # The JSON endpoints take the bare request (headers read directly, body parsed once with orjson), so
-    # their headers are documented here rather than derived from parameters.
-    headers = [
-        {
-            "name": "Authorization",
-            "in": "header",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^Bearer ith_[^.]+[.].+$"},
-            "description": "Bearer ith_<client>.<secret>",
-        },
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
-            "description": "Retry-safe key (1–200 visible ASCII characters), scoped by organisation",
-        },
-    ]
+async def read_json(request: Request) -> Any:
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise Rejected([FieldError("(body)", f"not valid JSON: {exc}", None, "json")]) from None
 
-    @app.post(
-        f"/v1/{family.value}",
-        status_code=202,
-        tags=[family.value],
-        summary=f"Publish one {family.value} event",
-        openapi_extra={
-            "parameters": headers,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-        },
-        name=f"publish_{family.value}",
-    )
-    async def publish_one(request: Request) -> Response:
-        principal = await publisher(request)
-        key = idem(request.headers.get("idempotency-key"))
+
+# --- one family's endpoints ----------------------------------------------------------------------------
+
+
+class FamilyEndpoints:
+    """The handlers of ``/v1/<family>``, ``/v1/<family>/batch`` and ``/v1/<family>/csv``, with the family
+    bound. ``publish_one``, ``publish_batch`` and ``import_csv_first_authenticated`` serve the requests;
+    ``import_csv`` is the FastAPI route that describes the upload in the OpenAPI (see ``_add_routes``)."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    async def publish_one(self, request: Request) -> Response:
+        principal = await cached_publisher(request)
+        key = idempotency_key(request.headers.get("idempotency-key"))
         body = await read_json(request)
-        result = await request.app.state.service.accept_events(principal, family, [body], key, batch=False)
+        service: AdapterService = request.app.state.service
+        result = await service.accept_events(principal, self.family, [body], key, batch=False)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return _json({"event_id": result.event_ids[0], "replayed": result.replayed}, 202, headers)
 
-    @app.post(
-        f"/v1/{family.value}/batch",
-        status_code=202,
-        tags=[family.value],
-        summary=f"Publish many {family.value} events, all or none",
-        openapi_extra={
-            "parameters": headers,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"type": "array", "items": schema, "minItems": 1, "maxItems": 1000}
-                    }
-                },
-            },
-        },
-        name=f"publish_{family.value}_batch",
-    )
-    async def publish_batch(request: Request) -> Response:
-        principal = await publisher(request)
-        key = idem(request.headers.get("idempotency-key"))
+    async def publish_batch(self, request: Request) -> Response:
+        principal = await cached_publisher(request)
+        key = idempotency_key(request.headers.get("idempotency-key"))
         body = await read_json(request)
         if not isinstance(body, list) or not 1 <= len(body) <= 1000:
             raise Rejected(
                 [FieldError("(body)", "expected a JSON array of 1 to 1000 events", None, "batch size")]
             )
-        result = await request.app.state.service.accept_events(principal, family, body, key, batch=True)
+        service: AdapterService = request.app.state.service
+        result = await service.accept_events(principal, self.family, body, key, batch=True)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return _json({"event_ids": result.event_ids, "replayed": result.replayed}, 202, headers)
 
-    # Served by plain Starlette routes ahead of FastAPI's (which remain for the OpenAPI description):
-    # the endpoints take the bare request anyway, and FastAPI's per-request machinery (dependency
-    # solving, route context, query parsing) cost as much as validating the event. The app's exception
-    # handlers (401/403/409/422) apply to these routes the same way.
-    app.router.routes[0:0] = [
-        Route(f"/v1/{family.value}", publish_one, methods=["POST"], include_in_schema=False),
-        Route(f"/v1/{family.value}/batch", publish_batch, methods=["POST"], include_in_schema=False),
-    ]
-
-    @app.post(
-        f"/v1/{family.value}/csv",
-        status_code=202,
-        tags=[family.value],
-        summary=f"Import a {family.value} batch file (CSV)",
-        description=(
-            "UTF-8 (with or without BOM) or CP932/Shift_JIS, CRLF or LF, a header row. Dates ISO or Japanese "
-            "era (令和6年4月1日, R6.4.1). Valid rows are accepted, invalid rows reported by line; a row "
-            f"already imported is a duplicate and creates nothing. Columns: {columns}."
-        ),
-        name=f"import_{family.value}_csv",
-    )
     async def import_csv(
-        request: Request, principal: fresh_publisher, file: Annotated[UploadFile, File()]
+        self, request: Request, principal: FreshPublisher, file: Annotated[UploadFile, File()]
     ) -> Response:
-        return await _import(request, principal, file)
+        return await self._import(request, principal, file)
 
-    async def import_csv_first_authenticated(request: Request) -> Response:
+    async def import_csv_first_authenticated(self, request: Request) -> Response:
         # Served ahead of the FastAPI route (which stays for the OpenAPI description) because FastAPI
         # reads and parses a form body before it resolves dependencies: the credential is checked here
         # before a byte of the file is read (the body-size limit has already applied).
@@ -343,27 +232,156 @@ def _add_routes(
                     )
                 ]
             )
-        return await _import(request, principal, file)
+        return await self._import(request, principal, file)
 
-    app.router.routes[0:0] = [
-        Route(
-            f"/v1/{family.value}/csv",
-            import_csv_first_authenticated,
-            methods=["POST"],
-            include_in_schema=False,
-        )
-    ]
-
-    async def _import(request: Request, principal: Principal, file: StarletteUploadFile) -> Response:
+    async def _import(self, request: Request, principal: Principal, file: StarletteUploadFile) -> Response:
         content = await file.read()
         service: AdapterService = request.app.state.service
         try:
-            summary = await service.import_csv(principal, family, content)
+            summary = await service.import_csv(principal, self.family, content)
         except FileError as exc:
             error = FieldError("(file)", str(exc), None, "file")
-            await service.record_rejections(family.value, [(error.operator_rule, error.rule_class)])
+            await service.record_rejections(self.family.value, [(error.operator_rule, error.rule_class)])
             return _json({"errors": [error.for_client()]}, 422)
         return _json(summary.as_dict(), 202)
+
+
+# The JSON endpoints take the bare request (headers read directly, body parsed once with orjson), so
+# their headers are documented here rather than derived from parameters.
+_JSON_HEADERS = [
+    {
+        "name": "Authorization",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^Bearer ith_[^.]+[.].+$"},
+        "description": "Bearer ith_<client>.<secret>",
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+        "description": "Retry-safe key (1–200 visible ASCII characters), scoped by organisation",
+    },
+]
+
+
+def _add_routes(app: FastAPI, family: Family) -> None:
+    """A family's three endpoints. Each is served by a plain Starlette route ahead of a FastAPI route
+    that remains for the OpenAPI description: the JSON endpoints take the bare request anyway, and
+    FastAPI's per-request machinery (dependency solving, route context, query parsing) cost as much as
+    validating the event; the CSV upload must check the credential before FastAPI reads the form. The
+    app's exception handlers (401/403/409/422) apply to these routes the same way."""
+    endpoints = FamilyEndpoints(family)
+    path = f"/v1/{family.value}"
+    schema = submission_schema(family)
+    batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": 1000}
+    for suffix, endpoint, summary, body_schema, name in (
+        ("", endpoints.publish_one, f"Publish one {family.value} event", schema, f"publish_{family.value}"),
+        ("/batch", endpoints.publish_batch, f"Publish many {family.value} events, all or none", batch,
+         f"publish_{family.value}_batch"),
+    ):  # fmt: skip
+        app.add_api_route(
+            path + suffix,
+            endpoint,
+            methods=["POST"],
+            status_code=202,
+            tags=[family.value],
+            summary=summary,
+            openapi_extra={
+                "parameters": _JSON_HEADERS,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
+            },
+            name=name,
+        )
+    app.router.routes[0:0] = [
+        Route(path, endpoints.publish_one, methods=["POST"], include_in_schema=False),
+        Route(f"{path}/batch", endpoints.publish_batch, methods=["POST"], include_in_schema=False),
+    ]
+    columns = ", ".join(f"`{c.en}`/{c.ja}" for c in COLUMNS[family.value])
+    app.add_api_route(
+        f"{path}/csv",
+        endpoints.import_csv,
+        methods=["POST"],
+        status_code=202,
+        tags=[family.value],
+        summary=f"Import a {family.value} batch file (CSV)",
+        description=(
+            "UTF-8 (with or without BOM) or CP932/Shift_JIS, CRLF or LF, a header row. Dates ISO or Japanese "
+            "era (令和6年4月1日, R6.4.1). Valid rows are accepted, invalid rows reported by line; a row "
+            f"already imported is a duplicate and creates nothing. Columns: {columns}."
+        ),
+        name=f"import_{family.value}_csv",
+    )
+    app.router.routes[0:0] = [
+        Route(
+            f"{path}/csv", endpoints.import_csv_first_authenticated, methods=["POST"], include_in_schema=False
+        )
+    ]
+
+
+# --- the app -------------------------------------------------------------------------------------------
+
+
+async def _start(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    keystore = KeyStore.from_settings(settings)
+    app.state.service = AdapterService(app.state.adapter, settings, app.state.pool, keystore)
+    if app.state.runs_relay:
+        relay = OutboxRelay(settings, app.state.pool)
+        app.state.relay = (
+            relay,
+            asyncio.create_task(relay.run(), name=f"{app.state.adapter.value}-outbox-relay"),
+        )
+
+
+async def _stop(app: FastAPI) -> None:
+    if app.state.relay is None:
+        return
+    relay, task = app.state.relay
+    relay.stop()
+    try:
+        # A relay waiting for another relay's advisory lock never sees stop(): cancel it. Cancelling
+        # the active one mid-batch is like a crash: unstamped rows are re-sent, consumers dedupe by id.
+        await asyncio.wait_for(asyncio.shield(task), timeout=2)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _rejected(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Rejected)
+    return _json(client_errors(exc.errors), 422)
+
+
+async def _conflict(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IdempotencyConflict)
+    return _json({"error": exc.reason}, 409)
+
+
+def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
+    """``relay=False`` when another adapter in the same process already runs the outbox relay; by
+    default the setting ``adapter_runs_relay`` decides."""
+    from infra.http import create_app
+
+    s = settings or get_settings()
+    app = create_app(
+        f"Ittai Hub {adapter.value} adapter",
+        description=_DESCRIPTIONS[adapter] + _COMMON,
+        settings=s,
+        on_startup=_start,
+        on_shutdown=_stop,
+    )
+    app.state.adapter = adapter
+    app.state.runs_relay = s.adapter_runs_relay if relay is None else relay
+    app.state.relay = None  # (OutboxRelay, its task) while the app runs one
+    app.state.credentials = CredentialCache()
+    app.add_exception_handler(Rejected, _rejected)
+    app.add_exception_handler(IdempotencyConflict, _conflict)
+    for family in FAMILIES[adapter]:
+        _add_routes(app, family)
+    return app
 
 
 def welfare_app(settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
