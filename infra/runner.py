@@ -140,7 +140,11 @@ def supervise(work: Callable[[], None], workers: int) -> None:
         proc.start()
         procs.append(proc)
 
+    stopping = False
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -153,12 +157,21 @@ def supervise(work: Callable[[], None], workers: int) -> None:
         for sentinel in multiprocessing.connection.wait(list(pending)):
             proc = pending.pop(sentinel)  # type: ignore[arg-type]
             proc.join()
-            if proc.exitcode != 0 and not failed:
+            # A worker may end by the SIGTERM forwarded to it (uvicorn re-raises the signal it handled).
+            stopped = stopping and proc.exitcode == -signal.SIGTERM
+            if proc.exitcode != 0 and not stopped and not failed:
                 failed = True
                 log.error("worker died, stopping the others", worker=proc.name, exitcode=proc.exitcode)
                 forward(signal.SIGTERM, None)
     if failed:
         raise SystemExit(1)
+
+
+def worker_index() -> int:
+    """Inside a worker started by ``supervise``: its index (0 … workers-1); 0 in a process of its own.
+    For work only one of the set should do (an adapter's outbox relay)."""
+    name = multiprocessing.current_process().name
+    return int(name.removeprefix("worker-")) if name.startswith("worker-") else 0
 
 
 def _worker(work: Callable[[], None], index: int, base_port: int | None) -> None:

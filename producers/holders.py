@@ -20,29 +20,35 @@ from contracts.envelope import Event
 from domain.provenance import INTAKE, Org, SiteEntry, intake_date
 
 
-async def site_entries(conn: asyncpg.Connection, sites: Iterable[str]) -> dict[str, SiteEntry]:
-    wanted = sorted(set(sites))
-    if not wanted:
-        return {}
-    rows = await conn.fetch(
-        "SELECT site_id, authority, office FROM sites WHERE site_id = ANY($1::text[])", wanted
-    )
-    return {r["site_id"]: SiteEntry(r["site_id"], r["authority"], r["office"]) for r in rows}
-
-
-async def holders_of(conn: asyncpg.Connection, persons: Iterable[str]) -> dict[str, dict[Org, date]]:
-    """person -> {holder: since}; people nobody holds are absent."""
+async def registers_of(
+    conn: asyncpg.Connection, sites: Iterable[str], persons: Iterable[str], *, fences: bool
+) -> tuple[dict[str, SiteEntry], dict[str, dict[Org, date]], dict[str, datetime], set[str]]:
+    """What authorisation reads, in one round trip: the registry entries of ``sites`` (P2), the holders
+    of ``persons`` (P3: person -> {holder: since}; people nobody holds are absent), their withdrawal
+    fences if asked (P7: person -> the ``signed_at`` of their latest withdrawal) and which of them are
+    on the erasure register (P9)."""
+    wanted_sites = sorted(set(sites))
     wanted = sorted(set(persons))
-    if not wanted:
-        return {}
-    rows = await conn.fetch(
-        "SELECT person_key, org_kind, org_code, since FROM person_holders WHERE person_key = ANY($1::text[])",
-        wanted,
-    )
-    out: dict[str, dict[Org, date]] = {}
-    for r in rows:
-        out.setdefault(r["person_key"], {})[Org(r["org_kind"], r["org_code"])] = r["since"]
-    return out
+    row = await conn.fetchrow(_REGISTERS, wanted_sites, wanted, fences)
+    assert row is not None
+    entries = {s: SiteEntry(s, authority, office) for s, authority, office in row["sites"]}
+    held: dict[str, dict[Org, date]] = {}
+    for person, kind, code, since in row["holders"]:
+        held.setdefault(person, {})[Org(kind, code)] = since
+    fenced = {person: signed_at for person, signed_at in row["fences"]}
+    return entries, held, fenced, set(row["erased"])
+
+
+# Anonymous records come back typed (text, date, timestamptz): one statement, four registers.
+_REGISTERS = """
+SELECT
+  ARRAY(SELECT (site_id, authority, office) FROM sites WHERE site_id = ANY($1::text[])) AS sites,
+  ARRAY(SELECT (person_key, org_kind, org_code, since) FROM person_holders
+        WHERE person_key = ANY($2::text[])) AS holders,
+  ARRAY(SELECT (person_key, signed_at) FROM withdrawal_fences
+        WHERE $3 AND person_key = ANY($2::text[])) AS fences,
+  ARRAY(SELECT person_key FROM sv_erasures WHERE person_key = ANY($2::text[])) AS erased
+"""
 
 
 async def record_holders(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
@@ -80,17 +86,6 @@ DO UPDATE SET since = least(person_holders.since, EXCLUDED.since)
 """
 
 
-async def fences_of(conn: asyncpg.Connection, persons: Iterable[str]) -> dict[str, datetime]:
-    """person -> the ``signed_at`` of their latest withdrawal on record."""
-    wanted = sorted(set(persons))
-    if not wanted:
-        return {}
-    rows = await conn.fetch(
-        "SELECT person_key, signed_at FROM withdrawal_fences WHERE person_key = ANY($1::text[])", wanted
-    )
-    return {r["person_key"]: r["signed_at"] for r in rows}
-
-
 async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
     """P7: every withdrawal among ``events`` moves its person's fence to its ``signed_at`` (never back)."""
     rows: dict[str, tuple[datetime, str]] = {}
@@ -112,10 +107,3 @@ async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> No
         [rows[p][0] for p in people],
         [rows[p][1] for p in people],
     )
-
-
-async def erased_of(conn: asyncpg.Connection, persons: Iterable[str]) -> set[str]:
-    """P9: which of these people are on the erasure register."""
-    wanted = list(set(persons))
-    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
-    return {r[0] for r in rows}

@@ -24,14 +24,24 @@ clients_app = typer.Typer(no_args_is_help=True, add_completion=False)
 sites_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
-def run_welfare() -> None:
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Processes serving the port (one listening socket; the first also runs the outbox relay)",
+    ),
+]
+
+
+def run_welfare(workers: WorkersOption = 1) -> None:
     """Authority side: consent, referral, retention over HTTP and CSV (with the outbox relay)."""
-    _serve("welfare")
+    _serve("welfare", workers)
 
 
-def run_employment() -> None:
+def run_employment(workers: WorkersOption = 1) -> None:
     """Hello Work side: registration, consent, placement, retention over HTTP and CSV (with the relay)."""
-    _serve("employment")
+    _serve("employment", workers)
 
 
 def import_file(
@@ -181,18 +191,29 @@ def register(app: typer.Typer, run_app: typer.Typer) -> None:
     app.command("import")(import_file)
 
 
-def _serve(kind: str) -> None:
+def _serve(kind: str, workers: int = 1) -> None:
+    from fastapi import FastAPI
+
     from infra.config import get_settings
     from infra.logging import configure_logging
     from producers.adapters.app import employment_app, welfare_app
-    from producers.adapters.serve import run
+    from producers.adapters.serve import run, run_workers
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    app = welfare_app(settings) if kind == "welfare" else employment_app(settings)
+    make = welfare_app if kind == "welfare" else employment_app
     port = settings.welfare_port if kind == "welfare" else settings.employment_port
-    out.print(f"{kind} adapter on http://{settings.http_host}:{port} (OpenAPI at /docs)")
-    run(app, settings.http_host, port)
+    each = f", {workers} workers" if workers > 1 else ""
+    out.print(f"{kind} adapter on http://{settings.http_host}:{port} (OpenAPI at /docs{each})")
+    if workers == 1:
+        run(make(settings), settings.http_host, port)
+        return
+
+    def make_app(runs_relay: bool) -> FastAPI:
+        # Read again in each worker: ``supervise`` clears the settings cache (metrics port per worker).
+        return make(get_settings(), relay=runs_relay and get_settings().adapter_runs_relay)
+
+    run_workers(make_app, settings.http_host, port, workers)
 
 
 async def _import(file: Path, content: bytes, family: str, token: str, *, wait: bool, show: int) -> int:

@@ -144,6 +144,27 @@ def _iso_or_other_date(value: str) -> str:
     return parse_date(value).isoformat()
 
 
+_MEMO_CELLS = 4096  # distinct cells remembered per column and file
+
+
+def _memo(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``convert`` remembering its results for one column of one file: a file repeats its dates, enum
+    labels and attribute lists on every row, and an era date or NFKC costs more than the lookup. Bounded,
+    and gone with the file's header (a birth date is a date cell too). Immutable results only: a list is
+    handed out as a fresh copy."""
+    seen: dict[str, Any] = {}
+
+    def remembered(cell: str) -> Any:
+        value = seen.get(cell, seen)
+        if value is seen:
+            value = convert(cell)  # a ValueError is not remembered: it is raised each time
+            if len(seen) < _MEMO_CELLS:
+                seen[cell] = value
+        return list(value) if isinstance(value, list) else value
+
+    return remembered
+
+
 def _converter(column: Column) -> Callable[[str], Any]:
     """What ``_convert`` does for this column, specialised for the common kinds (the same results)."""
     if column.kind is Kind.TEXT:
@@ -157,9 +178,11 @@ def _converter(column: Column) -> Callable[[str], Any]:
             value = _norm_fast(cell)
             return synonyms.get(value.replace("・", ""), value)
 
-        return code
+        return _memo(code)
     if column.kind is Kind.DATE:
-        return lambda cell: _iso_or_other_date(_norm_fast(cell))
+        return _memo(lambda cell: _iso_or_other_date(_norm_fast(cell)))
+    if column.kind in (Kind.LIST, Kind.BOOL):
+        return _memo(lambda cell: _convert(column, cell))
     return lambda cell: _convert(column, cell)
 
 

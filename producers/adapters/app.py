@@ -372,6 +372,7 @@ def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool
         settings=s,
         on_startup=_start,
         on_shutdown=_stop,
+        lean_routes=True,  # the JSON and CSV endpoints are plain routes (``_add_routes``): see LeanRoutes
     )
     app.state.adapter = adapter
     app.state.runs_relay = s.adapter_runs_relay if relay is None else relay
@@ -388,5 +389,5 @@ def welfare_app(settings: Settings | None = None, *, relay: bool | None = None) 
     return build_app(Adapter.WELFARE, settings, relay=relay)
 
 
-def employment_app(settings: Settings | None = None) -> FastAPI:
-    return build_app(Adapter.EMPLOYMENT, settings)
+def employment_app(settings: Settings | None = None, *, relay: bool | None = None) -> FastAPI:
+    return build_app(Adapter.EMPLOYMENT, settings, relay=relay)

@@ -174,3 +174,42 @@ def test_credential_cache_stays_bounded() -> None:
         cache.put(f"Bearer ith_c{i}.secret", OFFICE)
     assert len(cache._entries) <= CredentialCache.MAX_ENTRIES
     assert cache.get(f"Bearer ith_c{CredentialCache.MAX_ENTRIES + 4}.secret") is OFFICE
+
+
+def test_requests_committed_together_are_authorised_each_on_its_own() -> None:
+    """The group commit loads the registers once for all its requests; each is judged on its own copy,
+    so a request refused as a whole (here: a batch whose second consent is another side's) lends the
+    others nothing it would have recorded — neither its withdrawal's fence (P7) nor a holder."""
+    from datetime import UTC, datetime
+
+    from infra.config import get_settings
+    from producers.adapters.service import AdapterService, _Unit
+    from producers.submission import Checked, check
+
+    def checked(body: dict[str, Any]) -> Checked:
+        result = check(Family.CONSENT, body)
+        assert isinstance(result, Checked), result
+        return result
+
+    withdrawal = data(Family.CONSENT, action="withdrawn", scopes=[], recipients=[])
+    withdrawal["captured"] = {**withdrawal["captured"], "signed_at": "2025-04-10T10:00:00+09:00"}
+    elsewhere = data(Family.CONSENT)
+    elsewhere["captured"] = {**elsewhere["captured"], "side": "authority", "channel": "authority_counter"}
+    earlier = data(Family.CONSENT, version=2)  # signed 2025-04-03: behind the refused withdrawal
+    service = AdapterService(Adapter.EMPLOYMENT, get_settings(), None, None)  # type: ignore[arg-type]
+    loaded = Context(sites=REGISTRY, holders={k: dict(v) for k, v in HELD.items()}, now=datetime.now(UTC))
+
+    async def units() -> tuple[_Unit, _Unit]:  # a unit's future needs a running loop
+        refused = _Unit(OFFICE, Family.CONSENT, [checked(withdrawal), checked(elsewhere)], None)
+        return refused, _Unit(OFFICE, Family.CONSENT, [checked(earlier)], None)
+
+    import asyncio
+
+    refused, later = asyncio.run(units())
+    verdict = service.authorise_unit(refused, loaded)
+    assert (
+        isinstance(verdict, AuthError)
+        and "side 'authority' goes through the welfare adapter" in verdict.reason
+    )
+    assert service.authorise_unit(later, loaded) == ["/hellowork/offices/1301"]
+    assert loaded.fences == {} and loaded.holders == HELD  # the loaded registers are left as loaded
