@@ -15,7 +15,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from contracts import wire
@@ -136,7 +135,9 @@ def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
     ]
     if event.traceparent is not None:
         headers.append((TRACEPARENT_HEADER, event.traceparent.encode()))
-    value = orjson.dumps(event.data.model_dump(mode="json", exclude_none=True))
+    # Serialised by pydantic's core in one pass: the same bytes as orjson over ``model_dump(mode="json")``
+    # (checked over the simulator's stream) at about half the cost.
+    value = event.data.model_dump_json(exclude_none=True).encode()
     return event.subject.encode(), headers, value
 
 

@@ -174,3 +174,14 @@ def test_a_prior_application_office_in_other_digits_is_refused(forged: str) -> N
         Registration.model_validate({**body, "prior_application_office": forged})
     with pytest.raises(Invalid):  # the consumers' fast decoder refuses it too
         DATA["registration"].decode(json.dumps({**body, "prior_application_office": forged}).encode())
+
+
+def test_an_event_s_value_is_the_json_of_its_data_without_nulls() -> None:
+    """``encode`` serialises with pydantic's core; the bytes are those of the plain JSON route, for every
+    family, characters outside ASCII and CP932 and aware times included."""
+    import orjson
+
+    for sub in factories.one_of_each(factories.person_key()):
+        event = to_event(sub, os.urandom(32))
+        _, _, value = encode(event)
+        assert value == orjson.dumps(event.data.model_dump(mode="json", exclude_none=True)), sub.family
