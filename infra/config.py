@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     stack_dir: Path = PROJECT_ROOT / ".stack"
     kafka_version: str = "4.3.1"
     kafka_port_base: int = 19092  # node n listens on base + 100*(n-1), its controller on +1
-    # Each broker's JVM heap (a 3-node cluster on a small machine wants less, e.g. "-Xms128m -Xmx384m").
-    kafka_heap_opts: str = "-Xms256m -Xmx512m"
+    # Each broker's JVM heap. 512 MiB ran out (OutOfMemoryError) on a long-lived development broker holding
+    # ~14,000 partitions of test namespaces; a 3-node cluster on a small machine wants less ("-Xms128m -Xmx384m").
+    kafka_heap_opts: str = "-Xms256m -Xmx1g"
     pg_os_user: str = "postgres"  # PostgreSQL refuses to run as root; the stack runs it as this user
 
     # --- Runtime ---------------------------------------------------------------------------------
