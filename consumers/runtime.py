@@ -399,7 +399,11 @@ class ConsumerRuntime:
             await self._deadletters.publish(unpublished)  # before the positions that pass them are saved
             if published is not None:
                 published.update((d.topic, d.partition, d.offset) for d in unpublished)
-        traced = [(c.event.traceparent, c.event.id) for c in good if c.event.traceparent is not None]
+        traced = [
+            (c.event.traceparent, c.event.id, c.event.tracestate)
+            for c in good
+            if c.event.traceparent is not None
+        ]
         with batch_span(self.handler.name, traced, events=len(good), dead_letters=len(poison)):
             async with self.pool.acquire() as conn, conn.transaction():
                 if self._fence is not None:

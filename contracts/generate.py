@@ -30,10 +30,13 @@ from contracts.envelope import (
     TOPICS,
     TRACEPARENT_HEADER,
     TRACEPARENT_PATTERN,
+    TRACESTATE_HEADER,
+    TRACESTATE_PATTERN,
     Family,
     event_type,
 )
 from contracts.feed import FEED_EVENT_TYPE, FEED_SOURCE, FeedRevision
+from domain.trace_context import TRACESTATE_MAX_BYTES, TRACESTATE_MAX_MEMBERS
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE / "schemas"
@@ -69,6 +72,15 @@ CE_HEADERS: dict[str, Any] = {
             "pattern": TRACEPARENT_PATTERN,
             "description": "Optional. CloudEvents distributed-tracing extension: the W3C trace context of "
             "the request that accepted the event. A malformed one is dropped (the event is processed, untraced)",
+        },
+        TRACESTATE_HEADER: {
+            "type": "string",
+            "maxLength": TRACESTATE_MAX_BYTES,
+            "pattern": TRACESTATE_PATTERN,
+            "description": "Optional, only beside ce_traceparent. CloudEvents distributed-tracing extension: "
+            f"the W3C tracestate (vendors' key=value list-members, at most {TRACESTATE_MAX_MEMBERS}, keys "
+            "unique). A malformed one, or one without a well-formed ce_traceparent, is dropped (the event "
+            "is processed with its traceparent only)",
         },
     },
 }

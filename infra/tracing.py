@@ -38,14 +38,23 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from contracts.envelope import TRACEPARENT_HEADER, traceparent_of, traceparent_refusal
+from contracts.envelope import (
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    traceparent_of,
+    traceparent_refusal,
+    tracestate_refusal,
+)
+from domain.trace_context import tracestate_members
 
 __all__ = [
     "TRACEPARENT_HEADER",
+    "TRACESTATE_HEADER",
     "batch_span",
     "current_traceparent",
+    "current_tracestate",
     "export_to",
     "instrument",
     "publish_span",
@@ -157,6 +166,15 @@ def current_traceparent() -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
+def current_tracestate() -> str | None:
+    """The W3C ``tracestate`` of the span in progress (None outside any valid span, or where it has none:
+    the hub's own traces start with an empty one; a sampler or a vendor's processor may add entries)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return context.trace_state.to_header() or None
+
+
 def trace_id(traceparent: str | None) -> str | None:
     """The trace id of a well-formed ``traceparent`` (what an operator searches for in a tracing
     backend); None for a missing or malformed one."""
@@ -166,21 +184,32 @@ def trace_id(traceparent: str | None) -> str | None:
     return value[3:35] if value else None
 
 
-def _span_context(traceparent: str) -> SpanContext:
+def _span_context(traceparent: str, tracestate: str | None = None) -> SpanContext:
     """A remote span context from a well-formed traceparent (ValueError if not: an outbox row's headers
-    may come from a redriven dead letter, so the relay checks them as ``contracts.envelope`` does)."""
+    may come from a redriven dead letter, so the relay checks them as ``contracts.envelope`` does), with
+    its tracestate where that is well-formed too (a malformed one is left out, never parsed by the SDK,
+    whose parser logs the members it refuses)."""
     if traceparent_refusal(traceparent.encode()) is not None:
         raise ValueError("not a W3C traceparent")
+    state = TraceState()
+    if tracestate and tracestate_refusal(tracestate.encode()) is None:
+        state = TraceState(tracestate_members(tracestate))
     return SpanContext(
         trace_id=int(traceparent[3:35], 16),
         span_id=int(traceparent[36:52], 16),
         is_remote=True,
         trace_flags=TraceFlags(int(traceparent[53:55], 16)),
+        trace_state=state,
     )
 
 
-def _linked(traced: Iterable[tuple[str, str]]) -> tuple[list[Link], tuple[str, ...]]:
-    """Links to each (traceparent, event id)'s context, and the event ids in the links' order.
+# A traced event: (traceparent, event id) or (traceparent, event id, tracestate).
+Traced = tuple[str, str] | tuple[str, str, str | None]
+
+
+def _linked(traced: Iterable[Traced]) -> tuple[list[Link], tuple[str, ...]]:
+    """Links to each (traceparent, event id[, tracestate])'s context, and the event ids in the links'
+    order.
 
     A link costs the SDK several µs (measured: ~10 µs per traced event on this machine's loaded cores),
     so links are made only while spans leave the process (``export_to``), and only to sampled traces
@@ -191,9 +220,9 @@ def _linked(traced: Iterable[tuple[str, str]]) -> tuple[list[Link], tuple[str, .
     ids: list[str] = []
     if not _exporting:
         return links, ()
-    for traceparent, event_id in traced:
+    for traceparent, event_id, *state in traced:
         try:
-            context = _span_context(traceparent)
+            context = _span_context(traceparent, state[0] if state else None)
         except ValueError:
             continue
         if not context.trace_flags.sampled:
@@ -204,9 +233,7 @@ def _linked(traced: Iterable[tuple[str, str]]) -> tuple[list[Link], tuple[str, .
 
 
 @contextmanager
-def _span(
-    name: str, kind: SpanKind, traced: Iterable[tuple[str, str]], attributes: dict[str, Any]
-) -> Iterator[Span]:
+def _span(name: str, kind: SpanKind, traced: Iterable[Traced], attributes: dict[str, Any]) -> Iterator[Span]:
     links, ids = _linked(traced)
     with tracer().start_as_current_span(
         name,
@@ -224,9 +251,9 @@ def _span(
 
 
 @contextmanager
-def publish_span(traced: Sequence[tuple[str, str]], *, rows: int) -> Iterator[Span]:
+def publish_span(traced: Sequence[Traced], *, rows: int) -> Iterator[Span]:
     """The relay's span around publishing a batch of ``rows`` outbox rows, linked to the trace of each
-    traced row: (traceparent, event id)."""
+    traced row: (traceparent, event id[, tracestate])."""
     with _span(
         "outbox publish", SpanKind.PRODUCER, traced, {"messaging.system": "kafka", "rows": rows}
     ) as span:
@@ -234,11 +261,9 @@ def publish_span(traced: Sequence[tuple[str, str]], *, rows: int) -> Iterator[Sp
 
 
 @contextmanager
-def batch_span(
-    consumer: str, traced: Sequence[tuple[str, str]], *, events: int, dead_letters: int
-) -> Iterator[Span]:
+def batch_span(consumer: str, traced: Sequence[Traced], *, events: int, dead_letters: int) -> Iterator[Span]:
     """A consumer's span around one batch's transaction (effects, dead letters and positions), linked to
-    the trace of each traced event in it, (traceparent, event id); marked failed with the exception's
+    the trace of each traced event in it, (traceparent, event id[, tracestate]); marked failed with the exception's
     type if it rolls back."""
     attributes = {
         "messaging.system": "kafka",

@@ -27,7 +27,13 @@ from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
-from infra.tracing import TRACEPARENT_HEADER, current_traceparent, publish_span
+from infra.tracing import (
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    current_traceparent,
+    current_tracestate,
+    publish_span,
+)
 from producers.holders import record_fences, record_holders
 
 log = get_logger("outbox")
@@ -39,15 +45,17 @@ NOTIFY_CHANNEL = OUTBOX_CHANNEL
 async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: str, namespace: str) -> int:
     """Add events to the outbox in the caller's transaction; returns how many were added.
 
-    An event carries the trace context of the request that accepted it (CloudEvents ``traceparent``,
-    stored in the row's headers): its own where the caller set one, else the span in progress."""
+    An event carries the trace context of the request that accepted it (CloudEvents ``traceparent`` and
+    ``tracestate``, stored in the row's headers): its own where the caller set one, else the span in
+    progress."""
     if not events:
         return 0
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
     traceparent = current_traceparent()
+    tracestate = current_tracestate() if traceparent is not None else None
     for event in events:
         if event.traceparent is None and traceparent is not None:
-            event = event._replace(traceparent=traceparent)
+            event = event._replace(traceparent=traceparent, tracestate=tracestate)
         key, headers, value = encode(event)
         for column, item in zip(
             columns,
@@ -215,7 +223,11 @@ class OutboxRelay:
                 health.report("relay.database", True)
                 return 0
             producer = await self._ensure_producer()
-            traced = [(tp, r["event_id"]) for r in rows if (tp := r["headers"].get(TRACEPARENT_HEADER))]
+            traced = [
+                (tp, r["event_id"], r["headers"].get(TRACESTATE_HEADER))
+                for r in rows
+                if (tp := r["headers"].get(TRACEPARENT_HEADER))
+            ]
             try:
                 with publish_span(traced, rows=len(rows)):
                     futures = []

@@ -35,7 +35,7 @@ from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, cl
 from infra.config import Settings
 from infra.crypto import KeyStore, derived_key
 from infra.logging import get_logger
-from infra.tracing import current_traceparent
+from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context
 from producers.ingest import authorisation_context, authorise, enqueue, seal_events
 from producers.submission import Checked, check
@@ -462,6 +462,7 @@ class _Unit:
     idem: tuple[str, str, bytes, str] | None  # organisation, key, request digest, family
     # The request's trace context, taken where the unit is made: the group commit runs in another task.
     traceparent: str | None = field(default_factory=current_traceparent)
+    tracestate: str | None = field(default_factory=current_tracestate)
     done: asyncio.Future[list[str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -639,7 +640,7 @@ class _GroupCommitter:
                         (unit.idem[0], unit.idem[1])
                     )  # a second unit with the key in this group raced
                 results.append([e.id for e in evs])
-                todo.extend(e._replace(traceparent=unit.traceparent) for e in evs)
+                todo.extend(e._replace(traceparent=unit.traceparent, tracestate=unit.tracestate) for e in evs)
             await enqueue(
                 conn,
                 todo,

@@ -24,13 +24,21 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
 from structlog.testing import capture_logs
 
 from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
-from contracts.envelope import TRACEPARENT_HEADER, Family, encode
+from contracts.envelope import TRACEPARENT_HEADER, TRACESTATE_HEADER, Family, encode
+from domain.trace_context import tracestate_members
 from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
@@ -40,6 +48,7 @@ from infra.tracing import export_to, tracer
 from producers.adapters.app import welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
+from producers.outbox import OutboxRelay, enqueue
 from producers.submission import to_event
 from tests import factories
 from tests.browser.console_server import RunningConsole
@@ -365,3 +374,75 @@ async def test_the_console_shows_a_slow_events_trace_id(
     row = page.text.split(f'data-event="{registration}"', 1)[1].split("</tr>", 1)[0]
     assert f'<code class="trace-id">{trace_id}</code>' in row and "registration" in row
     assert pk not in page.text and subs[0].data["personal"]["name"] not in page.text
+
+
+async def test_a_tracestate_travels_beside_its_traceparent_and_a_malformed_one_is_dropped(
+    pool: asyncpg.Pool, isolated: Settings, spans: InMemorySpanExporter
+) -> None:
+    """An event accepted in a span whose trace carries vendors' state (a sampler's, a vendor
+    processor's): the W3C ``tracestate`` goes with the ``traceparent`` through the outbox row, the relay
+    and Kafka (``ce_tracestate``) to the consumer's commit span's link. A rogue producer's malformed
+    ``ce_tracestate`` is dropped with the rule it broke (the event applied, its trace kept), never
+    echoed."""
+    settings = isolated
+    state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    parent = SpanContext(
+        int("e" * 32, 16), int("f" * 16, 16), is_remote=True, trace_flags=TraceFlags(1),
+        trace_state=TraceState(tracestate_members(state)),
+    )  # fmt: skip
+    traced = to_event(factories.consent(factories.person_key()), None)
+    with tracer().start_as_current_span("accept", context=set_span_in_context(NonRecordingSpan(parent))):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, [traced], origin="test-tracestate", namespace=settings.topic_namespace)
+    row = await pool.fetchrow("SELECT headers FROM outbox WHERE event_id = $1", traced.id)
+    assert (
+        row["headers"][TRACESTATE_HEADER] == state
+        and _trace_of(row["headers"][TRACEPARENT_HEADER]) == "e" * 32
+    )
+    relay = OutboxRelay(settings, pool)
+    try:
+        await relay.drain()
+    finally:
+        await relay.close()
+    (record,) = [
+        r
+        for r in await read_topic(settings, settings.topic(Family.CONSENT))
+        if dict(r.headers)["ce_id"] == traced.id.encode()
+    ]
+    assert dict(record.headers)[TRACESTATE_HEADER] == state.encode()
+
+    rogue = to_event(factories.consent(factories.person_key()), None)
+    key, headers, value = encode(rogue)
+    headers += [
+        (TRACEPARENT_HEADER, f"00-{'d' * 32}-{'b' * 16}-01".encode()),
+        (TRACESTATE_HEADER, "髙橋=花子".encode()),
+    ]
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(Family.CONSENT), value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    with capture_logs() as logs:
+        await _catch_up_shared_view(pool, settings)
+
+    applied = await pool.fetchval(
+        "SELECT count(DISTINCT person_key) FROM sv_consents WHERE person_key = ANY($1::text[])",
+        [traced.subject, rogue.subject],
+    )
+    assert applied == 2
+    links = {
+        event_id: link.context
+        for s in spans.get_finished_spans()
+        if s.name == "shared-view batch commit"
+        for link, event_id in zip(s.links, (s.attributes or {})["traced_event_ids"], strict=True)
+    }
+    assert links[traced.id].trace_state.to_header() == state and links[traced.id].trace_id == int(
+        "e" * 32, 16
+    )
+    assert links[rogue.id].trace_id == int("d" * 32, 16) and not links[rogue.id].trace_state
+    dropped = [line for line in logs if line["event"] == "trace context dropped"]
+    assert {r for line in dropped for r in line["reasons"]} == {
+        f"header {TRACESTATE_HEADER}: list-member 1: not key=value in W3C tracestate characters"
+    }
+    assert "髙橋" not in repr(logs) and "花子" not in repr(logs)

@@ -1,5 +1,6 @@
-"""The trace context without a broker: the envelope carries a well-formed one and drops any other with a
-reason that never quotes it; what leaves the process is allow-listed."""
+"""The trace context without a broker: the envelope carries a well-formed one (``traceparent`` and its
+``tracestate``) and drops any other with a reason that never quotes it; what leaves the process is
+allow-listed."""
 
 from __future__ import annotations
 
@@ -7,11 +8,27 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
 
-from contracts.envelope import TRACEPARENT_HEADER, decode, encode, traceparent_of
+from contracts.envelope import TRACEPARENT_HEADER, TRACESTATE_HEADER, decode, encode, traceparent_of
 from domain.monitoring import HIDDEN, safe_headers
-from infra.tracing import _Redacting, batch_span, current_traceparent, export_to, trace_id
+from domain.trace_context import tracestate_refusal
+from infra.tracing import (
+    _Redacting,
+    batch_span,
+    current_traceparent,
+    current_tracestate,
+    export_to,
+    trace_id,
+    tracer,
+)
 from producers.submission import to_event
 from tests import factories
 
@@ -121,3 +138,86 @@ def test_a_batch_span_links_only_well_formed_contexts() -> None:
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "t batch commit"]
     assert [link.context.trace_id for link in span.links] == [int(TP[3:35], 16)]
     assert (span.attributes or {})["traced_event_ids"] == ("e1",)
+
+
+# --- tracestate: the W3C vendor list beside the traceparent (CloudEvents ``tracestate``, ``ce_tracestate``)
+
+TS = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+BAD_STATE = {
+    ",".join(f"k{i}=v" for i in range(33)).encode(): "more than 32 list-members",
+    ",".join(f"k{i}=" + "v" * 60 for i in range(9)).encode(): "longer than 512 bytes",
+    b"Congo=t61rcWkgMzE": "list-member 1: not key=value in W3C tracestate characters",
+    b"congo=t61,rojo=a=b": "list-member 2: not key=value in W3C tracestate characters",
+    b"congo=": "list-member 1: not key=value in W3C tracestate characters",
+    b"congo=t61\nrojo=1": "list-member 1: not key=value in W3C tracestate characters",
+    "congo=髙橋花子".encode(): "list-member 1: not key=value in W3C tracestate characters",
+    b"\xff\xfe=1": "list-member 1: not key=value in W3C tracestate characters",
+    b"congo=1,rojo=2,congo=3": "list-member 3: repeats the key of an earlier one",
+    b"tenant@" + b"s" * 15 + b"=1": "list-member 1: not key=value in W3C tracestate characters",
+}
+
+
+def _traced_record(
+    state: list[bytes], traceparent: bytes | None = TP.encode()
+) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
+    key, headers, value = _record([traceparent] if traceparent else [])
+    return key, headers + [(TRACESTATE_HEADER, s) for s in state], value
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_envelope_carries_a_tracestate_beside_its_traceparent(fast: bool) -> None:
+    event = to_event(factories.consent(factories.person_key()), None)._replace(traceparent=TP, tracestate=TS)
+    key, headers, value = encode(event)
+    assert (TRACESTATE_HEADER, TS.encode()) in headers
+    decoded = decode(key, headers, value, fast=fast)
+    assert (decoded.traceparent, decoded.tracestate) == (TP, TS)
+    # W3C: a tracestate means nothing without its traceparent; an untraced event carries neither.
+    alone = encode(event._replace(traceparent=None))[1]
+    assert TRACESTATE_HEADER not in dict(alone) and TRACEPARENT_HEADER not in dict(alone)
+    # Optional whitespace around members and empty members are W3C too; 32 members and 512 bytes fit.
+    for state in (" congo=t61rcWkgMzE , ,rojo=00f067aa0ba902b7", ",".join(f"k{i}=v" for i in range(32)),
+                  "tenant@system=" + "v" * 256, ",".join(f"k{i}=" + "v" * 53 for i in range(9))[:512]):  # fmt: skip
+        assert tracestate_refusal(state.encode()) is None, state
+        k, h, v = _traced_record([state.encode()])
+        assert decode(k, h, v).tracestate == state
+
+
+@pytest.mark.parametrize(("raw", "rule"), BAD_STATE.items())
+def test_a_malformed_tracestate_is_dropped_with_its_rule_never_its_value(raw: bytes, rule: str) -> None:
+    key, headers, value = _traced_record([raw])
+    dropped: list[str] = []
+    event = decode(key, headers, value, fast=True, dropped=dropped)
+    assert event.traceparent == TP and event.tracestate is None  # the trace is kept, its state dropped
+    assert dropped == [f"header {TRACESTATE_HEADER}: {rule}"]
+    assert tracestate_refusal(raw) == rule
+
+
+def test_a_tracestate_without_a_well_formed_traceparent_is_dropped() -> None:
+    for traceparent, repeated in ((None, False), (b"00-zz", False), (TP.encode(), True)):
+        key, headers, value = _traced_record([TS.encode()] * (2 if repeated else 1), traceparent)
+        dropped: list[str] = []
+        event = decode(key, headers, value, dropped=dropped)
+        assert event.tracestate is None
+        assert dropped[-1] == (
+            f"header {TRACESTATE_HEADER}: repeated (the binding carries one list)"
+            if repeated
+            else f"header {TRACESTATE_HEADER}: without a well-formed {TRACEPARENT_HEADER} (W3C: ignored)"
+        )
+    assert safe_headers([(TRACESTATE_HEADER, TS.encode())]) == {}  # operators never see vendors' values
+
+
+def test_the_span_in_progress_gives_its_tracestate_and_links_carry_it() -> None:
+    exporter = InMemorySpanExporter()
+    processor = export_to(exporter)
+    parent = SpanContext(int(TP[3:35], 16), int(TP[36:52], 16), is_remote=True,
+                         trace_flags=TraceFlags(1), trace_state=TraceState([("congo", "t61rcWkgMzE")]))  # fmt: skip
+    try:
+        assert current_tracestate() is None
+        with tracer().start_as_current_span("request", context=set_span_in_context(NonRecordingSpan(parent))):
+            assert current_tracestate() == "congo=t61rcWkgMzE"
+        with batch_span("t", [(TP, "e1", TS), (TP, "e2", "Bad=1"), (TP, "e3")], events=3, dead_letters=0):
+            pass
+    finally:
+        processor.shutdown()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "t batch commit"]
+    assert [link.context.trace_state.to_header() for link in span.links] == [TS, "", ""]
