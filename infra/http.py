@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -93,65 +93,77 @@ def create_app(
     app.add_middleware(BodyLimit, body_bytes=s.max_body_bytes, file_bytes=s.max_file_bytes)
     app.state.lean_routes = lean_routes  # read by ``server``, with the limits the lean path applies
     app.state.body_limits = (s.max_body_bytes, s.max_file_bytes)
-
-    @app.exception_handler(_TooLarge)
-    async def _too_large(_: Request, exc: _TooLarge) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=413)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            FieldError(
-                dotted(tuple(e.get("loc", ()))),
-                str(e.get("msg", "invalid")),
-                e.get("input"),
-                e.get("type", ""),
-            )
-            for e in exc.errors()
-        ]
-        return JSONResponse(client_errors(errors), status_code=422)
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            app.openapi_schema = document_statuses(schema)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_exception_handler(_TooLarge, _too_large)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(AuthError, _auth_error)
+    app.openapi = lambda: _documented_openapi(app)  # type: ignore[method-assign]
     setup_tracing(title)
     instrument(app)  # a server span per request; the events it accepts carry its trace context
-
-    @app.exception_handler(AuthError)
-    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
-
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
-
-    @app.get("/readyz", tags=["health"])
-    async def readyz(request: Request) -> JSONResponse:
-        """Ready when the database answers now and every component of the process (relay, leadership,
-        ...) last found its dependency working; otherwise 503 naming each failing component."""
-        components = {name: r.detail for name, r in health.snapshot().items()}
-        try:
-            async with request.app.state.pool.acquire() as conn:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=2)
-            components["database"] = "ok"
-        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
-            components["database"] = type(exc).__name__
-        failing = {name: detail for name, detail in health.failing().items() if name != "database"}
-        if components["database"] != "ok":
-            failing["database"] = components["database"]
-        if failing:
-            return JSONResponse({"status": "not ready", "failing": failing, "components": components}, 503)
-        return JSONResponse({"status": "ready"})
-
+    app.include_router(_health)
     app.mount("/metrics", make_asgi_app())
     return app
+
+
+def _documented_openapi(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI, with every status the shared machinery can answer (``document_statuses``)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        app.openapi_schema = document_statuses(schema)
+    return app.openapi_schema
+
+
+async def _too_large(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, _TooLarge)
+    return JSONResponse({"error": exc.detail}, status_code=413)
+
+
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(
+            dotted(tuple(e.get("loc", ()))),
+            str(e.get("msg", "invalid")),
+            e.get("input"),
+            e.get("type", ""),
+        )
+        for e in exc.errors()
+    ]
+    return JSONResponse(client_errors(errors), status_code=422)
+
+
+async def _auth_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
+
+
+_health = APIRouter()
+
+
+@_health.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@_health.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the database answers now and every component of the process (relay, leadership,
+    ...) last found its dependency working; otherwise 503 naming each failing component."""
+    components = {name: r.detail for name, r in health.snapshot().items()}
+    try:
+        async with request.app.state.pool.acquire() as conn:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=2)
+        components["database"] = "ok"
+    except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+        components["database"] = type(exc).__name__
+    failing = {name: detail for name, detail in health.failing().items() if name != "database"}
+    if components["database"] != "ok":
+        failing["database"] = components["database"]
+    if failing:
+        return JSONResponse({"status": "not ready", "failing": failing, "components": components}, 503)
+    return JSONResponse({"status": "ready"})
 
 
 async def attach_keystore(app: FastAPI) -> None:
