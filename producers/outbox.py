@@ -125,6 +125,18 @@ class OutboxRelay:
             for component in ("relay.kafka", "relay.database"):
                 health.forget(component)
 
+    async def stop_task(self, task: asyncio.Task[None], *, grace_s: float) -> None:
+        """Stop this relay running as ``task``: it has ``grace_s`` to finish its batch, then it is
+        cancelled. A relay waiting for another relay's advisory lock never sees ``stop()``; cancelling the
+        active one mid-batch is like a crash: unstamped rows are re-sent, consumers apply an event id once."""
+        self.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=grace_s)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 

@@ -8,7 +8,6 @@ the only thing running (the relay's advisory lock lets just one relay publish at
 # No ``from __future__ import annotations``: FastAPI must see the handlers' dependency types as objects.
 
 import asyncio
-import contextlib
 import hashlib
 import re
 import time
@@ -339,15 +338,7 @@ async def _stop(app: FastAPI) -> None:
     if app.state.relay is None:
         return
     relay, task = app.state.relay
-    relay.stop()
-    try:
-        # A relay waiting for another relay's advisory lock never sees stop(): cancel it. Cancelling
-        # the active one mid-batch is like a crash: unstamped rows are re-sent, consumers dedupe by id.
-        await asyncio.wait_for(asyncio.shield(task), timeout=2)
-    except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await relay.stop_task(task, grace_s=2)
 
 
 async def _rejected(_: Request, exc: Exception) -> Response:

@@ -8,7 +8,6 @@ welfare adapter, Hello Work the employment adapter).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import asyncpg
 from rich.console import Console
@@ -94,10 +93,4 @@ async def publish_accepted(settings: Settings, pool: asyncpg.Pool, timeout_s: fl
                 raise TimeoutError(f"{pending} accepted events not yet in Kafka after {timeout_s:.0f}s")
             await asyncio.sleep(0.1)
     finally:
-        relay.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=0.5)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await relay.stop_task(task, grace_s=0.5)
