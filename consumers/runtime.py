@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
-from contracts.envelope import Event, PoisonMessage, decode
+from contracts.envelope import Event, Family, PoisonMessage, decode
 from domain.batch import Incoming
 from infra import health, metrics
 from infra.config import Settings
@@ -69,10 +69,14 @@ class Consumed(NamedTuple):
     value: bytes  # the record's JSON bytes as received, for consumers that store them verbatim
 
 
+_FAMILY_NAMES = {f: f.value for f in Family}  # an enum's ``.value`` is a property call, per event
+
+
 def incoming(c: Consumed) -> Incoming:
-    """The event as planning functions take it (``domain.batch``): plain data, the JSON as received."""
+    """The event as planning functions take it (``domain.batch``): plain data, the JSON as received
+    (``orjson``: what the view stores and rebuilds from, so a record extended from it equals one rebuilt)."""
     e = c.event
-    return Incoming(e.id, e.family.value, e.subject, e.time, orjson.loads(c.value))
+    return Incoming(e.id, _FAMILY_NAMES[e.family], e.subject, e.time, orjson.loads(c.value))
 
 
 def group_id_for(name: str, settings: Settings, role: str = "live") -> str:

@@ -191,18 +191,30 @@ SOURCE_PATTERN = r"^/(authorities/\d{6}|hellowork/offices/\d{4}|hellowork/nation
 _SHAPES = {"ce_id": re.compile(ID_PATTERN), "ce_source": re.compile(SOURCE_PATTERN)}
 
 
+# Headers whose values repeat across a stream (one spec version, five types, a few hundred sources):
+# a value that passed once is not checked again. Bounded; never holds ids, subjects or times.
+_REPEATING = frozenset({"ce_specversion", "ce_type", "ce_source", "content-type"})
+_PASSED: dict[tuple[str, bytes], str] = {}
+_PASSED_MAX = 4096
+
+
 def _attributes(headers: Headers, traced: list[bytes], states: list[bytes]) -> dict[str, str]:
     """The envelope's headers as text. Only the names the binding defines are read, and no value ever
     goes into a reason: a rogue producer may have put a person's name in any header. ``ce_traceparent``
     and ``ce_tracestate`` values are put in ``traced`` and ``states`` as they are (optional:
     ``_trace_context`` and ``_trace_state`` judge them)."""
     attrs: dict[str, str] = {}
+    passed = _PASSED
     for name, raw in headers:
         if name not in _READ:
             if name == TRACEPARENT_HEADER:
                 traced.append(raw)
             elif name == TRACESTATE_HEADER:
                 states.append(raw)
+            continue
+        known = passed.get((name, raw)) if type(raw) is bytes else None
+        if known is not None:
+            attrs[name] = known
             continue
         try:
             value = raw.decode()
@@ -216,6 +228,10 @@ def _attributes(headers: Headers, traced: list[bytes], states: list[bytes]) -> d
         if shape is not None and not shape.match(value):
             raise PoisonMessage(f"header {name}: does not match {shape.pattern}")
         attrs[name] = value
+        if name in _REPEATING and type(raw) is bytes:
+            if len(passed) >= _PASSED_MAX:
+                passed.clear()
+            passed[(name, raw)] = value
     for name in _REQUIRED:
         if name not in attrs:
             raise PoisonMessage(f"header {name}: missing (CloudEvents binary mode requires it)")

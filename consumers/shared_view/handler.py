@@ -11,7 +11,7 @@ The same shape as every consumer (``docs/ARCHITECTURE.md``): load → plan (pure
    covers them), records extended in place, records to rebuild, people to remove (withdrawal, or a
    consent behind the person's fence);
 3. write the plan; then rebuild the records the plan could not extend from their stored events
-   (``project``).
+   (``project``) and write them with the extended ones (one staged merge).
 
 A record is a pure function of the person's stored events and consent (``extend`` gives what ``project``
 over all of them gives), so redelivered, replayed or out-of-order events give the same view. Nothing is
@@ -33,7 +33,15 @@ from consumers.shared_view import store
 from domain.batch import CONSENT, Incoming
 from domain.calendar import JST
 from domain.consent import ConsentRecord
-from domain.shared_view import StoredEvent, ViewState, active_consent, persons_in, plan_batch, project
+from domain.shared_view import (
+    PersonView,
+    StoredEvent,
+    ViewState,
+    active_consent,
+    persons_in,
+    plan_batch,
+    project,
+)
 from infra.config import Settings
 from infra.crypto import KeyStore, Opener, UnfitBlock
 
@@ -63,18 +71,21 @@ class SharedViewHandler:
         check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
         await store.hold_erasure_lock(conn)
         events = [incoming(c) for c in batch]
-        state = await self._load(conn, events)
+        state, opener = await self._load(conn, events)
         plan = plan_batch(events, state)
         self.masked_events += plan.masked_events
         await store.write_plan(conn, plan, {c.event.id: c.value for c in batch})
-        await self.rebuild(conn, plan.rebuild)
+        await self.rebuild(conn, plan.rebuild, extended=plan.write, opened=state.opened, opener=opener)
 
-    async def _load(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> ViewState:
+    async def _load(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> tuple[ViewState, Opener]:
+        """The batch's state, and an opener holding the data keys of its people (the batch holds the
+        erasure lock, so no key goes away before the rebuild uses them)."""
         persons = persons_in(events)
         erased = await store.erased(conn, persons)
         for person in erased:
             self.keystore.forget(person)
         persons -= erased
+        opener = Opener(await self.keystore.existing_keys(conn, persons) if persons else {})
         others = [e for e in events if e.family != CONSENT and e.person_key in persons]
         known = await store.known_events(conn, [e.event_id for e in others])
         consents = await store.consents.load(conn, persons) if persons else {}
@@ -84,36 +95,42 @@ class SharedViewHandler:
         # in live and replay alike), never the person's later consents, whose rebuild would meet it.
         arriving = [e for e in others if e.event_id not in known and e.data.get("personal") is not None]
         opened: dict[str, Mapping[str, object] | None] = {}
-        if arriving:
-            opener = Opener(await self.keystore.existing_keys(conn, {e.person_key for e in arriving}))
-            for e in arriving:
-                try:
-                    opened[e.event_id] = opener.checked(e.person_key, e.family, e.data["personal"])
-                except UnfitBlock as unfit:
-                    raise HandlerRejected(f"{e.family} personal block once opened: {unfit.reason}") from None
+        for e in arriving:
+            try:
+                opened[e.event_id] = opener.checked(e.person_key, e.family, e.data["personal"])
+            except UnfitBlock as unfit:
+                raise HandlerRejected(f"{e.family} personal block once opened: {unfit.reason}") from None
         fences = await registers.fences_of(conn, persons) if persons else {}
-        return ViewState(self.today(), erased, known, consents, views, opened, fences)
+        return ViewState(self.today(), erased, known, consents, views, opened, fences), opener
 
-    async def rebuild(self, conn: asyncpg.Connection, active: Mapping[str, ConsentRecord]) -> None:
-        """Write the records of these people (all with an active consent) from their stored events."""
-        if not active:
-            return
-        rows = await store.stored_events(conn, active)
-        opener = Opener(await self.keystore.existing_keys(conn, active))
-        events: dict[str, list[StoredEvent]] = {p: [] for p in active}
-        for r in rows:
-            person, data = r["person_key"], r["data"]
-            events[person].append(
-                StoredEvent(
-                    r["event_id"],
-                    r["family"],
-                    r["event_time"],
-                    data,
-                    opener(person, r["family"], data.get("personal")),
+    async def rebuild(
+        self,
+        conn: asyncpg.Connection,
+        active: Mapping[str, ConsentRecord],
+        *,
+        extended: Sequence[PersonView] = (),
+        opened: Mapping[str, Mapping[str, object] | None] | None = None,
+        opener: Opener | None = None,
+    ) -> None:
+        """Write the records of these people (all with an active consent) from their stored events,
+        together with the records ``extended`` in place. ``opened``: blocks this batch opened and checked
+        on arrival (event id → block), not opened a second time; ``opener``: one holding these people's
+        keys already."""
+        views = list(extended)
+        if active:
+            rows = await store.stored_events(conn, active)
+            opened = opened or {}
+            if opener is None:
+                opener = Opener(await self.keystore.existing_keys(conn, active))
+            events: dict[str, list[StoredEvent]] = {p: [] for p in active}
+            for r in rows:
+                person, data, event_id, family = r["person_key"], r["data"], r["event_id"], r["family"]
+                personal = (
+                    opened[event_id] if event_id in opened else opener(person, family, data.get("personal"))
                 )
-            )
-        views = [project(p, consent, events[p]) for p, consent in active.items()]
-        await store.write_views(conn, [v for v in views if v is not None])
+                events[person].append(StoredEvent(event_id, family, r["event_time"], data, personal))
+            views += [v for p, c in active.items() if (v := project(p, c, events[p])) is not None]
+        await store.write_views(conn, views)
 
     async def refresh_validity(self, conn: asyncpg.Connection) -> int:
         """Consents start and end on dates, not only on events: bring in people whose consent became

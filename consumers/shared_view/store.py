@@ -1,8 +1,10 @@
 """The shared view's store: every statement the projection runs, and the records as stored.
 
 The handler loads a batch's state through it, plans in ``domain.shared_view`` and writes the plan through
-it. Writes are column arrays through ``unnest`` (one round trip per table and batch); repeats of an event
-are absorbed by ``ON CONFLICT`` on its id.
+it. Writes take the consumers' one bulk-write idiom (``infra.db.copy_to_stage``): the rows are copied
+(binary ``COPY``, encoded by the driver in C) into a temporary staging table and merged with one
+``INSERT … SELECT … ON CONFLICT`` per table and batch; repeats of an event are absorbed by
+``ON CONFLICT`` on its id.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 
 from consumers.consent_store import ConsentStore
 from domain.shared_view import PersonView, ViewPlan
+from infra.db import copy_to_stage
 
 # Batches hold this shared; erasure holds it exclusively, so no batch can write a person's clear data
 # after (or while) that person is erased.
@@ -65,12 +68,12 @@ async def stored_events(conn: asyncpg.Connection, persons: Iterable[str]) -> lis
 
 
 async def write_plan(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes]) -> None:
-    """Everything of ``plan`` but the rebuilds, in the batch's transaction. ``raw``: each event's JSON as
-    received, stored verbatim (cheaper than serialising the parsed data again)."""
+    """Everything of ``plan`` but the records (``plan.write`` and the rebuilds, which the handler writes
+    together with ``write_views``), in the batch's transaction. ``raw``: each event's JSON as received,
+    stored verbatim (cheaper than serialising the parsed data again)."""
     await consents.save(conn, plan.consents)
     await _store_events(conn, plan, raw)
     await reveal(conn, plan.reveal)
-    await write_views(conn, plan.write)
     await remove(conn, plan.remove)
     await _log_withdrawals(conn, plan)
 
@@ -92,29 +95,30 @@ async def remove(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
         await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", persons)
 
 
+_EVENT_STAGE = (
+    "event_id text, person_key text, family text, event_time timestamptz, data text, applied_at timestamptz"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO sv_events (event_id, person_key, family, event_time, data, applied_at) "
+    "SELECT event_id, person_key, family, event_time, data::jsonb, applied_at FROM sv_events_stage "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+
+
 async def _store_events(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes]) -> None:
     if not plan.events:
         return
-    ids, persons, families, times, data, applied = [], [], [], [], [], []
     now = datetime.now(UTC)
-    for e, visible in plan.events:
-        ids.append(e.event_id)
-        persons.append(e.person_key)
-        families.append(e.family)
-        times.append(e.time)
-        data.append(raw[e.event_id].decode())
-        applied.append(now if visible else None)
-    await conn.execute(
-        "INSERT INTO sv_events (event_id, person_key, family, event_time, data, applied_at) "
-        "SELECT i, p, f, t, d::jsonb, a FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
-        "$5::text[], $6::timestamptz[]) AS u(i, p, f, t, d, a) ON CONFLICT (event_id) DO NOTHING",
-        ids,
-        persons,
-        families,
-        times,
-        data,
-        applied,
+    await copy_to_stage(
+        conn,
+        "sv_events_stage",
+        _EVENT_STAGE,
+        [
+            (e.event_id, e.person_key, e.family, e.time, raw[e.event_id].decode(), now if visible else None)
+            for e, visible in plan.events
+        ],
     )
+    await conn.execute(_INSERT_EVENTS)
 
 
 async def _log_withdrawals(conn: asyncpg.Connection, plan: ViewPlan) -> None:
@@ -166,31 +170,35 @@ _VIEW_COLUMNS = (
 )
 VIEW_FIELDS = tuple(name for name, _ in _VIEW_COLUMNS)
 _JSON = {name for name, kind in _VIEW_COLUMNS if kind == "jsonb"}
-# jsonb travels as text through unnest (a jsonb[] parameter would need one codec call per element). Column
-# arrays through unnest cost PostgreSQL less than one JSON document taken apart by json_to_recordset
-# (measured: about half the server time for the same rows), and the database is what bounds a batch.
-_PARAMS = ", ".join(f"${i}::{'text' if k == 'jsonb' else k}[]" for i, (_, k) in enumerate(_VIEW_COLUMNS, 1))
+# jsonb is staged as its text (the pool's jsonb codec would serialise a Python value again) and cast once
+# in the merge.
+_VIEW_STAGE = ", ".join(f"{n} {'text' if k == 'jsonb' else k}" for n, k in _VIEW_COLUMNS)
 _SELECT = ", ".join(f"{n}::jsonb" if k == "jsonb" else n for n, k in _VIEW_COLUMNS)
 _NAMES = ", ".join(VIEW_FIELDS)
+# The staged rows are taken out as they are merged (DELETE … RETURNING): a second write in the same
+# transaction (the validity sweep's, a split batch's) starts from an empty stage.
 _UPSERT = (
+    f"WITH staged AS (DELETE FROM sv_persons_stage RETURNING *) "
     f"INSERT INTO sv_persons ({_NAMES}, updated_at) SELECT {_SELECT}, clock_timestamp() "
-    f"FROM unnest({_PARAMS}) AS u({_NAMES}) ON CONFLICT (person_key) DO UPDATE SET "
+    f"FROM staged ON CONFLICT (person_key) DO UPDATE SET "
     + ", ".join(f"{n} = EXCLUDED.{n}" for n in (*VIEW_FIELDS[1:], "updated_at"))
 )
 _view_tuple = attrgetter(*VIEW_FIELDS)
-_JSON_AT = frozenset(i for i, (_, kind) in enumerate(_VIEW_COLUMNS) if kind == "jsonb")
+_JSON_AT = tuple(i for i, (_, kind) in enumerate(_VIEW_COLUMNS) if kind == "jsonb")
+
+
+def _view_row(view: PersonView, dumps: Any = orjson.dumps) -> list[Any]:
+    row = list(_view_tuple(view))
+    for i in _JSON_AT:
+        row[i] = dumps(row[i]).decode()
+    return row
 
 
 async def write_views(conn: asyncpg.Connection, views: Sequence[PersonView]) -> None:
     if not views:
         return
-    dumps = orjson.dumps
-    rows = [_view_tuple(v) for v in views]
-    cols = [
-        [dumps(x).decode() for x in column] if i in _JSON_AT else list(column)
-        for i, column in enumerate(zip(*rows, strict=True))
-    ]
-    await conn.execute(_UPSERT, *cols)
+    await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, [_view_row(v) for v in views])
+    await conn.execute(_UPSERT)
 
 
 async def load_views(conn: asyncpg.Connection, persons: Iterable[str] | None = None) -> list[PersonView]:
