@@ -342,3 +342,77 @@ def test_lax_spellings_the_contract_accepts_read_the_same(stream: list[Event]) -
         fast, model, _ = _verdicts(event.family, orjson.dumps(data))
         assert fast is None and model is not None, "a lax spelling: msgspec refuses, the contract accepts"
         _assert_dead_lettered_alike(event, data)
+
+
+# --- hypothesis: hostile headers, with and without the checked-value memo ------------------------------
+
+_HEADER_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            b"1.0",
+            b"1.0\n",
+            b"2.0",
+            b"jp.ittai.registration.v1",
+            b"jp.ittai.consent.v1\x00",
+            b"jp.ittai.referral.v2",
+            b"/authorities/131041",
+            "/authorities/13104１".encode(),
+            b"/authorities/131041\n",
+            b"/hellowork/offices/1301",
+            b"/hellowork/national",
+            b"application/json",
+            b"\xff\xfe",
+            b"x" * 300,
+            b"",
+        ]
+    ),
+    st.binary(max_size=24),
+    st.none(),
+)
+
+
+@st.composite
+def _hostile_headers(draw: st.DrawFn, samples: dict[Family, list[Event]]) -> tuple[Event, list[Any]]:
+    family = draw(st.sampled_from(sorted(samples)))
+    event = draw(st.sampled_from(samples[family]))
+    _, headers, _ = encode(event)
+    out: list[Any] = list(headers)
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        name = draw(st.sampled_from(["ce_specversion", "ce_type", "ce_source", "content-type", "ce_id"]))
+        action = draw(st.sampled_from(["replace", "repeat", "drop"]))
+        value = draw(_HEADER_VALUES)
+        if action == "replace":
+            out = [(n, value if n == name else v) for n, v in out]
+        elif action == "repeat":
+            out.append((name, value))
+        else:
+            out = [(n, v) for n, v in out if n != name]
+    return event, out
+
+
+def _verdict(event: Event, headers: list[Any]) -> tuple[str, Any]:
+    key, _, value = encode(event)
+    try:
+        decoded = decode(key, headers, value, fast=True)
+    except PoisonMessage as poison:
+        return "refused", poison.reason
+    return "accepted", (decoded.id, decoded.source, decoded.type, decoded.family)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_hostile_headers(_fuzz_samples()))
+def test_fuzz_headers_a_value_checked_once_is_judged_the_same_every_time(
+    case: tuple[Event, list[Any]],
+) -> None:
+    """Repeating header values (spec version, type, source, content type) are checked once and then
+    remembered: a hostile header must get the same verdict, and the same reason, from a cold memo as
+    after every valid value of the stream was remembered."""
+    from contracts import envelope
+
+    event, headers = case
+    envelope._PASSED.clear()
+    cold = _verdict(event, headers)
+    for sample in (e for events in _fuzz_samples().values() for e in events):
+        _verdict(sample, list(encode(sample)[1]))  # every valid value of the stream remembered
+    assert _verdict(event, headers) == cold
+    assert _verdict(event, headers) == cold
