@@ -14,21 +14,22 @@ from typing import Literal
 import asyncpg
 import orjson
 
-from domain.consent import ConsentRecord, PersonConsent, Recipient, Scope
+from domain.consent import ConsentRecord, PersonConsent, Recipient, Scope, recipient_set, scope_set
+from infra.db import copy_to_stage
 
 ConsentTable = Literal["sv_consents", "feed_consents"]
-_SCOPES = {s.value: s for s in Scope}
 
 
 class ConsentStore:
     def __init__(self, table: ConsentTable) -> None:
         self.table = table
+        self._stage = f"{table}_stage"
+        # One bulk-write idiom (``infra.db.copy_to_stage``): staged rows, taken out as they are merged.
         self._upsert = (
+            f"WITH staged AS (DELETE FROM {self._stage} RETURNING *) "
             f"INSERT INTO {table} (consent_id, person_key, version, withdrawn, scopes, recipients, valid_from, "
-            "valid_until, signed_at, event_id) SELECT u.id, u.pk, u.v, u.w, "
-            "ARRAY(SELECT jsonb_array_elements_text(u.s::jsonb)), u.r::jsonb, u.vf, u.vu, u.sa, u.eid "
-            "FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[], $5::text[], $6::text[], $7::date[], "
-            "$8::date[], $9::timestamptz[], $10::text[]) AS u(id, pk, v, w, s, r, vf, vu, sa, eid) "
+            "valid_until, signed_at, event_id) SELECT consent_id, person_key, version, withdrawn, scopes, "
+            "recipients::jsonb, valid_from, valid_until, signed_at, event_id FROM staged "
             "ON CONFLICT (person_key, consent_id) DO UPDATE SET version = EXCLUDED.version, withdrawn = EXCLUDED.withdrawn, "
             "scopes = EXCLUDED.scopes, recipients = EXCLUDED.recipients, valid_from = EXCLUDED.valid_from, "
             "valid_until = EXCLUDED.valid_until, signed_at = EXCLUDED.signed_at, event_id = EXCLUDED.event_id "
@@ -42,29 +43,24 @@ class ConsentStore:
     async def save(self, conn: asyncpg.Connection, consents: Sequence[PersonConsent]) -> None:
         if not consents:
             return
-        cols: tuple[list[object], ...] = ([], [], [], [], [], [], [], [], [], [])
-        for c in consents:
-            rec = c.record
-            row = (
+        rows = [
+            (
                 rec.consent_id,
                 c.person_key,
                 rec.version,
                 rec.withdrawn,
-                orjson.dumps(sorted(s.value for s in rec.scopes)).decode(),
-                orjson.dumps(
-                    [
-                        {"kind": r.kind, "code": r.code}
-                        for r in sorted(rec.recipients, key=lambda r: (r.kind, r.code))
-                    ]
-                ).decode(),
+                _scope_names(rec.scopes),
+                _recipients_json(rec.recipients),
                 rec.valid_from,
                 rec.valid_until,
                 rec.signed_at,
                 c.event_id,
             )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-        await conn.execute(self._upsert, *cols)
+            for c in consents
+            for rec in (c.record,)
+        ]
+        await copy_to_stage(conn, self._stage, _STAGE, rows)
+        await conn.execute(self._upsert)
 
     async def load(self, conn: asyncpg.Connection, persons: Iterable[str]) -> dict[str, list[ConsentRecord]]:
         """Each person's kept records (people without any are absent)."""
@@ -75,8 +71,8 @@ class ConsentStore:
                     consent_id=r["consent_id"],
                     version=r["version"],
                     withdrawn=r["withdrawn"],
-                    scopes=_scope_set(tuple(r["scopes"])),
-                    recipients=_recipient_set(tuple((x["kind"], x["code"]) for x in r["recipients"])),
+                    scopes=scope_set(tuple(r["scopes"])),
+                    recipients=recipient_set(tuple((x["kind"], x["code"]) for x in r["recipients"])),
                     valid_from=r["valid_from"],
                     valid_until=r["valid_until"],
                     signed_at=r["signed_at"],
@@ -85,12 +81,19 @@ class ConsentStore:
         return out
 
 
-# Few distinct scope and recipient sets exist (one per site, roughly): build each once.
+_STAGE = (
+    "consent_id text, person_key text, version int, withdrawn bool, scopes text[], recipients text, "
+    "valid_from date, valid_until date, signed_at timestamptz, event_id text"
+)
+
+
+# The sets are shared (``domain.consent.scope_set``): each is written out once, not per record.
 @lru_cache(maxsize=4096)
-def _scope_set(scopes: tuple[str, ...]) -> frozenset[Scope]:
-    return frozenset(_SCOPES[s] for s in scopes)
+def _scope_names(scopes: frozenset[Scope]) -> tuple[str, ...]:
+    return tuple(sorted(s.value for s in scopes))
 
 
 @lru_cache(maxsize=4096)
-def _recipient_set(recipients: tuple[tuple[str, str], ...]) -> frozenset[Recipient]:
-    return frozenset(Recipient(kind, code) for kind, code in recipients)
+def _recipients_json(recipients: frozenset[Recipient]) -> str:
+    ordered = sorted(recipients, key=lambda r: (r.kind, r.code))
+    return orjson.dumps([{"kind": r.kind, "code": r.code} for r in ordered]).decode()

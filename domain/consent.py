@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -131,12 +132,23 @@ def consent_record(data: Mapping[str, Any]) -> ConsentRecord:
         consent_id=data["consent_id"],
         version=int(data["version"]),
         withdrawn=data["action"] == "withdrawn",
-        scopes=frozenset(Scope(s) for s in data.get("scopes", ())),
-        recipients=frozenset(Recipient(r["kind"], r["code"]) for r in data.get("recipients", ())),
+        scopes=scope_set(tuple(data.get("scopes", ()))),
+        recipients=recipient_set(tuple((r["kind"], r["code"]) for r in data.get("recipients", ()))),
         valid_from=_date(data["valid_from"]),
         valid_until=_date(until) if until else None,
         signed_at=_instant(data["captured"]["signed_at"]),
     )
+
+
+# Few distinct scope and recipient sets exist (one per site, roughly): each is built once, not per event.
+@lru_cache(maxsize=4096)
+def scope_set(scopes: tuple[str, ...]) -> frozenset[Scope]:
+    return frozenset(Scope(s) for s in scopes)
+
+
+@lru_cache(maxsize=4096)
+def recipient_set(recipients: tuple[tuple[str, str], ...]) -> frozenset[Recipient]:
+    return frozenset(Recipient(kind, code) for kind, code in recipients)
 
 
 def _date(value: Any) -> date:
