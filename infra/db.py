@@ -56,14 +56,28 @@ async def create_pool(
     return pool
 
 
+def stage_ddl(stage: str, definition: str) -> str:
+    """The statement creating the temporary table ``stage`` (``definition``: its columns) unless the
+    session has it; emptied at every commit."""
+    return f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS"
+
+
 async def copy_to_stage(
-    conn: asyncpg.Connection, stage: str, definition: str, records: Iterable[Sequence[Any]]
+    conn: asyncpg.Connection,
+    stage: str,
+    definition: str,
+    records: Iterable[Sequence[Any]],
+    *,
+    declared: bool = False,
 ) -> None:
     """Binary ``COPY`` of ``records`` into the temporary table ``stage`` (``definition``: its columns),
     created on first use in the session and emptied at every commit, for one set-based ``INSERT …
     SELECT`` to take them from. For a batch of rows this costs the client and the server about half of
-    what ``unnest`` over column arrays does (measured on the event log). Call it inside a transaction."""
-    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS")
+    what ``unnest`` over column arrays does (measured on the event log), and the driver encodes each
+    value in C. Call it inside a transaction; ``declared``: the transaction ran ``stage_ddl`` already
+    (a handler that stages several tables creates them in one round trip)."""
+    if not declared:
+        await conn.execute(stage_ddl(stage, definition))
     await conn.copy_records_to_table(stage, records=records)
 
 

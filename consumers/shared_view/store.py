@@ -19,7 +19,7 @@ import orjson
 
 from consumers.consent_store import ConsentStore
 from domain.shared_view import PersonView, ViewPlan
-from infra.db import copy_to_stage
+from infra.db import copy_to_stage, stage_ddl
 
 # Batches hold this shared; erasure holds it exclusively, so no batch can write a person's clear data
 # after (or while) that person is erased.
@@ -29,7 +29,9 @@ consents = ConsentStore("sv_consents")
 
 
 async def hold_erasure_lock(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+    """Take the erasure lock (shared) for the transaction, and declare the staging tables the writes
+    below copy into: one round trip."""
+    await conn.execute(_BEGIN)
 
 
 async def erased(conn: asyncpg.Connection, persons: Iterable[str]) -> frozenset[str]:
@@ -117,6 +119,7 @@ async def _store_events(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[s
             (e.event_id, e.person_key, e.family, e.time, raw[e.event_id].decode(), now if visible else None)
             for e, visible in plan.events
         ],
+        declared=True,
     )
     await conn.execute(_INSERT_EVENTS)
 
@@ -195,9 +198,11 @@ def _view_row(view: PersonView, dumps: Any = orjson.dumps) -> list[Any]:
 
 
 async def write_views(conn: asyncpg.Connection, views: Sequence[PersonView]) -> None:
+    """Upsert these records. Clear data: only in a transaction holding the erasure lock
+    (``hold_erasure_lock``, which also declares the staging table)."""
     if not views:
         return
-    await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, [_view_row(v) for v in views])
+    await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, [_view_row(v) for v in views], declared=True)
     await conn.execute(_UPSERT)
 
 
@@ -220,3 +225,12 @@ def view_from_row(row: asyncpg.Record | dict[str, Any]) -> PersonView:
             value = tuple(value)
         values[name] = value
     return PersonView(**values)
+
+
+_BEGIN = "; ".join(
+    (
+        f"SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK})",
+        stage_ddl("sv_events_stage", _EVENT_STAGE),
+        stage_ddl("sv_persons_stage", _VIEW_STAGE),
+    )
+)
