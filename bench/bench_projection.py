@@ -217,7 +217,7 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
     pool = await create_pool(settings, max_size=4)
     try:
         handler = SharedViewHandler(settings)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if phase == "project":
             ends = await end_offsets(settings, handler.topics)
             await run_until(ConsumerRuntime(handler, settings, pool, role="bench"), pool, ends)
@@ -225,7 +225,7 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
         else:
             result = await replay(settings, pool, handler=handler)
             events = result.events
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         async with pool.acquire() as conn:
             persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
             held = await conn.fetchval(
@@ -240,6 +240,7 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
         return {
             "events": events,
             "seconds": seconds,
+            "cpu": cpu,
             "peak_mib": peak_mib(),
             "persons": persons,
             "held": held,
@@ -279,12 +280,14 @@ async def main(args: argparse.Namespace) -> None:
     rate = projected["events"] / projected["seconds"]
     print(
         f"shared-view projection   {rate:>10,.0f} events/s  ({projected['events']:,} in {projected['seconds']:.1f} s, "
-        f"peak {projected['peak_mib']:.0f} MiB; {projected['persons']:,} people in view, {projected['held']:,} held)"
+        f"{projected['cpu']:.1f} s of the consumer's CPU, peak {projected['peak_mib']:.0f} MiB; "
+        f"{projected['persons']:,} people in view, {projected['held']:,} held)"
     )
     replayed = child("replay", settings)
     print(
         f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
-        f"({replayed['events']:,} in {replayed['seconds']:.1f} s, peak {replayed['peak_mib']:.0f} MiB)"
+        f"({replayed['events']:,} in {replayed['seconds']:.1f} s, {replayed['cpu']:.1f} s of CPU, "
+        f"peak {replayed['peak_mib']:.0f} MiB)"
     )
     same = "equal" if replayed["digest"] == projected["digest"] else "DIFFERENT"
     print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
