@@ -26,6 +26,14 @@ def render(snap: Snapshot, out: Console) -> None:
         out.print(
             f"[red]Kafka could not be read ({snap.kafka_error}): offsets and lag are missing, not zero[/]"
         )
+    out.print(_topics(snap))
+    out.print(_consumers(snap))
+    out.print(_adapters(snap))
+    for line in _summary(snap):
+        out.print(line)
+
+
+def _topics(snap: Snapshot) -> Table:
     topics = Table(title="Topics", show_edge=False)
     for col, justify in (
         ("topic", "left"),
@@ -36,8 +44,10 @@ def render(snap: Snapshot, out: Console) -> None:
         topics.add_column(col, justify=justify)  # type: ignore[arg-type]
     for t in snap.topics:
         topics.add_row(t.topic, str(len(t.partitions)), _n(t.end_total), _n(t.rate(60), 1))
-    out.print(topics)
+    return topics
 
+
+def _consumers(snap: Snapshot) -> Table:
     consumers = Table(title="Consumer groups", show_edge=False)
     for col in ("consumer", "lag", "partitions behind", "last processed"):
         consumers.add_column(col, justify="left" if col == "consumer" else "right")
@@ -48,8 +58,10 @@ def render(snap: Snapshot, out: Console) -> None:
         )
     if not snap.consumers:
         consumers.add_row("(none yet)", "", "", "")
-    out.print(consumers)
+    return consumers
 
+
+def _adapters(snap: Snapshot) -> Table:
     adapters = Table(title="Adapters (outbox)", show_edge=False)
     for col in ("origin", "last accepted", "backlog"):
         adapters.add_column(col, justify="right" if col == "backlog" else "left")
@@ -58,38 +70,42 @@ def render(snap: Snapshot, out: Console) -> None:
     adapters.add_row(
         "[bold]all", f"oldest pending {_ago(snap.outbox.oldest_pending)}", f"[bold]{_n(snap.outbox.backlog)}"
     )
-    out.print(adapters)
+    return adapters
 
+
+def _summary(snap: Snapshot) -> list[str]:
+    """One line each: dead letters, adapter rejections, feeds, consent, shared-view latency."""
     colour = "red" if snap.letters.open else "green"
-    out.print(
+    lines = [
         f"Dead letters: [{colour}]{snap.letters.open_messages} open[/] ({snap.letters.open} register rows) · "
         f"{snap.letters.redriven} redriven · "
         f"{snap.letters.discarded} discarded"
-    )
+    ]
     if snap.rejections is None:
-        out.print("Adapter rejections: not available")
+        lines.append("Adapter rejections: not available")
     else:
-        out.print(f"Adapter rejections: {sum(r.count for r in snap.rejections)} in total")
+        lines.append(f"Adapter rejections: {sum(r.count for r in snap.rejections)} in total")
     if snap.feeds is None:
-        out.print("Feeds: not available")
+        lines.append("Feeds: not available")
     else:
         late = [f for f in snap.feeds if f.late_events_waiting]
         newest = max((f.built_at for f in snap.feeds if f.built_at), default=None)
-        out.print(
+        lines.append(
             f"Feeds: {len(snap.feeds)} built, newest {_ago(newest)}, {len(late)} with late events waiting"
         )
     if snap.consent is None:
-        out.print("Consent: not available")
+        lines.append("Consent: not available")
     else:
         cs = snap.consent
-        out.print(
+        lines.append(
             f"Consent: {cs.active} active · {cs.withdrawn} withdrawn · {cs.erased} erased · "
             f"withdrawal→removal p50 {_n(cs.withdrawal_p50_ms)} ms, max {_n(cs.withdrawal_max_ms)} ms"
         )
     if snap.latency is None:
-        out.print("Shared view latency: not available")
+        lines.append("Shared view latency: not available")
     else:
-        out.print(
+        lines.append(
             f"Shared view latency: p50 {_n(snap.latency.p50_ms)} ms · p95 {_n(snap.latency.p95_ms)} ms "
             f"({snap.latency.samples} samples)"
         )
+    return lines
