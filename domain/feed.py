@@ -255,6 +255,61 @@ class Assembled:
     placement_ids: dict[str, list[str]]
 
 
+Combinations = Mapping[tuple[str, ...], int]  # a combination of categories -> how many count in it
+
+
+@dataclass(frozen=True)
+class FeedCounts:
+    """One authority's month as its tables and tallies need it: how many facts fall in each combination
+    of categories, sites by id (their category in the tables depends on the layout). ``count_feed``
+    makes it from the facts (the definition); the builder has the database count the same (tested
+    equal, cell by cell, in ``tests/integration/test_feed_counts.py``)."""
+
+    authority: str
+    month: YearMonth
+    sites: tuple[str, ...]  # the authority's own sites
+    # (site, sex, age_band, occupation, employment_type, *group flags in TARGET_GROUPS order)
+    referral: Combinations = field(default_factory=dict)
+    self_found: Combinations = field(default_factory=dict)  # (site, employment_type)
+    new: Combinations = field(default_factory=dict)  # (site, referred yes/no, *group flags)
+    team: Combinations = field(default_factory=dict)  # (site, enrolment)
+    retention: Mapping[int, Combinations] = field(default_factory=dict)  # k -> (site, status)
+    layout: tuple[str, ...] | None = None  # as ``FeedInput.layout``
+
+
+def group_flags(attributes: Sequence[str], sex: str, age: str, foreign_national: bool) -> tuple[str, ...]:
+    """A person's membership of each target group, "yes"/"no" in ``TARGET_GROUPS`` order."""
+    return _group_flags(target_groups(tuple(attributes), sex, age, foreign_national))
+
+
+def count_feed(feed: FeedInput) -> FeedCounts:
+    """The facts of one feed counted per combination of the categories its tables break down by."""
+    referral: Counter[tuple[str, ...]] = Counter()
+    self_found: Counter[tuple[str, ...]] = Counter()
+    for p in feed.placements:
+        if p.route == SELF_FOUND_ROUTE:
+            self_found[(p.site, p.employment_type)] += 1
+        else:
+            referral[
+                (p.site, p.sex, p.age_band, p.occupation, p.employment_type, *_group_flags(p.groups))
+            ] += 1
+    new: Counter[tuple[str, ...]] = Counter(
+        (r.site, "yes" if r.referred else "no", *_group_flags(r.groups)) for r in feed.registrations
+    )
+    team: Counter[tuple[str, ...]] = Counter(
+        (t.site, ENROLMENT[0] if t.at_registration else ENROLMENT[1]) for t in feed.team_support
+    )
+    retention: dict[int, Combinations] = {
+        k: Counter[tuple[str, ...]](
+            (site, feed.retention.get((pid, k), "not_reported")) for pid, site in feed.cohorts.get(k, ())
+        )
+        for k in RETENTION_CHECKPOINTS
+    }
+    return FeedCounts(
+        feed.authority, feed.month, feed.sites, referral, self_found, new, team, retention, feed.layout
+    )
+
+
 def assemble(rows: MonthRows, horizon: datetime, keep: Callable[[str], bool] | None = None) -> Assembled:
     """Split the month's rows, as sent by ``horizon``, into each authority's feed input (every
     authority with facts, or those ``keep`` accepts)."""
@@ -395,13 +450,13 @@ def site_category(authority: str, site: str, layout: Sequence[str] | None = None
     return site[7:]
 
 
-def layout_sites(feed: FeedInput) -> tuple[str, ...]:
+def layout_sites(feed: FeedInput | FeedCounts) -> tuple[str, ...]:
     """The own sites the tables break down by: fixed at revision 1 (``FeedInput.layout``), so every
     revision of a month has the same tables (what makes revisions safe, ``domain.disclosure.revise``)."""
     return feed.layout if feed.layout is not None else feed.sites
 
 
-def site_categories(feed: FeedInput) -> list[str]:
+def site_categories(feed: FeedInput | FeedCounts) -> list[str]:
     """Own site numbers, then ``OTHER_SITES`` (always present, so the layout never changes)."""
     return [site_category(feed.authority, s) for s in layout_sites(feed)] + [OTHER_SITES]
 
@@ -424,20 +479,25 @@ def _tables(
     )
 
 
-def population_tables(feed: FeedInput) -> dict[str, tuple[Table, ...]]:
+def _by_category(authority: str, layout: Sequence[str], combinations: Combinations) -> Combinations:
+    """Combinations keyed by site id, re-keyed by the site's category (first element)."""
+    out: Counter[tuple[str, ...]] = Counter()
+    category: dict[str, str] = {}
+    for key, n in combinations.items():
+        site = key[0]
+        c = category.get(site)
+        if c is None:
+            c = category[site] = site_category(authority, site, layout)
+        out[(c, *key[1:])] += n
+    return out
+
+
+def population_tables(feed: FeedInput | FeedCounts) -> dict[str, tuple[Table, ...]]:
     """Every population's tables for one feed."""
-    a, layout, sites = feed.authority, layout_sites(feed), site_categories(feed)
+    counted = feed if isinstance(feed, FeedCounts) else count_feed(feed)
+    a, layout, sites = counted.authority, layout_sites(counted), site_categories(counted)
     yes_no = dict.fromkeys(GROUP_DIMS, YES_NO)
     out: dict[str, tuple[Table, ...]] = {}
-
-    referral: Counter[tuple[str, ...]] = Counter()
-    self_found: Counter[tuple[str, ...]] = Counter()
-    for p in feed.placements:
-        site = site_category(a, p.site, layout)
-        if p.route == SELF_FOUND_ROUTE:
-            self_found[(site, p.employment_type)] += 1
-        else:
-            referral[(site, p.sex, p.age_band, p.occupation, p.employment_type, *_group_flags(p.groups))] += 1
     placement_categories: dict[str, Sequence[str]] = {
         "site": sites,
         "sex": SEXES,
@@ -447,35 +507,38 @@ def population_tables(feed: FeedInput) -> dict[str, tuple[Table, ...]]:
         **yes_no,
     }
     out["referral_placements"] = _tables(
-        "referral_placements", referral, placement_categories, _PLACEMENT_ONE_WAY, _PLACEMENT_CROSS
+        "referral_placements",
+        _by_category(a, layout, counted.referral),
+        placement_categories,
+        _PLACEMENT_ONE_WAY,
+        _PLACEMENT_CROSS,
     )
     out["self_found_placements"] = _tables(
         "self_found_placements",
-        self_found,
+        _by_category(a, layout, counted.self_found),
         {"site": sites, "employment_type": EMPLOYMENT_TYPES},
         ("employment_type",),
     )
-    new: Counter[tuple[str, ...]] = Counter(
-        (site_category(a, r.site, layout), "yes" if r.referred else "no", *_group_flags(r.groups))
-        for r in feed.registrations
-    )
     out["new_job_seekers"] = _tables(
-        "new_job_seekers", new, {"site": sites, "referred": YES_NO, **yes_no}, ("referred", *GROUP_DIMS)
-    )
-    team: Counter[tuple[str, ...]] = Counter(
-        (site_category(a, t.site, layout), ENROLMENT[0] if t.at_registration else ENROLMENT[1])
-        for t in feed.team_support
+        "new_job_seekers",
+        _by_category(a, layout, counted.new),
+        {"site": sites, "referred": YES_NO, **yes_no},
+        ("referred", *GROUP_DIMS),
     )
     out["team_support"] = _tables(
-        "team_support", team, {"site": sites, "enrolment": ENROLMENT}, ("enrolment",)
+        "team_support",
+        _by_category(a, layout, counted.team),
+        {"site": sites, "enrolment": ENROLMENT},
+        ("enrolment",),
     )
     for k in RETENTION_CHECKPOINTS:
-        cohort: Counter[tuple[str, ...]] = Counter(
-            (site_category(a, site, layout), feed.retention.get((pid, k), "not_reported"))
-            for pid, site in feed.cohorts.get(k, ())
-        )
         name = f"retention_{k}m"
-        out[name] = _tables(name, cohort, {"site": sites, "status": RETENTION_STATUS}, ("status",))
+        out[name] = _tables(
+            name,
+            _by_category(a, layout, counted.retention.get(k, {})),
+            {"site": sites, "status": RETENTION_STATUS},
+            ("status",),
+        )
     return out
 
 
@@ -696,36 +759,45 @@ class Tally:
         return self.group_placements[g], self.group_new[g]
 
 
-def site_tallies(feed: FeedInput) -> dict[str, Tally]:
+def site_tallies(feed: FeedInput | FeedCounts) -> dict[str, Tally]:
     """The month's true counts per own site (all of them, not only revision 1's layout). An authority's
     results are the sum over its own sites: the same base as its 就職率."""
+    counted = feed if isinstance(feed, FeedCounts) else count_feed(feed)
+    groups = len(TARGET_GROUPS)
     new: Counter[str] = Counter()
     referred: Counter[str] = Counter()
     team: Counter[str] = Counter()
     placed: Counter[str] = Counter()
     self_found: Counter[str] = Counter()
     regular: Counter[str] = Counter()
-    group_new: dict[str, Counter[str]] = defaultdict(Counter)
-    group_placed: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in feed.registrations:
-        new[r.site] += 1
-        referred[r.site] += r.referred
-        group_new[r.site].update(r.groups)
-    for t in feed.team_support:
-        team[t.site] += 1
-    for p in feed.placements:
-        if p.site[:6] != feed.authority:
+    group_new: dict[str, list[int]] = defaultdict(lambda: [0] * groups)
+    group_placed: dict[str, list[int]] = defaultdict(lambda: [0] * groups)
+    for (site, was_referred, *flags), n in counted.new.items():
+        new[site] += n
+        referred[site] += n if was_referred == "yes" else 0
+        sums = group_new[site]
+        for i, flag in enumerate(flags):
+            if flag == "yes":
+                sums[i] += n
+    for (site, _), n in counted.team.items():
+        team[site] += n
+    for (site, _), n in counted.self_found.items():
+        if site[:6] == counted.authority:
+            self_found[site] += n
+    for (site, _sex, _age, _occupation, employment_type, *flags), n in counted.referral.items():
+        if site[:6] != counted.authority:
             continue
-        if p.route == SELF_FOUND_ROUTE:
-            self_found[p.site] += 1
-            continue
-        placed[p.site] += 1
-        regular[p.site] += p.employment_type == REGULAR
-        group_placed[p.site].update(p.groups)
-    sites = set(new) | set(team) | set(placed) | set(self_found)
+        placed[site] += n
+        regular[site] += n if employment_type == REGULAR else 0
+        sums = group_placed[site]
+        for i, flag in enumerate(flags):
+            if flag == "yes":
+                sums[i] += n
+    sites = {s for c in (new, team, placed, self_found) for s, n in c.items() if n}
     return {
         s: Tally(new[s], referred[s], team[s], placed[s], self_found[s], regular[s],
-                 tuple(group_new[s][g] for g in TARGET_GROUPS), tuple(group_placed[s][g] for g in TARGET_GROUPS))
+                 tuple(group_new[s]) if s in group_new else (0,) * groups,
+                 tuple(group_placed[s]) if s in group_placed else (0,) * groups)
         for s in sorted(sites)
     }  # fmt: skip
 
@@ -839,14 +911,14 @@ class Job:
     of the authority and its sites, their results in the fiscal year's earlier months, and the units
     left out of the evaluation."""
 
-    feed: FeedInput
+    feed: FeedInput | FeedCounts  # facts, or facts already counted
     previous: Mapping[str, Any] | None = None
     targets: Sequence[Target] = ()
     earlier: Mapping[str, Tally] = field(default_factory=dict)  # site -> sum of earlier months
     excluded: frozenset[str] = frozenset()
 
 
-def compose(feed: FeedInput, *, threshold: int, previous: Mapping[str, Any] | None = None,
+def compose(feed: FeedInput | FeedCounts, *, threshold: int, previous: Mapping[str, Any] | None = None,
             targets: Sequence[Target] = (), earlier: Mapping[str, Tally] | None = None,
             excluded: frozenset[str] = frozenset()) -> Composed:  # fmt: skip
     """Revision 1 (``previous`` None): suppression with the audit of ``domain.disclosure``. Later
@@ -859,7 +931,7 @@ def compose(feed: FeedInput, *, threshold: int, previous: Mapping[str, Any] | No
 def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
     """``compose`` for several feeds; each gets exactly what ``compose`` gives it alone, but the
     revision-1 feeds are suppressed together (``suppress_many``) so that they share solver calls."""
-    jobs = [_with_layout(j) for j in jobs]
+    jobs = [_with_layout(_counted(j)) for j in jobs]
     tables = [population_tables(j.feed) for j in jobs]
     fresh = [n for n, j in enumerate(jobs) if j.previous is None]
     suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n].values()], threshold))
@@ -876,6 +948,10 @@ def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
             done = {name: revise(t, threshold, by_population[name]) for name, t in populations.items()}
         out.append(_finish(job, done, threshold))
     return out
+
+
+def _counted(job: Job) -> Job:
+    return job if isinstance(job.feed, FeedCounts) else replace(job, feed=count_feed(job.feed))
 
 
 def _with_layout(job: Job) -> Job:
