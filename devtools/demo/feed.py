@@ -13,9 +13,11 @@ from infra.config import Settings
 
 async def demo_feed(settings: Settings, pool: asyncpg.Pool, out: Console) -> dict[str, int]:
     """Run the feed consumer until caught up, build the feeds of every closed simulated month, print one
-    authority's feed summary and write its exports under ``artifacts/feeds/``.
+    authority's feed summary and write its exports under ``artifacts/feeds/``, then build the ministry's
+    roll-up of each fiscal year those months fall in (what the portal's ministry login shows).
 
-    Returns counts: events applied, months built, revisions built (revision 2+ means late events), files.
+    Returns counts: events applied, months built, revisions built (revision 2+ means late events), files,
+    roll-ups built.
     """
 
     from consumers.catchup import run_until_caught_up
@@ -23,6 +25,8 @@ async def demo_feed(settings: Settings, pool: asyncpg.Pool, out: Console) -> dic
     from consumers.feed.delivery import load_revision
     from consumers.feed.exports import export_feed, print_summary
     from consumers.feed.projection import FeedProjection
+    from consumers.feed.rollup import build_rollup
+    from domain.calendar import YearMonth, fiscal_year, month_bounds
     from domain.feed import is_closed
 
     applied = (await run_until_caught_up(FeedProjection(settings), settings, pool)).processed
@@ -48,5 +52,13 @@ async def demo_feed(settings: Settings, pool: asyncpg.Pool, out: Console) -> dic
                                          encoding=enc, purpose="demo", who="demo")  # fmt: skip
             files += paths
         out.print(f"   feed exports: {', '.join(str(p) for p in files)}")
+    # The roll-up of each fiscal year, through the last month built in it (a year still under way
+    # shows pace, a finished one its 全達成 / 一部達成 / 未達成 classes).
+    through_of: dict[int, YearMonth] = {}
+    for month in sorted(months):
+        through_of[fiscal_year(month_bounds(month)[0])] = month
+    for fy, through in sorted(through_of.items()):
+        revision, _ = await build_rollup(pool, settings, fy, through)
+        out.print(f"   ministry roll-up FY{fy} through {through}: revision {revision}")
     return {"events_applied": applied, "months": len(months), "revisions": len(built),
-            "later_revisions": later, "files": len(files)}  # fmt: skip
+            "later_revisions": later, "files": len(files), "rollups": len(through_of)}  # fmt: skip
