@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from contracts import wire
 from contracts.events import (
     Consent,
+    Erasure,
     Placement,
     PlacementPersonal,
     Referral,
@@ -49,6 +50,9 @@ class Family(StrEnum):
     REFERRAL = "referral"
     PLACEMENT = "placement"
     RETENTION = "retention"
+    # Not a client's family: the hub's operator side publishes it when a person is erased (no adapter
+    # takes it; consumers accept it only from ``OPERATOR_SOURCE``).
+    ERASURE = "erasure"
 
 
 MODELS: dict[Family, type[BaseModel]] = {
@@ -57,6 +61,7 @@ MODELS: dict[Family, type[BaseModel]] = {
     Family.REFERRAL: Referral,
     Family.PLACEMENT: Placement,
     Family.RETENTION: Retention,
+    Family.ERASURE: Erasure,
 }
 # What a family's sealed ``personal`` block holds once opened (the adapters take it in clear; consumers
 # that open a block check it against the same model).
@@ -184,10 +189,11 @@ def summarize_validation_error(exc: ValidationError, *, with_values: bool = True
 
 _HEADER_MAX = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# The hub's own shapes: an id is 32 hex (``new_event_id``); a source is an authority, an office or the
-# national Hello Work system. Anything else is not an event of this hub (and may be a name).
+# The hub's own shapes: an id is 32 hex (``new_event_id``); a source is an authority, an office, the
+# national Hello Work system or the hub's operator side (erasures only, ``domain.provenance``). Anything
+# else is not an event of this hub (and may be a name).
 ID_PATTERN = r"^[0-9a-f]{32}$"
-SOURCE_PATTERN = r"^/(authorities/\d{6}|hellowork/offices/\d{4}|hellowork/national)$"
+SOURCE_PATTERN = r"^/(authorities/\d{6}|hellowork/offices/\d{4}|hellowork/national|hub/operator)$"
 _SHAPES = {"ce_id": re.compile(ID_PATTERN), "ce_source": re.compile(SOURCE_PATTERN)}
 
 

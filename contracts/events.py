@@ -347,3 +347,18 @@ class Retention(Contract):
         if self.status is RetentionStatus.EMPLOYED and self.left_on is not None:
             raise ValueError("status 'employed' takes no left_on")
         return self
+
+
+# --- erasure -----------------------------------------------------------------------------------
+
+
+class Erasure(Contract):
+    """消去: the hub erased a person (``hub erase``, operators only). Their data key is deleted already, so
+    every sealed copy of their personal data is unreadable; this event tells every consumer and every
+    service holding a key in memory to drop what it keeps about them. Published by the hub's operator
+    side only (``ce_source`` ``/hub/operator``; consumers dead-letter any other source). It carries no
+    personal data: the person key, the erasure's id and when it happened."""
+
+    person_key: PersonKey
+    erasure_id: EventId
+    erased_at: Timestamp = Field(description="When the erasure committed (the data key was deleted)")

@@ -49,6 +49,7 @@ PUBLISHED_BY = {
     Family.REFERRAL: "welfare system adapter (authority)",
     Family.PLACEMENT: "employment system adapter (Hello Work)",
     Family.RETENTION: "either adapter",
+    Family.ERASURE: "the hub's operator side (hub erase; ce_source /hub/operator), never a client",
 }
 
 CE_HEADERS: dict[str, Any] = {
@@ -61,7 +62,7 @@ CE_HEADERS: dict[str, Any] = {
         "ce_source": {
             "type": "string",
             "pattern": SOURCE_PATTERN,
-            "examples": ["/authorities/131041", "/hellowork/offices/1301"],
+            "examples": ["/authorities/131041", "/hellowork/offices/1301", "/hub/operator"],
         },
         "ce_type": {"type": "string", "description": "jp.ittai.<family>.v<major>"},
         "ce_subject": {"type": "string", "description": "Pseudonymous person key (also the Kafka key)"},

@@ -31,7 +31,9 @@ P7 **A withdrawal is final** against every consent signed at or before it, whate
 P8 **Consents are keyed by (person, consent_id)**: a record id never crosses from one person to another.
 P9 **Erasure is final.** Nothing more is accepted about an erased person: it would get a new data key and
    whatever it carries would be readable again. A person who comes back is a new person, with a new
-   key issued at the joint reception.
+   key issued at the joint reception. An erasure itself (``ittai.erasure.v1``) comes from the hub's
+   operator side only (``OPERATOR_SOURCE``): no client publishes one, and a consumer drops what it keeps
+   about a person only on an erasure from that source (``check_erasure_source``).
 
 The consumers re-check what they can see in a record itself (``check_source``): the organisation its
 ``ce_source`` names must own the codes in its data — an authority its sites and ``authority``, an office
@@ -237,6 +239,19 @@ SIDE_FAMILIES: Mapping[Side, frozenset[str]] = {
     Side.AUTHORITY: frozenset({"consent", "referral", "retention"}),
     Side.HELLO_WORK: frozenset({"registration", "consent", "placement", "retention"}),
 }
+
+
+# The CloudEvents source of the hub's own operator side: the only one an erasure may come from.
+OPERATOR_SOURCE = "/hub/operator"
+
+
+def check_erasure_source(source: str) -> None:
+    """P9 as a consumer checks it: an erasure makes every consumer drop a person, so one written to the
+    topic by anything but the hub's operator side (a client's credential, a rogue producer) is refused."""
+    if source != OPERATOR_SOURCE:
+        raise Refusal(
+            "P9", f"ce_source: an erasure is published only by the hub's operator side ({OPERATOR_SOURCE})"
+        )
 
 
 def source_publisher(source: str) -> Publisher | None:

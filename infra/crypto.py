@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -115,12 +116,12 @@ class Opener:
         """The opened block of a ``family`` event, checked against that family's personal contract."""
         if sealed is None:
             return None
+        model = PERSONAL_MODELS.get(Family(family))
+        if model is None:  # before opening: what the contract did not check may not even be a block
+            raise UnfitBlock(f"personal: a {family} event carries no personal block")
         plain = self._plain(person_key, sealed)
         if plain is None:
             return None
-        model = PERSONAL_MODELS.get(Family(family))
-        if model is None:
-            raise UnfitBlock(f"personal: a {family} event carries no personal block")
         try:
             model.model_validate_json(plain)
         except ValidationError as exc:
@@ -141,12 +142,15 @@ class Opener:
 class KeyStore:
     """Per-person data keys in PostgreSQL (table ``person_data_keys``), wrapped by the master key.
 
-    Unwrapped keys are cached in process memory for speed; ``forget`` drops a cached key on erasure.
+    Unwrapped keys are cached in process memory for speed; ``forget`` drops a cached key on erasure, and
+    ``forget_everywhere`` drops it from every key store of the process (``ittai.erasure.v1``, followed by
+    ``infra.erasure_follower`` in every long-running service).
     """
 
     def __init__(self, master_key: bytes) -> None:
         self._wrap = AESGCM(master_key)
         self._cache: dict[str, bytes] = {}
+        _STORES.add(self)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyStore:
@@ -237,3 +241,27 @@ class KeyStore:
 
     def forget(self, person_key: str) -> None:
         self._cache.pop(person_key, None)
+
+    def holds(self, person_key: str) -> bool:
+        """Whether this process has the person's unwrapped key in memory (operators' and tests' question)."""
+        return person_key in self._cache
+
+
+# Every key store of this process, so that an erasure reaches all of them (a service may hold several: an
+# API's, a consumer's, an adapter's). Weak: a store nobody uses any more goes with its keys.
+_STORES: weakref.WeakSet[KeyStore] = weakref.WeakSet()
+
+
+def forget_everywhere(person_keys: Iterable[str]) -> None:
+    """Erasure: drop these people's unwrapped data keys from every key store of this process."""
+    people = list(person_keys)
+    for store in list(_STORES):
+        for person in people:
+            store.forget(person)
+
+
+def forget_all() -> None:
+    """Drop every cached key of this process (an erasure follower that may have missed erasures: the
+    caches save work, never knowledge — every key is read again from the database when needed)."""
+    for store in list(_STORES):
+        store._cache.clear()

@@ -13,6 +13,7 @@ lists the statuses it can answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,7 @@ from infra.codecs.field_errors import FieldError, client_errors, dotted
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
+from infra.erasure_follower import ErasureFollower
 from infra.logging import get_logger
 from infra.runner import prepare
 from infra.tracing import instrument, server_span, setup_tracing
@@ -65,10 +67,12 @@ def create_app(
     on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
     on_shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
     lean_routes: bool = False,
+    follows_erasures: bool = False,
 ) -> FastAPI:
     """A FastAPI app with ``app.state.pool`` (migrated database), ``app.state.settings``, ``/healthz``,
     ``/readyz`` and ``/metrics``. ``lean_routes``: its plain Starlette routes are served by
-    ``LeanRoutes`` (see there)."""
+    ``LeanRoutes`` (see there). ``follows_erasures``: the app keeps data keys in memory, so it runs an
+    ``ErasureFollower`` (``app.state.erasure_follower``) that drops an erased person's key at once."""
     s = settings or get_settings()
 
     @asynccontextmanager
@@ -77,6 +81,10 @@ def create_app(
         app.state.pool = await prepare(s)
         if on_startup:
             await on_startup(app)
+        follower: asyncio.Task[None] | None = None
+        if follows_erasures:
+            app.state.erasure_follower = ErasureFollower(s)
+            follower = asyncio.create_task(app.state.erasure_follower.run(), name="erasure-follower")
         # What is built by now (modules, routes, models, pools) lives as long as the process: out of the
         # cyclic collector's sight, or every collection a request's allocations trigger rescans all of it
         # (as infra.runner does for the consumers).
@@ -85,6 +93,10 @@ def create_app(
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()  # it holds nothing to finish: forgetting is all it does
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             if on_shutdown:
                 await on_shutdown(app)
             await app.state.pool.close()

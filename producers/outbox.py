@@ -14,26 +14,20 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from contracts.envelope import Event, encode, topic_for
+from contracts.envelope import Event
 from infra import health, metrics
 from infra.config import Settings
 from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
-from infra.tracing import (
-    TRACEPARENT_HEADER,
-    TRACESTATE_HEADER,
-    current_traceparent,
-    current_tracestate,
-    publish_span,
-)
+from infra.outbox_rows import insert_events
+from infra.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, publish_span
 from producers.holders import record_fences, record_holders
 
 log = get_logger("outbox")
@@ -44,43 +38,13 @@ NOTIFY_CHANNEL = OUTBOX_CHANNEL
 
 
 async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: str, namespace: str) -> int:
-    """Add events to the outbox in the caller's transaction; returns how many were added.
-
-    An event carries the trace context of the request that accepted it (CloudEvents ``traceparent`` and
-    ``tracestate``, stored in the row's headers): its own where the caller set one, else the span in
-    progress."""
+    """Add events to the outbox in the caller's transaction, with what their acceptance changes in the
+    registers; returns how many were added (``infra.outbox_rows`` writes the rows)."""
     if not events:
         return 0
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
-    traceparent = current_traceparent()
-    tracestate = current_tracestate() if traceparent is not None else None
-    for event in events:
-        if event.traceparent is None and traceparent is not None:
-            event = event._replace(traceparent=traceparent, tracestate=tracestate)
-        key, headers, value = encode(event)
-        for column, item in zip(
-            columns,
-            (
-                topic_for(event.family, namespace),
-                key,
-                {h: v.decode() for h, v in headers},
-                value,
-                event.id,
-                origin,
-            ),
-            strict=True,
-        ):
-            column.append(item)
-    await conn.execute(
-        "INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
-        "SELECT * FROM unnest($1::text[], $2::bytea[], $3::jsonb[], $4::bytea[], $5::text[], $6::text[])",
-        *columns,
-    )
+    await insert_events(conn, events, origin=origin, namespace=namespace)
     await record_holders(conn, events)  # P3: holding is decided here, with acceptance, never by a reader
     await record_fences(conn, events)  # P7: a withdrawal fences the person off from its 202 on
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    for family, count in Counter(event.family.value for event in events).items():
-        metrics.EVENTS_ACCEPTED.labels(origin, family).inc(count)
     return len(events)
 
 

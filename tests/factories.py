@@ -131,6 +131,15 @@ def retention(pk: str, placement_id: str, **over: Any) -> Submission:
     return Submission(Family.RETENTION, _authority(data["site"][:6]), datetime.now(UTC), data)
 
 
+def erasure(pk: str, *, source: str = "/hub/operator") -> Submission:
+    """An ``ittai.erasure.v1`` as the hub's operator side publishes it (``erase_person``); another
+    ``source`` makes a forged one."""
+    now = datetime.now(UTC)
+    erasure_id = uuid.uuid4().hex
+    data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat()}
+    return Submission(Family.ERASURE, source, now, data, event_id=erasure_id)
+
+
 def one_of_each(pk: str) -> list[Submission]:
     pid = uuid.uuid4().hex
     return [

@@ -142,6 +142,7 @@ def create_feed_app(settings: Settings | None = None) -> FastAPI:
         "consented individual list.",
         settings=settings,
         on_startup=attach_keystore,
+        follows_erasures=True,
     )
     app.include_router(router)
     return app

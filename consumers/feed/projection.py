@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from consumers.erasure import erasures_in
 from consumers.feed import store
+from consumers.feed.erasure import drop_erased
 from consumers.provenance import check_sources
 from consumers.runtime import Consumed, incoming
 from domain.feed_projection import plan_batch
@@ -26,9 +28,13 @@ class FeedProjection:
         self.topics: Sequence[str] = settings.event_topics
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
-        check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
-        events = [incoming(c) for c in batch]
-        persons = sorted({e.person_key for e in events})
-        checkpoints = sorted({e.data["placement_id"] for e in events if e.family == "retention"})
-        state = await store.load(conn, persons, checkpoints)
-        await store.write(conn, plan_batch(events, state))
+        batch, erased = erasures_in(batch)  # ittai.erasure.v1 (source re-checked), applied after the rest
+        if batch:
+            check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
+            events = [incoming(c) for c in batch]
+            persons = sorted({e.person_key for e in events})
+            checkpoints = sorted({e.data["placement_id"] for e in events if e.family == "retention"})
+            state = await store.load(conn, persons, checkpoints)
+            await store.write(conn, plan_batch(events, state))
+        if erased:
+            await drop_erased(conn, erased)

@@ -315,13 +315,18 @@ async def erase(
         )
     async with request.app.state.pool.acquire() as conn:
         result = await erase_person(
-            conn, request.app.state.keystore, person_key, requested_by=f"api:{principal.client_id}"
+            conn,
+            request.app.state.keystore,
+            person_key,
+            requested_by=f"api:{principal.client_id}",
+            namespace=request.app.state.settings.topic_namespace,
         )
     return {
         "person_key": person_key,
         "key_deleted": result.key_deleted,
         "rows_deleted": result.rows_deleted,
         "already_erased": result.already_erased,
+        "erasure_event": result.event_id,
     }
 
 
@@ -332,6 +337,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         "Every read of personal data is recorded.",
         settings=settings,
         on_startup=attach_keystore,
+        follows_erasures=True,
     )
     app.include_router(router)
     return app

@@ -27,9 +27,11 @@ from datetime import date, datetime
 import asyncpg
 
 from consumers import registers
+from consumers.erasure import erasures_in
 from consumers.provenance import check_sources
 from consumers.runtime import Consumed, HandlerRejected, incoming
 from consumers.shared_view import store
+from consumers.shared_view.erasure import drop_erased
 from domain.batch import CONSENT, Incoming
 from domain.calendar import JST
 from domain.consent import ConsentRecord
@@ -68,6 +70,12 @@ class SharedViewHandler:
         self.masked_events = 0  # events of erased people skipped (replays show them masked)
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        # ittai.erasure.v1 (source re-checked) applied first: the register it writes makes the rest skip them
+        batch, erased = erasures_in(batch)
+        if erased:
+            await drop_erased(conn, erased)
+        if not batch:
+            return
         check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
         await store.hold_erasure_lock(conn)
         events = [incoming(c) for c in batch]

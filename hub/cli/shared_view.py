@@ -49,13 +49,20 @@ def erase(
         pool = await prepare(settings)
         try:
             async with pool.acquire() as conn:
-                result = await erase_person(conn, KeyStore.from_settings(settings), person, requested_by=by)
+                result = await erase_person(
+                    conn,
+                    KeyStore.from_settings(settings),
+                    person,
+                    requested_by=by,
+                    namespace=settings.topic_namespace,
+                )
         finally:
             await pool.close()
         note = " (already on the erasure register)" if result.already_erased else ""
         out.print(
             f"erased {person}{note}: data key {'deleted' if result.key_deleted else 'was already gone'}, "
-            f"{result.rows_deleted} rows deleted"
+            f"{result.rows_deleted} rows deleted; erasure event {result.event_id} is in the outbox for the "
+            "relay (every consumer and service drops the person on it)"
         )
 
     asyncio.run(_main())

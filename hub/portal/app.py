@@ -67,6 +67,7 @@ def create_portal_app(settings: Settings | None = None) -> FastAPI:
         "(Japanese first, English switchable).",
         settings=s,
         on_startup=startup,
+        follows_erasures=True,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     install_page_conventions(app, cookie_secure=s.portal_cookie_secure)

@@ -364,6 +364,7 @@ def build_app(adapter: Adapter, settings: Settings | None = None, *, relay: bool
         on_startup=_start,
         on_shutdown=_stop,
         lean_routes=True,  # the JSON and CSV endpoints are plain routes (``_add_routes``): see LeanRoutes
+        follows_erasures=True,  # its key store forgets an erased person's key at once
     )
     app.state.adapter = adapter
     app.state.runs_relay = s.adapter_runs_relay if relay is None else relay

@@ -47,7 +47,8 @@ anything = st.recursive(
 )
 FIELDS = ["version", "form_version", "scopes", "recipients", "captured", "valid_from", "valid_until",
           "authority", "site", "office", "attributes", "registered_on", "placed_on", "checkpoint_months",
-          "occupation", "left_on", "status", "personal", "sex", "age_band", "extra"]  # fmt: skip
+          "occupation", "left_on", "status", "personal", "sex", "age_band", "erasure_id", "erased_at",
+          "person_key", "extra"]  # fmt: skip
 GENERATION = settings(
     max_examples=RECORDS,
     deadline=None,
@@ -69,7 +70,7 @@ def _records(settings: Settings, keys: dict[str, bytes]) -> list[Record]:
     """``RECORDS`` generated records, drawn by hypothesis (derandomized: the same records every run)."""
     bases = []
     for pk, key in keys.items():
-        for sub in factories.one_of_each(pk):
+        for sub in (*factories.one_of_each(pk), factories.erasure(pk)):  # the sixth kind: erasures too
             bases.append((sub.family, encode(to_event(sub, key)), key))
     out: list[Record] = []
 

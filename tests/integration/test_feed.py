@@ -4,6 +4,8 @@ shares no code with the builder), attacked for suppressed cells, and fetched ove
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -608,10 +610,16 @@ async def test_after_erasure_the_person_is_nowhere(
     fed: Fed, pool: asyncpg.Pool, settings: Settings, tmp_path: Path
 ) -> None:
     """The feed API keeps unwrapped data keys in memory: before, the next download after ``hub erase``
-    still showed the person's name and employer. Now: nowhere — database dump, every topic's raw bytes,
-    the feed downloaded again from the same process, an export made after erasure, the logs."""
+    still showed the person's name and employer. Now, after ``hub erase`` (its own process, as an operator
+    runs it) and its ``ittai.erasure.v1`` event consumed by every consumer: nowhere — database dump, every
+    topic's raw bytes, the feed downloaded again from the same process, an export made after erasure, the
+    logs; and the running API's key cache has let the key go (it followed the event: the erasure ran in
+    another process). Before the event, an erasure left the key in the API's memory for good."""
+    from consumers.event_log import EventLogHandler
     from consumers.feed.exports import export_feed
-    from consumers.shared_view.erasure import erase_person
+    from consumers.shared_view.handler import SharedViewHandler
+    from producers.outbox import OutboxRelay
+    from tests.helpers import wait_for
     from tests.integration.test_shared_view import pg_dump
 
     authority, month = fed.authorities[0], "2021-11"
@@ -621,6 +629,9 @@ async def test_after_erasure_the_person_is_nowhere(
         )
     headers = {"Authorization": f"Bearer {reader}"}
     with capture_logs() as logs, TestClient(create_feed_app(settings)) as client:
+        app_state = client.app.state  # type: ignore[attr-defined]
+        # Positioned at the erasure topic's end (it empties the caches then), before the key is cached.
+        await wait_for(lambda: _value(app_state.erasure_follower.ready.is_set()), until=bool)
         before = client.get(f"/feeds/{authority}/{month}", headers=headers).json()
         entry = before["individual_list"]["entries"][0]
         name, employer = entry["name"], entry["employer"]
@@ -629,15 +640,56 @@ async def test_after_erasure_the_person_is_nowhere(
             for s in fed.subs
             if s.family is Family.REGISTRATION and s.data["personal"]["name"] == name
         )
+        assert app_state.keystore.holds(person), "control: the API keeps the person's key in memory"
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM feed_consents WHERE person_key = $1", person)
-            await erase_person(conn, KeyStore.from_settings(settings), person, requested_by="test")
+        hub_erase = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.cli", "erase", person, "--by", "test",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await hub_erase.communicate()
+        erased = (out + err).decode()
+        assert hub_erase.returncode == 0, erased
+        assert person in erased and "erasure event" in erased
+        async with pool.acquire() as conn:
             # Nothing of the person's consents is left to decide a later delivery by (issue 10).
             assert not await conn.fetchval("SELECT count(*) FROM feed_consents WHERE person_key = $1", person)
+            event_id = await conn.fetchval(
+                "SELECT event_id FROM outbox WHERE topic = $1 AND key = $2",
+                settings.topic(Family.ERASURE),
+                person.encode(),
+            )
+        assert event_id, "the erasure is an event in the outbox"
+        relay = OutboxRelay(settings, pool)
+        try:
+            await relay.drain()
+        finally:
+            await relay.close()
+        for handler in (EventLogHandler(settings), FeedProjection(settings), SharedViewHandler(settings)):
+            await run_until_caught_up(handler, settings, pool)
+        # Every service keeping keys forgets this one: the API followed the erasure topic.
+        await wait_for(lambda: _value(app_state.keystore.holds(person)), until=lambda held: not held)
+        assert app_state.erasure_follower.forgotten >= 1
         after = client.get(f"/feeds/{authority}/{month}", headers=headers)
         csv_after = client.get(
             f"/feeds/{authority}/{month}", params={"format": "csv", "part": "individuals"}, headers=headers
         )
+    async with pool.acquire() as conn:
+        logged = await conn.fetchrow(
+            "SELECT family, source, data FROM event_log WHERE event_id = $1", event_id
+        )
+        sealed_left = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT personal FROM feed_registrations WHERE person_key = $1 UNION ALL "
+            "SELECT personal FROM feed_placements WHERE person_key = $1) p WHERE personal <> 'null'::jsonb",
+            person,
+        )
+        statistics_kept = await conn.fetchval(
+            "SELECT count(*) FROM feed_placements WHERE person_key = $1", person
+        )
+    assert logged["family"] == "erasure" and logged["source"] == "/hub/operator"
+    assert set(logged["data"]) == {"person_key", "erasure_id", "erased_at"}, "no personal data in the event"
+    assert sealed_left == 0, "the feed consumer dropped the individual list's material"
+    assert statistics_kept >= 1, "the counted facts stay: erasure does not rewrite published statistics"
     assert after.status_code == 200 and csv_after.status_code == 200
     paths, _ = await export_feed(
         settings, pool, authority, month, tmp_path, format="csv", encoding="utf-8", purpose="t", who="t"
@@ -647,6 +699,7 @@ async def test_after_erasure_the_person_is_nowhere(
         "feed csv": csv_after.content,
         "export": b"".join(p.read_bytes() for p in paths),
         "logs": repr(logs).encode(),
+        "hub erase output": erased.encode(),
         "pg_dump": pg_dump(settings),
     }
     for topic in (*settings.event_topics, settings.deadletter_topic, settings.feed_topic):
@@ -656,6 +709,10 @@ async def test_after_erasure_the_person_is_nowhere(
         found = [where for where, content in places.items() if marker.encode() in content]
         assert not found, f"marker found after erasure in {found}"
     assert before["individual_list"]["entries"], "control: the person was in the list before erasure"
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 async def test_an_authority_may_opt_out_of_the_individual_list_and_an_agreement_is_needed(

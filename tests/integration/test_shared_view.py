@@ -278,7 +278,9 @@ async def test_erasure_leaves_the_name_nowhere(
     assert name.encode() in pg_dump(settings), "control: the consented name is in the view before erasure"
 
     async with pool.acquire() as conn:
-        result = await erase_person(conn, keystore, pk, requested_by="test")
+        result = await erase_person(
+            conn, keystore, pk, requested_by="test", namespace=settings.topic_namespace
+        )
         assert result.key_deleted and result.rows_deleted >= 4
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", pk) == 0
         fresh_store = KeyStore.from_settings(settings)

@@ -319,7 +319,9 @@ async def test_nothing_is_accepted_about_an_erased_person(
     q, reg, consent = kawaguchi_person(f"消去{uuid.uuid4().hex[:8]}")
     assert (await hub.post("office_1102", "registration", reg)).status_code == 202
     async with pool.acquire() as conn:
-        await erase_person(conn, KeyStore.from_settings(settings), q, requested_by="test")
+        await erase_person(
+            conn, KeyStore.from_settings(settings), q, requested_by="test", namespace=settings.topic_namespace
+        )
     placed_on = NOW.date().isoformat()
     late = factories.placement(q, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=placed_on).data
     for family, data in (("placement", late), ("consent", consent), ("registration", reg)):

@@ -19,6 +19,7 @@ from consumers.catchup import end_offsets, run_until
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
+from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.topics import ensure_topics
@@ -142,3 +143,57 @@ async def test_a_consent_id_never_crosses_from_one_person_to_another(
             )
             kept = {r["person_key"]: (r["version"], r["withdrawn"]) for r in rows}
             assert kept == {q: (1, False), x: (9, True)}, table
+
+
+async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_consumer(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """``ittai.erasure.v1`` (issue 10). An erasure written to the topic under a client's ``ce_source`` — even
+    the authority that holds the person — would make every consumer drop someone: it is dead-lettered by
+    each, naming P9 and the header, and the person stays. The operator side's erasure empties the shared
+    view and the feed of the person by itself, with no help from ``erase_person``'s own transaction (a
+    consumer that applied the person's events after it, or another database): rows, consents, the feed's
+    sealed blocks; the person goes on the register, so later events of theirs are skipped."""
+    settings = isolated
+    kept, gone = factories.person_key(), factories.person_key()
+    await _accept(
+        pool,
+        settings,
+        [sub for pk in (kept, gone) for sub in (factories.registration(pk), factories.consent(pk))],
+    )
+    await _catch_up(pool, settings)
+    async with pool.acquire() as conn:
+        before = await conn.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE reason LIKE '%P9%' AND source_topic = $1",
+            settings.topic(Family.ERASURE),
+        )
+    forged = _raw(settings, to_event(factories.erasure(kept, source=SHINJUKU), None))
+    genuine = _raw(settings, to_event(factories.erasure(gone), None))
+    await _publish_raw(settings, [forged, genuine])
+    await _catch_up(pool, settings)
+
+    async with pool.acquire() as conn:
+        for table in ("sv_persons", "sv_consents", "sv_events", "feed_consents"):
+            counts = {
+                pk: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk)
+                for pk in (kept, gone)
+            }
+            assert counts[gone] == 0 and (counts[kept] > 0 or table == "sv_events"), (table, counts)
+        sealed = await conn.fetchval("SELECT personal FROM feed_registrations WHERE person_key = $1", gone)
+        registered = await conn.fetchval("SELECT count(*) FROM sv_erasures WHERE person_key = $1", gone)
+        letters = await conn.fetch(
+            "SELECT consumer, reason FROM dead_letters WHERE source_topic = $1",
+            settings.topic(Family.ERASURE),
+        )
+    assert sealed is None, "the feed keeps no sealed block of an erased person"
+    assert registered == 1
+    p9 = [r for r in letters if "P9" in r["reason"]]
+    assert len(p9) - before == 2 and {r["consumer"] for r in p9} == {"shared-view", "placement-feed"}
+    for letter in p9:
+        assert "ce_source" in letter["reason"] and "131041" not in letter["reason"], letter["reason"]
+
+    # A late event of the erased person (a system that still had them) is skipped, not stored again.
+    await _accept(pool, settings, [factories.consent(gone)])
+    await _catch_up(pool, settings)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM sv_consents WHERE person_key = $1", gone) == 0

@@ -30,6 +30,7 @@ from contracts import wire
 from contracts.envelope import MODELS, Event, Family, PoisonMessage, decode, encode
 from devtools.simulator import SimulationConfig, simulate
 from producers.submission import to_event
+from tests import factories
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
 
@@ -103,7 +104,10 @@ _STREAM = SimulationConfig(authorities=3, months=3, seed=11, registrations_per_s
 @pytest.fixture(scope="module")
 def stream() -> list[Event]:
     keys: dict[str, bytes] = {}
-    return [to_event(s, keys.setdefault(s.person_key, os.urandom(32))) for s in simulate(_STREAM)]
+    subs = list(simulate(_STREAM))
+    # The simulator sends what clients send; erasures come from the hub's operator side (``hub erase``).
+    subs += [factories.erasure(s.person_key) for s in subs[:: len(subs) // 5]]
+    return [to_event(s, keys.setdefault(s.person_key, os.urandom(32))) for s in subs]
 
 
 def _samples(stream: list[Event]) -> dict[Family, list[Event]]:

@@ -1,0 +1,38 @@
+"""``ittai.erasure.v1`` as the consumers take it: the hub erased a person, drop what you keep about them.
+
+Every consumer subscribes to the erasure topic with the others (``Settings.event_topics``). Its handler
+first takes the erasures out of the batch (``erasures_in``), re-checking each one's ``ce_source``: only
+the hub's operator side publishes erasures (P9), so one from anywhere else — a client's credential, a
+rogue producer with write access — is refused and dead-lettered alone, the reason naming the rule. The
+rest of the batch goes its usual way, and then the consumer drops the erased people from its own state
+in the same transaction (``shared_view.erasure.drop_erased``, ``feed.store.drop_erased``; the event log
+keeps its verbatim records, whose personal blocks no key opens any more), and every key store of the
+process forgets their keys. Erasures are applied after the batch's other events: one person's events
+travel in order on one partition key, so an event of the person earlier in the batch is dropped with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from consumers.runtime import Consumed, HandlerRejected
+from contracts.envelope import Family
+from domain.provenance import Refusal, check_erasure_source
+
+
+def erasures_in(batch: Sequence[Consumed]) -> tuple[list[Consumed], list[str]]:
+    """The batch without its erasures, and the people they erase (each once, in order). Raises
+    ``HandlerRejected`` for an erasure that does not come from the hub's operator side."""
+    rest: list[Consumed] = []
+    erased: dict[str, None] = {}
+    for consumed in batch:
+        event = consumed.event
+        if event.family is not Family.ERASURE:
+            rest.append(consumed)
+            continue
+        try:
+            check_erasure_source(event.source)
+        except Refusal as refusal:
+            raise HandlerRejected(f"ce_source re-checked against the data: {refusal.reason}") from None
+        erased[event.subject] = None
+    return rest, list(erased)
