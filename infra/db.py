@@ -14,6 +14,10 @@ from infra.config import Settings, get_settings
 # Writers of the outbox NOTIFY this channel in their transaction; the relay listens (else it polls).
 OUTBOX_CHANNEL = "ittai_outbox"
 _MIGRATION_LOCK = 7_201_101  # pg_advisory_lock key: one migrator at a time
+# An erasure holds this exclusively; shared-view batches and every accepting transaction hold it shared.
+# So no batch writes a person's clear data after (or while) that person is erased, and no acceptance
+# commits an event of a person erased after its authorisation read the register (P9).
+ERASURE_LOCK = 7_204_001
 
 # What a database restart, a failover or a full connection table looks like to a client: retried with
 # capped backoff everywhere, never treated as a bug. (``ConnectionDoesNotExistError`` is a

@@ -18,6 +18,8 @@ import asyncpg
 
 from contracts.envelope import Event
 from domain.provenance import INTAKE, Org, SiteEntry, intake_date
+from infra.auth import AuthError
+from infra.db import ERASURE_LOCK
 
 
 async def registers_of(
@@ -107,3 +109,34 @@ async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> No
         [rows[p][0] for p in people],
         [rows[p][1] for p in people],
     )
+
+
+ERASED_MEANWHILE = "P9: person_key: the person was erased while this was being accepted"
+
+
+class ErasedMeanwhile(AuthError):
+    """P9 at commit: some of the people were erased after authorisation read the register (403)."""
+
+    def __init__(self, people: Iterable[str]) -> None:
+        super().__init__(403, ERASED_MEANWHILE)
+        self.people = frozenset(people)
+
+
+async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set[str]:
+    """P9 inside the accepting transaction: which of these people are erased, as of now.
+
+    Authorisation reads the erasure register before the accepting transaction, so an erasure committed
+    between the two would let one request through. Here, in that transaction: the erasure lock shared
+    (an erasure in flight holds it exclusively, so this waits for it to commit, and an erasure that
+    starts later waits for this transaction), then the register, read by a statement that starts after
+    the lock is held. The caller leaves out every event of the people returned. A data key such a person
+    got meanwhile (sealing runs before this transaction) is deleted here: nothing sealed under it is kept."""
+    wanted = sorted(set(persons))
+    if not wanted:
+        return set()
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
+    erased = {r[0] for r in rows}
+    if erased:
+        await conn.execute("DELETE FROM person_data_keys WHERE person_key = ANY($1::text[])", sorted(erased))
+    return erased

@@ -10,7 +10,8 @@ same steps:
    concerned (P3), their withdrawal fences (P7), the erasure register (P9) — loaded once per request or
    file chunk: a credential proves one organisation, which publishes only at its own sites and only about
    people it holds, nothing signed behind a withdrawal, and nothing more about an erased person. The
-   simulator and tests are trusted sources and skip this step.
+   simulator and tests are trusted sources and skip this step (on a local development stack only,
+   ``producers.publish``). The erasure register is read again at commit (``holders.erasure_fence``).
 3. **seal** (``seal_events``): each personal block with its person's data key, all keys in one round
    trip, only for events that are valid and authorised — a refused request leaves no key behind.
 4. **enqueue** (``outbox.enqueue``): into the outbox in the caller's transaction, with what acceptance
@@ -34,7 +35,7 @@ from contracts.envelope import Event, Family
 from infra.auth import Principal
 from infra.crypto import KeyStore
 from producers.adapters.authorization import Adapter, Context, authorised_fields, authorize, site_of
-from producers.holders import registers_of
+from producers.holders import ErasedMeanwhile, erasure_fence, registers_of
 from producers.outbox import enqueue
 from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
 
@@ -87,11 +88,16 @@ async def accept(
     extra: ExtraPolicy = "forbid",
 ) -> list[Event]:
     """Validate, seal and enqueue ``subs`` atomically (all or none), each under its own trusted source.
-    Raises ``pydantic.ValidationError`` for the first invalid submission, before any key is made."""
+    Raises ``pydantic.ValidationError`` for the first invalid submission, before any key is made, and
+    ``ErasedMeanwhile`` (accepting nothing) where one is about a person on the erasure register (P9)."""
     checked = [
         validate(s.family, s.data, extra=extra, time=s.time, event_id=s.event_id, trusted=True) for s in subs
     ]
     events = await seal_events(conn, keystore, checked, [s.source for s in subs])
     async with conn.transaction():
-        await enqueue(conn, events, origin=origin, namespace=namespace)
+        erased = await erasure_fence(conn, (e.subject for e in events))
+        if not erased:
+            await enqueue(conn, events, origin=origin, namespace=namespace, fenced=True)
+    if erased:  # nothing was accepted; a data key made meanwhile is gone with the transaction's commit
+        raise ErasedMeanwhile(erased)
     return events

@@ -28,7 +28,7 @@ from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
 from infra.outbox_rows import insert_events
 from infra.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, publish_span
-from producers.holders import record_fences, record_holders
+from producers.holders import ErasedMeanwhile, erasure_fence, record_fences, record_holders
 
 log = get_logger("outbox")
 
@@ -37,11 +37,25 @@ _GATHER_S = 0.02  # after a part batch: adds at most this to the time from 202 t
 NOTIFY_CHANNEL = OUTBOX_CHANNEL
 
 
-async def enqueue(conn: asyncpg.Connection, events: Sequence[Event], *, origin: str, namespace: str) -> int:
+async def enqueue(
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    origin: str,
+    namespace: str,
+    fenced: bool = False,
+) -> int:
     """Add events to the outbox in the caller's transaction, with what their acceptance changes in the
-    registers; returns how many were added (``infra.outbox_rows`` writes the rows)."""
+    registers; returns how many were added (``infra.outbox_rows`` writes the rows).
+
+    Nothing about an erased person enters the outbox (P9): unless the caller already left out the people
+    ``holders.erasure_fence`` returned in this transaction (``fenced``), raises ``ErasedMeanwhile``."""
     if not events:
         return 0
+    if not fenced:
+        erased = await erasure_fence(conn, (e.subject for e in events))
+        if erased:
+            raise ErasedMeanwhile(erased)
     await insert_events(conn, events, origin=origin, namespace=namespace)
     await record_holders(conn, events)  # P3: holding is decided here, with acceptance, never by a reader
     await record_fences(conn, events)  # P7: a withdrawal fences the person off from its 202 on

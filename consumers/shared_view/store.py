@@ -19,11 +19,7 @@ import orjson
 
 from consumers.consent_store import ConsentStore
 from domain.shared_view import PersonView, ViewPlan
-from infra.db import copy_to_stage, stage_ddl
-
-# Batches hold this shared; erasure holds it exclusively, so no batch can write a person's clear data
-# after (or while) that person is erased.
-ERASURE_LOCK = 7_204_001
+from infra.db import ERASURE_LOCK, copy_to_stage, stage_ddl  # the lock: batches shared, an erasure exclusive
 
 consents = ConsentStore("sv_consents")
 

@@ -37,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
 from consumers.runtime import group_id_for
+from contracts.envelope import Family
 from infra.config import Settings
 from infra.kafka import client_options
 
@@ -281,6 +282,9 @@ def acl_plan(settings: Settings) -> list[Grant]:
         grants.append(Grant(user, "READ", "group", group_id_for(user, settings, role=""), "prefixed"))
         grants.append(Grant(user, "WRITE", "topic", dlq))
     grants.append(Grant(PLACEMENT_FEED, "WRITE", "topic", feed))
+    # The adapters keep data keys in memory: they follow the erasure topic (no group, nothing committed,
+    # ``infra.erasure_follower``) to forget an erased person's key. The consumers' users read it already.
+    grants.append(Grant(ADAPTER, "READ", "topic", settings.topic(Family.ERASURE)))
     grants += [Grant(CONSOLE, "DESCRIBE", "topic", t) for t in (*events, dlq, feed)]
     grants.append(Grant(CONSOLE, "READ", "topic", dlq))
     return grants

@@ -28,6 +28,7 @@ contracts_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(contracts_app, name="contracts", help="Event contracts: JSON Schema and AsyncAPI")
 
 out = Console()
+err = Console(stderr=True, soft_wrap=True)
 
 
 def progress_bar() -> Progress:
@@ -142,6 +143,11 @@ def simulate(
         n = write_jsonl(generate(config), to_file)
         out.print(f"wrote {n} submissions to {to_file}")
         return
+    from producers.publish import TrustedPathRefused
+
+    if not get_settings().is_local_development():  # before reading anything: the path is refused
+        err.print(f"[red]{TrustedPathRefused()}[/]")
+        raise typer.Exit(2)
     subs = list(read_jsonl(from_file) if from_file else generate(config))
     n = asyncio.run(_publish(subs))
     out.print(f"published {n} events")

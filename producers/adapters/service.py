@@ -37,6 +37,7 @@ from infra.crypto import KeyStore, derived_key
 from infra.logging import get_logger
 from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context
+from producers.holders import ERASED_MEANWHILE, ErasedMeanwhile, erasure_fence
 from producers.ingest import authorisation_context, authorise, enqueue, seal_events
 from producers.submission import Checked, check
 
@@ -356,6 +357,7 @@ class AdapterService:
         summary.rows += chunk.rows
         bad = chunk.bad
         accepted_rows: list[tuple[Checked, str, str]] = []
+        lines: list[int] = []  # the file line of each accepted row
         async with self.pool.acquire() as conn:
             ctx = await authorisation_context(conn, family, [c for _, c, _ in chunk.valid])
             for row, c, key in chunk.valid:
@@ -365,16 +367,28 @@ class AdapterService:
                     bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                     continue
                 accepted_rows.append((c, source, key))
+                lines.append(row.line)
             if accepted_rows:
                 events = await seal_events(
                     conn, self.keystore, [c for c, _, _ in accepted_rows], [s for _, s, _ in accepted_rows]
                 )
                 keys = [key for _, _, key in accepted_rows]
-                first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
-                for key, event in zip(keys, events, strict=True):
-                    first.setdefault(key, event.id)
-                in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
                 async with conn.transaction():
+                    # P9 at commit: rows of a person erased since authorisation are refused, the rest go in.
+                    erased = await erasure_fence(conn, (e.subject for e in events))
+                    if erased:
+                        refused = FieldError("(row)", ERASED_MEANWHILE, None, "forbidden")
+                        bad.extend(
+                            (line, refused)
+                            for line, e in zip(lines, events, strict=True)
+                            if e.subject in erased
+                        )
+                        keys = [k for k, e in zip(keys, events, strict=True) if e.subject not in erased]
+                        events = [e for e in events if e.subject not in erased]
+                    first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
+                    for key, event in zip(keys, events, strict=True):
+                        first.setdefault(key, event.id)
+                    in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
                     await conn.execute(
                         _DROP_EXPIRED,
                         [principal.organisation] * len(in_key_order),
@@ -400,6 +414,7 @@ class AdapterService:
                         todo,
                         origin=f"{self.adapter.value}-csv",
                         namespace=self.settings.topic_namespace,
+                        fenced=True,
                     )
                 summary.accepted += len(todo)
                 summary.duplicates += len(events) - len(todo)
@@ -605,11 +620,19 @@ class _GroupCommitter:
         for unit in group:
             per_unit.append(events[i : i + len(unit.checked)])
             i += len(unit.checked)
-        keyed = sorted(  # in key order, so that concurrent commits cannot deadlock on them
-            ((u, evs) for u, evs in zip(group, per_unit, strict=True) if u.idem is not None),
-            key=lambda item: item[0].idem[:2] if item[0].idem else ("", ""),
-        )
         async with conn.transaction():
+            # P9 at commit: a request whose person was erased since its authorisation is refused alone.
+            erased = await erasure_fence(conn, (e.subject for e in events))
+            if erased:
+                for unit, evs in zip(group, per_unit, strict=True):
+                    if any(e.subject in erased for e in evs) and not unit.done.done():
+                        unit.done.set_exception(ErasedMeanwhile(erased))
+                kept = [(u, evs) for u, evs in zip(group, per_unit, strict=True) if not u.done.done()]
+                group, per_unit = [u for u, _ in kept], [evs for _, evs in kept]
+            keyed = sorted(  # in key order, so that concurrent commits cannot deadlock on them
+                ((u, evs) for u, evs in zip(group, per_unit, strict=True) if u.idem is not None),
+                key=lambda item: item[0].idem[:2] if item[0].idem else ("", ""),
+            )
             won: set[tuple[str, str]] = set()
             if keyed:
                 await conn.execute(
@@ -646,6 +669,7 @@ class _GroupCommitter:
                 todo,
                 origin=f"{service.adapter.value}-adapter",
                 namespace=service.settings.topic_namespace,
+                fenced=True,
             )
         return answered + list(zip(group, results, strict=True))
 

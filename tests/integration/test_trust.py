@@ -7,14 +7,18 @@ and office 1102 only. Shinjuku (131041) knows Q's key (it is the Kafka record ke
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import pytest_asyncio
 
 from consumers.agreements import add_agreement
@@ -22,7 +26,8 @@ from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler
-from infra.auth import OrgKind, Role, add_client
+from contracts.envelope import Family
+from infra.auth import AuthError, OrgKind, Role, add_client
 from infra.config import Settings
 from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
@@ -330,3 +335,118 @@ async def test_nothing_is_accepted_about_an_erased_person(
         assert "P9: person_key: the person was erased" in response.text and q not in response.text
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", q) == 0
+
+
+async def test_an_erasure_between_authorisation_and_commit_wins(
+    hub: Hub, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """P9 had a race: the edge reads the erasure register before the accepting transaction, so an erasure
+    committed between the two let one request through (a new data key made, the employer sealed under it
+    and published). The interleaving, step by step (no timing): two placements are authorised — Q's and
+    R's — then Q is erased, then both requests reach one group commit. Now Q's is refused with P9 and
+    leaves nothing (no outbox row, no data key); R's, in the same transaction, is accepted."""
+    from consumers.shared_view.erasure import erase_person
+    from infra.auth import authenticate
+    from infra.crypto import KeyStore
+    from producers.adapters.authorization import Adapter
+    from producers.adapters.service import AdapterService, _Unit
+    from producers.ingest import authorisation_context, authorise
+    from producers.submission import Checked, check
+
+    q, reg_q, _ = kawaguchi_person(f"競合{uuid.uuid4().hex[:8]}")
+    r, reg_r, _ = kawaguchi_person(f"無関係{uuid.uuid4().hex[:8]}")
+    for reg in (reg_q, reg_r):
+        assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    placed_on = NOW.date().isoformat()
+    units = []
+    async with pool.acquire() as conn:
+        principal = await authenticate(conn, f"Bearer {hub.tokens['office_1102']}")
+        for person in (q, r):
+            data = factories.placement(
+                person, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=placed_on,
+                personal={"employer_name": f"株式会社競合{person[:6]}"},
+            ).data  # fmt: skip
+            checked = check(Family.PLACEMENT, data)
+            assert isinstance(checked, Checked)
+            # The edge's read of the registers: Q is not erased yet, so authorisation passes.
+            ctx = await authorisation_context(conn, Family.PLACEMENT, [checked])
+            source = authorise(Adapter.EMPLOYMENT, principal, Family.PLACEMENT, checked, ctx)
+            units.append(_Unit([checked], [source], principal.client_id, None))
+        # The erasure lands between the edge's read and the commit.
+        await erase_person(
+            conn, KeyStore.from_settings(settings), q, requested_by="test", namespace=settings.topic_namespace
+        )
+    answers = await asyncio.gather(*(service.committer.commit(u) for u in units), return_exceptions=True)
+
+    refused, accepted = answers
+    assert isinstance(refused, AuthError) and refused.status == 403, refused
+    assert "P9" in refused.reason and q not in refused.reason
+    assert isinstance(accepted, list) and len(accepted) == 1, accepted
+    async with pool.acquire() as conn:
+        placements = {
+            row["key"].decode()
+            for row in await conn.fetch(
+                "SELECT key FROM outbox WHERE topic = $1 AND key = ANY($2::bytea[])",
+                settings.topic(Family.PLACEMENT),
+                [q.encode(), r.encode()],
+            )
+        }
+        keys = await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", q)
+    assert placements == {r}, "only the innocent request's placement is in the outbox"
+    assert keys == 0, "no data key is left for the erased person"
+
+
+async def test_the_trusted_path_refuses_outside_local_development_and_erased_people_everywhere(
+    pool: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    """The operator's publishing tool (``hub simulate``, ``--from-file`` included: any file, every event
+    under the source it names) skipped authorisation wherever it ran. Now it refuses outside a local
+    development stack — the command before it reads the file, the library before it touches anything — and
+    names the path that authorises (``hub import`` as a client). On a development stack it still skips
+    authorisation (a simulated stream speaks for every organisation), but not erasure: before, it
+    accepted an erased person's placement and made them a new data key."""
+    import sys
+
+    from consumers.shared_view.erasure import erase_person
+    from infra.crypto import KeyStore
+    from producers.holders import ErasedMeanwhile
+    from producers.publish import TrustedPathRefused, publish_submissions
+
+    elsewhere = settings.model_copy(update={"environment": "production", "stack_dir": tmp_path})
+    q = factories.person_key()
+    stream = [factories.registration(q), factories.consent(q)]
+    async with pool.acquire() as conn:
+        before = await conn.fetchval("SELECT count(*) FROM outbox")
+    with pytest.raises(TrustedPathRefused):
+        await publish_submissions(elsewhere, pool, stream, origin="test")
+    file = tmp_path / "stream.jsonl"
+    file.write_bytes(b"\n".join(s.to_json() for s in stream) + b"\n")
+    env = {**os.environ, "HUB_ENVIRONMENT": "production", "HUB_STACK_DIR": str(tmp_path)}
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "simulate", "--from-file", str(file),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await command.communicate()
+    assert command.returncode == 2, (out + err).decode()
+    assert b"local development stack" in err and b"hub import" in err
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == before, "nothing was accepted"
+
+    # On the development stack: P9 holds for the trusted path too.
+    await publish_submissions(settings, pool, stream, origin="test")
+    async with pool.acquire() as conn:
+        await erase_person(
+            conn, KeyStore.from_settings(settings), q, requested_by="test", namespace=settings.topic_namespace
+        )
+    with pytest.raises(ErasedMeanwhile) as refused:
+        await publish_submissions(settings, pool, [factories.placement(q)], origin="test")
+    assert "P9" in refused.value.reason and q not in refused.value.reason
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", q) == 0
+        placed = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND key = $2",
+            settings.topic(Family.PLACEMENT),
+            q.encode(),
+        )
+    assert placed == 0
