@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from consumers.catchup import end_offsets, run_until
@@ -23,6 +24,7 @@ from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.topics import ensure_topics
+from producers.holders import ErasedMeanwhile
 from producers.submission import Submission, to_event
 from tests import factories
 from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
@@ -192,8 +194,11 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
     for letter in p9:
         assert "ce_source" in letter["reason"] and "131041" not in letter["reason"], letter["reason"]
 
-    # A late event of the erased person (a system that still had them) is skipped, not stored again.
-    await _accept(pool, settings, [factories.consent(gone)])
+    # A late event of the erased person is refused at acceptance (P9: the register the event wrote), and
+    # one written to the topic directly is skipped, not stored again.
+    with pytest.raises(ErasedMeanwhile):
+        await _accept(pool, settings, [factories.consent(gone)])
+    await _publish_raw(settings, [_raw(settings, to_event(factories.consent(gone), None))])
     await _catch_up(pool, settings)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM sv_consents WHERE person_key = $1", gone) == 0

@@ -10,12 +10,14 @@ from pydantic import TypeAdapter, ValidationError
 from contracts.types import LocalGovernmentCode, OfficeCode, SiteId
 from domain.consent import ConsentRecord, Recipient, Scope, effective, permits
 from domain.provenance import (
+    OPERATOR_SOURCE,
     Org,
     Publisher,
     Refusal,
     Side,
     SiteEntry,
     authorize_event,
+    check_erasure_source,
     check_source,
     gained_holders,
 )
@@ -177,3 +179,21 @@ def test_consumers_pass_what_the_source_owns() -> None:
     )
     check_source("/hellowork/offices/1301", "consent", site="112038-01", capture_side="hello_work")
     check_source("/hellowork/national", "placement", site="112038-01", office="1102")
+
+
+@pytest.mark.parametrize(
+    "source", ["/authorities/131041", "/hellowork/offices/1301", "/hellowork/national", "/hub/operators", ""]
+)
+def test_p9_only_the_hubs_operator_side_publishes_erasures(source: str) -> None:
+    """An erasure makes every consumer drop a person: no client, and no other shape, may send one."""
+    with pytest.raises(Refusal) as refused:
+        check_erasure_source(source)
+    assert refused.value.rule == "P9" and "ce_source" in refused.value.reason
+    assert "131041" not in refused.value.reason and "1301" not in refused.value.reason
+    check_erasure_source(OPERATOR_SOURCE)
+
+
+def test_the_operator_side_publishes_nothing_but_erasures() -> None:
+    with pytest.raises(Refusal) as refused:
+        check_source(OPERATOR_SOURCE, "consent", site="131041-01", capture_side="authority")
+    assert "ce_source" in refused.value.reason
