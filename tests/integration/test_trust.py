@@ -338,47 +338,58 @@ async def test_nothing_is_accepted_about_an_erased_person(
 
 
 async def test_an_erasure_between_authorisation_and_commit_wins(
-    hub: Hub, pool: asyncpg.Pool, settings: Settings
+    hub: Hub, pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """P9 had a race: the edge reads the erasure register before the accepting transaction, so an erasure
     committed between the two let one request through (a new data key made, the employer sealed under it
-    and published). The interleaving, step by step (no timing): two placements are authorised — Q's and
-    R's — then Q is erased, then both requests reach one group commit. Now Q's is refused with P9 and
-    leaves nothing (no outbox row, no data key); R's, in the same transaction, is accepted."""
+    and published). The interleaving, step by step (no timing): two placements — Q's and R's — reach one
+    group commit, which authorises both (Q is not erased yet); Q's erasure commits right after, before
+    the events are sealed and the transaction begins. Now Q's request is refused with P9 and leaves
+    nothing (no outbox row, no data key); R's, in the same group, is accepted."""
     from consumers.shared_view.erasure import erase_person
     from infra.auth import authenticate
     from infra.crypto import KeyStore
+    from producers.adapters import service as adapter_service
     from producers.adapters.authorization import Adapter
     from producers.adapters.service import AdapterService, _Unit
-    from producers.ingest import authorisation_context, authorise
     from producers.submission import Checked, check
 
     q, reg_q, _ = kawaguchi_person(f"競合{uuid.uuid4().hex[:8]}")
     r, reg_r, _ = kawaguchi_person(f"無関係{uuid.uuid4().hex[:8]}")
     for reg in (reg_q, reg_r):
         assert (await hub.post("office_1102", "registration", reg)).status_code == 202
-    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
-    placed_on = NOW.date().isoformat()
-    units = []
     async with pool.acquire() as conn:
         principal = await authenticate(conn, f"Bearer {hub.tokens['office_1102']}")
-        for person in (q, r):
-            data = factories.placement(
-                person, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=placed_on,
-                personal={"employer_name": f"株式会社競合{person[:6]}"},
-            ).data  # fmt: skip
-            checked = check(Family.PLACEMENT, data)
-            assert isinstance(checked, Checked)
-            # The edge's read of the registers: Q is not erased yet, so authorisation passes.
-            ctx = await authorisation_context(conn, Family.PLACEMENT, [checked])
-            source = authorise(Adapter.EMPLOYMENT, principal, Family.PLACEMENT, checked, ctx)
-            units.append(_Unit([checked], [source], principal.client_id, None))
-        # The erasure lands between the edge's read and the commit.
-        await erase_person(
-            conn, KeyStore.from_settings(settings), q, requested_by="test", namespace=settings.topic_namespace
-        )
+
+    real_seal = adapter_service.seal_events
+    erased: list[str] = []
+
+    async def erasure_lands_first(*args: Any, **kwargs: Any) -> Any:
+        # Authorisation has read the registers by now; the erasure commits before the accepting transaction.
+        if not erased:
+            async with pool.acquire() as other:
+                await erase_person(
+                    other, KeyStore.from_settings(settings), q, requested_by="test",
+                    namespace=settings.topic_namespace,
+                )  # fmt: skip
+            erased.append(q)
+        return await real_seal(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_service, "seal_events", erasure_lands_first)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    units = []
+    for person in (q, r):
+        data = factories.placement(
+            person, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=NOW.date().isoformat(),
+            personal={"employer_name": f"株式会社競合{person[:6]}"},
+        ).data  # fmt: skip
+        checked = check(Family.PLACEMENT, data)
+        assert isinstance(checked, Checked)
+        units.append(_Unit(principal, Family.PLACEMENT, [checked], None))
+    # Both units are pending before the group commit's first step: one group.
     answers = await asyncio.gather(*(service.committer.commit(u) for u in units), return_exceptions=True)
 
+    assert erased == [q], "control: the erasure landed between authorisation and commit"
     refused, accepted = answers
     assert isinstance(refused, AuthError) and refused.status == 403, refused
     assert "P9" in refused.reason and q not in refused.reason
