@@ -173,19 +173,21 @@ class KeyStore:
         if conn.is_in_transaction():
             raise RuntimeError("KeyStore.keys_for must not run inside a transaction")
         person_keys = list(person_keys)
-        cached = [p for p in set(person_keys) if p in self._cache]
-        if cached:  # a key erased by another process must not live on in this one's memory
+        # The answer is built here, never read back from the cache after an await: an erasure followed in
+        # this process (``forget_everywhere``) may empty the cache at any await point.
+        found = {p: self._cache[p] for p in set(person_keys) if p in self._cache}
+        if found:  # a key erased by another process must not live on in this one's memory
             alive = {
                 r[0]
                 for r in await conn.fetch(
-                    "SELECT person_key FROM person_data_keys WHERE person_key = ANY($1::text[])", cached
+                    "SELECT person_key FROM person_data_keys WHERE person_key = ANY($1::text[])", list(found)
                 )
             }
-            for person in cached:
-                if person not in alive:
-                    self._cache.pop(person, None)
-        wanted = list({p: None for p in person_keys if p not in self._cache})
-        if wanted:
+            for person in [p for p in found if p not in alive]:
+                del found[person]
+                self._cache.pop(person, None)
+        wanted = [p for p in dict.fromkeys(person_keys) if p not in found]
+        while wanted:  # again only if a key read back was deleted meanwhile (an erasure): made anew
             fresh = {p: AESGCM.generate_key(bit_length=256) for p in wanted}
             # One round trip for the usual case (all new): the keys this statement inserted are ours.
             inserted = await conn.fetch(
@@ -196,8 +198,8 @@ class KeyStore:
                 [self._wrap_key(p, fresh[p]) for p in wanted],
             )
             for row in inserted:
-                self._cache[row["person_key"]] = fresh[row["person_key"]]
-            existing = [p for p in wanted if p not in self._cache]
+                found[row["person_key"]] = fresh[row["person_key"]]
+            existing = [p for p in wanted if p not in found]
             if existing:  # keys made earlier (or just now by another process): read them back
                 rows = await conn.fetch(
                     "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) "
@@ -205,8 +207,10 @@ class KeyStore:
                     existing,
                 )
                 for row in rows:
-                    self._cache[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
-        return {p: self._cache[p] for p in person_keys}
+                    found[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
+            wanted = [p for p in wanted if p not in found]
+        self._cache.update(found)
+        return {p: found[p] for p in person_keys}
 
     async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
         """Data keys that still exist; erased people are simply absent.
@@ -223,16 +227,20 @@ class KeyStore:
             keys,
             [p for p in keys if p in self._cache],
         )
-        present = set()
+        found: dict[str, bytes] = {}
         for row in rows:
             person = row["person_key"]
-            present.add(person)
             if row["wrapped"] is not None:
-                self._cache[person] = self._unwrap_key(person, row["wrapped"])
+                found[person] = self._unwrap_key(person, row["wrapped"])
+            elif (key := self._cache.get(person)) is not None:
+                found[person] = key
+            else:  # forgotten here while the database answered (an erasure followed): ask again
+                return await self.existing_keys(conn, keys)
         for person in keys:
-            if person not in present:
+            if person not in found:
                 self._cache.pop(person, None)  # erased elsewhere: forget it here too
-        return {p: self._cache[p] for p in keys if p in present}
+        self._cache.update(found)
+        return found
 
     async def erase(self, conn: asyncpg.Connection, person_key: str) -> bool:
         self._cache.pop(person_key, None)

@@ -19,6 +19,7 @@ import asyncpg
 from contracts.envelope import Event
 from domain.provenance import INTAKE, Org, SiteEntry, intake_date
 from infra.auth import AuthError
+from infra.crypto import forget_everywhere
 from infra.db import ERASURE_LOCK
 
 
@@ -139,4 +140,5 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     erased = {r[0] for r in rows}
     if erased:
         await conn.execute("DELETE FROM person_data_keys WHERE person_key = ANY($1::text[])", sorted(erased))
+        forget_everywhere(erased)  # and out of this process's memory
     return erased

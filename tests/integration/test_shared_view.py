@@ -35,9 +35,10 @@ from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.kafka import client_options
+from producers.holders import ErasedMeanwhile
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
-from producers.submission import Submission
+from producers.submission import Submission, to_event
 from tests import factories
 from tests.helpers import read_topic
 
@@ -259,8 +260,6 @@ async def test_erasure_leaves_the_name_nowhere(
     keystore = KeyStore.from_settings(settings)
     async with pool.acquire() as conn:
         key = (await keystore.existing_keys(conn, [pk]))[pk]
-    from producers.submission import to_event
-
     k, kafka_headers, value = encode(to_event(reg, key))
     poison = orjson.dumps({**orjson.loads(value), "age_band": "bogus"})
     producer = AIOKafkaProducer(**client_options(settings), acks="all")
@@ -296,10 +295,23 @@ async def test_erasure_leaves_the_name_nowhere(
     assert len(mine) == 6  # referral, registration, consent, placement, poison copy, dead letter
     assert all(name.encode() not in (r.value or b"") + b"".join(v for _, v in r.headers) for r in mine)
 
-    # Events of the erased person arriving later are skipped, not stored and not failed.
-    await submit(settings, pool, [factories.placement(pk)])
+    # A late event of the erased person is refused at acceptance (P9, the trusted path included), and one
+    # written to the topic directly (sealed under a key that no longer exists) is skipped, not stored and
+    # not failed. The erasure's own event, relayed with it, empties the view of the person again.
+    with pytest.raises(ErasedMeanwhile):
+        await submit(settings, pool, [factories.placement(pk)])
+    late = encode(to_event(factories.placement(pk), os.urandom(32)))
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(Family.PLACEMENT), late[2], key=late[0], headers=late[1])
+    finally:
+        await producer.stop()
+    await submit(settings, pool, [])  # the relay publishes what waits in the outbox: the erasure event
     handler = await project(settings, pool)
     assert handler.masked_events == 1
+    erasure = [r for r in await read_topic(settings, settings.topic(Family.ERASURE)) if r.key == pk.encode()]
+    assert len(erasure) == 1 and name.encode() not in erasure[0].value
     headers = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
     answer = await api.get(f"/persons/{pk}", params={"purpose": "share_registration"}, headers=headers)
     assert answer.status_code == 403
@@ -344,7 +356,9 @@ async def test_cross_organisation_reads_refused_and_recorded(
         "key_deleted": False,
         "rows_deleted": 0,
         "already_erased": False,
+        "erasure_event": erased.json()["erasure_event"],
     }
+    assert len(erased.json()["erasure_event"]) == 32
 
     async with pool.acquire() as conn:
         rows = await conn.fetch(
