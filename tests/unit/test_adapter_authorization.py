@@ -213,3 +213,39 @@ def test_requests_committed_together_are_authorised_each_on_its_own() -> None:
     )
     assert service.authorise_unit(later, loaded) == ["/hellowork/offices/1301"]
     assert loaded.fences == {} and loaded.holders == HELD  # the loaded registers are left as loaded
+
+
+def test_concurrent_requests_share_one_credential_lookup() -> None:
+    """Before: when the cached entry expired, each of the concurrent requests looked the client up (32
+    lookups at once at concurrency 32). Now one does and the others wait for its answer, a refusal too."""
+    import asyncio
+
+    from producers.adapters.app import CredentialCache
+
+    lookups = 0
+
+    async def lookup() -> Principal:
+        nonlocal lookups
+        lookups += 1
+        await asyncio.sleep(0.01)
+        return OFFICE
+
+    async def refused() -> Principal:
+        nonlocal lookups
+        lookups += 1
+        await asyncio.sleep(0.01)
+        raise AuthError(401, "unknown client or wrong secret")
+
+    async def run() -> None:
+        cache = CredentialCache()
+        header = "Bearer ith_c1.secret"
+        got = await asyncio.gather(*(cache.verified(header, lookup) for _ in range(32)))
+        assert got == [OFFICE] * 32 and lookups == 1
+        assert await cache.verified(header, lookup) is OFFICE and lookups == 1  # cached now
+        outcomes = await asyncio.gather(
+            *(cache.verified("Bearer ith_c2.wrong", refused) for _ in range(8)), return_exceptions=True
+        )
+        assert lookups == 2 and all(isinstance(o, AuthError) and o.status == 401 for o in outcomes)
+        assert cache.get("Bearer ith_c2.wrong") is None  # a refusal is never cached
+
+    asyncio.run(run())

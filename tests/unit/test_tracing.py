@@ -221,3 +221,41 @@ def test_the_span_in_progress_gives_its_tracestate_and_links_carry_it() -> None:
         processor.shutdown()
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "t batch commit"]
     assert [link.context.trace_state.to_header() for link in span.links] == [TS, "", ""]
+
+
+def test_a_lean_request_gets_its_trace_context_recorded_only_while_spans_leave_the_process() -> None:
+    """The lean routes' server span: the same name and allow-listed attributes as the instrumentation's
+    when an exporter is set up; without one, no span is recorded, but the request still has a trace
+    context of its own (valid, sampled by the provider's sampler), which its events carry."""
+    from opentelemetry.trace import get_current_span
+
+    from infra import tracing
+    from infra.tracing import server_span, setup_tracing
+
+    setup_tracing("test")
+    saved = set(tracing._exporting)
+    tracing._exporting.clear()
+    try:
+        with server_span("POST", "/v1/referral", "http") as span:
+            context = span.get_span_context()
+            assert not span.is_recording() and context.is_valid and context.trace_flags.sampled
+            assert get_current_span() is span
+            assert current_traceparent() == f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+        exporter = InMemorySpanExporter()
+        processor = export_to(exporter)
+        try:
+            with server_span("POST", "/v1/referral", "http") as span:
+                span.set_attribute("http.response.status_code", 202)
+                assert span.is_recording()
+        finally:
+            processor.shutdown()
+        (exported,) = exporter.get_finished_spans()
+        assert exported.name == "POST /v1/referral" and exported.kind is SpanKind.SERVER
+        assert dict(exported.attributes or {}) == {
+            "http.request.method": "POST",
+            "http.route": "/v1/referral",
+            "url.scheme": "http",
+            "http.response.status_code": 202,
+        }
+    finally:
+        tracing._exporting.update(saved)
