@@ -1,6 +1,10 @@
 """Walking-skeleton consumer: records every valid event in ``event_log`` (personal fields stay sealed).
 
 The insert is keyed by event id, so an event the outbox re-sent after a crash is recorded once.
+
+Erasure (``ittai.erasure.v1``) is recorded like any event and changes nothing here: the log is the record
+of what travelled, verbatim, and an erased person's personal blocks in it are ciphertext no key opens any
+more (the key was deleted in the erasure's transaction). Nothing else in a row identifies anyone.
 """
 
 from __future__ import annotations
