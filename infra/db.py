@@ -14,10 +14,13 @@ from infra.config import Settings, get_settings
 # Writers of the outbox NOTIFY this channel in their transaction; the relay listens (else it polls).
 OUTBOX_CHANNEL = "ittai_outbox"
 _MIGRATION_LOCK = 7_201_101  # pg_advisory_lock key: one migrator at a time
-# An erasure holds this exclusively; shared-view batches and every accepting transaction hold it shared.
-# So no batch writes a person's clear data after (or while) that person is erased, and no acceptance
-# commits an event of a person erased after its authorisation read the register (P9).
+# An erasure holds both exclusively, this one first. Shared-view batches hold ERASURE_LOCK shared, so no
+# batch writes a person's clear data after (or while) that person is erased; every accepting transaction
+# holds ACCEPTANCE_ERASURE_LOCK shared, so none commits an event of a person erased after its
+# authorisation read the register (P9). Two locks, so that an erasure waiting for a long shared-view
+# batch does not hold up acceptance meanwhile: it takes the acceptance lock only once it has the other.
 ERASURE_LOCK = 7_204_001
+ACCEPTANCE_ERASURE_LOCK = 7_204_002
 
 # What a database restart, a failover or a full connection table looks like to a client: retried with
 # capped backoff everywhere, never treated as a bug. (``ConnectionDoesNotExistError`` is a

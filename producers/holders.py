@@ -20,7 +20,7 @@ from contracts.envelope import Event
 from domain.provenance import INTAKE, Org, SiteEntry, intake_date
 from infra.auth import AuthError
 from infra.crypto import forget_everywhere
-from infra.db import ERASURE_LOCK
+from infra.db import ACCEPTANCE_ERASURE_LOCK
 
 
 async def registers_of(
@@ -135,7 +135,7 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     wanted = sorted(set(persons))
     if not wanted:
         return set()
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ACCEPTANCE_ERASURE_LOCK)
     rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
     erased = {r[0] for r in rows}
     if erased:

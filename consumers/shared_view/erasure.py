@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from consumers.shared_view.store import ERASURE_LOCK
 from contracts.envelope import Event, Family, event_type, new_event_id
 from contracts.events import Erasure as ErasureData
 from domain.provenance import OPERATOR_SOURCE
 from infra.crypto import KeyStore, forget_everywhere
+from infra.db import ACCEPTANCE_ERASURE_LOCK, ERASURE_LOCK
 from infra.logging import get_logger
 from infra.outbox_rows import insert_events
 
@@ -65,6 +65,8 @@ async def erase_person(
     async with conn.transaction():
         # Waits for the batch in flight; later batches see the register and skip the person.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK)
+        # Then every accepting transaction in flight (P9 at commit, ``producers.holders.erasure_fence``).
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", ACCEPTANCE_ERASURE_LOCK)
         already = (
             await conn.fetchval("SELECT true FROM sv_erasures WHERE person_key = $1", person_key) or False
         )
