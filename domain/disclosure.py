@@ -29,10 +29,10 @@ built once and cached.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-from collections import Counter
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import NamedTuple, TypeVar
@@ -64,9 +64,14 @@ class Table:
     name: str
     dims: tuple[str, ...]
     cells: Mapping[tuple[str, ...], int]
+    # What `categories` gives, where the maker of the table knows it (`tables_from_counts` lists the
+    # cells in the product order of known categories); worked out from the keys otherwise.
+    axes: tuple[tuple[str, ...], ...] | None = field(default=None, compare=False, repr=False)
 
     def categories(self) -> tuple[tuple[str, ...], ...]:
         """Categories per dimension, in first-seen order of the cell keys."""
+        if self.axes is not None:
+            return self.axes
         seen: list[dict[str, None]] = [{} for _ in self.dims]
         for key in self.cells:
             for axis, category in enumerate(key):
@@ -109,6 +114,8 @@ class SuppressedFeed:
     tables: tuple[Table, ...]
     threshold: int
     cells: Mapping[CellRef, PublishedCell]
+    # The cells hidden, where the maker listed them (`suppressed` works them out otherwise).
+    hidden: frozenset[CellRef] | None = field(default=None, compare=False, repr=False)
 
     def value(self, ref: CellRef) -> int | None:
         return self.cells[ref].value
@@ -120,6 +127,8 @@ class SuppressedFeed:
     @property
     def suppressed(self) -> frozenset[CellRef]:
         """Pass to the next revision's `suppress` as `previously_suppressed`."""
+        if self.hidden is not None:
+            return self.hidden
         return frozenset(ref for ref, cell in self.cells.items() if cell.value is None)
 
 
@@ -198,40 +207,38 @@ def tables_from_counts(
         tuple((d, tuple(c)) for d, c in categories.items()), tuple(tuple(dims) for dims in layout)
     )
     all_dims, index = plan.dims, plan.index
-    # Each combination becomes category indices; each table then sums the counts over the
-    # dimensions it drops (one bincount per table).
-    counts: Counter[tuple[int, ...]] = Counter()
-    for n, (combination, count) in enumerate(combinations.items()):
+    # Each combination becomes category indices (a column at a time); each table then sums the counts
+    # over the dimensions it drops (one bincount per table).
+    keys = list(combinations)
+    if keys and set(map(len, keys)) != {len(all_dims)}:
+        bad = next(k for k in keys if len(k) != len(all_dims))
+        raise DisclosureError(f"combination {bad!r} does not give one category per dimension")
+    combos = np.empty((len(keys), len(all_dims)), dtype=np.int64)
+    for a, column in enumerate(zip(*keys, strict=True)):
         try:
-            row = tuple([index[a][c] for a, c in enumerate(combination)])
-        except (KeyError, TypeError, IndexError):
-            for a, dim in enumerate(all_dims):
-                value = combination[a] if a < len(combination) else None
-                if value not in index[a]:
-                    raise DisclosureError(
-                        f"record {n} has {dim}={value!r}, not one of the categories {list(categories[dim])}"
-                    ) from None
+            combos[:, a] = list(map(index[a].__getitem__, column))
+        except (KeyError, TypeError):
+            n, value = next((n, c) for n, c in enumerate(column) if c not in index[a])
             raise DisclosureError(
-                f"combination {combination!r} does not give one category per dimension"
+                f"record {n} has {all_dims[a]}={value!r}, not one of the categories {list(categories[all_dims[a]])}"
             ) from None
-        if len(row) != len(all_dims):
-            raise DisclosureError(f"combination {combination!r} does not give one category per dimension")
-        counts[row] += count
-    combos = np.array(list(counts), dtype=np.int64).reshape(len(counts), len(all_dims))
-    weights = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    weights = np.fromiter(combinations.values(), dtype=np.int64, count=len(keys))
     tables = []
-    for dims, axes, size, keys in plan.tables:
-        flat = np.zeros(len(counts), dtype=np.int64)
+    for dims, axes, size, table_keys in plan.tables:
+        flat = np.zeros(len(keys), dtype=np.int64)
         for a in axes:
             flat = flat * len(index[a]) + combos[:, a]
         totals = np.bincount(flat, weights=weights, minlength=size).astype(np.int64).tolist()
-        tables.append(Table(name=" × ".join(dims), dims=dims, cells=dict(zip(keys, totals, strict=True))))
+        cells = dict(zip(table_keys, totals, strict=True))
+        known = tuple(plan.categories[a] for a in axes)
+        tables.append(Table(name=" × ".join(dims), dims=dims, cells=cells, axes=known))
     return tuple(tables)
 
 
 @dataclass(frozen=True)
 class _CountPlan:
     dims: tuple[str, ...]
+    categories: tuple[tuple[str, ...], ...]  # per dimension
     index: tuple[dict[str, int], ...]  # per dimension: category -> position
     # Per table: its dimensions, their positions in `dims`, its number of interior cells, their keys.
     tables: tuple[tuple[tuple[str, ...], tuple[int, ...], int, list[tuple[str, ...]]], ...]
@@ -262,7 +269,7 @@ def _count_plan(
          _product([named[d] for d in dims]))
         for dims in layout
     )  # fmt: skip
-    return _CountPlan(all_dims, index, tables)
+    return _CountPlan(all_dims, tuple(named[d] for d in all_dims), index, tables)
 
 
 def _product(axes: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
@@ -437,13 +444,20 @@ def _structure(tables: Sequence[Table]) -> _Structure:
             raise DisclosureError(
                 f"table {table.name!r} does not list every category combination (zeros included)"
             )
-        for key, v in table.cells.items():
-            if not isinstance(v, int) or v < 0:
-                raise DisclosureError(f"{CellRef(table.name, key)} is {v!r}, not a count")
+        values = table.cells.values()
+        if set(map(type, values)) - {int} or min(values, default=0) < 0:  # the loop only to say which
+            for key, v in table.cells.items():
+                if not isinstance(v, int) or v < 0:
+                    raise DisclosureError(f"{CellRef(table.name, key)} is {v!r}, not a count")
         shape.append((table.name, table.dims, axes))
     layout = _layout(tuple(shape))
+    # Each table's counts in the layout's order of its keys: as listed, where the cells are listed in
+    # that order (as `tables_from_counts` lists them).
     counts = np.fromiter(
-        (table.cells[key] for table, keys in zip(tables, layout.interior, strict=True) for key in keys),
+        itertools.chain.from_iterable(
+            table.cells.values() if tuple(table.cells) == keys else [table.cells[key] for key in keys]
+            for table, keys in zip(tables, layout.interior, strict=True)
+        ),
         dtype=np.int64,
         count=layout.summing.shape[1],
     )
@@ -556,13 +570,7 @@ def revise(tables: Sequence[Table], threshold: int, previous: Mapping[CellRef, i
                 }
             ),
         )
-    cells = {}
-    for ref in s.ref_order:
-        q = s.refs[ref]
-        cells[ref] = (
-            PublishedCell(ref, None, reason[q]) if q in reason else PublishedCell(ref, s.value[q], None)
-        )
-    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells))
+    return _published(tables, threshold, s, reason)
 
 
 # Solve requests: (component, objective, cap) per LP; the answer is one optimal point per LP.
@@ -637,14 +645,24 @@ def _suppress_steps(
         if not added:  # pragma: no cover - with every cell hidden, zero is feasible and nothing is pinned
             raise DisclosureError("the feed cannot be protected even with every cell suppressed")
 
+    return _published(tables, threshold, s, {q: reason[q] for q in hidden})
+
+
+def _published(
+    tables: Sequence[Table], threshold: int, s: _Structure, hidden: Mapping[Quantity, SuppressionReason]
+) -> SuppressedFeed:
+    """Every cell of the feed: hidden with its reason where its quantity is in ``hidden``, else its count."""
     cells: dict[CellRef, PublishedCell] = {}
-    for ref in s.ref_order:
-        q = s.refs[ref]
-        if q in hidden:
-            cells[ref] = PublishedCell(ref, None, reason[q])
+    suppressed = []
+    value = s.value
+    for ref, q in s.refs.items():  # in `ref_order`
+        why = hidden.get(q)
+        if why is None:
+            cells[ref] = PublishedCell(ref, value[q], None)
         else:
-            cells[ref] = PublishedCell(ref, s.value[q], None)
-    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells))
+            cells[ref] = PublishedCell(ref, None, why)
+            suppressed.append(ref)
+    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells), frozenset(suppressed))
 
 
 def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | None:

@@ -474,7 +474,7 @@ def _tables(
     layout += cross
     layout += [("site", d) for d in one_way]
     return tuple(
-        Table(name=f"{population}: {t.name}", dims=t.dims, cells=t.cells)
+        Table(name=f"{population}: {t.name}", dims=t.dims, cells=t.cells, axes=t.axes)
         for t in tables_from_counts(combinations, categories, layout)
     )
 
@@ -963,11 +963,11 @@ def _with_layout(job: Job) -> Job:
 
 
 def _table_json(feed: SuppressedFeed) -> list[dict[str, Any]]:
-    by_table: dict[str, list[list[Any]]] = {}
-    for ref, cell in feed.cells.items():
-        by_table.setdefault(ref.table, []).append(
-            [list(ref.key), cell.value, cell.reason.value if cell.reason else None]
-        )
+    # Cell keys stay tuples (JSON arrays all the same): a national month publishes millions of cells.
+    by_table: dict[str, list[list[Any]]] = {t.name: [] for t in feed.tables}
+    for (table, key), cell in feed.cells.items():
+        reason = cell.reason
+        by_table[table].append([key, cell.value, None if reason is None else reason.value])
     return [{"name": t.name, "dims": list(t.dims), "cells": by_table[t.name]} for t in feed.tables]
 
 
