@@ -106,15 +106,16 @@ async def load(settings: object) -> None:
 async def _direct(settings: object, pool: Any, subs: list[Submission]) -> None:
     """The feed consumer's handler applied to the events in batches, as the runtime would, without Kafka."""
     from consumers.runtime import Consumed
+    from contracts.envelope import encode
     from producers.submission import to_event
 
     started = time.perf_counter()
     key = os.urandom(32)  # one throwaway data key: the roll-up reads no personal field
     projection = FeedProjection(settings)  # type: ignore[arg-type]
     for at in range(0, len(subs), 2000):
-        batch = [
-            Consumed(to_event(s, key), "direct", 0, at + i, b"") for i, s in enumerate(subs[at : at + 2000])
-        ]
+        events = [to_event(s, key) for s in subs[at : at + 2000]]
+        # The record's value as Kafka would carry it: consumers plan from the JSON as received.
+        batch = [Consumed(e, "direct", 0, at + i, encode(e)[2]) for i, e in enumerate(events)]
         async with pool.acquire() as conn, conn.transaction():
             await projection.handle(conn, batch)
     print(
