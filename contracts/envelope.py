@@ -193,7 +193,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # national Hello Work system or the hub's operator side (erasures only, ``domain.provenance``). Anything
 # else is not an event of this hub (and may be a name).
 ID_PATTERN = r"^[0-9a-f]{32}$"
-SOURCE_PATTERN = r"^/(authorities/\d{6}|hellowork/offices/\d{4}|hellowork/national|hub/operator)$"
+SOURCE_PATTERN = r"^/(authorities/[0-9]{6}|hellowork/offices/[0-9]{4}|hellowork/national|hub/operator)$"
 _SHAPES = {"ce_id": re.compile(ID_PATTERN), "ce_source": re.compile(SOURCE_PATTERN)}
 
 

@@ -173,6 +173,7 @@ class KeyStore:
         if conn.is_in_transaction():
             raise RuntimeError("KeyStore.keys_for must not run inside a transaction")
         person_keys = list(person_keys)
+        epoch = _forgetting.epoch
         # The answer is built here, never read back from the cache after an await: an erasure followed in
         # this process (``forget_everywhere``) may empty the cache at any await point.
         found = {p: self._cache[p] for p in set(person_keys) if p in self._cache}
@@ -209,7 +210,7 @@ class KeyStore:
                 for row in rows:
                     found[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
             wanted = [p for p in wanted if p not in found]
-        self._cache.update(found)
+        self._remember(found, epoch)
         return {p: found[p] for p in person_keys}
 
     async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
@@ -221,6 +222,7 @@ class KeyStore:
         keys = list(set(person_keys))
         if not keys:
             return {}
+        epoch = _forgetting.epoch
         # Which wrapped keys to unwrap is decided here, not in SQL: ``CASE WHEN person_key = ANY($2)``
         # scanned the cached list once per row (a batch's 2,000 people: millions of comparisons).
         rows = await conn.fetch(
@@ -236,8 +238,15 @@ class KeyStore:
         for person in keys:
             if person not in found:
                 self._cache.pop(person, None)  # erased elsewhere: forget it here too
-        self._cache.update(found)
+        self._remember(found, epoch)
         return found
+
+    def _remember(self, found: dict[str, bytes], epoch: int) -> None:
+        """Cache keys read before an await, unless an erasure was followed meanwhile: a key read just
+        before its deletion would otherwise be put back into memory after ``forget_everywhere`` ran.
+        (The caller's own answer stands: the database's fences decide what it may do with it.)"""
+        if _forgetting.epoch == epoch:
+            self._cache.update(found)
 
     async def erase(self, conn: asyncpg.Connection, person_key: str) -> bool:
         self._cache.pop(person_key, None)
@@ -257,9 +266,19 @@ class KeyStore:
 _STORES: weakref.WeakSet[KeyStore] = weakref.WeakSet()
 
 
+class _Forgetting:
+    """How many times this process forgot keys (``forget_everywhere``, ``forget_all``)."""
+
+    epoch = 0
+
+
+_forgetting = _Forgetting()
+
+
 def forget_everywhere(person_keys: Iterable[str]) -> None:
     """Erasure: drop these people's unwrapped data keys from every key store of this process."""
     people = list(person_keys)
+    _forgetting.epoch += 1
     for store in list(_STORES):
         for person in people:
             store.forget(person)
@@ -268,5 +287,6 @@ def forget_everywhere(person_keys: Iterable[str]) -> None:
 def forget_all() -> None:
     """Drop every cached key of this process (an erasure follower that may have missed erasures: the
     caches save work, never knowledge — every key is read again from the database when needed)."""
+    _forgetting.epoch += 1
     for store in list(_STORES):
         store._cache.clear()

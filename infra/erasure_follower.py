@@ -36,6 +36,7 @@ class ErasureFollower:
         self.topic = settings.topic(Family.ERASURE)
         self.ready = asyncio.Event()  # set once positioned at the topic's end (caches emptied)
         self.forgotten = 0  # erasures applied to this process's key stores
+        self.unreadable = 0  # records skipped for an error nobody foresaw (type logged, never the record)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -87,6 +88,10 @@ class ErasureFollower:
         try:
             event = decode(key, headers, value)  # type: ignore[arg-type]
         except PoisonMessage:
+            return
+        except Exception as exc:  # a record nobody foresaw must not end the follower (and its forgetting)
+            self.unreadable += 1
+            log.warning("erasure record unreadable, skipped", error=type(exc).__name__)
             return
         if event.family is Family.ERASURE and event.source == OPERATOR_SOURCE:
             forget_everywhere([event.subject])

@@ -70,6 +70,9 @@ class SharedViewHandler:
         self.masked_events = 0  # events of erased people skipped (replays show them masked)
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        # The erasure lock first, as ``erase_person`` takes it before touching the same rows: dropping an
+        # erased person's rows before it could deadlock against an operator erasing that person again.
+        await store.hold_erasure_lock(conn)
         # ittai.erasure.v1 (source re-checked) applied first: the register it writes makes the rest skip them
         batch, erased = erasures_in(batch)
         if erased:
@@ -77,7 +80,6 @@ class SharedViewHandler:
         if not batch:
             return
         check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
-        await store.hold_erasure_lock(conn)
         events = [incoming(c) for c in batch]
         state, opener = await self._load(conn, events)
         plan = plan_batch(events, state)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.cli.db import with_conn
+from hub.cli.options import AdapterWorkers
 
 out = Console(soft_wrap=True)  # messages stay whole lines (greppable, copyable)
 err = Console(stderr=True, soft_wrap=True)
@@ -24,22 +25,12 @@ clients_app = typer.Typer(no_args_is_help=True, add_completion=False)
 sites_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
-WorkersOption = Annotated[
-    int,
-    typer.Option(
-        "--workers",
-        min=1,
-        help="Processes serving the port (one listening socket; the first also runs the outbox relay)",
-    ),
-]
-
-
-def run_welfare(workers: WorkersOption = 1) -> None:
+def run_welfare(workers: AdapterWorkers = 1) -> None:
     """Authority side: consent, referral, retention over HTTP and CSV (with the outbox relay)."""
     _serve("welfare", workers)
 
 
-def run_employment(workers: WorkersOption = 1) -> None:
+def run_employment(workers: AdapterWorkers = 1) -> None:
     """Hello Work side: registration, consent, placement, retention over HTTP and CSV (with the relay)."""
     _serve("employment", workers)
 

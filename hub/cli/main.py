@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from devtools.stack.cli import stack_app
+from hub.cli.options import ConsumerWorkers
 from infra.config import get_settings
 from producers.submission import Submission
 
@@ -73,18 +74,8 @@ def topics_ensure() -> None:
         raise typer.Exit(1)
 
 
-WorkersOption = Annotated[
-    int,
-    typer.Option(
-        "--workers",
-        min=1,
-        help="Processes in the consumer group (the partitions are spread over them; at most one each)",
-    ),
-]
-
-
 @run_app.command("event-log")
-def run_event_log(workers: WorkersOption = 1) -> None:
+def run_event_log(workers: ConsumerWorkers = 1) -> None:
     """Walking-skeleton consumer: every valid event into the event_log table."""
     from consumers.event_log import EventLogHandler
     from consumers.runtime import ConsumerRuntime

@@ -23,7 +23,7 @@ from infra.auth import AuthError, Principal
 
 PURPOSE = "feed portal: monthly placement results"
 AGGREGATES = ("aggregates",)
-_CODE = re.compile(r"\d{6}")
+_CODE = re.compile(r"[0-9]{6}")  # ASCII only: \d would take full-width digits (P1)
 Revision = Annotated[int | None, Query(ge=1, le=100_000)]
 
 

@@ -175,6 +175,11 @@ async def test_malformed_requests_are_refused_without_echo(
             assert "evil" not in r.text and "2023-13" not in r.text
         missing = await http.get(f"/feed/{a}/2019-01")
         assert missing.status_code == 404
+        # Full-width digits are refused as malformed (P1), not judged as another authority's code and
+        # written to the access log as such.
+        full_width = a.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+        r = await http.get(f"/feed/{full_width}/2023-02")
+        assert r.status_code == 422 and full_width not in r.text
 
 
 # --- the ministry's login --------------------------------------------------------------------------------
