@@ -24,7 +24,7 @@ from consumers.feed.delivery import FeedNotFound
 from consumers.feed.rollup import RollupNotFound
 from hub.portal.access import LoginRequired, reader_by_id
 from hub.portal.rollup_view import through_label
-from hub.portal.view import category
+from hub.portal.view import category, retention_label
 from hub.web import i18n
 from hub.web.charts import bar_chart, month_bars, stacked_bars
 from hub.web.pages import Sessions, install_page_conventions, session_revoked
@@ -38,6 +38,7 @@ COOKIE = "ittai_portal"
 templates = Jinja2Templates(directory=HERE / "templates")
 i18n.install(templates.env)
 templates.env.filters["through_label"] = through_label
+templates.env.filters["retention_label"] = retention_label
 templates.env.globals.update(
     month_bars=month_bars, bar_chart=bar_chart, stacked_bars=stacked_bars, category=category
 )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from consumers.feed.delivery import LABELS_JA
 from domain.calendar import AgeBand
-from hub.web.i18n import N_, current, gettext, num, pct, short_month
+from hub.web.i18n import N_, current, day, gettext, num, pct, short_month
 
 SUPPRESSED = "x"
 NIL = "－"
@@ -387,3 +388,22 @@ def _pace(body: Mapping[str, Any], name: str) -> float | None:
     if is_rate(name):
         return sum(set_) / len(set_)  # the sites' target shares, averaged
     return sum(set_) / 12  # a yearly count target, per month
+
+
+# The feed's individual list writes a retention checkpoint as "1m employed (2023-03-06)" (its JSON and CSV
+# are read by authority systems, so that form stays); the portal says it in the page's language.
+_CHECKPOINT = re.compile(r"([136])m (employed|left) \(([0-9]{4}-[0-9]{2}-[0-9]{2})\)")
+
+
+def retention_label(text: str | None) -> str:
+    """A retention checkpoint in the page's language: 1か月確認：就労継続（令和5年3月6日）."""
+    if not text:
+        return "－"
+    found = _CHECKPOINT.fullmatch(text)
+    if found is None:  # not a form this page knows: shown as the feed has it
+        return text
+    k, status, on = found.groups()
+    values = {"k": k, "day": day(date.fromisoformat(on))}
+    if status == "employed":
+        return gettext("%(k)s-month check: still employed (%(day)s)") % values
+    return gettext("%(k)s-month check: left (%(day)s)") % values
