@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -71,3 +75,37 @@ async def delete_namespace(settings: Settings) -> None:
             await admin.delete_topics(doomed, timeout_ms=30000)
     finally:
         await admin.close()
+
+
+def free_port() -> int:
+    """A port the kernel just gave out and took back (nothing listens there now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop what a test started, even when it failed: SIGTERM (a supervisor passes it to its workers),
+    then kill after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    procs.clear()
+
+
+async def wait_published(pool: asyncpg.Pool, event_ids: list[str], *, timeout_s: float = 60) -> None:
+    """Until the outbox relay has published every one of these events."""
+    async with pool.acquire() as conn:
+        await wait_for(
+            lambda: conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE event_id = ANY($1::text[]) AND published_at IS NOT NULL",
+                event_ids,
+            ),
+            until=lambda n: n == len(event_ids),
+            timeout_s=timeout_s,
+        )

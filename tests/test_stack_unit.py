@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import struct
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from devtools.stack import kafka, postgres
 from devtools.stack import secure as security
 from infra.config import Settings
 from infra.kafka import KafkaSecurityMisconfigured, client_options
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -145,10 +145,7 @@ def test_broker_ids_parses_metadata_v4(settings: Settings, monkeypatch: pytest.M
 def test_broker_ids_none_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     # A port the kernel just gave out and took back: the fixed 29092 of the other tests may be a real
     # broker of another stack on a shared development machine.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    s = Settings(kafka_port_base=free)
+    s = Settings(kafka_port_base=free_port())
     monkeypatch.setattr(kafka, "get_settings", lambda: s)
     assert kafka.broker_ids(1, timeout=0.2) is None
 

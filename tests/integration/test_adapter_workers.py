@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 from infra.auth import OrgKind, Role, add_client
 from producers.adapters.sites import add_sites
 from tests import factories
-from tests.helpers import wait_for
+from tests.helpers import free_port, stop_processes, wait_for, wait_published
 
 STARTED: list[subprocess.Popen[bytes]] = []
 
@@ -28,21 +27,7 @@ STARTED: list[subprocess.Popen[bytes]] = []
 def _no_adapter_left() -> Iterator[None]:
     """A failing test still stops the adapter it started (SIGTERM stops its workers too)."""
     yield
-    for proc in STARTED:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-    STARTED.clear()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    stop_processes(STARTED)
 
 
 def _start(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
@@ -73,7 +58,7 @@ async def test_two_adapter_workers_serve_one_port_publish_once_and_stop_cleanly(
             org_code=factories.OFFICE,
             roles=frozenset({Role.PUBLISH}),
         )
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HUB_EMPLOYMENT_PORT": str(port), "HUB_ADAPTER_RUNS_RELAY": "true"}
     proc = _start(env, workers=2)
     base = f"http://127.0.0.1:{port}"
@@ -99,15 +84,7 @@ async def test_two_adapter_workers_serve_one_port_publish_once_and_stop_cleanly(
     responses = await asyncio.gather(*(post(p) for p in placements))
     assert [r.status_code for r in responses] == [202] * len(placements), [r.text for r in responses]
     event_ids = [r.json()["event_id"] for r in responses]
-    async with pool.acquire() as conn:
-        await wait_for(
-            lambda: conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE event_id = ANY($1::text[]) AND published_at IS NOT NULL",
-                event_ids,
-            ),
-            until=lambda n: n == len(event_ids),
-            timeout_s=120,
-        )
+    await wait_published(pool, event_ids, timeout_s=120)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr.decode(errors="replace")[-2000:]

@@ -4,7 +4,6 @@ batch files in CP932 with era dates, and no personal data in Kafka or in logs.""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,16 +25,10 @@ from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
 from tests import factories
-from tests.helpers import read_topic, wait_for
+from tests.helpers import free_port, read_topic, wait_published
 
 OTHER_SITE = "112038-01"
 OTHER_OFFICE = "1102"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -103,18 +96,6 @@ def by_adapter(pk: str) -> list[tuple[str, str, Family, dict[str, Any]]]:
     ]
 
 
-async def published(pool: asyncpg.Pool, event_ids: list[str]) -> None:
-    async with pool.acquire() as conn:
-        await wait_for(
-            lambda: conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE event_id = ANY($1::text[]) AND published_at IS NOT NULL",
-                event_ids,
-            ),
-            until=lambda n: n == len(event_ids),
-            timeout_s=60,
-        )
-
-
 async def records_for(settings: Settings, family: Family, event_ids: set[str]) -> list[Any]:
     out = []
     for rec in await read_topic(settings, settings.topic(family)):
@@ -135,7 +116,7 @@ async def test_every_family_over_http_reaches_kafka_sealed(
                 response = await http.post(f"/v1/{family.value}", json=data)
             assert response.status_code == 202, (family, response.text)
             accepted[response.json()["event_id"]] = (family, who)
-        await published(pool, list(accepted))
+        await wait_published(pool, list(accepted))
 
     name, employer = "髙橋 花子", "株式会社𠮷野ケアサービス"
     keystore = KeyStore.from_settings(settings)
@@ -183,7 +164,7 @@ async def test_every_family_through_csv(adapters: Adapters, pool: asyncpg.Pool, 
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT event_id, origin FROM outbox WHERE key = $1", pk.encode())
     assert sorted(r["origin"] for r in rows) == sorted(["welfare-csv"] * 3 + ["employment-csv"] * 4)
-    await published(pool, [r["event_id"] for r in rows])
+    await wait_published(pool, [r["event_id"] for r in rows])
 
 
 async def test_csv_rows_carry_the_optional_fields_of_v1_1_into_their_events(
@@ -602,7 +583,7 @@ async def test_no_personal_value_in_any_topic(
                 "SELECT event_id FROM outbox WHERE topic = ANY($1::text[])", list(settings.event_topics)
             )
         ]
-    await published(pool, ids)
+    await wait_published(pool, ids)
     records = [rec for family in Family for rec in await read_topic(settings, settings.topic(family))]
     assert len(records) >= len(ids) >= 25
     for rec in records:

@@ -43,7 +43,7 @@ from producers.publish import publish_submissions
 from producers.submission import to_event
 from tests import factories
 from tests.browser.console_server import RunningConsole
-from tests.integration.test_adapters_http import free_port
+from tests.helpers import free_port
 from tests.integration.test_hostile_consumers import _publish_raw, _raw
 
 MiB = 1024 * 1024

@@ -6,7 +6,6 @@ and the ids never bring a personal field with them."""
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 
 import asyncpg
@@ -23,6 +22,7 @@ from infra.tracing import export_to, tracer
 from producers.adapters.app import welfare_app
 from producers.adapters.serve import running
 from tests import factories
+from tests.helpers import free_port
 
 NAME = "髙橋 花子"
 
@@ -47,12 +47,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 def _lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_line_inside_a_span_names_it_and_one_outside_names_none(
@@ -92,7 +86,7 @@ async def test_a_traced_request_s_log_lines_carry_its_trace_id_and_no_personal_f
     referral = factories.referral(factories.person_key())
     referral.data["personal"]["birth_date"] = NAME
     async with (
-        running(welfare_app(settings), "127.0.0.1", _free_port()) as base,
+        running(welfare_app(settings), "127.0.0.1", free_port()) as base,
         httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http,
     ):
         response = await http.post("/v1/referral", params={"name": NAME}, json=referral.data)

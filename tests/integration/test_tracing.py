@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -53,7 +52,7 @@ from producers.submission import to_event
 from tests import factories
 from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, publish
-from tests.helpers import read_topic, wait_for
+from tests.helpers import free_port, read_topic, wait_for
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -72,12 +71,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         processor.shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _catch_up_shared_view(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -118,7 +111,7 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
         )
     referral = factories.referral(factories.person_key())
     async with (
-        running(welfare_app(settings), "127.0.0.1", _free_port()) as base,
+        running(welfare_app(settings), "127.0.0.1", free_port()) as base,
         httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http,
     ):
         # A client's own trace context is not taken: the hub's trace ids are its own.
@@ -187,7 +180,7 @@ async def test_a_csv_import_s_events_carry_its_request_s_trace(
         )
     rows = [factories.referral(factories.person_key()).data for _ in range(3)]
     async with (
-        running(welfare_app(settings), "127.0.0.1", _free_port()) as base,
+        running(welfare_app(settings), "127.0.0.1", free_port()) as base,
         httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http,
     ):
         content = write_csv("referral", rows, japanese=True)
@@ -326,7 +319,7 @@ async def test_spans_are_exported_over_otlp_only_where_the_endpoint_is_set() -> 
     app.router.add_post("/v1/traces", collector)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

@@ -33,8 +33,7 @@ from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
 from tests import factories
-from tests.helpers import wait_for
-from tests.integration.test_adapters_http import free_port
+from tests.helpers import free_port, wait_for
 
 KAWAGUCHI, KAWAGUCHI_SITE, KAWAGUCHI_OFFICE = "112038", "112038-01", "1102"
 SHINJUKU, SHINJUKU_SITE, SHINJUKU_OFFICE = "131041", "131041-01", "1301"

@@ -23,7 +23,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from infra.config import Settings
 from infra.kafka import client_options
-from tests.helpers import wait_for
+from tests.helpers import stop_processes, wait_for
 from tests.integration.test_exactly_once import (
     TOTAL,
     _fresh_effects,
@@ -50,15 +50,7 @@ def _start(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
 def _no_supervisor_left() -> Iterator[None]:
     """A failing test still stops the supervisors it started (SIGTERM stops their workers too)."""
     yield
-    for proc in STARTED:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-    STARTED.clear()
+    stop_processes(STARTED)
 
 
 def _children(pid: int) -> list[int]:
