@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import pickle
 import resource
@@ -18,24 +19,32 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts.envelope import Family, encode
 from devtools.simulator import SimulationConfig, simulate
+from devtools.stack import namespaces
 from infra.config import Settings, get_settings
 from infra.db import create_pool, migrate
 from infra.kafka import client_options
-from infra.topics import ensure_topics
+from infra.topics import ensure_topics, namespace_observers
 from producers.submission import to_event
 
 
 def bench_settings(name: str) -> Settings:
-    """Settings for an isolated bench run: its own database and topic namespace."""
+    """Settings for an isolated bench run: its own database and topic namespace. Every namespace the run
+    makes topics in is leased to it and deleted when it exits; a killed run's are swept by the next run
+    or test session (devtools.stack.namespaces)."""
     os.environ["HUB_PG_DATABASE"] = f"ittai_bench_{name}"
     os.environ["HUB_TOPIC_NAMESPACE"] = f"b{name[:6]}{uuid.uuid4().hex[:6]}"
     get_settings.cache_clear()
-    return get_settings()
+    settings = get_settings()
+    if namespaces.lease_what_is_made not in namespace_observers:
+        namespace_observers.append(namespaces.lease_what_is_made)
+        atexit.register(lambda: asyncio.run(namespaces.release_own(settings)))
+    return settings
 
 
 async def fresh_pool(settings: Settings) -> asyncpg.Pool:
     """A fresh bench database on the running stack (``hub stack up``, or the ``HUB_*`` addresses given):
     a bench measures, it does not start or stop brokers."""
+    await namespaces.sweep(settings)
     admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')

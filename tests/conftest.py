@@ -2,7 +2,9 @@
 
 Every session gets a fresh PostgreSQL database (``ittai_test_<random>``, dropped at the end) and its own
 Kafka topic namespace, so tests never see a previous run's events, parallel sessions never share state,
-and a developer's demo data is left alone.
+and a developer's demo data is left alone. The session's database and every namespace it makes topics in
+(modules make their own) are leased to the session's process (``devtools.stack.namespaces``) and
+deleted at the end; a session starts by sweeping what killed sessions left.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import asyncpg
 import pytest_asyncio
 
 from devtools import stack
+from devtools.stack import namespaces
 from infra.config import Settings, get_settings
 from infra.db import create_pool, drop_database, recreate_database
 from infra.logging import configure_logging
-from infra.topics import ensure_topics
+from infra.topics import ensure_topics, namespace_observers
 from tests.browser.console_server import RunningConsole, running_console, running_portal
 from tests.browser.portal_data import PortalFeed, build_portal_feed
 from tests.helpers import delete_namespace
@@ -45,6 +48,9 @@ def live_stack(settings: Settings) -> Iterator[None]:
 
 @pytest_asyncio.fixture(scope="session")
 async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    await namespaces.sweep(settings)
+    namespaces.claim(settings, database=settings.pg_database)
+    namespace_observers.append(namespaces.lease_what_is_made)
     await recreate_database(settings)
     p = await create_pool(settings, max_size=20)
     reports = await ensure_topics(settings)
@@ -52,7 +58,7 @@ async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Po
     yield p
     await p.close()
     await drop_database(settings, missing_ok_if_busy=True)
-    await delete_namespace(settings)
+    await namespaces.release_own(settings)
 
 
 # --- the operator console, for the console's integration and browser tests -----------------------

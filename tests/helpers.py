@@ -12,9 +12,9 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from devtools.stack import namespaces
 from infra.config import Settings
 from infra.kafka import client_options
 
@@ -64,17 +64,8 @@ async def wait_for(
 
 
 async def delete_namespace(settings: Settings) -> None:
-    """Delete the topics of ``settings.topic_namespace``: a session's namespaces are never used again, and
-    a shared development broker that keeps thousands of dead partitions takes minutes to start."""
-    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=30000)
-    await admin.start()
-    try:
-        prefix = f"{settings.topic_namespace}."
-        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            await admin.delete_topics(doomed, timeout_ms=30000)
-    finally:
-        await admin.close()
+    """Delete the topics of ``settings.topic_namespace`` (a module's namespace is never used again)."""
+    await namespaces.delete_topics(settings, [settings.topic_namespace])
 
 
 def free_port() -> int:
