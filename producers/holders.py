@@ -11,8 +11,9 @@ The site's authority is the site id's prefix; its office is the registry's (or t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 
@@ -22,18 +23,28 @@ from infra.auth import AuthError
 from infra.crypto import forget_everywhere
 from infra.db import ACCEPTANCE_ERASURE_LOCK
 
+Registers = tuple[dict[str, SiteEntry], dict[str, dict[Org, date]], dict[str, datetime], set[str]]
+
 
 async def registers_of(
     conn: asyncpg.Connection, sites: Iterable[str], persons: Iterable[str], *, fences: bool
-) -> tuple[dict[str, SiteEntry], dict[str, dict[Org, date]], dict[str, datetime], set[str]]:
+) -> Registers:
     """What authorisation reads, in one round trip: the registry entries of ``sites`` (P2), the holders
     of ``persons`` (P3: person -> {holder: since}; people nobody holds are absent), their withdrawal
     fences if asked (P7: person -> the ``signed_at`` of their latest withdrawal) and which of them are
     on the erasure register (P9)."""
-    wanted_sites = sorted(set(sites))
-    wanted = sorted(set(persons))
-    row = await conn.fetchrow(_REGISTERS, wanted_sites, wanted, fences)
+    row = await conn.fetchrow(f"SELECT {REGISTERS}", *registers_args(sites, persons, fences=fences))
     assert row is not None
+    return registers_from(row)
+
+
+def registers_args(sites: Iterable[str], persons: Iterable[str], *, fences: bool) -> tuple[Any, ...]:
+    """The parameters $1–$3 of ``REGISTERS``."""
+    return sorted(set(sites)), sorted(set(persons)), fences
+
+
+def registers_from(row: Mapping[str, Any]) -> Registers:
+    """The registers from a row that selected ``REGISTERS``."""
     entries = {s: SiteEntry(s, authority, office) for s, authority, office in row["sites"]}
     held: dict[str, dict[Org, date]] = {}
     for person, kind, code, since in row["holders"]:
@@ -42,9 +53,10 @@ async def registers_of(
     return entries, held, fenced, set(row["erased"])
 
 
-# Anonymous records come back typed (text, date, timestamptz): one statement, four registers.
-_REGISTERS = """
-SELECT
+# The select list of the four registers, parameters $1–$3 (``registers_args``), for ``registers_of`` and
+# for a caller that reads them in a statement of its own (the adapters' group commit). Anonymous records
+# come back typed (text, date, timestamptz).
+REGISTERS = """
   ARRAY(SELECT (site_id, authority, office) FROM sites WHERE site_id = ANY($1::text[])) AS sites,
   ARRAY(SELECT (person_key, org_kind, org_code, since) FROM person_holders
         WHERE person_key = ANY($2::text[])) AS holders,

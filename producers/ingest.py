@@ -39,7 +39,7 @@ from producers.holders import ErasedMeanwhile, erasure_fence, registers_of
 from producers.outbox import enqueue
 from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
 
-__all__ = ["accept", "authorisation_context", "authorise", "enqueue", "seal_events"]
+__all__ = ["accept", "authorisation_context", "authorise", "enqueue", "register_keys", "seal_events"]
 
 
 async def authorisation_context(
@@ -48,14 +48,14 @@ async def authorisation_context(
     """Step 2's registers for these events: the site registry entries (P2), the holders of their people
     (P3), for consents their withdrawal fences (P7), and the erasure register (P9) — indexed lookups in
     one round trip."""
+    sites, persons = register_keys(family, checked)
+    return Context(*await registers_of(conn, sites, persons, fences=family is Family.CONSENT))
+
+
+def register_keys(family: Family, checked: Sequence[Checked]) -> tuple[list[str], list[str]]:
+    """The sites and the people whose registers authorising these events reads."""
     plain = [authorised_fields(c.data) for c in checked]
-    sites, holders, fences, erased = await registers_of(
-        conn,
-        (site_of(family, p) for p in plain),
-        (str(p["person_key"]) for p in plain),
-        fences=family is Family.CONSENT,
-    )
-    return Context(sites=sites, holders=holders, fences=fences, erased=erased)
+    return [site_of(family, p) for p in plain], [str(p["person_key"]) for p in plain]
 
 
 def authorise(adapter: Adapter, principal: Principal, family: Family, checked: Checked, ctx: Context) -> str:

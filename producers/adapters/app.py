@@ -83,7 +83,7 @@ class CredentialCache:
     client costs one ``clients`` lookup per second instead of one per request.
 
     Revocation is not delayed by it where it matters: every commit re-reads its clients' revocation in
-    the database before anything is written (``refused_clients``), and so does an idempotent replay, so a
+    the database before anything is written (the group commit's first read), and so does an idempotent replay, so a
     revoked credential never gets an event accepted or a replayed answer after its revocation commits.
     Within ``ttl_s`` of the revocation, a request that fails earlier (422, 403) may still get that answer
     instead of 401. Only successful verifications are kept, keyed by a hash of the header (no secret is

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import hmac
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,8 +37,15 @@ from infra.crypto import KeyStore, derived_key
 from infra.logging import get_logger
 from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context
-from producers.holders import ERASED_MEANWHILE, ErasedMeanwhile, erasure_fence
-from producers.ingest import authorisation_context, authorise, enqueue, seal_events
+from producers.holders import (
+    ERASED_MEANWHILE,
+    REGISTERS,
+    ErasedMeanwhile,
+    erasure_fence,
+    registers_args,
+    registers_from,
+)
+from producers.ingest import authorisation_context, authorise, enqueue, register_keys, seal_events
 from producers.submission import Checked, check
 
 REQUESTS = Counter(
@@ -440,21 +447,27 @@ def revoked(client_id: str, at: datetime) -> AuthError:
     return AuthError(401, f"credentials of client {client_id} were revoked at {at.isoformat()}")
 
 
-async def refused_clients(conn: asyncpg.Connection, client_ids: Iterable[str]) -> dict[str, AuthError]:
-    """Clients among ``client_ids`` that were revoked (or removed) since they authenticated: one query for
-    a whole group commit, so a credential cached by the HTTP layer never outlives its revocation."""
-    wanted = sorted(set(client_ids))
-    rows = await conn.fetch(
-        "SELECT client_id, revoked_at FROM clients WHERE client_id = ANY($1::text[])", wanted
-    )
-    found = {r["client_id"]: r["revoked_at"] for r in rows}
+def refusals(client_ids: Iterable[str], revoked_at: Mapping[str, datetime | None]) -> dict[str, AuthError]:
+    """Clients among ``client_ids`` that were revoked (or removed) since they authenticated, given the
+    ``revoked_at`` of those still in the register: a credential cached by the HTTP layer never outlives
+    its revocation."""
     refused: dict[str, AuthError] = {}
-    for client_id in wanted:
-        if client_id not in found:
+    for client_id in sorted(set(client_ids)):
+        if client_id not in revoked_at:
             refused[client_id] = AuthError(401, "unknown client or wrong secret")
-        elif found[client_id] is not None:
-            refused[client_id] = revoked(client_id, found[client_id])
+        elif (at := revoked_at[client_id]) is not None:
+            refused[client_id] = revoked(client_id, at)
     return refused
+
+
+# The group commit's reads before any data key is made, in one statement: the registers ($1–$3,
+# ``holders.REGISTERS``), the clients' revocations ($4) and the idempotency keys already taken ($5, $6).
+_GROUP_READS = (
+    "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = ANY($4::text[])) AS clients, "
+    "ARRAY(SELECT (organisation, key) FROM idempotency_keys WHERE expires_at > now() "
+    "AND (organisation, key) IN (SELECT * FROM unnest($5::text[], $6::text[]))) AS taken, "
+    f"{REGISTERS}"
+)
 
 
 @dataclass(slots=True)
@@ -572,38 +585,47 @@ class _GroupCommitter:
         if time.monotonic() >= self.next_purge:  # expired idempotency records hold digests of bodies
             self.next_purge = time.monotonic() + _PURGE_EVERY_S
             await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
-        # Before any data key is made: a unit whose client was revoked since it authenticated is
-        # answered 401 and writes nothing.
-        refused = await refused_clients(conn, [u.principal.client_id for u in group])
+        # One round trip reads what decides every unit before any data key is made: its client's
+        # revocation (a unit whose client was revoked since it authenticated is answered 401 and writes
+        # nothing), whether its idempotency key is taken (a retry or a conflict: it answers from the
+        # stored result), and the registers authorisation reads, for all the group's events at once.
+        sites: list[str] = []
+        persons: list[str] = []
+        for family in dict.fromkeys(u.family for u in group):
+            family_sites, family_persons = register_keys(
+                family, [c for u in group if u.family is family for c in u.checked]
+            )
+            sites += family_sites
+            persons += family_persons
+        keyed_units = [u.idem for u in group if u.idem is not None]
+        row = await conn.fetchrow(
+            _GROUP_READS,
+            *registers_args(sites, persons, fences=any(u.family is Family.CONSENT for u in group)),
+            sorted({u.principal.client_id for u in group}),
+            [idem[0] for idem in keyed_units],
+            [idem[1] for idem in keyed_units],
+        )
+        assert row is not None
+        refused = refusals(
+            {u.principal.client_id for u in group}, {client: at for client, at in row["clients"]}
+        )
         if refused:
             for unit in group:
                 if unit.principal.client_id in refused and not unit.done.done():
                     unit.done.set_exception(refused[unit.principal.client_id])
             group = [u for u in group if u.principal.client_id not in refused]
-        # Keys already taken: those units are retries (or conflicts); their requests answer from the
-        # stored result, and no data key is made for them.
-        answered: list[tuple[_Unit, list[str] | None]] = []
-        keyed_units = [u for u in group if u.idem is not None]
-        if keyed_units:
-            rows = await conn.fetch(
-                "SELECT organisation, key FROM idempotency_keys WHERE expires_at > now() "
-                "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-                [u.idem[0] for u in keyed_units if u.idem],
-                [u.idem[1] for u in keyed_units if u.idem],
-            )
-            taken = {(r["organisation"], r["key"]) for r in rows}
-            if taken:
-                answered = [(u, None) for u in group if u.idem and (u.idem[0], u.idem[1]) in taken]
-                group = [u for u in group if not (u.idem and (u.idem[0], u.idem[1]) in taken)]
-        # Step 2, authorise: one load of the registers per family in the group, each request judged alone.
-        loaded: dict[Family, Context] = {}
-        for family in dict.fromkeys(u.family for u in group):
-            checked_of = [c for u in group if u.family is family for c in u.checked]
-            loaded[family] = await authorisation_context(conn, family, checked_of)
+        taken = {(organisation, key) for organisation, key in row["taken"]}
+        answered: list[tuple[_Unit, list[str] | None]] = [
+            (u, None) for u in group if u.idem and (u.idem[0], u.idem[1]) in taken
+        ]
+        group = [u for u in group if not (u.idem and (u.idem[0], u.idem[1]) in taken)]
+        # Step 2, authorise: each request judged alone on the registers as loaded (fences are read only
+        # for consent, the one family they decide).
+        loaded = Context(*registers_from(row))
         sources: list[str] = []
         authorised: list[_Unit] = []
         for unit in group:
-            verdict = service.authorise_unit(unit, loaded[unit.family])
+            verdict = service.authorise_unit(unit, loaded)
             if isinstance(verdict, AuthError):
                 if not unit.done.done():
                     unit.done.set_exception(verdict)
