@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.cli.db import with_conn
-from hub.cli.options import AdapterWorkers
+from hub.cli.options import AdapterWorkers, Seed, whole_option
 
 out = Console(soft_wrap=True)  # messages stay whole lines (greppable, copyable)
 err = Console(stderr=True, soft_wrap=True)
@@ -42,7 +42,7 @@ def import_file(
         str | None, typer.Option(help="Client token; default: $HUB_CLIENT_TOKEN", show_default=False)
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the accepted rows are in Kafka")] = True,
-    show: Annotated[int, typer.Option(help="How many row errors to print")] = 20,
+    show: Annotated[int, whole_option("--show", lo=0, hi=100_000, help="How many row errors to print")] = 20,
 ) -> None:
     """Import a batch file as the client system the token belongs to (same rules as the CSV upload)."""
     credentials = token or os.environ.get("HUB_CLIENT_TOKEN")
@@ -154,7 +154,7 @@ def sites_list() -> None:
 
 @sites_app.command("load-simulated")
 def sites_load_simulated(
-    authorities: Annotated[int, typer.Option(min=1)] = 3, seed: Annotated[int, typer.Option()] = 1
+    authorities: Annotated[int, whole_option("--authorities", lo=1, hi=100_000)] = 3, seed: Seed = 1
 ) -> None:
     """Fill the registry with the simulator's authorities and sites (same options as ``hub simulate``)."""
     from devtools.simulator import SimulationConfig, build_authorities

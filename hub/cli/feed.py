@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers.feed.exports import export_feed, print_summary
+from hub.cli.options import FiscalYear, Revision, decimal_option, whole_option
 
 out = Console()
 err = Console(stderr=True)
@@ -85,9 +86,7 @@ def feed_build(
 
 
 @feed_app.command("show")
-def feed_show(
-    authority: AuthorityOpt, month: MonthOpt, revision: Annotated[int | None, typer.Option(min=1)] = None
-) -> None:
+def feed_show(authority: AuthorityOpt, month: MonthOpt, revision: Revision = None) -> None:
     """Print a feed's indicators, targets and revision history (aggregates only)."""
     from consumers.feed.delivery import FeedNotFound, load_revision
 
@@ -133,7 +132,7 @@ def feed_export(
     format: Annotated[Literal["json", "csv"], typer.Option("--format")] = "json",
     encoding: Annotated[Literal["utf-8", "cp932"], typer.Option("--encoding")] = "utf-8",
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write into")] = Path("artifacts/feeds"),
-    revision: Annotated[int | None, typer.Option(min=1)] = None,
+    revision: Revision = None,
     purpose: Annotated[
         str, typer.Option(help="Why the individual list is read (access log)")
     ] = "monthly delivery",
@@ -213,7 +212,7 @@ async def _mark_fiscal_year(pool: Any, scope: str, fy: int) -> None:
 @targets_app.command("set")
 def targets_set(
     scope: Annotated[str, typer.Option("--scope", help="A site id (131041-01) or an authority (131041)")],
-    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100, help="Fiscal year (年度), April to March")],
+    fy: FiscalYear,
     kind: Annotated[
         str,
         typer.Option(
@@ -222,7 +221,9 @@ def targets_set(
             "regular_placements, team_support, referral_share or placement_rate",
         ),
     ],
-    value: Annotated[float, typer.Option("--value", min=0.0, help="A count, or a fraction for a rate (0.4)")],
+    value: Annotated[
+        float, decimal_option("--value", lo=0.0, help="A count, or a fraction for a rate (0.4)")
+    ],
     group: Annotated[
         str | None, typer.Option("--group", help="A target group (e.g. welfare, disability)")
     ] = None,
@@ -253,7 +254,7 @@ def targets_set(
 @targets_app.command("exclude")
 def targets_exclude(
     scope: Annotated[str, typer.Option("--scope", help="A site id or an authority")],
-    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100)],
+    fy: FiscalYear,
     reason: Annotated[str, typer.Option("--reason", help="e.g. new this year")] = "new this year",
 ) -> None:
     """Leave a site or an authority out of a fiscal year's evaluation (e.g. new that year)."""
@@ -272,7 +273,9 @@ def targets_exclude(
 
 
 @targets_app.command("list")
-def targets_list(fy: Annotated[int | None, typer.Option("--fy")] = None) -> None:
+def targets_list(
+    fy: Annotated[int | None, whole_option("--fy", lo=2011, hi=2100, help="Only this fiscal year")] = None,
+) -> None:
     """List targets and exclusions."""
 
     async def run(settings: Any, pool: Any) -> Any:
@@ -295,7 +298,7 @@ def targets_list(fy: Annotated[int | None, typer.Option("--fy")] = None) -> None
 
 @feed_app.command("rollup")
 def feed_rollup(
-    fy: Annotated[int, typer.Option("--fy", min=2011, max=2100, help="Fiscal year (年度)")],
+    fy: FiscalYear,
     through: Annotated[
         str | None, typer.Option("--through", help="Last month counted (default: March)")
     ] = None,

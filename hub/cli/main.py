@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from devtools.stack.cli import stack_app
-from hub.cli.options import ConsumerWorkers
+from hub.cli.options import ConsumerWorkers, Seed, whole_option
+from hub.cli.stack import stack_app
 from infra.config import get_settings
 from producers.submission import Submission
 
@@ -95,11 +95,15 @@ def run_relay() -> None:
 
 @app.command()
 def simulate(
-    authorities: Annotated[int, typer.Option(min=1, help="How many authorities")] = 3,
-    months: Annotated[int, typer.Option(min=1, max=36, help="How many months")] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same stream")] = 1,
+    authorities: Annotated[
+        int, whole_option("--authorities", lo=1, hi=100_000, help="How many authorities")
+    ] = 3,
+    months: Annotated[int, whole_option("--months", lo=1, hi=36, help="How many months")] = 3,
+    seed: Seed = 1,
     start: Annotated[str, typer.Option(help="First month, YYYY-MM")] = "2025-04",
-    per_site: Annotated[int, typer.Option(min=1, help="New registrations per site and month")] = 50,
+    per_site: Annotated[
+        int, whole_option("--per-site", lo=1, hi=100_000, help="New registrations per site and month")
+    ] = 50,
     to_file: Annotated[
         Path | None, typer.Option(help="Write the stream as JSON lines instead of publishing")
     ] = None,
@@ -164,9 +168,9 @@ async def _publish(subs: list[Submission]) -> int:
 
 @app.command()
 def demo(
-    authorities: Annotated[int, typer.Option(min=1)] = 4,
-    months: Annotated[int, typer.Option(min=1)] = 3,
-    seed: Annotated[int, typer.Option()] = 2025,
+    authorities: Annotated[int, whole_option("--authorities", lo=1, hi=100_000)] = 4,
+    months: Annotated[int, whole_option("--months", lo=1, hi=36)] = 3,
+    seed: Seed = 2025,
     serve: Annotated[bool, typer.Option(help="End by serving the operator console until Ctrl-C")] = True,
 ) -> None:
     """Start the stack and run simulator → adapters → Kafka → consumers → PostgreSQL → console, end to end."""

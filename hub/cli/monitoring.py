@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hub.cli.options import whole_option
+
 out = Console()
 
 
@@ -15,7 +17,9 @@ console_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
 def run_console(
-    port: Annotated[int | None, typer.Option(help="Port (default: HUB_CONSOLE_PORT, 8080)")] = None,
+    port: Annotated[
+        int | None, whole_option("--port", lo=1, hi=65535, help="Port (default: HUB_CONSOLE_PORT, 8080)")
+    ] = None,
 ) -> None:
     """Operator console: flows, lag, adapters, dead letters (redrive), feeds, consent, metrics."""
     from hub.console.app import create_console_app

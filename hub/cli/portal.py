@@ -7,13 +7,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hub.cli.options import whole_option
+
 out = Console()
 
 
 def register(app: typer.Typer, run_app: typer.Typer) -> None:
     @run_app.command("portal")
     def run_portal(
-        port: Annotated[int | None, typer.Option(help="Port (default: HUB_PORTAL_PORT, 8085)")] = None,
+        port: Annotated[
+            int | None, whole_option("--port", lo=1, hi=65535, help="Port (default: HUB_PORTAL_PORT, 8085)")
+        ] = None,
     ) -> None:
         """Feed portal for authority staff: this month's feed, revisions, tables, chart, downloads (日本語/English)."""
         from hub.portal.app import create_portal_app

@@ -15,6 +15,7 @@ from rich.table import Table
 from devtools import stack
 from devtools.stack import cluster, postgres
 from devtools.stack import secure as secure_stack
+from hub.cli.options import whole_argument, whole_option
 from infra.config import get_settings
 from infra.kafka import KafkaSecurityMisconfigured
 
@@ -54,7 +55,8 @@ def _table() -> tuple[Table, bool]:
 @stack_app.command()
 def up(
     nodes: Annotated[
-        int | None, typer.Option("--nodes", "-n", help="Kafka nodes: 1 or 3 (default: as set up, else 1)")
+        int | None,
+        whole_option("--nodes", "-n", lo=1, hi=3, help="Kafka nodes: 1 or 3 (default: as set up, else 1)"),
     ] = None,
     recreate: Annotated[
         bool,
@@ -209,7 +211,7 @@ def pg_kill() -> None:
     _pg_action(postgres.pg_kill, "killed")
 
 
-Node = Annotated[int, typer.Argument(min=1, help="Node number (1..nodes set up)")]
+Node = Annotated[int, whole_argument(lo=1, hi=3, help="Node number (1..nodes set up)")]
 
 
 def _node_action(n: int, action: Callable[[], None], done: str) -> None:
