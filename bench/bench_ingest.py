@@ -4,9 +4,11 @@ Runs against the real stack in an isolated database and topic namespace. The emp
 a subprocess (``hub run employment-adapter``, uvicorn, one process, then ``--workers 2``), the load
 generator (aiohttp) here, so they compete for this machine's cores as they would on one host. Figures are
 printed together with the same run's baseline (``/healthz``, no database), so ratios hold across machines.
-Each line also gives the adapter's own CPU time per event (its processes', from /proc): unlike events/s,
-it hardly moves when other work shares the machine, so it is the figure to compare between runs on a
-busy host. The last lines compare 2 workers with 1 and the figures with the issue's targets.
+Each line also gives CPU time per event (from /proc): the adapter's processes', PostgreSQL's (the backends
+of the bench database) and the load generator's. Unlike events/s, these hardly move when other work
+shares the machine, so they are the figures to compare between runs on a busy host. Request bodies are
+made before the clock starts: the load generator's CPU is then aiohttp's alone. The last lines compare
+2 workers with 1 and the figures with the issue's targets.
 
     .venv/bin/python bench/bench_ingest.py [--requests 4000] [--concurrency 32] [--rows 50000]
         [--workers 2] [--separate-relay]
@@ -31,16 +33,12 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HUB_PG_DATABASE", "ittai_bench_ingest")
-os.environ.setdefault("HUB_TOPIC_NAMESPACE", f"b{uuid.uuid4().hex[:10]}")
 os.environ.setdefault("HUB_EMPLOYMENT_PORT", "18482")
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
+from bench.common import bench_settings, fresh_pool  # noqa: E402
 from infra.auth import OrgKind, Role, add_client  # noqa: E402
 from infra.codecs.csv_write import write_csv  # noqa: E402
-from infra.config import get_settings  # noqa: E402
-from infra.runner import prepare  # noqa: E402
-from infra.topics import ensure_topics  # noqa: E402
 from producers.adapters.csv_import import import_as_client  # noqa: E402
 from producers.adapters.sites import add_sites  # noqa: E402
 from tests import factories  # noqa: E402
@@ -84,24 +82,52 @@ def _cpu_s(pid: int) -> float:
     return own + sum(_cpu_s(int(child)) for child in children)
 
 
+async def _pg_cpu_s(pool: asyncpg.Pool) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend of this bench's database (Linux /proc, when
+    PostgreSQL runs on this host; empty elsewhere)."""
+    async with pool.acquire() as conn:
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+        )
+    return {r["pid"]: _cpu_s(r["pid"]) for r in pids}
+
+
+def _pg_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the backends used between two readings (a backend started meanwhile: all of its own)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def _p(latencies: list[float], q: int) -> float:
     return statistics.quantiles(latencies, n=100)[q - 1] * 1000 if len(latencies) > 1 else 0.0
 
 
 def _report(
-    label: str, events: int, elapsed: float, latencies: list[float], failures: int, cpu_s: float = 0.0
+    label: str,
+    events: int,
+    elapsed: float,
+    latencies: list[float],
+    failures: int,
+    cpu_s: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> float:
+    """One line; ``cpu_s``: the adapter's, PostgreSQL's and the load generator's CPU seconds."""
     rate = events / elapsed
-    cpu = f"   adapter CPU {cpu_s / events * 1e6:5.0f} us/event" if cpu_s else ""
+    adapter, pg, client = (f"{s / events * 1e6:5.0f}" for s in cpu_s)
     print(
-        f"{label:38} {rate:9.0f} events/s   p50 {_p(latencies, 50):6.1f} ms   p99 {_p(latencies, 99):6.1f} ms"
-        f"   ({len(latencies)} requests, {failures} failed){cpu}"
+        f"{label:38} {rate:7.0f} events/s  p50 {_p(latencies, 50):6.1f} ms  p99 {_p(latencies, 99):6.1f} ms"
+        f"  ({len(latencies)} requests, {failures} failed)  CPU us/event: adapter {adapter}, PostgreSQL {pg},"
+        f" load generator {client}"
     )
     return rate
 
 
 async def _http_phase(
-    args: argparse.Namespace, port: int, token: str, *, separate_relay: bool, workers: int = 1
+    args: argparse.Namespace,
+    pool: asyncpg.Pool,
+    port: int,
+    token: str,
+    *,
+    separate_relay: bool,
+    workers: int = 1,
 ) -> tuple[float, float, float, float]:
     env = os.environ.copy() | {"HUB_ADAPTER_RUNS_RELAY": "false" if separate_relay else "true"}
     hub = str(ROOT / ".venv/bin/hub")
@@ -125,28 +151,36 @@ async def _http_phase(
                     pass
                 await asyncio.sleep(0.1)
 
+            n = args.requests
+            # Every body is made before its phase starts (a new person each: no data key is reused).
+            singles = iter([orjson.dumps(_placement()) for _ in range(2 * n + 200)])
+            keyed = iter([(uuid.uuid4().hex, orjson.dumps(_placement())) for _ in range(n)])
+            batches = max(n // args.batch, 20)
+            batch_bodies = iter(
+                [orjson.dumps([_placement() for _ in range(args.batch)]) for _ in range(batches)]
+            )
+
             def one(h: aiohttp.ClientSession) -> Any:
-                return h.post("/v1/placement", data=orjson.dumps(_placement()))
+                return h.post("/v1/placement", data=next(singles))
 
             def keyed_one(h: aiohttp.ClientSession) -> Any:
-                key = {"Idempotency-Key": uuid.uuid4().hex}
-                return h.post("/v1/placement", data=orjson.dumps(_placement()), headers=key)
+                key, body = next(keyed)
+                return h.post("/v1/placement", data=body, headers={"Idempotency-Key": key})
 
             def batch(h: aiohttp.ClientSession) -> Any:
-                return h.post(
-                    "/v1/placement/batch", data=orjson.dumps([_placement() for _ in range(args.batch)])
-                )
+                return h.post("/v1/placement/batch", data=next(batch_bodies))
 
             pid = procs[0].pid
 
             async def measured(n: int, concurrency: int, request: Any) -> tuple[Any, ...]:
-                before = _cpu_s(pid)
+                before, pg_before, client_before = _cpu_s(pid), await _pg_cpu_s(pool), time.process_time()
                 result = await _load(http, n, concurrency, request)
+                client = time.process_time() - client_before
                 # The in-process relay keeps publishing for a moment after the last answer: count it.
                 await asyncio.sleep(0 if separate_relay else 0.5)
-                return (*result, _cpu_s(pid) - before)
+                pg = _pg_used(pg_before, await _pg_cpu_s(pool))
+                return (*result, (_cpu_s(pid) - before, pg, client))
 
-            n = args.requests
             await _load(http, 200, args.concurrency, one)  # warm-up
             health = _report(
                 "baseline GET /healthz (no DB)",
@@ -156,8 +190,9 @@ async def _http_phase(
             single = _report(
                 "POST /v1/placement (1 event/request)", n, *await measured(n, args.concurrency, one)
             )
-            keyed = _report("  … with Idempotency-Key", n, *await measured(n, args.concurrency, keyed_one))
-            batches = max(n // args.batch, 20)
+            keyed_rate = _report(
+                "  … with Idempotency-Key", n, *await measured(n, args.concurrency, keyed_one)
+            )
             elapsed, latencies, failures, cpu_s = await measured(batches, min(args.concurrency, 8), batch)
             batched = _report(
                 f"POST /v1/placement/batch ({args.batch}/request)",
@@ -167,7 +202,7 @@ async def _http_phase(
                 failures,
                 cpu_s,
             )
-            return health, single, keyed, batched
+            return health, single, keyed_rate, batched
     finally:
         for proc in procs:
             proc.terminate()
@@ -186,13 +221,8 @@ async def main() -> None:
         "--separate-relay", action="store_true", help="also measure with the relay in its own process"
     )
     args = parser.parse_args()
-    settings = get_settings()
-    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
-    await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
-    await admin.close()
-    await ensure_topics(settings)
-    pool = await prepare(settings)
+    settings = bench_settings("ingest")
+    pool = await fresh_pool(settings)
     async with pool.acquire() as conn:
         await add_sites(conn, [(factories.SITE, factories.OFFICE, "bench")])
         _, token = await add_client(
@@ -209,20 +239,22 @@ async def main() -> None:
     try:
         print("-- adapter alone, one process (outbox relay in the adapter process, the default)")
         base_rate, single, keyed, batched = await _http_phase(
-            args, settings.employment_port, token, separate_relay=False
+            args, pool, settings.employment_port, token, separate_relay=False
         )
         print(f"-- adapter with --workers {args.workers} (one listening socket; the relay in worker 0)")
         base_n, single_n, _, batched_n = await _http_phase(
-            args, settings.employment_port, token, separate_relay=False, workers=args.workers
+            args, pool, settings.employment_port, token, separate_relay=False, workers=args.workers
         )
         if args.separate_relay:
             print("-- adapter + separate relay process (HUB_ADAPTER_RUNS_RELAY=false, hub run relay)")
-            await _http_phase(args, settings.employment_port, token, separate_relay=True)
+            await _http_phase(args, pool, settings.employment_port, token, separate_relay=True)
         rows = [_placement() for _ in range(args.rows)]
         content = write_csv("placement", rows, japanese=True, era=True, encoding="utf-8")
+        pg_before = await _pg_cpu_s(pool)
         started, cpu_started = time.perf_counter(), time.process_time()
         summary = await import_as_client(settings, pool, content, "placement", token, wait=False)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        pg = _pg_used(pg_before, await _pg_cpu_s(pool))
         assert summary.accepted == args.rows, summary.as_dict()
         started = time.perf_counter()
         again = await import_as_client(settings, pool, content, "placement", token, wait=False)
@@ -230,7 +262,7 @@ async def main() -> None:
         assert again.duplicates == args.rows
         print(
             f"{'CSV import (in-process, ' + str(args.rows) + ' rows)':38} {args.rows / elapsed:9.0f} rows/s"
-            f"   importer CPU {cpu / args.rows * 1e6:5.0f} us/row (PostgreSQL's own work not included)"
+            f"   CPU us/row: importer {cpu / args.rows * 1e6:5.0f}, PostgreSQL {pg / args.rows * 1e6:5.0f}"
         )
         print(f"{'CSV re-import (all duplicates)':38} {args.rows / elapsed_again:9.0f} rows/s")
         csv_rate = args.rows / elapsed
