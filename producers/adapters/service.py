@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import hmac
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -365,7 +365,7 @@ class AdapterService:
         bad = chunk.bad
         accepted_rows: list[tuple[Checked, str, str]] = []
         lines: list[int] = []  # the file line of each accepted row
-        async with self.pool.acquire() as conn:
+        async with generic_plans(self.pool) as conn:
             ctx = await authorisation_context(conn, family, [c for _, c, _ in chunk.valid])
             for row, c, key in chunk.valid:
                 try:
@@ -440,6 +440,19 @@ _DROP_EXPIRED = (
     "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
 _PURGE_EVERY_S = 300.0
+
+
+@contextlib.asynccontextmanager
+async def generic_plans(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection on which every prepared statement keeps one generic plan (until the pool
+    resets it on release). Acceptance's statements look rows up by primary key in arrays of keys
+    (``= ANY($1)``), which a generic plan does as well as a custom one; but PostgreSQL kept planning
+    them afresh on every execution, and planning cost more than running them: the group commit's read
+    of registers, revocations and keys took 350 µs of PostgreSQL's CPU per execution, 100–160 µs with
+    its generic plan (measured on this project's 2-core machine)."""
+    async with pool.acquire() as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        yield conn
 
 
 def revoked(client_id: str, at: datetime) -> AuthError:
@@ -534,7 +547,7 @@ class _GroupCommitter:
         # that was 7% of a single-event request's CPU).
         while self.pending:
             try:
-                async with self.service.pool.acquire() as conn:
+                async with generic_plans(self.service.pool) as conn:
                     while self.pending or await self._next_arrival():
                         group = self._take()
                         try:
