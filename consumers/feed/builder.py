@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.feed import FeedRevision, encode_feed_revision
+from contracts.feed import encode_feed_revision
 from domain.calendar import YearMonth, fiscal_year, month_bounds
 from domain.feed import (
     ENROLMENT,
@@ -632,9 +632,7 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
                     )
                 futures = []
                 for r in rows:
-                    key, headers, value = encode_feed_revision(
-                        FeedRevision.model_validate_json(r["body"]), r["built_at"]
-                    )
+                    key, headers, value = encode_feed_revision(r["body"], r["built_at"])
                     futures.append(
                         await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
                     )

@@ -17,6 +17,7 @@ from domain.feed import (
     RETENTION_CHECKPOINTS,
     RETENTION_STATUS,
     SEXES,
+    Combinations,
     FeedCounts,
     Target,
     TargetKind,
@@ -72,8 +73,8 @@ def month_counts(n: int, seed: int, scale: float = 1.0) -> dict[str, FeedCounts]
             new[(site, "yes" if rng.random() < 0.4 else "no", *flags)] += 1
             if rng.random() < 0.1:
                 team[(site, ENROLMENT[rng.random() < 0.1])] += 1
-        retention = {
-            k: Counter(
+        retention: dict[int, Combinations] = {
+            k: Counter[tuple[str, ...]](
                 (rng.choice(sites), RETENTION_STATUS[0 if rng.random() < 0.7 else rng.choice((1, 2))])
                 for _ in range(int(size * 0.8))
             )

@@ -42,7 +42,5 @@ def test_composed_feeds_are_byte_identical_to_main() -> None:
         if int(a[2:5]) % 3
     ]
     r2 = compose_many(jobs2, threshold=3)
-    got2 = {
-        j.feed.authority: _digest(c) + _changes(j.previous, c) for j, c in zip(jobs2, r2, strict=True)
-    }
+    got2 = {j.feed.authority: _digest(c) + _changes(j.previous, c) for j, c in zip(jobs2, r2, strict=True)}
     assert got2 == GOLDEN["revision_2"]
