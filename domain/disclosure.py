@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -109,6 +109,36 @@ class PublishedCell:
     reason: SuppressionReason | None
 
 
+class _Cells(Mapping[CellRef, "PublishedCell"]):
+    """A feed's published cells as arrays in the layout's order (values, reasons), a ``PublishedCell``
+    made only when one is asked for: a national month publishes about 1.4 million cells, and the
+    builder reads them as whole tables (``SuppressedFeed.rows``) and a few by name."""
+
+    __slots__ = ("index", "reasons", "refs", "values")
+
+    def __init__(
+        self,
+        refs: tuple[CellRef, ...],
+        index: Mapping[CellRef, int],
+        values: list[int | None],
+        reasons: list[SuppressionReason | None],
+    ) -> None:
+        self.refs, self.index, self.values, self.reasons = refs, index, values, reasons
+
+    def __getitem__(self, ref: CellRef) -> PublishedCell:
+        i = self.index[ref]
+        return PublishedCell(ref, self.values[i], self.reasons[i])
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self.index
+
+    def __iter__(self) -> Iterator[CellRef]:
+        return iter(self.refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
 @dataclass(frozen=True)
 class SuppressedFeed:
     tables: tuple[Table, ...]
@@ -116,9 +146,37 @@ class SuppressedFeed:
     cells: Mapping[CellRef, PublishedCell]
     # The cells hidden, where the maker listed them (`suppressed` works them out otherwise).
     hidden: frozenset[CellRef] | None = field(default=None, compare=False, repr=False)
+    # Where each table's cells lie in `cells` (first, end), where they are kept in a layout's order.
+    spans: Mapping[str, tuple[int, int]] | None = field(default=None, compare=False, repr=False)
 
     def value(self, ref: CellRef) -> int | None:
         return self.cells[ref].value
+
+    def published_value(self, ref: CellRef) -> int | None:
+        """The value published for ``ref``; None where it is hidden or not a cell of this feed."""
+        cells = self.cells
+        if isinstance(cells, _Cells):
+            i = cells.index.get(ref)
+            return None if i is None else cells.values[i]
+        cell = cells.get(ref)
+        return None if cell is None else cell.value
+
+    def rows(self, table: str) -> list[tuple[tuple[str, ...], int | None, str | None]]:
+        """One table's cells in publishing order: (key, value or None, reason or None)."""
+        cells = self.cells
+        if isinstance(cells, _Cells) and self.spans is not None:
+            first, end = self.spans[table]
+            return [
+                (ref.key, v, None if r is None else r.value)
+                for ref, v, r in zip(
+                    cells.refs[first:end], cells.values[first:end], cells.reasons[first:end], strict=True
+                )
+            ]
+        return [
+            (ref.key, c.value, None if c.reason is None else c.reason.value)
+            for ref, c in cells.items()
+            if ref.table == table
+        ]
 
     @property
     def published(self) -> Mapping[CellRef, int | None]:
@@ -322,6 +380,9 @@ class _Layout:
     quantities: tuple[Quantity, ...]
     quantity_of: np.ndarray
     first_source: np.ndarray
+    ref_index: Mapping[CellRef, int]  # position in `ref_order`
+    spans: Mapping[str, tuple[int, int]]  # per table: its cells' first position and end in `ref_order`
+    refs_of: Mapping[Quantity, tuple[int, ...]]  # per quantity: the positions of its cells
 
 
 @dataclass(frozen=True)
@@ -415,6 +476,12 @@ def _layout(shape: _Shape) -> _Layout:
     summing = sparse.csr_matrix(
         (np.ones(len(sum_rows), dtype=np.int64), (sum_rows, sum_cols)), shape=(len(sources), offsets[-1])
     )
+    spans: dict[str, tuple[int, int]] = {}
+    refs_of: dict[Quantity, list[int]] = {}
+    for n, ref in enumerate(refs):
+        first, _ = spans.get(ref.table, (n, n))
+        spans[ref.table] = (first, n + 1)
+        refs_of.setdefault(refs[ref], []).append(n)
     return _Layout(
         refs=MappingProxyType(refs),
         ref_order=tuple(refs),
@@ -426,6 +493,9 @@ def _layout(shape: _Shape) -> _Layout:
         quantities=tuple(quantity_index),
         quantity_of=np.array(quantity_of, dtype=np.int64),
         first_source=np.array(first_source, dtype=np.int64),
+        ref_index=MappingProxyType({ref: n for n, ref in enumerate(refs)}),
+        spans=MappingProxyType(spans),
+        refs_of=MappingProxyType({q: tuple(v) for q, v in refs_of.items()}),
     )
 
 
@@ -652,17 +722,17 @@ def _published(
     tables: Sequence[Table], threshold: int, s: _Structure, hidden: Mapping[Quantity, SuppressionReason]
 ) -> SuppressedFeed:
     """Every cell of the feed: hidden with its reason where its quantity is in ``hidden``, else its count."""
-    cells: dict[CellRef, PublishedCell] = {}
+    layout = s.layout
+    values: list[int | None] = list(s.sums)  # in `ref_order`
+    reasons: list[SuppressionReason | None] = [None] * len(values)
     suppressed = []
-    value = s.value
-    for ref, q in s.refs.items():  # in `ref_order`
-        why = hidden.get(q)
-        if why is None:
-            cells[ref] = PublishedCell(ref, value[q], None)
-        else:
-            cells[ref] = PublishedCell(ref, None, why)
-            suppressed.append(ref)
-    return SuppressedFeed(tuple(tables), threshold, MappingProxyType(cells), frozenset(suppressed))
+    for q, why in hidden.items():
+        for n in layout.refs_of[q]:
+            values[n] = None
+            reasons[n] = why
+            suppressed.append(layout.ref_order[n])
+    cells = _Cells(layout.ref_order, layout.ref_index, values, reasons)
+    return SuppressedFeed(tuple(tables), threshold, cells, frozenset(suppressed), layout.spans)
 
 
 def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | None:

@@ -604,8 +604,7 @@ class _Published:
         self.populations = populations
 
     def __call__(self, population: str, dim: str, row: str, column: str) -> int | None:
-        cell = self.populations[population].cells.get(CellRef(f"{population}: site × {dim}", (row, column)))
-        return None if cell is None else cell.value
+        return self.populations[population].published_value(CellRef(f"{population}: site × {dim}", (row, column)))
 
 
 def indicators(populations: Mapping[str, SuppressedFeed], row: str) -> dict[str, Any]:
@@ -964,11 +963,7 @@ def _with_layout(job: Job) -> Job:
 
 def _table_json(feed: SuppressedFeed) -> list[dict[str, Any]]:
     # Cell keys stay tuples (JSON arrays all the same): a national month publishes millions of cells.
-    by_table: dict[str, list[list[Any]]] = {t.name: [] for t in feed.tables}
-    for (table, key), cell in feed.cells.items():
-        reason = cell.reason
-        by_table[table].append([key, cell.value, None if reason is None else reason.value])
-    return [{"name": t.name, "dims": list(t.dims), "cells": by_table[t.name]} for t in feed.tables]
+    return [{"name": t.name, "dims": list(t.dims), "cells": feed.rows(t.name)} for t in feed.tables]
 
 
 def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:
