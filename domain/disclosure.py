@@ -114,7 +114,7 @@ class _Cells(Mapping[CellRef, "PublishedCell"]):
     made only when one is asked for: a national month publishes about 1.4 million cells, and the
     builder reads them as whole tables (``SuppressedFeed.rows``) and a few by name."""
 
-    __slots__ = ("index", "reasons", "refs", "values")
+    __slots__ = ("index", "published", "reasons", "refs")
 
     def __init__(
         self,
@@ -123,11 +123,11 @@ class _Cells(Mapping[CellRef, "PublishedCell"]):
         values: list[int | None],
         reasons: list[SuppressionReason | None],
     ) -> None:
-        self.refs, self.index, self.values, self.reasons = refs, index, values, reasons
+        self.refs, self.index, self.published, self.reasons = refs, index, values, reasons
 
     def __getitem__(self, ref: CellRef) -> PublishedCell:
         i = self.index[ref]
-        return PublishedCell(ref, self.values[i], self.reasons[i])
+        return PublishedCell(ref, self.published[i], self.reasons[i])
 
     def __contains__(self, ref: object) -> bool:
         return ref in self.index
@@ -157,7 +157,7 @@ class SuppressedFeed:
         cells = self.cells
         if isinstance(cells, _Cells):
             i = cells.index.get(ref)
-            return None if i is None else cells.values[i]
+            return None if i is None else cells.published[i]
         cell = cells.get(ref)
         return None if cell is None else cell.value
 
@@ -169,7 +169,7 @@ class SuppressedFeed:
             return [
                 (ref.key, v, None if r is None else r.value)
                 for ref, v, r in zip(
-                    cells.refs[first:end], cells.values[first:end], cells.reasons[first:end], strict=True
+                    cells.refs[first:end], cells.published[first:end], cells.reasons[first:end], strict=True
                 )
             ]
         return [

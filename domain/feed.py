@@ -604,7 +604,9 @@ class _Published:
         self.populations = populations
 
     def __call__(self, population: str, dim: str, row: str, column: str) -> int | None:
-        return self.populations[population].published_value(CellRef(f"{population}: site × {dim}", (row, column)))
+        return self.populations[population].published_value(
+            CellRef(f"{population}: site × {dim}", (row, column))
+        )
 
 
 def indicators(populations: Mapping[str, SuppressedFeed], row: str) -> dict[str, Any]:
