@@ -3,7 +3,9 @@
 Every consumer subscribes to the erasure topic with the others (``Settings.event_topics``). Its handler
 first takes the erasures out of the batch (``erasures_in``), re-checking each one's ``ce_source``: only
 the hub's operator side publishes erasures (P9), so one from anywhere else — a client's credential, a
-rogue producer with write access — is refused and dead-lettered alone, the reason naming the rule. The
+rogue producer with write access — is refused and dead-lettered alone, the reason naming the rule. A
+header proves nothing, so each erasure must also carry the operator's Ed25519 signature over what it says
+(``infra.signing``): one written with a leaked Kafka password under the right ``ce_source`` is refused too. The
 rest of the batch goes its usual way, and then the consumer drops the erased people from its own state
 in the same transaction (``shared_view.erasure.drop_erased``, ``feed.store.drop_erased``; the event log
 keeps its verbatim records, whose personal blocks no key opens any more), and every key store of the
@@ -18,11 +20,18 @@ from collections.abc import Sequence
 from consumers.runtime import Consumed, HandlerRejected
 from contracts.envelope import Family
 from domain.provenance import Refusal, check_erasure_source
+from infra.signing import ErasureVerifier
+
+ERASURE_NOT_SIGNED = (
+    "P9: signature: an erasure is signed by the hub's operator erasure key over its id, subject, source, "
+    "person key, erasure id and time; this one's signature does not verify"
+)
 
 
-def erasures_in(batch: Sequence[Consumed]) -> tuple[list[Consumed], list[str]]:
+def erasures_in(batch: Sequence[Consumed], verifier: ErasureVerifier) -> tuple[list[Consumed], list[str]]:
     """The batch without its erasures, and the people they erase (each once, in order). Raises
-    ``HandlerRejected`` for an erasure that does not come from the hub's operator side."""
+    ``HandlerRejected`` for an erasure that does not come from the hub's operator side, or that does not
+    carry the operator's signature over exactly what it says (``infra.signing``)."""
     rest: list[Consumed] = []
     erased: dict[str, None] = {}
     for consumed in batch:
@@ -34,5 +43,7 @@ def erasures_in(batch: Sequence[Consumed]) -> tuple[list[Consumed], list[str]]:
             check_erasure_source(event.source)
         except Refusal as refusal:
             raise HandlerRejected(f"ce_source re-checked against the data: {refusal.reason}") from None
+        if not verifier.verify(event):
+            raise HandlerRejected(ERASURE_NOT_SIGNED)
         erased[event.subject] = None
     return rest, list(erased)

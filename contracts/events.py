@@ -13,7 +13,7 @@ with ``extra="forbid"`` so unknown fields are rejected, not dropped.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -356,9 +356,27 @@ class Erasure(Contract):
     """消去: the hub erased a person (``hub erase``, operators only). Their data key is deleted already, so
     every sealed copy of their personal data is unreadable; this event tells every consumer and every
     service holding a key in memory to drop what it keeps about them. Published by the hub's operator
-    side only (``ce_source`` ``/hub/operator``; consumers dead-letter any other source). It carries no
-    personal data: the person key, the erasure's id and when it happened."""
+    side only (``ce_source`` ``/hub/operator``; consumers dead-letter any other source), and signed
+    there: ``signature`` is the operator's Ed25519 signature over ``erasure_statement``, which every
+    service acting on an erasure verifies with the operator's public key, so Kafka write access (a leaked
+    producer password) cannot forge one. It carries no personal data: the person key, the erasure's id,
+    when it happened and the signature."""
 
     person_key: PersonKey
     erasure_id: EventId
     erased_at: Timestamp = Field(description="When the erasure committed (the data key was deleted)")
+    signature: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{86}$",
+        description="Ed25519 signature (64 bytes, base64url without padding) by the hub's operator erasure "
+        "key over the erasure statement: family, event id, subject, source, person key, erasure id, time",
+    )
+
+
+def erasure_statement(
+    *, event_id: str, subject: str, source: str, person_key: str, erasure_id: str, erased_at: datetime
+) -> bytes:
+    """What an erasure's signature covers, one field a line: the event's identity, whom it erases (the
+    subject consumers act on and the data's person key, both) and when. Times as UTC microseconds, so the
+    signer's datetime and the one a consumer decodes from the JSON give the same bytes."""
+    at = erased_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return "\n".join(["ittai.erasure.v1", event_id, subject, source, person_key, erasure_id, at]).encode()

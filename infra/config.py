@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     # Master key that wraps each person's data key (base64, 32 bytes). The default is for the local
     # demo only; production sets HUB_MASTER_KEY from a secret store.
     master_key: str = DEMO_MASTER_KEY
+    # Erasures are signed by the operator side and verified everywhere they are acted on (infra.signing):
+    # the Ed25519 private key (32-byte seed, base64) only ``hub erase`` and the shared-view API hold, and
+    # its public key (32 bytes, base64) for every consumer and key-holding service. Unset on a local
+    # development stack: a public demo pair.
+    erasure_signing_key: SecretStr | None = None
+    erasure_verify_key: str | None = None
     # "local" declares a development stack (./dev demo, ./dev test, the test suite set it; `hub stack up`
     # leaves a marker in the stack directory). Anything else refuses the public defaults above.
     environment: str = Field(default="production", pattern=r"^(production|staging|local)$")

@@ -3,9 +3,9 @@
 A data key cached in a process (``infra.crypto.KeyStore``: the adapters', the shared-view and feed APIs',
 the portal's) must not outlive the person's erasure in that process's memory. Each such service runs one
 follower: it reads the erasure topic from its end (every process sees every erasure: no consumer group,
-nothing committed) and, for each erasure from the hub's operator side, drops the person's key from every
-key store of the process (``forget_everywhere``). A record that is not a valid erasure from that source
-is ignored here — the consumers dead-letter it; forgetting is all this follower ever does.
+nothing committed) and, for each erasure from the hub's operator side and signed by it (``infra.signing``),
+drops the person's key from every key store of the process (``forget_everywhere``). A record that is not a
+valid, signed erasure from that source is ignored here — the consumers dead-letter it; forgetting is all this follower ever does.
 
 Whenever the follower (re)takes its place at the topic's end — at start, after Kafka was away — it empties
 every cache of the process first: erasures published meanwhile were not seen, and a cache only saves
@@ -26,6 +26,7 @@ from infra.config import Settings
 from infra.crypto import forget_all, forget_everywhere
 from infra.kafka import client_options
 from infra.logging import get_logger
+from infra.signing import erasure_verifier
 
 log = get_logger("erasure-follower")
 
@@ -34,6 +35,7 @@ class ErasureFollower:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.topic(Family.ERASURE)
+        self.verifier = erasure_verifier(settings)
         self.ready = asyncio.Event()  # set once positioned at the topic's end (caches emptied)
         self.forgotten = 0  # erasures applied to this process's key stores
         self.unreadable = 0  # records skipped for an error nobody foresaw (type logged, never the record)
@@ -93,6 +95,6 @@ class ErasureFollower:
             self.unreadable += 1
             log.warning("erasure record unreadable, skipped", error=type(exc).__name__)
             return
-        if event.family is Family.ERASURE and event.source == OPERATOR_SOURCE:
+        if event.family is Family.ERASURE and event.source == OPERATOR_SOURCE and self.verifier.verify(event):
             forget_everywhere([event.subject])
             self.forgotten += 1

@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import Family
+from contracts.events import erasure_statement
+from infra.config import get_settings
+from infra.signing import ErasureSigner, erasure_signer
 from producers.submission import Submission
 
 AUTHORITY = "131041"  # Shinjuku
@@ -131,12 +134,16 @@ def retention(pk: str, placement_id: str, **over: Any) -> Submission:
     return Submission(Family.RETENTION, _authority(data["site"][:6]), datetime.now(UTC), data)
 
 
-def erasure(pk: str, *, source: str = "/hub/operator") -> Submission:
-    """An ``ittai.erasure.v1`` as the hub's operator side publishes it (``erase_person``); another
-    ``source`` makes a forged one."""
+def erasure(pk: str, *, source: str = "/hub/operator", signer: ErasureSigner | None = None) -> Submission:
+    """An ``ittai.erasure.v1`` as the hub's operator side publishes it (``erase_person``), signed with the
+    local stack's operator key; another ``source`` or ``signer`` makes a forged one."""
     now = datetime.now(UTC)
     erasure_id = uuid.uuid4().hex
-    data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat()}
+    statement = erasure_statement(
+        event_id=erasure_id, subject=pk, source=source, person_key=pk, erasure_id=erasure_id, erased_at=now
+    )
+    signature = (signer or erasure_signer(get_settings())).sign(statement)
+    data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat(), "signature": signature}
     return Submission(Family.ERASURE, source, now, data, event_id=erasure_id)
 
 

@@ -19,6 +19,7 @@ from consumers.provenance import check_sources
 from consumers.runtime import Consumed, incoming
 from domain.feed_projection import plan_batch
 from infra.config import Settings
+from infra.signing import erasure_verifier
 
 
 class FeedProjection:
@@ -26,9 +27,11 @@ class FeedProjection:
 
     def __init__(self, settings: Settings) -> None:
         self.topics: Sequence[str] = settings.event_topics
+        self.erasure_verifier = erasure_verifier(settings)
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
-        batch, erased = erasures_in(batch)  # ittai.erasure.v1 (source re-checked), applied after the rest
+        # ittai.erasure.v1 (source and signature checked), applied after the rest
+        batch, erased = erasures_in(batch, self.erasure_verifier)
         if batch:
             check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
             events = [incoming(c) for c in batch]

@@ -31,6 +31,7 @@ from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure
 from infra.auth import OrgKind, Principal, Role
 from infra.config import Settings
 from infra.http import attach_keystore, create_app, current_principal, requires
+from infra.signing import erasure_signer_if_held
 
 PersonKeyPath = Annotated[
     str, Path(pattern=r"^[0-9a-f]{32}$", description="Pseudonymous person key (32 hex)")
@@ -313,6 +314,13 @@ async def erase(
             f"erasure is for operator organisations; {principal.organisation} is not one "
             "(the 'operate' role alone does not make a client an operator)",
         )
+    signer = request.app.state.erasure_signer
+    if signer is None:
+        return _refuse(
+            403,
+            "erasure is not enabled on this service: HUB_ERASURE_SIGNING_KEY (the operator's erasure key) "
+            "is not set here; use `hub erase` where it is",
+        )
     async with request.app.state.pool.acquire() as conn:
         result = await erase_person(
             conn,
@@ -320,6 +328,7 @@ async def erase(
             person_key,
             requested_by=f"api:{principal.client_id}",
             namespace=request.app.state.settings.topic_namespace,
+            signer=signer,
         )
     return {
         "person_key": person_key,
@@ -330,13 +339,19 @@ async def erase(
     }
 
 
+async def _attach_keys(app: FastAPI) -> None:
+    await attach_keystore(app)
+    # DELETE /persons signs the erasure it publishes: only where this process holds the operator's key.
+    app.state.erasure_signer = erasure_signer_if_held(app.state.settings)
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         "Ittai Hub — consented shared view",
         description="What an authority or a Hello Work office may see about its people, under their consent. "
         "Every read of personal data is recorded.",
         settings=settings,
-        on_startup=attach_keystore,
+        on_startup=_attach_keys,
         follows_erasures=True,
     )
     app.include_router(router)

@@ -22,11 +22,13 @@ import asyncpg
 
 from contracts.envelope import Event, Family, event_type, new_event_id
 from contracts.events import Erasure as ErasureData
+from contracts.events import erasure_statement
 from domain.provenance import OPERATOR_SOURCE
 from infra.crypto import KeyStore, forget_everywhere
 from infra.db import ACCEPTANCE_ERASURE_LOCK, ERASURE_LOCK
 from infra.logging import get_logger
 from infra.outbox_rows import insert_events
+from infra.signing import ErasureSigner
 
 log = get_logger("shared-view.erasure")
 
@@ -40,9 +42,20 @@ class Erasure:
     event_id: str  # the ittai.erasure.v1 event put in the outbox
 
 
-def erasure_event(person_key: str, at: datetime) -> Event[ErasureData]:
-    """The erasure as an event: the person key, an id and a time — nothing personal."""
+def erasure_event(person_key: str, at: datetime, signer: ErasureSigner) -> Event[ErasureData]:
+    """The erasure as an event: the person key, an id, a time and the operator's signature over them —
+    nothing personal."""
     erasure_id = new_event_id()
+    signature = signer.sign(
+        erasure_statement(
+            event_id=erasure_id,
+            subject=person_key,
+            source=OPERATOR_SOURCE,
+            person_key=person_key,
+            erasure_id=erasure_id,
+            erased_at=at,
+        )
+    )
     return Event(
         id=erasure_id,
         source=OPERATOR_SOURCE,
@@ -50,7 +63,7 @@ def erasure_event(person_key: str, at: datetime) -> Event[ErasureData]:
         subject=person_key,
         time=at,
         family=Family.ERASURE,
-        data=ErasureData(person_key=person_key, erasure_id=erasure_id, erased_at=at),
+        data=ErasureData(person_key=person_key, erasure_id=erasure_id, erased_at=at, signature=signature),
     )
 
 
@@ -61,6 +74,7 @@ async def erase_person(
     *,
     requested_by: str,
     namespace: str,
+    signer: ErasureSigner,
 ) -> Erasure:
     async with conn.transaction():
         # Waits for the batch in flight; later batches see the register and skip the person.
@@ -84,7 +98,7 @@ async def erase_person(
         )
         # Published again on a repeated erasure: harmless (every consumer applies it idempotently), and
         # the way to reach a process that was away.
-        event = erasure_event(person_key, datetime.now(UTC))
+        event = erasure_event(person_key, datetime.now(UTC), signer)
         await insert_events(conn, [event], origin="erasure", namespace=namespace)
     forget_everywhere([person_key])  # this process's key stores at once; the others follow the event
     log.info(

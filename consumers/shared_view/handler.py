@@ -46,6 +46,7 @@ from domain.shared_view import (
 )
 from infra.config import Settings
 from infra.crypto import KeyStore, Opener, UnfitBlock
+from infra.signing import erasure_verifier
 
 CONSUMER_NAME = "shared-view"
 
@@ -66,6 +67,7 @@ class SharedViewHandler:
         self.name = name
         self.topics: Sequence[str] = settings.event_topics
         self.keystore = keystore or KeyStore.from_settings(settings)
+        self.erasure_verifier = erasure_verifier(settings)
         self.today = today
         self.masked_events = 0  # events of erased people skipped (replays show them masked)
 
@@ -74,7 +76,7 @@ class SharedViewHandler:
         # erased person's rows before it could deadlock against an operator erasing that person again.
         await store.hold_erasure_lock(conn)
         # ittai.erasure.v1 (source re-checked) applied first: the register it writes makes the rest skip them
-        batch, erased = erasures_in(batch)
+        batch, erased = erasures_in(batch, self.erasure_verifier)
         if erased:
             await drop_erased(conn, erased)
         if not batch:

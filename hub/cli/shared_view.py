@@ -43,6 +43,7 @@ def erase(
     from infra.config import get_settings
     from infra.crypto import KeyStore
     from infra.runner import prepare
+    from infra.signing import erasure_signer
 
     async def _main() -> None:
         settings = get_settings()
@@ -55,6 +56,7 @@ def erase(
                     person,
                     requested_by=by,
                     namespace=settings.topic_namespace,
+                    signer=erasure_signer(settings),
                 )
         finally:
             await pool.close()
@@ -106,8 +108,36 @@ def replay_shared_view() -> None:
     asyncio.run(_main())
 
 
+def erasure_key(
+    new: Annotated[
+        bool, typer.Option("--new", help="Make a new key pair (the private key goes to your secret store)")
+    ] = False,
+) -> None:
+    """Print HUB_ERASURE_VERIFY_KEY, the public key of the operator's erasure key (HUB_ERASURE_SIGNING_KEY):
+    every consumer and key-holding service needs it; only the operator side holds the private key."""
+    from infra.config import get_settings
+    from infra.signing import new_signing_key, verify_key_of
+
+    if new:
+        private = new_signing_key()
+        out.print(f"HUB_ERASURE_SIGNING_KEY={private}", soft_wrap=True)
+        out.print(f"HUB_ERASURE_VERIFY_KEY={verify_key_of(private)}", soft_wrap=True)
+        return
+    settings = get_settings()
+    if settings.erasure_signing_key is None:
+        err.print("[red]HUB_ERASURE_SIGNING_KEY is not set here (hub erasure-key --new makes a pair)[/]")
+        raise typer.Exit(2)
+    try:
+        public = verify_key_of(settings.erasure_signing_key.get_secret_value())
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    out.print(f"HUB_ERASURE_VERIFY_KEY={public}", soft_wrap=True)
+
+
 def register(app: typer.Typer, run_app: typer.Typer) -> None:
     """Add this component's commands: top-level ones on ``app``, services on ``run_app`` (``hub run X``)."""
     run_app.command("shared-view")(run_shared_view)
     app.command("erase")(erase)
+    app.command("erasure-key")(erasure_key)
     app.add_typer(replay_app, name="replay", help="Rebuild a projection from the topics, from scratch")

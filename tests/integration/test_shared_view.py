@@ -35,6 +35,7 @@ from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.kafka import client_options
+from infra.signing import erasure_signer
 from producers.holders import ErasedMeanwhile
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
@@ -278,7 +279,12 @@ async def test_erasure_leaves_the_name_nowhere(
 
     async with pool.acquire() as conn:
         result = await erase_person(
-            conn, keystore, pk, requested_by="test", namespace=settings.topic_namespace
+            conn,
+            keystore,
+            pk,
+            requested_by="test",
+            namespace=settings.topic_namespace,
+            signer=erasure_signer(settings),
         )
         assert result.key_deleted and result.rows_deleted >= 4
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", pk) == 0

@@ -29,6 +29,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
 from infra.auth import AuthError, OrgKind, Role, add_client
 from infra.config import Settings
+from infra.signing import erasure_signer
 from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
@@ -324,7 +325,12 @@ async def test_nothing_is_accepted_about_an_erased_person(
     assert (await hub.post("office_1102", "registration", reg)).status_code == 202
     async with pool.acquire() as conn:
         await erase_person(
-            conn, KeyStore.from_settings(settings), q, requested_by="test", namespace=settings.topic_namespace
+            conn,
+            KeyStore.from_settings(settings),
+            q,
+            requested_by="test",
+            namespace=settings.topic_namespace,
+            signer=erasure_signer(settings),
         )
     placed_on = NOW.date().isoformat()
     late = factories.placement(q, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=placed_on).data
@@ -369,7 +375,7 @@ async def test_an_erasure_between_authorisation_and_commit_wins(
             async with pool.acquire() as other:
                 await erase_person(
                     other, KeyStore.from_settings(settings), q, requested_by="test",
-                    namespace=settings.topic_namespace,
+                    namespace=settings.topic_namespace, signer=erasure_signer(settings),
                 )  # fmt: skip
             erased.append(q)
         return await real_seal(*args, **kwargs)
@@ -447,7 +453,12 @@ async def test_the_trusted_path_refuses_outside_local_development_and_erased_peo
     await publish_submissions(settings, pool, stream, origin="test")
     async with pool.acquire() as conn:
         await erase_person(
-            conn, KeyStore.from_settings(settings), q, requested_by="test", namespace=settings.topic_namespace
+            conn,
+            KeyStore.from_settings(settings),
+            q,
+            requested_by="test",
+            namespace=settings.topic_namespace,
+            signer=erasure_signer(settings),
         )
     with pytest.raises(ErasedMeanwhile) as refused:
         await publish_submissions(settings, pool, [factories.placement(q)], origin="test")

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.catchup import end_offsets, run_until
 from consumers.feed.projection import FeedProjection
@@ -23,6 +25,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
+from infra.signing import ErasureSigner
 from infra.topics import ensure_topics
 from producers.holders import ErasedMeanwhile
 from producers.submission import Submission, to_event
@@ -202,3 +205,64 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
     await _catch_up(pool, settings)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM sv_consents WHERE person_key = $1", gone) == 0
+
+
+async def test_an_erasure_not_signed_by_the_operator_key_is_refused(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """A leaked Kafka password (the adapters' user may write the erasure topic: their in-process relays
+    publish every outbox row) lets its holder write an erasure under the operator's ``ce_source``. Only
+    the operator side's Ed25519 key signs an erasure, so each of these is dead-lettered by the shared view
+    and the feed, naming P9 and the signature, and the person stays:
+    signed with another key; a signature copied from a genuine erasure onto another person; a signature
+    of the right length that is no signature; and no signature at all (the contract requires one)."""
+    settings = isolated
+    other_key, copied, garbage, unsigned, gone = (factories.person_key() for _ in range(5))
+    kept = [other_key, copied, garbage, unsigned]
+    await _accept(
+        pool,
+        settings,
+        [sub for pk in [*kept, gone] for sub in (factories.registration(pk), factories.consent(pk))],
+    )
+    await _catch_up(pool, settings)
+    async with pool.acquire() as conn:
+        before = await conn.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE source_topic = $1", settings.topic(Family.ERASURE)
+        )
+    rogue = ErasureSigner(Ed25519PrivateKey.generate())
+    genuine_sub = factories.erasure(gone)
+    genuine = _raw(settings, to_event(genuine_sub, None))
+    forged = [
+        _raw(settings, to_event(factories.erasure(other_key, signer=rogue), None)),
+        _raw(settings, to_event(factories.erasure(copied), None), signature=genuine_sub.data["signature"]),
+        _raw(settings, to_event(factories.erasure(garbage), None), signature="A" * 86),
+    ]
+    no_signature = _raw(settings, to_event(factories.erasure(unsigned), None))
+    _topic, key, headers, value = no_signature
+    value = orjson.dumps({k: v for k, v in orjson.loads(value).items() if k != "signature"})
+    await _publish_raw(settings, [*forged, (_topic, key, headers, value), genuine])
+    await _catch_up(pool, settings)
+
+    async with pool.acquire() as conn:
+        for table in ("sv_persons", "sv_consents", "feed_consents"):
+            rows = {
+                pk: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk)
+                for pk in [*kept, gone]
+            }
+            assert rows[gone] == 0 and all(rows[pk] > 0 for pk in kept), (table, rows)
+        assert (
+            await conn.fetchval("SELECT count(*) FROM sv_erasures WHERE person_key = ANY($1::text[])", kept)
+            == 0
+        )
+        letters = await conn.fetch(
+            "SELECT consumer, reason FROM dead_letters WHERE source_topic = $1 ORDER BY id",
+            settings.topic(Family.ERASURE),
+        )
+    letters = letters[before:]
+    assert len(letters) == 8, [r["reason"] for r in letters]  # 4 forgeries x (shared view, feed)
+    assert {r["consumer"] for r in letters} == {"shared-view", "placement-feed"}
+    signed = [r["reason"] for r in letters if "P9: signature" in r["reason"]]
+    assert len(signed) == 6, [r["reason"] for r in letters]
+    assert all("signature" in r["reason"] for r in letters)
+    for reason in (r["reason"] for r in letters):
+        assert not any(pk in reason for pk in kept), reason

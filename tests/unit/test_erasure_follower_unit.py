@@ -4,9 +4,14 @@ a follower that stopped would leave every later erased person's key in the proce
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from contracts.envelope import encode
 from infra import erasure_follower
 from infra.config import Settings
+from infra.signing import ErasureSigner
+from producers.submission import to_event
+from tests import factories
 
 
 def test_an_unforeseen_error_on_one_record_skips_that_record_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,3 +22,15 @@ def test_an_unforeseen_error_on_one_record_skips_that_record_only(monkeypatch: p
     follower = erasure_follower.ErasureFollower(Settings())
     follower._apply(b"k", [], b"{}")
     assert follower.unreadable == 1 and follower.forgotten == 0
+
+
+def test_only_an_erasure_signed_by_the_operator_key_makes_the_process_forget() -> None:
+    """The follower checks the operator's signature as the consumers do: a forged erasure under the
+    operator's ``ce_source`` (a leaked Kafka password) does not empty this process's key caches."""
+    follower = erasure_follower.ErasureFollower(Settings(environment="local"))
+    rogue = ErasureSigner(Ed25519PrivateKey.generate())
+    pk = factories.person_key()
+    follower._apply(*encode(to_event(factories.erasure(pk, signer=rogue), None)))
+    assert follower.forgotten == 0
+    follower._apply(*encode(to_event(factories.erasure(pk), None)))
+    assert follower.forgotten == 1

@@ -1,0 +1,70 @@
+"""The operator's erasure key: the demo pair only on a local development stack; a verifier takes exactly
+the signatures of the configured key over exactly the erasure they were made for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from contracts.envelope import Event
+from infra.config import InsecureConfiguration, Settings
+from infra.signing import (
+    DEMO_ERASURE_SIGNING_KEY,
+    DEMO_ERASURE_VERIFY_KEY,
+    erasure_signer,
+    erasure_signer_if_held,
+    erasure_verifier,
+    new_signing_key,
+    verify_key_of,
+)
+from producers.submission import to_event
+from tests import factories
+
+
+def _production(tmp_path: Path, **keys: object) -> Settings:
+    return Settings(environment="production", stack_dir=tmp_path, **keys)  # type: ignore[arg-type]
+
+
+def _erasure(signing_key: str) -> Event:
+    signer = erasure_signer(Settings(environment="local", erasure_signing_key=SecretStr(signing_key)))
+    return to_event(factories.erasure(factories.person_key(), signer=signer), None)
+
+
+def test_outside_a_local_stack_the_demo_pair_or_none_refuses_to_start(tmp_path: Path) -> None:
+    for keys in ({}, {"erasure_signing_key": SecretStr(DEMO_ERASURE_SIGNING_KEY)}):
+        with pytest.raises(InsecureConfiguration, match="HUB_ERASURE_SIGNING_KEY"):
+            erasure_signer(_production(tmp_path, **keys))
+        assert erasure_signer_if_held(_production(tmp_path, **keys)) is None
+    for keys in ({}, {"erasure_verify_key": DEMO_ERASURE_VERIFY_KEY}):
+        with pytest.raises(InsecureConfiguration, match="HUB_ERASURE_VERIFY_KEY"):
+            erasure_verifier(_production(tmp_path, **keys))
+
+
+def test_a_verifier_takes_only_its_keys_signatures(tmp_path: Path) -> None:
+    operator = new_signing_key()
+    verifier = erasure_verifier(_production(tmp_path, erasure_verify_key=verify_key_of(operator)))
+    assert erasure_signer(_production(tmp_path, erasure_signing_key=SecretStr(operator))) is not None
+
+    assert verifier.verify(_erasure(operator))
+    assert not verifier.verify(_erasure(DEMO_ERASURE_SIGNING_KEY))
+    assert not verifier.verify(_erasure(new_signing_key()))
+
+
+def test_a_signature_covers_whom_and_when(tmp_path: Path) -> None:
+    operator = new_signing_key()
+    verifier = erasure_verifier(_production(tmp_path, erasure_verify_key=verify_key_of(operator)))
+    genuine = _erasure(operator)
+    other = factories.person_key()
+    data = genuine.data
+    for changed in (
+        genuine._replace(subject=other),
+        genuine._replace(id="0" * 32),
+        genuine._replace(source="/authorities/131041"),
+        genuine._replace(data=data.model_copy(update={"person_key": other})),
+        genuine._replace(data=data.model_copy(update={"erasure_id": "1" * 32})),
+        genuine._replace(data=data.model_copy(update={"erased_at": data.erased_at.replace(year=2020)})),
+    ):
+        assert not verifier.verify(changed)
+    assert verifier.verify(genuine)
