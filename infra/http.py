@@ -218,15 +218,20 @@ class LeanRoutes:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._routes: dict[str, tuple[frozenset[str], Callable[[Request], Awaitable[Any]]]] | None = None
-        self._limits: tuple[int, int] = app.state.body_limits
+        self._routes: dict[str, tuple[frozenset[str], ASGIApp]] | None = None
 
-    def _lean(self) -> dict[str, tuple[frozenset[str], Callable[[Request], Awaitable[Any]]]]:
+    def _lean(self) -> dict[str, tuple[frozenset[str], ASGIApp]]:
+        """Each lean route's methods and its endpoint behind the body limits, built once (the app's routes
+        are all added by its first request)."""
         if self._routes is None:
             from starlette.routing import Route
 
+            body_bytes, file_bytes = self.app.state.body_limits
             self._routes = {
-                r.path: (frozenset(r.methods or ()), r.endpoint)
+                r.path: (
+                    frozenset(r.methods or ()),
+                    BodyLimit(_Endpoint(self.app, r.endpoint), body_bytes=body_bytes, file_bytes=file_bytes),
+                )
                 for r in self.app.router.routes
                 if type(r) is Route and not r.include_in_schema and not r.param_convertors
             }
@@ -237,11 +242,7 @@ class LeanRoutes:
             found = self._lean().get(scope["path"])
             if found is not None and scope["method"] in found[0]:
                 scope["app"] = self.app
-                body_bytes, file_bytes = self._limits
-                limited = BodyLimit(
-                    _Endpoint(self.app, found[1]), body_bytes=body_bytes, file_bytes=file_bytes
-                )
-                await limited(scope, receive, send)
+                await found[1](scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -315,6 +316,10 @@ class BodyLimit:
             if int(declared) > limit:
                 await _answer(send, 413, too_large(limit))
                 return
+            # Within the limit as declared: the server's HTTP parser frames the body by this length, so
+            # no more than it can arrive, and there is nothing to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
 
