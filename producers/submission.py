@@ -133,7 +133,8 @@ def build_event(c: Checked, source: str, sealed: BaseModel | None) -> Event:
     """The contract's event from the validated input, with ``sealed`` in place of the clear block (no second
     validation: every field was validated and ``seal`` builds a valid block)."""
     model = MODELS[c.family]
-    values = dict(c.data.__dict__)  # every field's value (pydantic keeps no others there): the contract's names
+    # Every field's value, under the contract's names (pydantic keeps nothing else in ``__dict__``).
+    values = dict(c.data.__dict__)
     if c.personal is not None:
         values["personal"] = sealed
     data = model.model_construct(c.data.model_fields_set, **values)
