@@ -168,7 +168,10 @@ class KeyStore:
         """Data keys for these people, created where missing.
 
         Runs outside any transaction on purpose: a key cached here must be one that is committed, or a
-        rolled-back caller would leave events sealed under a key that no longer exists.
+        rolled-back caller would leave events sealed under a key that no longer exists. A person on the
+        erasure register gets a key that is never stored nor cached (the database refuses to store one,
+        migration 015): nothing sealed under it opens, and the accepting transaction's erasure fence
+        refuses their events.
         """
         if conn.is_in_transaction():
             raise RuntimeError("KeyStore.keys_for must not run inside a transaction")
@@ -188,6 +191,7 @@ class KeyStore:
                 del found[person]
                 self._cache.pop(person, None)
         wanted = [p for p in dict.fromkeys(person_keys) if p not in found]
+        unstored: dict[str, bytes] = {}  # people on the erasure register: a key that is never stored
         while wanted:  # again only if a key read back was deleted meanwhile (an erasure): made anew
             fresh = {p: AESGCM.generate_key(bit_length=256) for p in wanted}
             # One round trip for the usual case (all new): the keys this statement inserted are ours.
@@ -210,8 +214,16 @@ class KeyStore:
                 for row in rows:
                     found[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
             wanted = [p for p in wanted if p not in found]
+            if wanted:  # not stored and not there: erased (migration 015 stores no key for the erased)
+                erased = await conn.fetch(
+                    "SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted
+                )
+                for row in erased:
+                    unstored[row["person_key"]] = fresh[row["person_key"]]
+                wanted = [p for p in wanted if p not in unstored]
         self._remember(found, epoch)
-        return {p: found[p] for p in person_keys}
+        # What is sealed under an unstored key no key opens; the acceptance's erasure fence refuses it.
+        return {p: found[p] if p in found else unstored[p] for p in person_keys}
 
     async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
         """Data keys that still exist; erased people are simply absent.

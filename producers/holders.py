@@ -142,8 +142,9 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     between the two would let one request through. Here, in that transaction: the erasure lock shared
     (an erasure in flight holds it exclusively, so this waits for it to commit, and an erasure that
     starts later waits for this transaction), then the register, read by a statement that starts after
-    the lock is held. The caller leaves out every event of the people returned. A data key such a person
-    got meanwhile (sealing runs before this transaction) is deleted here: nothing sealed under it is kept."""
+    the lock is held. The caller leaves out every event of the people returned. No data key of theirs is
+    left to delete, whatever becomes of this transaction: one made before the erasure, the erasure
+    deleted; after it, none is stored (``KeyStore.keys_for``, migration 015)."""
     wanted = sorted(set(persons))
     if not wanted:
         return set()
@@ -151,6 +152,5 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
     erased = {r[0] for r in rows}
     if erased:
-        await conn.execute("DELETE FROM person_data_keys WHERE person_key = ANY($1::text[])", sorted(erased))
-        forget_everywhere(erased)  # and out of this process's memory
+        forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
     return erased
