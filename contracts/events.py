@@ -45,7 +45,9 @@ class Sealed(Contract):
     """Personal data sealed with the person's data key (AES-256-GCM, person key as associated data)."""
 
     alg: Literal["A256GCM"] = "A256GCM"
-    kid: str = Field(pattern=r"^pdk-[0-9a-f]{32}-\d+$", description="Data key id: pdk-<person key>-<version>")
+    kid: str = Field(
+        pattern=r"^pdk-[0-9a-f]{32}-[0-9]+$", description="Data key id: pdk-<person key>-<version>"
+    )
     nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{16}$", description="96-bit nonce, base64url")
     ct: str = Field(
         min_length=22,

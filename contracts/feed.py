@@ -99,8 +99,8 @@ class Change(_Model):
 class FeedRevision(_Model):
     """One revision of an authority's monthly placement feed."""
 
-    authority: str = Field(pattern=r"^\d{6}$")
-    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    authority: str = Field(pattern=r"^[0-9]{6}$")
+    month: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
     revision: int = Field(ge=1)
     horizon: datetime = Field(description="Counts events sent up to this instant")
     threshold: int = Field(ge=1, description="Small-cell threshold")

@@ -41,11 +41,13 @@ _ERAS = (
 )
 _ERA_BY_KEY = {e.name: e for e in _ERAS} | {e.letter: e for e in _ERAS}
 
-_ISO = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})")
-_KANJI_GREGORIAN = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日")
-_KANJI_ERA = re.compile(r"(令和|平成|昭和)(元|\d{1,2})年(\d{1,2})月(\d{1,2})日")
-_LETTER_ERA = re.compile(r"([RHS])(\d{1,2})\.(\d{1,2})\.(\d{1,2})")
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+# ASCII digits only (after NFKC, which folds full-width ones): Python's \d on str is any Unicode digit
+# (٢٠٢٤, ২০২৪), which NFKC leaves as they are and int() would read.
+_ISO = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})", re.ASCII)
+_KANJI_GREGORIAN = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日", re.ASCII)
+_KANJI_ERA = re.compile(r"(令和|平成|昭和)(元|\d{1,2})年(\d{1,2})月(\d{1,2})日", re.ASCII)
+_LETTER_ERA = re.compile(r"([RHS])(\d{1,2})\.(\d{1,2})\.(\d{1,2})", re.ASCII)
+_MONTH = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
 
 
 def _normalise(text: str) -> str:

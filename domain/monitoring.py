@@ -164,8 +164,8 @@ _SHOWN_HEADERS: dict[str, re.Pattern[str]] = {
     "ce_id": re.compile(r"^[0-9a-zA-Z_-]{1,64}$"),
     "ce_type": re.compile(r"^[a-z0-9][a-z0-9._-]{0,80}$"),
     "ce_source": re.compile(r"^/[a-z_]+(/[a-zA-Z0-9_.-]{1,40}){0,4}$"),
-    "ce_time": re.compile(r"^\d{4}-\d{2}-\d{2}T[0-9:.+\-Z]{5,30}$"),
-    "ce_specversion": re.compile(r"^\d\.\d$"),
+    "ce_time": re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+\-Z]{5,30}$"),
+    "ce_specversion": re.compile(r"^[0-9]\.[0-9]$"),
     "content-type": re.compile(r"^[a-z]+/[a-z0-9.+-]{1,40}$"),
     TRACEPARENT_HEADER: re.compile(TRACEPARENT_PATTERN),  # W3C trace context: ids only
 }

@@ -68,7 +68,7 @@ _GROUPS = (
 
 OCCUPATION_GROUPS: Mapping[str, OccupationGroup] = MappingProxyType({g.code: g for g in _GROUPS})
 
-_TWO_DIGITS = re.compile(r"\d{2}")
+_TWO_DIGITS = re.compile(r"[0-9]{2}")
 
 
 def validate_occupation_group(code: str, version: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import asyncpg
 
@@ -30,6 +31,12 @@ from infra.db import OUTBOX_CHANNEL
 from infra.logging import get_logger
 
 log = get_logger("console.deadletters")
+
+
+def _ascii_number(text: str | None) -> TypeGuard[str]:
+    """A dead letter's partition or offset header as the runtime writes it: ASCII digits (``str.isdigit``
+    is true of ``²`` and ``٣``, on which ``int()`` fails or reads another script)."""
+    return text is not None and 0 < len(text) <= 19 and text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,7 @@ class DeadLetterDesk:
                 source = dlq_header(headers, "dlq_source_topic")
                 part = dlq_header(headers, "dlq_source_partition")
                 offset = dlq_header(headers, "dlq_source_offset")
-                if not (consumer and source and part and offset and part.isdigit() and offset.isdigit()):
+                if not (consumer and source and _ascii_number(part) and _ascii_number(offset)):
                     continue  # not written by the runtime: nothing to redrive it to
                 located.append(
                     (

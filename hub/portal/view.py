@@ -95,7 +95,7 @@ CHANGE = {
     "published": N_("now published"),
     "added": N_("added"),
 }
-_RETENTION_NAME = re.compile(r"retention_(\d+)m_(cohort|employed|rate)")
+_RETENTION_NAME = re.compile(r"retention_([0-9]+)m_(cohort|employed|rate)")
 
 
 def category(dim: str, code: str) -> str:

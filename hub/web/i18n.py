@@ -13,6 +13,7 @@ JST; Japanese pages write them in the era calendar (和暦) as staff fill in the
 from __future__ import annotations
 
 import io
+import re
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from functools import cache
@@ -70,6 +71,9 @@ def use(lang: Lang) -> None:
     _current.set(lang)
 
 
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+
+
 def negotiate(request: Request, default: Lang | None) -> Lang:
     """The ``lang`` cookie, else ``default``, else the best of ``Accept-Language`` (English if none)."""
     chosen = request.cookies.get(LANG_COOKIE)
@@ -85,10 +89,9 @@ def negotiate(request: Request, default: Lang | None) -> Lang:
             continue
         q = 1.0
         if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
+            # RFC 9110's qvalue, ASCII only: float() would take "inf", "nan" and full-width "１".
+            text = params.strip()[2:]
+            q = float(text) if _QVALUE.fullmatch(text) else 0.0
         if q > best[0]:
             best = (q, primary)
     return best[1]

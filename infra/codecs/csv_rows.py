@@ -198,7 +198,7 @@ def _convert(column: Column, cell: str) -> Any:
         return _datetime(value)
     if column.kind is Kind.INT:
         digits = _MONTHS_SUFFIX.sub("", value)
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):  # str.isdigit() is true of ٣ and ²
             raise ValueError(f"{cell!r} is not a whole number")
         return int(digits)
     if column.kind is Kind.BOOL:

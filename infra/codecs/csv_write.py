@@ -70,7 +70,7 @@ def write_csv(
 # (=HYPERLINK(…) as an employer's name): such cells get a leading apostrophe, which spreadsheets show as
 # text and do not display (OWASP "CSV injection"). Plain numbers ("-3", "+1.5") are left as they are.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
 def safe_cell(value: str) -> str:
