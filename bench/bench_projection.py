@@ -13,8 +13,13 @@ What is measured:
    would take hours); its rate is what it would do on all of them.
 3. **projection** — ``SharedViewHandler`` on the hub's ``ConsumerRuntime``, from offset zero to the end.
 4. **replay** — ``hub replay shared-view`` (empty the view, rebuild from the topics).
+5. **projection, 2 processes** — the view emptied again, then two projection processes in one consumer
+   group, splitting the topics' partitions (``--processes 2``; a person's events share a partition number
+   on every topic, and two members of a round-robin group over six partitions each take the same numbers
+   of every topic, so one person's rows are written by one process). Its view must equal the others.
 
-Projection and replay run in child processes so each reports its own peak memory (``ru_maxrss``).
+Each phase runs in child processes so each reports its own peak memory (``VmHWM``), its CPU, and the CPU
+of its PostgreSQL sessions (read from ``/proc``: the server runs on this machine).
 The stream comes from ``devtools.simulator``, sealed with real per-person keys, produced straight to a
 bench topic namespace with aiokafka (the outbox is not what is measured), into a ``ittai_bench``
 database created afresh.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -176,7 +182,7 @@ async def naive_rate(settings: Settings, pool: asyncpg.Pool, limit: int) -> floa
 
     @broker.subscriber(
         *settings.event_topics,
-        group_id=f"naive-{settings.topic_namespace}",
+        group_id=f"naive-{uuid.uuid4().hex[:8]}",  # afresh each run: --reuse reads the stream again
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK,  # commit after every message
     )
@@ -207,9 +213,47 @@ async def naive_rate(settings: Settings, pool: asyncpg.Pool, limit: int) -> floa
 
 
 def child(phase: str, settings: Settings) -> dict[str, Any]:
-    env_args = [sys.executable, __file__, "--phase", phase, "--namespace", settings.topic_namespace]
-    result = subprocess.run(env_args, check=True, capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return children(phase, settings, 1)
+
+
+def children(phase: str, settings: Settings, processes: int) -> dict[str, Any]:
+    """Run ``phase`` in ``processes`` child processes at once; their figures together (the wall time from
+    the first one's start to the last one's end; CPU summed; the highest peak)."""
+    args = [sys.executable, __file__, "--phase", phase, "--namespace", settings.topic_namespace]
+    running = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    results = []
+    for proc in running:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"phase {phase} failed (exit {proc.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    last = results[-1]
+    return {
+        **last,
+        "events": results[0]["events"],
+        "seconds": max(r["ended"] for r in results) - min(r["started"] for r in results),
+        "cpu": sum(r["cpu"] for r in results),
+        "server_cpu": sum(r["server_cpu"] for r in results),
+        "peak_mib": max(r["peak_mib"] for r in results),
+    }
+
+
+async def server_cpu(pool: asyncpg.Pool) -> float:
+    """CPU seconds used so far by this database's client sessions (the server runs on this machine; a
+    session that ended in between is not counted)."""
+    pids = await pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+    )
+    return sum(_process_cpu(r["pid"]) for r in pids)
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:  # a session that ended in between
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
@@ -217,7 +261,8 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
     pool = await create_pool(settings, max_size=4)
     try:
         handler = SharedViewHandler(settings)
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu, server = time.perf_counter(), time.process_time(), await server_cpu(pool)
+        wall_start = time.time()
         if phase == "project":
             ends = await end_offsets(settings, handler.topics)
             await run_until(ConsumerRuntime(handler, settings, pool, role="bench"), pool, ends)
@@ -226,6 +271,8 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
             result = await replay(settings, pool, handler=handler)
             events = result.events
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        server = await server_cpu(pool) - server
+        wall_end = time.time()
         async with pool.acquire() as conn:
             persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
             held = await conn.fetchval(
@@ -241,6 +288,9 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
             "events": events,
             "seconds": seconds,
             "cpu": cpu,
+            "server_cpu": server,
+            "started": wall_start,
+            "ended": wall_end,
             "peak_mib": peak_mib(),
             "persons": persons,
             "held": held,
@@ -280,20 +330,38 @@ async def main(args: argparse.Namespace) -> None:
     rate = projected["events"] / projected["seconds"]
     print(
         f"shared-view projection   {rate:>10,.0f} events/s  ({projected['events']:,} in {projected['seconds']:.1f} s, "
-        f"{projected['cpu']:.1f} s of the consumer's CPU, peak {projected['peak_mib']:.0f} MiB; "
+        f"{_cpu(projected)}, peak {projected['peak_mib']:.0f} MiB; "
         f"{projected['persons']:,} people in view, {projected['held']:,} held)"
     )
     replayed = child("replay", settings)
     print(
         f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
-        f"({replayed['events']:,} in {replayed['seconds']:.1f} s, {replayed['cpu']:.1f} s of CPU, "
+        f"({replayed['events']:,} in {replayed['seconds']:.1f} s, {_cpu(replayed)}, "
         f"peak {replayed['peak_mib']:.0f} MiB)"
     )
     same = "equal" if replayed["digest"] == projected["digest"] else "DIFFERENT"
     print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
+    if args.processes > 1:
+        await reset_database(settings)
+        split = children("project", settings, args.processes)
+        split_rate = split["events"] / split["seconds"]
+        print(
+            f"projection, {args.processes} processes {split_rate:>10,.0f} events/s  "
+            f"({split['seconds']:.1f} s, {_cpu(split)}; x{split_rate / rate:.2f} of 1 process)"
+        )
+        same = "equal" if split["digest"] == projected["digest"] else "DIFFERENT"
+        print(f"{args.processes}-process view vs projected view: {same}")
     print(f"projection / naive  = {rate / naive:6.1f}x   (target >= 10x)")
-    print(f"projection / raw    = {rate / raw:6.2f}    (heading for 0.25)")
+    print(f"projection / raw    = {rate / raw:6.2f}    (must >= 0.15, aim 0.25)")
     print(f"bench driver peak memory {peak_mib():.0f} MiB")
+
+
+def _cpu(phase: dict[str, Any]) -> str:
+    per = 1e6 / phase["events"]
+    return (
+        f"CPU {phase['cpu']:.1f} s consumer ({phase['cpu'] * per:.0f} us/event) + "
+        f"{phase['server_cpu']:.1f} s PostgreSQL ({phase['server_cpu'] * per:.0f} us/event)"
+    )
 
 
 if __name__ == "__main__":
@@ -301,6 +369,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--reuse", metavar="NAMESPACE", help="measure again on a namespace produced earlier")
     parser.add_argument("--naive", type=int, default=30_000, help="messages the naive subscriber is timed on")
+    parser.add_argument("--processes", type=int, default=2, help="projection processes in the scaling phase")
     parser.add_argument("--phase", choices=["project", "replay"], help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
