@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -129,6 +129,9 @@ SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)
 """
 
 
+_YIELD_EVERY = 256  # records decoded between two turns of the event loop (a few milliseconds)
+
+
 class HandlerRejected(Exception):
     """Raised by a handler for an event it can never apply; the event is dead-lettered with ``reason``."""
 
@@ -172,9 +175,29 @@ class _RestorePositions(ConsumerRebalanceListener):
         await self._runtime.restore_positions(self._consumer, assigned)
 
 
+# Per partition of a batch: (topic, partition) → (its first offset, its last record). Positions and Kafka
+# commits are computed from these, once per partition, not once per record.
+Spans = dict[tuple[str, int], tuple[int, ConsumerRecord]]
+
+
+def spans_of(records: Iterable[ConsumerRecord]) -> Spans:
+    """The spans of records in any order (``getmany`` gives each partition's in order: ``_fetched_spans``)."""
+    spans: Spans = {}
+    for rec in records:
+        tp = (rec.topic, rec.partition)
+        span = spans.get(tp)
+        if span is None:
+            spans[tp] = (rec.offset, rec)
+        else:
+            first, last = span
+            spans[tp] = (min(first, rec.offset), rec if rec.offset > last.offset else last)
+    return spans
+
+
 @dataclass
 class _Batch:
     records: list[ConsumerRecord]
+    spans: Spans
     good: list[Consumed]
     poison: list[DeadLetter]
     started: float
@@ -203,6 +226,10 @@ class ConsumerRuntime:
         self._deadletters = DeadLetterPublisher(settings, consumer=handler.name)
         self._stop = asyncio.Event()
         self._inflight: asyncio.Task[None] | None = None
+        # Kafka commits (for lag tools only) go on beside the pipeline: the newest offset per partition
+        # waits here, and one task at a time sends them, so no batch waits for the broker's answer.
+        self._kafka_pending: dict[TopicPartition, int] = {}
+        self._kafka_commits: asyncio.Task[None] | None = None
         # aiokafka runs rebalance callbacks in its coordinator task, at any moment, not inside getmany.
         # ``_hand`` is held from "records in hand" until "their batch is scheduled"; a rebalance takes
         # it too, so it sees every batch either not started or committed. ``_generation`` changes on
@@ -226,7 +253,8 @@ class ConsumerRuntime:
         log.info("consumer started", consumer=self.handler.name, topics=list(self.handler.topics))
         try:
             # Two-stage pipeline: batch N commits in PostgreSQL (a task) while batch N+1 is fetched and
-            # decoded here, so decoding (our CPU) overlaps the database's work on the other core.
+            # decoded here, so decoding (our CPU) overlaps the database's work on the other core. The
+            # decoding yields to the loop now and then, so the commit's round trips go on meanwhile.
             while not self._stop.is_set():
                 generation = self._generation
                 fetched = await self._consumer.getmany(
@@ -237,7 +265,7 @@ class ConsumerRuntime:
                     if records and generation != self._generation:
                         self._rewind(records)
                         records = []
-                    batch = self._decode(records) if records else None
+                    batch = await self._decode(records, _fetched_spans(fetched)) if records else None
                     await self.flush()
                     if self._stale:
                         await self._resync()
@@ -250,6 +278,9 @@ class ConsumerRuntime:
         finally:
             if self._inflight is not None and not self._inflight.done():
                 self._inflight.cancel()  # only on an error path: uncommitted work is redelivered
+            if self._kafka_commits is not None:  # the last positions, for lag tools; never a hang
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(self._kafka_commits, timeout=5)
             await self._consumer.stop()
             await self._deadletters.stop()
             log.info(
@@ -314,6 +345,8 @@ class ConsumerRuntime:
         async with self._hand:
             await self.flush()
             self._generation += 1
+            # offsets of partitions now someone else's are not this member's to commit
+            self._kafka_pending = {tp: o for tp, o in self._kafka_pending.items() if tp in assigned}
             await self._seek_to_stored(consumer, assigned)
 
     async def _seek_to_stored(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
@@ -345,11 +378,13 @@ class ConsumerRuntime:
         if inflight is not None:
             await inflight
 
-    def _decode(self, records: list[ConsumerRecord]) -> _Batch:
-        batch = _Batch(records=records, good=[], poison=[], started=time.perf_counter())
+    async def _decode(self, records: list[ConsumerRecord], spans: Spans) -> _Batch:
+        batch = _Batch(records=records, spans=spans, good=[], poison=[], started=time.perf_counter())
         dropped: list[str] = []  # why a record's trace context was dropped (the event is applied)
         first: ConsumerRecord | None = None
-        for rec in records:
+        for i, rec in enumerate(records):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let the batch in flight take its next step in PostgreSQL
             before = len(dropped)
             try:
                 event = decode(rec.key, rec.headers, rec.value, fast=True, dropped=dropped)
@@ -374,7 +409,7 @@ class ConsumerRuntime:
         try:
             try:
                 await self._with_retry(
-                    partial(self._commit_batch, batch.good, batch.poison, records, batch.published)
+                    partial(self._commit_batch, batch.good, batch.poison, batch.spans, batch.published)
                 )
             except EVENT_ERRORS:
                 await self._isolate(batch, batch.records)
@@ -387,13 +422,13 @@ class ConsumerRuntime:
         self.dead_lettered += len(batch.poison)
         metrics.EVENTS_CONSUMED.labels(self.handler.name).inc(len(records))
         metrics.BATCH_SECONDS.labels(self.handler.name).observe(time.perf_counter() - batch.started)
-        await self._commit_kafka(records)
+        self._commit_kafka(batch.spans)
 
     async def _commit_batch(
         self,
         good: Sequence[Consumed],
         poison: Sequence[DeadLetter],
-        records: Sequence[ConsumerRecord],
+        spans: Spans,
         published: set[tuple[str, int, int]] | None = None,
     ) -> None:
         unpublished = [
@@ -418,7 +453,7 @@ class ConsumerRuntime:
                     await self.handler.handle(conn, good)
                 if poison:
                     await self._deadletters.register(conn, poison)
-                await self._save_positions(conn, records)
+                await self._save_positions(conn, spans)
 
     async def _isolate(self, batch: _Batch, records: list[ConsumerRecord]) -> None:
         """Find the events of ``records`` that cannot be applied and dead-letter only those.
@@ -433,7 +468,9 @@ class ConsumerRuntime:
         good = [by_offset[k] for k in keys if k in by_offset]
         letters = [poison[k] for k in keys if k in poison]
         try:
-            await self._with_retry(partial(self._commit_batch, good, letters, records, batch.published))
+            await self._with_retry(
+                partial(self._commit_batch, good, letters, spans_of(records), batch.published)
+            )
             return
         except EVENT_ERRORS as exc:
             if len(records) > 1:
@@ -444,58 +481,57 @@ class ConsumerRuntime:
             reason = rejection_reason(exc)
         rec = records[0]
         letter = DeadLetter.of(rec, reason)
-        await self._with_retry(partial(self._commit_batch, [], [letter], [rec]))
+        await self._with_retry(partial(self._commit_batch, [], [letter], spans_of([rec])))
         consumed = by_offset.get(keys[0])
         if consumed is not None:
             batch.good.remove(consumed)
             batch.poison.append(letter)
 
-    async def _save_positions(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> None:
-        """Advance the stored positions past ``records`` — only where they still start at or after them.
+    async def _save_positions(self, conn: asyncpg.Connection, spans: Spans) -> None:
+        """Advance the stored positions past the batch's ``spans`` — only where they still start at or
+        after them.
 
         The stored position is a fencing token: a member that lost its partitions in a rebalance (or a
         zombie that missed one) finds the position already moved past its batch, and its whole
         transaction rolls back (``StaleBatch``) instead of applying those events a second time.
         """
-        first: dict[tuple[str, int], int] = {}
-        last: dict[tuple[str, int], ConsumerRecord] = {}
-        for rec in records:
-            tp = (rec.topic, rec.partition)
-            first[tp] = min(first.get(tp, rec.offset), rec.offset)
-            if tp not in last or rec.offset > last[tp].offset:
-                last[tp] = rec
         advanced = await conn.fetchval(
             _ADVANCE_POSITIONS,
             self.handler.name,
-            [t for t, _ in last],
-            [p for _, p in last],
-            [first[tp] for tp in last],
-            [rec.offset + 1 for rec in last.values()],
-            [_record_time(rec) for rec in last.values()],
+            [t for t, _ in spans],
+            [p for _, p in spans],
+            [first for first, _ in spans.values()],
+            [last.offset + 1 for _, last in spans.values()],
+            [_record_time(last) for _, last in spans.values()],
         )
-        if advanced != len(last):
+        if advanced != len(spans):
             rows = await conn.fetch(
                 "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
                 self.handler.name,
             )
             stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
             behind = [
-                f"{t}[{p}] batch starts at {first[(t, p)]}, stored position {stored.get((t, p))}"
-                for t, p in last
-                if stored.get((t, p), -1) > first[(t, p)]
+                f"{t}[{p}] batch starts at {first}, stored position {stored.get((t, p))}"
+                for (t, p), (first, _) in spans.items()
+                if stored.get((t, p), -1) > first
             ]
             raise StaleBatch("already advanced by another member: " + "; ".join(behind))
 
-    async def _commit_kafka(self, records: Sequence[ConsumerRecord]) -> None:
+    def _commit_kafka(self, spans: Spans) -> None:
+        """Have Kafka's committed offsets follow the stored positions, without waiting for it."""
+        for (topic, partition), (_, last) in spans.items():
+            self._kafka_pending[TopicPartition(topic, partition)] = last.offset + 1
+        if self._kafka_commits is None or self._kafka_commits.done():
+            self._kafka_commits = asyncio.create_task(self._send_kafka_commits())
+
+    async def _send_kafka_commits(self) -> None:
         assert self._consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:  # positions are in PostgreSQL; this commit only feeds lag tools
-            log.info("kafka commit skipped", consumer=self.handler.name, error=type(exc).__name__)
+        while self._kafka_pending:
+            offsets, self._kafka_pending = self._kafka_pending, {}
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as exc:  # positions are in PostgreSQL; this commit only feeds lag tools
+                log.info("kafka commit skipped", consumer=self.handler.name, error=type(exc).__name__)
 
     # -- retry ---------------------------------------------------------------------------------
 
@@ -551,6 +587,11 @@ def _component(exc: BaseException) -> str:
     if isinstance(exc, LeadershipLost):
         return "leadership"
     return "database"
+
+
+def _fetched_spans(fetched: dict[TopicPartition, list[ConsumerRecord]]) -> Spans:
+    """The spans of what ``getmany`` returned: each partition's records in offset order."""
+    return {(tp.topic, tp.partition): (part[0].offset, part[-1]) for tp, part in fetched.items() if part}
 
 
 def _record_time(rec: ConsumerRecord) -> datetime | None:

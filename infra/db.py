@@ -36,15 +36,22 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _json_bytes(value: Any) -> bytes:
+    """A json value as its wire bytes: ``bytes`` are JSON text already (a record's value, stored verbatim;
+    PostgreSQL validates it), anything else is serialised by orjson."""
+    return value if type(value) is bytes else orjson.dumps(value)
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """json/jsonb columns read and write Python objects (orjson does the text)."""
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename,
-            encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
+    """json/jsonb columns read and write Python objects (orjson does the text). json goes in binary format,
+    which for json is its text: so a binary ``COPY`` can write a json column (asyncpg has no binary json
+    codec of its own), and bytes given for json are taken as JSON text."""
+    await conn.set_type_codec(
+        "json", encoder=_json_bytes, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
 
 
 async def connect(settings: Settings | None = None) -> asyncpg.Connection:

@@ -27,7 +27,16 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from contracts import wire
-from contracts.envelope import MODELS, Event, Family, PoisonMessage, decode, encode
+from contracts.envelope import (
+    MODELS,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    Event,
+    Family,
+    PoisonMessage,
+    decode,
+    encode,
+)
 from devtools.simulator import SimulationConfig, simulate
 from producers.submission import to_event
 from tests import factories
@@ -420,3 +429,102 @@ def test_fuzz_headers_a_value_checked_once_is_judged_the_same_every_time(
         _verdict(sample, list(encode(sample)[1]))  # every valid value of the stream remembered
     assert _verdict(event, headers) == cold
     assert _verdict(event, headers) == cold
+
+
+# --- hypothesis: the canonical-record path judges every envelope as the whole way does ---------------
+
+_TIMES = st.sampled_from(
+    [
+        b"2025-04-01T09:00:00+09:00",
+        b"2025-04-01T09:00:00.123456+09:00",
+        b"2025-04-01T09:00:00.1234567+09:00",
+        b"2025-04-01T09:00:00Z",
+        b"2025-04-01T09:00:00",
+        b"2025-04-01 09:00:00+09:00",
+        b"2025-04-01\x0009:00:00+09:00",  # Python's fromisoformat takes any separator, the envelope does not
+        b"2025-04-01\n09:00:00+09:00",
+        b"2025-04-01T09:00:00+24:00",
+        b"2025-04-01T09:00:00+09:00\n",
+        b"2025-04-01T25:00:00+09:00",
+        b"2025-02-30T09:00:00+09:00",
+        b"20250401T090000+0900",
+        "2025-04-01T09:00:00＋09:00".encode(),
+    ]
+)
+_ENVELOPE_NAMES = [
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_subject",
+    "ce_time",
+    "content-type",
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    "ce_other",
+]
+
+
+@st.composite
+def _hostile_envelopes(
+    draw: st.DrawFn, samples: dict[Family, list[Event]]
+) -> tuple[bytes | None, list[Any], bytes | None]:
+    family = draw(st.sampled_from(sorted(samples)))
+    event = draw(st.sampled_from(samples[family]))
+    key: bytes | None
+    key, headers, value = encode(event)
+    out: list[Any] = list(headers)
+    if draw(st.booleans()):
+        out.append((TRACEPARENT_HEADER, b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+    if draw(st.booleans()):
+        time = draw(_TIMES)
+        out = [(n, time if n == "ce_time" else v) for n, v in out]
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        name = draw(st.sampled_from(_ENVELOPE_NAMES))
+        action = draw(st.sampled_from(["replace", "repeat", "drop", "tweak"]))
+        given_value = draw(_TIMES if name == "ce_time" and draw(st.booleans()) else _HEADER_VALUES)
+        if action == "tweak":
+            current = dict(out).get(name)
+            if isinstance(current, bytes) and current:
+                given_value = draw(_tweaks(current.decode(errors="replace"))).encode()
+        if action in ("replace", "tweak"):
+            out = [(n, given_value if n == name else v) for n, v in out]
+        elif action == "repeat":
+            out.append((name, given_value))
+        else:
+            out = [(n, v) for n, v in out if n != name]
+    which = draw(st.sampled_from(["same", "same", "none", "other", "subject-of-another"]))
+    if which == "none":
+        key = None
+    elif which == "other":
+        key = draw(_HEADER_VALUES)
+    elif which == "subject-of-another":
+        other = draw(st.sampled_from(samples[family]))
+        key = other.subject.encode()
+        out = [(n, key if n == "ce_subject" else v) for n, v in out]
+    if draw(st.integers(min_value=0, max_value=4)) == 0:
+        value = draw(st.sampled_from([None, b"", b"{}", b"null", value + b" ", value[:-1]]))
+    return key, out, value
+
+
+def _judged(key: bytes | None, headers: list[Any], value: bytes | None, *, fast: bool) -> tuple[str, Any]:
+    dropped: list[str] = []
+    try:
+        event = decode(key, headers, value, fast=fast, dropped=dropped)
+    except PoisonMessage as poison:
+        return "refused", poison.reason
+    fields = {f: getattr(event, f) for f in Event._fields if f != "data"}
+    fields["time"] = (event.time.isoformat(), event.time.utcoffset())
+    return "accepted", (fields, _plain(event.data), dropped)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_hostile_envelopes(_fuzz_samples()))
+def test_fuzz_envelopes_the_fast_path_judges_as_the_contract(
+    case: tuple[bytes | None, list[Any], bytes | None],
+) -> None:
+    """``decode(fast=True)`` (what the runtime calls) first tries the record as ``encode`` writes it, in a
+    few C calls. Over hostile keys, headers (times with control characters among them) and values it
+    must give the verdict of the whole way: the same event, or the same reason."""
+    key, headers, value = case
+    assert _judged(key, headers, value, fast=True) == _judged(key, headers, value, fast=False)

@@ -1,0 +1,61 @@
+"""The event log's batch write: every event once, its JSON exactly as it travelled.
+
+A batch normally goes in with one COPY; an id already there (a relay re-send), or twice in the batch,
+takes the other way in. Either way the log holds each event once, with the first record's position.
+"""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+
+from consumers.event_log import EventLogHandler
+from consumers.runtime import Consumed
+from contracts.envelope import decode, encode
+from infra.config import Settings
+from producers.submission import to_event
+from tests import factories
+
+
+def _consumed(settings: Settings, pk: str, offset: int) -> Consumed:
+    event = to_event(factories.referral(pk), os.urandom(32))
+    key, headers, value = encode(event)
+    return Consumed(decode(key, headers, value, fast=True), settings.topic(event.family), 0, offset, value)
+
+
+async def _rows(conn: asyncpg.Connection, ids: list[str]) -> dict[str, tuple[int, str]]:
+    rows = await conn.fetch(
+        'SELECT event_id, "offset", data::text AS data FROM event_log WHERE event_id = ANY($1::text[])', ids
+    )
+    return {r["event_id"]: (r["offset"], r["data"]) for r in rows}
+
+
+async def test_each_event_is_logged_once_verbatim(pool: asyncpg.Pool, settings: Settings) -> None:
+    handler = EventLogHandler(settings)
+    pk = factories.person_key()
+    first, second, third = (_consumed(settings, pk, offset) for offset in (1, 2, 3))
+    # the same event with its JSON spaced out: what is stored is the record's own bytes
+    spaced = first.value.replace(b'":', b'" :\n\t')
+    assert spaced != first.value
+    first = first._replace(value=spaced)
+    ids = [first.event.id, second.event.id, third.event.id]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await handler.handle(conn, [first, second])
+        assert await _rows(conn, ids) == {ids[0]: (1, spaced.decode()), ids[1]: (2, second.value.decode())}
+
+        # re-sent: the first again at a later offset, beside a new one and a repeat within the batch
+        async with conn.transaction():
+            await handler.handle(conn, [first._replace(offset=7), third, third._replace(offset=8)])
+        assert await _rows(conn, ids) == {
+            ids[0]: (1, spaced.decode()),
+            ids[1]: (2, second.value.decode()),
+            ids[2]: (3, third.value.decode()),
+        }
+
+        # only repeats within one batch, none in the log yet
+        fourth = _consumed(settings, pk, 9)
+        async with conn.transaction():
+            await handler.handle(conn, [fourth, fourth._replace(offset=10)])
+        assert await _rows(conn, [fourth.event.id]) == {fourth.event.id: (9, fourth.value.decode())}
