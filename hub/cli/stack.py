@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devtools import stack
-from devtools.stack import cluster, postgres
+from devtools.stack import cluster, namespaces, postgres
 from devtools.stack import secure as secure_stack
 from hub.cli.options import whole_argument, whole_option
 from infra.config import get_settings
@@ -162,6 +162,17 @@ def down() -> None:
     except stack.StackError as exc:
         raise _fail(exc) from None
     out.print("Stack stopped.")
+
+
+@stack_app.command()
+def sweep() -> None:
+    """Delete the topic namespaces and databases leased to test sessions and benches that no longer run
+    (`.stack/namespaces/`); a session or bench does this when it starts. Nothing unleased is touched."""
+    swept = asyncio.run(namespaces.sweep(get_settings()))
+    for lease in swept:
+        made = f", database {lease.database}" if lease.database else ""
+        out.print(f"swept {lease.namespace}.* (process {lease.pid}, made {lease.created}{made})")
+    out.print(f"{len(swept)} namespace(s) of finished runs swept.")
 
 
 @stack_app.command()

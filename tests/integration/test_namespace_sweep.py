@@ -164,3 +164,22 @@ async def test_every_namespace_a_session_makes_is_leased_to_it(
     assert mine[settings.topic_namespace].database == settings.pg_database
     assert module.topic_namespace in mine
     assert namespaces.owner_alive(mine[module.topic_namespace])
+
+
+async def test_hub_stack_sweep_sweeps_what_dead_runs_left(
+    pool: asyncpg.Pool, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    left = _own(settings, tmp_path, "s")
+    namespaces.claim(left, pid=await _dead_pid())  # as a killed run left it
+    with monkeypatch.context() as m:
+        m.setattr(topics, "namespace_observers", [])
+        await ensure_topics(left)
+    env = {**os.environ, "HUB_STACK_DIR": str(tmp_path), "HUB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub.cli", "stack", "sweep", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert f"swept {left.topic_namespace}.*" in out.decode()
+    assert await _gone(settings, left.topic_namespace)
+    assert namespaces.leases(left) == []
