@@ -123,7 +123,7 @@ def _dead_letter_routes(app: FastAPI) -> None:
             raise AuthError(400, "op: unknown action (expected redrive or discard)")
         if which == "selected":
             ids = list(selected or [])
-        elif which.isdigit():
+        elif which.isascii() and which.isdigit() and len(which) <= 18:  # a bigint id; isdigit() takes ² and ٣
             ids = [int(which)]
         else:
             raise AuthError(400, f"op: expected '{action}:selected' or '{action}:<letter id>'")

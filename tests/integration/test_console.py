@@ -232,6 +232,20 @@ async def test_redrive_and_discard_are_recorded_once(
         )
 
 
+async def test_a_letter_id_is_ascii_digits(ready: asyncpg.Pool, console: RunningConsole) -> None:
+    """``str.isdigit()`` is true of ``²`` (on which ``int()`` fails: a 500) and ``٣`` (read as 3), and a
+    30-digit id overflowed the database's bigint: each is refused (400), naming the field, not echoed."""
+    operator = await _client(ready, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await http.get("/dead-letters")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        for which in ["²", "٣", "１", "9" * 30, "9" * 5000]:
+            refused = await http.post("/dead-letters", data={"op": f"redrive:{which}", "csrf": csrf})
+            assert refused.status_code == 400, (which[:5], refused.status_code)
+            assert "op: expected" in refused.json()["error"] and which not in refused.text
+
+
 async def test_missing_views_read_as_not_available(ready: asyncpg.Pool) -> None:
     async with ready.acquire() as conn:
         assert await optional(lambda: conn.fetch("SELECT * FROM v_view_that_does_not_exist")) is None
