@@ -1,6 +1,7 @@
-"""The audit's LP-free certificate (domain.disclosure): a hidden cell the rectangle check calls safe is
-safe by the exact linear programs too, on any layout and any set of hidden cells; and suppression
-gives the same decisions whichever cells the certificate spared from the solver."""
+"""The audit's LP-free certificates (domain.disclosure): a hidden cell the rectangle check or the
+null-space check calls safe is safe by the exact linear programs too, on any layout and any set of
+hidden cells (margins included); and suppression gives the same decisions whichever cells the
+certificates spared from the solver."""
 
 from __future__ import annotations
 
@@ -57,6 +58,33 @@ def test_a_cell_the_rectangle_check_calls_safe_is_safe_by_the_exact_lp(
                 assert d._breach(lo, hi, threshold) is None, (sorted(q), lo, hi)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(counts, st.integers(2, 5), st.data())
+def test_a_cell_the_null_space_check_calls_safe_is_safe_by_the_exact_lp(
+    cells: dict[tuple[str, ...], int], threshold: int, data: st.DataObject
+) -> None:
+    tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
+    s = d._structure(tables)
+    every = sorted(s.value, key=lambda q: repr(sorted(q)))
+    hidden = set(data.draw(st.lists(st.sampled_from(every), min_size=2, unique=True)))
+    d._close_lines(s, hidden)  # as suppression hands the audit its hidden cells
+    for comp in d._components(s, hidden):
+        certified = d._safe_by_null_space(s, comp, threshold, set())
+        _CERTIFIED.append(len(certified))
+        for i, q in enumerate(comp.members):
+            if q in certified:
+                lo, hi = _exact_range(comp, i)
+                assert d._breach(lo, hi, threshold) is None, (sorted(q), lo, hi)
+
+
+_CERTIFIED: list[int] = []
+
+
+def test_the_null_space_check_certified_cells_above() -> None:
+    # Runs after the property above (file order): the property was not vacuous.
+    assert sum(_CERTIFIED) > 100
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(counts, st.integers(2, 5))
 def test_suppression_decides_the_same_with_and_without_the_certificate(
@@ -64,11 +92,12 @@ def test_suppression_decides_the_same_with_and_without_the_certificate(
 ) -> None:
     tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
     with_certificate = d.suppress(tables, threshold)
-    original = d._safe_by_rectangles
+    rectangles, null_space = d._safe_by_rectangles, d._safe_by_null_space
     d._safe_by_rectangles = lambda s, hidden, threshold: set()  # every cell to the solver
+    d._safe_by_null_space = lambda s, comp, threshold, safe: set()
     try:
         without = d.suppress(tables, threshold)
     finally:
-        d._safe_by_rectangles = original
+        d._safe_by_rectangles, d._safe_by_null_space = rectangles, null_space
     assert with_certificate.published == without.published
     assert d.audit(tables, with_certificate.published, threshold) == []
