@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from contracts.envelope import Event
+from hub.cli import app
 from infra.config import InsecureConfiguration, Settings
 from infra.signing import (
     DEMO_ERASURE_SIGNING_KEY,
@@ -68,3 +70,16 @@ def test_a_signature_covers_whom_and_when(tmp_path: Path) -> None:
     ):
         assert not verifier.verify(changed)
     assert verifier.verify(genuine)
+
+
+def test_hub_erasure_key_makes_a_pair_and_prints_the_public_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = CliRunner().invoke(app, ["erasure-key", "--new"])
+    assert made.exit_code == 0, made.output
+    pair = dict(line.split("=", 1) for line in made.output.split())
+    assert pair["HUB_ERASURE_VERIFY_KEY"] == verify_key_of(pair["HUB_ERASURE_SIGNING_KEY"])
+    monkeypatch.setattr(
+        "infra.config.get_settings",
+        lambda: Settings(environment="local", erasure_signing_key=SecretStr(pair["HUB_ERASURE_SIGNING_KEY"])),
+    )
+    shown = CliRunner().invoke(app, ["erasure-key"])
+    assert shown.output.split() == [f"HUB_ERASURE_VERIFY_KEY={pair['HUB_ERASURE_VERIFY_KEY']}"]
