@@ -33,7 +33,8 @@ P9 **Erasure is final.** Nothing more is accepted about an erased person: it wou
    whatever it carries would be readable again. A person who comes back is a new person, with a new
    key issued at the joint reception. An erasure itself (``ittai.erasure.v1``) comes from the hub's
    operator side only (``OPERATOR_SOURCE``): no client publishes one, and a consumer drops what it keeps
-   about a person only on an erasure from that source (``check_erasure_source``).
+   about a person only on an erasure from that source (``check_erasure_source``) that carries the
+   operator's signature over what it says (``infra.signing``: a header alone proves nothing).
 
 The consumers re-check what they can see in a record itself (``check_source``): the organisation its
 ``ce_source`` names must own the codes in its data — an authority its sites and ``authority``, an office
