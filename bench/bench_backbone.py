@@ -3,6 +3,11 @@
 per batch with offsets), and their ratio; then ``hub run event-log --workers N`` as separate processes
 (N = 1, 2 by default), from the first committed batch to the last, each against the same ceiling.
 
+Each figure also gives the CPU it took over the same span, per event: the consumer's (this process for
+the raw read and the skeleton, the ``hub run`` processes for the others) and that of the database's
+sessions (read from ``/proc``: the server runs on this machine). On a busy machine the rates swing with
+the load; the CPU per event is the steady figure.
+
     .venv/bin/python -m bench.bench_backbone [--events 200000] [--workers 1,2]
 """
 
@@ -32,8 +37,56 @@ from consumers.runtime import ConsumerRuntime
 from infra.config import Settings
 from infra.logging import configure_logging
 
+_TICK = os.sysconf("SC_CLK_TCK")
 
-async def workers_rate(settings: Settings, pool: asyncpg.Pool, total: int, workers: int) -> Figure:
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of one process so far; 0 for one that has ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and every process below it (``hub run --workers N`` forks its workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += _cpu_of(pid)
+        todo += parents.get(pid, [])
+    return total
+
+
+async def server_cpu(conn: asyncpg.Connection) -> float:
+    """CPU seconds so far of this database's client sessions."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+    )
+    return sum(_cpu_of(r["pid"]) for r in pids)
+
+
+def cpu_line(events: int, consumer: float, server: float) -> str:
+    return (
+        f"{'':38} CPU {consumer:6.1f} s consumer ({consumer / events * 1e6:5.1f} µs/event) + "
+        f"{server:5.1f} s PostgreSQL ({server / events * 1e6:5.1f} µs/event)"
+    )
+
+
+async def workers_rate(
+    settings: Settings, pool: asyncpg.Pool, total: int, workers: int
+) -> tuple[Figure, str]:
     """``hub run event-log --workers N`` over the whole stream, timed from its first committed batch (the
     processes' start and the group's first rebalance are not the consumer's rate) to its last."""
     async with pool.acquire() as conn:
@@ -53,15 +106,17 @@ async def workers_rate(settings: Settings, pool: asyncpg.Pool, total: int, worke
             while (first := int(await conn.fetchval(progress))) == 0:
                 await asyncio.sleep(0.02)
             started = time.perf_counter()
+            cpu, server = _tree_cpu(proc.pid), await server_cpu(conn)
             while await conn.fetchval(progress) < total:
                 await asyncio.sleep(0.05)
             seconds = time.perf_counter() - started
+            cpu, server = _tree_cpu(proc.pid) - cpu, await server_cpu(conn) - server
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
         assert await conn.fetchval("SELECT count(*) FROM event_log") == total
     name = f"hub run event-log, {workers} process{'es' if workers > 1 else ''}"
-    return Figure(name, total - first, seconds)
+    return Figure(name, total - first, seconds), cpu_line(total - first, cpu, server)
 
 
 async def main(total: int, workers: list[int]) -> None:
@@ -79,14 +134,18 @@ async def main(total: int, workers: list[int]) -> None:
     gc.collect()
     gc.freeze()
 
+    cpu = time.process_time()
     raw = Figure(
         "raw aiokafka consume (ceiling)",
         total,
         await raw_consume_rate(settings, list(settings.event_topics), total),
     )
+    raw_cpu = cpu_line(total, time.process_time() - cpu, 0.0)
 
     runtime = ConsumerRuntime(EventLogHandler(settings), settings, pool, group_id="bench-event-log")
-    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        server = await server_cpu(conn)
+    started, cpu = time.perf_counter(), time.process_time()
     task = asyncio.create_task(runtime.run())
     async with pool.acquire() as conn:
         # progress from the positions table (cheap), not count(*) over a growing table
@@ -98,16 +157,21 @@ async def main(total: int, workers: list[int]) -> None:
             < total
         ):
             await asyncio.sleep(0.05)
+        skeleton = Figure("skeleton consumer (event_log)", total, time.perf_counter() - started)
+        skeleton_cpu = cpu_line(total, time.process_time() - cpu, await server_cpu(conn) - server)
         assert await conn.fetchval("SELECT count(*) FROM event_log") == total
-    skeleton = Figure("skeleton consumer (event_log)", total, time.perf_counter() - started)
     runtime.stop()
     await task
     print()
     print(raw.line())
+    print(raw_cpu)
     print(skeleton.line(raw))
+    print(skeleton_cpu)
     print(f"peak RSS of this process: {peak_rss_mib():.0f} MiB")
     for n in workers:
-        print((await workers_rate(settings, pool, total, n)).line(raw))
+        figure, figure_cpu = await workers_rate(settings, pool, total, n)
+        print(figure.line(raw))
+        print(figure_cpu)
     await pool.close()
 
 
