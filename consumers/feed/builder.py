@@ -165,19 +165,28 @@ class Counted:
     placement_ids: dict[str, list[str]]
 
 
+# Two horizons in one pass: $3 the later one (what is counted at all), $6 ($8) the earlier. Each row says
+# whether it counts only at the later one (``late``), and so does each fact whose state changes with
+# the horizon (a referral making a registration referred, a retention checkpoint's status), so the
+# earlier horizon's counts are the rows and states not late. The build counts a month's revision 1
+# (at its cutoff) and its revision 2 (up to now) in one reading.
+#
 # Who a placement counts for (``domain.feed.counts_for``): the authority of its site when the site is
 # its own, and every authority that referred the person by the horizon and the month's end (the site's
-# authority too, where the site is not its own). $2 the month's last day, $3 the horizon, $4/$5 the
-# authorities to include (NULL: all) and exclude; ``placed`` selects the placements (placement_id,
-# person_key, site, site_authority, ...).
+# authority too, where the site is not its own). $2 the month's last day, $4/$5 the authorities to
+# include (NULL: all) and exclude; ``placed`` selects the placements (placement_id, person_key, site,
+# site_authority, arrived_at, ...).
 _OWNED = """
 WITH refs AS (
-  SELECT DISTINCT person_key, authority FROM feed_referrals WHERE arrived_at <= $3 AND referred_on <= $2
+  SELECT person_key, authority, min(arrived_at) AS arrived_at FROM feed_referrals
+   WHERE arrived_at <= $3 AND referred_on <= $2 GROUP BY person_key, authority
 ), placed AS ({placed}),
 owned AS (
-  SELECT p.site_authority AS authority, p.* FROM placed p WHERE left(p.site, 6) = p.site_authority
+  SELECT p.site_authority AS authority, p.arrived_at > {earlier} AS late, p.* FROM placed p
+   WHERE left(p.site, 6) = p.site_authority
   UNION ALL
-  SELECT r.authority, p.* FROM placed p JOIN refs r ON r.person_key = p.person_key
+  SELECT r.authority, p.arrived_at > {earlier} OR r.arrived_at > {earlier}, p.* FROM placed p
+    JOIN refs r ON r.person_key = p.person_key
    WHERE r.authority <> p.site_authority OR left(p.site, 6) <> p.site_authority
 )
 SELECT {columns} FROM owned o {joins}
@@ -186,43 +195,45 @@ SELECT {columns} FROM owned o {joins}
 """
 
 _PLACEMENTS = _OWNED.format(
-    placed="SELECT placement_id, person_key, site, site_authority, route, sex, age_band, occupation, "
+    earlier="$6",
+    placed="SELECT placement_id, person_key, site, site_authority, arrived_at, route, sex, age_band, occupation, "
     "employment_type, attributes, foreign_national FROM feed_placements "
     "WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3",
-    columns="o.authority, o.site, o.route, o.sex, o.age_band, o.occupation, o.employment_type, o.attributes, "
-    "o.foreign_national, array_agg(o.placement_id) AS ids",
+    columns="o.authority, o.late, o.site, o.route, o.sex, o.age_band, o.occupation, o.employment_type, "
+    "o.attributes, o.foreign_national, array_agg(o.placement_id) AS ids",
     joins="",
-    group="o.authority, o.site, o.route, o.sex, o.age_band, o.occupation, o.employment_type, o.attributes, "
-    "o.foreign_national",
+    group="o.authority, o.late, o.site, o.route, o.sex, o.age_band, o.occupation, o.employment_type, "
+    "o.attributes, o.foreign_national",
 )
 
 # Retention cohorts: the placements of month − k with the status their k-month checkpoint reports by
 # the horizon ($1 each k, $6 and $7 the first and last day of its month).
 _COHORTS = _OWNED.format(
-    placed="SELECT p.placement_id, p.person_key, p.site, p.site_authority, c.k "
+    earlier="$8",
+    placed="SELECT p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at, c.k "
     "FROM unnest($1::int[], $6::date[], $7::date[]) AS c(k, lo, hi) "
     "JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi WHERE p.arrived_at <= $3",
-    columns="o.authority, o.k, o.site, coalesce(t.status, 'not_reported') AS status, count(*) AS n",
+    columns="o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported') AS status, "
+    "coalesce(t.arrived_at > $8, false) AS status_late, count(*) AS n",
     joins="LEFT JOIN feed_retention t ON t.placement_id = o.placement_id AND t.checkpoint_months = o.k "
     "AND t.arrived_at <= $3",
-    group="o.authority, o.k, o.site, coalesce(t.status, 'not_reported')",
+    group="o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $8, false)",
 )
 
 # New job seekers: registered in the month, no prior application elsewhere; referred when the
 # authority running the site referred the person by the horizon and the month's end.
 _REGISTRATIONS = """
-SELECT g.authority, g.site, g.attributes, g.sex, g.age_band, g.foreign_national,
-       r.person_key IS NOT NULL AS referred, count(*) AS n
+SELECT g.authority, g.arrived_at > $6 AS late, g.site, g.attributes, g.sex, g.age_band, g.foreign_national,
+       r.person_key IS NOT NULL AS referred, coalesce(r.arrived_at > $6, false) AS referred_late, count(*) AS n
   FROM feed_registrations g
-  LEFT JOIN (SELECT DISTINCT person_key, authority FROM feed_referrals WHERE arrived_at <= $3 AND referred_on <= $2) r
+  LEFT JOIN (SELECT person_key, authority, min(arrived_at) AS arrived_at FROM feed_referrals
+              WHERE arrived_at <= $3 AND referred_on <= $2 GROUP BY person_key, authority) r
     ON r.person_key = g.person_key AND r.authority = g.authority
  WHERE g.registered_on BETWEEN $1 AND $2 AND g.arrived_at <= $3 AND g.prior_application_office IS NULL
    AND ($4::text[] IS NULL OR g.authority = ANY($4::text[])) AND NOT (g.authority = ANY($5::text[]))
- GROUP BY 1, 2, 3, 4, 5, 6, 7
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
-# New in team support: a person's first enrolment with the authority (at registration first on a tie,
-# then the site), counted when it falls in the month.
 _TEAM_SUPPORT = """
 WITH enrolled AS (
   SELECT person_key FROM feed_registrations WHERE team_support AND registered_on BETWEEN $1 AND $2
@@ -266,65 +277,100 @@ async def count_month(
     without: Collection[str] = (),
 ) -> Counted:
     """What ``load_month`` gives, counted: every authority's ``FeedCounts`` for ``month`` as sent by
-    ``horizon`` (those in ``only``, if given, and not in ``without``). The database counts where the
-    rows are and sends one row per combination of categories; the target groups of each combination
-    are decided here, by the domain's rule."""
+    ``horizon`` (those in ``only``, if given, and not in ``without``)."""
+    return (await count_month_twice(conn, month, horizon, horizon, only=only, without=without))[0]
+
+
+async def count_month_twice(
+    conn: asyncpg.Connection,
+    month: YearMonth,
+    earlier: datetime,
+    later: datetime,
+    *,
+    only: Collection[str] | None = None,
+    without: Collection[str] = (),
+) -> tuple[Counted, Counted]:
+    """``count_month`` at two horizons (``earlier`` ≤ ``later``) from one reading of the rows: a
+    month's revision 1 counts what was sent by its cutoff and revision 2 what was sent by now, and the
+    second reading cost as much as the first. The database counts where the rows are and sends one row
+    per combination of categories (and whether it counts only at the later horizon); the target groups
+    of each combination are decided here, by the domain's rule."""
+    if earlier > later:
+        raise ValueError("the earlier horizon is after the later one")
     first, last = month_bounds(month)
     cohorts = _cohort_bounds(month)
-    scope = (first, last, horizon, None if only is None else sorted(only), sorted(without))
-    placements = await conn.fetch(_PLACEMENTS, *scope)
+    scope = (first, last, later, None if only is None else sorted(only), sorted(without))
+    placements = await conn.fetch(_PLACEMENTS, *scope, earlier)
     cohort_rows = await conn.fetch(
         _COHORTS,
         list(cohorts),
         *scope[1:],
         [lo for lo, _ in cohorts.values()],
         [hi for _, hi in cohorts.values()],
+        earlier,
     )
-    registrations = await conn.fetch(_REGISTRATIONS, *scope)
-    team_rows = await conn.fetch(_TEAM_SUPPORT, *scope)
-    sites: dict[str, list[str]] = defaultdict(list)
-    for r in await conn.fetch(_SITES, horizon):
-        sites[r["site"][:6]].append(r["site"])
-
-    referral: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-    self_found: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-    ids: dict[str, list[str]] = defaultdict(list)
-    for p in placements:
-        a, n = p["authority"], len(p["ids"])
-        ids[a] += p["ids"]
-        if p["route"] == SELF_FOUND_ROUTE:
-            self_found[a][(p["site"], p["employment_type"])] += n
-        else:
-            flags = group_flags(p["attributes"], p["sex"], p["age_band"], p["foreign_national"])
-            referral[a][
-                (p["site"], p["sex"], p["age_band"], p["occupation"], p["employment_type"], *flags)
-            ] += n
-    new: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-    for g in registrations:
-        flags = group_flags(g["attributes"], g["sex"], g["age_band"], g["foreign_national"])
-        new[g["authority"]][(g["site"], "yes" if g["referred"] else "no", *flags)] += g["n"]
-    team: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-    for t in team_rows:
-        team[t["authority"]][(t["site"], ENROLMENT[0] if t["at_registration"] else ENROLMENT[1])] += t["n"]
-    retention: dict[str, dict[int, Counter[tuple[str, ...]]]] = defaultdict(
-        lambda: {k: Counter() for k in RETENTION_CHECKPOINTS}
-    )
-    for c in cohort_rows:
-        retention[c["authority"]][c["k"]][(c["site"], c["status"])] += c["n"]
-    feeds = {
-        a: FeedCounts(
-            a,
-            month,
-            tuple(sorted(sites.get(a, ()))),
-            referral.get(a, {}),
-            self_found.get(a, {}),
-            new.get(a, {}),
-            team.get(a, {}),
-            retention[a] if a in retention else {k: {} for k in RETENTION_CHECKPOINTS},
+    registrations = await conn.fetch(_REGISTRATIONS, *scope, earlier)
+    horizons = (earlier, later)
+    team_rows = [await conn.fetch(_TEAM_SUPPORT, first, last, h, *scope[3:]) for h in sorted(set(horizons))]
+    site_rows = [await conn.fetch(_SITES, h) for h in sorted(set(horizons))]
+    if earlier == later:
+        team_rows *= 2
+        site_rows *= 2
+    out = []
+    for n in range(2):  # 0: the earlier horizon (rows not late), 1: the later one (every row)
+        sites: dict[str, list[str]] = defaultdict(list)
+        for r in site_rows[n]:
+            sites[r["site"][:6]].append(r["site"])
+        referral: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        self_found: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        ids: dict[str, list[str]] = defaultdict(list)
+        for p in placements:
+            if n == 0 and p["late"]:
+                continue
+            a, k = p["authority"], len(p["ids"])
+            ids[a] += p["ids"]
+            if p["route"] == SELF_FOUND_ROUTE:
+                self_found[a][(p["site"], p["employment_type"])] += k
+            else:
+                flags = group_flags(p["attributes"], p["sex"], p["age_band"], p["foreign_national"])
+                referral[a][
+                    (p["site"], p["sex"], p["age_band"], p["occupation"], p["employment_type"], *flags)
+                ] += k
+        new: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        for g in registrations:
+            if n == 0 and g["late"]:
+                continue
+            flags = group_flags(g["attributes"], g["sex"], g["age_band"], g["foreign_national"])
+            referred = g["referred"] and not (n == 0 and g["referred_late"])
+            new[g["authority"]][(g["site"], "yes" if referred else "no", *flags)] += g["n"]
+        team: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        for t in team_rows[n]:
+            team[t["authority"]][(t["site"], ENROLMENT[0] if t["at_registration"] else ENROLMENT[1])] += t[
+                "n"
+            ]
+        retention: dict[str, dict[int, Counter[tuple[str, ...]]]] = defaultdict(
+            lambda: {k: Counter() for k in RETENTION_CHECKPOINTS}
         )
-        for a in set(ids) | set(new) | set(team)
-    }
-    return Counted(feeds, {a: sorted(v) for a, v in ids.items()})
+        for c in cohort_rows:
+            if n == 0 and c["late"]:
+                continue
+            status = "not_reported" if n == 0 and c["status_late"] else c["status"]
+            retention[c["authority"]][c["k"]][(c["site"], status)] += c["n"]
+        feeds = {
+            a: FeedCounts(
+                a,
+                month,
+                tuple(sorted(sites.get(a, ()))),
+                referral.get(a, {}),
+                self_found.get(a, {}),
+                new.get(a, {}),
+                team.get(a, {}),
+                retention[a] if a in retention else {k: {} for k in RETENTION_CHECKPOINTS},
+            )
+            for a in set(ids) | set(new) | set(team)
+        }
+        out.append(Counted(feeds, {a: sorted(v) for a, v in ids.items()}))
+    return out[0], out[1]
 
 
 @contextlib.contextmanager
@@ -450,8 +496,14 @@ async def _build_in_snapshot(
     latest = await _latest(conn, str(month), wanted)
     marks = await conn.fetch("SELECT id, authority FROM feed_dirty WHERE month = $1", str(month))
     marks = [m for m in marks if wanted is None or m["authority"] in wanted]
-    # Revision 1: what was sent by the cutoff, for feeds that have none yet.
-    loaded = await count_month(conn, month, cutoff, only=wanted, without=latest)
+    # Revision 1: what was sent by the cutoff, for feeds that have none yet. A month's first build
+    # with facts sent since the cutoff will also need everything sent up to now (revision 2 of the
+    # marked feeds, the backfill): both are counted from one reading of the rows.
+    up_to_now: Counted | None = None
+    if not latest and marks and now > cutoff:
+        loaded, up_to_now = await count_month_twice(conn, month, cutoff, now, only=wanted)
+    else:
+        loaded = await count_month(conn, month, cutoff, only=wanted, without=latest)
     # Only feeds with facts: building one authority gives exactly what building all gives it (an
     # authority with nothing sent by the cutoff is not handed an empty revision 1 here; the backfill
     # below makes its revision 1, as it would in a national build).
@@ -462,7 +514,10 @@ async def _build_in_snapshot(
     # Backfill: a feed whose every fact was sent after the cutoff (an authority joining the hub, or its
     # history loaded later) gets revision 1 from what has been sent so far, not an empty report.
     if now > cutoff and await _without_revision(conn, month, now, latest, wanted):
-        backfilled = await count_month(conn, month, now, only=wanted, without=latest)
+        if up_to_now is not None:
+            backfilled = _restricted(up_to_now, lambda a: a not in latest)
+        else:
+            backfilled = await count_month(conn, month, now, only=wanted, without=latest)
         if backfilled.feeds:
             first = sorted(backfilled.feeds)
             built += await _make_revisions(conn, settings, month, now, backfilled, first, latest, executor)
@@ -471,10 +526,21 @@ async def _build_in_snapshot(
     if now > cutoff:
         due = sorted({m["authority"] for m in marks if m["authority"] in latest})
         if due:
-            loaded = await count_month(conn, month, now, only=due)
+            if up_to_now is not None:
+                loaded = _restricted(up_to_now, set(due).__contains__)
+            else:
+                loaded = await count_month(conn, month, now, only=due)
             built += await _make_revisions(conn, settings, month, now, loaded, due, latest, executor)
         await conn.execute("DELETE FROM feed_dirty WHERE id = ANY($1::bigint[])", [m["id"] for m in marks])
     return built
+
+
+def _restricted(counted: Counted, keep: Callable[[str], bool]) -> Counted:
+    """The feeds of ``counted`` that ``keep`` accepts (as counting only those would give them)."""
+    return Counted(
+        {a: f for a, f in counted.feeds.items() if keep(a)},
+        {a: ids for a, ids in counted.placement_ids.items() if keep(a)},
+    )
 
 
 async def _without_revision(
