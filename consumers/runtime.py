@@ -131,7 +131,7 @@ SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)
 
 
 _GC_THRESHOLD = 50_000
-_YIELD_EVERY = 256  # records decoded between two turns of the event loop (a few milliseconds)
+_YIELD_EVERY = 64  # records decoded between two turns of the event loop (about a millisecond)
 
 
 class HandlerRejected(Exception):
@@ -231,6 +231,10 @@ class ConsumerRuntime:
         # Kafka commits (for lag tools only) go on beside the pipeline: the newest offset per partition
         # waits here, and one task at a time sends them, so no batch waits for the broker's answer.
         self._kafka_pending: dict[TopicPartition, int] = {}
+        # The connection batches commit on, held from one batch to the next: given back to the pool after
+        # every batch, it was reset there (one more round trip per batch, while the next batch waits).
+        # One that failed is given back (the pool discards a broken one) and another taken.
+        self._conn: asyncpg.Connection | None = None
         self._kafka_commits: asyncio.Task[None] | None = None
         # aiokafka runs rebalance callbacks in its coordinator task, at any moment, not inside getmany.
         # ``_hand`` is held from "records in hand" until "their batch is scheduled"; a rebalance takes
@@ -291,6 +295,7 @@ class ConsumerRuntime:
                     await asyncio.wait_for(self._kafka_commits, timeout=5)
             await self._consumer.stop()
             await self._deadletters.stop()
+            await self._give_back()
             log.info(
                 "consumer stopped",
                 consumer=self.handler.name,
@@ -452,16 +457,31 @@ class ConsumerRuntime:
             if c.event.traceparent is not None
         ]
         with batch_span(self.handler.name, traced, events=len(good), dead_letters=len(poison)):
-            async with self.pool.acquire() as conn, conn.transaction():
-                if self._fence is not None:
-                    await self._fence(conn)
-                if not self.settings.consumer_sync_commit:
-                    await conn.execute("SET LOCAL synchronous_commit = off")
-                if good:
-                    await self.handler.handle(conn, good)
-                if poison:
-                    await self._deadletters.register(conn, poison)
-                await self._save_positions(conn, spans)
+            if self._conn is None:
+                self._conn = await self.pool.acquire()
+            conn = self._conn
+            try:
+                async with conn.transaction():
+                    if self._fence is not None:
+                        await self._fence(conn)
+                    if not self.settings.consumer_sync_commit:
+                        await conn.execute("SET LOCAL synchronous_commit = off")
+                    if good:
+                        await self.handler.handle(conn, good)
+                    if poison:
+                        await self._deadletters.register(conn, poison)
+                    await self._save_positions(conn, spans)
+            except TRANSIENT_ERRORS:
+                await self._give_back()  # it may be broken: the retry takes another
+                raise
+
+    async def _give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self.pool.release(conn, timeout=5)
+            except TRANSIENT_ERRORS:
+                conn.terminate()  # a connection that cannot even be reset is closed
 
     async def _isolate(self, batch: _Batch, records: list[ConsumerRecord]) -> None:
         """Find the events of ``records`` that cannot be applied and dead-letter only those.
