@@ -10,8 +10,9 @@ feeds those late placements change.
 
 Figures printed: wall time of the national build (load, compose, keep, publish), with the CPU time of
 this process and of its PostgreSQL sessions (the database counts the rows: its CPU is part of the
-cost); then the baseline measured in the same run: reading the month's facts for revision 1, counted
-by the database (``count_month``, what the build does) against the rows read as they are and split per
+cost; the build counts revision 1 at the cutoff and revision 2 up to now from one reading,
+``count_month_twice``); then the baseline measured in the same run: reading the month's facts for
+revision 1, counted by the database (``count_month``) against the rows read as they are and split per
 authority in Python (``load_month``, the reference the counting is tested against), and a raw scan of
 the same rows (``SELECT count(*)``), the floor of any reading; the ratios between them; peak memory
 (RSS) of this process. Without ``--no-pool`` the build runs again with a process pool of
