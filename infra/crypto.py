@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
 from contracts.envelope import PERSONAL_MODELS, Family
-from contracts.events import Sealed
+from contracts.events import Sealed, built
 from infra.codecs.field_errors import from_validation_error
 from infra.config import Settings
 
@@ -61,7 +61,11 @@ def seal(data_key: bytes, person_key: str, fields: dict[str, Any], version: int 
     nonce = os.urandom(12)
     ct = AESGCM(data_key).encrypt(nonce, orjson.dumps(fields), person_key.encode())
     # Built, not validated: the three values are made here in the shapes the contract's patterns describe.
-    return Sealed.model_construct(kid=kid_for(person_key, version), nonce=_b64(nonce), ct=_b64(ct))
+    return built(
+        Sealed,
+        {"kid", "nonce", "ct"},  # as given to ``Sealed.model_construct(kid=…, nonce=…, ct=…)``
+        {"alg": "A256GCM", "kid": kid_for(person_key, version), "nonce": _b64(nonce), "ct": _b64(ct)},
+    )
 
 
 def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, Any]:

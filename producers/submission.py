@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ValidationError, create_model
 
 from contracts.envelope import MODELS, PERSONAL_MODELS, Event, Family, event_type, new_event_id
+from contracts.events import built
 from infra.codecs.field_errors import FieldError, from_validation_error
 from infra.crypto import seal
 
@@ -137,7 +138,7 @@ def build_event(c: Checked, source: str, sealed: BaseModel | None) -> Event:
     values = dict(c.data.__dict__)
     if c.personal is not None:
         values["personal"] = sealed
-    data = model.model_construct(c.data.model_fields_set, **values)
+    data = built(model, c.data.model_fields_set, values)
     return Event(
         id=c.event_id, source=source, type=event_type(c.family), subject=c.subject, time=c.time, family=c.family,
         data=data,

@@ -162,10 +162,11 @@ _AUTHORIZATION_FIELDS = (
 
 def authorised_fields(data: BaseModel) -> Mapping[str, Any]:
     """The few fields authorisation reads (a full dump per event would cost more than the check)."""
-    fields = type(data).model_fields
-    view: dict[str, Any] = {k: getattr(data, k) for k in _AUTHORIZATION_FIELDS if k in fields}
+    # A validated model keeps every field's value (defaults included) in ``__dict__`` and nothing else.
+    fields = data.__dict__
+    view: dict[str, Any] = {k: fields[k] for k in _AUTHORIZATION_FIELDS if k in fields}
     if "captured" in fields:
-        captured = data.captured  # type: ignore[attr-defined]
+        captured = fields["captured"]
         view["captured"] = {
             "side": captured.side.value,
             "site": captured.site,

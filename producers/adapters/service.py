@@ -119,9 +119,9 @@ class ImportSummary:
 def request_digest(secret: bytes, family: Family, body: Any) -> bytes:
     """The request's fingerprint for idempotency: an HMAC under a server secret, because the body holds a
     name and a birth date, and a bare hash of a few guessable fields can be reversed by trying them."""
-    return hmac.new(
+    return hmac.digest(
         secret, family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS), "sha256"
-    ).digest()
+    )
 
 
 class AdapterService:
