@@ -157,33 +157,16 @@ _REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "c
 _READ = frozenset({*_REQUIRED, "content-type"})
 
 
-# A dead-letter reason is shown to operators, and a rogue producer may have typed anything anywhere: a
-# name, a birth date or a phone number. Only short numeric values of code fields are echoed (a site id
-# is 9 characters; a date or a phone number is longer; letters could spell a name); for every other
-# field the rule alone is given.
-_CODE_FIELDS = frozenset(
-    {"authority", "site", "office", "code", "group", "classification_version", "version"}
-)
-_CODE_VALUE = re.compile(r"[0-9][0-9-]{0,8}")
-
-
-def _echoable(loc: tuple[int | str, ...], value: object) -> bool:
-    if "personal" in loc or not loc or loc[-1] not in _CODE_FIELDS:
-        return False
-    return isinstance(value, int) or (isinstance(value, str) and bool(_CODE_VALUE.fullmatch(value)))
-
-
-def summarize_validation_error(exc: ValidationError, *, with_values: bool = True) -> str:
-    """One line per error: ``field: rule (value)``; values only where they cannot be personal data."""
+def summarize_validation_error(exc: ValidationError) -> str:
+    """One line per error: ``field: rule``. Never the value: a dead-letter reason is shown to operators,
+    and a rogue producer may have typed anything anywhere (a name, a birth date, a phone number); the
+    rules' texts name no value either (``infra.codecs.field_errors``)."""
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
-        value = err.get("input")
-        if with_values and _echoable(err["loc"], value):
-            parts.append(f"{loc}: {msg} (got {value!r})")
-        else:
-            parts.append(f"{loc}: {msg}")
+    for err in exc.errors(include_url=False, include_context=False):
+        value, msg = err.get("input"), err["msg"]
+        if isinstance(value, str) and len(value) >= 3 and value in msg:  # e.g. a union tag repeated
+            msg = err["type"]
+        parts.append(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {msg}")
     return "; ".join(parts)
 
 

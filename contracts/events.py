@@ -93,7 +93,7 @@ class Occupation(Contract):
 
 def _unique_attributes(cls: type, value: list[AttributeCategory]) -> list[AttributeCategory]:
     if len(set(value)) != len(value):
-        raise ValueError(f"attribute categories must be unique, got {[a.value for a in value]}")
+        raise ValueError("attribute categories must be unique")
     return value
 
 
@@ -150,7 +150,7 @@ class Registration(Contract):
     @model_validator(mode="after")
     def _site_belongs_to_authority(self) -> Registration:
         if self.site[:6] != self.authority:
-            raise ValueError(f"site {self.site} is not run by authority {self.authority}")
+            raise ValueError("site is not run by authority (its first six digits)")
         return self
 
 
@@ -190,7 +190,7 @@ class Recipient(Contract):
         if self.kind is RecipientKind.AUTHORITY:
             validate_local_government_code(self.code)
         elif not (len(self.code) == 4 and self.code.isascii() and self.code.isdigit()):
-            raise ValueError(f"office recipient code {self.code!r} must be 4 digits")
+            raise ValueError("office recipient code must be 4 digits")
         return self
 
 
@@ -242,7 +242,7 @@ class Consent(Contract):
         if len(set(self.scopes)) != len(self.scopes):
             raise ValueError("consent scopes must be unique")
         if self.valid_until is not None and self.valid_until < self.valid_from:
-            raise ValueError(f"valid_until {self.valid_until} is before valid_from {self.valid_from}")
+            raise ValueError("valid_until is before valid_from")
         return self
 
 
@@ -288,11 +288,10 @@ class Referral(Contract):
     @model_validator(mode="after")
     def _site_belongs_to_authority(self) -> Referral:
         if self.site[:6] != self.authority:
-            raise ValueError(f"site {self.site} is not run by authority {self.authority}")
+            raise ValueError("site is not run by authority (its first six digits)")
         if self.team_support_from is not None and self.team_support_from < self.referred_on:
             raise ValueError(
-                f"team_support_from {self.team_support_from} is before referred_on {self.referred_on}: "
-                "the case conference follows the referral"
+                "team_support_from is before referred_on: the case conference follows the referral"
             )
         return self
 

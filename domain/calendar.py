@@ -21,7 +21,8 @@ JST = _dt.timezone(_dt.timedelta(hours=9), "JST")
 
 
 class DateFormatError(ValueError):
-    """A date or month that breaks a rule; the message names the value and the rule."""
+    """A date or month that breaks a rule; the message names the rule, never the value (a date may be
+    a birth date, and refusals reach logs, dead letters and other parties)."""
 
 
 @dataclass(frozen=True)
@@ -58,30 +59,23 @@ def _normalise(text: str) -> str:
 
 def _real_date(original: str, year: int, month: int, day: int) -> _dt.date:
     if year < 1:  # else datetime's own ValueError, which is not a DateFormatError
-        raise DateFormatError(f"{original!r} is not a real date: year 0 does not exist")
+        raise DateFormatError("not a real date: year 0 does not exist")
     if not 1 <= month <= 12:
-        raise DateFormatError(f"{original!r} is not a real date: month {month} does not exist")
+        raise DateFormatError("not a real date: the month is outside 1 to 12")
     days = _stdcal.monthrange(year, month)[1]
     if not 1 <= day <= days:
-        month_name = _stdcal.month_name[month]
-        raise DateFormatError(
-            f"{original!r} is not a real date: {month_name} {year} has {days} days, not {day}"
-        )
+        raise DateFormatError("not a real date: the day is outside its month")
     return _dt.date(year, month, day)
 
 
 def _era_date(original: str, era: _Era, era_year: int, month: int, day: int) -> _dt.date:
     if era_year < 1:
-        raise DateFormatError(f"{original!r} is not a real date: era years start at 1 (元年)")
+        raise DateFormatError("not a real date: era years start at 1 (元年)")
     result = _real_date(original, era.offset + era_year, month, day)
     if result < era.first_day:
-        raise DateFormatError(
-            f"{original!r} is before {era.name} ({era.romaji}) began on {era.first_day.isoformat()}"
-        )
+        raise DateFormatError(f"not a real date: before {era.name} ({era.romaji}) began")
     if era.last_day is not None and result > era.last_day:
-        raise DateFormatError(
-            f"{original!r} is after {era.name} ({era.romaji}) ended on {era.last_day.isoformat()}"
-        )
+        raise DateFormatError(f"not a real date: after {era.name} ({era.romaji}) ended")
     return result
 
 
@@ -95,9 +89,7 @@ def parse_date(text: str) -> _dt.date:
         return _era_date(text, _ERA_BY_KEY[m[1]], era_year, int(m[3]), int(m[4]))
     if m := _LETTER_ERA.fullmatch(value.upper()):
         return _era_date(text, _ERA_BY_KEY[m[1]], int(m[2]), int(m[3]), int(m[4]))
-    raise DateFormatError(
-        f"{text!r} is not a date: expected YYYY-MM-DD, YYYY/M/D, 令和N年M月D日 or R/H/S N.M.D"
-    )
+    raise DateFormatError("is not a date: expected YYYY-MM-DD, YYYY/M/D, 令和N年M月D日 or R/H/S N.M.D")
 
 
 def era_year(d: _dt.date) -> str:
@@ -120,7 +112,7 @@ def age_on(birth: _dt.date, on: _dt.date) -> int:
     deliberately not applied: statistics count age on the event date the way Hello Work forms do.)
     """
     if on < birth:
-        raise DateFormatError(f"age on {on.isoformat()} is undefined: born later, on {birth.isoformat()}")
+        raise DateFormatError("age is undefined: born later than the day it is taken on")
     had_birthday = (on.month, on.day) >= (birth.month, birth.day)
     return on.year - birth.year - (0 if had_birthday else 1)
 
@@ -187,12 +179,12 @@ def parse_month(text: str) -> YearMonth:
     """Parse a reporting month written YYYY-MM (e.g. 2025-04)."""
     m = _MONTH.fullmatch(_normalise(text))
     if m is None:
-        raise DateFormatError(f"{text!r} is not a month: expected YYYY-MM, e.g. 2025-04")
+        raise DateFormatError("is not a month: expected YYYY-MM, e.g. 2025-04")
     year, month = int(m[1]), int(m[2])
     if not 1 <= month <= 12:
-        raise DateFormatError(f"{text!r} is not a month: month {m[2]} is outside 01 to 12")
+        raise DateFormatError("is not a month: the month is outside 01 to 12")
     if year < 1:
-        raise DateFormatError(f"{text!r} is not a month: year 0000 does not exist")
+        raise DateFormatError("is not a month: year 0000 does not exist")
     return YearMonth(year, month)
 
 

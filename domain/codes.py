@@ -15,7 +15,8 @@ _WEIGHTS = (6, 5, 4, 3, 2)
 
 
 class CodeError(ValueError):
-    """A code that breaks a rule; the message names the value and the rule."""
+    """A code that breaks a rule; the message names the rule, never the value (it may be anything a
+    sender typed, and refusals reach logs, dead letters and other parties)."""
 
 
 def lg_check_digit(first_five: str) -> int:
@@ -26,13 +27,13 @@ def lg_check_digit(first_five: str) -> int:
 @lru_cache(maxsize=8192)  # ~1,800 authorities: every decode checks codes, the set is small
 def validate_local_government_code(code: str) -> str:
     if not _LG_CODE.fullmatch(code):
-        raise CodeError(f"{code!r} is not a local government code: expected 6 digits")
+        raise CodeError("not a local government code: expected 6 digits")
     prefecture = int(code[:2])
     if not 1 <= prefecture <= 47:
-        raise CodeError(f"{code} has prefecture {code[:2]}, expected 01 to 47")
+        raise CodeError("prefecture (first two digits) must be 01 to 47")
     expected = lg_check_digit(code[:5])
     if int(code[5]) != expected:
-        raise CodeError(f"{code} has check digit {code[5]}, expected {expected}")
+        raise CodeError("check digit (sixth digit) does not match the first five")
     return code
 
 

@@ -75,17 +75,13 @@ def validate_occupation_group(code: str, version: str) -> str:
     """Return the two-digit major group code, or raise OccupationError saying why it is not one."""
     if version not in SUPPORTED_VERSIONS:
         raise OccupationError(
-            f"occupation classification version {version!r} is not supported: expected "
+            "occupation classification version is not supported: expected "
             f"{CLASSIFICATION_VERSION} (recode earlier revisions before sending)"
         )
     # Full-width digits (０９) are common in data typed into government forms.
     normalised = unicodedata.normalize("NFKC", code).strip()
     if not _TWO_DIGITS.fullmatch(normalised):
-        raise OccupationError(
-            f"{code!r} is not an occupation major group code: expected two digits 01 to 15 ({version})"
-        )
+        raise OccupationError(f"not an occupation major group code: expected two digits 01 to 15 ({version})")
     if normalised not in OCCUPATION_GROUPS:
-        raise OccupationError(
-            f"occupation major group {normalised} does not exist in {version}: expected 01 to 15"
-        )
+        raise OccupationError(f"occupation major group does not exist in {version}: expected 01 to 15")
     return normalised

@@ -36,13 +36,6 @@ class FileError(ValueError):
 MAX_ROWS = 200_000
 MAX_COLUMNS = 64
 _MAX_PROBLEMS = 5
-_MAX_LABEL = 40
-
-
-def _shown(cell: str) -> str:
-    """A header cell as a message may quote it: printable and short."""
-    printable = "".join(ch if ch.isprintable() else "?" for ch in cell[:_MAX_LABEL])
-    return repr(printable + ("…" if len(cell) > _MAX_LABEL else ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +106,9 @@ def read_header(family: str, cells: list[str], *, max_columns: int = MAX_COLUMNS
     for i, cell in enumerate(cells, start=1):
         found = by_name.get(_norm(cell).lower()) or by_name.get(_norm(cell))
         if found is None:
-            problems.append(f"column {i} {_shown(cell)} is not a {family} column")
+            problems.append(f"column {i} is not a {family} column")
         elif found in columns:
-            problems.append(f"column {i} {_shown(cell)} repeats column {found.en} ({found.ja})")
+            problems.append(f"column {i} repeats column {found.en} ({found.ja})")
         else:
             columns.append(found)
     missing = [f"{c.en} ({c.ja})" for c in table if c.required and c not in columns]
@@ -199,7 +192,7 @@ def _convert(column: Column, cell: str) -> Any:
     if column.kind is Kind.INT:
         digits = _MONTHS_SUFFIX.sub("", value)
         if not (digits.isascii() and digits.isdigit()):  # str.isdigit() is true of ٣ and ²
-            raise ValueError(f"{cell!r} is not a whole number")
+            raise ValueError("is not a whole number")
         return int(digits)
     if column.kind is Kind.BOOL:
         lowered = value.lower()
@@ -207,7 +200,7 @@ def _convert(column: Column, cell: str) -> Any:
             return True
         if lowered in _FALSE:
             return False
-        raise ValueError(f"{cell!r} is not yes/no: expected true/false, 1/0, はい/いいえ or ○/×")
+        raise ValueError("is not yes/no: expected true/false, 1/0, はい/いいえ or ○/×")
     if column.kind is Kind.LIST:
         items = [i.strip() for i in _LIST_SEPARATORS.split(value) if i.strip()]
         return [column.synonyms.get(i, i) for i in items]
@@ -222,7 +215,7 @@ def _datetime(value: str) -> str:
             parsed = datetime.combine(parse_date(value), time())
         except DateFormatError:
             raise ValueError(
-                f"{value!r} is not a date and time: expected ISO 8601 (2025-04-03T10:00:00+09:00) or a date"
+                "is not a date and time: expected ISO 8601 (2025-04-03T10:00:00+09:00) or a date"
             ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=JST)  # government systems write Japan time without an offset
@@ -236,9 +229,7 @@ def _recipients(value: str) -> list[dict[str, str]]:
             continue
         kind, sep, code = item.partition(":")
         if not sep or kind.strip() not in _RECIPIENT_KINDS:
-            raise ValueError(
-                f"{item.strip()!r} is not a recipient: expected authority:<code> or office:<code>"
-            )
+            raise ValueError("is not a recipient: expected authority:<code> or office:<code>")
         result.append({"kind": _RECIPIENT_KINDS[kind.strip()], "code": code.strip()})
     return result
 

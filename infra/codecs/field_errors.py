@@ -1,9 +1,13 @@
-"""Rejections people can act on: which field broke which rule, with what value.
+"""Rejections people can act on: which field broke which rule, never with what value.
 
-A ``FieldError`` has two faces. The submitting client sees ``message`` (field, rule and value, e.g.
-``authority: 112039 has check digit 9, expected 8``) because it is their own input. Operators, logs and
-metrics see only ``operator_rule`` (field and rule class, e.g. ``authority: check digit``), which never
-carries a value: a rejected value may be a person's name.
+A ``FieldError`` has two faces. The submitting client sees ``message`` (field and rule, e.g.
+``authority: check digit (sixth digit) does not match the first five``). Operators, logs and metrics see
+only ``operator_rule`` (field and rule class, e.g. ``authority: check digit``).
+
+Neither carries the value: a rejected value may be a person's name, a 1 MB string or a forged control
+sequence, and a refusal is read by more than its sender (proxies, logs, the console, the portal). The
+rules' own texts name no value (``domain.codes``, ``domain.calendar``, the contracts); ``for_client``
+also drops a rule that repeats its value, as a last guard for a rule written later.
 """
 
 from __future__ import annotations
@@ -40,9 +44,8 @@ _RULE_PHRASES = (
 )
 _SAFE_FIELD = re.compile(r"[^A-Za-z0-9_.\[\]()]")
 
-# An answer is bounded whatever the input: a value is echoed to its sender at most this long, a rule's
-# text too (some rules quote the cell), and a request's error list at most this many entries.
-MAX_VALUE_CHARS = 100
+# An answer is bounded whatever the input: a rule's text at most this long, a field's name (an unknown
+# field is named as sent) too, and a request's error list at most this many entries.
 MAX_RULE_CHARS = 1000
 MAX_FIELD_CHARS = 200
 MAX_ERRORS = 100
@@ -54,15 +57,11 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
-def clip_value(value: Any) -> Any:
-    """A rejected value as it may go back to its sender: scalars, long text cut; containers not echoed."""
-    if isinstance(value, str):
-        return clip(value, MAX_VALUE_CHARS)
-    if value is None or isinstance(value, (bool, int, float)):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-            return clip(str(value), 40)
-        return value
-    return None
+def _echoes(rule: str, value: Any) -> bool:
+    """Whether ``rule`` repeats ``value`` (a string of a few characters or more, or its repr)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    return isinstance(value, str) and len(value) >= 3 and (value in rule or repr(value) in rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +88,13 @@ class FieldError:
         return f"{field}: {self.rule_class}"
 
     def for_client(self) -> dict[str, Any]:
+        shown = self
+        if _echoes(self.rule, self.value):
+            shown = FieldError(self.field, self.rule_class, None, self.rule_class, self.label)
         out = {
-            "field": clip(self.field, MAX_FIELD_CHARS),
-            "rule": clip(self.rule, MAX_RULE_CHARS),
-            "value": clip_value(self.value),
-            "message": clip(self.message, MAX_FIELD_CHARS + MAX_RULE_CHARS),
+            "field": clip(shown.field, MAX_FIELD_CHARS),
+            "rule": clip(shown.rule, MAX_RULE_CHARS),
+            "message": clip(shown.message, MAX_FIELD_CHARS + MAX_RULE_CHARS),
         }
         if self.label is not None:
             out["column"] = clip(self.label, MAX_FIELD_CHARS)

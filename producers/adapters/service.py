@@ -105,8 +105,8 @@ class ImportSummary:
             "rejected": self.rejected,
             "file_error": clip(self.file_error, MAX_RULE_CHARS) if self.file_error else None,
             "errors": [
-                {"line": line, **e.for_client(), "message": clip(f"line {line}: {e.message}", MAX_RULE_CHARS)}
-                for line, e in self.errors[:MAX_ERRORS]
+                {"line": line, **c, "message": clip(f"line {line}: {c['message']}", MAX_RULE_CHARS)}
+                for line, c in ((line, e.for_client()) for line, e in self.errors[:MAX_ERRORS])
             ],
             **(
                 {"errors_total": len(self.errors), "errors_shown": MAX_ERRORS}
