@@ -73,9 +73,13 @@ def _era_date(original: str, era: _Era, era_year: int, month: int, day: int) -> 
         raise DateFormatError("not a real date: era years start at 1 (元年)")
     result = _real_date(original, era.offset + era_year, month, day)
     if result < era.first_day:
-        raise DateFormatError(f"not a real date: before {era.name} ({era.romaji}) began")
+        raise DateFormatError(
+            f"not a real date: {era.name} ({era.romaji}) began on {era.first_day.isoformat()}"
+        )
     if era.last_day is not None and result > era.last_day:
-        raise DateFormatError(f"not a real date: after {era.name} ({era.romaji}) ended")
+        raise DateFormatError(
+            f"not a real date: {era.name} ({era.romaji}) ended on {era.last_day.isoformat()}"
+        )
     return result
 
 

@@ -93,14 +93,14 @@ def _client(limited: Limited, token: str | None = None) -> httpx.AsyncClient:
 # --- bounded answers ---------------------------------------------------------------------------------
 
 
-async def test_an_oversized_value_is_cut_short_in_the_422(limited: Limited) -> None:
+async def test_an_oversized_value_is_not_echoed_in_the_422(limited: Limited) -> None:
     huge = "f" * 1_000_000
     async with _client(limited, limited.office) as http:
         response = await http.post("/v1/registration", json=factories.registration(huge).data)
         assert response.status_code == 422
         assert len(response.content) < 5_000, len(response.content)
         error = next(e for e in response.json()["errors"] if e["field"] == "person_key")
-        assert len(error["value"]) < 200 and "1000000 characters" in error["value"]
+        assert "value" not in error and "fff" not in response.text
         # 10,000 unknown fields: the first 100 errors and how many there were
         body = factories.registration(factories.person_key()).data | {f"x{i}": i for i in range(10_000)}
         response = await http.post("/v1/registration", json=body)

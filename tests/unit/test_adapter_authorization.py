@@ -135,7 +135,7 @@ def test_a_registration_and_its_consent_travel_in_one_batch() -> None:
     assert set(c.holders[PK]) == {Org("authority", "131041"), Org("office", "1301")}
 
 
-def test_field_errors_carry_value_for_client_and_none_for_operators() -> None:
+def test_field_errors_name_field_and_rule_never_the_value() -> None:
     from pydantic import ValidationError
 
     sub = factories.referral(PK, authority="112039", site="112039-01")
@@ -143,8 +143,11 @@ def test_field_errors_carry_value_for_client_and_none_for_operators() -> None:
         to_event(sub, bytes(32))
     errors = from_validation_error(info.value)
     authority = next(e for e in errors if e.field == "authority")
-    assert authority.message == "authority: 112039 has check digit 9, expected 8"
-    assert authority.value == "112039" and authority.operator_rule == "authority: check digit"
+    assert authority.message == "authority: check digit (sixth digit) does not match the first five"
+    assert authority.operator_rule == "authority: check digit"
+    assert "value" not in authority.for_client() and "112039" not in str(authority.for_client())
+    echoing = FieldError("personal.name", "'山田 太郎' is too long", "山田 太郎", "string_too_long")
+    assert "山田" not in str(echoing.for_client()), "a rule that repeats its value is not shown"
     personal = FieldError("personal.name", "too long", "山田 太郎", "string_too_long")
     assert "山田" not in personal.operator_rule and personal.operator_rule == "personal.name: string_too_long"
     unknown = FieldError("名前", "unknown field", None, "extra_forbidden")

@@ -57,12 +57,12 @@ def test_parse_date_accepts(text: str, expected: date) -> None:
         ("平成元年1月7日", "平成 (Heisei) began on 1989-01-08"),
         ("S64.1.8", "昭和 (Showa) ended on 1989-01-07"),
         ("昭和元年12月24日", "昭和 (Showa) began on 1926-12-25"),
-        ("R6.2.30", "'R6.2.30' is not a real date: February 2024 has 29 days, not 30"),
-        ("2023-02-29", "February 2023 has 28 days"),
-        ("2024-13-01", "month 13 does not exist"),
-        ("0000-01-01", "'0000-01-01' is not a real date: year 0 does not exist"),
+        ("R6.2.30", "not a real date: the day is outside its month"),
+        ("2023-02-29", "the day is outside its month"),
+        ("2024-13-01", "the month is outside 1 to 12"),
+        ("0000-01-01", "not a real date: year 0 does not exist"),
         ("0000年1月1日", "year 0 does not exist"),
-        ("0001-01-00", "January 1 has 31 days, not 0"),
+        ("0001-01-00", "the day is outside its month"),
         ("R0.5.1", "era years start at 1"),
         ("2024.04.01", "expected YYYY-MM-DD"),
         ("T15.1.1", "expected YYYY-MM-DD"),
@@ -73,7 +73,7 @@ def test_parse_date_rejects_with_specific_reason(text: str, message: str) -> Non
     with pytest.raises(DateFormatError) as err:
         parse_date(text)
     assert message in str(err.value)
-    assert repr(text) in str(err.value) or text == ""
+    assert text == "" or text not in str(err.value), "the rule is named, the value never repeated"
 
 
 def test_age_on_counts_completed_years() -> None:
@@ -153,8 +153,8 @@ def test_months() -> None:
     [
         ("2025-4", "expected YYYY-MM"),
         ("2025/04", "expected YYYY-MM"),
-        ("2025-13", "month 13 is outside 01 to 12"),
-        ("2025-00", "month 00 is outside 01 to 12"),
+        ("2025-13", "the month is outside 01 to 12"),
+        ("2025-00", "the month is outside 01 to 12"),
         ("0000-01", "year 0000"),
     ],
 )

@@ -55,21 +55,14 @@ def test_prefectures_outside_01_to_47_are_refused(prefecture: str) -> None:
     code = with_check_digit(prefecture + "100")  # a correct check digit: the prefecture alone is wrong
     with pytest.raises(CodeError) as err:
         validate_local_government_code(code)
-    assert str(err.value) == f"{code} has prefecture {prefecture}, expected 01 to 47"
+    assert str(err.value) == "prefecture (first two digits) must be 01 to 47"
 
 
-@pytest.mark.parametrize(
-    ("code", "message"),
-    [
-        ("112039", "112039 has check digit 9, expected 8"),
-        ("131040", "131040 has check digit 0, expected 1"),
-        ("131042", "131042 has check digit 2, expected 1"),
-    ],
-)
-def test_a_wrong_check_digit_is_named_with_the_expected_one(code: str, message: str) -> None:
+@pytest.mark.parametrize("code", ["112039", "131040", "131042"])
+def test_a_wrong_check_digit_is_named_never_the_value(code: str) -> None:
     with pytest.raises(CodeError) as err:
         validate_local_government_code(code)
-    assert str(err.value) == message
+    assert str(err.value) == "check digit (sixth digit) does not match the first five"
 
 
 @pytest.mark.parametrize(
@@ -87,7 +80,7 @@ def test_a_wrong_check_digit_is_named_with_the_expected_one(code: str, message: 
 def test_anything_but_six_ascii_digits_is_refused(code: str) -> None:
     with pytest.raises(CodeError) as err:
         validate_local_government_code(code)
-    assert str(err.value) == f"{code!r} is not a local government code: expected 6 digits"
+    assert str(err.value) == "not a local government code: expected 6 digits"
 
 
 @given(
@@ -101,5 +94,5 @@ def test_exactly_one_check_digit_completes_each_code(prefecture: int, municipali
     if check == lg_check_digit(first_five):
         assert validate_local_government_code(code) == code
     else:
-        with pytest.raises(CodeError, match=f"has check digit {check}, expected"):
+        with pytest.raises(CodeError, match="check digit"):
             validate_local_government_code(code)

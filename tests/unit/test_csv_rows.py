@@ -64,8 +64,8 @@ def test_header_unknown_repeated_and_missing_columns() -> None:
     with pytest.raises(FileError) as info:
         read_rows("referral", "referral_id,個人キー,person_key,colour\n".encode())
     message = str(info.value)
-    assert "column 3 'person_key' repeats column person_key (個人キー)" in message
-    assert "column 4 'colour' is not a referral column" in message
+    assert "column 3 repeats column person_key (個人キー)" in message
+    assert "column 4 is not a referral column" in message and "colour" not in message
     assert "missing required column(s): authority (自治体コード), site (拠点ID)" in message
 
 
@@ -78,10 +78,10 @@ def test_line_numbers_follow_the_file_with_quoted_newlines_and_blank_lines() -> 
     parsed = list(rows)
     assert [r.line for r in parsed] == [2, 4, 6]
     assert parsed[1].errors[0].message == (
-        "送り込み日 (referred_on): 'R6.2.30' is not a real date: February 2024 has 29 days, not 30"
+        "送り込み日 (referred_on): not a real date: the day is outside its month"
     )
     assert parsed[1].errors[0].operator_rule == "referred_on: date format"
-    assert parsed[2].errors[0].rule.endswith("month 13 does not exist")
+    assert parsed[2].errors[0].rule.endswith("the month is outside 1 to 12")
 
 
 def test_cell_count_mismatch() -> None:
@@ -238,4 +238,4 @@ def test_team_support_from_before_the_referral_is_refused_naming_the_rule() -> N
     header = f"{REFERRAL_HEADER},チーム支援開始日"
     (row,) = read_rows("referral", f"{header}\n{referral_line('R7.5.1')},R7.4.30\n".encode())[2]
     result = check(Family.REFERRAL, row.data)
-    assert isinstance(result, list) and "team_support_from 2025-04-30 is before referred_on" in result[0].rule
+    assert isinstance(result, list) and "team_support_from is before referred_on" in result[0].rule
