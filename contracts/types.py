@@ -36,7 +36,8 @@ PersonKey = Annotated[
 
 LocalGovernmentCode = Annotated[
     str,
-    # The shape first, so the check-digit rule (whose message names the code) only ever sees six digits.
+    # The shape first, so the check-digit rule only ever sees six digits (full-width ones included: its
+    # own first check is for ASCII digits).
     StringConstraints(pattern=r"^\d{6}$"),
     AfterValidator(validate_local_government_code),
     Field(

@@ -37,7 +37,7 @@ from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
 from infra.erasure_follower import ErasureFollower
-from infra.logging import get_logger
+from infra.logging import ACCESS_ROUTE, NO_ROUTE, get_logger
 from infra.runner import prepare
 from infra.tracing import instrument, server_span, setup_tracing
 
@@ -47,7 +47,7 @@ def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uv
     as ``infra.logging.configure_logging`` set it, so its lines are the hub's JSON, through the
     redaction guard, and access lines carry no query string. The caller owns signals
     (``infra.runner`` or the CLI)."""
-    served: ASGIApp = LeanRoutes(app) if getattr(app.state, "lean_routes", False) else app
+    served: ASGIApp = RouteInAccessLine(LeanRoutes(app) if getattr(app.state, "lean_routes", False) else app)
     config = uvicorn.Config(
         served, host=host, port=port, log_config=None, access_log=access_log, lifespan="on"
     )
@@ -200,6 +200,26 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+class RouteInAccessLine:
+    """Names the route that answered (its template) for the access line uvicorn writes as the response
+    starts (``infra.logging.ACCESS_ROUTE``): never the path as sent, which may carry anything."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def naming_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ACCESS_ROUTE.set(getattr(scope.get("route"), "path", None) or NO_ROUTE)
+            await send(message)
+
+        await self.app(scope, receive, naming_send)
+
+
 # --- the lean path ------------------------------------------------------------------------------------
 
 
@@ -218,9 +238,9 @@ class LeanRoutes:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._routes: dict[str, tuple[frozenset[str], ASGIApp]] | None = None
+        self._routes: dict[str, tuple[frozenset[str], ASGIApp, Any]] | None = None
 
-    def _lean(self) -> dict[str, tuple[frozenset[str], ASGIApp]]:
+    def _lean(self) -> dict[str, tuple[frozenset[str], ASGIApp, Any]]:
         """Each lean route's methods and its endpoint behind the body limits, built once (the app's routes
         are all added by its first request)."""
         if self._routes is None:
@@ -231,6 +251,7 @@ class LeanRoutes:
                 r.path: (
                     frozenset(r.methods or ()),
                     BodyLimit(_Endpoint(self.app, r.endpoint), body_bytes=body_bytes, file_bytes=file_bytes),
+                    r,
                 )
                 for r in self.app.router.routes
                 if type(r) is Route and not r.include_in_schema and not r.param_convertors
@@ -242,6 +263,7 @@ class LeanRoutes:
             found = self._lean().get(scope["path"])
             if found is not None and scope["method"] in found[0]:
                 scope["app"] = self.app
+                scope["route"] = found[2]  # as the router would: the access line names it
                 await found[1](scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -71,15 +72,23 @@ def _trace_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutable
     return event_dict
 
 
+# The route that answered the request being logged (its template, e.g. ``/persons/{person_key}``), set
+# by ``infra.http.RouteInAccessLine`` as the response starts, in the context uvicorn logs from.
+ACCESS_ROUTE: ContextVar[str | None] = ContextVar("access_route", default=None)
+NO_ROUTE = "(no route)"
+
+
 class _AccessLine(logging.Filter):
-    """uvicorn's access line as the hub writes it: method, path and status as fields, and the path
-    WITHOUT its query string (a query may carry what a person typed: a name searched for, a token)."""
+    """uvicorn's access line as the hub writes it: method, path and status as fields. The path is the
+    route's template, not the path as sent: a path parameter and a query are what the client typed
+    (a name searched for, a token, a megabyte), and a refused request's values never reach a log. A
+    path no route serves is ``(no route)``; outside the hub's servers, the path without its query."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) == 5:  # client, method, path?query, HTTP version, status
             client, method, target, version, status = args
-            path = str(target).partition("?")[0]
+            path = ACCESS_ROUTE.get() or str(target).partition("?")[0]
             record.msg = "%s %s %s"
             record.args = (method, path, status)
             record.__dict__.update(client=client, method=method, path=path, status=status, http=version)
