@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -279,6 +280,16 @@ class AdapterService:
         validated here. Commits still happen one at a time and in file order (a chunk starts committing
         only after the previous one committed), so a person's events keep the file's order.
         """
+        with _few_collections():
+            return await self._import_csv(principal, family, content, progress)
+
+    async def _import_csv(
+        self,
+        principal: Principal,
+        family: Family,
+        content: bytes,
+        progress: Callable[[int, int], None] | None,
+    ) -> ImportSummary:
         summary = ImportSummary()
         encoding, header, rows = read_rows(
             family.value,
@@ -396,19 +407,16 @@ class AdapterService:
                     for key, event in zip(keys, events, strict=True):
                         first.setdefault(key, event.id)
                     in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
-                    await conn.execute(
-                        _DROP_EXPIRED,
-                        [principal.organisation] * len(in_key_order),
-                        [k for k, _ in in_key_order],
-                    )
+                    # Row keys and event ids are hex: one comma-separated text each, not arrays (the driver
+                    # encodes an array element by element, a few type checks each).
+                    row_keys = ",".join(k for k, _ in in_key_order)
+                    await conn.execute(_DROP_EXPIRED_ROWS, principal.organisation, row_keys)
                     fresh = await conn.fetch(
-                        "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
-                        "SELECT $1, k, decode(k, 'hex'), $2, ARRAY[e] FROM unnest($3::text[], $4::text[]) AS t(k, e) "
-                        f"{_REPLACE_EXPIRED} RETURNING key",
+                        _INSERT_ROW_KEYS,
                         principal.organisation,
                         family.value,
-                        [k for k, _ in in_key_order],
-                        [e for _, e in in_key_order],
+                        row_keys,
+                        ",".join(e for _, e in in_key_order),
                     )
                     new_keys = {r["key"] for r in fresh}
                     todo = []
@@ -440,6 +448,16 @@ _DROP_EXPIRED = (
     "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
 _PURGE_EVERY_S = 300.0
+_DROP_EXPIRED_ROWS = (
+    "DELETE FROM idempotency_keys WHERE expires_at <= now() "
+    "AND organisation = $1 AND key = ANY(string_to_array($2, ','))"
+)
+_INSERT_ROW_KEYS = (
+    "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
+    "SELECT $1, k, decode(k, 'hex'), $2, ARRAY[e] "
+    "FROM unnest(string_to_array($3, ','), string_to_array($4, ',')) AS t(k, e) "
+    f"{_REPLACE_EXPIRED} RETURNING key"
+)
 
 
 @contextlib.asynccontextmanager
@@ -481,6 +499,32 @@ _GROUP_READS = (
     "AND (organisation, key) IN (SELECT * FROM unnest($5::text[], $6::text[]))) AS taken, "
     f"{REGISTERS}"
 )
+
+
+_IMPORT_GC_THRESHOLD = 50_000
+_imports = 0  # imports running in this process (one event loop: no lock needed)
+_threshold = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """While a file is imported, the cyclic collector runs every 50,000 net allocations instead of 700.
+    An import keeps two chunks of rows alive (one preparing, one committing), a few dozen objects a
+    row; at 700 the collector ran every few rows and its full passes traversed them (and the rest of the
+    heap) again and again: 40 µs of the ~140 µs of CPU a row cost, measured with ``hub import`` of 10,000
+    rows. Nearly all of it is freed by reference counting when its chunk commits; cyclic garbage stays
+    bounded by the threshold. The process's own setting is back once no import runs."""
+    global _imports, _threshold
+    if _imports == 0:
+        _threshold = gc.get_threshold()
+        gc.set_threshold(max(_threshold[0], _IMPORT_GC_THRESHOLD), *_threshold[1:])
+    _imports += 1
+    try:
+        yield
+    finally:
+        _imports -= 1
+        if _imports == 0:
+            gc.set_threshold(*_threshold)
 
 
 @dataclass(slots=True)
