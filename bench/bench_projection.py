@@ -333,14 +333,15 @@ async def main(args: argparse.Namespace) -> None:
         f"{_cpu(projected)}, peak {projected['peak_mib']:.0f} MiB; "
         f"{projected['persons']:,} people in view, {projected['held']:,} held)"
     )
-    replayed = child("replay", settings)
-    print(
-        f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
-        f"({replayed['events']:,} in {replayed['seconds']:.1f} s, {_cpu(replayed)}, "
-        f"peak {replayed['peak_mib']:.0f} MiB)"
-    )
-    same = "equal" if replayed["digest"] == projected["digest"] else "DIFFERENT"
-    print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
+    if args.replay:
+        replayed = child("replay", settings)
+        print(
+            f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
+            f"({replayed['events']:,} in {replayed['seconds']:.1f} s, {_cpu(replayed)}, "
+            f"peak {replayed['peak_mib']:.0f} MiB)"
+        )
+        same = "equal" if replayed["digest"] == projected["digest"] else "DIFFERENT"
+        print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
     if args.processes > 1:
         await reset_database(settings)
         split = children("project", settings, args.processes)
@@ -370,6 +371,9 @@ if __name__ == "__main__":
     parser.add_argument("--reuse", metavar="NAMESPACE", help="measure again on a namespace produced earlier")
     parser.add_argument("--naive", type=int, default=30_000, help="messages the naive subscriber is timed on")
     parser.add_argument("--processes", type=int, default=2, help="projection processes in the scaling phase")
+    parser.add_argument(
+        "--no-replay", dest="replay", action="store_false", help="measure the projection only"
+    )
     parser.add_argument("--phase", choices=["project", "replay"], help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
