@@ -16,6 +16,7 @@ import hmac
 import os
 import weakref
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 import asyncpg
@@ -148,12 +149,15 @@ class KeyStore:
 
     Unwrapped keys are cached in process memory for speed; ``forget`` drops a cached key on erasure, and
     ``forget_everywhere`` drops it from every key store of the process (``ittai.erasure.v1``, followed by
-    ``infra.erasure_follower`` in every long-running service).
+    ``infra.erasure_follower`` in every long-running service). The cache keeps the ``cache_max`` keys
+    remembered last: it saves only the unwrapping (the database is asked every time), and a consumer
+    replaying a national year meets millions of people (~190 bytes each).
     """
 
-    def __init__(self, master_key: bytes) -> None:
+    def __init__(self, master_key: bytes, *, cache_max: int = 65_536) -> None:
         self._wrap = AESGCM(master_key)
         self._cache: dict[str, bytes] = {}
+        self._cache_max = cache_max
         _STORES.add(self)
 
     @classmethod
@@ -262,7 +266,14 @@ class KeyStore:
         before its deletion would otherwise be put back into memory after ``forget_everywhere`` ran.
         (The caller's own answer stands: the database's fences decide what it may do with it.)"""
         if _forgetting.epoch == epoch:
-            self._cache.update(found)
+            cache = self._cache
+            for person, key in found.items():
+                cache.pop(person, None)  # re-inserted: the dict's order is the order remembered
+                cache[person] = key
+            excess = len(cache) - self._cache_max
+            if excess > 0:
+                for person in list(islice(cache, excess)):
+                    del cache[person]
 
     async def erase(self, conn: asyncpg.Connection, person_key: str) -> bool:
         self._cache.pop(person_key, None)
