@@ -433,21 +433,29 @@ async def test_access_history_lists_exactly_the_reads_made(
 
 
 async def test_consent_validity_period_is_swept(pool: asyncpg.Pool, settings: Settings) -> None:
+    """The sweep looks at every person in the view, not only this test's: what the session's other
+    modules published is projected first under today's date, and the view is swept back to today's
+    date at the end, so no other module's people stay hidden (or shown) by the dates played here."""
     name = unique_name()
     pk, reg = person(name)
     bounded = factories.consent(pk, valid_from="2025-04-03", valid_until="2025-06-30")
+    await project(settings, pool)  # only this test's events meet the dates below
     await submit(settings, pool, [reg, bounded])
-    await project(settings, pool, today=date(2025, 4, 2))
-    async with pool.acquire() as conn:
-        assert await load_views(conn, [pk]) == [], "not valid yet"
-        during = SharedViewHandler(settings, today=lambda: date(2025, 5, 1))
-        async with conn.transaction():
-            assert await during.refresh_validity(conn) >= 1
-        assert [v.name for v in await load_views(conn, [pk])] == [name]
-        after = SharedViewHandler(settings, today=lambda: date(2025, 7, 1))
-        async with conn.transaction():
-            await after.refresh_validity(conn)
-        assert await load_views(conn, [pk]) == []
+    try:
+        await project(settings, pool, today=date(2025, 4, 2))
+        async with pool.acquire() as conn:
+            assert await load_views(conn, [pk]) == [], "not valid yet"
+            during = SharedViewHandler(settings, today=lambda: date(2025, 5, 1))
+            async with conn.transaction():
+                assert await during.refresh_validity(conn) >= 1
+            assert [v.name for v in await load_views(conn, [pk])] == [name]
+            after = SharedViewHandler(settings, today=lambda: date(2025, 7, 1))
+            async with conn.transaction():
+                await after.refresh_validity(conn)
+            assert await load_views(conn, [pk]) == []
+    finally:
+        async with pool.acquire() as conn, conn.transaction():
+            await SharedViewHandler(settings).refresh_validity(conn)
     assert name.encode() not in pg_dump(settings)
 
 
@@ -475,14 +483,36 @@ async def _view_of(conn: asyncpg.Connection, ids: list[str], topics: Sequence[st
     return [tuple(r) for r in events], sorted(views, key=lambda v: v.person_key), [tuple(r) for r in letters]
 
 
+async def _people_of_its_own(settings: Settings, pool: asyncpg.Pool) -> None:
+    """What the replay comparison needs whatever ran before it: four people in the view and one erased
+    person with five events on the topics."""
+    subs: list[Submission] = []
+    for _ in range(4):
+        pk, reg = person(unique_name())
+        subs += [reg, factories.consent(pk), factories.placement(pk)]
+    erased, reg = person(unique_name())
+    subs += [factories.referral(erased), reg, factories.consent(erased), factories.placement(erased)]
+    subs += [factories.placement(erased)]
+    await submit(settings, pool, subs)
+    await project(settings, pool)
+    async with pool.acquire() as conn:
+        await erase_person(
+            conn, KeyStore.from_settings(settings), erased, requested_by="test",
+            namespace=settings.topic_namespace, signer=erasure_signer(settings),
+        )  # fmt: skip
+    await submit(settings, pool, [])  # the relay publishes the erasure event
+
+
 @pytest.mark.slow
 async def test_replay_equals_incremental(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Runs last: rebuilds the view from this session's topics, withdrawals and the erasure included.
+    """Rebuilds the view from this session's topics, withdrawals and erasures included, and compares.
 
     Compared over every event on the session's topics — every module's, hostile records included — and
     the view of everyone they name, plus the shared view's dead letters there. (Rows that other modules'
     consumers projected from topic namespaces of their own share the test database; a replay of this
-    namespace empties the view and rebuilds only what its topics hold, so those rows are not compared.)"""
+    namespace empties the view and rebuilds only what its topics hold, so those rows are not compared.)
+    It publishes people of its own first, so it needs no other test to have run before it."""
+    await _people_of_its_own(settings, pool)
     ids = await _on_session_topics(settings)
     async with pool.acquire() as conn:
         await project(settings, pool)
