@@ -15,7 +15,8 @@ cost; the build counts revision 1 at the cutoff and revision 2 up to now from on
 revision 1, counted by the database (``count_month``) against the rows read as they are and split per
 authority in Python (``load_month``, the reference the counting is tested against), and a raw scan of
 the same rows (``SELECT count(*)``), the floor of any reading; the ratios between them; peak memory
-(RSS) of this process. Without ``--no-pool`` the build runs again with a process pool of
+(RSS) of this process; a digest of everything built, compared with what main built from the same rows
+before the feed work of session 5 (``GOLDEN_DIGEST``). Without ``--no-pool`` the build runs again with a process pool of
 ``os.cpu_count()`` workers composing the feeds.
 
 Run: ``.venv/bin/python bench/bench_feed.py [--reuse] [--no-pool]`` (uses database ``ittai_bench_feed`` and
@@ -197,6 +198,24 @@ async def run_build(
     return elapsed, sum(b.revision == 1 for b in built), sum(b.revision > 1 for b in built)
 
 
+# What main at 061290b (before issue 14's feed work of session 5) built from this bench's rows: every
+# revision's body (less its horizon, which is the build's clock), hidden cells, placement ids, changes
+# and tallies. A faster build must print the same.
+GOLDEN_DIGEST = "1: 1700 7a403d70562a3dd3cd2d539b661f83b6; 2: 1400 9c2b184608918776df51f796519c914f"
+
+
+async def _digest(pool: asyncpg.Pool) -> str:
+    """The golden comparison on the national month: an md5 over everything each revision keeps."""
+    rows = await pool.fetch(
+        "SELECT revision, count(*) AS n, md5(string_agg((body - 'horizon')::text || suppressed::text "
+        "|| placement_ids::text || changes::text || tallies::text, '|' ORDER BY authority)) AS md5 "
+        "FROM feed_revisions WHERE month = $1 GROUP BY revision ORDER BY revision",
+        str(MONTH),
+    )
+    digest = "; ".join(f"{r['revision']}: {r['n']} {r['md5']}" for r in rows)
+    return f"{digest} ({'same as' if digest == GOLDEN_DIGEST else 'DIFFERENT from'} main at 061290b)"
+
+
 async def _server_cpu(pool: asyncpg.Pool) -> float:
     """CPU seconds used so far by the PostgreSQL sessions of the bench's database (its own client
     backends; the server runs on this machine). Parallel query workers are not counted."""
@@ -268,6 +287,7 @@ async def main() -> None:
         workers = os.cpu_count() or 1
         seq, r1, r2 = await run_build(settings, pool, None)
         print(f"national build, sequential:  {seq:6.2f} s  ({r1} revision-1 feeds, {r2} revision-2 feeds)")
+        print(f"digest of what was built (revision: feeds, md5): {await _digest(pool)}")
         print(f"target: <= 5 s for the national build -> {'met' if seq <= 5 else 'NOT met'}")
         print(f"peak RSS of this process after the build: {_rss_mb(resource.RUSAGE_SELF):.0f} MiB")
         await baseline(settings, pool)
@@ -279,6 +299,7 @@ async def main() -> None:
         print(
             f"process pool ({workers} workers):    {par:6.2f} s  ({r1p} revision-1 feeds, {r2p} revision-2 feeds)"
         )
+        print(f"digest of what the pool built: {await _digest(pool)}")
         print(f"ratio sequential / pool:     {seq / par:6.2f}x")
         print(
             f"peak RSS of this process (it counts, and composes the sequential run; the baseline loads the "
