@@ -4,7 +4,8 @@ Each operation of the welfare and employment adapters, the shared view, the feed
 API gets schema-valid (positive) and schema-violating (negative) requests from its own OpenAPI, with a
 real credential, against the real stack. Every answer must pass every schemathesis check: no 5xx, only
 documented statuses, content types and bodies as documented, valid data accepted, invalid data refused,
-405 for methods not served, 401 without the credential. Bounded: ``EXAMPLES`` per operation and mode.
+405 for methods not served, 401 without the credential. And one check of the hub's own: a refusal (4xx)
+never repeats a value it was sent (``echoed``). Bounded: ``EXAMPLES`` per operation and mode.
 
 Figures (inputs tried, statuses, 5xx, largest body) are printed per service (``pytest -s``).
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +65,32 @@ def map_case(context: Any, case: Any) -> Any:
     return case
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def echoed(case: Any, answer: str, spec: str) -> list[str]:
+    """The values of ``case`` a refusal repeats: strings of 8 characters or more sent in its path, query
+    or body, other than those the OpenAPI description itself holds (an enum's members, a field's name)."""
+    sent = (case.path_parameters, case.query, case.body)
+    return sorted({s for s in _strings(sent) if len(s.strip()) >= 8 and s not in spec and s in answer})
+
+
 def fuzz(app: FastAPI, token: str) -> Figures:
     """Every operation of ``app``'s OpenAPI, positive and negative, every check."""
     load_all_checks()
     figures = Figures()
     with serving(app) as url:
+        with urllib.request.urlopen(f"{url}/openapi.json") as answer:
+            spec = answer.read().decode()
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         schema.hook(map_case)
         for result in schema.get_all_operations():
@@ -82,7 +105,7 @@ def fuzz(app: FastAPI, token: str) -> Figures:
                 # part); the reader has its own property tests (test_fuzz_codecs).
                 excluded.append(positive_data_acceptance)
             for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-                _fuzz_operation(operation, mode, url, token, excluded, figures)
+                _fuzz_operation(operation, mode, url, token, excluded, figures, spec)
     return figures
 
 
@@ -93,6 +116,7 @@ def _fuzz_operation(
     token: str,
     excluded: list[Callable[..., Any]],
     figures: Figures,
+    spec: str,
 ) -> None:
     auth = {"Authorization": f"Bearer {token}"}
     checks = CHECKS.get_all()
@@ -115,6 +139,8 @@ def _fuzz_operation(
             case.validate_response(response, checks=checks, excluded_checks=excluded, headers=auth)
         except BaseException as exc:  # every check's failure is collected and reported by the test
             figures.failures.append(f"{operation.label} [{mode.value}]: {str(exc)[:1500]}")
+        if 400 <= response.status_code < 500 and (repeated := echoed(case, response.text, spec)):
+            figures.failures.append(f"{operation.label} [{mode.value}]: a refusal echoes {repeated[:3]!r}")
 
     try:
         run()
