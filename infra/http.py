@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra import health
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
-from infra.codecs.field_errors import FieldError, client_errors, dotted
+from infra.codecs.field_errors import FieldError, client_errors, field_of
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
@@ -135,7 +135,7 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         FieldError(
-            dotted(tuple(e.get("loc", ()))),
+            field_of(tuple(e.get("loc", ())), e.get("type", "")),
             str(e.get("msg", "invalid")),
             e.get("input"),
             e.get("type", ""),

@@ -127,6 +127,12 @@ def dotted(loc: tuple[int | str, ...]) -> str:
     return out or "(event)"
 
 
+def field_of(loc: tuple[int | str, ...], error_type: str) -> str:
+    """The field an error names. An unknown field is named by where it was (``personal``, ``(event)``),
+    not by its name: that name is the client's own text, and may be anything."""
+    return dotted(loc[:-1] if error_type == "extra_forbidden" else loc)
+
+
 def rule_class(error_type: str, message: str) -> str:
     if error_type in ("value_error", "assertion_error"):
         for phrase in _RULE_PHRASES:
@@ -153,7 +159,7 @@ def from_validation_error(exc: ValidationError, *, prefix: tuple[int | str, ...]
             value = None
         errors.append(
             FieldError(
-                field=dotted((*prefix, *err["loc"])),
+                field=field_of((*prefix, *err["loc"]), err["type"]),
                 rule=msg,
                 value=value,
                 rule_class=rule_class(err["type"], msg),

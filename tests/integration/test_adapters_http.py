@@ -214,7 +214,7 @@ VALIDATION_CASES = [
     (
         "unknown field",
         {"nickname": "x"},
-        "nickname: unknown field (not in the contract; rejected rather than dropped)",
+        "(event): unknown field (not in the contract; rejected rather than dropped)",
     ),
     ("missing field", {"programme": None}, "programme: Field required"),
     ("enum", {"programme": "gardening"}, "programme: Input should be 'public_assistance_employment'"),

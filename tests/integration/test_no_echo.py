@@ -205,11 +205,16 @@ async def _walk(app: FastAPI, token: str, families: tuple[Family, ...] = ()) -> 
                 if schema is None or "{" in template or schema.get("type") != "object":
                     continue
                 fields = {k: "x" for k in schema.get("properties", {})}
+                await send(method, template, json=fields | {MARK: "x"})
                 for value in (*BODY_VALUES, MEGABYTE):
                     for body in _replaced(fields, value):
                         await send(method, template, json=body)
         for family in families:
             event = _events(family)
+            await send("post", f"/v1/{family.value}", json=event | {MARK: 1})  # a field's name too
+            personal = event.get("personal")
+            if isinstance(personal, dict):
+                await send("post", f"/v1/{family.value}", json=event | {"personal": personal | {MARK: "x"}})
             for value in (*BODY_VALUES, MEGABYTE):
                 for body in _replaced(event, value):
                     await send("post", f"/v1/{family.value}", json=body)
