@@ -114,18 +114,19 @@ def event_site(family: str, data: Mapping[str, Any]) -> str:
 
 def acting_org(publisher: Publisher, family: str, data: Mapping[str, Any], site: SiteEntry | None) -> Org:
     """P2: the organisation the publisher acts as for this event; raises ``Refusal`` otherwise."""
-    site_id = event_site(family, data)
+    # Field and rule, no codes: neither what was sent nor what the registry holds goes back.
+    where = "captured.site" if family == "consent" else "site"
     if site is None:
-        raise Refusal("P2", f"site {site_id} is not in the sites registry (an operator adds it)")
+        raise Refusal("P2", f"{where}: not in the sites registry (an operator adds it)")
     if publisher.side is Side.AUTHORITY:
         if site.authority != publisher.code:
-            raise Refusal("P2", f"site {site_id} is run by authority {site.authority}, not {publisher.code}")
+            raise Refusal("P2", f"{where}: run by another authority than the publisher")
         return Org("authority", publisher.code)
     if publisher.code not in ("*", site.office):
-        raise Refusal("P2", f"site {site_id} is registered to office {site.office}, not {publisher.code}")
+        raise Refusal("P2", f"{where}: registered to another office than the publisher")
     named = data.get("office")
     if named is not None and str(named) != site.office:
-        raise Refusal("P2", f"office {named} is not the registered office of site {site_id} ({site.office})")
+        raise Refusal("P2", f"office: not the office the sites registry holds for the {where}")
     return Org("office", site.office)
 
 

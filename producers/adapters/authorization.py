@@ -102,7 +102,7 @@ def authorize(
                 f"adapter carries consent signed at {_SIGNED_AT[adapter]}",
             )
     if family is Family.REFERRAL and not principal.covers_authority(str(data["authority"])):
-        raise _deny(principal, f"a referral by authority {data['authority']}")
+        raise _deny(principal, "a referral by another authority")
     person = str(data["person_key"])
     held = ctx.holders.get(person, {})
     site = ctx.sites.get(site_of(family, data))

@@ -52,8 +52,8 @@ def test_authority_publishes_for_itself_only() -> None:
     )
     with pytest.raises(AuthError) as info:
         authorize(Adapter.WELFARE, KAWAGUCHI, Family.REFERRAL, data(Family.REFERRAL), ctx())
-    assert info.value.status == 403 and "may not publish a referral by authority 131041" in info.value.reason
-    with pytest.raises(AuthError, match="P2: site 131041-01 is run by authority 131041, not 112038"):
+    assert info.value.status == 403 and "may not publish a referral by another authority" in info.value.reason
+    with pytest.raises(AuthError, match="P2: site: run by another authority than the publisher"):
         authorize(Adapter.WELFARE, KAWAGUCHI, Family.RETENTION, data(Family.RETENTION), ctx())
 
 
@@ -79,11 +79,11 @@ def test_office_publishes_for_its_own_office_and_sites() -> None:
     assert authorize(Adapter.EMPLOYMENT, OFFICE, Family.PLACEMENT, data(Family.PLACEMENT), ctx()).endswith(
         "/1301"
     )
-    with pytest.raises(AuthError, match="P2: site 131041-01 is registered to office 1301, not 1102"):
+    with pytest.raises(AuthError, match="P2: site: registered to another office than the publisher"):
         authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.REGISTRATION, data(Family.REGISTRATION), ctx())
-    with pytest.raises(AuthError, match="registered to office 1301"):
+    with pytest.raises(AuthError, match="registered to another office"):
         authorize(Adapter.EMPLOYMENT, OTHER_OFFICE, Family.RETENTION, data(Family.RETENTION), ctx())
-    with pytest.raises(AuthError, match="P2: site 131041-07 is not in the sites registry"):
+    with pytest.raises(AuthError, match="P2: site: not in the sites registry"):
         authorize(
             Adapter.EMPLOYMENT, OFFICE, Family.RETENTION, data(Family.RETENTION, site="131041-07"), ctx()
         )
@@ -96,10 +96,10 @@ def test_an_office_publishes_registrations_and_placements_only_at_its_own_regist
         at_other = data(family, site="112038-01", office="1301") | (
             {"authority": "112038"} if family is Family.REGISTRATION else {}
         )
-        with pytest.raises(AuthError, match="P2: site 112038-01 is registered to office 1102, not 1301"):
+        with pytest.raises(AuthError, match="P2: site: registered to another office than the publisher"):
             authorize(Adapter.EMPLOYMENT, OFFICE, family, at_other, ctx({}))
         unregistered = at_other | {"site": "112038-07"}
-        with pytest.raises(AuthError, match="P2: site 112038-07 is not in the sites registry"):
+        with pytest.raises(AuthError, match="P2: site: not in the sites registry"):
             authorize(Adapter.EMPLOYMENT, OFFICE, family, unregistered, ctx({}))
 
 
@@ -110,7 +110,7 @@ def test_national_hello_work_covers_every_office() -> None:
     assert authorize(Adapter.EMPLOYMENT, NATIONAL, Family.RETENTION, data(Family.RETENTION), ctx()).endswith(
         "/1301"
     )
-    with pytest.raises(AuthError, match="P2: office 4701 is not the registered office of site 131041-01"):
+    with pytest.raises(AuthError, match="P2: office: not the office the sites registry holds for the site"):
         authorize(
             Adapter.EMPLOYMENT, NATIONAL, Family.PLACEMENT, data(Family.PLACEMENT, office="4701"), ctx()
         )
