@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import uuid
@@ -212,39 +211,49 @@ async def naive_rate(settings: Settings, pool: asyncpg.Pool, limit: int) -> floa
     return (state["n"] - 1) / (state["last"] - state["first"])
 
 
-def child(phase: str, settings: Settings) -> dict[str, Any]:
-    return children(phase, settings, 1)
+async def child(phase: str, settings: Settings) -> dict[str, Any]:
+    return await children(phase, settings, 1)
 
 
-def children(phase: str, settings: Settings, processes: int) -> dict[str, Any]:
+async def children(phase: str, settings: Settings, processes: int) -> dict[str, Any]:
     """Run ``phase`` in ``processes`` child processes at once; their figures together (the wall time from
-    the first one's start to the last one's end; CPU summed; the highest peak)."""
+    the first one's start to the last one's end; CPU summed; the highest peak). The CPU of their
+    PostgreSQL sessions is sampled here while they run (each session's last reading, from ``/proc``: the
+    server runs on this machine), so sessions of several children are counted once each."""
     args = [sys.executable, __file__, "--phase", phase, "--namespace", settings.topic_namespace]
-    running = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    observer = await asyncpg.connect(settings.pg_dsn)
+    sessions: dict[int, float] = {}
+    try:
+        running = [
+            await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+            for _ in range(processes)
+        ]
+        outputs = [asyncio.create_task(proc.communicate()) for proc in running]
+        while not all(out.done() for out in outputs):
+            for row in await observer.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ):
+                used = _process_cpu(row["pid"])
+                if used:
+                    sessions[row["pid"]] = used
+            await asyncio.wait(outputs, timeout=0.25)
+    finally:
+        await observer.close()
     results = []
-    for proc in running:
-        out, _ = proc.communicate()
+    for proc, out in zip(running, outputs, strict=True):
         if proc.returncode:
             raise SystemExit(f"phase {phase} failed (exit {proc.returncode})")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        results.append(json.loads((await out)[0].decode().strip().splitlines()[-1]))
     last = results[-1]
     return {
         **last,
         "events": results[0]["events"],
         "seconds": max(r["ended"] for r in results) - min(r["started"] for r in results),
         "cpu": sum(r["cpu"] for r in results),
-        "server_cpu": sum(r["server_cpu"] for r in results),
+        "server_cpu": sum(sessions.values()),
         "peak_mib": max(r["peak_mib"] for r in results),
     }
-
-
-async def server_cpu(pool: asyncpg.Pool) -> float:
-    """CPU seconds used so far by this database's client sessions (the server runs on this machine; a
-    session that ended in between is not counted)."""
-    pids = await pool.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
-    )
-    return sum(_process_cpu(r["pid"]) for r in pids)
 
 
 def _process_cpu(pid: int) -> float:
@@ -261,7 +270,7 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
     pool = await create_pool(settings, max_size=4)
     try:
         handler = SharedViewHandler(settings)
-        started, cpu, server = time.perf_counter(), time.process_time(), await server_cpu(pool)
+        started, cpu = time.perf_counter(), time.process_time()
         wall_start = time.time()
         if phase == "project":
             ends = await end_offsets(settings, handler.topics)
@@ -271,7 +280,6 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
             result = await replay(settings, pool, handler=handler)
             events = result.events
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        server = await server_cpu(pool) - server
         wall_end = time.time()
         async with pool.acquire() as conn:
             persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
@@ -288,7 +296,6 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
             "events": events,
             "seconds": seconds,
             "cpu": cpu,
-            "server_cpu": server,
             "started": wall_start,
             "ended": wall_end,
             "peak_mib": peak_mib(),
@@ -326,7 +333,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"naive FastStream (first {min(args.naive, total):,}) {naive:>10,.0f} events/s")
     finally:
         await pool.close()
-    projected = child("project", settings)
+    projected = await child("project", settings)
     rate = projected["events"] / projected["seconds"]
     print(
         f"shared-view projection   {rate:>10,.0f} events/s  ({projected['events']:,} in {projected['seconds']:.1f} s, "
@@ -334,7 +341,7 @@ async def main(args: argparse.Namespace) -> None:
         f"{projected['persons']:,} people in view, {projected['held']:,} held)"
     )
     if args.replay:
-        replayed = child("replay", settings)
+        replayed = await child("replay", settings)
         print(
             f"replay                   {replayed['events'] / replayed['seconds']:>10,.0f} events/s  "
             f"({replayed['events']:,} in {replayed['seconds']:.1f} s, {_cpu(replayed)}, "
@@ -344,7 +351,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
     if args.processes > 1:
         await reset_database(settings)
-        split = children("project", settings, args.processes)
+        split = await children("project", settings, args.processes)
         split_rate = split["events"] / split["seconds"]
         print(
             f"projection, {args.processes} processes {split_rate:>10,.0f} events/s  "
