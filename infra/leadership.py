@@ -80,7 +80,8 @@ class Leadership:
         self._broken = asyncio.Event()  # the lock connection ended
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._report("starting", ok=False)
+        # Nothing reported yet: a leadership made and never started (a relay only drained, a one-shot
+        # ``acquire_now``) must not leave the process unready for good (``infra.health`` is process-wide).
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class Leadership:
 
     def start(self) -> None:
         if self._task is None:
+            self._report("starting", ok=False)
             self._task = asyncio.create_task(self._keep(), name=f"leadership-{self.role}")
 
     async def wait_held(self, stop: asyncio.Event | None = None) -> bool:
