@@ -290,6 +290,7 @@ class ConsumerRuntime:
         finally:
             if self._inflight is not None and not self._inflight.done():
                 self._inflight.cancel()  # only on an error path: uncommitted work is redelivered
+                await asyncio.wait({self._inflight})  # its transaction ends before its connection goes back
             if self._kafka_commits is not None:  # the last positions, for lag tools; never a hang
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(self._kafka_commits, timeout=5)
