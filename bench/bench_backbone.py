@@ -1,7 +1,9 @@
 """Backbone bench: for the same 200,000 simulated events in one run, the raw aiokafka consume rate
 (the ceiling) and the walking-skeleton consumer's rate (decode + validate + one PostgreSQL transaction
 per batch with offsets), and their ratio; then ``hub run event-log --workers N`` as separate processes
-(N = 1, 2 by default), from the first committed batch to the last, each against the same ceiling.
+(N = 1, 2 by default), from when all N are members of a stable group (the local broker starts a group
+at once, so the first worker reads alone until the others join and the group rebalances) to the last
+committed batch, each against the same ceiling. The events of that span are the figure's count.
 
 Each figure also gives the CPU it took over the same span, per event: the consumer's (this process for
 the raw read and the skeleton, the ``hub run`` processes for the others) and that of the database's
@@ -22,6 +24,7 @@ import sys
 import time
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import (
     Figure,
@@ -33,8 +36,9 @@ from bench.common import (
     sealed_records,
 )
 from consumers.event_log import EventLogHandler
-from consumers.runtime import ConsumerRuntime
+from consumers.runtime import ConsumerRuntime, group_id_for
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.logging import configure_logging
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -67,6 +71,20 @@ def _tree_cpu(root: int) -> float:
         total += _cpu_of(pid)
         todo += parents.get(pid, [])
     return total
+
+
+async def _stable_group(settings: Settings, members: int) -> None:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        while True:
+            (response,) = await admin.describe_consumer_groups([group_id_for("event-log", settings)])
+            _error, _group, state, *_rest, found = response.groups[0][:6]
+            if state == "Stable" and len(found) == members:
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
 
 
 async def server_cpu(conn: asyncpg.Connection) -> float:
@@ -103,8 +121,13 @@ async def workers_rate(
         proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL)
         progress = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'event-log'"
         try:
-            while (first := int(await conn.fetchval(progress))) == 0:
+            while int(await conn.fetchval(progress)) == 0:
                 await asyncio.sleep(0.02)
+            # The broker starts a group at once (no initial rebalance delay on the local stack): the first
+            # worker takes every partition, the others join and the group rebalances. Timed from when all
+            # of them are members of a stable group.
+            await _stable_group(settings, workers)
+            first = int(await conn.fetchval(progress))
             started = time.perf_counter()
             cpu, server = _tree_cpu(proc.pid), await server_cpu(conn)
             while await conn.fetchval(progress) < total:
