@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from enum import IntEnum, unique
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,27 @@ from infra.config import Settings, get_settings
 
 # Writers of the outbox NOTIFY this channel in their transaction; the relay listens (else it polls).
 OUTBOX_CHANNEL = "ittai_outbox"
-_MIGRATION_LOCK = 7_201_101  # pg_advisory_lock key: one migrator at a time
-# An erasure holds both exclusively, this one first. Shared-view batches hold ERASURE_LOCK shared, so no
-# batch writes a person's clear data after (or while) that person is erased; every accepting transaction
-# holds ACCEPTANCE_ERASURE_LOCK shared, so none commits an event of a person erased after its
-# authorisation read the register (P9). Two locks, so that an erasure waiting for a long shared-view
-# batch does not hold up acceptance meanwhile: it takes the acceptance lock only once it has the other.
-ERASURE_LOCK = 7_204_001
-ACCEPTANCE_ERASURE_LOCK = 7_204_002
+
+
+@unique
+class AdvisoryLock(IntEnum):
+    """Every PostgreSQL advisory lock key the hub takes, in one place: two roles sharing a key block each
+    other for as long as a holder runs (the shared-view role once shared the acceptance erasure lock's key,
+    so a running projector held up every acceptance). ``@unique`` refuses a repeated key at import."""
+
+    MIGRATION = 7_201_101  # one migrator at a time
+    RELAY = 7_201_102  # the outbox relay role
+    # An erasure holds both exclusively, ERASURE first. Shared-view batches hold ERASURE shared, so no batch
+    # writes a person's clear data after (or while) that person is erased; every accepting transaction holds
+    # ACCEPTANCE_ERASURE shared, so none commits an event of a person erased after its authorisation read
+    # the register (P9). Two locks, so that an erasure waiting for a long shared-view batch does not hold up
+    # acceptance meanwhile: it takes the acceptance lock only once it has the other. Migration 015's
+    # trigger names ACCEPTANCE_ERASURE's key as a literal (a test holds them equal).
+    ERASURE = 7_204_001
+    ACCEPTANCE_ERASURE = 7_204_002
+    SHARED_VIEW_ROLE = 7_204_003  # the shared-view projector; a replay refuses to start while it is held
+    FEED_BUILDER_ROLE = 7_205_001
+
 
 # What a database restart, a failover or a full connection table looks like to a client: retried with
 # capped backoff everywhere, never treated as a bug. (``ConnectionDoesNotExistError`` is a
@@ -105,7 +119,7 @@ def _migration_files() -> list[tuple[str, str]]:
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations; returns the names applied. Safe to call from many processes."""
     applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    await conn.execute("SELECT pg_advisory_lock($1)", AdvisoryLock.MIGRATION)
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
@@ -120,7 +134,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
             applied.append(name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.execute("SELECT pg_advisory_unlock($1)", AdvisoryLock.MIGRATION)
     return applied
 
 

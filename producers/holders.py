@@ -21,7 +21,7 @@ from contracts.envelope import Event
 from domain.provenance import INTAKE, Org, SiteEntry, intake_date
 from infra.auth import AuthError
 from infra.crypto import forget_everywhere
-from infra.db import ACCEPTANCE_ERASURE_LOCK
+from infra.db import AdvisoryLock
 
 Registers = tuple[dict[str, SiteEntry], dict[str, dict[Org, date]], dict[str, datetime], set[str]]
 
@@ -148,7 +148,7 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     wanted = sorted(set(persons))
     if not wanted:
         return set()
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ACCEPTANCE_ERASURE_LOCK)
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
     rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
     erased = {r[0] for r in rows}
     if erased:

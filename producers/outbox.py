@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from contracts.envelope import Event
 from infra import health, metrics
 from infra.config import Settings
-from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, connect
+from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, AdvisoryLock, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
@@ -32,7 +32,6 @@ from producers.holders import ErasedMeanwhile, erasure_fence, record_fences, rec
 
 log = get_logger("outbox")
 
-_RELAY_LOCK = 7_201_102
 _GATHER_S = 0.02  # after a part batch: adds at most this to the time from 202 to Kafka
 NOTIFY_CHANNEL = OUTBOX_CHANNEL
 
@@ -80,7 +79,7 @@ class OutboxRelay:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
-        self.leadership = Leadership(settings, "relay", _RELAY_LOCK)
+        self.leadership = Leadership(settings, "relay", AdvisoryLock.RELAY)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
@@ -282,7 +281,7 @@ class OutboxRelay:
                 await asyncio.sleep(0.05)
         finally:
             await self.leadership.close()
-            self.leadership = Leadership(self.settings, "relay", _RELAY_LOCK)
+            self.leadership = Leadership(self.settings, "relay", AdvisoryLock.RELAY)
 
     async def close(self) -> None:
         await self._drop_producer()

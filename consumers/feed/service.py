@@ -19,12 +19,11 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import TRANSIENT_ERRORS, ConsumerRuntime
 from domain.feed import is_closed
 from infra.config import Settings
+from infra.db import AdvisoryLock
 from infra.leadership import Leadership
 from infra.logging import get_logger
 
 log = get_logger("feed")
-
-BUILDER_LOCK = 7_205_001  # advisory lock key of the feed-builder role
 
 
 class FeedBuilderService:
@@ -56,7 +55,7 @@ class FeedBuilderService:
         return built
 
     async def run(self) -> None:
-        async with Leadership(self.settings, "feed-builder", BUILDER_LOCK) as leadership:
+        async with Leadership(self.settings, "feed-builder", AdvisoryLock.FEED_BUILDER_ROLE) as leadership:
             self.leadership = leadership
             while await leadership.wait_held(self._stop) and not self._stop.is_set():
                 try:

@@ -25,7 +25,7 @@ from contracts.events import Erasure as ErasureData
 from contracts.events import erasure_statement
 from domain.provenance import OPERATOR_SOURCE
 from infra.crypto import KeyStore, forget_everywhere
-from infra.db import ACCEPTANCE_ERASURE_LOCK, ERASURE_LOCK
+from infra.db import AdvisoryLock
 from infra.logging import get_logger
 from infra.outbox_rows import insert_events
 from infra.signing import ErasureSigner
@@ -78,9 +78,9 @@ async def erase_person(
 ) -> Erasure:
     async with conn.transaction():
         # Waits for the batch in flight; later batches see the register and skip the person.
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ERASURE)
         # Then every accepting transaction in flight (P9 at commit, ``producers.holders.erasure_fence``).
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", ACCEPTANCE_ERASURE_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
         already = (
             await conn.fetchval("SELECT true FROM sv_erasures WHERE person_key = $1", person_key) or False
         )

@@ -6,7 +6,7 @@ the erasure register are skipped (their sealed data could not be opened anyway).
 pure function of a person's events and consent, the result equals the view built incrementally.
 
 Only one writer may own the view: the live consumer (``hub run shared-view``) leads the
-``shared-view`` role (``infra.leadership``, lock ``SERVICE_LOCK``), and a replay refuses to start while
+``shared-view`` role (``infra.leadership``, lock ``AdvisoryLock.SHARED_VIEW_ROLE``), and a replay refuses to start while
 it does. Every write of the replay is fenced by its epoch; if its lock is lost on the way (a database
 restart), the replay stops and says so rather than race a consumer that took the lock meanwhile.
 """
@@ -25,9 +25,8 @@ from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from infra.config import Settings
+from infra.db import AdvisoryLock
 from infra.leadership import Leadership
-
-SERVICE_LOCK = 7_204_002
 
 
 class ReplayRefused(Exception):
@@ -67,7 +66,7 @@ async def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     handler = handler or SharedViewHandler(settings)
-    leadership = Leadership(settings, "shared-view", SERVICE_LOCK)
+    leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
     if not await leadership.acquire_now():
         raise ReplayRefused("the shared-view consumer is running ('hub run shared-view'); stop it first")
     try:

@@ -1,6 +1,6 @@
 """``hub run shared-view``: the projection consumer, its HTTP API and the consent-validity sweep, together.
 
-The projection leads the ``shared-view`` role (``infra.leadership``: lock ``SERVICE_LOCK``, re-taken after
+The projection leads the ``shared-view`` role (``infra.leadership``: lock ``AdvisoryLock.SHARED_VIEW_ROLE``, re-taken after
 every reconnect, every batch fenced by epoch) so a replay cannot rebuild the view under it; a second
 ``hub run shared-view`` waits as a standby.
 """
@@ -17,9 +17,8 @@ import uvicorn
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler
-from consumers.shared_view.replay import SERVICE_LOCK
 from infra.config import Settings
-from infra.db import TRANSIENT_DB_ERRORS
+from infra.db import TRANSIENT_DB_ERRORS, AdvisoryLock
 from infra.http import server
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
@@ -54,7 +53,7 @@ class ProjectionService:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.handler = SharedViewHandler(settings)
-        self.leadership = Leadership(settings, "shared-view", SERVICE_LOCK)
+        self.leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
         self.runtime = ConsumerRuntime(self.handler, settings, pool, fence=self.leadership.fence)
         self.pool = pool
         self._stop = asyncio.Event()

@@ -20,7 +20,7 @@ import orjson
 
 from consumers.consent_store import ConsentStore
 from domain.shared_view import PersonView, ViewPlan
-from infra.db import ERASURE_LOCK, copy_to_stage, stage_ddl  # the lock: batches shared, an erasure exclusive
+from infra.db import AdvisoryLock, copy_to_stage, stage_ddl  # the lock: batches shared, an erasure exclusive
 
 consents = ConsentStore("sv_consents")
 
@@ -234,7 +234,7 @@ if tuple(f.name for f in fields(PersonView)) != VIEW_FIELDS:
 # estimated cost passes 100,000, tens of milliseconds for a lookup of milliseconds: off, for the batch.
 _BEGIN = "; ".join(
     (
-        f"SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK})",
+        f"SELECT pg_advisory_xact_lock_shared({AdvisoryLock.ERASURE.value})",
         "SET LOCAL random_page_cost = 1.1",
         "SET LOCAL jit = off",
         stage_ddl("sv_events_stage", _EVENT_STAGE),

@@ -17,9 +17,9 @@ from consumers.catchup import end_offsets, progress_of, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler
-from consumers.shared_view.replay import SERVICE_LOCK
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
+from infra.db import AdvisoryLock
 
 
 async def demo_shared_view(settings: Settings, pool: asyncpg.Pool, out: Console) -> dict[str, int]:
@@ -28,11 +28,11 @@ async def demo_shared_view(settings: Settings, pool: asyncpg.Pool, out: Console)
     handler = SharedViewHandler(settings)
     ends = await end_offsets(settings, handler.topics)
     async with pool.acquire() as lock_conn:
-        if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", SERVICE_LOCK):
+        if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", AdvisoryLock.SHARED_VIEW_ROLE):
             try:
                 await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=600)
             finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", SERVICE_LOCK)
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", AdvisoryLock.SHARED_VIEW_ROLE)
         else:  # a live `hub run shared-view` owns the view: wait for it instead
             while True:  # polling a table: there is no event to await
                 if await progress_of(lock_conn, handler.name, ends) >= sum(ends.values()):
