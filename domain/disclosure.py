@@ -1070,7 +1070,7 @@ def _safe_by_null_space(
     cell i whenever any direction can; t runs down to the first cell that would go below 0, and up
     likewise. Where an end already meets the rule (``_shows_safe``), the LPs would find the cell
     safe too, so they are skipped for it; each end is checked again as a point (equations and
-    non-negativity) before it counts. ``test_disclosure_null_space.py`` checks against the exact LPs.
+    non-negativity) before it counts. ``tests/unit/test_disclosure_shortcuts.py`` checks it against the exact LPs.
     """
     todo = [i for i, q in enumerate(comp.members) if q not in safe]
     basis = _null_space(comp)

@@ -43,7 +43,6 @@ class ParsedRow:
     line: int  # physical line where the record starts (the header is line 1)
     data: dict[str, Any]
     errors: tuple[FieldError, ...]
-    raw: tuple[str, ...]  # cells as decoded, for the row's idempotency key
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +250,7 @@ def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
                 rule_class="cell count",
             )
         )
-        return ParsedRow(line, data, tuple(errors), tuple(cells))
+        return ParsedRow(line, data, tuple(errors))
     for (column, label, convert, path), cell in zip(header.plan, cells, strict=True):
         if not cell or cell.isspace():
             continue  # empty = absent; the contract says whether that is allowed
@@ -272,7 +271,7 @@ def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
             data[path[0]] = value
         else:
             _put(data, path, value)
-    return ParsedRow(line, data, tuple(errors), tuple(cells))
+    return ParsedRow(line, data, tuple(errors))
 
 
 def read_rows(
