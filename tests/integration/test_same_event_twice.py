@@ -46,7 +46,8 @@ async def _state(conn: asyncpg.Connection, ids: list[str], persons: list[str]) -
             "ORDER BY event_id",
             ids,
         ),
-        "sv_persons": await load_views(conn, persons),
+        # by key: rows come back in their physical order, which an upsert of the same values may change
+        "sv_persons": sorted(await load_views(conn, persons), key=lambda v: v.person_key),
         "sv_events": await conn.fetch(
             "SELECT event_id, applied_at FROM sv_events WHERE person_key = ANY($1::text[]) ORDER BY event_id",
             persons,
