@@ -15,8 +15,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from devtools.stack import namespaces
+from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from infra.kafka import client_options
+from producers.adapters.sites import add_sites
+from tests import factories
 
 
 async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> list[ConsumerRecord]:
@@ -100,3 +103,21 @@ async def wait_published(pool: asyncpg.Pool, event_ids: list[str], *, timeout_s:
             until=lambda n: n == len(event_ids),
             timeout_s=timeout_s,
         )
+
+
+async def three_clients(pool: asyncpg.Pool, label: str) -> dict[str, str]:
+    """Tokens of a national Hello Work publisher, the test authority (publish + read) and an operator, on
+    the test site: the three parties a sweep over every route speaks as."""
+    specs = {
+        "national": (OrgKind.HELLO_WORK_NATIONAL, "*", {Role.PUBLISH}),
+        "authority": (OrgKind.AUTHORITY, factories.AUTHORITY, {Role.PUBLISH, Role.READ}),
+        "operator": (OrgKind.OPERATOR, "ops", {Role.OPERATE}),
+    }
+    out = {}
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
+        for who, (kind, code, roles) in specs.items():
+            _, out[who] = await add_client(
+                conn, name=f"{label} {who}", org_kind=kind, org_code=code, roles=frozenset(roles)
+            )
+    return out

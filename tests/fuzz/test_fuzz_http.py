@@ -31,13 +31,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from consumers.feed.api import create_feed_app
 from consumers.shared_view.api import build_app as shared_view_app
 from hub.console.app import create_console_app
-from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
 from producers.adapters.app import employment_app, welfare_app
-from producers.adapters.sites import add_sites
-from tests import factories
 from tests.fuzz.rules import obey
 from tests.fuzz.servers import serving
+from tests.helpers import three_clients
 
 # Per operation and mode: ~500 requests over five services in CI; HUB_FUZZ_EXAMPLES=40 for a longer hunt.
 EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "8"))
@@ -151,19 +149,7 @@ def _fuzz_operation(
 
 @pytest.fixture(scope="module")
 async def tokens(pool: asyncpg.Pool) -> dict[str, str]:
-    specs = {
-        "national": (OrgKind.HELLO_WORK_NATIONAL, "*", {Role.PUBLISH}),
-        "authority": (OrgKind.AUTHORITY, factories.AUTHORITY, {Role.PUBLISH, Role.READ}),
-        "operator": (OrgKind.OPERATOR, "ops", {Role.OPERATE}),
-    }
-    out = {}
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
-        for who, (kind, code, roles) in specs.items():
-            _, out[who] = await add_client(
-                conn, name=f"fuzz {who}", org_kind=kind, org_code=code, roles=frozenset(roles)
-            )
-    return out
+    return await three_clients(pool, "fuzz")
 
 
 SERVICES: dict[str, tuple[Callable[[Settings], FastAPI], str]] = {

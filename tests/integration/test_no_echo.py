@@ -31,17 +31,15 @@ from consumers.shared_view.api import build_app as shared_view_app
 from contracts.envelope import Family, encode
 from hub.console.app import create_console_app
 from hub.portal.app import create_portal_app
-from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.logging import configure_logging
 from infra.topics import ensure_topics
 from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
-from producers.adapters.sites import add_sites
 from producers.submission import to_event
 from tests import factories
-from tests.helpers import delete_namespace, free_port, read_topic
+from tests.helpers import delete_namespace, free_port, read_topic, three_clients
 from tests.integration.test_hostile_consumers import _catch_up_all, _publish_raw, _raw
 
 MARK = f"zq{uuid.uuid4().hex[:14]}"  # appears nowhere unless something repeats what it was sent
@@ -72,19 +70,7 @@ def logs(capsys: pytest.CaptureFixture[str], settings: Settings) -> Iterator[pyt
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def tokens(pool: asyncpg.Pool) -> dict[str, str]:
-    specs = {
-        "national": (OrgKind.HELLO_WORK_NATIONAL, "*", {Role.PUBLISH}),
-        "authority": (OrgKind.AUTHORITY, factories.AUTHORITY, {Role.PUBLISH, Role.READ}),
-        "operator": (OrgKind.OPERATOR, "ops", {Role.OPERATE}),
-    }
-    out = {}
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
-        for who, (kind, code, roles) in specs.items():
-            _, out[who] = await add_client(
-                conn, name=f"no-echo {who}", org_kind=kind, org_code=code, roles=frozenset(roles)
-            )
-    return out
+    return await three_clients(pool, "no-echo")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
