@@ -14,11 +14,15 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from consumers.shared_view.erasure import erase_person
 from devtools.stack import namespaces
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
+from infra.crypto import KeyStore
 from infra.kafka import client_options
+from infra.signing import erasure_signer
 from producers.adapters.sites import add_sites
+from producers.ingest import accept
 from tests import factories
 
 
@@ -121,3 +125,15 @@ async def three_clients(pool: asyncpg.Pool, label: str) -> dict[str, str]:
                 conn, name=f"{label} {who}", org_kind=kind, org_code=code, roles=frozenset(roles)
             )
     return out
+
+
+async def accept_then_erase(conn: asyncpg.Connection, settings: Settings, person: str) -> None:
+    """A registration of ``person`` accepted, then the person erased by the operator (signed)."""
+    keystore = KeyStore.from_settings(settings)
+    await accept(
+        conn, keystore, [factories.registration(person)], origin="test", namespace=settings.topic_namespace
+    )
+    await erase_person(
+        conn, keystore, person, requested_by="test", namespace=settings.topic_namespace,
+        signer=erasure_signer(settings),
+    )  # fmt: skip

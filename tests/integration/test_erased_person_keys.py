@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from consumers.shared_view.erasure import erase_person
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.signing import erasure_signer
 from producers.holders import ErasedMeanwhile
 from producers.ingest import accept, enqueue, seal_events
 from producers.submission import validate
 from tests import factories
+from tests.helpers import accept_then_erase
 
 
 async def _keys(conn: asyncpg.Connection, person: str) -> int:
@@ -29,14 +28,7 @@ async def _keys(conn: asyncpg.Connection, person: str) -> int:
 async def _erased(pool: asyncpg.Pool, settings: Settings) -> str:
     person = factories.person_key()
     async with pool.acquire() as conn:
-        await accept(
-            conn, KeyStore.from_settings(settings), [factories.registration(person)], origin="test",
-            namespace=settings.topic_namespace,
-        )  # fmt: skip
-        await erase_person(
-            conn, KeyStore.from_settings(settings), person, requested_by="test",
-            namespace=settings.topic_namespace, signer=erasure_signer(settings),
-        )  # fmt: skip
+        await accept_then_erase(conn, settings, person)
         assert await _keys(conn, person) == 0
     return person
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.service import ProjectionService
 from infra.config import Settings
-from infra.crypto import KeyStore
-from infra.signing import erasure_signer
-from producers.ingest import accept
 from tests import factories
+from tests.helpers import accept_then_erase
 
 
 async def test_acceptance_and_erasure_go_on_while_the_projector_holds_its_role(
@@ -29,14 +26,7 @@ async def test_acceptance_and_erasure_go_on_while_the_projector_holds_its_role(
             # a bound, not a measurement: a shared key makes these wait for ever, and the test must end
             await conn.execute("SET lock_timeout = '30s'")
             try:
-                await accept(
-                    conn, KeyStore.from_settings(settings), [factories.registration(person)], origin="test",
-                    namespace=settings.topic_namespace,
-                )  # fmt: skip
-                await erase_person(
-                    conn, KeyStore.from_settings(settings), person, requested_by="test",
-                    namespace=settings.topic_namespace, signer=erasure_signer(settings),
-                )  # fmt: skip
+                await accept_then_erase(conn, settings, person)
             finally:
                 await conn.execute("RESET lock_timeout")
         assert projector.leadership.held
