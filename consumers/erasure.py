@@ -23,8 +23,9 @@ from domain.provenance import Refusal, check_erasure_source
 from infra.signing import ErasureVerifier
 
 ERASURE_NOT_SIGNED = (
-    "P9: signature: an erasure is signed by the hub's operator erasure key over its id, subject, source, "
-    "person key, erasure id and time; this one's signature does not verify"
+    "P9: signature: an erasure is signed by the hub's operator erasure key over the deployment it is for "
+    "(environment, topic namespace), its id, subject, source, person key, erasure id and time; this one's "
+    "signature does not verify here"
 )
 
 

@@ -387,15 +387,38 @@ class Erasure(Contract):
     signature: str = Field(
         pattern=r"^[A-Za-z0-9_-]{86}$",
         description="Ed25519 signature (64 bytes, base64url without padding) by the hub's operator erasure "
-        "key over the erasure statement: family, event id, subject, source, person key, erasure id, time",
+        "key over the erasure statement: family, environment, topic namespace, event id, subject, source, "
+        "person key, erasure id, time",
     )
 
 
 def erasure_statement(
-    *, event_id: str, subject: str, source: str, person_key: str, erasure_id: str, erased_at: datetime
+    *,
+    environment: str,
+    namespace: str,
+    event_id: str,
+    subject: str,
+    source: str,
+    person_key: str,
+    erasure_id: str,
+    erased_at: datetime,
 ) -> bytes:
-    """What an erasure's signature covers, one field a line: the event's identity, whom it erases (the
-    subject consumers act on and the data's person key, both) and when. Times as UTC microseconds, so the
-    signer's datetime and the one a consumer decodes from the JSON give the same bytes."""
+    """What an erasure's signature covers, one field a line: the deployment it is for (the environment and
+    the topic namespace: an erasure signed for staging, copied into production's topic, must not verify
+    there even if the two shared a key), the event's identity, whom it erases (the subject consumers act
+    on and the data's person key, both) and when. Times as UTC microseconds, so the signer's datetime and
+    the one a consumer decodes from the JSON give the same bytes. By the time one is verified no field can
+    hold a line break (each is held to a pattern, the source to the operator's), so lines cannot shift."""
     at = erased_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return "\n".join(["ittai.erasure.v1", event_id, subject, source, person_key, erasure_id, at]).encode()
+    lines = [
+        "ittai.erasure.v1",
+        environment,
+        namespace,
+        event_id,
+        subject,
+        source,
+        person_key,
+        erasure_id,
+        at,
+    ]
+    return "\n".join(lines).encode()

@@ -5,7 +5,9 @@ operator side, but a header proves nothing: anyone with WRITE on the erasure top
 user, whose in-process relays publish every outbox row) could write one. So the operator side signs each
 erasure with an Ed25519 key only it holds (``HUB_ERASURE_SIGNING_KEY``: ``hub erase`` and the shared-view
 API, which serves ``DELETE /persons``), and the consumers and key-holding services verify it with the
-public key (``HUB_ERASURE_VERIFY_KEY``). A Kafka credential, or a whole adapter host, cannot forge one.
+public key (``HUB_ERASURE_VERIFY_KEY``). A Kafka credential, or a whole adapter host, cannot forge one. What
+is signed names the deployment too (environment and topic namespace, ``Deployment``), so an erasure
+signed for staging does not verify in production, even were the two to share a key.
 
 A local development stack uses a public demo key pair when none is set; anywhere else an unset key, or
 the demo one, refuses to start (``InsecureConfiguration``). ``cryptography``'s Ed25519 (OpenSSL).
@@ -16,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -56,40 +60,100 @@ def verify_key_of(signing_key: str) -> str:
     return public_key_text(_seed(signing_key))
 
 
-def _statement(event: Event) -> bytes:
-    data = event.data
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Which hub an erasure is for, named in what its signature covers: the environment and the topic
+    namespace. Were two deployments to share a key (they must not), an erasure signed for one, copied into
+    the other's topic, would not verify there."""
+
+    environment: str
+    namespace: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Deployment:
+        # A local development stack is one environment however a process on it was started (``./dev``
+        # sets HUB_ENVIRONMENT=local, a shell after ``hub stack up`` may not), so that ``hub erase`` from a
+        # shell and the consumers ``./dev demo`` started agree; it signs with the public demo key anyway.
+        environment = "local" if settings.is_local_development() else settings.environment
+        return cls(environment, settings.topic_namespace)
+
+
+def _statement(
+    deployment: Deployment,
+    *,
+    event_id: str,
+    subject: str,
+    source: str,
+    person_key: str,
+    erasure_id: str,
+    erased_at: datetime,
+) -> bytes:
     return erasure_statement(
-        event_id=event.id,
-        subject=event.subject,
-        source=event.source,
-        person_key=data.person_key,
-        erasure_id=data.erasure_id,
-        erased_at=data.erased_at,
+        environment=deployment.environment,
+        namespace=deployment.namespace,
+        event_id=event_id,
+        subject=subject,
+        source=source,
+        person_key=person_key,
+        erasure_id=erasure_id,
+        erased_at=erased_at,
     )
 
 
 class ErasureSigner:
-    """The operator side's signing key."""
+    """The operator side's signing key, for one deployment."""
 
-    def __init__(self, private: Ed25519PrivateKey) -> None:
+    def __init__(self, private: Ed25519PrivateKey, deployment: Deployment) -> None:
         self._private = private
+        self.deployment = deployment
 
-    def sign(self, statement: bytes) -> str:
-        """The signature over ``statement`` (``contracts.events.erasure_statement``), base64url."""
+    def sign(
+        self,
+        *,
+        event_id: str,
+        subject: str,
+        source: str,
+        person_key: str,
+        erasure_id: str,
+        erased_at: datetime,
+    ) -> str:
+        """The signature over the erasure's statement for this deployment
+        (``contracts.events.erasure_statement``), base64url."""
+        statement = _statement(
+            self.deployment,
+            event_id=event_id,
+            subject=subject,
+            source=source,
+            person_key=person_key,
+            erasure_id=erasure_id,
+            erased_at=erased_at,
+        )
         return base64.urlsafe_b64encode(self._private.sign(statement)).rstrip(b"=").decode()
 
 
 class ErasureVerifier:
-    """The operator's public key, for consumers and services acting on erasures."""
+    """The operator's public key, for consumers and services acting on erasures in one deployment."""
 
-    def __init__(self, public: Ed25519PublicKey) -> None:
+    def __init__(self, public: Ed25519PublicKey, deployment: Deployment) -> None:
         self._public = public
+        self.deployment = deployment
 
     def verify(self, event: Event) -> bool:
-        """Whether the erasure ``event`` carries the operator's signature over exactly its statement."""
+        """Whether the erasure ``event`` carries the operator's signature over exactly its statement, made
+        for this deployment."""
         try:
             signature = base64.urlsafe_b64decode(event.data.signature + "==")
-            self._public.verify(signature, _statement(event))
+            data = event.data
+            statement = _statement(
+                self.deployment,
+                event_id=event.id,
+                subject=event.subject,
+                source=event.source,
+                person_key=data.person_key,
+                erasure_id=data.erasure_id,
+                erased_at=data.erased_at,
+            )
+            self._public.verify(signature, statement)
         except (InvalidSignature, ValueError, AttributeError, TypeError):
             return False
         return True
@@ -105,7 +169,7 @@ def erasure_signer(settings: Settings) -> ErasureSigner:
             "(hub erase, the shared-view API) holds it; set it to 32 random bytes, base64",
         )
         encoded = DEMO_ERASURE_SIGNING_KEY
-    return ErasureSigner(_seed(encoded))
+    return ErasureSigner(_seed(encoded), Deployment.of(settings))
 
 
 def erasure_signer_if_held(settings: Settings) -> ErasureSigner | None:
@@ -134,7 +198,7 @@ def erasure_verifier(settings: Settings) -> ErasureVerifier:
         )
     try:
         raw = base64.b64decode(encoded, validate=True)
-        return ErasureVerifier(Ed25519PublicKey.from_public_bytes(raw))
+        return ErasureVerifier(Ed25519PublicKey.from_public_bytes(raw), Deployment.of(settings))
     except (binascii.Error, ValueError):
         raise ValueError("HUB_ERASURE_VERIFY_KEY must be 32 bytes, base64") from None
 

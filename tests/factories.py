@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import Family
-from contracts.events import erasure_statement
 from infra.config import get_settings
 from infra.signing import ErasureSigner, erasure_signer
 from producers.submission import Submission
@@ -139,10 +138,9 @@ def erasure(pk: str, *, source: str = "/hub/operator", signer: ErasureSigner | N
     local stack's operator key; another ``source`` or ``signer`` makes a forged one."""
     now = datetime.now(UTC)
     erasure_id = uuid.uuid4().hex
-    statement = erasure_statement(
+    signature = (signer or erasure_signer(get_settings())).sign(
         event_id=erasure_id, subject=pk, source=source, person_key=pk, erasure_id=erasure_id, erased_at=now
     )
-    signature = (signer or erasure_signer(get_settings())).sign(statement)
     data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat(), "signature": signature}
     return Submission(Family.ERASURE, source, now, data, event_id=erasure_id)
 

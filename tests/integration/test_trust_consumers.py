@@ -25,7 +25,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.signing import ErasureSigner
+from infra.signing import Deployment, ErasureSigner, erasure_signer
 from infra.topics import ensure_topics
 from producers.holders import ErasedMeanwhile
 from producers.submission import Submission, to_event
@@ -173,7 +173,7 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
             settings.topic(Family.ERASURE),
         )
     forged = _raw(settings, to_event(factories.erasure(kept, source=SHINJUKU), None))
-    genuine = _raw(settings, to_event(factories.erasure(gone), None))
+    genuine = _raw(settings, to_event(factories.erasure(gone, signer=erasure_signer(settings)), None))
     await _publish_raw(settings, [forged, genuine])
     await _catch_up(pool, settings)
 
@@ -229,8 +229,8 @@ async def test_an_erasure_not_signed_by_the_operator_key_is_refused(
         before = await conn.fetchval(
             "SELECT count(*) FROM dead_letters WHERE source_topic = $1", settings.topic(Family.ERASURE)
         )
-    rogue = ErasureSigner(Ed25519PrivateKey.generate())
-    genuine_sub = factories.erasure(gone)
+    rogue = ErasureSigner(Ed25519PrivateKey.generate(), Deployment.of(settings))
+    genuine_sub = factories.erasure(gone, signer=erasure_signer(settings))
     genuine = _raw(settings, to_event(genuine_sub, None))
     forged = [
         _raw(settings, to_event(factories.erasure(other_key, signer=rogue), None)),

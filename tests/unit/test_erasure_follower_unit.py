@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from contracts.envelope import encode
 from infra import erasure_follower
 from infra.config import Settings
-from infra.signing import ErasureSigner
+from infra.signing import Deployment, ErasureSigner
 from producers.submission import to_event
 from tests import factories
 
@@ -27,8 +27,9 @@ def test_an_unforeseen_error_on_one_record_skips_that_record_only(monkeypatch: p
 def test_only_an_erasure_signed_by_the_operator_key_makes_the_process_forget() -> None:
     """The follower checks the operator's signature as the consumers do: a forged erasure under the
     operator's ``ce_source`` (a leaked Kafka password) does not empty this process's key caches."""
-    follower = erasure_follower.ErasureFollower(Settings(environment="local"))
-    rogue = ErasureSigner(Ed25519PrivateKey.generate())
+    settings = Settings(environment="local")
+    follower = erasure_follower.ErasureFollower(settings)
+    rogue = ErasureSigner(Ed25519PrivateKey.generate(), Deployment.of(settings))
     pk = factories.person_key()
     follower._apply(*encode(to_event(factories.erasure(pk, signer=rogue), None)))
     assert follower.forgotten == 0

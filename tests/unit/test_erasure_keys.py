@@ -3,9 +3,11 @@ the signatures of the configured key over exactly the erasure they were made for
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -15,6 +17,8 @@ from infra.config import InsecureConfiguration, Settings
 from infra.signing import (
     DEMO_ERASURE_SIGNING_KEY,
     DEMO_ERASURE_VERIFY_KEY,
+    Deployment,
+    ErasureSigner,
     erasure_signer,
     erasure_signer_if_held,
     erasure_verifier,
@@ -29,8 +33,10 @@ def _production(tmp_path: Path, **keys: object) -> Settings:
     return Settings(environment="production", stack_dir=tmp_path, **keys)  # type: ignore[arg-type]
 
 
-def _erasure(signing_key: str) -> Event:
-    signer = erasure_signer(Settings(environment="local", erasure_signing_key=SecretStr(signing_key)))
+def _erasure(signing_key: str, tmp_path: Path) -> Event:
+    """An erasure signed with ``signing_key`` for the production deployment ``_production`` makes."""
+    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(signing_key))
+    signer = ErasureSigner(private, Deployment.of(_production(tmp_path)))
     return to_event(factories.erasure(factories.person_key(), signer=signer), None)
 
 
@@ -49,15 +55,15 @@ def test_a_verifier_takes_only_its_keys_signatures(tmp_path: Path) -> None:
     verifier = erasure_verifier(_production(tmp_path, erasure_verify_key=verify_key_of(operator)))
     assert erasure_signer(_production(tmp_path, erasure_signing_key=SecretStr(operator))) is not None
 
-    assert verifier.verify(_erasure(operator))
-    assert not verifier.verify(_erasure(DEMO_ERASURE_SIGNING_KEY))
-    assert not verifier.verify(_erasure(new_signing_key()))
+    assert verifier.verify(_erasure(operator, tmp_path))
+    assert not verifier.verify(_erasure(DEMO_ERASURE_SIGNING_KEY, tmp_path))
+    assert not verifier.verify(_erasure(new_signing_key(), tmp_path))
 
 
 def test_a_signature_covers_whom_and_when(tmp_path: Path) -> None:
     operator = new_signing_key()
     verifier = erasure_verifier(_production(tmp_path, erasure_verify_key=verify_key_of(operator)))
-    genuine = _erasure(operator)
+    genuine = _erasure(operator, tmp_path)
     other = factories.person_key()
     data = genuine.data
     for changed in (
@@ -83,3 +89,20 @@ def test_hub_erasure_key_makes_a_pair_and_prints_the_public_half(monkeypatch: py
     )
     shown = CliRunner().invoke(app, ["erasure-key"])
     assert shown.output.split() == [f"HUB_ERASURE_VERIFY_KEY={pair['HUB_ERASURE_VERIFY_KEY']}"]
+
+
+def test_a_signature_made_for_another_environment_or_namespace_does_not_verify(tmp_path: Path) -> None:
+    """Staging and production sharing a key (they must not, but): staging's erasure, copied into
+    production's topic, does not verify there; nor one signed for another topic namespace."""
+    operator = SecretStr(new_signing_key())
+    production = _production(tmp_path, erasure_signing_key=operator)
+    staging = production.model_copy(update={"environment": "staging"})
+    other_namespace = production.model_copy(update={"topic_namespace": "ittai2"})
+    verifier = erasure_verifier(production)
+
+    def signed_for(deployment: Settings) -> Event:
+        return to_event(factories.erasure(factories.person_key(), signer=erasure_signer(deployment)), None)
+
+    assert verifier.verify(signed_for(production))
+    assert not verifier.verify(signed_for(staging))
+    assert not verifier.verify(signed_for(other_namespace))
