@@ -29,6 +29,8 @@ from typing import NamedTuple, Protocol, TypeVar
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
@@ -218,8 +220,14 @@ class ConsumerRuntime:
         group_id: str | None = None,
         fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
         role: str = "live",
+        person_affine: bool = False,
     ) -> None:
         self.handler = handler
+        # Person-affine: the members of the group get the same partition numbers of every topic (Kafka's
+        # range assignor; a person's events share one number on every topic, ``infra.kafka.partitions_of``),
+        # so one member sees all of a person's events. aiokafka's default (round robin over every topic's
+        # partitions together) does that only when the member count divides the partition count.
+        self._assignors = (RangePartitionAssignor,) if person_affine else (RoundRobinPartitionAssignor,)
         self.settings = settings
         self.pool = pool
         self.group_id = group_id or group_id_for(handler.name, settings, role)
@@ -314,6 +322,7 @@ class ConsumerRuntime:
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
                 fetch_max_bytes=32 * 1024 * 1024,
+                partition_assignment_strategy=self._assignors,
             )
             consumer.subscribe(list(self.handler.topics), listener=_RestorePositions(self, consumer))
             try:

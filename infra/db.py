@@ -33,6 +33,10 @@ class AdvisoryLock(IntEnum):
     ERASURE = 7_204_001
     ACCEPTANCE_ERASURE = 7_204_002
     SHARED_VIEW_ROLE = 7_204_003  # the shared-view projector; a replay refuses to start while it is held
+    # Taken per partition number, in the two-key form (this key, the partition a person's events go to on
+    # every topic), by every shared-view transaction that reads and writes people's rows: the workers of one
+    # run never interleave two transactions about one person, whatever partitions each is assigned.
+    SHARED_VIEW_PERSONS = 7_204_004
     FEED_BUILDER_ROLE = 7_205_001
 
 

@@ -8,12 +8,15 @@ SCRAM-SHA-512, the cluster's CA) needs settings, not code, and no client can be 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 
 from infra.config import Settings
 
@@ -60,3 +63,37 @@ async def start_producer(settings: Settings, **options: Any) -> AIOKafkaProducer
         await producer.stop()
         raise
     return producer
+
+
+_SEED, _M = 0x9747B28C, np.uint32(0x5BD1E995)
+
+
+def partitions_of(keys: Sequence[str], partitions: int) -> list[int]:
+    """The partition the default partitioner (aiokafka's and the Java client's: murmur2 of the key's bytes)
+    sends a record with each of these keys to, on a topic of ``partitions`` partitions.
+
+    Person keys (32 bytes) are hashed together with numpy, a few microseconds a batch: aiokafka's pure
+    Python ``murmur2`` costs ~26 µs a key, more than projecting the person's event. Any other length takes
+    ``murmur2`` itself. Held equal to aiokafka's ``DefaultPartitioner`` by a test."""
+    out = [0] * len(keys)
+    same = [i for i, k in enumerate(keys) if len(k) == 32 and k.isascii()]
+    if same:
+        words = np.frombuffer("".join(keys[i] for i in same).encode(), dtype="<u4").reshape(len(same), 8)
+        h = np.full(len(same), _SEED ^ 32, dtype=np.uint32)
+        for column in range(8):  # uint32 arithmetic wraps modulo 2**32, as the Java ints do
+            k = words[:, column] * _M
+            k ^= k >> np.uint32(24)
+            k *= _M
+            h *= _M
+            h ^= k
+        h ^= h >> np.uint32(13)
+        h *= _M
+        h ^= h >> np.uint32(15)
+        for i, part in zip(same, ((h & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist(), strict=True):
+            out[i] = part
+    if len(same) < len(keys):
+        done = set(same)
+        for i, key in enumerate(keys):
+            if i not in done:
+                out[i] = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return out

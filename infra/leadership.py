@@ -12,6 +12,12 @@ session and frees the lock without the holder noticing at once, so the lock alon
   reconnects and takes the lock again (with capped backoff) — or waits as a standby while another
   process holds it.
 
+A run of several worker processes (``hub run shared-view --workers N``, ``infra.runner.supervise``) is
+one writer: one of its processes holds the role (``Leadership(share=…)``) and publishes its epoch in
+memory the run shares (``SharedEpoch``); the others work under it (``Follower``), each of their units of
+work fenced by that epoch exactly as the holder's own. A second, independent run still cannot write: it
+has no share of the first's epoch, and its own holder waits as a standby.
+
 Readiness (``infra.health``) shows ``leadership.<role>`` as ``leader``, ``standby`` (ready: someone
 else leads) or ``reconnecting: <error>`` (not ready).
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import socket
 from typing import Literal
@@ -49,6 +56,52 @@ class LeadershipLost(Exception):
     """This process no longer provably holds the role; the work's transaction must roll back."""
 
 
+_CURRENT_EPOCH = "SELECT epoch FROM leader_epochs WHERE role = $1 FOR SHARE"
+
+
+class SharedEpoch:
+    """A role's epoch as the holder in a run of processes has it (0: not leading), in memory the run's
+    processes share: made before they are forked."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.get_context("fork").RawValue("q", 0)
+
+    @property
+    def epoch(self) -> int | None:
+        return self._value.value or None
+
+    def publish(self, epoch: int | None) -> None:
+        self._value.value = epoch or 0
+
+
+class Follower:
+    """A process of a run whose role another process of the same run holds (``SharedEpoch``).
+
+    ``fence(conn)`` proves, inside the caller's transaction, that the run still leads with the epoch its
+    holder published, reading it ``FOR SHARE`` as ``Leadership.fence`` does: a new holder's epoch bump
+    waits for the follower's batch in flight, and any later batch of the follower is refused."""
+
+    def __init__(self, role: str, share: SharedEpoch, *, poll_interval_s: float = 0.2) -> None:
+        self.role = role
+        self.share = share
+        self._poll_interval_s = poll_interval_s
+
+    async def wait_held(self, stop: asyncio.Event) -> bool:
+        """Wait until the run's holder leads; False if ``stop`` was set first."""
+        while self.share.epoch is None and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._poll_interval_s)
+        return self.share.epoch is not None and not stop.is_set()
+
+    async def fence(self, conn: asyncpg.Connection) -> None:
+        epoch = self.share.epoch
+        if epoch is None:
+            raise LeadershipLost(f"{self.role}: the run's holder does not lead")
+        current = await conn.fetchval(_CURRENT_EPOCH, self.role)
+        if current != epoch:
+            raise LeadershipLost(f"{self.role}: epoch {epoch} superseded by {current}")
+
+
 class Leadership:
     """Hold ``role``'s lock (advisory key ``key``) for as long as the process runs, through reconnects.
 
@@ -64,6 +117,7 @@ class Leadership:
         *,
         check_interval_s: float = 1.0,
         poll_interval_s: float = 0.5,
+        share: SharedEpoch | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -74,6 +128,7 @@ class Leadership:
         self.acquisitions = 0
         self._check_interval_s = check_interval_s
         self._poll_interval_s = poll_interval_s
+        self._share = share  # the run's other processes work under this epoch (``Follower``)
         self._conn: asyncpg.Connection | None = None
         self._held = asyncio.Event()
         self._lost = asyncio.Event()  # set whenever a held lock is lost (cleared when held again)
@@ -161,7 +216,7 @@ class Leadership:
         epoch = self.epoch
         if epoch is None or not self.held:
             raise LeadershipLost(f"{self.role}: not the leader ({self.state})")
-        current = await conn.fetchval("SELECT epoch FROM leader_epochs WHERE role = $1 FOR SHARE", self.role)
+        current = await conn.fetchval(_CURRENT_EPOCH, self.role)
         if current != epoch:
             self._mark_lost("fenced off: another holder's epoch")
             raise LeadershipLost(f"{self.role}: epoch {epoch} superseded by {current}")
@@ -202,9 +257,14 @@ class Leadership:
         self.acquisitions += 1
         self._lost.clear()
         self._held.set()
+        self._publish()
         self._report("leader", ok=True)
         log.info("leading", role=self.role, epoch=self.epoch)
         return True
+
+    def _publish(self) -> None:
+        if self._share is not None:
+            self._share.publish(self.epoch if self.held else None)
 
     def _on_terminated(self, _conn: asyncpg.Connection) -> None:
         self._broken.set()
@@ -216,6 +276,7 @@ class Leadership:
                         epoch=self.epoch, reason=detail)  # fmt: skip
         self._held.clear()
         self.epoch = None
+        self._publish()
         self._lost.set()
         if not self._closing.is_set():
             self._report("reconnecting", ok=False, detail=detail)
@@ -225,6 +286,7 @@ class Leadership:
         was_held = self.held
         self._held.clear()
         self.epoch = None
+        self._publish()
         if conn is None or conn.is_closed():
             return
         try:

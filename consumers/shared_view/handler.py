@@ -21,7 +21,7 @@ transaction are the state extended, so a restart, a rebalance or an erasure need
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime
 
 import asyncpg
@@ -46,6 +46,7 @@ from domain.shared_view import (
 )
 from infra.config import Settings
 from infra.crypto import KeyStore, Opener, UnfitBlock
+from infra.kafka import partitions_of
 from infra.signing import erasure_verifier
 
 CONSUMER_NAME = "shared-view"
@@ -69,12 +70,15 @@ class SharedViewHandler:
         self.keystore = keystore or KeyStore.from_settings(settings)
         self.erasure_verifier = erasure_verifier(settings)
         self.today = today
+        self.partitions = settings.topic_partitions
         self.masked_events = 0  # events of erased people skipped (replays show them masked)
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
         # The erasure lock first, as ``erase_person`` takes it before touching the same rows: dropping an
         # erased person's rows before it could deadlock against an operator erasing that person again.
-        await store.hold_erasure_lock(conn)
+        # Then the locks of the batch's people (``store.begin``): another worker's transaction about one of
+        # them (an assignment that is not person-affine, a member a rebalance left behind) waits for ours.
+        await store.begin(conn, self._partitions_of({c.event.subject for c in batch}))
         # ittai.erasure.v1 (source re-checked) applied first: the register it writes makes the rest skip them
         batch, erased = erasures_in(batch, self.erasure_verifier)
         if erased:
@@ -88,6 +92,10 @@ class SharedViewHandler:
         self.masked_events += plan.masked_events
         await store.write_plan(conn, plan, {c.event.id: c.value for c in batch})
         await self.rebuild(conn, plan.rebuild, extended=plan.write, opened=state.opened, opener=opener)
+
+    def _partitions_of(self, persons: Collection[str]) -> list[int]:
+        """The partition numbers these people's events go to, on every topic."""
+        return partitions_of(list(persons), self.partitions)
 
     async def _load(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> tuple[ViewState, Opener]:
         """The batch's state, and an opener holding the data keys of its people (the batch holds the
@@ -151,7 +159,7 @@ class SharedViewHandler:
         persons = await store.validity_candidates(conn, today)
         if not persons:
             return 0
-        await store.hold_erasure_lock(conn)
+        await store.begin(conn, self._partitions_of(persons))
         records = await store.consents.load(conn, persons)
         fences = await registers.fences_of(conn, persons)
         active = {

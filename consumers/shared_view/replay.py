@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 
-from consumers.catchup import end_offsets, run_until
+from consumers.catchup import Positions, end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from infra.config import Settings
-from infra.db import AdvisoryLock
-from infra.leadership import Leadership
+from infra.db import AdvisoryLock, connect, create_pool
+from infra.leadership import Follower, Leadership, SharedEpoch
+from infra.logging import get_logger
+from infra.runner import supervise, worker_index
+
+log = get_logger("shared-view.replay")
 
 
 class ReplayRefused(Exception):
@@ -58,27 +63,41 @@ async def reset_view(
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = $1", consumer)
 
 
+_HELD = "the shared-view consumer is running ('hub run shared-view'); stop it first"
+
+
 async def replay(
     settings: Settings,
     pool: asyncpg.Pool,
     *,
     handler: SharedViewHandler | None = None,
     progress: Callable[[int, int], None] | None = None,
+    ends: Positions | None = None,
+    share: SharedEpoch | None = None,
 ) -> ReplayResult:
+    """The replay (in one process, or as worker 0 of ``replay_in_processes``: ``ends`` taken by the
+    parent, and ``share`` where the run's other workers wait for the epoch, published once the view is
+    empty)."""
     handler = handler or SharedViewHandler(settings)
     leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
     if not await leadership.acquire_now():
-        raise ReplayRefused("the shared-view consumer is running ('hub run shared-view'); stop it first")
+        raise ReplayRefused(_HELD)
     try:
         started = time.perf_counter()
-        ends = await end_offsets(settings, handler.topics)
+        ends = ends if ends is not None else await end_offsets(settings, handler.topics)
         async with pool.acquire() as conn:
             await reset_view(conn, handler.name, leadership.fence)
-        runtime = ConsumerRuntime(handler, settings, pool, role="replay", fence=leadership.fence)
+        if share is not None:
+            share.publish(leadership.epoch)
+        runtime = ConsumerRuntime(
+            handler, settings, pool, role="replay", fence=leadership.fence, person_affine=True
+        )
         catching_up = asyncio.create_task(run_until(runtime, pool, ends, progress=progress))
         lost = asyncio.create_task(leadership.lost.wait())
         await asyncio.wait({catching_up, lost}, return_when=asyncio.FIRST_COMPLETED)
         if not catching_up.done():
+            if share is not None:
+                share.publish(None)
             runtime.stop()
             with contextlib.suppress(Exception):
                 await catching_up
@@ -98,3 +117,76 @@ async def replay(
         )
     finally:
         await leadership.close()
+
+
+async def follow_replay(
+    settings: Settings, pool: asyncpg.Pool, ends: Positions, share: SharedEpoch, handler: SharedViewHandler
+) -> None:
+    """A worker of ``replay_in_processes`` other than the first: wait until the first has emptied the view
+    and published its epoch, then project under it until the whole group has committed ``ends``."""
+    follower = Follower("shared-view", share)
+    await follower.wait_held(asyncio.Event())  # the supervisor stops this worker if the first one fails
+    runtime = ConsumerRuntime(
+        handler, settings, pool, role="replay", fence=follower.fence, person_affine=True
+    )
+    await run_until(runtime, pool, ends)
+
+
+def replay_in_processes(settings: Settings, workers: int) -> ReplayResult:
+    """``hub replay shared-view --workers N``: the replay in ``workers`` processes of one consumer group
+    (``infra.runner.supervise``), one writer still. Worker 0 takes the role (refusing while it is held),
+    empties the view and publishes its epoch (``SharedEpoch``); the others wait for it and work under it
+    (``infra.leadership.Follower``). Partitions are assigned person-affine and each batch locks its
+    people's partition numbers (``store.begin``), so the view is the one a single process rebuilds. Each
+    worker stops once the whole group has committed every record before the end offsets taken here, at
+    the start. Raises ``ReplayRefused`` (the role is held) or ``SystemExit(1)`` (a worker failed)."""
+    started = time.perf_counter()
+    ends = asyncio.run(_ends_unless_held(settings))
+    share = SharedEpoch()
+    masked = multiprocessing.get_context("fork").RawArray("q", workers)
+
+    async def work() -> None:
+        index = worker_index()
+        pool = await create_pool(settings)
+        try:
+            handler = SharedViewHandler(settings)
+            if index == 0:
+                await replay(settings, pool, handler=handler, ends=ends, share=share)
+            else:
+                await follow_replay(settings, pool, ends, share, handler)
+            masked[index] = handler.masked_events
+        except ReplayRefused as refused:
+            log.error("replay refused", reason=refused.reason)
+            raise SystemExit(1) from None
+        finally:
+            await pool.close()
+
+    supervise(lambda: asyncio.run(work()), workers)
+
+    async def count() -> int:
+        conn = await connect(settings)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM sv_persons"))
+        finally:
+            await conn.close()
+
+    return ReplayResult(
+        events=sum(ends.values()),
+        seconds=time.perf_counter() - started,
+        persons=asyncio.run(count()),
+        masked_events=sum(masked),
+    )
+
+
+async def _ends_unless_held(settings: Settings) -> Positions:
+    """The topics' end offsets, after a look at the role: a replay refuses at once while it is held (the
+    first worker takes it for good, and refuses too if someone took it in between)."""
+    conn = await connect(settings)
+    try:
+        free = await conn.fetchval("SELECT pg_try_advisory_lock($1)", AdvisoryLock.SHARED_VIEW_ROLE)
+        if not free:
+            raise ReplayRefused(_HELD)
+        await conn.execute("SELECT pg_advisory_unlock($1)", AdvisoryLock.SHARED_VIEW_ROLE)
+    finally:
+        await conn.close()
+    return await end_offsets(settings, settings.event_topics)

@@ -3,6 +3,12 @@
 The projection leads the ``shared-view`` role (``infra.leadership``: lock ``AdvisoryLock.SHARED_VIEW_ROLE``, re-taken after
 every reconnect, every batch fenced by epoch) so a replay cannot rebuild the view under it; a second
 ``hub run shared-view`` waits as a standby.
+
+``--workers N`` runs N processes in one consumer group, one writer still: worker 0 holds the role (and
+serves the API, and sweeps), the others work under its epoch (``infra.leadership.Follower``). Partitions
+are assigned person-affine (the range assignor: the same partition numbers of every topic to one
+member), and every batch takes the locks of its people's partition numbers (``store.begin``), so the view
+is the one a single process builds, under any assignment, through rebalances and restarts.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from infra.config import Settings
 from infra.db import TRANSIENT_DB_ERRORS, AdvisoryLock
 from infra.http import server
-from infra.leadership import Leadership, LeadershipLost
+from infra.leadership import Follower, Leadership, LeadershipLost, SharedEpoch
 from infra.logging import get_logger
 
 log = get_logger("shared-view")
@@ -51,14 +57,24 @@ class ApiService:
 class ProjectionService:
     """The consumer plus a periodic sweep for consents that start or end on a date."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, *, share: SharedEpoch | None = None, lead: bool = True
+    ) -> None:
+        """``share``: the epoch of a run of several workers; ``lead``: this worker holds the role (and
+        publishes its epoch there), else it works under the worker that does."""
         self.handler = SharedViewHandler(settings)
-        self.leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
-        self.runtime = ConsumerRuntime(self.handler, settings, pool, fence=self.leadership.fence)
+        self.leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE, share=share)
+        self.follower = Follower("shared-view", share) if share is not None and not lead else None
+        fence = self.follower.fence if self.follower is not None else self.leadership.fence
+        self.runtime = ConsumerRuntime(self.handler, settings, pool, fence=fence, person_affine=True)
         self.pool = pool
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
+        if self.follower is not None:
+            if await self.follower.wait_held(self._stop):
+                await self.runtime.run()
+            return
         async with self.leadership:
             if not await self.leadership.wait_held(self._stop):
                 return  # stopped while another consumer or a replay held the view

@@ -25,10 +25,20 @@ from infra.db import AdvisoryLock, copy_to_stage, stage_ddl  # the lock: batches
 consents = ConsentStore("sv_consents")
 
 
-async def hold_erasure_lock(conn: asyncpg.Connection) -> None:
-    """Take the erasure lock (shared) for the transaction, set its planner costs (``_BEGIN``), and declare
-    the staging tables the writes below copy into: one round trip."""
-    await conn.execute(_BEGIN)
+async def begin(conn: asyncpg.Connection, partitions: Iterable[int]) -> None:
+    """Start a transaction's work on people's rows, in one round trip: take the erasure lock (shared), then
+    the lock of each partition number its people's events go to (``AdvisoryLock.SHARED_VIEW_PERSONS``,
+    ascending, so two transactions never wait for each other in a circle), set the planner's costs and
+    declare the staging tables the writes below copy into.
+
+    The partition locks are what make N workers correct under any assignment of partitions: a person's
+    events are on one partition number on every topic (``infra.kafka.partitions_of``, the numbers come
+    from the person keys, not from where the records were read), so two transactions about one person
+    never overlap, and the second reads what the first committed (every statement of a READ COMMITTED
+    transaction sees what committed before it began). Under the person-affine assignment the workers use
+    (``ConsumerRuntime``'s range assignor), each worker's numbers are its own and no one waits."""
+    locks = [_PERSONS_LOCK.format(int(p)) for p in sorted(set(partitions))]
+    await conn.execute("; ".join((_ERASURE_SHARED, *locks, _SETUP)))
 
 
 async def erased(conn: asyncpg.Connection, persons: Iterable[str]) -> frozenset[str]:
@@ -195,7 +205,7 @@ def _view_row(view: PersonView, dumps: Any = orjson.dumps) -> list[Any]:
 
 async def write_views(conn: asyncpg.Connection, views: Sequence[PersonView]) -> None:
     """Upsert these records. Clear data: only in a transaction holding the erasure lock
-    (``hold_erasure_lock``, which also declares the staging table)."""
+    (``begin``, which also declares the staging table)."""
     if not views:
         return
     await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, [_view_row(v) for v in views], declared=True)
@@ -232,9 +242,10 @@ if tuple(f.name for f in fields(PersonView)) != VIEW_FIELDS:
 # that grows with the year; the view is read from memory, so 1.1 is the true ratio, and the bitmap index
 # scans take 27 ms and 16 ms, whatever the table's size. JIT compiles expressions for a seq scan once its
 # estimated cost passes 100,000, tens of milliseconds for a lookup of milliseconds: off, for the batch.
-_BEGIN = "; ".join(
+_ERASURE_SHARED = f"SELECT pg_advisory_xact_lock_shared({AdvisoryLock.ERASURE.value})"
+_PERSONS_LOCK = f"SELECT pg_advisory_xact_lock({AdvisoryLock.SHARED_VIEW_PERSONS.value}, {{}})"
+_SETUP = "; ".join(
     (
-        f"SELECT pg_advisory_xact_lock_shared({AdvisoryLock.ERASURE.value})",
         "SET LOCAL random_page_cost = 1.1",
         "SET LOCAL jit = off",
         stage_ddl("sv_events_stage", _EVENT_STAGE),

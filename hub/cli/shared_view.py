@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hub.cli.options import ConsumerWorkers
+
 out = Console()
 err = Console(stderr=True)
 
@@ -17,18 +19,24 @@ _PERSON_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 def run_shared_view(
     api: Annotated[bool, typer.Option(help="Serve the HTTP API on HUB_SHARED_VIEW_PORT too")] = True,
+    workers: ConsumerWorkers = 1,
 ) -> None:
-    """Consented shared view: the projection consumer and its scoped, recorded HTTP reads."""
+    """Consented shared view: the projection consumer and its scoped, recorded HTTP reads. With
+    --workers N, N projection processes (the first also serves the API and holds the role)."""
     from consumers.shared_view.service import ApiService, ProjectionService
-    from infra.runner import Service, run_forever
+    from infra.leadership import SharedEpoch
+    from infra.runner import Service, run_forever, worker_index
+
+    share = SharedEpoch() if workers > 1 else None  # before the workers are forked
 
     def build(settings, pool):
-        services: list[Service] = [ProjectionService(settings, pool)]
-        if api:
+        lead = worker_index() == 0
+        services: list[Service] = [ProjectionService(settings, pool, share=share, lead=lead)]
+        if api and lead:
             services.append(ApiService(settings))
         return services
 
-    run_forever(build)
+    run_forever(build, workers=workers)
 
 
 def erase(
@@ -74,38 +82,44 @@ replay_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
 @replay_app.command("shared-view")
-def replay_shared_view() -> None:
-    """Rebuild the shared view from the topics, honouring today's consents and erasures."""
-    from consumers.shared_view.replay import ReplayRefused, replay
+def replay_shared_view(workers: ConsumerWorkers = 1) -> None:
+    """Rebuild the shared view from the topics, honouring today's consents and erasures. With
+    --workers N, in N processes of one consumer group (the same view as one process builds)."""
+    from consumers.shared_view.replay import ReplayRefused, ReplayResult, replay, replay_in_processes
     from hub.cli.main import progress_bar
     from infra.config import get_settings
     from infra.logging import configure_logging
     from infra.runner import prepare
 
-    async def _main() -> None:
-        settings = get_settings()
-        configure_logging("WARNING")
+    settings = get_settings()
+    configure_logging("WARNING")
+
+    async def _main() -> ReplayResult | None:
         pool = await prepare(settings)
         try:
+            if workers > 1:
+                return None  # the database is migrated; the workers are forked with no event loop here
             with progress_bar() as bar:
                 task = bar.add_task("replay shared-view", total=None)
-                result = await replay(
+                return await replay(
                     settings,
                     pool,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
-        except ReplayRefused as refused:
-            err.print(f"[red]{refused.reason}[/]")
-            raise typer.Exit(1) from None
         finally:
             await pool.close()
-        rate = result.events / result.seconds if result.seconds else 0.0
-        out.print(
-            f"replayed {result.events} records in {result.seconds:.1f} s ({rate:,.0f}/s): "
-            f"{result.persons} people in the view, {result.masked_events} events of erased people masked"
-        )
 
-    asyncio.run(_main())
+    try:
+        result = asyncio.run(_main()) or replay_in_processes(settings, workers)
+    except ReplayRefused as refused:
+        err.print(f"[red]{refused.reason}[/]")
+        raise typer.Exit(1) from None
+    rate = result.events / result.seconds if result.seconds else 0.0
+    each = f" by {workers} processes" if workers > 1 else ""
+    out.print(
+        f"replayed {result.events} records{each} in {result.seconds:.1f} s ({rate:,.0f}/s): "
+        f"{result.persons} people in the view, {result.masked_events} events of erased people masked"
+    )
 
 
 def erasure_key(

@@ -1,0 +1,207 @@
+"""The shared view built by several processes (``hub run shared-view --workers 2``, ``hub replay shared-view
+--workers 2``) is the view one process builds, byte for byte (md5 over every record), also when a worker
+is killed mid-stream and the set restarts: nothing lost, nothing applied twice.
+
+Deterministic whatever the machine's load (as ``test_workers``): the stream's first half is published
+only once both members hold partitions, the kill comes once both have committed some of it, and the
+second half only after the restart; the end is read from the committed positions, not from a pause.
+Everything runs in a database and topic namespace of this module's own (a replay empties the view)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+from consumers.runtime import group_id_for
+from consumers.shared_view.replay import replay
+from consumers.shared_view.store import VIEW_FIELDS
+from contracts.envelope import encode
+from devtools.simulator import SimulationConfig, simulate
+from devtools.stack import namespaces
+from infra.config import Settings
+from infra.crypto import KeyStore
+from infra.db import create_pool, drop_database, recreate_database
+from infra.kafka import client_options
+from infra.topics import ensure_topics
+from producers.submission import to_event
+from tests.helpers import stop_processes, wait_for
+
+Record = tuple[str, bytes, list[tuple[str, bytes]], bytes]
+STARTED: list[subprocess.Popen[bytes]] = []
+CONSUMER = "shared-view"
+
+
+@pytest.fixture(autouse=True)
+def _no_supervisor_left() -> Iterator[None]:
+    yield
+    stop_processes(STARTED)
+
+
+@pytest.fixture(scope="module")
+def own(settings: Settings) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return settings.model_copy(update={"pg_database": f"ittai_test_svw{tag}", "topic_namespace": f"svw{tag}"})
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def own_pool(live_stack: None, own: Settings) -> AsyncIterator[asyncpg.Pool]:
+    lease = namespaces.claim(own, database=own.pg_database)
+    await recreate_database(own)
+    await ensure_topics(own, [*own.event_topics, own.deadletter_topic])
+    pool = await create_pool(own, max_size=4)
+    yield pool
+    await pool.close()
+    await drop_database(own, missing_ok_if_busy=True)
+    await namespaces.release(own, [lease] if lease else [])
+
+
+async def _sealed_stream(own: Settings, pool: asyncpg.Pool) -> list[Record]:
+    """A simulated year's start of one authority (~1,500 events of every family), sealed with real
+    per-person keys of this database."""
+    subs = list(islice(simulate(SimulationConfig(authorities=1, months=4, seed=14)), 1500))
+    async with pool.acquire() as conn:
+        keys = await KeyStore.from_settings(own).keys_for(conn, {s.person_key for s in subs})
+    records = []
+    for sub in subs:
+        event = to_event(sub, keys[sub.person_key])
+        records.append((own.topic(event.family), *encode(event)))
+    return records
+
+
+async def _publish(own: Settings, records: list[Record]) -> None:
+    producer = AIOKafkaProducer(**client_options(own), acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(t, value, key=key, headers=headers) for t, key, headers, value in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _hub(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    STARTED.append(proc)
+    return proc
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+async def _members_holding_partitions(own: Settings) -> int:
+    admin = AIOKafkaAdminClient(**client_options(own))
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group_id_for(CONSUMER, own)])
+    finally:
+        await admin.close()
+    [group] = response.to_object()["groups"]
+    if group["state"] != "Stable":
+        return 0
+    return sum(
+        1
+        for m in group["members"]
+        if m["member_assignment"]
+        and ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
+    )
+
+
+async def _committed(conn: asyncpg.Connection, own: Settings) -> tuple[int, set[int]]:
+    """Records of the event topics the projection has committed (its positions are committed with its
+    effects), and the partition numbers it has committed some on."""
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE consumer = $1 AND topic = ANY($2::text[])",
+        CONSUMER,
+        list(own.event_topics),
+    )
+    return sum(r["next_offset"] for r in rows), {r["partition"] for r in rows if r["next_offset"]}
+
+
+async def _digest(conn: asyncpg.Connection) -> tuple[str, int, int]:
+    """The whole view in one checksum (as ``bench_projection``), and the stored and held event counts."""
+    digest = await conn.fetchval(
+        f"SELECT md5(string_agg(md5(row({', '.join(VIEW_FIELDS)})::text), '' ORDER BY person_key)) "
+        "FROM sv_persons"
+    )
+    return (
+        digest,
+        await conn.fetchval("SELECT count(*) FROM sv_persons"),
+        await conn.fetchval("SELECT count(*) FROM sv_events"),
+    )
+
+
+async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
+    own: Settings, own_pool: asyncpg.Pool
+) -> None:
+    stream = await _sealed_stream(own, own_pool)
+    half = len(stream) // 2
+    env = {
+        **os.environ,
+        "HUB_PG_DATABASE": own.pg_database,
+        "HUB_TOPIC_NAMESPACE": own.topic_namespace,
+        "HUB_BATCH_MAX_RECORDS": "50",
+        "HUB_LOG_LEVEL": "INFO",
+    }
+    env.pop("HUB_METRICS_PORT", None)
+    partitions = own.topic_partitions
+    async with own_pool.acquire() as conn:
+        supervisor = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
+        workers = await wait_for(
+            lambda: asyncio.to_thread(_children, supervisor.pid), until=lambda c: len(c) == 2
+        )
+        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=90)
+        await _publish(own, stream[:half])
+        # Both workers have committed some of the first half (the range assignor gives each one half of
+        # the partition numbers of every topic).
+        await wait_for(
+            lambda: _committed(conn, own),
+            until=lambda c: min(c[1], default=partitions) < partitions // 2 <= max(c[1], default=-1),
+            timeout_s=90,
+        )
+        os.kill(workers[0], signal.SIGKILL)  # the one holding the role
+        _, stderr = supervisor.communicate(timeout=60)
+        assert supervisor.returncode == 1, "a dead worker stops the set, for the process manager to restart"
+
+        supervisor = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
+        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=120)
+        await _publish(own, stream[half:])
+        await wait_for(lambda: _committed(conn, own), until=lambda c: c[0] == len(stream), timeout_s=120)
+        supervisor.send_signal(signal.SIGTERM)
+        _, stderr = supervisor.communicate(timeout=30)
+        assert supervisor.returncode == 0, stderr.decode()[-2000:]
+        assert stderr.count(b"consumer stopped") == 2
+        incremental = await _digest(conn)
+        dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
+
+        # The same stream projected by one process from scratch.
+        await replay(own, own_pool)
+        single = await _digest(conn)
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == dead_letters == 0
+
+        # And replayed by two processes.
+        replaying = _hub(env, "replay", "shared-view", "--workers", "2")
+        stdout, stderr = replaying.communicate(timeout=300)
+        assert replaying.returncode == 0, stderr.decode()[-2000:]
+        assert b"by 2 processes" in stdout
+        replayed = await _digest(conn)
+    assert single[1] > 50, "the stream gives a view worth comparing"
+    assert incremental == single, "2 workers through a kill: the view one process builds"
+    assert replayed == single, "a replay by 2 workers: the view one process builds"
