@@ -22,17 +22,12 @@ from contracts.envelope import Family
 from domain.provenance import Refusal, check_erasure_source
 from infra.signing import ErasureVerifier
 
-ERASURE_NOT_SIGNED = (
-    "P9: signature: an erasure is signed by the hub's operator erasure key over the deployment it is for "
-    "(environment, topic namespace), its id, subject, source, person key, erasure id and time; this one's "
-    "signature does not verify here"
-)
-
 
 def erasures_in(batch: Sequence[Consumed], verifier: ErasureVerifier) -> tuple[list[Consumed], list[str]]:
     """The batch without its erasures, and the people they erase (each once, in order). Raises
     ``HandlerRejected`` for an erasure that does not come from the hub's operator side, or that does not
-    carry the operator's signature over exactly what it says (``infra.signing``)."""
+    carry a listed operator key's signature over exactly what it says, for this deployment
+    (``infra.signing``)."""
     rest: list[Consumed] = []
     erased: dict[str, None] = {}
     for consumed in batch:
@@ -44,7 +39,8 @@ def erasures_in(batch: Sequence[Consumed], verifier: ErasureVerifier) -> tuple[l
             check_erasure_source(event.source)
         except Refusal as refusal:
             raise HandlerRejected(f"ce_source re-checked against the data: {refusal.reason}") from None
-        if not verifier.verify(event):
-            raise HandlerRejected(ERASURE_NOT_SIGNED)
+        unsigned = verifier.refusal(event)
+        if unsigned is not None:
+            raise HandlerRejected(unsigned)
         erased[event.subject] = None
     return rest, list(erased)

@@ -378,17 +378,24 @@ class Erasure(Contract):
     side only (``ce_source`` ``/hub/operator``; consumers dead-letter any other source), and signed
     there: ``signature`` is the operator's Ed25519 signature over ``erasure_statement``, which every
     service acting on an erasure verifies with the operator's public key, so Kafka write access (a leaked
-    producer password) cannot forge one. It carries no personal data: the person key, the erasure's id,
-    when it happened and the signature."""
+    producer password) cannot forge one. ``key_id`` names which of the operator's keys signed it, so keys
+    can be rotated: a verifier holds a set of public keys by id, and an older erasure verifies while its
+    key is listed. It carries no personal data: the person key, the erasure's id, when it happened, the
+    key id and the signature."""
 
     person_key: PersonKey
     erasure_id: EventId
     erased_at: Timestamp = Field(description="When the erasure committed (the data key was deleted)")
+    key_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$",
+        description="Which operator erasure key signed it: the first 8 bytes of the SHA-256 of its Ed25519 "
+        "public key, hex (hub erasure-key prints it)",
+    )
     signature: str = Field(
         pattern=r"^[A-Za-z0-9_-]{86}$",
         description="Ed25519 signature (64 bytes, base64url without padding) by the hub's operator erasure "
-        "key over the erasure statement: family, environment, topic namespace, event id, subject, source, "
-        "person key, erasure id, time",
+        "key over the erasure statement: family, environment, topic namespace, key id, event id, subject, "
+        "source, person key, erasure id, time",
     )
 
 
@@ -396,6 +403,7 @@ def erasure_statement(
     *,
     environment: str,
     namespace: str,
+    key_id: str,
     event_id: str,
     subject: str,
     source: str,
@@ -405,15 +413,17 @@ def erasure_statement(
 ) -> bytes:
     """What an erasure's signature covers, one field a line: the deployment it is for (the environment and
     the topic namespace: an erasure signed for staging, copied into production's topic, must not verify
-    there even if the two shared a key), the event's identity, whom it erases (the subject consumers act
-    on and the data's person key, both) and when. Times as UTC microseconds, so the signer's datetime and
-    the one a consumer decodes from the JSON give the same bytes. By the time one is verified no field can
-    hold a line break (each is held to a pattern, the source to the operator's), so lines cannot shift."""
+    there even if the two shared a key), the key that signs it, the event's identity, whom it erases (the
+    subject consumers act on and the data's person key, both) and when. Times as UTC microseconds, so the
+    signer's datetime and the one a consumer decodes from the JSON give the same bytes. By the time one is
+    verified no field can hold a line break (each is held to a pattern, the source to the operator's), so
+    lines cannot shift."""
     at = erased_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     lines = [
         "ittai.erasure.v1",
         environment,
         namespace,
+        key_id,
         event_id,
         subject,
         source,

@@ -93,9 +93,13 @@ class Settings(BaseSettings):
     master_key: str = DEMO_MASTER_KEY
     # Erasures are signed by the operator side and verified everywhere they are acted on (infra.signing):
     # the Ed25519 private key (32-byte seed, base64) only ``hub erase`` and the shared-view API hold, and
-    # its public key (32 bytes, base64) for every consumer and key-holding service. Unset on a local
-    # development stack: a public demo pair.
+    # the public keys for every consumer and key-holding service: ``key_id:public_key`` entries separated
+    # by commas (``hub erasure-key`` prints one), several while keys rotate. Unset on a local development
+    # stack: a public demo pair.
     erasure_signing_key: SecretStr | None = None
+    erasure_verify_keys: str | None = None
+    # Replaced by ``erasure_verify_keys`` (which names each key): a service where it is still set refuses to
+    # start and says so, rather than ignore the operator's key silently.
     erasure_verify_key: str | None = None
     # "local" declares a development stack (./dev demo, ./dev test, the test suite set it; `hub stack up`
     # leaves a marker in the stack directory). Anything else refuses the public defaults above.

@@ -138,10 +138,12 @@ def erasure(pk: str, *, source: str = "/hub/operator", signer: ErasureSigner | N
     local stack's operator key; another ``source`` or ``signer`` makes a forged one."""
     now = datetime.now(UTC)
     erasure_id = uuid.uuid4().hex
-    signature = (signer or erasure_signer(get_settings())).sign(
+    signer = signer or erasure_signer(get_settings())
+    signature = signer.sign(
         event_id=erasure_id, subject=pk, source=source, person_key=pk, erasure_id=erasure_id, erased_at=now
     )
-    data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat(), "signature": signature}
+    data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat(),
+            "key_id": signer.key_id, "signature": signature}  # fmt: skip
     return Submission(Family.ERASURE, source, now, data, event_id=erasure_id)
 
 

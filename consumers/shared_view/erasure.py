@@ -60,7 +60,13 @@ def erasure_event(person_key: str, at: datetime, signer: ErasureSigner) -> Event
         subject=person_key,
         time=at,
         family=Family.ERASURE,
-        data=ErasureData(person_key=person_key, erasure_id=erasure_id, erased_at=at, signature=signature),
+        data=ErasureData(
+            person_key=person_key,
+            erasure_id=erasure_id,
+            erased_at=at,
+            key_id=signer.key_id,
+            signature=signature,
+        ),
     )
 
 

@@ -127,26 +127,36 @@ def erasure_key(
         bool, typer.Option("--new", help="Make a new key pair (the private key goes to your secret store)")
     ] = False,
 ) -> None:
-    """Print HUB_ERASURE_VERIFY_KEY, the public key of the operator's erasure key (HUB_ERASURE_SIGNING_KEY):
-    every consumer and key-holding service needs it; only the operator side holds the private key."""
+    """Print the HUB_ERASURE_VERIFY_KEYS entry (key id:public key) of the operator's erasure key
+    (HUB_ERASURE_SIGNING_KEY): every consumer and key-holding service lists it; only the operator side holds
+    the private key. To rotate: --new, add its entry to HUB_ERASURE_VERIFY_KEYS everywhere, then give the
+    operator side the new HUB_ERASURE_SIGNING_KEY; remove an old entry to retire its key."""
     from infra.config import get_settings
-    from infra.signing import new_signing_key, verify_key_of
+    from infra.signing import new_signing_key, verify_entry_of
 
     if new:
         private = new_signing_key()
+        entry = verify_entry_of(private)
         out.print(f"HUB_ERASURE_SIGNING_KEY={private}", soft_wrap=True)
-        out.print(f"HUB_ERASURE_VERIFY_KEY={verify_key_of(private)}", soft_wrap=True)
+        out.print(f"HUB_ERASURE_VERIFY_KEYS={entry}", soft_wrap=True)
+        err.print(
+            f"key id {entry.split(':', 1)[0]}. Rotating: add this entry to HUB_ERASURE_VERIFY_KEYS "
+            "(comma-separated) on every service first, then give the operator side the new "
+            "HUB_ERASURE_SIGNING_KEY; keep an old entry while its erasures must still verify on replay.",
+            soft_wrap=True,
+        )
         return
     settings = get_settings()
     if settings.erasure_signing_key is None:
         err.print("[red]HUB_ERASURE_SIGNING_KEY is not set here (hub erasure-key --new makes a pair)[/]")
         raise typer.Exit(2)
     try:
-        public = verify_key_of(settings.erasure_signing_key.get_secret_value())
+        entry = verify_entry_of(settings.erasure_signing_key.get_secret_value())
     except ValueError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    out.print(f"HUB_ERASURE_VERIFY_KEY={public}", soft_wrap=True)
+    out.print(f"HUB_ERASURE_VERIFY_KEYS={entry}", soft_wrap=True)
+    err.print(f"key id {entry.split(':', 1)[0]}", soft_wrap=True)
 
 
 def register(app: typer.Typer, run_app: typer.Typer) -> None:

@@ -1,10 +1,16 @@
-"""What an erasure's signature binds it to: this deployment (environment and topic namespace).
+"""What an erasure's signature binds it to, and how the operator's keys rotate.
 
 A signature proves the operator's key made the erasure; it must also prove for which hub. Were staging and
 production to share a key, an erasure signed for staging, copied into production's topic by anyone with
 write access there, would erase the person in production too. The signed statement names the
 deployment, so such a copy is dead-lettered by the shared view and the feed (``P9: signature: …``) and
 the person stays.
+
+Keys rotate by id: an erasure signed by an older key is honoured while that key is listed
+(``HUB_ERASURE_VERIFY_KEYS``) and refused once it is removed; a replay then dead-letters it again, and the
+person stays erased because the erasure register (PostgreSQL), not the topic, is what the view skips.
+Erasures in the older forms (no signature; no key id) are refused the same way, their effect standing in
+the register.
 """
 
 from __future__ import annotations
@@ -13,23 +19,28 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import orjson
 import pytest_asyncio
+from pydantic import SecretStr
 
 from consumers.catchup import end_offsets, run_until
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
+from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
 from infra.config import Settings
-from infra.signing import erasure_signer
+from infra.crypto import KeyStore
+from infra.signing import KEY_NOT_LISTED, erasure_signer, new_signing_key, verify_entry_of
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
-from tests.integration.test_hostile_consumers import _accept, _publish_raw, _raw
+from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def isolated(settings: Settings) -> AsyncIterator[Settings]:
+    """A topic namespace of the test's own: a replay reads all of it."""
     own = settings.model_copy(update={"topic_namespace": f"s{uuid.uuid4().hex[:10]}"})
     await ensure_topics(own)
     yield own
@@ -42,6 +53,40 @@ async def _catch_up(pool: asyncpg.Pool, settings: Settings) -> None:
             handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
         )
         await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
+
+
+async def _replay_view(pool: asyncpg.Pool, settings: Settings) -> int:
+    """The shared view reads this namespace's topics again from the start, as ``hub replay shared-view``
+    does (which empties the whole view first: other modules' people share this database, so only this
+    namespace's positions are forgotten). Returns the events it skipped as an erased person's."""
+    handler = SharedViewHandler(settings)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM consumer_offsets WHERE consumer = $1 AND starts_with(topic, $2)",
+            handler.name,
+            f"{settings.topic_namespace}.",
+        )
+    runtime = ConsumerRuntime(
+        handler,
+        settings,
+        pool,
+        group_id=f"{handler.name}.{settings.topic_namespace}.replay{uuid.uuid4().hex[:6]}",
+    )
+    await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
+    return handler.masked_events
+
+
+def _keys(settings: Settings, *, signing: str, listed: list[str]) -> Settings:
+    return settings.model_copy(
+        update={
+            "erasure_signing_key": SecretStr(signing),
+            "erasure_verify_keys": ",".join(verify_entry_of(k) for k in listed),
+        }
+    )
+
+
+def _erasure_by(settings: Settings, person: str) -> Record:
+    return _raw(settings, to_event(factories.erasure(person, signer=erasure_signer(settings)), None))
 
 
 async def _letters(pool: asyncpg.Pool, settings: Settings) -> list[asyncpg.Record]:
@@ -94,3 +139,125 @@ async def test_an_erasure_signed_for_another_namespace_is_refused(
         reason = letter["reason"]
         assert "P9: signature: " in reason, reason
         assert kept not in reason and a.topic_namespace not in reason and b.topic_namespace not in reason
+
+
+async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_stay_erased(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """Key 1 signs; then key 2 is listed beside it and signs; then key 1 is retired. Key 1's erasure of
+    ``early`` (before the rotation) and of ``lagging`` (read after it: a consumer that lagged, or a
+    replay) are honoured while key 1 is listed. Once it is removed, key 1's erasure of ``late`` is
+    dead-lettered naming the key id rule and the person stays; key 2's erasure of ``by_new`` is honoured.
+    A replay after the retirement dead-letters key 1's erasures again, and ``early`` and ``lagging``
+    stay out of the view: they are on the erasure register, which the view skips."""
+    key1, key2 = new_signing_key(), new_signing_key()
+    before = _keys(isolated, signing=key1, listed=[key1])
+    rotating = _keys(isolated, signing=key2, listed=[key1, key2])
+    after = _keys(isolated, signing=key2, listed=[key2])
+    early, lagging, late, by_new = (factories.person_key() for _ in range(4))
+    everyone = [early, lagging, late, by_new]
+    await _accept(
+        pool, isolated, [s for pk in everyone for s in (factories.registration(pk), factories.consent(pk))]
+    )
+    await _catch_up(pool, before)
+    letters_before = len(await _letters(pool, isolated))
+
+    await _publish_raw(isolated, [_erasure_by(before, early)])
+    await _catch_up(pool, before)
+    lagging_by_key1 = _erasure_by(before, lagging)  # signed before the rotation, read after it
+    await _publish_raw(isolated, [lagging_by_key1])
+    await _catch_up(pool, rotating)
+    for person in (early, lagging):
+        assert await _rows(pool, person) == {
+            "sv_persons": 0,
+            "sv_consents": 0,
+            "feed_consents": 0,
+            "sv_erasures": 1,
+        }
+    assert len(await _letters(pool, isolated)) == letters_before, "nothing refused while key 1 is listed"
+
+    await _publish_raw(isolated, [_erasure_by(before, late), _erasure_by(after, by_new)])
+    await _catch_up(pool, after)
+    assert await _rows(pool, by_new) == {
+        "sv_persons": 0,
+        "sv_consents": 0,
+        "feed_consents": 0,
+        "sv_erasures": 1,
+    }
+    stayed = await _rows(pool, late)
+    assert stayed["sv_erasures"] == 0 and stayed["sv_persons"] > 0 and stayed["feed_consents"] > 0, stayed
+    letters = (await _letters(pool, isolated))[letters_before:]
+    assert sorted(r["consumer"] for r in letters) == ["placement-feed", "shared-view"], letters
+    assert all(KEY_NOT_LISTED in r["reason"] for r in letters)
+
+    masked = await _replay_view(pool, after)
+    assert masked >= 4, "the events of early and lagging are skipped as an erased person's"
+    async with pool.acquire() as conn:
+        in_view = set(
+            await conn.fetchval(
+                "SELECT coalesce(array_agg(person_key), '{}') FROM sv_persons WHERE person_key = ANY($1::text[])",
+                everyone,
+            )
+        )
+    assert in_view == {late}
+    # One letter a record and consumer (the register keeps one): the replay added early's and lagging's.
+    refused = [r for r in (await _letters(pool, isolated))[letters_before:] if r["consumer"] == "shared-view"]
+    assert len(refused) == 3 and all(KEY_NOT_LISTED in r["reason"] for r in refused), refused
+
+
+async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erased(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """An erasure written before erasures were signed carries neither signature nor key id; one written
+    before keys had ids carries a signature but no key id. Neither proves anything now, so both are
+    dead-lettered by the shared view and the feed, the reason naming the missing field, and change
+    nothing: a person on no register stays. A person the operator erased (``erase_person``: key deleted,
+    register written) stays erased, also through a replay that refuses those records again."""
+    settings = isolated
+    erased, stays = factories.person_key(), factories.person_key()
+    await _accept(
+        pool,
+        settings,
+        [s for pk in (erased, stays) for s in (factories.registration(pk), factories.consent(pk))],
+    )
+    await _catch_up(pool, settings)
+    async with pool.acquire() as conn:
+        await erase_person(
+            conn, KeyStore.from_settings(settings), erased, requested_by="test",
+            namespace=settings.topic_namespace, signer=erasure_signer(settings),
+        )  # fmt: skip
+    letters_before = len(await _letters(pool, settings))
+
+    def older(person: str, *, drop: tuple[str, ...]) -> Record:
+        topic, key, headers, value = _erasure_by(settings, person)
+        data = {k: v for k, v in orjson.loads(value).items() if k not in drop}
+        return topic, key, headers, orjson.dumps(data)
+
+    unsigned = ("signature", "key_id")
+    no_key_id = ("key_id",)
+    await _publish_raw(
+        settings,
+        [
+            older(stays, drop=unsigned),
+            older(stays, drop=no_key_id),
+            older(erased, drop=unsigned),
+            older(erased, drop=no_key_id),
+        ],
+    )
+    await _catch_up(pool, settings)
+    stayed = await _rows(pool, stays)
+    assert stayed["sv_erasures"] == 0 and stayed["sv_persons"] > 0 and stayed["feed_consents"] > 0, stayed
+    letters = (await _letters(pool, settings))[letters_before:]
+    assert sorted(r["consumer"] for r in letters) == ["placement-feed"] * 4 + ["shared-view"] * 4, letters
+    for letter in letters:
+        assert "key_id" in letter["reason"], letter["reason"]
+        assert stays not in letter["reason"] and erased not in letter["reason"]
+
+    await _replay_view(pool, settings)
+    assert await _rows(pool, erased) == {
+        "sv_persons": 0,
+        "sv_consents": 0,
+        "feed_consents": 0,
+        "sv_erasures": 1,
+    }
+    assert (await _rows(pool, stays))["sv_persons"] > 0
