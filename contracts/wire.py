@@ -315,3 +315,66 @@ def from_model(model: BaseModel) -> Any:
     """The struct of data the contract accepted where the fast decoder refused (a lax spelling such as
     ``"true"`` for a bool): the fast decoder reads the model's canonical form."""
     return _BY_MODEL[type(model)].decode(model.model_dump_json().encode())
+
+
+def checked_struct(model: type[BaseModel]) -> tuple[type[msgspec.Struct], Callable[[Any], None] | None]:
+    """The struct mirroring ``model`` and the function running the rules msgspec does not (``None`` if
+    there are none): the consume side's decoder, for a producer that converts values it parsed itself
+    (a batch file's cells) with ``msgspec.convert``. Either refusing is a refusal; the caller asks the
+    contract for the reason."""
+    return _STRUCTS.get(model) or _derive(model)
+
+
+_Plan = tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]  # (optional fields, (field, inner plan) …)
+_PLANS: dict[type[msgspec.Struct], _Plan] = {}
+
+
+def _none_plan(model: type[BaseModel]) -> _Plan:
+    """Where ``exclude_none`` drops a value in a dump of ``model``: its fields that default to None, and
+    the fields holding models (or lists of them), with their own plans."""
+    optional = tuple(
+        name for name, info in model.model_fields.items() if not info.is_required() and info.default is None
+    )
+    inner: list[tuple[str, Any]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        candidates = [annotation, *get_args(annotation)]
+        for candidate in list(candidates):
+            if get_origin(candidate) is list:
+                candidates += get_args(candidate)
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if len(models) > 1:
+            raise TypeError(f"wire: {model.__name__}.{name}: a union of models")
+        if models:
+            plan = _none_plan(models[0])
+            if plan[0] or plan[1]:
+                inner.append((name, plan))
+    return optional, tuple(inner)
+
+
+def _drop_none(plan: _Plan, out: Any) -> None:
+    if isinstance(out, list):
+        for item in out:
+            _drop_none(plan, item)
+        return
+    optional, inner = plan
+    for name in optional:
+        if out[name] is None:
+            del out[name]
+    for name, inner_plan in inner:
+        value = out.get(name)
+        if value is not None:
+            _drop_none(inner_plan, value)
+
+
+def builtins_of(data: Any) -> dict[str, Any]:
+    """A derived struct's values as ``model_dump(mode="json", exclude_none=True)`` gives them for the
+    model it mirrors: in the model's field order, enums as their values, dates and times as ISO text,
+    None left out (``tests/unit/test_wire.py`` holds them equal to pydantic's)."""
+    out: dict[str, Any] = msgspec.to_builtins(data)
+    plan = _PLANS.get(type(data))
+    if plan is None:
+        (model,) = [m for m, (struct, _) in _STRUCTS.items() if struct is type(data)]
+        plan = _PLANS[type(data)] = _none_plan(model)
+    _drop_none(plan, out)
+    return out

@@ -15,7 +15,7 @@ import base64
 import hmac
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -59,14 +59,27 @@ def kid_for(person_key: str, version: int = 1) -> str:
 
 
 def seal(data_key: bytes, person_key: str, fields: dict[str, Any], version: int = 1) -> Sealed:
-    nonce = os.urandom(12)
-    ct = AESGCM(data_key).encrypt(nonce, orjson.dumps(fields), person_key.encode())
+    ((kid, nonce, ct),) = seal_plaintexts([(data_key, person_key, orjson.dumps(fields))], version)
     # Built, not validated: the three values are made here in the shapes the contract's patterns describe.
     return built(
         Sealed,
         {"kid", "nonce", "ct"},  # as given to ``Sealed.model_construct(kid=…, nonce=…, ct=…)``
-        {"alg": "A256GCM", "kid": kid_for(person_key, version), "nonce": _b64(nonce), "ct": _b64(ct)},
+        {"alg": "A256GCM", "kid": kid, "nonce": nonce, "ct": ct},
     )
+
+
+def seal_plaintexts(
+    blocks: Sequence[tuple[bytes, str, bytes]], version: int = 1
+) -> list[tuple[str, str, str]]:
+    """Seal many personal blocks, each (data key, person key, the block's JSON): their (kid, nonce, ct)
+    as ``Sealed`` holds them. The nonces are drawn in one call (12 random bytes each)."""
+    nonces = os.urandom(12 * len(blocks))
+    sealed: list[tuple[str, str, str]] = []
+    for i, (data_key, person_key, plain) in enumerate(blocks):
+        nonce = nonces[12 * i : 12 * i + 12]
+        ct = AESGCM(data_key).encrypt(nonce, plain, person_key.encode())
+        sealed.append((kid_for(person_key, version), _b64(nonce), _b64(ct)))
+    return sealed
 
 
 def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, Any]:

@@ -73,10 +73,11 @@ async def record_holders(conn: asyncpg.Connection, events: Sequence[Event]) -> N
         family = e.family.value
         if family not in INTAKE:
             continue
-        data = e.data.model_dump(mode="json", include={"site", "office", "registered_on", "referred_on"})
+        # Read by attribute: the data is the contract's model, or its ``contracts.wire`` struct (a file's).
+        data = {k: getattr(e.data, k, None) for k in ("site", "office", "registered_on", "referred_on")}
         since = intake_date(family, data)
         assert since is not None
-        rows.append((e.subject, data["site"], e.id, since, family, data.get("office")))
+        rows.append((e.subject, data["site"], e.id, since, family, data["office"]))
     if not rows:
         return
     persons, sites, ids, sinces, _, offices = (list(c) for c in zip(*rows, strict=True))

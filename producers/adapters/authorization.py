@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel
 
 from contracts.envelope import Family
@@ -160,10 +161,11 @@ _AUTHORIZATION_FIELDS = (
 )
 
 
-def authorised_fields(data: BaseModel) -> Mapping[str, Any]:
-    """The few fields authorisation reads (a full dump per event would cost more than the check)."""
+def authorised_fields(data: BaseModel | msgspec.Struct) -> Mapping[str, Any]:
+    """The few fields authorisation reads (a full dump per event would cost more than the check), of a
+    validated model or of its ``contracts.wire`` struct (a batch file's rows)."""
     # A validated model keeps every field's value (defaults included) in ``__dict__`` and nothing else.
-    fields = data.__dict__
+    fields = data.__dict__ if isinstance(data, BaseModel) else msgspec.structs.asdict(data)
     view: dict[str, Any] = {k: fields[k] for k in _AUTHORIZATION_FIELDS if k in fields}
     if "captured" in fields:
         captured = fields["captured"]

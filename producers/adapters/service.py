@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import hmac
 import time
@@ -37,7 +36,8 @@ from infra.config import Settings
 from infra.crypto import KeyStore, derived_key
 from infra.logging import get_logger
 from infra.tracing import current_traceparent, current_tracestate
-from producers.adapters.authorization import Adapter, Context
+from producers.adapters.authorization import Adapter, Context, authorize, site_of
+from producers.adapters.csv_chunks import FamilyRows, Row, seal_rows
 from producers.holders import (
     ERASED_MEANWHILE,
     REGISTERS,
@@ -45,8 +45,9 @@ from producers.holders import (
     erasure_fence,
     registers_args,
     registers_from,
+    registers_of,
 )
-from producers.ingest import authorisation_context, authorise, enqueue, register_keys, seal_events
+from producers.ingest import authorise, enqueue, register_keys, seal_events
 from producers.submission import Checked, check
 
 REQUESTS = Counter(
@@ -133,6 +134,7 @@ class AdapterService:
         self.keystore = keystore
         self.digest_key = derived_key(settings.master_key, "idempotency")
         self.committer = _GroupCommitter(self)
+        self._judges: dict[Family, FamilyRows] = {}
 
     # --- rejections (value-free) -----------------------------------------------------------------
 
@@ -352,45 +354,51 @@ class AdapterService:
         rows: Iterator[ParsedRow],
         chunk: _Chunk,
     ) -> None:
+        parsed: list[tuple[int, dict[str, Any], str]] = []
         for row in rows:
             chunk.rows += 1
             if row.errors:
                 chunk.bad.extend((row.line, e) for e in row.errors)
             else:
-                result = check(family, row.data)
-                if isinstance(result, list):
-                    chunk.bad.extend(
-                        (row.line, dataclasses.replace(e, label=_label(label_for, e.field))) for e in result
-                    )
-                else:
-                    chunk.valid.append((row, result, _row_key(self.digest_key, family, row)))
+                parsed.append((row.line, row.data, _row_key(self.digest_key, family, row)))
             if chunk.rows == CHUNK_ROWS:
                 break
             if chunk.rows % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        judged = self._rows(family).judge(parsed, lambda dotted: _label(label_for, dotted))
+        chunk.valid = judged.rows
+        chunk.bad.extend(judged.bad)
+
+    def _rows(self, family: Family) -> FamilyRows:
+        judge = self._judges.get(family)
+        if judge is None:
+            judge = self._judges[family] = FamilyRows(family)
+        return judge
 
     async def _commit_chunk(
         self, principal: Principal, family: Family, chunk: _Chunk, summary: ImportSummary
     ) -> None:
         summary.rows += chunk.rows
         bad = chunk.bad
-        accepted_rows: list[tuple[Checked, str, str]] = []
-        lines: list[int] = []  # the file line of each accepted row
+        accepted: list[Row] = []
+        sources: list[str] = []
         async with generic_plans(self.pool) as conn:
-            ctx = await authorisation_context(conn, family, [c for _, c, _ in chunk.valid])
-            for row, c, key in chunk.valid:
+            sites = [site_of(family, r.view) for r in chunk.valid]
+            persons = [r.subject for r in chunk.valid]
+            ctx = Context(*await registers_of(conn, sites, persons, fences=family is Family.CONSENT))
+            for row in chunk.valid:
                 try:
-                    source = authorise(self.adapter, principal, family, c, ctx)
+                    sources.append(authorize(self.adapter, principal, family, row.view, ctx))
                 except AuthError as exc:
                     bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                     continue
-                accepted_rows.append((c, source, key))
-                lines.append(row.line)
-            if accepted_rows:
-                events = await seal_events(
-                    conn, self.keystore, [c for c, _, _ in accepted_rows], [s for _, s, _ in accepted_rows]
-                )
-                keys = [key for _, _, key in accepted_rows]
+                accepted.append(row)
+            if accepted:
+                people = sorted({r.subject for r in accepted if r.personal is not None})
+                keys = await self.keystore.keys_for(conn, people) if people else {}
+                events = seal_rows(family, accepted, sources, keys)
+                lines = [r.line for r in accepted]
+                keys_of_rows = [r.key for r in accepted]
                 async with conn.transaction():
                     # P9 at commit: rows of a person erased since authorisation are refused, the rest go in.
                     erased = await erasure_fence(conn, (e.subject for e in events))
@@ -401,10 +409,12 @@ class AdapterService:
                             for line, e in zip(lines, events, strict=True)
                             if e.subject in erased
                         )
-                        keys = [k for k, e in zip(keys, events, strict=True) if e.subject not in erased]
+                        keys_of_rows = [
+                            k for k, e in zip(keys_of_rows, events, strict=True) if e.subject not in erased
+                        ]
                         events = [e for e in events if e.subject not in erased]
                     first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
-                    for key, event in zip(keys, events, strict=True):
+                    for key, event in zip(keys_of_rows, events, strict=True):
                         first.setdefault(key, event.id)
                     in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
                     # Row keys and event ids are hex: one comma-separated text each, not arrays (the driver
@@ -420,7 +430,7 @@ class AdapterService:
                     )
                     new_keys = {r["key"] for r in fresh}
                     todo = []
-                    for key, event in zip(keys, events, strict=True):
+                    for key, event in zip(keys_of_rows, events, strict=True):
                         if key in new_keys:
                             new_keys.discard(key)  # a repeated row in the same chunk is a duplicate
                             todo.append(event)
@@ -532,7 +542,7 @@ class _Chunk:
     """Up to CHUNK_ROWS rows of a file, parsed and validated, waiting for their transaction."""
 
     rows: int = 0
-    valid: list[tuple[ParsedRow, Checked, str]] = field(default_factory=list)  # row, checked, row key
+    valid: list[Row] = field(default_factory=list)  # judged by the contract, not yet authorised
     bad: list[tuple[int, FieldError]] = field(default_factory=list)
     error: FileError | None = None  # the file could not be read past these rows
 

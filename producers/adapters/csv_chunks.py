@@ -1,0 +1,154 @@
+"""A batch file's rows, judged and built a chunk at a time without a pydantic model per row.
+
+The cells of a chunk are converted column by column (``infra.codecs.csv_rows.parse_chunk``); each row's
+values are then judged by the contract's own rules as ``contracts.wire`` derives them for msgspec (the
+same structs and checks the consumers decode with): the public fields against the family's contract, the
+personal block against its personal contract. A row both accept is built from those structs: its sealed
+block, its event data and the fields authorisation reads, with no second validation.
+
+The structs are at least as strict as the contract, never looser. Where they refuse a row, the row goes
+to the contract itself (``producers.submission.check``, the pydantic model the HTTP path validates with),
+which says why, naming field and rule; so every refusal, and its reason, is the contract's. If the
+contract accepts a spelling the structs refused, the row is built from the contract's canonical form.
+``tests/unit/test_csv_chunks.py`` holds the two equal over ``hypothesis``-made rows: same verdict, same
+reasons, same events.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from contracts import wire
+from contracts.envelope import MODELS, PERSONAL_MODELS, Event, Family, event_type
+from contracts.events import Sealed
+from infra.codecs.field_errors import FieldError
+from infra.crypto import seal_plaintexts
+from producers.adapters.authorization import authorised_fields
+from producers.submission import Checked, check
+
+_SEALED, _ = wire.checked_struct(Sealed)
+# A block of the sealed shape, standing in for ``personal`` while the public fields are judged: the
+# personal block is judged by its own contract, and sealed once the row is authorised.
+_PLACEHOLDER = {"alg": "A256GCM", "kid": "pdk-" + "0" * 32 + "-1", "nonce": "A" * 16, "ct": "A" * 22}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A row both contracts accept: its public data (``personal`` still the placeholder), its personal
+    block as the JSON to seal (``None`` if it has none), and the fields authorisation reads."""
+
+    line: int
+    data: Any  # the contract's struct
+    personal: bytes | None
+    key: str  # the row's idempotency key (same content, same key)
+    view: Mapping[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return str(self.data.person_key)
+
+
+@dataclass(slots=True)
+class Judged:
+    rows: list[Row] = field(default_factory=list)
+    bad: list[tuple[int, FieldError]] = field(default_factory=list)
+
+
+class FamilyRows:
+    """One family's judge of parsed rows (``data`` dicts with the personal block in clear)."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        model = MODELS[family]
+        self.struct, self.checks = wire.checked_struct(model)
+        personal = PERSONAL_MODELS.get(family)
+        self.personal: tuple[type[msgspec.Struct], Callable[[Any], None] | None] | None = (
+            wire.checked_struct(personal) if personal is not None else None
+        )
+        self.personal_required = (
+            "personal" in model.model_fields and model.model_fields["personal"].is_required()
+        )
+
+    def fast(self, data: dict[str, Any]) -> tuple[Any, bytes | None] | None:
+        """The row's struct and its personal block's JSON, or ``None`` where a rule may refuse it."""
+        clear = data.get("personal")
+        try:
+            if self.personal is None:
+                public, block = data, None
+            elif clear is None:
+                if self.personal_required:
+                    return None
+                public, block = data, None
+            else:
+                public = {**data, "personal": _PLACEHOLDER}
+                struct, checks = self.personal
+                opened = msgspec.convert(clear, struct)
+                if checks is not None:
+                    checks(opened)
+                block = msgspec.json.encode(wire.builtins_of(opened))
+            value = msgspec.convert(public, self.struct)
+            if self.checks is not None:
+                self.checks(value)
+        except (msgspec.ValidationError, ValueError, TypeError, AttributeError):
+            return None
+        return value, block
+
+    def judge(
+        self,
+        rows: Sequence[tuple[int, dict[str, Any], str]],
+        label: Callable[[str], str | None],
+    ) -> Judged:
+        """Rows (line, data, row key) judged: accepted rows built, refused ones with the contract's reasons."""
+        judged = Judged()
+        fast = self.fast
+        for line, data, key in rows:
+            built = fast(data)
+            if built is None:
+                result = check(self.family, data)
+                if isinstance(result, list):
+                    judged.bad.extend((line, _labelled(e, label)) for e in result)
+                    continue
+                built = self._from_checked(result)
+            value, block = built
+            judged.rows.append(Row(line, value, block, key, authorised_fields(value)))
+        return judged
+
+    def _from_checked(self, checked: Checked) -> tuple[Any, bytes | None]:
+        """A row the contract accepted in a spelling the structs refuse, read from its canonical form."""
+        canonical = checked.data.model_dump(mode="json")
+        built = self.fast(canonical)
+        if built is None:  # the structs refuse what the contract accepts: a bug in their derivation
+            raise AssertionError(f"contracts.wire refuses a {self.family.value} the contract accepts")
+        return built
+
+
+def _labelled(error: FieldError, label: Callable[[str], str | None]) -> FieldError:
+    return FieldError(error.field, error.rule, error.value, error.rule_class, label(error.field))
+
+
+def seal_rows(
+    family: Family, rows: Sequence[Row], sources: Sequence[str], keys: Mapping[str, bytes]
+) -> list[Event]:
+    """The events of authorised rows: each personal block sealed with its person's data key (``keys``),
+    ids and nonces drawn in one call each, one acceptance time for the chunk."""
+    now = datetime.now(UTC)
+    ids = os.urandom(16 * len(rows)).hex()
+    sealed = iter(
+        seal_plaintexts([(keys[r.subject], r.subject, r.personal) for r in rows if r.personal is not None])
+    )
+    kind = event_type(family)
+    replace = msgspec.structs.replace
+    events: list[Event] = []
+    for i, (row, source) in enumerate(zip(rows, sources, strict=True)):
+        data = row.data
+        if row.personal is not None:
+            kid, nonce, ct = next(sealed)
+            data = replace(data, personal=_SEALED(alg="A256GCM", kid=kid, nonce=nonce, ct=ct))
+        events.append(Event(ids[32 * i : 32 * i + 32], source, kind, row.subject, now, family, data))
+    return events
