@@ -154,8 +154,17 @@ def _kind(annotation: Any, rules: dict[str, Any]) -> tuple[Any, Callable[[Any], 
 
 
 def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -> _Field:
-    rules, pattern, after = _rules(list(info.metadata))
     annotation = info.annotation
+    metadata = list(info.metadata)
+    if get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
+        # An optional constrained type (``JobSeekerNumber | None``): its rules bind the value when given.
+        (inner,) = [a for a in get_args(annotation) if a is not type(None)]
+        if get_origin(inner) is Annotated:
+            base, *extra = get_args(inner)
+            annotation = base | None
+            for m in extra:
+                metadata += m.metadata if isinstance(m, FieldInfo) else [m]
+    rules, pattern, after = _rules(metadata)
     aware = annotation is AwareDatetime
     if aware:
         if rules or pattern:
@@ -342,7 +351,7 @@ def _none_plan(model: type[BaseModel]) -> _Plan:
         for candidate in list(candidates):
             if get_origin(candidate) is list:
                 candidates += get_args(candidate)
-        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        models = list({c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)})
         if len(models) > 1:
             raise TypeError(f"wire: {model.__name__}.{name}: a union of models")
         if models:

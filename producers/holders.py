@@ -74,7 +74,9 @@ async def record_holders(conn: asyncpg.Connection, events: Sequence[Event]) -> N
         if family not in INTAKE:
             continue
         # Read by attribute: the data is the contract's model, or its ``contracts.wire`` struct (a file's).
-        data = {k: getattr(e.data, k, None) for k in ("site", "office", "registered_on", "referred_on")}
+        data: dict[str, Any] = {
+            k: getattr(e.data, k, None) for k in ("site", "office", "registered_on", "referred_on")
+        }
         since = intake_date(family, data)
         assert since is not None
         rows.append((e.subject, data["site"], e.id, since, family, data["office"]))

@@ -240,45 +240,72 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
-    errors: list[FieldError] = []
-    data: dict[str, Any] = {}
-    if len(cells) != len(header.columns):
-        errors.append(
-            FieldError(
+    """One row (tests; a file is read a chunk at a time by ``parse_chunk``)."""
+    return parse_chunk(header, [(line, cells)])[0]
+
+
+def parse_chunk(header: Header, raw: list[tuple[int, list[str]]]) -> list[ParsedRow]:
+    """Rows (line, cells) to submission data, converted column by column: one column's converter (and its
+    memory of cells seen) runs over every row of the chunk before the next column's."""
+    width = len(header.columns)
+    fit = [cells for _, cells in raw if len(cells) == width]
+    datas: list[dict[str, Any]] = [{} for _ in fit]
+    errors: dict[int, list[FieldError]] = {}
+    for (column, label, convert, path), column_cells in zip(
+        header.plan, zip(*fit, strict=True), strict=False
+    ):
+        parent, key = (None, path[0]) if len(path) == 1 else (path[:-1], path[-1])
+        for j, cell in enumerate(column_cells):
+            if not cell or cell.isspace():
+                continue  # empty = absent; the contract says whether that is allowed
+            try:
+                value = convert(cell)
+            except ValueError as exc:
+                errors.setdefault(j, []).append(
+                    FieldError(
+                        field=".".join(column.path),
+                        rule=str(exc),
+                        value=cell,
+                        rule_class=f"{column.kind.value} format",
+                        label=label,
+                    )
+                )
+                continue
+            if parent is None:
+                datas[j][key] = value
+            else:
+                _put(datas[j], path, value)
+    parsed: list[ParsedRow] = []
+    j = 0
+    for line, cells in raw:
+        if len(cells) != width:
+            refusal = FieldError(
                 field="(row)",
-                rule=f"has {len(cells)} cells, the header has {len(header.columns)}",
+                rule=f"has {len(cells)} cells, the header has {width}",
                 rule_class="cell count",
             )
-        )
-        return ParsedRow(line, data, tuple(errors))
-    for (column, label, convert, path), cell in zip(header.plan, cells, strict=True):
-        if not cell or cell.isspace():
-            continue  # empty = absent; the contract says whether that is allowed
-        try:
-            value = convert(cell)
-        except ValueError as exc:
-            errors.append(
-                FieldError(
-                    field=".".join(column.path),
-                    rule=str(exc),
-                    value=cell,
-                    rule_class=f"{column.kind.value} format",
-                    label=label,
-                )
-            )
+            parsed.append(ParsedRow(line, {}, (refusal,)))
             continue
-        if len(path) == 1:
-            data[path[0]] = value
-        else:
-            _put(data, path, value)
-    return ParsedRow(line, data, tuple(errors))
+        row_errors = errors.get(j)
+        parsed.append(ParsedRow(line, {} if row_errors else datas[j], tuple(row_errors or ())))
+        j += 1
+    return parsed
 
 
-def read_rows(
-    family: str, content: bytes, *, max_rows: int = MAX_ROWS, max_columns: int = MAX_COLUMNS
-) -> tuple[str, Header, Iterator[ParsedRow]]:
-    """Decode ``content`` and read its header; returns (encoding, header, rows). Raises FileError, also
-    while iterating the rows (a broken record, a row past ``max_rows``): rows before it were yielded."""
+Chunk = tuple[list[ParsedRow], FileError | None]
+
+
+def read_chunks(
+    family: str,
+    content: bytes,
+    *,
+    chunk_rows: int,
+    max_rows: int = MAX_ROWS,
+    max_columns: int = MAX_COLUMNS,
+) -> tuple[str, Header, Iterator[Chunk]]:
+    """Decode ``content`` and read its header; returns (encoding, header, chunks). Each chunk holds up to
+    ``chunk_rows`` rows and, in the last one, the FileError that stopped the reading (a broken record, a
+    row past ``max_rows``): the rows before it are read. Raises FileError for the file as a whole."""
     if family not in COLUMNS:
         raise FileError(f"unknown family {family!r}; expected one of {', '.join(COLUMNS)}")
     text, encoding = decode(content)
@@ -291,25 +318,49 @@ def read_rows(
         raise FileError(f"header (line 1): not readable as CSV ({exc})") from None
     header = read_header(family, first, max_columns=max_columns)
 
-    def rows() -> Iterator[ParsedRow]:
+    def chunks() -> Iterator[Chunk]:
         start = reader.line_num + 1
         count = 0
+        raw: list[tuple[int, list[str]]] = []
+        error: FileError | None = None
         try:
             for cells in reader:
                 if not "".join(cells).isspace() and any(cells):
                     count += 1
                     if count > max_rows:
-                        raise FileError(
+                        error = FileError(
                             f"line {start}: a file holds at most {max_rows} rows (limit); rows from this "
                             "line on were not read (send them in another file)"
                         )
+                        break
                     if len(cells) > max_columns:
                         cells = cells[: max_columns + 1]  # already too many: the row is refused as it is
-                    yield parse_row(header, start, cells)
+                    raw.append((start, cells))
+                    if len(raw) == chunk_rows:
+                        yield parse_chunk(header, raw), None
+                        raw = []
                 start = reader.line_num + 1
         except csv.Error as exc:
-            raise FileError(
-                f"line {start}: not readable as CSV ({exc}); rows after it were not read"
-            ) from None
+            error = FileError(f"line {start}: not readable as CSV ({exc}); rows after it were not read")
+        if raw or error is not None:
+            yield parse_chunk(header, raw), error
+
+    return encoding, header, chunks()
+
+
+def read_rows(
+    family: str, content: bytes, *, max_rows: int = MAX_ROWS, max_columns: int = MAX_COLUMNS
+) -> tuple[str, Header, Iterator[ParsedRow]]:
+    """``read_chunks`` a row at a time: raises the FileError that stopped the reading after the rows
+    before it were yielded."""
+    encoding, header, chunks = read_chunks(
+        family, content, chunk_rows=1000, max_rows=max_rows, max_columns=max_columns
+    )
+
+    def rows() -> Iterator[ParsedRow]:
+        for parsed, error in chunks:
+            yield from parsed
+            if error is not None:
+                raise error
 
     return encoding, header, rows()

@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from contracts.envelope import Event, Family
 from infra.auth import AuthError, Principal
-from infra.codecs.csv_rows import FileError, ParsedRow, read_rows
+from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
 from infra.config import Settings
 from infra.crypto import KeyStore, derived_key
@@ -63,7 +63,7 @@ CSV_ROWS = Counter(
 )
 
 CHUNK_ROWS = 2000
-_YIELD_EVERY = 100  # rows parsed between chances for the previous chunk's commit to move on
+_YIELD_EVERY = 250  # rows judged between chances for the previous chunk's commit to move on
 
 
 class Rejected(Exception):
@@ -293,9 +293,10 @@ class AdapterService:
         progress: Callable[[int, int], None] | None,
     ) -> ImportSummary:
         summary = ImportSummary()
-        encoding, header, rows = read_rows(
+        encoding, header, chunks = read_chunks(
             family.value,
             content,
+            chunk_rows=CHUNK_ROWS,
             max_rows=self.settings.max_file_rows,
             max_columns=self.settings.max_file_columns,
         )
@@ -313,7 +314,7 @@ class AdapterService:
 
         try:
             while True:
-                prepared = await self._prepare_chunk(family, header.label_for, rows)
+                prepared = await self._prepare_chunk(family, header.label_for, chunks)
                 await committed()
                 if prepared is None:
                     break
@@ -336,38 +337,28 @@ class AdapterService:
         self,
         family: Family,
         label_for: Callable[[tuple[int | str, ...]], str | None],
-        rows: Iterator[ParsedRow],
+        chunks: Iterator[Chunk],
     ) -> _Chunk | None:
-        """Parse and validate the next chunk (``None`` at the end of the file). CPU only, but it yields
-        now and then so the previous chunk's commit moves on meanwhile. Raises FileError."""
-        chunk = _Chunk()
-        try:
-            await self._fill_chunk(family, label_for, rows, chunk)
-        except FileError as exc:  # the rows read before it still go in; the import stops after them
-            chunk.error = exc
-        return chunk if chunk.rows or chunk.error else None
-
-    async def _fill_chunk(
-        self,
-        family: Family,
-        label_for: Callable[[tuple[int | str, ...]], str | None],
-        rows: Iterator[ParsedRow],
-        chunk: _Chunk,
-    ) -> None:
-        parsed: list[tuple[int, dict[str, Any], str]] = []
-        for row in rows:
-            chunk.rows += 1
-            if row.errors:
-                chunk.bad.extend((row.line, e) for e in row.errors)
-            else:
-                parsed.append((row.line, row.data, _row_key(self.digest_key, family, row)))
-            if chunk.rows == CHUNK_ROWS:
-                break
-            if chunk.rows % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-        judged = self._rows(family).judge(parsed, lambda dotted: _label(label_for, dotted))
-        chunk.valid = judged.rows
-        chunk.bad.extend(judged.bad)
+        """Judge the next chunk (``None`` at the end of the file). CPU only, but it yields now and then so
+        the previous chunk's commit moves on meanwhile."""
+        parsed, error = next(chunks, ([], None))
+        if not parsed and error is None:
+            return None
+        chunk = _Chunk(rows=len(parsed), error=error)
+        judge = self._rows(family)
+        secret = self.digest_key
+        for start in range(0, len(parsed), _YIELD_EVERY):
+            await asyncio.sleep(0)
+            fit: list[tuple[int, dict[str, Any], str]] = []
+            for row in parsed[start : start + _YIELD_EVERY]:
+                if row.errors:
+                    chunk.bad.extend((row.line, e) for e in row.errors)
+                else:
+                    fit.append((row.line, row.data, _row_key(secret, family, row)))
+            judged = judge.judge(fit, lambda dotted: _label(label_for, dotted))
+            chunk.valid += judged.rows
+            chunk.bad += judged.bad
+        return chunk
 
     def _rows(self, family: Family) -> FamilyRows:
         judge = self._judges.get(family)

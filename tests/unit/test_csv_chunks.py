@@ -1,0 +1,221 @@
+"""The batch import's row judge (``producers.adapters.csv_chunks``) against the contract it stands for.
+
+A file's rows are judged by the contract's msgspec structs (``contracts.wire``) and built without a
+pydantic model per row. Over ``hypothesis``-made rows (every family's cells, mutated with hostile cells
+and with cells of other columns): the structs accept exactly the rows the pydantic input model accepts,
+every refusal is the contract's (same fields, same rules), and an accepted row becomes the same event,
+byte for byte, as the pydantic path builds (``submission.build_event``, sealed under the same nonce).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+import hypothesis
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contracts.envelope import Event, Family, encode, event_type
+from infra.codecs.csv_rows import ParsedRow, parse_chunk, read_header
+from infra.codecs.csv_write import write_csv
+from producers.adapters import csv_chunks
+from producers.adapters.authorization import authorised_fields
+from producers.adapters.csv_chunks import FamilyRows, seal_rows
+from producers.submission import Checked, build_event, check, seal_checked
+from tests import factories
+
+FAMILIES = (Family.REGISTRATION, Family.CONSENT, Family.REFERRAL, Family.PLACEMENT, Family.RETENTION)
+PK = "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"
+KEY = bytes(range(32))
+
+HOSTILE = [
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\x1f",
+    "\x7f",
+    "x" * 1_000_000,
+    "x" * 201,
+    "2147483647",
+    "2147483648",
+    "-1",
+    "0",
+    "２１４７４８３６４８",
+    "０８",
+    "=1+1",
+    "=HYPERLINK(1)",
+    "+81 3",
+    "@SUM(A1)",
+    "2024-02-30",
+    "R7.2.30",
+    "2025-13-01",
+    "令和7年5月12日",
+    "2099-01-01",
+    "1900-01-01",
+    "２０２５－０５－１２",
+    "2025-04-03T10:00:00",
+    "2025-04-03T10:00:00Z",
+    "2025-04-03T10:00:00.1234567+09:00",
+    "112038-01",
+    "131041-01",
+    "131041",
+    "131042",
+    "1102",
+    "1301",
+    "Ｆ" * 32,
+    "1" * 31,
+    "e" * 32,
+    "99",
+    "08",
+    "MHLW-2022",
+    "MHLW-1999",
+    "はい",
+    "true",
+    "yes",
+    "×",
+    "３５-３９",
+    "35-39",
+    "public_assistance;public_assistance",
+    "public_assistance;２１４７４８３６４８",
+    ";".join(["general"] * 9),
+    "given",
+    "withdrawn",
+    "撤回",
+    "share_registration",
+    "share_registration;share_registration",
+    "authority:131041",
+    "office:1301;authority:131041",
+    "authority:131042",
+    "office:١١٠٢",
+    "left",
+    "employed",
+    "3",
+    "7",
+    "12345-12345678",
+    "１２３４５-12345678",
+]
+
+
+def _valid_cells(family: Family) -> tuple[list[str], list[list[str]]]:
+    """Header (English names) and two valid rows of ``family``, as a client writes them."""
+    placement_id = "ab" * 16
+    made = {
+        Family.REGISTRATION: [factories.registration(PK), factories.registration(PK, foreign_national=True)],
+        Family.CONSENT: [factories.consent(PK), factories.consent(PK, action="changed")],
+        Family.REFERRAL: [factories.referral(PK), factories.referral(PK, team_support_from="2025-05-20")],
+        Family.PLACEMENT: [factories.placement(PK), factories.placement(PK, foreign_national=False)],
+        Family.RETENTION: [
+            factories.retention(PK, placement_id),
+            factories.retention(PK, placement_id, status="left", left_on="2025-06-01"),
+        ],
+    }[family]
+    text = write_csv(family.value, [m.data for m in made], japanese=False).decode()
+    header, *rows = csv.reader(io.StringIO(text, newline=""))
+    return header, rows
+
+
+_VALID = {f: _valid_cells(f) for f in FAMILIES}
+_HEADERS = {f: read_header(f.value, _VALID[f][0]) for f in FAMILIES}
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> tuple[Family, ParsedRow]:
+    """A row of cells: a valid one with some cells replaced by hostile ones or by other columns' cells."""
+    family = draw(st.sampled_from(FAMILIES))
+    _header, valid = _VALID[family]
+    cells = list(draw(st.sampled_from(valid)))
+    pool = [*HOSTILE, *(c for row in valid for c in row)]
+    for _ in range(draw(st.integers(0, 3))):
+        cells[draw(st.integers(0, len(cells) - 1))] = draw(st.sampled_from(pool) | st.text(max_size=12))
+    (parsed,) = parse_chunk(_HEADERS[family], [(2, cells)])
+    return family, parsed
+
+
+def _pydantic_event(family: Family, checked: Checked) -> Event:
+    return build_event(checked, "/hellowork/offices/1301", seal_checked(checked, KEY))
+
+
+def _same(family: Family, data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge's verdict on ``data`` is the contract's; an accepted row builds the contract's event."""
+    judge = FamilyRows(family)
+    expected = check(family, data)
+    fast = judge.fast(data)
+    if isinstance(expected, list):
+        assert fast is None, "the structs accepted a row the contract refuses"
+        judged = judge.judge([(2, data, "k")], lambda f: None)
+        assert judged.rows == [] and [e for _, e in judged.bad] == expected
+        return
+    assert fast is not None, "the structs refused a row the contract accepts"
+    (row,) = judge.judge([(2, data, "k")], lambda f: None).rows
+    assert dict(row.view) == dict(authorised_fields(expected.data))
+    # Same nonce for both (and the same event id and time): then the two events are the same bytes.
+    monkeypatch.setattr(csv_chunks.os, "urandom", lambda n: bytes(n))
+    monkeypatch.setattr("infra.crypto.os.urandom", lambda n: bytes(n))
+    (event,) = seal_rows(family, [row], ["/hellowork/offices/1301"], {row.subject: KEY})
+    expected_event = _pydantic_event(family, expected)._replace(id=event.id, time=event.time)
+    assert event.type == event_type(family) and event.subject == expected_event.subject
+    assert encode(event) == encode(expected_event)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows())
+def test_fuzz_the_row_judge_accepts_refuses_and_builds_as_the_contract(
+    case: tuple[Family, ParsedRow],
+) -> None:
+    family, parsed = case
+    if parsed.errors:  # a cell that is no date, number or yes/no: refused before either judge
+        return
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _same(family, parsed.data, monkeypatch)
+
+
+def test_every_family_has_rows_both_accept_and_rows_both_refuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fuzz is not vacuous: valid rows of every family are accepted, and hostile ones refused."""
+    for family in FAMILIES:
+        header, valid = _VALID[family]
+        for parsed in parse_chunk(_HEADERS[family], [(2, cells) for cells in valid]):
+            assert parsed.errors == () and FamilyRows(family).fast(parsed.data) is not None, family
+            _same(family, parsed.data, monkeypatch)
+        hostile = [*valid[0]]
+        hostile[header.index("person_key")] = "Ｆ" * 32
+        (parsed,) = parse_chunk(_HEADERS[family], [(2, hostile)])
+        assert FamilyRows(family).fast(parsed.data) is None, family
+
+
+def test_the_fuzz_finds_a_judge_that_skips_the_contracts_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the checks msgspec does not run itself (patterns, validators, the model's own rules), the
+    judge accepts what the contract refuses, and the fuzz's strategy finds such a row."""
+    monkeypatch.setattr(FamilyRows, "__init__", _without_checks(FamilyRows.__init__))
+
+    def looser(case: tuple[Family, ParsedRow]) -> bool:
+        family, parsed = case
+        return not parsed.errors and (
+            isinstance(check(family, parsed.data), list) and FamilyRows(family).fast(parsed.data) is not None
+        )
+
+    hypothesis.find(rows(), looser, settings=settings(max_examples=2000, database=None))
+
+
+def _without_checks(init: Any) -> Any:
+    def patched(self: FamilyRows, family: Family) -> None:
+        init(self, family)
+        self.checks = None
+
+    return patched
+
+
+def test_one_time_for_a_chunks_events() -> None:
+    _header, valid = _VALID[Family.PLACEMENT]
+    parsed = parse_chunk(_HEADERS[Family.PLACEMENT], [(2, cells) for cells in valid])
+    judged = FamilyRows(Family.PLACEMENT).judge([(p.line, p.data, str(i)) for i, p in enumerate(parsed)], str)
+    before = datetime.now(UTC)
+    events = seal_rows(Family.PLACEMENT, judged.rows, ["/hellowork/offices/1301"] * 2, {PK: KEY})
+    assert len({e.id for e in events}) == 2 and {e.time for e in events} == {events[0].time}
+    assert events[0].time >= before
+    assert all(orjson.loads(encode(e)[2])["personal"]["kid"] == f"pdk-{PK}-1" for e in events)
