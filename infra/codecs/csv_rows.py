@@ -239,11 +239,6 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     data[path[-1]] = value
 
 
-def parse_row(header: Header, line: int, cells: list[str]) -> ParsedRow:
-    """One row (tests; a file is read a chunk at a time by ``parse_chunk``)."""
-    return parse_chunk(header, [(line, cells)])[0]
-
-
 def parse_chunk(header: Header, raw: list[tuple[int, list[str]]]) -> list[ParsedRow]:
     """Rows (line, cells) to submission data, converted column by column: one column's converter (and its
     memory of cells seen) runs over every row of the chunk before the next column's."""
