@@ -13,10 +13,11 @@ What is measured:
    would take hours); its rate is what it would do on all of them.
 3. **projection** — ``SharedViewHandler`` on the hub's ``ConsumerRuntime``, from offset zero to the end.
 4. **replay** — ``hub replay shared-view`` (empty the view, rebuild from the topics).
-5. **projection, 2 processes** — the view emptied again, then two projection processes in one consumer
-   group, splitting the topics' partitions (``--processes 2``; a person's events share a partition number
-   on every topic, and two members of a round-robin group over six partitions each take the same numbers
-   of every topic, so one person's rows are written by one process). Its view must equal the others.
+5. **replay, 2 processes** — ``hub replay shared-view --workers 2`` (``replay_in_processes``): two
+   processes in one consumer group, person-affine (the range assignor gives each the same partition
+   numbers of every topic, and a person's events share one number on every topic), one writer (the first
+   holds the role, the second works under its epoch). Compared with the 1-process replay of the same run;
+   its view must equal the others. Its CPU is the workers' (reaped children of the phase's process).
 
 Each phase runs in child processes so each reports its own peak memory (``VmHWM``), its CPU, and the CPU
 of its PostgreSQL sessions (read from ``/proc``: the server runs on this machine).
@@ -50,7 +51,7 @@ from aiokafka.structs import ConsumerRecord
 from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
-from consumers.shared_view.replay import replay
+from consumers.shared_view.replay import replay, replay_in_processes
 from consumers.shared_view.store import VIEW_FIELDS
 from contracts.envelope import decode, encode
 from devtools.simulator import SimulationConfig, simulate
@@ -274,37 +275,52 @@ async def run_phase(phase: str, settings: Settings) -> dict[str, Any]:
         wall_start = time.time()
         if phase == "project":
             ends = await end_offsets(settings, handler.topics)
-            await run_until(ConsumerRuntime(handler, settings, pool, role="bench"), pool, ends)
+            runtime = ConsumerRuntime(handler, settings, pool, role="bench", person_affine=True)
+            await run_until(runtime, pool, ends)
             events = sum(ends.values())
         else:
             result = await replay(settings, pool, handler=handler)
             events = result.events
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        wall_end = time.time()
-        async with pool.acquire() as conn:
-            persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
-            held = await conn.fetchval(
-                "SELECT count(*) FROM sv_events e WHERE NOT EXISTS "
-                "(SELECT 1 FROM sv_persons p WHERE p.person_key = e.person_key)"
-            )
-            # The whole view in one checksum: projection and replay must end with the same records.
-            digest = await conn.fetchval(
-                f"SELECT md5(string_agg(md5(row({VIEW_COLUMNS})::text), '' ORDER BY person_key)) "
-                "FROM sv_persons"
-            )
-        return {
-            "events": events,
-            "seconds": seconds,
-            "cpu": cpu,
-            "started": wall_start,
-            "ended": wall_end,
-            "peak_mib": peak_mib(),
-            "persons": persons,
-            "held": held,
-            "digest": digest,
-        }
+        return {**await _figures(settings, pool), "events": events, "seconds": seconds, "cpu": cpu,
+                "started": wall_start, "ended": time.time()}  # fmt: skip
     finally:
         await pool.close()
+
+
+def run_workers_phase(workers: int, settings: Settings) -> dict[str, Any]:
+    """``hub replay shared-view --workers N``, forked from here (no event loop may run while it forks)."""
+    configure_logging("WARNING")
+    wall_start, before = time.time(), time.process_time()  # this process's imports are not the replay's
+    result = replay_in_processes(settings, workers)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - before + reaped.ru_utime + reaped.ru_stime
+
+    async def figures() -> dict[str, Any]:
+        pool = await create_pool(settings, max_size=2)
+        try:
+            return await _figures(settings, pool)
+        finally:
+            await pool.close()
+
+    # The workers are forked (no exec), so each one's peak is its own ``ru_maxrss``: the largest is reported.
+    peak = max(peak_mib(), reaped.ru_maxrss / 1024)
+    return {**asyncio.run(figures()), "events": result.events, "seconds": result.seconds, "cpu": cpu,
+            "started": wall_start, "ended": time.time(), "peak_mib": peak}  # fmt: skip
+
+
+async def _figures(settings: Settings, pool: asyncpg.Pool) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
+        held = await conn.fetchval(
+            "SELECT count(*) FROM sv_events e WHERE NOT EXISTS "
+            "(SELECT 1 FROM sv_persons p WHERE p.person_key = e.person_key)"
+        )
+        # The whole view in one checksum: projection and replay must end with the same records.
+        digest = await conn.fetchval(
+            f"SELECT md5(string_agg(md5(row({VIEW_COLUMNS})::text), '' ORDER BY person_key)) FROM sv_persons"
+        )
+    return {"peak_mib": peak_mib(), "persons": persons, "held": held, "digest": digest}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -349,16 +365,17 @@ async def main(args: argparse.Namespace) -> None:
         )
         same = "equal" if replayed["digest"] == projected["digest"] else "DIFFERENT"
         print(f"replayed view vs projected view: {same} (md5 {replayed['digest']})")
-    if args.processes > 1:
-        await reset_database(settings)
-        split = await children("project", settings, args.processes)
+    if args.replay and args.processes > 1:
+        split = await child(f"replay-{args.processes}", settings)
         split_rate = split["events"] / split["seconds"]
+        one = replayed["events"] / replayed["seconds"]
         print(
-            f"projection, {args.processes} processes {split_rate:>10,.0f} events/s  "
-            f"({split['seconds']:.1f} s, {_cpu(split)}; x{split_rate / rate:.2f} of 1 process)"
+            f"replay, {args.processes} processes {split_rate:>10,.0f} events/s  "
+            f"({split['seconds']:.1f} s, {_cpu(split)}, peak {split['peak_mib']:.0f} MiB per process; "
+            f"x{split_rate / one:.2f} of the 1-process replay)"
         )
         same = "equal" if split["digest"] == projected["digest"] else "DIFFERENT"
-        print(f"{args.processes}-process view vs projected view: {same}")
+        print(f"{args.processes}-process replayed view vs projected view: {same}")
     print(f"projection / naive  = {rate / naive:6.1f}x   (target >= 10x)")
     print(f"projection / raw    = {rate / raw:6.2f}    (must >= 0.15, aim 0.25)")
     print(f"bench driver peak memory {peak_mib():.0f} MiB")
@@ -377,15 +394,18 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--reuse", metavar="NAMESPACE", help="measure again on a namespace produced earlier")
     parser.add_argument("--naive", type=int, default=30_000, help="messages the naive subscriber is timed on")
-    parser.add_argument("--processes", type=int, default=2, help="projection processes in the scaling phase")
+    parser.add_argument("--processes", type=int, default=2, help="replay processes in the scaling phase")
     parser.add_argument(
         "--no-replay", dest="replay", action="store_false", help="measure the projection only"
     )
-    parser.add_argument("--phase", choices=["project", "replay"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)  # project, replay, replay-N
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         s = Settings(pg_database=BENCH_DB, topic_namespace=args.namespace)
-        print(json.dumps(asyncio.run(run_phase(args.phase, s))))
+        if args.phase.startswith("replay-"):
+            print(json.dumps(run_workers_phase(int(args.phase.removeprefix("replay-")), s)))
+        else:
+            print(json.dumps(asyncio.run(run_phase(args.phase, s))))
     else:
         asyncio.run(main(args))

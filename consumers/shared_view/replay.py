@@ -28,7 +28,7 @@ from consumers.shared_view.handler import SharedViewHandler
 from infra.config import Settings
 from infra.db import AdvisoryLock, connect, create_pool
 from infra.leadership import Follower, Leadership, SharedEpoch
-from infra.logging import get_logger
+from infra.logging import configure_logging, get_logger
 from infra.runner import supervise, worker_index
 
 log = get_logger("shared-view.replay")
@@ -74,10 +74,11 @@ async def replay(
     progress: Callable[[int, int], None] | None = None,
     ends: Positions | None = None,
     share: SharedEpoch | None = None,
+    together: Callable[[], Awaitable[None]] | None = None,
 ) -> ReplayResult:
     """The replay (in one process, or as worker 0 of ``replay_in_processes``: ``ends`` taken by the
-    parent, and ``share`` where the run's other workers wait for the epoch, published once the view is
-    empty)."""
+    parent, ``share`` where the run's other workers wait for the epoch, published once the view is empty,
+    and ``together`` awaited before consuming, so that every member joins the group at once)."""
     handler = handler or SharedViewHandler(settings)
     leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
     if not await leadership.acquire_now():
@@ -89,6 +90,8 @@ async def replay(
             await reset_view(conn, handler.name, leadership.fence)
         if share is not None:
             share.publish(leadership.epoch)
+        if together is not None:
+            await together()
         runtime = ConsumerRuntime(
             handler, settings, pool, role="replay", fence=leadership.fence, person_affine=True
         )
@@ -120,19 +123,25 @@ async def replay(
 
 
 async def follow_replay(
-    settings: Settings, pool: asyncpg.Pool, ends: Positions, share: SharedEpoch, handler: SharedViewHandler
+    settings: Settings,
+    pool: asyncpg.Pool,
+    ends: Positions,
+    share: SharedEpoch,
+    handler: SharedViewHandler,
+    started: Callable[[], None],
 ) -> None:
     """A worker of ``replay_in_processes`` other than the first: wait until the first has emptied the view
     and published its epoch, then project under it until the whole group has committed ``ends``."""
     follower = Follower("shared-view", share)
     await follower.wait_held(asyncio.Event())  # the supervisor stops this worker if the first one fails
+    started()
     runtime = ConsumerRuntime(
         handler, settings, pool, role="replay", fence=follower.fence, person_affine=True
     )
     await run_until(runtime, pool, ends)
 
 
-def replay_in_processes(settings: Settings, workers: int) -> ReplayResult:
+def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "WARNING") -> ReplayResult:
     """``hub replay shared-view --workers N``: the replay in ``workers`` processes of one consumer group
     (``infra.runner.supervise``), one writer still. Worker 0 takes the role (refusing while it is held),
     empties the view and publishes its epoch (``SharedEpoch``); the others wait for it and work under it
@@ -143,17 +152,30 @@ def replay_in_processes(settings: Settings, workers: int) -> ReplayResult:
     started = time.perf_counter()
     ends = asyncio.run(_ends_unless_held(settings))
     share = SharedEpoch()
-    masked = multiprocessing.get_context("fork").RawArray("q", workers)
+    context = multiprocessing.get_context("fork")
+    masked, starting = context.RawArray("q", workers), context.RawArray("b", workers)
+
+    async def together() -> None:
+        # A member joining a group already consuming makes every member stop at its next heartbeat for
+        # a rebalance (seconds): the first worker waits (a bounded while) for the others to be starting.
+        for _ in range(200):
+            if sum(starting) >= workers - 1:
+                return
+            await asyncio.sleep(0.05)
+
+    def mark_started() -> None:
+        starting[worker_index()] = 1
 
     async def work() -> None:
+        configure_logging(log_level)
         index = worker_index()
         pool = await create_pool(settings)
         try:
             handler = SharedViewHandler(settings)
             if index == 0:
-                await replay(settings, pool, handler=handler, ends=ends, share=share)
+                await replay(settings, pool, handler=handler, ends=ends, share=share, together=together)
             else:
-                await follow_replay(settings, pool, ends, share, handler)
+                await follow_replay(settings, pool, ends, share, handler, mark_started)
             masked[index] = handler.masked_events
         except ReplayRefused as refused:
             log.error("replay refused", reason=refused.reason)
