@@ -29,6 +29,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from infra import health
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
@@ -49,9 +50,64 @@ def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uv
     (``infra.runner`` or the CLI)."""
     served: ASGIApp = RouteInAccessLine(LeanRoutes(app) if getattr(app.state, "lean_routes", False) else app)
     config = uvicorn.Config(
-        served, host=host, port=port, log_config=None, access_log=access_log, lifespan="on"
+        served,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=access_log,
+        lifespan="on",
+        http=_HttpProtocol,
+        # ``X-Forwarded-For``/``-Proto`` are request headers like any other (hostile): the hub serves its
+        # clients directly and names the peer it sees. uvicorn's default trusted them from 127.0.0.1 and
+        # parsed the peer's address on every request to decide so (3% of a single-event POST's CPU).
+        proxy_headers=False,
     )
     return uvicorn.Server(config)
+
+
+class _OneSendPerTurn:
+    """A connection's transport whose writes within one turn of the event loop leave in one system call.
+
+    uvicorn writes a response's status line and headers, then its body, each straight to the socket (two
+    sends, and two segments for the client to read): a tenth of a single-event POST's CPU was these
+    ``write`` calls (py-spy, native frames, under ``bench/bench_ingest.py``). Here the first write of a
+    turn schedules a flush for the loop's next turn and every write until then joins it; ``close`` sends
+    what is pending first. Everything else is the transport's own."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():  # the client went away meanwhile: nobody to send to
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) writing through ``_OneSendPerTurn``."""
+
+    # uvloop's transport is not a subclass of asyncio.Transport (no isinstance check here); uvicorn says the same.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing: Any = _OneSendPerTurn(transport, asyncio.get_running_loop())
+        super().connection_made(coalescing)
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

@@ -11,7 +11,9 @@ The site's authority is the site id's prefix; its office is the registry's (or t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any
 
@@ -138,6 +140,40 @@ class ErasedMeanwhile(AuthError):
         self.people = frozenset(people)
 
 
+@asynccontextmanager
+async def fenced_transaction(conn: asyncpg.Connection, persons: Iterable[str]) -> AsyncIterator[set[str]]:
+    """A transaction on ``conn`` that starts with ``erasure_fence`` (it yields the erased people among
+    ``persons``), committed when the block ends, rolled back if it raises.
+
+    The same fence in one round trip less: ``BEGIN`` and the erasure lock go to PostgreSQL together (a
+    simple query: the lock's key is a constant), then the register is read by a statement of its own, so
+    it still starts after the lock is held. A group commit is a few statements of little work each, and
+    each round trip cost the adapter and PostgreSQL about as much as the work it carried."""
+    wanted = sorted(set(persons))
+    begin = "BEGIN" if not wanted else f"BEGIN; SELECT pg_advisory_xact_lock_shared({_ERASURE_LOCK})"
+    await conn.execute(begin)
+    try:
+        erased = await _erased(conn, wanted) if wanted else set()
+        yield erased
+    except BaseException:
+        # As asyncpg's own transactions: a connection that broke meanwhile ends the transaction itself.
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+_ERASURE_LOCK = int(AdvisoryLock.ACCEPTANCE_ERASURE)
+
+
+async def _erased(conn: asyncpg.Connection, wanted: list[str]) -> set[str]:
+    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
+    erased = {r[0] for r in rows}
+    if erased:
+        forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
+    return erased
+
+
 async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set[str]:
     """P9 inside the accepting transaction: which of these people are erased, as of now.
 
@@ -152,8 +188,4 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     if not wanted:
         return set()
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
-    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
-    erased = {r[0] for r in rows}
-    if erased:
-        forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
-    return erased
+    return await _erased(conn, wanted)

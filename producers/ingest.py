@@ -11,7 +11,7 @@ same steps:
    file chunk: a credential proves one organisation, which publishes only at its own sites and only about
    people it holds, nothing signed behind a withdrawal, and nothing more about an erased person. The
    simulator and tests are trusted sources and skip this step (on a local development stack only,
-   ``producers.publish``). The erasure register is read again at commit (``holders.erasure_fence``).
+   ``producers.publish``). The erasure register is read again at commit (``holders.fenced_transaction``).
 3. **seal** (``seal_events``): each personal block with its person's data key, all keys in one round
    trip, only for events that are valid and authorised — a refused request leaves no key behind.
 4. **enqueue** (``outbox.enqueue``): into the outbox in the caller's transaction, with what acceptance
@@ -35,7 +35,7 @@ from contracts.envelope import Event, Family
 from infra.auth import Principal
 from infra.crypto import KeyStore
 from producers.adapters.authorization import Adapter, Context, authorised_fields, authorize, site_of
-from producers.holders import ErasedMeanwhile, erasure_fence, registers_of
+from producers.holders import ErasedMeanwhile, fenced_transaction, registers_of
 from producers.outbox import enqueue
 from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
 
@@ -94,8 +94,7 @@ async def accept(
         validate(s.family, s.data, extra=extra, time=s.time, event_id=s.event_id, trusted=True) for s in subs
     ]
     events = await seal_events(conn, keystore, checked, [s.source for s in subs])
-    async with conn.transaction():
-        erased = await erasure_fence(conn, (e.subject for e in events))
+    async with fenced_transaction(conn, (e.subject for e in events)) as erased:
         if not erased:
             await enqueue(conn, events, origin=origin, namespace=namespace, fenced=True)
     if erased:  # nothing was accepted; a data key made meanwhile is gone with the transaction's commit

@@ -43,6 +43,7 @@ from producers.holders import (
     REGISTERS,
     ErasedMeanwhile,
     erasure_fence,
+    fenced_transaction,
     registers_args,
     registers_from,
     registers_of,
@@ -700,9 +701,8 @@ class _GroupCommitter:
         for unit in group:
             per_unit.append(events[i : i + len(unit.checked)])
             i += len(unit.checked)
-        async with conn.transaction():
-            # P9 at commit: a request whose person was erased since its authorisation is refused alone.
-            erased = await erasure_fence(conn, (e.subject for e in events))
+        # P9 at commit: a request whose person was erased since its authorisation is refused alone.
+        async with fenced_transaction(conn, (e.subject for e in events)) as erased:
             if erased:
                 for unit, evs in zip(group, per_unit, strict=True):
                     if any(e.subject in erased for e in evs) and not unit.done.done():

@@ -1,0 +1,92 @@
+"""A response leaves the hub's HTTP servers in one send (``infra.http._OneSendPerTurn``): uvicorn writes
+the status line and headers, then the body, and each write was a system call of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+from uvicorn.server import ServerState
+
+from infra.http import server
+
+
+class _Transport:
+    """Records what reaches the socket."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.sent.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _protocol() -> Any:
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    config = server(app, "127.0.0.1", 0, access_log=False).config
+    config.load()
+    return config.http_protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+
+
+async def _answered(transport: _Transport) -> None:
+    for _ in range(200):
+        if transport.sent and b'"world"' in transport.sent[-1]:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_response_is_one_send() -> None:
+    transport = _Transport()
+    protocol = _protocol()
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: hub\r\n\r\n")
+    await _answered(transport)
+    assert len(transport.sent) == 1, transport.sent
+    head, _, body = transport.sent[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b'{"hello":"world"}'
+
+    # Keep-alive: the next request on the connection is answered in one send too.
+    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: hub\r\n\r\n")
+    for _ in range(200):
+        if len(transport.sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(transport.sent) == 2 and transport.sent[1].endswith(b'\r\n\r\n{"hello":"world"}')
+
+
+async def test_closing_sends_what_is_pending_first_and_nothing_after() -> None:
+    transport = _Transport()
+    protocol = _protocol()
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+    for _ in range(200):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert transport.closed
+    assert len(transport.sent) == 1 and transport.sent[0].endswith(b'{"hello":"world"}')
+    await asyncio.sleep(0.02)  # a flush scheduled before the close finds nothing left to send
+    assert len(transport.sent) == 1
