@@ -29,17 +29,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from domain.calendar import JST, AgeBand, YearMonth, age_band, age_on, fiscal_year, month_bounds
 from domain.disclosure import (
     TOTAL,
     CellRef,
+    Counted,
     SuppressedFeed,
     Table,
+    count_many,
     revise,
     suppress_many,
-    tables_from_counts,
 )
 from domain.occupation import CLASSIFICATION_VERSION
 
@@ -461,85 +462,75 @@ def site_categories(feed: FeedInput | FeedCounts) -> list[str]:
     return [site_category(feed.authority, s) for s in layout_sites(feed)] + [OTHER_SITES]
 
 
-def _tables(
-    population: str,
-    combinations: Mapping[tuple[str, ...], int],
-    categories: dict[str, Sequence[str]],
-    one_way: Sequence[str],
-    cross: Sequence[tuple[str, str]] = (),
-) -> tuple[Table, ...]:
-    """One-way tables, cross-tables, and site × each one-way dimension (its rows are the site figures,
-    its column margins the authority's one-way tables, so both are suppressed as one system)."""
-    layout: list[tuple[str, ...]] = [(d,) for d in one_way]
-    layout += cross
-    layout += [("site", d) for d in one_way]
-    return tuple(
-        Table(name=f"{population}: {t.name}", dims=t.dims, cells=t.cells, axes=t.axes)
-        for t in tables_from_counts(combinations, categories, layout)
-    )
+class _SiteCategories(dict[str, str]):
+    """A feed's site ids -> their category in its tables (``site_category``), worked out when first asked."""
+
+    def __init__(self, authority: str, layout: Sequence[str]) -> None:
+        super().__init__()
+        self.authority, self.layout = authority, layout
+
+    def __missing__(self, site: str) -> str:
+        self[site] = c = site_category(self.authority, site, self.layout)
+        return c
 
 
-def _by_category(authority: str, layout: Sequence[str], combinations: Combinations) -> Combinations:
-    """Combinations keyed by site id, re-keyed by the site's category (first element)."""
-    out: Counter[tuple[str, ...]] = Counter()
-    category: dict[str, str] = {}
-    for key, n in combinations.items():
-        site = key[0]
-        c = category.get(site)
-        if c is None:
-            c = category[site] = site_category(authority, site, layout)
-        out[(c, *key[1:])] += n
+def _populations(sites: Sequence[str]) -> list[tuple[str, dict[str, Sequence[str]], list[tuple[str, ...]]]]:
+    """Each population's name, categories (the first, ``site``, is a feed's site categories) and tables:
+    one-way tables, cross-tables, and site × each one-way dimension (its rows are the site figures, its
+    column margins the authority's one-way tables, so both are suppressed as one system)."""
+    yes_no = dict.fromkeys(GROUP_DIMS, YES_NO)
+    specs: list[tuple[str, dict[str, Sequence[str]], Sequence[str], Sequence[tuple[str, str]]]] = [
+        ("referral_placements", {"site": sites, "sex": SEXES, "age_band": AGE_BANDS, "occupation": OCCUPATIONS,
+         "employment_type": EMPLOYMENT_TYPES, **yes_no}, _PLACEMENT_ONE_WAY, _PLACEMENT_CROSS),
+        ("self_found_placements", {"site": sites, "employment_type": EMPLOYMENT_TYPES}, ("employment_type",), ()),
+        ("new_job_seekers", {"site": sites, "referred": YES_NO, **yes_no}, ("referred", *GROUP_DIMS), ()),
+        ("team_support", {"site": sites, "enrolment": ENROLMENT}, ("enrolment",), ()),
+        *((f"retention_{k}m", {"site": sites, "status": RETENTION_STATUS}, ("status",), ())
+          for k in RETENTION_CHECKPOINTS),
+    ]  # fmt: skip
+    return [
+        (name, categories, [*((d,) for d in one_way), *cross, *(("site", d) for d in one_way)])
+        for name, categories, one_way, cross in specs
+    ]
+
+
+def _combinations(feed: FeedCounts, population: str) -> Combinations:
+    if population.startswith("retention_"):
+        return feed.retention.get(int(population.removeprefix("retention_").removesuffix("m")), {})
+    return {
+        "referral_placements": feed.referral,
+        "self_found_placements": feed.self_found,
+        "new_job_seekers": feed.new,
+        "team_support": feed.team,
+    }[population]
+
+
+def population_counts(feeds: Sequence[FeedCounts]) -> list[dict[str, Counted]]:
+    """Every population's tables of each feed, counted with their structure (``count_many``) for all
+    the feeds of one layout at a time."""
+    out: list[dict[str, Counted]] = [{} for _ in feeds]
+    by_layout: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for n, feed in enumerate(feeds):
+        by_layout[tuple(site_categories(feed))].append(n)
+    for sites, members in by_layout.items():
+        recode = [_SiteCategories(feeds[n].authority, layout_sites(feeds[n])) for n in members]
+        for name, categories, layout in _populations(sites):
+            counted = count_many(
+                [_combinations(feeds[n], name) for n in members],
+                categories,
+                layout,
+                prefix=f"{name}: ",
+                recode=recode,
+            )
+            for n, c in zip(members, counted, strict=True):
+                out[n][name] = c
     return out
 
 
 def population_tables(feed: FeedInput | FeedCounts) -> dict[str, tuple[Table, ...]]:
     """Every population's tables for one feed."""
     counted = feed if isinstance(feed, FeedCounts) else count_feed(feed)
-    a, layout, sites = counted.authority, layout_sites(counted), site_categories(counted)
-    yes_no = dict.fromkeys(GROUP_DIMS, YES_NO)
-    out: dict[str, tuple[Table, ...]] = {}
-    placement_categories: dict[str, Sequence[str]] = {
-        "site": sites,
-        "sex": SEXES,
-        "age_band": AGE_BANDS,
-        "occupation": OCCUPATIONS,
-        "employment_type": EMPLOYMENT_TYPES,
-        **yes_no,
-    }
-    out["referral_placements"] = _tables(
-        "referral_placements",
-        _by_category(a, layout, counted.referral),
-        placement_categories,
-        _PLACEMENT_ONE_WAY,
-        _PLACEMENT_CROSS,
-    )
-    out["self_found_placements"] = _tables(
-        "self_found_placements",
-        _by_category(a, layout, counted.self_found),
-        {"site": sites, "employment_type": EMPLOYMENT_TYPES},
-        ("employment_type",),
-    )
-    out["new_job_seekers"] = _tables(
-        "new_job_seekers",
-        _by_category(a, layout, counted.new),
-        {"site": sites, "referred": YES_NO, **yes_no},
-        ("referred", *GROUP_DIMS),
-    )
-    out["team_support"] = _tables(
-        "team_support",
-        _by_category(a, layout, counted.team),
-        {"site": sites, "enrolment": ENROLMENT},
-        ("enrolment",),
-    )
-    for k in RETENTION_CHECKPOINTS:
-        name = f"retention_{k}m"
-        out[name] = _tables(
-            name,
-            _by_category(a, layout, counted.retention.get(k, {})),
-            {"site": sites, "status": RETENTION_STATUS},
-            ("status",),
-        )
-    return out
+    return {name: c.tables for name, c in population_counts([counted])[0].items()}
 
 
 # --- indicators ---------------------------------------------------------------------------------------
@@ -933,7 +924,7 @@ def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
     """``compose`` for several feeds; each gets exactly what ``compose`` gives it alone, but the
     revision-1 feeds are suppressed together (``suppress_many``) so that they share solver calls."""
     jobs = [_with_layout(_counted(j)) for j in jobs]
-    tables = [population_tables(j.feed) for j in jobs]
+    tables = population_counts([cast(FeedCounts, j.feed) for j in jobs])  # _counted made them counts
     fresh = [n for n, j in enumerate(jobs) if j.previous is None]
     suppressed = iter(suppress_many([(t, frozenset()) for n in fresh for t in tables[n].values()], threshold))
     out = []
