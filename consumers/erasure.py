@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
+
 from consumers.runtime import Consumed, HandlerRejected
 from contracts.envelope import Family
 from domain.provenance import Refusal, check_erasure_source
@@ -44,3 +46,14 @@ def erasures_in(batch: Sequence[Consumed], verifier: ErasureVerifier) -> tuple[l
             raise HandlerRejected(unsigned)
         erased[event.subject] = None
     return rest, list(erased)
+
+
+async def on_register(conn: asyncpg.Connection, persons: Sequence[str]) -> list[str]:
+    """Which of ``persons`` are on the erasure register (``sv_erasures``, written in the erasure's own
+    transaction). It, not the erasure event, is what keeps an erased person out for good: a consumer that
+    re-reads the topics finds the events of people whose erasure no longer verifies (signed by a retired
+    key, or in an older form) and drops them by the register."""
+    rows = await conn.fetch(
+        "SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", list(persons)
+    )
+    return [r["person_key"] for r in rows]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from consumers.erasure import erasures_in
+from consumers.erasure import erasures_in, on_register
 from consumers.feed import store
 from consumers.feed.erasure import drop_erased
 from consumers.provenance import check_sources
@@ -39,5 +39,8 @@ class FeedProjection:
             checkpoints = sorted({e.data["placement_id"] for e in events if e.family == "retention"})
             state = await store.load(conn, persons, checkpoints)
             await store.write(conn, plan_batch(events, state))
+            # Erased before (on the register), their erasure perhaps no longer verifying (a retired key, an
+            # older form) where the feed re-reads the topics: what their events just stored goes again.
+            erased = list(dict.fromkeys([*erased, *await on_register(conn, persons)]))
         if erased:
             await drop_erased(conn, erased)

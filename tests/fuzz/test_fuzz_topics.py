@@ -53,7 +53,7 @@ anything = st.recursive(
 FIELDS = ["version", "form_version", "scopes", "recipients", "captured", "valid_from", "valid_until",
           "authority", "site", "office", "attributes", "registered_on", "placed_on", "checkpoint_months",
           "occupation", "left_on", "status", "personal", "sex", "age_band", "erasure_id", "erased_at", "signature",
-          "person_key", "extra"]  # fmt: skip
+          "key_id", "person_key", "extra"]  # fmt: skip
 GENERATION = settings(
     max_examples=RECORDS,
     deadline=None,

@@ -55,25 +55,36 @@ async def _catch_up(pool: asyncpg.Pool, settings: Settings) -> None:
         await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
 
 
-async def _replay_view(pool: asyncpg.Pool, settings: Settings) -> int:
-    """The shared view reads this namespace's topics again from the start, as ``hub replay shared-view``
-    does (which empties the whole view first: other modules' people share this database, so only this
-    namespace's positions are forgotten). Returns the events it skipped as an erased person's."""
-    handler = SharedViewHandler(settings)
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "DELETE FROM consumer_offsets WHERE consumer = $1 AND starts_with(topic, $2)",
-            handler.name,
-            f"{settings.topic_namespace}.",
+async def _replay(pool: asyncpg.Pool, settings: Settings) -> int:
+    """The shared view and the feed read this namespace's topics again from the start, as a rebuild does
+    (``hub replay shared-view`` empties the whole view first: other modules' people share this database,
+    so only this namespace's positions are forgotten). Returns the events the view skipped as an erased
+    person's."""
+    view = SharedViewHandler(settings)
+    handlers: list[BatchHandler] = [view, FeedProjection(settings)]
+    for handler in handlers:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM consumer_offsets WHERE consumer = $1 AND starts_with(topic, $2)",
+                handler.name,
+                f"{settings.topic_namespace}.",
+            )
+        runtime = ConsumerRuntime(
+            handler,
+            settings,
+            pool,
+            group_id=f"{handler.name}.{settings.topic_namespace}.replay{uuid.uuid4().hex[:6]}",
         )
-    runtime = ConsumerRuntime(
-        handler,
-        settings,
-        pool,
-        group_id=f"{handler.name}.{settings.topic_namespace}.replay{uuid.uuid4().hex[:6]}",
-    )
-    await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
-    return handler.masked_events
+        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
+    return view.masked_events
+
+
+async def _sealed_blocks(pool: asyncpg.Pool, person: str) -> int:
+    async with pool.acquire() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM feed_registrations WHERE person_key = $1 AND personal <> 'null'::jsonb",
+            person,
+        )
 
 
 def _keys(settings: Settings, *, signing: str, listed: list[str]) -> Settings:
@@ -149,7 +160,8 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
     replay) are honoured while key 1 is listed. Once it is removed, key 1's erasure of ``late`` is
     dead-lettered naming the key id rule and the person stays; key 2's erasure of ``by_new`` is honoured.
     A replay after the retirement dead-letters key 1's erasures again, and ``early`` and ``lagging``
-    stay out of the view: they are on the erasure register, which the view skips."""
+    stay out of the view and the feed's consents and sealed blocks: they are on the erasure register,
+    which both read."""
     key1, key2 = new_signing_key(), new_signing_key()
     before = _keys(isolated, signing=key1, listed=[key1])
     rotating = _keys(isolated, signing=key2, listed=[key1, key2])
@@ -190,7 +202,7 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
     assert sorted(r["consumer"] for r in letters) == ["placement-feed", "shared-view"], letters
     assert all(KEY_NOT_LISTED in r["reason"] for r in letters)
 
-    masked = await _replay_view(pool, after)
+    masked = await _replay(pool, after)
     assert masked >= 4, "the events of early and lagging are skipped as an erased person's"
     async with pool.acquire() as conn:
         in_view = set(
@@ -200,6 +212,14 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
             )
         )
     assert in_view == {late}
+    for person in (early, lagging):  # the feed re-read their consents and registrations: dropped again
+        assert await _rows(pool, person) == {
+            "sv_persons": 0,
+            "sv_consents": 0,
+            "feed_consents": 0,
+            "sv_erasures": 1,
+        }
+        assert await _sealed_blocks(pool, person) == 0
     # One letter a record and consumer (the register keeps one): the replay added early's and lagging's.
     refused = [r for r in (await _letters(pool, isolated))[letters_before:] if r["consumer"] == "shared-view"]
     assert len(refused) == 3 and all(KEY_NOT_LISTED in r["reason"] for r in refused), refused
@@ -212,7 +232,8 @@ async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erase
     before keys had ids carries a signature but no key id. Neither proves anything now, so both are
     dead-lettered by the shared view and the feed, the reason naming the missing field, and change
     nothing: a person on no register stays. A person the operator erased (``erase_person``: key deleted,
-    register written) stays erased, also through a replay that refuses those records again."""
+    register written) stays erased, also through a rebuild of the view and the feed that refuses those
+    records again: both read the register."""
     settings = isolated
     erased, stays = factories.person_key(), factories.person_key()
     await _accept(
@@ -253,7 +274,8 @@ async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erase
         assert "key_id" in letter["reason"], letter["reason"]
         assert stays not in letter["reason"] and erased not in letter["reason"]
 
-    await _replay_view(pool, settings)
+    await _replay(pool, settings)
+    assert await _sealed_blocks(pool, erased) == 0
     assert await _rows(pool, erased) == {
         "sv_persons": 0,
         "sv_consents": 0,

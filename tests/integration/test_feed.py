@@ -687,7 +687,9 @@ async def test_after_erasure_the_person_is_nowhere(
             "SELECT count(*) FROM feed_placements WHERE person_key = $1", person
         )
     assert logged["family"] == "erasure" and logged["source"] == "/hub/operator"
-    assert set(logged["data"]) == {"person_key", "erasure_id", "erased_at", "signature"}, "no personal data"
+    assert set(logged["data"]) == {"person_key", "erasure_id", "erased_at", "key_id", "signature"}, (
+        "no personal data"
+    )
     assert sealed_left == 0, "the feed consumer dropped the individual list's material"
     assert statistics_kept >= 1, "the counted facts stay: erasure does not rewrite published statistics"
     assert after.status_code == 200 and csv_after.status_code == 200
