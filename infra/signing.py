@@ -254,9 +254,9 @@ def erasure_signer(settings: Settings) -> ErasureSigner:
     signer = ErasureSigner(Ed25519PrivateKey.from_private_bytes(seed), Deployment.of(settings))
     if settings.erasure_verify_keys and signer.key_id not in parse_verify_keys(settings.erasure_verify_keys):
         raise ValueError(
-            "HUB_ERASURE_SIGNING_KEY is not among HUB_ERASURE_VERIFY_KEYS: every service would dead-letter "
-            "its erasures; add its entry (hub erasure-key prints it) to HUB_ERASURE_VERIFY_KEYS everywhere "
-            "first"
+            "HUB_ERASURE_SIGNING_KEY (the demo key where it is unset) is not among HUB_ERASURE_VERIFY_KEYS: "
+            "every service would dead-letter its erasures; add its entry (hub erasure-key prints it) to "
+            "HUB_ERASURE_VERIFY_KEYS everywhere first"
         )
     return signer
 
