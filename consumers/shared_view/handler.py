@@ -32,6 +32,7 @@ from consumers.provenance import check_sources
 from consumers.runtime import Consumed, HandlerRejected, incoming
 from consumers.shared_view import store
 from consumers.shared_view.erasure import drop_erased
+from contracts.envelope import Family
 from domain.batch import CONSENT, Incoming
 from domain.calendar import JST
 from domain.consent import ConsentRecord
@@ -50,6 +51,26 @@ from infra.kafka import partitions_of
 from infra.signing import erasure_verifier
 
 CONSUMER_NAME = "shared-view"
+
+
+# ``sv_events.data`` is ``json`` (the record's text, verbatim: migration 017). ``jsonb`` refused a NUL
+# escape, which PostgreSQL's text cannot hold, and so dead-lettered the event; ``json`` keeps it. Refused
+# here as before, so that no stored event can make a later rebuild fail on its way into the view's text
+# columns.
+NUL_IN_DATA = "data: a \\u0000 escape (PostgreSQL text cannot hold a NUL)"
+
+
+def _nul_escape(raw: bytes) -> bool:
+    """Does this JSON text hold a ``\\u0000`` escape? (Not one whose backslash is itself escaped.)"""
+    at = raw.find(b"\\u0000")
+    while at >= 0:
+        slashes = 0
+        while at - slashes - 1 >= 0 and raw[at - slashes - 1] == 0x5C:
+            slashes += 1
+        if slashes % 2 == 0:
+            return True
+        at = raw.find(b"\\u0000", at + 1)
+    return False
 
 
 def today_jst() -> date:
@@ -86,6 +107,9 @@ class SharedViewHandler:
         if not batch:
             return
         check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
+        for c in batch:
+            if c.event.family is not Family.CONSENT and _nul_escape(c.value):
+                raise HandlerRejected(NUL_IN_DATA)
         events = [incoming(c) for c in batch]
         state, opener = await self._load(conn, events)
         plan = plan_batch(events, state)

@@ -79,7 +79,7 @@ async def stored_events(conn: asyncpg.Connection, persons: Iterable[str]) -> lis
 async def write_plan(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes]) -> None:
     """Everything of ``plan`` but the records (``plan.write`` and the rebuilds, which the handler writes
     together with ``write_views``), in the batch's transaction. ``raw``: each event's JSON as received,
-    stored verbatim (cheaper than serialising the parsed data again)."""
+    stored verbatim (``json``: its bytes go straight into the binary COPY)."""
     await consents.save(conn, plan.consents)
     await _store_events(conn, plan, raw)
     await reveal(conn, plan.reveal)
@@ -105,11 +105,11 @@ async def remove(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
 
 
 _EVENT_STAGE = (
-    "event_id text, person_key text, family text, event_time timestamptz, data text, applied_at timestamptz"
+    "event_id text, person_key text, family text, event_time timestamptz, data json, applied_at timestamptz"
 )
 _INSERT_EVENTS = (
     "INSERT INTO sv_events (event_id, person_key, family, event_time, data, applied_at) "
-    "SELECT event_id, person_key, family, event_time, data::jsonb, applied_at FROM sv_events_stage "
+    "SELECT event_id, person_key, family, event_time, data, applied_at FROM sv_events_stage "
     "ON CONFLICT (event_id) DO NOTHING"
 )
 
@@ -123,7 +123,7 @@ async def _store_events(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[s
         "sv_events_stage",
         _EVENT_STAGE,
         [
-            (e.event_id, e.person_key, e.family, e.time, raw[e.event_id].decode(), now if visible else None)
+            (e.event_id, e.person_key, e.family, e.time, raw[e.event_id], now if visible else None)
             for e, visible in plan.events
         ],
         declared=True,

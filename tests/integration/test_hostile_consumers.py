@@ -279,3 +279,31 @@ async def test_a_rogue_personal_block_costs_its_own_event_only_in_live_and_repla
         await replay(own, pool)
         assert await _person_in_view(conn, pk) == live
         assert [r[0] for r in await conn.fetch(letters, topics)] == refused
+
+
+async def test_a_nul_escape_in_a_field_no_contract_reads_is_refused_by_the_shared_view(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """The contract lets a field it does not know pass (readers ignore it), so a registration may carry a
+    ``\\u0000`` escape there. The view stores each event's JSON as ``json`` (migration 017), which would
+    keep it where ``jsonb`` refused it; the shared view refuses it itself, so the event is dead-lettered
+    as before and the person's consent is still applied."""
+    settings = isolated
+    pk = factories.person_key()
+    key = await _data_key(pool, settings, pk)
+    registration = to_event(factories.registration(pk), key)
+    await _publish_raw(
+        settings, [_raw(settings, registration, note=f"{SECRET}\x00"), *_raw_consent_for(settings, pk)]
+    )
+    await _catch_up_all(pool, settings)
+    async with pool.acquire() as conn:
+        reasons = await conn.fetch(
+            "SELECT reason FROM dead_letters WHERE consumer = 'shared-view' AND source_topic = $1",
+            settings.topic(Family.REGISTRATION),
+        )
+        stored = await conn.fetchval("SELECT count(*) FROM sv_events WHERE event_id = $1", registration.id)
+        in_view = await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", pk)
+    assert [r["reason"] for r in reasons] == [
+        "handler rejected: data: a \\u0000 escape (PostgreSQL text cannot hold a NUL)"
+    ]
+    assert (stored, in_view) == (0, 1)
