@@ -57,7 +57,7 @@ from contracts.envelope import decode, encode
 from devtools.simulator import SimulationConfig, simulate
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.db import create_pool, recreate_database
+from infra.db import create_pool, migrate, recreate_database
 from infra.kafka import client_options
 from infra.logging import configure_logging
 from infra.topics import ensure_topics
@@ -94,9 +94,11 @@ async def fresh_database(settings: Settings) -> None:
 
 
 async def reset_database(settings: Settings) -> None:
-    """Keep the data keys of a stream produced earlier; forget every measured effect."""
+    """Keep the data keys of a stream produced earlier; forget every measured effect (on the schema of
+    this code: a database made by an older one is migrated first)."""
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
+        await migrate(conn)
         await conn.execute(
             "TRUNCATE sv_persons, sv_events, sv_consents, sv_withdrawals, bench_naive, consumer_offsets"
         )

@@ -282,13 +282,14 @@ async def test_a_rogue_personal_block_costs_its_own_event_only_in_live_and_repla
 
 
 async def test_a_nul_escape_in_a_field_no_contract_reads_is_refused_by_the_shared_view(
-    pool: asyncpg.Pool, isolated: Settings
+    pool: asyncpg.Pool, settings: Settings
 ) -> None:
     """The contract lets a field it does not know pass (readers ignore it), so a registration may carry a
     ``\\u0000`` escape there. The view stores each event's JSON as ``json`` (migration 017), which would
     keep it where ``jsonb`` refused it; the shared view refuses it itself, so the event is dead-lettered
     as before and the person's consent is still applied."""
-    settings = isolated
+    settings = settings.model_copy(update={"topic_namespace": f"n{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(settings)
     pk = factories.person_key()
     key = await _data_key(pool, settings, pk)
     registration = to_event(factories.registration(pk), key)
