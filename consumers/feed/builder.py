@@ -165,107 +165,120 @@ class Counted:
     placement_ids: dict[str, list[str]]
 
 
-# Two horizons in one pass: $3 the later one (what is counted at all), $6 ($8) the earlier. Each row says
-# whether it counts only at the later one (``late``), and so does each fact whose state changes with
+# Two horizons in one pass: $3 the later one (what is counted at all), $6 the earlier. Each row says
+# whether it counts only at the later horizon (``late``), and so does each fact whose state changes with
 # the horizon (a referral making a registration referred, a retention checkpoint's status), so the
 # earlier horizon's counts are the rows and states not late. The build counts a month's revision 1
 # (at its cutoff) and its revision 2 (up to now) in one reading.
 #
+# One statement, so the referrals are grouped once for the three kinds of rows. $1/$2 the month's
+# first and last day, $4/$5 the authorities to include (NULL: all) and exclude, $7/$8/$9 each retention
+# cohort's k and the first and last day of its month.
+#
 # Who a placement counts for (``domain.feed.counts_for``): the authority of its site when the site is
 # its own, and every authority that referred the person by the horizon and the month's end (the site's
-# authority too, where the site is not its own). $2 the month's last day, $4/$5 the authorities to
-# include (NULL: all) and exclude; ``placed`` selects the placements (placement_id, person_key, site,
-# site_authority, arrived_at, ...).
-_OWNED = """
+# authority too, where the site is not its own). A cohort placement (k > 0) comes with the status its
+# k-month checkpoint reports by the horizon, joined before it is counted for its authorities.
+#
+# Rows: k = 0 the month's placements per combination of categories, with their ids; k > 0 retention
+# cohort k per site and status; k = -1 new job seekers (registered in the month, no prior application
+# elsewhere; referred when the authority running the site referred the person by the horizon and the
+# month's end).
+_FACTS = """
 WITH refs AS (
   SELECT person_key, authority, min(arrived_at) AS arrived_at FROM feed_referrals
    WHERE arrived_at <= $3 AND referred_on <= $2 GROUP BY person_key, authority
-), placed AS ({placed}),
-owned AS (
-  SELECT p.site_authority AS authority, p.arrived_at > {earlier} AS late, p.* FROM placed p
+), placed AS MATERIALIZED (
+  SELECT placement_id, person_key, site, site_authority, arrived_at, route, sex, age_band, occupation,
+         employment_type, attributes, foreign_national
+    FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3
+), cohort AS MATERIALIZED (
+  SELECT c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at,
+         coalesce(t.status, 'not_reported') AS status, coalesce(t.arrived_at > $6, false) AS status_late
+    FROM unnest($7::int[], $8::date[], $9::date[]) AS c(k, lo, hi)
+    JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi
+    LEFT JOIN feed_retention t ON t.placement_id = p.placement_id AND t.checkpoint_months = c.k
+         AND t.arrived_at <= $3
+   WHERE p.arrived_at <= $3
+), owned AS (
+  SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.* FROM placed p
    WHERE left(p.site, 6) = p.site_authority
   UNION ALL
-  SELECT r.authority, p.arrived_at > {earlier} OR r.arrived_at > {earlier}, p.* FROM placed p
+  SELECT r.authority, p.arrived_at > $6 OR r.arrived_at > $6, p.* FROM placed p
+    JOIN refs r ON r.person_key = p.person_key
+   WHERE r.authority <> p.site_authority OR left(p.site, 6) <> p.site_authority
+), owned_cohort AS (
+  SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.* FROM cohort p
+   WHERE left(p.site, 6) = p.site_authority
+  UNION ALL
+  SELECT r.authority, p.arrived_at > $6 OR r.arrived_at > $6, p.* FROM cohort p
     JOIN refs r ON r.person_key = p.person_key
    WHERE r.authority <> p.site_authority OR left(p.site, 6) <> p.site_authority
 )
-SELECT {columns} FROM owned o {joins}
- WHERE ($4::text[] IS NULL OR o.authority = ANY($4::text[])) AND NOT (o.authority = ANY($5::text[]))
- GROUP BY {group}
-"""
-
-_PLACEMENTS = _OWNED.format(
-    earlier="$6",
-    placed="SELECT placement_id, person_key, site, site_authority, arrived_at, route, sex, age_band, occupation, "
-    "employment_type, attributes, foreign_national FROM feed_placements "
-    "WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3",
-    columns="o.authority, o.late, o.site, o.route, o.sex, o.age_band, o.occupation, o.employment_type, "
-    "o.attributes, o.foreign_national, array_agg(o.placement_id) AS ids",
-    joins="",
-    group="o.authority, o.late, o.site, o.route, o.sex, o.age_band, o.occupation, o.employment_type, "
-    "o.attributes, o.foreign_national",
-)
-
-# Retention cohorts: the placements of month − k with the status their k-month checkpoint reports by
-# the horizon ($1 each k, $6 and $7 the first and last day of its month).
-_COHORTS = _OWNED.format(
-    earlier="$8",
-    placed="SELECT p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at, c.k "
-    "FROM unnest($1::int[], $6::date[], $7::date[]) AS c(k, lo, hi) "
-    "JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi WHERE p.arrived_at <= $3",
-    columns="o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported') AS status, "
-    "coalesce(t.arrived_at > $8, false) AS status_late, count(*) AS n",
-    joins="LEFT JOIN feed_retention t ON t.placement_id = o.placement_id AND t.checkpoint_months = o.k "
-    "AND t.arrived_at <= $3",
-    group="o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $8, false)",
-)
-
-# New job seekers: registered in the month, no prior application elsewhere; referred when the
-# authority running the site referred the person by the horizon and the month's end.
-_REGISTRATIONS = """
-SELECT g.authority, g.arrived_at > $6 AS late, g.site, g.attributes, g.sex, g.age_band, g.foreign_national,
-       r.person_key IS NOT NULL AS referred, coalesce(r.arrived_at > $6, false) AS referred_late, count(*) AS n
+SELECT authority, late, 0 AS k, site, route, sex, age_band, occupation, employment_type, attributes,
+       foreign_national, NULL AS status, NULL::boolean AS status_late, NULL::boolean AS referred,
+       NULL::boolean AS referred_late, count(*)::int AS n, array_agg(placement_id) AS ids
+  FROM owned
+ WHERE ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
+ GROUP BY authority, late, site, route, sex, age_band, occupation, employment_type, attributes, foreign_national
+UNION ALL
+SELECT authority, late, k, site, NULL, NULL, NULL, NULL, NULL, NULL, NULL, status, status_late, NULL, NULL,
+       count(*)::int, NULL
+  FROM owned_cohort
+ WHERE ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
+ GROUP BY authority, late, k, site, status, status_late
+UNION ALL
+SELECT g.authority, g.arrived_at > $6, -1, g.site, NULL, g.sex, g.age_band, NULL, NULL, g.attributes,
+       g.foreign_national, NULL, NULL, r.person_key IS NOT NULL, coalesce(r.arrived_at > $6, false),
+       count(*)::int, NULL
   FROM feed_registrations g
-  LEFT JOIN (SELECT person_key, authority, min(arrived_at) AS arrived_at FROM feed_referrals
-              WHERE arrived_at <= $3 AND referred_on <= $2 GROUP BY person_key, authority) r
-    ON r.person_key = g.person_key AND r.authority = g.authority
+  LEFT JOIN refs r ON r.person_key = g.person_key AND r.authority = g.authority
  WHERE g.registered_on BETWEEN $1 AND $2 AND g.arrived_at <= $3 AND g.prior_application_office IS NULL
    AND ($4::text[] IS NULL OR g.authority = ANY($4::text[])) AND NOT (g.authority = ANY($5::text[]))
- GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+ GROUP BY g.authority, g.arrived_at > $6, g.site, g.sex, g.age_band, g.attributes, g.foreign_national,
+       r.person_key IS NOT NULL, coalesce(r.arrived_at > $6, false)
 """
 
+# New in team support in the month: a person's first enrolment with an authority (at registration, or
+# later by the case conference; the earliest, then at registration, then by site) among those sent by
+# each horizon ($6, in order), when it falls in the month. Earlier enrolments count too, so a person
+# already enrolled before the month is not new.
 _TEAM_SUPPORT = """
 WITH enrolled AS (
   SELECT person_key FROM feed_registrations WHERE team_support AND registered_on BETWEEN $1 AND $2
   UNION SELECT person_key FROM feed_referrals WHERE team_support_from BETWEEN $1 AND $2
 ), enrolments AS (
-  SELECT authority, person_key, site, registered_on AS since, true AS at_registration FROM feed_registrations
+  SELECT authority, person_key, site, registered_on AS since, true AS at_registration, arrived_at
+    FROM feed_registrations
    WHERE team_support AND registered_on <= $2 AND arrived_at <= $3 AND person_key IN (SELECT * FROM enrolled)
   UNION ALL
-  SELECT authority, person_key, site, team_support_from, false FROM feed_referrals
+  SELECT authority, person_key, site, team_support_from, false, arrived_at FROM feed_referrals
    WHERE team_support_from <= $2 AND arrived_at <= $3 AND person_key IN (SELECT * FROM enrolled)
 ), first AS (
-  SELECT DISTINCT ON (authority, person_key) authority, site, since, at_registration FROM enrolments
-   WHERE ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
-   ORDER BY authority, person_key, since, NOT at_registration, site COLLATE "C"
+  SELECT DISTINCT ON (h.n, e.authority, e.person_key) h.n, e.authority, e.site, e.since, e.at_registration
+    FROM unnest($6::timestamptz[]) WITH ORDINALITY AS h(at, n)
+    JOIN enrolments e ON e.arrived_at <= h.at
+   WHERE ($4::text[] IS NULL OR e.authority = ANY($4::text[])) AND NOT (e.authority = ANY($5::text[]))
+   ORDER BY h.n, e.authority, e.person_key, e.since, NOT e.at_registration, e.site COLLATE "C"
 )
-SELECT authority, site, at_registration, count(*) AS n FROM first WHERE since BETWEEN $1 AND $2
- GROUP BY 1, 2, 3
+SELECT n, authority, site, at_registration, count(*)::int AS n_people FROM first
+ WHERE since BETWEEN $1 AND $2 GROUP BY 1, 2, 3, 4
 """
 
+# Every site with when it was first sent (a feed lists its authority's sites seen by the horizon).
 _SITES = """
-SELECT site FROM (
+SELECT site, min(arrived_at) AS arrived_at FROM (
   SELECT site, min(arrived_at) AS arrived_at FROM feed_registrations GROUP BY site
   UNION ALL SELECT site, min(arrived_at) FROM feed_placements GROUP BY site
   UNION ALL SELECT site, min(arrived_at) FROM feed_referrals GROUP BY site
-) x GROUP BY site HAVING min(arrived_at) <= $1
+) x GROUP BY site
 """
 
 
 # For the build's transaction (measured on the national bench month): the counting queries' estimates
 # are far above their real cost, so PostgreSQL compiled them with JIT first (3 s of a 7 s query), and
 # their sorts and hashes spilled to disk with the default 4 MB.
-COUNTING_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
+COUNTING_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_mergejoin = off"
 
 
 async def count_month(
@@ -278,7 +291,7 @@ async def count_month(
 ) -> Counted:
     """What ``load_month`` gives, counted: every authority's ``FeedCounts`` for ``month`` as sent by
     ``horizon`` (those in ``only``, if given, and not in ``without``)."""
-    return (await count_month_twice(conn, month, horizon, horizon, only=only, without=without))[0]
+    return (await _count(conn, month, (horizon,), only, without))[0]
 
 
 async def count_month_twice(
@@ -292,85 +305,113 @@ async def count_month_twice(
 ) -> tuple[Counted, Counted]:
     """``count_month`` at two horizons (``earlier`` ≤ ``later``) from one reading of the rows: a
     month's revision 1 counts what was sent by its cutoff and revision 2 what was sent by now, and the
-    second reading cost as much as the first. The database counts where the rows are and sends one row
-    per combination of categories (and whether it counts only at the later horizon); the target groups
-    of each combination are decided here, by the domain's rule."""
+    second reading cost as much as the first."""
     if earlier > later:
         raise ValueError("the earlier horizon is after the later one")
-    first, last = month_bounds(month)
-    cohorts = _cohort_bounds(month)
-    scope = (first, last, later, None if only is None else sorted(only), sorted(without))
-    placements = await conn.fetch(_PLACEMENTS, *scope, earlier)
-    cohort_rows = await conn.fetch(
-        _COHORTS,
-        list(cohorts),
-        *scope[1:],
-        [lo for lo, _ in cohorts.values()],
-        [hi for _, hi in cohorts.values()],
-        earlier,
-    )
-    registrations = await conn.fetch(_REGISTRATIONS, *scope, earlier)
-    horizons = (earlier, later)
-    team_rows = [await conn.fetch(_TEAM_SUPPORT, first, last, h, *scope[3:]) for h in sorted(set(horizons))]
-    site_rows = [await conn.fetch(_SITES, h) for h in sorted(set(horizons))]
     if earlier == later:
-        team_rows *= 2
-        site_rows *= 2
-    out = []
-    for n in range(2):  # 0: the earlier horizon (rows not late), 1: the later one (every row)
-        sites: dict[str, list[str]] = defaultdict(list)
-        for r in site_rows[n]:
-            sites[r["site"][:6]].append(r["site"])
-        referral: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-        self_found: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-        ids: dict[str, list[str]] = defaultdict(list)
-        for p in placements:
-            if n == 0 and p["late"]:
-                continue
-            a, k = p["authority"], len(p["ids"])
-            ids[a] += p["ids"]
-            if p["route"] == SELF_FOUND_ROUTE:
-                self_found[a][(p["site"], p["employment_type"])] += k
-            else:
-                flags = group_flags(p["attributes"], p["sex"], p["age_band"], p["foreign_national"])
-                referral[a][
-                    (p["site"], p["sex"], p["age_band"], p["occupation"], p["employment_type"], *flags)
-                ] += k
-        new: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-        for g in registrations:
-            if n == 0 and g["late"]:
-                continue
-            flags = group_flags(g["attributes"], g["sex"], g["age_band"], g["foreign_national"])
-            referred = g["referred"] and not (n == 0 and g["referred_late"])
-            new[g["authority"]][(g["site"], "yes" if referred else "no", *flags)] += g["n"]
-        team: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-        for t in team_rows[n]:
-            team[t["authority"]][(t["site"], ENROLMENT[0] if t["at_registration"] else ENROLMENT[1])] += t[
-                "n"
-            ]
-        retention: dict[str, dict[int, Counter[tuple[str, ...]]]] = defaultdict(
+        once = (await _count(conn, month, (later,), only, without))[0]
+        return once, Counted(dict(once.feeds), dict(once.placement_ids))
+    first, second = await _count(conn, month, (earlier, later), only, without)
+    return first, second
+
+
+class _Horizon:
+    """One horizon's counts while the rows are read."""
+
+    def __init__(self) -> None:
+        self.referral: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        self.self_found: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        self.new: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        self.team: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
+        self.retention: dict[str, dict[int, Counter[tuple[str, ...]]]] = defaultdict(
             lambda: {k: Counter() for k in RETENTION_CHECKPOINTS}
         )
-        for c in cohort_rows:
-            if n == 0 and c["late"]:
-                continue
-            status = "not_reported" if n == 0 and c["status_late"] else c["status"]
-            retention[c["authority"]][c["k"]][(c["site"], status)] += c["n"]
+        self.ids: dict[str, list[str]] = defaultdict(list)
+        self.sites: dict[str, list[str]] = defaultdict(list)
+
+    def counted(self, month: YearMonth) -> Counted:
         feeds = {
             a: FeedCounts(
                 a,
                 month,
-                tuple(sorted(sites.get(a, ()))),
-                referral.get(a, {}),
-                self_found.get(a, {}),
-                new.get(a, {}),
-                team.get(a, {}),
-                retention[a] if a in retention else {k: {} for k in RETENTION_CHECKPOINTS},
+                tuple(sorted(self.sites.get(a, ()))),
+                self.referral.get(a, {}),
+                self.self_found.get(a, {}),
+                self.new.get(a, {}),
+                self.team.get(a, {}),
+                self.retention[a] if a in self.retention else {k: {} for k in RETENTION_CHECKPOINTS},
             )
-            for a in set(ids) | set(new) | set(team)
+            for a in set(self.ids) | set(self.new) | set(self.team)
         }
-        out.append(Counted(feeds, {a: sorted(v) for a, v in ids.items()}))
-    return out[0], out[1]
+        return Counted(feeds, {a: sorted(v) for a, v in self.ids.items()})
+
+
+async def _count(
+    conn: asyncpg.Connection,
+    month: YearMonth,
+    horizons: tuple[datetime, ...],
+    only: Collection[str] | None,
+    without: Collection[str],
+) -> list[Counted]:
+    """Every authority's counts at one horizon, or at two (earlier, later) from one reading. The
+    database counts where the rows are and sends one row per combination of categories (and whether
+    it counts only at the later horizon); the target groups of each combination are decided here, by
+    the domain's rule."""
+    first, last = month_bounds(month)
+    cohorts = _cohort_bounds(month)
+    later = horizons[-1]
+    filters = (None if only is None else sorted(only), sorted(without))
+    facts = await conn.fetch(
+        _FACTS,
+        first,
+        last,
+        later,
+        *filters,
+        horizons[0],
+        list(cohorts),
+        [lo for lo, _ in cohorts.values()],
+        [hi for _, hi in cohorts.values()],
+    )
+    team = await conn.fetch(_TEAM_SUPPORT, first, last, later, *filters, list(horizons))
+    sites = await conn.fetch(_SITES)
+    out = [_Horizon() for _ in horizons]
+    every, later_only = out, out[-1:]  # a late row counts at the later horizon only
+    for r in facts:
+        a, k, n = r["authority"], r["k"], r["n"]
+        counting = later_only if r["late"] else every
+        if k == 0:
+            ids = r["ids"]
+            if r["route"] == SELF_FOUND_ROUTE:
+                key = (r["site"], r["employment_type"])
+                for h in counting:
+                    h.self_found[a][key] += n
+                    h.ids[a] += ids
+            else:
+                flags = group_flags(r["attributes"], r["sex"], r["age_band"], r["foreign_national"])
+                key = (r["site"], r["sex"], r["age_band"], r["occupation"], r["employment_type"], *flags)
+                for h in counting:
+                    h.referral[a][key] += n
+                    h.ids[a] += ids
+        elif k > 0:
+            status = r["status"]
+            for h in counting:
+                # at the earlier horizon, a status sent after it is not reported yet
+                reported = "not_reported" if h is not out[-1] and r["status_late"] else status
+                h.retention[a][k][(r["site"], reported)] += n
+        else:
+            flags = group_flags(r["attributes"], r["sex"], r["age_band"], r["foreign_national"])
+            for h in counting:
+                referred = r["referred"] and not (h is not out[-1] and r["referred_late"])
+                h.new[a][(r["site"], "yes" if referred else "no", *flags)] += n
+    for t in team:
+        out[t["n"] - 1].team[t["authority"]][
+            (t["site"], ENROLMENT[0] if t["at_registration"] else ENROLMENT[1])
+        ] += t["n_people"]
+    for s in sites:
+        for h, at in zip(out, horizons, strict=True):
+            if s["arrived_at"] <= at:
+                h.sites[s["site"][:6]].append(s["site"])
+    return [h.counted(month) for h in out]
 
 
 @contextlib.contextmanager
