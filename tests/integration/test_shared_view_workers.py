@@ -182,6 +182,9 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
 
         supervisor = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
         await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=120)
+        refused = _hub(env, "replay", "shared-view", "--workers", "2")
+        _, stderr = refused.communicate(timeout=120)
+        assert refused.returncode == 1 and b"stop it first" in stderr, "no replay under a running set"
         await _publish(own, stream[half:])
         await wait_for(lambda: _committed(conn, own), until=lambda c: c[0] == len(stream), timeout_s=120)
         supervisor.send_signal(signal.SIGTERM)
