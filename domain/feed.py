@@ -39,7 +39,7 @@ from domain.disclosure import (
     SuppressedFeed,
     Table,
     count_many,
-    revise,
+    revise_published,
     suppress_many,
 )
 from domain.occupation import CLASSIFICATION_VERSION
@@ -934,10 +934,13 @@ def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
         else:
             # Each population's revision needs only its own tables' cells (a cell of another
             # population can never be one of its cells: table names begin with the population).
-            by_population: dict[str, dict[CellRef, int | None]] = defaultdict(dict)
-            for ref, value in previous_cells(job.previous).items():
-                by_population[ref.table.partition(": ")[0]][ref] = value
-            done = {name: revise(t, threshold, by_population[name]) for name, t in populations.items()}
+            by_population: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+            for ts in (job.previous.get("populations") or job.previous.get("groups") or {}).values():
+                for t in ts:
+                    by_population[t["name"].partition(": ")[0]].append(t)
+            done = {
+                name: revise_published(t, threshold, by_population[name]) for name, t in populations.items()
+            }
         out.append(_finish(job, done, threshold))
     return out
 
@@ -1012,10 +1015,50 @@ def _flatten(prefix: str, values: Mapping[str, Any], out: dict[str, Any]) -> Non
 def figures(body: Mapping[str, Any]) -> dict[str, Any]:
     """Every published figure of a body by a stable name, for comparing revisions."""
     out: dict[str, Any] = {}
-    for tables in (body.get("populations") or body.get("groups") or {}).values():
-        for t in tables:
-            for key, value, _ in t["cells"]:
-                out[f"{t['name']}[{', '.join(key)}]"] = value
+    for t in _body_tables(body):
+        _cell_figures(t, range(len(t["cells"])), out)
+    _derived_figures(body, out)
+    return out
+
+
+def _body_tables(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [t for tables in (body.get("populations") or body.get("groups") or {}).values() for t in tables]
+
+
+def _cell_figures(table: Mapping[str, Any], which: Iterable[int], out: dict[str, Any]) -> None:
+    name, cells = table["name"], table["cells"]
+    for i in which:
+        key, value, _ = cells[i]
+        out[f"{name}[{', '.join(key)}]"] = value
+
+
+def revision_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, object]]:
+    """``change_summary(figures(before), figures(after))``, naming only the cells that differ: where
+    both bodies have the same tables with the same keys in the same order (a feed's revisions: the
+    layout is fixed at revision 1), a table's cells are compared by position and only those whose
+    value changed become figures (a revision-2 body has ~600 cells, a handful changed)."""
+    old, new = _body_tables(before), _body_tables(after)
+    b: dict[str, Any] = {}
+    a: dict[str, Any] = {}
+    names = [t["name"] for t in old]
+    if names != [t["name"] for t in new] or len(set(names)) != len(names):
+        return change_summary(figures(before), figures(after))
+    for t_old, t_new in zip(old, new, strict=True):
+        c_old, c_new = t_old["cells"], t_new["cells"]
+        keys = [tuple(c[0]) for c in c_old]
+        if keys != [tuple(c[0]) for c in c_new] or len(set(keys)) != len(keys):
+            _cell_figures(t_old, range(len(c_old)), b)
+            _cell_figures(t_new, range(len(c_new)), a)
+            continue
+        differ = [i for i, (x, y) in enumerate(zip(c_old, c_new, strict=True)) if x[1] != y[1]]
+        _cell_figures(t_old, differ, b)
+        _cell_figures(t_new, differ, a)
+    _derived_figures(before, b)
+    _derived_figures(after, a)
+    return change_summary(b, a)
+
+
+def _derived_figures(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     _flatten("indicator: ", body["indicators"]["authority"], out)
     for site, values in body["indicators"]["sites"].items():
         _flatten(f"indicator {site}: ", values, out)
@@ -1026,7 +1069,6 @@ def figures(body: Mapping[str, Any]) -> dict[str, Any]:
         out[f"target {e.get('scope', e.get('site'))} FY{e['fiscal_year']}: achievement"] = e.get(
             "achievement"
         )
-    return out
 
 
 # --- revisions --------------------------------------------------------------------------------------------

@@ -38,12 +38,11 @@ from domain.feed import (
     Target,
     TargetKind,
     assemble,
-    change_summary,
     compose_many,
     cutoff_instant,
-    figures,
     fiscal_months,
     group_flags,
+    revision_changes,
     shift_month,
 )
 from infra.config import Settings
@@ -686,7 +685,7 @@ async def _make_chunk(
         prev = latest_rows.get(a)
         ids = loaded.placement_ids.get(a, [])
         if prev is not None:
-            changes = change_summary(figures(prev["body"]), c.figures)
+            changes = revision_changes(prev["body"], c.body)
             if not changes and ids == sorted(prev["placement_ids"]):
                 continue
         else:

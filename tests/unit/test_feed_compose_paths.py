@@ -1,0 +1,105 @@
+"""The compose path's array shortcuts give what their definitions give (issue 14): tables counted for
+many feeds at once (``count_many``) are each feed's ``tables_from_counts``; a revision read from the
+previous body's tables by position (``revise_published``) is ``revise`` by name; the change summary
+compared table by table (``revision_changes``) is ``change_summary`` over every figure. Each on
+bench-like feeds and on bodies whose tables do not line up (where the shortcut must not apply)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain import disclosure as d
+from domain.feed import (
+    Job,
+    change_summary,
+    compose_many,
+    figures,
+    population_counts,
+    population_tables,
+    previous_cells,
+    revision_changes,
+)
+from tests.unit import feed_golden_data as g
+
+N = 40
+CATEGORIES = {"site": ("01", "02", "other"), "sex": ("m", "f"), "age": ("a", "b", "c")}
+LAYOUT = [("sex",), ("age",), ("age", "sex"), ("site", "sex"), ("site", "age")]
+SITES = ("131041-01", "131041-02", "131041-07", "272000-01")
+RECODE = {"131041-01": "01", "131041-02": "02", "131041-07": "other", "272000-01": "other"}
+combinations = st.dictionaries(
+    st.tuples(st.sampled_from(SITES), st.sampled_from(CATEGORIES["sex"]), st.sampled_from(CATEGORIES["age"])),
+    st.integers(1, 9),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(combinations, min_size=1, max_size=5))
+def test_tables_counted_together_are_each_feeds_tables_counted_alone(feeds: list[dict[Any, int]]) -> None:
+    together = d.count_many(feeds, CATEGORIES, LAYOUT, prefix="p: ", recode=[RECODE] * len(feeds))
+    for feed, counted in zip(feeds, together, strict=True):
+        recoded: dict[tuple[str, ...], int] = {}
+        for (site, *rest), n in feed.items():
+            key = (RECODE[site], *rest)
+            recoded[key] = recoded.get(key, 0) + n
+        alone = d.tables_from_counts(recoded, CATEGORIES, LAYOUT)
+        assert [t.name for t in counted.tables] == [f"p: {t.name}" for t in alone]
+        assert [dict(t.cells) for t in counted.tables] == [dict(t.cells) for t in alone]
+        assert d.counts(counted.tables) == {
+            d.CellRef(f"p: {ref.table}", ref.key): v for ref, v in d.counts(alone).items()
+        }
+
+
+def _two_revisions() -> tuple[list[Job], list[Any], list[Any]]:
+    first = g.month_counts(N, 1)
+    late = g.month_counts(N, 2, scale=0.06)
+    sites = dict(g.authorities(N))
+    jobs = [Job(f, None, g.targets(a, sites[a])) for a, f in sorted(first.items())]
+    r1 = compose_many(jobs, threshold=3)
+    jobs2 = [
+        Job(g.plus(first[a], late[a]), c.body, g.targets(a, sites[a]))
+        for a, c in zip(sorted(first), r1, strict=True)
+    ]
+    return jobs2, [c.body for c in r1], [c.body for c in compose_many(jobs2, threshold=3)]
+
+
+def test_a_revision_read_by_position_is_the_revision_read_by_name() -> None:
+    jobs, before, _ = _two_revisions()
+    shuffled = 0
+    for job, body in zip(jobs, before, strict=True):
+        counted = population_counts([job.feed])[0]  # type: ignore[list-item]
+        tables = population_tables(job.feed)
+        by_name = previous_cells(body)
+        for name, published in body["populations"].items():
+            reordered = copy.deepcopy(published)
+            if len(reordered) > 1 and len(reordered[-1]["cells"]) > 1:  # not in the layout's order: by name
+                reordered[-1]["cells"].reverse()
+                shuffled += 1
+            for tables_of_body in (published, reordered):
+                fast = d.revise_published(counted[name], 3, tables_of_body)
+                slow = d.revise(
+                    tables[name], 3, {r: v for r, v in by_name.items() if r.table.startswith(name)}
+                )
+                assert fast.cells == slow.cells and fast.suppressed == slow.suppressed
+    assert shuffled > 0
+
+
+def test_the_change_summary_compared_table_by_table_is_the_summary_of_every_figure() -> None:
+    _, before, after = _two_revisions()
+    changed = 0
+    for old, new in zip(before, after, strict=True):
+        expected = change_summary(figures(old), figures(new))
+        changed += bool(expected)
+        assert revision_changes(old, new) == expected
+        moved = copy.deepcopy(new)  # a table whose keys are not in the same order: compared by name
+        for tables in moved["populations"].values():
+            tables[0]["cells"].reverse()
+        assert revision_changes(old, moved) == change_summary(figures(old), figures(moved))
+        renamed = copy.deepcopy(new)  # tables that do not line up at all
+        renamed["populations"]["team_support"][0]["name"] += " (renamed)"
+        assert revision_changes(old, renamed) == change_summary(figures(old), figures(renamed))
+    assert changed > N // 4
