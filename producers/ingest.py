@@ -3,16 +3,18 @@
 HTTP and CSV (``producers.adapters``) and the simulator (``producers.publish``) accept events through the
 same steps:
 
-1. **validate** (``submission.validate`` / ``check``): once, against the family's contract with the
-   personal block in clear; a refusal names the field and the rule.
-2. **authorise** (``authorisation_context`` + ``authorise``): the provenance rules P1–P9 of
+1. **validate**: once, against the family's contract with the personal block in clear; a refusal names
+   the field and the rule. The adapters judge a request body or a file's row by the contract's msgspec
+   structs (``adapters.csv_chunks.FamilyRows``; what they refuse, the contract itself judges and
+   explains, ``submission.check``); trusted callers validate with the contract (``submission.validate``).
+2. **authorise** (``adapters.authorization.authorize`` over ``holders.registers_of``): the rules P1–P9 of
    ``domain.provenance`` over the registers they need — the site registry (P2), the holders of the people
    concerned (P3), their withdrawal fences (P7), the erasure register (P9) — loaded once per request or
    file chunk: a credential proves one organisation, which publishes only at its own sites and only about
    people it holds, nothing signed behind a withdrawal, and nothing more about an erased person. The
    simulator and tests are trusted sources and skip this step (on a local development stack only,
    ``producers.publish``). The erasure register is read again at commit (``holders.fenced_transaction``).
-3. **seal** (``seal_events``): each personal block with its person's data key, all keys in one round
+3. **seal** (``seal_events``; the adapters' ``csv_chunks.seal_rows``): each personal block with its person's data key, all keys in one round
    trip, only for events that are valid and authorised — a refused request leaves no key behind.
 4. **enqueue** (``outbox.enqueue``): into the outbox in the caller's transaction, with what acceptance
    changes in the registers (``producers.holders``: a registration or referral makes its site's parties
@@ -31,37 +33,13 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from contracts.envelope import Event, Family
-from infra.auth import Principal
+from contracts.envelope import Event
 from infra.crypto import KeyStore
-from producers.adapters.authorization import Adapter, Context, authorised_fields, authorize, site_of
-from producers.holders import ErasedMeanwhile, fenced_transaction, registers_of
+from producers.holders import ErasedMeanwhile, fenced_transaction
 from producers.outbox import enqueue
 from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
 
-__all__ = ["accept", "authorisation_context", "authorise", "enqueue", "register_keys", "seal_events"]
-
-
-async def authorisation_context(
-    conn: asyncpg.Connection, family: Family, checked: Sequence[Checked]
-) -> Context:
-    """Step 2's registers for these events: the site registry entries (P2), the holders of their people
-    (P3), for consents their withdrawal fences (P7), and the erasure register (P9) — indexed lookups in
-    one round trip."""
-    sites, persons = register_keys(family, checked)
-    return Context(*await registers_of(conn, sites, persons, fences=family is Family.CONSENT))
-
-
-def register_keys(family: Family, checked: Sequence[Checked]) -> tuple[list[str], list[str]]:
-    """The sites and the people whose registers authorising these events reads."""
-    plain = [authorised_fields(c.data) for c in checked]
-    return [site_of(family, p) for p in plain], [str(p["person_key"]) for p in plain]
-
-
-def authorise(adapter: Adapter, principal: Principal, family: Family, checked: Checked, ctx: Context) -> str:
-    """Step 2 for one event: its CloudEvents source if ``principal`` may publish it, else ``AuthError(403)``
-    naming the rule (``producers.adapters.authorization``)."""
-    return authorize(adapter, principal, family, authorised_fields(checked.data), ctx)
+__all__ = ["accept", "enqueue", "seal_events"]
 
 
 async def seal_events(

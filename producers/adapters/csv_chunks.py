@@ -1,4 +1,5 @@
-"""A batch file's rows, judged and built a chunk at a time without a pydantic model per row.
+"""A batch file's rows, judged and built a chunk at a time without a pydantic model per row; and an HTTP
+request's bodies, judged and built the same way (``FamilyRows.judge_body``).
 
 The cells of a chunk are converted column by column (``infra.codecs.csv_rows.parse_chunk``); each row's
 values are then judged by the contract's own rules as ``contracts.wire`` derives them for msgspec (the
@@ -11,7 +12,9 @@ to the contract itself (``producers.submission.check``, the pydantic model the H
 which says why, naming field and rule; so every refusal, and its reason, is the contract's. If the
 contract accepts a spelling the structs refused, the row is built from the contract's canonical form.
 ``tests/unit/test_csv_chunks.py`` holds the two equal over ``hypothesis``-made rows: same verdict, same
-reasons, same events.
+reasons, same events; ``tests/unit/test_body_judge.py`` over ``hypothesis``-made request bodies (any JSON,
+fields the contract does not know at any depth: the structs ignore those, so such a body goes to the
+contract, which refuses it).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
+from pydantic import BaseModel
 
 from contracts import wire
 from contracts.envelope import MODELS, PERSONAL_MODELS, Event, Family, event_type
@@ -74,6 +78,9 @@ class FamilyRows:
         self.personal_required = (
             "personal" in model.model_fields and model.model_fields["personal"].is_required()
         )
+        self.known = _fields_of(model)
+        if personal is not None:
+            self.known["personal"] = _fields_of(personal)
 
     def fast(self, data: dict[str, Any]) -> tuple[Any, bytes | None] | None:
         """The row's struct and its personal block's JSON, or ``None`` where a rule may refuse it."""
@@ -99,6 +106,18 @@ class FamilyRows:
             return None
         return value, block
 
+    def judge_body(self, data: Any, prefix: tuple[int | str, ...] = ()) -> Row | list[FieldError]:
+        """One request body (the HTTP path), judged as ``judge`` judges a row: accepted and built, or the
+        contract's refusal with its field paths under ``prefix`` (a batch's index). A body is any JSON,
+        not cells of known columns: the structs ignore a field they do not know (as every reader of the
+        contract does), so a body with one, at any depth, is judged by the contract alone."""
+        if isinstance(data, dict) and not _unknown_field(data, self.known):
+            built = self.fast(data)
+            if built is not None:
+                return _row(0, built, "")
+        result = check(self.family, data, prefix)
+        return result if isinstance(result, list) else _row(0, self._from_checked(result), "")
+
     def judge(
         self,
         rows: Sequence[tuple[int, dict[str, Any], str]],
@@ -115,8 +134,7 @@ class FamilyRows:
                     judged.bad.extend((line, _labelled(e, label)) for e in result)
                     continue
                 built = self._from_checked(result)
-            value, block = built
-            judged.rows.append(Row(line, value, block, key, authorised_fields(value)))
+            judged.rows.append(_row(line, built, key))
         return judged
 
     def _from_checked(self, checked: Checked) -> tuple[Any, bytes | None]:
@@ -126,6 +144,45 @@ class FamilyRows:
         if built is None:  # the structs refuse what the contract accepts: a bug in their derivation
             raise AssertionError(f"contracts.wire refuses a {self.family.value} the contract accepts")
         return built
+
+
+def _row(line: int, built: tuple[Any, bytes | None], key: str) -> Row:
+    value, block = built
+    return Row(line, value, block, key, authorised_fields(value))
+
+
+# A model's field names, each with the fields of the model it holds (alone, in a list or optional), if any.
+_Fields = dict[str, "_Fields | None"]
+
+
+def _fields_of(model: type[BaseModel]) -> _Fields:
+    return {name: _held_model(info.annotation) for name, info in model.model_fields.items()}
+
+
+def _held_model(annotation: Any) -> _Fields | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _fields_of(annotation)
+    for inner in get_args(annotation):  # X | None, list[X], Annotated[X, ...]
+        held = _held_model(inner)
+        if held is not None:
+            return held
+    return None
+
+
+def _unknown_field(data: dict[str, Any], fields: _Fields) -> bool:
+    """Whether ``data`` has a field the contract does not know, at any depth."""
+    for name, value in data.items():
+        if name not in fields:
+            return True
+        inner = fields[name]
+        if inner is None:
+            continue
+        if isinstance(value, dict):
+            if _unknown_field(value, inner):
+                return True
+        elif isinstance(value, list) and any(isinstance(v, dict) and _unknown_field(v, inner) for v in value):
+            return True
+    return False
 
 
 def _labelled(error: FieldError, label: Callable[[str], str | None]) -> FieldError:

@@ -48,8 +48,7 @@ from producers.holders import (
     registers_from,
     registers_of,
 )
-from producers.ingest import authorise, enqueue, register_keys, seal_events
-from producers.submission import Checked, check
+from producers.ingest import enqueue
 
 REQUESTS = Counter(
     "ittai_adapter_requests_total", "Adapter requests by outcome", ["adapter", "family", "outcome"]
@@ -188,15 +187,19 @@ class AdapterService:
         *,
         batch: bool,
     ) -> Accepted:
-        """Validate all, authorise all, then enqueue all or none. Raises Rejected, AuthError, IdempotencyConflict."""
-        checked: list[Checked] = []
+        """Validate all, authorise all, then enqueue all or none. Raises Rejected, AuthError, IdempotencyConflict.
+
+        Each body is judged as a batch file's row is (``csv_chunks.FamilyRows.judge_body``): by the
+        contract's msgspec structs, the refusals and their reasons the contract's own."""
+        judge = self._rows(family)
+        rows: list[Row] = []
         errors: list[FieldError] = []
         for i, body in enumerate(bodies):
-            result = check(family, body, (i,) if batch else ())
+            result = judge.judge_body(body, (i,) if batch else ())
             if isinstance(result, list):
                 errors.extend(result)
             else:
-                checked.append(result)
+                rows.append(result)
         if errors:
             raise await self.reject(family, errors)
         digest = (
@@ -208,7 +211,7 @@ class AdapterService:
         try:
             # Authorised, sealed and enqueued by the group commit: the registers authorisation reads are
             # loaded once for every request of the group, on the connection that commits it.
-            event_ids = await self.committer.commit(_Unit(principal, family, checked, idem))
+            event_ids = await self.committer.commit(_Unit(principal, family, rows, idem))
         except AuthError as exc:  # refused (403), or revoked since the credential was cached (401)
             raise await self.forbid(family.value, exc) from None
         if event_ids is None:
@@ -229,7 +232,7 @@ class AdapterService:
         publish (the request is refused as a whole). Each request is judged on the registers as loaded
         (its own copy of its people's holders and fences), as if it were alone: a request refused, or
         answered from its idempotency key, must not lend another request of its group a holder."""
-        people = {c.subject for c in unit.checked}
+        people = {r.subject for r in unit.rows}
         ctx = Context(
             sites=loaded.sites,
             holders={p: dict(loaded.holders[p]) for p in people if p in loaded.holders},
@@ -238,9 +241,9 @@ class AdapterService:
             now=loaded.now,
         )
         sources: list[str] = []
-        for c in unit.checked:
+        for r in unit.rows:
             try:
-                sources.append(authorise(self.adapter, unit.principal, unit.family, c, ctx))
+                sources.append(authorize(self.adapter, unit.principal, unit.family, r.view, ctx))
             except AuthError as exc:
                 return exc
         return sources
@@ -539,13 +542,24 @@ class _Chunk:
     error: FileError | None = None  # the file could not be read past these rows
 
 
+async def seal_units(
+    conn: asyncpg.Connection, keystore: KeyStore, units: Sequence[_Unit], sources: Sequence[Sequence[str]]
+) -> list[list[Event]]:
+    """Step 3 for a group's authorised requests: each one's events, personal blocks sealed with their
+    people's data keys (made where missing, all in one round trip, outside any transaction)."""
+    # Sorted: concurrent callers then take the key rows' locks in one order and cannot deadlock.
+    people = sorted({r.subject for u in units for r in u.rows if r.personal is not None})
+    keys = await keystore.keys_for(conn, people) if people else {}
+    return [seal_rows(u.family, u.rows, s, keys) for u, s in zip(units, sources, strict=True)]
+
+
 @dataclass(slots=True)
 class _Unit:
     """One request's events, validated, waiting for the next group commit (which authorises them)."""
 
     principal: Principal
     family: Family
-    checked: list[Checked]
+    rows: list[Row]
     idem: tuple[str, str, bytes, str] | None  # organisation, key, request digest, family
     # The request's trace context, taken where the unit is made: the group commit runs in another task.
     traceparent: str | None = field(default_factory=current_traceparent)
@@ -625,10 +639,10 @@ class _GroupCommitter:
     def _take(self) -> list[_Unit]:
         group: list[_Unit] = []
         size = 0
-        while self.pending and (not group or size + len(self.pending[0].checked) <= self.MAX_EVENTS):
+        while self.pending and (not group or size + len(self.pending[0].rows) <= self.MAX_EVENTS):
             unit = self.pending.pop(0)
             group.append(unit)
-            size += len(unit.checked)
+            size += len(unit.rows)
         return group
 
     @staticmethod
@@ -648,14 +662,8 @@ class _GroupCommitter:
         # revocation (a unit whose client was revoked since it authenticated is answered 401 and writes
         # nothing), whether its idempotency key is taken (a retry or a conflict: it answers from the
         # stored result), and the registers authorisation reads, for all the group's events at once.
-        sites: list[str] = []
-        persons: list[str] = []
-        for family in dict.fromkeys(u.family for u in group):
-            family_sites, family_persons = register_keys(
-                family, [c for u in group if u.family is family for c in u.checked]
-            )
-            sites += family_sites
-            persons += family_persons
+        sites = [site_of(u.family, r.view) for u in group for r in u.rows]
+        persons = [r.subject for u in group for r in u.rows]
         keyed_units = [u.idem for u in group if u.idem is not None]
         row = await conn.fetchrow(
             _GROUP_READS,
@@ -681,7 +689,7 @@ class _GroupCommitter:
         # Step 2, authorise: each request judged alone on the registers as loaded (fences are read only
         # for consent, the one family they decide).
         loaded = Context(*registers_from(row))
-        sources: list[str] = []
+        sources: list[list[str]] = []
         authorised: list[_Unit] = []
         for unit in group:
             verdict = service.authorise_unit(unit, loaded)
@@ -690,17 +698,12 @@ class _GroupCommitter:
                     unit.done.set_exception(verdict)
                 continue
             authorised.append(unit)
-            sources.extend(verdict)
+            sources.append(verdict)
         group = authorised
         if not group:
             return answered
-        checked = [c for u in group for c in u.checked]
-        events = await seal_events(conn, service.keystore, checked, sources)
-        per_unit: list[list[Event]] = []
-        i = 0
-        for unit in group:
-            per_unit.append(events[i : i + len(unit.checked)])
-            i += len(unit.checked)
+        per_unit = await seal_units(conn, service.keystore, group, sources)
+        events = [e for evs in per_unit for e in evs]
         # P9 at commit: a request whose person was erased since its authorisation is refused alone.
         async with fenced_transaction(conn, (e.subject for e in events)) as erased:
             if erased:

@@ -356,8 +356,8 @@ async def test_an_erasure_between_authorisation_and_commit_wins(
     from infra.crypto import KeyStore
     from producers.adapters import service as adapter_service
     from producers.adapters.authorization import Adapter
+    from producers.adapters.csv_chunks import FamilyRows, Row
     from producers.adapters.service import AdapterService, _Unit
-    from producers.submission import Checked, check
 
     q, reg_q, _ = kawaguchi_person(f"競合{uuid.uuid4().hex[:8]}")
     r, reg_r, _ = kawaguchi_person(f"無関係{uuid.uuid4().hex[:8]}")
@@ -366,7 +366,7 @@ async def test_an_erasure_between_authorisation_and_commit_wins(
     async with pool.acquire() as conn:
         principal = await authenticate(conn, f"Bearer {hub.tokens['office_1102']}")
 
-    real_seal = adapter_service.seal_events
+    real_seal = adapter_service.seal_units
     erased: list[str] = []
 
     async def erasure_lands_first(*args: Any, **kwargs: Any) -> Any:
@@ -380,7 +380,7 @@ async def test_an_erasure_between_authorisation_and_commit_wins(
             erased.append(q)
         return await real_seal(*args, **kwargs)
 
-    monkeypatch.setattr(adapter_service, "seal_events", erasure_lands_first)
+    monkeypatch.setattr(adapter_service, "seal_units", erasure_lands_first)
     service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
     units = []
     for person in (q, r):
@@ -388,9 +388,9 @@ async def test_an_erasure_between_authorisation_and_commit_wins(
             person, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=NOW.date().isoformat(),
             personal={"employer_name": f"株式会社競合{person[:6]}"},
         ).data  # fmt: skip
-        checked = check(Family.PLACEMENT, data)
-        assert isinstance(checked, Checked)
-        units.append(_Unit(principal, Family.PLACEMENT, [checked], None))
+        row = FamilyRows(Family.PLACEMENT).judge_body(data)
+        assert isinstance(row, Row)
+        units.append(_Unit(principal, Family.PLACEMENT, [row], None))
     # Both units are pending before the group commit's first step: one group.
     answers = await asyncio.gather(*(service.committer.commit(u) for u in units), return_exceptions=True)
 

@@ -186,12 +186,12 @@ def test_requests_committed_together_are_authorised_each_on_its_own() -> None:
     from datetime import UTC, datetime
 
     from infra.config import get_settings
+    from producers.adapters.csv_chunks import FamilyRows, Row
     from producers.adapters.service import AdapterService, _Unit
-    from producers.submission import Checked, check
 
-    def checked(body: dict[str, Any]) -> Checked:
-        result = check(Family.CONSENT, body)
-        assert isinstance(result, Checked), result
+    def checked(body: dict[str, Any]) -> Row:
+        result = FamilyRows(Family.CONSENT).judge_body(body)
+        assert isinstance(result, Row), result
         return result
 
     withdrawal = data(Family.CONSENT, action="withdrawn", scopes=[], recipients=[])
