@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 import msgspec
 from pydantic import BaseModel
@@ -78,9 +78,7 @@ class FamilyRows:
         self.personal_required = (
             "personal" in model.model_fields and model.model_fields["personal"].is_required()
         )
-        self.known = _fields_of(model)
-        if personal is not None:
-            self.known["personal"] = _fields_of(personal)
+        self.known = _fields_of(model, personal=_fields_of(personal)) if personal else _fields_of(model)
 
     def fast(self, data: dict[str, Any]) -> tuple[Any, bytes | None] | None:
         """The row's struct and its personal block's JSON, or ``None`` where a rule may refuse it."""
@@ -151,12 +149,18 @@ def _row(line: int, built: tuple[Any, bytes | None], key: str) -> Row:
     return Row(line, value, block, key, authorised_fields(value))
 
 
-# A model's field names, each with the fields of the model it holds (alone, in a list or optional), if any.
-_Fields = dict[str, "_Fields | None"]
+class _Fields(NamedTuple):
+    """A model's field names, and those of its fields that hold models (alone, in a list or optional)
+    with their own."""
+
+    names: frozenset[str]
+    nested: tuple[tuple[str, _Fields], ...]
 
 
-def _fields_of(model: type[BaseModel]) -> _Fields:
-    return {name: _held_model(info.annotation) for name, info in model.model_fields.items()}
+def _fields_of(model: type[BaseModel], **replaced: _Fields) -> _Fields:
+    nested = {name: _held_model(info.annotation) for name, info in model.model_fields.items()}
+    nested |= replaced
+    return _Fields(frozenset(model.model_fields), tuple((n, f) for n, f in nested.items() if f is not None))
 
 
 def _held_model(annotation: Any) -> _Fields | None:
@@ -171,12 +175,10 @@ def _held_model(annotation: Any) -> _Fields | None:
 
 def _unknown_field(data: dict[str, Any], fields: _Fields) -> bool:
     """Whether ``data`` has a field the contract does not know, at any depth."""
-    for name, value in data.items():
-        if name not in fields:
-            return True
-        inner = fields[name]
-        if inner is None:
-            continue
+    if not fields.names.issuperset(data):
+        return True
+    for name, inner in fields.nested:
+        value = data.get(name)
         if isinstance(value, dict):
             if _unknown_field(value, inner):
                 return True
