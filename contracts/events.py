@@ -32,6 +32,7 @@ from contracts.types import (
     SiteId,
     Timestamp,
 )
+from domain.codes import validate_local_government_code
 from domain.occupation import CLASSIFICATION_VERSION, SUPPORTED_VERSIONS, validate_occupation_group
 
 EventId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="Business id (32 hex)")]
@@ -176,6 +177,11 @@ class RecipientKind(StrEnum):
     OFFICE = "office"
 
 
+# Enum members as module names for the validators: ``RecipientKind.AUTHORITY`` goes through the enum's
+# metaclass on every read (about 0.3 µs on Python 3.11), and these run for every event a consumer reads.
+_AUTHORITY = RecipientKind.AUTHORITY
+
+
 class Recipient(Contract):
     kind: RecipientKind
     code: str = Field(
@@ -185,13 +191,14 @@ class Recipient(Contract):
 
     @model_validator(mode="after")
     def _code_matches_kind(self) -> Recipient:
-        from domain.codes import validate_local_government_code
-
-        if self.kind is RecipientKind.AUTHORITY:
+        if self.kind is _AUTHORITY:
             validate_local_government_code(self.code)
         elif not (len(self.code) == 4 and self.code.isascii() and self.code.isdigit()):
             raise ValueError("office recipient code must be 4 digits")
         return self
+
+
+_WITHDRAWN = ConsentAction.WITHDRAWN
 
 
 class CaptureChannel(StrEnum):
@@ -231,7 +238,7 @@ class Consent(Contract):
 
     @model_validator(mode="after")
     def _coherent(self) -> Consent:
-        if self.action is ConsentAction.WITHDRAWN:
+        if self.action is _WITHDRAWN:
             if self.scopes:
                 raise ValueError("a withdrawal carries no scopes")
         else:
@@ -348,6 +355,9 @@ class RetentionStatus(StrEnum):
     LEFT = "left"
 
 
+_LEFT, _EMPLOYED = RetentionStatus.LEFT, RetentionStatus.EMPLOYED
+
+
 class Retention(Contract):
     """定着: follow-up 1, 3 or 6 months after a placement."""
 
@@ -361,9 +371,9 @@ class Retention(Contract):
 
     @model_validator(mode="after")
     def _left_has_date(self) -> Retention:
-        if self.status is RetentionStatus.LEFT and self.left_on is None:
+        if self.status is _LEFT and self.left_on is None:
             raise ValueError("status 'left' needs left_on")
-        if self.status is RetentionStatus.EMPLOYED and self.left_on is not None:
+        if self.status is _EMPLOYED and self.left_on is not None:
             raise ValueError("status 'employed' takes no left_on")
         return self
 

@@ -33,7 +33,7 @@ from pydantic_core import PydanticUndefined
 
 from contracts.events import Consent, Erasure, Placement, Referral, Registration, Retention
 
-__all__ = ["DATA", "Invalid", "from_model", "struct_for"]
+__all__ = ["DATA", "Invalid", "from_model", "quick_check", "struct_for"]
 
 Invalid = msgspec.DecodeError  # msgspec.ValidationError is one
 
@@ -58,7 +58,8 @@ class _Field(NamedTuple):
     pattern: str | None  # checked in Python, as a whole-value match
     validators: list[Callable[[Any], Any]]  # after-validators of the field and of its type
     aware_time: bool  # an aware time: a str in the struct until checked, then a datetime
-    text: bool  # a str (or None): values that passed are remembered
+    text: bool  # a str (or None): values that passed its validators are remembered
+    optional: bool  # None is a value of the field (msgspec gives no None to the others)
     nested: Callable[[Any], None] | None  # the checks of a nested struct (or of each one in a list)
 
 
@@ -179,7 +180,10 @@ def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -
         raise TypeError(f"wire: {name}: default factories are not supported")
     default = msgspec.NODEFAULT if info.default is PydanticUndefined else info.default
     text = annotation in (str, str | None)
-    return _Field(name, kind, default, pattern, [*after, *validators], aware, text, nested)
+    optional = info.default is None or (
+        get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
+    )
+    return _Field(name, kind, default, pattern, [*after, *validators], aware, text, optional, nested)
 
 
 def _after_validators(model: type[BaseModel]) -> tuple[dict[str, list[Any]], list[Any]]:
@@ -200,6 +204,62 @@ def _after_validators(model: type[BaseModel]) -> tuple[dict[str, list[Any]], lis
     return fields, models
 
 
+# A pattern that is one ASCII character class repeated (``^[0-9a-f]{32}$``, ``^[A-Za-z0-9_-]+$``, ``^\d{4}$``)
+# holds for text whose length fits and none of whose UTF-8 bytes is outside the class (a character outside
+# ASCII is encoded as bytes outside any ASCII class): ``bytes.translate`` tells that in one C pass, a
+# fraction of the regex engine's cost per value. One whose class excludes only
+# characters that are not printable (``PRINTABLE_PATTERN``) holds for any text ``str.isprintable`` passes.
+# Both are only sufficient conditions: a value they do not pass is judged by the regex itself.
+_ONE_CLASS = re.compile(r"\^(?:\[([^\]\\^][^\]\\]*)\]|\\d)(?:\{(\d+)\}|\{(\d+),(\d+)\}|(\+)|(\*))\$")
+_NOT_PRINTABLE_CLASS = re.compile(r"\^\[\^((?:\\x[0-9a-f]{2}(?:-\\x[0-9a-f]{2})?)+)\]\*\$")
+
+
+def _members(body: str) -> str:
+    """The characters of a character class's body: single characters and ``a-z`` ranges."""
+    out, i = [], 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            out += [chr(c) for c in range(ord(body[i]), ord(body[i + 2]) + 1)]
+            i += 3
+        else:
+            out.append(body[i])
+            i += 1
+    return "".join(out)
+
+
+def _quick_match(pattern: str, name: str) -> tuple[str, dict[str, Any]] | None:
+    """An expression over ``v`` that is true only where ``pattern`` fully matches ``v`` (None where no cheap
+    one is known), and the names it uses."""
+    if (one := _ONE_CLASS.fullmatch(pattern)) is not None:
+        body, exact, low, high, plus, _star = one.groups()
+        members = _members(body) if body is not None else "0123456789"  # \d on ASCII text
+        if not members.isascii():
+            return None
+        if exact is not None:
+            length = f"len(v) == {int(exact)} and "
+        elif low is not None:
+            length = f"{int(low)} <= len(v) <= {int(high)} and "
+        else:
+            length = "v and " if plus else ""
+        return f"{length}not v.encode().translate(None, {name})", {name: members.encode()}
+    if (negated := _NOT_PRINTABLE_CLASS.fullmatch(pattern)) is not None:
+        excluded = _members(negated.group(1).encode().decode("unicode_escape"))
+        if not any(c.isprintable() for c in excluded):
+            return "v.isprintable()", {}
+    return None
+
+
+def quick_check(pattern: str) -> Callable[[str], bool] | None:
+    """The quick check the generated code runs before ``pattern``'s regex, as a function (None where it
+    has none): ``tests/unit/test_wire.py`` holds it to passing only what the regex fully matches."""
+    quick = _quick_match(pattern, "alphabet")
+    if quick is None:
+        return None
+    expression, names = quick
+    check: Callable[[str], bool] = eval(f"lambda v: bool({expression})", names)
+    return check
+
+
 def _compile_checks(
     model: type[BaseModel], fields: list[_Field], model_validators: list[Any], *, nested: bool
 ) -> Callable[[Any], None] | None:
@@ -207,8 +267,10 @@ def _compile_checks(
     models first), then the model's own validators — generated the way ``dataclasses`` generates
     ``__init__``: a loop over field descriptions costs more than msgspec's whole structural pass.
 
-    A text value that passed once passes again (codes, sites and person keys recur across a stream);
-    so does a small inner model with validators of its own (a recipient, an occupation).
+    A text value with validators of its own that passed once passes again (codes and sites recur across
+    a stream); so does a small inner model with validators of its own (a recipient, an occupation).
+    Values checked by a pattern alone are not remembered: most are unique (ids, keys, nonces,
+    ciphertexts), and remembering one costs about what the pattern's quick check does.
     """
     env: dict[str, Any] = {"set_field": msgspec.structs.force_setattr, "to_time": _aware_time}
     lines: list[str] = []
@@ -220,10 +282,13 @@ def _compile_checks(
             # The whole value must match: pydantic's Rust regex ends ``$`` at the end of the text, where
             # Python's ``re.search`` would let it match before a final newline. (``\d`` is Unicode in both.)
             env[f"match{i}"] = re.compile(f.pattern).fullmatch
-            body += [
-                f"if match{i}(v) is None:",
-                f"    raise ValueError('{f.name}: does not match its pattern')",
-            ]
+            refusal = f"match{i}(v) is None"
+            quick = _quick_match(f.pattern, f"alphabet{i}")
+            if quick is not None:
+                expression, names = quick
+                env.update(names)
+                refusal = f"not ({expression}) and {refusal}"
+            body += [f"if {refusal}:", f"    raise ValueError('{f.name}: does not match its pattern')"]
         for j, validate in enumerate(f.validators):
             env[f"validate{i}_{j}"] = validate
             # a validator that rewrites the value is not mirrored: refuse, and let the contract decide
@@ -234,13 +299,16 @@ def _compile_checks(
         if not body:
             continue
         lines.append(f"v = obj.{f.name}")
-        if f.text and (f.pattern is not None or f.validators):
+        test = "v is not None" if f.optional else ""
+        if f.text and f.validators:
             env[f"seen{i}"] = set()
-            lines.append(f"if v is not None and v not in seen{i}:")
+            test = f"{test} and v not in seen{i}" if test else f"v not in seen{i}"
             body += [f"if len(seen{i}) >= {_MEMO_MAX}:", f"    seen{i}.clear()", f"seen{i}.add(v)"]
+        if test:
+            lines.append(f"if {test}:")
+            lines.extend(f"    {line}" for line in body)
         else:
-            lines.append("if v is not None:")
-        lines.extend(f"    {line}" for line in body)
+            lines.extend(body)
     for i, validate in enumerate(model_validators):
         env[f"model{i}"] = validate
         lines.append(f"model{i}(obj)")

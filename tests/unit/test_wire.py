@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from contracts import wire
 from contracts.envelope import (
     MODELS,
+    PERSONAL_MODELS,
     TRACEPARENT_HEADER,
     TRACESTATE_HEADER,
     Event,
@@ -322,6 +324,61 @@ def test_fuzz_the_fast_decoder_never_accepts_what_the_contract_refuses(case: tup
     _assert_dead_lettered_alike(event, data)
 
 
+# --- the quick checks before the patterns' regexes ----------------------------------------------------
+
+
+def _patterns(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+        return found.union(*(_patterns(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_patterns(v) for v in node))
+    return set()
+
+
+_QUICK = sorted(
+    p
+    for model in [*MODELS.values(), *PERSONAL_MODELS.values()]
+    for p in _patterns(model.model_json_schema())
+    if wire.quick_check(p) is not None
+)
+
+
+def test_the_patterns_of_ids_keys_and_ciphertexts_have_quick_checks() -> None:
+    """Not vacuous: the unique values of every event (ids, person keys, nonces, ciphertexts) and the
+    printable texts are the ones checked quickly, and a valid one passes the quick check itself."""
+    from contracts.types import PRINTABLE_PATTERN
+
+    assert {r"^[0-9a-f]{32}$", r"^[A-Za-z0-9_-]{16}$", r"^[A-Za-z0-9_-]+$", PRINTABLE_PATTERN} <= set(_QUICK)
+    assert {r"^\d{6}$", r"^\d{4}$", r"^[A-Za-z0-9_-]{86}$"} <= set(_QUICK)
+    for pattern, valid in [
+        (r"^[0-9a-f]{32}$", "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"),
+        (r"^[A-Za-z0-9_-]+$", "AbC-_09"),
+        (r"^\d{6}$", "131041"),
+        (PRINTABLE_PATTERN, "common-form 2016.1 東京"),
+    ]:
+        check = wire.quick_check(pattern)
+        assert check is not None and check(valid), pattern
+
+
+def _near(pattern: str) -> st.SearchStrategy[str]:
+    return st.from_regex(pattern, fullmatch=True).flatmap(
+        lambda valid: st.one_of(st.just(valid), _tweaks(valid) if valid else st.just(valid))
+    )
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_QUICK).flatmap(lambda p: st.tuples(st.just(p), st.one_of(_near(p), st.text()))))
+def test_fuzz_a_quick_check_passes_only_what_its_pattern_matches(case: tuple[str, str]) -> None:
+    """A quick check is a sufficient condition: whatever it passes, the regex (the contract's pattern,
+    whole-value) matches; what it does not pass goes to the regex."""
+    pattern, value = case
+    check = wire.quick_check(pattern)
+    assert check is not None
+    if check(value):
+        assert re.fullmatch(pattern, value) is not None, (pattern, value)
+
+
 # --- the derivation refuses rules it does not know --------------------------------------------------
 
 
@@ -433,24 +490,48 @@ def test_fuzz_headers_a_value_checked_once_is_judged_the_same_every_time(
 
 # --- hypothesis: the canonical-record path judges every envelope as the whole way does ---------------
 
-_TIMES = st.sampled_from(
-    [
-        b"2025-04-01T09:00:00+09:00",
-        b"2025-04-01T09:00:00.123456+09:00",
-        b"2025-04-01T09:00:00.1234567+09:00",
-        b"2025-04-01T09:00:00Z",
-        b"2025-04-01T09:00:00",
-        b"2025-04-01 09:00:00+09:00",
-        b"2025-04-01\x0009:00:00+09:00",  # Python's fromisoformat takes any separator, the envelope does not
-        b"2025-04-01\n09:00:00+09:00",
-        b"2025-04-01T09:00:00+24:00",
-        b"2025-04-01T09:00:00+09:00\n",
-        b"2025-04-01T25:00:00+09:00",
-        b"2025-02-30T09:00:00+09:00",
-        b"20250401T090000+0900",
-        "2025-04-01T09:00:00＋09:00".encode(),
-    ]
-)
+_TIME_VALUES = [
+    b"2025-04-01T09:00:00+09:00",
+    b"2025-04-01T09:00:00.123456+09:00",
+    b"2025-04-01T09:00:00.1234567+09:00",
+    b"2025-04-01T09:00:00Z",
+    b"2025-04-01T09:00:00",
+    b"2025-04-01 09:00:00+09:00",
+    b"2025-04-01\x0009:00:00+09:00",  # Python's fromisoformat takes any separator, the envelope does not
+    b"2025-04-01\n09:00:00+09:00",
+    b"2025-04-01T09:00:00+24:00",
+    b"2025-04-01T09:00:00+09:00\n",
+    b"2025-04-01T25:00:00+09:00",
+    b"2025-02-30T09:00:00+09:00",
+    b"20250401T090000+0900",
+    "2025-04-01T09:00:00＋09:00".encode(),
+    "2025-04-01T09:00:00+09:00\u00a0".encode(),  # a printable space outside ASCII
+    "2025-04-01\u300009:00:00+09:00".encode(),
+    b"2025-04-01 09:00:00+09:00 ",
+    b"2025-04-01t09:00:00+09:00",
+    b"2025-04-01\x7f09:00:00+09:00",
+    b"2025-04-01T09:00:00.123+09:00",
+    b"2025-04-01T09:00:00,5+09:00",
+    b"2025-04-01T09:00+09:00",
+    b"2025-W14-2T09:00:00+09:00",
+    b"2025-04-01T09:00:00-00:00",
+    b"2025-04-01T09:00:00+09:00:30",
+    b"2025-04-01T09:00:00+09:00" + b"0" * 240,
+    b"2025-04-01T09:00:00." + b"1" * 231 + b"+09:00",  # 256 characters: fromisoformat reads it
+    b"2025-04-01T09:00:00." + b"1" * 232 + b"+09:00",  # 257: the envelope's header limit refuses it
+]
+_TIMES = st.sampled_from(_TIME_VALUES)
+_ID_VALUES = [
+    b"3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d",
+    b"3F2A9C0D5B1E4F6A8C7D9E0F1A2B3C4D",
+    b"3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4",
+    b"3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d\n",
+    b"3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4g",
+    b"3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4\x00",
+    "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4ｄ".encode(),
+    "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4\u00e9".encode(),
+]
+_IDS = st.sampled_from(_ID_VALUES)
 _ENVELOPE_NAMES = [
     "ce_specversion",
     "ce_id",
@@ -481,8 +562,15 @@ def _hostile_envelopes(
         out = [(n, time if n == "ce_time" else v) for n, v in out]
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
         name = draw(st.sampled_from(_ENVELOPE_NAMES))
-        action = draw(st.sampled_from(["replace", "repeat", "drop", "tweak"]))
-        given_value = draw(_TIMES if name == "ce_time" and draw(st.booleans()) else _HEADER_VALUES)
+        action = draw(st.sampled_from(["replace", "repeat", "drop", "tweak", "move"]))
+        special = {"ce_time": _TIMES, "ce_id": _IDS}.get(name)
+        given_value = draw(special if special is not None and draw(st.booleans()) else _HEADER_VALUES)
+        if action == "move":  # another order than ``encode``'s: the same event, or the same refusal
+            moved = [h for h in out if h[0] == name]
+            rest = [h for h in out if h[0] != name]
+            at = draw(st.integers(min_value=0, max_value=len(rest)))
+            out = [*rest[:at], *moved, *rest[at:]]
+            continue
         if action == "tweak":
             current = dict(out).get(name)
             if isinstance(current, bytes) and current:
@@ -528,3 +616,46 @@ def test_fuzz_envelopes_the_fast_path_judges_as_the_contract(
     must give the verdict of the whole way: the same event, or the same reason."""
     key, headers, value = case
     assert _judged(key, headers, value, fast=True) == _judged(key, headers, value, fast=False)
+
+
+def _one_defect_each(event: Event) -> list[tuple[bytes | None, list[Any], bytes | None]]:
+    """A valid record with one header changed, dropped, repeated or moved: every header, every value of
+    the lists above and the near misses of its own value."""
+    key, headers, value = encode(event)
+    headers = [*headers, (TRACEPARENT_HEADER, b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    cases: list[tuple[bytes | None, list[Any], bytes | None]] = []
+    for i, (name, current) in enumerate(headers):
+        text = current.decode()
+        near = [
+            text + "\n", text + " ", " " + text, text[:-1], text + text[-1], text.upper(),
+            text.translate({c: c + 0xFEE0 for c in range(0x30, 0x3A)}),
+            text[: len(text) // 2] + "\x00" + text[len(text) // 2 :],
+        ]  # fmt: skip
+        values = [*_TIME_VALUES, *_ID_VALUES, *(v.encode() for v in near), None, b"", b"\xff\xfe"]
+        for v in values:
+            cases.append((key, [*headers[:i], (name, v), *headers[i + 1 :]], value))
+        rest = [*headers[:i], *headers[i + 1 :]]
+        cases.append((key, rest, value))
+        cases.append((key, [*headers, (name, current)], value))
+        cases += [(key, [*rest[:at], (name, current), *rest[at:]], value) for at in range(len(rest) + 1)]
+        for other in [*(n for n, _ in headers if n != name), "ce_other", name.upper()]:  # renamed
+            cases.append((key, [*headers[:i], (other, current), *headers[i + 1 :]], value))
+    another = factories.person_key().encode()
+    for k in [None, b"", another, key + b"\n", key.upper()]:  # the partition key
+        cases.append((k, headers, value))
+    # key and subject of another person than the data's
+    cases.append((another, [(n, another if n == "ce_subject" else v) for n, v in headers], value))
+    return cases
+
+
+def test_envelope_defects_one_at_a_time_are_judged_as_the_contract() -> None:
+    """Each of the quick path's checks, one defect at a time (the fuzz above combines them at random):
+    the same event or the same reason as the whole way, for every header of every family."""
+    checked = 0
+    for events in _fuzz_samples().values():
+        for key, headers, value in _one_defect_each(events[0]):
+            assert _judged(key, headers, value, fast=True) == _judged(key, headers, value, fast=False), (
+                headers
+            )
+            checked += 1
+    assert checked > 1000
