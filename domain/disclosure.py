@@ -493,6 +493,9 @@ class _Layout:
     refs_of: Mapping[Quantity, tuple[int, ...]]  # per quantity: the positions of its cells
     shape: _Shape  # what it was built from: each table's name, dimensions and categories
     keys: tuple[tuple[str, ...], ...]  # each published cell's key, in `ref_order`
+    # Each quantity's place in the order of ``repr(sorted(q))``, the tie-break of every choice between
+    # cells (worked out once: a national build breaks millions of ties).
+    order: Mapping[Quantity, int]
     quantity_list: tuple[int, ...]  # `quantity_of` as ints
 
 
@@ -610,6 +613,9 @@ def _layout(shape: _Shape) -> _Layout:
         refs_of=MappingProxyType({q: tuple(v) for q, v in refs_of.items()}),
         shape=shape,
         keys=tuple(ref.key for ref in refs),
+        order=MappingProxyType(
+            {q: n for n, q in enumerate(sorted(quantity_index, key=lambda q: repr(sorted(q))))}
+        ),
         quantity_list=tuple(quantity_of),
     )
 
@@ -870,7 +876,7 @@ def _suppress_steps(
         for q in _close_lines(s, hidden):
             reason.setdefault(q, SuppressionReason.COMPLEMENTARY)
         exposed = yield from _exposed(s, hidden, threshold)
-        exposures = sorted(exposed, key=lambda q: (s.value[q], repr(sorted(q))))
+        exposures = sorted(exposed, key=lambda q: (s.value[q], s.layout.order[q]))
         if not exposures:
             break
         added = False
@@ -908,14 +914,15 @@ def _published(
 def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | None:
     """The cheapest visible member of a line to hide: non-zero before zero, parts before the total
     (hiding a total discloses less but blanks a more useful figure), then the smallest count."""
-    best: tuple[tuple[bool, bool, int, int, str], Quantity] | None = None
+    best: tuple[tuple[bool, bool, int, int, int], Quantity] | None = None
+    order = s.layout.order
     for q in line.members:
         if q in hidden:
             continue
         v = s.value[q]
         # len(q) desc prefers interior cells over margins over the grand total when a line's parts
         # are themselves totals; sorted(q) makes the choice deterministic.
-        rank = (v == 0, q == line.total, v, -len(q), repr(sorted(q)))
+        rank = (v == 0, q == line.total, v, -len(q), order[q])
         if best is None or rank < best[0]:
             best = (rank, q)
     return None if best is None else best[1]
@@ -978,9 +985,9 @@ def _extra_suppression(s: _Structure, hidden: set[Quantity], exposed: Quantity) 
         if candidates and depth >= 2:
             break
 
-    def rank(q: Quantity) -> tuple[int, int, int, str]:
+    def rank(q: Quantity) -> tuple[int, int, int, int]:
         touching = sum(any(m in near for m in s.lines[i].members if m != q) for i in s.lines_of[q])
-        return (-min(touching, 2), s.value[q], -len(q), repr(sorted(q)))
+        return (-min(touching, 2), s.value[q], -len(q), s.layout.order[q])
 
     if candidates:
         return min(candidates, key=rank)
@@ -1063,7 +1070,7 @@ def _components(s: _Structure, hidden: set[Quantity]) -> list[_Component]:
             if other != root:
                 parent[other] = root
     groups: dict[Quantity, list[Quantity]] = {}
-    for q in sorted(hidden, key=lambda q: repr(sorted(q))):
+    for q in sorted(hidden, key=s.layout.order.__getitem__):
         groups.setdefault(find(q), []).append(q)
     lines_by_group: dict[Quantity, list[_Line]] = {}
     for line, q0 in active:

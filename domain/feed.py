@@ -1037,12 +1037,17 @@ def revision_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> lis
     both bodies have the same tables with the same keys in the same order (a feed's revisions: the
     layout is fixed at revision 1), a table's cells are compared by position and only those whose
     value changed become figures (a revision-2 body has ~600 cells, a handful changed)."""
-    old, new = _body_tables(before), _body_tables(after)
-    b: dict[str, Any] = {}
-    a: dict[str, Any] = {}
+    old_tables = before.get("populations") or before.get("groups") or {}
+    new_tables = after.get("populations") or after.get("groups") or {}
+    if old_tables.keys() != new_tables.keys():  # jsonb keeps an object's keys in its own order
+        return change_summary(figures(before), figures(after))
+    old = [t for name in old_tables for t in old_tables[name]]
+    new = [t for name in old_tables for t in new_tables[name]]
     names = [t["name"] for t in old]
     if names != [t["name"] for t in new] or len(set(names)) != len(names):
         return change_summary(figures(before), figures(after))
+    b: dict[str, Any] = {}
+    a: dict[str, Any] = {}
     for t_old, t_new in zip(old, new, strict=True):
         c_old, c_new = t_old["cells"], t_new["cells"]
         keys = [tuple(c[0]) for c in c_old]
