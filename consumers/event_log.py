@@ -31,9 +31,19 @@ class EventLogHandler:
         # goes through a staging table and one INSERT … ON CONFLICT DO NOTHING. The savepoint costs a
         # round trip per batch; the staging path cost PostgreSQL twice the work of every batch.
         rows = [
-            (e.id, e.family, e.type, e.source, e.subject, e.time, c.topic, c.partition, c.offset, c.value)
+            (
+                (e := c.event).id,
+                e.family,
+                e.type,
+                e.source,
+                e.subject,
+                e.time,
+                c.topic,
+                c.partition,
+                c.offset,
+                c.value,
+            )
             for c in batch
-            for e in (c.event,)
         ]
         try:
             async with conn.transaction():

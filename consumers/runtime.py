@@ -72,6 +72,9 @@ class Consumed(NamedTuple):
     value: bytes  # the record's JSON bytes as received, for consumers that store them verbatim
 
 
+# ``Consumed(...)`` less its Python frame (``namedtuple.__new__`` is generated Python): one per record.
+_consumed = tuple.__new__
+
 _FAMILY_NAMES = {f: f.value for f in Family}  # an enum's ``.value`` is a property call, per event
 
 
@@ -403,19 +406,20 @@ class ConsumerRuntime:
 
     async def _decode(self, records: list[ConsumerRecord], spans: Spans) -> _Batch:
         batch = _Batch(records=records, spans=spans, good=[], poison=[], started=time.perf_counter())
+        good, poison = batch.good, batch.poison
         dropped: list[str] = []  # why a record's trace context was dropped (the event is applied)
         first: ConsumerRecord | None = None
-        for i, rec in enumerate(records):
-            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+        for start in range(0, len(records), _YIELD_EVERY):
+            if start:
                 await asyncio.sleep(0)  # let the batch in flight take its next step in PostgreSQL
-            before = len(dropped)
-            try:
-                event = decode(rec.key, rec.headers, rec.value, fast=True, dropped=dropped)
-            except PoisonMessage as poison:
-                batch.poison.append(DeadLetter.of(rec, poison.reason))
-            else:
-                batch.good.append(Consumed(event, rec.topic, rec.partition, rec.offset, rec.value))
-                if first is None and len(dropped) > before:
+            for rec in records[start : start + _YIELD_EVERY]:
+                try:
+                    event = decode(rec.key, rec.headers, rec.value, fast=True, dropped=dropped)
+                except PoisonMessage as refused:
+                    poison.append(DeadLetter.of(rec, refused.reason))
+                    continue
+                good.append(_consumed(Consumed, (event, rec.topic, rec.partition, rec.offset, rec.value)))
+                if first is None and dropped:  # only an accepted event adds to ``dropped``: this one did
                     first = rec
         if first is not None:  # one line per batch, never the value
             get_logger("consumer").warning(  # looked up here (rare): a cached logger ignores capture
