@@ -172,7 +172,8 @@ class Counted:
 #
 # One statement, so the referrals are grouped once for the three kinds of rows. $1/$2 the month's
 # first and last day, $4/$5 the authorities to include (NULL: all) and exclude, $7/$8/$9 each retention
-# cohort's k and the first and last day of its month.
+# cohort's k and the first and last day of its month. With $4 (a round rebuilding a few feeds), only the
+# placements that can count for them are read: at their sites, or of people they referred.
 #
 # Who a placement counts for (``domain.feed.counts_for``): the authority of its site when the site is
 # its own, and every authority that referred the person by the horizon and the month's end (the site's
@@ -186,11 +187,15 @@ class Counted:
 _FACTS = """
 WITH refs AS (
   SELECT person_key, authority, min(arrived_at) AS arrived_at FROM feed_referrals
-   WHERE arrived_at <= $3 AND referred_on <= $2 GROUP BY person_key, authority
+   WHERE arrived_at <= $3 AND referred_on <= $2 AND ($4::text[] IS NULL OR authority = ANY($4::text[]))
+   GROUP BY person_key, authority
+), anyone AS (  -- with $4: the people someone in $4 referred (a superset of those they count)
+  SELECT person_key FROM feed_referrals WHERE authority = ANY($4::text[])
 ), placed AS MATERIALIZED (
   SELECT placement_id, person_key, site, site_authority, arrived_at, route, sex, age_band, occupation,
          employment_type, attributes, foreign_national
     FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3
+     AND ($4::text[] IS NULL OR site_authority = ANY($4::text[]) OR person_key IN (SELECT * FROM anyone))
 ), cohort AS MATERIALIZED (
   SELECT c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at,
          coalesce(t.status, 'not_reported') AS status, coalesce(t.arrived_at > $6, false) AS status_late
@@ -199,6 +204,7 @@ WITH refs AS (
     LEFT JOIN feed_retention t ON t.placement_id = p.placement_id AND t.checkpoint_months = c.k
          AND t.arrived_at <= $3
    WHERE p.arrived_at <= $3
+     AND ($4::text[] IS NULL OR p.site_authority = ANY($4::text[]) OR p.person_key IN (SELECT * FROM anyone))
 ), owned AS (
   SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.* FROM placed p
    WHERE left(p.site, 6) = p.site_authority
@@ -243,9 +249,11 @@ SELECT g.authority, g.arrived_at > $6, -1, g.site, NULL, g.sex, g.age_band, NULL
 # each horizon ($6, in order), when it falls in the month. Earlier enrolments count too, so a person
 # already enrolled before the month is not new.
 _TEAM_SUPPORT = """
-WITH enrolled AS (
+WITH enrolled AS (  -- with $4: those enrolled with one of them in the month (whom they can count)
   SELECT person_key FROM feed_registrations WHERE team_support AND registered_on BETWEEN $1 AND $2
+     AND ($4::text[] IS NULL OR authority = ANY($4::text[]))
   UNION SELECT person_key FROM feed_referrals WHERE team_support_from BETWEEN $1 AND $2
+     AND ($4::text[] IS NULL OR authority = ANY($4::text[]))
 ), enrolments AS (
   SELECT authority, person_key, site, registered_on AS since, true AS at_registration, arrived_at
     FROM feed_registrations
@@ -536,6 +544,7 @@ async def _build_in_snapshot(
     latest = await _latest(conn, str(month), wanted)
     marks = await conn.fetch("SELECT id, authority FROM feed_dirty WHERE month = $1", str(month))
     marks = [m for m in marks if wanted is None or m["authority"] in wanted]
+    facts = await _first_facts(conn, month)
     # Revision 1: what was sent by the cutoff, for feeds that have none yet. A month's first build
     # with facts sent since the cutoff will also need everything sent up to now (revision 2 of the
     # marked feeds, the backfill): both are counted from one reading of the rows.
@@ -543,7 +552,11 @@ async def _build_in_snapshot(
     if not latest and marks and now > cutoff:
         loaded, up_to_now = await count_month_twice(conn, month, cutoff, now, only=wanted)
     else:
-        loaded = await count_month(conn, month, cutoff, only=wanted, without=latest)
+        # Counted at the cutoff: only the authorities that could have a feed and have no revision yet
+        # (none, in a month every feed of which has one: a round after a few late facts counts only the
+        # marked feeds, below, not the whole month twice).
+        lacking = _without_revision(facts, cutoff, latest, wanted)
+        loaded = await count_month(conn, month, cutoff, only=lacking) if lacking else Counted({}, {})
     # Only feeds with facts: building one authority gives exactly what building all gives it (an
     # authority with nothing sent by the cutoff is not handed an empty revision 1 here; the backfill
     # below makes its revision 1, as it would in a national build).
@@ -553,7 +566,7 @@ async def _build_in_snapshot(
         latest = await _latest(conn, str(month), wanted)
     # Backfill: a feed whose every fact was sent after the cutoff (an authority joining the hub, or its
     # history loaded later) gets revision 1 from what has been sent so far, not an empty report.
-    if now > cutoff and await _without_revision(conn, month, now, latest, wanted):
+    if now > cutoff and _without_revision(facts, now, latest, wanted):
         if up_to_now is not None:
             backfilled = _restricted(up_to_now, lambda a: a not in latest)
         else:
@@ -583,28 +596,30 @@ def _restricted(counted: Counted, keep: Callable[[str], bool]) -> Counted:
     )
 
 
-async def _without_revision(
-    conn: asyncpg.Connection,
-    month: YearMonth,
-    horizon: datetime,
-    latest: dict[str, int],
-    wanted: set[str] | None,
-) -> set[str]:
-    """Authorities (wanted) without a revision yet that the month's facts sent by ``horizon`` could give
-    a feed: a superset of what ``count_month`` gives (the authority of a placement's site, a referrer,
-    the authority of a registration or an enrolment), so a pass with nobody to build is skipped."""
+async def _first_facts(conn: asyncpg.Connection, month: YearMonth) -> dict[str, datetime]:
+    """Each authority the month's facts could give a feed, with when the first such fact was sent: a
+    superset of what ``count_month`` gives (the authority of a placement's site, a referrer, the
+    authority of a registration or an enrolment)."""
     first, last = month_bounds(month)
     rows = await conn.fetch(
-        "SELECT site_authority AS authority FROM feed_placements "
-        "WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3 "
-        "UNION SELECT authority FROM feed_referrals WHERE referred_on <= $2 AND arrived_at <= $3 "
-        "UNION SELECT authority FROM feed_registrations WHERE registered_on BETWEEN $1 AND $2 AND arrived_at <= $3 "
-        "UNION SELECT authority FROM feed_referrals WHERE team_support_from BETWEEN $1 AND $2 AND arrived_at <= $3",
+        "SELECT authority, min(arrived_at) AS arrived_at FROM ("
+        "  SELECT site_authority AS authority, arrived_at FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 "
+        "  UNION ALL SELECT authority, arrived_at FROM feed_referrals WHERE referred_on <= $2 "
+        "  UNION ALL SELECT authority, arrived_at FROM feed_registrations WHERE registered_on BETWEEN $1 AND $2 "
+        "  UNION ALL SELECT authority, arrived_at FROM feed_referrals WHERE team_support_from BETWEEN $1 AND $2"
+        ") x GROUP BY authority",
         first,
         last,
-        horizon,
     )
-    out = {r["authority"] for r in rows} - set(latest)
+    return {r["authority"]: r["arrived_at"] for r in rows}
+
+
+def _without_revision(
+    facts: dict[str, datetime], horizon: datetime, latest: dict[str, int], wanted: set[str] | None
+) -> set[str]:
+    """Authorities (wanted) without a revision yet that the month's facts sent by ``horizon`` could give
+    a feed (``_first_facts``), so a pass with nobody to build is skipped."""
+    out = {a for a, at in facts.items() if at <= horizon} - set(latest)
     return out if wanted is None else out & wanted
 
 
