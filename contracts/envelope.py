@@ -360,7 +360,10 @@ def decode(
 # by what the whole way itself checks (printable ASCII that ``fromisoformat`` reads, with an offset). Anything
 # else (another order, a repeated or unknown header, a non-ASCII time, a value the fast data decoder
 # refuses) goes the whole way above, which alone gives reasons, so the verdict is the same.
-_CANONICAL_TYPES = {t.encode(): (t, family, wire.DATA[family.value].decode) for t, family in TYPES.items()}
+_CANONICAL_TYPES = {
+    t.encode(): (t, family, wire.DATA[family.value].structural, wire.DATA[family.value].checks)
+    for t, family in TYPES.items()
+}
 _CANONICAL_NAMES = (
     "ce_specversion",
     "ce_id",
@@ -403,7 +406,7 @@ def _canonical(
             return None
         if traced and tuple(name for name, _ in traced) not in _TRACED_NAMES:
             return None
-        type_, family, read = _CANONICAL_TYPES[raw_type]
+        type_, family, structural, checks = _CANONICAL_TYPES[raw_type]
         source = _SOURCES.get(raw_source)
         if source is None:
             if _SOURCE(raw_source) is None:
@@ -421,7 +424,8 @@ def _canonical(
         time = datetime.fromisoformat(text)
         if time.tzinfo is None:
             return None
-        data = read(value)
+        data = structural(value)
+        checks(data)  # as ``wire.DATA[…].decode``: its refusals are the ValueErrors etc. caught below
         subject = raw_subject.decode()
         if subject != data.person_key:
             return None

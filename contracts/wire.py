@@ -353,23 +353,29 @@ def struct_for(model: type[BaseModel]) -> type[msgspec.Struct]:
     return (_STRUCTS.get(model) or _derive(model))[0]
 
 
-class _Reader:
-    """Decodes one family's data: msgspec's structural pass in C, then the derived rules."""
+def _no_checks(data: Any) -> None:
+    """The rules of a struct msgspec checks whole."""
 
-    __slots__ = ("_checks", "_decode")
+
+class _Reader:
+    """Decodes one family's data: msgspec's structural pass in C (``structural``), then the derived rules
+    (``checks``, raising ``ValueError``, ``TypeError`` or ``AttributeError``). A caller that handles those
+    itself (``contracts.envelope``'s quick path) may call the two in turn and save a frame per event."""
+
+    __slots__ = ("checks", "structural")
 
     def __init__(self, model: type[BaseModel]) -> None:
-        struct, self._checks = _STRUCTS.get(model) or _derive(model, nested=False)
-        self._decode = msgspec.json.Decoder(struct).decode
+        struct, checks = _STRUCTS.get(model) or _derive(model, nested=False)
+        self.checks: Callable[[Any], None] = checks or _no_checks
+        self.structural: Callable[[bytes], Any] = msgspec.json.Decoder(struct).decode
 
     def decode(self, value: bytes) -> Any:
         """The data, or ``Invalid`` where the contract may refuse it."""
-        data = self._decode(value)
-        if self._checks is not None:
-            try:
-                self._checks(data)
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise msgspec.ValidationError(str(exc)) from None
+        data = self.structural(value)
+        try:
+            self.checks(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise msgspec.ValidationError(str(exc)) from None
         return data
 
 
