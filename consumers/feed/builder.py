@@ -180,7 +180,8 @@ class Counted:
 # authority too, where the site is not its own). A cohort placement (k > 0) comes with the status its
 # k-month checkpoint reports by the horizon, joined before it is counted for its authorities.
 #
-# Rows: k = 0 the month's placements per combination of categories, with their ids; k > 0 retention
+# Rows: k = 0 each of the month's placements (not grouped: their categories rarely repeat within a
+# feed, and grouping sorted them all) with its id; k > 0 retention
 # cohort k per site and status; k = -1 new job seekers (registered in the month, no prior application
 # elsewhere; referred when the authority running the site referred the person by the horizon and the
 # month's end).
@@ -222,10 +223,9 @@ WITH refs AS (
 )
 SELECT authority, late, 0 AS k, site, route, sex, age_band, occupation, employment_type, attributes,
        foreign_national, NULL AS status, NULL::boolean AS status_late, NULL::boolean AS referred,
-       NULL::boolean AS referred_late, count(*)::int AS n, array_agg(placement_id) AS ids
+       NULL::boolean AS referred_late, 1 AS n, placement_id AS id
   FROM owned
  WHERE ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
- GROUP BY authority, late, site, route, sex, age_band, occupation, employment_type, attributes, foreign_national
 UNION ALL
 SELECT authority, late, k, site, NULL, NULL, NULL, NULL, NULL, NULL, NULL, status, status_late, NULL, NULL,
        count(*)::int, NULL
@@ -387,18 +387,18 @@ async def _count(
         a, k, n = r["authority"], r["k"], r["n"]
         counting = later_only if r["late"] else every
         if k == 0:
-            ids = r["ids"]
+            placement = r["id"]
             if r["route"] == SELF_FOUND_ROUTE:
                 key = (r["site"], r["employment_type"])
                 for h in counting:
                     h.self_found[a][key] += n
-                    h.ids[a] += ids
+                    h.ids[a].append(placement)
             else:
                 flags = group_flags(r["attributes"], r["sex"], r["age_band"], r["foreign_national"])
                 key = (r["site"], r["sex"], r["age_band"], r["occupation"], r["employment_type"], *flags)
                 for h in counting:
                     h.referral[a][key] += n
-                    h.ids[a] += ids
+                    h.ids[a].append(placement)
         elif k > 0:
             status = r["status"]
             for h in counting:
