@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ from bench.common import (
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime, group_id_for
 from infra.config import Settings
+from infra.gc import freeze_what_lives
 from infra.kafka import client_options
 from infra.logging import configure_logging
 
@@ -154,8 +154,7 @@ async def main(total: int, workers: list[int]) -> None:
     del records
     # The bench process just built 200k events; a real consumer process holds none of them. Collect and
     # freeze that heap so the cyclic GC does not bill the consumers below for scanning it.
-    gc.collect()
-    gc.freeze()
+    freeze_what_lives()
 
     cpu = time.process_time()
     raw = Figure(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from contracts.envelope import Event, Family, PoisonMessage, decode
 from domain.batch import Incoming
 from infra import health, metrics
 from infra.config import Settings
+from infra.gc import fewer_collections
 from infra.kafka import client_options
 from infra.leadership import LeadershipLost
 from infra.logging import get_logger
@@ -135,7 +135,6 @@ SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)
 """
 
 
-_GC_THRESHOLD = 50_000
 _YIELD_EVERY = 64  # records decoded between two turns of the event loop (about a millisecond)
 
 
@@ -263,13 +262,8 @@ class ConsumerRuntime:
     def stop(self) -> None:
         self._stop.set()
 
+    @fewer_collections()  # the collector's policy for streaming work (infra.gc: ~10% of a consumer's CPU)
     async def run(self) -> None:
-        # A consumer allocates a few container objects per record (the client's record and headers, the
-        # event, its row), nearly all freed by reference counting once their batch commits. At CPython's
-        # default threshold (700 net allocations) the cyclic collector ran every few hundred records and
-        # traversed the batches in flight again and again: ~10% of the consumer's CPU, measured. Raised
-        # for the process, it runs rarely; cyclic garbage stays bounded by the threshold.
-        gc.set_threshold(_GC_THRESHOLD, 20, 10)
         if not await self._start_with_retry():
             return  # stopped before Kafka was reachable
         assert self._consumer is not None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
 from infra.erasure_follower import ErasureFollower
+from infra.gc import freeze_what_lives
 from infra.logging import ACCESS_ROUTE, NO_ROUTE, get_logger
 from infra.runner import prepare
 from infra.tracing import instrument, server_span, setup_tracing
@@ -141,11 +141,7 @@ def create_app(
         if follows_erasures:
             app.state.erasure_follower = ErasureFollower(s)
             follower = asyncio.create_task(app.state.erasure_follower.run(), name="erasure-follower")
-        # What is built by now (modules, routes, models, pools) lives as long as the process: out of the
-        # cyclic collector's sight, or every collection a request's allocations trigger rescans all of it
-        # (as infra.runner does for the consumers).
-        gc.collect()
-        gc.freeze()
+        freeze_what_lives()  # modules, routes, models, pools: out of the collector's sight (infra.gc)
         try:
             yield
         finally:

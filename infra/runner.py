@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -17,6 +16,7 @@ import asyncpg
 from infra import health
 from infra.config import Settings, get_settings
 from infra.db import TRANSIENT_DB_ERRORS, create_pool, migrate
+from infra.gc import freeze_what_lives
 from infra.logging import configure_logging, get_logger
 from infra.tracing import setup_tracing
 
@@ -92,10 +92,7 @@ async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> Non
         return
     pool = preparing.result()
     services.extend(build(settings, pool))
-    # What is built by now lives as long as the process (modules, pools, services): move it out of the
-    # cyclic collector's sight, or every collection a consumer's allocations trigger rescans all of it.
-    gc.collect()
-    gc.freeze()
+    freeze_what_lives()  # modules, pools, services: out of the collector's sight (infra.gc)
     if stopping.is_set():
         _stop_all(services)
     try:

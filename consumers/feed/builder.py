@@ -10,11 +10,9 @@ system emitted it), not when the hub consumed it, so a replay of the topics rebu
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import os
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -46,6 +44,7 @@ from domain.feed import (
     shift_month,
 )
 from infra.config import Settings
+from infra.gc import paused
 from infra.kafka import start_producer
 from infra.logging import get_logger
 
@@ -152,7 +151,7 @@ async def load_month(conn: asyncpg.Connection, month: YearMonth, horizon: dateti
 
     The reference the database's counting (``count_month``) is tested and benchmarked against: the
     rows read as they are and split per authority in Python by the domain's own rules."""
-    with _gc_paused():
+    with paused():
         return assemble(await fetch_month(conn, month, horizon), horizon)
 
 
@@ -421,25 +420,6 @@ async def _count(
     return [h.counted(month) for h in out]
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a build holds a month's rows.
-
-    The rows and the facts made from them are millions of objects that live until the build ends;
-    with the collector running, every full collection walks all of them again (measured on the
-    national bench: reading the month took 3 s without it and 7-9 s with it). What the build
-    allocates is freed by reference counting, so the pause costs no memory; the collector resumes
-    when the build ends.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 async def _targets(
     conn: asyncpg.Connection, month: YearMonth, authorities: Sequence[str]
 ) -> tuple[dict[str, list[Target]], dict[str, dict[str, Tally]], frozenset[str]]:
@@ -523,7 +503,7 @@ async def build_month(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         if fence is not None:  # the running builder proves it leads (infra.leadership) before writing
             await fence(conn)
-        with _gc_paused():
+        with paused():
             built += await _build_in_snapshot(conn, settings, month, now, cutoff, wanted, executor)
     if built and publish:  # without: kept, and published by the next build or the service
         await publish_pending(pool, settings)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
 from infra.config import Settings
 from infra.crypto import KeyStore, derived_key
+from infra.gc import fewer_collections
 from infra.logging import get_logger
 from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
@@ -287,7 +287,7 @@ class AdapterService:
         validated here. Commits still happen one at a time and in file order (a chunk starts committing
         only after the previous one committed), so a person's events keep the file's order.
         """
-        with _few_collections():
+        with fewer_collections():
             return await self._import_csv(principal, family, content, progress)
 
     async def _import_csv(
@@ -505,32 +505,6 @@ _GROUP_READS = (
     "AND (organisation, key) IN (SELECT * FROM unnest($5::text[], $6::text[]))) AS taken, "
     f"{REGISTERS}"
 )
-
-
-_IMPORT_GC_THRESHOLD = 50_000
-_imports = 0  # imports running in this process (one event loop: no lock needed)
-_threshold = gc.get_threshold()
-
-
-@contextlib.contextmanager
-def _few_collections() -> Iterator[None]:
-    """While a file is imported, the cyclic collector runs every 50,000 net allocations instead of 700.
-    An import keeps two chunks of rows alive (one preparing, one committing), a few dozen objects a
-    row; at 700 the collector ran every few rows and its full passes traversed them (and the rest of the
-    heap) again and again: 40 µs of the ~140 µs of CPU a row cost, measured with ``hub import`` of 10,000
-    rows. Nearly all of it is freed by reference counting when its chunk commits; cyclic garbage stays
-    bounded by the threshold. The process's own setting is back once no import runs."""
-    global _imports, _threshold
-    if _imports == 0:
-        _threshold = gc.get_threshold()
-        gc.set_threshold(max(_threshold[0], _IMPORT_GC_THRESHOLD), *_threshold[1:])
-    _imports += 1
-    try:
-        yield
-    finally:
-        _imports -= 1
-        if _imports == 0:
-            gc.set_threshold(*_threshold)
 
 
 @dataclass(slots=True)
