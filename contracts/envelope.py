@@ -135,27 +135,39 @@ def new_event_id() -> str:
 
 def encode(event: Event) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
     """Return (key, headers, value) for the Kafka binary content mode."""
-    headers = [
-        ("ce_specversion", SPECVERSION.encode()),
-        ("ce_id", event.id.encode()),
-        ("ce_source", event.source.encode()),
-        ("ce_type", event.type.encode()),
-        ("ce_subject", event.subject.encode()),
-        ("ce_time", event.time.isoformat().encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
+    headers = [(name, text.encode()) for name, text in header_texts(event).items()]
+    return event.subject.encode(), headers, data_value(event)
+
+
+def header_texts(event: Event) -> dict[str, str]:
+    """The envelope's headers as text, in the order ``encode`` writes them (the outbox stores them so)."""
+    headers = {
+        "ce_specversion": SPECVERSION,
+        "ce_id": event.id,
+        "ce_source": event.source,
+        "ce_type": event.type,
+        "ce_subject": event.subject,
+        "ce_time": event.time.isoformat(),
+        "content-type": CONTENT_TYPE,
+    }
     if event.traceparent is not None:
-        headers.append((TRACEPARENT_HEADER, event.traceparent.encode()))
+        headers[TRACEPARENT_HEADER] = event.traceparent
         if event.tracestate:  # W3C: a tracestate means nothing without its traceparent
-            headers.append((TRACESTATE_HEADER, event.tracestate.encode()))
+            headers[TRACESTATE_HEADER] = event.tracestate
+    return headers
+
+
+def data_value(event: Event) -> bytes:
+    """The event's data as the record's JSON value."""
+    data = event.data
+    # A batch file's events hold the ``contracts.wire`` struct (no model per row): the same JSON as the
+    # model's, by msgspec. (Tested first: a struct is told from a model without the abc machinery.)
+    if isinstance(data, msgspec.Struct):
+        return _encode_json(wire.builtins_of(data))
     # Serialised by pydantic's core in one pass: the same bytes as orjson over ``model_dump(mode="json")``
-    # (checked over the simulator's stream) at about half the cost. A batch file's events hold the
-    # ``contracts.wire`` struct instead (no model per row): the same JSON, by msgspec.
-    if isinstance(event.data, BaseModel):
-        value = event.data.model_dump_json(exclude_none=True).encode()
-    else:
-        value = _encode_json(wire.builtins_of(event.data))
-    return event.subject.encode(), headers, value
+    # (checked over the simulator's stream) at about half the cost.
+    value: bytes = data.model_dump_json(exclude_none=True).encode()
+    return value
 
 
 _encode_json = msgspec.json.Encoder().encode

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.envelope import Event, encode, topic_for
+from contracts.envelope import Event, Family, data_value, header_texts, topic_for
 from infra import metrics
 from infra.db import OUTBOX_CHANNEL, copy_to_stage
 from infra.tracing import current_traceparent, current_tracestate
@@ -33,12 +33,20 @@ async def insert_events(
     traceparent = current_traceparent()
     tracestate = current_tracestate() if traceparent is not None else None
     rows: list[tuple[Any, ...]] = []
+    topics: dict[Family, str] = {}
     for n, event in enumerate(events):
         if event.traceparent is None and traceparent is not None:
             event = event._replace(traceparent=traceparent, tracestate=tracestate)
-        key, headers, value = encode(event)
         rows.append(
-            (n, topic_for(event.family, namespace), key, {h: v.decode() for h, v in headers}, value, event.id)
+            (
+                n,
+                topics.get(event.family)
+                or topics.setdefault(event.family, topic_for(event.family, namespace)),
+                event.subject.encode(),
+                header_texts(event),
+                data_value(event),
+                event.id,
+            )
         )
     if len(rows) >= COPY_FROM:
         # A file chunk: binary COPY into a staging table and one INSERT … SELECT (in the file's order),

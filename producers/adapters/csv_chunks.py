@@ -42,20 +42,17 @@ _SEALED, _ = wire.checked_struct(Sealed)
 _PLACEHOLDER = {"alg": "A256GCM", "kid": "pdk-" + "0" * 32 + "-1", "nonce": "A" * 16, "ct": "A" * 22}
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """A row both contracts accept: its public data (``personal`` still the placeholder), its personal
-    block as the JSON to seal (``None`` if it has none), and the fields authorisation reads."""
+    block as the JSON to seal (``None`` if it has none), and the fields authorisation reads. (A named
+    tuple: one is made per row.)"""
 
     line: int
     data: Any  # the contract's struct
     personal: bytes | None
     key: str  # the row's idempotency key (same content, same key)
     view: Mapping[str, Any]
-
-    @property
-    def subject(self) -> str:
-        return str(self.data.person_key)
+    subject: str
 
 
 @dataclass(slots=True)
@@ -146,7 +143,7 @@ class FamilyRows:
 
 def _row(line: int, built: tuple[Any, bytes | None], key: str) -> Row:
     value, block = built
-    return Row(line, value, block, key, authorised_fields(value))
+    return Row(line, value, block, key, authorised_fields(value), value.person_key)
 
 
 class _Fields(NamedTuple):
