@@ -6,6 +6,7 @@ so a fresh checkout needs no configuration at all.
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,14 @@ DEMO_MASTER_KEY = "ZGVtby1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE="
 DEFAULT_PG_PASSWORD = "ittai"
 # Written by `hub stack up` into the stack directory: this machine runs the local development stack.
 LOCAL_STACK_MARKER = "LOCAL-DEVELOPMENT-STACK"
+
+
+def master_key_bytes(encoded: str) -> bytes:
+    """``HUB_MASTER_KEY``'s 32 bytes (base64)."""
+    key = base64.b64decode(encoded)
+    if len(key) != 32:
+        raise ValueError(f"HUB_MASTER_KEY must decode to 32 bytes, got {len(key)}")
+    return key
 
 
 class InsecureConfiguration(RuntimeError):
@@ -170,7 +179,13 @@ class Settings(BaseSettings):
         """Refuse to run with the demo master key or the default database password unless this is a local
         development stack; the error says what to set."""
         problems = []
-        if self.master_key == DEMO_MASTER_KEY:
+        # Compared as bytes: base64 spells the same key in more than one way (the last character's unused
+        # bits; characters outside the alphabet, which the decoder skips).
+        try:
+            demo_key = master_key_bytes(self.master_key) == master_key_bytes(DEMO_MASTER_KEY)
+        except ValueError:  # not a key at all: the key store refuses it where it is used
+            demo_key = False
+        if demo_key:
             problems.append(
                 "HUB_MASTER_KEY is unset (or the demo key): set it to 32 random bytes, base64, from your "
                 "secret store (python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"

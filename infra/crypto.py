@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from contracts.envelope import PERSONAL_MODELS, Family
 from contracts.events import Sealed, built
 from infra.codecs.field_errors import from_validation_error
-from infra.config import Settings
+from infra.config import Settings, master_key_bytes
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
@@ -43,19 +43,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def master_key_from_config(encoded: str) -> bytes:
-    key = base64.b64decode(encoded)
-    if len(key) != 32:
-        raise ValueError(f"HUB_MASTER_KEY must decode to 32 bytes, got {len(key)}")
-    return key
-
-
 def derived_key(encoded_master_key: str, purpose: str) -> bytes:
     """A secret for one purpose (e.g. keyed digests), derived from the master key: HMAC-SHA256(master,
     purpose). Rotating the master key rotates it too."""
-    return hmac.new(
-        master_key_from_config(encoded_master_key), b"ittai:" + purpose.encode(), "sha256"
-    ).digest()
+    return hmac.new(master_key_bytes(encoded_master_key), b"ittai:" + purpose.encode(), "sha256").digest()
 
 
 def kid_for(person_key: str, version: int = 1) -> str:
@@ -180,7 +171,7 @@ class KeyStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyStore:
         settings.require_secrets()  # never the demo key outside a local development stack
-        return cls(master_key_from_config(settings.master_key))
+        return cls(master_key_bytes(settings.master_key))
 
     def _wrap_key(self, person_key: str, data_key: bytes, nonce: bytes | None = None) -> bytes:
         nonce = nonce or os.urandom(12)

@@ -32,6 +32,7 @@ from infra.signing import (
 )
 from producers.submission import to_event
 from tests import factories
+from tests.helpers import respelled
 
 
 def _production(tmp_path: Path, **keys: object) -> Settings:
@@ -47,19 +48,6 @@ def _erasure(signing_key: str, tmp_path: Path) -> Event:
 
 def key_id_of_key(signing_key: str) -> str:
     return verify_entry_of(signing_key).split(":", 1)[0]
-
-
-def _respelled(encoded: str) -> str:
-    """The same bytes in another base64 spelling: the last character before the padding with its unused
-    low bits set."""
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    body = encoded.rstrip("=")
-    last = alphabet.index(body[-1])
-    spare = {1: 0b11, 2: 0b1111}.get(len(encoded) - len(body), 0)
-    other = alphabet[last | spare] if last | spare != last else alphabet[last ^ 0b01]
-    respelled = body[:-1] + other + encoded[len(body) :]
-    assert respelled != encoded and base64.b64decode(respelled) == base64.b64decode(encoded)
-    return respelled
 
 
 def test_outside_a_local_stack_the_demo_pair_or_none_refuses_to_start(tmp_path: Path) -> None:
@@ -79,13 +67,13 @@ def test_outside_a_local_stack_the_demo_pair_or_none_refuses_to_start(tmp_path: 
 
 def test_the_demo_pair_in_another_spelling_is_still_refused(tmp_path: Path) -> None:
     """The check compares key bytes, not base64 text (the last character's unused bits)."""
-    demo_seed = SecretStr(_respelled(DEMO_ERASURE_SIGNING_KEY))
+    demo_seed = SecretStr(respelled(DEMO_ERASURE_SIGNING_KEY))
     with pytest.raises(InsecureConfiguration, match="HUB_ERASURE_SIGNING_KEY"):
         erasure_signer(_production(tmp_path, erasure_signing_key=demo_seed))
     assert erasure_signer_if_held(_production(tmp_path, erasure_signing_key=demo_seed)) is None
     key_id, public = DEMO_ERASURE_VERIFY_KEYS.split(":")
     for keys in (
-        {"erasure_verify_keys": f"{key_id}:{_respelled(public)}"},
+        {"erasure_verify_keys": f"{key_id}:{respelled(public)}"},
         {"erasure_signing_key": demo_seed},
     ):
         with pytest.raises(InsecureConfiguration, match="HUB_ERASURE_VERIFY_KEYS"):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import LOCAL_STACK_MARKER, InsecureConfiguration, Settings
+from infra.config import DEMO_MASTER_KEY, LOCAL_STACK_MARKER, InsecureConfiguration, Settings
 from infra.crypto import KeyStore
+from tests.helpers import respelled
 
 
 def production(tmp_path: Path, **over: object) -> Settings:
@@ -35,3 +36,13 @@ def test_real_secrets_or_a_declared_local_stack_start(tmp_path: Path) -> None:
     Settings(environment="local", stack_dir=tmp_path).require_secrets()
     (tmp_path / LOCAL_STACK_MARKER).write_text("hub stack up\n")
     production(tmp_path).require_secrets()  # `hub stack up` declared this machine a development stack
+
+
+def test_the_demo_key_in_another_spelling_is_still_the_demo_key(tmp_path: Path) -> None:
+    """The check compares the key, not its text: base64 has more than one spelling of the same 32 bytes
+    (the last character's unused bits; characters outside the alphabet, which the decoder skips)."""
+    for spelling in (respelled(DEMO_MASTER_KEY), DEMO_MASTER_KEY[:8] + "\n" + DEMO_MASTER_KEY[8:]):
+        settings = production(tmp_path, master_key=spelling, pg_password="s3cret")
+        with pytest.raises(InsecureConfiguration, match="HUB_MASTER_KEY") as info:
+            KeyStore.from_settings(settings)
+        assert spelling not in str(info.value)
