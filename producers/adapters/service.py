@@ -47,7 +47,6 @@ from producers.holders import (
     fenced_transaction,
     registers_args,
     registers_from,
-    registers_of,
 )
 from producers.ingest import enqueue
 
@@ -328,6 +327,11 @@ class AdapterService:
                     await committed()
                     summary.file_error = str(prepared.error)
                     break
+        except _Revoked as stop:  # the uploader's credential was revoked while its file was imported
+            await self.forbid(family.value, stop.refusal)
+            summary.file_error = (
+                f"line {stop.line}: {stop.refusal.reason}; rows from this line on were not imported"
+            )
         finally:
             if committing is not None:  # failed or cancelled while preparing: do not leave it running
                 committing.cancel()
@@ -349,7 +353,7 @@ class AdapterService:
         parsed, error = next(chunks, ([], None))
         if not parsed and error is None:
             return None
-        chunk = _Chunk(rows=len(parsed), error=error)
+        chunk = _Chunk(rows=len(parsed), first_line=parsed[0].line if parsed else 0, error=error)
         judge = self._rows(family)
         secret = self.digest_key
         for start in range(0, len(parsed), _YIELD_EVERY):
@@ -374,14 +378,25 @@ class AdapterService:
     async def _commit_chunk(
         self, principal: Principal, family: Family, chunk: _Chunk, summary: ImportSummary
     ) -> None:
-        summary.rows += chunk.rows
         bad = chunk.bad
         accepted: list[Row] = []
         sources: list[str] = []
         async with generic_plans(self.pool) as conn:
             sites = [site_of(family, r.view) for r in chunk.valid]
             persons = [r.subject for r in chunk.valid]
-            ctx = Context(*await registers_of(conn, sites, persons, fences=family is Family.CONSENT))
+            # The uploader's credential, read with the registers at every chunk: a client revoked while
+            # its file is imported has nothing accepted from the next chunk on.
+            read = await conn.fetchrow(
+                _CHUNK_READS,
+                *registers_args(sites, persons, fences=family is Family.CONSENT),
+                principal.client_id,
+            )
+            assert read is not None
+            gone = refusals([principal.client_id], {client: at for client, at in read["clients"]})
+            if gone:
+                raise _Revoked(chunk.first_line, gone[principal.client_id])
+            summary.rows += chunk.rows
+            ctx = Context(*registers_from(read))
             for row in chunk.valid:
                 try:
                     sources.append(authorize(self.adapter, principal, family, row.view, ctx))
@@ -497,6 +512,21 @@ def refusals(client_ids: Iterable[str], revoked_at: Mapping[str, datetime | None
     return refused
 
 
+# A file chunk's reads before authorisation: the uploader's revocation ($4) and the registers ($1–$3).
+_CHUNK_READS = (
+    f"SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $4) AS clients, {REGISTERS}"
+)
+
+
+class _Revoked(Exception):
+    """The uploader's credential was revoked (or removed) before this chunk committed."""
+
+    def __init__(self, line: int, refusal: AuthError) -> None:
+        super().__init__(refusal.reason)
+        self.line = line
+        self.refusal = refusal
+
+
 # The group commit's reads before any data key is made, in one statement: the registers ($1–$3,
 # ``holders.REGISTERS``), the clients' revocations ($4) and the idempotency keys already taken ($5, $6).
 _GROUP_READS = (
@@ -512,6 +542,7 @@ class _Chunk:
     """Up to CHUNK_ROWS rows of a file, parsed and validated, waiting for their transaction."""
 
     rows: int = 0
+    first_line: int = 0  # the file line of its first row
     valid: list[Row] = field(default_factory=list)  # judged by the contract, not yet authorised
     bad: list[tuple[int, FieldError]] = field(default_factory=list)
     error: FileError | None = None  # the file could not be read past these rows

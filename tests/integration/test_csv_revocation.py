@@ -1,0 +1,56 @@
+"""A file's import re-checks its uploader's credential at every chunk: a client revoked while its file is
+being imported has nothing accepted from the next chunk on (the chunks committed before stay), and the
+summary says why, naming no value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from contracts.envelope import Family
+from infra.auth import OrgKind, Role, add_client, authenticate, revoke_client
+from infra.codecs.csv_write import write_csv
+from infra.config import Settings
+from infra.crypto import KeyStore
+from producers.adapters import service as service_module
+from producers.adapters.authorization import Adapter
+from producers.adapters.service import AdapterService
+from producers.adapters.sites import add_sites
+from tests import factories
+
+
+async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_next_chunk_on(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "revoked")])
+        client_id, token = await add_client(
+            conn, name="revoked", org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        principal = await authenticate(conn, f"Bearer {token}")
+        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    commit = service._commit_chunk
+    commits = 0
+
+    async def revoked_after_the_first(*args: Any) -> None:
+        nonlocal commits
+        await commit(*args)
+        commits += 1
+        if commits == 1:  # the first chunk is in; the credential is revoked before the second commits
+            async with pool.acquire() as conn:
+                assert await revoke_client(conn, client_id)
+
+    monkeypatch.setattr(service, "_commit_chunk", revoked_after_the_first)
+    rows = [factories.placement(factories.person_key()).data for _ in range(9)]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    async with pool.acquire() as conn:
+        written = await conn.fetchval("SELECT count(*) FROM outbox WHERE id > $1", start)
+    assert (summary.accepted, written) == (3, 3)
+    assert summary.file_error is not None and "revoked" in summary.file_error
+    assert summary.file_error.startswith("line 5:")  # the second chunk's first row (line 1 is the header)
+    assert rows[3]["personal"]["employer_name"] not in str(summary.as_dict())
