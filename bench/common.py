@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from consumers.runtime import FETCH_OPTIONS
 from contracts.envelope import Family, encode
 from devtools.simulator import SimulationConfig, simulate
 from devtools.stack import namespaces
@@ -139,8 +140,7 @@ async def raw_consume_rate(settings: Settings, topics: list[str], expected: int)
         group_id=f"raw-{uuid.uuid4().hex[:6]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
+        **FETCH_OPTIONS,  # the consumer runtime's own: the ceiling is not flattered by other settings
     )
     await consumer.start()
     seen = 0
