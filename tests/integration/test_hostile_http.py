@@ -7,6 +7,8 @@ the defaults are in ``infra.config`` and the README's "Limits".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import uuid
@@ -17,9 +19,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import pytest_asyncio
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette import types as asgi
 
 from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
@@ -35,6 +40,7 @@ from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
+from infra.http import BodyLimit, server
 from infra.topics import ensure_topics
 from producers.adapters.app import employment_app
 from producers.adapters.serve import running
@@ -129,6 +135,57 @@ async def test_a_body_past_the_limit_is_413_naming_the_limit(limited: Limited) -
         files = {"file": ("big.csv", b"x" * (5 * MiB), "text/csv")}
         response = await http.post("/v1/registration/csv", files=files)
         assert response.status_code == 413 and "4194304 bytes" in response.json()["error"]
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_a_chunked_body_behind_a_small_content_length_is_refused(parser: str) -> None:
+    """Content-Length and Transfer-Encoding together (request smuggling): h11 frames such a body by its
+    chunks and ignores the length, so a limit that trusted the declared length let any size through.
+    Whichever parser uvicorn runs, the request is refused and the app never reads past the limit."""
+    read: list[int] = []
+
+    async def reader(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        more = True
+        while more:
+            message = await receive()
+            read.append(len(message.get("body", b"")))
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read"})
+
+    port = free_port()
+    config = uvicorn.Config(
+        BodyLimit(reader, body_bytes=100, file_bytes=100), host="127.0.0.1", port=port, http=parser,
+        lifespan="off", log_config=None, access_log=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # pytest owns signals
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the server stopped before it started"
+            await asyncio.sleep(0.02)
+        reader_stream, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b"x" * 5000
+        writer.write(
+            b"POST /v1/registration HTTP/1.1\r\nHost: hub\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await reader_stream.readline()
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
+    status = int(status_line.split()[1])
+    assert status in (400, 413), (parser, status_line)
+    assert sum(read) <= 100, f"{parser}: the app read {sum(read)} bytes past a limit of 100"
+
+
+def test_the_hub_serves_with_the_parser_that_refuses_ambiguous_framing() -> None:
+    """httptools (llhttp) refuses Content-Length beside Transfer-Encoding itself; uvicorn's "auto" would
+    quietly fall back to h11, which does not."""
+    assert server(FastAPI(), "127.0.0.1", free_port()).config.http == "httptools"
 
 
 async def test_authentication_comes_before_the_body(limited: Limited) -> None:

@@ -9,16 +9,21 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import httpx
 import openpyxl
+from fastapi import Query
+from fastapi.testclient import TestClient
+from pydantic import AfterValidator
 
 from consumers.feed.exports import rollup_csv
 from consumers.feed.rollup import load_rollup
 from domain.ministry import TABLE_KEYS, report_tables
+from hub.portal.app import create_portal_app
 from infra.auth import OrgKind, Role, add_client
+from infra.config import Settings
 from tests.browser.console_server import RunningConsole
 from tests.browser.portal_data import PortalFeed
 
@@ -180,6 +185,26 @@ async def test_malformed_requests_are_refused_without_echo(
         full_width = a.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
         r = await http.get(f"/feed/{full_width}/2023-02")
         assert r.status_code == 422 and full_width not in r.text
+
+
+async def test_a_rule_that_repeats_the_value_is_not_echoed_in_the_error_page(settings: Settings) -> None:
+    """The portal renders a refused request through the same renderer as the JSON APIs
+    (``FieldError.for_client``), which drops a rule that repeats what was sent: a rule written later
+    that names its value (here, a query parameter's) still does not echo it."""
+
+    def known(value: str) -> str:
+        raise ValueError(f"{value!r} is not a known code")
+
+    app = create_portal_app(settings)
+
+    @app.get("/probe")
+    async def probe(code: Annotated[str, AfterValidator(known), Query()]) -> None:
+        raise AssertionError("never valid")
+
+    hostile = "<b>Tanaka Hanako</b>"
+    response = TestClient(app).get("/probe", params={"code": hostile})
+    assert response.status_code == 422
+    assert "Tanaka" not in response.text and "code:" in response.text
 
 
 # --- the ministry's login --------------------------------------------------------------------------------

@@ -80,3 +80,49 @@ async def test_transient_retried_rejection_isolated(pool: asyncpg.Pool, settings
     letters = await read_topic(own, own.deadletter_topic)
     # at least once on the topic (a batch fenced off and redone may send it again); once in the register
     assert {dict(r.headers)["ce_id"].decode() for r in letters} == {rejected.id}
+
+
+class BreaksKafkaCommits:
+    """Applies nothing; from its first batch on, the runtime's Kafka commits fail with a non-Kafka error."""
+
+    def __init__(self, topic: str) -> None:
+        self.name = f"commits-{uuid.uuid4().hex[:6]}"
+        self.topics: Sequence[str] = (topic,)
+        self.runtime: ConsumerRuntime | None = None
+
+    async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        assert self.runtime is not None and self.runtime._consumer is not None
+        self.runtime._consumer.commit = self._fail  # type: ignore[method-assign]
+
+    async def _fail(self, *_: object) -> None:
+        raise RuntimeError("kafka commit failed (simulated)")
+
+
+async def test_a_failing_kafka_commit_does_not_skip_the_cleanup(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The Kafka commit (for lag tools) runs beside the pipeline; whatever it raised, a stopping consumer
+    still closes its Kafka client and gives its connection back."""
+    own = settings.model_copy(update={"topic_namespace": f"f{uuid.uuid4().hex[:8]}"})
+    await ensure_topics(own, [own.topic(Family.PLACEMENT), own.deadletter_topic])
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        for _ in range(5):
+            k, headers, value = encode(to_event(factories.placement(factories.person_key()), os.urandom(32)))
+            await producer.send_and_wait(own.topic(Family.PLACEMENT), value, key=k, headers=headers)
+    finally:
+        await producer.stop()
+    handler = BreaksKafkaCommits(own.topic(Family.PLACEMENT))
+    runtime = handler.runtime = ConsumerRuntime(handler, own, pool)
+    task = asyncio.create_task(runtime.run())
+
+    async def commits_failed() -> bool:
+        commits = runtime._kafka_commits
+        return runtime.processed >= 5 and commits is not None and commits.done()
+
+    await wait_for(commits_failed, until=bool, timeout_s=30)
+    runtime.stop()
+    await task  # returns: the failed commit is logged, not raised past the cleanup
+    assert runtime._conn is None, "the batch connection went back to the pool"
+    assert runtime._consumer is not None and runtime._consumer._closed, "the Kafka client was stopped"
