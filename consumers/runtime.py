@@ -138,6 +138,7 @@ SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)
 # How much one fetch may bring (per partition, in all): a batch of ``batch_max_records`` in one round trip.
 # The benches' raw-consume ceiling reads with the same options, so a ratio compares like with like.
 FETCH_OPTIONS = {"max_partition_fetch_bytes": 4 * 1024 * 1024, "fetch_max_bytes": 32 * 1024 * 1024}
+_STOP_WAIT_S = 5.0  # at a stop, for the batch in flight to roll back and for the last Kafka commit
 _YIELD_EVERY = 64  # records decoded between two turns of the event loop (about a millisecond)
 
 
@@ -298,10 +299,18 @@ class ConsumerRuntime:
         finally:
             if self._inflight is not None and not self._inflight.done():
                 self._inflight.cancel()  # only on an error path: uncommitted work is redelivered
-                await asyncio.wait({self._inflight})  # its transaction ends before its connection goes back
+                # Its transaction ends before its connection goes back; but a rollback on a dead connection
+                # may never end, and the stop does not wait for it (``_give_back`` closes that connection).
+                await asyncio.wait({self._inflight}, timeout=_STOP_WAIT_S)
             if self._kafka_commits is not None:  # the last positions, for lag tools; never a hang
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(self._kafka_commits, timeout=5)
+                try:
+                    await asyncio.wait_for(self._kafka_commits, timeout=_STOP_WAIT_S)
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:  # whatever it raised, the stops below still run (the type only)
+                    log.warning(
+                        "last kafka commit not sent", consumer=self.handler.name, error=type(exc).__name__
+                    )
             await self._consumer.stop()
             await self._deadletters.stop()
             await self._give_back()

@@ -32,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from infra import health
 from infra.auth import AuthError, Principal, Role, authenticate, require_role
-from infra.codecs.field_errors import FieldError, client_errors, field_of
+from infra.codecs.field_errors import client_errors, from_request_errors
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from infra.db import TRANSIENT_DB_ERRORS
@@ -47,7 +47,9 @@ def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uv
     """The one way the hub serves HTTP. ``log_config=None`` and no ``log_level``: uvicorn leaves logging
     as ``infra.logging.configure_logging`` set it, so its lines are the hub's JSON, through the
     redaction guard, and access lines carry no query string. The caller owns signals
-    (``infra.runner`` or the CLI)."""
+    (``infra.runner`` or the CLI). The protocol is httptools' (``_HttpProtocol``), never uvicorn's "auto": its
+    fallback, h11, frames a body sent with both Content-Length and Transfer-Encoding by the chunks, where
+    httptools (llhttp) refuses the request (``BodyLimit`` refuses it too, whichever parser runs)."""
     served: ASGIApp = RouteInAccessLine(LeanRoutes(app) if getattr(app.state, "lean_routes", False) else app)
     config = uvicorn.Config(
         served,
@@ -185,16 +187,7 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        FieldError(
-            field_of(tuple(e.get("loc", ())), e.get("type", "")),
-            str(e.get("msg", "invalid")),
-            e.get("input"),
-            e.get("type", ""),
-        )
-        for e in exc.errors()
-    ]
-    return JSONResponse(client_errors(errors), status_code=422)
+    return JSONResponse(client_errors(from_request_errors(exc.errors())), status_code=422)
 
 
 async def _auth_error(_: Request, exc: Exception) -> JSONResponse:
@@ -369,8 +362,9 @@ def _is_file_upload(path: str) -> bool:
 
 class BodyLimit:
     """Refuse a body past its limit with 413 before the application reads it: by its declared
-    Content-Length at once, or by counting a streamed (chunked) body as it arrives. File uploads (paths
-    ending ``/csv``) have the file limit, every other request the body limit."""
+    Content-Length at once, or by counting a streamed (chunked) body as it arrives. A Content-Length
+    beside Transfer-Encoding (or a second one) is refused with 400: the length would not frame the body.
+    File uploads (paths ending ``/csv``) have the file limit, every other request the body limit."""
 
     def __init__(self, app: ASGIApp, *, body_bytes: int, file_bytes: int) -> None:
         self.app = app
@@ -382,16 +376,28 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.file_bytes if _is_file_upload(scope["path"]) else self.body_bytes
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        declared = None
+        framings = 0
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                framings += 1
+            elif name == b"transfer-encoding":
+                framings += 1
         if declared is not None:
+            if framings > 1:
+                # Two framings (request smuggling): h11 would frame the body by its chunks and ignore the
+                # length, so the length would bound nothing; RFC 9112 §6.3 lets a server refuse it.
+                await _answer(send, 400, AMBIGUOUS_FRAMING)
+                return
             if not declared.isdigit():
                 await _answer(send, 400, "Content-Length: not a whole number of bytes")
                 return
             if int(declared) > limit:
                 await _answer(send, 413, too_large(limit))
                 return
-            # Within the limit as declared: the server's HTTP parser frames the body by this length, so
-            # no more than it can arrive, and there is nothing to count.
+            # Within the limit as declared, and the only framing: the server's HTTP parser frames the
+            # body by this length, so no more than it can arrive, and there is nothing to count.
             await self.app(scope, receive, send)
             return
         received = 0
@@ -416,6 +422,11 @@ class BodyLimit:
         except _TooLarge as exc:
             if not started:
                 await _answer(send, 413, str(exc.detail))
+
+
+AMBIGUOUS_FRAMING = (
+    "Content-Length: only one, and not with Transfer-Encoding (the body's length must be unambiguous)"
+)
 
 
 def too_large(limit: int) -> str:

@@ -67,9 +67,12 @@ COPY_FROM = 100  # events in one call from which the rows go in by binary COPY (
 _STAGE = "n int, topic text, key bytea, headers json, value bytea, event_id text"
 # The relay's wake-up in the same statement (one round trip less per commit): a data-modifying WITH runs
 # to completion whatever the outer query reads, and a notification is sent at commit either way.
+# The staged rows are taken out as they go in (the stage is emptied only at commit, and a transaction may
+# write more than one chunk: each call's statement must see its own rows only).
 _FROM_STAGE = (
-    "WITH rows AS (INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
-    "SELECT topic, key, headers::jsonb, value, event_id, $1 FROM outbox_stage ORDER BY n) "
+    "WITH staged AS (DELETE FROM outbox_stage RETURNING *), "
+    "rows AS (INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
+    "SELECT topic, key, headers::jsonb, value, event_id, $1 FROM staged ORDER BY n) "
     "SELECT pg_notify($2, '')"
 )
 _FROM_ARRAYS = (

@@ -29,6 +29,7 @@ from hub.web import i18n
 from hub.web.charts import bar_chart, month_bars, stacked_bars
 from hub.web.pages import Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal
+from infra.codecs.field_errors import client_errors, from_request_errors
 from infra.config import Settings, get_settings
 from infra.http import attach_keystore, create_app
 
@@ -83,9 +84,9 @@ def create_portal_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> HTMLResponse:
-        # Field and rule only: what was sent is never echoed back.
-        reasons = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
-        return error_page(request, 422, reasons)
+        # Field and rule only, by the JSON APIs' renderer: what was sent is never echoed back.
+        shown = client_errors(from_request_errors(exc.errors()))
+        return error_page(request, 422, "; ".join(e["message"] for e in shown["errors"]))
 
     @app.exception_handler(FeedNotFound)
     async def _missing(request: Request, _: FeedNotFound) -> HTMLResponse:

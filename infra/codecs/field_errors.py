@@ -13,7 +13,7 @@ also drops a rule that repeats its value, as a last guard for a rule written lat
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,20 @@ def rule_class(error_type: str, message: str) -> str:
                 return phrase
         return "invalid value"
     return error_type
+
+
+def from_request_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
+    """The errors of a request the web framework refused (FastAPI's ``RequestValidationError.errors()``),
+    for ``client_errors``: the JSON APIs' 422 and the portal's error page alike."""
+    return [
+        FieldError(
+            field_of(tuple(e.get("loc", ())), e.get("type", "")),
+            str(e.get("msg", "invalid")),
+            e.get("input"),
+            e.get("type", ""),
+        )
+        for e in errors
+    ]
 
 
 def from_validation_error(exc: ValidationError, *, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:

@@ -462,7 +462,10 @@ class AdapterService:
 
 # Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
 # so a key or file row seen again after that is new. Expired rows of the keys at hand are deleted in the
-# inserting transaction (the periodic purge takes the rest).
+# inserting transaction (the periodic purge takes the rest). Two spellings of that delete, for two inputs:
+# a group commit's keys are the clients' Idempotency-Keys of several organisations (any printable text,
+# commas included: arrays), a file chunk's are one organisation's hex row keys (up to 2,000: one
+# comma-separated text, as its insert takes them, which the driver does not encode element by element).
 _REPLACE_EXPIRED = "ON CONFLICT DO NOTHING"
 _DROP_EXPIRED = (
     "DELETE FROM idempotency_keys WHERE expires_at <= now() "
