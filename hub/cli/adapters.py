@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -49,7 +49,8 @@ def import_file(
     if not credentials:
         err.print("[red]no credentials: pass --token or set HUB_CLIENT_TOKEN[/]")
         raise typer.Exit(2)
-    code = asyncio.run(_import(file, file.read_bytes(), family, credentials, wait=wait, show=show))
+    with file.open("rb") as content:  # read a block at a time by the importer, never whole
+        code = asyncio.run(_import(file, content, family, credentials, wait=wait, show=show))
     raise typer.Exit(code)
 
 
@@ -207,7 +208,7 @@ def _serve(kind: str, workers: int = 1) -> None:
     run_workers(make_app, settings.http_host, port, workers)
 
 
-async def _import(file: Path, content: bytes, family: str, token: str, *, wait: bool, show: int) -> int:
+async def _import(file: Path, content: BinaryIO, family: str, token: str, *, wait: bool, show: int) -> int:
     from infra.auth import AuthError
     from infra.codecs.csv_rows import FileError
     from infra.config import get_settings

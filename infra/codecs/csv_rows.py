@@ -7,6 +7,7 @@ mangle UTF-8 silently, and only UTF-8 can hold characters such as 髙 and 𠮷 t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -14,7 +15,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from domain.calendar import JST, DateFormatError, parse_date
 from infra.codecs.csv_columns import COLUMNS, Column, Kind
@@ -71,18 +72,57 @@ class Header:
         return best[1] if best else None
 
 
-def decode(content: bytes) -> tuple[str, str]:
-    """Return (text, encoding name)."""
-    try:
-        return content.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError as utf8_error:
+_BLOCK = 1 << 20  # bytes read at a time: a file is never held in memory whole
+
+
+def _first_error(source: BinaryIO, encoding: str) -> tuple[int | None, int]:
+    """Where ``source`` stops being ``encoding`` (the offset ``bytes.decode`` would name, or None), and
+    how many line feeds it holds; read a block at a time and decoded incrementally (an invalid byte is
+    found at the same offset as decoding the whole file finds it)."""
+    source.seek(0)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    consumed = lines = 0
+    while block := source.read(_BLOCK):
+        pending = len(decoder.getstate()[0])
         try:
-            return content.decode("cp932"), "cp932"
-        except UnicodeDecodeError as cp932_error:
-            raise FileError(
-                f"file is neither UTF-8 (invalid byte at offset {utf8_error.start}) nor CP932/Shift_JIS "
-                f"(invalid byte at offset {cp932_error.start})"
-            ) from None
+            decoder.decode(block)
+        except UnicodeDecodeError as exc:
+            return consumed - pending + exc.start, lines
+        consumed += len(block)
+        lines += block.count(b"\n")
+    pending = len(decoder.getstate()[0])
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        return consumed - pending + exc.start, lines
+    return None, lines
+
+
+def encoding_of(source: BinaryIO) -> tuple[str, int]:
+    """The file's encoding (``utf-8``, BOM or not, else ``cp932``) and its line feeds, read a block at a
+    time; ``source`` is left at its start. Raises FileError naming the offset of the first invalid byte
+    in each."""
+    utf8_error, lines = _first_error(source, "utf-8")
+    if utf8_error is None:
+        source.seek(0)
+        return "utf-8", lines
+    source.seek(0)
+    if source.read(3) == codecs.BOM_UTF8:
+        utf8_error -= 3  # counted after the BOM, as decoding with utf-8-sig counts
+    cp932_error, _ = _first_error(source, "cp932")
+    if cp932_error is None:
+        source.seek(0)
+        return "cp932", lines
+    raise FileError(
+        f"file is neither UTF-8 (invalid byte at offset {utf8_error}) nor CP932/Shift_JIS "
+        f"(invalid byte at offset {cp932_error})"
+    )
+
+
+def decode(content: bytes) -> tuple[str, str]:
+    """Return (text, encoding name) of a whole file in memory (tests; imports read a stream)."""
+    encoding, _ = encoding_of(io.BytesIO(content))
+    return content.decode("utf-8-sig" if encoding == "utf-8" else encoding), encoding
 
 
 def _norm(text: str) -> str:
@@ -290,21 +330,32 @@ def parse_chunk(header: Header, raw: list[tuple[int, list[str]]]) -> list[Parsed
 Chunk = tuple[list[ParsedRow], FileError | None]
 
 
+class Reading(NamedTuple):
+    encoding: str
+    lines: int  # line feeds in the file (for progress)
+    header: Header
+    chunks: Iterator[Chunk]
+
+
 def read_chunks(
     family: str,
-    content: bytes,
+    source: BinaryIO | bytes,
     *,
     chunk_rows: int,
     max_rows: int = MAX_ROWS,
     max_columns: int = MAX_COLUMNS,
-) -> tuple[str, Header, Iterator[Chunk]]:
-    """Decode ``content`` and read its header; returns (encoding, header, chunks). Each chunk holds up to
-    ``chunk_rows`` rows and, in the last one, the FileError that stopped the reading (a broken record, a
-    row past ``max_rows``): the rows before it are read. Raises FileError for the file as a whole."""
+) -> Reading:
+    """Read ``source`` (a seekable binary file, read a block at a time) as a batch file of ``family``.
+    Its chunks hold up to ``chunk_rows`` rows each and, in the last one, the FileError that stopped the
+    reading (a broken record, a row past ``max_rows``): the rows before it are read. Raises FileError for
+    the file as a whole (encoding, header)."""
     if family not in COLUMNS:
         raise FileError(f"unknown family {family!r}; expected one of {', '.join(COLUMNS)}")
-    text, encoding = decode(content)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    encoding, lines = encoding_of(source)
+    text = io.TextIOWrapper(source, encoding="utf-8-sig" if encoding == "utf-8" else encoding, newline="")
+    reader = csv.reader(text)
     try:
         first = next(reader)
     except StopIteration:
@@ -337,10 +388,12 @@ def read_chunks(
                 start = reader.line_num + 1
         except csv.Error as exc:
             error = FileError(f"line {start}: not readable as CSV ({exc}); rows after it were not read")
+        finally:
+            text.detach()  # the caller's file stays open (closing it is the caller's)
         if raw or error is not None:
             yield parse_chunk(header, raw), error
 
-    return encoding, header, chunks()
+    return Reading(encoding, lines, header, chunks())
 
 
 def read_rows(
@@ -348,7 +401,7 @@ def read_rows(
 ) -> tuple[str, Header, Iterator[ParsedRow]]:
     """``read_chunks`` a row at a time: raises the FileError that stopped the reading after the rows
     before it were yielded."""
-    encoding, header, chunks = read_chunks(
+    encoding, _, header, chunks = read_chunks(
         family, content, chunk_rows=1000, max_rows=max_rows, max_columns=max_columns
     )
 

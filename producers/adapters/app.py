@@ -279,10 +279,10 @@ class FamilyEndpoints:
         return await self._import(request, principal, file)
 
     async def _import(self, request: Request, principal: Principal, file: StarletteUploadFile) -> Response:
-        content = await file.read()
         service: AdapterService = request.app.state.service
         try:
-            summary = await service.import_csv(principal, self.family, content)
+            # The upload as Starlette spooled it (to disk past 1 MB): read a block at a time, not whole.
+            summary = await service.import_csv(principal, self.family, file.file)
         except FileError as exc:
             error = FieldError("(file)", str(exc), None, "file")
             await service.record_rejections(self.family.value, [(error.operator_rule, error.rule_class)])

@@ -8,6 +8,7 @@ welfare adapter, Hello Work the employment adapter).
 from __future__ import annotations
 
 import asyncio
+from typing import BinaryIO
 
 import asyncpg
 from rich.console import Console
@@ -29,7 +30,7 @@ def adapter_for(principal: Principal) -> Adapter:
 async def import_as_client(
     settings: Settings,
     pool: asyncpg.Pool,
-    content: bytes,
+    content: BinaryIO | bytes,
     family: str,
     token: str,
     *,

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import asyncpg
 import orjson
@@ -276,11 +276,15 @@ class AdapterService:
         self,
         principal: Principal,
         family: Family,
-        content: bytes,
+        content: BinaryIO | bytes,
         *,
         progress: Callable[[int, int], None] | None = None,
     ) -> ImportSummary:
         """Accept a file's valid rows (each row once, ever), report the others. Raises FileError for the file.
+
+        ``content`` is a seekable binary file (an upload spooled to disk, a file opened by ``hub import``),
+        read a block at a time: twice, once to find its encoding and once for its rows; the file is
+        never in memory whole.
 
         Chunks are pipelined: while one chunk's transaction is in PostgreSQL, the next one is parsed and
         validated here. Commits still happen one at a time and in file order (a chunk starts committing
@@ -293,11 +297,11 @@ class AdapterService:
         self,
         principal: Principal,
         family: Family,
-        content: bytes,
+        content: BinaryIO | bytes,
         progress: Callable[[int, int], None] | None,
     ) -> ImportSummary:
         summary = ImportSummary()
-        encoding, header, chunks = read_chunks(
+        encoding, lines, header, chunks = read_chunks(
             family.value,
             content,
             chunk_rows=CHUNK_ROWS,
@@ -305,7 +309,7 @@ class AdapterService:
             max_columns=self.settings.max_file_columns,
         )
         summary.encoding = encoding
-        total = max(content.count(b"\n") - 1, 1)
+        total = max(lines - 1, 1)
         committing: asyncio.Task[None] | None = None
 
         async def committed() -> None:

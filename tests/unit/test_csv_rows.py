@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from infra.codecs.csv_rows import FileError, decode, read_rows
@@ -239,3 +241,49 @@ def test_team_support_from_before_the_referral_is_refused_naming_the_rule() -> N
     (row,) = read_rows("referral", f"{header}\n{referral_line('R7.5.1')},R7.4.30\n".encode())[2]
     result = check(Family.REFERRAL, row.data)
     assert isinstance(result, list) and "team_support_from is before referred_on" in result[0].rule
+
+
+class _Recorded(io.BytesIO):
+    """A file that remembers how much each read asked for."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__(content)
+        self.asked: list[int] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.asked.append(-1 if size is None else size)
+        return super().read(size)
+
+    def read1(self, size: int = -1, /) -> bytes:
+        self.asked.append(size)
+        return super().read1(size)
+
+
+def test_a_file_is_read_a_block_at_a_time_never_whole() -> None:
+    """Before: the importer read and decoded the whole file (an upload of 1M rows was ~1 GB of text)."""
+    from infra.codecs.csv_rows import read_chunks
+
+    data = factories.placement(PK).data
+    content = write_csv("placement", [data] * 12_000)  # ~3 MB
+    source = _Recorded(content)
+    reading = read_chunks("placement", source, chunk_rows=2000)
+    rows = [row for parsed, error in reading.chunks for row in parsed if error is None]
+    assert len(rows) == 12_000 and reading.lines == 12_001
+    assert source.asked and all(0 < size <= 1 << 20 for size in source.asked), sorted(set(source.asked))
+    assert not source.closed  # the caller's file: closing it is the caller's
+
+
+def test_an_invalid_byte_past_the_first_block_is_named_at_the_offset_a_whole_decode_names() -> None:
+    late = "\ufeff氏名\n".encode() + b"a" * (1 << 20) + b"\x81\x7f"
+    offsets = []
+    for encoding in ("utf-8-sig", "cp932"):
+        with pytest.raises(UnicodeDecodeError) as whole:
+            late.decode(encoding)
+        offsets.append(whole.value.start)
+    utf8, cp932 = offsets
+    assert utf8 > 1 << 20  # past the first block read
+    with pytest.raises(
+        FileError,
+        match=rf"UTF-8 \(invalid byte at offset {utf8}\) nor CP932/Shift_JIS \(invalid byte at offset {cp932}\)",
+    ):
+        decode(late)
