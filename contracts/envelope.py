@@ -30,6 +30,7 @@ from contracts.events import (
     RegistrationPersonal,
     Retention,
 )
+from contracts.types import INSTANT_RULE, in_supported_range
 from domain.trace_context import TRACEPARENT_HEADER as TRACEPARENT_HEADER
 from domain.trace_context import TRACEPARENT_LENGTH as TRACEPARENT_LENGTH
 from domain.trace_context import TRACEPARENT_PATTERN as TRACEPARENT_PATTERN
@@ -325,6 +326,8 @@ def decode(
         raise PoisonMessage("header ce_time: not an RFC 3339 time") from None
     if time.tzinfo is None:
         raise PoisonMessage("header ce_time: needs a UTC offset")
+    if not in_supported_range(time):  # as every Timestamp: turning it to UTC cannot overflow downstream
+        raise PoisonMessage(f"header ce_time: {INSTANT_RULE}")
     if value is None:
         raise PoisonMessage("value: empty (tombstone) where an event was expected")
     data: Any = None
@@ -434,7 +437,7 @@ def _canonical(
         if len(text) > _HEADER_MAX or not text.isprintable():
             return None
         time = datetime.fromisoformat(text)
-        if time.tzinfo is None:
+        if time.tzinfo is None or not in_supported_range(time):
             return None
         data = structural(value)
         checks(data)  # as ``wire.DATA[…].decode``: its refusals are the ValueErrors etc. caught below

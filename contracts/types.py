@@ -5,8 +5,8 @@ Each type carries its rule, so a rejection names the field (pydantic's location)
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
@@ -61,7 +61,7 @@ OfficeCode = Annotated[
 ]
 
 
-@lru_cache(maxsize=16384)
+# Not memoised: a 求職番号 is personal data, and a cache would keep it in memory past the person's erasure.
 def _ascii_job_seeker_number(value: str) -> str:
     require_ascii_digits(value, "job seeker number")
     return value
@@ -93,8 +93,32 @@ SiteId = Annotated[
     ),
 ]
 
-Timestamp = AwareDatetime
-"""Every instant on the wire carries its offset; naive datetimes are rejected."""
+# The instants the hub has any use for: the programme began in 2011, and nothing it records lies a
+# century ahead. Bounded so that turning any accepted instant to UTC or JST cannot overflow (an aware
+# ``0001-01-01T00:00:00+23:59`` is before datetime's first instant in UTC): every reader — the contract,
+# the consume side's quick decoders, the envelope's ``time`` — refuses the same range.
+EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+END_OF_INSTANTS = datetime(2100, 1, 1, tzinfo=UTC)
+INSTANT_RULE = "must lie in 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z"
+
+
+def in_supported_range(value: datetime) -> bool:
+    """Whether an aware instant lies in the range every reader accepts (compared as instants, so no
+    conversion that could overflow happens first)."""
+    try:
+        return EARLIEST_INSTANT <= value < END_OF_INSTANTS
+    except (ArithmeticError, ValueError):  # an offset that takes the instant out of datetime's range
+        return False
+
+
+def supported_instant(value: datetime) -> datetime:
+    if not in_supported_range(value):
+        raise ValueError(INSTANT_RULE)  # the rule, never the value
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(supported_instant)]
+"""Every instant on the wire carries its offset (naive datetimes are rejected) and lies in the range above."""
 
 
 class Sex(StrEnum):

@@ -31,7 +31,18 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from contracts.events import Consent, Erasure, Placement, Referral, Registration, Retention
+from contracts.events import (
+    Consent,
+    Erasure,
+    Placement,
+    PlacementPersonal,
+    Referral,
+    ReferralPersonal,
+    Registration,
+    RegistrationPersonal,
+    Retention,
+)
+from contracts.types import in_supported_range, supported_instant
 
 __all__ = ["DATA", "Invalid", "from_model", "quick_check", "struct_for"]
 
@@ -48,7 +59,10 @@ _AWARE_TIME = re.compile(
 def _aware_time(value: str) -> datetime:
     if _AWARE_TIME.fullmatch(value) is None:
         raise ValueError("not an aware RFC 3339 time")
-    return datetime.fromisoformat(value)
+    instant = datetime.fromisoformat(value)
+    if not in_supported_range(instant):  # ``contracts.types.Timestamp``'s own validator, mirrored here
+        raise ValueError("outside the supported range")
+    return instant
 
 
 class _Field(NamedTuple):
@@ -65,6 +79,10 @@ class _Field(NamedTuple):
 
 _STRUCTS: dict[type[BaseModel], tuple[type[msgspec.Struct], Callable[[Any], None] | None]] = {}
 _MEMO_MAX = 8192
+# The blocks that hold personal data in clear (``contracts.envelope.PERSONAL_MODELS``): their checks keep no
+# memo of values that passed, or a process judging them (the adapters) would keep names and 求職番号 in
+# memory past the person's erasure.
+_PERSONAL: frozenset[type[BaseModel]] = frozenset({RegistrationPersonal, ReferralPersonal, PlacementPersonal})
 
 
 def _rules(metadata: list[Any]) -> tuple[dict[str, Any], str | None, list[Callable[[Any], Any]]]:
@@ -168,7 +186,9 @@ def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -
     rules, pattern, after = _rules(metadata)
     aware = annotation is AwareDatetime
     if aware:
-        if rules or pattern:
+        # ``to_time`` checks Timestamp's range itself (its validator would see the text, not the time)
+        after = [a for a in after if a is not supported_instant]
+        if rules or pattern or after or validators:
             raise TypeError(f"wire: rules on time field {name}")
         kind: Any = str
         nested = None
@@ -261,7 +281,7 @@ def quick_check(pattern: str) -> Callable[[str], bool] | None:
 
 
 def _compile_checks(
-    model: type[BaseModel], fields: list[_Field], model_validators: list[Any], *, nested: bool
+    model: type[BaseModel], fields: list[_Field], model_validators: list[Any], *, nested: bool, memo: bool
 ) -> Callable[[Any], None] | None:
     """One straight-line function running a struct's checks — field by field as pydantic goes (inner
     models first), then the model's own validators — generated the way ``dataclasses`` generates
@@ -270,7 +290,8 @@ def _compile_checks(
     A text value with validators of its own that passed once passes again (codes and sites recur across
     a stream); so does a small inner model with validators of its own (a recipient, an occupation).
     Values checked by a pattern alone are not remembered: most are unique (ids, keys, nonces,
-    ciphertexts), and remembering one costs about what the pattern's quick check does.
+    ciphertexts), and remembering one costs about what the pattern's quick check does. Nothing is
+    remembered without ``memo`` (a block of personal data).
     """
     env: dict[str, Any] = {"set_field": msgspec.structs.force_setattr, "to_time": _aware_time}
     lines: list[str] = []
@@ -300,7 +321,7 @@ def _compile_checks(
             continue
         lines.append(f"v = obj.{f.name}")
         test = "v is not None" if f.optional else ""
-        if f.text and f.validators:
+        if memo and f.text and f.validators:
             env[f"seen{i}"] = set()
             test = f"{test} and v not in seen{i}" if test else f"v not in seen{i}"
             body += [f"if len(seen{i}) >= {_MEMO_MAX}:", f"    seen{i}.clear()", f"seen{i}.add(v)"]
@@ -317,7 +338,7 @@ def _compile_checks(
     hashable = all(
         not f.aware_time and get_origin(model.model_fields[f.name].annotation) is not list for f in fields
     )
-    if nested and model_validators and hashable:
+    if memo and nested and model_validators and hashable:
         env["passed"] = set()
         lines = ["if obj in passed:", "    return", *lines]
         lines += [f"if len(passed) < {_MEMO_MAX}:", "    passed.add(obj)"]
@@ -343,7 +364,7 @@ def _derive(
         frozen=True,
         module=__name__,
     )
-    checks = _compile_checks(model, fields, model_validators, nested=nested)
+    checks = _compile_checks(model, fields, model_validators, nested=nested, memo=model not in _PERSONAL)
     _STRUCTS[model] = (struct, checks)
     return struct, checks
 

@@ -89,12 +89,17 @@ class ErasureFollower:
     def _apply(self, key: bytes | None, headers: object, value: bytes | None) -> None:
         try:
             event = decode(key, headers, value)  # type: ignore[arg-type]
+            signed = (
+                event.family is Family.ERASURE
+                and event.source == OPERATOR_SOURCE
+                and self.verifier.verify(event)
+            )
         except PoisonMessage:
             return
         except Exception as exc:  # a record nobody foresaw must not end the follower (and its forgetting)
             self.unreadable += 1
             log.warning("erasure record unreadable, skipped", error=type(exc).__name__)
             return
-        if event.family is Family.ERASURE and event.source == OPERATOR_SOURCE and self.verifier.verify(event):
+        if signed:
             forget_everywhere([event.subject])
             self.forgotten += 1

@@ -142,7 +142,7 @@ def create_app(
         follower: asyncio.Task[None] | None = None
         if follows_erasures:
             app.state.erasure_follower = ErasureFollower(s)
-            follower = asyncio.create_task(app.state.erasure_follower.run(), name="erasure-follower")
+            follower = follow_erasures(app.state.erasure_follower)
         freeze_what_lives()  # modules, routes, models, pools: out of the collector's sight (infra.gc)
         try:
             yield
@@ -194,6 +194,24 @@ async def _auth_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AuthError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
+
+
+def follow_erasures(follower: ErasureFollower) -> asyncio.Task[None]:
+    """Run ``follower`` as a task of this process. Should it ever end on an error, the process would keep
+    erased people's data keys from then on: ``/readyz`` says so (``erasure-follower``) instead of staying
+    ready."""
+    task = asyncio.create_task(follower.run(), name="erasure-follower")
+    task.add_done_callback(_follower_ended)
+    return task
+
+
+def _follower_ended(task: asyncio.Task[None]) -> None:
+    if task.cancelled():  # a shutdown
+        return
+    exc = task.exception()
+    if exc is not None:
+        health.report("erasure-follower", False, f"stopped: {type(exc).__name__}")
+        get_logger("erasure-follower").error("erasure follower stopped", error=type(exc).__name__)
 
 
 _health = APIRouter()

@@ -722,7 +722,12 @@ class _GroupCommitter:
         sources: list[list[str]] = []
         authorised: list[_Unit] = []
         for unit in group:
-            verdict = service.authorise_unit(unit, loaded)
+            try:
+                verdict = service.authorise_unit(unit, loaded)
+            except Exception as exc:  # a fault in judging one request answers that request, not its group
+                if not unit.done.done():
+                    unit.done.set_exception(exc)
+                continue
             if isinstance(verdict, AuthError):
                 if not unit.done.done():
                     unit.done.set_exception(verdict)

@@ -308,3 +308,30 @@ async def test_a_nul_escape_in_a_field_no_contract_reads_is_refused_by_the_share
         "handler rejected: data: a \\u0000 escape (PostgreSQL text cannot hold a NUL)"
     ]
     assert (stored, in_view) == (0, 1)
+
+
+async def test_an_erasure_at_the_edge_of_time_is_dead_lettered_and_every_consumer_goes_on(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """An erasure whose ``erased_at`` is ``0001-01-01T00:00:00+23:59`` (written straight to the topic: a
+    listed key id is public, any signature will do) passed the contract, and turning it to UTC for the
+    signature's statement raised OverflowError out of the shared view's and the feed's runs, on the same
+    record after every restart. Now the contract refuses it: dead-lettered, every consumer goes on."""
+    settings = isolated
+    genuine = to_event(factories.erasure(factories.person_key()), None)
+    key, headers, value = encode(genuine)
+    start = value.index(b'"erased_at":"') + len(b'"erased_at":"')
+    forged = value[:start] + b"0001-01-01T00:00:00+23:59" + value[value.index(b'"', start) :]
+    await _publish_raw(settings, [(settings.topic(genuine.family), key, headers, forged)])
+    good_pk = factories.person_key()
+    good = [factories.registration(good_pk), factories.consent(good_pk)]
+    await _accept(pool, settings, good)
+
+    await _catch_up_all(pool, settings)
+
+    async with pool.acquire() as conn:
+        await _reaches_every_consumer(conn, good, good_pk)
+        reasons = await conn.fetch(
+            "SELECT reason FROM dead_letters WHERE source_topic = $1", settings.topic(genuine.family)
+        )
+    assert reasons and all("erased_at" in r["reason"] and "0001" not in r["reason"] for r in reasons)

@@ -197,8 +197,8 @@ async def test_another_authority_cannot_make_itself_a_holder_and_read(
 async def test_a_consent_dated_in_the_future_is_refused(hub: Hub) -> None:
     _q, reg, consent = kawaguchi_person(f"未来{uuid.uuid4().hex[:8]}")
     assert (await hub.post("office_1102", "registration", reg)).status_code == 202
-    year_2999 = consent | {"captured": consent["captured"] | {"signed_at": "2999-01-01T10:00:00+09:00"}}
-    response = await hub.post("office_1102", "consent", year_2999)
+    year_2099 = consent | {"captured": consent["captured"] | {"signed_at": "2099-01-01T10:00:00+09:00"}}
+    response = await hub.post("office_1102", "consent", year_2099)
     assert response.status_code == 403 and "P6: captured.signed_at is later than now" in response.text
     before_registration = consent | {
         "captured": consent["captured"] | {"signed_at": signed(NOW - timedelta(days=30))}
@@ -411,6 +411,63 @@ async def test_an_erasure_between_authorisation_and_commit_wins(
         keys = await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", q)
     assert placements == {r}, "only the innocent request's placement is in the outbox"
     assert keys == 0, "no data key is left for the erased person"
+
+
+async def test_a_consent_signed_at_the_edge_of_time_is_refused_with_422(hub: Hub) -> None:
+    """``captured.signed_at`` was any aware time: ``0001-01-01T00:00:00+23:59`` passed the contract, and
+    P6's ``astimezone(JST)`` raised OverflowError inside the group commit, which answered 5xx to every
+    request of that group. Now the contract refuses it (the field and the rule, never the value)."""
+    _q, reg, consent = kawaguchi_person(f"時端{uuid.uuid4().hex[:8]}")
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    for edge in ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59", "1999-12-31T23:59:59Z"):
+        hostile = consent | {"captured": consent["captured"] | {"signed_at": edge}}
+        response = await hub.post("office_1102", "consent", hostile)
+        assert response.status_code == 422, (edge, response.text)
+        assert "signed_at" in response.text and "2000-01-01" in response.text
+        assert edge not in response.text and edge[:10] not in response.text
+    assert (await hub.post("office_1102", "consent", consent)).status_code == 202  # control
+
+
+async def test_one_requests_fault_in_a_group_commit_answers_that_request_alone(
+    hub: Hub, pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception nobody foresaw while judging one request of a group commit failed the whole group:
+    every other client's request in it was answered 5xx. Now it answers that request alone."""
+    from infra.auth import authenticate
+    from infra.crypto import KeyStore
+    from producers.adapters.authorization import Adapter
+    from producers.adapters.csv_chunks import FamilyRows, Row
+    from producers.adapters.service import AdapterService, _Unit
+
+    q, reg_q, _ = kawaguchi_person(f"故障{uuid.uuid4().hex[:8]}")
+    r, reg_r, _ = kawaguchi_person(f"無関係{uuid.uuid4().hex[:8]}")
+    for reg in (reg_q, reg_r):
+        assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    async with pool.acquire() as conn:
+        principal = await authenticate(conn, f"Bearer {hub.tokens['office_1102']}")
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    real_authorise = service.authorise_unit
+
+    def faulty_for_q(unit: Any, loaded: Any) -> Any:
+        if unit.rows[0].subject == q:
+            raise RuntimeError("a fault nobody foresaw")
+        return real_authorise(unit, loaded)
+
+    monkeypatch.setattr(service, "authorise_unit", faulty_for_q)
+    units = []
+    for person in (q, r):
+        data = factories.placement(
+            person, office=KAWAGUCHI_OFFICE, site=KAWAGUCHI_SITE, placed_on=NOW.date().isoformat(),
+        ).data  # fmt: skip
+        row = FamilyRows(Family.PLACEMENT).judge_body(data)
+        assert isinstance(row, Row)
+        units.append(_Unit(principal, Family.PLACEMENT, [row], None))
+    # Both units are pending before the group commit's first step: one group.
+    answers = await asyncio.gather(*(service.committer.commit(u) for u in units), return_exceptions=True)
+
+    faulty, accepted = answers
+    assert isinstance(faulty, RuntimeError), faulty
+    assert isinstance(accepted, list) and len(accepted) == 1, accepted
 
 
 async def test_the_trusted_path_refuses_outside_local_development_and_erased_people_everywhere(
