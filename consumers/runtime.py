@@ -11,6 +11,8 @@ drives aiokafka (the client FastStream wraps) directly:
 * transient failures (database or broker unreachable) retry the same batch with capped exponential
   backoff and are never dead-lettered; an event the handler rejects, or whose values PostgreSQL refuses
   (``EVENT_ERRORS``), is isolated by splitting the batch, and only that event is dead-lettered;
+* a single-writer consumer whose batch is fenced off (``LeadershipLost``) leaves the consumer group, with
+  the batch uncommitted, and joins again once its role is held again (``held``);
 * SIGTERM finishes the batch in hand, commits it, and leaves.
 """
 
@@ -58,7 +60,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     KafkaError,
-    LeadershipLost,  # a single-writer consumer waits until it leads again (infra.leadership)
+    LeadershipLost,  # a single-writer consumer waits until it leads again (infra.leadership; ``held``)
 )
 
 
@@ -104,6 +106,10 @@ class BatchHandler(Protocol):
 
 class _Abandoned(Exception):
     """A transient failure while shutting down: the batch stays uncommitted and is redelivered."""
+
+
+class _Lost(Exception):
+    """The role was lost under a batch (``held`` given): it stays uncommitted and the member leaves."""
 
 
 class StaleBatch(Exception):
@@ -225,6 +231,7 @@ class ConsumerRuntime:
         *,
         group_id: str | None = None,
         fence: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+        held: Callable[[asyncio.Event], Awaitable[bool]] | None = None,
         role: str = "live",
         person_affine: bool = False,
     ) -> None:
@@ -238,6 +245,11 @@ class ConsumerRuntime:
         self.pool = pool
         self.group_id = group_id or group_id_for(handler.name, settings, role)
         self._fence = fence  # single-writer consumers: proves leadership inside each batch's transaction
+        # With ``held`` (the role's ``wait_held``), a fenced batch makes the member leave the group until
+        # the role is held again: a member that stayed would keep its partitions, retrying a batch it may
+        # never commit, and the run now holding the role would not get them until Kafka evicted it.
+        self._held = held
+        self._lost = False
         self._consumer: AIOKafkaConsumer | None = None
         self._deadletters = DeadLetterPublisher(settings, consumer=handler.name)
         self._stop = asyncio.Event()
@@ -268,15 +280,25 @@ class ConsumerRuntime:
 
     @fewer_collections()  # the collector's policy for streaming work (infra.gc: ~10% of a consumer's CPU)
     async def run(self) -> None:
+        while await self._member():  # the role was lost: out of the group until it is held again
+            assert self._held is not None
+            log.info("left the group until the role is held again", consumer=self.handler.name)
+            if not await self._held(self._stop):
+                return
+
+    async def _member(self) -> bool:
+        """One membership of the group, until stopped (False) or fenced off with ``held`` (True)."""
+        self._lost = self._stale = False
+        self._kafka_pending = {}
         if not await self._start_with_retry():
-            return  # stopped before Kafka was reachable
+            return False  # stopped before Kafka was reachable
         assert self._consumer is not None
         log.info("consumer started", consumer=self.handler.name, topics=list(self.handler.topics))
         try:
             # Two-stage pipeline: batch N commits in PostgreSQL (a task) while batch N+1 is fetched and
             # decoded here, so decoding (our CPU) overlaps the database's work on the other core. The
             # decoding yields to the loop now and then, so the commit's round trips go on meanwhile.
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._lost:
                 generation = self._generation
                 fetched = await self._consumer.getmany(
                     timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
@@ -296,6 +318,8 @@ class ConsumerRuntime:
             await self.flush()
         except _Abandoned:
             pass  # a clean stop: what was not committed is redelivered to the next run
+        except _Lost:
+            pass  # nothing of the batch was applied; whoever holds the role now reads it again
         finally:
             if self._inflight is not None and not self._inflight.done():
                 self._inflight.cancel()  # only on an error path: uncommitted work is redelivered
@@ -320,6 +344,7 @@ class ConsumerRuntime:
                 processed=self.processed,
                 dead_lettered=self.dead_lettered,
             )
+        return self._lost
 
     async def _start_with_retry(self) -> bool:
         backoff = 0.2
@@ -596,6 +621,9 @@ class ConsumerRuntime:
                     # Shutting down: leave the batch uncommitted; it is redelivered on restart.
                     log.warning("abandoning batch at shutdown", consumer=self.handler.name)
                     raise _Abandoned() from exc
+                if isinstance(exc, LeadershipLost) and self._held is not None:
+                    self._lost = True  # seen by the loop even when raised in a rebalance callback
+                    raise _Lost() from exc
                 component = _component(exc)
                 failed.add(f"{self.handler.name}.{component}")
                 health.report(f"{self.handler.name}.{component}", False, type(exc).__name__)

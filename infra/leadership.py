@@ -85,13 +85,15 @@ class Follower:
         self.role = role
         self.share = share
         self._poll_interval_s = poll_interval_s
+        self._superseded: int | None = None  # an epoch found superseded: the holder has yet to notice
 
     async def wait_held(self, stop: asyncio.Event) -> bool:
-        """Wait until the run's holder leads; False if ``stop`` was set first."""
-        while self.share.epoch is None and not stop.is_set():
+        """Wait until the run's holder leads (with an epoch not found superseded); False if ``stop`` was
+        set first."""
+        while self.share.epoch in (None, self._superseded) and not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._poll_interval_s)
-        return self.share.epoch is not None and not stop.is_set()
+        return self.share.epoch not in (None, self._superseded) and not stop.is_set()
 
     async def fence(self, conn: asyncpg.Connection) -> None:
         epoch = self.share.epoch
@@ -99,6 +101,7 @@ class Follower:
             raise LeadershipLost(f"{self.role}: the run's holder does not lead")
         current = await conn.fetchval(_CURRENT_EPOCH, self.role)
         if current != epoch:
+            self._superseded = epoch
             raise LeadershipLost(f"{self.role}: epoch {epoch} superseded by {current}")
 
 

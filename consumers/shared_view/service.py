@@ -65,8 +65,15 @@ class ProjectionService:
         self.handler = SharedViewHandler(settings)
         self.leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE, share=share)
         self.follower = Follower("shared-view", share) if share is not None and not lead else None
-        fence = self.follower.fence if self.follower is not None else self.leadership.fence
-        self.runtime = ConsumerRuntime(self.handler, settings, pool, fence=fence, person_affine=True)
+        fence, held = (
+            (self.follower.fence, self.follower.wait_held)
+            if self.follower is not None
+            else (self.leadership.fence, self.leadership.wait_held)
+        )
+        # On losing the role, its members leave the group until it is held again (``ConsumerRuntime``).
+        self.runtime = ConsumerRuntime(
+            self.handler, settings, pool, fence=fence, held=held, person_affine=True
+        )
         self.pool = pool
         self._stop = asyncio.Event()
 

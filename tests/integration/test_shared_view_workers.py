@@ -33,7 +33,7 @@ from devtools.simulator import SimulationConfig, simulate
 from devtools.stack import namespaces
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.db import create_pool, drop_database, recreate_database
+from infra.db import AdvisoryLock, create_pool, drop_database, recreate_database
 from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
@@ -68,10 +68,10 @@ async def own_pool(live_stack: None, own: Settings) -> AsyncIterator[asyncpg.Poo
     await namespaces.release(own, [lease] if lease else [])
 
 
-async def _sealed_stream(own: Settings, pool: asyncpg.Pool) -> list[Record]:
+async def _sealed_stream(own: Settings, pool: asyncpg.Pool, seed: int = 14) -> list[Record]:
     """A simulated year's start of one authority (~1,500 events of every family), sealed with real
     per-person keys of this database."""
-    subs = list(islice(simulate(SimulationConfig(authorities=1, months=4, seed=14)), 1500))
+    subs = list(islice(simulate(SimulationConfig(authorities=1, months=4, seed=seed)), 1500))
     async with pool.acquire() as conn:
         keys = await KeyStore.from_settings(own).keys_for(conn, {s.person_key for s in subs})
     records = []
@@ -208,3 +208,58 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
     assert single[1] > 50, "the stream gives a view worth comparing"
     assert incremental == single, "2 workers through a kill: the view one process builds"
     assert replayed == single, "a replay by 2 workers: the view one process builds"
+
+
+async def _holder(conn: asyncpg.Connection) -> int | None:
+    """The process id of the shared-view role's holder, as its last epoch bump recorded it."""
+    holder = await conn.fetchval("SELECT holder FROM leader_epochs WHERE role = 'shared-view'")
+    return int(holder.rsplit(":", 1)[1]) if holder else None
+
+
+async def test_a_run_that_lost_the_role_leaves_the_group_to_the_run_holding_it(
+    own: Settings, own_pool: asyncpg.Pool
+) -> None:
+    """Run A's role-lock connection is ended while its holder is paused, so standby run B takes the role.
+    A's members must leave the consumer group (not retry their fenced batches in place, holding their
+    partitions until Kafka evicts them after ``max_poll_interval``): B then commits every event of a
+    stream published afterwards, while A is still alive."""
+    stream = await _sealed_stream(own, own_pool, seed=15)
+    env = {
+        **os.environ,
+        "HUB_PG_DATABASE": own.pg_database,
+        "HUB_TOPIC_NAMESPACE": own.topic_namespace,
+        "HUB_BATCH_MAX_RECORDS": "50",
+        "HUB_LOG_LEVEL": "INFO",
+    }
+    env.pop("HUB_METRICS_PORT", None)
+    async with own_pool.acquire() as conn:
+        before, _ = await _committed(conn, own)
+        run_a = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
+        workers_a = await wait_for(
+            lambda: asyncio.to_thread(_children, run_a.pid), until=lambda c: len(c) == 2
+        )
+        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=90)
+        holder_a = await wait_for(lambda: _holder(conn), until=lambda pid: pid in workers_a)
+        run_b = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
+        workers_b = await wait_for(
+            lambda: asyncio.to_thread(_children, run_b.pid), until=lambda c: len(c) == 2
+        )
+        # Paused, A's holder cannot take the lock back before B's standby does.
+        os.kill(holder_a, signal.SIGSTOP)
+        try:
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database() "
+                "AND l.objid::bigint = $1",
+                AdvisoryLock.SHARED_VIEW_ROLE,
+            )
+            assert ended == 1
+            await wait_for(lambda: _holder(conn), until=lambda pid: pid in workers_b, timeout_s=60)
+        finally:
+            os.kill(holder_a, signal.SIGCONT)
+        await _publish(own, stream)
+        await wait_for(
+            lambda: _committed(conn, own), until=lambda c: c[0] == before + len(stream), timeout_s=180
+        )
+    assert run_a.poll() is None and await asyncio.to_thread(_children, run_a.pid) == workers_a, "A runs"
+    assert run_b.poll() is None
