@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import ConsumerRecord
 
 from consumers.shared_view.erasure import erase_person
@@ -70,6 +72,25 @@ async def wait_for(
         await asyncio.sleep(0.1)
         value = await probe()
     return value
+
+
+async def members_holding_partitions(settings: Settings, group_id: str) -> int:
+    """Members of consumer group ``group_id`` that hold partitions, once the group is stable (else 0)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    [group] = response.to_object()["groups"]
+    if group["state"] != "Stable":
+        return 0
+    return sum(
+        1
+        for m in group["members"]
+        if m["member_assignment"]
+        and ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
+    )
 
 
 async def delete_namespace(settings: Settings) -> None:

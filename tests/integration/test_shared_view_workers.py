@@ -22,8 +22,6 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from consumers.runtime import group_id_for
 from consumers.shared_view.replay import replay
@@ -37,7 +35,7 @@ from infra.db import AdvisoryLock, create_pool, drop_database, recreate_database
 from infra.kafka import client_options
 from infra.topics import ensure_topics
 from producers.submission import to_event
-from tests.helpers import stop_processes, wait_for
+from tests.helpers import members_holding_partitions, stop_processes, wait_for
 
 Record = tuple[str, bytes, list[tuple[str, bytes]], bytes]
 STARTED: list[subprocess.Popen[bytes]] = []
@@ -106,24 +104,6 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-async def _members_holding_partitions(own: Settings) -> int:
-    admin = AIOKafkaAdminClient(**client_options(own))
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group_id_for(CONSUMER, own)])
-    finally:
-        await admin.close()
-    [group] = response.to_object()["groups"]
-    if group["state"] != "Stable":
-        return 0
-    return sum(
-        1
-        for m in group["members"]
-        if m["member_assignment"]
-        and ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
-    )
-
-
 async def _committed(conn: asyncpg.Connection, own: Settings) -> tuple[int, set[int]]:
     """Records of the event topics the projection has committed (its positions are committed with its
     effects), and the partition numbers it has committed some on."""
@@ -167,7 +147,11 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
         workers = await wait_for(
             lambda: asyncio.to_thread(_children, supervisor.pid), until=lambda c: len(c) == 2
         )
-        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=90)
+        await wait_for(
+            lambda: members_holding_partitions(own, group_id_for(CONSUMER, own)),
+            until=lambda n: n == 2,
+            timeout_s=90,
+        )
         await _publish(own, stream[:half])
         # Both workers have committed some of the first half (the range assignor gives each one half of
         # the partition numbers of every topic).
@@ -181,7 +165,11 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
         assert supervisor.returncode == 1, "a dead worker stops the set, for the process manager to restart"
 
         supervisor = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
-        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=120)
+        await wait_for(
+            lambda: members_holding_partitions(own, group_id_for(CONSUMER, own)),
+            until=lambda n: n == 2,
+            timeout_s=120,
+        )
         refused = _hub(env, "replay", "shared-view", "--workers", "2")
         _, stderr = refused.communicate(timeout=120)
         assert refused.returncode == 1 and b"stop it first" in stderr, "no replay under a running set"
@@ -238,7 +226,11 @@ async def test_a_run_that_lost_the_role_leaves_the_group_to_the_run_holding_it(
         workers_a = await wait_for(
             lambda: asyncio.to_thread(_children, run_a.pid), until=lambda c: len(c) == 2
         )
-        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=90)
+        await wait_for(
+            lambda: members_holding_partitions(own, group_id_for(CONSUMER, own)),
+            until=lambda n: n == 2,
+            timeout_s=90,
+        )
         holder_a = await wait_for(lambda: _holder(conn), until=lambda pid: pid in workers_a)
         run_b = _hub(env, "run", "shared-view", "--workers", "2", "--no-api")
         workers_b = await wait_for(

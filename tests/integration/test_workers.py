@@ -18,12 +18,9 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from infra.config import Settings
-from infra.kafka import client_options
-from tests.helpers import stop_processes, wait_for
+from tests.helpers import members_holding_partitions, stop_processes, wait_for
 from tests.integration.test_exactly_once import (
     TOTAL,
     _fresh_effects,
@@ -58,25 +55,6 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-async def _members_holding_partitions(settings: Settings) -> int:
-    """Members of the counting group that hold partitions, once the group is stable (else 0)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group_of(settings)])
-    finally:
-        await admin.close()
-    [group] = response.to_object()["groups"]
-    if group["state"] != "Stable":
-        return 0
-    return sum(
-        1
-        for m in group["members"]
-        if m["member_assignment"]
-        and ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
-    )
-
-
 async def test_two_workers_share_the_partitions_and_apply_each_event_once(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
@@ -97,7 +75,9 @@ async def test_two_workers_share_the_partitions_and_apply_each_event_once(
         )
         # Both members hold partitions (3 of 6 each) before anything is published, so the first half
         # (random keys: every partition gets some) is applied by both, not raced through by the first.
-        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=90)
+        await wait_for(
+            lambda: members_holding_partitions(own, group_of(own)), until=lambda n: n == 2, timeout_s=90
+        )
         await _publish_registrations(own, half)
         await wait_for(
             lambda: conn.fetchval("SELECT count(DISTINCT pid) FROM test_effects"),
@@ -112,7 +92,9 @@ async def test_two_workers_share_the_partitions_and_apply_each_event_once(
         # The set restarts (once the killed member's session has expired, the group is stable again with
         # the two new members); the rest of the stream comes only now, so the kill was mid-stream.
         supervisor = _start(env, workers=2)
-        await wait_for(lambda: _members_holding_partitions(own), until=lambda n: n == 2, timeout_s=120)
+        await wait_for(
+            lambda: members_holding_partitions(own, group_of(own)), until=lambda n: n == 2, timeout_s=120
+        )
         await _publish_registrations(own, TOTAL - half)
         # Done when the committed positions reach the end: each event's effect commits with its position.
         await wait_for(lambda: applied_through(conn, own), until=lambda n: n == TOTAL, timeout_s=120)
