@@ -33,6 +33,11 @@ class Column:
     required: bool = True
     synonyms: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
+    @property
+    def personal(self) -> bool:
+        """A cell of the sealed personal block (name, birth date, contacts, case number, employer …)."""
+        return self.path[0] == "personal"
+
 
 def _syn(**pairs: str) -> MappingProxyType[str, str]:
     return MappingProxyType(pairs)

@@ -182,8 +182,9 @@ _MEMO_CELLS = 4096  # distinct cells remembered per column and file
 def _memo(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """``convert`` remembering its results for one column of one file: a file repeats its dates, enum
     labels and attribute lists on every row, and an era date or NFKC costs more than the lookup. Bounded,
-    and gone with the file's header (a birth date is a date cell too). Immutable results only: a list is
-    handed out as a fresh copy."""
+    and gone with the file's header. Never for a personal column (``_converter``): a birth date is a date
+    cell too, and 4,096 of them would stay in memory for the whole import. Immutable results only: a list
+    is handed out as a fresh copy."""
     seen: dict[str, Any] = {}
 
     def remembered(cell: str) -> Any:
@@ -198,24 +199,31 @@ def _memo(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _converter(column: Column) -> Callable[[str], Any]:
-    """What ``_convert`` does for this column, specialised for the common kinds (the same results)."""
+    """What ``_convert`` does for this column, specialised for the common kinds (the same results);
+    remembered per file (``_memo``) where cells repeat, never for a personal column."""
+    convert, repeats = _specialised(column)
+    return _memo(convert) if repeats and not column.personal else convert
+
+
+def _specialised(column: Column) -> tuple[Callable[[str], Any], bool]:
+    """The conversion, and whether the column's cells repeat enough to remember them."""
     if column.kind is Kind.TEXT:
-        return str.strip
+        return str.strip, False
     if column.kind is Kind.CODE:
         synonyms = column.synonyms
         if not synonyms:
-            return _norm_fast
+            return _norm_fast, False
 
         def code(cell: str) -> str:
             value = _norm_fast(cell)
             return synonyms.get(value.replace("・", ""), value)
 
-        return _memo(code)
+        return code, True
     if column.kind is Kind.DATE:
-        return _memo(lambda cell: _iso_or_other_date(_norm_fast(cell)))
+        return lambda cell: _iso_or_other_date(_norm_fast(cell)), True
     if column.kind in (Kind.LIST, Kind.BOOL):
-        return _memo(lambda cell: _convert(column, cell))
-    return lambda cell: _convert(column, cell)
+        return lambda cell: _convert(column, cell), True
+    return lambda cell: _convert(column, cell), False
 
 
 def _convert(column: Column, cell: str) -> Any:

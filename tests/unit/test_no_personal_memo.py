@@ -56,3 +56,30 @@ def test_the_contracts_check_of_a_job_seeker_number_keeps_no_cache() -> None:
     )
     for check in (types._ascii_job_seeker_number, codes.require_ascii_digits):
         assert not hasattr(check, "cache_info"), check
+
+
+def test_a_files_personal_columns_are_converted_without_a_memo() -> None:
+    """A file's date cells are remembered per column for the whole import (4,096 of them): a birth date
+    column's are not, nor any other personal column's. The memo of a non-personal date column is the
+    control: the check would see one."""
+    from infra.codecs import csv_rows
+    from infra.codecs.csv_columns import COLUMNS
+
+    def memos(convert: Any) -> list[dict[str, Any]]:
+        return [
+            c.cell_contents
+            for c in (getattr(convert, "__closure__", None) or ())
+            if isinstance(c.cell_contents, dict)
+        ]
+
+    seen_personal = seen_control = 0
+    for layout in COLUMNS.values():
+        for column in layout:
+            convert = csv_rows._converter(column)
+            if column.personal:
+                seen_personal += 1
+                assert not memos(convert), column.en
+            elif column.kind is csv_rows.Kind.DATE:
+                seen_control += 1
+                assert memos(convert), column.en
+    assert seen_personal and seen_control
