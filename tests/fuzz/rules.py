@@ -4,7 +4,8 @@ A schema-valid event the adapters refuse is a failure of ``positive_data_accepta
 breaks is one JSON Schema has no words for: a local government code's check digit, a site that belongs
 to the event's authority, an office recipient's code being 4 digits where an authority's is 6, a
 withdrawal carrying no scopes, ``left_on`` only with ``left``, ``valid_until`` not before
-``valid_from``. The fuzzers make positive cases obey exactly these (the same rules ``domain.codes`` and
+``valid_from``, an instant lying in 2000–2099 (``contracts.types.Timestamp``: a ``date-time`` has no
+minimum in JSON Schema). The fuzzers make positive cases obey exactly these (the same rules ``domain.codes`` and
 ``contracts.events`` enforce), so every other refusal of valid data is a finding. Negative cases are
 left alone. Valid events are also placed at the fuzz clients' own registered site, authority and office:
 who may publish where is the registry's state (P2), not the schema's, and without it every valid event
@@ -13,8 +14,10 @@ was a 403 that never reached validation, sealing or the outbox.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from contracts.types import in_supported_range
 from domain.codes import lg_check_digit
 from tests.factories import AUTHORITY, OFFICE, SITE
 
@@ -63,7 +66,24 @@ def obey(body: Any) -> Any:
             out["left_on"] = out["checked_on"]
     elif out.get("status") == "employed":
         out.pop("left_on", None)
-    return out
+    return _instants_in_range(out)
+
+
+def _instants_in_range(value: Any) -> Any:
+    """``value`` with every aware date-time outside the supported range moved to a year 2004–2007 of the
+    same leap-ness (29 February stays a date), as written otherwise; dates and other text untouched."""
+    if isinstance(value, dict):
+        return {k: _instants_in_range(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_instants_in_range(v) for v in value]
+    if isinstance(value, str) and len(value) > 10 and value[10] in "Tt":
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if instant.tzinfo is not None and not in_supported_range(instant) and value[:4].isdigit():
+            return f"{2004 + int(value[:4]) % 4}{value[4:]}"
+    return value
 
 
 def _recipient(r: Any) -> Any:
