@@ -84,7 +84,6 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._listener: asyncpg.Connection | None = None
-        self._conn: asyncpg.Connection | None = None  # the batches' connection, kept between them
         self._acked: list[int] = []  # acknowledged by Kafka, stamp not yet committed
         self.published = 0
         self.restamped = 0  # acknowledged rows stamped after a failed stamp (not re-sent)
@@ -99,7 +98,6 @@ class OutboxRelay:
             await self._loop()
         finally:
             await self._close_listener()
-            await self._release_connection()
             await self.leadership.close()
             await self._drop_producer()
             for component in ("relay.kafka", "relay.database"):
@@ -168,19 +166,6 @@ class OutboxRelay:
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
-    async def _connection(self) -> asyncpg.Connection:
-        """The connection batches run on: kept from one batch to the next, because giving it back to the
-        pool after each cost a session reset (a round trip, and PostgreSQL's work of resetting) as large
-        as the batch's own statements."""
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self.pool.acquire()
-        return self._conn
-
-    async def _release_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self.pool.release(conn)
-
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds`` (NOTIFY does not cut it short), or until stopped."""
         with contextlib.suppress(TimeoutError):
@@ -226,15 +211,7 @@ class OutboxRelay:
 
         Raises ``LeadershipLost`` (this process does not lead), ``BrokerUnavailable`` or a transient
         database error; in every case nothing is stamped that Kafka did not acknowledge."""
-        conn = await self._connection()
-        try:
-            return await self._publish_batch(conn)
-        except BaseException:
-            await self._release_connection()  # the next batch starts on a fresh one
-            raise
-
-    async def _publish_batch(self, conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             await self.leadership.fence(conn)
             rows = await conn.fetch(
                 "SELECT id, topic, key, headers, value, event_id FROM outbox "
@@ -303,10 +280,8 @@ class OutboxRelay:
                     raise TimeoutError(f"outbox not drained within {timeout_s}s")
                 await asyncio.sleep(0.05)
         finally:
-            await self._release_connection()
             await self.leadership.close()
             self.leadership = Leadership(self.settings, "relay", AdvisoryLock.RELAY)
 
     async def close(self) -> None:
-        await self._release_connection()
         await self._drop_producer()
