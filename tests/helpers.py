@@ -18,7 +18,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import ConsumerRecord
 
+from consumers.catchup import end_offsets, run_until
+from consumers.feed.projection import FeedProjection
+from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.erasure import erase_person
+from consumers.shared_view.handler import SharedViewHandler
 from devtools.stack import namespaces
 from infra.auth import OrgKind, Role, add_client
 from infra.config import Settings
@@ -91,6 +95,16 @@ async def members_holding_partitions(settings: Settings, group_id: str) -> int:
         if m["member_assignment"]
         and ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
     )
+
+
+async def catch_up_view_and_feed(pool: asyncpg.Pool, settings: Settings) -> None:
+    """The shared view and the feed projection read ``settings``' topics up to their ends now."""
+    handlers: list[BatchHandler] = [SharedViewHandler(settings), FeedProjection(settings)]
+    for handler in handlers:
+        runtime = ConsumerRuntime(
+            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
+        )
+        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
 
 
 async def delete_namespace(settings: Settings) -> None:

@@ -35,6 +35,7 @@ from infra.signing import KEY_NOT_LISTED, erasure_signer, new_signing_key, verif
 from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
+from tests.helpers import catch_up_view_and_feed
 from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
 
 
@@ -44,15 +45,6 @@ async def isolated(settings: Settings) -> AsyncIterator[Settings]:
     own = settings.model_copy(update={"topic_namespace": f"s{uuid.uuid4().hex[:10]}"})
     await ensure_topics(own)
     yield own
-
-
-async def _catch_up(pool: asyncpg.Pool, settings: Settings) -> None:
-    handlers: list[BatchHandler] = [SharedViewHandler(settings), FeedProjection(settings)]
-    for handler in handlers:
-        runtime = ConsumerRuntime(
-            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
-        )
-        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
 
 
 async def _replay(pool: asyncpg.Pool, settings: Settings) -> int:
@@ -128,13 +120,13 @@ async def test_an_erasure_signed_for_another_namespace_is_refused(
     await _accept(
         pool, b, [sub for pk in (kept, gone) for sub in (factories.registration(pk), factories.consent(pk))]
     )
-    await _catch_up(pool, b)
+    await catch_up_view_and_feed(pool, b)
     before = len(await _letters(pool, b))
 
     replayed = _raw(b, to_event(factories.erasure(kept, signer=erasure_signer(a)), None))
     genuine = _raw(b, to_event(factories.erasure(gone, signer=erasure_signer(b)), None))
     await _publish_raw(b, [replayed, genuine])
-    await _catch_up(pool, b)
+    await catch_up_view_and_feed(pool, b)
 
     assert await _rows(pool, gone) == {
         "sv_persons": 0,
@@ -171,14 +163,14 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
     await _accept(
         pool, isolated, [s for pk in everyone for s in (factories.registration(pk), factories.consent(pk))]
     )
-    await _catch_up(pool, before)
+    await catch_up_view_and_feed(pool, before)
     letters_before = len(await _letters(pool, isolated))
 
     await _publish_raw(isolated, [_erasure_by(before, early)])
-    await _catch_up(pool, before)
+    await catch_up_view_and_feed(pool, before)
     lagging_by_key1 = _erasure_by(before, lagging)  # signed before the rotation, read after it
     await _publish_raw(isolated, [lagging_by_key1])
-    await _catch_up(pool, rotating)
+    await catch_up_view_and_feed(pool, rotating)
     for person in (early, lagging):
         assert await _rows(pool, person) == {
             "sv_persons": 0,
@@ -189,7 +181,7 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
     assert len(await _letters(pool, isolated)) == letters_before, "nothing refused while key 1 is listed"
 
     await _publish_raw(isolated, [_erasure_by(before, late), _erasure_by(after, by_new)])
-    await _catch_up(pool, after)
+    await catch_up_view_and_feed(pool, after)
     assert await _rows(pool, by_new) == {
         "sv_persons": 0,
         "sv_consents": 0,
@@ -241,7 +233,7 @@ async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erase
         settings,
         [s for pk in (erased, stays) for s in (factories.registration(pk), factories.consent(pk))],
     )
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     async with pool.acquire() as conn:
         await erase_person(
             conn, KeyStore.from_settings(settings), erased, requested_by="test",
@@ -265,7 +257,7 @@ async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erase
             older(erased, drop=no_key_id),
         ],
     )
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     stayed = await _rows(pool, stays)
     assert stayed["sv_erasures"] == 0 and stayed["sv_persons"] > 0 and stayed["feed_consents"] > 0, stayed
     letters = (await _letters(pool, settings))[letters_before:]

@@ -18,10 +18,6 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumers.catchup import end_offsets, run_until
-from consumers.feed.projection import FeedProjection
-from consumers.runtime import BatchHandler, ConsumerRuntime
-from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
@@ -30,6 +26,7 @@ from infra.topics import ensure_topics
 from producers.holders import ErasedMeanwhile
 from producers.submission import Submission, to_event
 from tests import factories
+from tests.helpers import catch_up_view_and_feed
 from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
 
 SHINJUKU = "/authorities/131041"
@@ -78,15 +75,6 @@ async def _forged(pool: asyncpg.Pool, settings: Settings) -> dict[str, tuple[Rec
     return records
 
 
-async def _catch_up(pool: asyncpg.Pool, settings: Settings) -> None:
-    handlers: list[BatchHandler] = [SharedViewHandler(settings), FeedProjection(settings)]
-    for handler in handlers:
-        runtime = ConsumerRuntime(
-            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
-        )
-        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=120)
-
-
 async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
     pool: asyncpg.Pool, isolated: Settings
 ) -> None:
@@ -96,7 +84,7 @@ async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
     good_pk = factories.person_key()  # control: consistent events, after the forgeries
     await _accept(pool, settings, [factories.registration(good_pk), factories.consent(good_pk)])
 
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
 
     forged_keys = list(forged)
     async with pool.acquire() as conn:
@@ -137,9 +125,9 @@ async def test_a_consent_id_never_crosses_from_one_person_to_another(
     q, x = factories.person_key(), factories.person_key()
     shared_id = uuid.uuid4().hex
     await _accept(pool, settings, [factories.registration(q), factories.consent(q, consent_id=shared_id)])
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     await _accept(pool, settings, [factories.consent(x, consent_id=shared_id, version=9, action="withdrawn")])
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", q) == 1
         for table in ("sv_consents", "feed_consents"):
@@ -166,7 +154,7 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
         settings,
         [sub for pk in (kept, gone) for sub in (factories.registration(pk), factories.consent(pk))],
     )
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     async with pool.acquire() as conn:
         before = await conn.fetchval(
             "SELECT count(*) FROM dead_letters WHERE reason LIKE '%P9%' AND source_topic = $1",
@@ -175,7 +163,7 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
     forged = _raw(settings, to_event(factories.erasure(kept, source=SHINJUKU), None))
     genuine = _raw(settings, to_event(factories.erasure(gone, signer=erasure_signer(settings)), None))
     await _publish_raw(settings, [forged, genuine])
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
 
     async with pool.acquire() as conn:
         for table in ("sv_persons", "sv_consents", "sv_events", "feed_consents"):
@@ -202,7 +190,7 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
     with pytest.raises(ErasedMeanwhile):
         await _accept(pool, settings, [factories.consent(gone)])
     await _publish_raw(settings, [_raw(settings, to_event(factories.consent(gone), None))])
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM sv_consents WHERE person_key = $1", gone) == 0
 
@@ -224,7 +212,7 @@ async def test_an_erasure_not_signed_by_the_operator_key_is_refused(
         settings,
         [sub for pk in [*kept, gone] for sub in (factories.registration(pk), factories.consent(pk))],
     )
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
     async with pool.acquire() as conn:
         before = await conn.fetchval(
             "SELECT count(*) FROM dead_letters WHERE source_topic = $1", settings.topic(Family.ERASURE)
@@ -241,7 +229,7 @@ async def test_an_erasure_not_signed_by_the_operator_key_is_refused(
     _topic, key, headers, value = no_signature
     value = orjson.dumps({k: v for k, v in orjson.loads(value).items() if k != "signature"})
     await _publish_raw(settings, [*forged, (_topic, key, headers, value), genuine])
-    await _catch_up(pool, settings)
+    await catch_up_view_and_feed(pool, settings)
 
     async with pool.acquire() as conn:
         for table in ("sv_persons", "sv_consents", "feed_consents"):
