@@ -13,6 +13,7 @@ with ``extra="forbid"`` so unknown fields are rejected, not dropped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -386,9 +387,9 @@ class Erasure(Contract):
     every sealed copy of their personal data is unreadable; this event tells every consumer and every
     service holding a key in memory to drop what it keeps about them. Published by the hub's operator
     side only (``ce_source`` ``/hub/operator``; consumers dead-letter any other source), and signed
-    there: ``signature`` is the operator's Ed25519 signature over ``erasure_statement``, which every
-    service acting on an erasure verifies with the operator's public key, so Kafka write access (a leaked
-    producer password) cannot forge one. ``key_id`` names which of the operator's keys signed it, so keys
+    there: ``signature`` is the operator's Ed25519 signature over its claim (``ErasureClaim.statement``),
+    which every service acting on an erasure verifies with the operator's public key, so Kafka write
+    access (a leaked producer password) cannot forge one. ``key_id`` names which of the operator's keys signed it, so keys
     can be rotated: a verifier holds a set of public keys by id, and an older erasure verifies while its
     key is listed. It carries no personal data: the person key, the erasure's id, when it happened, the
     key id and the signature."""
@@ -409,36 +410,39 @@ class Erasure(Contract):
     )
 
 
-def erasure_statement(
-    *,
-    environment: str,
-    namespace: str,
-    key_id: str,
-    event_id: str,
-    subject: str,
-    source: str,
-    person_key: str,
-    erasure_id: str,
-    erased_at: datetime,
-) -> bytes:
-    """What an erasure's signature covers, one field a line: the deployment it is for (the environment and
-    the topic namespace: an erasure signed for staging, copied into production's topic, must not verify
-    there even if the two shared a key), the key that signs it, the event's identity, whom it erases (the
-    subject consumers act on and the data's person key, both) and when. Times as UTC microseconds, so the
-    signer's datetime and the one a consumer decodes from the JSON give the same bytes. By the time one is
-    verified no field can hold a line break (each is held to a pattern, the source to the operator's), so
-    lines cannot shift."""
-    at = erased_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    lines = [
-        "ittai.erasure.v1",
-        environment,
-        namespace,
-        key_id,
-        event_id,
-        subject,
-        source,
-        person_key,
-        erasure_id,
-        at,
-    ]
-    return "\n".join(lines).encode()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasureClaim:
+    """What one erasure says, as its signature vouches for it: the event's identity (id, subject, source),
+    whom it erases (the data's person key) and the erasure's id and time. The operator side signs one
+    (``infra.signing.ErasureSigner.sign``) and every service acting on an erasure verifies the one its
+    event carries (``ErasureVerifier``): one value, so the two cannot list the fields differently."""
+
+    event_id: str
+    subject: str
+    source: str
+    person_key: str
+    erasure_id: str
+    erased_at: datetime
+
+    def statement(self, *, environment: str, namespace: str, key_id: str) -> bytes:
+        """What the signature covers, one field a line: the deployment it is for (the environment and the
+        topic namespace: an erasure signed for staging, copied into production's topic, must not verify
+        there even if the two shared a key), the key that signs it, then the claim: the event's identity,
+        whom it erases (the subject consumers act on and the data's person key, both) and when. Times as
+        UTC microseconds, so the signer's datetime and the one a consumer decodes from the JSON give the
+        same bytes. By the time one is verified no field can hold a line break (each is held to a
+        pattern, the source to the operator's), so lines cannot shift."""
+        at = self.erased_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lines = [
+            "ittai.erasure.v1",
+            environment,
+            namespace,
+            key_id,
+            self.event_id,
+            self.subject,
+            self.source,
+            self.person_key,
+            self.erasure_id,
+            at,
+        ]
+        return "\n".join(lines).encode()

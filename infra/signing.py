@@ -28,14 +28,13 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.envelope import Event
-from contracts.events import erasure_statement
+from contracts.events import ErasureClaim
 from infra.config import InsecureConfiguration, Settings
 
 # Why an erasure is refused (its dead letter): the rule, never a value.
@@ -142,27 +141,20 @@ class Deployment:
         return cls(environment, settings.topic_namespace)
 
 
-def _statement(
-    deployment: Deployment,
-    *,
-    key_id: str,
-    event_id: str,
-    subject: str,
-    source: str,
-    person_key: str,
-    erasure_id: str,
-    erased_at: datetime,
-) -> bytes:
-    return erasure_statement(
-        environment=deployment.environment,
-        namespace=deployment.namespace,
-        key_id=key_id,
-        event_id=event_id,
-        subject=subject,
-        source=source,
-        person_key=person_key,
-        erasure_id=erasure_id,
-        erased_at=erased_at,
+def _statement(deployment: Deployment, key_id: str, claim: ErasureClaim) -> bytes:
+    return claim.statement(environment=deployment.environment, namespace=deployment.namespace, key_id=key_id)
+
+
+def claim_of(event: Event) -> ErasureClaim:
+    """The claim an erasure event makes (``AttributeError`` where its data is not an erasure's)."""
+    data = event.data
+    return ErasureClaim(
+        event_id=event.id,
+        subject=event.subject,
+        source=event.source,
+        person_key=data.person_key,
+        erasure_id=data.erasure_id,
+        erased_at=data.erased_at,
     )
 
 
@@ -174,28 +166,10 @@ class ErasureSigner:
         self.key_id = key_id_of(_public_bytes(private))
         self.deployment = deployment
 
-    def sign(
-        self,
-        *,
-        event_id: str,
-        subject: str,
-        source: str,
-        person_key: str,
-        erasure_id: str,
-        erased_at: datetime,
-    ) -> str:
-        """The signature over the erasure's statement for this deployment and key
-        (``contracts.events.erasure_statement``), base64url; the erasure carries ``key_id`` beside it."""
-        statement = _statement(
-            self.deployment,
-            key_id=self.key_id,
-            event_id=event_id,
-            subject=subject,
-            source=source,
-            person_key=person_key,
-            erasure_id=erasure_id,
-            erased_at=erased_at,
-        )
+    def sign(self, claim: ErasureClaim) -> str:
+        """The signature over ``claim``'s statement for this deployment and key (``ErasureClaim.statement``),
+        base64url; the erasure carries ``key_id`` beside it."""
+        statement = _statement(self.deployment, self.key_id, claim)
         return base64.urlsafe_b64encode(self._private.sign(statement)).rstrip(b"=").decode()
 
 
@@ -212,26 +186,26 @@ class ErasureVerifier:
 
     def refusal(self, event: Event) -> str | None:
         """Why the erasure ``event`` is not acted on (a dead-letter reason naming the rule), or None when
-        it carries a listed key's signature over exactly its statement, made for this deployment."""
+        it carries a listed key's signature over exactly its claim, made for this deployment."""
         data = event.data
-        public = self._keys.get(getattr(data, "key_id", ""))
+        try:
+            claim, key_id, signature = claim_of(event), data.key_id, data.signature
+        except AttributeError:  # not an erasure's data
+            return NOT_SIGNED_HERE
+        return self.claim_refusal(claim, key_id, signature)
+
+    def claim_refusal(self, claim: ErasureClaim, key_id: str, signature: str) -> str | None:
+        """Why ``signature`` (base64url) by the key ``key_id`` does not vouch for ``claim`` in this
+        deployment (the rule), or None when it does."""
+        public = self._keys.get(key_id)
         if public is None:
             return KEY_NOT_LISTED
         try:
-            signature = base64.urlsafe_b64decode(data.signature + "==")
-            statement = _statement(
-                self.deployment,
-                key_id=data.key_id,
-                event_id=event.id,
-                subject=event.subject,
-                source=event.source,
-                person_key=data.person_key,
-                erasure_id=data.erasure_id,
-                erased_at=data.erased_at,
+            public.verify(
+                base64.urlsafe_b64decode(signature + "=="), _statement(self.deployment, key_id, claim)
             )
-            public.verify(signature, statement)
         # ArithmeticError: a time no statement can be made of (the contract bounds them; this never stops a reader)
-        except (InvalidSignature, ValueError, AttributeError, TypeError, ArithmeticError):
+        except (InvalidSignature, ValueError, TypeError, ArithmeticError):
             return NOT_SIGNED_HERE
         return None
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import Family
+from contracts.events import ErasureClaim
 from infra.config import get_settings
 from infra.signing import ErasureSigner, erasure_signer
 from producers.submission import Submission
@@ -139,9 +140,10 @@ def erasure(pk: str, *, source: str = "/hub/operator", signer: ErasureSigner | N
     now = datetime.now(UTC)
     erasure_id = uuid.uuid4().hex
     signer = signer or erasure_signer(get_settings())
-    signature = signer.sign(
+    claim = ErasureClaim(
         event_id=erasure_id, subject=pk, source=source, person_key=pk, erasure_id=erasure_id, erased_at=now
     )
+    signature = signer.sign(claim)
     data = {"person_key": pk, "erasure_id": erasure_id, "erased_at": now.isoformat(),
             "key_id": signer.key_id, "signature": signature}  # fmt: skip
     return Submission(Family.ERASURE, source, now, data, event_id=erasure_id)

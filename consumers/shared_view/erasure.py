@@ -22,6 +22,7 @@ import asyncpg
 
 from contracts.envelope import Event, Family, event_type, new_event_id
 from contracts.events import Erasure as ErasureData
+from contracts.events import ErasureClaim
 from domain.provenance import OPERATOR_SOURCE
 from infra.crypto import KeyStore, forget_everywhere
 from infra.db import AdvisoryLock
@@ -46,12 +47,14 @@ def erasure_event(person_key: str, at: datetime, signer: ErasureSigner) -> Event
     nothing personal."""
     erasure_id = new_event_id()
     signature = signer.sign(
-        event_id=erasure_id,
-        subject=person_key,
-        source=OPERATOR_SOURCE,
-        person_key=person_key,
-        erasure_id=erasure_id,
-        erased_at=at,
+        ErasureClaim(
+            event_id=erasure_id,
+            subject=person_key,
+            source=OPERATOR_SOURCE,
+            person_key=person_key,
+            erasure_id=erasure_id,
+            erased_at=at,
+        )
     )
     return Event(
         id=erasure_id,

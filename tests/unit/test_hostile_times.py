@@ -1,7 +1,7 @@
 """Instants at the edge of datetime's range, from a hostile writer.
 
 ``Timestamp`` was any aware datetime, so the contract accepted ``0001-01-01T00:00:00+23:59``; turning it to
-UTC (``erasure_statement``) or JST (P6) raised ``OverflowError``, which ``ErasureVerifier.refusal`` did not
+UTC (``ErasureClaim.statement``) or JST (P6) raised ``OverflowError``, which ``ErasureVerifier.refusal`` did not
 catch and the consumers' runtime does not dead-letter: a consumer stopped on that record, after every
 restart; the erasure follower's task ended silently (its process kept erased people's data keys); the
 adapters' group commit answered 5xx to every request of the group. Now every reader — the contract, the
