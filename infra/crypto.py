@@ -186,7 +186,7 @@ class KeyStore:
         Runs outside any transaction on purpose: a key cached here must be one that is committed, or a
         rolled-back caller would leave events sealed under a key that no longer exists. A person on the
         erasure register gets a key that is never stored nor cached (the database refuses to store one,
-        migration 015): nothing sealed under it opens, and the accepting transaction's erasure fence
+        migrations 015 and 020): nothing sealed under it opens, and the accepting transaction's erasure fence
         refuses their events.
         """
         if conn.is_in_transaction():
@@ -216,13 +216,20 @@ class KeyStore:
                 self._wrap_key(p, fresh[p], drawn[44 * i + 32 : 44 * i + 44]) for i, p in enumerate(wanted)
             ]
             # One round trip for the usual case (all new): the keys this statement inserted are ours.
-            inserted = await conn.fetch(
-                "INSERT INTO person_data_keys (person_key, version, wrapped) "
-                "SELECT p, 1, w FROM unnest($1::text[], $2::bytea[]) AS t(p, w) "
-                "ON CONFLICT (person_key, version) DO NOTHING RETURNING person_key",
-                wanted,
-                wrapped,
-            )
+            try:
+                inserted = await conn.fetch(
+                    "INSERT INTO person_data_keys (person_key, version, wrapped) "
+                    "SELECT p, 1, w FROM unnest($1::text[], $2::bytea[]) AS t(p, w) "
+                    "ON CONFLICT (person_key, version) DO NOTHING RETURNING person_key",
+                    wanted,
+                    wrapped,
+                )
+            except asyncpg.RestrictViolationError:
+                # Someone among them is on the erasure register (migration 020 refuses the statement whole):
+                # nothing was stored; they are found below, and the others' keys inserted again.
+                inserted, refused = [], True
+            else:
+                refused = False
             for row in inserted:
                 found[row["person_key"]] = fresh[row["person_key"]]
             existing = [p for p in wanted if p not in found]
@@ -235,10 +242,12 @@ class KeyStore:
                 for row in rows:
                     found[row["person_key"]] = self._unwrap_key(row["person_key"], row["wrapped"])
             wanted = [p for p in wanted if p not in found]
-            if wanted:  # not stored and not there: erased (migration 015 stores no key for the erased)
+            if wanted:  # not stored and not there: erased (migration 020 stores no key for the erased)
                 erased = await conn.fetch(
                     "SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted
                 )
+                if refused and not erased:
+                    raise RuntimeError("the data-key insert was refused but nobody among them is erased")
                 for row in erased:
                     unstored[row["person_key"]] = fresh[row["person_key"]]
                 wanted = [p for p in wanted if p not in unstored]

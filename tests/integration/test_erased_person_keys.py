@@ -5,15 +5,23 @@ erasure fence inside that transaction used to delete a key made for an erased pe
 transaction rolled back instead (``enqueue`` raising ``ErasedMeanwhile`` in the caller's transaction, or
 anything failing after the fence), the deletion rolled back with it: an erased person had a data key
 again. Now no key is ever stored for a person on the erasure register.
+
+The database checks that once per statement (migration 020): the rows a statement inserted are joined to
+the register after the acceptance erasure lock was granted, and any of an erased person's fails the
+statement whole. The last two tests hold that form to the guarantee: they fail if the check is removed,
+or if it reads the register with the statement's own snapshot (taken before the lock was granted).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 import pytest
 
 from infra.config import Settings
 from infra.crypto import KeyStore
+from infra.db import AdvisoryLock
 from producers.holders import ErasedMeanwhile
 from producers.ingest import accept, enqueue, seal_events
 from producers.submission import validate
@@ -60,3 +68,59 @@ async def test_an_acceptance_failing_after_the_fence_leaves_no_data_key(
             await accept(conn, KeyStore.from_settings(settings), [sub], origin="test",
                          namespace=settings.topic_namespace)  # fmt: skip
         assert await _keys(conn, person) == 0
+
+
+_INSERT_KEYS = (
+    "INSERT INTO person_data_keys (person_key, version, wrapped) "
+    "SELECT p, 1, '\\x00' FROM unnest($1::text[]) AS p"
+)
+
+
+async def test_a_statement_storing_keys_for_many_people_stores_none_if_one_is_erased(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    erased = await _erased(pool, settings)
+    others = [factories.person_key() for _ in range(3)]
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.RestrictViolationError) as refused:
+            await conn.execute(_INSERT_KEYS, [*others[:2], erased, others[2]])
+        assert erased not in str(refused.value)  # the refusal names nobody
+        assert [await _keys(conn, p) for p in [erased, *others]] == [0, 0, 0, 0]
+        # The key store gives everyone a key to seal with, and stores the others' alone.
+        keys = await KeyStore.from_settings(settings).keys_for(conn, [others[0], erased, *others[1:]])
+        assert sorted(keys) == sorted([erased, *others])
+        assert [await _keys(conn, p) for p in [erased, *others]] == [0, 1, 1, 1]
+
+
+async def test_a_key_insert_waiting_for_an_erasure_in_flight_stores_no_key_for_that_person(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    person, other = factories.person_key(), factories.person_key()
+    async with pool.acquire() as eraser, pool.acquire() as inserter:
+        async with eraser.transaction():  # an erasure in flight: the lock held, the register written
+            await eraser.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
+            await eraser.execute(
+                "INSERT INTO sv_erasures (person_key, requested_by) VALUES ($1, 'test')", person
+            )
+            inserting = asyncio.create_task(
+                KeyStore.from_settings(settings).keys_for(inserter, [other, person])
+            )
+            await _until_waiting_for_a_lock(eraser, inserter.get_server_pid())
+        keys = await inserting
+    assert sorted(keys) == sorted([person, other])
+    async with pool.acquire() as conn:
+        assert await _keys(conn, person) == 0  # its statement began before the erasure committed
+        assert await _keys(conn, other) == 1
+
+
+async def _until_waiting_for_a_lock(conn: asyncpg.Connection, pid: int) -> None:
+    """Until the backend ``pid`` waits for an advisory lock (bounded, so that a test that never gets
+    there ends)."""
+    for _ in range(3000):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted", pid
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the key insert never waited for the erasure's lock")
