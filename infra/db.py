@@ -28,7 +28,7 @@ class AdvisoryLock(IntEnum):
     # writes a person's clear data after (or while) that person is erased; every accepting transaction holds
     # ACCEPTANCE_ERASURE shared, so none commits an event of a person erased after its authorisation read
     # the register (P9). Two locks, so that an erasure waiting for a long shared-view batch does not hold up
-    # acceptance meanwhile: it takes the acceptance lock only once it has the other. Migration 015's
+    # acceptance meanwhile: it takes the acceptance lock only once it has the other. Migration 020's
     # trigger names ACCEPTANCE_ERASURE's key as a literal (a test holds them equal).
     ERASURE = 7_204_001
     ACCEPTANCE_ERASURE = 7_204_002

@@ -16,7 +16,7 @@ def test_the_keys_the_migrations_take_are_the_registered_ones() -> None:
         for sql in (ROOT / "infra" / "migrations").glob("*.sql")
         for key in re.findall(r"pg_advisory\w*\(([0-9]+)\)", sql.read_text(encoding="utf-8"))
     }
-    assert literals, "migration 015 takes the acceptance erasure lock by its key"
+    assert literals, "migration 020 takes the acceptance erasure lock by its key"
     assert literals <= {int(k) for k in AdvisoryLock}
     assert AdvisoryLock.ACCEPTANCE_ERASURE in literals
 
