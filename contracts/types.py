@@ -5,7 +5,7 @@ Each type carries its rule, so a rejection names the field (pydantic's location)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from enum import StrEnum
 from typing import Annotated
 
@@ -105,6 +105,11 @@ INSTANT_RULE = "must lie in 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z"
 def in_supported_range(value: datetime) -> bool:
     """Whether an aware instant lies in the range every reader accepts (compared as instants, so no
     conversion that could overflow happens first)."""
+    # A fixed offset (what ``fromisoformat`` gives) is less than a day, so an instant whose own year lies
+    # strictly inside the range lies in it: read first, as comparing across offsets costs ~20 times more
+    # (every consumer checks an instant or two per event). Any other instant is compared.
+    if type(value.tzinfo) is timezone and 2000 < value.year < 2099:
+        return True
     try:
         return EARLIEST_INSTANT <= value < END_OF_INSTANTS
     except (ArithmeticError, ValueError):  # an offset that takes the instant out of datetime's range

@@ -13,15 +13,18 @@ be stopped by one.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts import wire
 from contracts.envelope import PoisonMessage, decode, encode
 from contracts.events import Consent, Erasure
+from contracts.types import EARLIEST_INSTANT, END_OF_INSTANTS, in_supported_range
 from infra import health
 from infra.config import get_settings
 from infra.signing import NOT_SIGNED_HERE, erasure_verifier
@@ -135,3 +138,28 @@ async def test_a_dead_erasure_follower_makes_its_process_not_ready(monkeypatch: 
         assert health.failing() == {"erasure-follower": "stopped: RuntimeError"}
     finally:
         health.forget("erasure-follower")
+
+
+_NEAR_THE_EDGES = st.builds(
+    lambda edge, shift: edge + shift,
+    st.sampled_from([datetime(2000, 1, 1), datetime(2100, 1, 1)]),
+    st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=2)),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    local=st.one_of(
+        _NEAR_THE_EDGES, st.datetimes(min_value=datetime(1998, 1, 1), max_value=datetime(2101, 12, 31))
+    ),
+    offset=st.timedeltas(min_value=timedelta(hours=-24), max_value=timedelta(hours=24)).filter(
+        lambda o: abs(o) < timedelta(hours=24)
+    ),
+)
+def test_the_range_check_is_the_comparison_of_instants_at_every_offset(
+    local: datetime, offset: timedelta
+) -> None:
+    """``in_supported_range`` reads an instant's own year before comparing across offsets: held equal to the
+    comparison itself, at the range's edges and with any offset (less than a day either way)."""
+    instant = local.replace(tzinfo=timezone(offset))
+    assert in_supported_range(instant) == (EARLIEST_INSTANT <= instant < END_OF_INSTANTS)
