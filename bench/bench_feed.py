@@ -206,10 +206,11 @@ GOLDEN_DIGEST = "1: 1700 7a403d70562a3dd3cd2d539b661f83b6; 2: 1400 9c2b184608918
 
 
 async def _digest(pool: asyncpg.Pool) -> str:
-    """The golden comparison on the national month: an md5 over everything each revision keeps."""
+    """The golden comparison on the national month: an md5 over everything each revision keeps (as jsonb
+    prints it: the columns kept as written, migration 018, compare by what they hold)."""
     rows = await pool.fetch(
-        "SELECT revision, count(*) AS n, md5(string_agg((body - 'horizon')::text || suppressed::text "
-        "|| placement_ids::text || changes::text || tallies::text, '|' ORDER BY authority)) AS md5 "
+        "SELECT revision, count(*) AS n, md5(string_agg((body::jsonb - 'horizon')::text || suppressed::jsonb::text "
+        "|| placement_ids::text || changes::jsonb::text || tallies::text, '|' ORDER BY authority)) AS md5 "
         "FROM feed_revisions WHERE month = $1 GROUP BY revision ORDER BY revision",
         str(MONTH),
     )

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import asyncpg
+import orjson
 
 from contracts.feed import encode_feed_revision
 from domain.calendar import YearMonth, fiscal_year, month_bounds
@@ -686,8 +687,11 @@ async def _make_chunk(
         else:
             changes = []
         revision = (prev["revision"] if prev else 0) + 1
-        body = dict(c.body, revision=revision, horizon=horizon.isoformat(), changes=changes)
-        rows.append((a, str(month), revision, horizon, body, c.suppressed, ids, changes, c.tallies))
+        body = as_kept(dict(c.body, revision=revision, horizon=horizon.isoformat(), changes=changes))
+        rows.append(
+            (a, str(month), revision, horizon, orjson.dumps(body), _kept_text(c.suppressed), ids,
+             orjson.dumps(body["changes"]), c.tallies)
+        )  # fmt: skip
         built.append(
             Built(a, str(month), revision, body["indicators"]["authority"]["referral_placements"], changes)
         )
@@ -698,6 +702,42 @@ async def _make_chunk(
             rows,
         )
     return built
+
+
+def as_kept(value: Any) -> Any:
+    """``value`` with every object's keys in the order ``jsonb`` keeps them (shorter keys first, then by
+    their bytes): a revision's body, hidden cells and changes are stored as the JSON text written here
+    (``json`` columns, migration 018), and every reader (the publisher's records, the portal, deliveries,
+    the next revision) sees them as it saw them when they were kept as ``jsonb``. A table's ``cells``
+    hold no objects (the feed contract: keys, value, reason), so they are not walked: they are most of
+    a body."""
+    if type(value) is dict:
+        kept = {k: value[k] for k in _jsonb_order(tuple(value))}
+        for k, v in kept.items():
+            if type(v) in _CONTAINERS and k != "cells":
+                kept[k] = as_kept(v)
+        return kept
+    if type(value) is list or type(value) is tuple:
+        return [as_kept(v) if type(v) in _CONTAINERS else v for v in value]
+    return value
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+@lru_cache(maxsize=4096)
+def _jsonb_order(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The order of a jsonb object's keys (length in bytes, then bytes). The same few key sets recur in
+    every body (an indicator set, a table, a change), so each is sorted once. Keys are the feed's
+    category names and site ids: aggregates, never personal data."""
+    return tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
+
+
+def _kept_text(value: Any) -> bytes:
+    """JSON text of ``value`` as ``as_kept`` orders it; a value with no object inside (a revision's hidden
+    cells: table names and keys) is written as it is."""
+    text = orjson.dumps(value)
+    return text if b"{" not in text else orjson.dumps(as_kept(value))
 
 
 async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:

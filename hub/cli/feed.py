@@ -96,7 +96,7 @@ def feed_show(authority: AuthorityOpt, month: MonthOpt, revision: Revision = Non
         async with pool.acquire() as conn:
             row = await load_revision(conn, code, str(ym), revision)
             history = await conn.fetch(
-                "SELECT revision, horizon, built_at, published_at, jsonb_array_length(changes) AS n "
+                "SELECT revision, horizon, built_at, published_at, json_array_length(changes) AS n "
                 "FROM feed_revisions WHERE authority = $1 AND month = $2 ORDER BY revision",
                 code,
                 str(ym),

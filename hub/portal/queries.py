@@ -19,7 +19,7 @@ async def months(conn: asyncpg.Connection, authority: str) -> list[str]:
 
 async def revisions(conn: asyncpg.Connection, authority: str, month: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT revision, built_at, jsonb_array_length(changes) AS changed FROM feed_revisions "
+        "SELECT revision, built_at, json_array_length(changes) AS changed FROM feed_revisions "
         "WHERE authority = $1 AND month = $2 ORDER BY revision DESC",
         authority,
         month,

@@ -124,7 +124,7 @@ async def build_portal_feed(pool: asyncpg.Pool, settings: Settings) -> PortalFee
     months = [str(m) for m in MONTHS]
     revised = await pool.fetch(
         "SELECT authority, month FROM feed_revisions WHERE month = ANY($1::text[]) AND revision >= 2 "
-        "AND jsonb_array_length(changes) > 0 ORDER BY authority, month",
+        "AND json_array_length(changes) > 0 ORDER BY authority, month",
         months,
     )
     return PortalFeed(

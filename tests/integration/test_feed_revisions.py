@@ -153,6 +153,36 @@ async def test_attacker_with_every_revision_and_every_table_recovers_nothing(
     assert attacked > 50 and max(len(b) for b in bodies.values()) >= 2
 
 
+async def test_a_revision_is_kept_as_the_text_written_with_every_object_in_jsonb_order(
+    stream: list[Submission], pool: asyncpg.Pool
+) -> None:
+    # The revisions the tests above built (1 and 2). Kept as written (no parse into jsonb and no printing
+    # back: the publisher sends the text it reads), and with every object's keys in the order jsonb gave
+    # them, so that the published records, the portal and the downloads read what they read before.
+    rows = await pool.fetch(
+        "SELECT revision, body::text AS body, body::jsonb::text AS body_jsonb, suppressed::text AS suppressed, "
+        "suppressed::jsonb::text AS suppressed_jsonb, changes::text AS changes, "
+        "changes::jsonb::text AS changes_jsonb FROM feed_revisions WHERE month = $1",
+        str(MONTH),
+    )
+    assert rows and max(r["revision"] for r in rows) >= 2
+    for r in rows:
+        for column in ("body", "suppressed", "changes"):
+            written = r[column]
+            assert written == orjson.dumps(orjson.loads(written)).decode(), column
+            assert _key_order(orjson.loads(written)) == _key_order(orjson.loads(r[column + "_jsonb"])), column
+    assert any(orjson.loads(r["changes"]) for r in rows)
+
+
+def _key_order(value: Any) -> list[Any]:
+    """Every object's keys, in order, depth first."""
+    if isinstance(value, dict):
+        return [list(value), *(_key_order(v) for v in value.values())]
+    if isinstance(value, list):
+        return [_key_order(v) for v in value]
+    return []
+
+
 async def test_a_build_round_reads_only_the_months_something_was_sent_for(
     stream: list[Submission], pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
