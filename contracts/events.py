@@ -25,6 +25,7 @@ from contracts.types import (
     PRINTABLE_PATTERN,
     AgeBand,
     AttributeCategory,
+    CheckpointMonths,
     JobSeekerNumber,
     LocalGovernmentCode,
     OfficeCode,
@@ -129,12 +130,14 @@ class Registration(Contract):
     )
     desired_occupation: Occupation
     team_support: bool = Field(
+        strict=True,
         description="In チーム支援 (team support by both sides) from registration; a later enrolment is a "
-        "referral's team_support_from"
+        "referral's team_support_from",
     )
     personal: Sealed
     foreign_national: bool | None = Field(
         default=None,
+        strict=True,
         description="In the 外国人 target group (e.g. 日系外国人); absent when not recorded. Optional since "
         "v1.1 (a reader of v1.0 ignores it).",
     )
@@ -225,7 +228,12 @@ class Consent(Contract):
     """Consent given, changed or withdrawn. The newest ``version`` of a ``consent_id`` wins."""
 
     consent_id: EventId
-    version: int = Field(ge=1, le=INT32_MAX)
+    version: int = Field(
+        ge=1,
+        le=INT32_MAX,
+        strict=True,
+        description='This consent\'s version (the newest wins): an integer written as one — 2, not 2.0 or "2"',
+    )
     action: ConsentAction
     person_key: PersonKey
     scopes: list[ConsentScope] = Field(max_length=3, json_schema_extra={"uniqueItems": True})
@@ -342,7 +350,9 @@ class Placement(Contract):
     )
     personal: Sealed = Field(description="Sealed PlacementPersonal (employer)")
     foreign_national: bool | None = Field(
-        default=None, description="In the 外国人 target group; absent when not recorded. Optional since v1.1."
+        default=None,
+        strict=True,
+        description="In the 外国人 target group; absent when not recorded. Optional since v1.1.",
     )
 
     _unique = field_validator("attributes")(_unique_attributes)
@@ -364,7 +374,7 @@ class Retention(Contract):
 
     person_key: PersonKey
     placement_id: EventId
-    checkpoint_months: Literal[1, 3, 6]
+    checkpoint_months: CheckpointMonths
     status: RetentionStatus
     left_on: date | None = None
     checked_on: date

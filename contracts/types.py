@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timezone
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, Strict, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from domain.calendar import AgeBand
 from domain.codes import require_ascii_digits, validate_local_government_code
@@ -91,6 +92,24 @@ SiteId = Annotated[
         "two-digit site number. The prefix is what ties a site to its authority.",
         examples=["131041-01"],
     ),
+]
+
+_CHECKPOINTS = (1, 3, 6)  # months after a placement at which its retention is checked (定着)
+
+
+def _checkpoint(months: int) -> int:
+    if months not in _CHECKPOINTS:
+        raise PydanticCustomError("literal_error", "Input should be 1, 3 or 6")  # Literal's own words
+    return months
+
+
+# ``Literal[1, 3, 6]`` would read ``true`` as 1 (True == 1 in Python, and a Literal cannot be strict): a
+# strict integer and the check of the three values, stated in the JSON Schema as the Literal's enum.
+CheckpointMonths = Annotated[
+    int,
+    Strict(),
+    AfterValidator(_checkpoint),
+    Field(json_schema_extra={"enum": list(_CHECKPOINTS)}),
 ]
 
 # The instants the hub has any use for: the programme began in 2011, and nothing it records lies a

@@ -9,8 +9,8 @@ not know stops the import (``TypeError``) instead of being skipped.
 
 The fast decoder is at least as strict as the contract, never looser: where it refuses, the caller asks
 the contract itself (``contracts.envelope.decode``), which either accepts (a lax spelling pydantic
-coerces, e.g. ``"true"`` for a bool; the struct is then built from the model's canonical form) or gives
-the dead-letter reason. So what is accepted, and every rejection's reason, is exactly the contract's;
+coerces, e.g. ``"2025-04-03T00:00:00"`` for a date; the struct is then built from the model's canonical
+form) or gives the dead-letter reason. So what is accepted, and every rejection's reason, is exactly the contract's;
 ``tests/unit/test_wire.py`` checks it over every JSON Schema example, the simulator's stream and
 ``hypothesis``-mutated records.
 """
@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 import annotated_types
 import msgspec
-from pydantic import AfterValidator, AwareDatetime, BaseModel, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -96,6 +96,8 @@ def _rules(metadata: list[Any]) -> tuple[dict[str, Any], str | None, list[Callab
                 raise TypeError(f"wire: unsupported validator {m!r} (it takes more than the value)")
             after.append(m.func)  # type: ignore[arg-type]
             continue
+        if isinstance(m, Strict) and m.strict:
+            continue  # msgspec's int and bool take nothing else already (no bool, float or text)
         if isinstance(m, StringConstraints):
             if m.strip_whitespace or m.to_upper or m.to_lower or m.strict or m.ascii_only:
                 raise TypeError(f"wire: unsupported string constraint {m!r}")
@@ -417,7 +419,7 @@ _BY_MODEL = {model: DATA[family] for family, model in _FAMILIES.items()}
 
 def from_model(model: BaseModel) -> Any:
     """The struct of data the contract accepted where the fast decoder refused (a lax spelling such as
-    ``"true"`` for a bool): the fast decoder reads the model's canonical form."""
+    ``"2025-04-03T00:00:00"`` for a date): the fast decoder reads the model's canonical form."""
     return _BY_MODEL[type(model)].decode(model.model_dump_json().encode())
 
 

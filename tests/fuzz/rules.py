@@ -5,7 +5,8 @@ breaks is one JSON Schema has no words for: a local government code's check digi
 to the event's authority, an office recipient's code being 4 digits where an authority's is 6, a
 withdrawal carrying no scopes, ``left_on`` only with ``left``, ``valid_until`` not before
 ``valid_from``, an instant lying in 2000–2099 (``contracts.types.Timestamp``: a ``date-time`` has no
-minimum in JSON Schema). The fuzzers make positive cases obey exactly these (the same rules ``domain.codes`` and
+minimum in JSON Schema), an integer written as one (``149``: JSON Schema counts ``149.0`` an integer, the
+contract reads numbers strictly). The fuzzers make positive cases obey exactly these (the same rules ``domain.codes`` and
 ``contracts.events`` enforce), so every other refusal of valid data is a finding. Negative cases are
 left alone. Valid events are also placed at the fuzz clients' own registered site, authority and office:
 who may publish where is the registry's state (P2), not the schema's, and without it every valid event
@@ -66,7 +67,18 @@ def obey(body: Any) -> Any:
             out["left_on"] = out["checked_on"]
     elif out.get("status") == "employed":
         out.pop("left_on", None)
-    return _instants_in_range(out)
+    return _instants_in_range(_whole_numbers(out))
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``value`` with every number without a fraction written as an integer (``149.0`` as ``149``)."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _instants_in_range(value: Any) -> Any:

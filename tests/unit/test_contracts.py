@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts.compat import breaking_changes
-from contracts.envelope import Family, PoisonMessage, decode, encode
+from contracts.envelope import MODELS, Family, PoisonMessage, decode, encode
 from contracts.generate import check_all, event_schema, schema_path
 from producers.submission import to_event
 from tests import factories
@@ -186,3 +186,65 @@ def test_an_event_s_value_is_the_json_of_its_data_without_nulls() -> None:
         event = to_event(sub, os.urandom(32))
         _, _, value = encode(event)
         assert value == orjson.dumps(event.data.model_dump(mode="json", exclude_none=True)), sub.family
+
+
+def _leaves(value: object, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], object]]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, (*path, i))]
+    return [(path, value)]
+
+
+def _with(document: dict, path: tuple[str | int, ...], value: object) -> dict:  # type: ignore[type-arg]
+    changed = copy.deepcopy(document)
+    where = changed
+    for step in path[:-1]:
+        where = where[step]
+    where[path[-1]] = value
+    return changed
+
+
+RULES = {"Input should be a valid integer", "Input should be a valid boolean", "Input should be 1, 3 or 6"}
+
+
+@pytest.mark.parametrize(
+    "family", [Family.REGISTRATION, Family.CONSENT, Family.PLACEMENT, Family.RETENTION], ids=lambda f: f.value
+)
+def test_numbers_and_yes_no_fields_take_no_other_spelling(family: Family) -> None:
+    """The contract read ``true``, ``"1"`` and ``1.0`` as a consent's version 1, ``true`` as a retention
+    checkpoint of 1 month and ``"yes"``, ``1`` or ``"true"`` as a yes/no field, where its JSON Schema says
+    integer or boolean: a client reading the schema and one reading the contract disagreed about what is
+    valid. Now every such spelling is refused, naming the field and the rule, never the value."""
+    import jsonschema
+
+    pk = factories.person_key()
+    sub = next(
+        s
+        for s in [
+            factories.registration(pk, foreign_national=True),
+            factories.placement(pk, foreign_national=False),
+            *factories.one_of_each(pk),
+        ]
+        if s.family is family
+    )
+    document = json.loads(encode(to_event(sub, os.urandom(32)))[2])
+    schema = jsonschema.Draft202012Validator(json.loads(schema_path(family).read_text()))
+    model = MODELS[family]
+    spellings = {
+        bool: lambda v: [str(v).lower(), int(v), float(v), "yes", "1"],
+        int: lambda v: [str(v), float(v), True, f" {v}"],
+    }
+    tried = 0
+    for path, value in _leaves(document):
+        for lax in spellings.get(type(value), lambda v: [])(value):  # type: ignore[no-untyped-call]
+            changed = _with(document, path, lax)
+            with pytest.raises(ValidationError) as refused:
+                model.model_validate_json(json.dumps(changed))
+            (error,) = refused.value.errors(include_input=False)
+            assert error["loc"] == path, (path, lax)
+            assert error["msg"] in RULES, (path, lax)  # the rule alone: no value is echoed
+            if not isinstance(lax, float):  # JSON Schema counts 1.0 an integer; the contract does not
+                assert not schema.is_valid(changed), (path, lax)
+            tried += 1
+    assert tried > 0

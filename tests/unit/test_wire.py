@@ -404,13 +404,22 @@ def test_lax_spellings_the_contract_accepts_read_the_same(stream: list[Event]) -
     samples = _samples(stream)
     consent = orjson.loads(encode(samples[Family.CONSENT][0])[2])
     registration = orjson.loads(encode(samples[Family.REGISTRATION][0])[2])
+    signed_at = datetime.fromisoformat(consent["captured"]["signed_at"])
     cases = [
-        (samples[Family.CONSENT][0], {**consent, "version": float(consent["version"])}),
-        (samples[Family.REGISTRATION][0], {**registration, "team_support": "true"}),
-    ]
+        (samples[Family.CONSENT][0], {**consent, "captured": {**consent["captured"], "signed_at": int(signed_at.timestamp())}}),
+        (samples[Family.REGISTRATION][0], {**registration, "registered_on": f"{registration['registered_on']}T00:00:00"}),
+    ]  # fmt: skip
     for event, data in cases:
         fast, model, _ = _verdicts(event.family, orjson.dumps(data))
         assert fast is None and model is not None, "a lax spelling: msgspec refuses, the contract accepts"
+        _assert_dead_lettered_alike(event, data)
+    # No longer lax (the contract is strict for numbers and yes/no): refused by both, for the same reason.
+    for event, data in [
+        (samples[Family.CONSENT][0], {**consent, "version": float(consent["version"])}),
+        (samples[Family.CONSENT][0], {**consent, "version": True}),
+        (samples[Family.REGISTRATION][0], {**registration, "team_support": "true"}),
+    ]:
+        assert _verdicts(event.family, orjson.dumps(data))[:2] == (None, None)
         _assert_dead_lettered_alike(event, data)
 
 
