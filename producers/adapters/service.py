@@ -9,7 +9,7 @@ Validation runs before any data key exists (``producers.submission.check``: once
 with the personal block in clear); only an event that is valid and authorised is sealed with the person's
 real key. A rejected request therefore leaves nothing behind except a value-free rejection record. HTTP
 requests are committed by a group committer (many concurrent requests, one transaction); file chunks are
-pipelined (the next chunk validated while the previous one commits).
+pipelined (the next chunk validated, authorised and sealed while the previous one commits).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ CSV_ROWS = Counter(
 )
 
 CHUNK_ROWS = 2000
-_YIELD_EVERY = 250  # rows judged between chances for the previous chunk's commit to move on
+_YIELD_EVERY = 250  # rows judged or authorised between chances for the previous chunk's commit to move on
 
 
 class Rejected(Exception):
@@ -286,9 +286,10 @@ class AdapterService:
         read a block at a time: twice, once to find its encoding and once for its rows; the file is
         never in memory whole.
 
-        Chunks are pipelined: while one chunk's transaction is in PostgreSQL, the next one is parsed and
-        validated here. Commits still happen one at a time and in file order (a chunk starts committing
-        only after the previous one committed), so a person's events keep the file's order.
+        Chunks are pipelined: while one chunk's transaction is in PostgreSQL, the next one is parsed,
+        validated, authorised and sealed here (``_seal_chunk`` says how it still sees the registers as that
+        transaction leaves them). Transactions still happen one at a time and in file order (a chunk starts
+        its transaction only after the previous one committed), so a person's events keep the file's order.
         """
         with fewer_collections():
             return await self._import_csv(principal, family, content, progress)
@@ -310,12 +311,13 @@ class AdapterService:
         )
         summary.encoding = encoding
         total = max(lines - 1, 1)
-        committing: asyncio.Task[None] | None = None
+        writing: asyncio.Task[None] | None = None
+        carried: Context | None = None  # the registers as the previous chunk's authorisation left them
 
-        async def committed() -> None:
-            nonlocal committing
-            if committing is not None:
-                task, committing = committing, None
+        async def written() -> None:
+            nonlocal writing
+            if writing is not None:
+                task, writing = writing, None
                 await task
                 if progress:
                     progress(summary.rows, max(total, summary.rows))
@@ -323,24 +325,31 @@ class AdapterService:
         try:
             while True:
                 prepared = await self._prepare_chunk(family, header.label_for, chunks)
-                await committed()
                 if prepared is None:
                     break
-                committing = asyncio.create_task(self._commit_chunk(principal, family, prepared, summary))
+                try:
+                    sealed = await self._seal_chunk(principal, family, prepared, carried)
+                finally:
+                    # The previous chunk's transaction ends before this one's begins (file order), and
+                    # before a revocation this chunk's read saw stops the import.
+                    await written()
+                carried = sealed.ctx
+                writing = asyncio.create_task(self._write_chunk(principal, family, sealed, summary))
                 if prepared.error is not None:
-                    await committed()
+                    await written()
                     summary.file_error = str(prepared.error)
                     break
+            await written()
         except _Revoked as stop:  # the uploader's credential was revoked while its file was imported
             await self.forbid(family.value, stop.refusal)
             summary.file_error = (
                 f"line {stop.line}: {stop.refusal.reason}; rows from this line on were not imported"
             )
         finally:
-            if committing is not None:  # failed or cancelled while preparing: do not leave it running
-                committing.cancel()
+            if writing is not None:  # failed or cancelled meanwhile: do not leave it running
+                writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await committing
+                    await writing
         CSV_ROWS.labels(self.adapter.value, family.value, "accepted").inc(summary.accepted)
         CSV_ROWS.labels(self.adapter.value, family.value, "duplicate").inc(summary.duplicates)
         CSV_ROWS.labels(self.adapter.value, family.value, "rejected").inc(summary.rejected)
@@ -353,7 +362,7 @@ class AdapterService:
         chunks: Iterator[Chunk],
     ) -> _Chunk | None:
         """Judge the next chunk (``None`` at the end of the file). CPU only, but it yields now and then so
-        the previous chunk's commit moves on meanwhile."""
+        the previous chunk's transaction moves on meanwhile."""
         parsed, error = next(chunks, ([], None))
         if not parsed and error is None:
             return None
@@ -379,17 +388,24 @@ class AdapterService:
             judge = self._judges[family] = FamilyRows(family)
         return judge
 
-    async def _commit_chunk(
-        self, principal: Principal, family: Family, chunk: _Chunk, summary: ImportSummary
-    ) -> None:
+    async def _seal_chunk(
+        self, principal: Principal, family: Family, chunk: _Chunk, carried: Context | None
+    ) -> _Sealed:
+        """Authorise a judged chunk's rows and seal the events of those authorised, while the previous
+        chunk's transaction may still be in PostgreSQL (``_write_chunk``).
+
+        The registers are read now, so they may lack what that transaction writes: the holders its
+        registrations and referrals make (P3) and the fences its withdrawals move (P7). Those are the
+        ones its authorisation added to its ``Context`` (``carried``), and are added here for the people
+        of this chunk (a chunk's people only: memory stays bounded); the erasure register is read again
+        in this chunk's transaction (P9), the uploader's revocation too."""
         bad = chunk.bad
         accepted: list[Row] = []
         sources: list[str] = []
+        events: list[Event] = []
         async with generic_plans(self.pool) as conn:
             sites = [site_of(family, r.view) for r in chunk.valid]
             persons = [r.subject for r in chunk.valid]
-            # The uploader's credential, read with the registers at every chunk: a client revoked while
-            # its file is imported has nothing accepted from the next chunk on.
             read = await conn.fetchrow(
                 _CHUNK_READS,
                 *registers_args(sites, persons, fences=family is Family.CONSENT),
@@ -399,9 +415,12 @@ class AdapterService:
             gone = refusals([principal.client_id], {client: at for client, at in read["clients"]})
             if gone:
                 raise _Revoked(chunk.first_line, gone[principal.client_id])
-            summary.rows += chunk.rows
             ctx = Context(*registers_from(read))
-            for row in chunk.valid:
+            if carried is not None:
+                _carry(carried, ctx, persons)
+            for n, row in enumerate(chunk.valid, start=1):
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # the previous chunk's transaction moves on meanwhile
                 try:
                     sources.append(authorize(self.adapter, principal, family, row.view, ctx))
                 except AuthError as exc:
@@ -412,56 +431,83 @@ class AdapterService:
                 people = sorted({r.subject for r in accepted if r.personal is not None})
                 keys = await self.keystore.keys_for(conn, people) if people else {}
                 events = seal_rows(family, accepted, sources, keys)
-                lines = [r.line for r in accepted]
-                keys_of_rows = [r.key for r in accepted]
-                async with conn.transaction():
-                    # P9 at commit: rows of a person erased since authorisation are refused, the rest go in.
-                    erased = await erasure_fence(conn, (e.subject for e in events))
-                    if erased:
-                        refused = FieldError("(row)", ERASED_MEANWHILE, None, "forbidden")
-                        bad.extend(
-                            (line, refused)
-                            for line, e in zip(lines, events, strict=True)
-                            if e.subject in erased
-                        )
-                        keys_of_rows = [
-                            k for k, e in zip(keys_of_rows, events, strict=True) if e.subject not in erased
-                        ]
-                        events = [e for e in events if e.subject not in erased]
-                    first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
-                    for key, event in zip(keys_of_rows, events, strict=True):
-                        first.setdefault(key, event.id)
-                    in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
-                    # Row keys and event ids are hex: one comma-separated text each, not arrays (the driver
-                    # encodes an array element by element, a few type checks each).
-                    row_keys = ",".join(k for k, _ in in_key_order)
-                    await conn.execute(_DROP_EXPIRED_ROWS, principal.organisation, row_keys)
-                    fresh = await conn.fetch(
-                        _INSERT_ROW_KEYS,
-                        principal.organisation,
-                        family.value,
-                        row_keys,
-                        ",".join(e for _, e in in_key_order),
+        return _Sealed(chunk, events, [r.line for r in accepted], [r.key for r in accepted], ctx)
+
+    async def _write_chunk(
+        self, principal: Principal, family: Family, sealed: _Sealed, summary: ImportSummary
+    ) -> None:
+        """A sealed chunk's transaction: its events into the outbox, each row once (row keys)."""
+        chunk, events, lines, keys_of_rows = sealed.chunk, sealed.events, sealed.lines, sealed.keys
+        bad = chunk.bad
+        todo: list[Event] = []
+        if events:
+            async with generic_plans(self.pool) as conn, conn.transaction():
+                # P9 at commit: rows of a person erased since authorisation are refused, the rest go in.
+                erased = await erasure_fence(conn, (e.subject for e in events))
+                # The uploader's credential, read again in the transaction: a client revoked while its
+                # file is imported has nothing accepted from the next chunk on.
+                clients = await conn.fetchval(_UPLOADER, principal.client_id)
+                gone = refusals([principal.client_id], {client: at for client, at in clients})
+                if gone:
+                    raise _Revoked(chunk.first_line, gone[principal.client_id])
+                if erased:
+                    refused = FieldError("(row)", ERASED_MEANWHILE, None, "forbidden")
+                    bad.extend(
+                        (line, refused) for line, e in zip(lines, events, strict=True) if e.subject in erased
                     )
-                    new_keys = {r["key"] for r in fresh}
-                    todo = []
-                    for key, event in zip(keys_of_rows, events, strict=True):
-                        if key in new_keys:
-                            new_keys.discard(key)  # a repeated row in the same chunk is a duplicate
-                            todo.append(event)
-                    await enqueue(
-                        conn,
-                        todo,
-                        origin=f"{self.adapter.value}-csv",
-                        namespace=self.settings.topic_namespace,
-                        fenced=True,
-                    )
-                summary.accepted += len(todo)
-                summary.duplicates += len(events) - len(todo)
+                    keys_of_rows = [
+                        k for k, e in zip(keys_of_rows, events, strict=True) if e.subject not in erased
+                    ]
+                    events = [e for e in events if e.subject not in erased]
+                first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
+                for key, event in zip(keys_of_rows, events, strict=True):
+                    first.setdefault(key, event.id)
+                in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
+                # Row keys and event ids are hex: one comma-separated text each, not arrays (the driver
+                # encodes an array element by element, a few type checks each).
+                row_keys = ",".join(k for k, _ in in_key_order)
+                await conn.execute(_DROP_EXPIRED_ROWS, principal.organisation, row_keys)
+                fresh = await conn.fetch(
+                    _INSERT_ROW_KEYS,
+                    principal.organisation,
+                    family.value,
+                    row_keys,
+                    ",".join(e for _, e in in_key_order),
+                )
+                new_keys = {r["key"] for r in fresh}
+                for key, event in zip(keys_of_rows, events, strict=True):
+                    if key in new_keys:
+                        new_keys.discard(key)  # a repeated row in the same chunk is a duplicate
+                        todo.append(event)
+                await enqueue(
+                    conn,
+                    todo,
+                    origin=f"{self.adapter.value}-csv",
+                    namespace=self.settings.topic_namespace,
+                    fenced=True,
+                )
+        summary.rows += chunk.rows
+        summary.accepted += len(todo)
+        summary.duplicates += len(events) - len(todo)
         bad.sort(key=lambda item: item[0])
         summary.rejected += len({line for line, _ in bad})
         summary.errors.extend(bad)
         await self.record_rejections(family.value, [(e.operator_rule, e.rule_class) for _, e in bad])
+
+
+def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:
+    """Add to ``ctx`` (registers just read) what the previous chunk's authorisation added to its own
+    (``previous``) about ``persons``: holders gained (the earliest date stands) and fences moved (the
+    latest stands), as ``authorize`` adds them, in case its transaction has not committed yet."""
+    for person in set(persons):
+        held = previous.holders.get(person)
+        if held:
+            mine = ctx.holders.setdefault(person, {})
+            for holder, since in held.items():
+                mine[holder] = min(mine.get(holder, since), since)
+        fenced = previous.fences.get(person)
+        if fenced is not None:
+            ctx.fences[person] = max(ctx.fences.get(person, fenced), fenced)
 
 
 # Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
@@ -525,6 +571,9 @@ _CHUNK_READS = (
 )
 
 
+_UPLOADER = "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $1)"
+
+
 class _Revoked(Exception):
     """The uploader's credential was revoked (or removed) before this chunk committed."""
 
@@ -553,6 +602,18 @@ class _Chunk:
     valid: list[Row] = field(default_factory=list)  # judged by the contract, not yet authorised
     bad: list[tuple[int, FieldError]] = field(default_factory=list)
     error: FileError | None = None  # the file could not be read past these rows
+
+
+@dataclass(slots=True)
+class _Sealed:
+    """A chunk after authorisation: the events of its authorised rows, sealed, with each one's file line
+    and row key, waiting for their transaction; and the registers its authorisation read and added to."""
+
+    chunk: _Chunk
+    events: list[Event]
+    lines: list[int]
+    keys: list[str]
+    ctx: Context
 
 
 async def seal_units(

@@ -34,7 +34,7 @@ async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_n
         start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
     monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
     service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
-    commit = service._commit_chunk
+    commit = service._write_chunk
     commits = 0
 
     async def revoked_after_the_first(*args: Any) -> None:
@@ -45,7 +45,7 @@ async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_n
             async with pool.acquire() as conn:
                 assert await revoke_client(conn, client_id)
 
-    monkeypatch.setattr(service, "_commit_chunk", revoked_after_the_first)
+    monkeypatch.setattr(service, "_write_chunk", revoked_after_the_first)
     rows = [factories.placement(factories.person_key()).data for _ in range(9)]
     summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
     async with pool.acquire() as conn:
@@ -54,3 +54,39 @@ async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_n
     assert summary.file_error is not None and "revoked" in summary.file_error
     assert summary.file_error.startswith("line 5:")  # the second chunk's first row (line 1 is the header)
     assert rows[3]["personal"]["employer_name"] not in str(summary.as_dict())
+
+
+async def test_a_client_revoked_after_a_chunk_was_authorised_has_nothing_of_it_accepted(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk is authorised while the one before it is still being written; its transaction reads the
+    credential again, so a revocation between the two refuses that chunk (and the rest)."""
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "revoked-late")])
+        client_id, token = await add_client(
+            conn, name="revoked-late", org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        principal = await authenticate(conn, f"Bearer {token}")
+        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    seal = service._seal_chunk
+    seals = 0
+
+    async def revoked_once_the_second_is_authorised(*args: Any) -> Any:
+        nonlocal seals
+        sealed = await seal(*args)
+        seals += 1
+        if seals == 2:
+            async with pool.acquire() as conn:
+                assert await revoke_client(conn, client_id)
+        return sealed
+
+    monkeypatch.setattr(service, "_seal_chunk", revoked_once_the_second_is_authorised)
+    rows = [factories.placement(factories.person_key()).data for _ in range(9)]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    async with pool.acquire() as conn:
+        written = await conn.fetchval("SELECT count(*) FROM outbox WHERE id > $1", start)
+    assert (summary.accepted, written) == (3, 3)
+    assert summary.file_error is not None and summary.file_error.startswith("line 5:")

@@ -1,0 +1,73 @@
+"""A file's chunks are pipelined: one chunk is authorised and sealed while the one before it is still in
+its transaction. Authorisation must still see what that chunk changes in the registers: here the holders
+a registration makes (P3: a person held by some organisations is registered elsewhere only after
+identity linking), in a first chunk whose transaction is held back until the second was authorised."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+
+from contracts.envelope import Family
+from infra.auth import OrgKind, Role, add_client, authenticate
+from infra.codecs.csv_write import write_csv
+from infra.config import Settings
+from infra.crypto import KeyStore
+from producers.adapters import service as service_module
+from producers.adapters.authorization import Adapter
+from producers.adapters.service import AdapterService
+from producers.adapters.sites import add_sites
+from tests import factories
+
+_OTHER_SITE, _OTHER_OFFICE = f"{factories.OTHER_AUTHORITY}-01", "1102"
+
+
+async def test_holders_a_chunk_still_being_written_makes_bind_the_next_chunk(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = factories.person_key()
+    async with pool.acquire() as conn:
+        await add_sites(
+            conn, [(factories.SITE, factories.OFFICE, "pipeline"), (_OTHER_SITE, _OTHER_OFFICE, "elsewhere")]
+        )
+        _, token = await add_client(
+            conn, name="pipeline", org_kind=OrgKind.HELLO_WORK_NATIONAL, org_code="*",
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        principal = await authenticate(conn, f"Bearer {token}")
+    monkeypatch.setattr(service_module, "CHUNK_ROWS", 1)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    seal, write = service._seal_chunk, service._write_chunk
+    second_sealed = asyncio.Event()
+    seals = writes = 0
+
+    async def counted_seal(*args: Any) -> Any:
+        nonlocal seals
+        sealed = await seal(*args)
+        seals += 1
+        if seals == 2:
+            second_sealed.set()
+        return sealed
+
+    async def first_write_after_the_second_seal(*args: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 1:
+            await second_sealed.wait()
+        await write(*args)
+
+    monkeypatch.setattr(service, "_seal_chunk", counted_seal)
+    monkeypatch.setattr(service, "_write_chunk", first_write_after_the_second_seal)
+    rows = [
+        factories.registration(person).data,
+        factories.registration(
+            person, site=_OTHER_SITE, office=_OTHER_OFFICE, authority=factories.OTHER_AUTHORITY
+        ).data,
+    ]
+    summary = await service.import_csv(principal, Family.REGISTRATION, write_csv("registration", rows))
+    assert (seals, summary.accepted, summary.rejected) == (2, 1, 1), summary.as_dict()
+    ((line, refusal),) = summary.errors
+    assert line == 3 and "P3" in refusal.rule
