@@ -27,10 +27,11 @@ Consent semantics (the README repeats them):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from domain.agreements import Registers, covered
@@ -119,6 +120,11 @@ class PersonView:
 
     def grants(self, scope: Scope) -> bool:
         return scope.value in self.scopes
+
+
+VIEW_FIELDS = tuple(f.name for f in fields(PersonView))
+_VIEW_INDEX = {name: i for i, name in enumerate(VIEW_FIELDS)}
+_view_values = attrgetter(*VIEW_FIELDS)
 
 
 # --- consent -----------------------------------------------------------------------------------
@@ -266,7 +272,16 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
         changes["placements"] = tuple(sorted((*view.placements, *placements), key=_placement_order))
     if retention:
         changes["retention"] = tuple(sorted((*view.retention, *retention), key=_retention_order))
-    return replace(view, **changes)
+    return _changed(view, changes)
+
+
+def _changed(view: PersonView, changes: Mapping[str, Any]) -> PersonView:
+    """``dataclasses.replace(view, **changes)``, positionally: a record is extended per person per batch,
+    and ``replace`` looks every one of the 29 fields up by name, a third of ``extend``'s time."""
+    values = list(_view_values(view))
+    for name, value in changes.items():
+        values[_VIEW_INDEX[name]] = value
+    return PersonView(*values)
 
 
 def _latest_registration(registrations: Sequence[StoredEvent]) -> StoredEvent:

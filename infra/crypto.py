@@ -11,27 +11,29 @@ nothing here implements a primitive.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import os
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from contracts import wire
 from contracts.envelope import PERSONAL_MODELS, Family
 from contracts.events import Sealed, built
 from infra.codecs.field_errors import from_validation_error
 from infra.config import Settings, master_key_bytes
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_UNURLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64(data: bytes) -> str:
@@ -40,7 +42,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """``base64.urlsafe_b64decode`` (as lax), without its three Python calls: a block has two per open."""
+    return binascii.a2b_base64(text.encode("ascii").translate(_UNURLSAFE) + b"=" * (-len(text) % 4))
 
 
 def derived_key(encoded_master_key: str, purpose: str) -> bytes:
@@ -84,6 +87,19 @@ def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, A
         raise ValueError("sealed block does not open with this person's key") from None
     result: dict[str, Any] = orjson.loads(plain)
     return result
+
+
+def _no_checks(data: Any) -> None:
+    """A struct msgspec checks whole."""
+
+
+# Each personal contract's struct decoder and the rules msgspec does not check (``contracts.wire``; they
+# keep no memo of personal values).
+_PERSONAL_CHECKS: dict[type[BaseModel], tuple[Callable[[bytes], Any], Callable[[Any], None]]] = {
+    model: (msgspec.json.Decoder(struct).decode, checks or _no_checks)
+    for model in PERSONAL_MODELS.values()
+    for struct, checks in (wire.checked_struct(model),)
+}
 
 
 class UnfitBlock(Exception):
@@ -135,11 +151,15 @@ class Opener:
         plain = self._plain(person_key, sealed)
         if plain is None:
             return None
-        try:
-            model.model_validate_json(plain)
-        except ValidationError as exc:
-            rules = sorted({e.operator_rule for e in from_validation_error(exc, prefix=("personal",))})
-            raise UnfitBlock("; ".join(rules[:5])) from None
+        structural, checks = _PERSONAL_CHECKS[model]
+        try:  # the contract's msgspec struct: at least as strict as the contract, at a tenth of its cost
+            checks(structural(plain))
+        except (msgspec.DecodeError, ValueError, TypeError, AttributeError):
+            try:  # refused, or the contract may accept a lax spelling: the contract decides and says why
+                model.model_validate_json(plain)
+            except ValidationError as exc:
+                rules = sorted({e.operator_rule for e in from_validation_error(exc, prefix=("personal",))})
+                raise UnfitBlock("; ".join(rules[:5])) from None
         opened: dict[str, Any] = orjson.loads(plain)
         return opened
 

@@ -223,10 +223,11 @@ async def load_views(conn: asyncpg.Connection, persons: Iterable[str] | None = N
     return [view_from_row(r) for r in rows]
 
 
-def view_from_row(row: asyncpg.Record | dict[str, Any]) -> PersonView:
+def view_from_row(row: asyncpg.Record) -> PersonView:
+    """A record from a row selected as ``SELECT {VIEW_FIELDS}`` (every read of ``sv_persons`` does)."""
     # Positional, in the dataclass's field order (checked below at import): a view is read per person per
-    # batch, and 29 keyword arguments cost more than the read itself.
-    values = [row[name] for name in VIEW_FIELDS]
+    # batch, and 29 lookups by name cost more than the read itself.
+    values = list(row)
     for i in _JSON_AT:
         values[i] = tuple(values[i])
     return PersonView(*values)
@@ -242,12 +243,24 @@ if tuple(f.name for f in fields(PersonView)) != VIEW_FIELDS:
 # that grows with the year; the view is read from memory, so 1.1 is the true ratio, and the bitmap index
 # scans take 27 ms and 16 ms, whatever the table's size. JIT compiles expressions for a seq scan once its
 # estimated cost passes 100,000, tens of milliseconds for a lookup of milliseconds: off, for the batch.
+#
+# No seq scan where an index serves (``enable_seqscan = off``: the stage tables, which have none, are still
+# scanned). asyncpg prepares each statement once per connection, and after five executions PostgreSQL keeps
+# a generic plan, made for no array in particular. A replay starts on tables it has just emptied, and the
+# generic plan kept then was a seq scan; with ``person_key = ANY($1)`` it compares every row with each of
+# the 2,000 keys in turn (the hashed form is only for an array known at planning), and it stayed until
+# autovacuum's next ANALYZE of the table, whenever that came. Measured (bench_projection's stream of
+# 100,000 events, 1-process replay on a busy machine): the view's lookup by key took 65% of PostgreSQL's
+# time, 151 µs of PostgreSQL per event (the projection: 69); with this, 70. Planning every batch's
+# statements for their arrays (``plan_cache_mode = force_custom_plan``) gave 75 too, but costs ~20 ms of
+# planning per batch (selectivity estimated for each of 2,000 keys).
 _ERASURE_SHARED = f"SELECT pg_advisory_xact_lock_shared({AdvisoryLock.ERASURE.value})"
 _PERSONS_LOCK = f"SELECT pg_advisory_xact_lock({AdvisoryLock.SHARED_VIEW_PERSONS.value}, {{}})"
 _SETUP = "; ".join(
     (
         "SET LOCAL random_page_cost = 1.1",
         "SET LOCAL jit = off",
+        "SET LOCAL enable_seqscan = off",
         stage_ddl("sv_events_stage", _EVENT_STAGE),
         stage_ddl("sv_persons_stage", _VIEW_STAGE),
     )
