@@ -12,7 +12,7 @@ sending and parsing alone. The last lines compare 2 workers with 1 and the figur
 targets.
 
     .venv/bin/python bench/bench_ingest.py [--requests 4000] [--concurrency 32] [--rows 50000]
-        [--workers 2] [--separate-relay] [--csv-only]
+        [--workers 2] [--separate-relay] [--csv-only] [--name ingest]
 """
 
 from __future__ import annotations
@@ -316,8 +316,11 @@ async def main() -> None:
     parser.add_argument(
         "--separate-relay", action="store_true", help="also measure with the relay in its own process"
     )
+    parser.add_argument(
+        "--name", default="ingest", help="the bench database's name (ittai_bench_NAME): runs side by side"
+    )
     args = parser.parse_args()
-    settings = bench_settings("ingest")
+    settings = bench_settings(args.name)
     pool = await fresh_pool(settings)
     async with pool.acquire() as conn:
         await add_sites(conn, [(factories.SITE, factories.OFFICE, "bench")])

@@ -16,6 +16,7 @@ import hmac
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -275,6 +276,35 @@ class KeyStore:
         # What is sealed under an unstored key no key opens; the acceptance's erasure fence refuses it.
         return {p: found[p] if p in found else unstored[p] for p in person_keys}
 
+    def sealing_keys(self, stored: Iterable[tuple[str, bytes]], person_keys: Iterable[str]) -> SealingKeys:
+        """Keys to seal these people's blocks with before the accepting transaction, which stores the fresh
+        ones (``producers.outbox.accept_sealed``): ``stored`` are the (person, wrapped key) rows the caller
+        read from ``person_data_keys`` (``stored_keys``), and everyone without a row gets a fresh key.
+
+        Nothing is cached here: a fresh key is cached once its transaction stored it (``remember``), a
+        stored key read before an erasure must not come back into memory after it. The cache saves the
+        unwrapping only; a person the database has no key for is forgotten here too."""
+        cache = self._cache
+        keys: dict[str, bytes] = {}
+        for person, wrapped in stored:
+            key = cache.get(person)  # read once: an erasure followed here may empty the cache at an await
+            keys[person] = key if key is not None else self._unwrap_key(person, wrapped)
+        wanted = [p for p in dict.fromkeys(person_keys) if p not in keys]
+        fresh: dict[str, bytes] = {}
+        if wanted:
+            # 32 random bytes a key and 12 a wrapping nonce, drawn in one call for all of them.
+            drawn = os.urandom(44 * len(wanted))
+            for i, person in enumerate(wanted):
+                cache.pop(person, None)
+                keys[person] = drawn[44 * i : 44 * i + 32]
+                fresh[person] = self._wrap_key(person, keys[person], drawn[44 * i + 32 : 44 * i + 44])
+        return SealingKeys(keys, fresh, _forgetting.epoch)
+
+    def remember(self, sealing: SealingKeys, stored: Iterable[str]) -> None:
+        """Cache the keys of ``stored`` people once the transaction that stored (or found) them committed,
+        unless an erasure was followed since ``sealing`` was made."""
+        self._remember({p: sealing.keys[p] for p in stored}, sealing.epoch)
+
     async def existing_keys(self, conn: asyncpg.Connection, person_keys: Iterable[str]) -> dict[str, bytes]:
         """Data keys that still exist; erased people are simply absent.
 
@@ -328,6 +358,25 @@ class KeyStore:
     def holds(self, person_key: str) -> bool:
         """Whether this process has the person's unwrapped key in memory (operators' and tests' question)."""
         return person_key in self._cache
+
+
+def stored_keys(param: int) -> str:
+    """A select list entry ``stored_keys``: the (person, wrapped key) rows of ``person_data_keys`` for the
+    people in parameter ``$param`` (text[]), for a caller's own statement (the group commit reads them
+    with the registers) and then ``KeyStore.sealing_keys``."""
+    return (
+        "ARRAY(SELECT (person_key, wrapped) FROM person_data_keys "
+        f"WHERE person_key = ANY(${param}::text[]) AND version = 1) AS stored_keys"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SealingKeys:
+    """Data keys for sealing before the accepting transaction (``KeyStore.sealing_keys``)."""
+
+    keys: dict[str, bytes]  # person -> data key: stored, or fresh
+    fresh: dict[str, bytes]  # person -> wrapped fresh key, for the accepting transaction to store
+    epoch: int  # the forgetting epoch when the keys were read
 
 
 # Every key store of this process, so that an erasure reaches all of them (a service may hold several: an

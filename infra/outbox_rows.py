@@ -58,9 +58,35 @@ async def insert_events(
         # A group commit's few events: one statement, one round trip.
         columns = list(zip(*rows, strict=True))
         await conn.execute(_FROM_ARRAYS, *columns[1:], origin, OUTBOX_CHANNEL)
+    count_accepted(origin, events)
+    return len(events)
+
+
+def outbox_columns(
+    events: Sequence[Event], namespace: str
+) -> tuple[list[str], list[dict[str, str]], list[bytes], list[str]]:
+    """The outbox columns of ``events`` (topic, headers, value, event id; the key is the subject) for a
+    caller that writes them in a statement of its own (``producers.outbox.accept_sealed``), with the trace
+    context as ``insert_events`` gives it."""
+    traceparent = current_traceparent()
+    tracestate = current_tracestate() if traceparent is not None else None
+    topics: dict[Family, str] = {}
+    topic_of, headers, values, ids = [], [], [], []
+    for event in events:
+        if event.traceparent is None and traceparent is not None:
+            event = event._replace(traceparent=traceparent, tracestate=tracestate)
+        topic_of.append(
+            topics.get(event.family) or topics.setdefault(event.family, topic_for(event.family, namespace))
+        )
+        headers.append(header_texts(event))
+        values.append(data_value(event))
+        ids.append(event.id)
+    return topic_of, headers, values, ids
+
+
+def count_accepted(origin: str, events: Sequence[Event]) -> None:
     for family, count in Counter(event.family.value for event in events).items():
         metrics.EVENTS_ACCEPTED.labels(origin, family).inc(count)
-    return len(events)
 
 
 COPY_FROM = 100  # events in one call from which the rows go in by binary COPY (a file chunk is 2,000)

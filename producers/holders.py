@@ -11,9 +11,7 @@ The site's authority is the site id's prefix; its office is the registry's (or t
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -70,8 +68,17 @@ REGISTERS = """
 
 async def record_holders(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
     """P3: the parties of the site of every registration or referral among ``events`` hold that person."""
-    rows: list[tuple[str, str, str, date, str, str | None]] = []
-    for e in events:
+    rows = holder_rows(events)
+    if not rows:
+        return
+    _, persons, sites, ids, sinces, offices = (list(c) for c in zip(*rows, strict=True))
+    await conn.execute(_RECORD, persons, sites, ids, sinces, offices)
+
+
+def holder_rows(events: Sequence[Event]) -> list[tuple[int, str, str, str, date, str | None]]:
+    """(index in ``events``, person, site, event id, since, office) of every registration or referral."""
+    rows: list[tuple[int, str, str, str, date, str | None]] = []
+    for n, e in enumerate(events):
         family = e.family.value
         if family not in INTAKE:
             continue
@@ -81,11 +88,8 @@ async def record_holders(conn: asyncpg.Connection, events: Sequence[Event]) -> N
         }
         since = intake_date(family, data)
         assert since is not None
-        rows.append((e.subject, data["site"], e.id, since, family, data["office"]))
-    if not rows:
-        return
-    persons, sites, ids, sinces, _, offices = (list(c) for c in zip(*rows, strict=True))
-    await conn.execute(_RECORD, persons, sites, ids, sinces, offices)
+        rows.append((n, e.subject, data["site"], e.id, since, data["office"]))
+    return rows
 
 
 _RECORD = """
@@ -109,12 +113,9 @@ DO UPDATE SET since = least(person_holders.since, EXCLUDED.since)
 async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
     """P7: every withdrawal among ``events`` moves its person's fence to its ``signed_at`` (never back)."""
     rows: dict[str, tuple[datetime, str]] = {}
-    for e in events:
-        if e.family.value != "consent" or e.data.action.value != "withdrawn":
-            continue
-        signed = e.data.captured.signed_at
-        if e.subject not in rows or signed > rows[e.subject][0]:
-            rows[e.subject] = (signed, e.id)
+    for _, person, signed, event_id in fence_rows(events):
+        if person not in rows or signed > rows[person][0]:
+            rows[person] = (signed, event_id)
     if not rows:
         return
     people = sorted(rows)  # one lock order: concurrent commits cannot deadlock
@@ -129,6 +130,15 @@ async def record_fences(conn: asyncpg.Connection, events: Sequence[Event]) -> No
     )
 
 
+def fence_rows(events: Sequence[Event]) -> list[tuple[int, str, datetime, str]]:
+    """(index in ``events``, person, signed_at, event id) of every withdrawal."""
+    return [
+        (n, e.subject, e.data.captured.signed_at, e.id)
+        for n, e in enumerate(events)
+        if e.family.value == "consent" and e.data.action.value == "withdrawn"
+    ]
+
+
 ERASED_MEANWHILE = "P9: person_key: the person was erased while this was being accepted"
 
 
@@ -140,40 +150,6 @@ class ErasedMeanwhile(AuthError):
         self.people = frozenset(people)
 
 
-@asynccontextmanager
-async def fenced_transaction(conn: asyncpg.Connection, persons: Iterable[str]) -> AsyncIterator[set[str]]:
-    """A transaction on ``conn`` that starts with ``erasure_fence`` (it yields the erased people among
-    ``persons``), committed when the block ends, rolled back if it raises.
-
-    The same fence in one round trip less: ``BEGIN`` and the erasure lock go to PostgreSQL together (a
-    simple query: the lock's key is a constant), then the register is read by a statement of its own, so
-    it still starts after the lock is held. A group commit is a few statements of little work each, and
-    each round trip cost the adapter and PostgreSQL about as much as the work it carried."""
-    wanted = sorted(set(persons))
-    begin = "BEGIN" if not wanted else f"BEGIN; SELECT pg_advisory_xact_lock_shared({_ERASURE_LOCK})"
-    await conn.execute(begin)
-    try:
-        erased = await _erased(conn, wanted) if wanted else set()
-        yield erased
-    except BaseException:
-        # As asyncpg's own transactions: a connection that broke meanwhile ends the transaction itself.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
-
-
-_ERASURE_LOCK = int(AdvisoryLock.ACCEPTANCE_ERASURE)
-
-
-async def _erased(conn: asyncpg.Connection, wanted: list[str]) -> set[str]:
-    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
-    erased = {r[0] for r in rows}
-    if erased:
-        forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
-    return erased
-
-
 async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set[str]:
     """P9 inside the accepting transaction: which of these people are erased, as of now.
 
@@ -183,9 +159,16 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     starts later waits for this transaction), then the register, read by a statement that starts after
     the lock is held. The caller leaves out every event of the people returned. No data key of theirs is
     left to delete, whatever becomes of this transaction: one made before the erasure, the erasure
-    deleted; after it, none is stored (``KeyStore.keys_for``, migration 015)."""
+    deleted; after it, none is stored (``KeyStore.keys_for``, migration 015).
+
+    The same fence, in SQL, begins migration 021's ``accept_events`` (``outbox.accept_sealed``: requests
+    and trusted acceptance); this one is for a transaction of the caller's own (a file chunk)."""
     wanted = sorted(set(persons))
     if not wanted:
         return set()
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
-    return await _erased(conn, wanted)
+    rows = await conn.fetch("SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", wanted)
+    erased = {r[0] for r in rows}
+    if erased:
+        forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
+    return erased

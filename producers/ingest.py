@@ -13,10 +13,12 @@ same steps:
    file chunk: a credential proves one organisation, which publishes only at its own sites and only about
    people it holds, nothing signed behind a withdrawal, and nothing more about an erased person. The
    simulator and tests are trusted sources and skip this step (on a local development stack only,
-   ``producers.publish``). The erasure register is read again at commit (``holders.fenced_transaction``).
-3. **seal** (``seal_events``; the adapters' ``csv_chunks.seal_rows``): each personal block with its person's data key, all keys in one round
-   trip, only for events that are valid and authorised — a refused request leaves no key behind.
-4. **enqueue** (``outbox.enqueue``): into the outbox in the caller's transaction, with what acceptance
+   ``producers.publish``). The erasure register is read again at commit (``outbox.accept_sealed``).
+3. **seal** (``KeyStore.sealing_keys``; the adapters' ``csv_chunks.seal_rows``): each personal block with
+   its person's data key — the stored one, or a fresh one the accepting transaction stores — only for
+   events that are valid and authorised: a refused request leaves no key behind.
+4. **enqueue** (``outbox.accept_sealed``: data keys, erasure fence, idempotency keys, outbox rows and
+   registers in one round trip; a file chunk's ``outbox.enqueue``): into the outbox, with what acceptance
    changes in the registers (``producers.holders``: a registration or referral makes its site's parties
    hold the person, P3; a withdrawal moves the person's fence, P7). Once it commits, the event reaches
    Kafka even if the broker is down right now, and every later authorisation and disclosure sees the
@@ -34,9 +36,9 @@ from collections.abc import Sequence
 import asyncpg
 
 from contracts.envelope import Event
-from infra.crypto import KeyStore
-from producers.holders import ErasedMeanwhile, fenced_transaction
-from producers.outbox import enqueue
+from infra.crypto import KeyStore, stored_keys
+from producers.holders import ErasedMeanwhile
+from producers.outbox import accept_sealed, enqueue
 from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
 
 __all__ = ["accept", "enqueue", "seal_events"]
@@ -67,14 +69,26 @@ async def accept(
 ) -> list[Event]:
     """Validate, seal and enqueue ``subs`` atomically (all or none), each under its own trusted source.
     Raises ``pydantic.ValidationError`` for the first invalid submission, before any key is made, and
-    ``ErasedMeanwhile`` (accepting nothing) where one is about a person on the erasure register (P9)."""
+    ``ErasedMeanwhile`` (accepting nothing, storing no key) where one is about a person on the erasure
+    register (P9). The accepting transaction is ``outbox.accept_sealed``'s, as for the adapters' requests."""
     checked = [
         validate(s.family, s.data, extra=extra, time=s.time, event_id=s.event_id, trusted=True) for s in subs
     ]
-    events = await seal_events(conn, keystore, checked, [s.source for s in subs])
-    async with fenced_transaction(conn, (e.subject for e in events)) as erased:
-        if not erased:
-            await enqueue(conn, events, origin=origin, namespace=namespace, fenced=True)
-    if erased:  # nothing was accepted; a data key made meanwhile is gone with the transaction's commit
-        raise ErasedMeanwhile(erased)
-    return events
+    people = sorted({c.subject for c in checked if c.personal is not None})
+    for _ in range(_TRIES):
+        stored = await conn.fetchval(f"SELECT {stored_keys(1)}", people) if people else []
+        sealing = keystore.sealing_keys(stored, people)
+        events = [
+            build_event(c, s.source, seal_checked(c, sealing.keys.get(c.subject)))
+            for c, s in zip(checked, subs, strict=True)
+        ]
+        verdicts = await accept_sealed(conn, [events], sealing.fresh, origin=origin, namespace=namespace)
+        if verdicts.erased:
+            raise ErasedMeanwhile(verdicts.erased)
+        if not verdicts.conflicted:  # else a key was stored meanwhile for one of them: seal again under it
+            keystore.remember(sealing, sealing.keys)
+            return events
+    raise RuntimeError("a data key changed under every try of this acceptance")
+
+
+_TRIES = 5

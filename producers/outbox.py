@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -22,13 +23,21 @@ from aiokafka.errors import KafkaError
 from contracts.envelope import Event
 from infra import health, metrics
 from infra.config import Settings
+from infra.crypto import forget_everywhere
 from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, AdvisoryLock, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
-from infra.outbox_rows import insert_events
+from infra.outbox_rows import count_accepted, insert_events, outbox_columns
 from infra.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, publish_span
-from producers.holders import ErasedMeanwhile, erasure_fence, record_fences, record_holders
+from producers.holders import (
+    ErasedMeanwhile,
+    erasure_fence,
+    fence_rows,
+    holder_rows,
+    record_fences,
+    record_holders,
+)
 
 log = get_logger("outbox")
 
@@ -59,6 +68,70 @@ async def enqueue(
     await record_holders(conn, events)  # P3: holding is decided here, with acceptance, never by a reader
     await record_fences(conn, events)  # P7: a withdrawal fences the person off from its 202 on
     return len(events)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """What an accepting transaction (``accept_sealed``) decided, unit by unit."""
+
+    kept: frozenset[int]  # units whose events are in the outbox
+    erased: frozenset[str]  # people on the erasure register: every unit about one was refused (P9)
+    conflicted: frozenset[str]  # people whose key was stored meanwhile: their units are to be sealed again
+    won: frozenset[int]  # keyed units whose idempotency key was stored (the others' was taken)
+
+
+async def accept_sealed(
+    conn: asyncpg.Connection,
+    units: Sequence[Sequence[Event]],
+    fresh_keys: Mapping[str, bytes],
+    idempotency: Sequence[tuple[int, str, str, bytes, str]] = (),
+    *,
+    origin: str,
+    namespace: str,
+) -> Verdicts:
+    """Accept sealed events in one round trip: their own transaction (migration 021's ``accept_events``).
+
+    Each unit (a request) is accepted or refused whole. ``fresh_keys`` (person -> wrapped data key) are
+    the keys the events were sealed with that are not stored yet (``KeyStore.sealing_keys``): stored in
+    the same transaction. ``idempotency`` holds (unit, organisation, key, request digest, family) for the
+    keyed units. A unit is refused if one of its people is on the erasure register now (read under the
+    acceptance erasure lock, after authorisation's read: P9 even under a concurrent erasure), or got a
+    stored key meanwhile (seal it again), or, keyed, if its key is taken; else its events go into the
+    outbox with what they change in the registers (holders P3, fences P7), in the order given."""
+    if conn.is_in_transaction():
+        raise RuntimeError("accept_sealed is a transaction of its own")
+    events = [e for evs in units for e in evs]
+    e_unit = [i for i, evs in enumerate(units) for _ in evs]
+    topics, headers, values, ids = outbox_columns(events, namespace)
+    holders = holder_rows(events)
+    fences = fence_rows(events)
+    row = await conn.fetchrow(
+        _ACCEPT,
+        e_unit, [e.subject for e in events], topics, headers, values, ids,
+        list(fresh_keys), list(fresh_keys.values()),
+        [k[0] for k in idempotency], [k[1] for k in idempotency], [k[2] for k in idempotency],
+        [k[3] for k in idempotency], [k[4] for k in idempotency],
+        [e_unit[h[0]] for h in holders], [h[1] for h in holders], [h[2] for h in holders],
+        [h[3] for h in holders], [h[4] for h in holders], [h[5] for h in holders],
+        [e_unit[f[0]] for f in fences], [f[1] for f in fences], [f[2] for f in fences], [f[3] for f in fences],
+        origin, NOTIFY_CHANNEL,
+    )  # fmt: skip
+    assert row is not None
+    erased, conflicted, won = frozenset(row["erased"]), frozenset(row["conflicted"]), frozenset(row["won"])
+    if erased:
+        forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
+    keyed = {k[0] for k in idempotency}
+    refused = erased | conflicted
+    kept = frozenset(
+        i
+        for i, evs in enumerate(units)
+        if (i not in keyed or i in won) and not any(e.subject in refused for e in evs)
+    )
+    count_accepted(origin, [e for i in sorted(kept) for e in units[i]])
+    return Verdicts(kept, erased, conflicted, won)
+
+
+_ACCEPT = f"SELECT * FROM accept_events({', '.join(f'${n}' for n in range(1, 26))})"
 
 
 class BrokerUnavailable(Exception):

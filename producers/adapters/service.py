@@ -33,7 +33,7 @@ from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
 from infra.config import Settings
-from infra.crypto import KeyStore, derived_key
+from infra.crypto import KeyStore, SealingKeys, derived_key, stored_keys
 from infra.gc import fewer_collections
 from infra.logging import get_logger
 from infra.tracing import current_traceparent, current_tracestate
@@ -44,11 +44,11 @@ from producers.holders import (
     REGISTERS,
     ErasedMeanwhile,
     erasure_fence,
-    fenced_transaction,
     registers_args,
     registers_from,
 )
 from producers.ingest import enqueue
+from producers.outbox import accept_sealed
 
 REQUESTS = Counter(
     "ittai_adapter_requests_total", "Adapter requests by outcome", ["adapter", "family", "outcome"]
@@ -512,15 +512,10 @@ def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:
 
 # Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
 # so a key or file row seen again after that is new. Expired rows of the keys at hand are deleted in the
-# inserting transaction (the periodic purge takes the rest). Two spellings of that delete, for two inputs:
-# a group commit's keys are the clients' Idempotency-Keys of several organisations (any printable text,
-# commas included: arrays), a file chunk's are one organisation's hex row keys (up to 2,000: one
-# comma-separated text, as its insert takes them, which the driver does not encode element by element).
+# inserting transaction (the periodic purge takes the rest): a group commit's by migration 021's
+# ``accept_events``; a file chunk's hex row keys (up to 2,000: one comma-separated text, as its insert takes
+# them, which the driver does not encode element by element) by ``_DROP_EXPIRED_ROWS``.
 _REPLACE_EXPIRED = "ON CONFLICT DO NOTHING"
-_DROP_EXPIRED = (
-    "DELETE FROM idempotency_keys WHERE expires_at <= now() "
-    "AND (organisation, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-)
 _PURGE_EVERY_S = 300.0
 _DROP_EXPIRED_ROWS = (
     "DELETE FROM idempotency_keys WHERE expires_at <= now() "
@@ -583,13 +578,14 @@ class _Revoked(Exception):
         self.refusal = refusal
 
 
-# The group commit's reads before any data key is made, in one statement: the registers ($1–$3,
-# ``holders.REGISTERS``), the clients' revocations ($4) and the idempotency keys already taken ($5, $6).
+# The group commit's reads before the accepting transaction, in one statement: the registers ($1–$3,
+# ``holders.REGISTERS``), the clients' revocations ($4), the idempotency keys already taken ($5, $6) and
+# the stored data keys of the people with a personal block ($7).
 _GROUP_READS = (
     "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = ANY($4::text[])) AS clients, "
     "ARRAY(SELECT (organisation, key) FROM idempotency_keys WHERE expires_at > now() "
     "AND (organisation, key) IN (SELECT * FROM unnest($5::text[], $6::text[]))) AS taken, "
-    f"{REGISTERS}"
+    f"{stored_keys(7)}, {REGISTERS}"
 )
 
 
@@ -617,14 +613,15 @@ class _Sealed:
 
 
 async def seal_units(
-    conn: asyncpg.Connection, keystore: KeyStore, units: Sequence[_Unit], sources: Sequence[Sequence[str]]
-) -> list[list[Event]]:
+    keystore: KeyStore, units: Sequence[_Unit], sources: Sequence[Sequence[str]], stored: Sequence[Any]
+) -> tuple[list[list[Event]], SealingKeys]:
     """Step 3 for a group's authorised requests: each one's events, personal blocks sealed with their
-    people's data keys (made where missing, all in one round trip, outside any transaction)."""
-    # Sorted: concurrent callers then take the key rows' locks in one order and cannot deadlock.
-    people = sorted({r.subject for u in units for r in u.rows if r.personal is not None})
-    keys = await keystore.keys_for(conn, people) if people else {}
-    return [seal_rows(u.family, u.rows, s, keys) for u, s in zip(units, sources, strict=True)]
+    people's data keys — the ``stored`` ones read with the registers, fresh ones for the others (stored by
+    the accepting transaction, ``outbox.accept_sealed``)."""
+    people = [r.subject for u in units for r in u.rows if r.personal is not None]
+    sealing = keystore.sealing_keys(stored, people)
+    per_unit = [seal_rows(u.family, u.rows, s, sealing.keys) for u, s in zip(units, sources, strict=True)]
+    return per_unit, sealing
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
@@ -646,6 +643,7 @@ class _Unit:
     done: asyncio.Future[list[str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    tries: int = 0  # accepting transactions that left it out to be sealed again
 
 
 class _GroupCommitter:
@@ -663,6 +661,7 @@ class _GroupCommitter:
     """
 
     MAX_EVENTS = 2000
+    MAX_TRIES = 5
     FLUSHERS = 2
     IDLE_S = 0.5  # how long a flusher keeps its connection for the next request once none is pending
 
@@ -749,10 +748,10 @@ class _GroupCommitter:
         if time.monotonic() >= self.next_purge:  # expired idempotency records hold digests of bodies
             self.next_purge = time.monotonic() + _PURGE_EVERY_S
             await conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
-        # One round trip reads what decides every unit before any data key is made: its client's
-        # revocation (a unit whose client was revoked since it authenticated is answered 401 and writes
-        # nothing), whether its idempotency key is taken (a retry or a conflict: it answers from the
-        # stored result), and the registers authorisation reads, for all the group's events at once.
+        # One round trip reads what decides every unit: its client's revocation (a unit whose client was
+        # revoked since it authenticated is answered 401 and writes nothing), whether its idempotency key
+        # is taken (a retry or a conflict: it answers from the stored result), the registers authorisation
+        # reads, for all the group's events at once, and the data keys already stored to seal with.
         sites = [site_of(u.family, r.view) for u in group for r in u.rows]
         persons = [r.subject for u in group for r in u.rows]
         keyed_units = [u.idem for u in group if u.idem is not None]
@@ -762,6 +761,7 @@ class _GroupCommitter:
             sorted({u.principal.client_id for u in group}),
             [idem[0] for idem in keyed_units],
             [idem[1] for idem in keyed_units],
+            sorted({r.subject for u in group for r in u.rows if r.personal is not None}),
         )
         assert row is not None
         refused = refusals(
@@ -798,59 +798,47 @@ class _GroupCommitter:
         group = authorised
         if not group:
             return answered
-        per_unit = await seal_units(conn, service.keystore, group, sources)
-        events = [e for evs in per_unit for e in evs]
-        # P9 at commit: a request whose person was erased since its authorisation is refused alone.
-        async with fenced_transaction(conn, (e.subject for e in events)) as erased:
-            if erased:
-                for unit, evs in zip(group, per_unit, strict=True):
-                    if any(e.subject in erased for e in evs) and not unit.done.done():
-                        unit.done.set_exception(ErasedMeanwhile(erased))
-                kept = [(u, evs) for u, evs in zip(group, per_unit, strict=True) if not u.done.done()]
-                group, per_unit = [u for u, _ in kept], [evs for _, evs in kept]
-            keyed = sorted(  # in key order, so that concurrent commits cannot deadlock on them
-                ((u, evs) for u, evs in zip(group, per_unit, strict=True) if u.idem is not None),
-                key=lambda item: item[0].idem[:2] if item[0].idem else ("", ""),
-            )
-            won: set[tuple[str, str]] = set()
-            if keyed:
-                await conn.execute(
-                    _DROP_EXPIRED,
-                    [u.idem[0] for u, _ in keyed if u.idem],
-                    [u.idem[1] for u, _ in keyed if u.idem],
-                )
-                rows = await conn.fetch(
-                    "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
-                    "SELECT o, k, h, f, string_to_array(e, ',') "
-                    "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(o, k, h, f, e) "
-                    f"{_REPLACE_EXPIRED} RETURNING organisation, key",
-                    [u.idem[0] for u, _ in keyed if u.idem],
-                    [u.idem[1] for u, _ in keyed if u.idem],
-                    [u.idem[2] for u, _ in keyed if u.idem],
-                    [u.idem[3] for u, _ in keyed if u.idem],
-                    [",".join(e.id for e in evs) for _, evs in keyed],  # hex ids: no commas inside
-                )
-                won = {(r["organisation"], r["key"]) for r in rows}
-            results: list[list[str] | None] = []
-            todo: list[Event] = []
-            for unit, evs in zip(group, per_unit, strict=True):
-                if unit.idem is not None and (unit.idem[0], unit.idem[1]) not in won:
-                    results.append(None)
-                    continue
-                if unit.idem is not None:
-                    won.discard(
-                        (unit.idem[0], unit.idem[1])
-                    )  # a second unit with the key in this group raced
-                results.append([e.id for e in evs])
-                todo.extend(e._replace(traceparent=unit.traceparent, tracestate=unit.tracestate) for e in evs)
-            await enqueue(
-                conn,
-                todo,
-                origin=f"{service.adapter.value}-adapter",
-                namespace=service.settings.topic_namespace,
-                fenced=True,
-            )
-        return answered + list(zip(group, results, strict=True))
+        per_unit, sealing = await seal_units(service.keystore, group, sources, row["stored_keys"])
+        for unit, evs in zip(group, per_unit, strict=True):
+            for i, e in enumerate(evs):  # the request's trace context (the commit runs in another task)
+                evs[i] = e._replace(traceparent=unit.traceparent, tracestate=unit.tracestate)
+        # The accepting transaction, in one round trip: data keys, the erasure fence (P9 at commit: a
+        # request whose person was erased since its authorisation is refused alone), idempotency keys,
+        # outbox rows and registers.
+        verdicts = await accept_sealed(
+            conn,
+            per_unit,
+            sealing.fresh,
+            [(i, *u.idem) for i, u in enumerate(group) if u.idem is not None],
+            origin=f"{service.adapter.value}-adapter",
+            namespace=service.settings.topic_namespace,
+        )
+        service.keystore.remember(sealing, sealing.keys.keys() - verdicts.erased - verdicts.conflicted)
+        results: list[tuple[_Unit, list[str] | None]] = []
+        again: list[_Unit] = []
+        for i, (unit, evs) in enumerate(zip(group, per_unit, strict=True)):
+            subjects = {e.subject for e in evs}
+            if i in verdicts.kept:
+                results.append((unit, [e.id for e in evs]))
+            elif subjects & verdicts.erased:
+                if not unit.done.done():
+                    unit.done.set_exception(ErasedMeanwhile(verdicts.erased))
+            elif subjects & verdicts.conflicted:
+                again.append(unit)  # a key was stored for its person meanwhile: sealed again under it
+            else:
+                results.append((unit, None))  # its idempotency key was taken: answered from the record
+        if again:
+            self._again(again)
+        return answered + results
+
+    def _again(self, units: list[_Unit]) -> None:
+        """Units to seal again (a concurrent acceptance stored a data key for their person): first in line
+        for the next group. A unit is tried ``MAX_TRIES`` times at most."""
+        for unit in units:
+            unit.tries += 1
+            if unit.tries >= self.MAX_TRIES and not unit.done.done():
+                unit.done.set_exception(RuntimeError("a data key changed under every try of this request"))
+        self.pending[:0] = [u for u in units if not u.done.done()]
 
 
 def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_field: str) -> str | None:

@@ -1,0 +1,159 @@
+"""``outbox.accept_sealed`` (migration 021's ``accept_events``): the accepting transaction in one round
+trip — data keys, the erasure fence (P9), idempotency keys, outbox rows, holders (P3) and withdrawal
+fences (P7) — each request (unit) accepted or refused whole.
+
+It replaced a transaction of six to eight statements whose data keys committed in a transaction of their
+own; these tests hold what that transaction guaranteed, unit by unit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from contracts.envelope import Event
+from infra.config import Settings
+from infra.crypto import KeyStore
+from infra.db import AdvisoryLock
+from producers.outbox import accept_sealed
+from producers.submission import Submission, to_event
+from tests import factories
+
+
+def _sealed(keystore: KeyStore, subs: list[Submission]) -> tuple[list[Event], dict[str, bytes]]:
+    """Events sealed under fresh keys (none stored yet), and the fresh keys, wrapped."""
+    sealing = keystore.sealing_keys([], [s.person_key for s in subs])
+    return [to_event(s, sealing.keys[s.person_key]) for s in subs], sealing.fresh
+
+
+async def test_one_statement_decides_every_unit(pool: asyncpg.Pool, settings: Settings) -> None:
+    keystore = KeyStore.from_settings(settings)
+    erased, kept, taken, first, second, raced = (factories.person_key() for _ in range(6))
+    units: list[list[Event]] = []
+    fresh: dict[str, bytes] = {}
+    for person in (erased, kept, taken, first, second, raced):
+        events, keys = _sealed(keystore, [factories.registration(person), factories.placement(person)])
+        units.append(events)
+        fresh |= keys
+    organisation = "office:1102"
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO sv_erasures (person_key, requested_by) VALUES ($1, 'test')", erased)
+        await conn.execute(
+            "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
+            "VALUES ($1, 'taken', '\\x00', 'registration', '{earlier}')",
+            organisation,
+        )
+        # A key stored for ``raced`` after its events were sealed (a concurrent acceptance).
+        await conn.execute(
+            "INSERT INTO person_data_keys (person_key, version, wrapped) VALUES ($1, 1, '\\x00')", raced
+        )
+        # The driver learns the function's parameter types on a connection's first call (its own queries).
+        warm_up, warm_keys = _sealed(keystore, [factories.registration(factories.person_key())])
+        await accept_sealed(conn, [warm_up], warm_keys, origin="test", namespace=settings.topic_namespace)
+        statements: list[str] = []
+
+        def logged(record: asyncpg.connection.LoggedQuery) -> None:
+            statements.append(record.query)
+
+        conn.add_query_logger(logged)
+        try:
+            verdicts = await accept_sealed(
+                conn,
+                units,
+                fresh,
+                [
+                    (2, organisation, "taken", b"h2", "registration"),
+                    (3, organisation, "same", b"h3", "registration"),
+                    (4, organisation, "same", b"h4", "registration"),
+                ],
+                origin="test",
+                namespace=settings.topic_namespace,
+            )
+        finally:
+            await asyncio.sleep(0)  # the driver calls query loggers soon after, not during, the query
+            conn.remove_query_logger(logged)
+        assert len(statements) == 1, statements
+        assert verdicts.kept == {1, 3}
+        assert verdicts.erased == {erased} and verdicts.conflicted == {raced} and verdicts.won == {3}
+
+        ids = [e.id for e in units[1] + units[3]]
+        rows = await conn.fetch(
+            "SELECT event_id, key FROM outbox WHERE event_id = ANY($1::text[]) ORDER BY id",
+            [e.id for u in units for e in u],
+        )
+        assert [r["event_id"] for r in rows] == ids, "only the kept units' events, in the order given"
+        assert [bytes(r["key"]) for r in rows] == [kept.encode()] * 2 + [first.encode()] * 2
+        stored = await conn.fetch(
+            "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[])",
+            [erased, kept, taken, first, second, raced],
+        )
+        # No key for the erased; the raced person keeps the key stored first.
+        assert {r["person_key"]: bytes(r["wrapped"]) for r in stored} == {
+            kept: fresh[kept],
+            taken: fresh[taken],
+            first: fresh[first],
+            second: fresh[second],
+            raced: b"\x00",
+        }
+        record = await conn.fetchval(
+            "SELECT event_ids FROM idempotency_keys WHERE organisation = $1 AND key = 'same'", organisation
+        )
+        assert record == [e.id for e in units[3]], "the first unit with a key wins it, with its own events"
+        holders = await conn.fetch(
+            "SELECT DISTINCT person_key FROM person_holders WHERE person_key = ANY($1::text[])",
+            [erased, kept, taken, first, second, raced],
+        )
+        assert {r[0] for r in holders} == {kept, first}, "only kept registrations make holders"
+
+
+async def test_withdrawal_fences_move_only_with_kept_units(pool: asyncpg.Pool, settings: Settings) -> None:
+    keystore = KeyStore.from_settings(settings)
+    kept, refused = factories.person_key(), factories.person_key()
+    units = []
+    for person in (kept, refused):
+        events, _ = _sealed(keystore, [factories.consent(person, action="withdrawn", version=2)])
+        units.append(events)
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO sv_erasures (person_key, requested_by) VALUES ($1, 'test')", refused)
+        verdicts = await accept_sealed(conn, units, {}, origin="test", namespace=settings.topic_namespace)
+        fences = await conn.fetch(
+            "SELECT person_key, event_id FROM withdrawal_fences WHERE person_key = ANY($1::text[])",
+            [kept, refused],
+        )
+    assert verdicts.kept == {0}
+    assert {(r[0], r[1]) for r in fences} == {(kept, units[0][0].id)}
+
+
+async def test_an_erasure_committed_while_the_call_waits_for_its_lock_wins(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """P9 under a concurrent erasure: the erasure holds the acceptance lock exclusively while it writes the
+    register; the accepting call waits for it, then reads the register (after its statement began) and
+    refuses the person, storing no key of theirs. No timing: the test waits until PostgreSQL shows the
+    call waiting for the lock."""
+    keystore = KeyStore.from_settings(settings)
+    person, other = factories.person_key(), factories.person_key()
+    mine, keys = _sealed(keystore, [factories.registration(person)])
+    theirs, other_keys = _sealed(keystore, [factories.registration(other)])
+    async with pool.acquire() as eraser, pool.acquire() as conn:
+        tx = eraser.transaction()
+        await tx.start()
+        await eraser.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
+        await eraser.execute("INSERT INTO sv_erasures (person_key, requested_by) VALUES ($1, 'test')", person)
+        pid = conn.get_server_pid()
+        call = asyncio.create_task(
+            accept_sealed(
+                conn, [mine, theirs], keys | other_keys, origin="test", namespace=settings.topic_namespace
+            )
+        )
+        while not await eraser.fetchval(
+            "SELECT true FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted", pid
+        ):
+            await asyncio.sleep(0.01)
+        assert not call.done()
+        await tx.commit()
+        verdicts = await call
+        assert verdicts.erased == {person} and verdicts.kept == {1}
+        assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", person) == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", mine[0].id) == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", theirs[0].id) == 1
