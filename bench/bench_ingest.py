@@ -12,7 +12,8 @@ sending and parsing alone. The last lines compare 2 workers with 1 and the figur
 targets.
 
     .venv/bin/python bench/bench_ingest.py [--requests 4000] [--concurrency 32] [--rows 50000]
-        [--workers 2] [--separate-relay] [--csv-only] [--name ingest]
+        [--workers 2] [--separate-relay] [--csv-only] [--one-process] [--single-only]
+        [--profile FILE] [--name ingest]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -210,6 +212,8 @@ async def _http_phase(
     env = os.environ.copy() | {"HUB_ADAPTER_RUNS_RELAY": "false" if separate_relay else "true"}
     hub = str(ROOT / ".venv/bin/hub")
     adapter = [hub, "run", "employment-adapter", "--workers", str(workers)]
+    if args.profile and workers == 1:  # the adapter under cProfile (its figures are then not comparable)
+        adapter = [sys.executable, "-m", "cProfile", "-o", args.profile, *adapter]
     procs = [subprocess.Popen(adapter, env=env, stdout=subprocess.DEVNULL)]  # noqa: ASYNC220
     if separate_relay:
         procs.append(subprocess.Popen([hub, "run", "relay"], env=env, stdout=subprocess.DEVNULL))  # noqa: ASYNC220
@@ -252,6 +256,11 @@ async def _http_phase(
             return (*result, (_cpu_s(pid) - before, pg, client))
 
         await load.run(warm_up, args.concurrency)
+        if args.single_only:
+            single = _report(
+                "POST /v1/placement (1 event/request)", n, *await measured(singles, args.concurrency)
+            )
+            return 0.0, single, 0.0, 0.0
         health = _report("baseline GET /healthz (no DB)", n, *await measured(health_checks, args.concurrency))
         single = _report(
             "POST /v1/placement (1 event/request)", n, *await measured(singles, args.concurrency)
@@ -270,7 +279,9 @@ async def _http_phase(
     finally:
         load.close()
         for proc in procs:
-            proc.terminate()
+            # SIGINT under cProfile: uvicorn re-raises the signal it handled, and only an interrupt (not a
+            # SIGTERM) lets cProfile write its file on the way out.
+            proc.send_signal(signal.SIGINT if args.profile and workers == 1 else signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=30)
 
@@ -316,6 +327,11 @@ async def main() -> None:
     parser.add_argument(
         "--separate-relay", action="store_true", help="also measure with the relay in its own process"
     )
+    parser.add_argument("--profile", help="write a cProfile of the one-process adapter to this file")
+    parser.add_argument(
+        "--single-only", action="store_true", help="only the one-process single-event phase (profiling)"
+    )
+    parser.add_argument("--one-process", action="store_true", help="only the one-process HTTP phases")
     parser.add_argument(
         "--name", default="ingest", help="the bench database's name (ittai_bench_NAME): runs side by side"
     )
@@ -345,6 +361,8 @@ async def main() -> None:
         base_rate, single, keyed, batched = await _http_phase(
             args, pool, settings.employment_port, token, separate_relay=False
         )
+        if args.one_process or args.single_only:
+            return
         print(f"-- adapter with --workers {args.workers} (one listening socket; the relay in worker 0)")
         base_n, single_n, _, batched_n = await _http_phase(
             args, pool, settings.employment_port, token, separate_relay=False, workers=args.workers
