@@ -778,13 +778,13 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
                         await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
                     )
                 await asyncio.gather(*futures)
-                await conn.execute(
-                    "UPDATE feed_revisions f SET published_at = now() "
-                    "FROM unnest($1::text[], $2::text[], $3::int[]) AS p(authority, month, revision) "
-                    "WHERE f.authority = p.authority AND f.month = p.month AND f.revision = p.revision",
-                    [r["authority"] for r in rows],
-                    [r["month"] for r in rows],
-                    [r["revision"] for r in rows],
+                # Each by its key: joined to the chunk's keys, the planner took feed_revisions for a
+                # row or two (its statistics predate the build that just filled it) and scanned it for
+                # every key (1.6 s of PostgreSQL CPU for a national month, measured).
+                await conn.executemany(
+                    "UPDATE feed_revisions SET published_at = now() "
+                    "WHERE authority = $1 AND month = $2 AND revision = $3",
+                    [(r["authority"], r["month"], r["revision"]) for r in rows],
                 )
                 published += len(rows)
                 last = rows[-1]
