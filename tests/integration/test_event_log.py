@@ -59,3 +59,37 @@ async def test_each_event_is_logged_once_verbatim(pool: asyncpg.Pool, settings: 
         async with conn.transaction():
             await handler.handle(conn, [fourth, fourth._replace(offset=10)])
         assert await _rows(conn, [fourth.event.id]) == {fourth.event.id: (9, fourth.value.decode())}
+
+
+async def test_every_column_holds_the_events_attribute_in_either_way_in(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The rows are built by position (the event's leading fields, then the record's place and bytes): each
+    column must hold its own attribute, by the COPY and by the staging way alike."""
+    handler = EventLogHandler(settings)
+    pk = factories.person_key()
+    first, second = _consumed(settings, pk, 4), _consumed(settings, pk, 5)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await handler.handle(conn, [first])
+        async with conn.transaction():  # the first again: the batch takes the staging way
+            await handler.handle(conn, [first._replace(offset=6), second])
+        for c in (first, second):
+            row = await conn.fetchrow(
+                'SELECT event_id, family, type, source, subject, event_time, topic, partition, "offset", '
+                "data::text AS data FROM event_log WHERE event_id = $1",
+                c.event.id,
+            )
+            e = c.event
+            assert dict(row) == {
+                "event_id": e.id,
+                "family": e.family.value,
+                "type": e.type,
+                "source": e.source,
+                "subject": e.subject,
+                "event_time": e.time,
+                "topic": c.topic,
+                "partition": c.partition,
+                "offset": c.offset,
+                "data": c.value.decode(),
+            }
