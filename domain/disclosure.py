@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, field
 from enum import Enum
@@ -152,6 +153,9 @@ class SuppressedFeed:
     hidden: frozenset[CellRef] | None = field(default=None, compare=False, repr=False)
     # Where each table's cells lie in `cells` (first, end), where they are kept in a layout's order.
     spans: Mapping[str, tuple[int, int]] | None = field(default=None, compare=False, repr=False)
+    # What the previous revision published for each cell, in the same order, where `revise_published`
+    # read it by position (the change summary then compares the two by position too).
+    before: Sequence[int | None] | None = field(default=None, compare=False, repr=False)
 
     def value(self, ref: CellRef) -> int | None:
         return self.cells[ref].value
@@ -177,6 +181,16 @@ class SuppressedFeed:
             (ref.key, c.value, None if c.reason is None else c.reason.value)
             for ref, c in cells.items()
             if ref.table == table
+        ]
+
+    def changed(self) -> list[tuple[CellRef, int | None, int | None]]:
+        """The cells whose value differs from ``before``: (cell, value before, value now)."""
+        cells, before = self.cells, self.before
+        if before is None or not isinstance(cells, _Cells):
+            raise DisclosureError("no previous revision's values lined up with these cells")
+        now, refs = cells.published, cells.refs
+        return [
+            (refs[i], before[i], now[i]) for i, (x, y) in enumerate(zip(before, now, strict=True)) if x != y
         ]
 
     @property
@@ -497,6 +511,7 @@ class _Layout:
     # cells (worked out once: a national build breaks millions of ties).
     order: Mapping[Quantity, int]
     quantity_list: tuple[int, ...]  # `quantity_of` as ints
+    key_lists: list[list[str]]  # `keys` as lists, the form a published body's keys come back in from JSON
 
 
 @dataclass(frozen=True)
@@ -617,6 +632,7 @@ def _layout(shape: _Shape) -> _Layout:
             {q: n for n, q in enumerate(sorted(quantity_index, key=lambda q: repr(sorted(q))))}
         ),
         quantity_list=tuple(quantity_of),
+        key_lists=[list(ref.key) for ref in refs],
     )
 
 
@@ -801,7 +817,7 @@ def revise_published(
             reason[quantity] = SuppressionReason.PREVIOUS_REVISION
         elif b != v:
             reason[quantity] = SuppressionReason.CHANGED
-    return _published(counted.tables, threshold, s, reason)
+    return _published(counted.tables, threshold, s, reason, before=values)
 
 
 def _aligned(layout: _Layout, published: Sequence[Mapping[str, Any]]) -> list[Any] | None:
@@ -810,13 +826,20 @@ def _aligned(layout: _Layout, published: Sequence[Mapping[str, Any]]) -> list[An
     if [t["name"] for t in published] != [name for name, _, _ in layout.shape]:
         return None
     values: list[Any] = []
+    keys = layout.key_lists
     for t in published:
         first, end = layout.spans[t["name"]]
         cells = t["cells"]
-        if [tuple(c[0]) for c in cells] != list(layout.keys[first:end]):
+        # Keys as a body holds them (JSON arrays: lists) or as composed (tuples): compared without
+        # making a tuple of each (a national month reads ~900,000 cells back).
+        found = list(map(_KEY, cells))
+        if found != keys[first:end] and list(map(tuple, found)) != list(layout.keys[first:end]):
             return None
-        values += [c[1] for c in cells]
+        values += map(_VALUE, cells)
     return values
+
+
+_KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
 
 
 # Solve requests: (component, objective, cap) per LP; the answer is one optimal point per LP.
@@ -895,7 +918,11 @@ def _suppress_steps(
 
 
 def _published(
-    tables: Sequence[Table], threshold: int, s: _Structure, hidden: Mapping[Quantity, SuppressionReason]
+    tables: Sequence[Table],
+    threshold: int,
+    s: _Structure,
+    hidden: Mapping[Quantity, SuppressionReason],
+    before: Sequence[int | None] | None = None,
 ) -> SuppressedFeed:
     """Every cell of the feed: hidden with its reason where its quantity is in ``hidden``, else its count."""
     layout = s.layout
@@ -908,7 +935,7 @@ def _published(
             reasons[n] = why
             suppressed.append(layout.ref_order[n])
     cells = _Cells(layout.ref_order, layout.ref_index, values, reasons, layout.keys)
-    return SuppressedFeed(tuple(tables), threshold, cells, frozenset(suppressed), layout.spans)
+    return SuppressedFeed(tuple(tables), threshold, cells, frozenset(suppressed), layout.spans, before)
 
 
 def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | None:

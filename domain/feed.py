@@ -894,6 +894,8 @@ class Composed:
     body: dict[str, Any]
     suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
     tallies: dict[str, Any]  # the month's true counts per own site (kept, never published)
+    # What changed since the previous revision (``revision_changes``); empty for revision 1.
+    changes: list[dict[str, object]] = field(default_factory=list)
 
     @functools.cached_property
     def figures(self) -> dict[str, Any]:
@@ -946,8 +948,53 @@ def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
             done = {
                 name: revise_published(t, threshold, by_population[name]) for name, t in populations.items()
             }
-        out.append(_finish(job, done, threshold))
+        composed = _finish(job, done, threshold)
+        if job.previous is not None:
+            composed = replace(composed, changes=_changes(job.previous, composed.body, done))
+        out.append(composed)
     return out
+
+
+def _changes(
+    before: Mapping[str, Any], after: Mapping[str, Any], populations: Mapping[str, SuppressedFeed]
+) -> list[dict[str, object]]:
+    """``revision_changes(before, after)`` where ``after`` was composed from ``populations``: where
+    each population was revised by position (``SuppressedFeed.before``, the previous body's tables
+    lined up with the layout's), the cells are compared as the two value lists, and only the figures
+    of cells, sites and targets that differ are named."""
+    old_tables = before.get("populations") or before.get("groups") or {}
+    if old_tables.keys() != populations.keys() or any(p.before is None for p in populations.values()):
+        return revision_changes(before, after)
+    b: dict[str, Any] = {}
+    a: dict[str, Any] = {}
+    for published in populations.values():
+        for ref, x, y in published.changed():
+            name = f"{ref.table}[{', '.join(ref.key)}]"
+            b[name], a[name] = x, y
+    _derived_changes(before, after, b, a)
+    return change_summary(b, a)
+
+
+def _derived_changes(
+    before: Mapping[str, Any], after: Mapping[str, Any], b: dict[str, Any], a: dict[str, Any]
+) -> None:
+    """``_derived_figures`` of both bodies, less the units (the authority, a site, the targets) whose
+    figures are all equal: a figure equal in both revisions is not a change."""
+    old, new = before["indicators"], after["indicators"]
+    if old["authority"] != new["authority"]:
+        _flatten("indicator: ", old["authority"], b)
+        _flatten("indicator: ", new["authority"], a)
+    old_sites, new_sites = old["sites"], new["sites"]
+    for site in old_sites.keys() | new_sites.keys():
+        x, y = old_sites.get(site), new_sites.get(site)
+        if x != y:
+            if x is not None:
+                _flatten(f"indicator {site}: ", x, b)
+            if y is not None:
+                _flatten(f"indicator {site}: ", y, a)
+    if before["targets"] != after["targets"]:
+        _target_figures(before, b)
+        _target_figures(after, a)
 
 
 def _counted(job: Job) -> Job:
@@ -1073,6 +1120,10 @@ def _derived_figures(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     _flatten("indicator: ", body["indicators"]["authority"], out)
     for site, values in body["indicators"]["sites"].items():
         _flatten(f"indicator {site}: ", values, out)
+    _target_figures(body, out)
+
+
+def _target_figures(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     for e in body["targets"]:
         for t in e.get("targets", ()):
             name = f"target {e.get('scope', e.get('site'))} FY{e['fiscal_year']}: {t.get('kind')}"

@@ -41,7 +41,6 @@ from domain.feed import (
     cutoff_instant,
     fiscal_months,
     group_flags,
-    revision_changes,
     shift_month,
 )
 from infra.config import Settings
@@ -680,12 +679,9 @@ async def _make_chunk(
         a = job.feed.authority
         prev = latest_rows.get(a)
         ids = loaded.placement_ids.get(a, [])
-        if prev is not None:
-            changes = revision_changes(prev["body"], c.body)
-            if not changes and ids == sorted(prev["placement_ids"]):
-                continue
-        else:
-            changes = []
+        changes = c.changes  # compared with the previous revision's body, where there is one
+        if prev is not None and not changes and ids == sorted(prev["placement_ids"]):
+            continue
         revision = (prev["revision"] if prev else 0) + 1
         body = as_kept(dict(c.body, revision=revision, horizon=horizon.isoformat(), changes=changes))
         rows.append(

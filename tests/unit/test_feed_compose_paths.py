@@ -7,9 +7,12 @@ bench-like feeds and on bodies whose tables do not line up (where the shortcut m
 from __future__ import annotations
 
 import copy
+import functools
+from dataclasses import replace
 from typing import Any
 
-from hypothesis import given, settings
+import orjson
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain import disclosure as d
@@ -54,6 +57,7 @@ def test_tables_counted_together_are_each_feeds_tables_counted_alone(feeds: list
         }
 
 
+@functools.cache
 def _two_revisions() -> tuple[list[Job], list[Any], list[Any]]:
     first = g.month_counts(N, 1)
     late = g.month_counts(N, 2, scale=0.06)
@@ -103,3 +107,42 @@ def test_the_change_summary_compared_table_by_table_is_the_summary_of_every_figu
         renamed["populations"]["team_support"][0]["name"] += " (renamed)"
         assert revision_changes(old, renamed) == change_summary(figures(old), figures(renamed))
     assert changed > N // 4
+
+
+_FIGURE = st.one_of(st.none(), st.integers(0, 40), st.floats(0, 1, allow_nan=False))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_changes_composed_by_position_are_the_summary_of_every_figure(data: st.DataObject) -> None:
+    """``Composed.changes`` (cells compared by position, only the units whose figures differ named) is
+    ``change_summary(figures(before), figures(after))``: against the previous body as composed and as
+    read back from JSON, with its indicators and targets altered, and with tables that do not line up."""
+    jobs, _, _ = _two_revisions()
+    job = data.draw(st.sampled_from(jobs))
+    before = copy.deepcopy(dict(job.previous or {}))
+    if data.draw(st.booleans()):
+        before = orjson.loads(orjson.dumps(before))  # keys as JSON arrays, as the builder reads them
+    indicators = before["indicators"]
+    for unit in data.draw(
+        st.lists(st.sampled_from(["authority", *indicators["sites"], "131041-99"]), max_size=3)
+    ):
+        values = indicators["authority"] if unit == "authority" else indicators["sites"].setdefault(unit, {})
+        if unit != "authority" and data.draw(st.booleans()):
+            del indicators["sites"][unit]  # a site the other revision does not have
+            continue
+        values[
+            data.draw(st.sampled_from(["referral_placements", "placement_rate", "team_support", "new"]))
+        ] = data.draw(_FIGURE)
+        if data.draw(st.booleans()):
+            values["by_group"] = {"women": {"referral_placements": data.draw(_FIGURE)}}
+    if data.draw(st.booleans()):
+        before["targets"] = [
+            {"scope": "131041", "fiscal_year": 2025, "achievement": None,
+             "targets": [{"kind": "new_job_seekers", "group": None, "result": data.draw(_FIGURE)}]},
+        ]  # fmt: skip
+    if data.draw(st.booleans()):  # a table whose cells are not in the layout's order: compared by name
+        tables = next(iter(before["populations"].values()))
+        tables[-1]["cells"] = list(reversed(tables[-1]["cells"]))
+    composed = compose_many([replace(job, previous=before)], threshold=3)[0]
+    assert composed.changes == change_summary(figures(before), figures(composed.body))

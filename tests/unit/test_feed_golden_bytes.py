@@ -23,7 +23,10 @@ def _digest(c: Composed) -> str:
 
 
 def _changes(before: object, c: Composed) -> str:
-    text = json.dumps(change_summary(figures(before), c.figures), ensure_ascii=False)  # type: ignore[arg-type]
+    """The change summary the revision keeps (``Composed.changes``), which must be the summary of
+    every figure."""
+    assert c.changes == change_summary(figures(before), c.figures)  # type: ignore[arg-type]
+    text = json.dumps(c.changes, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
