@@ -118,12 +118,19 @@ class ImportSummary:
         }
 
 
-def request_digest(secret: bytes, family: Family, body: Any) -> bytes:
+def request_digest(secret: bytes | hmac.HMAC, family: Family, body: Any) -> bytes:
     """The request's fingerprint for idempotency: an HMAC under a server secret, because the body holds a
-    name and a birth date, and a bare hash of a few guessable fields can be reversed by trying them."""
-    return hmac.digest(
-        secret, family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS), "sha256"
-    )
+    name and a birth date, and a bare hash of a few guessable fields can be reversed by trying them.
+
+    ``secret`` may be an HMAC keyed with it already (``hmac.new(secret, digestmod="sha256")``), copied
+    for each digest: a file's rows are digested by the thousand, and keying an HMAC afresh (OpenSSL 3
+    looks the algorithm up each time) cost more than digesting the row."""
+    message = family.value.encode() + b"\x00" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    if isinstance(secret, bytes):
+        return hmac.digest(secret, message, "sha256")
+    keyed = secret.copy()
+    keyed.update(message)
+    return keyed.digest()
 
 
 class AdapterService:
@@ -322,9 +329,26 @@ class AdapterService:
                 if progress:
                     progress(summary.rows, max(total, summary.rows))
 
+        # Chunks are judged ahead (one waiting at most: memory stays bounded), so that judging goes on
+        # while a chunk's authorisation waits for PostgreSQL (its registers, its data keys).
+        ahead: asyncio.Queue[_Chunk | Exception | None] = asyncio.Queue(maxsize=1)
+
+        async def judging() -> None:
+            try:
+                while True:
+                    chunk = await self._prepare_chunk(family, header.label_for, chunks)
+                    await ahead.put(chunk)
+                    if chunk is None or chunk.error is not None:
+                        return
+            except Exception as exc:  # raised where the chunks are taken
+                await ahead.put(exc)
+
+        judge = asyncio.create_task(judging())
         try:
             while True:
-                prepared = await self._prepare_chunk(family, header.label_for, chunks)
+                prepared = await ahead.get()
+                if isinstance(prepared, Exception):
+                    raise prepared
                 if prepared is None:
                     break
                 try:
@@ -346,10 +370,11 @@ class AdapterService:
                 f"line {stop.line}: {stop.refusal.reason}; rows from this line on were not imported"
             )
         finally:
-            if writing is not None:  # failed or cancelled meanwhile: do not leave it running
-                writing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+            for task in (judge, writing):  # failed or cancelled meanwhile: do not leave them running
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         CSV_ROWS.labels(self.adapter.value, family.value, "accepted").inc(summary.accepted)
         CSV_ROWS.labels(self.adapter.value, family.value, "duplicate").inc(summary.duplicates)
         CSV_ROWS.labels(self.adapter.value, family.value, "rejected").inc(summary.rejected)
@@ -368,7 +393,7 @@ class AdapterService:
             return None
         chunk = _Chunk(rows=len(parsed), first_line=parsed[0].line if parsed else 0, error=error)
         judge = self._rows(family)
-        secret = self.digest_key
+        secret = hmac.new(self.digest_key, digestmod="sha256")
         for start in range(0, len(parsed), _YIELD_EVERY):
             await asyncio.sleep(0)
             fit: list[tuple[int, dict[str, Any], str]] = []
@@ -848,6 +873,6 @@ def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_fiel
     return label_for(loc)
 
 
-def _row_key(secret: bytes, family: Family, row: ParsedRow) -> str:
+def _row_key(secret: hmac.HMAC, family: Family, row: ParsedRow) -> str:
     """Same content, same key: importing a file again (in any encoding) creates nothing new."""
     return request_digest(secret, family, row.data).hex()
