@@ -5,6 +5,9 @@ per batch with offsets), and their ratio; then ``hub run event-log --workers N``
 at once, so the first worker reads alone until the others join and the group rebalances) to the last
 committed batch, each against the same ceiling. The events of that span are the figure's count.
 
+The ceiling reads as the runtime does: its fetch options and its collector policy (``bench.common``); the
+same read at CPython's default collector is printed beside it, for figures measured before.
+
 Each figure also gives the CPU it took over the same span, per event: the consumer's (this process for
 the raw read and the skeleton, the ``hub run`` processes for the others) and that of the database's
 sessions (read from ``/proc``: the server runs on this machine). On a busy machine the rates swing with
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -163,6 +167,15 @@ async def main(total: int, workers: list[int]) -> None:
         await raw_consume_rate(settings, list(settings.event_topics), total),
     )
     raw_cpu = cpu_line(total, time.process_time() - cpu, 0.0)
+    # For comparison with figures before the ceiling took the runtime's collector policy (not a baseline):
+    # the same read at CPython's default collector thresholds.
+    cpu = time.process_time()
+    default_gc = Figure(
+        "raw, CPython's default collector",
+        total,
+        await inspect.unwrap(raw_consume_rate)(settings, list(settings.event_topics), total),
+    )
+    default_gc_cpu = cpu_line(total, time.process_time() - cpu, 0.0)
 
     runtime = ConsumerRuntime(EventLogHandler(settings), settings, pool, group_id="bench-event-log")
     async with pool.acquire() as conn:
@@ -187,6 +200,8 @@ async def main(total: int, workers: list[int]) -> None:
     print()
     print(raw.line())
     print(raw_cpu)
+    print(default_gc.line())
+    print(default_gc_cpu)
     print(skeleton.line(raw))
     print(skeleton_cpu)
     print(f"peak RSS of this process: {peak_rss_mib():.0f} MiB")
