@@ -8,13 +8,19 @@ own; these tests hold what that transaction guaranteed, unit by unit."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
+import orjson
+import pytest
 
-from contracts.envelope import Event
+from contracts.envelope import Event, Family
+from contracts.events import Sealed
+from infra.auth import OrgKind, Role, add_client, authenticate
 from infra.config import Settings
-from infra.crypto import KeyStore
+from infra.crypto import KeyStore, open_sealed
 from infra.db import AdvisoryLock
+from producers.adapters.sites import add_sites
 from producers.outbox import accept_sealed
 from producers.submission import Submission, to_event
 from tests import factories
@@ -157,3 +163,54 @@ async def test_an_erasure_committed_while_the_call_waits_for_its_lock_wins(
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", person) == 0
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", mine[0].id) == 0
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", theirs[0].id) == 1
+
+
+async def test_a_request_whose_person_got_a_data_key_meanwhile_is_sealed_again_and_accepted(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group commit reads the stored data keys, seals with a fresh key where none is stored, and the
+    accepting call stores it. Another process storing a key for the same person in between (step by
+    step here, no timing) leaves events sealed under a key nobody holds: the call refuses that request
+    ("conflicted"), the group commit puts it first in line again, and the next group seals it under the
+    stored key. The answer is the accepted event's id, and its block opens with the stored key."""
+    from producers.adapters import service as adapter_service
+    from producers.adapters.authorization import Adapter
+    from producers.adapters.csv_chunks import FamilyRows, Row
+    from producers.adapters.service import AdapterService, _Unit
+
+    person = factories.person_key()
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "test")])
+        _, token = await add_client(
+            conn,
+            name="t",
+            org_kind=OrgKind.OFFICE,
+            org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )
+        principal = await authenticate(conn, f"Bearer {token}")
+
+    real_seal = adapter_service.seal_units
+    other = KeyStore.from_settings(settings)  # another process's key store
+    stored: list[bytes] = []
+
+    async def a_key_is_stored_first(*args: Any, **kwargs: Any) -> Any:
+        if not stored:  # the first group only: it read no key for the person
+            async with pool.acquire() as conn:
+                stored.append((await other.keys_for(conn, [person]))[person])
+        return await real_seal(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_service, "seal_units", a_key_is_stored_first)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    row = FamilyRows(Family.REGISTRATION).judge_body(factories.registration(person).data)
+    assert isinstance(row, Row)
+    answer = await service.committer.commit(_Unit(principal, Family.REGISTRATION, [row], None))
+
+    assert len(stored) == 1, "control: a key was stored between the group's read and its accepting call"
+    assert isinstance(answer, list) and len(answer) == 1, answer
+    async with pool.acquire() as conn:
+        value = await conn.fetchval("SELECT value FROM outbox WHERE event_id = $1", answer[0])
+        wrapped = await conn.fetchval("SELECT wrapped FROM person_data_keys WHERE person_key = $1", person)
+    assert other._unwrap_key(person, wrapped) == stored[0], "the key stored first is the person's key"
+    sealed = Sealed.model_validate(orjson.loads(value)["personal"])
+    assert open_sealed(stored[0], person, sealed)["name"] == "髙橋 花子"
