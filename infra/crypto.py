@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ValidationError
 
 from contracts import wire
-from contracts.envelope import PERSONAL_MODELS, Family
+from contracts.envelope import PERSONAL_MODELS
 from contracts.events import Sealed, built
 from infra.codecs.field_errors import from_validation_error
 from infra.config import Settings, master_key_bytes
@@ -103,6 +103,9 @@ _PERSONAL_CHECKS: dict[type[BaseModel], tuple[Callable[[bytes], Any], Callable[[
 }
 
 
+_PERSONAL_BY_FAMILY: dict[str, type[BaseModel]] = {f.value: m for f, m in PERSONAL_MODELS.items()}
+
+
 class UnfitBlock(Exception):
     """A personal block that opens but is not what its family's contract says it holds (a rogue producer
     with the person's key: a NUL in the name, not JSON, a wrong type). ``reason`` names the field and the
@@ -146,7 +149,7 @@ class Opener:
         """The opened block of a ``family`` event, checked against that family's personal contract."""
         if sealed is None:
             return None
-        model = PERSONAL_MODELS.get(Family(family))
+        model = _PERSONAL_BY_FAMILY.get(family)
         if model is None:  # before opening: what the contract did not check may not even be a block
             raise UnfitBlock(f"personal: a {family} event carries no personal block")
         plain = self._plain(person_key, sealed)

