@@ -169,15 +169,21 @@ class Counted:
 # earlier horizon's counts are the rows and states not late. The build counts a month's revision 1
 # (at its cutoff) and its revision 2 (up to now) in one reading.
 #
-# One statement, so the referrals are grouped once for the three kinds of rows. $1/$2 the month's
-# first and last day, $4/$5 the authorities to include (NULL: all) and exclude, $7/$8/$9 each retention
-# cohort's k and the first and last day of its month. With $4 (a round rebuilding a few feeds), only the
-# placements that can count for them are read: at their sites, or of people they referred.
+# $1/$2 the month's first and last day, $4/$5 the authorities to include (NULL: all) and exclude,
+# $7/$8/$9 each retention cohort's k and the first and last day of its month. With $4 (a round
+# rebuilding a few feeds), only the placements that can count for them are read: at their sites, or of
+# people they referred.
 #
 # Who a placement counts for (``domain.feed.counts_for``): the authority of its site when the site is
 # its own, and every authority that referred the person by the horizon and the month's end (the site's
-# authority too, where the site is not its own). A cohort placement (k > 0) comes with the status its
-# k-month checkpoint reports by the horizon, joined before it is counted for its authorities.
+# authority too, where the site is not its own; the earliest such referral decides when). A cohort
+# placement (k > 0) comes with the status its k-month checkpoint reports by the horizon.
+#
+# The referrals are read where they are joined (``referrers`` is not materialized), and joined raw to
+# the placements, then grouped: the planner then knows their statistics and hashes the referrals, not
+# the 390,000 placements of a national month's cohorts or its 480,000 registrations, which a
+# materialized (statistics-less) referral list made it hash (EXPLAIN ANALYZE on bench_feed's month:
+# 5.0-5.3 -> 3.8-4.0 s of PostgreSQL CPU for this statement, same rows).
 #
 # Rows: k = 0 each of the month's placements (not grouped: their categories rarely repeat within a
 # feed, and grouping sorted them all) with its id; k > 0 retention
@@ -185,11 +191,7 @@ class Counted:
 # elsewhere; referred when the authority running the site referred the person by the horizon and the
 # month's end).
 _FACTS = """
-WITH refs AS (
-  SELECT person_key, authority, min(arrived_at) AS arrived_at FROM feed_referrals
-   WHERE arrived_at <= $3 AND referred_on <= $2 AND ($4::text[] IS NULL OR authority = ANY($4::text[]))
-   GROUP BY person_key, authority
-), anyone AS (  -- with $4: the people someone in $4 referred (a superset of those they count)
+WITH anyone AS (  -- with $4: the people someone in $4 referred (a superset of those they count)
   SELECT person_key FROM feed_referrals WHERE authority = ANY($4::text[])
 ), placed AS MATERIALIZED (
   SELECT placement_id, person_key, site, site_authority, arrived_at, route, sex, age_band, occupation,
@@ -197,46 +199,52 @@ WITH refs AS (
     FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3
      AND ($4::text[] IS NULL OR site_authority = ANY($4::text[]) OR person_key IN (SELECT * FROM anyone))
 ), cohort AS MATERIALIZED (
-  SELECT c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at,
-         coalesce(t.status, 'not_reported') AS status, coalesce(t.arrived_at > $6, false) AS status_late
+  SELECT c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at
     FROM unnest($7::int[], $8::date[], $9::date[]) AS c(k, lo, hi)
     JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi
-    LEFT JOIN feed_retention t ON t.placement_id = p.placement_id AND t.checkpoint_months = c.k
-         AND t.arrived_at <= $3
    WHERE p.arrived_at <= $3
      AND ($4::text[] IS NULL OR p.site_authority = ANY($4::text[]) OR p.person_key IN (SELECT * FROM anyone))
+), referrers AS NOT MATERIALIZED (  -- read where used: the planner knows their statistics, hashes them
+  SELECT person_key, authority, arrived_at FROM feed_referrals
+   WHERE arrived_at <= $3 AND referred_on <= $2
+     AND ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
 ), owned AS (
   SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.* FROM placed p
    WHERE left(p.site, 6) = p.site_authority
+     AND ($4::text[] IS NULL OR p.site_authority = ANY($4::text[])) AND NOT (p.site_authority = ANY($5::text[]))
   UNION ALL
-  SELECT r.authority, p.arrived_at > $6 OR r.arrived_at > $6, p.* FROM placed p
-    JOIN refs r ON r.person_key = p.person_key
+  SELECT r.authority, p.arrived_at > $6 OR min(r.arrived_at) > $6, p.* FROM placed p
+    JOIN referrers r ON r.person_key = p.person_key
    WHERE r.authority <> p.site_authority OR left(p.site, 6) <> p.site_authority
+   GROUP BY r.authority, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at, p.route, p.sex,
+         p.age_band, p.occupation, p.employment_type, p.attributes, p.foreign_national
 ), owned_cohort AS (
-  SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.* FROM cohort p
+  SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.k, p.site, p.placement_id FROM cohort p
    WHERE left(p.site, 6) = p.site_authority
+     AND ($4::text[] IS NULL OR p.site_authority = ANY($4::text[])) AND NOT (p.site_authority = ANY($5::text[]))
   UNION ALL
-  SELECT r.authority, p.arrived_at > $6 OR r.arrived_at > $6, p.* FROM cohort p
-    JOIN refs r ON r.person_key = p.person_key
+  SELECT r.authority, p.arrived_at > $6 OR min(r.arrived_at) > $6, p.k, p.site, p.placement_id FROM cohort p
+    JOIN referrers r ON r.person_key = p.person_key
    WHERE r.authority <> p.site_authority OR left(p.site, 6) <> p.site_authority
+   GROUP BY r.authority, p.k, p.site, p.placement_id, p.arrived_at
 )
 SELECT authority, late, 0 AS k, site, route, sex, age_band, occupation, employment_type, attributes,
        foreign_national, NULL AS status, NULL::boolean AS status_late, NULL::boolean AS referred,
        NULL::boolean AS referred_late, 1 AS n, placement_id AS id
   FROM owned
- WHERE ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
 UNION ALL
-SELECT authority, late, k, site, NULL, NULL, NULL, NULL, NULL, NULL, NULL, status, status_late, NULL, NULL,
-       count(*)::int, NULL
-  FROM owned_cohort
- WHERE ($4::text[] IS NULL OR authority = ANY($4::text[])) AND NOT (authority = ANY($5::text[]))
- GROUP BY authority, late, k, site, status, status_late
+SELECT o.authority, o.late, o.k, o.site, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $6, false), NULL, NULL, count(*)::int, NULL
+  FROM owned_cohort o
+  LEFT JOIN feed_retention t ON t.placement_id = o.placement_id AND t.checkpoint_months = o.k AND t.arrived_at <= $3
+ GROUP BY o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $6, false)
 UNION ALL
 SELECT g.authority, g.arrived_at > $6, -1, g.site, NULL, g.sex, g.age_band, NULL, NULL, g.attributes,
        g.foreign_national, NULL, NULL, r.person_key IS NOT NULL, coalesce(r.arrived_at > $6, false),
        count(*)::int, NULL
   FROM feed_registrations g
-  LEFT JOIN refs r ON r.person_key = g.person_key AND r.authority = g.authority
+  LEFT JOIN (SELECT person_key, authority, min(arrived_at) AS arrived_at FROM referrers
+              GROUP BY person_key, authority) r ON r.person_key = g.person_key AND r.authority = g.authority
  WHERE g.registered_on BETWEEN $1 AND $2 AND g.arrived_at <= $3 AND g.prior_application_office IS NULL
    AND ($4::text[] IS NULL OR g.authority = ANY($4::text[])) AND NOT (g.authority = ANY($5::text[]))
  GROUP BY g.authority, g.arrived_at > $6, g.site, g.sex, g.age_band, g.attributes, g.foreign_national,
