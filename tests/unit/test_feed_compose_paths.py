@@ -11,6 +11,7 @@ import functools
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -146,3 +147,89 @@ def test_the_changes_composed_by_position_are_the_summary_of_every_figure(data: 
         tables[-1]["cells"] = list(reversed(tables[-1]["cells"]))
     composed = compose_many([replace(job, previous=before)], threshold=3)[0]
     assert composed.changes == change_summary(figures(before), figures(composed.body))
+
+
+# --- suppression's first round for many feeds of a layout at once, against its sequential definition
+
+
+def _close_lines_one_at_a_time(s: Any, hidden: set[Any]) -> list[Any]:
+    """The definition (``domain.disclosure`` before issue 14's per-layout arrays): visit the pending
+    line of lowest index; where it holds exactly one hidden cell, hide its cheapest visible member."""
+    added: list[Any] = []
+    pending = {i for q in hidden for i in s.lines_of.get(q, ())}
+    while pending:
+        i = min(pending)
+        pending.discard(i)
+        line = s.lines[i]
+        if sum(q in hidden for q in line.members) != 1:
+            continue
+        q = d._choose(s, line, hidden)
+        if q is None:
+            continue
+        hidden.add(q)
+        added.append(q)
+        pending.update(s.lines_of[q])
+    return added
+
+
+def _rectangles_one_at_a_time(s: Any, hidden: set[Any], threshold: int) -> set[Any]:
+    """The definition: every hidden interior cell against every rectangle of hidden cells through it."""
+    rows: dict[Any, dict[str, set[str]]] = {}
+    corner = {}
+    for q in hidden:
+        if len(q) == 2:
+            (d1, c1), (d2, c2) = sorted(q)
+            rows.setdefault((d1, d2), {}).setdefault(c1, set()).add(c2)
+            corner[q] = ((d1, d2), c1, c2)
+    safe = set()
+    for q, ((d1, d2), r, c) in corner.items():
+        table, v = rows[(d1, d2)], s.value[q]
+        for r2, cols2 in table.items():
+            if r2 == r or c not in cols2:
+                continue
+            for c2 in table[r] & cols2:
+                if c2 == c:
+                    continue
+                down = min(v, s.value[frozenset({(d1, r2), (d2, c2)})])
+                up = min(s.value[frozenset({(d1, r), (d2, c2)})], s.value[frozenset({(d1, r2), (d2, c)})])
+                if any(d._shows_safe(v, y, threshold) for y in (v - down, v + up) if y != v):
+                    safe.add(q)
+    return safe
+
+
+small_counts = st.dictionaries(
+    st.tuples(st.sampled_from(SITES), st.sampled_from(CATEGORIES["sex"]), st.sampled_from(CATEGORIES["age"])),
+    st.integers(0, 5),
+    max_size=18,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(small_counts, st.sets(st.integers(0, 200), max_size=8)), min_size=1, max_size=6),
+       st.integers(2, 5))  # fmt: skip
+def test_lines_closed_and_rectangles_found_for_many_feeds_at_once_are_each_feeds_own(
+    feeds: list[tuple[dict[Any, int], set[int]]], threshold: int
+) -> None:
+    """``_close_lines_many`` and ``_safe_by_rectangles_many`` on every feed of a layout at once give
+    each feed what the one-at-a-time definitions give it: the same cells hidden in the same order,
+    the same cells proved safe (from hidden cells drawn anywhere: primary, margins, totals)."""
+    counted = d.count_many([f for f, _ in feeds], CATEGORIES, LAYOUT, recode=[RECODE] * len(feeds))
+    layout = counted[0].structure.layout
+    values = np.array([c.structure.by_index for c in counted], dtype=np.int64)
+    hidden = np.zeros(values.shape, dtype=bool)
+    expected_hidden, expected_added, expected_safe = [], [], []
+    for row, (c, (_, picks)) in enumerate(zip(counted, feeds, strict=True)):
+        s = c.structure
+        start = {q for q, v in s.value.items() if 1 <= v < threshold}
+        start |= {layout.quantities[i % len(layout.quantities)] for i in picks}
+        hidden[row, [layout.index_of[q] for q in start]] = True
+        alone = set(start)
+        expected_added.append(_close_lines_one_at_a_time(s, alone))
+        expected_hidden.append(alone)
+        expected_safe.append(_rectangles_one_at_a_time(s, alone, threshold))
+    feed_of, added = d._close_lines_many(layout, values, hidden)
+    safe = d._safe_by_rectangles_many(layout, values, hidden, threshold)
+    for row in range(len(feeds)):
+        assert [layout.quantities[q] for q in added[feed_of == row].tolist()] == expected_added[row]
+        assert {layout.quantities[q] for q in np.flatnonzero(hidden[row]).tolist()} == expected_hidden[row]
+        assert {layout.quantities[q] for q in np.flatnonzero(safe[row]).tolist()} == expected_safe[row]
