@@ -34,8 +34,8 @@ from hub.console.app import create_console_app
 from infra.config import Settings
 from producers.adapters.app import employment_app, welfare_app
 from tests.fuzz.rules import obey
-from tests.fuzz.servers import serving
 from tests.helpers import three_clients
+from tests.servers import serving
 
 # Per operation and mode: ~500 requests over five services in CI; HUB_FUZZ_EXAMPLES=40 for a longer hunt.
 EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "8"))

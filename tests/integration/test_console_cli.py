@@ -21,9 +21,8 @@ from devtools.demo.monitoring import demo_console
 from infra.auth import OrgKind, Role, authenticate
 from infra.config import PROJECT_ROOT, Settings
 from tests import factories
-from tests.browser.console_server import free_port
 from tests.browser.flows import kafka_ends, publish
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 HUB = str(Path(sys.executable).with_name("hub"))
 

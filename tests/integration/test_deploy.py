@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.config import PROJECT_ROOT, Settings
 from infra.topics import ensure_topics
-from tests.browser.console_server import free_port
 from tests.deploy_files import expressions, metric_names
+from tests.helpers import free_port
 
 HUB = [sys.executable, "-m", "hub.cli"]
 SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created", "_info")

@@ -20,7 +20,7 @@ import pytest
 
 from infra.config import Settings
 from infra.logging import configure_logging, get_logger
-from tests.browser.console_server import free_port
+from tests.helpers import free_port
 
 NAME = "髙橋 花子"
 
