@@ -9,7 +9,7 @@ import socket
 import string
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -25,6 +25,7 @@ from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler
 from devtools.stack import namespaces
 from infra.auth import OrgKind, Role, add_client
+from infra.codecs.csv_rows import MAX_COLUMNS, MAX_ROWS, Header, ParsedRow, read_chunks
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.kafka import client_options
@@ -184,3 +185,21 @@ def respelled(encoded: str) -> str:
     other = body[:-1] + alphabet[alphabet.index(body[-1]) ^ 1] + encoded[len(body) :]
     assert other != encoded and base64.b64decode(other) == base64.b64decode(encoded)
     return other
+
+
+def read_rows(
+    family: str, content: bytes, *, max_rows: int = MAX_ROWS, max_columns: int = MAX_COLUMNS
+) -> tuple[str, Header, Iterator[ParsedRow]]:
+    """A batch file read as the importer reads it (``read_chunks``), a row at a time: raises the FileError
+    that stopped the reading after the rows before it were yielded."""
+    encoding, _, header, chunks = read_chunks(
+        family, content, chunk_rows=1000, max_rows=max_rows, max_columns=max_columns
+    )
+
+    def rows() -> Iterator[ParsedRow]:
+        for parsed, error in chunks:
+            yield from parsed
+            if error is not None:
+                raise error
+
+    return encoding, header, rows()

@@ -402,21 +402,3 @@ def read_chunks(
             yield parse_chunk(header, raw), error
 
     return Reading(encoding, lines, header, chunks())
-
-
-def read_rows(
-    family: str, content: bytes, *, max_rows: int = MAX_ROWS, max_columns: int = MAX_COLUMNS
-) -> tuple[str, Header, Iterator[ParsedRow]]:
-    """``read_chunks`` a row at a time: raises the FileError that stopped the reading after the rows
-    before it were yielded."""
-    encoding, _, header, chunks = read_chunks(
-        family, content, chunk_rows=1000, max_rows=max_rows, max_columns=max_columns
-    )
-
-    def rows() -> Iterator[ParsedRow]:
-        for parsed, error in chunks:
-            yield from parsed
-            if error is not None:
-                raise error
-
-    return encoding, header, rows()

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 from contracts.envelope import Family, PoisonMessage, decode, encode
 from infra.codecs.csv_columns import COLUMNS
-from infra.codecs.csv_rows import FileError, read_rows
+from infra.codecs.csv_rows import FileError
 from infra.codecs.field_errors import FieldError
 from producers.submission import to_event
 from tests import factories
+from tests.helpers import read_rows
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 

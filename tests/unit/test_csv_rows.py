@@ -6,9 +6,10 @@ import io
 
 import pytest
 
-from infra.codecs.csv_rows import FileError, decode, read_rows
+from infra.codecs.csv_rows import FileError, decode
 from infra.codecs.csv_write import era_short, write_csv
 from tests import factories
+from tests.helpers import read_rows
 
 REFERRAL_HEADER = "送り込みID,個人キー,自治体コード,拠点ID,支援事業,送り込み日,ケース番号"
 PK = "3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"
