@@ -20,8 +20,8 @@ from producers.adapters.sites import add_sites
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
 from tests import factories
-from tests.faults.conftest import OwnStack, free_port
-from tests.helpers import read_topic, wait_for
+from tests.faults.conftest import OwnStack
+from tests.helpers import free_port, read_topic, wait_for
 
 pytestmark = pytest.mark.faults
 
