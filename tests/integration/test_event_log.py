@@ -7,6 +7,7 @@ takes the other way in. Either way the log holds each event once, with the first
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -93,3 +94,48 @@ async def test_every_column_holds_the_events_attribute_in_either_way_in(
                 "offset": c.offset,
                 "data": c.value.decode(),
             }
+
+
+async def test_the_logged_times_are_the_events_instants_at_any_offset(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """``event_time`` holds each event's instant, whatever offset its ``ce_time`` was written at: the log's
+    connection encodes instants itself (``infra.db.write_instants_directly``). Checked in PostgreSQL (as
+    UTC text), read back on the log's connection and on one with asyncpg's own codec, by either way in."""
+    handler = EventLogHandler(settings)
+    pk = factories.person_key()
+    times = [
+        "2025-04-03T09:15:00.123456+09:00",
+        "2025-04-03T00:15:00Z",
+        "2031-12-31T23:59:59.999999-03:30",
+        "2000-01-01T09:00:00+09:00",  # the first instant of the supported range: 0 on the wire
+        "2099-12-31T23:59:59.000001+14:00",
+        "2026-11-28T10:00:00.5+05:45",
+    ]
+    batch = []
+    for offset, text in enumerate(times):
+        c = _consumed(settings, pk, offset)
+        event = c.event._replace(time=datetime.fromisoformat(text))
+        key, headers, value = encode(event)
+        batch.append(c._replace(event=decode(key, headers, value, fast=True), value=value))
+    assert [c.event.time for c in batch] == [datetime.fromisoformat(t) for t in times]
+    ids = [c.event.id for c in batch]
+    expected = {c.event.id: c.event.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") for c in batch}
+    query = (
+        "SELECT event_id, event_time, to_char(event_time AT TIME ZONE 'UTC', "
+        """'YYYY-MM-DD"T"HH24:MI:SS.US') AS utc FROM event_log WHERE event_id = ANY($1::text[])"""
+    )
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await handler.handle(conn, batch[:3])
+        async with conn.transaction():  # the first again: the batch takes the staging way
+            await handler.handle(conn, [batch[0]._replace(offset=9), *batch[3:]])
+        on_log = {r["event_id"]: (r["event_time"], r["utc"]) for r in await conn.fetch(query, ids)}
+    plain = await asyncpg.connect(settings.pg_dsn)
+    try:
+        on_plain = {r["event_id"]: (r["event_time"], r["utc"]) for r in await plain.fetch(query, ids)}
+    finally:
+        await plain.close()
+    for c in batch:
+        assert on_log[c.event.id] == on_plain[c.event.id] == (c.event.time, expected[c.event.id])
+        assert on_log[c.event.id][0].tzinfo is UTC
