@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -127,6 +128,29 @@ async def authenticate(conn: asyncpg.Connection, authorization: str | None) -> P
         raise AuthError(
             401, f"credentials of client {client_id} were revoked at {row['revoked_at'].isoformat()}"
         )
+    return _principal(row)
+
+
+async def session_principal(
+    conn: asyncpg.Connection, client_id: str, admits: Callable[[Principal], None]
+) -> Principal | None:
+    """The client behind a web session (the console's, the portal's), read again on each request: None
+    where it is gone, revoked, or no longer passes ``admits`` (which raises AuthError)."""
+    row = await conn.fetchrow(
+        "SELECT client_id, name, org_kind, org_code, roles FROM clients WHERE client_id = $1 AND revoked_at IS NULL",
+        client_id,
+    )
+    if row is None:
+        return None
+    principal = _principal(row)
+    try:
+        admits(principal)
+    except AuthError:
+        return None
+    return principal
+
+
+def _principal(row: asyncpg.Record) -> Principal:
     return Principal(
         client_id=row["client_id"],
         name=row["name"],

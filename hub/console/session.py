@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from hub.web.pages import Sessions
-from infra.auth import AuthError, OrgKind, Principal, Role, require_role
+from infra.auth import AuthError, OrgKind, Principal, Role, require_role, session_principal
 from infra.config import Settings
 
 COOKIE = "ittai_console"
@@ -41,21 +41,4 @@ def require_operator(principal: Principal) -> None:
 
 async def operator_by_id(conn: asyncpg.Connection, client_id: str) -> Principal | None:
     """The operator behind a session, or None if the client is gone, revoked or no longer an operator."""
-    row = await conn.fetchrow(
-        "SELECT client_id, name, org_kind, org_code, roles FROM clients WHERE client_id = $1 AND revoked_at IS NULL",
-        client_id,
-    )
-    if row is None:
-        return None
-    principal = Principal(
-        client_id=row["client_id"],
-        name=row["name"],
-        org_kind=OrgKind(row["org_kind"]),
-        org_code=row["org_code"],
-        roles=frozenset(Role(r) for r in row["roles"]),
-    )
-    try:
-        require_operator(principal)
-    except AuthError:
-        return None
-    return principal
+    return await session_principal(conn, client_id, require_operator)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncpg
 
 from hub.web.i18n import gettext
-from infra.auth import AuthError, OrgKind, Principal, Role, require_role
+from infra.auth import AuthError, OrgKind, Principal, Role, require_role, session_principal
 
 PORTAL_KINDS = (OrgKind.AUTHORITY, OrgKind.MINISTRY)
 
@@ -51,21 +51,5 @@ def feed_refusal(principal: Principal) -> str:
 
 
 async def reader_by_id(conn: asyncpg.Connection, client_id: str) -> Principal | None:
-    row = await conn.fetchrow(
-        "SELECT client_id, name, org_kind, org_code, roles FROM clients WHERE client_id = $1 AND revoked_at IS NULL",
-        client_id,
-    )
-    if row is None:
-        return None
-    principal = Principal(
-        client_id=row["client_id"],
-        name=row["name"],
-        org_kind=OrgKind(row["org_kind"]),
-        org_code=row["org_code"],
-        roles=frozenset(Role(r) for r in row["roles"]),
-    )
-    try:
-        require_reader(principal)
-    except AuthError:
-        return None
-    return principal
+    """The reader behind a session, or None if the client is gone, revoked or no longer a reader."""
+    return await session_principal(conn, client_id, require_reader)

@@ -22,7 +22,7 @@ from consumers.feed.exports import rollup_csv
 from consumers.feed.rollup import load_rollup
 from domain.ministry import TABLE_KEYS, report_tables
 from hub.portal.app import create_portal_app
-from infra.auth import OrgKind, Role, add_client
+from infra.auth import OrgKind, Role, add_client, revoke_client
 from infra.config import Settings
 from tests.browser.console_server import RunningConsole
 from tests.browser.portal_data import PortalFeed
@@ -70,6 +70,19 @@ async def test_only_authority_readers_get_in(
         for name, value in page.headers.items():
             if name.lower() == "content-security-policy":
                 assert "script-src" not in value and "default-src 'none'" in value
+
+
+async def test_a_revoked_reader_s_session_ends_at_the_next_request(
+    pool: asyncpg.Pool, portal: RunningConsole, portal_feed: PortalFeed
+) -> None:
+    """The session's client is read again on each request (``infra.auth.session_principal``)."""
+    a = portal_feed.authorities[0]
+    async with _logged_in(pool, portal, a) as (http, client_id):
+        assert (await http.get(f"/feed/{a}/2023-02")).status_code == 200
+        async with pool.acquire() as conn:
+            assert await revoke_client(conn, client_id)
+        ended = await http.get(f"/feed/{a}/2023-02")
+        assert ended.status_code == 303 and ended.headers["location"].startswith("/login")
 
 
 async def test_feed_page_japanese_first_with_marks_revisions_and_changes(
