@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from devtools.stack.kafka import HOST, broker_port, formatted_nodes
+from devtools.stack.kafka import HOST, broker_port, formatted_nodes, recv_exact
 from infra.config import Settings
 from infra.kafka import client_options
 
@@ -64,8 +64,8 @@ def quorum_leader(n: int, timeout: float = 1.0) -> int | None:
     try:
         with socket.create_connection((HOST, broker_port(n)), timeout=timeout) as sock:
             sock.sendall(struct.pack(">i", len(request)) + request)
-            (size,) = struct.unpack(">i", _recv(sock, 4))
-            data = _recv(sock, size)
+            (size,) = struct.unpack(">i", recv_exact(sock, 4))
+            data = recv_exact(sock, size)
         (correlation,) = struct.unpack_from(">i", data, 0)
         pos = _skip_tags(data, 4)
         (error,) = struct.unpack_from(">h", data, pos)
@@ -82,16 +82,6 @@ def quorum_leader(n: int, timeout: float = 1.0) -> int | None:
     except (OSError, struct.error, IndexError):
         return None
     return leader if p_error == 0 and leader >= 0 else None
-
-
-def _recv(sock: socket.socket, size: int) -> bytes:
-    buf = b""
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            raise OSError("connection closed")
-        buf += chunk
-    return buf
 
 
 def active_controller() -> int | None:

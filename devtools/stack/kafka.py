@@ -341,7 +341,8 @@ def _prepare(nodes: int, java: str, libs: Path, secure: bool = False) -> None:
 # --------------------------------------------------------------------------------------------------
 # Health: a minimal Metadata v4 request over a plain socket (no client library, a few ms)
 # --------------------------------------------------------------------------------------------------
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from ``sock`` (raises OSError where the peer closes first)."""
     buf = b""
     while len(buf) < size:
         chunk = sock.recv(size - len(buf))
@@ -358,8 +359,8 @@ def broker_ids(n: int, timeout: float = 1.0) -> set[int] | None:
     try:
         with socket.create_connection((HOST, broker_port(n)), timeout=timeout) as sock:
             sock.sendall(struct.pack(">i", len(body)) + body)
-            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-            data = _recv_exact(sock, size)
+            (size,) = struct.unpack(">i", recv_exact(sock, 4))
+            data = recv_exact(sock, size)
     except (OSError, struct.error):
         return None
     try:
