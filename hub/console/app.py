@@ -15,10 +15,9 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -27,11 +26,11 @@ from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.monitoring.sampler import Sampler, register_collector
 from consumers.monitoring.snapshot import RATE_WINDOWS_S, Snapshot, collect
 from domain.monitoring import ConsumerFigures, TopicFigures, rates_between
-from hub.console.session import COOKIE, LoginRequired, console_sessions, operator_by_id, require_operator
+from hub.console.session import COOKIE, console_sessions, operator_by_id, require_operator
 from hub.web import i18n
 from hub.web.charts import bar_chart, line_chart
 from hub.web.i18n import N_
-from hub.web.pages import Sessions, install_page_conventions, session_revoked
+from hub.web.pages import LoginRequired, Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal, authenticate
 from infra.config import Settings, get_settings
 from infra.http import create_app
@@ -116,10 +115,6 @@ def create_console_app(settings: Settings | None = None, *, sample: bool = True)
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     install_page_conventions(app, cookie_secure=s.console_cookie_secure)
-
-    @app.exception_handler(LoginRequired)
-    async def _login(request: Request, _: LoginRequired) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
     from hub.console import routes
 

@@ -17,10 +17,6 @@ from infra.config import Settings
 COOKIE = "ittai_console"
 
 
-class LoginRequired(Exception):
-    """No valid session: the page sends the browser to the login form."""
-
-
 def console_sessions(settings: Settings) -> Sessions:
     return Sessions(
         settings.console_session_secret,

@@ -19,10 +19,6 @@ from infra.auth import AuthError, OrgKind, Principal, Role, require_role, sessio
 PORTAL_KINDS = (OrgKind.AUTHORITY, OrgKind.MINISTRY)
 
 
-class LoginRequired(Exception):
-    """No valid session: the page sends the browser to the login form."""
-
-
 def require_reader(principal: Principal) -> None:
     if principal.org_kind not in PORTAL_KINDS:
         raise AuthError(

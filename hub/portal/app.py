@@ -12,22 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from consumers.feed.delivery import FeedNotFound
 from consumers.feed.rollup import RollupNotFound
-from hub.portal.access import LoginRequired, reader_by_id
+from hub.portal.access import reader_by_id
 from hub.portal.rollup_view import through_label
 from hub.portal.view import category, retention_label
 from hub.web import i18n
 from hub.web.charts import bar_chart, month_bars, stacked_bars
-from hub.web.pages import Sessions, install_page_conventions, session_revoked
+from hub.web.pages import LoginRequired, Sessions, install_page_conventions, session_revoked
 from infra.auth import AuthError, Principal
 from infra.codecs.field_errors import client_errors, from_request_errors
 from infra.config import Settings, get_settings
@@ -73,10 +72,6 @@ def create_portal_app(settings: Settings | None = None) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     install_page_conventions(app, cookie_secure=s.portal_cookie_secure)
-
-    @app.exception_handler(LoginRequired)
-    async def _login(request: Request, _: LoginRequired) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
     @app.exception_handler(AuthError)
     async def _refused(request: Request, exc: AuthError) -> HTMLResponse:

@@ -16,6 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -109,8 +110,17 @@ def safe_next(target: str) -> str:
     return target if _LOCAL_PATH.fullmatch(target) else "/"
 
 
+class LoginRequired(Exception):
+    """No valid session: the page sends the browser to the login form (``install_page_conventions``)."""
+
+
 def install_page_conventions(app: FastAPI, *, cookie_secure: bool) -> None:
-    """Security headers on every response and the language switch."""
+    """Security headers on every response, the language switch, and the login form for a page asked
+    for without a valid session (``LoginRequired``), which comes back to the page once logged in."""
+
+    @app.exception_handler(LoginRequired)
+    async def login_first(request: Request, _: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
