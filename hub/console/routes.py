@@ -7,14 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from consumers.monitoring import queries
 from domain.monitoring import group_letters
 from hub.console.app import COOKIE, Operator, console_of, language, page, snapshot, snapshot_json
 from hub.console.session import require_operator
 from hub.web.i18n import N_, gettext
-from hub.web.pages import check_csrf, revoke_session, safe_next
+from hub.web.pages import check_csrf, logged_in, logged_out, revoke_session, safe_next
 from infra.auth import AuthError, Principal, authenticate
 
 # Pages that render the current snapshot of flows and counts: path → (template, title).
@@ -63,11 +63,9 @@ def _session_routes(app: FastAPI) -> None:
             await queries.record_action(
                 conn, client_id=principal.client_id, actor=principal.name, action="login", outcome="ok"
             )
-        cookie, _ = console.sessions.issue(principal.client_id)
-        response = RedirectResponse(safe_next(next), status_code=303)
-        response.set_cookie(COOKIE, cookie, max_age=console.sessions.max_age_s, httponly=True,
-                            samesite="strict", secure=console.settings.console_cookie_secure)  # fmt: skip
-        return response
+        return logged_in(
+            console.sessions, principal.client_id, COOKIE, next, secure=console.settings.console_cookie_secure
+        )
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request, who: Operator, csrf: Annotated[str, Form()] = "") -> Response:
@@ -77,9 +75,7 @@ def _session_routes(app: FastAPI) -> None:
             await queries.record_action(
                 conn, client_id=who.client_id, actor=who.name, action="logout", outcome="ok"
             )
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
-        return response
+        return logged_out(COOKIE)
 
 
 def _snapshot_page(template: str, title: str) -> Callable[..., Awaitable[HTMLResponse]]:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from hub.portal.access import require_reader
 from hub.portal.app import COOKIE, Reader, language, page, portal
-from hub.web.pages import check_csrf, revoke_session, safe_next
+from hub.web.pages import check_csrf, logged_in, logged_out, revoke_session, safe_next
 from infra.auth import AuthError, OrgKind, authenticate
 
 
@@ -31,26 +31,16 @@ def register(app: FastAPI) -> None:
             except AuthError as exc:
                 return page(request, "login.html", exc.status, next=safe_next(next), error=exc.reason)
         p = portal(request)
-        cookie, _ = p.sessions.issue(principal.client_id)
-        response = RedirectResponse(safe_next(next), status_code=303)
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            max_age=p.sessions.max_age_s,
-            httponly=True,
-            samesite="strict",
-            secure=p.settings.portal_cookie_secure,
+        return logged_in(
+            p.sessions, principal.client_id, COOKIE, next, secure=p.settings.portal_cookie_secure
         )
-        return response
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request, who: Reader, csrf: Annotated[str, Form()] = "") -> Response:
         check_csrf(request, csrf)
         async with request.app.state.pool.acquire() as conn:
             await revoke_session(conn, request.state.session, portal(request).sessions.max_age_s)
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
-        return response
+        return logged_out(COOKIE)
 
     @app.get("/", include_in_schema=False)
     async def home(who: Reader) -> Response:

@@ -95,6 +95,24 @@ class Sessions:
         return Session(data["c"], data["x"], data["s"])
 
 
+def logged_in(sessions: Sessions, client_id: str, cookie_name: str, next: str, *, secure: bool) -> Response:
+    """A login's answer: a new session's cookie (signed, HTTP only, this site only) and the way on to
+    ``next`` (a local path only, ``safe_next``)."""
+    cookie, _ = sessions.issue(client_id)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(
+        cookie_name, cookie, max_age=sessions.max_age_s, httponly=True, samesite="strict", secure=secure
+    )
+    return response
+
+
+def logged_out(cookie_name: str) -> Response:
+    """A logout's answer (its session revoked already, ``revoke_session``): the cookie gone, the login form."""
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(cookie_name)
+    return response
+
+
 def check_csrf(request: Request, token: str) -> None:
     expected = getattr(request.state, "csrf", "")
     if not expected or not secrets.compare_digest(token, expected):
