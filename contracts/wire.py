@@ -232,6 +232,10 @@ def _after_validators(model: type[BaseModel]) -> tuple[dict[str, list[Any]], lis
 # fraction of the regex engine's cost per value. One whose class excludes only
 # characters that are not printable (``PRINTABLE_PATTERN``) holds for any text ``str.isprintable`` passes.
 # Both are only sufficient conditions: a value they do not pass is judged by the regex itself.
+# The patterns are not handed to msgspec (``msgspec.Meta(pattern=…)``): it runs Python's ``re.search`` on
+# each value from C, measured (session 7) at ~500–600 ns a value against ~300–400 ns for the compiled
+# ``fullmatch`` here and ~50–100 ns for a quick check; it would also need ``\A(?:…)\Z`` to refuse a final
+# newline, as ``re.search`` lets ``$`` match before one.
 _ONE_CLASS = re.compile(r"\^(?:\[([^\]\\^][^\]\\]*)\]|\\d)(?:\{(\d+)\}|\{(\d+),(\d+)\}|(\+)|(\*))\$")
 _NOT_PRINTABLE_CLASS = re.compile(r"\^\[\^((?:\\x[0-9a-f]{2}(?:-\\x[0-9a-f]{2})?)+)\]\*\$")
 
