@@ -23,8 +23,9 @@ feasible point where a cell is 0, at least the threshold, or an integer away fro
 it safe); a group with a cell still uncertified gets a few probe LPs, and the exact min and max LPs
 are solved only for the cells still left. `suppress_many` runs many feeds' suppressions in lockstep and
 stacks the LPs of the same step into one block-diagonal solver call (blocks are independent, so each
-feed gets the decisions it would get alone); the per-layout structure (cells, lines, summing matrix) is
-built once and cached.
+feed gets the decisions it would get alone); its first round (lines closed, rectangles found) runs for
+all the feeds of a layout at once as arrays (`_close_lines_many`, `_safe_by_rectangles_many`); the
+per-layout structure (cells, lines, summing matrix, line arrays) is built once and cached.
 """
 
 from __future__ import annotations
