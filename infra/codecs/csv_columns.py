@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from contracts.events import ConsentAction
+
 
 class Kind(StrEnum):
     TEXT = "text"  # kept as written (names, addresses: no normalisation of personal text)
@@ -32,6 +34,10 @@ class Column:
     kind: Kind = Kind.CODE
     required: bool = True
     synonyms: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # A list the contract does not need on some rows: an empty cell (or no such column) is the empty list
+    # on a row whose field at this path holds this value, and absent on any other row (where the contract
+    # says whether that is allowed). A file has no other way to write "none".
+    none_when: tuple[tuple[str, ...], str] | None = None
 
     @property
     def personal(self) -> bool:
@@ -62,6 +68,8 @@ ATTRIBUTES = MappingProxyType(
     }
 )
 _PERSON_KEY = Column("person_key", "個人キー", ("person_key",))
+# The consent contract: a withdrawal carries no scopes and needs no recipients.
+_WITHDRAWAL = (("action",), ConsentAction.WITHDRAWN.value)
 _SITE = Column("site", "拠点ID", ("site",))
 _OFFICE = Column("office", "安定所コード", ("office",))
 _AUTHORITY = Column("authority", "自治体コード", ("authority",))
@@ -127,8 +135,16 @@ COLUMNS: MappingProxyType[str, tuple[Column, ...]] = MappingProxyType(
                     就職情報提供="disclose_placement",
                     定着支援="retention_support",
                 ),
+                none_when=_WITHDRAWAL,
             ),
-            Column("recipients", "提供先", ("recipients",), Kind.RECIPIENTS, required=False),
+            Column(
+                "recipients",
+                "提供先",
+                ("recipients",),
+                Kind.RECIPIENTS,
+                required=False,
+                none_when=_WITHDRAWAL,
+            ),
             Column("valid_from", "有効開始日", ("valid_from",), Kind.DATE),
             Column("valid_until", "有効終了日", ("valid_until",), Kind.DATE, required=False),
             Column("form_version", "様式版", ("form_version",)),

@@ -50,6 +50,8 @@ class ParsedRow:
 class Header:
     columns: tuple[Column, ...]  # one per cell of the header row
     labels: tuple[str, ...]  # as written in the file, for messages
+    # (path, when, value) of the family's columns with ``Column.none_when``, in the file or not
+    none_when: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = ()
     # Per cell: (column, label, converter, path), worked out once per file rather than once per cell.
     plan: tuple[tuple[Column, str, Callable[[str], Any], tuple[str, ...]], ...] = field(
         init=False, repr=False, compare=False
@@ -158,7 +160,8 @@ def read_header(family: str, cells: list[str], *, max_columns: int = MAX_COLUMNS
         more = len(problems) - _MAX_PROBLEMS
         listed = "; ".join(problems[:_MAX_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
         raise FileError(f"header (line 1): {listed}. Known {family} columns: {known}")
-    return Header(tuple(columns), tuple(cells))
+    none_when = tuple((c.path, *c.none_when) for c in table if c.none_when is not None)
+    return Header(tuple(columns), tuple(cells), none_when)
 
 
 def _norm_fast(text: str) -> str:
@@ -287,6 +290,13 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     data[path[-1]] = value
 
 
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def parse_chunk(header: Header, raw: list[tuple[int, list[str]]]) -> list[ParsedRow]:
     """Rows (line, cells) to submission data, converted column by column: one column's converter (and its
     memory of cells seen) runs over every row of the chunk before the next column's."""
@@ -318,6 +328,10 @@ def parse_chunk(header: Header, raw: list[tuple[int, list[str]]]) -> list[Parsed
                 datas[j][key] = value
             else:
                 _put(datas[j], path, value)
+    for path, when, value in header.none_when:
+        for data in datas:
+            if _get(data, when) == value and _get(data, path) is None:
+                _put(data, path, [])  # an empty cell, on a row that needs no such list: none
     parsed: list[ParsedRow] = []
     j = 0
     for line, cells in raw:

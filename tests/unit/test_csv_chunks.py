@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.envelope import Event, Family, encode, event_type
-from infra.codecs.csv_rows import ParsedRow, parse_chunk, read_header
+from infra.codecs.csv_rows import ParsedRow, parse_chunk, read_chunks, read_header
 from infra.codecs.csv_write import write_csv
+from infra.codecs.field_errors import FieldError
 from producers.adapters import csv_chunks
 from producers.adapters.authorization import authorised_fields
 from producers.adapters.csv_chunks import FamilyRows, seal_rows
@@ -219,3 +220,49 @@ def test_one_time_for_a_chunks_events() -> None:
     assert len({e.id for e in events}) == 2 and {e.time for e in events} == {events[0].time}
     assert events[0].time >= before
     assert all(orjson.loads(encode(e)[2])["personal"]["kid"] == f"pdk-{PK}-1" for e in events)
+
+
+def test_a_withdrawal_row_is_the_http_withdrawal_and_a_grant_row_still_needs_its_scopes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a file could not record a withdrawal of consent. The contract's rule is that a withdrawal
+    carries no scopes (and needs no recipients), and a file writes "none" as an empty cell, which read as
+    absent: every withdrawal row was refused with ``scopes: Field required``. On a withdrawal row (撤回) an
+    empty 同意範囲 or 提供先 cell is now the empty list, and the row is the same event as the same
+    withdrawal sent over HTTP; on a grant row an empty 同意範囲 cell is still the contract's ``missing``."""
+    withdrawal = factories.consent(PK, action="withdrawn").data
+    bare = factories.consent(PK, action="withdrawn", recipients=[]).data
+    grant = factories.consent(PK, scopes=[]).data
+    text = write_csv(Family.CONSENT.value, [withdrawal, bare, grant], japanese=True)
+    text = text.replace(b",withdrawn,", ",撤回,".encode())
+    reading = read_chunks(Family.CONSENT.value, text, chunk_rows=10)
+    ((parsed, error),) = list(reading.chunks)
+    assert error is None and [p.errors for p in parsed] == [(), (), ()]
+    judge = FamilyRows(Family.CONSENT)
+    judged = judge.judge([(p.line, p.data, "k") for p in parsed], lambda f: None)
+
+    assert [line for line, _ in judged.bad] == [4]
+    (refusal,) = [e for _, e in judged.bad]
+    assert refusal == FieldError("scopes", "Field required", None, "missing")
+    assert [refusal] == check(Family.CONSENT, {k: v for k, v in grant.items() if k != "scopes"})
+
+    monkeypatch.setattr(csv_chunks.os, "urandom", lambda n: bytes(n))
+    monkeypatch.setattr("infra.crypto.os.urandom", lambda n: bytes(n))
+    for row, body in zip(judged.rows, [withdrawal, bare], strict=True):
+        over_http = judge.judge_body(body)
+        assert isinstance(over_http, csv_chunks.Row)
+        (from_file,) = seal_rows(Family.CONSENT, [row], ["/hellowork/offices/1301"], {PK: KEY})
+        (from_http,) = seal_rows(Family.CONSENT, [over_http], ["/hellowork/offices/1301"], {PK: KEY})
+        assert encode(from_file._replace(time=from_http.time)) == encode(from_http)
+        assert orjson.loads(encode(from_file)[2])["scopes"] == []
+    for p in parsed[:2]:
+        _same(Family.CONSENT, p.data, monkeypatch)
+
+    # A file of withdrawals may leave the two columns out: each of its cells would be empty.
+    header, row = list(csv.reader(io.StringIO(text.decode(), newline="")))[:2]
+    kept = [i for i, label in enumerate(header) if label not in ("同意範囲", "提供先")]
+    (no_columns,) = parse_chunk(
+        read_header("consent", [header[i] for i in kept]), [(2, [row[i] for i in kept])]
+    )
+    assert no_columns.data == {**parsed[0].data, "recipients": []}
+    assert not isinstance(check(Family.CONSENT, no_columns.data), list)
