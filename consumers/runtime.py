@@ -448,6 +448,12 @@ class ConsumerRuntime:
                 except PoisonMessage as refused:
                     poison.append(DeadLetter.of(rec, refused.reason))
                     continue
+                except Exception as exc:  # a decoder bug: the record is refused, the consumer goes on
+                    poison.append(DeadLetter.of(rec, "record: not readable by the hub's decoder"))
+                    get_logger("consumer").error(  # the type alone: the message may quote the value
+                        "decode failed", consumer=self.handler.name, error=type(exc).__name__
+                    )
+                    continue
                 good.append(_consumed(Consumed, (event, rec.topic, rec.partition, rec.offset, rec.value)))
                 if first is None and dropped:  # only an accepted event adds to ``dropped``: this one did
                     first = rec

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from contracts import wire
@@ -343,6 +344,10 @@ def decode(
                 data = wire.from_model(data)
             except wire.Invalid:  # the mirror is tested equal to the contract; never a stopped consumer
                 raise PoisonMessage(f"{family.value} data: not readable by contracts.wire") from None
+    try:  # pydantic reads NaN, Infinity and 1e400 (as inf) where orjson, which consumers parse with, does not
+        _loads(value)
+    except orjson.JSONDecodeError:
+        raise PoisonMessage("value: not valid JSON") from None
     subject = attrs["ce_subject"]
     if subject != data.person_key:
         raise PoisonMessage("header ce_subject: does not match data.person_key")
@@ -395,6 +400,8 @@ _HEX = b"0123456789abcdef"  # ID_PATTERN's alphabet: an id of 32 bytes none of w
 _SOURCE = re.compile(SOURCE_PATTERN[1:-1].encode()).fullmatch
 _SOURCES: dict[bytes, str] = {}  # sources that passed (a few hundred organisations), bounded like _PASSED
 _new_event = tuple.__new__  # ``Event(...)`` less its Python frame: the fields are given in order
+_NESTING_MAX = wire.NESTING_MAX
+_loads = orjson.loads
 
 
 def _canonical(
@@ -439,12 +446,15 @@ def _canonical(
         time = datetime.fromisoformat(text)
         if time.tzinfo is None or not in_supported_range(time):
             return None
+        if value.count(b"[") + value.count(b"{") > _NESTING_MAX:  # may be deeper than the contract reads
+            return None
         data = structural(value)
         checks(data)  # as ``wire.DATA[…].decode``: its refusals are the ValueErrors etc. caught below
         subject = raw_subject.decode()
         if subject != data.person_key:
             return None
-    except (KeyError, TypeError, ValueError, AttributeError):  # wire.Invalid and UnicodeError are ValueErrors
+        _loads(value)  # what consumers parse the value with (a number past a float's range: see decode)
+    except (KeyError, TypeError, ValueError, AttributeError):  # wire.Invalid, UnicodeError, JSONDecodeError
         return None
     traceparent = tracestate = None
     if traced:

@@ -62,6 +62,14 @@ def built(model: type[_M], fields_set: set[str], values: dict[str, Any]) -> _M:
     return m
 
 
+def _base64url_length(cls: type, value: str) -> str:
+    # No base64 text is 4n+1 characters long (one character holds 6 of a byte's 8 bits): the opener could
+    # not read such a ciphertext, and a rogue record needs no key to carry one.
+    if len(value) % 4 == 1:
+        raise ValueError("not a base64url length (4n+1 characters)")
+    return value
+
+
 class Sealed(Contract):
     """Personal data sealed with the person's data key (AES-256-GCM, person key as associated data)."""
 
@@ -74,8 +82,10 @@ class Sealed(Contract):
         min_length=22,
         max_length=16384,
         pattern=r"^[A-Za-z0-9_-]+$",
-        description="Ciphertext with GCM tag, base64url",
+        description="Ciphertext with GCM tag, base64url (unpadded: never 4n+1 characters)",
     )
+
+    _ct = field_validator("ct")(_base64url_length)
 
 
 class Occupation(Contract):

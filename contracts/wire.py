@@ -44,9 +44,15 @@ from contracts.events import (
 )
 from contracts.types import in_supported_range, supported_instant
 
-__all__ = ["DATA", "Invalid", "from_model", "quick_check", "struct_for"]
+__all__ = ["DATA", "NESTING_MAX", "Invalid", "from_model", "quick_check", "struct_for"]
 
 Invalid = msgspec.DecodeError  # msgspec.ValidationError is one
+
+# pydantic's JSON parser (jiter) refuses a value nested more than 201 levels deep as ``json_invalid``;
+# msgspec skips a field no struct reads but still parses it, one recursion per level, so it accepts deeper
+# values and raises ``RecursionError`` past Python's limit. A value with more brackets than this (two
+# counts in C) may be nested deeper than the contract reads: the fast paths leave it to the contract.
+NESTING_MAX = 200
 
 # An aware RFC 3339 time as pydantic reads it, limited to what both readers give the same instant for:
 # msgspec rounds a 7th fractional digit where pydantic truncates, so more than 6 go to the contract.
@@ -398,6 +404,8 @@ class _Reader:
 
     def decode(self, value: bytes) -> Any:
         """The data, or ``Invalid`` where the contract may refuse it."""
+        if value.count(b"[") + value.count(b"{") > NESTING_MAX:
+            raise msgspec.DecodeError("nested deeper than the contract may read")
         data = self.structural(value)
         try:
             self.checks(data)

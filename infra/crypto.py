@@ -84,7 +84,7 @@ def seal_plaintexts(
 def open_sealed(data_key: bytes, person_key: str, sealed: Sealed) -> dict[str, Any]:
     try:
         plain = AESGCM(data_key).decrypt(_unb64(sealed.nonce), _unb64(sealed.ct), person_key.encode())
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: binascii.Error, a ct of 4n+1 characters (see Sealed)
         raise ValueError("sealed block does not open with this person's key") from None
     result: dict[str, Any] = orjson.loads(plain)
     return result
@@ -139,7 +139,7 @@ class Opener:
             cipher = self._ciphers[person_key] = AESGCM(key)
         try:
             plain: bytes = cipher.decrypt(_unb64(sealed["nonce"]), _unb64(sealed["ct"]), person_key.encode())
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: binascii.Error, a ct of 4n+1 characters (see Sealed)
             return None
         return plain
 
@@ -157,14 +157,19 @@ class Opener:
             return None
         structural, checks = _PERSONAL_CHECKS[model]
         try:  # the contract's msgspec struct: at least as strict as the contract, at a tenth of its cost
+            if plain.count(b"[") + plain.count(b"{") > wire.NESTING_MAX:  # see wire.NESTING_MAX
+                raise ValueError("nested deeper than the contract may read")
             checks(structural(plain))
-        except (msgspec.DecodeError, ValueError, TypeError, AttributeError):
+        except (msgspec.DecodeError, ValueError, TypeError, AttributeError, RecursionError):
             try:  # refused, or the contract may accept a lax spelling: the contract decides and says why
                 model.model_validate_json(plain)
             except ValidationError as exc:
                 rules = sorted({e.operator_rule for e in from_validation_error(exc, prefix=("personal",))})
                 raise UnfitBlock("; ".join(rules[:5])) from None
-        opened: dict[str, Any] = orjson.loads(plain)
+        try:  # pydantic reads NaN and 1e400 (as inf), which JSON has not and orjson refuses
+            opened: dict[str, Any] = orjson.loads(plain)
+        except orjson.JSONDecodeError:
+            raise UnfitBlock("personal: not valid JSON") from None
         return opened
 
     def __call__(

@@ -18,6 +18,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
+from structlog.testing import capture_logs
 
 from consumers.catchup import end_offsets, run_until
 from consumers.event_log import EventLogHandler
@@ -25,7 +26,7 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from consumers.shared_view.replay import replay
-from contracts.envelope import Event, Family, encode
+from contracts.envelope import Event, Family, decode, encode
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
 from infra.kafka import client_options
@@ -112,6 +113,15 @@ async def _reaches_every_consumer(conn: asyncpg.Connection, good: Sequence[Submi
 
 SECRET = "Tanaka Hanako"  # what a rogue producer might put anywhere: it must never come back
 HEADERS = ("ce_time", "ce_type", "ce_specversion", "ce_id", "ce_source")
+ROGUE_NOTES = {  # JSON text in a field no contract reads
+    "NaN in a field no contract reads": b"NaN",
+    "1e400 in a field no contract reads": b"1e400",
+    "a value nested 1,500 deep in a field no contract reads": b"[" * 1500 + b"]" * 1500,
+}
+REASONS = {  # what every consumer says, where one reason is expected
+    **dict.fromkeys(ROGUE_NOTES, "value: not valid JSON"),
+    "a ciphertext no base64 reads": "registration data invalid: personal.ct:",
+}
 
 
 async def _rogue(kind: str, pool: asyncpg.Pool, settings: Settings) -> list[Record]:
@@ -138,6 +148,26 @@ async def _rogue(kind: str, pool: asyncpg.Pool, settings: Settings) -> list[Reco
             _raw(settings, to_event(factories.retention(pk, placement_id, checkpoint_months=3), key),
                  personal={"name": SECRET}),
         ]  # fmt: skip
+    if kind in ROGUE_NOTES:
+        # Readers ignore unknown fields: pydantic read NaN and 1e400 (orjson, which the shared view and the
+        # feed parse a value with, does not) and msgspec recursed 1,500 deep (RecursionError) — Review 7.
+        key, headers, value = encode(to_event(factories.consent(pk), None))
+        return [
+            (
+                settings.topic(Family.CONSENT),
+                key,
+                headers,
+                value[:-1] + b',"note":' + ROGUE_NOTES[kind] + b"}",
+            )
+        ]
+    if kind == "a ciphertext no base64 reads":
+        # 25 characters of base64url's alphabet (no key needed to forge it) about a person with a data
+        # key: the shared view, opening every arriving block, stopped on binascii.Error (Review 7).
+        key = await _data_key(pool, settings, pk)
+        record = _raw(settings, to_event(factories.registration(pk), key))
+        data = orjson.loads(record[3])
+        data["personal"] = dict(data["personal"], ct="A" * 25)
+        return [(*record[:3], orjson.dumps(data)), *_raw_consent_for(settings, pk)]
     assert kind == "foreign header values"
     key, headers, value = encode(to_event(factories.consent(pk), None))
     records: list[Record] = []
@@ -156,6 +186,8 @@ async def _rogue(kind: str, pool: asyncpg.Pool, settings: Settings) -> list[Reco
         "int32 overflow",
         "foreign header values",
         "a personal field on a family without one",
+        *ROGUE_NOTES,
+        "a ciphertext no base64 reads",
     ],
 )
 async def test_rogue_record_is_dead_lettered_and_every_consumer_goes_on(
@@ -189,6 +221,12 @@ async def test_rogue_record_is_dead_lettered_and_every_consumer_goes_on(
     assert mine
     for letter in mine:
         assert "Tanaka" not in dict(letter.headers)["dlq_reason"].decode()
+    if kind in REASONS:  # refused at decode: by every consumer, for the same reason
+        said = {
+            (dict(m.headers)["dlq_consumer"].decode(), dict(m.headers)["dlq_reason"].decode()) for m in mine
+        }
+        assert {c for c, _ in said} == {"event-log", "shared-view", "placement-feed"}
+        assert all(r.startswith(REASONS[kind]) for _, r in said), said
     if kind == "foreign header values":
         consumers = {r["consumer"] for r in reasons}
         assert {"event-log", "shared-view", "placement-feed"} <= consumers
@@ -335,3 +373,45 @@ async def test_an_erasure_at_the_edge_of_time_is_dead_lettered_and_every_consume
             "SELECT reason FROM dead_letters WHERE source_topic = $1", settings.topic(genuine.family)
         )
     assert reasons and all("erased_at" in r["reason"] and "0001" not in r["reason"] for r in reasons)
+
+
+async def test_a_record_the_decoder_fails_on_is_dead_lettered_without_its_value(
+    pool: asyncpg.Pool, isolated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth (Review 7: NaN, deep nesting and a short ciphertext each raised out of a decoder):
+    whatever a decoder raises, the consumer refuses that record alone with a reason that quotes nothing of
+    it, logs the exception's type only, and goes on."""
+    settings = isolated
+    marker = f"{SECRET} decoder fault".encode()
+
+    def failing(key: bytes | None, headers: Any, value: bytes | None, **kw: Any) -> Event:
+        if value is not None and marker in value:
+            raise RuntimeError(f"cannot read {value!r}")
+        return decode(key, headers, value, **kw)
+
+    monkeypatch.setattr("consumers.runtime.decode", failing)
+    pk = factories.person_key()
+    key, headers, value = encode(to_event(factories.consent(pk), None))
+    rogue = value[:-1] + b',"note":"' + marker + b'"}'
+    await _publish_raw(settings, [(settings.topic(Family.CONSENT), key, headers, rogue)])
+    good_pk = factories.person_key()
+    good = [factories.registration(good_pk), factories.consent(good_pk)]
+    await _accept(pool, settings, good)
+
+    with capture_logs() as logs:
+        await _catch_up_all(pool, settings)
+
+    async with pool.acquire() as conn:
+        await _reaches_every_consumer(conn, good, good_pk)
+    letters = [m for m in await read_topic(settings, settings.deadletter_topic) if m.key == pk.encode()]
+    said = {
+        (dict(m.headers)["dlq_consumer"].decode(), dict(m.headers)["dlq_reason"].decode()) for m in letters
+    }
+    assert said == {
+        (consumer, "record: not readable by the hub's decoder")
+        for consumer in ("event-log", "shared-view", "placement-feed")
+    }
+    failed = [line for line in logs if line["event"] == "decode failed"]
+    assert {line["consumer"] for line in failed} == {"event-log", "shared-view", "placement-feed"}
+    assert all(line["error"] == "RuntimeError" for line in failed)
+    assert "Tanaka" not in repr(logs)

@@ -131,3 +131,40 @@ def test_the_mutations_reach_both_verdicts() -> None:
 
     collect()
     assert seen == {"opened", "unfit"}
+
+
+def _with_x(raw: bytes) -> bytes:
+    """A registration's block with ``raw`` (JSON text) in a field its contract does not read."""
+    return orjson.dumps({"name": "A", "birth_date": "1988-06-01"})[:-1] + b',"x":' + raw + b"}"
+
+
+@pytest.mark.parametrize("depth", [600, 1500])
+def test_a_block_nested_past_the_contracts_limit_is_unfit(depth: int) -> None:
+    """Opened at 600 levels (which the contract refuses) and ``RecursionError`` at 1,500 (Review 7)."""
+    plain = _with_x(b"[" * depth + b"]" * depth)
+    assert _checked_verdict(Family.REGISTRATION, plain) == _contract_verdict(Family.REGISTRATION, plain)
+    assert _checked_verdict(Family.REGISTRATION, plain)[0] == "unfit"
+
+
+def test_a_block_with_many_brackets_the_contract_reads_opens_alike() -> None:
+    plain = _with_x(b"[" + b",".join([b"[]"] * 300) + b"]")
+    assert _checked_verdict(Family.REGISTRATION, plain) == _contract_verdict(Family.REGISTRATION, plain)
+    assert _checked_verdict(Family.REGISTRATION, plain)[0] == "opened"
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"1e400", b"-Infinity"])
+def test_a_block_with_a_number_json_has_not_is_unfit(number: bytes) -> None:
+    """pydantic reads NaN and 1e400 in a field the block's contract does not know; the opener then parsed
+    the block with orjson, whose ``JSONDecodeError`` stopped the shared view (Review 7)."""
+    assert _checked_verdict(Family.REGISTRATION, _with_x(number)) == ("unfit", "personal: not valid JSON")
+
+
+@pytest.mark.parametrize("length", [25, 29, 16381])
+def test_a_ciphertext_of_4n_plus_1_characters_keeps_the_block_shut(length: int) -> None:
+    """No base64 reads a ciphertext of 4n+1 characters: ``_unb64`` raised ``binascii.Error`` out of the
+    opener, which stopped the shared view on arrival and failed a feed delivery's whole individual list
+    (``consumers.feed.delivery`` opens blocks stored unopened). The block stays shut (Review 7)."""
+    sealed = {"alg": "A256GCM", "kid": f"pdk-{PERSON}-1", "nonce": "A" * 16, "ct": "A" * length}
+    opener = Opener({PERSON: KEY})
+    assert opener(PERSON, Family.REGISTRATION.value, sealed) is None
+    assert opener.checked(PERSON, Family.REGISTRATION.value, sealed) is None

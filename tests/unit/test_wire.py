@@ -668,3 +668,68 @@ def test_envelope_defects_one_at_a_time_are_judged_as_the_contract() -> None:
             )
             checked += 1
     assert checked > 1000
+
+
+def _with_note(note: bytes) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
+    """A consent as ``encode`` writes it, with ``note`` (raw JSON) in a field no contract reads."""
+    key, headers, value = encode(to_event(factories.consent(factories.person_key()), None))
+    assert value.endswith(b"}")
+    return key, headers, value[:-1] + b',"note":' + note + b"}"
+
+
+@pytest.mark.parametrize("depth", [600, 1500])
+def test_a_record_nested_past_the_contracts_limit_is_dead_lettered_by_the_fast_decode(depth: int) -> None:
+    """pydantic refuses a value nested past 201 levels (``json_invalid``); msgspec, skipping the field,
+    accepted it up to Python's recursion limit and raised ``RecursionError`` past it (Review 7)."""
+    key, headers, value = _with_note(b"[" * depth + b"]" * depth)
+    with pytest.raises(PoisonMessage) as slow:
+        decode(key, headers, value)
+    with pytest.raises(PoisonMessage) as fast:
+        decode(key, headers, value, fast=True)
+    assert fast.value.reason == slow.value.reason == "value: not valid JSON"
+    with pytest.raises(wire.Invalid):
+        wire.DATA["consent"].decode(value)
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        b"[" * 200 + b"]" * 200,  # as deep as the contract reads
+        b"[" + b",".join([b"[]"] * 300) + b"]",  # more brackets than wire.NESTING_MAX, yet shallow
+        b'"' + b"{[" * 300 + b'"',  # brackets in text
+    ],
+)
+def test_a_record_with_many_brackets_the_contract_reads_is_accepted_alike(note: bytes) -> None:
+    key, headers, value = _with_note(note)
+    judged = _judged(key, headers, value, fast=True)
+    assert judged[0] == "accepted"
+    assert judged == _judged(key, headers, value, fast=False)
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"1e400", b"-Infinity", b"Infinity", b"-1E+400"])
+def test_a_number_json_has_not_in_a_field_no_contract_reads_is_dead_lettered(number: bytes) -> None:
+    """pydantic reads these (NaN, inf) where orjson, which consumers parse a value with, raises: the
+    shared view and the feed projection stopped on them (Review 7)."""
+    key, headers, value = _with_note(number)
+    with pytest.raises(PoisonMessage) as slow:
+        decode(key, headers, value)
+    with pytest.raises(PoisonMessage) as fast:
+        decode(key, headers, value, fast=True)
+    assert fast.value.reason == slow.value.reason == "value: not valid JSON"
+
+
+@pytest.mark.parametrize("length", [25, 29, 16381])
+def test_a_ciphertext_of_4n_plus_1_characters_is_refused_alike(length: int) -> None:
+    """No base64 text is 4n+1 characters long; a rogue record (no key needed) carried one past the contract
+    and stopped the shared view, which opens every arriving block (Review 7)."""
+    event = to_event(factories.registration(factories.person_key()), os.urandom(32))
+    key, headers, value = encode(event)
+    data = orjson.loads(value)
+    data["personal"] = dict(data["personal"], ct="A" * length)
+    value = orjson.dumps(data)
+    with pytest.raises(PoisonMessage) as slow:
+        decode(key, headers, value)
+    with pytest.raises(PoisonMessage) as fast:
+        decode(key, headers, value, fast=True)
+    assert fast.value.reason == slow.value.reason
+    assert "personal.ct" in slow.value.reason and "4n+1" in slow.value.reason, slow.value.reason
