@@ -8,6 +8,7 @@ own; these tests hold what that transaction guaranteed, unit by unit."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from producers.adapters.sites import add_sites
 from producers.outbox import accept_sealed
 from producers.submission import Submission, to_event
 from tests import factories
+from tests.helpers import wait_for
 
 
 def _sealed(keystore: KeyStore, subs: list[Submission]) -> tuple[list[Event], dict[str, bytes]]:
@@ -214,3 +216,57 @@ async def test_a_request_whose_person_got_a_data_key_meanwhile_is_sealed_again_a
     assert other._unwrap_key(person, wrapped) == stored[0], "the key stored first is the person's key"
     sealed = Sealed.model_validate(orjson.loads(value)["personal"])
     assert open_sealed(stored[0], person, sealed)["name"] == "髙橋 花子"
+
+
+_ACCEPT_KEYS_ONLY = (  # accept_events with idempotency keys only (units with no events: nothing else moves)
+    "SELECT * FROM accept_events('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', $1, $2, $3, $4, $5,"
+    " '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 'test', 'test_accept_keys_only')"
+)
+
+
+async def test_expired_idempotency_records_are_locked_in_key_order(pool: asyncpg.Pool) -> None:
+    """Two calls each dropping the other's expired records must take their locks in one order, or each
+    waits on the other (a deadlock: a group of requests fails). Migration 021 locked them in the order its
+    plan met them: here the keys' order as given, "b" before "a". A call waiting for "b" must hold "a"."""
+    organisation = "office:1102"
+    a, b = (f"{c}-{uuid.uuid4().hex}" for c in "ab")
+    async with pool.acquire() as holder, pool.acquire() as caller, pool.acquire() as third:
+        for key in (b, a):  # "b" first in the table too
+            await holder.execute(
+                "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids, expires_at)"
+                " VALUES ($1, $2, '\\x00', 'consent', '{old}', now() - interval '1 day')",
+                organisation,
+                key,
+            )
+        hold = holder.transaction()
+        await hold.start()
+        await holder.execute(
+            "SELECT 1 FROM idempotency_keys WHERE organisation = $1 AND key = $2 FOR UPDATE", organisation, b
+        )
+        pid = await caller.fetchval("SELECT pg_backend_pid()")
+        call = asyncio.create_task(
+            caller.fetchrow(
+                _ACCEPT_KEYS_ONLY, [1, 2], [organisation] * 2, [b, a], [b"\x01"] * 2, ["consent"] * 2
+            )
+        )
+        await wait_for(
+            lambda: third.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid),
+            until=lambda waiting: waiting == "Lock",
+        )
+        try:
+            async with third.transaction():
+                with pytest.raises(asyncpg.exceptions.LockNotAvailableError):  # the call holds "a"
+                    await third.execute(
+                        "SELECT 1 FROM idempotency_keys WHERE organisation = $1 AND key = $2 FOR UPDATE NOWAIT",
+                        organisation,
+                        a,
+                    )
+        finally:
+            await hold.rollback()
+            await call
+        stored = await third.fetch(
+            "SELECT key, event_ids FROM idempotency_keys WHERE organisation = $1 AND key = ANY($2::text[])",
+            organisation,
+            [a, b],
+        )
+    assert {r["key"]: r["event_ids"] for r in stored} == {a: [], b: []}  # the expired records replaced
