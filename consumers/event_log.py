@@ -15,7 +15,7 @@ import asyncpg
 
 from consumers.runtime import Consumed
 from infra.config import Settings
-from infra.db import copy_to_stage, write_instants_directly
+from infra.db import copy_to_stage
 
 
 class EventLogHandler:
@@ -23,14 +23,8 @@ class EventLogHandler:
 
     def __init__(self, settings: Settings) -> None:
         self.topics: Sequence[str] = settings.event_topics
-        # The connection whose timestamptz codec was set: the runtime holds one from batch to batch
-        # (kept referenced here, so a later connection cannot be mistaken for it).
-        self._tuned: asyncpg.Connection | None = None
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
-        if conn is not self._tuned:
-            await write_instants_directly(conn)  # each row's event_time, encoded at a third less CPU
-            self._tuned = conn
         # The data column keeps the record's JSON bytes as received (validated on decode; PostgreSQL
         # checks them again as json). Each batch is one binary COPY straight into the table. An event
         # already recorded (a re-send) makes that COPY fail on the key: then, and only then, the batch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta, timezone
 from enum import IntEnum, unique
 from pathlib import Path
 from typing import Any
@@ -70,71 +69,6 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
     await conn.set_type_codec(
         "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
-    )
-
-
-# timestamptz on the wire is microseconds since 2000-01-01 UTC. asyncpg's own encoder gets there through two
-# infinity comparisons, a conversion to UTC and a timedelta's parts per value; one subtraction and one
-# division give the same integer at about two thirds of the client's cost per row of a COPY. Everything
-# else is as asyncpg does it, so a connection that has this codec writes and reads what it would have:
-# its sentinels (the instant one microsecond before 10000-01-01 UTC and 0001-01-01 UTC are stored as
-# ±infinity, and read back as its naive extremes), a naive datetime or a date taken as local time, an
-# instant outside datetime's range in UTC refused.
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_INFINITY, _NEGATIVE_INFINITY = 2**63 - 1, -(2**63)
-_LAST_INSTANT, _FIRST_INSTANT = 252_455_615_999_999_999, -63_082_281_600_000_000
-_INFINITE_DATETIME = datetime(9999, 12, 31, 23, 59, 59, 999999)
-_NEGATIVE_INFINITE_DATETIME = datetime(1, 1, 1)
-
-
-def _instant_to_wire(value: datetime) -> tuple[int]:
-    try:
-        micros: int = (value - _PG_EPOCH) // _MICROSECOND
-    except TypeError:  # naive, a date, or not a time at all
-        return _local_to_wire(value)
-    if _FIRST_INSTANT < micros < _LAST_INSTANT:
-        return (micros,)
-    if micros == _LAST_INSTANT:
-        return (_INFINITY,)
-    if micros == _FIRST_INSTANT:
-        return (_NEGATIVE_INFINITY,)
-    raise OverflowError("date value out of range")
-
-
-def _local_to_wire(value: object) -> tuple[int]:
-    """What asyncpg writes for a naive datetime (local time; its extremes are ±infinity) or a date (local
-    midnight)."""
-    if isinstance(value, datetime):
-        if value == _INFINITE_DATETIME:
-            return (_INFINITY,)
-        if value == _NEGATIVE_INFINITE_DATETIME:
-            return (_NEGATIVE_INFINITY,)
-        return _instant_to_wire(value.astimezone(UTC))
-    if isinstance(value, date):
-        local = timezone(datetime.now(UTC).astimezone().utcoffset() or timedelta())
-        return _instant_to_wire(datetime(value.year, value.month, value.day, tzinfo=local))
-    raise TypeError(f"expected a datetime.date or datetime.datetime instance, got {type(value).__name__!r}")
-
-
-def _instant_from_wire(value: tuple[int]) -> datetime:
-    (micros,) = value
-    if micros == _INFINITY:
-        return _INFINITE_DATETIME
-    if micros == _NEGATIVE_INFINITY:
-        return _NEGATIVE_INFINITE_DATETIME
-    return _PG_EPOCH + timedelta(microseconds=micros)
-
-
-async def write_instants_directly(conn: asyncpg.Connection) -> None:
-    """Have ``conn`` encode and decode timestamptz values as above, for the rest of its life (a pool hands
-    it on with the codec): for a connection that COPYs an instant per row (the event log)."""
-    await conn.set_type_codec(
-        "timestamptz",
-        schema="pg_catalog",
-        encoder=_instant_to_wire,
-        decoder=_instant_from_wire,
-        format="tuple",
     )
 
 

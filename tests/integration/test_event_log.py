@@ -99,9 +99,8 @@ async def test_every_column_holds_the_events_attribute_in_either_way_in(
 async def test_the_logged_times_are_the_events_instants_at_any_offset(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    """``event_time`` holds each event's instant, whatever offset its ``ce_time`` was written at: the log's
-    connection encodes instants itself (``infra.db.write_instants_directly``). Checked in PostgreSQL (as
-    UTC text), read back on the log's connection and on one with asyncpg's own codec, by either way in."""
+    """``event_time`` holds each event's instant, whatever offset its ``ce_time`` was written at. Checked in
+    PostgreSQL (as UTC text), read back on the log's connection and on a fresh one, by either way in."""
     handler = EventLogHandler(settings)
     pk = factories.person_key()
     times = [
