@@ -56,6 +56,11 @@ class LeadershipLost(Exception):
     """This process no longer provably holds the role; the work's transaction must roll back."""
 
 
+class KeeperFailed(RuntimeError):
+    """The keeper ended on an error its reconnects do not cover: this process will never lead again, so
+    its work must end (and the process with it: ``infra.runner``) rather than wait as a standby forever."""
+
+
 _CURRENT_EPOCH = "SELECT epoch FROM leader_epochs WHERE role = $1 FOR SHARE"
 
 
@@ -162,20 +167,38 @@ class Leadership:
         if self._task is None:
             self._report("starting", ok=False)
             self._task = asyncio.create_task(self._keep(), name=f"leadership-{self.role}")
+            self._task.add_done_callback(self._keeper_ended)
 
     async def wait_held(self, stop: asyncio.Event | None = None) -> bool:
-        """Wait until this process leads; False if ``stop`` was set first."""
+        """Wait until this process leads; False if ``stop`` was set first. Raises ``KeeperFailed`` once
+        the keeper has failed."""
+        self._check_keeper()
         if self.held:
             return True
         waits = [asyncio.ensure_future(self._held.wait())]
         if stop is not None:
             waits.append(asyncio.ensure_future(stop.wait()))
+        keeper = [self._task] if self._task is not None else []
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*waits, *keeper], return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waits:
                 w.cancel()
+        self._check_keeper()
         return self.held
+
+    def _keeper_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        # The error's type, not its message (it may quote data); the work then ends on ``KeeperFailed``.
+        log.error("leadership keeper failed, work stops for good", role=self.role, error=type(error).__name__)
+        self._mark_lost(f"keeper failed: {type(error).__name__}")
+
+    def _check_keeper(self) -> None:
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise KeeperFailed(f"{self.role}: the lock's keeper failed") from task.exception()
 
     async def acquire_now(self) -> bool:
         """Take the lock once, without waiting or reconnecting: True if this process now leads."""
@@ -196,8 +219,7 @@ class Leadership:
         self._closing.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # a failed keeper was reported
             self._task = None
         await self._release()
         self._report("stopped", ok=True)
@@ -216,6 +238,7 @@ class Leadership:
         """Prove, inside the caller's transaction, that this process still leads; raise otherwise.
 
         ``FOR SHARE`` keeps the row until the caller commits: a new holder's epoch bump waits for it."""
+        self._check_keeper()
         epoch = self.epoch
         if epoch is None or not self.held:
             raise LeadershipLost(f"{self.role}: not the leader ({self.state})")

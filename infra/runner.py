@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import traceback
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from infra.config import Settings, get_settings
 from infra.db import TRANSIENT_DB_ERRORS, create_pool, migrate
 from infra.gc import freeze_what_lives
 from infra.logging import configure_logging, get_logger
+from infra.signals import exit_on_sigterm, failing
 from infra.tracing import setup_tracing
 
 log = get_logger("runner")
@@ -58,18 +60,16 @@ async def prepare(settings: Settings) -> asyncpg.Pool:
             backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
 
-async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> None:
-    """Run the services ``build`` returns until SIGTERM/SIGINT, then stop them and wait.
+async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> int:
+    """Run the services ``build`` returns until SIGTERM/SIGINT, then stop them and wait; the exit status.
 
-    Signals are handled from the first moment: a SIGTERM while the database is still unreachable ends
-    the wait and returns normally (exit 0), as it does in every later state."""
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    setup_tracing("ittai-hub")  # consumers and relays record spans; exported only where configured
-    if settings.metrics_port is not None:  # services without HTTP expose /metrics on their own port
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.http_host)
+    0: stopped by a signal. Signals are handled from the first moment: a SIGTERM while the database is
+    still unreachable ends the wait and returns normally, as it does in every later state; the handlers
+    in place before are put back when this returns (``infra.signals``: SIGTERM then ends the process at
+    once, never by Python's default). 1: a service ended on its own (returned, or raised something its
+    own retries do not cover), which stops the others: a process whose work ended must not stay alive
+    looking healthy, and its process manager restarts it."""
+    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     services: list[Service] = []
 
@@ -77,9 +77,27 @@ async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> Non
         stopping.set()
         _stop_all(services)
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    def handle(_signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(on_signal)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return await _serve(build, services, stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+async def _serve(
+    build: Callable[[Settings, asyncpg.Pool], list[Service]], services: list[Service], stopping: asyncio.Event
+) -> int:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    setup_tracing("ittai-hub")  # consumers and relays record spans; exported only where configured
+    if settings.metrics_port is not None:  # services without HTTP expose /metrics on their own port
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.http_host)
     preparing = asyncio.create_task(prepare(settings))
     stopped = asyncio.create_task(stopping.wait())
     await asyncio.wait({preparing, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -89,19 +107,46 @@ async def serve(build: Callable[[Settings, asyncpg.Pool], list[Service]]) -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await preparing
         log.info("stopped before the database was reachable")
-        return
+        return 0
     pool = preparing.result()
     services.extend(build(settings, pool))
     freeze_what_lives()  # modules, pools, services: out of the collector's sight (infra.gc)
     if stopping.is_set():
         _stop_all(services)
     try:
-        await asyncio.gather(*(s.run() for s in services))
+        return await _run(services, stopping)
     finally:
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
         except TRANSIENT_DB_ERRORS:  # TimeoutError included
             pool.terminate()
+
+
+async def _run(services: list[Service], stopping: asyncio.Event) -> int:
+    """Run the services until all have ended; 1 if one ended before it was told to stop (it stops the
+    others), else 0."""
+    running = {asyncio.create_task(s.run(), name=type(s).__name__): s for s in services}
+    status = 0
+    while running:
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            del running[task]
+            error = None if task.cancelled() else task.exception()
+            if error is None and stopping.is_set():
+                continue
+            status = 1
+            failing(1)
+            # The error's type and where it was raised, not its message (it may quote data).
+            at = traceback.extract_tb(error.__traceback__)[-1] if error and error.__traceback__ else None
+            log.error(
+                "service ended on its own, stopping the process",
+                service=task.get_name(),
+                error=type(error).__name__ if error else "cancelled" if task.cancelled() else "returned",
+                at=f"{at.filename}:{at.lineno} in {at.name}" if at else None,
+            )
+            stopping.set()
+            _stop_all(services)
+    return status
 
 
 def _stop_all(services: list[Service]) -> None:
@@ -112,9 +157,14 @@ def _stop_all(services: list[Service]) -> None:
 def run_forever(build: Callable[[Settings, asyncpg.Pool], list[Service]], *, workers: int = 1) -> None:
     """Serve in this process, or in ``workers`` processes (see ``supervise``)."""
     if workers <= 1:
-        asyncio.run(serve(build))
+        _exit_with(asyncio.run(serve(build)))
     else:
-        supervise(lambda: asyncio.run(serve(build)), workers)
+        supervise(lambda: _exit_with(asyncio.run(serve(build))), workers)
+
+
+def _exit_with(status: int) -> None:
+    if status:
+        raise SystemExit(status)
 
 
 def supervise(work: Callable[[], None], workers: int) -> None:
@@ -175,6 +225,6 @@ def _worker(work: Callable[[], None], index: int, base_port: int | None) -> None
     if base_port is not None:
         os.environ["HUB_METRICS_PORT"] = str(base_port + index)
     get_settings.cache_clear()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    exit_on_sigterm()  # as in any service process (infra.signals), whatever the parent had
     work()
