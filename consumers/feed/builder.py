@@ -183,7 +183,9 @@ class Counted:
 # the placements, then grouped: the planner then knows their statistics and hashes the referrals, not
 # the 390,000 placements of a national month's cohorts or its 480,000 registrations, which a
 # materialized (statistics-less) referral list made it hash (EXPLAIN ANALYZE on bench_feed's month:
-# 5.0-5.3 -> 3.8-4.0 s of PostgreSQL CPU for this statement, same rows).
+# 5.0-5.3 -> 3.8-4.0 s of PostgreSQL CPU for this statement, same rows). The cohorts' 390,000
+# placements are read twice rather than kept: keeping them cost their writing and reading back and hid
+# their statistics (the cohort rows' part: 1.4-1.8 -> 0.8-0.9 s).
 #
 # Rows: k = 0 each of the month's placements (not grouped: their categories rarely repeat within a
 # feed, and grouping sorted them all) with its id; k > 0 retention
@@ -198,7 +200,7 @@ WITH anyone AS (  -- with $4: the people someone in $4 referred (a superset of t
          employment_type, attributes, foreign_national
     FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3
      AND ($4::text[] IS NULL OR site_authority = ANY($4::text[]) OR person_key IN (SELECT * FROM anyone))
-), cohort AS MATERIALIZED (
+), cohort AS NOT MATERIALIZED (  -- read twice (own sites, referrers): cheaper than kept
   SELECT c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at
     FROM unnest($7::int[], $8::date[], $9::date[]) AS c(k, lo, hi)
     JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi
