@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from contracts.envelope import Family
-from infra.auth import OrgKind, Role, add_client, authenticate, revoke_client
+from infra.auth import OrgKind, Principal, Role, add_client, authenticate, revoke_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.crypto import KeyStore
@@ -24,16 +24,7 @@ from tests import factories
 async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_next_chunk_on(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, "revoked")])
-        client_id, token = await add_client(
-            conn, name="revoked", org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
-            roles=frozenset({Role.PUBLISH}),
-        )  # fmt: skip
-        principal = await authenticate(conn, f"Bearer {token}")
-        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
-    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
-    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    service, principal, client_id, start = await _importing_client(pool, settings, monkeypatch, "revoked")
     commit = service._write_chunk
     commits = 0
 
@@ -47,9 +38,7 @@ async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_n
 
     monkeypatch.setattr(service, "_write_chunk", revoked_after_the_first)
     rows = [factories.placement(factories.person_key()).data for _ in range(9)]
-    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
-    async with pool.acquire() as conn:
-        written = await conn.fetchval("SELECT count(*) FROM outbox WHERE id > $1", start)
+    summary, written = await _import(service, principal, pool, rows, start)
     assert (summary.accepted, written) == (3, 3)
     assert summary.file_error is not None and "revoked" in summary.file_error
     assert summary.file_error.startswith("line 5:")  # the second chunk's first row (line 1 is the header)
@@ -61,16 +50,9 @@ async def test_a_client_revoked_after_a_chunk_was_authorised_has_nothing_of_it_a
 ) -> None:
     """A chunk is authorised while the one before it is still being written; its transaction reads the
     credential again, so a revocation between the two refuses that chunk (and the rest)."""
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, "revoked-late")])
-        client_id, token = await add_client(
-            conn, name="revoked-late", org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
-            roles=frozenset({Role.PUBLISH}),
-        )  # fmt: skip
-        principal = await authenticate(conn, f"Bearer {token}")
-        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
-    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
-    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    service, principal, client_id, start = await _importing_client(
+        pool, settings, monkeypatch, "revoked-late"
+    )
     seal = service._seal_chunk
     seals = 0
 
@@ -85,8 +67,38 @@ async def test_a_client_revoked_after_a_chunk_was_authorised_has_nothing_of_it_a
 
     monkeypatch.setattr(service, "_seal_chunk", revoked_once_the_second_is_authorised)
     rows = [factories.placement(factories.person_key()).data for _ in range(9)]
+    summary, written = await _import(service, principal, pool, rows, start)
+    assert (summary.accepted, written) == (3, 3)
+    assert summary.file_error is not None and summary.file_error.startswith("line 5:")
+
+
+async def _importing_client(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str
+) -> tuple[AdapterService, Principal, str, int]:
+    """A Hello Work office's publishing client, its principal, and a service importing in chunks of 3
+    rows; ``start`` is the outbox's last id before the import."""
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
+        client_id, token = await add_client(
+            conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        principal = await authenticate(conn, f"Bearer {token}")
+        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
+    return (
+        AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings)),
+        principal,
+        client_id,
+        start,
+    )
+
+
+async def _import(
+    service: AdapterService, principal: Principal, pool: asyncpg.Pool, rows: list[Any], start: int
+) -> tuple[Any, int]:
+    """The import's summary, and how many outbox rows it wrote."""
     summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
     async with pool.acquire() as conn:
         written = await conn.fetchval("SELECT count(*) FROM outbox WHERE id > $1", start)
-    assert (summary.accepted, written) == (3, 3)
-    assert summary.file_error is not None and summary.file_error.startswith("line 5:")
+    return summary, written
