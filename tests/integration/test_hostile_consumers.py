@@ -83,6 +83,18 @@ async def _accept(pool: asyncpg.Pool, settings: Settings, subs: Sequence[Submiss
         await relay.close()
 
 
+async def _after_rogue(
+    pool: asyncpg.Pool, settings: Settings, rogue: Sequence[Record]
+) -> tuple[list[Submission], str]:
+    """The rogue records straight onto their topics, then a good person's registration and consent through
+    the edge: the good person, who must reach every consumer past the rogue records."""
+    await _publish_raw(settings, rogue)
+    good_pk = factories.person_key()
+    good = [factories.registration(good_pk), factories.consent(good_pk)]
+    await _accept(pool, settings, good)
+    return good, good_pk
+
+
 async def _catch_up_all(pool: asyncpg.Pool, settings: Settings) -> list[ConsumerRuntime]:
     """Each consumer runs once until it has applied everything on its topics; a consumer that stops on
     the way fails the test (``run_until`` re-raises its error)."""
@@ -196,10 +208,7 @@ async def test_rogue_record_is_dead_lettered_and_every_consumer_goes_on(
     settings = isolated
     rogue = await _rogue(kind, pool, settings)
     rogue_keys = {r[1].decode() for r in rogue}
-    await _publish_raw(settings, rogue)
-    good_pk = factories.person_key()
-    good = [factories.registration(good_pk), factories.consent(good_pk)]
-    await _accept(pool, settings, good)
+    good, good_pk = await _after_rogue(pool, settings, rogue)
 
     await _catch_up_all(pool, settings)
 
@@ -255,10 +264,7 @@ async def test_bad_event_mid_batch_costs_only_itself(pool: asyncpg.Pool, isolate
         else:
             records.append(_raw(settings, event))
         records += _raw_consent_for(settings, pk)
-    await _publish_raw(settings, records)
-    good_pk = factories.person_key()
-    good = [factories.registration(good_pk), factories.consent(good_pk)]
-    await _accept(pool, settings, good)
+    good, good_pk = await _after_rogue(pool, settings, records)
 
     await _catch_up_all(pool, settings)
 
@@ -360,10 +366,9 @@ async def test_an_erasure_at_the_edge_of_time_is_dead_lettered_and_every_consume
     key, headers, value = encode(genuine)
     start = value.index(b'"erased_at":"') + len(b'"erased_at":"')
     forged = value[:start] + b"0001-01-01T00:00:00+23:59" + value[value.index(b'"', start) :]
-    await _publish_raw(settings, [(settings.topic(genuine.family), key, headers, forged)])
-    good_pk = factories.person_key()
-    good = [factories.registration(good_pk), factories.consent(good_pk)]
-    await _accept(pool, settings, good)
+    good, good_pk = await _after_rogue(
+        pool, settings, [(settings.topic(genuine.family), key, headers, forged)]
+    )
 
     await _catch_up_all(pool, settings)
 
@@ -393,10 +398,9 @@ async def test_a_record_the_decoder_fails_on_is_dead_lettered_without_its_value(
     pk = factories.person_key()
     key, headers, value = encode(to_event(factories.consent(pk), None))
     rogue = value[:-1] + b',"note":"' + marker + b'"}'
-    await _publish_raw(settings, [(settings.topic(Family.CONSENT), key, headers, rogue)])
-    good_pk = factories.person_key()
-    good = [factories.registration(good_pk), factories.consent(good_pk)]
-    await _accept(pool, settings, good)
+    good, good_pk = await _after_rogue(
+        pool, settings, [(settings.topic(Family.CONSENT), key, headers, rogue)]
+    )
 
     with capture_logs() as logs:
         await _catch_up_all(pool, settings)
