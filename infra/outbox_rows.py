@@ -30,24 +30,11 @@ async def insert_events(
     if not events:
         return 0
     assert conn.is_in_transaction(), "outbox rows are written in the accepting transaction"
-    traceparent = current_traceparent()
-    tracestate = current_tracestate() if traceparent is not None else None
-    rows: list[tuple[Any, ...]] = []
-    topics: dict[Family, str] = {}
-    for n, event in enumerate(events):
-        if event.traceparent is None and traceparent is not None:
-            event = event._replace(traceparent=traceparent, tracestate=tracestate)
-        rows.append(
-            (
-                n,
-                topics.get(event.family)
-                or topics.setdefault(event.family, topic_for(event.family, namespace)),
-                event.subject.encode(),
-                header_texts(event),
-                data_value(event),
-                event.id,
-            )
-        )
+    topics, headers, values, ids = outbox_columns(events, namespace)
+    rows: list[tuple[Any, ...]] = [
+        (n, topic, event.subject.encode(), h, v, i)
+        for n, (event, topic, h, v, i) in enumerate(zip(events, topics, headers, values, ids, strict=True))
+    ]
     if len(rows) >= COPY_FROM:
         # A file chunk: binary COPY into a staging table and one INSERT … SELECT (in the file's order),
         # which spares the driver encoding six arrays element by element (it checked each element's type
@@ -65,9 +52,9 @@ async def insert_events(
 def outbox_columns(
     events: Sequence[Event], namespace: str
 ) -> tuple[list[str], list[dict[str, str]], list[bytes], list[str]]:
-    """The outbox columns of ``events`` (topic, headers, value, event id; the key is the subject) for a
-    caller that writes them in a statement of its own (``producers.outbox.accept_sealed``), with the trace
-    context as ``insert_events`` gives it."""
+    """The outbox columns of ``events`` (topic, headers, value, event id; the key is the subject), with the
+    trace context as ``insert_events`` documents it: for ``insert_events`` and for a caller that writes them
+    in a statement of its own (``producers.outbox.accept_sealed``)."""
     traceparent = current_traceparent()
     tracestate = current_tracestate() if traceparent is not None else None
     topics: dict[Family, str] = {}

@@ -847,7 +847,8 @@ class _GroupCommitter:
                 results.append((unit, [e.id for e in evs]))
             elif subjects & verdicts.erased:
                 if not unit.done.done():
-                    unit.done.set_exception(ErasedMeanwhile(verdicts.erased))
+                    # Its own people only: the group's other requests are other organisations'.
+                    unit.done.set_exception(ErasedMeanwhile(subjects & verdicts.erased))
             elif subjects & verdicts.conflicted:
                 again.append(unit)  # a key was stored for its person meanwhile: sealed again under it
             else:
