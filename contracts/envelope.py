@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts import wire
 from contracts.events import (
+    PERSONAL_BLOCKS,
     Consent,
     Erasure,
     Placement,
@@ -73,6 +74,7 @@ PERSONAL_MODELS: dict[Family, type[BaseModel]] = {
     Family.REFERRAL: ReferralPersonal,
     Family.PLACEMENT: PlacementPersonal,
 }
+assert set(PERSONAL_MODELS.values()) == set(PERSONAL_BLOCKS), "a personal block missing from PERSONAL_BLOCKS"
 MAJOR_VERSION = 1
 DEFAULT_NAMESPACE = "ittai"
 

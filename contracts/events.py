@@ -342,6 +342,12 @@ class PlacementPersonal(Contract):
     employer_address: str | None = Field(default=None, max_length=300, pattern=PRINTABLE_PATTERN)
 
 
+# Every model a sealed ``personal`` block holds once opened: names, contacts, employers, birth dates, the
+# job-seeker number. The one list of them (contracts.wire keeps no memo of their values; envelope maps them
+# to their families).
+PERSONAL_BLOCKS: tuple[type[Contract], ...] = (RegistrationPersonal, ReferralPersonal, PlacementPersonal)
+
+
 class Placement(Contract):
     """就職: the person got a job. Statistical attributes ride along so the feed needs no join."""
 

@@ -32,14 +32,12 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from contracts.events import (
+    PERSONAL_BLOCKS,
     Consent,
     Erasure,
     Placement,
-    PlacementPersonal,
     Referral,
-    ReferralPersonal,
     Registration,
-    RegistrationPersonal,
     Retention,
 )
 from contracts.types import in_supported_range, supported_instant
@@ -88,7 +86,7 @@ _MEMO_MAX = 8192
 # The blocks that hold personal data in clear (``contracts.envelope.PERSONAL_MODELS``): their checks keep no
 # memo of values that passed, or a process judging them (the adapters) would keep names and 求職番号 in
 # memory past the person's erasure.
-_PERSONAL: frozenset[type[BaseModel]] = frozenset({RegistrationPersonal, ReferralPersonal, PlacementPersonal})
+_PERSONAL: frozenset[type[BaseModel]] = frozenset(PERSONAL_BLOCKS)
 
 
 def _rules(metadata: list[Any]) -> tuple[dict[str, Any], str | None, list[Callable[[Any], Any]]]:
