@@ -53,19 +53,32 @@ async def test_a_client_revoked_after_a_chunk_was_authorised_has_nothing_of_it_a
     service, principal, client_id, start = await _importing_client(
         pool, settings, monkeypatch, "revoked-late"
     )
-    seal = service._seal_chunk
-    seals = 0
+    seal, write = service._seal_chunk, service._write_chunk
+    seals = writes = 0
 
-    async def revoked_once_the_second_is_authorised(*args: Any) -> Any:
+    async def revoke_once_both_happened() -> None:
+        # The second chunk is authorised while the first is being written: revoke once both are done
+        # (whichever ends last), so the first chunk is in and the second's transaction meets the revocation.
+        if seals == 2 and writes == 1:
+            async with pool.acquire() as conn:
+                assert await revoke_client(conn, client_id)
+
+    async def sealing(*args: Any) -> Any:
         nonlocal seals
         sealed = await seal(*args)
         seals += 1
-        if seals == 2:
-            async with pool.acquire() as conn:
-                assert await revoke_client(conn, client_id)
+        await revoke_once_both_happened()
         return sealed
 
-    monkeypatch.setattr(service, "_seal_chunk", revoked_once_the_second_is_authorised)
+    async def writing(*args: Any) -> Any:
+        nonlocal writes
+        written = await write(*args)
+        writes += 1
+        await revoke_once_both_happened()
+        return written
+
+    monkeypatch.setattr(service, "_seal_chunk", sealing)
+    monkeypatch.setattr(service, "_write_chunk", writing)
     rows = [factories.placement(factories.person_key()).data for _ in range(9)]
     summary, written = await _import(service, principal, pool, rows, start)
     assert (summary.accepted, written) == (3, 3)
