@@ -33,9 +33,11 @@ from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
 from infra.config import Settings
-from infra.crypto import KeyStore, SealingKeys, derived_key, stored_keys
+from infra.crypto import KeyStore, SealingKeys, derived_key, forget_everywhere, stored_keys
+from infra.db import OUTBOX_CHANNEL, copy_to_stage
 from infra.gc import fewer_collections
 from infra.logging import get_logger
+from infra.outbox_rows import count_accepted, outbox_columns
 from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
 from producers.adapters.csv_chunks import FamilyRows, Row, seal_rows
@@ -43,11 +45,11 @@ from producers.holders import (
     ERASED_MEANWHILE,
     REGISTERS,
     ErasedMeanwhile,
-    erasure_fence,
+    fence_rows,
+    holder_rows,
     registers_args,
     registers_from,
 )
-from producers.ingest import enqueue
 from producers.outbox import accept_sealed
 
 REQUESTS = Counter(
@@ -319,7 +321,7 @@ class AdapterService:
         summary.encoding = encoding
         total = max(lines - 1, 1)
         writing: asyncio.Task[None] | None = None
-        carried: Context | None = None  # the registers as the previous chunk's authorisation left them
+        carried: _Sealed | None = None  # the previous chunk: its registers as authorisation left them
 
         async def written() -> None:
             nonlocal writing
@@ -357,7 +359,7 @@ class AdapterService:
                     # The previous chunk's transaction ends before this one's begins (file order), and
                     # before a revocation this chunk's read saw stops the import.
                     await written()
-                carried = sealed.ctx
+                carried = sealed
                 writing = asyncio.create_task(self._write_chunk(principal, family, sealed, summary))
                 if prepared.error is not None:
                     await written()
@@ -414,7 +416,7 @@ class AdapterService:
         return judge
 
     async def _seal_chunk(
-        self, principal: Principal, family: Family, chunk: _Chunk, carried: Context | None
+        self, principal: Principal, family: Family, chunk: _Chunk, carried: _Sealed | None
     ) -> _Sealed:
         """Authorise a judged chunk's rows and seal the events of those authorised, while the previous
         chunk's transaction may still be in PostgreSQL (``_write_chunk``).
@@ -423,7 +425,9 @@ class AdapterService:
         registrations and referrals make (P3) and the fences its withdrawals move (P7). Those are the
         ones its authorisation added to its ``Context`` (``carried``), and are added here for the people
         of this chunk (a chunk's people only: memory stays bounded); the erasure register is read again
-        in this chunk's transaction (P9), the uploader's revocation too."""
+        in this chunk's transaction (P9), the uploader's revocation too. So are the data keys: a person
+        of this chunk with none stored gets the key the previous chunk made for them, if it did, and a
+        fresh one otherwise; the chunk's transaction stores it, or finds it stored (``accept_file_rows``)."""
         bad = chunk.bad
         accepted: list[Row] = []
         sources: list[str] = []
@@ -435,85 +439,90 @@ class AdapterService:
                 _CHUNK_READS,
                 *registers_args(sites, persons, fences=family is Family.CONSENT),
                 principal.client_id,
+                sorted({r.subject for r in chunk.valid if r.personal is not None}),
             )
-            assert read is not None
-            gone = refusals([principal.client_id], {client: at for client, at in read["clients"]})
-            if gone:
-                raise _Revoked(chunk.first_line, gone[principal.client_id])
-            ctx = Context(*registers_from(read))
-            if carried is not None:
-                _carry(carried, ctx, persons)
-            for n, row in enumerate(chunk.valid, start=1):
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # the previous chunk's transaction moves on meanwhile
-                try:
-                    sources.append(authorize(self.adapter, principal, family, row.view, ctx))
-                except AuthError as exc:
-                    bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
-                    continue
-                accepted.append(row)
-            if accepted:
-                people = sorted({r.subject for r in accepted if r.personal is not None})
-                keys = await self.keystore.keys_for(conn, people) if people else {}
-                events = seal_rows(family, accepted, sources, keys)
-        return _Sealed(chunk, events, [r.line for r in accepted], [r.key for r in accepted], ctx)
+        assert read is not None
+        gone = refusals([principal.client_id], {client: at for client, at in read["clients"]})
+        if gone:
+            raise _Revoked(chunk.first_line, gone[principal.client_id])
+        ctx = Context(*registers_from(read))
+        if carried is not None:
+            _carry(carried.ctx, ctx, persons)
+        for n, row in enumerate(chunk.valid, start=1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the previous chunk's transaction moves on meanwhile
+            try:
+                sources.append(authorize(self.adapter, principal, family, row.view, ctx))
+            except AuthError as exc:
+                bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
+                continue
+            accepted.append(row)
+        people = sorted({r.subject for r in accepted if r.personal is not None})
+        stored = read["stored_keys"]
+        made = carried.sealing if carried is not None else None
+        if made is not None and made.fresh:
+            have = {p for p, _ in stored}
+            again = [p for p in people if p in made.fresh and p not in have]
+            sealing = self.keystore.sealing_keys(
+                stored, [p for p in people if p not in made.fresh or p in have]
+            )
+            for p in again:  # the previous chunk's key: stored by its transaction, or refused with it
+                sealing.keys[p] = made.keys[p]
+                sealing.fresh[p] = made.fresh[p]
+        else:
+            sealing = self.keystore.sealing_keys(stored, people)
+        if accepted:
+            events = seal_rows(family, accepted, sources, sealing.keys)
+        return _Sealed(chunk, accepted, sources, events, sealing, ctx)
 
     async def _write_chunk(
         self, principal: Principal, family: Family, sealed: _Sealed, summary: ImportSummary
     ) -> None:
-        """A sealed chunk's transaction: its events into the outbox, each row once (row keys)."""
-        chunk, events, lines, keys_of_rows = sealed.chunk, sealed.events, sealed.lines, sealed.keys
+        """A sealed chunk's transaction (``accept_file_rows``): its events into the outbox, each row once
+        (row keys). Rows of a person whose data key another acceptance stored meanwhile are sealed again
+        under that key and written in a transaction of their own, before the next chunk's."""
+        chunk, rows, sources, events, sealing = (
+            sealed.chunk, sealed.rows, sealed.sources, sealed.events, sealed.sealing
+        )  # fmt: skip
         bad = chunk.bad
-        todo: list[Event] = []
-        if events:
-            async with generic_plans(self.pool) as conn, conn.transaction():
-                # P9 at commit: rows of a person erased since authorisation are refused, the rest go in.
-                erased = await erasure_fence(conn, (e.subject for e in events))
-                # The uploader's credential, read again in the transaction: a client revoked while its
-                # file is imported has nothing accepted from the next chunk on.
-                clients = await conn.fetchval(_UPLOADER, principal.client_id)
-                gone = refusals([principal.client_id], {client: at for client, at in clients})
-                if gone:
+        origin = f"{self.adapter.value}-csv"
+        accepted = duplicates = 0
+        for _ in range(_GroupCommitter.MAX_TRIES):
+            if not events:
+                break
+            async with generic_plans(self.pool) as conn:
+                async with conn.transaction():
+                    verdict = await _accept_file_rows(
+                        conn, principal, family, rows, events, sealing.fresh, origin,
+                        self.settings.topic_namespace,
+                    )  # fmt: skip
+                if verdict is None:
+                    gone = refusals([principal.client_id], {})
                     raise _Revoked(chunk.first_line, gone[principal.client_id])
+                if isinstance(verdict, AuthError):
+                    raise _Revoked(chunk.first_line, verdict)
+                erased, conflicted, kept = verdict
                 if erased:
+                    forget_everywhere(erased)  # out of this process's memory (the others follow the erasure)
                     refused = FieldError("(row)", ERASED_MEANWHILE, None, "forbidden")
-                    bad.extend(
-                        (line, refused) for line, e in zip(lines, events, strict=True) if e.subject in erased
-                    )
-                    keys_of_rows = [
-                        k for k, e in zip(keys_of_rows, events, strict=True) if e.subject not in erased
-                    ]
-                    events = [e for e in events if e.subject not in erased]
-                first: dict[str, str] = {}  # a row repeated in the chunk: its first event is the one
-                for key, event in zip(keys_of_rows, events, strict=True):
-                    first.setdefault(key, event.id)
-                in_key_order = sorted(first.items())  # in key order: concurrent imports cannot deadlock
-                # Row keys and event ids are hex: one comma-separated text each, not arrays (the driver
-                # encodes an array element by element, a few type checks each).
-                row_keys = ",".join(k for k, _ in in_key_order)
-                await conn.execute(_DROP_EXPIRED_ROWS, principal.organisation, row_keys)
-                fresh = await conn.fetch(
-                    _INSERT_ROW_KEYS,
-                    principal.organisation,
-                    family.value,
-                    row_keys,
-                    ",".join(e for _, e in in_key_order),
-                )
-                new_keys = {r["key"] for r in fresh}
-                for key, event in zip(keys_of_rows, events, strict=True):
-                    if key in new_keys:
-                        new_keys.discard(key)  # a repeated row in the same chunk is a duplicate
-                        todo.append(event)
-                await enqueue(
-                    conn,
-                    todo,
-                    origin=f"{self.adapter.value}-csv",
-                    namespace=self.settings.topic_namespace,
-                    fenced=True,
-                )
+                    bad.extend((r.line, refused) for r in rows if r.subject in erased)
+                self.keystore.remember(sealing, sealing.keys.keys() - erased - conflicted)
+                count_accepted(origin, [events[n] for n in kept])
+                accepted += len(kept)
+                again = [i for i, r in enumerate(rows) if r.subject in conflicted]
+                duplicates += len(rows) - len(kept) - len(again) - sum(r.subject in erased for r in rows)
+                if not again:
+                    break
+                rows, sources = [rows[i] for i in again], [sources[i] for i in again]
+                people = sorted({r.subject for r in rows if r.personal is not None})
+                keys = await self.keystore.keys_for(conn, people)  # stored now: read back
+                sealing = SealingKeys(keys, {}, sealing.epoch)
+                events = seal_rows(family, rows, sources, keys)
+        else:
+            raise RuntimeError("a data key changed under every try of this chunk")
         summary.rows += chunk.rows
-        summary.accepted += len(todo)
-        summary.duplicates += len(events) - len(todo)
+        summary.accepted += accepted
+        summary.duplicates += duplicates
         bad.sort(key=lambda item: item[0])
         summary.rejected += len({line for line, _ in bad})
         summary.errors.extend(bad)
@@ -538,20 +547,58 @@ def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:
 # Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
 # so a key or file row seen again after that is new. Expired rows of the keys at hand are deleted in the
 # inserting transaction (the periodic purge takes the rest): a group commit's by migration 021's
-# ``accept_events``; a file chunk's hex row keys (up to 2,000: one comma-separated text, as its insert takes
-# them, which the driver does not encode element by element) by ``_DROP_EXPIRED_ROWS``.
-_REPLACE_EXPIRED = "ON CONFLICT DO NOTHING"
+# ``accept_events``, a file chunk's row keys by migration 029's ``accept_file_rows``.
 _PURGE_EVERY_S = 300.0
-_DROP_EXPIRED_ROWS = (
-    "DELETE FROM idempotency_keys WHERE expires_at <= now() "
-    "AND organisation = $1 AND key = ANY(string_to_array($2, ','))"
-)
-_INSERT_ROW_KEYS = (
-    "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids) "
-    "SELECT $1, k, decode(k, 'hex'), $2, ARRAY[e] "
-    "FROM unnest(string_to_array($3, ','), string_to_array($4, ',')) AS t(k, e) "
-    f"{_REPLACE_EXPIRED} RETURNING key"
-)
+
+# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 029 reads this table
+# by name): the driver encodes them in C, where six arrays it encoded element by element.
+_FILE_ROWS = "n int, subject text, topic text, headers json, value bytea, event_id text, row_key text"
+_ACCEPT_FILE_ROWS = f"SELECT * FROM accept_file_rows({', '.join(f'${n}' for n in range(1, 18))})"
+
+
+async def _accept_file_rows(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    family: Family,
+    rows: Sequence[Row],
+    events: Sequence[Event],
+    fresh_keys: Mapping[str, bytes],
+    origin: str,
+    namespace: str,
+) -> tuple[frozenset[str], frozenset[str], list[int]] | AuthError | None:
+    """A file chunk's acceptance, in the caller's transaction (migration 029): the people erased and
+    those whose data key was stored meanwhile (every row of theirs refused), and the indexes of the
+    events accepted; or the uploader's refusal (revoked: an ``AuthError``; unknown: ``None``), with
+    nothing written."""
+    topics, headers, values, ids = outbox_columns(events, namespace)
+    await copy_to_stage(
+        conn,
+        "file_rows_stage",
+        _FILE_ROWS,
+        [
+            (n, e.subject, topic, h, v, i, r.key)
+            for n, (r, e, topic, h, v, i) in enumerate(
+                zip(rows, events, topics, headers, values, ids, strict=True)
+            )
+        ],
+    )
+    holders = holder_rows(events)
+    fences = fence_rows(events)
+    verdict = await conn.fetchrow(
+        _ACCEPT_FILE_ROWS,
+        principal.client_id, principal.organisation, family.value,
+        list(fresh_keys), list(fresh_keys.values()),
+        [h[0] for h in holders], [h[1] for h in holders], [h[2] for h in holders],
+        [h[3] for h in holders], [h[4] for h in holders], [h[5] for h in holders],
+        [f[0] for f in fences], [f[1] for f in fences], [f[2] for f in fences], [f[3] for f in fences],
+        origin, OUTBOX_CHANNEL,
+    )  # fmt: skip
+    assert verdict is not None
+    if not verdict["known"]:
+        return None
+    if verdict["revoked_at"] is not None:
+        return revoked(principal.client_id, verdict["revoked_at"])
+    return frozenset(verdict["erased"]), frozenset(verdict["conflicted"]), verdict["accepted"]
 
 
 @contextlib.asynccontextmanager
@@ -585,13 +632,12 @@ def refusals(client_ids: Iterable[str], revoked_at: Mapping[str, datetime | None
     return refused
 
 
-# A file chunk's reads before authorisation: the uploader's revocation ($4) and the registers ($1–$3).
+# A file chunk's reads before authorisation: the uploader's revocation ($4), the registers ($1–$3) and the
+# stored data keys of the people with a personal block ($5).
 _CHUNK_READS = (
-    f"SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $4) AS clients, {REGISTERS}"
+    "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $4) AS clients, "
+    f"{stored_keys(5)}, {REGISTERS}"
 )
-
-
-_UPLOADER = "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $1)"
 
 
 class _Revoked(Exception):
@@ -627,13 +673,15 @@ class _Chunk:
 
 @dataclass(slots=True)
 class _Sealed:
-    """A chunk after authorisation: the events of its authorised rows, sealed, with each one's file line
-    and row key, waiting for their transaction; and the registers its authorisation read and added to."""
+    """A chunk after authorisation: its authorised rows, their sources and their events, sealed, waiting
+    for their transaction; the data keys they were sealed with (the fresh ones to store); and the
+    registers its authorisation read and added to."""
 
     chunk: _Chunk
+    rows: list[Row]
+    sources: list[str]
     events: list[Event]
-    lines: list[int]
-    keys: list[str]
+    sealing: SealingKeys
     ctx: Context
 
 

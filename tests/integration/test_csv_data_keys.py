@@ -1,0 +1,139 @@
+"""A file chunk's data keys are made when it is sealed and stored by its transaction (migration 029's
+``accept_file_rows``), with its row keys and outbox rows. Whatever happens between the two, every event
+accepted opens with the one key its person has in ``person_data_keys``: a person of two chunks (the second
+sealed while the first is still being written) is sealed under the first chunk's key; a person whose key
+another acceptance stored meanwhile has their rows sealed again under that key; and two imports of one
+file at once accept each row once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from contracts.envelope import Family
+from contracts.events import Sealed
+from infra.auth import OrgKind, Principal, Role, add_client, authenticate
+from infra.codecs.csv_write import write_csv
+from infra.config import Settings
+from infra.crypto import KeyStore, open_sealed
+from producers.adapters import service as service_module
+from producers.adapters.authorization import Adapter
+from producers.adapters.service import AdapterService
+from producers.adapters.sites import add_sites
+from tests import factories
+
+
+async def test_a_person_of_two_chunks_has_both_rows_sealed_under_the_one_stored_key(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, principal, start = await _importer(pool, settings, monkeypatch, "two-chunks")
+    monkeypatch.setattr(service_module, "CHUNK_ROWS", 1)
+    seal, write = service._seal_chunk, service._write_chunk
+    second_sealed = asyncio.Event()
+    seals = writes = 0
+
+    async def counted_seal(*args: Any) -> Any:
+        nonlocal seals
+        sealed = await seal(*args)
+        seals += 1
+        if seals == 2:
+            second_sealed.set()
+        return sealed
+
+    async def first_write_after_the_second_seal(*args: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 1:  # the second chunk is sealed before the first chunk's key is stored
+            await second_sealed.wait()
+        await write(*args)
+
+    monkeypatch.setattr(service, "_seal_chunk", counted_seal)
+    monkeypatch.setattr(service, "_write_chunk", first_write_after_the_second_seal)
+    person = factories.person_key()
+    rows = [factories.placement(person).data, factories.placement(person).data]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (seals, summary.accepted, summary.rejected) == (2, 2, 0), summary.as_dict()
+    assert await _opened(pool, settings, start) == [(person, r["personal"]["employer_name"]) for r in rows]
+
+
+async def test_rows_of_a_person_whose_key_was_stored_meanwhile_are_sealed_again_under_it(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, principal, start = await _importer(pool, settings, monkeypatch, "stored-meanwhile")
+    seal = service._seal_chunk
+    person, other = factories.person_key(), factories.person_key()
+
+    async def another_acceptance_stores_a_key_after_sealing(*args: Any) -> Any:
+        sealed = await seal(*args)
+        async with pool.acquire() as conn:  # as an HTTP request about the same person would
+            await KeyStore.from_settings(settings).keys_for(conn, [person])
+        return sealed
+
+    monkeypatch.setattr(service, "_seal_chunk", another_acceptance_stores_a_key_after_sealing)
+    rows = [
+        factories.placement(person).data,
+        factories.placement(other).data,
+        factories.placement(person).data,
+    ]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (3, 0, 0), summary.as_dict()
+    opened = await _opened(pool, settings, start)
+    expected = [(r["person_key"], r["personal"]["employer_name"]) for r in rows]
+    assert sorted(opened) == sorted(expected)
+    # The resealed rows come after the chunk's others, in the file's order among themselves.
+    assert [o for o in opened if o[0] == person] == [e for e in expected if e[0] == person]
+
+
+async def test_two_imports_of_one_file_at_once_accept_each_row_once(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, principal, start = await _importer(pool, settings, monkeypatch, "twice-at-once")
+    other = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    rows = [factories.placement(factories.person_key()).data for _ in range(12)]
+    content = write_csv("placement", rows)
+    first, second = await asyncio.gather(
+        service.import_csv(principal, Family.PLACEMENT, content),
+        other.import_csv(principal, Family.PLACEMENT, content),
+    )
+    assert first.accepted + second.accepted == len(rows)
+    assert first.duplicates + second.duplicates == len(rows)
+    assert sorted(await _opened(pool, settings, start)) == sorted(
+        (r["person_key"], r["personal"]["employer_name"]) for r in rows
+    )
+
+
+async def _importer(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str
+) -> tuple[AdapterService, Principal, int]:
+    """A Hello Work office's importing service (chunks of 3 rows) and principal, and the outbox's last id."""
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
+        _, token = await add_client(
+            conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        principal = await authenticate(conn, f"Bearer {token}")
+        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    return service, principal, start
+
+
+async def _opened(pool: asyncpg.Pool, settings: Settings, start: int) -> list[tuple[str, str]]:
+    """(person, employer) of every event written since ``start``, in outbox order, each opened with the
+    key its person has in ``person_data_keys`` (a fresh key store: nothing cached)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT key, value FROM outbox WHERE id > $1 ORDER BY id", start)
+        people = {bytes(r["key"]).decode() for r in rows}
+        keys = await KeyStore.from_settings(settings).existing_keys(conn, people)
+    opened: list[tuple[str, str]] = []
+    for r in rows:
+        person = bytes(r["key"]).decode()
+        data = orjson.loads(bytes(r["value"]))
+        block = open_sealed(keys[person], person, Sealed.model_validate(data["personal"]))
+        opened.append((person, block["employer_name"]))
+    return opened
