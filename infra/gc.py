@@ -16,7 +16,8 @@ hub's hot paths that is work for nothing, measured:
 
 So:
 
-- ``fewer_collections()`` around streaming work (a consumer's run, an import): the first generation's
+- ``fewer_collections()`` around streaming work (a consumer's run, an import, an HTTP service serving
+  requests: ``infra.http.create_app``): the first generation's
   threshold is 50,000 net allocations, the second's 20, while any such work runs. A pass still comes
   every 50,000 allocations, so cyclic garbage stays bounded; the process's own thresholds are back when
   the last such work ends.
