@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
@@ -171,8 +172,13 @@ def server_span(method: str, route: str, scheme: str) -> Iterator[Span]:
         decision = provider.sampler.should_sample(None, trace_id, name, SpanKind.SERVER, attributes)
         flags = TraceFlags(TraceFlags.SAMPLED if decision.decision.is_sampled() else TraceFlags.DEFAULT)
         unrecorded = NonRecordingSpan(SpanContext(trace_id, ids.generate_span_id(), False, flags))
-        with trace.use_span(unrecorded, end_on_exit=False):
+        # Made current as ``trace.use_span`` would (its exception handling is for recording spans only):
+        # its generator and decorator layers cost a tenth of this function.
+        token = otel_context.attach(trace.set_span_in_context(unrecorded))
+        try:
             yield unrecorded
+        finally:
+            otel_context.detach(token)
         return
     with tracer().start_as_current_span(
         f"{method} {route}",

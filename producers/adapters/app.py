@@ -167,24 +167,34 @@ async def verify(request: Request, authorization: str | None, *, cached: bool) -
     holding ``publish``, of an organisation on this adapter's side. A refusal is counted and answered
     by ``AdapterService.forbid``."""
     state = request.app.state
-    path: str = request.scope["path"]  # not request.url: building the URL cost more than the rest here
-    family = path.split("/")[2] if path.count("/") >= 2 else "(none)"
+    try:
+        # A credential verified within the cache's second is the usual case: no coroutine, no closure.
+        principal = state.credentials.get(authorization) if cached else None
+        if principal is None:
+            principal = await _authenticated(state, authorization, cached=cached)
+        require_role(principal, Role.PUBLISH)
+        check_client(state.adapter, principal)
+    except AuthError as exc:
+        path: str = request.scope["path"]  # not request.url: building the URL cost more than the rest here
+        family = path.split("/")[2] if path.count("/") >= 2 else "(none)"
+        raise await state.service.forbid(family, exc) from None
+    return principal
+
+
+async def _authenticated(state: Any, authorization: str | None, *, cached: bool) -> Principal:
+    """The credential looked up in the database (one lookup at a time per header when ``cached``), and
+    kept in the app's ``CredentialCache``. Raises AuthError."""
 
     async def lookup() -> Principal:
         async with state.pool.acquire() as conn:
             return await authenticate(conn, authorization)
 
-    try:
-        if cached:
-            principal = await state.credentials.verified(authorization, lookup)
-        else:
-            principal = await lookup()
-            assert authorization is not None
-            state.credentials.put(authorization, principal)
-        require_role(principal, Role.PUBLISH)
-        check_client(state.adapter, principal)
-    except AuthError as exc:
-        raise await state.service.forbid(family, exc) from None
+    if cached:
+        verified: Principal = await state.credentials.verified(authorization, lookup)
+        return verified
+    principal = await lookup()
+    assert authorization is not None
+    state.credentials.put(authorization, principal)
     return principal
 
 
