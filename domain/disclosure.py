@@ -17,7 +17,10 @@ an earlier revision of the same feed stay hidden. Zero cells are published as 0.
 be wider than what integer reasoning yields; the tests attack feeds with integer programming as well.
 
 Computation (no change to the method above): a feed with nothing to protect skips lines and audit; a
-rectangle of hidden interior cells certifies its corners without an LP; a move along the null space
+rectangle of hidden interior cells certifies its corners without an LP; whole-number moves of hidden
+cells (a cycle in one table, or two margins of a dimension moved against each other along a path in
+every table over it), each checked as a point, certify most of the rest, and where they and the
+rectangles certify every hidden cell the audit ends there (`_safe_by_moves`); a move along the null space
 of a linked group's equations (sparse elimination, no solver) certifies nearly all of the rest (any
 feasible point where a cell is 0, at least the threshold, or an integer away from a large count proves
 it safe); a group with a cell still uncertified gets a few probe LPs, and the exact min and max LPs
@@ -653,6 +656,21 @@ class _LineArrays:
     lines_of: np.ndarray  # (quantities + 1) × lines: a quantity's row of `incidence`, dense (the pad: 0)
     grids: tuple[np.ndarray, ...]  # each two-way table's interior quantities, rows × columns
     pad: int  # the index standing for "no member" (one past the last quantity)
+    moves: _MoveLayout  # the same tables as lists, for `_safe_by_moves`
+
+
+@dataclass(frozen=True)
+class _MoveLayout:
+    """What `_safe_by_moves` needs of a layout, as plain lists (it walks a few cells per feed, where
+    numpy's per-call cost would dominate)."""
+
+    grids: tuple[tuple[tuple[int, ...], ...], ...]  # each two-way table's interior quantities, rows
+    columns: tuple[tuple[tuple[int, ...], ...], ...]  # the same, columns
+    # Per dimension of a two-way table: its margins (quantities, in first-seen order), and each two-way
+    # table over it as (table, axis, the margins of that axis in the table's order).
+    tables_of: tuple[tuple[tuple[int, ...], tuple[tuple[int, int, tuple[int, ...]], ...]], ...]
+    cell_of: Mapping[int, tuple[int, int, int]]  # an interior quantity -> (table, row, column)
+    lines_of: tuple[tuple[tuple[int, int], ...], ...]  # per quantity: (line, +1 as its total or -1 as a part)
 
 
 # `_choose`'s rank (zero last, parts before the total, then the count, more dimensions first, then the
@@ -680,12 +698,38 @@ def _line_arrays(quantities: tuple[Quantity, ...], lines: tuple[_Line, ...], sha
     )
     lines_of = np.zeros((pad + 1, len(lines)), dtype=np.int64)
     lines_of[cols, rows] = 1
-    grids = tuple(
-        np.array([[index[_quantity(dims, (r, c))] for c in axes[1]] for r in axes[0]], dtype=np.int64)
-        for _, dims, axes in shape
-        if len(dims) == 2
+    two_way = [(dims, axes) for _, dims, axes in shape if len(dims) == 2]
+    grid_lists = tuple(
+        tuple(tuple(index[_quantity(dims, (r, c))] for c in axes[1]) for r in axes[0])
+        for dims, axes in two_way
     )
-    return _LineArrays(members, rank, incidence, lines_of, grids, pad)
+    grids = tuple(np.array(g, dtype=np.int64) for g in grid_lists)
+    over: dict[str, list[tuple[int, int, tuple[int, ...]]]] = {}
+    margins: dict[str, dict[int, None]] = {}
+    for t, (dims, axes) in enumerate(two_way):
+        for axis, dim in enumerate(dims):
+            ms = tuple(index[frozenset({(dim, c)})] for c in axes[axis])
+            over.setdefault(dim, []).append((t, axis, ms))
+            margins.setdefault(dim, {}).update(dict.fromkeys(ms))
+    signed: list[list[tuple[int, int]]] = [[] for _ in quantities]
+    for i, line in enumerate(lines):
+        for q in line.members:
+            signed[index[q]].append((i, 1 if q == line.total else -1))
+    moves = _MoveLayout(
+        grids=grid_lists,
+        columns=tuple(tuple(zip(*g, strict=True)) for g in grid_lists),
+        tables_of=tuple((tuple(margins[dim]), tuple(over[dim])) for dim in over),
+        cell_of=MappingProxyType(
+            {
+                q: (t, r, c)
+                for t, g in enumerate(grid_lists)
+                for r, row in enumerate(g)
+                for c, q in enumerate(row)
+            }
+        ),
+        lines_of=tuple(tuple(x) for x in signed),
+    )
+    return _LineArrays(members, rank, incidence, lines_of, grids, pad, moves)
 
 
 def _close_lines_many(
@@ -1414,6 +1458,120 @@ def _null_space(comp: _Component) -> np.ndarray:
     return basis
 
 
+def _safe_by_moves(
+    s: _Structure, hidden: set[Quantity], threshold: int, safe: set[Quantity]
+) -> set[Quantity]:
+    """Hidden cells that a whole-number move of hidden cells proves safe, no LP and no component: the
+    check that runs first, so that a feed whose every hidden cell it (or a rectangle) certifies skips
+    the components, the null space and the solver altogether.
+
+    A move adds Δ to hidden cells only, with every line still adding up (A·Δ = 0 over every line of
+    the layout) and every cell still ≥ 0: the true counts plus Δ are then a feasible point of the
+    audit's LP, so each moved cell's range holds both its count and its moved value, and where that
+    pair meets the rule (``_shows_safe``) the exact LPs would find it safe too. Two kinds of move are
+    tried, each built from alternating paths of hidden interior cells of two-way tables (an interior
+    cell lies on its row's line and its column's line only):
+
+    * a cycle through one hidden interior cell, in its own table (a rectangle is the shortest);
+    * two hidden margins of one dimension, one taken down by t and the other up by t, with, in every
+      two-way table over that dimension, a path from the first to the second (the usual shape:
+      a site or a category with one person, and another whose total is hidden beside it).
+
+    Each move is checked as a point before it counts (every line's sum through the layout's signed
+    incidence, non-negativity, hidden cells only), so a wrong path can cost a certificate, never make
+    one. ``tests/unit/test_disclosure_shortcuts.py`` holds it against the exact LPs."""
+    moves = s.layout.arrays.moves
+    index_of, quantities = s.layout.index_of, s.layout.quantities
+    values = s.by_index
+    hid = {index_of[q] for q in hidden}
+    todo = {index_of[q] for q in hidden if q not in safe}
+    done: set[int] = set()
+
+    def apply(delta: dict[int, int]) -> None:
+        """Certify what ``delta`` proves, once it is checked as a point."""
+        sums: dict[int, int] = {}
+        for i, v in delta.items():
+            if i not in hid or values[i] + v < 0:
+                return  # pragma: no cover - paths keep to hidden cells and non-negative values
+            for line, sign in moves.lines_of[i]:
+                sums[line] = sums.get(line, 0) + sign * v
+        if any(sums.values()):
+            return  # pragma: no cover - a path's moves cancel on every line they touch
+        for i, v in delta.items():
+            if v and _shows_safe(values[i], values[i] + v, threshold):
+                done.add(i)
+
+    def path(
+        t: int, axis: int, start: int, goal_axis: int, goal: int, change: int, skip: int
+    ) -> list[tuple[int, int]] | None:
+        """Shortest alternating path of hidden cells of table t from a category of ``axis`` to one of
+        ``goal_axis`` (not through cell ``skip``): cells entered from ``axis``'s side move by
+        ``change``, cells entered from the other side by ``-change``, none below 0. Returns (cell,
+        move) pairs."""
+        rows, columns = moves.grids[t], moves.columns[t]
+        came: dict[tuple[int, int], tuple[tuple[int, int], int, int] | None] = {(axis, start): None}
+        frontier = [(axis, start)]
+        while frontier:
+            ahead = []
+            for side, k in frontier:
+                move = change if side == axis else -change
+                line = rows[k] if side == 0 else columns[k]
+                for other, q in enumerate(line):
+                    node = (1 - side, other)
+                    if node in came or q == skip or q not in hid or values[q] + move < 0:
+                        continue
+                    came[node] = ((side, k), q, move)
+                    if node == (goal_axis, goal):
+                        out = []
+                        while (step := came[node]) is not None:
+                            node, q, move = step
+                            out.append((q, move))
+                        return out
+                    ahead.append(node)
+            frontier = ahead
+        return None
+
+    # Two margins of one dimension: x down by t, y up by t, a path in every table over the dimension.
+    for margins, tables in moves.tables_of:
+        shown = [m for m in margins if m in hid]
+        if len(shown) < 2:
+            continue
+        for x in shown:
+            v = values[x]
+            for t in dict.fromkeys((v, 1) if v < threshold else (1,)) if v >= 1 else ():
+                for y in shown:
+                    if todo <= done:
+                        return {quantities[i] for i in done}
+                    if y == x:
+                        continue
+                    delta = {x: -t, y: t}
+                    for table, axis, ms in tables:
+                        if x not in ms or y not in ms:
+                            break
+                        found = path(table, axis, ms.index(x), axis, ms.index(y), -t, -1)
+                        if found is None:
+                            break
+                        for q, move in found:
+                            delta[q] = delta.get(q, 0) + move
+                    else:
+                        apply(delta)
+    # A cycle through each interior cell still uncertified, within its table.
+    for q in todo - done:
+        where = moves.cell_of.get(q)
+        if where is None:
+            continue
+        t, r, c = where
+        v = values[q]
+        for own in (1,) if v == 0 else ((-v, threshold - v) if v < threshold else (-1, 1)):
+            # From its column round to its row: cells entered from a column move against q.
+            found = path(t, 1, c, 0, r, -own, q)
+            if found is not None:
+                apply({q: own, **dict(found)})
+                if q in done:
+                    break
+    return {quantities[i] for i in done}
+
+
 def _safe_by_null_space(
     s: _Structure, comp: _Component, threshold: int, safe: set[Quantity]
 ) -> set[Quantity]:
@@ -1469,6 +1627,10 @@ def _exposed(
         return {}
     # What rectangles prove (``certified``, where the caller has worked it out for many feeds at once).
     safe = set(certified) if certified is not None else _safe_by_rectangles(s, hidden, threshold)
+    if not hidden <= safe:
+        safe |= _safe_by_moves(s, hidden, threshold, safe)
+    if hidden <= safe:  # every hidden cell proven safe: no component, null space or LP
+        return {}
     comps = []
     for comp in _components(s, hidden):
         if all(q in safe for q in comp.members):

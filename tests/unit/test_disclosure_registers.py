@@ -97,7 +97,9 @@ def test_a_read_of_a_person_not_held_or_without_agreement_is_refused() -> None:
 
 
 def test_a_read_outside_the_consents_validity_today_is_refused() -> None:
-    expired = _view(valid_until=date(2025, 6, 30))
+    expired = VIEW.__class__(
+        **{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, "valid_until": date(2025, 6, 30)}
+    )
     assert not decide_disclosure(expired, READER, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
 
 
@@ -140,7 +142,7 @@ def test_the_refusal_names_purpose_and_parties_and_marks_the_unknown() -> None:
 
 
 def _view(**changes: object) -> PersonView:
-    return VIEW._replace(**changes)
+    return PersonView(**{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, **changes})
 
 
 def test_read_refusals_say_which_rule_refused() -> None:

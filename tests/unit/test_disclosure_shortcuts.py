@@ -1,7 +1,7 @@
-"""The audit's LP-free certificates (domain.disclosure): a hidden cell the rectangle check or the
-null-space check calls safe is safe by the exact linear programs too, on any layout and any set of
-hidden cells (margins included); and suppression gives the same decisions whichever cells the
-certificates spared from the solver."""
+"""The audit's LP-free certificates (domain.disclosure): a hidden cell the rectangle check, the moves
+check or the null-space check calls safe is safe by the exact linear programs too, on any layout and
+any set of hidden cells (margins included, small counts and zeros everywhere); and suppression gives
+the same decisions whichever cells the certificates spared from the solver."""
 
 from __future__ import annotations
 
@@ -101,19 +101,109 @@ def test_the_null_space_check_certifies_some_cells() -> None:
     assert len(_certified(found)) >= 3
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(counts, st.integers(2, 5))
+# Adversarial counts: mostly 0, 1 and 2 (primary cells, zeros an attacker knows, margins of one person),
+# with a few large ones for the moves to lean on.
+small_counts = st.dictionaries(
+    st.sampled_from(KEYS), st.sampled_from((0, 1, 1, 2, 2, 3, 5, 40)), min_size=1, max_size=len(KEYS)
+)
+
+
+@st.composite
+def hidden_sets(draw: st.DrawFn) -> tuple[d._Structure, set[frozenset[str]], int]:
+    """A structure and any set of hidden cells (lines closed or not: the check must hold either way),
+    with a threshold; counts ordinary or adversarial."""
+    tables = d.tables_from_counts(draw(st.one_of(counts, small_counts)), CATEGORIES, LAYOUT)
+    s = d._structure(tables)
+    every = sorted(s.value, key=lambda q: repr(sorted(q)))
+    hidden = set(draw(st.lists(st.sampled_from(every), min_size=2, unique=True)))
+    if draw(st.booleans()):
+        d._close_lines(s, hidden)
+    return s, hidden, draw(st.integers(2, 5))
+
+
+def _moved(case: tuple[d._Structure, set[frozenset[str]], int]) -> list[tuple[d._Component, int]]:
+    s, hidden, threshold = case
+    certified = d._safe_by_moves(s, hidden, threshold, set())
+    assert certified <= hidden
+    return [
+        (comp, i) for comp in d._components(s, hidden) for i, q in enumerate(comp.members) if q in certified
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden_sets())
+def test_a_cell_the_moves_check_calls_safe_is_safe_by_the_exact_lp(
+    case: tuple[d._Structure, set[frozenset[str]], int],
+) -> None:
+    threshold = case[2]
+    for comp, i in _moved(case):
+        lo, hi = _exact_range(comp, i)
+        assert d._breach(lo, hi, threshold) is None, (sorted(comp.members[i]), lo, hi)
+
+
+def test_the_moves_check_certifies_margins_and_cells_rectangles_do_not() -> None:
+    """The property above is not vacuous: the moves check certifies margins (one-way cells) and
+    interior cells that no rectangle of hidden cells holds."""
+
+    def beyond_rectangles(case: tuple[d._Structure, set[frozenset[str]], int]) -> bool:
+        s, hidden, threshold = case
+        extra = {q for comp, i in _moved(case) for q in [comp.members[i]]} - d._safe_by_rectangles(
+            s, hidden, threshold
+        )
+        return any(len(q) == 1 for q in extra) and any(len(q) == 2 for q in extra)
+
+    found = find(
+        hidden_sets(),
+        beyond_rectangles,
+        settings=settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow]),
+    )
+    assert beyond_rectangles(found)
+
+
+def test_a_feed_the_moves_prove_safe_is_audited_without_components_or_solver() -> None:
+    """The usual national shape: one placement at another authority's site (a site total of 1 and a
+    1 in every site row) beside a busy site. Rectangles cannot move a margin; the moves check takes
+    the 1 to 0 and the busy site up by 1 through every table, so the audit builds no component, no
+    null space and no LP, and decides as the full audit does."""
+    cells = {("01", "m", "a"): 30, ("01", "f", "b"): 25, ("02", "m", "b"): 12, ("02", "f", "a"): 9}
+    cells |= {("02", "m", "c"): 7, ("01", "f", "c"): 11, ("other", "f", "a"): 1}
+    tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
+    full = d.suppress(tables, 3)
+    assert any(v is None for v in full.published.values())
+    components, solve, moves = d._components, d._solve_stacked, d._safe_by_moves
+
+    def refused(*_: object) -> None:
+        raise AssertionError("the audit went past the moves check")
+
+    d._components = refused  # type: ignore[assignment]
+    d._solve_stacked = refused  # type: ignore[assignment]
+    try:
+        quick = d.suppress(tables, 3)
+    finally:
+        d._components, d._solve_stacked = components, solve
+    d._safe_by_moves = lambda s, hidden, threshold, safe: set()  # type: ignore[assignment]
+    try:
+        without = d.suppress(tables, 3)
+    finally:
+        d._safe_by_moves = moves
+    assert quick.published == full.published == without.published
+    assert d.audit(tables, quick.published, 3) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(counts, small_counts), st.integers(2, 5))
 def test_suppression_decides_the_same_with_and_without_the_certificate(
     cells: dict[tuple[str, ...], int], threshold: int
 ) -> None:
     tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
     with_certificate = d.suppress(tables, threshold)
-    rectangles, null_space = d._safe_by_rectangles, d._safe_by_null_space
+    rectangles, null_space, moves = d._safe_by_rectangles, d._safe_by_null_space, d._safe_by_moves
     d._safe_by_rectangles = lambda s, hidden, threshold: set()  # every cell to the solver
     d._safe_by_null_space = lambda s, comp, threshold, safe: set()
+    d._safe_by_moves = lambda s, hidden, threshold, safe: set()  # type: ignore[assignment]
     try:
         without = d.suppress(tables, threshold)
     finally:
-        d._safe_by_rectangles, d._safe_by_null_space = rectangles, null_space
+        d._safe_by_rectangles, d._safe_by_null_space, d._safe_by_moves = rectangles, null_space, moves
     assert with_certificate.published == without.published
     assert d.audit(tables, with_certificate.published, threshold) == []
