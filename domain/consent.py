@@ -105,9 +105,17 @@ def effective(records: Iterable[ConsentRecord], fenced_at: datetime | None = Non
     """Rules 2 and 6: the person's effective consent among their (latest-version) records; ``fenced_at`` is
     the withdrawal fence kept from earlier withdrawals. A record signed before the fence is dead: ``None``
     then, as for a person who never consented."""
-    records = list(records)
-    wall = fence(records, fenced_at)
-    current = max(records, key=lambda r: (r.signed_at, r.version), default=None)
+    # ``fence`` and ``max(records, key=(signed_at, version))`` in one pass: the shared view asks this for
+    # every person of every batch.
+    wall = None
+    current: ConsentRecord | None = None
+    for r in records:
+        if r.withdrawn and (wall is None or r.signed_at > wall):
+            wall = r.signed_at
+        if current is None or (r.signed_at, r.version) > (current.signed_at, current.version):
+            current = r
+    if fenced_at is not None and (wall is None or fenced_at >= wall):
+        wall = fenced_at
     if current is not None and wall is not None and current.signed_at < wall and not current.withdrawn:
         return None  # only the fence (a withdrawal whose record a higher version replaced) is left
     return current

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from domain.calendar import JST
@@ -256,6 +257,7 @@ def check_erasure_source(source: str) -> None:
         )
 
 
+@lru_cache(maxsize=4096)  # few sources exist (one per organisation); consumers ask for every event
 def source_publisher(source: str) -> Publisher | None:
     """The publisher a CloudEvents ``source`` names (``/authorities/A``, ``/hellowork/offices/O``,
     ``/hellowork/national``), or ``None`` for any other shape."""

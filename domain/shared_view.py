@@ -27,12 +27,11 @@ Consent semantics (the README repeats them):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
-from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.agreements import Registers, covered
 from domain.agreements import refusal as agreement_refusal
@@ -72,10 +71,10 @@ class Reader:
     code: str
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
     """One of a person's events as the view keeps it: the contract's JSON form (personal block still
-    sealed) plus the opened personal block, or ``None`` when there is none or the key is gone."""
+    sealed) plus the opened personal block, or ``None`` when there is none or the key is gone. (A named
+    tuple, as ``PersonView``: one is built per event.)"""
 
     event_id: str
     family: str
@@ -84,9 +83,13 @@ class StoredEvent:
     personal: Mapping[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
-class PersonView:
-    """One person's shared record. Personal fields are ``None`` unless a granted scope covers them."""
+class PersonView(NamedTuple):
+    """One person's shared record. Personal fields are ``None`` unless a granted scope covers them.
+
+    A named tuple, not a frozen dataclass: a batch reads, extends and writes one per person, and a frozen
+    dataclass sets each of its 29 fields through ``object.__setattr__`` (measured: 6-10 times the cost of
+    building the tuple, ~11% of the projection's Python time). Immutable all the same, and built from its
+    stored row positionally (``from_values``)."""
 
     person_key: str
     consent_id: str
@@ -122,9 +125,15 @@ class PersonView:
         return scope.value in self.scopes
 
 
-VIEW_FIELDS = tuple(f.name for f in fields(PersonView))
+VIEW_FIELDS: tuple[str, ...] = PersonView._fields
 _VIEW_INDEX = {name: i for i, name in enumerate(VIEW_FIELDS)}
-_view_values = attrgetter(*VIEW_FIELDS)
+_new_tuple = tuple.__new__
+
+
+def view_from_values(values: Iterable[Any]) -> PersonView:
+    """A record from its field values in ``VIEW_FIELDS`` order (no Python frame: ``tuple.__new__``)."""
+    view: PersonView = _new_tuple(PersonView, values)
+    return view
 
 
 # --- consent -----------------------------------------------------------------------------------
@@ -276,12 +285,12 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
 
 
 def _changed(view: PersonView, changes: Mapping[str, Any]) -> PersonView:
-    """``dataclasses.replace(view, **changes)``, positionally: a record is extended per person per batch,
-    and ``replace`` looks every one of the 29 fields up by name, a third of ``extend``'s time."""
-    values = list(_view_values(view))
+    """``view._replace(**changes)``, positionally: a record is extended per person per batch, and
+    ``_replace`` looks every one of the 29 fields up by name."""
+    values = list(view)
     for name, value in changes.items():
         values[_VIEW_INDEX[name]] = value
-    return PersonView(*values)
+    return view_from_values(values)
 
 
 def _latest_registration(registrations: Sequence[StoredEvent]) -> StoredEvent:

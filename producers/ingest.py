@@ -39,23 +39,9 @@ from contracts.envelope import Event
 from infra.crypto import KeyStore, stored_keys
 from producers.holders import ErasedMeanwhile
 from producers.outbox import accept_sealed, enqueue
-from producers.submission import Checked, ExtraPolicy, Submission, build_event, seal_checked, validate
+from producers.submission import ExtraPolicy, Submission, build_event, seal_checked, validate
 
-__all__ = ["accept", "enqueue", "seal_events"]
-
-
-async def seal_events(
-    conn: asyncpg.Connection, keystore: KeyStore, checked: Sequence[Checked], sources: Sequence[str]
-) -> list[Event]:
-    """Step 3: seal each personal block with its person's data key and build the events (outside any
-    transaction: ``KeyStore.keys_for`` commits the keys it makes)."""
-    # Sorted: concurrent callers then take the key rows' locks in one order and cannot deadlock.
-    people = sorted({c.subject for c in checked if c.personal is not None})
-    keys = await keystore.keys_for(conn, people) if people else {}
-    return [
-        build_event(c, source, seal_checked(c, keys.get(c.subject)))
-        for c, source in zip(checked, sources, strict=True)
-    ]
+__all__ = ["accept", "enqueue"]
 
 
 async def accept(

@@ -192,20 +192,39 @@ class Counted:
 # cohort k per site and status; k = -1 new job seekers (registered in the month, no prior application
 # elsewhere; referred when the authority running the site referred the person by the horizon and the
 # month's end).
-_FACTS = """
-WITH anyone AS (  -- with $4: the people someone in $4 referred (a superset of those they count)
-  SELECT person_key FROM feed_referrals WHERE authority = ANY($4::text[])
-), placed AS MATERIALIZED (
-  SELECT placement_id, person_key, site, site_authority, arrived_at, route, sex, age_band, occupation,
-         employment_type, attributes, foreign_national
-    FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND arrived_at <= $3
-     AND ($4::text[] IS NULL OR site_authority = ANY($4::text[]) OR person_key IN (SELECT * FROM anyone))
+# With $4 (a round rebuilding a few feeds), the placements that can count for them: at the sites of
+# $4's authorities, and those of people they referred, each read by its index (the month's or a cohort
+# month's, c.lo to c.hi): the round reads their rows, not the month's. One condition with OR filtered
+# every placement of the month and of its cohorts: an incremental round's statement cost PostgreSQL
+# nearly what the national one did. The people referred are looked up one by one (``OFFSET 0``): as a
+# semi-join, the planner hashed them and scanned each month. Without $4 these branches, and with $4
+# the national one, are dropped when the statement is planned (``plan_cache_mode``,
+# ``COUNTING_SETTINGS``), so the national plan is what it was.
+_READ_FOR = """
+  SELECT {cols} FROM {months} JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi
+   WHERE $4::text[] IS NOT NULL AND p.site_authority = ANY($4::text[]) AND p.arrived_at <= $3
+  UNION ALL
+  SELECT {cols} FROM {months}, (SELECT DISTINCT person_key FROM feed_referrals
+                                 WHERE $4::text[] IS NOT NULL AND authority = ANY($4::text[])) r,
+         LATERAL (SELECT * FROM feed_placements WHERE person_key = r.person_key AND placed_on BETWEEN c.lo AND c.hi
+                     AND arrived_at <= $3 AND NOT (site_authority = ANY($4::text[])) OFFSET 0) p
+"""
+_PLACED = """p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at, p.route, p.sex, p.age_band,
+         p.occupation, p.employment_type, p.attributes, p.foreign_national"""
+_COHORT = "c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at"
+_MONTH = "(SELECT $1::date AS lo, $2::date AS hi) c"
+_COHORTS = "unnest($7::int[], $8::date[], $9::date[]) AS c(k, lo, hi)"
+_FACTS = f"""
+WITH placed AS MATERIALIZED (
+  SELECT {_PLACED}
+    FROM feed_placements p WHERE $4::text[] IS NULL AND p.placed_on BETWEEN $1 AND $2 AND p.arrived_at <= $3
+  UNION ALL {_READ_FOR.format(cols=_PLACED, months=_MONTH)}
 ), cohort AS NOT MATERIALIZED (  -- read twice (own sites, referrers): cheaper than kept
-  SELECT c.k, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at
-    FROM unnest($7::int[], $8::date[], $9::date[]) AS c(k, lo, hi)
+  SELECT {_COHORT}
+    FROM {_COHORTS}
     JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi
-   WHERE p.arrived_at <= $3
-     AND ($4::text[] IS NULL OR p.site_authority = ANY($4::text[]) OR p.person_key IN (SELECT * FROM anyone))
+   WHERE $4::text[] IS NULL AND p.arrived_at <= $3
+  UNION ALL {_READ_FOR.format(cols=_COHORT, months=_COHORTS)}
 ), referrers AS NOT MATERIALIZED (  -- read where used: the planner knows their statistics, hashes them
   SELECT person_key, authority, arrived_at FROM feed_referrals
    WHERE arrived_at <= $3 AND referred_on <= $2
@@ -283,20 +302,29 @@ SELECT n, authority, site, at_registration, count(*)::int AS n_people FROM first
  WHERE since BETWEEN $1 AND $2 GROUP BY 1, 2, 3, 4
 """
 
-# Every site with when it was first sent (a feed lists its authority's sites seen by the horizon).
+# Every site (of the authorities $1, if given) with when it was first sent (a feed lists its authority's
+# sites seen by the horizon). With $1, each table's rows at their sites only, by index (``…_site_authority``).
 _SITES = """
 SELECT site, min(arrived_at) AS arrived_at FROM (
-  SELECT site, min(arrived_at) AS arrived_at FROM feed_registrations GROUP BY site
-  UNION ALL SELECT site, min(arrived_at) FROM feed_placements GROUP BY site
-  UNION ALL SELECT site, min(arrived_at) FROM feed_referrals GROUP BY site
+  SELECT site, min(arrived_at) AS arrived_at FROM feed_registrations
+   WHERE $1::text[] IS NULL OR left(site, 6) = ANY($1::text[]) GROUP BY site
+  UNION ALL SELECT site, min(arrived_at) FROM feed_placements
+   WHERE $1::text[] IS NULL OR left(site, 6) = ANY($1::text[]) GROUP BY site
+  UNION ALL SELECT site, min(arrived_at) FROM feed_referrals
+   WHERE $1::text[] IS NULL OR left(site, 6) = ANY($1::text[]) GROUP BY site
 ) x GROUP BY site
 """
 
 
 # For the build's transaction (measured on the national bench month): the counting queries' estimates
 # are far above their real cost, so PostgreSQL compiled them with JIT first (3 s of a 7 s query), and
-# their sorts and hashes spilled to disk with the default 4 MB.
-COUNTING_SETTINGS = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_mergejoin = off"
+# their sorts and hashes spilled to disk with the default 4 MB. Each statement is planned for its own
+# parameters: a plan made once for any (a generic plan, which PostgreSQL may choose after a statement's
+# fifth run on a connection) would keep every branch of ``_READ``, the national one included.
+COUNTING_SETTINGS = (
+    "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_mergejoin = off; "
+    "SET LOCAL plan_cache_mode = force_custom_plan"
+)
 
 
 async def count_month(
@@ -391,7 +419,7 @@ async def _count(
         [hi for _, hi in cohorts.values()],
     )
     team = await conn.fetch(_TEAM_SUPPORT, first, last, later, *filters, list(horizons))
-    sites = await conn.fetch(_SITES)
+    sites = await conn.fetch(_SITES, filters[0])
     out = [_Horizon() for _ in horizons]
     every, later_only = out, out[-1:]  # a late row counts at the later horizon only
     for r in facts:

@@ -10,16 +10,14 @@ it. Writes take the consumers' one bulk-write idiom (``infra.db.copy_to_stage``)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
 from datetime import UTC, date, datetime
-from operator import attrgetter
 from typing import Any
 
 import asyncpg
 import orjson
 
 from consumers.consent_store import ConsentStore
-from domain.shared_view import PersonView, ViewPlan
+from domain.shared_view import PersonView, ViewPlan, view_from_values
 from infra.db import AdvisoryLock, copy_to_stage, stage_ddl  # the lock: batches shared, an erasure exclusive
 
 consents = ConsentStore("sv_consents")
@@ -192,14 +190,14 @@ _UPSERT = (
     f"FROM staged ON CONFLICT (person_key) DO UPDATE SET "
     + ", ".join(f"{n} = EXCLUDED.{n}" for n in (*VIEW_FIELDS[1:], "updated_at"))
 )
-_view_tuple = attrgetter(*VIEW_FIELDS)
 _JSON_AT = tuple(i for i, (_, kind) in enumerate(_VIEW_COLUMNS) if kind == "jsonb")
 
 
 def _view_row(view: PersonView, dumps: Any = orjson.dumps) -> list[Any]:
-    row = list(_view_tuple(view))
-    for i in _JSON_AT:
-        row[i] = dumps(row[i]).decode()
+    row = list(view)
+    for i in _JSON_AT:  # every jsonb field is a tuple, most of them empty (no placement yet, no retention)
+        value = row[i]
+        row[i] = dumps(value).decode() if value else "[]"
     return row
 
 
@@ -230,15 +228,15 @@ async def load_views(conn: asyncpg.Connection, persons: Iterable[str] | None = N
 
 def view_from_row(row: asyncpg.Record) -> PersonView:
     """A record from a row selected as ``SELECT {VIEW_FIELDS}`` (every read of ``sv_persons`` does)."""
-    # Positional, in the dataclass's field order (checked below at import): a view is read per person per
+    # Positional, in the record's field order (checked below at import): a view is read per person per
     # batch, and 29 lookups by name cost more than the read itself.
     values = list(row)
     for i in _JSON_AT:
         values[i] = tuple(values[i])
-    return PersonView(*values)
+    return view_from_values(values)
 
 
-if tuple(f.name for f in fields(PersonView)) != VIEW_FIELDS:
+if PersonView._fields != VIEW_FIELDS:
     raise TypeError("sv_persons columns must follow PersonView's fields, in order")
 
 

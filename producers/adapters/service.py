@@ -724,18 +724,20 @@ class _GroupCommitter:
     while a previous commit ran. Each request still gets its own answer, and only after its commit;
     a unit whose idempotency key was taken by a concurrent request is answered ``None`` (replay it).
 
-    Up to ``FLUSHERS`` group commits run at once, each on its own connection, so the adapter does not
-    sit idle while one group waits for PostgreSQL. Two, not more: a group's six statements cost about
-    the same whatever its size, and a third flusher split a stream of requests into smaller groups
-    (commits per event 0.36 with two, 0.43 with three; adapter CPU per event 734 against 829 µs and
-    PostgreSQL's 285 against 330, means of four interleaved runs each on a loaded 2-core machine). Concurrent requests had no order between them anyway;
-    a request sent after another's 202 is committed after it (and gets a later outbox id), so a
-    person's events keep the order in which they were acknowledged.
+    Up to ``FLUSHERS`` group commits run at once, each on its own connection. One: the adapter does not
+    sit idle while its group waits for PostgreSQL (it reads and judges the next requests meanwhile), and
+    a group's statements and commit cost about the same whatever its size, so fewer, larger groups cost
+    less per event. A second flusher split a stream of single events into groups of 10–12 where one
+    makes groups of 16–19 (``bench_ingest``, concurrency 32, loaded 2-core machine, interleaved runs);
+    session 7 had measured the same with a third (commits per event 0.36 with two, 0.43 with three).
+    Concurrent requests had no order between them anyway; a request sent after another's 202 is
+    committed after it (and gets a later outbox id), so a person's events keep the order in which they
+    were acknowledged.
     """
 
     MAX_EVENTS = 2000
     MAX_TRIES = 5
-    FLUSHERS = 2
+    FLUSHERS = 1
     IDLE_S = 0.5  # how long a flusher keeps its connection for the next request once none is pending
 
     def __init__(self, service: AdapterService) -> None:
@@ -772,6 +774,10 @@ class _GroupCommitter:
             try:
                 async with generic_plans(self.service.pool) as conn:
                     while self.pending or await self._next_arrival():
+                        # One turn of the loop first: the requests it has read already but not run yet
+                        # join this group instead of waiting for the next one (groups 16–19 events
+                        # instead of 12–15 under a stream of single events).
+                        await asyncio.sleep(0)
                         group = self._take()
                         try:
                             results = await self._flush(conn, group)

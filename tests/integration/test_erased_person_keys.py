@@ -19,18 +19,26 @@ import asyncio
 import asyncpg
 import pytest
 
+from contracts.envelope import Event
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.db import AdvisoryLock
 from producers.holders import ErasedMeanwhile
-from producers.ingest import accept, enqueue, seal_events
-from producers.submission import validate
+from producers.ingest import accept, enqueue
+from producers.submission import Checked, build_event, seal_checked, validate
 from tests import factories
 from tests.helpers import accept_then_erase
 
 
 async def _keys(conn: asyncpg.Connection, person: str) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", person))
+
+
+async def _sealed(conn: asyncpg.Connection, keystore: KeyStore, checked: Checked, source: str) -> Event:
+    """An event sealed as the acceptance path sealed them before the accepting transaction stored the
+    keys itself: under a key ``KeyStore.keys_for`` stores (and commits) first, outside any transaction."""
+    keys = await keystore.keys_for(conn, [checked.subject])
+    return build_event(checked, source, seal_checked(checked, keys[checked.subject]))
 
 
 async def _erased(pool: asyncpg.Pool, settings: Settings) -> str:
@@ -46,14 +54,14 @@ async def test_a_rolled_back_acceptance_of_an_erased_person_leaves_no_data_key(
 ) -> None:
     person = await _erased(pool, settings)
     sub = factories.registration(person)
-    checked = [validate(sub.family, sub.data, time=sub.time, event_id=sub.event_id, trusted=True)]
+    checked = validate(sub.family, sub.data, time=sub.time, event_id=sub.event_id, trusted=True)
     async with pool.acquire() as conn:
-        events = await seal_events(conn, KeyStore.from_settings(settings), checked, [sub.source])
+        event = await _sealed(conn, KeyStore.from_settings(settings), checked, sub.source)
         with pytest.raises(ErasedMeanwhile):
             async with conn.transaction():  # the caller's transaction rolls back on the refusal
-                await enqueue(conn, events, origin="test", namespace=settings.topic_namespace)
+                await enqueue(conn, [event], origin="test", namespace=settings.topic_namespace)
         assert await _keys(conn, person) == 0
-        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", events[0].id) == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.id) == 0
 
 
 async def test_an_acceptance_failing_after_the_fence_leaves_no_data_key(
@@ -61,9 +69,9 @@ async def test_an_acceptance_failing_after_the_fence_leaves_no_data_key(
 ) -> None:
     person = await _erased(pool, settings)
     sub = factories.registration(person)
-    checked = [validate(sub.family, sub.data, time=sub.time, event_id=sub.event_id, trusted=True)]
+    checked = validate(sub.family, sub.data, time=sub.time, event_id=sub.event_id, trusted=True)
     async with pool.acquire() as conn:
-        await seal_events(conn, KeyStore.from_settings(settings), checked, [sub.source])
+        await _sealed(conn, KeyStore.from_settings(settings), checked, sub.source)
         with pytest.raises(ErasedMeanwhile):
             await accept(conn, KeyStore.from_settings(settings), [sub], origin="test",
                          namespace=settings.topic_namespace)  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 import uvicorn
@@ -138,11 +139,9 @@ async def test_a_body_past_the_limit_is_413_naming_the_limit(limited: Limited) -
         assert response.status_code == 413 and "4194304 bytes" in response.json()["error"]
 
 
-@pytest.mark.parametrize("parser", ["h11", "httptools"])
-async def test_a_chunked_body_behind_a_small_content_length_is_refused(parser: str) -> None:
-    """Content-Length and Transfer-Encoding together (request smuggling): h11 frames such a body by its
-    chunks and ignores the length, so a limit that trusted the declared length let any size through.
-    Whichever parser uvicorn runs, the request is refused and the app never reads past the limit."""
+async def _behind_body_limit(parser: str, request: bytes) -> tuple[int, int]:
+    """``request`` sent as raw bytes to an app behind ``BodyLimit`` (limits of 100 bytes) served by uvicorn
+    with ``parser``: the answer's status and how many body bytes the app read."""
     read: list[int] = []
 
     async def reader(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
@@ -167,20 +166,73 @@ async def test_a_chunked_body_behind_a_small_content_length_is_refused(parser: s
             assert not task.done(), "the server stopped before it started"
             await asyncio.sleep(0.02)
         reader_stream, writer = await asyncio.open_connection("127.0.0.1", port)
-        body = b"x" * 5000
-        writer.write(
-            b"POST /v1/registration HTTP/1.1\r\nHost: hub\r\nContent-Length: 5\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
-        )
+        writer.write(request)
         await writer.drain()
         status_line = await reader_stream.readline()
         writer.close()
     finally:
         server.should_exit = True
         await task
-    status = int(status_line.split()[1])
-    assert status in (400, 413), (parser, status_line)
-    assert sum(read) <= 100, f"{parser}: the app read {sum(read)} bytes past a limit of 100"
+    return int(status_line.split()[1]), sum(read)
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+async def test_a_chunked_body_behind_a_small_content_length_is_refused(parser: str) -> None:
+    """Content-Length and Transfer-Encoding together (request smuggling): h11 frames such a body by its
+    chunks and ignores the length, so a limit that trusted the declared length let any size through.
+    Whichever parser uvicorn runs, the request is refused and the app never reads past the limit."""
+    body = b"x" * 5000
+    status, read = await _behind_body_limit(
+        parser,
+        b"POST /v1/registration HTTP/1.1\r\nHost: hub\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+    )
+    assert status in (400, 413), (parser, status)
+    assert read <= 100, f"{parser}: the app read {read} bytes past a limit of 100"
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+@pytest.mark.parametrize("lengths", [(5, 5000), (5000, 5)])
+async def test_two_differing_content_lengths_are_refused_with_400(
+    parser: str, lengths: tuple[int, int]
+) -> None:
+    """Two Content-Length headers that disagree (request smuggling: which one frames the body?) are
+    refused with 400 whichever parser runs, and the app reads nothing past its limit."""
+    body = b"x" * 5000
+    status, read = await _behind_body_limit(
+        parser,
+        b"POST /v1/registration HTTP/1.1\r\nHost: hub\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n"
+        % lengths
+        + body,
+    )
+    assert status == 400, (parser, lengths, status)
+    assert read <= 100, f"{parser}: the app read {read} bytes past a limit of 100"
+
+
+async def test_two_differing_content_lengths_to_the_adapter_are_400_and_accept_nothing(
+    limited: Limited, pool: asyncpg.Pool
+) -> None:
+    """The same through the hub's own server and an adapter's lean route, with a valid credential and a
+    valid event: 400, not 5xx, no value echoed, and nothing accepted."""
+    person = factories.person_key()
+    body = orjson.dumps(factories.registration(person).data)
+    host, port = limited.url.removeprefix("http://").split(":")
+    for first, second in ((5, len(body)), (len(body), len(body) + 1)):
+        reader_stream, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/registration HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n"
+            % (limited.office.encode(), first, second)
+            + body
+        )
+        await writer.drain()
+        answer = await reader_stream.read(65536)
+        writer.close()
+        status = int(answer.split(b" ", 2)[1])
+        assert status == 400, (first, second, answer[:200])
+        assert person.encode() not in answer
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", person.encode()) == 0
 
 
 def test_the_hub_serves_with_the_parser_that_refuses_ambiguous_framing() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.consent import ConsentRecord, Recipient, Scope, effective, permits
+from domain.consent import ConsentRecord, Recipient, Scope, effective, fence, permits
 
 SHINJUKU = Recipient("authority", "131041")
 OFFICE = Recipient("office", "1301")
@@ -161,3 +161,21 @@ def test_permits_is_what_the_record_signed_last_grants(records: list[ConsentReco
     winners = {r.withdrawn for r in latest if r.version == top}
     if len(winners) == 1:  # records tied on both keys may go either way; the rule does not order them
         assert permits(records, Scope.SHARE_REGISTRATION, SHINJUKU, FROM) is (not winners.pop())
+
+
+@given(
+    records=st.one_of(st.just([]), _records),
+    fenced_minutes=st.one_of(st.none(), st.integers(-1, 6)),
+)
+def test_the_effective_record_is_the_latest_signed_unless_the_fence_is_after_it(
+    records: list[ConsentRecord], fenced_minutes: int | None
+) -> None:
+    """``effective`` in one pass (the shared view asks it per person per batch) is its definition: the
+    fence (rule 6: the latest withdrawal, or the fence kept from before if later) and the record signed
+    last (rule 2: then the highest version; the first of records tied on both)."""
+    fenced_at = None if fenced_minutes is None else SIGNED + timedelta(minutes=fenced_minutes)
+    wall = fence(records, fenced_at)
+    last = max(records, key=lambda r: (r.signed_at, r.version), default=None)
+    dead = last is not None and wall is not None and last.signed_at < wall and not last.withdrawn
+    assert effective(records, fenced_at) is (None if dead else last)
+    assert effective(iter(records), fenced_at) is (None if dead else last)

@@ -97,9 +97,7 @@ def test_a_read_of_a_person_not_held_or_without_agreement_is_refused() -> None:
 
 
 def test_a_read_outside_the_consents_validity_today_is_refused() -> None:
-    expired = VIEW.__class__(
-        **{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, "valid_until": date(2025, 6, 30)}
-    )
+    expired = _view(valid_until=date(2025, 6, 30))
     assert not decide_disclosure(expired, READER, Scope.SHARE_REGISTRATION, registers(), [consent()]).granted
 
 
@@ -142,7 +140,7 @@ def test_the_refusal_names_purpose_and_parties_and_marks_the_unknown() -> None:
 
 
 def _view(**changes: object) -> PersonView:
-    return PersonView(**{**{f: getattr(VIEW, f) for f in VIEW.__dataclass_fields__}, **changes})
+    return VIEW._replace(**changes)
 
 
 def test_read_refusals_say_which_rule_refused() -> None:
