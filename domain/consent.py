@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Scope(StrEnum):
@@ -42,8 +42,11 @@ class Recipient:
     code: str
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentRecord:
+class ConsentRecord(NamedTuple):
+    """One consent record's latest version. A named tuple, not a frozen dataclass: consumers build one per
+    consent event and per record loaded for every person of every batch, and a frozen dataclass sets each
+    field through ``object.__setattr__`` (several times the cost of the tuple)."""
+
     consent_id: str
     version: int
     withdrawn: bool
@@ -73,9 +76,9 @@ def fence(records: Iterable[ConsentRecord], known: datetime | None = None) -> da
     return known
 
 
-@dataclass(frozen=True, slots=True)
-class PersonConsent:
-    """A consent record as a consumer keeps it: whose it is and which event carried this version."""
+class PersonConsent(NamedTuple):
+    """A consent record as a consumer keeps it: whose it is and which event carried this version (a named
+    tuple, as ``ConsentRecord``)."""
 
     person_key: str
     event_id: str
