@@ -89,6 +89,22 @@ async def _encoded(views: Sequence[PersonView]) -> list[list[Any]]:
     return rows
 
 
+async def _checked_blocks(
+    opener: Opener, events: Sequence[Incoming]
+) -> dict[str, Mapping[str, object] | UnfitBlock | None]:
+    """Each event's personal block opened and checked (``Opener.checked``), or why it is unfit; taking
+    turns with the event loop, so the batch's reads go on meanwhile."""
+    out: dict[str, Mapping[str, object] | UnfitBlock | None] = {}
+    for i, e in enumerate(events, 1):
+        try:
+            out[e.event_id] = opener.checked(e.person_key, e.family, e.data["personal"])
+        except UnfitBlock as unfit:
+            out[e.event_id] = unfit
+        if i % _TURN == 0:
+            await asyncio.sleep(0)
+    return out
+
+
 def today_jst() -> date:
     return datetime.now(JST).date()
 
@@ -165,21 +181,46 @@ class SharedViewHandler:
         persons -= erased
         opener = Opener(await self.keystore.existing_keys(conn, persons) if persons else {})
         others = [e for e in events if e.family != CONSENT and e.person_key in persons]
-        known = await store.known_events(conn, [e.event_id for e in others])
-        consents = await store.consents.load(conn, persons) if persons else {}
-        views = {v.person_key: v for v in await store.load_views(conn, persons)} if persons else {}
-        # Every new personal block is opened and checked as it arrives, whether or not a record in the
-        # view takes it now (``extend``): one the contract refuses costs its own event only (dead-lettered,
-        # in live and replay alike), never the person's later consents, whose rebuild would meet it.
-        arriving = [e for e in others if e.event_id not in known and e.data.get("personal") is not None]
+        # The rest of the state is read while the batch's personal blocks are opened here (PostgreSQL and
+        # this process each used to wait for the other): every block with a personal part, before knowing
+        # which events are stored already — a repeat's block is opened for nothing, and only ever refused
+        # below if its event is new.
+        sealed = [e for e in others if e.data.get("personal") is not None]
+        reading = asyncio.ensure_future(self._state_of(conn, persons, [e.event_id for e in others]))
+        try:
+            checked = await _checked_blocks(opener, sealed)
+        except BaseException:
+            await asyncio.wait({reading})  # the connection is free again before the transaction rolls back
+            if not reading.cancelled():
+                reading.exception()  # retrieved: the error raised here is the one to report
+            raise
+        known, consents, views, fences = await reading
+        # Every new personal block is checked as it arrives, whether or not a record in the view takes it
+        # now (``extend``): one the contract refuses costs its own event only (dead-lettered, in live and
+        # replay alike), never the person's later consents, whose rebuild would meet it.
         opened: dict[str, Mapping[str, object] | None] = {}
-        for e in arriving:
-            try:
-                opened[e.event_id] = opener.checked(e.person_key, e.family, e.data["personal"])
-            except UnfitBlock as unfit:
-                raise HandlerRejected(f"{e.family} personal block once opened: {unfit.reason}") from None
-        fences = await registers.fences_of(conn, persons) if persons else {}
+        for e in sealed:
+            if e.event_id not in known:
+                block = checked[e.event_id]
+                if isinstance(block, UnfitBlock):
+                    raise HandlerRejected(f"{e.family} personal block once opened: {block.reason}")
+                opened[e.event_id] = block
         return ViewState(self.today(), erased, known, consents, views, opened, fences), opener
+
+    @staticmethod
+    async def _state_of(
+        conn: asyncpg.Connection, persons: Collection[str], event_ids: Sequence[str]
+    ) -> tuple[
+        frozenset[str], Mapping[str, Sequence[ConsentRecord]], dict[str, PersonView], Mapping[str, datetime]
+    ]:
+        """Which of these events are stored already, and the people's kept consents, records in the view
+        and withdrawal fences."""
+        known = await store.known_events(conn, event_ids)
+        if not persons:
+            return known, {}, {}, {}
+        consents = await store.consents.load(conn, persons)
+        views = {v.person_key: v for v in await store.load_views(conn, persons)}
+        return known, consents, views, await registers.fences_of(conn, persons)
 
     async def rebuild(self, conn: asyncpg.Connection, active: Mapping[str, ConsentRecord]) -> None:
         """Write the records of these people (all with an active consent) from their stored events."""
