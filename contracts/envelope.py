@@ -32,7 +32,7 @@ from contracts.events import (
     RegistrationPersonal,
     Retention,
 )
-from contracts.types import INSTANT_RULE, in_supported_range
+from contracts.types import INSTANT_RULE, in_supported_range, instant_text
 from domain.trace_context import TRACEPARENT_HEADER as TRACEPARENT_HEADER
 from domain.trace_context import TRACEPARENT_LENGTH as TRACEPARENT_LENGTH
 from domain.trace_context import TRACEPARENT_PATTERN as TRACEPARENT_PATTERN
@@ -323,12 +323,15 @@ def decode(
         raise PoisonMessage(
             f"header ce_type: not a known type and version; known: {', '.join(sorted(TYPES))}"
         )
+    # One spelling, as every instant of the contracts (``contracts.types.INSTANT_PATTERN``): RFC 3339 with
+    # seconds and an offset. ``fromisoformat`` alone reads a dozen ISO 8601 spellings (no seconds, week dates,
+    # a space, a comma, +0900, a naive time).
+    if not instant_text(attrs["ce_time"]):
+        raise PoisonMessage("header ce_time: not an RFC 3339 time with seconds and an offset (Z or ±HH:MM)")
     try:
         time = datetime.fromisoformat(attrs["ce_time"])
-    except ValueError:
-        raise PoisonMessage("header ce_time: not an RFC 3339 time") from None
-    if time.tzinfo is None:
-        raise PoisonMessage("header ce_time: needs a UTC offset")
+    except ValueError:  # a day or hour past its range (2026-02-30, 25:00)
+        raise PoisonMessage("header ce_time: not an RFC 3339 time (no such day or hour)") from None
     if not in_supported_range(time):  # as every Timestamp: turning it to UTC cannot overflow downstream
         raise PoisonMessage(f"header ce_time: {INSTANT_RULE}")
     if value is None:
@@ -440,13 +443,13 @@ def _canonical(
             source = _SOURCES[raw_source] = raw_source.decode()
         if len(raw_id) != 32 or raw_id.translate(None, _HEX) or raw_subject != key or value is None:
             return None
-        # The whole way refuses a time with a control character, over 256 characters, that fromisoformat
-        # does not read, or without an offset; for ASCII text (anything else raises here) that is this.
+        # The whole way refuses a time in any other spelling, or that fromisoformat does not read; for ASCII
+        # text (anything else raises here) that is this.
         text = raw_time.decode("ascii")
-        if len(text) > _HEADER_MAX or not text.isprintable():
+        if not instant_text(text):
             return None
         time = datetime.fromisoformat(text)
-        if time.tzinfo is None or not in_supported_range(time):
+        if not in_supported_range(time):
             return None
         if value.count(b"[") + value.count(b"{") > _NESTING_MAX:  # may be deeper than the contract reads
             return None

@@ -14,7 +14,7 @@ with ``extra="forbid"`` so unknown fields are rejected, not dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -25,7 +25,9 @@ from contracts.types import (
     PRINTABLE_PATTERN,
     AgeBand,
     AttributeCategory,
+    BirthDate,
     CheckpointMonths,
+    Day,
     JobSeekerNumber,
     LocalGovernmentCode,
     OfficeCode,
@@ -118,7 +120,7 @@ class RegistrationPersonal(Contract):
 
     name: str = Field(min_length=1, max_length=100, pattern=PRINTABLE_PATTERN)
     name_kana: str | None = Field(default=None, max_length=200, pattern=PRINTABLE_PATTERN)
-    birth_date: date
+    birth_date: BirthDate
     phone: str | None = Field(default=None, max_length=30, pattern=PRINTABLE_PATTERN)
     email: str | None = Field(default=None, max_length=254, pattern=PRINTABLE_PATTERN)
     address: str | None = Field(default=None, max_length=300, pattern=PRINTABLE_PATTERN)
@@ -129,7 +131,7 @@ class Registration(Contract):
     """求職申込: a person applied as a job seeker at a joint site, on the common registration form."""
 
     person_key: PersonKey
-    registered_on: date
+    registered_on: Day
     office: OfficeCode
     site: SiteId
     authority: LocalGovernmentCode
@@ -248,8 +250,8 @@ class Consent(Contract):
     person_key: PersonKey
     scopes: list[ConsentScope] = Field(max_length=3, json_schema_extra={"uniqueItems": True})
     recipients: list[Recipient] = Field(max_length=20)
-    valid_from: date
-    valid_until: date | None = None
+    valid_from: Day
+    valid_until: Day | None = None
     form_version: str = Field(
         min_length=1, max_length=40, pattern=PRINTABLE_PATTERN, examples=["common-form-2016.1"]
     )
@@ -303,9 +305,9 @@ class Referral(Contract):
     authority: LocalGovernmentCode
     site: SiteId
     programme: Programme
-    referred_on: date
+    referred_on: Day
     personal: Sealed | None = None
-    team_support_from: date | None = Field(
+    team_support_from: Day | None = Field(
         default=None,
         description="チーム支援: the case conference (ケース会議) of the authority and Hello Work enrolled the "
         "person in team support from this date, often weeks after registration. Optional since v1.1.",
@@ -355,7 +357,7 @@ class Placement(Contract):
     person_key: PersonKey
     office: OfficeCode
     site: SiteId
-    placed_on: date
+    placed_on: Day
     route: PlacementRoute
     occupation: Occupation
     employment_type: EmploymentType
@@ -392,8 +394,8 @@ class Retention(Contract):
     placement_id: EventId
     checkpoint_months: CheckpointMonths
     status: RetentionStatus
-    left_on: date | None = None
-    checked_on: date
+    left_on: Day | None = None
+    checked_on: Day
     site: SiteId
 
     @model_validator(mode="after")

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.types import INSTANT_PATTERN, Timestamp, in_supported_range
+
 FEED_EVENT_TYPE = "jp.ittai.feed.v1"
 FEED_SOURCE = "/hub/feed"
 
@@ -102,7 +104,7 @@ class FeedRevision(_Model):
     authority: str = Field(pattern=r"^[0-9]{6}$")
     month: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
     revision: int = Field(ge=1)
-    horizon: datetime = Field(description="Counts events sent up to this instant")
+    horizon: Timestamp = Field(description="Counts events sent up to this instant")
     threshold: int = Field(ge=1, description="Small-cell threshold")
     classification_version: str
     sites: list[str]
@@ -196,7 +198,9 @@ class _FeedRevision(_Struct, frozen=True, kw_only=True):
     authority: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}\Z")]
     month: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])\Z")]
     revision: Annotated[int, msgspec.Meta(ge=1)]
-    horizon: datetime
+    # Text in the contracts' one spelling of an instant (msgspec's own datetime reads lax ones: a space for
+    # the T, +0900, seven fractional digits rounded), turned into a time by ``encode_feed_revision``.
+    horizon: Annotated[str, msgspec.Meta(pattern=INSTANT_PATTERN.removesuffix("$") + r"\Z")]
     threshold: Annotated[int, msgspec.Meta(ge=1)]
     classification_version: str
     sites: list[str]
@@ -222,6 +226,14 @@ def encode_feed_revision(body: str | bytes, time: datetime) -> tuple[bytes, list
     kept revision's body (JSON text): checked against the contract (``Invalid`` if it breaks it) and
     written as ``FeedRevision.model_dump_json`` writes it."""
     revision = _decode_revision(body)
+    try:
+        horizon = datetime.fromisoformat(revision.horizon)  # the pattern held: a real day and hour remain
+    except ValueError:
+        raise Invalid("horizon: not a real day and time") from None
+    if not in_supported_range(horizon):
+        raise Invalid("horizon: outside the supported range")
+    # Written as the model writes a time (msgspec and pydantic both give ``Z`` for UTC).
+    msgspec.structs.force_setattr(revision, "horizon", horizon)
     subject = feed_subject(revision.authority, revision.month)
     headers = [
         ("ce_specversion", b"1.0"),

@@ -36,6 +36,7 @@ from contracts.envelope import (
     event_type,
 )
 from contracts.feed import FEED_EVENT_TYPE, FEED_SOURCE, FeedRevision
+from contracts.types import INSTANT_PATTERN
 from domain.trace_context import TRACESTATE_MAX_BYTES, TRACESTATE_MAX_MEMBERS
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +67,7 @@ CE_HEADERS: dict[str, Any] = {
         },
         "ce_type": {"type": "string", "description": "jp.ittai.<family>.v<major>"},
         "ce_subject": {"type": "string", "description": "Pseudonymous person key (also the Kafka key)"},
-        "ce_time": {"type": "string", "format": "date-time"},
+        "ce_time": {"type": "string", "format": "date-time", "pattern": INSTANT_PATTERN},
         "content-type": {"const": "application/json"},
         TRACEPARENT_HEADER: {
             "type": "string",

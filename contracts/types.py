@@ -5,11 +5,12 @@ Each type carries its rule, so a rejection names the field (pydantic's location)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timezone
+import re
+from datetime import UTC, date, datetime, timezone
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field, Strict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from domain.calendar import AgeBand
@@ -112,13 +113,67 @@ CheckpointMonths = Annotated[
     Field(json_schema_extra={"enum": list(_CHECKPOINTS)}),
 ]
 
-# The instants the hub has any use for: the programme began in 2011, and nothing it records lies a
+# --- dates and instants: one spelling each, plausible years only ----------------------------------------
+# pydantic's lax mode reads a Unix time (1775001600, 1775001600.0, "1775001600") as a date or an instant, a
+# midnight datetime ("2026-04-01T00:00:00") as a date, and "2026-04-01 09:00+0900" or "...t09:00:00z" as an
+# instant; msgspec (the consume side) reads others again. A value from outside takes exactly one spelling:
+# a day is RFC 3339's full-date, YYYY-MM-DD in ASCII digits; an instant is RFC 3339's date-time with
+# seconds, at most six fractional digits (what a datetime holds: no reader rounds or truncates) and an
+# explicit offset, ``Z`` or ±HH:MM. A naive time is refused, never taken as UTC or Japan time (a batch
+# file's cells are the one place where Japan time is assumed: ``infra.codecs.csv_rows`` writes the offset
+# in before the contract sees the value). Checked before pydantic's own parser, which then only ever reads
+# the one spelling; values built in Python (a ``date``, an aware ``datetime``) pass as they are.
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+DAY_SPELLING = "must be a date written YYYY-MM-DD in ASCII digits (RFC 3339 full-date), nothing else"
+INSTANT_SPELLING = (
+    "must be an RFC 3339 date-time written YYYY-MM-DDTHH:MM:SS, optionally .ffffff (1 to 6 digits), then Z or "
+    "an offset ±HH:MM (a time without an offset is refused)"
+)
+_DAY = re.compile(DAY_PATTERN).fullmatch
+_INSTANT = re.compile(INSTANT_PATTERN).fullmatch
+
+
+def instant_text(value: str) -> bool:
+    """Whether ``value`` is an instant in the one spelling (the envelope's ``ce_time`` reads it too)."""
+    return _INSTANT(value) is not None
+
+
+def _day_spelling(value: Any) -> Any:
+    if type(value) is str:
+        if _DAY(value) is not None:
+            return value
+    elif type(value) is date:  # not a datetime, which is a date too
+        return value
+    raise PydanticCustomError("date_spelling", DAY_SPELLING)
+
+
+def _instant_spelling(value: Any) -> Any:
+    if type(value) is str:
+        if _INSTANT(value) is not None:
+            return value
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    raise PydanticCustomError("datetime_spelling", INSTANT_SPELLING)
+
+
+SPELLING_CHECKS = frozenset({_day_spelling, _instant_spelling})
+"""The checks of a value's spelling before pydantic parses it. ``contracts.wire`` mirrors them with its
+own readers (msgspec's ``date`` reads exactly YYYY-MM-DD from JSON; its time fields are text held to
+``INSTANT_PATTERN``) rather than calling them."""
+
+# The days and instants the hub has any use for: the programme began in 2011, and nothing it records lies a
 # century ahead. Bounded so that turning any accepted instant to UTC or JST cannot overflow (an aware
 # ``0001-01-01T00:00:00+23:59`` is before datetime's first instant in UTC): every reader — the contract,
-# the consume side's quick decoders, the envelope's ``time`` — refuses the same range.
+# the consume side's quick decoders, the envelope's ``time`` — refuses the same range. A birth date may lie
+# further back: 1900 onwards (a year 0001 or 9999 is forged).
 EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
 END_OF_INSTANTS = datetime(2100, 1, 1, tzinfo=UTC)
 INSTANT_RULE = "must lie in 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z"
+EARLIEST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
+DAY_RULE = "must lie in 2000-01-01 .. 2099-12-31"
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+BIRTH_DATE_RULE = "must lie in 1900-01-01 .. 2099-12-31"
 
 
 def in_supported_range(value: datetime) -> bool:
@@ -141,8 +196,42 @@ def supported_instant(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(supported_instant)]
-"""Every instant on the wire carries its offset (naive datetimes are rejected) and lies in the range above."""
+def supported_day(value: date) -> date:
+    if not EARLIEST_DAY <= value <= LAST_DAY:
+        raise ValueError(DAY_RULE)
+    return value
+
+
+def plausible_birth_date(value: date) -> date:
+    if not EARLIEST_BIRTH_DATE <= value <= LAST_DAY:
+        raise ValueError(BIRTH_DATE_RULE)
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_instant_spelling),
+    AfterValidator(supported_instant),
+    Field(json_schema_extra={"pattern": INSTANT_PATTERN}),
+]
+"""Every instant on the wire: one spelling, with its offset (naive datetimes are refused), in the range above."""
+
+Day = Annotated[
+    date,
+    BeforeValidator(_day_spelling),
+    AfterValidator(supported_day),
+    # The schema says the range too: a year 20xx.
+    Field(json_schema_extra={"pattern": r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$"}),
+]
+"""A day of the programme (a registration, a referral, a consent's validity …): YYYY-MM-DD, 2000–2099."""
+
+BirthDate = Annotated[
+    date,
+    BeforeValidator(_day_spelling),
+    AfterValidator(plausible_birth_date),
+    Field(json_schema_extra={"pattern": r"^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}$"}),
+]
+"""A person's birth date: YYYY-MM-DD, 1900–2099."""
 
 
 class Sex(StrEnum):

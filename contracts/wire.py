@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 import annotated_types
 import msgspec
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Strict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -40,7 +40,7 @@ from contracts.events import (
     Registration,
     Retention,
 )
-from contracts.types import in_supported_range, supported_instant
+from contracts.types import INSTANT_PATTERN, SPELLING_CHECKS, in_supported_range, supported_instant
 
 __all__ = ["DATA", "NESTING_MAX", "Invalid", "from_model", "quick_check", "struct_for"]
 
@@ -52,12 +52,9 @@ Invalid = msgspec.DecodeError  # msgspec.ValidationError is one
 # counts in C) may be nested deeper than the contract reads: the fast paths leave it to the contract.
 NESTING_MAX = 200
 
-# An aware RFC 3339 time as pydantic reads it, limited to what both readers give the same instant for:
-# msgspec rounds a 7th fractional digit where pydantic truncates, so more than 6 go to the contract.
-_AWARE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
-)
+# An aware time in the contract's one spelling (``contracts.types.INSTANT_PATTERN``: at most six fractional
+# digits, so both readers give the same instant).
+_AWARE_TIME = re.compile(INSTANT_PATTERN)
 
 
 def _aware_time(value: str) -> datetime:
@@ -95,6 +92,8 @@ def _rules(metadata: list[Any]) -> tuple[dict[str, Any], str | None, list[Callab
     pattern: str | None = None
     after: list[Callable[[Any], Any]] = []
     for m in metadata:
+        if isinstance(m, BeforeValidator) and m.func in SPELLING_CHECKS:
+            continue  # a date's or time's one spelling: msgspec's ``date`` and ``to_time`` read only it
         if isinstance(m, AfterValidator):
             if len(inspect.signature(m.func).parameters) != 1:
                 raise TypeError(f"wire: unsupported validator {m!r} (it takes more than the value)")
