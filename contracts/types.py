@@ -192,19 +192,19 @@ def in_supported_range(value: datetime) -> bool:
 
 def supported_instant(value: datetime) -> datetime:
     if not in_supported_range(value):
-        raise ValueError(INSTANT_RULE)  # the rule, never the value
+        raise PydanticCustomError("datetime_range", INSTANT_RULE)  # the rule, never the value
     return value
 
 
 def supported_day(value: date) -> date:
     if not EARLIEST_DAY <= value <= LAST_DAY:
-        raise ValueError(DAY_RULE)
+        raise PydanticCustomError("date_range", DAY_RULE)
     return value
 
 
 def plausible_birth_date(value: date) -> date:
     if not EARLIEST_BIRTH_DATE <= value <= LAST_DAY:
-        raise ValueError(BIRTH_DATE_RULE)
+        raise PydanticCustomError("date_range", BIRTH_DATE_RULE)
     return value
 
 

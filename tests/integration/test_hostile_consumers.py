@@ -419,3 +419,78 @@ async def test_a_record_the_decoder_fails_on_is_dead_lettered_without_its_value(
     assert {line["consumer"] for line in failed} == {"event-log", "shared-view", "placement-feed"}
     assert all(line["error"] == "RuntimeError" for line in failed)
     assert "Tanaka" not in repr(logs)
+
+
+# Dates and times in another spelling or year, written straight to the topics (contracts.types: a day is
+# YYYY-MM-DD in 2000-2099, an instant RFC 3339 with seconds and an offset; pydantic's lax mode read the
+# first four, and the last two passed every reader).
+FORGED_DATES: dict[str, tuple[Family, dict[str, Any], str]] = {
+    "a midnight datetime for a date": (Family.CONSENT, {"valid_from": "2026-04-01T00:00:00"}, "valid_from"),
+    "a Unix time for a date": (Family.PLACEMENT, {"placed_on": 1775001600}, "placed_on"),
+    "a Unix time for an instant": (Family.CONSENT, {"captured": 1775001600}, "captured.signed_at"),
+    "a date in year 9999": (Family.RETENTION, {"checked_on": "9999-12-31"}, "checked_on"),
+    "a date in year 0001": (Family.REGISTRATION, {"registered_on": "0001-01-01"}, "registered_on"),
+    "full-width digits": (Family.REFERRAL, {"referred_on": "２０２６-04-01"}, "referred_on"),
+}
+
+
+async def test_forged_dates_and_times_are_dead_lettered_and_every_consumer_goes_on(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    """Each forged date or time is dead-lettered by every consumer with a reason naming the field and the
+    rule, never the value; an envelope time in another spelling likewise; a birth date of 0001-01-01 sealed
+    under the person's real key (only the shared view opens it) is refused there, and the person's consent
+    is still applied. A good person published after them reaches every consumer."""
+    settings = isolated
+    records: list[Record] = []
+    expected: dict[str, str] = {}  # person key -> the field the reason names
+    for family, over, field in FORGED_DATES.values():
+        pk = factories.person_key()
+        sub = next(s for s in factories.one_of_each(pk) if s.family is family)
+        event = to_event(sub, await _data_key(pool, settings, pk))
+        if "captured" in over:
+            over = {"captured": {**sub.data["captured"], "signed_at": over["captured"]}}
+        records.append(_raw(settings, event, **over))
+        expected[pk] = field
+    spaced = factories.person_key()  # ce_time with a space for the T: fromisoformat read it
+    key, headers, value = encode(to_event(factories.consent(spaced), None))
+    headers = [(n, b"2026-04-01 09:00:00+09:00" if n == "ce_time" else v) for n, v in headers]
+    records.append((settings.topic(Family.CONSENT), key, headers, value))
+    expected[spaced] = "ce_time"
+    born = factories.person_key()  # a forged birth date, sealed under the person's real key
+    data_key = await _data_key(pool, settings, born)
+    personal = seal(data_key, born, {"name": SECRET, "birth_date": "0001-01-01"}).model_dump()
+    records += [
+        _raw(settings, to_event(factories.registration(born), data_key), personal=personal),
+        *_raw_consent_for(settings, born),
+    ]
+    good, good_pk = await _after_rogue(pool, settings, records)
+
+    await _catch_up_all(pool, settings)
+
+    async with pool.acquire() as conn:
+        await _reaches_every_consumer(conn, good, good_pk)
+        person = await conn.fetchrow("SELECT name, scopes FROM sv_persons WHERE person_key = $1", born)
+        view_letters = await conn.fetch(
+            "SELECT reason FROM dead_letters WHERE consumer = 'shared-view' AND source_topic = $1",
+            settings.topic(Family.REGISTRATION),
+        )
+    assert person is not None and person["name"] is None, "in the view on the consent, without a name"
+    assert any(r["reason"].endswith("personal.birth_date: date_range") for r in view_letters), [
+        r["reason"] for r in view_letters
+    ]
+    letters = [m for m in await read_topic(settings, settings.deadletter_topic) if m.key is not None]
+    for pk, field in expected.items():
+        said = {
+            (dict(m.headers)["dlq_consumer"].decode(), dict(m.headers)["dlq_reason"].decode())
+            for m in letters
+            if m.key == pk.encode()
+        }
+        assert {c for c, _ in said} == {"event-log", "shared-view", "placement-feed"}, (field, said)
+        for _, reason in said:
+            assert field in reason and ("YYYY" in reason or "RFC 3339" in reason or "2000-01-01" in reason)
+            assert not any(
+                v in reason for v in ("1775001600", "9999", "0001-01-01", "２０２６", "2026-04-01")
+            )
+    for m in letters:
+        assert SECRET not in dict(m.headers)["dlq_reason"].decode()

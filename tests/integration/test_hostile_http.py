@@ -494,3 +494,73 @@ async def test_a_rogue_personal_block_never_breaks_the_individual_list(
     assert response.status_code == 200, (response.status_code, response.text[:300])
     assert "Tanaka" not in response.text and "\x00" not in response.text
     assert len(response.text.strip().splitlines()) == 2, "the header and the other person"
+
+
+# --- dates and times: one spelling, plausible years; 422 naming field and rule, never 5xx ------------------
+
+
+async def test_forged_dates_and_times_are_422_at_the_adapter_naming_field_and_rule(limited: Limited) -> None:
+    """pydantic's lax mode accepted a Unix time or a midnight datetime for a date, a Unix time for an
+    instant, and any year for a birth date; each is a 422 now, naming the field and the rule, not the value."""
+    pk = factories.person_key()
+    registration = factories.registration(pk).data
+    consent = factories.consent(pk).data
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("/v1/registration", {**registration, "registered_on": "2026-04-01T00:00:00"}, "registered_on"),
+        ("/v1/registration", {**registration, "registered_on": 1775001600}, "registered_on"),
+        ("/v1/registration", {**registration, "registered_on": "0001-01-01"}, "registered_on"),
+        (
+            "/v1/registration",
+            {**registration, "personal": {**registration["personal"], "birth_date": "9999-12-31"}},
+            "personal.birth_date",
+        ),
+        (
+            "/v1/registration",
+            {**registration, "personal": {**registration["personal"], "birth_date": "0001-01-01"}},
+            "personal.birth_date",
+        ),
+        ("/v1/consent", {**consent, "valid_from": "２０２６-04-01"}, "valid_from"),
+        (
+            "/v1/consent",
+            {**consent, "captured": {**consent["captured"], "signed_at": 1775001600}},
+            "captured.signed_at",
+        ),
+        (
+            "/v1/consent",
+            {**consent, "captured": {**consent["captured"], "signed_at": "2026-04-01T09:00:00"}},
+            "captured.signed_at",
+        ),
+        ("/v1/placement", {**factories.placement(pk).data, "placed_on": 1775001600.0}, "placed_on"),
+    ]
+    async with _client(limited, limited.office) as http:
+        for path, body, field in cases:
+            response = await http.post(path, json=body)
+            assert response.status_code == 422, (path, field, response.status_code)
+            (error,) = response.json()["errors"]
+            assert error["field"] == field, error
+            assert (
+                "YYYY-MM-DD" in error["rule"] or "RFC 3339" in error["rule"] or "must lie in" in error["rule"]
+            )
+            for value in ("1775001600", "9999-12-31", "0001-01-01", "２０２６", "2026-04-01T"):
+                assert value not in response.text, (field, value)
+
+
+async def test_forged_date_cells_are_refused_naming_line_column_and_rule(limited: Limited) -> None:
+    """A batch file's date cells may be ISO or era dates (government files), but the year must be plausible:
+    a birth year 0001 or 9999 and an event dated 1999 are refused row by row, the rest accepted."""
+    rows = [factories.registration(factories.person_key()).data for _ in range(4)]
+    rows[1]["personal"] = {**rows[1]["personal"], "birth_date": "0001-01-01"}
+    rows[2]["personal"] = {**rows[2]["personal"], "birth_date": "9999-12-31"}
+    rows[3]["registered_on"] = "1999-12-31"
+    content = write_csv("registration", rows)
+    async with _client(limited, limited.office) as http:
+        response = await http.post("/v1/registration/csv", files={"file": ("r.csv", content, "text/csv")})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 3), body
+    by_line = {e["line"]: e["message"] for e in body["errors"]}
+    assert by_line == {
+        3: "line 3: 生年月日 (personal.birth_date): must lie in 1900-01-01 .. 2099-12-31",
+        4: "line 4: 生年月日 (personal.birth_date): must lie in 1900-01-01 .. 2099-12-31",
+        5: "line 5: 求職申込日 (registered_on): must lie in 2000-01-01 .. 2099-12-31",
+    }
