@@ -18,7 +18,8 @@ the same rows (``SELECT count(*)``), the floor of any reading; the ratios betwee
 (RSS) of this process; a digest of everything built, compared with what main built from the same rows
 before the feed work of session 5 (``GOLDEN_DIGEST``); an incremental round after a few late
 placements (``incremental``: only the marked feeds are counted and rebuilt). Without ``--no-pool`` the
-build runs again with a process pool of ``os.cpu_count()`` workers composing the feeds.
+build runs again with a process pool of ``os.cpu_count() - 1`` workers sharing the composing with this
+process.
 
 Run: ``.venv/bin/python bench/bench_feed.py [--reuse] [--no-pool]`` (uses database ``ittai_bench_feed`` and
 topic namespace ``benchfeed``; both are recreated each run unless ``--reuse`` keeps the generated rows;
@@ -332,7 +333,8 @@ async def main() -> None:
     print(f"setup (not timed): {time.perf_counter() - t0:.1f} s")
     pool = await create_pool(settings, max_size=4)
     try:
-        workers = os.cpu_count() or 1
+        # This process composes a share of each chunk too (``builder._compose_all``): one core each.
+        workers = max(1, (os.cpu_count() or 1) - 1)
         seq, r1, r2 = await run_build(settings, pool, None)
         print(f"national build, sequential:  {seq:6.2f} s  ({r1} revision-1 feeds, {r2} revision-2 feeds)")
         print(f"digest of what was built (revision: feeds, md5): {await _digest(pool)}")

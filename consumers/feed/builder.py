@@ -10,11 +10,10 @@ system emitted it), not when the hub consumed it, so a replay of the topics rebu
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache, partial
 from typing import Any
@@ -29,7 +28,6 @@ from domain.feed import (
     RETENTION_CHECKPOINTS,
     SELF_FOUND_ROUTE,
     Assembled,
-    Composed,
     FeedCounts,
     Job,
     MonthRows,
@@ -500,21 +498,62 @@ async def _targets(
     return dict(targets), dict(earlier), frozenset(r["scope"] for r in excluded)
 
 
-async def _compose_all(jobs: list[Job], threshold: int, executor: Executor | None) -> list[Composed]:
-    if executor is None or len(jobs) < 50:
-        return _compose_chunk(jobs, threshold)
+@dataclass(frozen=True)
+class _Work:
+    """One feed to compose and keep: its job (without the previous body), the previous revision's body as
+    the JSON text it was kept as (None for revision 1), and the revision it would be."""
+
+    job: Job
+    previous: str | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A composed feed as it is kept: the JSON texts of its body, hidden cells and changes."""
+
+    body: bytes
+    suppressed: bytes
+    changes_text: bytes
+    tallies: dict[str, Any]
+    referral_placements: int | None
+    changes: list[dict[str, Any]]
+
+
+def _kept(work: Sequence[_Work], threshold: int, horizon: str) -> list[_Kept]:
+    """Compose ``work`` and write each result as it is kept (in a worker process, or here)."""
+    jobs = [
+        replace(w.job, previous=orjson.loads(w.previous)) if w.previous is not None else w.job for w in work
+    ]
+    out = []
+    for w, c in zip(work, compose_many(jobs, threshold=threshold), strict=True):
+        body = as_kept(dict(c.body, revision=w.revision, horizon=horizon, changes=c.changes))
+        out.append(
+            _Kept(orjson.dumps(body), _kept_text(c.suppressed), orjson.dumps(body["changes"]), c.tallies,
+                  body["indicators"]["authority"]["referral_placements"], c.changes)
+        )  # fmt: skip
+    return out
+
+
+async def _compose_all(
+    work: list[_Work], threshold: int, horizon: str, executor: Executor | None
+) -> list[_Kept]:
+    """With an executor (of ``n`` processes), the feeds are shared between its processes and this one:
+    each worker composes its share while this process composes its own. What travels is small: the
+    counts and the previous body as its kept text, there; the kept texts, back. (Pickled as
+    dictionaries, a chunk's previous bodies and composed bodies cost more to send and read back than
+    composing them: the earlier pool was slower than no pool.)"""
+    workers = getattr(executor, "_max_workers", 1)
+    if executor is None or len(work) < 2 * (workers + 1):
+        return _kept(work, threshold, horizon)
     loop = asyncio.get_running_loop()
-    # Chunks amortise pickling; the disclosure layouts are cached per worker process.
-    size = max(1, len(jobs) // (4 * (os.cpu_count() or 1)))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    results = await asyncio.gather(
-        *(loop.run_in_executor(executor, partial(_compose_chunk, c, threshold)) for c in chunks)
-    )
-    return [c for chunk in results for c in chunk]
-
-
-def _compose_chunk(jobs: list[Job], threshold: int) -> list[Composed]:
-    return compose_many(jobs, threshold=threshold)
+    size = -(-len(work) // (workers + 1))
+    shares = [work[i : i + size] for i in range(0, len(work), size)]
+    there = [
+        loop.run_in_executor(executor, partial(_kept, share, threshold, horizon)) for share in shares[1:]
+    ]
+    here = _kept(shares[0], threshold, horizon)  # the workers compose meanwhile
+    return here + [k for share in await asyncio.gather(*there) for k in share]
 
 
 async def build_month(
@@ -656,12 +695,13 @@ async def _latest(conn: asyncpg.Connection, month: str, wanted: set[str] | None)
 async def _previous(
     conn: asyncpg.Connection, month: str, latest: dict[str, int], authorities: list[str]
 ) -> dict[str, asyncpg.Record]:
-    """The latest revision (number, body, placement ids) of those of ``authorities`` that have one."""
+    """The latest revision (number, body as its kept JSON text, placement ids) of those of ``authorities``
+    that have one (the text is read where the feed is composed: ``_kept``)."""
     have = [a for a in authorities if a in latest]
     if not have:
         return {}
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (authority) authority, revision, body, placement_ids FROM feed_revisions "
+        "SELECT DISTINCT ON (authority) authority, revision, body::text AS body, placement_ids FROM feed_revisions "
         "WHERE month = $1 AND authority = ANY($2::text[]) ORDER BY authority, revision DESC",
         month,
         have,
@@ -705,32 +745,26 @@ async def _make_chunk(
 ) -> list[Built]:
     targets, earlier, excluded = await _targets(conn, month, authorities)
     latest_rows = await _previous(conn, str(month), latest, authorities)
-    jobs = []
+    work = []
     for a in sorted(authorities):
         feed = loaded.feeds.get(a) or FeedCounts(a, month, ())
         prev = latest_rows.get(a)
-        jobs.append(
-            Job(feed, prev["body"] if prev else None, targets.get(a, ()), earlier.get(a, {}), excluded)
-        )
-    composed = await _compose_all(jobs, settings.feed_suppression_threshold, executor)
+        job = Job(feed, None, targets.get(a, ()), earlier.get(a, {}), excluded)
+        work.append(_Work(job, prev["body"] if prev else None, (prev["revision"] if prev else 0) + 1))
+    kept = await _compose_all(work, settings.feed_suppression_threshold, horizon.isoformat(), executor)
     rows = []
     built = []
-    for job, c in zip(jobs, composed, strict=True):
-        a = job.feed.authority
+    for w, k in zip(work, kept, strict=True):
+        a = w.job.feed.authority
         prev = latest_rows.get(a)
         ids = loaded.placement_ids.get(a, [])
-        changes = c.changes  # compared with the previous revision's body, where there is one
-        if prev is not None and not changes and ids == sorted(prev["placement_ids"]):
+        # compared with the previous revision's body, where there is one
+        if prev is not None and not k.changes and ids == sorted(prev["placement_ids"]):
             continue
-        revision = (prev["revision"] if prev else 0) + 1
-        body = as_kept(dict(c.body, revision=revision, horizon=horizon.isoformat(), changes=changes))
         rows.append(
-            (a, str(month), revision, horizon, orjson.dumps(body), _kept_text(c.suppressed), ids,
-             orjson.dumps(body["changes"]), c.tallies)
-        )  # fmt: skip
-        built.append(
-            Built(a, str(month), revision, body["indicators"]["authority"]["referral_placements"], changes)
+            (a, str(month), w.revision, horizon, k.body, k.suppressed, ids, k.changes_text, k.tallies)
         )
+        built.append(Built(a, str(month), w.revision, k.referral_placements, k.changes))
     async with conn.transaction():
         await conn.executemany(
             "INSERT INTO feed_revisions (authority, month, revision, horizon, body, suppressed, placement_ids, "

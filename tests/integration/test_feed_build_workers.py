@@ -1,0 +1,60 @@
+"""A build whose feeds are shared with worker processes (``build_month(executor=…)``) keeps exactly what
+a build in one process keeps: every revision's body, hidden cells, placement ids, changes and tallies,
+for revision 1 at the cutoff and revision 2 (composed against revision 1's kept text) up to now."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from consumers.feed.builder import build_month
+from domain.calendar import YearMonth
+from infra.config import Settings
+from tests.integration.test_feed_counts import _month_rows, _write
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MONTH = YearMonth(2010, 7)  # a month (and cohorts) no other test writes
+SEED = 7
+
+
+async def _build(pool: asyncpg.Pool, settings: Settings, authorities: list[str], executor: Any) -> list[Any]:
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM feed_revisions WHERE month = $1", str(MONTH))
+        await conn.execute(
+            "INSERT INTO feed_dirty (authority, month) SELECT a, $2 FROM unnest($1::text[]) AS a",
+            authorities,
+            str(MONTH),
+        )
+    await build_month(
+        pool, settings, MONTH, now=datetime(2011, 9, 1, tzinfo=UTC), authorities=authorities,
+        executor=executor, publish=False,
+    )  # fmt: skip
+    return [
+        tuple(r)
+        for r in await pool.fetch(
+            "SELECT authority, revision, body::text, suppressed::text, placement_ids, changes::text, tallies "
+            "FROM feed_revisions WHERE month = $1 ORDER BY authority, revision",
+            str(MONTH),
+        )
+    ]
+
+
+async def test_a_build_shared_with_worker_processes_keeps_what_one_process_keeps(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    rows = _month_rows(SEED, MONTH)
+    authorities = sorted({r[2] for r in rows["reg"]})
+    async with pool.acquire() as conn, conn.transaction():
+        await _write(conn, rows)
+    alone = await _build(pool, settings, authorities, None)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as executor:
+        shared = await _build(pool, settings, authorities, executor)
+    assert {r[1] for r in alone} == {1, 2}  # both kinds of revision were built
+    assert len({r[0] for r in alone}) == len(authorities)
+    assert shared == alone
