@@ -147,19 +147,27 @@ class SharedViewHandler:
         plan = plan_batch(events, state)
         self.masked_events += plan.masked_events
         # The records to rebuild come from their people's events stored before this batch plus the batch's
-        # new ones, held here: so PostgreSQL stores the plan while the records are projected and encoded
-        # here (the two used to take turns, each idle while the other worked).
+        # new ones, held here: so PostgreSQL stores the plan, then the records extended in place, while
+        # those are encoded and the others projected and encoded here (the two used to take turns, each
+        # idle while the other worked). The rebuilt records are written last.
         stored = await store.stored_events(conn, plan.rebuild) if plan.rebuild else []
-        writing = asyncio.ensure_future(
-            store.write_plan(conn, plan, {c.event.id: c.value for c in batch}, state.known)
-        )
+        extended: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
+        raw = {c.event.id: c.value for c in batch}
+
+        async def write() -> None:
+            await store.write_plan(conn, plan, raw, state.known)
+            await store.write_views(conn, await extended)
+
+        writing = asyncio.ensure_future(write())
         try:
+            extended.set_result(await _encoded(plan.write))
             arrived = [
                 e for e, _ in plan.events if e.person_key in plan.rebuild and e.event_id not in state.known
             ]
             rebuilt = await self._projected(plan.rebuild, stored, arrived, state.opened, opener)
-            rows = await _encoded([*plan.write, *rebuilt])
+            rows = await _encoded(rebuilt)
         except BaseException:
+            extended.cancel()  # the writes end at their next await (a no-op once the rows were handed on)
             await asyncio.wait({writing})  # the connection is free again before the transaction rolls back
             if not writing.cancelled():
                 writing.exception()  # retrieved: the error raised here is the one to report
