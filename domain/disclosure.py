@@ -665,7 +665,6 @@ class _MoveLayout:
     numpy's per-call cost would dominate)."""
 
     grids: tuple[tuple[tuple[int, ...], ...], ...]  # each two-way table's interior quantities, rows
-    columns: tuple[tuple[tuple[int, ...], ...], ...]  # the same, columns
     # Per dimension of a two-way table: its margins (quantities, in first-seen order), and each two-way
     # table over it as (table, axis, the margins of that axis in the table's order).
     tables_of: tuple[tuple[tuple[int, ...], tuple[tuple[int, int, tuple[int, ...]], ...]], ...]
@@ -717,7 +716,6 @@ def _line_arrays(quantities: tuple[Quantity, ...], lines: tuple[_Line, ...], sha
             signed[index[q]].append((i, 1 if q == line.total else -1))
     moves = _MoveLayout(
         grids=grid_lists,
-        columns=tuple(tuple(zip(*g, strict=True)) for g in grid_lists),
         tables_of=tuple((tuple(margins[dim]), tuple(over[dim])) for dim in over),
         cell_of=MappingProxyType(
             {
@@ -1501,6 +1499,22 @@ def _safe_by_moves(
             if v and _shows_safe(values[i], values[i] + v, threshold):
                 done.add(i)
 
+    adjacency: dict[int, tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]] = {}
+
+    def adjacent(t: int) -> tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
+        """Table t's hidden interior cells by row and by column: (the other axis's position, cell)."""
+        if t not in adjacency:
+            grid = moves.grids[t]
+            rows: list[list[tuple[int, int]]] = [[] for _ in grid]
+            columns: list[list[tuple[int, int]]] = [[] for _ in grid[0]]
+            for r, row in enumerate(grid):
+                for c, q in enumerate(row):
+                    if q in hid:
+                        rows[r].append((c, q))
+                        columns[c].append((r, q))
+            adjacency[t] = rows, columns
+        return adjacency[t]
+
     def path(
         t: int, axis: int, start: int, goal_axis: int, goal: int, change: int, skip: int
     ) -> list[tuple[int, int]] | None:
@@ -1508,17 +1522,16 @@ def _safe_by_moves(
         ``goal_axis`` (not through cell ``skip``): cells entered from ``axis``'s side move by
         ``change``, cells entered from the other side by ``-change``, none below 0. Returns (cell,
         move) pairs."""
-        rows, columns = moves.grids[t], moves.columns[t]
+        rows, columns = adjacent(t)
         came: dict[tuple[int, int], tuple[tuple[int, int], int, int] | None] = {(axis, start): None}
         frontier = [(axis, start)]
         while frontier:
             ahead = []
             for side, k in frontier:
                 move = change if side == axis else -change
-                line = rows[k] if side == 0 else columns[k]
-                for other, q in enumerate(line):
+                for other, q in rows[k] if side == 0 else columns[k]:
                     node = (1 - side, other)
-                    if node in came or q == skip or q not in hid or values[q] + move < 0:
+                    if node in came or q == skip or values[q] + move < 0:
                         continue
                     came[node] = ((side, k), q, move)
                     if node == (goal_axis, goal):
@@ -1542,8 +1555,8 @@ def _safe_by_moves(
                 for y in shown:
                     if todo <= done:
                         return {quantities[i] for i in done}
-                    if y == x:
-                        continue
+                    if y == x or (x in done and y in done):
+                        continue  # a move between two margins already shown rarely shows more
                     delta = {x: -t, y: t}
                     for table, axis, ms in tables:
                         if x not in ms or y not in ms:
