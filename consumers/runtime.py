@@ -82,9 +82,14 @@ _FAMILY_NAMES = {f: f.value for f in Family}  # an enum's ``.value`` is a proper
 
 def incoming(c: Consumed) -> Incoming:
     """The event as planning functions take it (``domain.batch``): plain data, the JSON as received
-    (``orjson``: what the view stores and rebuilds from, so a record extended from it equals one rebuilt)."""
+    (``orjson``: what the view stores and rebuilds from, so a record extended from it equals one rebuilt).
+    The decoder's own parse where the handler asked for it (``plain_data``), so a record is parsed once;
+    it is read-only (``Mapping``): a batch retried after a transient failure hands it to the handler again."""
     e = c.event
-    return Incoming(e.id, _FAMILY_NAMES[e.family], e.subject, e.time, orjson.loads(c.value))
+    parsed = e.parsed
+    if parsed is None:  # not kept (built by a test or a bench, or decoded for another handler)
+        parsed = orjson.loads(c.value)
+    return Incoming(e.id, _FAMILY_NAMES[e.family], e.subject, e.time, parsed)
 
 
 def group_id_for(name: str, settings: Settings, role: str = "live") -> str:
@@ -96,7 +101,10 @@ def group_id_for(name: str, settings: Settings, role: str = "live") -> str:
 
 
 class BatchHandler(Protocol):
-    """A consumer's effect. ``handle`` runs inside the batch's transaction and must not commit."""
+    """A consumer's effect. ``handle`` runs inside the batch's transaction and must not commit.
+
+    A handler that takes its events' data as plain values (``incoming``) says so with a true class
+    attribute ``plain_data``: the decoder's parse of each value is then kept for it (``Event.parsed``)."""
 
     name: str
     topics: Sequence[str]
@@ -272,6 +280,7 @@ class ConsumerRuntime:
         self._stale = False  # a batch was fenced off: re-read positions before the next one
         self.processed = 0
         self.dead_lettered = 0
+        self._keep_parsed = bool(getattr(handler, "plain_data", False))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -438,13 +447,16 @@ class ConsumerRuntime:
         batch = _Batch(records=records, spans=spans, good=[], poison=[], started=time.perf_counter())
         good, poison = batch.good, batch.poison
         dropped: list[str] = []  # why a record's trace context was dropped (the event is applied)
+        keep = self._keep_parsed
         first: ConsumerRecord | None = None
         for start in range(0, len(records), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # let the batch in flight take its next step in PostgreSQL
             for rec in records[start : start + _YIELD_EVERY]:
                 try:
-                    event = decode(rec.key, rec.headers, rec.value, fast=True, dropped=dropped)
+                    event = decode(
+                        rec.key, rec.headers, rec.value, fast=True, dropped=dropped, keep_parsed=keep
+                    )
                 except PoisonMessage as refused:
                     poison.append(DeadLetter.of(rec, refused.reason))
                     continue

@@ -121,6 +121,10 @@ class Event(NamedTuple, Generic[D]):
     # ``tracestate`` that goes with it (``ce_tracestate``: vendors' entries), only ever beside a traceparent.
     traceparent: str | None = None
     tracestate: str | None = None
+    # Where decoded from a record for a consumer that takes the data as plain values (``decode``'s
+    # ``keep_parsed``): the data as ``orjson`` parsed it (dates as text, the personal block sealed), the
+    # decoder's one parse of the value, so the record is not parsed again. Else None (``encode`` ignores it).
+    parsed: Any = None
 
 
 class PoisonMessage(Exception):
@@ -301,16 +305,19 @@ def decode(
     *,
     fast: bool = False,
     dropped: list[str] | None = None,
+    keep_parsed: bool = False,
 ) -> Event:
     """Decode one Kafka record or raise ``PoisonMessage`` naming the header or field and the rule.
 
     ``fast`` (consumers): the data is the ``contracts.wire`` struct, read by its fast decoder; where that
     refuses, the contract gives the verdict — so the same records are accepted, with the same reasons.
     ``dropped``: where a malformed ``ce_traceparent`` or ``ce_tracestate`` is dropped from an event, its
-    reason is added here.
+    reason is added here. ``keep_parsed``: the event keeps the value as parsed (``Event.parsed``), for a
+    consumer that takes the data as plain values (kept only then: a batch of parses held until it commits
+    costs a consumer that stores the bytes more than it saves).
     """
     if fast:
-        event = _canonical(key, headers, value, dropped)
+        event = _canonical(key, headers, value, dropped, keep_parsed)
         if event is not None:
             return event
     traced: list[bytes] = []
@@ -336,10 +343,14 @@ def decode(
         raise PoisonMessage(f"header ce_time: {INSTANT_RULE}")
     if value is None:
         raise PoisonMessage("value: empty (tombstone) where an event was expected")
+    try:  # pydantic reads NaN, Infinity and 1e400 (as inf) where orjson, which consumers parse with, does not
+        parsed = _loads(value)
+    except orjson.JSONDecodeError:
+        parsed = _UNREADABLE  # refused below, once the contract has given its own reason if it has one
     data: Any = None
-    if fast:
+    if fast and parsed is not _UNREADABLE and wire.shallow_enough(value):
         try:
-            data = wire.DATA[family.value].decode(value)
+            data = wire.DATA[family.value].read(parsed)
         except wire.Invalid:
             data = None
     if data is None:
@@ -349,10 +360,8 @@ def decode(
                 data = wire.from_model(data)
             except wire.Invalid:  # the mirror is tested equal to the contract; never a stopped consumer
                 raise PoisonMessage(f"{family.value} data: not readable by contracts.wire") from None
-    try:  # pydantic reads NaN, Infinity and 1e400 (as inf) where orjson, which consumers parse with, does not
-        _loads(value)
-    except orjson.JSONDecodeError:
-        raise PoisonMessage("value: not valid JSON") from None
+    if parsed is _UNREADABLE:
+        raise PoisonMessage("value: not valid JSON")
     subject = attrs["ce_subject"]
     if subject != data.person_key:
         raise PoisonMessage("header ce_subject: does not match data.person_key")
@@ -377,7 +386,11 @@ def decode(
         data=data,
         traceparent=traceparent,
         tracestate=tracestate,
+        parsed=parsed if keep_parsed else None,
     )
+
+
+_UNREADABLE = object()  # a value orjson does not read
 
 
 # The hub's own records, as ``encode`` writes them, recognised in a few C calls: the headers in
@@ -386,7 +399,7 @@ def decode(
 # else (another order, a repeated or unknown header, a non-ASCII time, a value the fast data decoder
 # refuses) goes the whole way above, which alone gives reasons, so the verdict is the same.
 _CANONICAL_TYPES = {
-    t.encode(): (t, family, wire.DATA[family.value].structural, wire.DATA[family.value].checks)
+    t.encode(): (t, family, wire.DATA[family.value].struct, wire.DATA[family.value].checks)
     for t, family in TYPES.items()
 }
 _CANONICAL_NAMES = (
@@ -405,12 +418,13 @@ _HEX = b"0123456789abcdef"  # ID_PATTERN's alphabet: an id of 32 bytes none of w
 _SOURCE = re.compile(SOURCE_PATTERN[1:-1].encode()).fullmatch
 _SOURCES: dict[bytes, str] = {}  # sources that passed (a few hundred organisations), bounded like _PASSED
 _new_event = tuple.__new__  # ``Event(...)`` less its Python frame: the fields are given in order
-_NESTING_MAX = wire.NESTING_MAX
+_shallow_enough = wire.shallow_enough
 _loads = orjson.loads
+_convert = msgspec.convert
 
 
 def _canonical(
-    key: bytes | None, headers: Headers, value: bytes | None, dropped: list[str] | None
+    key: bytes | None, headers: Headers, value: bytes | None, dropped: list[str] | None, keep: bool
 ) -> Event | None:
     """The event, if the record is in the form ``encode`` gives and everything in it is valid; else None
     (the caller then decides, with reasons). Never accepts what the whole way refuses."""
@@ -433,7 +447,7 @@ def _canonical(
             return None
         if traced and tuple(name for name, _ in traced) not in _TRACED_NAMES:
             return None
-        type_, family, structural, checks = _CANONICAL_TYPES[raw_type]
+        type_, family, struct, checks = _CANONICAL_TYPES[raw_type]
         source = _SOURCES.get(raw_source)
         if source is None:
             if _SOURCE(raw_source) is None:
@@ -451,14 +465,14 @@ def _canonical(
         time = datetime.fromisoformat(text)
         if not in_supported_range(time):
             return None
-        if value.count(b"[") + value.count(b"{") > _NESTING_MAX:  # may be deeper than the contract reads
+        if not _shallow_enough(value):  # may be nested deeper than the contract reads
             return None
-        data = structural(value)
+        parsed = _loads(value)  # the one parse (``Event.parsed``); refuses a number past a float's range
+        data: Any = _convert(parsed, struct)
         checks(data)  # as ``wire.DATA[…].decode``: its refusals are the ValueErrors etc. caught below
         subject = raw_subject.decode()
         if subject != data.person_key:
             return None
-        _loads(value)  # what consumers parse the value with (a number past a float's range: see decode)
     except (KeyError, TypeError, ValueError, AttributeError):  # wire.Invalid, UnicodeError, JSONDecodeError
         return None
     traceparent = tracestate = None
@@ -470,8 +484,9 @@ def _canonical(
             tracestate, why = _trace_state([traced[1][1]], traceparent)
             if why is not None and dropped is not None:
                 dropped.append(why)
+    kept = parsed if keep else None
     return _new_event(
-        Event, (raw_id.decode(), source, type_, subject, time, family, data, traceparent, tracestate)
+        Event, (raw_id.decode(), source, type_, subject, time, family, data, traceparent, tracestate, kept)
     )
 
 

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 import annotated_types
 import msgspec
+import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -42,7 +43,7 @@ from contracts.events import (
 )
 from contracts.types import INSTANT_PATTERN, SPELLING_CHECKS, in_supported_range, supported_instant
 
-__all__ = ["DATA", "NESTING_MAX", "Invalid", "from_model", "quick_check", "struct_for"]
+__all__ = ["DATA", "NESTING_MAX", "Invalid", "from_model", "quick_check", "shallow_enough", "struct_for"]
 
 Invalid = msgspec.DecodeError  # msgspec.ValidationError is one
 
@@ -387,28 +388,49 @@ def _no_checks(data: Any) -> None:
     """The rules of a struct msgspec checks whole."""
 
 
-class _Reader:
-    """Decodes one family's data: msgspec's structural pass in C (``structural``), then the derived rules
-    (``checks``, raising ``ValueError``, ``TypeError`` or ``AttributeError``). A caller that handles those
-    itself (``contracts.envelope``'s quick path) may call the two in turn and save a frame per event."""
+def shallow_enough(value: bytes) -> bool:
+    """Whether ``value`` cannot be nested deeper than ``NESTING_MAX`` (so no deeper than the contract reads):
+    each level takes two bytes, so a short value cannot; a longer one has no more brackets than that."""
+    return len(value) <= 2 * NESTING_MAX + 1 or value.count(b"[") + value.count(b"{") <= NESTING_MAX
 
-    __slots__ = ("checks", "structural")
+
+class _Reader:
+    """Reads one family's data from the value as ``orjson`` parsed it — the one parse of a record: consumers
+    take their plain data from it too (``Event.parsed``) — with msgspec's structural pass in C
+    (``msgspec.convert`` to ``struct``), then the derived rules (``checks``, raising ``ValueError``,
+    ``TypeError`` or ``AttributeError``). A caller that handles those itself (``contracts.envelope``'s
+    quick path) may call the two in turn and save a frame per event.
+
+    orjson is the parser because it refuses what msgspec's JSON decoder skips unread in a field no struct
+    has: invalid UTF-8, and numbers past a float's range (``1e400``), which the consumers, and readers of
+    the stored value, could not read back."""
+
+    __slots__ = ("checks", "struct")
 
     def __init__(self, model: type[BaseModel]) -> None:
         struct, checks = _STRUCTS.get(model) or _derive(model, nested=False)
+        self.struct = struct
         self.checks: Callable[[Any], None] = checks or _no_checks
-        self.structural: Callable[[bytes], Any] = msgspec.json.Decoder(struct).decode
 
-    def decode(self, value: bytes) -> Any:
-        """The data, or ``Invalid`` where the contract may refuse it."""
-        if value.count(b"[") + value.count(b"{") > NESTING_MAX:
-            raise msgspec.DecodeError("nested deeper than the contract may read")
-        data = self.structural(value)
+    def read(self, parsed: Any) -> Any:
+        """The data of a value ``orjson`` parsed (and ``shallow_enough``), or ``Invalid`` where the
+        contract may refuse it."""
+        data = msgspec.convert(parsed, self.struct)
         try:
             self.checks(data)
         except (ValueError, TypeError, AttributeError) as exc:
             raise msgspec.ValidationError(str(exc)) from None
         return data
+
+    def decode(self, value: bytes) -> Any:
+        """The data, or ``Invalid`` where the contract may refuse it."""
+        if not shallow_enough(value):
+            raise msgspec.DecodeError("nested deeper than the contract may read")
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise msgspec.DecodeError("not JSON that orjson reads") from None
+        return self.read(parsed)
 
 
 _FAMILIES: dict[str, type[BaseModel]] = {

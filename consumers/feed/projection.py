@@ -24,6 +24,7 @@ from infra.signing import erasure_verifier
 
 class FeedProjection:
     name = "placement-feed"
+    plain_data = True  # takes its events' data through ``incoming`` (consumers.runtime)
 
     def __init__(self, settings: Settings) -> None:
         self.topics: Sequence[str] = settings.event_topics

@@ -110,6 +110,8 @@ def today_jst() -> date:
 
 
 class SharedViewHandler:
+    plain_data = True  # takes its events' data through ``incoming`` (consumers.runtime)
+
     def __init__(
         self,
         settings: Settings,

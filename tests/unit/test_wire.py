@@ -139,6 +139,19 @@ def test_the_simulators_stream_reads_the_same(stream: list[Event]) -> None:
         assert _plain(decode(key, headers, value, fast=True).data) == _plain(event.data)
 
 
+def test_the_decoders_one_parse_is_kept_for_a_consumer_that_takes_plain_data(stream: list[Event]) -> None:
+    """A record is parsed once: the decoder's parse (what ``orjson`` gives, which consumers read) is the
+    event's ``parsed`` where asked for, on the quick path and the whole way alike, and nowhere else."""
+    for event in stream:
+        key, headers, value = encode(event)
+        for fast in (True, False):
+            kept = decode(key, headers, value, fast=fast, keep_parsed=True)
+            assert kept.parsed == orjson.loads(value)
+            assert decode(key, headers, value, fast=fast).parsed is None
+        # another header order: the quick path leaves it to the whole way, which keeps its parse too
+        assert decode(key, headers[::-1], value, fast=True, keep_parsed=True).parsed == orjson.loads(value)
+
+
 # --- every example of the committed JSON Schemas -------------------------------------------------
 
 
