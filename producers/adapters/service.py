@@ -65,7 +65,9 @@ CSV_ROWS = Counter(
 )
 
 CHUNK_ROWS = 2000
-_YIELD_EVERY = 250  # rows judged or authorised between chances for the previous chunk's commit to move on
+_YIELD_EVERY = (
+    100  # rows judged, authorised or sealed between chances for the previous chunk's commit to move on
+)
 
 
 class Rejected(Exception):
@@ -314,7 +316,7 @@ class AdapterService:
         encoding, lines, header, chunks = read_chunks(
             family.value,
             content,
-            chunk_rows=CHUNK_ROWS,
+            chunk_rows=min(CHUNK_ROWS, _YIELD_EVERY),  # parts of a chunk (``_prepare_chunk``)
             max_rows=self.settings.max_file_rows,
             max_columns=self.settings.max_file_columns,
         )
@@ -388,18 +390,24 @@ class AdapterService:
         label_for: Callable[[tuple[int | str, ...]], str | None],
         chunks: Iterator[Chunk],
     ) -> _Chunk | None:
-        """Judge the next chunk (``None`` at the end of the file). CPU only, but it yields now and then so
-        the previous chunk's transaction moves on meanwhile."""
-        parsed, error = next(chunks, ([], None))
-        if not parsed and error is None:
-            return None
-        chunk = _Chunk(rows=len(parsed), first_line=parsed[0].line if parsed else 0, error=error)
+        """Judge the next chunk (``None`` at the end of the file). CPU only, but read, parsed and judged a
+        part of ``_YIELD_EVERY`` rows at a time, yielding in between: the previous chunk's transaction
+        waits for this loop to read each answer of PostgreSQL, and it sat idle while 2,000 rows were
+        parsed in one go."""
+        chunk: _Chunk | None = None
         judge = self._rows(family)
         secret = hmac.new(self.digest_key, digestmod="sha256")
-        for start in range(0, len(parsed), _YIELD_EVERY):
+        while chunk is None or (chunk.rows < CHUNK_ROWS and chunk.error is None):
             await asyncio.sleep(0)
+            parsed, error = next(chunks, ([], None))
+            if not parsed and error is None:
+                break
+            if chunk is None:
+                chunk = _Chunk(first_line=parsed[0].line if parsed else 0)
+            chunk.rows += len(parsed)
+            chunk.error = error
             fit: list[tuple[int, dict[str, Any], str]] = []
-            for row in parsed[start : start + _YIELD_EVERY]:
+            for row in parsed:
                 if row.errors:
                     chunk.bad.extend((row.line, e) for e in row.errors)
                 else:
@@ -471,8 +479,10 @@ class AdapterService:
                 sealing.fresh[p] = made.fresh[p]
         else:
             sealing = self.keystore.sealing_keys(stored, people)
-        if accepted:
-            events = seal_rows(family, accepted, sources, sealing.keys)
+        for start in range(0, len(accepted), _YIELD_EVERY):
+            await asyncio.sleep(0)
+            part = slice(start, start + _YIELD_EVERY)
+            events += seal_rows(family, accepted[part], sources[part], sealing.keys)
         return _Sealed(chunk, accepted, sources, events, sealing, ctx)
 
     async def _write_chunk(
@@ -490,12 +500,12 @@ class AdapterService:
         for _ in range(_GroupCommitter.MAX_TRIES):
             if not events:
                 break
-            async with generic_plans(self.pool) as conn:
+            staged = await _staged(rows, events, self.settings.topic_namespace)
+            async with self.pool.acquire() as conn:
                 async with conn.transaction():
                     verdict = await _accept_file_rows(
-                        conn, principal, family, rows, events, sealing.fresh, origin,
-                        self.settings.topic_namespace,
-                    )  # fmt: skip
+                        conn, principal, family, staged, events, sealing.fresh, origin
+                    )
                 if verdict is None:
                     gone = refusals([principal.client_id], {})
                     raise _Revoked(chunk.first_line, gone[principal.client_id])
@@ -556,32 +566,41 @@ _FILE_ROWS = "n int, subject text, topic text, headers json, value bytea, event_
 _ACCEPT_FILE_ROWS = f"SELECT * FROM accept_file_rows({', '.join(f'${n}' for n in range(1, 18))})"
 
 
+async def _staged(rows: Sequence[Row], events: Sequence[Event], namespace: str) -> list[tuple[Any, ...]]:
+    """The ``file_rows_stage`` records of a chunk's events, made a part at a time (CPU only: the previous
+    chunk's transaction moves on in between)."""
+    staged: list[tuple[Any, ...]] = []
+    for start in range(0, len(events), _YIELD_EVERY):
+        await asyncio.sleep(0)
+        part = slice(start, start + _YIELD_EVERY)
+        topics, headers, values, ids = outbox_columns(events[part], namespace)
+        staged += zip(
+            range(start, start + len(ids)),
+            (e.subject for e in events[part]),
+            topics,
+            headers,
+            values,
+            ids,
+            (r.key for r in rows[part]),
+            strict=True,
+        )
+    return staged
+
+
 async def _accept_file_rows(
     conn: asyncpg.Connection,
     principal: Principal,
     family: Family,
-    rows: Sequence[Row],
+    staged: list[tuple[Any, ...]],
     events: Sequence[Event],
     fresh_keys: Mapping[str, bytes],
     origin: str,
-    namespace: str,
 ) -> tuple[frozenset[str], frozenset[str], list[int]] | AuthError | None:
     """A file chunk's acceptance, in the caller's transaction (migration 029): the people erased and
     those whose data key was stored meanwhile (every row of theirs refused), and the indexes of the
     events accepted; or the uploader's refusal (revoked: an ``AuthError``; unknown: ``None``), with
-    nothing written."""
-    topics, headers, values, ids = outbox_columns(events, namespace)
-    await copy_to_stage(
-        conn,
-        "file_rows_stage",
-        _FILE_ROWS,
-        [
-            (n, e.subject, topic, h, v, i, r.key)
-            for n, (r, e, topic, h, v, i) in enumerate(
-                zip(rows, events, topics, headers, values, ids, strict=True)
-            )
-        ],
-    )
+    nothing written. ``staged``: the events' records for ``file_rows_stage`` (``_staged``)."""
+    await copy_to_stage(conn, "file_rows_stage", _FILE_ROWS, staged)
     holders = holder_rows(events)
     fences = fence_rows(events)
     verdict = await conn.fetchrow(
