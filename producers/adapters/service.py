@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 from prometheus_client import Counter
 
-from contracts.envelope import Event, Family
+from contracts.envelope import PERSONAL_MODELS, Event, Family
 from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
@@ -445,9 +445,11 @@ class AdapterService:
             persons = [r.subject for r in chunk.valid]
             read = await conn.fetchrow(
                 _CHUNK_READS,
-                *registers_args(sites, persons, fences=family is Family.CONSENT),
+                ",".join(set(sites)),
+                ",".join(set(persons)),
+                family is Family.CONSENT,
                 principal.client_id,
-                sorted({r.subject for r in chunk.valid if r.personal is not None}),
+                family in PERSONAL_MODELS,
             )
         assert read is not None
         gone = refusals([principal.client_id], {client: at for client, at in read["clients"]})
@@ -465,8 +467,9 @@ class AdapterService:
                 bad.append((row.line, FieldError("(row)", exc.reason, None, "forbidden")))
                 continue
             accepted.append(row)
-        people = sorted({r.subject for r in accepted if r.personal is not None})
-        stored = read["stored_keys"]
+        people_set = {r.subject for r in accepted if r.personal is not None}
+        people = sorted(people_set)
+        stored = [(p, w) for p, w in read["stored_keys"] if p in people_set]
         made = carried.sealing if carried is not None else None
         if made is not None and made.fresh:
             have = {p for p, _ in stored}
@@ -563,7 +566,12 @@ _PURGE_EVERY_S = 300.0
 # A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 029 reads this table
 # by name): the driver encodes them in C, where six arrays it encoded element by element.
 _FILE_ROWS = "n int, subject text, topic text, headers json, value bytea, event_id text, row_key text"
-_ACCEPT_FILE_ROWS = f"SELECT * FROM accept_file_rows({', '.join(f'${n}' for n in range(1, 18))})"
+# The fresh data keys' people ($4) and wrapped keys ($5, hex) as comma-separated texts (see _CHUNK_READS).
+_ACCEPT_FILE_ROWS = (
+    "SELECT * FROM accept_file_rows($1, $2, $3, string_to_array($4::text, ','), "
+    "ARRAY(SELECT decode(w, 'hex') FROM unnest(string_to_array($5::text, ',')) WITH ORDINALITY AS t(w, n) "
+    f"ORDER BY n), {', '.join(f'${n}' for n in range(6, 18))})"
+)
 
 
 async def _staged(rows: Sequence[Row], events: Sequence[Event], namespace: str) -> list[tuple[Any, ...]]:
@@ -606,7 +614,7 @@ async def _accept_file_rows(
     verdict = await conn.fetchrow(
         _ACCEPT_FILE_ROWS,
         principal.client_id, principal.organisation, family.value,
-        list(fresh_keys), list(fresh_keys.values()),
+        ",".join(fresh_keys), ",".join(w.hex() for w in fresh_keys.values()),
         [h[0] for h in holders], [h[1] for h in holders], [h[2] for h in holders],
         [h[3] for h in holders], [h[4] for h in holders], [h[5] for h in holders],
         [f[0] for f in fences], [f[1] for f in fences], [f[2] for f in fences], [f[3] for f in fences],
@@ -651,11 +659,19 @@ def refusals(client_ids: Iterable[str], revoked_at: Mapping[str, datetime | None
     return refused
 
 
-# A file chunk's reads before authorisation: the uploader's revocation ($4), the registers ($1–$3) and the
-# stored data keys of the people with a personal block ($5).
+# A file chunk's reads before authorisation: the uploader's revocation ($4), the registers ($1–$3) and, if
+# the family has personal blocks ($5), its people's stored data keys (``stored_keys``, for the same array
+# of people: the driver encodes an array element by element, and one of 2,000 people once is enough).
+# Its sites and people ($1, $2) are comma-separated texts, not arrays (the driver encodes an array element by
+# element, a few type checks each): site ids and person keys, as the contract checked them, hold no comma.
 _CHUNK_READS = (
-    "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $4) AS clients, "
-    f"{stored_keys(5)}, {REGISTERS}"
+    (
+        "SELECT ARRAY(SELECT (client_id, revoked_at) FROM clients WHERE client_id = $4) AS clients, "
+        "ARRAY(SELECT (person_key, wrapped) FROM person_data_keys "
+        f"WHERE $5 AND person_key = ANY($2::text[]) AND version = 1) AS stored_keys, {REGISTERS}"
+    )
+    .replace("$1::text[]", "string_to_array($1::text, ',')")
+    .replace("$2::text[]", "string_to_array($2::text, ',')")
 )
 
 
