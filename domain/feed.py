@@ -1053,7 +1053,7 @@ def _finish(job: Job, populations: dict[str, SuppressedFeed], threshold: int) ->
         "indicators": ind,
         "targets": evaluations,
     }
-    suppressed = [[ref.table, list(ref.key)] for s in populations.values() for ref in sorted(s.suppressed)]
+    suppressed = [[ref.table, list(ref.key)] for s in populations.values() for ref in s.suppressed_in_order()]
     return Composed(body, suppressed, {s: t.to_json() for s, t in tallies.items()})
 
 

@@ -782,12 +782,14 @@ def as_kept(value: Any) -> Any:
     hold no objects (the feed contract: keys, value, reason), so they are not walked: they are most of
     a body."""
     if type(value) is dict:
-        kept = {k: value[k] for k in _jsonb_order(tuple(value))}
-        for k, v in kept.items():
-            if type(v) in _CONTAINERS and k != "cells":
-                kept[k] = as_kept(v)
+        kept = {}
+        for k in _jsonb_order(tuple(value)):
+            v = value[k]
+            kept[k] = as_kept(v) if type(v) in _CONTAINERS and k != "cells" else v
         return kept
     if type(value) is list or type(value) is tuple:
+        if _CONTAINERS.isdisjoint(map(type, value)):
+            return value  # no object inside (a table's dims, a feed's sites): written as it is
         return [as_kept(v) if type(v) in _CONTAINERS else v for v in value]
     return value
 

@@ -233,3 +233,26 @@ def test_lines_closed_and_rectangles_found_for_many_feeds_at_once_are_each_feeds
         assert [layout.quantities[q] for q in added[feed_of == row].tolist()] == expected_added[row]
         assert {layout.quantities[q] for q in np.flatnonzero(hidden[row]).tolist()} == expected_hidden[row]
         assert {layout.quantities[q] for q in np.flatnonzero(safe[row]).tolist()} == expected_safe[row]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(small_counts, min_size=1, max_size=4), st.integers(2, 5))
+def test_hidden_cells_listed_by_position_are_the_hidden_cells_sorted(
+    feeds: list[dict[Any, int]], threshold: int
+) -> None:
+    """``SuppressedFeed.suppressed_in_order`` (the hidden cells found and ordered by their place in the
+    layout) is ``sorted(suppressed)``, for fresh suppressions and for revisions; and a structure's
+    counts by quantity (made only when asked for) are its counts in the layout's order."""
+    counted = d.count_many(feeds, CATEGORIES, LAYOUT, recode=[RECODE] * len(feeds))
+    for c, fresh in zip(
+        counted, d.suppress_many([(c, frozenset()) for c in counted], threshold), strict=True
+    ):
+        s = c.structure
+        assert list(s.value) == list(s.layout.quantities)
+        assert list(s.value.values()) == s.by_index
+        assert fresh.suppressed_in_order() == sorted(fresh.suppressed)
+        published = [{"name": t.name, "cells": fresh.rows(t.name)} for t in fresh.tables]
+        revised = d.revise_published(c, threshold, published)
+        assert revised.suppressed_in_order() == sorted(revised.suppressed)
+        by_name = d.revise(c, threshold, {ref: None for ref in fresh.cells})  # every cell hidden before
+        assert by_name.suppressed_in_order() == sorted(by_name.suppressed)
