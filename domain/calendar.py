@@ -48,7 +48,12 @@ _ISO = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})", re.ASCII)
 _KANJI_GREGORIAN = re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日", re.ASCII)
 _KANJI_ERA = re.compile(r"(令和|平成|昭和)(元|\d{1,2})年(\d{1,2})月(\d{1,2})日", re.ASCII)
 _LETTER_ERA = re.compile(r"([RHS])(\d{1,2})\.(\d{1,2})\.(\d{1,2})", re.ASCII)
-_MONTH = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
+# A reporting month from outside (a URL, the command line) takes one spelling, as the contracts' dates do:
+# YYYY-MM in ASCII digits, nothing around them, in the programme's years.
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+MONTH_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
+"""``parse_month``'s rule as a pattern, for the HTTP APIs' path and query parameters."""
+FIRST_YEAR, LAST_YEAR = 2000, 2099  # as contracts.types: every date and instant of an event lies in them
 
 
 def _normalise(text: str) -> str:
@@ -180,15 +185,15 @@ class YearMonth(NamedTuple):
 
 
 def parse_month(text: str) -> YearMonth:
-    """Parse a reporting month written YYYY-MM (e.g. 2025-04)."""
-    m = _MONTH.fullmatch(_normalise(text))
+    """Parse a reporting month written YYYY-MM (e.g. 2025-04), of the programme's years (2000-2099)."""
+    m = _MONTH.fullmatch(text)
     if m is None:
-        raise DateFormatError("is not a month: expected YYYY-MM, e.g. 2025-04")
+        raise DateFormatError("is not a month: expected YYYY-MM in ASCII digits, e.g. 2025-04")
     year, month = int(m[1]), int(m[2])
     if not 1 <= month <= 12:
         raise DateFormatError("is not a month: the month is outside 01 to 12")
-    if year < 1:
-        raise DateFormatError("is not a month: year 0000 does not exist")
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise DateFormatError("is not a month of the programme: expected 2000-01 .. 2099-12")
     return YearMonth(year, month)
 
 

@@ -27,15 +27,10 @@ from consumers.feed.delivery import (
 from consumers.feed.exports import rollup_csv, rollup_workbook
 from consumers.feed.rollup import RollupNotFound, load_rollup
 from contracts.types import INT32_MAX, PRINTABLE_PATTERN
-from domain.calendar import DateFormatError, parse_month
+from domain.calendar import MONTH_PATTERN, DateFormatError, parse_month
 from infra.auth import AuthError, OrgKind, Principal, Role
 from infra.config import Settings
 from infra.http import attach_keystore, create_app, requires
-
-MONTH_PATTERN = (
-    r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])$"  # as parse_month takes it
-)
-
 
 ReadingPrincipal = Annotated[Principal, Depends(requires(Role.READ))]
 EncodingQuery = Annotated[Encoding, Query()]
@@ -108,7 +103,7 @@ async def rollup(
     request: Request,
     fiscal_year: Annotated[int, Path(ge=2011, le=2100)],
     principal: ReadingPrincipal,
-    through: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None,
+    through: Annotated[str | None, Query(pattern=MONTH_PATTERN)] = None,
     format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
     table: Annotated[Literal["authorities", "sites", "groups", "coordination"], Query()] = "authorities",
     encoding: EncodingQuery = "utf-8",

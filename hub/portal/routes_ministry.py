@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from consumers.feed.exports import rollup_csv, rollup_workbook
 from consumers.feed.rollup import load_rollup
+from domain.calendar import MONTH_PATTERN
 from domain.ministry import TABLE_KEYS
 from hub.portal import queries
 from hub.portal.access import require_ministry
@@ -34,7 +35,7 @@ from hub.web.i18n import gettext
 from infra.auth import Principal
 
 FiscalYear = Annotated[int, Path(ge=2011, le=2100, description="Fiscal year (年度), April to March")]
-Through = Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+Through = Annotated[str | None, Query(pattern=MONTH_PATTERN)]
 Table = Literal["authorities", "sites", "groups", "coordination"]
 
 

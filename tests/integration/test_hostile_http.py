@@ -364,6 +364,9 @@ async def test_nul_in_feed_paths_is_a_4xx(limited: Limited) -> None:
             assert 400 <= response.status_code < 500, (path, response.status_code)
         response = client.get("/feeds/131041/2025-05", params={"revision": 2**40}, headers=auth)
         assert response.status_code == 422
+        for month in ("0001-05", "9999-05", "1999-12"):  # a month of the programme's years only
+            response = client.get(f"/feeds/131041/{month}", headers=auth)
+            assert response.status_code == 422, (month, response.status_code)
 
 
 async def test_console_login_with_control_characters_is_refused(console: RunningConsole) -> None:

@@ -198,6 +198,12 @@ async def test_malformed_requests_are_refused_without_echo(
         full_width = a.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
         r = await http.get(f"/feed/{full_width}/2023-02")
         assert r.status_code == 422 and full_width not in r.text
+        # A month takes one spelling: ASCII YYYY-MM in the programme's years (the full-width one was read
+        # as 2023-02; a month of year 0001 was looked up).
+        for month in ("２０２３-０２", "%202023-02", "0001-02", "9999-12"):
+            r = await http.get(f"/feed/{a}/{month}")
+            assert r.status_code == 422, (month, r.status_code)
+            assert "0001" not in r.text and "9999" not in r.text and "２０２３" not in r.text
 
 
 def _known_code(value: str) -> str:
@@ -328,6 +334,7 @@ async def test_malformed_rollup_requests_are_refused_without_echo(
             ("/rollups/evil", {}),
             ("/rollups/1999", {}),
             ("/rollups/2022", {"through": "<b>evil</b>"}),
+            ("/rollups/2022", {"through": "0001-03"}),
             ("/rollups/2022", {"prefectures": "<b>evil</b>"}),
             ("/rollups/2022/download", {"table": "<b>evil</b>", "format": "csv"}),
             ("/rollups/2022/download", {"encoding": "<b>evil</b>", "format": "csv"}),

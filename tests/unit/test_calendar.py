@@ -138,14 +138,14 @@ def test_fiscal_year() -> None:
 
 def test_months() -> None:
     assert parse_month("2025-04") == YearMonth(2025, 4)
-    assert str(parse_month("２０２５－０４")) == "2025-04"
     assert month_bounds("2025-04") == (date(2025, 4, 1), date(2025, 4, 30))
     assert month_bounds("2024-02") == (date(2024, 2, 1), date(2024, 2, 29))
     assert month_bounds(YearMonth(2025, 12)) == (date(2025, 12, 1), date(2025, 12, 31))
-    # The first and last month of the year, and the first year, are months like any other.
+    # The first and last month of the year, and of the programme's years, are months like any other.
     assert parse_month("2025-12") == YearMonth(2025, 12)
     assert parse_month("2025-01") == YearMonth(2025, 1)
-    assert parse_month("0001-01") == YearMonth(1, 1)
+    assert parse_month("2000-01") == YearMonth(2000, 1)
+    assert parse_month("2099-12") == YearMonth(2099, 12)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,18 @@ def test_months() -> None:
         ("2025/04", "expected YYYY-MM"),
         ("2025-13", "the month is outside 01 to 12"),
         ("2025-00", "the month is outside 01 to 12"),
-        ("0000-01", "year 0000"),
+        # One spelling (a URL's or the command line's month): ASCII digits, nothing around them, and a
+        # month of the programme's years, as every date of the contracts.
+        ("２０２５－０４", "expected YYYY-MM"),
+        ("２０２５-04", "expected YYYY-MM"),
+        (" 2025-04", "expected YYYY-MM"),
+        ("2025-04 ", "expected YYYY-MM"),
+        ("2025-04\n", "expected YYYY-MM"),
+        ("0000-01", "2000-01 .. 2099-12"),
+        ("0001-01", "2000-01 .. 2099-12"),
+        ("1999-12", "2000-01 .. 2099-12"),
+        ("2100-01", "2000-01 .. 2099-12"),
+        ("9999-12", "2000-01 .. 2099-12"),
     ],
 )
 def test_parse_month_rejects(text: str, message: str) -> None:
