@@ -200,6 +200,9 @@ def _report(
     return rate
 
 
+_READY_S = 180
+
+
 async def _http_phase(
     args: argparse.Namespace,
     pool: asyncpg.Pool,
@@ -219,14 +222,21 @@ async def _http_phase(
         procs.append(subprocess.Popen([hub, "run", "relay"], env=env, stdout=subprocess.DEVNULL))  # noqa: ASYNC220
     load = _LoadGenerator(port, token)
     try:
+        # Ready before anything is sent: on a busy machine an adapter's start (imports, migrations, the
+        # relay's lock) took more than 10 s, and the warm-up then found no listening socket.
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-            for _ in range(100):
+            deadline = time.monotonic() + _READY_S
+            while True:
+                if any(proc.poll() is not None for proc in procs):
+                    raise RuntimeError("the adapter (or its relay) exited before it was ready")
                 try:
                     async with http.get("/readyz") as ready:
                         if ready.status == 200:
                             break
                 except aiohttp.ClientError:
                     pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the adapter was not ready within {_READY_S} s")
                 await asyncio.sleep(0.1)
 
         n = args.requests
