@@ -101,6 +101,22 @@ def parse_date(text: str) -> _dt.date:
     raise DateFormatError("is not a date: expected YYYY-MM-DD, YYYY/M/D, 令和N年M月D日 or R/H/S N.M.D")
 
 
+_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+
+
+def parse_day(text: str) -> _dt.date:
+    """A day typed where one spelling is taken (an operator's ``--from``): YYYY-MM-DD in ASCII digits, of
+    the programme's years, as the contracts take a date (``parse_date`` is for a file's cells, era dates
+    and all). ``date.fromisoformat`` would also read 20240401 and the week date 2024-W14-1."""
+    m = _DAY.fullmatch(text)
+    if m is None:
+        raise DateFormatError("is not a date: expected YYYY-MM-DD in ASCII digits, e.g. 2025-04-01")
+    day = _real_date(text, int(m[1]), int(m[2]), int(m[3]))
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise DateFormatError("is not a date of the programme: expected 2000-01-01 .. 2099-12-31")
+    return day
+
+
 def era_year(d: _dt.date) -> str:
     """The era year of a date as forms write it (和暦): 令和7年, 令和元年 for an era's first year."""
     era = next(e for e in _ERAS if d >= e.first_day)

@@ -42,12 +42,13 @@ def agreements_add(
 ) -> None:
     """Register an agreement between a labour bureau (its offices) and an authority."""
     from consumers.agreements import add_agreement
+    from domain.calendar import DateFormatError, parse_day
     from domain.codes import CodeError
 
     try:
-        start = date.fromisoformat(valid_from)
-        end = date.fromisoformat(valid_until) if valid_until else None
-    except ValueError as exc:
+        start = parse_day(valid_from)
+        end = parse_day(valid_until) if valid_until else None
+    except DateFormatError as exc:
         err.print(f"[red]--from/--until: {exc}[/]")
         raise typer.Exit(2) from None
 
@@ -106,10 +107,11 @@ def agreements_end(
 ) -> None:
     """End an agreement: from the day after, nothing it covered is disclosed."""
     from consumers.agreements import end_agreement
+    from domain.calendar import DateFormatError, parse_day
 
     try:
-        last = date.fromisoformat(on) if on else date.today()
-    except ValueError as exc:
+        last = parse_day(on) if on else date.today()
+    except DateFormatError as exc:
         err.print(f"[red]--on: {exc}[/]")
         raise typer.Exit(2) from None
 

@@ -24,6 +24,11 @@ def test_an_agreement_is_added_listed_and_ended(pool: asyncpg.Pool) -> None:
         "unknown purpose": [*base, "--purpose", "marketing"],
         "bad check digit": [*base[:3], "122042", *base[4:], "--purpose", "disclose_placement"],
         "bad date": [*base[:-1], "2024-02-30", "--purpose", "disclose_placement"],
+        # One spelling, the programme's years (fromisoformat read these as days)
+        "compact date": [*base[:-1], "20240401", "--purpose", "disclose_placement"],
+        "week date": [*base[:-1], "2024-W14-1", "--purpose", "disclose_placement"],
+        "year 0001": [*base[:-1], "0001-04-01", "--purpose", "disclose_placement"],
+        "until year 9999": [*base, "--until", "9999-12-31", "--purpose", "disclose_placement"],
     }
     for why, args in refused.items():
         result = runner.invoke(app, args)

@@ -14,6 +14,7 @@ from domain.calendar import (
     fiscal_year_bounds,
     month_bounds,
     parse_date,
+    parse_day,
     parse_month,
 )
 
@@ -172,3 +173,24 @@ def test_months() -> None:
 def test_parse_month_rejects(text: str, message: str) -> None:
     with pytest.raises(DateFormatError, match=message):
         parse_month(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("20240401", "expected YYYY-MM-DD"),
+        ("2024-W14-1", "expected YYYY-MM-DD"),
+        ("２０２４-04-01", "expected YYYY-MM-DD"),
+        ("2024-04-01T00:00:00", "expected YYYY-MM-DD"),
+        (" 2024-04-01", "expected YYYY-MM-DD"),
+        ("2024-02-30", "the day is outside its month"),
+        ("0001-04-01", "2000-01-01 .. 2099-12-31"),
+        ("9999-12-31", "2000-01-01 .. 2099-12-31"),
+    ],
+)
+def test_parse_day_takes_one_spelling_of_the_programme_s_years(text: str, message: str) -> None:
+    """A day an operator types (``hub agreements --from/--until/--on``): as the contracts take one."""
+    with pytest.raises(DateFormatError, match=message) as refused:
+        parse_day(text)
+    assert text.strip() not in str(refused.value)
+    assert parse_day("2024-04-01") == date(2024, 4, 1)

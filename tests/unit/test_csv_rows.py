@@ -288,3 +288,45 @@ def test_an_invalid_byte_past_the_first_block_is_named_at_the_offset_a_whole_dec
         match=rf"UTF-8 \(invalid byte at offset {utf8}\) nor CP932/Shift_JIS \(invalid byte at offset {cp932}\)",
     ):
         decode(late)
+
+
+@pytest.mark.parametrize(
+    ("family", "column", "cell", "field", "rule"),
+    [
+        (
+            "registration",
+            "生年月日",
+            "0001-01-01",
+            "personal.birth_date",
+            "must lie in 1900-01-01 .. 2099-12-31",
+        ),
+        (
+            "registration",
+            "生年月日",
+            "9999-12-31",
+            "personal.birth_date",
+            "must lie in 1900-01-01 .. 2099-12-31",
+        ),
+        ("registration", "生年月日", "1775001600", "personal.birth_date", "is not a date"),
+        ("registration", "求職申込日", "1999-12-31", "registered_on", "must lie in 2000-01-01 .. 2099-12-31"),
+        ("registration", "求職申込日", "2026-04-01T00:00:00", "registered_on", "is not a date"),
+        ("consent", "署名日時", "1775001600", "captured.signed_at", "is not a date and time"),
+        ("consent", "署名日時", "0001-01-01T00:00:00+23:59", "captured.signed_at", "must lie in 2000-01-01"),
+        ("consent", "署名日時", "2026-04-01T09:00:00+09:00:30", "captured.signed_at", "RFC 3339"),
+    ],
+)
+def test_forged_date_cells_are_refused_naming_column_and_rule(
+    family: str, column: str, cell: str, field: str, rule: str
+) -> None:
+    """A file's date cells may be ISO or era dates, a time cell without an offset is Japan time; what they
+    name must still be a plausible day or instant, spelt as the contract takes it once converted."""
+    from contracts.envelope import Family
+    from producers.submission import check
+
+    data = factories.registration(PK).data if family == "registration" else factories.consent(PK).data
+    (row,) = read_rows(family, _with_cell(family, data, column, cell))[2]
+    errors = list(row.errors) or check(Family(family), row.data)
+    assert isinstance(errors, list) and errors, "a forged cell was accepted"
+    (error,) = [e for e in errors if e.field == field]
+    assert rule in error.rule
+    assert cell not in error.message and cell not in error.operator_rule
