@@ -8,9 +8,9 @@ run on the struct — so tightening a contract tightens this decoder with it. A 
 not know stops the import (``TypeError``) instead of being skipped.
 
 The fast decoder is at least as strict as the contract, never looser: where it refuses, the caller asks
-the contract itself (``contracts.envelope.decode``), which either accepts (a lax spelling pydantic
-coerces, e.g. ``"2025-04-03T00:00:00"`` for a date; the struct is then built from the model's canonical
-form) or gives the dead-letter reason. So what is accepted, and every rejection's reason, is exactly the contract's;
+the contract itself (``contracts.envelope.decode``), which either accepts (e.g. a value with more brackets
+than ``NESTING_MAX``, none nested too deep; the struct is then built from the model's canonical form) or
+gives the dead-letter reason. (Dates and times take one spelling in both: ``contracts.types``.) So what is accepted, and every rejection's reason, is exactly the contract's;
 ``tests/unit/test_wire.py`` checks it over every JSON Schema example, the simulator's stream and
 ``hypothesis``-mutated records.
 """
@@ -449,8 +449,8 @@ _BY_MODEL = {model: DATA[family] for family, model in _FAMILIES.items()}
 
 
 def from_model(model: BaseModel) -> Any:
-    """The struct of data the contract accepted where the fast decoder refused (a lax spelling such as
-    ``"2025-04-03T00:00:00"`` for a date): the fast decoder reads the model's canonical form."""
+    """The struct of data the contract accepted where the fast decoder refused (e.g. more brackets than
+    ``NESTING_MAX`` in a field no contract reads): the fast decoder reads the model's canonical form."""
     return _BY_MODEL[type(model)].decode(model.model_dump_json().encode())
 
 
