@@ -29,6 +29,7 @@ import orjson
 from prometheus_client import Counter
 
 from contracts.envelope import PERSONAL_MODELS, Event, Family
+from domain.provenance import INTAKE
 from infra.auth import AuthError, Principal
 from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
@@ -37,7 +38,8 @@ from infra.crypto import KeyStore, SealingKeys, derived_key, forget_everywhere, 
 from infra.db import OUTBOX_CHANNEL, copy_to_stage
 from infra.gc import fewer_collections
 from infra.logging import get_logger
-from infra.outbox_rows import count_accepted, outbox_columns
+from infra.metrics import EVENTS_ACCEPTED
+from infra.outbox_rows import outbox_columns
 from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
 from producers.adapters.csv_chunks import FamilyRows, Row, seal_rows
@@ -520,7 +522,7 @@ class AdapterService:
                     refused = FieldError("(row)", ERASED_MEANWHILE, None, "forbidden")
                     bad.extend((r.line, refused) for r in rows if r.subject in erased)
                 self.keystore.remember(sealing, sealing.keys.keys() - erased - conflicted)
-                count_accepted(origin, [events[n] for n in kept])
+                EVENTS_ACCEPTED.labels(origin, family.value).inc(len(kept))  # one family a file
                 accepted += len(kept)
                 again = [i for i, r in enumerate(rows) if r.subject in conflicted]
                 duplicates += len(rows) - len(kept) - len(again) - sum(r.subject in erased for r in rows)
@@ -609,8 +611,9 @@ async def _accept_file_rows(
     events accepted; or the uploader's refusal (revoked: an ``AuthError``; unknown: ``None``), with
     nothing written. ``staged``: the events' records for ``file_rows_stage`` (``_staged``)."""
     await copy_to_stage(conn, "file_rows_stage", _FILE_ROWS, staged)
-    holders = holder_rows(events)
-    fences = fence_rows(events)
+    # A file holds one family: only intake rows make holders, only consent rows move fences.
+    holders = holder_rows(events) if family.value in INTAKE else []
+    fences = fence_rows(events) if family is Family.CONSENT else []
     verdict = await conn.fetchrow(
         _ACCEPT_FILE_ROWS,
         principal.client_id, principal.organisation, family.value,

@@ -137,3 +137,36 @@ async def _opened(pool: asyncpg.Pool, settings: Settings, start: int) -> list[tu
         block = open_sealed(keys[person], person, Sealed.model_validate(data["personal"]))
         opened.append((person, block["employer_name"]))
     return opened
+
+
+async def test_a_file_chunk_records_the_holders_and_fences_its_rows_make(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P3 and P7 with the chunk's acceptance: a registration file makes its site's parties hold the person,
+    a consent file's withdrawal moves their fence to its ``signed_at`` (the latest of the file's)."""
+    service, principal, _ = await _importer(pool, settings, monkeypatch, "holders-fences")
+    person = factories.person_key()
+    registered = await service.import_csv(
+        principal, Family.REGISTRATION, write_csv("registration", [factories.registration(person).data])
+    )
+    signed = ["2025-05-01T09:00:00+09:00", "2025-06-01T09:00:00+09:00", "2025-05-15T09:00:00+09:00"]
+    consents = [factories.consent(person).data] + [
+        factories.consent(
+            person,
+            action="withdrawn",
+            captured={**factories.consent(person).data["captured"], "signed_at": s},
+        ).data
+        for s in signed
+    ]
+    consented = await service.import_csv(principal, Family.CONSENT, write_csv("consent", consents))
+    assert (registered.accepted, consented.accepted) == (1, 4), consented.as_dict()
+    async with pool.acquire() as conn:
+        holders = await conn.fetch(
+            "SELECT org_kind, org_code FROM person_holders WHERE person_key = $1 ORDER BY org_kind", person
+        )
+        fence = await conn.fetchval("SELECT signed_at FROM withdrawal_fences WHERE person_key = $1", person)
+    assert [(h["org_kind"], h["org_code"]) for h in holders] == [
+        ("authority", factories.SITE[:6]),
+        ("office", factories.OFFICE),
+    ]
+    assert fence is not None and fence.isoformat() == "2025-06-01T00:00:00+00:00"
