@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     # --- Placement feed service (issue 5) ------------------------------------------------------------
     feed_port: int = 8084  # HTTP download of an authority's own feed (hub run feed-api)
     feed_build_interval_s: float = Field(default=60.0, gt=0)  # hub run placement-feed: build due revisions
+    # Worker processes composing a share of each chunk of feeds beside the builder (0: the builder alone).
+    feed_build_workers: int = Field(default=1, ge=0, le=64)
 
     # --- Feed portal for authority staff (issue 15): hub run portal -------------------------------
     portal_port: int = 8085

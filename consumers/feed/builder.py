@@ -10,13 +10,15 @@ system emitted it), not when the hub consumed it, so a replay of the topics rebu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import multiprocessing
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -47,6 +49,8 @@ from infra.kafka import start_producer
 from infra.logging import get_logger
 
 log = get_logger("feed")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class FeedNotClosed(Exception):
@@ -420,33 +424,40 @@ async def _count(
     sites = await conn.fetch(_SITES, filters[0])
     out = [_Horizon() for _ in horizons]
     every, later_only = out, out[-1:]  # a late row counts at the later horizon only
-    for r in facts:
-        a, k, n = r["authority"], r["k"], r["n"]
-        counting = later_only if r["late"] else every
+    flags_of: dict[tuple[Any, ...], tuple[str, ...]] = {}  # a few hundred combinations in a national month
+
+    def flags(attributes: list[str], sex: str, age: str, foreign: bool) -> tuple[str, ...]:
+        key = (tuple(attributes), sex, age, foreign)
+        found = flags_of.get(key)
+        if found is None:
+            found = flags_of[key] = group_flags(attributes, sex, age, foreign)
+        return found
+
+    # Rows unpacked by position (a national month has ~170,000; by name, each field was a lookup).
+    for a, late, k, site, route, sex, age, occupation, employment, attributes, foreign, status, status_late, \
+            referred, referred_late, n, placement in facts:  # fmt: skip
+        counting = later_only if late else every
         if k == 0:
-            placement = r["id"]
-            if r["route"] == SELF_FOUND_ROUTE:
-                key = (r["site"], r["employment_type"])
+            if route == SELF_FOUND_ROUTE:
+                key = (site, employment)
                 for h in counting:
                     h.self_found[a][key] += n
                     h.ids[a].append(placement)
             else:
-                flags = group_flags(r["attributes"], r["sex"], r["age_band"], r["foreign_national"])
-                key = (r["site"], r["sex"], r["age_band"], r["occupation"], r["employment_type"], *flags)
+                key = (site, sex, age, occupation, employment, *flags(attributes, sex, age, foreign))
                 for h in counting:
                     h.referral[a][key] += n
                     h.ids[a].append(placement)
         elif k > 0:
-            status = r["status"]
             for h in counting:
                 # at the earlier horizon, a status sent after it is not reported yet
-                reported = "not_reported" if h is not out[-1] and r["status_late"] else status
-                h.retention[a][k][(r["site"], reported)] += n
+                reported = "not_reported" if h is not out[-1] and status_late else status
+                h.retention[a][k][(site, reported)] += n
         else:
-            flags = group_flags(r["attributes"], r["sex"], r["age_band"], r["foreign_national"])
+            groups = flags(attributes, sex, age, foreign)
             for h in counting:
-                referred = r["referred"] and not (h is not out[-1] and r["referred_late"])
-                h.new[a][(r["site"], "yes" if referred else "no", *flags)] += n
+                referred_then = referred and not (h is not out[-1] and referred_late)
+                h.new[a][(site, "yes" if referred_then else "no", *groups)] += n
     for t in team:
         out[t["n"] - 1].team[t["authority"]][
             (t["site"], ENROLMENT[0] if t["at_registration"] else ENROLMENT[1])
@@ -520,7 +531,7 @@ class _Kept:
     changes: list[dict[str, Any]]
 
 
-def _kept(work: Sequence[_Work], threshold: int, horizon: str) -> list[_Kept]:
+def _kept(work: Sequence[_Work], *, threshold: int, horizon: str) -> list[_Kept]:
     """Compose ``work`` and write each result as it is kept (in a worker process, or here)."""
     jobs = [
         replace(w.job, previous=orjson.loads(w.previous)) if w.previous is not None else w.job for w in work
@@ -535,25 +546,46 @@ def _kept(work: Sequence[_Work], threshold: int, horizon: str) -> list[_Kept]:
     return out
 
 
+@contextlib.contextmanager
+def composing_workers(settings: Settings) -> Iterator[Executor | None]:
+    """The processes that compose a share of each chunk beside the builder (``feed_build_workers``), for
+    ``build_month(executor=…)``; none with 0. Forkserver: a forked worker would inherit (and, as its
+    collector walks them, copy) the builder's loaded rows. The processes start on first use: a round of
+    a few feeds composes them here (``_compose_all``)."""
+    if settings.feed_build_workers == 0:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(settings.feed_build_workers, mp_context=context) as executor:
+        yield executor
+
+
 async def _compose_all(
     work: list[_Work], threshold: int, horizon: str, executor: Executor | None
 ) -> list[_Kept]:
-    """With an executor (of ``n`` processes), the feeds are shared between its processes and this one:
-    each worker composes its share while this process composes its own. What travels is small: the
-    counts and the previous body as its kept text, there; the kept texts, back. (Pickled as
-    dictionaries, a chunk's previous bodies and composed bodies cost more to send and read back than
-    composing them: the earlier pool was slower than no pool.)"""
-    workers = getattr(executor, "_max_workers", 1)
-    if executor is None or len(work) < 2 * (workers + 1):
-        return _kept(work, threshold, horizon)
+    """The chunk composed and written as kept (``_kept``), shared with the worker processes (``_shared``).
+    What travels is small: the counts and the previous body as its kept text, there; the kept texts,
+    back. (Pickled as dictionaries, a chunk's previous and composed bodies cost more to send and read
+    back than composing them: the earlier pool was slower than no pool.)"""
+    return await _shared(partial(_kept, threshold=threshold, horizon=horizon), work, executor)
+
+
+async def _shared(
+    fn: Callable[[Sequence[T]], list[R]], items: Sequence[T], executor: Executor | None
+) -> list[R]:
+    """``fn(items)``, in order, with the items shared between the executor's processes and this one:
+    each worker takes its share while this process does its own (a smaller one: it also sends the
+    shares and reads the results, and counts, keeps and publishes between chunks)."""
+    workers = getattr(executor, "_max_workers", 0)  # a ProcessPoolExecutor's size
+    if executor is None or workers < 1 or len(items) < 2 * (workers + 1):
+        return fn(items)
     loop = asyncio.get_running_loop()
-    size = -(-len(work) // (workers + 1))
-    shares = [work[i : i + size] for i in range(0, len(work), size)]
-    there = [
-        loop.run_in_executor(executor, partial(_kept, share, threshold, horizon)) for share in shares[1:]
-    ]
-    here = _kept(shares[0], threshold, horizon)  # the workers compose meanwhile
-    return here + [k for share in await asyncio.gather(*there) for k in share]
+    mine = len(items) * 3 // (4 * (workers + 1))
+    size = -(-(len(items) - mine) // workers)
+    shares = [items[i : i + size] for i in range(mine, len(items), size)]
+    there = [loop.run_in_executor(executor, fn, share) for share in shares]
+    here = fn(items[:mine])  # the workers run meanwhile
+    return here + [r for share in await asyncio.gather(*there) for r in share]
 
 
 async def build_month(
@@ -585,7 +617,7 @@ async def build_month(
         with paused():
             built += await _build_in_snapshot(conn, settings, month, now, cutoff, wanted, executor)
     if built and publish:  # without: kept, and published by the next build or the service
-        await publish_pending(pool, settings)
+        await publish_pending(pool, settings, executor)
     return built
 
 
@@ -812,7 +844,12 @@ def _kept_text(value: Any) -> bytes:
     return text if b"{" not in text else orjson.dumps(as_kept(value))
 
 
-async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
+def _encoded(rows: Sequence[tuple[str, datetime]]) -> list[tuple[bytes, list[tuple[str, bytes]], bytes]]:
+    """Kept bodies (text, built at) as feed records (``encode_feed_revision``: checked and written)."""
+    return [encode_feed_revision(body, at) for body, at in rows]
+
+
+async def publish_pending(pool: asyncpg.Pool, settings: Settings, executor: Executor | None = None) -> int:
     """Publish kept revisions not yet on ``settings.feed_topic`` (aggregates only; the ``ittai.feed.v1``
     contract, CloudEvents binary mode: ``contracts.feed``), and stamp them, a chunk at a time in the
     order of their key (a national month's bodies read at once took hundreds of MB)."""
@@ -844,8 +881,10 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings) -> int:
                         linger_ms=5,
                     )
                 futures = []
-                for r in rows:
-                    key, headers, value = encode_feed_revision(r["body"], r["built_at"])
+                # checked and written by the worker processes too, where there are (a third of a build's time)
+                for key, headers, value in await _shared(
+                    _encoded, [(r["body"], r["built_at"]) for r in rows], executor
+                ):
                     futures.append(
                         await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
                     )

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 
 import asyncpg
 
-from consumers.feed.builder import build_month, months_to_rebuild, months_with_activity, publish_pending
+from consumers.feed.builder import (
+    build_month,
+    composing_workers,
+    months_to_rebuild,
+    months_with_activity,
+    publish_pending,
+)
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import TRANSIENT_ERRORS, ConsumerRuntime
 from domain.feed import is_closed
@@ -32,6 +39,7 @@ class FeedBuilderService:
         self.pool = pool
         self._stop = asyncio.Event()
         self.leadership: Leadership | None = None  # set while run() leads; build_due alone is unfenced
+        self.executor: Executor | None = None  # set while run() runs: processes composing beside the builder
 
     def stop(self) -> None:
         self._stop.set()
@@ -45,25 +53,29 @@ class FeedBuilderService:
         for month in months:
             if is_closed(month, self.settings.feed_cutoff_day, now):
                 fence = self.leadership.fence if self.leadership is not None else None
-                revisions = await build_month(self.pool, self.settings, month, now=now, fence=fence)
+                revisions = await build_month(
+                    self.pool, self.settings, month, now=now, fence=fence, executor=self.executor
+                )
                 built += len(revisions)
                 for r in revisions:
                     # Aggregates only: authority, month, revision and how many figures changed.
                     log.info("feed revision built", authority=r.authority, month=r.month,
                              revision=r.revision, changed=len(r.changes))  # fmt: skip
-        await publish_pending(self.pool, self.settings)
+        await publish_pending(self.pool, self.settings, self.executor)
         return built
 
     async def run(self) -> None:
         async with Leadership(self.settings, "feed-builder", AdvisoryLock.FEED_BUILDER_ROLE) as leadership:
             self.leadership = leadership
-            while await leadership.wait_held(self._stop) and not self._stop.is_set():
-                try:
-                    await self.build_due()
-                except TRANSIENT_ERRORS as exc:  # LeadershipLost included: wait until leading again
-                    log.warning("feed build failed, retrying next round", error=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.settings.feed_build_interval_s)
+            with composing_workers(self.settings) as self.executor:
+                while await leadership.wait_held(self._stop) and not self._stop.is_set():
+                    try:
+                        await self.build_due()
+                    except TRANSIENT_ERRORS as exc:  # LeadershipLost included: wait until leading again
+                        log.warning("feed build failed, retrying next round", error=type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=self.settings.feed_build_interval_s)
+            self.executor = None
             self.leadership = None
 
 

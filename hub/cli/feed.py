@@ -66,13 +66,16 @@ def feed_build(
     ] = None,
 ) -> None:
     """Build the due revisions of a closed month: revision 1 as of the cutoff, then N+1 if later events changed it."""
-    from consumers.feed.builder import FeedNotClosed, build_month
+    from consumers.feed.builder import FeedNotClosed, build_month, composing_workers
 
     ym = _month(month)
     code = _authority(authority) if authority else None
 
     async def run(settings: Any, pool: Any) -> Any:
-        return await build_month(pool, settings, ym, authorities=[code] if code else None)
+        with composing_workers(settings) as executor:
+            return await build_month(
+                pool, settings, ym, authorities=[code] if code else None, executor=executor
+            )
 
     try:
         built = asyncio.run(_with_pool(run))
