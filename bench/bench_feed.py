@@ -18,8 +18,9 @@ the same rows (``SELECT count(*)``), the floor of any reading; the ratios betwee
 (RSS) of this process; a digest of everything built, compared with what main built from the same rows
 before the feed work of session 5 (``GOLDEN_DIGEST``); an incremental round after a few late
 placements (``incremental``: only the marked feeds are counted and rebuilt). Without ``--no-pool`` the
-build runs again with a process pool of ``os.cpu_count() - 1`` workers sharing the composing with this
-process.
+build runs again with a process pool of ``os.cpu_count() - 1`` workers sharing the composing and the
+publishing's checks with this process (started before the build, as the service's are; their CPU time is
+printed too).
 
 Run: ``.venv/bin/python bench/bench_feed.py [--reuse] [--no-pool]`` (uses database ``ittai_bench_feed`` and
 topic namespace ``benchfeed``; both are recreated each run unless ``--reuse`` keeps the generated rows;
@@ -189,13 +190,23 @@ async def run_build(
         "INSERT INTO feed_dirty (authority, month) SELECT site_authority, '2025-10' FROM feed_placements "
         "WHERE arrived_at > '2025-11-05 15:00+00'"
     )
+    workers: list[int] = []
+    if executor is not None:  # started before the build, as the service's are (the CLI's start on first use)
+        executor.submit(int).result()
+        workers = [p.pid for p in executor._processes.values() if p.pid is not None]  # type: ignore[attr-defined]
     started, cpu, server = time.perf_counter(), time.process_time(), await _server_cpu(pool)
+    theirs = sum(_process_cpu(pid) for pid in workers)
     built = await build_month(pool, settings, MONTH, now=datetime.now(UTC), executor=executor)
     elapsed = time.perf_counter() - started
     # CPU time: on a shared machine the wall time also counts other programs' load.
     print(
         f"  (CPU time in the build: this process {time.process_time() - cpu:.2f} s, "
-        f"its PostgreSQL sessions {await _server_cpu(pool) - server:.2f} s)"
+        + (
+            f"its worker processes {sum(_process_cpu(pid) for pid in workers) - theirs:.2f} s, "
+            if workers
+            else ""
+        )
+        + f"its PostgreSQL sessions {await _server_cpu(pool) - server:.2f} s)"
     )
     return elapsed, sum(b.revision == 1 for b in built), sum(b.revision > 1 for b in built)
 
