@@ -74,13 +74,14 @@ class _Field(NamedTuple):
     pattern: str | None  # checked in Python, as a whole-value match
     validators: list[Callable[[Any], Any]]  # after-validators of the field and of its type
     aware_time: bool  # an aware time: a str in the struct until checked, then a datetime
-    text: bool  # a str (or None): values that passed its validators are remembered
+    text: bool  # a short str (or None): values that passed its validators are remembered
     optional: bool  # None is a value of the field (msgspec gives no None to the others)
     nested: Callable[[Any], None] | None  # the checks of a nested struct (or of each one in a list)
 
 
 _STRUCTS: dict[type[BaseModel], tuple[type[msgspec.Struct], Callable[[Any], None] | None]] = {}
 _MEMO_MAX = 8192
+_MEMO_TEXT_MAX = 256  # the longest text whose passing values are remembered
 # The blocks that hold personal data in clear (``contracts.envelope.PERSONAL_MODELS``): their checks keep no
 # memo of values that passed, or a process judging them (the adapters) would keep names and 求職番号 in
 # memory past the person's erasure.
@@ -205,7 +206,9 @@ def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -
     if info.default_factory is not None:
         raise TypeError(f"wire: {name}: default factories are not supported")
     default = msgspec.NODEFAULT if info.default is PydanticUndefined else info.default
-    text = annotation in (str, str | None)
+    # A text that may be long is a payload (a ciphertext), unique to its event: its values are not
+    # remembered (holding them would cost more than its checks). Codes and sites repeat and are short.
+    text = annotation in (str, str | None) and rules.get("max_length", 0) <= _MEMO_TEXT_MAX
     optional = info.default is None or (
         get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
     )
