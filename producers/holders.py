@@ -162,7 +162,8 @@ async def erasure_fence(conn: asyncpg.Connection, persons: Iterable[str]) -> set
     deleted; after it, none is stored (``KeyStore.keys_for``, migration 015).
 
     The same fence, in SQL, begins migration 021's ``accept_events`` (``outbox.accept_sealed``: requests
-    and trusted acceptance); this one is for a transaction of the caller's own (a file chunk)."""
+    and trusted acceptance), and migration 029's ``accept_file_rows`` (a file chunk); this one is for a
+    transaction of the caller's own (``outbox.enqueue``)."""
     wanted = sorted(set(persons))
     if not wanted:
         return set()
