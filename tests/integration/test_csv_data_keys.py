@@ -20,10 +20,12 @@ from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.crypto import KeyStore, open_sealed
+from infra.db import AdvisoryLock
 from producers.adapters import service as service_module
 from producers.adapters.authorization import Adapter
 from producers.adapters.service import AdapterService
 from producers.adapters.sites import add_sites
+from producers.holders import ERASED_MEANWHILE
 from tests import factories
 
 
@@ -170,3 +172,34 @@ async def test_a_file_chunk_records_the_holders_and_fences_its_rows_make(
         ("office", factories.OFFICE),
     ]
     assert fence is not None and fence.isoformat() == "2025-06-01T00:00:00+00:00"
+
+
+async def test_rows_of_a_person_erased_after_sealing_are_refused_at_commit_and_leave_no_key(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P9 at commit: the chunk's transaction reads the erasure register under the erasure lock, after the
+    authorisation's read; the erased person's rows are refused (line, rule, no value), the others go in,
+    and no data key of theirs is stored."""
+    service, principal, start = await _importer(pool, settings, monkeypatch, "erased-meanwhile")
+    seal = service._seal_chunk
+    person, other = factories.person_key(), factories.person_key()
+
+    async def erased_after_sealing(*args: Any) -> Any:
+        sealed = await seal(*args)
+        async with pool.acquire() as conn, conn.transaction():  # as an erasure does (infra.db's lock)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
+            await conn.execute(
+                "INSERT INTO sv_erasures (person_key, requested_by) VALUES ($1, 'test')", person
+            )
+        return sealed
+
+    monkeypatch.setattr(service, "_seal_chunk", erased_after_sealing)
+    rows = [factories.placement(other).data, factories.placement(person).data]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (summary.accepted, summary.rejected) == (1, 1), summary.as_dict()
+    ((line, refusal),) = summary.errors
+    assert (line, refusal.rule) == (3, ERASED_MEANWHILE)
+    assert rows[1]["personal"]["employer_name"] not in str(summary.as_dict())
+    assert [p for p, _ in await _opened(pool, settings, start)] == [other]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", person) == 0

@@ -12,11 +12,9 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 
 from contracts.envelope import Family
 from contracts.events import Sealed
-from infra import outbox_rows
 from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.config import Settings
 from infra.crypto import KeyStore, open_sealed
@@ -151,9 +149,8 @@ async def snapshot(pool: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
 
 
 async def test_a_mixed_file_is_accepted_and_refused_exactly_as_the_golden_says(
-    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    monkeypatch.setattr(outbox_rows, "COPY_FROM", 1)  # the path of a file's chunks (2,000 rows each)
     got = await snapshot(pool, settings)
     if os.environ.get("HUB_WRITE_GOLDEN"):  # regenerate deliberately, then review the diff
         GOLDEN.write_text(json.dumps(got, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
