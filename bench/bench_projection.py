@@ -100,7 +100,7 @@ async def reset_database(settings: Settings) -> None:
     try:
         await migrate(conn)
         await conn.execute(
-            "TRUNCATE sv_persons, sv_events, sv_consents, sv_withdrawals, bench_naive, consumer_offsets"
+            "TRUNCATE sv_persons, sv_events, sv_reveals, sv_consents, sv_withdrawals, bench_naive, consumer_offsets"
         )
     finally:
         await conn.close()

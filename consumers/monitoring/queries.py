@@ -239,7 +239,7 @@ async def slowest_events(
         rows = await conn.fetch(
             "SELECT e.event_id, e.family, extract(epoch FROM (e.applied_at - o.accepted_at)) * 1000 AS ms, "
             "o.headers->>'ce_traceparent' AS traceparent "
-            "FROM sv_events e JOIN outbox o ON o.event_id = e.event_id "
+            "FROM sv_events_applied e JOIN outbox o ON o.event_id = e.event_id "
             "WHERE e.applied_at IS NOT NULL AND o.topic = ANY($1::text[]) ORDER BY ms DESC LIMIT $2",
             list(topics),
             limit,

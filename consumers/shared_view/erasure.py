@@ -94,7 +94,7 @@ async def erase_person(
         rows = 0
         # The view's rows, and the feed's consent records: kept, they would go on deciding deliveries
         # about a person who no longer exists for the hub (issue 10).
-        for table in ("sv_persons", "sv_events", "sv_consents", "feed_consents"):
+        for table in ("sv_persons", "sv_events", "sv_reveals", "sv_consents", "feed_consents"):
             status = await conn.execute(f"DELETE FROM {table} WHERE person_key = $1", person_key)
             rows += int(status.rsplit(" ", 1)[1])
         await conn.execute(
@@ -118,7 +118,7 @@ async def drop_erased(conn: asyncpg.Connection, persons: Sequence[str]) -> None:
     where ``erase_person`` ran on this database; not where the view lagged or is rebuilt) and they go on
     the register, so the rest of the batch and every later one — a replay too — skips them; every key
     store of this process forgets their keys."""
-    for table in ("sv_persons", "sv_events", "sv_consents"):
+    for table in ("sv_persons", "sv_events", "sv_reveals", "sv_consents"):
         await conn.execute(f"DELETE FROM {table} WHERE person_key = ANY($1::text[])", list(persons))
     await conn.execute(
         "INSERT INTO sv_erasures (person_key, requested_by) SELECT p, 'erasure event' "

@@ -59,7 +59,7 @@ async def reset_view(
     async with conn.transaction():
         if fence is not None:
             await fence(conn)
-        await conn.execute("TRUNCATE sv_persons, sv_events, sv_consents")
+        await conn.execute("TRUNCATE sv_persons, sv_events, sv_reveals, sv_consents")
         await conn.execute("DELETE FROM consumer_offsets WHERE consumer = $1", consumer)
 
 

@@ -89,12 +89,15 @@ async def write_plan(
 
 
 async def reveal(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
-    """Held events of these people become visible now."""
+    """Held events of these people become visible now: one row per person in ``sv_reveals``, from which
+    ``sv_events_applied`` derives each held event's instant (its person's first reveal after it was
+    stored; migration 028). Writing the instant into each held event instead rewrote two thirds of a
+    replay's events (bench_projection, 100,000 events: 48,445 of 72,433 rows, 8.2 µs of PostgreSQL per
+    event)."""
     persons = list(persons)
     if persons:
         await conn.execute(
-            "UPDATE sv_events SET applied_at = clock_timestamp() "
-            "WHERE person_key = ANY($1::text[]) AND applied_at IS NULL",
+            "INSERT INTO sv_reveals (person_key, revealed_at) SELECT p, clock_timestamp() FROM unnest($1::text[]) AS p",
             persons,
         )
 

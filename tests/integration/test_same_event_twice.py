@@ -49,7 +49,7 @@ async def _state(conn: asyncpg.Connection, ids: list[str], persons: list[str]) -
         # by key: rows come back in their physical order, which an upsert of the same values may change
         "sv_persons": sorted(await load_views(conn, persons), key=lambda v: v.person_key),
         "sv_events": await conn.fetch(
-            "SELECT event_id, applied_at FROM sv_events WHERE person_key = ANY($1::text[]) ORDER BY event_id",
+            "SELECT event_id, applied_at FROM sv_events_applied WHERE person_key = ANY($1::text[]) ORDER BY event_id",
             persons,
         ),
     }

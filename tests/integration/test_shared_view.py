@@ -150,7 +150,7 @@ async def test_person_without_consent_is_nowhere_in_clear(
 
     dump = pg_dump(settings)
     async with pool.acquire() as conn:
-        dbg = await conn.fetch("SELECT person_key, family, applied_at FROM sv_events")
+        dbg = await conn.fetch("SELECT person_key, family, applied_at FROM sv_events_applied")
         dbg2 = await conn.fetch("SELECT * FROM sv_consents")
         dbg3 = await conn.fetch("SELECT * FROM consumer_offsets")
     assert shown.encode() in dump, (dbg, dbg2, dbg3, control)
@@ -158,7 +158,7 @@ async def test_person_without_consent_is_nowhere_in_clear(
     assert hidden.encode() not in dump
     async with pool.acquire() as conn:
         held = await conn.fetchval(
-            "SELECT count(*) FROM sv_events WHERE person_key = $1 AND applied_at IS NULL", pk
+            "SELECT count(*) FROM sv_events_applied WHERE person_key = $1 AND applied_at IS NULL", pk
         )
         in_view = await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", pk)
     assert (held, in_view) == (3, 0)
@@ -193,7 +193,7 @@ async def test_consent_arriving_after_the_events(pool: asyncpg.Pool, settings: S
         await project(settings, pool)
         [view] = await load_views(conn, [pk])
         held = await conn.fetchval(
-            "SELECT count(*) FROM sv_events WHERE person_key = $1 AND applied_at IS NULL", pk
+            "SELECT count(*) FROM sv_events_applied WHERE person_key = $1 AND applied_at IS NULL", pk
         )
     assert (
         view.name == name
@@ -249,6 +249,57 @@ async def test_withdrawal_then_reconsent(pool: asyncpg.Pool, settings: Settings)
     assert "employer_name" not in str(view.placements)
 
 
+async def test_a_held_event_becomes_visible_at_its_persons_first_reveal_after_it(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """An event held while its person had no consent becomes visible at the next reveal (the person new
+    to the view again), not at an earlier one; an event already visible keeps its instant. The instants
+    are derived from the reveals (``sv_events_applied``, migration 028), not written into each event."""
+    pk, reg = person(unique_name())
+    cid = uuid.uuid4().hex
+    signed_later = {"side": "authority", "site": factories.SITE, "channel": "authority_counter"}
+    placement = factories.placement(pk)
+
+    async def applied(conn: asyncpg.Connection) -> dict[str, Any]:
+        rows = await conn.fetch(
+            "SELECT event_id, applied_at FROM sv_events_applied WHERE person_key = $1", pk
+        )
+        return {r["event_id"]: r["applied_at"] for r in rows}
+
+    await submit(settings, pool, [reg, factories.consent(pk, consent_id=cid)])
+    await project(settings, pool)
+    withdrawal = factories.consent(
+        pk, version=2, action="withdrawn", consent_id=cid,
+        captured={**signed_later, "signed_at": "2025-06-01T10:00:00+09:00"},
+    )  # fmt: skip
+    await submit(settings, pool, [withdrawal])
+    await project(settings, pool)
+    await submit(settings, pool, [placement])
+    await project(settings, pool)
+    async with pool.acquire() as conn:
+        before = await applied(conn)
+        removed_at = await conn.fetchval("SELECT removed_at FROM sv_withdrawals WHERE person_key = $1", pk)
+    assert before[reg.event_id] is not None, "control: visible at once under the first consent"
+    assert before[placement.event_id] is None, (
+        "stored after the withdrawal: held, though the person was revealed before"
+    )
+
+    fresh = factories.consent(pk, captured={**signed_later, "signed_at": "2025-07-01T10:00:00+09:00"})
+    await submit(settings, pool, [fresh])
+    await project(settings, pool)
+    async with pool.acquire() as conn:
+        after = await applied(conn)
+        reveals = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT revealed_at FROM sv_reveals WHERE person_key = $1 ORDER BY 1", pk
+            )
+        ]
+    assert len(reveals) == 2, "revealed under the first consent and again under the fresh one"
+    assert after[reg.event_id] == before[reg.event_id] < removed_at
+    assert after[placement.event_id] == reveals[1] > removed_at
+
+
 async def test_erasure_leaves_the_name_nowhere(
     pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
 ) -> None:
@@ -278,6 +329,8 @@ async def test_erasure_leaves_the_name_nowhere(
     assert name.encode() in pg_dump(settings), "control: the consented name is in the view before erasure"
 
     async with pool.acquire() as conn:
+        revealed = await conn.fetchval("SELECT count(*) FROM sv_reveals WHERE person_key = $1", pk)
+        assert revealed == 1, "control: the person's reveal is recorded before erasure"
         result = await erase_person(
             conn,
             keystore,
@@ -290,7 +343,7 @@ async def test_erasure_leaves_the_name_nowhere(
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", pk) == 0
         fresh_store = KeyStore.from_settings(settings)
         assert await fresh_store.existing_keys(conn, [pk]) == {}, "no key left to open any sealed copy"
-        for table in ("sv_persons", "sv_events", "sv_consents"):
+        for table in ("sv_persons", "sv_events", "sv_reveals", "sv_consents"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk) == 0
 
     assert name.encode() not in pg_dump(settings)

@@ -166,7 +166,7 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
     await catch_up_view_and_feed(pool, settings)
 
     async with pool.acquire() as conn:
-        for table in ("sv_persons", "sv_consents", "sv_events", "feed_consents"):
+        for table in ("sv_persons", "sv_consents", "sv_events", "sv_reveals", "feed_consents"):
             counts = {
                 pk: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk)
                 for pk in (kept, gone)
