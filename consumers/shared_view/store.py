@@ -97,7 +97,8 @@ async def reveal(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
     persons = list(persons)
     if persons:
         await conn.execute(
-            "INSERT INTO sv_reveals (person_key, revealed_at) SELECT p, clock_timestamp() FROM unnest($1::text[]) AS p",
+            "INSERT INTO sv_reveals (person_key, revealed_at) "
+            "SELECT p, clock_timestamp() FROM unnest($1::text[]) AS p",
             persons,
         )
 

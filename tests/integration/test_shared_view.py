@@ -300,6 +300,36 @@ async def test_a_held_event_becomes_visible_at_its_persons_first_reveal_after_it
     assert after[placement.event_id] == reveals[1] > removed_at
 
 
+async def test_an_event_stored_after_a_reveal_is_held_though_its_transaction_began_before(
+    pool: asyncpg.Pool,
+) -> None:
+    """A transaction may begin before another's reveal of the same person and write after it (it waited
+    for the person's lock): what it stores is held until the next reveal. An event's ``received_at`` is
+    the instant its row is written, not its transaction's start (migration 028)."""
+    pk = factories.person_key()
+    async with pool.acquire() as later, pool.acquire() as first:
+        async with later.transaction():
+            await later.execute("SELECT now()")  # its transaction's start is fixed here
+            await first.execute(
+                "INSERT INTO sv_reveals (person_key, revealed_at) VALUES ($1, clock_timestamp())", pk
+            )
+            await later.execute(
+                "INSERT INTO sv_events (event_id, person_key, family, event_time, data) "
+                "VALUES ($1, $2, 'placement', now(), '{}')",
+                f"held-{pk}",
+                pk,
+            )
+        assert (
+            await first.fetchval("SELECT applied_at FROM sv_events_applied WHERE person_key = $1", pk) is None
+        )
+        await first.execute(
+            "INSERT INTO sv_reveals (person_key, revealed_at) VALUES ($1, clock_timestamp())", pk
+        )
+        revealed = await first.fetchval("SELECT max(revealed_at) FROM sv_reveals WHERE person_key = $1", pk)
+        applied = await first.fetchval("SELECT applied_at FROM sv_events_applied WHERE person_key = $1", pk)
+    assert applied == revealed, "control: the next reveal makes it visible"
+
+
 async def test_erasure_leaves_the_name_nowhere(
     pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
 ) -> None:
