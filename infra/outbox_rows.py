@@ -1,21 +1,21 @@
 """The outbox's rows: how an accepted event is written to the ``outbox`` table (the relay in
 ``producers.outbox`` publishes them). Here, below producers and consumers, because two kinds of caller
-write them: the acceptance path (``producers.outbox.enqueue``) and the hub's own operator acts that are
-events too — an erasure (``consumers.shared_view.erasure``) publishes ``ittai.erasure.v1`` in the
-transaction that deletes the person's data key.
+write them: the acceptance path (``producers.outbox.accept_sealed`` and a file chunk's
+``accept_file_rows``, whose SQL functions take ``outbox_columns``) and the hub's own operator acts that are
+events too — an erasure (``consumers.shared_view.erasure``, ``insert_events``) publishes
+``ittai.erasure.v1`` in the transaction that deletes the person's data key.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from contracts.envelope import Event, Family, data_value, header_texts, topic_for
 from infra import metrics
-from infra.db import OUTBOX_CHANNEL, copy_to_stage
+from infra.db import OUTBOX_CHANNEL
 from infra.tracing import current_traceparent, current_tracestate
 
 
@@ -31,20 +31,8 @@ async def insert_events(
         return 0
     assert conn.is_in_transaction(), "outbox rows are written in the accepting transaction"
     topics, headers, values, ids = outbox_columns(events, namespace)
-    rows: list[tuple[Any, ...]] = [
-        (n, topic, event.subject.encode(), h, v, i)
-        for n, (event, topic, h, v, i) in enumerate(zip(events, topics, headers, values, ids, strict=True))
-    ]
-    if len(rows) >= COPY_FROM:
-        # A file chunk: binary COPY into a staging table and one INSERT … SELECT (in the file's order),
-        # which spares the driver encoding six arrays element by element (it checked each element's type
-        # through the abc machinery: ~30 isinstance calls per row) and PostgreSQL unpacking them.
-        await copy_to_stage(conn, "outbox_stage", _STAGE, rows)
-        await conn.execute(_FROM_STAGE, origin, OUTBOX_CHANNEL)
-    else:
-        # A group commit's few events: one statement, one round trip.
-        columns = list(zip(*rows, strict=True))
-        await conn.execute(_FROM_ARRAYS, *columns[1:], origin, OUTBOX_CHANNEL)
+    keys = [event.subject.encode() for event in events]
+    await conn.execute(_FROM_ARRAYS, topics, keys, headers, values, ids, origin, OUTBOX_CHANNEL)
     count_accepted(origin, events)
     return len(events)
 
@@ -76,18 +64,8 @@ def count_accepted(origin: str, events: Sequence[Event]) -> None:
         metrics.EVENTS_ACCEPTED.labels(origin, family).inc(count)
 
 
-COPY_FROM = 100  # events in one call from which the rows go in by binary COPY (a file chunk is 2,000)
-_STAGE = "n int, topic text, key bytea, headers json, value bytea, event_id text"
 # The relay's wake-up in the same statement (one round trip less per commit): a data-modifying WITH runs
 # to completion whatever the outer query reads, and a notification is sent at commit either way.
-# The staged rows are taken out as they go in (the stage is emptied only at commit, and a transaction may
-# write more than one chunk: each call's statement must see its own rows only).
-_FROM_STAGE = (
-    "WITH staged AS (DELETE FROM outbox_stage RETURNING *), "
-    "rows AS (INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
-    "SELECT topic, key, headers::jsonb, value, event_id, $1 FROM staged ORDER BY n) "
-    "SELECT pg_notify($2, '')"
-)
 _FROM_ARRAYS = (
     "WITH rows AS (INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
     "SELECT t.*, $6 FROM unnest($1::text[], $2::bytea[], $3::jsonb[], $4::bytea[], $5::text[]) AS t) "

@@ -18,7 +18,7 @@ same steps:
    its person's data key — the stored one, or a fresh one the accepting transaction stores — only for
    events that are valid and authorised: a refused request leaves no key behind.
 4. **enqueue** (``outbox.accept_sealed``: data keys, erasure fence, idempotency keys, outbox rows and
-   registers in one round trip; a file chunk's ``outbox.enqueue``): into the outbox, with what acceptance
+   registers in one round trip; a file chunk's ``accept_file_rows``, migration 029): into the outbox, with what acceptance
    changes in the registers (``producers.holders``: a registration or referral makes its site's parties
    hold the person, P3; a withdrawal moves the person's fence, P7). Once it commits, the event reaches
    Kafka even if the broker is down right now, and every later authorisation and disclosure sees the
@@ -38,10 +38,10 @@ import asyncpg
 from contracts.envelope import Event
 from infra.crypto import KeyStore, stored_keys
 from producers.holders import ErasedMeanwhile
-from producers.outbox import accept_sealed, enqueue
+from producers.outbox import accept_sealed
 from producers.submission import ExtraPolicy, Submission, build_event, seal_checked, validate
 
-__all__ = ["accept", "enqueue"]
+__all__ = ["accept"]
 
 
 async def accept(

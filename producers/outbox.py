@@ -1,7 +1,8 @@
 """Transactional outbox: accepting an event is one row in PostgreSQL; a relay publishes it to Kafka.
 
-Writers call ``enqueue`` inside their own transaction, so an event is accepted exactly when whatever
-accepted it commits — whether or not the broker is up. The relay takes pending rows in id order while
+Acceptance writes an event's row in the transaction that accepts it (``accept_sealed``; a file chunk's
+``accept_file_rows``), so an event is accepted exactly when that transaction commits — whether or not the
+broker is up. The relay takes pending rows in id order while
 it leads the ``relay`` role (``infra.leadership``: one relay at a time keeps the order, fenced by epoch),
 publishes them with an idempotent ``acks=all`` producer, and stamps them published. Only a crash of the
 relay between Kafka's acknowledgement and the stamp re-sends a batch; consumers key their effects by
@@ -28,46 +29,14 @@ from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, AdvisoryLock, connect
 from infra.kafka import start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
-from infra.outbox_rows import count_accepted, insert_events, outbox_columns
+from infra.outbox_rows import count_accepted, outbox_columns
 from infra.tracing import TRACEPARENT_HEADER, TRACESTATE_HEADER, publish_span
-from producers.holders import (
-    ErasedMeanwhile,
-    erasure_fence,
-    fence_rows,
-    holder_rows,
-    record_fences,
-    record_holders,
-)
+from producers.holders import fence_rows, holder_rows
 
 log = get_logger("outbox")
 
 _GATHER_S = 0.02  # after a part batch: adds at most this to the time from 202 to Kafka
 NOTIFY_CHANNEL = OUTBOX_CHANNEL
-
-
-async def enqueue(
-    conn: asyncpg.Connection,
-    events: Sequence[Event],
-    *,
-    origin: str,
-    namespace: str,
-    fenced: bool = False,
-) -> int:
-    """Add events to the outbox in the caller's transaction, with what their acceptance changes in the
-    registers; returns how many were added (``infra.outbox_rows`` writes the rows).
-
-    Nothing about an erased person enters the outbox (P9): unless the caller already left out the people
-    ``holders.erasure_fence`` returned in this transaction (``fenced``), raises ``ErasedMeanwhile``."""
-    if not events:
-        return 0
-    if not fenced:
-        erased = await erasure_fence(conn, (e.subject for e in events))
-        if erased:
-            raise ErasedMeanwhile(erased)
-    await insert_events(conn, events, origin=origin, namespace=namespace)
-    await record_holders(conn, events)  # P3: holding is decided here, with acceptance, never by a reader
-    await record_fences(conn, events)  # P7: a withdrawal fences the person off from its 202 on
-    return len(events)
 
 
 @dataclass(frozen=True, slots=True)

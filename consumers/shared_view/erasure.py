@@ -85,7 +85,8 @@ async def erase_person(
     async with conn.transaction():
         # Waits for the batch in flight; later batches see the register and skip the person.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ERASURE)
-        # Then every accepting transaction in flight (P9 at commit, ``producers.holders.erasure_fence``).
+        # Then every accepting transaction in flight (P9 at commit: the acceptance erasure lock that
+        # migration 021's ``accept_events`` and 029's ``accept_file_rows`` take shared).
         await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
         already = (
             await conn.fetchval("SELECT true FROM sv_erasures WHERE person_key = $1", person_key) or False

@@ -2,8 +2,8 @@
 
 Sealing runs before the accepting transaction (``KeyStore.keys_for`` commits the keys it makes), and the
 erasure fence inside that transaction used to delete a key made for an erased person. When that
-transaction rolled back instead (``enqueue`` raising ``ErasedMeanwhile`` in the caller's transaction, or
-anything failing after the fence), the deletion rolled back with it: an erased person had a data key
+transaction refused the person or rolled back instead (a refusal at the fence, or anything failing
+after it), the deletion rolled back with it: an erased person had a data key
 again. Now no key is ever stored for a person on the erasure register.
 
 The database checks that once per statement (migration 020): the rows a statement inserted are joined to
@@ -24,7 +24,8 @@ from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.db import AdvisoryLock
 from producers.holders import ErasedMeanwhile
-from producers.ingest import accept, enqueue
+from producers.ingest import accept
+from producers.outbox import accept_sealed
 from producers.submission import Checked, build_event, seal_checked, validate
 from tests import factories
 from tests.helpers import accept_then_erase
@@ -49,7 +50,7 @@ async def _erased(pool: asyncpg.Pool, settings: Settings) -> str:
     return person
 
 
-async def test_a_rolled_back_acceptance_of_an_erased_person_leaves_no_data_key(
+async def test_a_refused_acceptance_of_an_erased_person_leaves_no_data_key(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
     person = await _erased(pool, settings)
@@ -57,9 +58,8 @@ async def test_a_rolled_back_acceptance_of_an_erased_person_leaves_no_data_key(
     checked = validate(sub.family, sub.data, time=sub.time, event_id=sub.event_id, trusted=True)
     async with pool.acquire() as conn:
         event = await _sealed(conn, KeyStore.from_settings(settings), checked, sub.source)
-        with pytest.raises(ErasedMeanwhile):
-            async with conn.transaction():  # the caller's transaction rolls back on the refusal
-                await enqueue(conn, [event], origin="test", namespace=settings.topic_namespace)
+        verdicts = await accept_sealed(conn, [[event]], {}, origin="test", namespace=settings.topic_namespace)
+        assert verdicts.erased == {person} and not verdicts.kept
         assert await _keys(conn, person) == 0
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.id) == 0
 

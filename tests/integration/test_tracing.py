@@ -47,7 +47,7 @@ from infra.tracing import export_to, tracer
 from producers.adapters.app import welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
-from producers.outbox import OutboxRelay, enqueue
+from producers.outbox import OutboxRelay, accept_sealed
 from producers.submission import to_event
 from tests import factories
 from tests.browser.console_server import RunningConsole
@@ -385,8 +385,11 @@ async def test_a_tracestate_travels_beside_its_traceparent_and_a_malformed_one_i
     )  # fmt: skip
     traced = to_event(factories.consent(factories.person_key()), None)
     with tracer().start_as_current_span("accept", context=set_span_in_context(NonRecordingSpan(parent))):
-        async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, [traced], origin="test-tracestate", namespace=settings.topic_namespace)
+        async with pool.acquire() as conn:
+            verdicts = await accept_sealed(
+                conn, [[traced]], {}, origin="test-tracestate", namespace=settings.topic_namespace
+            )
+    assert verdicts.kept == {0}
     row = await pool.fetchrow("SELECT headers FROM outbox WHERE event_id = $1", traced.id)
     assert (
         row["headers"][TRACESTATE_HEADER] == state
