@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
@@ -24,12 +25,15 @@ from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler
 from devtools.stack import namespaces
-from infra.auth import OrgKind, Role, add_client
+from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.codecs.csv_rows import MAX_COLUMNS, MAX_ROWS, Header, ParsedRow, read_chunks
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.kafka import client_options
 from infra.signing import erasure_signer
+from producers.adapters import service as adapter_service
+from producers.adapters.authorization import Adapter
+from producers.adapters.service import AdapterService
 from producers.adapters.sites import add_sites
 from producers.ingest import accept
 from tests import factories
@@ -203,3 +207,47 @@ def read_rows(
                 raise error
 
     return encoding, header, rows()
+
+
+async def csv_importer(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str, *, chunk_rows: int = 3
+) -> tuple[AdapterService, Principal, str, int]:
+    """A Hello Work office's publishing client (``name``), its principal, the employment adapter's service
+    importing files in chunks of ``chunk_rows`` rows, and the outbox's last id before the import."""
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
+        client_id, token = await add_client(
+            conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )  # fmt: skip
+        principal = await authenticate(conn, f"Bearer {token}")
+        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    monkeypatch.setattr(adapter_service, "CHUNK_ROWS", chunk_rows)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    return service, principal, client_id, start
+
+
+class ChunksOverlapped:
+    """Makes a file's pipelined chunks overlap for certain: the first chunk's transaction waits until the
+    second chunk is sealed. ``seals`` counts the chunks sealed."""
+
+    def __init__(self, service: AdapterService, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seals = 0
+        self._writes = 0
+        self._second_sealed = asyncio.Event()
+        self._seal, self._write = service._seal_chunk, service._write_chunk
+        monkeypatch.setattr(service, "_seal_chunk", self._counted_seal)
+        monkeypatch.setattr(service, "_write_chunk", self._first_write_after_the_second_seal)
+
+    async def _counted_seal(self, *args: Any) -> Any:
+        sealed = await self._seal(*args)
+        self.seals += 1
+        if self.seals == 2:
+            self._second_sealed.set()
+        return sealed
+
+    async def _first_write_after_the_second_seal(self, *args: Any) -> None:
+        self._writes += 1
+        if self._writes == 1:
+            await self._second_sealed.wait()
+        await self._write(*args)

@@ -16,56 +16,34 @@ import pytest
 
 from contracts.envelope import Family
 from contracts.events import Sealed
-from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.crypto import KeyStore, open_sealed
 from infra.db import AdvisoryLock
-from producers.adapters import service as service_module
 from producers.adapters.authorization import Adapter
 from producers.adapters.service import AdapterService
-from producers.adapters.sites import add_sites
 from producers.holders import ERASED_MEANWHILE
 from tests import factories
+from tests.helpers import ChunksOverlapped, csv_importer
 
 
 async def test_a_person_of_two_chunks_has_both_rows_sealed_under_the_one_stored_key(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service, principal, start = await _importer(pool, settings, monkeypatch, "two-chunks")
-    monkeypatch.setattr(service_module, "CHUNK_ROWS", 1)
-    seal, write = service._seal_chunk, service._write_chunk
-    second_sealed = asyncio.Event()
-    seals = writes = 0
-
-    async def counted_seal(*args: Any) -> Any:
-        nonlocal seals
-        sealed = await seal(*args)
-        seals += 1
-        if seals == 2:
-            second_sealed.set()
-        return sealed
-
-    async def first_write_after_the_second_seal(*args: Any) -> None:
-        nonlocal writes
-        writes += 1
-        if writes == 1:  # the second chunk is sealed before the first chunk's key is stored
-            await second_sealed.wait()
-        await write(*args)
-
-    monkeypatch.setattr(service, "_seal_chunk", counted_seal)
-    monkeypatch.setattr(service, "_write_chunk", first_write_after_the_second_seal)
+    service, principal, _, start = await csv_importer(pool, settings, monkeypatch, "two-chunks", chunk_rows=1)
+    # The second chunk is sealed before the first chunk's key is stored.
+    overlapped = ChunksOverlapped(service, monkeypatch)
     person = factories.person_key()
     rows = [factories.placement(person).data, factories.placement(person).data]
     summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
-    assert (seals, summary.accepted, summary.rejected) == (2, 2, 0), summary.as_dict()
+    assert (overlapped.seals, summary.accepted, summary.rejected) == (2, 2, 0), summary.as_dict()
     assert await _opened(pool, settings, start) == [(person, r["personal"]["employer_name"]) for r in rows]
 
 
 async def test_rows_of_a_person_whose_key_was_stored_meanwhile_are_sealed_again_under_it(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service, principal, start = await _importer(pool, settings, monkeypatch, "stored-meanwhile")
+    service, principal, _, start = await csv_importer(pool, settings, monkeypatch, "stored-meanwhile")
     seal = service._seal_chunk
     person, other = factories.person_key(), factories.person_key()
 
@@ -93,7 +71,7 @@ async def test_rows_of_a_person_whose_key_was_stored_meanwhile_are_sealed_again_
 async def test_two_imports_of_one_file_at_once_accept_each_row_once(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service, principal, start = await _importer(pool, settings, monkeypatch, "twice-at-once")
+    service, principal, _, start = await csv_importer(pool, settings, monkeypatch, "twice-at-once")
     other = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
     rows = [factories.placement(factories.person_key()).data for _ in range(12)]
     content = write_csv("placement", rows)
@@ -106,23 +84,6 @@ async def test_two_imports_of_one_file_at_once_accept_each_row_once(
     assert sorted(await _opened(pool, settings, start)) == sorted(
         (r["person_key"], r["personal"]["employer_name"]) for r in rows
     )
-
-
-async def _importer(
-    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str
-) -> tuple[AdapterService, Principal, int]:
-    """A Hello Work office's importing service (chunks of 3 rows) and principal, and the outbox's last id."""
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
-        _, token = await add_client(
-            conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
-            roles=frozenset({Role.PUBLISH}),
-        )  # fmt: skip
-        principal = await authenticate(conn, f"Bearer {token}")
-        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
-    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
-    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
-    return service, principal, start
 
 
 async def _opened(pool: asyncpg.Pool, settings: Settings, start: int) -> list[tuple[str, str]]:
@@ -146,7 +107,7 @@ async def test_a_file_chunk_records_the_holders_and_fences_its_rows_make(
 ) -> None:
     """P3 and P7 with the chunk's acceptance: a registration file makes its site's parties hold the person,
     a consent file's withdrawal moves their fence to its ``signed_at`` (the latest of the file's)."""
-    service, principal, _ = await _importer(pool, settings, monkeypatch, "holders-fences")
+    service, principal, _, _ = await csv_importer(pool, settings, monkeypatch, "holders-fences")
     person = factories.person_key()
     registered = await service.import_csv(
         principal, Family.REGISTRATION, write_csv("registration", [factories.registration(person).data])
@@ -180,7 +141,7 @@ async def test_rows_of_a_person_erased_after_sealing_are_refused_at_commit_and_l
     """P9 at commit: the chunk's transaction reads the erasure register under the erasure lock, after the
     authorisation's read; the erased person's rows are refused (line, rule, no value), the others go in,
     and no data key of theirs is stored."""
-    service, principal, start = await _importer(pool, settings, monkeypatch, "erased-meanwhile")
+    service, principal, _, start = await csv_importer(pool, settings, monkeypatch, "erased-meanwhile")
     seal = service._seal_chunk
     person, other = factories.person_key(), factories.person_key()
 

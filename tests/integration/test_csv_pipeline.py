@@ -5,9 +5,6 @@ identity linking), in a first chunk whose transaction is held back until the sec
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import asyncpg
 import pytest
 
@@ -21,6 +18,7 @@ from producers.adapters.authorization import Adapter
 from producers.adapters.service import AdapterService
 from producers.adapters.sites import add_sites
 from tests import factories
+from tests.helpers import ChunksOverlapped
 
 _OTHER_SITE, _OTHER_OFFICE = f"{factories.OTHER_AUTHORITY}-01", "1102"
 
@@ -40,27 +38,7 @@ async def test_holders_a_chunk_still_being_written_makes_bind_the_next_chunk(
         principal = await authenticate(conn, f"Bearer {token}")
     monkeypatch.setattr(service_module, "CHUNK_ROWS", 1)
     service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
-    seal, write = service._seal_chunk, service._write_chunk
-    second_sealed = asyncio.Event()
-    seals = writes = 0
-
-    async def counted_seal(*args: Any) -> Any:
-        nonlocal seals
-        sealed = await seal(*args)
-        seals += 1
-        if seals == 2:
-            second_sealed.set()
-        return sealed
-
-    async def first_write_after_the_second_seal(*args: Any) -> None:
-        nonlocal writes
-        writes += 1
-        if writes == 1:
-            await second_sealed.wait()
-        await write(*args)
-
-    monkeypatch.setattr(service, "_seal_chunk", counted_seal)
-    monkeypatch.setattr(service, "_write_chunk", first_write_after_the_second_seal)
+    overlapped = ChunksOverlapped(service, monkeypatch)
     rows = [
         factories.registration(person).data,
         factories.registration(
@@ -68,6 +46,6 @@ async def test_holders_a_chunk_still_being_written_makes_bind_the_next_chunk(
         ).data,
     ]
     summary = await service.import_csv(principal, Family.REGISTRATION, write_csv("registration", rows))
-    assert (seals, summary.accepted, summary.rejected) == (2, 1, 1), summary.as_dict()
+    assert (overlapped.seals, summary.accepted, summary.rejected) == (2, 1, 1), summary.as_dict()
     ((line, refusal),) = summary.errors
     assert line == 3 and "P3" in refusal.rule

@@ -10,21 +10,18 @@ import asyncpg
 import pytest
 
 from contracts.envelope import Family
-from infra.auth import OrgKind, Principal, Role, add_client, authenticate, revoke_client
+from infra.auth import Principal, revoke_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
-from infra.crypto import KeyStore
-from producers.adapters import service as service_module
-from producers.adapters.authorization import Adapter
 from producers.adapters.service import AdapterService
-from producers.adapters.sites import add_sites
 from tests import factories
+from tests.helpers import csv_importer
 
 
 async def test_a_client_revoked_during_an_import_has_nothing_accepted_from_the_next_chunk_on(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service, principal, client_id, start = await _importing_client(pool, settings, monkeypatch, "revoked")
+    service, principal, client_id, start = await csv_importer(pool, settings, monkeypatch, "revoked")
     commit = service._write_chunk
     commits = 0
 
@@ -50,9 +47,7 @@ async def test_a_client_revoked_after_a_chunk_was_authorised_has_nothing_of_it_a
 ) -> None:
     """A chunk is authorised while the one before it is still being written; its transaction reads the
     credential again, so a revocation between the two refuses that chunk (and the rest)."""
-    service, principal, client_id, start = await _importing_client(
-        pool, settings, monkeypatch, "revoked-late"
-    )
+    service, principal, client_id, start = await csv_importer(pool, settings, monkeypatch, "revoked-late")
     seal, write = service._seal_chunk, service._write_chunk
     seals = writes = 0
 
@@ -83,28 +78,6 @@ async def test_a_client_revoked_after_a_chunk_was_authorised_has_nothing_of_it_a
     summary, written = await _import(service, principal, pool, rows, start)
     assert (summary.accepted, written) == (3, 3)
     assert summary.file_error is not None and summary.file_error.startswith("line 5:")
-
-
-async def _importing_client(
-    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str
-) -> tuple[AdapterService, Principal, str, int]:
-    """A Hello Work office's publishing client, its principal, and a service importing in chunks of 3
-    rows; ``start`` is the outbox's last id before the import."""
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
-        client_id, token = await add_client(
-            conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
-            roles=frozenset({Role.PUBLISH}),
-        )  # fmt: skip
-        principal = await authenticate(conn, f"Bearer {token}")
-        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
-    monkeypatch.setattr(service_module, "CHUNK_ROWS", 3)
-    return (
-        AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings)),
-        principal,
-        client_id,
-        start,
-    )
 
 
 async def _import(
