@@ -4,6 +4,7 @@ summary says why, naming no value."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,7 @@ from contracts.envelope import Family
 from infra.auth import Principal, revoke_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
+from producers.adapters import service as service_module
 from producers.adapters.service import AdapterService
 from tests import factories
 from tests.helpers import csv_importer
@@ -88,3 +90,45 @@ async def _import(
     async with pool.acquire() as conn:
         written = await conn.fetchval("SELECT count(*) FROM outbox WHERE id > $1", start)
     return summary, written
+
+
+async def test_a_revocation_committed_while_a_chunk_is_accepted_waits_for_that_chunk(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's transaction has read the credential (``accept_file_rows``) and not committed yet when an
+    operator revokes it: the revocation must wait for that commit, so nothing the chunk accepted commits
+    after the revocation did (a plain read of ``clients`` let the revocation commit first, and the chunk's
+    rows then went in under a credential already revoked)."""
+    service, principal, client_id, start = await csv_importer(
+        pool, settings, monkeypatch, "revoked-in-commit"
+    )
+    accept = service_module._accept_file_rows
+    revoker = await pool.acquire()
+    revoking: list[asyncio.Future[bool]] = []
+    committed_first: list[bool] = []
+
+    async def revoked_before_commit(*args: Any) -> Any:
+        verdict = await accept(*args)  # in the chunk's transaction, which commits once this returns
+        if not revoking:
+            revoking.append(asyncio.ensure_future(revoke_client(revoker, client_id)))
+            pid = revoker.get_server_pid()
+            # Until the revocation has committed or waits for a lock (an order, not a time, is checked).
+            while not revoking[0].done():
+                if await pool.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            committed_first.append(revoking[0].done())
+        return verdict
+
+    monkeypatch.setattr(service_module, "_accept_file_rows", revoked_before_commit)
+    rows = [factories.placement(factories.person_key()).data for _ in range(9)]
+    try:
+        summary, written = await _import(service, principal, pool, rows, start)
+        assert await revoking[0]
+    finally:
+        await pool.release(revoker)
+    assert committed_first == [False], "the revocation committed inside the chunk's open transaction"
+    assert (summary.accepted, written) == (3, 3)  # the first chunk, committed before the revocation
+    assert summary.file_error is not None and summary.file_error.startswith("line 5:")
