@@ -787,7 +787,9 @@ class _GroupCommitter:
 
     async def commit(self, unit: _Unit) -> list[str] | None:
         self.pending.append(unit)
-        if not self._wake_one() and len(self.tasks) < self.FLUSHERS:
+        # A flusher that has ended is counted until its done-callback runs, which may come after this
+        # request in the same turn of the loop: only the running ones count.
+        if not self._wake_one() and sum(not t.done() for t in self.tasks) < self.FLUSHERS:
             task = asyncio.create_task(self._drain())
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

@@ -82,3 +82,47 @@ async def test_requests_read_while_a_group_commits_join_the_next_group(monkeypat
     read_meanwhile = [asyncio.create_task(request()) for _ in range(2)]
     await asyncio.gather(first, waiting, *read_meanwhile)
     assert groups == [1, 3]
+
+
+async def test_a_request_read_as_the_last_flusher_ends_gets_a_flusher(monkeypatch: Any) -> None:
+    """The flusher ends once no request came for ``IDLE_S``; a request whose handler runs in the same turn
+    of the loop as that end (its step was ready before the flusher's task could be discarded from
+    ``tasks``) found the ended task still counted, started no flusher, and waited for another request
+    to come and start one: a lone request went unanswered. Step by step here, no timing."""
+
+    @asynccontextmanager
+    async def no_connection(_pool: Any) -> AsyncIterator[None]:
+        yield None
+
+    monkeypatch.setattr(adapter_service, "generic_plans", no_connection)
+    committer = _GroupCommitter(service=SimpleNamespace(pool=None))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    answered: list[Any] = []
+
+    async def flush(_conn: Any, group: list[Any]) -> list[tuple[Any, list[str]]]:
+        answered.extend(group)
+        return [(unit, []) for unit in group]
+
+    monkeypatch.setattr(committer, "_flush", flush)
+
+    def request() -> Any:
+        return committer.commit(SimpleNamespace(rows=[None], done=loop.create_future()))
+
+    late: list[asyncio.Task[Any]] = []
+
+    async def no_arrival() -> bool:
+        # The idle deadline: no request pending. A request's handler is ready to run in this very turn
+        # (its step was queued before the flusher's task ends and is discarded).
+        if not late:
+            late.append(asyncio.ensure_future(request()))
+        return False
+
+    monkeypatch.setattr(committer, "_next_arrival", no_arrival)
+    first = asyncio.ensure_future(request())
+    await first
+    while committer.tasks:  # the flusher ends (after it saw nothing pending)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not (committer.pending and not committer.tasks), "a request waits with no flusher to take it"
+    await late[0]
+    assert len(answered) == 2
