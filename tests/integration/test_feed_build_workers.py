@@ -4,7 +4,6 @@ for revision 1 at the cutoff and revision 2 (composed against revision 1's kept 
 
 from __future__ import annotations
 
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumers.feed.builder import build_month
+from consumers.feed.builder import build_month, composing_workers
 from domain.calendar import YearMonth
 from infra.config import Settings
 from tests.integration.test_feed_counts import _month_rows, _write
@@ -53,8 +52,20 @@ async def test_a_build_shared_with_worker_processes_keeps_what_one_process_keeps
     async with pool.acquire() as conn, conn.transaction():
         await _write(conn, rows)
     alone = await _build(pool, settings, authorities, None)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as executor:
+    with composing_workers(settings.model_copy(update={"feed_build_workers": 1})) as executor:
+        assert isinstance(executor, ProcessPoolExecutor)
+        submit, shares = executor.submit, 0
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal shares
+            shares += 1
+            return submit(*args, **kwargs)
+
+        executor.submit = counted  # type: ignore[method-assign]
         shared = await _build(pool, settings, authorities, executor)
+    assert shares > 0  # the worker composed a share: the comparison below is not one process against itself
+    with composing_workers(settings.model_copy(update={"feed_build_workers": 0})) as none:
+        assert none is None
     assert {r[1] for r in alone} == {1, 2}  # both kinds of revision were built
     assert len({r[0] for r in alone}) == len(authorities)
     assert shared == alone
