@@ -17,7 +17,7 @@ import pytest
 
 from contracts.envelope import Event, Family
 from contracts.events import Sealed
-from infra.auth import OrgKind, Role, add_client, authenticate
+from infra.auth import AuthError, OrgKind, Role, add_client, authenticate, revoke_client
 from infra.config import Settings
 from infra.crypto import KeyStore, open_sealed
 from infra.db import AdvisoryLock
@@ -270,3 +270,51 @@ async def test_expired_idempotency_records_are_locked_in_key_order(pool: asyncpg
             [a, b],
         )
     assert {r["key"]: r["event_ids"] for r in stored} == {a: [], b: []}  # the expired records replaced
+
+
+async def test_a_client_revoked_between_the_groups_read_and_its_accepting_call_has_nothing_accepted(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group commit reads its clients' revocations, then authorises and seals (CPU), then calls the
+    accepting statement. A revocation committed in between (step by step here, no timing) must still
+    refuse the request: ``CredentialCache`` promises that a revoked credential never gets an event
+    accepted after its revocation commits. The accepting call took its events without looking again."""
+    from producers.adapters import service as adapter_service
+    from producers.adapters.authorization import Adapter
+    from producers.adapters.csv_chunks import FamilyRows, Row
+    from producers.adapters.service import AdapterService, _Unit
+
+    person = factories.person_key()
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "test")])
+        client_id, token = await add_client(
+            conn,
+            name="revoked-in-group",
+            org_kind=OrgKind.OFFICE,
+            org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )
+        principal = await authenticate(conn, f"Bearer {token}")
+
+    real_seal = adapter_service.seal_units
+    revoked: list[bool] = []
+
+    async def revoked_after_the_read(*args: Any, **kwargs: Any) -> Any:
+        if not revoked:  # the group's clients were read: the operator revokes now, and commits
+            async with pool.acquire() as conn:
+                revoked.append(await revoke_client(conn, client_id))
+        return await real_seal(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_service, "seal_units", revoked_after_the_read)
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    row = FamilyRows(Family.PLACEMENT).judge_body(factories.placement(person).data)
+    assert isinstance(row, Row)
+    answer = await asyncio.gather(
+        service.committer.commit(_Unit(principal, Family.PLACEMENT, [row], None)), return_exceptions=True
+    )
+
+    assert revoked == [True], "control: the revocation committed between the group's read and its call"
+    async with pool.acquire() as conn:
+        written = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", person.encode())
+    assert written == 0, "an event was accepted after its client's revocation committed"
+    assert isinstance(answer[0], AuthError) and answer[0].status == 401, answer
