@@ -16,6 +16,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -47,6 +48,8 @@ class Verdicts:
     erased: frozenset[str]  # people on the erasure register: every unit about one was refused (P9)
     conflicted: frozenset[str]  # people whose key was stored meanwhile: their units are to be sealed again
     won: frozenset[int]  # keyed units whose idempotency key was stored (the others' was taken)
+    # Clients revoked (when; None: no longer in the register) as the call committed: their units refused.
+    revoked: Mapping[str, datetime | None]
 
 
 async def accept_sealed(
@@ -55,15 +58,18 @@ async def accept_sealed(
     fresh_keys: Mapping[str, bytes],
     idempotency: Sequence[tuple[int, str, str, bytes, str]] = (),
     *,
+    clients: Sequence[str | None] = (),
     origin: str,
     namespace: str,
 ) -> Verdicts:
-    """Accept sealed events in one round trip: their own transaction (migration 021's ``accept_events``).
+    """Accept sealed events in one round trip: their own transaction (``accept_events``: 021, latest 035).
 
     Each unit (a request) is accepted or refused whole. ``fresh_keys`` (person -> wrapped data key) are
     the keys the events were sealed with that are not stored yet (``KeyStore.sealing_keys``): stored in
     the same transaction. ``idempotency`` holds (unit, organisation, key, request digest, family) for the
-    keyed units. A unit is refused if one of its people is on the erasure register now (read under the
+    keyed units. ``clients`` holds each unit's client (None, or none given: a trusted caller's, the
+    simulator's or ``ingest.accept``'s). A unit is refused if its client is revoked now (read FOR SHARE: a
+    revocation waits for this transaction, so none commits between its check and its events), or one of its people is on the erasure register now (read under the
     acceptance erasure lock, after authorisation's read: P9 even under a concurrent erasure), or got a
     stored key meanwhile (seal it again), or, keyed, if its key is taken; else its events go into the
     outbox with what they change in the registers (holders P3, fences P7), in the order given."""
@@ -83,6 +89,7 @@ async def accept_sealed(
         [e_unit[h[0]] for h in holders], [h[1] for h in holders], [h[2] for h in holders],
         [h[3] for h in holders], [h[4] for h in holders], [h[5] for h in holders],
         [e_unit[f[0]] for f in fences], [f[1] for f in fences], [f[2] for f in fences], [f[3] for f in fences],
+        [i for i, c in enumerate(clients) if c is not None], [c for c in clients if c is not None],
         origin, NOTIFY_CHANNEL,
     )  # fmt: skip
     assert row is not None
@@ -90,17 +97,20 @@ async def accept_sealed(
     if erased:
         forget_everywhere(erased)  # out of this process's memory (the other processes follow the erasure)
     keyed = {k[0] for k in idempotency}
+    revoked = dict(zip(row["revoked"], row["revoked_at"], strict=True))
     refused = erased | conflicted
     kept = frozenset(
         i
         for i, evs in enumerate(units)
-        if (i not in keyed or i in won) and not any(e.subject in refused for e in evs)
+        if (i not in keyed or i in won)
+        and not any(e.subject in refused for e in evs)
+        and (i >= len(clients) or clients[i] not in revoked)
     )
     count_accepted(origin, [e for i in sorted(kept) for e in units[i]])
-    return Verdicts(kept, erased, conflicted, won)
+    return Verdicts(kept, erased, conflicted, won, revoked)
 
 
-_ACCEPT = f"SELECT * FROM accept_events({', '.join(f'${n}' for n in range(1, 26))})"
+_ACCEPT = f"SELECT * FROM accept_events({', '.join(f'${n}' for n in range(1, 28))})"
 
 
 class BrokerUnavailable(Exception):

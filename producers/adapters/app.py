@@ -28,7 +28,7 @@ from infra.codecs.field_errors import FieldError, client_errors
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
-from producers.adapters.service import AdapterService, IdempotencyConflict, Rejected
+from producers.adapters.service import Accepted, AdapterService, IdempotencyConflict, Rejected
 from producers.outbox import OutboxRelay
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
@@ -83,8 +83,10 @@ class CredentialCache:
     client costs one ``clients`` lookup per second instead of one per request.
 
     Revocation is not delayed by it where it matters: every commit re-reads its clients' revocation in
-    the database before anything is written (the group commit's first read), and so does an idempotent replay, so a
-    revoked credential never gets an event accepted or a replayed answer after its revocation commits.
+    the database before anything is written (the group commit's first read) and again, FOR SHARE, in its
+    accepting statement (migration 035), and so does an idempotent replay, so a revoked credential never
+    gets an event accepted or a replayed answer after its revocation commits; a commit's 401 drops the
+    credential from the cache (``FamilyEndpoints._accept``).
     Within ``ttl_s`` of the revocation, a request that fails earlier (422, 403) may still get that answer
     instead of 401. Only successful verifications are kept, keyed by a hash of the header (no secret is
     stored); a CSV upload always verifies afresh. When an entry expires under a stream of requests, one
@@ -153,6 +155,12 @@ class CredentialCache:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
         self._entries[self._key(authorization)] = (time.monotonic() + self.ttl_s, principal)
+
+    def forget(self, authorization: str | None) -> None:
+        """Drop a credential the commit found revoked: its next request looks it up (and gets its 401)
+        instead of being answered from the cache until the entry expires."""
+        if authorization:
+            self._entries.pop(self._key(authorization), None)
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -245,8 +253,7 @@ class FamilyEndpoints:
         principal = await cached_publisher(request)
         key = idempotency_key(request.headers.get("idempotency-key"))
         body = await read_json(request)
-        service: AdapterService = request.app.state.service
-        result = await service.accept_events(principal, self.family, [body], key, batch=False)
+        result = await self._accept(request, principal, [body], key, batch=False)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return _json({"event_id": result.event_ids[0], "replayed": result.replayed}, 202, headers)
 
@@ -258,10 +265,20 @@ class FamilyEndpoints:
             raise Rejected(
                 [FieldError("(body)", "expected a JSON array of 1 to 1000 events", None, "batch size")]
             )
-        service: AdapterService = request.app.state.service
-        result = await service.accept_events(principal, self.family, body, key, batch=True)
+        result = await self._accept(request, principal, body, key, batch=True)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return _json({"event_ids": result.event_ids, "replayed": result.replayed}, 202, headers)
+
+    async def _accept(
+        self, request: Request, principal: Principal, bodies: list[Any], key: str | None, *, batch: bool
+    ) -> Accepted:
+        service: AdapterService = request.app.state.service
+        try:
+            return await service.accept_events(principal, self.family, bodies, key, batch=batch)
+        except AuthError as exc:
+            if exc.status == 401:  # revoked since the credential was cached: the cache forgets it
+                request.app.state.credentials.forget(request.headers.get("authorization"))
+            raise
 
     async def import_csv(
         self, request: Request, principal: FreshPublisher, file: Annotated[UploadFile, File()]

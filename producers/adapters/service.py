@@ -921,24 +921,33 @@ class _GroupCommitter:
         for unit, evs in zip(group, per_unit, strict=True):
             for i, e in enumerate(evs):  # the request's trace context (the commit runs in another task)
                 evs[i] = e._replace(traceparent=unit.traceparent, tracestate=unit.tracestate)
-        # The accepting transaction, in one round trip: data keys, the erasure fence (P9 at commit: a
-        # request whose person was erased since its authorisation is refused alone), idempotency keys,
-        # outbox rows and registers.
+        # The accepting transaction, in one round trip: the clients' revocation again (read FOR SHARE: one
+        # committed since the first read refuses its client's requests, a later one waits for this
+        # transaction), data keys, the erasure fence (P9 at commit: a request whose person was erased since
+        # its authorisation is refused alone), idempotency keys, outbox rows and registers.
         verdicts = await accept_sealed(
             conn,
             per_unit,
             sealing.fresh,
             [(i, *u.idem) for i, u in enumerate(group) if u.idem is not None],
+            clients=[u.principal.client_id for u in group],
             origin=f"{service.adapter.value}-adapter",
             namespace=service.settings.topic_namespace,
         )
         service.keystore.remember(sealing, sealing.keys.keys() - verdicts.erased - verdicts.conflicted)
+        # Answered as the first read answers a client revoked (or removed) since it authenticated: 401.
+        revoked_since = refusals(
+            verdicts.revoked, {client: at for client, at in verdicts.revoked.items() if at is not None}
+        )
         results: list[tuple[_Unit, list[str] | None]] = []
         again: list[_Unit] = []
         for i, (unit, evs) in enumerate(zip(group, per_unit, strict=True)):
             subjects = {e.subject for e in evs}
             if i in verdicts.kept:
                 results.append((unit, [e.id for e in evs]))
+            elif unit.principal.client_id in revoked_since:
+                if not unit.done.done():
+                    unit.done.set_exception(revoked_since[unit.principal.client_id])
             elif subjects & verdicts.erased:
                 if not unit.done.done():
                     # Its own people only: the group's other requests are other organisations'.

@@ -220,7 +220,7 @@ async def test_a_request_whose_person_got_a_data_key_meanwhile_is_sealed_again_a
 
 _ACCEPT_KEYS_ONLY = (  # accept_events with idempotency keys only (units with no events: nothing else moves)
     "SELECT * FROM accept_events('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', $1, $2, $3, $4, $5,"
-    " '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 'test', 'test_accept_keys_only')"
+    " '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 'test', 'test_accept_keys_only')"
 )
 
 

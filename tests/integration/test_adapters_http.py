@@ -595,3 +595,40 @@ async def test_no_personal_value_in_any_topic(
         raw = (rec.value or b"") + (rec.key or b"") + b"".join(v for _, v in rec.headers)
         for value in PERSONAL_VALUES:
             assert value.encode() not in raw, "personal data travels only sealed"
+
+
+async def test_a_credential_the_commit_found_revoked_is_forgotten_by_the_cache(
+    pool: asyncpg.Pool, settings: Settings, adapters: Adapters
+) -> None:
+    """Within its entry's life the cache answers a revoked credential's invalid request 422 (it fails
+    before the commit); once a commit has answered 401 the entry is gone, and the next request of that
+    credential is looked up afresh: 401, whatever it carries. (An hour's entries: no timing; the sites
+    are the ``adapters`` fixture's.)"""
+    from producers.adapters.app import CredentialCache
+
+    async with pool.acquire() as conn:
+        client_id, token = await add_client(
+            conn,
+            name="forgotten",
+            org_kind=OrgKind.OFFICE,
+            org_code=factories.OFFICE,
+            roles=frozenset({Role.PUBLISH}),
+        )
+    app = employment_app(settings)
+    app.state.credentials = CredentialCache(ttl_s=3600)
+    invalid = factories.placement(factories.person_key()).data | {"placed_on": "not a date"}
+    async with (
+        running(app, "127.0.0.1", free_port()) as base,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+    ):
+        first = await http.post("/v1/placement", json=factories.placement(factories.person_key()).data)
+        async with pool.acquire() as conn:
+            assert await revoke_client(conn, client_id)
+        cached = await http.post("/v1/placement", json=invalid)
+        refused = await http.post("/v1/placement", json=factories.placement(factories.person_key()).data)
+        after = await http.post("/v1/placement", json=invalid)
+    assert first.status_code == 202, first.text
+    assert cached.status_code == 422, "control: the entry still answers before the commit"
+    assert refused.status_code == 401, refused.text
+    assert after.status_code == 401, after.text
+    assert after.json()["error"].startswith(f"credentials of client {client_id} were revoked at ")
