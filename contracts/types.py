@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from domain.calendar import AgeBand
+from domain.calendar import FIRST_YEAR, LAST_YEAR, AgeBand
 from domain.codes import require_ascii_digits, validate_local_government_code
 
 __all__ = ["AgeBand"]
@@ -167,13 +167,13 @@ own readers (msgspec's ``date`` reads exactly YYYY-MM-DD from JSON; its time fie
 # ``0001-01-01T00:00:00+23:59`` is before datetime's first instant in UTC): every reader — the contract,
 # the consume side's quick decoders, the envelope's ``time`` — refuses the same range. A birth date may lie
 # further back: 1900 onwards (a year 0001 or 9999 is forged).
-EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
-END_OF_INSTANTS = datetime(2100, 1, 1, tzinfo=UTC)
-INSTANT_RULE = "must lie in 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z"
-EARLIEST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
-DAY_RULE = "must lie in 2000-01-01 .. 2099-12-31"
+EARLIEST_INSTANT = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+END_OF_INSTANTS = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+INSTANT_RULE = f"must lie in {FIRST_YEAR}-01-01T00:00:00Z .. {LAST_YEAR}-12-31T23:59:59Z"
+EARLIEST_DAY, LAST_DAY = date(FIRST_YEAR, 1, 1), date(LAST_YEAR, 12, 31)
+DAY_RULE = f"must lie in {EARLIEST_DAY} .. {LAST_DAY}"
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
-BIRTH_DATE_RULE = "must lie in 1900-01-01 .. 2099-12-31"
+BIRTH_DATE_RULE = f"must lie in {EARLIEST_BIRTH_DATE} .. {LAST_DAY}"
 
 
 def in_supported_range(value: datetime) -> bool:

@@ -53,7 +53,8 @@ _LETTER_ERA = re.compile(r"([RHS])(\d{1,2})\.(\d{1,2})\.(\d{1,2})", re.ASCII)
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 MONTH_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
 """``parse_month``'s rule as a pattern, for the HTTP APIs' path and query parameters."""
-FIRST_YEAR, LAST_YEAR = 2000, 2099  # as contracts.types: every date and instant of an event lies in them
+# The programme's years: contracts.types bounds every date and instant of an event by them.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 
 def _normalise(text: str) -> str:
@@ -62,7 +63,7 @@ def _normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip().replace(" ", "")
 
 
-def _real_date(original: str, year: int, month: int, day: int) -> _dt.date:
+def _real_date(year: int, month: int, day: int) -> _dt.date:
     if year < 1:  # else datetime's own ValueError, which is not a DateFormatError
         raise DateFormatError("not a real date: year 0 does not exist")
     if not 1 <= month <= 12:
@@ -76,7 +77,7 @@ def _real_date(original: str, year: int, month: int, day: int) -> _dt.date:
 def _era_date(original: str, era: _Era, era_year: int, month: int, day: int) -> _dt.date:
     if era_year < 1:
         raise DateFormatError("not a real date: era years start at 1 (元年)")
-    result = _real_date(original, era.offset + era_year, month, day)
+    result = _real_date(era.offset + era_year, month, day)
     if result < era.first_day:
         raise DateFormatError(
             f"not a real date: {era.name} ({era.romaji}) began on {era.first_day.isoformat()}"
@@ -92,7 +93,7 @@ def parse_date(text: str) -> _dt.date:
     """Parse ISO (2024-04-01, 2024/4/1), 2024年4月1日, 令和6年4月1日, 令和元年5月1日 or R6.4.1 / R06.04.01."""
     value = _normalise(text)
     if m := _ISO.fullmatch(value) or _KANJI_GREGORIAN.fullmatch(value):
-        return _real_date(text, int(m[1]), int(m[2]), int(m[3]))
+        return _real_date(int(m[1]), int(m[2]), int(m[3]))
     if m := _KANJI_ERA.fullmatch(value):
         era_year = 1 if m[2] == "元" else int(m[2])
         return _era_date(text, _ERA_BY_KEY[m[1]], era_year, int(m[3]), int(m[4]))
@@ -111,7 +112,7 @@ def parse_day(text: str) -> _dt.date:
     m = _DAY.fullmatch(text)
     if m is None:
         raise DateFormatError("is not a date: expected YYYY-MM-DD in ASCII digits, e.g. 2025-04-01")
-    day = _real_date(text, int(m[1]), int(m[2]), int(m[3]))
+    day = _real_date(int(m[1]), int(m[2]), int(m[3]))
     if not FIRST_YEAR <= day.year <= LAST_YEAR:
         raise DateFormatError("is not a date of the programme: expected 2000-01-01 .. 2099-12-31")
     return day
