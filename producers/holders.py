@@ -2,7 +2,7 @@
 every disclosure, written with acceptance.
 
 The accepting transaction records them with the events' outbox rows (``holder_rows`` and ``fence_rows``
-feed migration 021's ``accept_events`` and 029's ``accept_file_rows``), so a person is held exactly when
+feed ``accept_events`` (migration 035) and ``accept_file_rows`` (034)), so a person is held exactly when
 the registration or referral that took them in is accepted, and a withdrawal fences them off from the moment its 202 is sent — whatever the
 consumers' lag: every read and feed delivery checks ``withdrawal_fences``.
 The site's authority is the site id's prefix; its office is the registry's (or the registration's own
@@ -96,6 +96,5 @@ ERASED_MEANWHILE = "P9: person_key: the person was erased while this was being a
 class ErasedMeanwhile(AuthError):
     """P9 at commit: some of the people were erased after authorisation read the register (403)."""
 
-    def __init__(self, people: Iterable[str]) -> None:
+    def __init__(self) -> None:
         super().__init__(403, ERASED_MEANWHILE)
-        self.people = frozenset(people)

@@ -70,7 +70,7 @@ async def accept(
         ]
         verdicts = await accept_sealed(conn, [events], sealing.fresh, origin=origin, namespace=namespace)
         if verdicts.erased:
-            raise ErasedMeanwhile(verdicts.erased)
+            raise ErasedMeanwhile()
         if not verdicts.conflicted:  # else a key was stored meanwhile for one of them: seal again under it
             keystore.remember(sealing, sealing.keys)
             return events

@@ -67,9 +67,8 @@ CSV_ROWS = Counter(
 )
 
 CHUNK_ROWS = 2000
-_YIELD_EVERY = (
-    100  # rows judged, authorised or sealed between chances for the previous chunk's commit to move on
-)
+# Rows judged, authorised or sealed between chances for the previous chunk's commit to move on.
+_YIELD_EVERY = 100
 
 
 class Rejected(Exception):
@@ -511,9 +510,6 @@ class AdapterService:
                     verdict = await _accept_file_rows(
                         conn, principal, family, staged, events, sealing.fresh, origin
                     )
-                if verdict is None:
-                    gone = refusals([principal.client_id], {})
-                    raise _Revoked(chunk.first_line, gone[principal.client_id])
                 if isinstance(verdict, AuthError):
                     raise _Revoked(chunk.first_line, verdict)
                 erased, conflicted, kept = verdict
@@ -605,11 +601,11 @@ async def _accept_file_rows(
     events: Sequence[Event],
     fresh_keys: Mapping[str, bytes],
     origin: str,
-) -> tuple[frozenset[str], frozenset[str], list[int]] | AuthError | None:
+) -> tuple[frozenset[str], frozenset[str], list[int]] | AuthError:
     """A file chunk's acceptance, in the caller's transaction (migration 029): the people erased and
     those whose data key was stored meanwhile (every row of theirs refused), and the indexes of the
-    events accepted; or the uploader's refusal (revoked: an ``AuthError``; unknown: ``None``), with
-    nothing written. ``staged``: the events' records for ``file_rows_stage`` (``_staged``)."""
+    events accepted; or the uploader's refusal (revoked or removed: its 401, as ``refusals`` words it),
+    with nothing written. ``staged``: the events' records for ``file_rows_stage`` (``_staged``)."""
     await copy_to_stage(conn, "file_rows_stage", _FILE_ROWS, staged)
     # A file holds one family: only intake rows make holders, only consent rows move fences.
     holders = holder_rows(events) if family.value in INTAKE else []
@@ -624,10 +620,9 @@ async def _accept_file_rows(
         origin, OUTBOX_CHANNEL,
     )  # fmt: skip
     assert verdict is not None
-    if not verdict["known"]:
-        return None
-    if verdict["revoked_at"] is not None:
-        return revoked(principal.client_id, verdict["revoked_at"])
+    cid = principal.client_id
+    if refused := refusals([cid], {cid: verdict["revoked_at"]} if verdict["known"] else {}):
+        return refused[cid]
     return frozenset(verdict["erased"]), frozenset(verdict["conflicted"]), verdict["accepted"]
 
 
@@ -950,8 +945,7 @@ class _GroupCommitter:
                     unit.done.set_exception(revoked_since[unit.principal.client_id])
             elif subjects & verdicts.erased:
                 if not unit.done.done():
-                    # Its own people only: the group's other requests are other organisations'.
-                    unit.done.set_exception(ErasedMeanwhile(subjects & verdicts.erased))
+                    unit.done.set_exception(ErasedMeanwhile())
             elif subjects & verdicts.conflicted:
                 again.append(unit)  # a key was stored for its person meanwhile: sealed again under it
             else:
