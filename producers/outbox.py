@@ -50,6 +50,10 @@ class Verdicts:
     won: frozenset[int]  # keyed units whose idempotency key was stored (the others' was taken)
     # Clients revoked (when; None: no longer in the register) as the call committed: their units refused.
     revoked: Mapping[str, datetime | None]
+    # People whose data key as sealed with is not stored now, so not to be cached: the erased, those whose
+    # key was stored meanwhile (another key), and those given a fresh key whose every unit was refused
+    # (migration 042 stores no key for them).
+    keyless: frozenset[str]
 
 
 async def accept_sealed(
@@ -66,7 +70,7 @@ async def accept_sealed(
 
     Each unit (a request) is accepted or refused whole. ``fresh_keys`` (person -> wrapped data key) are
     the keys the events were sealed with that are not stored yet (``KeyStore.sealing_keys``): stored in
-    the same transaction. ``idempotency`` holds (unit, organisation, key, request digest, family) for the
+    the same transaction, each only if a unit with its person is accepted. ``idempotency`` holds (unit, organisation, key, request digest, family) for the
     keyed units. ``clients`` holds each unit's client (None, or none given: a trusted caller's, the
     simulator's or ``ingest.accept``'s). A unit is refused if its client is revoked now (read FOR SHARE: a
     revocation waits for this transaction, so none commits between its check and its events), or one of its people is on the erasure register now (read under the
@@ -106,8 +110,10 @@ async def accept_sealed(
         and not any(e.subject in refused for e in evs)
         and (i >= len(clients) or clients[i] not in revoked)
     )
-    count_accepted(origin, [e for i in sorted(kept) for e in units[i]])
-    return Verdicts(kept, erased, conflicted, won, revoked)
+    accepted = [e for i in sorted(kept) for e in units[i]]
+    count_accepted(origin, accepted)
+    keyless = refused | (fresh_keys.keys() - {e.subject for e in accepted})
+    return Verdicts(kept, erased, conflicted, won, revoked, keyless)
 
 
 _ACCEPT = f"SELECT * FROM accept_events({', '.join(f'${n}' for n in range(1, 28))})"

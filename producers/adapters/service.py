@@ -929,7 +929,7 @@ class _GroupCommitter:
             origin=f"{service.adapter.value}-adapter",
             namespace=service.settings.topic_namespace,
         )
-        service.keystore.remember(sealing, sealing.keys.keys() - verdicts.erased - verdicts.conflicted)
+        service.keystore.remember(sealing, sealing.keys.keys() - verdicts.keyless)
         # Answered as the first read answers a client revoked (or removed) since it authenticated: 401.
         revoked_since = refusals(
             verdicts.revoked, {client: at for client, at in verdicts.revoked.items() if at is not None}

@@ -41,7 +41,9 @@ async def _publisher(pool: asyncpg.Pool, name: str) -> tuple[str, Principal]:
 
 
 async def _keys(conn: asyncpg.Connection, people: list[str]) -> set[str]:
-    rows = await conn.fetch("SELECT person_key FROM person_data_keys WHERE person_key = ANY($1::text[])", people)
+    rows = await conn.fetch(
+        "SELECT person_key FROM person_data_keys WHERE person_key = ANY($1::text[])", people
+    )
     return {r[0] for r in rows}
 
 
@@ -52,7 +54,10 @@ async def test_a_refused_units_fresh_data_key_is_not_stored(pool: asyncpg.Pool, 
     keystore = KeyStore.from_settings(settings)
     revoked_client, _ = await _publisher(pool, "refused-keys-revoked")
     live_client, _ = await _publisher(pool, "refused-keys-live")
-    p = {name: factories.person_key() for name in ("revoked", "sibling", "raced", "lost", "won", "shared", "kept")}
+    p = {
+        name: factories.person_key()
+        for name in ("revoked", "sibling", "raced", "lost", "won", "shared", "kept")
+    }
     units: list[list[Event]] = []
     fresh: dict[str, bytes] = {}
     for people in (
@@ -66,7 +71,7 @@ async def test_a_refused_units_fresh_data_key_is_not_stored(pool: asyncpg.Pool, 
         events, keys = _sealed(keystore, [factories.placement(p[name]) for name in people])
         units.append(events)
         fresh |= keys
-    organisation = "office:1102"
+    organisation, same = "office:1102", f"same-{p['won']}"
     async with pool.acquire() as conn:
         assert await revoke_client(conn, revoked_client)
         await conn.execute(
@@ -76,13 +81,15 @@ async def test_a_refused_units_fresh_data_key_is_not_stored(pool: asyncpg.Pool, 
             conn,
             units,
             fresh,
-            [(2, organisation, "same", b"h2", "placement"), (3, organisation, "same", b"h2", "placement")],
+            [(2, organisation, same, b"h2", "placement"), (3, organisation, same, b"h2", "placement")],
             clients=[revoked_client, live_client, live_client, live_client, revoked_client, live_client],
             origin="test",
             namespace=settings.topic_namespace,
         )
         stored = await _keys(conn, list(p.values()))
-    assert verdicts.kept == {2, 5} and verdicts.won == {2} and verdicts.conflicted == {p["raced"]}, "control: the refusals happened"
+    assert verdicts.kept == {2, 5} and verdicts.won == {2} and verdicts.conflicted == {p["raced"]}, (
+        "control: the refusals happened"
+    )
     assert stored == {p["raced"], p["won"], p["shared"], p["kept"]}, (
         "a key was stored for someone whose every unit was refused"
     )
@@ -217,3 +224,68 @@ async def test_a_client_removed_between_the_groups_read_and_its_accepting_call_h
         written = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", person.encode())
         assert await _keys(conn, [person]) == set()
     assert written == 0
+
+
+async def test_a_key_taken_back_lets_a_call_waiting_on_it_store_its_own(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A call inserts a fresh key for a unit it then refuses (its idempotency key went to another unit of
+    the call) and deletes it before committing. A second call inserting a key for the same person meanwhile
+    waits on the first's insert; once the first commits, the row it took back is no conflict: the second
+    call stores its own key and is accepted (not told to seal again under a key that is gone). The first
+    call is held open after its insert by a lock on an expired idempotency record it must delete; the
+    order is read from ``pg_stat_activity``."""
+    keystore = KeyStore.from_settings(settings)
+    winner, person = factories.person_key(), factories.person_key()
+    first, first_keys = _sealed(keystore, [factories.placement(winner)])
+    lost, lost_keys = _sealed(keystore, [factories.placement(person)])
+    second, second_keys = _sealed(keystore, [factories.placement(person)])
+    organisation, key = "office:1102", f"taken-back-{person}"
+    async with pool.acquire() as holder, pool.acquire() as caller, pool.acquire() as other:
+        await holder.execute(
+            "INSERT INTO idempotency_keys (organisation, key, request_hash, family, event_ids, expires_at)"
+            " VALUES ($1, $2, '\\x00', 'placement', '{old}', now() - interval '1 day')",
+            organisation,
+            key,
+        )
+        hold = holder.transaction()
+        await hold.start()
+        await holder.execute(
+            "SELECT 1 FROM idempotency_keys WHERE organisation = $1 AND key = $2 FOR UPDATE",
+            organisation,
+            key,
+        )
+        idem = [(0, organisation, key, b"h", "placement"), (1, organisation, key, b"h", "placement")]
+        call = asyncio.ensure_future(
+            accept_sealed(
+                caller, [first, lost], first_keys | lost_keys, idem, origin="test",
+                namespace=settings.topic_namespace,
+            )
+        )  # fmt: skip
+        waiting: asyncio.Future[Any] | None = None
+        try:
+            caller_pid = caller.get_server_pid()
+            await wait_for(  # the first call inserted its keys and waits for the held record
+                lambda: holder.fetchval(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", caller_pid
+                ),
+                until=lambda waiting: waiting == "Lock",
+            )
+            waiting = asyncio.ensure_future(
+                accept_sealed(other, [second], second_keys, origin="test", namespace=settings.topic_namespace)
+            )
+            other_pid = other.get_server_pid()
+            # Until the second call waits on the first's insert of the person's key.
+            await wait_for(
+                lambda: holder.fetchval("SELECT $1 = ANY(pg_blocking_pids($2))", caller_pid, other_pid),
+                until=bool,
+            )
+        finally:
+            await hold.rollback()
+            verdicts = await call
+            later = await waiting if waiting is not None else None
+    assert verdicts.kept == {0} and verdicts.won == {0}, "control: the first call refused the unit it keyed"
+    assert later is not None and later.kept == {0} and not later.conflicted
+    async with pool.acquire() as conn:
+        wrapped = await conn.fetchval("SELECT wrapped FROM person_data_keys WHERE person_key = $1", person)
+    assert bytes(wrapped) == second_keys[person], "the person's key is the second call's own"
