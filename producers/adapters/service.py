@@ -561,9 +561,10 @@ def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:
 # ``accept_events``, a file chunk's row keys by migration 029's ``accept_file_rows``.
 _PURGE_EVERY_S = 300.0
 
-# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 029 reads this table
-# by name): the driver encodes them in C, where six arrays it encoded element by element.
-_FILE_ROWS = "n int, subject text, topic text, headers json, value bytea, event_id text, row_key text"
+# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 041 reads this table
+# by name): the driver encodes them in C, where six arrays it encoded element by element. The headers go
+# as JSON text, parsed once by the function's cast to jsonb (a json column is parsed by COPY as well).
+_FILE_ROWS = "n int, subject text, topic text, headers text, value bytea, event_id text, row_key text"
 # The fresh data keys' people ($4) and wrapped keys ($5, hex) as comma-separated texts (see _CHUNK_READS).
 _ACCEPT_FILE_ROWS = (
     "SELECT * FROM accept_file_rows($1, $2, $3, string_to_array($4::text, ','), "
@@ -584,7 +585,7 @@ async def _staged(rows: Sequence[Row], events: Sequence[Event], namespace: str) 
             range(start, start + len(ids)),
             (e.subject for e in events[part]),
             topics,
-            headers,
+            (orjson.dumps(h).decode() for h in headers),
             values,
             ids,
             (r.key for r in rows[part]),
