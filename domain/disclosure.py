@@ -174,6 +174,15 @@ class SuppressedFeed:
         cell = cells.get(ref)
         return None if cell is None else cell.value
 
+    def positions(self) -> tuple[Mapping[CellRef, int], Sequence[int | None]]:
+        """Each cell's position and the values published, in that order (None where hidden): for
+        readers of many cells by name (a national build's indicators read ~450,000)."""
+        cells = self.cells
+        if isinstance(cells, _Cells):
+            return cells.index, cells.published
+        refs = list(cells)
+        return {ref: n for n, ref in enumerate(refs)}, [cells[ref].value for ref in refs]
+
     def rows(self, table: str) -> list[tuple[tuple[str, ...], int | None, str | None]]:
         """One table's cells in publishing order: (key, value or None, reason or None)."""
         cells = self.cells
@@ -1104,8 +1113,11 @@ _KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
 _Request = list[tuple["_Component", np.ndarray, float]]
 _Steps = Generator[_Request, list[np.ndarray], _T]
 # How many feeds share a solver call: enough to amortise its fixed cost, few enough that the stacked
-# LP stays small (the simplex work per iteration grows with the stack).
-_BATCH = 32
+# LP stays small (the simplex work per iteration grows with the stack). Since the shortcuts, only a few
+# feeds of a batch ask for LPs at all (a national month: 73 components, 464 LPs), so a batch is a
+# builder's chunk: 138 -> 76 solver calls, 1.3 -> 0.8 s. The decisions do not depend on the stacking:
+# a probe's point only skips exact LPs that would find the same, and the exact range is unique.
+_BATCH = 256
 
 
 def _run_batched(steps: Sequence[_Steps[_T]]) -> list[_T]:

@@ -595,14 +595,17 @@ class _Published:
     _refs: ClassVar[dict[tuple[str, str, str, str], CellRef]] = {}
 
     def __init__(self, populations: Mapping[str, SuppressedFeed]) -> None:
-        self.values = {name: s.published_value for name, s in populations.items()}
+        # Each population's cell positions and published values, read without a call per cell.
+        self.cells = {name: s.positions() for name, s in populations.items()}
 
     def __call__(self, population: str, dim: str, row: str, column: str) -> int | None:
         key = (population, dim, row, column)
         ref = self._refs.get(key)
         if ref is None:
             ref = self._refs[key] = CellRef(f"{population}: site × {dim}", (row, column))
-        return self.values[population](ref)
+        index, values = self.cells[population]
+        i = index.get(ref)
+        return None if i is None else values[i]
 
 
 def indicators(populations: Mapping[str, SuppressedFeed] | _Published, row: str) -> dict[str, Any]:
