@@ -487,7 +487,9 @@ class AdapterService:
             await asyncio.sleep(0)
             part = slice(start, start + _YIELD_EVERY)
             events += seal_rows(family, accepted[part], sources[part], sealing.keys)
-        return _Sealed(chunk, accepted, sources, events, sealing, ctx)
+        # Staged here, not by the chunk's transaction: the previous chunk's is in PostgreSQL meanwhile.
+        staged = await _staged(accepted, events, self.settings.topic_namespace)
+        return _Sealed(chunk, accepted, sources, events, staged, sealing, ctx)
 
     async def _write_chunk(
         self, principal: Principal, family: Family, sealed: _Sealed, summary: ImportSummary
@@ -495,8 +497,8 @@ class AdapterService:
         """A sealed chunk's transaction (``accept_file_rows``): its events into the outbox, each row once
         (row keys). Rows of a person whose data key another acceptance stored meanwhile are sealed again
         under that key and written in a transaction of their own, before the next chunk's."""
-        chunk, rows, sources, events, sealing = (
-            sealed.chunk, sealed.rows, sealed.sources, sealed.events, sealed.sealing
+        chunk, rows, sources, events, staged, sealing = (
+            sealed.chunk, sealed.rows, sealed.sources, sealed.events, sealed.staged, sealed.sealing
         )  # fmt: skip
         bad = chunk.bad
         origin = f"{self.adapter.value}-csv"
@@ -504,7 +506,6 @@ class AdapterService:
         for _ in range(_GroupCommitter.MAX_TRIES):
             if not events:
                 break
-            staged = await _staged(rows, events, self.settings.topic_namespace)
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
                     verdict = await _accept_file_rows(
@@ -529,6 +530,7 @@ class AdapterService:
                 keys = await self.keystore.keys_for(conn, people)  # stored now: read back
                 sealing = SealingKeys(keys, {}, sealing.epoch)
                 events = seal_rows(family, rows, sources, keys)
+                staged = await _staged(rows, events, self.settings.topic_namespace)
         else:
             raise RuntimeError("a data key changed under every try of this chunk")
         summary.rows += chunk.rows
@@ -707,14 +709,15 @@ class _Chunk:
 
 @dataclass(slots=True)
 class _Sealed:
-    """A chunk after authorisation: its authorised rows, their sources and their events, sealed, waiting
-    for their transaction; the data keys they were sealed with (the fresh ones to store); and the
+    """A chunk after authorisation: its authorised rows, their sources and their events, sealed and staged,
+    waiting for their transaction; the data keys they were sealed with (the fresh ones to store); and the
     registers its authorisation read and added to."""
 
     chunk: _Chunk
     rows: list[Row]
     sources: list[str]
     events: list[Event]
+    staged: list[tuple[Any, ...]]  # the events' file_rows_stage records (``_staged``)
     sealing: SealingKeys
     ctx: Context
 

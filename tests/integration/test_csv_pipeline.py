@@ -49,3 +49,33 @@ async def test_holders_a_chunk_still_being_written_makes_bind_the_next_chunk(
     assert (overlapped.seals, summary.accepted, summary.rejected) == (2, 1, 1), summary.as_dict()
     ((line, refusal),) = summary.errors
     assert line == 3 and "P3" in refusal.rule
+
+
+async def test_a_chunk_is_staged_while_the_one_before_it_is_still_in_its_transaction(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging a chunk's events (outbox columns and row keys, a sixth of the importer's work per row) is
+    part of sealing it: done while the chunk before it is in PostgreSQL, not while PostgreSQL waits."""
+    from typing import Any
+
+    from tests.helpers import csv_importer
+
+    service, principal, _, _ = await csv_importer(pool, settings, monkeypatch, "staged-ahead", chunk_rows=2)
+    ChunksOverlapped(service, monkeypatch)  # the first chunk's transaction waits for the second's sealing
+    log: list[str] = []
+    staged, accept = service_module._staged, service_module._accept_file_rows
+
+    async def logged_staged(*args: Any) -> Any:
+        log.append("staged")
+        return await staged(*args)
+
+    async def logged_accept(*args: Any) -> Any:
+        log.append("accept")
+        return await accept(*args)
+
+    monkeypatch.setattr(service_module, "_staged", logged_staged)
+    monkeypatch.setattr(service_module, "_accept_file_rows", logged_accept)
+    rows = [factories.placement(factories.person_key()).data for _ in range(4)]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (summary.accepted, summary.rejected) == (4, 0), summary.as_dict()
+    assert log == ["staged", "staged", "accept", "accept"]
