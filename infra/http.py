@@ -74,7 +74,7 @@ class _OneSendPerTurn:
     sends, and two segments for the client to read): a tenth of a single-event POST's CPU was these
     ``write`` calls (py-spy, native frames, under ``bench/bench_ingest.py``). Here the first write of a
     turn schedules a flush for the loop's next turn and every write until then joins it; ``close`` sends
-    what is pending first. Everything else is the transport's own."""
+    what is pending first, and so does ``write_eof``. Everything else is the transport's own."""
 
     __slots__ = ("_loop", "_pending", "_transport")
 
@@ -99,17 +99,89 @@ class _OneSendPerTurn:
         self.flush()
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
 
+# A request's line and headers together: at most this many bytes (README "Limits"). httptools sets no bound
+# (a 20 MB header, or 100,000 of them, were read into memory and served), and a URL past 64 KiB got
+# uvicorn's bare "Invalid HTTP request received."; nginx allows 4 × 8 KiB, Node 16 KiB.
+MAX_HEAD_BYTES = 32 * 1024
+_HEAD_SLICE = 8 * 1024  # a head is fed to the parser this much at a time, counted between slices
+# After refusing a head, the rest of what the client sends is read and dropped (up to these bounds) before
+# the connection closes: closed with unread data, the kernel resets it, and the client may lose the answer.
+_LINGER_BYTES = 64 * 1024 * 1024
+_LINGER_S = 5.0
+
+
 class _HttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools) writing through ``_OneSendPerTurn``."""
+    """uvicorn's HTTP/1.1 protocol (httptools) writing through ``_OneSendPerTurn``, with a request's line and
+    headers bounded (``MAX_HEAD_BYTES``): past it the request is refused (414 for its line, 431 for its
+    headers) before more of it is read, naming the limit and nothing of what was sent."""
+
+    _reading_head = True  # until a request's headers are complete, and again once its body is
+    _head_bytes = 0  # of the head being read
+    _heads = 0  # heads completed on this connection
+    _dropped: int | None = None  # bytes dropped since a head was refused (None: none was)
 
     # uvloop's transport is not a subclass of asyncio.Transport (no isinstance check here); uvicorn says the same.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing: Any = _OneSendPerTurn(transport, asyncio.get_running_loop())
         super().connection_made(coalescing)
+
+    def data_received(self, data: bytes) -> None:
+        if self._dropped is not None:  # a head was refused: its answer is out, the rest is dropped
+            self._dropped += len(data)
+            if self._dropped > _LINGER_BYTES:
+                self.transport.close()
+            return
+        heads, in_head = self._heads, self._reading_head
+        if not in_head or self._head_bytes + len(data) <= MAX_HEAD_BYTES:
+            super().data_received(data)  # a body (the body limit is BodyLimit's), or a head within bounds
+            if in_head and self._heads == heads:  # the same head still (a next one's first bytes: uncounted)
+                self._head_bytes += len(data)
+            return
+        # Fed a slice at a time, so that no more than a slice past the limit is ever buffered.
+        for start in range(0, len(data), _HEAD_SLICE):
+            end = start + _HEAD_SLICE
+            super().data_received(data[start:end])
+            if self._heads != heads:  # the head ended in this slice: the rest is its body
+                if end < len(data):
+                    super().data_received(data[end:])
+                return
+            if self.transport.is_closing():
+                return
+            self._head_bytes += len(data[start:end])
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head()
+                self._dropped = len(data) - end
+                return
+
+    def on_headers_complete(self) -> None:
+        self._reading_head, self._head_bytes, self._heads = False, 0, self._heads + 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_head = True
+        super().on_message_complete()
+
+    def _refuse_head(self) -> None:
+        line = not self.headers  # still in the request line, or at its first header
+        status, what = (414, "request line (method and URL)") if line else (431, "request headers")
+        error = f"{what}: longer than the limit of {MAX_HEAD_BYTES} bytes for a request's line and headers"
+        get_logger("http").warning("request refused before it was read", status=status, limit=MAX_HEAD_BYTES)
+        body = orjson.dumps({"error": error})
+        reason = b"URI Too Long" if status == 414 else b"Request Header Fields Too Large"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, reason, len(body), body)
+        )
+        self.transport.write_eof()  # the answer is whole; what the client still sends is read and dropped
+        asyncio.get_running_loop().call_later(_LINGER_S, self.transport.close)
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.types import PRINTABLE_PATTERN
+from domain.calendar import MONTH_PATTERN, DateFormatError, parse_month
 
 # Phrases from the domain validators (codes, calendar, occupation, contracts) that name a rule class;
 # the first one found in a value error's message classifies it.
@@ -144,16 +145,31 @@ def rule_class(error_type: str, message: str) -> str:
 
 def from_request_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
     """The errors of a request the web framework refused (FastAPI's ``RequestValidationError.errors()``),
-    for ``client_errors``: the JSON APIs' 422 and the portal's error page alike."""
-    return [
-        FieldError(
-            field_of(tuple(e.get("loc", ())), e.get("type", "")),
-            str(e.get("msg", "invalid")),
-            e.get("input"),
-            e.get("type", ""),
+    for ``client_errors``: the JSON APIs' 422 and the portal's error page alike. A parameter refused by
+    one of the hub's own patterns is told the rule in words (a month: which of ``parse_month``'s rules it
+    broke), not the pattern's regular expression."""
+    out = []
+    for e in errors:
+        kind, rule = e.get("type", ""), str(e.get("msg", "invalid"))
+        if kind == "string_pattern_mismatch":
+            kind, rule = _pattern_rule(e.get("ctx", {}).get("pattern"), e.get("input"), kind, rule)
+        out.append(
+            FieldError(field_of(tuple(e.get("loc", ())), e.get("type", "")), rule, e.get("input"), kind)
         )
-        for e in errors
-    ]
+    return out
+
+
+def _pattern_rule(pattern: Any, value: Any, kind: str, rule: str) -> tuple[str, str]:
+    """(rule class, rule) for a value a pattern refused: the hub's patterns by their rules' own texts."""
+    if pattern == PRINTABLE_PATTERN:
+        return "control character", CONTROL_CHARACTERS
+    if pattern == MONTH_PATTERN:
+        try:
+            parse_month(value if isinstance(value, str) else "")
+        except DateFormatError as exc:
+            return "month", str(exc)
+        return "month", "is not a month: expected YYYY-MM in ASCII digits, e.g. 2025-04"
+    return kind, rule
 
 
 def from_validation_error(exc: ValidationError, *, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
@@ -162,12 +178,9 @@ def from_validation_error(exc: ValidationError, *, prefix: tuple[int | str, ...]
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (not in the contract; rejected rather than dropped)"
-        elif (
-            err["type"] == "string_pattern_mismatch"
-            and err.get("ctx", {}).get("pattern") == PRINTABLE_PATTERN
-        ):
-            msg = CONTROL_CHARACTERS
-            err = {**err, "type": "control character"}
+        elif err["type"] == "string_pattern_mismatch":
+            kind, msg = _pattern_rule(err.get("ctx", {}).get("pattern"), err.get("input"), err["type"], msg)
+            err = {**err, "type": kind}
         value = err.get("input")
         if err["type"] == "missing" or isinstance(value, dict):
             value = None
