@@ -364,7 +364,7 @@ async def count_month_twice(
 
 
 class _Horizon:
-    """One horizon's counts while the rows are read."""
+    """Counts while the rows are read: one horizon's, or a share of two horizons' counts (``_count``)."""
 
     def __init__(self) -> None:
         self.referral: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
@@ -392,6 +392,28 @@ class _Horizon:
             for a in set(self.ids) | set(self.new) | set(self.team)
         }
         return Counted(feeds, {a: sorted(v) for a, v in self.ids.items()})
+
+    def plus(self, other: _Horizon) -> _Horizon:
+        """These counts with ``other``'s added (a new ``_Horizon``; neither is changed)."""
+        out = _Horizon()
+        for name in ("referral", "self_found", "new", "team"):
+            mine, theirs, into = getattr(self, name), getattr(other, name), getattr(out, name)
+            for a in mine.keys() | theirs.keys():
+                into[a] = _summed(mine.get(a), theirs.get(a))
+        for a in self.retention.keys() | other.retention.keys():
+            mine_k, theirs_k = self.retention.get(a, {}), other.retention.get(a, {})
+            out.retention[a] = {k: _summed(mine_k.get(k), theirs_k.get(k)) for k in RETENTION_CHECKPOINTS}
+        for a in self.ids.keys() | other.ids.keys():
+            out.ids[a] = self.ids.get(a, []) + other.ids.get(a, [])
+        return out
+
+
+def _summed(a: Counter[T] | None, b: Counter[T] | None) -> Counter[T]:
+    out: Counter[T] = Counter(a) if a else Counter()
+    if b:
+        for key, n in b.items():
+            out[key] += n
+    return out
 
 
 async def _count(
@@ -422,8 +444,12 @@ async def _count(
     )
     team = await conn.fetch(_TEAM_SUPPORT, first, last, later, *filters, list(horizons))
     sites = await conn.fetch(_SITES, filters[0])
-    out = [_Horizon() for _ in horizons]
-    every, later_only = out, out[-1:]  # a late row counts at the later horizon only
+    # Each row is counted once, into the share of the counts it adds to: at every horizon (``both``),
+    # only at the earlier one, or only at the later one (a late row; the state a row reached after the
+    # earlier horizon: a retention status, a registration referred). Each horizon's counts are then
+    # its shares summed: counted into each horizon as it was read, the rows cost twice the Python.
+    both, earlier_only, later_only = _Horizon(), _Horizon(), _Horizon()
+    two = len(horizons) == 2
     flags_of: dict[tuple[Any, ...], tuple[str, ...]] = {}  # a few hundred combinations in a national month
 
     def flags(attributes: list[str], sex: str, age: str, foreign: bool) -> tuple[str, ...]:
@@ -436,28 +462,29 @@ async def _count(
     # Rows unpacked by position (a national month has ~170,000; by name, each field was a lookup).
     for a, late, k, site, route, sex, age, occupation, employment, attributes, foreign, status, status_late, \
             referred, referred_late, n, placement in facts:  # fmt: skip
-        counting = later_only if late else every
+        share = later_only if late else both
         if k == 0:
             if route == SELF_FOUND_ROUTE:
-                key = (site, employment)
-                for h in counting:
-                    h.self_found[a][key] += n
-                    h.ids[a].append(placement)
+                share.self_found[a][(site, employment)] += n
             else:
-                key = (site, sex, age, occupation, employment, *flags(attributes, sex, age, foreign))
-                for h in counting:
-                    h.referral[a][key] += n
-                    h.ids[a].append(placement)
+                share.referral[a][
+                    (site, sex, age, occupation, employment, *flags(attributes, sex, age, foreign))
+                ] += n
+            share.ids[a].append(placement)
         elif k > 0:
-            for h in counting:
-                # at the earlier horizon, a status sent after it is not reported yet
-                reported = "not_reported" if h is not out[-1] and status_late else status
-                h.retention[a][k][(site, reported)] += n
+            if two and status_late and not late:  # a status sent after the earlier horizon: not reported then
+                earlier_only.retention[a][k][(site, "not_reported")] += n
+                later_only.retention[a][k][(site, status)] += n
+            else:
+                share.retention[a][k][(site, status)] += n
         else:
             groups = flags(attributes, sex, age, foreign)
-            for h in counting:
-                referred_then = referred and not (h is not out[-1] and referred_late)
-                h.new[a][(site, "yes" if referred_then else "no", *groups)] += n
+            if two and referred and referred_late and not late:  # referred after the earlier horizon
+                earlier_only.new[a][(site, "no", *groups)] += n
+                later_only.new[a][(site, "yes", *groups)] += n
+            else:
+                share.new[a][(site, "yes" if referred else "no", *groups)] += n
+    out = [both.plus(earlier_only), both.plus(later_only)] if two else [both.plus(later_only)]
     for t in team:
         out[t["n"] - 1].team[t["authority"]][
             (t["site"], ENROLMENT[0] if t["at_registration"] else ENROLMENT[1])
