@@ -397,7 +397,8 @@ class AdapterService:
         parsed in one go."""
         chunk: _Chunk | None = None
         judge = self._rows(family)
-        secret = hmac.new(self.digest_key, digestmod="sha256")
+        # The row keys' HMAC, keyed once a file and fed the family once (``_row_keys``).
+        secret = hmac.new(self.digest_key, family.value.encode() + b"\x00", "sha256")
         while chunk is None or (chunk.rows < CHUNK_ROWS and chunk.error is None):
             await asyncio.sleep(0)
             parsed, error = next(chunks, ([], None))
@@ -412,7 +413,7 @@ class AdapterService:
                 if row.errors:
                     chunk.bad.extend((row.line, e) for e in row.errors)
                 else:
-                    fit.append((row.line, row.data, _row_key(secret, family, row)))
+                    fit.append((row.line, row.data, _row_key(secret, row)))
             judged = judge.judge(fit, lambda dotted: _label(label_for, dotted))
             chunk.valid += judged.rows
             chunk.bad += judged.bad
@@ -975,6 +976,10 @@ def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_fiel
     return label_for(loc)
 
 
-def _row_key(secret: hmac.HMAC, family: Family, row: ParsedRow) -> str:
-    """Same content, same key: importing a file again (in any encoding) creates nothing new."""
-    return request_digest(secret, family, row.data).hex()
+def _row_key(family_keyed: hmac.HMAC, row: ParsedRow) -> str:
+    """Same content, same key: importing a file again (in any encoding) creates nothing new. The row's
+    ``request_digest`` (hex): ``family_keyed`` is the HMAC under the server secret already fed the
+    family's part of the message (``family\\x00``), copied for each row."""
+    keyed = family_keyed.copy()
+    keyed.update(orjson.dumps(row.data, option=orjson.OPT_SORT_KEYS))
+    return keyed.hexdigest()

@@ -266,3 +266,23 @@ def test_a_withdrawal_row_is_the_http_withdrawal_and_a_grant_row_still_needs_its
     )
     assert no_columns.data == {**parsed[0].data, "recipients": []}
     assert not isinstance(check(Family.CONSENT, no_columns.data), list)
+
+
+def test_a_personal_blocks_json_is_its_builtins_json_without_the_absent_fields() -> None:
+    """``_json_of`` leaves out the nulls of fields that default to None, as ``wire.builtins_of`` does, and
+    only those: a text that spells one (``,"phone":null``) stays as it is."""
+    import msgspec
+
+    from contracts import wire
+    from contracts.envelope import PERSONAL_MODELS
+
+    struct, _ = wire.checked_struct(PERSONAL_MODELS[Family.REGISTRATION])
+    encode_ = csv_chunks._json_of(PERSONAL_MODELS[Family.REGISTRATION])
+    for fields in (
+        {},
+        {"phone": "03", "email": None},
+        {"name_kana": "ヤマダ", "address": '東京,"phone":null', "job_seeker_number": "12345-12345678"},
+    ):
+        value = msgspec.convert({"name": 'a,"email":null', "birth_date": "1990-01-02", **fields}, struct)
+        assert encode_(value) == msgspec.json.encode(wire.builtins_of(value))
+    assert b'"phone":null' not in encode_(msgspec.convert({"name": "a", "birth_date": "1990-01-02"}, struct))
