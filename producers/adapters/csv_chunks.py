@@ -74,6 +74,9 @@ class FamilyRows:
             wire.checked_struct(personal) if personal is not None else None
         )
         self.personal_json = _json_of(personal) if personal is not None else None
+        data_json = _json_of(model)
+        # An event's value, as ``contracts.envelope.data_value`` writes it for a struct (for the outbox).
+        self.value_of: Callable[[Event], bytes] = lambda event: data_json(event.data)
         self.personal_required = (
             "personal" in model.model_fields and model.model_fields["personal"].is_required()
         )
@@ -149,15 +152,15 @@ def _json_of(model: type[BaseModel]) -> Callable[[Any], bytes]:
     third of the cost: the struct's own JSON (msgspec, in C) less the nulls of the fields that default to
     None (``builtins_of`` leaves them out, as ``exclude_none`` does). A ``,"field":null`` is found only
     as JSON, never inside a text: a text's quotes are escaped (``\\"``). So the model's first field must
-    not be one (it has no comma before it), nor may a model it holds have a field of that name."""
+    not be one (it has no comma before it), nor may a model it holds have a field of that name: if one
+    does, the builtins are written."""
     optional = [
         n for n, info in model.model_fields.items() if not info.is_required() and info.default is None
     ]
-    fields = _fields_of(model)
     if not optional:
         return _encode_json
-    if next(iter(model.model_fields)) in optional or _nested_names(fields) & set(optional):
-        raise TypeError(f"{model.__name__}: its nulls cannot be told from the JSON alone")
+    if next(iter(model.model_fields)) in optional or _nested_names(_fields_of(model)) & set(optional):
+        return lambda value: _encode_json(wire.builtins_of(value))  # its nulls cannot be told apart
     nulls = re.compile(b"|".join(b',"' + re.escape(n.encode()) + b'":null' for n in optional))
 
     def encoded(value: Any) -> bytes:

@@ -489,7 +489,7 @@ class AdapterService:
             part = slice(start, start + _YIELD_EVERY)
             events += seal_rows(family, accepted[part], sources[part], sealing.keys)
         # Staged here, not by the chunk's transaction: the previous chunk's is in PostgreSQL meanwhile.
-        staged = await _staged(accepted, events, self.settings.topic_namespace)
+        staged = await _staged(accepted, events, self.settings.topic_namespace, self._rows(family))
         return _Sealed(chunk, accepted, sources, events, staged, sealing, ctx)
 
     async def _write_chunk(
@@ -531,7 +531,7 @@ class AdapterService:
                 keys = await self.keystore.keys_for(conn, people)  # stored now: read back
                 sealing = SealingKeys(keys, {}, sealing.epoch)
                 events = seal_rows(family, rows, sources, keys)
-                staged = await _staged(rows, events, self.settings.topic_namespace)
+                staged = await _staged(rows, events, self.settings.topic_namespace, self._rows(family))
         else:
             raise RuntimeError("a data key changed under every try of this chunk")
         summary.rows += chunk.rows
@@ -576,14 +576,16 @@ _ACCEPT_FILE_ROWS = (
 )
 
 
-async def _staged(rows: Sequence[Row], events: Sequence[Event], namespace: str) -> list[tuple[Any, ...]]:
+async def _staged(
+    rows: Sequence[Row], events: Sequence[Event], namespace: str, judge: FamilyRows
+) -> list[tuple[Any, ...]]:
     """The ``file_rows_stage`` records of a chunk's events, made a part at a time (CPU only: the previous
-    chunk's transaction moves on in between)."""
+    chunk's transaction moves on in between); their values written by the family's ``judge``."""
     staged: list[tuple[Any, ...]] = []
     for start in range(0, len(events), _YIELD_EVERY):
         await asyncio.sleep(0)
         part = slice(start, start + _YIELD_EVERY)
-        topics, headers, values, ids = outbox_columns(events[part], namespace)
+        topics, headers, values, ids = outbox_columns(events[part], namespace, judge.value_of)
         staged += zip(
             range(start, start + len(ids)),
             (e.subject for e in events[part]),

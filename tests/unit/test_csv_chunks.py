@@ -162,6 +162,7 @@ def _same(family: Family, data: dict[str, Any], monkeypatch: pytest.MonkeyPatch)
     expected_event = _pydantic_event(family, expected)._replace(id=event.id, time=event.time)
     assert event.type == event_type(family) and event.subject == expected_event.subject
     assert encode(event) == encode(expected_event)
+    assert judge.value_of(event) == encode(expected_event)[2]  # the outbox's value of a file's event
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
