@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import Field
 
 from consumers.monitoring import queries
 from domain.monitoring import group_letters
@@ -100,6 +101,12 @@ def _audit_routes(app: FastAPI) -> None:
         return page(request, "audit.html", who, actions=actions, title=N_("Audit"))
 
 
+# A dead letter's id as the form sends it: a bigint of at most 18 digits, as ``op``'s single id (a larger one
+# overflowed the database's bigint: a 500), and no more of them than the page lists (``open_letters``).
+LetterId = Annotated[int, Field(ge=1, le=10**18 - 1)]
+LETTERS_SHOWN = 500
+
+
 def _dead_letter_routes(app: FastAPI) -> None:
     @app.get("/dead-letters", response_class=HTMLResponse, include_in_schema=False)
     async def dead_letters(request: Request, who: Operator) -> HTMLResponse:
@@ -111,7 +118,7 @@ def _dead_letter_routes(app: FastAPI) -> None:
         who: Operator,
         op: Annotated[str, Form()],
         csrf: Annotated[str, Form()] = "",
-        selected: Annotated[list[int] | None, Form()] = None,
+        selected: Annotated[list[LetterId] | None, Form(max_length=LETTERS_SHOWN)] = None,
     ) -> HTMLResponse:
         check_csrf(request, csrf)
         action, _, which = op.partition(":")

@@ -246,6 +246,29 @@ async def test_a_letter_id_is_ascii_digits(ready: asyncpg.Pool, console: Running
             assert "op: expected" in refused.json()["error"] and which not in refused.text
 
 
+async def test_selected_letter_ids_are_bounded(ready: asyncpg.Pool, console: RunningConsole) -> None:
+    """The form's ``selected`` ids as ``op``'s single id: an id past the database's bigint (or of 19 digits
+    and more, or below 1) was a 500; each is refused 422 naming the field and the rule, not echoed, and
+    so is a list longer than the page ever shows."""
+    operator = await _client(ready, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await http.get("/dead-letters")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        for selected in (["8" * 30, "1"], [str(2**63)], ["-" + "7" * 30], ["0"], ["8" * 5000], ["²"]):
+            refused = await http.post(
+                "/dead-letters", data={"op": "redrive:selected", "selected": selected, "csrf": csrf}
+            )
+            assert refused.status_code == 422, (selected[0][:5], refused.status_code)
+            errors = refused.json()["errors"]
+            assert errors[0]["field"].endswith("selected[0]"), errors
+            assert len(selected[0]) < 5 or selected[0][:12] not in refused.text, refused.text
+        many = await http.post(
+            "/dead-letters", data={"op": "discard:selected", "selected": ["1"] * 501, "csrf": csrf}
+        )
+        assert many.status_code == 422 and "500" in many.json()["errors"][0]["rule"]
+
+
 async def test_missing_views_read_as_not_available(ready: asyncpg.Pool) -> None:
     async with ready.acquire() as conn:
         assert await optional(lambda: conn.fetch("SELECT * FROM v_view_that_does_not_exist")) is None
