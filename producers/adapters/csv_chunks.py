@@ -20,7 +20,6 @@ contract, which refuses it).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -161,10 +160,13 @@ def _json_of(model: type[BaseModel]) -> Callable[[Any], bytes]:
         return _encode_json
     if next(iter(model.model_fields)) in optional or _nested_names(_fields_of(model)) & set(optional):
         return lambda value: _encode_json(wire.builtins_of(value))  # its nulls cannot be told apart
-    nulls = re.compile(b"|".join(b',"' + re.escape(n.encode()) + b'":null' for n in optional))
+    nulls = [b',"' + n.encode() + b'":null' for n in optional]
 
     def encoded(value: Any) -> bytes:
-        return nulls.sub(b"", _encode_json(value))
+        written = _encode_json(value)
+        for null in nulls:  # bytes.replace: a C search, quicker than one regular expression of them all
+            written = written.replace(null, b"")
+        return written
 
     return encoded
 
