@@ -1,7 +1,8 @@
 """Replay: rebuild the shared view from the topics, from scratch, as today's consents and erasures say.
 
 The view tables are emptied in the same transaction that forgets the consumer's positions, then the
-ordinary projection runs from offset zero until it reaches the end offsets taken at the start. People on
+ordinary projection runs from offset zero until it reaches the end offsets taken at the start: on the
+event topics first, then on the consents (``_events_then_consents``: each record is then written once). People on
 the erasure register are skipped (their sealed data could not be opened anyway). Because a record is a
 pure function of a person's events and consent, the result equals the view built incrementally.
 
@@ -25,6 +26,7 @@ import asyncpg
 from consumers.catchup import Positions, end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
+from contracts.envelope import Family
 from infra.config import Settings
 from infra.db import AdvisoryLock, connect, create_pool
 from infra.leadership import Follower, Leadership, SharedEpoch
@@ -92,17 +94,16 @@ async def replay(
             share.publish(leadership.epoch)
         if together is not None:
             await together()
-        runtime = ConsumerRuntime(
-            handler, settings, pool, role="replay", fence=leadership.fence, person_affine=True
+        catching_up = asyncio.create_task(
+            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress)
         )
-        catching_up = asyncio.create_task(run_until(runtime, pool, ends, progress=progress))
         lost = asyncio.create_task(leadership.lost.wait())
         await asyncio.wait({catching_up, lost}, return_when=asyncio.FIRST_COMPLETED)
         if not catching_up.done():
             if share is not None:
                 share.publish(None)
-            runtime.stop()
-            with contextlib.suppress(Exception):
+            catching_up.cancel()  # the runtime at work stops cleanly (``run_until``), the next never starts
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await catching_up
             raise ReplayRefused(
                 "the replay lost its lock (the database connection ended); nothing was written after "
@@ -135,10 +136,49 @@ async def follow_replay(
     follower = Follower("shared-view", share)
     await follower.wait_held(asyncio.Event())  # the supervisor stops this worker if the first one fails
     started()
-    runtime = ConsumerRuntime(
-        handler, settings, pool, role="replay", fence=follower.fence, person_affine=True
-    )
-    await run_until(runtime, pool, ends)
+    await _events_then_consents(handler, settings, pool, ends, follower.fence)
+
+
+async def _events_then_consents(
+    handler: SharedViewHandler,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    ends: Positions,
+    fence: Callable[[asyncpg.Connection], Awaitable[None]],
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Project everything before ``ends``: the event topics first, then the consents.
+
+    The view is the same in any order (a record is a pure function of the person's events and consent),
+    but not its cost. While no consent is applied, no one is in the view: each event is checked and
+    stored (held), and no record is read, extended or written. Then each consent finds all its person's
+    events stored, and the person's record is built from them and written once. Read together, the topics
+    had a record written each time a batch brought its person's consent or more events after it, and held
+    events opened again whenever a later consent revealed them: bench_projection's 20,000 events, 13,664
+    records written for 5,384 people (or 5,398 when the consents happened to come last), and in three
+    paired runs 82-98 µs of CPU here + 35-40 in PostgreSQL per event, against 93-103 + 41-46.
+
+    A phase is the ordinary runtime (exactly-once, dead letters, the same group) on some of the topics: the
+    handler's ``topics`` is what the runtime subscribes to, set for the phase. Each phase ends when the
+    whole group has committed its topics' ``ends`` (``run_until``), so every worker of
+    ``replay_in_processes`` starts on the consents once every event has been stored by one of them."""
+    consents = settings.topic(Family.CONSENT)
+    topics = tuple(handler.topics)
+    total, before = sum(ends.values()), 0
+    for phase in ([t for t in topics if t != consents], [t for t in topics if t == consents]):
+        phase_ends = {tp: end for tp, end in ends.items() if tp[0] in phase}
+
+        def report(done: int, _: int, before: int = before) -> None:
+            if progress is not None:
+                progress(before + done, total)
+
+        handler.topics = phase
+        try:
+            runtime = ConsumerRuntime(handler, settings, pool, role="replay", fence=fence, person_affine=True)
+            await run_until(runtime, pool, phase_ends, progress=report)
+        finally:
+            handler.topics = topics
+        before += sum(phase_ends.values())
 
 
 def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "WARNING") -> ReplayResult:

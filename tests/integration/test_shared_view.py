@@ -608,3 +608,31 @@ async def test_replay_equals_incremental(pool: asyncpg.Pool, settings: Settings)
     assert result.masked_events >= 5, "the erased person's events are skipped, and the replay goes on"
     assert len(after[0]) == len(before[0])
     assert after == before
+
+
+async def test_a_replay_stores_every_event_before_it_applies_any_consent(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A replay reads the event topics to their ends first (every event held: no record yet to extend),
+    then the consents: each person's record is then built once from all their events, where reading the
+    topics together extended and rewrote it batch after batch (bench_projection, 20,000 events: 13,664
+    records written for 5,384 people, or 5,398, as the topics' order fell). The view is the same."""
+    await _people_of_its_own(settings, pool)
+    ids = await _on_session_topics(settings)
+    batches: list[set[str]] = []
+
+    class Recording(SharedViewHandler):
+        async def handle(self, conn: asyncpg.Connection, batch: Sequence[Any]) -> None:
+            batches.append({c.event.family.value for c in batch})
+            await super().handle(conn, batch)
+
+    async with pool.acquire() as conn:
+        await project(settings, pool)
+        before = await _view_of(conn, ids, settings.event_topics)
+        await replay(settings, pool, handler=Recording(settings))
+        after = await _view_of(conn, ids, settings.event_topics)
+    consents = [i for i, families in enumerate(batches) if "consent" in families]
+    others = [i for i, families in enumerate(batches) if families - {"consent"}]
+    assert consents and others
+    assert max(others) < min(consents), "every batch of events before the first batch of consents"
+    assert after == before
