@@ -77,10 +77,12 @@ async def replay(
     ends: Positions | None = None,
     share: SharedEpoch | None = None,
     together: Callable[[], Awaitable[None]] | None = None,
+    between: Callable[[], Awaitable[None]] | None = None,
 ) -> ReplayResult:
     """The replay (in one process, or as worker 0 of ``replay_in_processes``: ``ends`` taken by the
     parent, ``share`` where the run's other workers wait for the epoch, published once the view is empty,
-    and ``together`` awaited before consuming, so that every member joins the group at once)."""
+    and ``together`` awaited before consuming, ``between`` before the consents, so that every member joins
+    the group at once)."""
     handler = handler or SharedViewHandler(settings)
     leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
     if not await leadership.acquire_now():
@@ -95,7 +97,7 @@ async def replay(
         if together is not None:
             await together()
         catching_up = asyncio.create_task(
-            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress)
+            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress, between)
         )
         lost = asyncio.create_task(leadership.lost.wait())
         await asyncio.wait({catching_up, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -130,13 +132,14 @@ async def follow_replay(
     share: SharedEpoch,
     handler: SharedViewHandler,
     started: Callable[[], None],
+    between: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """A worker of ``replay_in_processes`` other than the first: wait until the first has emptied the view
     and published its epoch, then project under it until the whole group has committed ``ends``."""
     follower = Follower("shared-view", share)
     await follower.wait_held(asyncio.Event())  # the supervisor stops this worker if the first one fails
     started()
-    await _events_then_consents(handler, settings, pool, ends, follower.fence)
+    await _events_then_consents(handler, settings, pool, ends, follower.fence, between=between)
 
 
 async def _events_then_consents(
@@ -146,6 +149,7 @@ async def _events_then_consents(
     ends: Positions,
     fence: Callable[[asyncpg.Connection], Awaitable[None]],
     progress: Callable[[int, int], None] | None = None,
+    between: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Project everything before ``ends``: the event topics first, then the consents.
 
@@ -156,7 +160,8 @@ async def _events_then_consents(
     had a record written each time a batch brought its person's consent or more events after it, and held
     events opened again whenever a later consent revealed them: bench_projection's 20,000 events, 13,664
     records written for 5,384 people (or 5,398 when the consents happened to come last), and in three
-    paired runs 82-98 µs of CPU here + 35-40 in PostgreSQL per event, against 93-103 + 41-46.
+    paired 20,000-event replays (load ~8) 82-98 µs of CPU here + 35-40 in PostgreSQL per event, against
+    93-103 + 41-46.
 
     A phase is the ordinary runtime (exactly-once, dead letters, the same group) on some of the topics: the
     handler's ``topics`` is what the runtime subscribes to, set for the phase. Each phase ends when the
@@ -165,7 +170,11 @@ async def _events_then_consents(
     consents = settings.topic(Family.CONSENT)
     topics = tuple(handler.topics)
     total, before = sum(ends.values()), 0
-    for phase in ([t for t in topics if t != consents], [t for t in topics if t == consents]):
+    for second, phase in enumerate(
+        ([t for t in topics if t != consents], [t for t in topics if t == consents])
+    ):
+        if second and between is not None:
+            await between()
         phase_ends = {tp: end for tp, end in ends.items() if tp[0] in phase}
 
         def report(done: int, _: int, before: int = before) -> None:
@@ -194,6 +203,7 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
     share = SharedEpoch()
     context = multiprocessing.get_context("fork")
     masked, starting = context.RawArray("q", workers), context.RawArray("b", workers)
+    consenting = context.RawArray("b", workers)
 
     async def together() -> None:
         # A member joining a group already consuming makes every member stop at its next heartbeat for
@@ -206,6 +216,15 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
     def mark_started() -> None:
         starting[worker_index()] = 1
 
+    async def between() -> None:
+        # The same for the second phase: each member has left the first phase's group; the members join
+        # for the consents together (a member joining while another still consumes stalls both).
+        consenting[worker_index()] = 1
+        for _ in range(200):
+            if sum(consenting) >= workers:
+                return
+            await asyncio.sleep(0.05)
+
     async def work() -> None:
         configure_logging(log_level)
         index = worker_index()
@@ -213,9 +232,17 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
         try:
             handler = SharedViewHandler(settings)
             if index == 0:
-                await replay(settings, pool, handler=handler, ends=ends, share=share, together=together)
+                await replay(
+                    settings,
+                    pool,
+                    handler=handler,
+                    ends=ends,
+                    share=share,
+                    together=together,
+                    between=between,
+                )
             else:
-                await follow_replay(settings, pool, ends, share, handler, mark_started)
+                await follow_replay(settings, pool, ends, share, handler, mark_started, between)
             masked[index] = handler.masked_events
         except ReplayRefused as refused:
             log.error("replay refused", reason=refused.reason)
