@@ -151,14 +151,16 @@ def _json_of(model: type[BaseModel]) -> Callable[[Any], bytes]:
     third of the cost: the struct's own JSON (msgspec, in C) less the nulls of the fields that default to
     None (``builtins_of`` leaves them out, as ``exclude_none`` does). A ``,"field":null`` is found only
     as JSON, never inside a text: a text's quotes are escaped (``\\"``). So the model's first field must
-    not be one (it has no comma before it), nor may a model it holds have a field of that name: if one
-    does, the builtins are written."""
-    optional = [
-        n for n, info in model.model_fields.items() if not info.is_required() and info.default is None
-    ]
+    not be one (it has no comma before it), and the models it holds must have no such field, nor one of
+    those names: otherwise the builtins are written."""
+    optional = _default_none(model)
+    held = _held_models(model)
     if not optional:
-        return _encode_json
-    if next(iter(model.model_fields)) in optional or _nested_names(_fields_of(model)) & set(optional):
+        plain = not any(_default_none(m) for m in held)
+        return _encode_json if plain else lambda value: _encode_json(wire.builtins_of(value))
+    if next(iter(model.model_fields)) in optional or any(
+        _default_none(m) or set(m.model_fields) & set(optional) for m in held
+    ):
         return lambda value: _encode_json(wire.builtins_of(value))  # its nulls cannot be told apart
     nulls = [b',"' + n.encode() + b'":null' for n in optional]
 
@@ -171,11 +173,23 @@ def _json_of(model: type[BaseModel]) -> Callable[[Any], bytes]:
     return encoded
 
 
-def _nested_names(fields: _Fields) -> set[str]:
-    names: set[str] = set()
-    for _, inner in fields.nested:
-        names |= inner.names | _nested_names(inner)
-    return names
+def _default_none(model: type[BaseModel]) -> list[str]:
+    return [n for n, info in model.model_fields.items() if not info.is_required() and info.default is None]
+
+
+def _held_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """The models ``model``'s fields hold (alone, in a list or optional), at any depth."""
+    held: list[type[BaseModel]] = []
+    for info in model.model_fields.values():
+        for inner in _models_in(info.annotation):
+            held += [inner, *_held_models(inner)]
+    return held
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for inner in get_args(annotation) for m in _models_in(inner)]
 
 
 _encode_json = msgspec.json.Encoder().encode
