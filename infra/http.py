@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -23,10 +24,12 @@ import asyncpg
 import orjson
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -237,6 +240,7 @@ def create_app(
     app.state.body_limits = (s.max_body_bytes, s.max_file_bytes)
     app.add_exception_handler(_TooLarge, _too_large)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(AuthError, _auth_error)
     app.openapi = lambda: _documented_openapi(app)  # type: ignore[method-assign]
     setup_tracing(title)
@@ -264,6 +268,27 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return JSONResponse(client_errors(from_request_errors(exc.errors())), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own refusals as it answers them, but a body it could not read (a 400 raised from the
+    parser's error) in the hub's shape, naming the rule: FastAPI said only "There was an error parsing
+    the body"."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        return JSONResponse({"error": unreadable_body(exc.__cause__)}, status_code=400)
+    return await http_exception_handler(request, exc)
+
+
+def unreadable_body(cause: BaseException) -> str:
+    """Why a body could not be read, from the parser's error (whose own text may quote the body)."""
+    if isinstance(cause, RecursionError):
+        return "(body): JSON nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "(body): not UTF-8"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"(body): a number with more than {sys.get_int_max_str_digits()} digits"
+    return "(body): not readable as JSON or as a form"
 
 
 async def _auth_error(_: Request, exc: Exception) -> JSONResponse:

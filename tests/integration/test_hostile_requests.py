@@ -196,3 +196,35 @@ async def test_a_head_past_the_limit_is_refused_naming_it_before_it_is_read(
         assert big.status_code in (405, 413), big.status_code
         again = await http.get("/healthz", headers={"X-Pad": "a" * (MAX_HEAD_BYTES // 2)})
         assert again.status_code == 200
+
+
+async def test_an_unreadable_json_body_is_a_400_naming_the_rule(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The shared view's search body is read by FastAPI (json.loads): nesting 100,000 deep, bytes that are
+    not UTF-8 or a number of 5,000 digits were answered ``{"detail": "There was an error parsing the
+    body"}`` — no rule, and not the hub's error shape (``{"error": …}``, as the OpenAPI documents 400)."""
+    from consumers.shared_view.api import build_app as shared_view_app
+
+    async with pool.acquire() as conn:
+        _, reader = await add_client(
+            conn, name="body reader", org_kind=OrgKind.AUTHORITY, org_code=factories.AUTHORITY,
+            roles=frozenset({Role.READ}),
+        )  # fmt: skip
+    headers = {"Authorization": f"Bearer {reader}", "content-type": "application/json"}
+    mark = b"zq4b1d7c9e"
+    async with (
+        running(shared_view_app(settings), "127.0.0.1", free_port()) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as http,
+    ):
+        for body, rule in (
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested too deeply"),
+            (b'{"purpose":"share_registration","name":"' + mark + b'\xff"}', "not UTF-8"),
+            (b'{"purpose":"share_registration","name":"' + mark + b'","limit":' + b"9" * 5000 + b"}",
+             "more than 4300 digits"),
+        ):  # fmt: skip
+            response = await http.post("/persons/search", content=body, headers=headers)
+            assert response.status_code == 400, (rule, response.status_code, response.text[:200])
+            assert rule in response.json()["error"], (rule, response.text[:300])
+            assert mark.decode() not in response.text
