@@ -1,7 +1,8 @@
 """The audit's LP-free certificates (domain.disclosure): a hidden cell the rectangle check, the moves
-check or the null-space check calls safe is safe by the exact linear programs too, on any layout and
-any set of hidden cells (margins included, small counts and zeros everywhere); and suppression gives
-the same decisions whichever cells the certificates spared from the solver."""
+check or the null-space check calls safe is safe by the exact linear programs too, and a cell the
+pinned check calls determined is determined exactly by them, on any layout and any set of hidden cells
+(margins included, small counts and zeros everywhere); and suppression gives the same decisions
+whichever cells the certificates spared from the solver."""
 
 from __future__ import annotations
 
@@ -101,6 +102,38 @@ def test_the_null_space_check_certifies_some_cells() -> None:
     assert len(_certified(found)) >= 3
 
 
+def _pinned(case: tuple[d._Structure, set[frozenset[str]], int]) -> list[tuple[d._Component, int]]:
+    s, hidden, _ = case
+    return [
+        (comp, i)
+        for comp in d._components(s, hidden)
+        for i in d._pinned(d._null_space(comp), range(len(comp.members)))
+    ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_cell_the_pinned_check_calls_determined_is_determined_by_the_exact_lp(data: st.DataObject) -> None:
+    """Its exact LP range is its count and nothing else, so the audit's exposure (range and rule)
+    is what the LPs would give."""
+    case = data.draw(st.one_of(hidden_layouts(), hidden_sets()))
+    s, _, threshold = case
+    for comp, i in _pinned(case):
+        q = comp.members[i]
+        assert _exact_range(comp, i) == (s.value[q], s.value[q]), sorted(q)
+        assert d._breach(s.value[q], s.value[q], threshold) is not None
+
+
+def test_the_pinned_check_calls_some_cells_determined() -> None:
+    """The property above is not vacuous: a check that called no cell determined would pass it."""
+    found = find(
+        st.one_of(hidden_layouts(), hidden_sets()),
+        lambda case: len(_pinned(case)) >= 2,
+        settings=settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow]),
+    )
+    assert len(_pinned(found)) >= 2
+
+
 # Adversarial counts: mostly 0, 1 and 2 (primary cells, zeros an attacker knows, margins of one person),
 # with a few large ones for the moves to lean on.
 small_counts = st.dictionaries(
@@ -197,13 +230,20 @@ def test_suppression_decides_the_same_with_and_without_the_certificate(
 ) -> None:
     tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
     with_certificate = d.suppress(tables, threshold)
-    rectangles, null_space, moves = d._safe_by_rectangles, d._safe_by_null_space, d._safe_by_moves
+    rectangles, null_space, moves, pinned = (
+        d._safe_by_rectangles,
+        d._safe_by_null_space,
+        d._safe_by_moves,
+        d._pinned,
+    )
     d._safe_by_rectangles = lambda s, hidden, threshold: set()  # every cell to the solver
-    d._safe_by_null_space = lambda s, comp, threshold, safe: set()
+    d._safe_by_null_space = lambda s, comp, threshold, safe, basis=None: set()
     d._safe_by_moves = lambda s, hidden, threshold, safe: set()  # type: ignore[assignment]
+    d._pinned = lambda basis, cells: []
     try:
         without = d.suppress(tables, threshold)
     finally:
         d._safe_by_rectangles, d._safe_by_null_space, d._safe_by_moves = rectangles, null_space, moves
+        d._pinned = pinned
     assert with_certificate.published == without.published
     assert d.audit(tables, with_certificate.published, threshold) == []
