@@ -21,13 +21,14 @@ from datetime import datetime
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from contracts.envelope import Event
 from infra import health, metrics
 from infra.config import Settings
 from infra.crypto import forget_everywhere
 from infra.db import OUTBOX_CHANNEL, TRANSIENT_DB_ERRORS, AdvisoryLock, connect
-from infra.kafka import start_producer
+from infra.kafka import partitions_of, start_producer
 from infra.leadership import Leadership, LeadershipLost
 from infra.logging import get_logger
 from infra.outbox_rows import count_accepted, outbox_columns
@@ -141,7 +142,9 @@ class OutboxRelay:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
-        self._listener: asyncpg.Connection | None = None
+        # The relay's own connection: its batches and its LISTEN. Kept from batch to batch (a pooled
+        # connection cost an acquire and a session reset per batch, a fifth of the relay's CPU).
+        self._conn: asyncpg.Connection | None = None
         self._acked: list[int] = []  # acknowledged by Kafka, stamp not yet committed
         self.published = 0
         self.restamped = 0  # acknowledged rows stamped after a failed stamp (not re-sent)
@@ -155,7 +158,7 @@ class OutboxRelay:
         try:
             await self._loop()
         finally:
-            await self._close_listener()
+            self._close_connection()
             await self.leadership.close()
             await self._drop_producer()
             for component in ("relay.kafka", "relay.database"):
@@ -184,7 +187,6 @@ class OutboxRelay:
                 if not self.leadership.held:
                     await self.leadership.wait_held(self._stop)
                     continue
-                await self._listen()
                 sent = await self.publish_pending()
                 backoff = 0.2
             except LeadershipLost as lost:
@@ -199,7 +201,7 @@ class OutboxRelay:
                 health.report("relay.database", False, type(exc).__name__)
                 log.warning("database unavailable, relay waits", component="database",
                             error=type(exc).__name__, unstamped=len(self._acked))  # fmt: skip
-                await self._close_listener()
+                self._close_connection()
             else:
                 if sent == 0:
                     await self._wait(self.settings.outbox_poll_interval_s * 5)
@@ -213,14 +215,22 @@ class OutboxRelay:
             await self._wait(backoff)
             backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
-    async def _listen(self) -> None:
-        """NOTIFY wakes the relay as soon as an event is accepted (polling is the fallback)."""
-        if self._listener is None or self._listener.is_closed():
-            self._listener = await connect(self.settings)
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+    async def _connection(self) -> asyncpg.Connection:
+        """The relay's connection, listening: NOTIFY wakes the relay as soon as an event is accepted
+        (polling is the fallback)."""
+        if self._conn is None or self._conn.is_closed():
+            self._close_connection()
+            conn = await connect(self.settings)
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
+        return self._conn
 
-    async def _close_listener(self) -> None:
-        conn, self._listener = self._listener, None
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
@@ -269,13 +279,10 @@ class OutboxRelay:
 
         Raises ``LeadershipLost`` (this process does not lead), ``BrokerUnavailable`` or a transient
         database error; in every case nothing is stamped that Kafka did not acknowledge."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        conn = await self._connection()
+        async with conn.transaction():
             await self.leadership.fence(conn)
-            rows = await conn.fetch(
-                "SELECT id, topic, key, headers, value, event_id FROM outbox "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
-                self.settings.outbox_batch_size,
-            )
+            rows = await conn.fetch(_PENDING, self.settings.outbox_batch_size)
             if not rows:
                 metrics.OUTBOX_BACKLOG.set(0)
                 health.report("relay.database", True)
@@ -288,21 +295,13 @@ class OutboxRelay:
             ]
             try:
                 with publish_span(traced, rows=len(rows)):
-                    futures = []
-                    for row in rows:
-                        headers = [(h, v.encode()) for h, v in row["headers"].items()]
-                        futures.append(
-                            await producer.send(
-                                row["topic"], value=row["value"], key=row["key"], headers=headers
-                            )
-                        )
-                    await asyncio.gather(*futures)
+                    await asyncio.gather(*await _send(producer, rows))
             except (KafkaError, OSError, TimeoutError) as exc:
                 raise BrokerUnavailable() from exc
             health.report("relay.kafka", True)
             ids = [r["id"] for r in rows]
             self._acked = ids
-            await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
+            await conn.execute(_STAMP, ids)
         self._acked = []
         health.report("relay.database", True)
         for topic, count in Counter(row["topic"] for row in rows).items():
@@ -338,8 +337,59 @@ class OutboxRelay:
                     raise TimeoutError(f"outbox not drained within {timeout_s}s")
                 await asyncio.sleep(0.05)
         finally:
+            self._close_connection()
             await self.leadership.close()
             self.leadership = Leadership(self.settings, "relay", AdvisoryLock.RELAY)
 
     async def close(self) -> None:
+        self._close_connection()
         await self._drop_producer()
+
+
+_PENDING = (
+    "SELECT id, topic, key, headers, value, event_id FROM outbox "
+    "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE"
+)
+_STAMP = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+
+
+async def _send(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) -> list[asyncio.Future[object]]:
+    """Hand ``rows`` to ``producer`` as record batches, one a partition (more where one fills up), in id
+    order within each partition; the futures of their acknowledgements.
+
+    The partition is the default partitioner's (murmur2 of the key, as ``infra.kafka.partitions_of``
+    computes it for a whole batch at once): the same a record sent alone would get. Sent one record at a
+    time, the producer's own path cost the relay ~40 µs of CPU per row (its pure-Python murmur2, a
+    future and a metadata check per record)."""
+    by_topic: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_topic.setdefault(row["topic"], []).append(row)
+    futures: list[asyncio.Future[object]] = []
+    for topic, records in by_topic.items():
+        every = sorted(await producer.partitions_for(topic))
+        batches: dict[int, list[asyncpg.Record]] = {}
+        for record, index in zip(
+            records, _partition_indexes([r["key"] for r in records], len(every)), strict=True
+        ):
+            batches.setdefault(every[index], []).append(record)
+        for partition, part in batches.items():
+            builder = producer.create_batch()
+            for record in part:
+                headers = [(h, v.encode()) for h, v in record["headers"].items()]
+                while (
+                    builder.append(key=record["key"], value=record["value"], timestamp=None, headers=headers)
+                    is None
+                ):
+                    futures.append(await producer.send_batch(builder, topic, partition=partition))
+                    builder = producer.create_batch()  # full: the rest of the partition's rows in another
+            builder.close()  # complete: the producer sends it now instead of lingering for more
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+    return futures
+
+
+def _partition_indexes(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """The default partitioner's choice for each key, as an index into the topic's sorted partitions."""
+    try:
+        return partitions_of([key.decode() for key in keys], partitions)
+    except UnicodeDecodeError:  # a key that is no text (not one the hub writes): hashed as it is
+        return [(murmur2(key) & 0x7FFFFFFF) % partitions for key in keys]
