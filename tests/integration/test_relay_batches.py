@@ -12,7 +12,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from contracts.envelope import Family
 from infra.config import Settings
+from infra.crypto import KeyStore
+from producers.ingest import accept
 from producers.outbox import OutboxRelay
+from tests import factories
 from tests.helpers import read_topic
 
 
@@ -53,3 +56,30 @@ async def test_the_relay_sends_each_record_to_its_keys_partition_in_outbox_order
         order[record.partition].append(int(record.value.split(b":")[1]))
     assert all(numbers == sorted(numbers) for numbers in order.values())
     assert len(order) > 1
+
+
+async def test_publishing_leaves_the_outbox_row_as_acceptance_wrote_it(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    # The relay's mark of what is published is not a new version of the row: an UPDATE of the row (never
+    # HOT while the pending index's predicate named the column it set) wrote the whole row and an entry in
+    # each of its indexes again, per event.
+    keystore = KeyStore.from_settings(settings)
+    subs = [factories.placement(factories.person_key()) for _ in range(5)]
+    async with pool.acquire() as conn:
+        events = await accept(conn, keystore, subs, origin="test", namespace=settings.topic_namespace)
+        ids = [e.id for e in events]
+        written = await conn.fetch(_VERSIONS, ids)
+    relay = OutboxRelay(settings, pool)
+    try:
+        await relay.drain()
+    finally:
+        await relay.close()
+    published = {r.value for r in await read_topic(settings, settings.topic(Family.PLACEMENT))}
+    async with pool.acquire() as conn:
+        assert all(bytes(r["value"]) in published for r in await conn.fetch(_VALUES, ids))
+        assert await conn.fetch(_VERSIONS, ids) == written
+
+
+_VERSIONS = "SELECT ctid::text, xmin::text FROM outbox WHERE event_id = ANY($1::text[]) ORDER BY id"
+_VALUES = "SELECT value FROM outbox WHERE event_id = ANY($1::text[]) ORDER BY id"
