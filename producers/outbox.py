@@ -4,9 +4,10 @@ Acceptance writes an event's row in the transaction that accepts it (``accept_se
 ``accept_file_rows``), so an event is accepted exactly when that transaction commits — whether or not the
 broker is up. The relay takes pending rows in id order while
 it leads the ``relay`` role (``infra.leadership``: one relay at a time keeps the order, fenced by epoch),
-publishes them with an idempotent ``acks=all`` producer, and stamps them published. Only a crash of the
-relay between Kafka's acknowledgement and the stamp re-sends a batch; consumers key their effects by
-event id, so a re-sent event takes effect once.
+publishes them with an idempotent ``acks=all`` producer, and deletes their marks in ``outbox_pending``
+(migration 040: an outbox row is written once, by the transaction that accepts it; a row is pending while
+its mark is there). Only a crash of the relay between Kafka's acknowledgement and its commit re-sends a
+batch; consumers key their effects by event id, so a re-sent event takes effect once.
 """
 
 from __future__ import annotations
@@ -127,12 +128,12 @@ class BrokerUnavailable(Exception):
 class OutboxRelay:
     """Publishes pending outbox rows in order, while it leads the ``relay`` role (one per database).
 
-    Each batch is one PostgreSQL transaction: the leadership fence, the pending rows ``FOR UPDATE``,
-    the Kafka send and its acknowledgement, then the stamp. A relay that lost its lock (a database
-    restart) cannot stamp, and another relay's lock waits for its batch to end, so two relays never
-    publish side by side. Rows Kafka acknowledged whose stamp failed (the database went away between
-    the two) are remembered and stamped first once the database is back — never sent again by this
-    relay. Only a crash of the relay process in that window re-sends them; consumers apply an event id
+    Each batch is one PostgreSQL transaction: the leadership fence, the pending rows taken (their
+    marks deleted, ``_TAKE``), the Kafka send and its acknowledgement, then the commit. A relay that lost
+    its lock (a database restart) cannot commit, and another relay's lock waits for its batch to end, so
+    two relays never publish side by side. Rows Kafka acknowledged whose commit failed (the database went
+    away between the two) are remembered and their marks deleted first once the database is back — never
+    sent again by this relay. Only a crash of the relay process in that window re-sends them; consumers apply an event id
     once, so such a re-send has no effect (``docs`` in the README: "How events flow")."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
@@ -145,9 +146,9 @@ class OutboxRelay:
         # The relay's own connection: its batches and its LISTEN. Kept from batch to batch (a pooled
         # connection cost an acquire and a session reset per batch, a fifth of the relay's CPU).
         self._conn: asyncpg.Connection | None = None
-        self._acked: list[int] = []  # acknowledged by Kafka, stamp not yet committed
+        self._acked: list[int] = []  # acknowledged by Kafka, marks' deletion not yet committed
         self.published = 0
-        self.restamped = 0  # acknowledged rows stamped after a failed stamp (not re-sent)
+        self.restamped = 0  # acknowledged rows marked published after a failed commit (not re-sent)
 
     def stop(self) -> None:
         self._stop.set()
@@ -261,16 +262,13 @@ class OutboxRelay:
             self._producer = None
 
     async def _stamp_acked(self) -> None:
-        """Stamp rows Kafka acknowledged whose stamp did not commit. A fact about Kafka, true whoever
-        leads now: no fence needed, and nothing is sent again."""
+        """Mark published the rows Kafka acknowledged whose batch did not commit. A fact about Kafka, true
+        whoever leads now: no fence needed, and nothing is sent again."""
         if not self._acked:
             return
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL",
-                self._acked,
-            )
-        log.info("acknowledged rows stamped after the database came back", rows=len(self._acked))
+            await conn.execute("DELETE FROM outbox_pending WHERE id = ANY($1::bigint[])", self._acked)
+        log.info("acknowledged rows marked published after the database came back", rows=len(self._acked))
         self.restamped += len(self._acked)
         self._acked = []
 
@@ -278,11 +276,12 @@ class OutboxRelay:
         """Publish one batch of pending rows as the leader; returns how many were published.
 
         Raises ``LeadershipLost`` (this process does not lead), ``BrokerUnavailable`` or a transient
-        database error; in every case nothing is stamped that Kafka did not acknowledge."""
+        database error; in every case nothing Kafka did not acknowledge is marked published (the batch's
+        transaction rolls back and its rows' marks are there again)."""
         conn = await self._connection()
         async with conn.transaction():
             await self.leadership.fence(conn)
-            rows = await conn.fetch(_PENDING, self.settings.outbox_batch_size)
+            rows = await conn.fetch(_TAKE, self.settings.outbox_batch_size)
             if not rows:
                 metrics.OUTBOX_BACKLOG.set(0)
                 health.report("relay.database", True)
@@ -299,9 +298,7 @@ class OutboxRelay:
             except (KafkaError, OSError, TimeoutError) as exc:
                 raise BrokerUnavailable() from exc
             health.report("relay.kafka", True)
-            ids = [r["id"] for r in rows]
-            self._acked = ids
-            await conn.execute(_STAMP, ids)
+            self._acked = [r["id"] for r in rows]
         self._acked = []
         health.report("relay.database", True)
         for topic, count in Counter(row["topic"] for row in rows).items():
@@ -315,7 +312,7 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self.pool.acquire() as conn:
-            last = await conn.fetchval("SELECT max(id) FROM outbox WHERE published_at IS NULL")
+            last = await conn.fetchval("SELECT max(id) FROM outbox_pending")
         if last is None:
             return 0
         total = 0
@@ -328,9 +325,7 @@ class OutboxRelay:
                     if sent:
                         continue
                 async with self.pool.acquire() as conn:
-                    pending = await conn.fetchval(
-                        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND id <= $1", last
-                    )
+                    pending = await pending_through(conn, last)
                 if not pending:
                     return total
                 if loop.time() > deadline:
@@ -346,11 +341,24 @@ class OutboxRelay:
         await self._drop_producer()
 
 
-_PENDING = (
-    "SELECT id, topic, key, headers, value, event_id FROM outbox "
-    "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE"
+async def pending_through(conn: asyncpg.Connection, last: int) -> int:
+    """How many outbox rows up to id ``last`` are not yet in Kafka."""
+    pending: int = await conn.fetchval("SELECT count(*) FROM outbox_pending WHERE id <= $1", last)
+    return pending
+
+
+# The first pending rows, their marks deleted in the batch's transaction: it commits once Kafka has them
+# (else it rolls back and they are pending again). A relay that found a mark deleted by a concurrent
+# transaction skips it once that commits (the DELETE re-checks the row it waited for). The ids as an
+# array: the marks are found by their primary key whatever the backlog (as a semi-join, PostgreSQL chose
+# to scan every mark for each batch).
+_TAKE = """
+WITH taken AS (
+    DELETE FROM outbox_pending WHERE id = ANY(ARRAY(SELECT id FROM outbox_pending ORDER BY id LIMIT $1))
+    RETURNING id
 )
-_STAMP = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+SELECT o.id, o.topic, o.key, o.headers, o.value, o.event_id FROM taken JOIN outbox o USING (id) ORDER BY o.id
+"""
 
 
 async def _send(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) -> list[asyncio.Future[object]]:

@@ -143,7 +143,7 @@ async def wait_published(pool: asyncpg.Pool, event_ids: list[str], *, timeout_s:
     async with pool.acquire() as conn:
         await wait_for(
             lambda: conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE event_id = ANY($1::text[]) AND published_at IS NOT NULL",
+                "SELECT count(*) FROM outbox WHERE event_id = ANY($1::text[]) AND id NOT IN (SELECT id FROM outbox_pending)",
                 event_ids,
             ),
             until=lambda n: n == len(event_ids),

@@ -72,8 +72,8 @@ async def outbox_figures(conn: asyncpg.Connection, topics: Sequence[str]) -> Out
         list(topics),
     )
     pending = await conn.fetch(
-        "SELECT origin, count(*) AS n, min(accepted_at) AS oldest FROM outbox "
-        "WHERE published_at IS NULL AND topic = ANY($1::text[]) GROUP BY origin",
+        "SELECT origin, count(*) AS n, min(accepted_at) AS oldest FROM outbox_pending JOIN outbox USING (id) "
+        "WHERE topic = ANY($1::text[]) GROUP BY origin",
         list(topics),
     )
     backlog = {r["origin"]: r["n"] for r in pending}

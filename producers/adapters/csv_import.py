@@ -20,7 +20,7 @@ from infra.config import Settings
 from infra.crypto import KeyStore
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
 from producers.adapters.service import AdapterService, ImportSummary
-from producers.outbox import OutboxRelay
+from producers.outbox import OutboxRelay, pending_through
 
 
 def adapter_for(principal: Principal) -> Adapter:
@@ -85,9 +85,7 @@ async def publish_accepted(settings: Settings, pool: asyncpg.Pool, timeout_s: fl
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             async with pool.acquire() as conn:
-                pending = await conn.fetchval(
-                    "SELECT count(*) FROM outbox WHERE published_at IS NULL AND id <= $1", last
-                )
+                pending = await pending_through(conn, last)
             if not pending:
                 return
             if asyncio.get_running_loop().time() > deadline:

@@ -74,9 +74,9 @@ class Progress:
             try:
                 async with self.pool.acquire() as conn:
                     effects = await conn.fetchval("SELECT count(*) FROM test_effects")
-                    pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    pending = await conn.fetchval("SELECT count(*) FROM outbox_pending")
                     published = await conn.fetchval(
-                        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"
+                        "SELECT count(*) FROM outbox WHERE id NOT IN (SELECT id FROM outbox_pending)"
                     )
                 now = time.monotonic()
                 self.samples.append((now, effects, pending))
@@ -196,7 +196,7 @@ async def test_three_node_cluster_survives_an_operators_bad_day(cluster: OwnStac
     async def pending() -> int:
         try:
             async with pool.acquire() as conn:
-                return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+                return int(await conn.fetchval("SELECT count(*) FROM outbox_pending"))
         except TRANSIENT_DB_ERRORS:
             return -1
 

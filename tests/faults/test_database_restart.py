@@ -64,7 +64,7 @@ class Loader:
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+                    return int(await conn.fetchval("SELECT count(*) FROM outbox_pending"))
             except TRANSIENT_DB_ERRORS:
                 await asyncio.sleep(0.2)
 

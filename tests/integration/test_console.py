@@ -186,7 +186,8 @@ async def test_redrive_and_discard_are_recorded_once(
     # run, the record is back on its source topic once, byte for byte, without dlq_* headers.
     async with pool.acquire() as conn:
         queued = await conn.fetch(
-            "SELECT topic, origin FROM outbox WHERE event_id = $1 AND published_at IS NULL", subs[0].event_id
+            "SELECT topic, origin FROM outbox JOIN outbox_pending USING (id) WHERE event_id = $1",
+            subs[0].event_id,
         )
     assert [(r["topic"], r["origin"]) for r in queued] == [(s.topic(Family.REGISTRATION), "console-redrive")]
     relay = OutboxRelay(s, pool)

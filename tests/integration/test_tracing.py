@@ -122,9 +122,11 @@ async def test_a_trace_id_followed_from_a_post_to_the_welfare_adapter_to_the_sha
         async with pool.acquire() as conn:  # the adapter's relay publishes it
             row = await wait_for(
                 lambda: conn.fetchrow(
-                    "SELECT id, headers, published_at FROM outbox WHERE event_id = $1", event_id
+                    "SELECT id, headers, id NOT IN (SELECT id FROM outbox_pending) AS published FROM outbox "
+                    "WHERE event_id = $1",
+                    event_id,
                 ),
-                until=lambda r: r is not None and r["published_at"] is not None,
+                until=lambda r: r is not None and r["published"],
                 timeout_s=120,
             )
 

@@ -111,7 +111,7 @@ async def project(settings: Settings, pool: asyncpg.Pool) -> None:
     """Let the relay publish what was accepted, then run the shared view until it caught up."""
     async with pool.acquire() as conn:
         await wait_for(
-            lambda: conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"),
+            lambda: conn.fetchval("SELECT count(*) FROM outbox_pending"),
             until=lambda n: n == 0,
             timeout_s=180,
         )
