@@ -271,9 +271,10 @@ class AdapterService:
             key,
             principal.client_id,
         )
-        if row is not None and row["revoked_at"] is not None:
-            raise revoked(principal.client_id, row["revoked_at"])
-        if row is None or row["request_hash"] is None:
+        if row is None or row["revoked_at"] is not None:  # removed (no row), or revoked, since it was read
+            known = {} if row is None else {principal.client_id: row["revoked_at"]}
+            raise refusals([principal.client_id], known)[principal.client_id]
+        if row["request_hash"] is None:
             return None
         if bytes(row["request_hash"]) != digest or row["family"] != family.value:
             REQUESTS.labels(self.adapter.value, family.value, "conflict").inc()

@@ -289,3 +289,31 @@ async def test_a_key_taken_back_lets_a_call_waiting_on_it_store_its_own(
     async with pool.acquire() as conn:
         wrapped = await conn.fetchval("SELECT wrapped FROM person_data_keys WHERE person_key = $1", person)
     assert bytes(wrapped) == second_keys[person], "the person's key is the second call's own"
+
+
+async def test_a_client_removed_before_its_retry_is_answered_from_the_record_gets_a_401(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retried request (its idempotency key stored) is answered from the stored record after the group
+    commit's read. A client removed in between (not revoked: its row deleted) found no row there, and
+    the request ended on an assertion (a 500); it is refused 401 as an unknown client, as the group's
+    read refuses it, and nothing is replayed."""
+    from producers.adapters.authorization import Adapter
+    from producers.adapters.service import AdapterService
+
+    client_id, principal = await _publisher(pool, "removed-before-replay")
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    body = factories.placement(factories.person_key()).data
+    key = f"retried-{client_id}"
+    first = await service.accept_events(principal, Family.PLACEMENT, [body], key, batch=False)
+    replay = service._replay
+
+    async def removed_first(conn: asyncpg.Connection, *args: Any) -> Any:
+        await conn.execute("DELETE FROM clients WHERE client_id = $1", client_id)
+        return await replay(conn, *args)
+
+    monkeypatch.setattr(service, "_replay", removed_first)
+    with pytest.raises(AuthError) as refused:
+        await service.accept_events(principal, Family.PLACEMENT, [body], key, batch=False)
+    assert (refused.value.status, refused.value.reason) == (401, "unknown client or wrong secret")
+    assert first.event_ids and not first.replayed
