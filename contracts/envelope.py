@@ -399,7 +399,13 @@ _UNREADABLE = object()  # a value orjson does not read
 # else (another order, a repeated or unknown header, a non-ASCII time, a value the fast data decoder
 # refuses) goes the whole way above, which alone gives reasons, so the verdict is the same.
 _CANONICAL_TYPES = {
-    t.encode(): (t, family, wire.DATA[family.value].struct, wire.DATA[family.value].checks)
+    t.encode(): (
+        t,
+        family,
+        wire.DATA[family.value].struct,
+        wire.DATA[family.value].checks,
+        wire.DATA[family.value].exact,
+    )
     for t, family in TYPES.items()
 }
 _CANONICAL_NAMES = (
@@ -422,6 +428,7 @@ _NESTING_MAX = wire.NESTING_MAX
 _SHALLOW_LENGTH = 2 * wire.NESTING_MAX + 1
 _loads = orjson.loads
 _convert = msgspec.convert
+_utf8 = wire.utf8
 
 
 def _canonical(
@@ -448,7 +455,7 @@ def _canonical(
             return None
         if traced and tuple(name for name, _ in traced) not in _TRACED_NAMES:
             return None
-        type_, family, struct, checks = _CANONICAL_TYPES[raw_type]
+        type_, family, struct, checks, exact = _CANONICAL_TYPES[raw_type]
         source = _SOURCES.get(raw_source)
         if source is None:
             if _SOURCE(raw_source) is None:
@@ -469,9 +476,20 @@ def _canonical(
         # may be nested deeper than the contract reads (``wire.shallow_enough``, inlined: once per event)
         if len(value) > _SHALLOW_LENGTH and value.count(b"[") + value.count(b"{") > _NESTING_MAX:
             return None
-        parsed = _loads(value)  # the one parse (``Event.parsed``); refuses a number past a float's range
-        data: Any = _convert(parsed, struct)
-        checks(data)  # as ``wire.DATA[…].decode``: its refusals are the ValueErrors etc. caught below
+        # As ``wire.DATA[…].decode``: straight into the exact struct where no parse is kept and the value is
+        # UTF-8, else (or where that refuses) orjson's parse (the one parse, ``Event.parsed``; it refuses a
+        # number past a float's range) converted; its refusals are the ValueErrors etc. caught below.
+        data: Any = None
+        parsed: Any = None
+        if not keep and (value.isascii() or _utf8(value)):
+            try:
+                data = exact(value)
+            except ValueError:  # msgspec.DecodeError
+                data = None
+        if data is None:
+            parsed = _loads(value)
+            data = _convert(parsed, struct)
+        checks(data)
         subject = raw_subject.decode()
         if subject != data.person_key:
             return None

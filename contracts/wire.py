@@ -141,11 +141,13 @@ def _rules(metadata: list[Any]) -> tuple[dict[str, Any], str | None, list[Callab
     return rules, pattern, after
 
 
-def _kind(annotation: Any, rules: dict[str, Any]) -> tuple[Any, Callable[[Any], None] | None]:
+def _kind(
+    annotation: Any, rules: dict[str, Any], exact: bool = False
+) -> tuple[Any, Callable[[Any], None] | None]:
     """The msgspec type of a pydantic field annotation with ``rules`` on its value, and the checks of
-    the struct (or list of structs) it holds."""
+    the struct (or list of structs) it holds; ``exact``: its structs are the exact ones (``_exact``)."""
     if rules:
-        inner, nested = _kind(annotation, {})
+        inner, nested = _kind(annotation, {}, exact)
         if get_origin(inner) in (Union, types.UnionType):  # an optional value: the rules bind the value
             (value,) = [a for a in get_args(inner) if a is not type(None)]
             return Annotated[value, msgspec.Meta(**rules)] | None, nested
@@ -155,13 +157,16 @@ def _kind(annotation: Any, rules: dict[str, Any]) -> tuple[Any, Callable[[Any], 
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return annotation, None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return _STRUCTS.get(annotation) or _derive(annotation)
+        struct, checks = _STRUCTS.get(annotation) or _derive(annotation)
+        return (_exact(annotation) if exact else struct), checks
     origin = get_origin(annotation)
     if origin is Literal:
         return annotation, None
     if origin is list:
         (item,) = get_args(annotation)
-        kind, each = _kind(item, {})
+        if exact and item is int:
+            raise TypeError("wire: a list of integers (no exact bound mirrors orjson for its items)")
+        kind, each = _kind(item, {}, exact)
         if each is None:
             return list[kind], None  # type: ignore[valid-type]
 
@@ -174,12 +179,18 @@ def _kind(annotation: Any, rules: dict[str, Any]) -> tuple[Any, Callable[[Any], 
         args = get_args(annotation)
         if len(args) == 2 and type(None) in args:
             (inner,) = [a for a in args if a is not type(None)]
-            kind, nested = _kind(inner, {})
+            kind, nested = _kind(inner, {}, exact)
             return kind | None, nested
     raise TypeError(f"wire: unsupported type {annotation!r}")
 
 
-def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -> _Field:
+# orjson reads an integer in -2**63 .. 2**64-1 as an int and any other as a float (which no int field
+# takes); msgspec reads any integer as an int. An exact struct's integers are held to what both read as an
+# int and msgspec can bound (int64), so it never takes one the other way refuses.
+_ORJSON_INTS = {"ge": -(2**63), "le": 2**63 - 1}
+
+
+def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]], exact: bool = False) -> _Field:
     annotation = info.annotation
     metadata = list(info.metadata)
     if get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
@@ -202,7 +213,15 @@ def _field(name: str, info: FieldInfo, validators: list[Callable[[Any], Any]]) -
     else:
         if annotation is datetime:
             raise TypeError(f"wire: {name}: naive datetimes are not on the wire")
-        kind, nested = _kind(annotation, rules)
+        if exact and annotation in (int, int | None):
+            if "gt" in rules or "lt" in rules:
+                raise TypeError(f"wire: {name}: an exclusive bound on an integer")
+            rules = {
+                "ge": max(rules.get("ge", _ORJSON_INTS["ge"]), _ORJSON_INTS["ge"]),
+                "le": min(rules.get("le", _ORJSON_INTS["le"]), _ORJSON_INTS["le"]),
+                **{k: v for k, v in rules.items() if k not in ("ge", "le")},
+            }
+        kind, nested = _kind(annotation, rules, exact)
     if info.default_factory is not None:
         raise TypeError(f"wire: {name}: default factories are not supported")
     default = msgspec.NODEFAULT if info.default is PydanticUndefined else info.default
@@ -382,6 +401,36 @@ def _derive(
     return struct, checks
 
 
+_EXACT: dict[type[BaseModel], type[msgspec.Struct]] = {}
+
+
+def _exact(model: type[BaseModel]) -> type[msgspec.Struct]:
+    """The struct mirroring ``model`` that msgspec's JSON decoder reads a value into exactly as ``orjson``
+    then ``msgspec.convert`` to the struct of ``_derive`` would, or refuses: it forbids unknown fields
+    (one it skipped could hold what orjson refuses: a number past a float's range), its integers are held
+    to those orjson reads as integers, and it is only given UTF-8 values (a field it skipped could hold
+    bytes that are not UTF-8: ``utf8``). The same fields and defaults, and the same checks run on it."""
+    struct = _EXACT.get(model)
+    if struct is None:
+        field_validators, _ = _after_validators(model)
+        fields = [
+            _field(n, info, field_validators.get(n, []), exact=True) for n, info in model.model_fields.items()
+        ]
+        struct = _EXACT[model] = msgspec.defstruct(
+            model.__name__,
+            [
+                (f.name, f.kind) if f.default is msgspec.NODEFAULT else (f.name, f.kind, f.default)
+                for f in fields
+            ],
+            kw_only=True,
+            gc=False,
+            frozen=True,
+            forbid_unknown_fields=True,
+            module=__name__,
+        )
+    return struct
+
+
 def struct_for(model: type[BaseModel]) -> type[msgspec.Struct]:
     """The struct mirroring ``model`` (derived once)."""
     return (_STRUCTS.get(model) or _derive(model))[0]
@@ -397,23 +446,40 @@ def shallow_enough(value: bytes) -> bool:
     return len(value) <= 2 * NESTING_MAX + 1 or value.count(b"[") + value.count(b"{") <= NESTING_MAX
 
 
+def utf8(value: bytes) -> bool:
+    """Whether ``value`` is UTF-8 (ASCII, in one C pass, or else decoding it): what orjson requires of
+    every byte of a value, which msgspec's JSON decoder checks only in the fields it reads."""
+    if value.isascii():
+        return True
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class _Reader:
-    """Reads one family's data from the value as ``orjson`` parsed it — the one parse of a record: consumers
-    take their plain data from it too (``Event.parsed``) — with msgspec's structural pass in C
-    (``msgspec.convert`` to ``struct``), then the derived rules (``checks``, raising ``ValueError``,
-    ``TypeError`` or ``AttributeError``). A caller that handles those itself (``contracts.envelope``'s
-    quick path) may call the two in turn and save a frame per event.
+    """Reads one family's data. A value ``orjson`` parsed (``read``) — the one parse of a record: consumers
+    that take their data as plain values take it from there too (``Event.parsed``) — goes through
+    msgspec's structural pass in C (``msgspec.convert`` to ``struct``), then the derived rules
+    (``checks``, raising ``ValueError``, ``TypeError`` or ``AttributeError``). A value given as bytes
+    (``decode``), where no parse is kept, is read by msgspec's JSON decoder straight into the exact struct
+    (``_exact``) when it is UTF-8: at a fraction of the cost of building the parse, with the same verdict
+    and values (``tests/unit/test_wire.py`` fuzzes the bytes); else, or where that refuses, as above. A
+    caller that handles those errors itself (``contracts.envelope``'s quick path) may call the parts in
+    turn and save a frame per event.
 
-    orjson is the parser because it refuses what msgspec's JSON decoder skips unread in a field no struct
-    has: invalid UTF-8, and numbers past a float's range (``1e400``), which the consumers, and readers of
-    the stored value, could not read back."""
+    orjson is the reference parser because it refuses what msgspec's JSON decoder skips unread in a field
+    no struct has: invalid UTF-8, and numbers past a float's range (``1e400``), which the consumers, and
+    readers of the stored value, could not read back. The exact struct has no field it skips."""
 
-    __slots__ = ("checks", "struct")
+    __slots__ = ("checks", "exact", "struct")
 
     def __init__(self, model: type[BaseModel]) -> None:
         struct, checks = _STRUCTS.get(model) or _derive(model, nested=False)
         self.struct = struct
         self.checks: Callable[[Any], None] = checks or _no_checks
+        self.exact: Callable[[bytes], Any] = msgspec.json.Decoder(_exact(model)).decode
 
     def read(self, parsed: Any) -> Any:
         """The data of a value ``orjson`` parsed (and ``shallow_enough``), or ``Invalid`` where the
@@ -429,6 +495,17 @@ class _Reader:
         """The data, or ``Invalid`` where the contract may refuse it."""
         if not shallow_enough(value):
             raise msgspec.DecodeError("nested deeper than the contract may read")
+        if utf8(value):
+            try:
+                data = self.exact(value)
+            except msgspec.DecodeError:
+                pass  # e.g. a field no contract reads: judged on orjson's parse below
+            else:
+                try:
+                    self.checks(data)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise msgspec.ValidationError(str(exc)) from None
+                return data
         try:
             parsed = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -514,7 +591,9 @@ def builtins_of(data: Any) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.to_builtins(data)
     plan = _PLANS.get(type(data))
     if plan is None:
-        (model,) = [m for m, (struct, _) in _STRUCTS.items() if struct is type(data)]
+        (model,) = [m for m, (struct, _) in _STRUCTS.items() if struct is type(data)] or [
+            m for m, struct in _EXACT.items() if struct is type(data)
+        ]
         plan = _PLANS[type(data)] = _none_plan(model)
     _drop_none(plan, out)
     return out

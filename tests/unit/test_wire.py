@@ -24,6 +24,7 @@ import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note_case
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -843,3 +844,182 @@ def test_a_ciphertext_of_4n_plus_1_characters_is_refused_alike(length: int) -> N
         decode(key, headers, value, fast=True)
     assert fast.value.reason == slow.value.reason
     assert "personal.ct" in slow.value.reason and "4n+1" in slow.value.reason, slow.value.reason
+
+
+# --- hypothesis: the bytes of a value, read straight into the exact struct ---------------------------
+# Where no parse is kept, a UTF-8 value is read by msgspec's JSON decoder straight into a struct that
+# forbids unknown fields (``wire._exact``), not parsed by orjson and converted. It must never take what
+# orjson's parse refuses (a number past a float's range, bytes that are not UTF-8, an integer orjson reads
+# as a float), wherever in the value it is, nor give other values (a repeated key: the last one).
+
+_RAW_TOKENS = st.sampled_from(
+    [
+        b"1e400",
+        b"-1E+400",
+        b"1e308",
+        b"1e-400",
+        b"123456789012345678901234567890",
+        b"18446744073709551615",
+        b"18446744073709551616",
+        b"9223372036854775807",
+        b"9223372036854775808",
+        b"-9223372036854775809",
+        b"2147483648",
+        b"-0",
+        b"0",
+        b"1",
+        b"3",
+        b"3.0",
+        b"1E0",
+        b"6",
+        b"NaN",
+        b"Infinity",
+        b"null",
+        b"true",
+        b"[]",
+        b"{}",
+        b"[1e400]",
+        b'{"x":1e400}',
+        b'"\xff"',
+        b'"\xc3\xa9"',
+        b'"\xed\xa0\x80"',  # a surrogate written in UTF-8: not UTF-8
+        b'"\xc0\xaf"',  # an overlong form
+        b'"\xf4\x90\x80\x80"',  # past U+10FFFF
+        b'"\xe5\xb9\xb4"',
+        b'"\xef\xbc\x91\xef\xbc\x93\xef\xbc\x90\xef\xbc\x91"',
+        b'"\\ud800"',
+        b'"\\udc00"',
+        b'"\\ud800\\u0041"',
+        b'"\\ud83d\\ude00"',
+        b'"\\u00e9"',
+        b'"\\u0000"',
+        b'"\\n"',
+        b'"\\/"',
+        b'"given"',
+        b'"2025-04-01"',
+        b'"131041-01"',
+        b'"3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"',
+    ]
+)
+_SPACES = st.sampled_from([b" ", b"\t", b"\n", b"\r", b" \r\n\t ", b"\x0c", b"\x0b", b"\xc2\xa0", b"\x00"])
+
+
+@st.composite
+def _mutated_bytes(draw: st.DrawFn, samples: dict[Family, list[Event]]) -> tuple[Event, bytes]:
+    family = draw(st.sampled_from(sorted(samples)))
+    event = draw(st.sampled_from(samples[family]))
+    value = encode(event)[2]
+    names = sorted(set(re.findall(rb'"([a-z_]+)":', value)))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        action = draw(st.sampled_from(["field", "repeat", "replace", "space", "escape"]))
+        if action in ("field", "repeat"):  # a field (unknown, or a repeated known one) at any object's start
+            # or end: a repeated key's last value is the one both readers keep
+            name = draw(st.sampled_from([b"note", b"x", *names])) if action == "repeat" else b"note"
+            token = draw(_RAW_TOKENS)
+            starts = [m.end() for m in re.finditer(rb"\{", value)]
+            ends = [m.start() for m in re.finditer(rb"\}", value)]
+            if draw(st.booleans()):
+                at = draw(st.sampled_from(starts))
+                value = value[:at] + b'"' + name + b'":' + token + b"," + value[at:]
+            else:
+                at = draw(st.sampled_from(ends))
+                value = value[:at] + b',"' + name + b'":' + token + value[at:]
+        elif action == "replace":  # a known field's value
+            name = draw(st.sampled_from(names))
+            token = draw(_RAW_TOKENS)
+            pattern = rb'("' + name + rb'":)("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)'
+            value = re.sub(pattern, lambda m, token=token: m.group(1) + token, value, count=1)
+        elif action == "space":  # between tokens (JSON's four whitespace bytes; others are refused)
+            spots = [m.end() for m in re.finditer(rb"[:,\[\]{}]", value)]
+            at = draw(st.sampled_from(spots))
+            value = value[:at] + draw(_SPACES) + value[at:]
+        else:  # a character of a text written as an escape: the same text
+            texts = [m.start() + 1 for m in re.finditer(rb':"[a-z0-9]', value)]
+            at = draw(st.sampled_from(texts)) + 1
+            value = value[:at] + b"\\u%04x" % value[at] + value[at + 1 :]
+    return event, value
+
+
+def _exact_read(family: Family, value: bytes) -> Any:
+    """The data as the exact struct reads it, its checks run, or None where it refuses."""
+    reader = wire.DATA[family.value]
+    try:
+        data = reader.exact(value)
+        reader.checks(data)
+    except (ValueError, TypeError, AttributeError):  # msgspec.DecodeError is a ValueError
+        return None
+    return data
+
+
+def _orjson_then_convert(family: Family, value: bytes) -> Any:
+    """The data as orjson's parse converted gives it (the reference read), or None where it refuses."""
+    if not wire.shallow_enough(value):
+        return None
+    try:
+        return wire.DATA[family.value].read(orjson.loads(value))
+    except (orjson.JSONDecodeError, wire.Invalid):
+        return None
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated_bytes(_fuzz_samples()))
+def test_fuzz_a_value_read_straight_into_the_exact_struct_is_read_as_orjsons_parse(
+    case: tuple[Event, bytes],
+) -> None:
+    event, value = case
+    reference = _orjson_then_convert(event.family, value)
+    exact = _exact_read(event.family, value) if wire.utf8(value) else None
+    note_case(
+        f"exact struct {'took' if exact is not None else 'refused'}; parse {'took' if reference else 'refused'}"
+    )
+    if exact is not None:
+        assert reference is not None, f"the exact struct took what orjson's parse refuses: {value!r}"
+        assert _plain(exact) == _plain(reference)
+    try:
+        fast = wire.DATA[event.family.value].decode(value)
+    except wire.Invalid:
+        fast = None
+    assert (fast is None) == (reference is None)
+    if fast is not None:
+        assert _plain(fast) == _plain(reference)
+    key, headers, _ = encode(event)
+    assert _judged(key, headers, value, fast=True) == _judged(key, headers, value, fast=False)
+
+
+@pytest.mark.parametrize(
+    ("note", "field", "verdict"),
+    [
+        (b"1e400", b"note", "refused"),
+        (b"-1E+400", b"note", "refused"),
+        (b'{"deeper":[1e400]}', b"note", "refused"),
+        (b'"\xff"', b"note", "refused"),
+        (b'"\xed\xa0\x80"', b"note", "refused"),
+        (b"18446744073709551616", b"note", "accepted"),  # orjson: a float, in a field no contract reads
+        (b"9223372036854775808", b"version", "refused"),  # past the contract's int32, read either way
+        (b"18446744073709551616", b"version", "refused"),  # a float to orjson: no integer
+    ],
+)
+def test_what_orjson_refuses_anywhere_is_refused_by_the_exact_struct(
+    note: bytes, field: bytes, verdict: str
+) -> None:
+    """msgspec's JSON decoder skips a field no struct has without reading its numbers or checking its
+    UTF-8; the exact struct has no such field, and reads integers only as far as orjson does. Where it
+    refuses, orjson's parse gives the verdict (a field no contract reads is accepted then)."""
+    key, headers, value = encode(to_event(factories.consent(factories.person_key()), None))
+    value = value[:-1] + b',"' + field + b'":' + note + b"}"
+    with pytest.raises(msgspec.DecodeError):
+        wire.DATA["consent"].exact(value)
+    assert _judged(key, headers, value, fast=True) == _judged(key, headers, value, fast=False)
+    assert _judged(key, headers, value, fast=True)[0] == verdict
+
+
+def test_a_canonical_value_is_read_straight_into_the_exact_struct(stream: list[Event]) -> None:
+    """The hub's own records (as ``encode`` writes them) take the exact struct, with the parse's values."""
+    for event in stream:
+        value = encode(event)[2]
+        assert wire.utf8(value)
+        exact = _exact_read(event.family, value)
+        assert type(exact) is wire._exact(MODELS[event.family])
+        assert _plain(exact) == _plain(_orjson_then_convert(event.family, value))
+        assert wire.builtins_of(exact) == wire.builtins_of(_orjson_then_convert(event.family, value))
+        assert type(decode(*encode(event), fast=True).data) is type(exact)
