@@ -34,7 +34,13 @@ def _checked(authority: str, month: str) -> str:
     try:
         return str(parse_month(month))
     except DateFormatError:
-        raise AuthError(422, gettext("month: expected a month written YYYY-MM, e.g. 2025-05")) from None
+        # One answer for every rule parse_month has (spelling, ASCII digits, the programme's years).
+        raise AuthError(
+            422,
+            gettext(
+                "month: expected a month written YYYY-MM in ASCII digits, 2000-01 .. 2099-12, e.g. 2025-05"
+            ),
+        ) from None
 
 
 async def _scoped(

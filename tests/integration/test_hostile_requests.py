@@ -91,6 +91,8 @@ def _refused_well(name: str, sent: str, response: httpx.Response) -> list[str]:
     text = response.text
     if not any(rule in text for rule in RULES):
         problems.append(f"{name}: {response.status_code} names no rule: {text[:200]!r}")
+    if sent[:4] in ("1999", "0001") and "2000-01" not in text:  # well-formed: the rule is the years'
+        problems.append(f"{name}: names not the programme's years: {text[:200]!r}")
     if not any(field in text for field in FIELDS):
         problems.append(f"{name}: names no field: {text[:200]!r}")
     core = sent[:7]  # what a refusal could repeat: the month itself (the rules' examples are 2025-04/05)
