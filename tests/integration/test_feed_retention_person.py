@@ -1,0 +1,60 @@
+"""A retention follow-up is about its own person's placement. The feed keeps a placement's checkpoints by
+placement id ("the checkpoint sent last wins"): a retention of one person naming another person's
+placement id replaced that person's checkpoint, so a client holding person X, knowing person Y's
+placement id, re-wrote Y's retention in Y's site authority's feed. The feed consumer dead-letters such a
+retention (naming the field and the rule, never a value) and goes on; the other person's checkpoint
+stays as reported for them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest_asyncio
+
+from contracts.envelope import Family
+from infra.config import Settings
+from infra.topics import ensure_topics
+from tests import factories
+from tests.browser.flows import publish
+from tests.helpers import catch_up_view_and_feed
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def isolated(settings: Settings) -> AsyncIterator[Settings]:
+    own = settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(own)
+    yield own
+
+
+async def test_a_retention_naming_another_persons_placement_is_dead_lettered(
+    pool: asyncpg.Pool, isolated: Settings
+) -> None:
+    y, x = factories.person_key(), factories.person_key()
+    placed = factories.placement(y)
+    placement_id = placed.data["placement_id"]
+    await publish(
+        isolated, pool,
+        [factories.registration(y), placed, factories.retention(y, placement_id, status="employed")],
+        origin="test",
+    )  # fmt: skip
+    await catch_up_view_and_feed(pool, isolated)
+    forged = factories.retention(
+        x, placement_id, status="left", left_on="2025-06-01", checked_on="2025-06-12"
+    )
+    await publish(isolated, pool, [factories.registration(x), forged], origin="test")
+    await catch_up_view_and_feed(pool, isolated)
+    async with pool.acquire() as conn:
+        kept = await conn.fetchrow(
+            "SELECT person_key, status FROM feed_retention WHERE placement_id = $1 AND checkpoint_months = 1",
+            placement_id,
+        )
+        letters = await conn.fetch(
+            "SELECT consumer, reason FROM dead_letters WHERE source_topic = $1",
+            isolated.topic(Family.RETENTION),
+        )
+    assert (kept["person_key"], kept["status"]) == (y, "employed"), "another person's retention replaced Y's"
+    feed = [r["reason"] for r in letters if "feed" in r["consumer"]]
+    assert len(feed) == 1 and "placement_id" in feed[0], [r["reason"] for r in letters]
+    assert placement_id not in feed[0] and x not in feed[0]
