@@ -1,14 +1,15 @@
 -- A file chunk reads the registers it checks by key, never a whole organisation's part of them. In 034
--- the planner joined the chunk's row keys to the uploader's organisation by hashing every record it had
--- in idempotency_keys (seven days of them), and the fresh data keys to every key ever stored in
--- person_data_keys: each chunk read the whole of both, so an import slowed down with every row accepted
--- before it (40,000 records: ~30 of PostgreSQL's ~60 us per row). Each look-up is now a probe of the
--- primary key per row (NOT EXISTS (... OFFSET 0): a subquery the planner keeps as it is written, never
--- turned into a join), test_csv_chunk_reads counts the reads. Also:
+-- the planner could join the chunk's row keys to the uploader's organisation by hashing every record it
+-- had in idempotency_keys (seven days of them), and the fresh data keys to every key stored in
+-- person_data_keys: it did with a few thousand of each (test_csv_chunk_reads: every one read, per chunk);
+-- with statistics of larger tables it probed instead, so what a chunk costs hung on the planner's
+-- estimates. Each look-up is now a probe of the primary key per row (NOT EXISTS (... OFFSET 0): a
+-- subquery the planner keeps as it is written, never turned into a join). Also:
 --   * expired row keys are deleted only when the chunk meets one: the plain insert takes the rows with
 --     no live record, and a record found expired fails it (unique_violation) as a concurrent import's
 --     does; then, as in 034, expired records are deleted in key order and the rows go in ON CONFLICT;
---   * the stored keys are compared with the fresh ones only if some fresh key was not stored;
+--   * the stored keys are compared with the fresh ones only if some fresh key was not stored (meant so;
+--     written wrongly, see 041a);
 --   * file_rows_stage.headers is text, parsed once by the cast (as json, COPY parsed it to check it and
 --     the cast again).
 -- Otherwise 034 as it was (the uploader read FOR SHARE, the erasure lock, holders, fences).

@@ -164,3 +164,35 @@ async def test_rows_of_a_person_erased_after_sealing_are_refused_at_commit_and_l
     assert [p for p, _ in await _opened(pool, settings, start)] == [other]
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM person_data_keys WHERE person_key = $1", person) == 0
+
+
+async def test_a_key_stored_meanwhile_is_found_when_another_person_of_the_chunk_was_erased_meanwhile(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both at once, between sealing and commit: a person with a stored key is erased (their key goes),
+    and another acceptance stores a key for a person the chunk made a fresh one for. The erased person's
+    rows are refused, the other's are sealed again under the stored key: every accepted event opens."""
+    service, principal, _, start = await csv_importer(pool, settings, monkeypatch, "erased-and-stored")
+    seal = service._seal_chunk
+    erased, fresh = factories.person_key(), factories.person_key()
+    async with pool.acquire() as conn:
+        await KeyStore.from_settings(settings).keys_for(conn, [erased])  # stored before the file
+
+    async def both_after_sealing(*args: Any) -> Any:
+        sealed = await seal(*args)
+        async with pool.acquire() as conn:
+            async with conn.transaction():  # as an erasure does: the lock, the register, the key gone
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", AdvisoryLock.ACCEPTANCE_ERASURE)
+                await conn.execute(
+                    "INSERT INTO sv_erasures (person_key, requested_by) VALUES ($1, 'test')", erased
+                )
+                await conn.execute("DELETE FROM person_data_keys WHERE person_key = $1", erased)
+            await KeyStore.from_settings(settings).keys_for(conn, [fresh])  # another acceptance's key
+        return sealed
+
+    monkeypatch.setattr(service, "_seal_chunk", both_after_sealing)
+    rows = [factories.placement(erased).data, factories.placement(fresh).data]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (summary.accepted, summary.rejected) == (1, 1), summary.as_dict()
+    assert [e.rule for _, e in summary.errors] == [ERASED_MEANWHILE]
+    assert await _opened(pool, settings, start) == [(fresh, rows[1]["personal"]["employer_name"])]
