@@ -398,7 +398,7 @@ class AdapterService:
         parsed in one go."""
         chunk: _Chunk | None = None
         judge = self._rows(family)
-        # The row keys' HMAC, keyed once a file and fed the family once (``_row_keys``).
+        # The row keys' HMAC, keyed once a file and fed the family once (``_row_key``).
         secret = hmac.new(self.digest_key, family.value.encode() + b"\x00", "sha256")
         while chunk is None or (chunk.rows < CHUNK_ROWS and chunk.error is None):
             await asyncio.sleep(0)
@@ -562,10 +562,10 @@ def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:
 # Idempotency records expire (7 days, the column's default): an expired record is gone for every purpose,
 # so a key or file row seen again after that is new. Expired rows of the keys at hand are deleted in the
 # inserting transaction (the periodic purge takes the rest): a group commit's by migration 021's
-# ``accept_events``, a file chunk's row keys by migration 029's ``accept_file_rows``.
+# ``accept_events``, a file chunk's row keys by ``accept_file_rows`` (since 041 only when it meets one).
 _PURGE_EVERY_S = 300.0
 
-# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 041 reads this table
+# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 041a reads this table
 # by name): the driver encodes them in C, where six arrays it encoded element by element. The headers go
 # as JSON text, parsed once by the function's cast to jsonb (a json column is parsed by COPY as well).
 _FILE_ROWS = "n int, subject text, topic text, headers text, value bytea, event_id text, row_key text"
