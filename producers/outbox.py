@@ -68,7 +68,7 @@ async def accept_sealed(
     origin: str,
     namespace: str,
 ) -> Verdicts:
-    """Accept sealed events in one round trip: their own transaction (``accept_events``: 021, latest 035).
+    """Accept sealed events in one round trip: their own transaction (``accept_events``: 021, latest 042).
 
     Each unit (a request) is accepted or refused whole. ``fresh_keys`` (person -> wrapped data key) are
     the keys the events were sealed with that are not stored yet (``KeyStore.sealing_keys``): stored in

@@ -609,7 +609,7 @@ async def _accept_file_rows(
     fresh_keys: Mapping[str, bytes],
     origin: str,
 ) -> tuple[frozenset[str], frozenset[str], list[int]] | AuthError:
-    """A file chunk's acceptance, in the caller's transaction (migration 029): the people erased and
+    """A file chunk's acceptance, in the caller's transaction (migration 029, latest 041a): the people erased and
     those whose data key was stored meanwhile (every row of theirs refused), and the indexes of the
     events accepted; or the uploader's refusal (revoked or removed: its 401, as ``refusals`` words it),
     with nothing written. ``staged``: the events' records for ``file_rows_stage`` (``_staged``)."""
