@@ -82,8 +82,9 @@ class Rejected(Exception):
 class IdempotencyConflict(Exception):
     """409: the key was already used for a different request."""
 
-    def __init__(self, key: str, family: str) -> None:
-        super().__init__(f"Idempotency-Key {key!r} was already used for a different {family} request")
+    def __init__(self, family: str) -> None:
+        # The key is the client's own text (a header): named, never repeated.
+        super().__init__(f"Idempotency-Key: already used for a different {family} request")
         self.reason = str(self)
 
 
@@ -279,7 +280,7 @@ class AdapterService:
         if bytes(row["request_hash"]) != digest or row["family"] != family.value:
             REQUESTS.labels(self.adapter.value, family.value, "conflict").inc()
             await self.record_rejections(family.value, [("Idempotency-Key: reused", "idempotency conflict")])
-            raise IdempotencyConflict(key, row["family"])
+            raise IdempotencyConflict(row["family"])
         REQUESTS.labels(self.adapter.value, family.value, "replayed").inc()
         return Accepted(list(row["event_ids"]), replayed=True)
 

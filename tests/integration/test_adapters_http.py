@@ -449,6 +449,7 @@ async def test_idempotent_retries_create_one_event(adapters: Adapters, pool: asy
         changed.status_code == 409
         and "already used for a different placement request" in changed.json()["error"]
     )
+    assert key not in changed.text, "the 409 repeats the Idempotency-Key it refuses"
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", pk.encode()) == 2
 
