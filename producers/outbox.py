@@ -38,7 +38,11 @@ from producers.holders import fence_rows, holder_rows
 
 log = get_logger("outbox")
 
-_GATHER_S = 0.02  # after a part batch: adds at most this to the time from 202 to Kafka
+# After a part batch: adds at most this to the time from 202 to Kafka. A batch costs the relay ~1.3 ms of
+# CPU and PostgreSQL ~0.7 ms whatever its size (four round trips, a commit, a produce request), a row ~20
+# and ~12 µs: at 40-row batches 57 + 30 µs a row, at 100-row batches 25-30 + 13-17 (relay micro-bench,
+# loaded 2-core machine). At 2,000 single-event requests a second 20 ms would make batches of ~50 rows.
+_GATHER_S = 0.05
 NOTIFY_CHANNEL = OUTBOX_CHANNEL
 
 
@@ -168,7 +172,7 @@ class OutboxRelay:
     async def stop_task(self, task: asyncio.Task[None], *, grace_s: float) -> None:
         """Stop this relay running as ``task``: it has ``grace_s`` to finish its batch, then it is
         cancelled. A relay waiting for another relay's advisory lock never sees ``stop()``; cancelling the
-        active one mid-batch is like a crash: unstamped rows are re-sent, consumers apply an event id once."""
+        active one mid-batch is like a crash: its batch is pending again and re-sent, consumers apply an event id once."""
         self.stop()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=grace_s)
@@ -201,7 +205,7 @@ class OutboxRelay:
             except TRANSIENT_DB_ERRORS as exc:
                 health.report("relay.database", False, type(exc).__name__)
                 log.warning("database unavailable, relay waits", component="database",
-                            error=type(exc).__name__, unstamped=len(self._acked))  # fmt: skip
+                            error=type(exc).__name__, acknowledged=len(self._acked))  # fmt: skip
                 self._close_connection()
             else:
                 if sent == 0:
