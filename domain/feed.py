@@ -613,7 +613,12 @@ def indicators(populations: Mapping[str, SuppressedFeed] | _Published, row: str)
     the published cells, so an indicator never shows what a table hides; None where a count is hidden.
     Derived figures (a difference, a sum, a ratio) of published counts reveal nothing more."""
     get = populations if isinstance(populations, _Published) else _Published(populations)
-    base = _minus if row == TOTAL else (lambda a, _b: a)  # authority: own sites only in 就職率's base
+
+    def base(a: int | None, population: str, dim: str, column: str) -> int | None:
+        """A count as 就職率's base takes it: the authority's own sites only (less the other sites'
+        figure); a site's as it is (the other sites' figure is then not read)."""
+        return _minus(a, get(population, dim, OTHER_SITES, column)) if row == TOTAL else a
+
     new = get("new_job_seekers", "referred", row, TOTAL)
     referred = get("new_job_seekers", "referred", row, "yes")
     placed = get("referral_placements", "employment_type", row, TOTAL)
@@ -627,8 +632,8 @@ def indicators(populations: Mapping[str, SuppressedFeed] | _Published, row: str)
         "self_found_placements": self_found,
         "confirmed_placements": None if placed is None or self_found is None else placed + self_found,
         "placement_rate": ratio(
-            base(placed, get("referral_placements", "employment_type", OTHER_SITES, TOTAL)),
-            base(new, get("new_job_seekers", "referred", OTHER_SITES, TOTAL)),
+            base(placed, "referral_placements", "employment_type", TOTAL),
+            base(new, "new_job_seekers", "referred", TOTAL),
         ),
         "regular_placements": get("referral_placements", "employment_type", row, REGULAR),
     }
@@ -646,8 +651,8 @@ def indicators(populations: Mapping[str, SuppressedFeed] | _Published, row: str)
             "new_job_seekers": g_new,
             "referral_placements": g_placed,
             "placement_rate": ratio(
-                base(g_placed, get("referral_placements", dim, OTHER_SITES, "yes")),
-                base(g_new, get("new_job_seekers", dim, OTHER_SITES, "yes")),
+                base(g_placed, "referral_placements", dim, "yes"),
+                base(g_new, "new_job_seekers", dim, "yes"),
             ),
         }
     out["by_group"] = by_group
