@@ -235,7 +235,8 @@ class AdapterService:
                     earlier = await self._replay(conn, principal, family, idempotency_key or "", digest)
                 except AuthError as exc:
                     raise await self.forbid(family.value, exc) from None
-            assert earlier is not None
+            if earlier is None:  # the record expired since the group's read: gone, so the key is free
+                return await self.accept_events(principal, family, bodies, idempotency_key, batch=batch)
             return earlier
         REQUESTS.labels(self.adapter.value, family.value, "accepted").inc()
         return Accepted(event_ids)

@@ -317,3 +317,39 @@ async def test_a_client_removed_before_its_retry_is_answered_from_the_record_get
         await service.accept_events(principal, Family.PLACEMENT, [body], key, batch=False)
     assert (refused.value.status, refused.value.reason) == (401, "unknown client or wrong secret")
     assert first.event_ids and not first.replayed
+
+
+async def test_a_retry_whose_record_expired_since_the_groups_read_is_accepted_anew(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry's idempotency record, taken at the group commit's read, expires before the request is
+    answered from it (records last 7 days; the read and the answer are moments apart, but a moment is
+    enough at the boundary). The request then found no record and ended on an assertion (a 500); an
+    expired record is gone for every purpose, so the request is accepted anew, as it would be a moment
+    later."""
+    from producers.adapters.authorization import Adapter
+    from producers.adapters.service import AdapterService
+
+    client_id, principal = await _publisher(pool, "expired-before-replay")
+    service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    body = factories.placement(factories.person_key()).data
+    key = f"expiring-{client_id}"
+    first = await service.accept_events(principal, Family.PLACEMENT, [body], key, batch=False)
+    replay = service._replay
+    expired: list[bool] = []
+
+    async def expired_first(conn: asyncpg.Connection, *args: Any) -> Any:
+        if not expired:
+            expired.append(True)
+            await conn.execute(
+                "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' "
+                "WHERE organisation = $1 AND key = $2",
+                principal.organisation,
+                key,
+            )
+        return await replay(conn, *args)
+
+    monkeypatch.setattr(service, "_replay", expired_first)
+    again = await service.accept_events(principal, Family.PLACEMENT, [body], key, batch=False)
+    assert expired == [True], "control: the record expired between the group's read and the answer"
+    assert not again.replayed and again.event_ids != first.event_ids
