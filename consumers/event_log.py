@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import asyncpg
 
@@ -66,7 +66,10 @@ COLUMNS = (
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # no flags, no header extension
 _TRAILER = struct.pack(">h", -1)
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_DAY = _PG_EPOCH.toordinal()
 _ONE_MICROSECOND = timedelta(microseconds=1)
+_ONE_SECOND = timedelta(seconds=1)
+_OFFSETS: dict[tzinfo | None, int] = {}  # a fixed offset's seconds (a few: +09:00, Z, …)
 _HEADS: dict[tuple[int, int], struct.Struct] = {}  # by (id length, subject length): 32 and 32 on the hub
 _TAIL = struct.Struct(">iqi")  # the offset's length and value, the value's length
 _REPEATING_MAX = 4096  # bound of the caches below (a few hundred sources × six types; topics × partitions)
@@ -86,14 +89,37 @@ def _head(id_length: int, subject_length: int) -> struct.Struct:
     return head
 
 
+def _fixed_offset(time: datetime) -> int | None:
+    """The seconds of ``time``'s offset if it is a fixed one (every decoded time's; remembered), else None."""
+    zone = time.tzinfo
+    if type(zone) is not timezone:
+        return None
+    seconds = zone.utcoffset(None) // _ONE_SECOND
+    if len(_OFFSETS) < _REPEATING_MAX:
+        _OFFSETS[zone] = seconds
+    return seconds
+
+
 def copy_payload(batch: Sequence[Consumed]) -> bytes:
     """The batch's rows as one binary COPY of ``COLUMNS``."""
     parts = [_SIGNATURE]
     append = parts.append
     event_parts, place_parts = _EVENT_PART, _PLACE_PART
+    offsets = _OFFSETS
     for event, topic, partition, offset, value in batch:
         event_id, subject = event.id.encode(), event.subject.encode()
-        micros = (event.time - _PG_EPOCH) // _ONE_MICROSECOND
+        # Microseconds since 2000-01-01 UTC from the time's own fields and its fixed offset: a quarter of
+        # the CPU of subtracting the epoch (which normalises both offsets) and dividing the timedelta.
+        time = event.time
+        seconds = offsets.get(time.tzinfo)
+        if seconds is None:
+            seconds = _fixed_offset(time)
+        if seconds is None:
+            micros = (time - _PG_EPOCH) // _ONE_MICROSECOND
+        else:
+            days = time.toordinal() - _PG_EPOCH_DAY
+            clock = time.hour * 3_600 + time.minute * 60 + time.second
+            micros = (days * 86_400 + clock - seconds) * 1_000_000 + time.microsecond
         append(
             _head(len(event_id), len(subject)).pack(
                 len(COLUMNS), len(event_id), event_id, len(subject), subject, 8, micros

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from consumers.event_log import COLUMNS, copy_payload
 from consumers.runtime import Consumed
@@ -69,6 +70,18 @@ def test_each_row_holds_the_events_values_as_postgresql_reads_them_in_binary() -
         }
         since = e.time - datetime(2000, 1, 1, tzinfo=UTC)
         assert (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds == micros
+
+
+def test_a_time_in_a_zone_with_rules_is_written_as_its_instant() -> None:
+    """Decoded times have fixed offsets (remembered per offset); a time built with a zone's rules (a
+    handler's own, a test's) is written by subtraction, the same instant."""
+    c = _consumed("2025-04-03T09:15:00.123456+09:00", "t", 0, 1)
+    for zone in (ZoneInfo("Asia/Tokyo"), ZoneInfo("America/St_Johns"), UTC, timezone(timedelta(hours=-3))):
+        when = datetime(2031, 7, 1, 12, 30, 5, 42, tzinfo=zone)
+        (row,) = _rows(copy_payload([c._replace(event=c.event._replace(time=when))]))
+        (micros,) = struct.unpack(">q", row[COLUMNS.index("event_time")] or b"")
+        since = when - datetime(2000, 1, 1, tzinfo=UTC)
+        assert micros == (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def test_an_empty_batch_is_a_copy_of_no_rows() -> None:
