@@ -8,7 +8,8 @@
 -- Every writer of the outbox (accept_events, accept_file_rows, insert_events) gets its marks from this
 -- trigger, one statement per INSERT: no writer can add a row the relay would not see.
 
-DROP INDEX outbox_pending;
+-- The rows pending now are found by the old partial index (renamed: the table takes its name), then it goes.
+ALTER INDEX outbox_pending RENAME TO outbox_unpublished;
 
 CREATE TABLE outbox_pending (
     id bigint PRIMARY KEY  -- outbox.id of a row not yet acknowledged by Kafka
@@ -16,6 +17,7 @@ CREATE TABLE outbox_pending (
 
 INSERT INTO outbox_pending (id) SELECT id FROM outbox WHERE published_at IS NULL;
 
+DROP INDEX outbox_unpublished;
 ALTER TABLE outbox DROP COLUMN published_at;
 
 CREATE FUNCTION outbox_mark_pending() RETURNS trigger LANGUAGE plpgsql AS $$
