@@ -47,7 +47,9 @@ async def test_the_relay_sends_each_record_to_its_keys_partition_in_outbox_order
     finally:
         await relay.close()
 
-    records = [r for r in await read_topic(settings, topic) if r.value.startswith(f"{run}:".encode())]
+    records = [
+        r for r in await read_topic(settings, topic, timeout_s=120) if r.value.startswith(f"{run}:".encode())
+    ]
     assert sorted(r.value for r in records) == sorted(value for _, value in rows)  # each once
     every = list(range(settings.topic_partitions))  # what ``ensure_topics`` made
     order: dict[int, list[int]] = defaultdict(list)
@@ -75,7 +77,7 @@ async def test_publishing_leaves_the_outbox_row_as_acceptance_wrote_it(
         await relay.drain()
     finally:
         await relay.close()
-    published = {r.value for r in await read_topic(settings, settings.topic(Family.PLACEMENT))}
+    published = {r.value for r in await read_topic(settings, settings.topic(Family.PLACEMENT), timeout_s=120)}
     async with pool.acquire() as conn:
         assert all(bytes(r["value"]) in published for r in await conn.fetch(_VALUES, ids))
         assert await conn.fetch(_VERSIONS, ids) == written
