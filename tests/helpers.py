@@ -10,11 +10,12 @@ import string
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import ConsumerRecord
@@ -24,6 +25,9 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.erasure import erase_person
 from consumers.shared_view.handler import SharedViewHandler
+from consumers.shared_view.store import VIEW_FIELDS
+from contracts.envelope import encode
+from devtools.simulator import SimulationConfig, simulate
 from devtools.stack import namespaces
 from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.codecs.csv_rows import MAX_COLUMNS, MAX_ROWS, Header, ParsedRow, read_chunks
@@ -36,7 +40,10 @@ from producers.adapters.authorization import Adapter
 from producers.adapters.service import AdapterService
 from producers.adapters.sites import add_sites
 from producers.ingest import accept
+from producers.submission import to_event
 from tests import factories
+
+Record = tuple[str, bytes, list[tuple[str, bytes]], bytes]  # topic, key, headers, value
 
 
 async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 10.0) -> list[ConsumerRecord]:
@@ -251,3 +258,41 @@ class ChunksOverlapped:
         if self._writes == 1:
             await self._second_sealed.wait()
         await self._write(*args)
+
+
+async def sealed_stream(own: Settings, pool: asyncpg.Pool, seed: int = 14) -> list[Record]:
+    """A simulated year's start of one authority (~1,500 events of every family), sealed with real
+    per-person keys of this database."""
+    subs = list(islice(simulate(SimulationConfig(authorities=1, months=4, seed=seed)), 1500))
+    async with pool.acquire() as conn:
+        keys = await KeyStore.from_settings(own).keys_for(conn, {s.person_key for s in subs})
+    records = []
+    for sub in subs:
+        event = to_event(sub, keys[sub.person_key])
+        records.append((own.topic(event.family), *encode(event)))
+    return records
+
+
+async def publish_records(own: Settings, records: list[Record]) -> None:
+    producer = AIOKafkaProducer(**client_options(own), acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(t, value, key=key, headers=headers) for t, key, headers, value in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def view_digest(conn: asyncpg.Connection) -> tuple[str, int, int]:
+    """The whole view in one checksum (as ``bench_projection``), and the stored and held event counts."""
+    digest = await conn.fetchval(
+        f"SELECT md5(string_agg(md5(row({', '.join(VIEW_FIELDS)})::text), '' ORDER BY person_key)) "
+        "FROM sv_persons"
+    )
+    return (
+        digest,
+        await conn.fetchval("SELECT count(*) FROM sv_persons"),
+        await conn.fetchval("SELECT count(*) FROM sv_events"),
+    )

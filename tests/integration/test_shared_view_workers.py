@@ -16,28 +16,26 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from itertools import islice
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 
 from consumers.runtime import group_id_for
 from consumers.shared_view.replay import replay
-from consumers.shared_view.store import VIEW_FIELDS
-from contracts.envelope import encode
-from devtools.simulator import SimulationConfig, simulate
 from devtools.stack import namespaces
 from infra.config import Settings
-from infra.crypto import KeyStore
 from infra.db import AdvisoryLock, create_pool, drop_database, recreate_database
-from infra.kafka import client_options
 from infra.topics import ensure_topics
-from producers.submission import to_event
-from tests.helpers import members_holding_partitions, stop_processes, wait_for
+from tests.helpers import (
+    members_holding_partitions,
+    publish_records,
+    sealed_stream,
+    stop_processes,
+    view_digest,
+    wait_for,
+)
 
-Record = tuple[str, bytes, list[tuple[str, bytes]], bytes]
 STARTED: list[subprocess.Popen[bytes]] = []
 CONSUMER = "shared-view"
 
@@ -66,31 +64,6 @@ async def own_pool(live_stack: None, own: Settings) -> AsyncIterator[asyncpg.Poo
     await namespaces.release(own, [lease] if lease else [])
 
 
-async def _sealed_stream(own: Settings, pool: asyncpg.Pool, seed: int = 14) -> list[Record]:
-    """A simulated year's start of one authority (~1,500 events of every family), sealed with real
-    per-person keys of this database."""
-    subs = list(islice(simulate(SimulationConfig(authorities=1, months=4, seed=seed)), 1500))
-    async with pool.acquire() as conn:
-        keys = await KeyStore.from_settings(own).keys_for(conn, {s.person_key for s in subs})
-    records = []
-    for sub in subs:
-        event = to_event(sub, keys[sub.person_key])
-        records.append((own.topic(event.family), *encode(event)))
-    return records
-
-
-async def _publish(own: Settings, records: list[Record]) -> None:
-    producer = AIOKafkaProducer(**client_options(own), acks="all", linger_ms=20)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(t, value, key=key, headers=headers) for t, key, headers, value in records
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 def _hub(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -115,23 +88,10 @@ async def _committed(conn: asyncpg.Connection, own: Settings) -> tuple[int, set[
     return sum(r["next_offset"] for r in rows), {r["partition"] for r in rows if r["next_offset"]}
 
 
-async def _digest(conn: asyncpg.Connection) -> tuple[str, int, int]:
-    """The whole view in one checksum (as ``bench_projection``), and the stored and held event counts."""
-    digest = await conn.fetchval(
-        f"SELECT md5(string_agg(md5(row({', '.join(VIEW_FIELDS)})::text), '' ORDER BY person_key)) "
-        "FROM sv_persons"
-    )
-    return (
-        digest,
-        await conn.fetchval("SELECT count(*) FROM sv_persons"),
-        await conn.fetchval("SELECT count(*) FROM sv_events"),
-    )
-
-
 async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
     own: Settings, own_pool: asyncpg.Pool
 ) -> None:
-    stream = await _sealed_stream(own, own_pool)
+    stream = await sealed_stream(own, own_pool)
     half = len(stream) // 2
     env = {
         **os.environ,
@@ -152,7 +112,7 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
             until=lambda n: n == 2,
             timeout_s=90,
         )
-        await _publish(own, stream[:half])
+        await publish_records(own, stream[:half])
         # Both workers have committed some of the first half (the range assignor gives each one half of
         # the partition numbers of every topic).
         await wait_for(
@@ -173,18 +133,18 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
         refused = _hub(env, "replay", "shared-view", "--workers", "2")
         _, stderr = refused.communicate(timeout=120)
         assert refused.returncode == 1 and b"stop it first" in stderr, "no replay under a running set"
-        await _publish(own, stream[half:])
+        await publish_records(own, stream[half:])
         await wait_for(lambda: _committed(conn, own), until=lambda c: c[0] == len(stream), timeout_s=120)
         supervisor.send_signal(signal.SIGTERM)
         _, stderr = supervisor.communicate(timeout=30)
         assert supervisor.returncode == 0, stderr.decode()[-2000:]
         assert stderr.count(b"consumer stopped") == 2
-        incremental = await _digest(conn)
+        incremental = await view_digest(conn)
         dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
 
         # The same stream projected by one process from scratch.
         await replay(own, own_pool)
-        single = await _digest(conn)
+        single = await view_digest(conn)
         assert await conn.fetchval("SELECT count(*) FROM dead_letters") == dead_letters == 0
 
         # And replayed by two processes.
@@ -192,7 +152,7 @@ async def test_two_workers_build_the_view_one_process_builds_through_a_kill(
         stdout, stderr = replaying.communicate(timeout=300)
         assert replaying.returncode == 0, stderr.decode()[-2000:]
         assert b"by 2 processes" in stdout
-        replayed = await _digest(conn)
+        replayed = await view_digest(conn)
     assert single[1] > 50, "the stream gives a view worth comparing"
     assert incremental == single, "2 workers through a kill: the view one process builds"
     assert replayed == single, "a replay by 2 workers: the view one process builds"
@@ -211,7 +171,7 @@ async def test_a_run_that_lost_the_role_leaves_the_group_to_the_run_holding_it(
     A's members must leave the consumer group (not retry their fenced batches in place, holding their
     partitions until Kafka evicts them after ``max_poll_interval``): B then commits every event of a
     stream published afterwards, while A is still alive."""
-    stream = await _sealed_stream(own, own_pool, seed=15)
+    stream = await sealed_stream(own, own_pool, seed=15)
     env = {
         **os.environ,
         "HUB_PG_DATABASE": own.pg_database,
@@ -249,7 +209,7 @@ async def test_a_run_that_lost_the_role_leaves_the_group_to_the_run_holding_it(
             await wait_for(lambda: _holder(conn), until=lambda pid: pid in workers_b, timeout_s=60)
         finally:
             os.kill(holder_a, signal.SIGCONT)
-        await _publish(own, stream)
+        await publish_records(own, stream)
         await wait_for(
             lambda: _committed(conn, own), until=lambda c: c[0] == before + len(stream), timeout_s=180
         )
