@@ -4,7 +4,9 @@ the rows to write and the feeds (authority, month) to look at again.
 The feed keeps the facts it counts (registrations, referrals, placements, retention checkpoints, consents)
 with their sealed personal blocks as they arrived; the builder composes revisions from them later. Each
 fact has a key — the registration's event id, the referral's and the placement's id, the retention
-checkpoint — and the first report of a key wins, except retention, where the checkpoint sent last wins.
+checkpoint (placement, checkpoint, person) — and the first report of a key wins, except retention, where
+the checkpoint sent last wins. A retention checkpoint counts only for a placement of its own person: one
+naming another person's placement (a forgery, whichever of the two arrives first) counts for nothing.
 
 Which feeds a fact may change (``Mark``): a placement its month and the retention cohorts that include it
 (1, 3, 6 months on), for the site's authority and every authority that referred the person; a
@@ -99,7 +101,7 @@ class FeedState:
     registrations: Mapping[str, Sequence[tuple[str, str, date]]]  # person → (event id, authority, day)
     referrals: Mapping[str, Sequence[tuple[str, str]]]  # person → (referral id, authority)
     placements: Mapping[str, Sequence[Placed]]  # person → placements
-    retention: Mapping[tuple[str, int], datetime]  # (placement id, checkpoint) → arrived_at kept
+    retention: Mapping[tuple[str, int, str], datetime]  # (placement id, checkpoint, person) → arrived_at kept
     consents: Mapping[tuple[str, str], int]  # (person, consent id) → version kept (P8)
 
 
@@ -118,7 +120,7 @@ def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
     regs: dict[str, RegistrationRow] = {}
     refs: dict[str, ReferralRow] = {}
     places: dict[str, PlacementRow] = {}
-    rets: dict[tuple[str, int], RetentionRow] = {}
+    rets: dict[tuple[str, int, str], RetentionRow] = {}
     consents: list[PersonConsent] = []
     kept_regs = {r[0] for rows in state.registrations.values() for r in rows}
     kept_refs = {r[0] for rows in state.referrals.values() for r in rows}
@@ -137,7 +139,7 @@ def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
                 places[d["placement_id"]] = _placement(e)
         elif e.family == "retention":
             row = _retention(e)
-            key = (row.placement_id, row.checkpoint_months)
+            key = (row.placement_id, row.checkpoint_months, row.person_key)
             held = rets[key].arrived_at if key in rets else state.retention.get(key)
             if held is None or row.arrived_at > held:
                 rets[key] = row
@@ -199,12 +201,12 @@ def _marks(
         ]
         if ref.team_support_from is not None:
             marks.append(Mark(ref.authority, month_of(ref.team_support_from, 0)))
-    by_id = {p.placement_id: (person, p) for person, rows in placed.items() for p in rows}
+    by_id = {(p.placement_id, person): p for person, rows in placed.items() for p in rows}
     for t in rets:
-        if t.placement_id in by_id:
-            person, p = by_id[t.placement_id]
+        if (t.placement_id, t.person_key) in by_id:  # another person's placement: it counts for nothing
+            p = by_id[t.placement_id, t.person_key]
             months = month_of(p.placed_on, t.checkpoint_months)
-            marks += [Mark(o, months) for o in sorted(owners(person, p.site_authority))]
+            marks += [Mark(o, months) for o in sorted(owners(t.person_key, p.site_authority))]
     return marks
 
 

@@ -137,6 +137,7 @@ async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datet
         "FROM unnest($2::int[], $3::date[], $4::date[]) AS c(k, lo, hi) "
         "JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi "
         "JOIN feed_retention r ON r.placement_id = p.placement_id AND r.checkpoint_months = c.k "
+        "AND r.person_key = p.person_key "
         "WHERE r.arrived_at <= $1",
         horizon,
         ks,
@@ -242,14 +243,16 @@ WITH placed AS MATERIALIZED (
    GROUP BY r.authority, p.placement_id, p.person_key, p.site, p.site_authority, p.arrived_at, p.route, p.sex,
          p.age_band, p.occupation, p.employment_type, p.attributes, p.foreign_national
 ), owned_cohort AS (
-  SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.k, p.site, p.placement_id FROM cohort p
+  SELECT p.site_authority AS authority, p.arrived_at > $6 AS late, p.k, p.site, p.placement_id, p.person_key
+    FROM cohort p
    WHERE left(p.site, 6) = p.site_authority
      AND ($4::text[] IS NULL OR p.site_authority = ANY($4::text[])) AND NOT (p.site_authority = ANY($5::text[]))
   UNION ALL
-  SELECT r.authority, p.arrived_at > $6 OR min(r.arrived_at) > $6, p.k, p.site, p.placement_id FROM cohort p
+  SELECT r.authority, p.arrived_at > $6 OR min(r.arrived_at) > $6, p.k, p.site, p.placement_id, p.person_key
+    FROM cohort p
     JOIN referrers r ON r.person_key = p.person_key
    WHERE r.authority <> p.site_authority OR left(p.site, 6) <> p.site_authority
-   GROUP BY r.authority, p.k, p.site, p.placement_id, p.arrived_at
+   GROUP BY r.authority, p.k, p.site, p.placement_id, p.person_key, p.arrived_at
 )
 SELECT authority, late, 0 AS k, site, route, sex, age_band, occupation, employment_type, attributes,
        foreign_national, NULL AS status, NULL::boolean AS status_late, NULL::boolean AS referred,
@@ -259,7 +262,8 @@ UNION ALL
 SELECT o.authority, o.late, o.k, o.site, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $6, false), NULL, NULL, count(*)::int, NULL
   FROM owned_cohort o
-  LEFT JOIN feed_retention t ON t.placement_id = o.placement_id AND t.checkpoint_months = o.k AND t.arrived_at <= $3
+  LEFT JOIN feed_retention t ON t.placement_id = o.placement_id AND t.checkpoint_months = o.k
+       AND t.person_key = o.person_key AND t.arrived_at <= $3
  GROUP BY o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $6, false)
 UNION ALL
 SELECT g.authority, g.arrived_at > $6, -1, g.site, NULL, g.sex, g.age_band, NULL, NULL, g.attributes,

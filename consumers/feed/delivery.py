@@ -231,9 +231,11 @@ async def _open_individuals(
         r["placement_id"]: r
         for r in await conn.fetch(
             "SELECT DISTINCT ON (placement_id) placement_id, checkpoint_months, status, checked_on "
-            "FROM feed_retention WHERE placement_id = ANY($1::text[]) "
+            "FROM feed_retention WHERE (placement_id, person_key) IN "
+            "(SELECT * FROM unnest($1::text[], $2::text[])) "  # its own person's (migration 045)
             "ORDER BY placement_id, checkpoint_months DESC",
             [p["placement_id"] for p in allowed],
+            people,
         )
     }
     for p in allowed:

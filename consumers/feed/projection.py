@@ -52,9 +52,10 @@ class FeedProjection:
 
 def _own_placements(events: Sequence[Incoming], kept: Mapping[str, str]) -> None:
     """A retention follow-up is about its own person's placement: one naming a placement kept (or in this
-    batch) for another person is rejected, or it would re-write that person's checkpoint (the feed keeps
-    a placement's checkpoints by placement id). ``kept``: placement id -> person, as the feed keeps them;
-    a placement's first report wins, as in the plan."""
+    batch) for another person is rejected. An early refusal only: such a retention read before the
+    placement it names is kept as its own person's and counts for nothing (the feed keeps and counts a
+    checkpoint with its person, migration 045), so either order gives the same feed. ``kept``: placement
+    id -> person, as the feed keeps them; a placement's first report wins, as in the plan."""
     owners = dict(kept)
     for e in events:
         if e.family == "placement":

@@ -55,9 +55,9 @@ async def load(conn: asyncpg.Connection, persons: Sequence[str], checkpoints: Se
         )
     retention = (
         {
-            (r["placement_id"], r["checkpoint_months"]): r["arrived_at"]
+            (r["placement_id"], r["checkpoint_months"], r["person_key"]): r["arrived_at"]
             for r in await conn.fetch(
-                "SELECT placement_id, checkpoint_months, arrived_at FROM feed_retention "
+                "SELECT placement_id, checkpoint_months, person_key, arrived_at FROM feed_retention "
                 "WHERE placement_id = ANY($1::text[])",
                 checkpoints,
             )
@@ -93,7 +93,7 @@ async def write(conn: asyncpg.Connection, plan: FeedPlan) -> None:
         "feed_retention",
         _RETENTION,
         plan.retention,
-        conflict="(placement_id, checkpoint_months) DO UPDATE SET status = EXCLUDED.status, "
+        conflict="(placement_id, checkpoint_months, person_key) DO UPDATE SET status = EXCLUDED.status, "
         "checked_on = EXCLUDED.checked_on, arrived_at = EXCLUDED.arrived_at "
         "WHERE EXCLUDED.arrived_at > feed_retention.arrived_at",
     )

@@ -272,7 +272,7 @@ def feed_state(kept: Sequence[Incoming]) -> feed.FeedState:
     places: dict[str, list[feed.Placed]] = {}
     for p in plan.placements:
         places.setdefault(p.person_key, []).append(feed.Placed(p.placement_id, p.placed_on, p.site_authority))
-    retention = {(t.placement_id, t.checkpoint_months): t.arrived_at for t in plan.retention}
+    retention = {(t.placement_id, t.checkpoint_months, t.person_key): t.arrived_at for t in plan.retention}
     return feed.FeedState(
         regs,
         refs,
@@ -287,12 +287,12 @@ class TestFeedPlanning(PlanningCases):
         plan = feed.plan_batch(batch, feed_state(kept))
         ids = {r.event_id for r in plan.registrations}
         keys = {*(r.referral_id for r in plan.referrals), *(p.placement_id for p in plan.placements)}
-        keys |= {(t.placement_id, t.checkpoint_months) for t in plan.retention}  # type: ignore[arg-type]
+        keys |= {(t.placement_id, t.checkpoint_months, t.person_key) for t in plan.retention}  # type: ignore[arg-type]
         applied = []
         for e in batch:
             key = e.data.get("referral_id") if e.family == "referral" else e.data.get("placement_id")
             if e.family == "retention":
-                key = (e.data["placement_id"], e.data["checkpoint_months"])
+                key = (e.data["placement_id"], e.data["checkpoint_months"], e.person_key)
             if (e.event_id in ids or key in keys) and e.event_id not in applied:
                 applied.append(e.event_id)
                 keys.discard(key)
@@ -418,6 +418,19 @@ class TestFeedPlanning(PlanningCases):
         first, later = retention("t3", pk(1), "P", at=7), retention("t4", pk(1), "P", at=9)
         for batch in ([first, later], [later, first]):
             assert [t.arrived_at for t in feed.plan_batch(batch, feed_state(kept)).retention] == [later.time]
+
+    def test_a_retention_naming_another_persons_placement_is_its_own_persons_and_marks_nothing(self) -> None:
+        kept = [placement("e1", pk(1), placement_id="P"), retention("t1", pk(1), "P", at=5)]
+        forged = retention(
+            "t2", pk(2), "P", at=1
+        )  # older than pk(1)'s: kept by placement alone, it was dropped
+        plan = feed.plan_batch([forged], feed_state(kept))
+        assert [(t.placement_id, t.person_key) for t in plan.retention] == [("P", pk(2))]
+        assert plan.marks == ()  # it counts for no placement, so no feed changes with it
+        # pk(1)'s own later checkpoint replaces pk(1)'s, not pk(2)'s
+        own = retention("t3", pk(1), "P", at=9)
+        state = feed_state([*kept, forged])
+        assert [t.person_key for t in feed.plan_batch([own], state).retention] == [pk(1)]
 
     def test_a_repeated_fact_marks_nothing(self) -> None:
         kept = [registration("e1", pk(1)), placement("e2", pk(1))]
