@@ -49,7 +49,14 @@ RETURNING epoch
 """
 
 
-_RELEASE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
+# The lock connection is the keeper's alone and is dropped on any of these (the server then frees the lock,
+# and the fence stops the work): besides what a restart looks like to any client, asyncpg's own
+# ``InternalClientError`` ("protocol is in an unexpected state"), which a restart can cause mid-message.
+_LOCK_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_DB_ERRORS,
+    asyncpg.exceptions.InternalClientError,
+)
+_RELEASE_ERRORS: tuple[type[BaseException], ...] = (*_LOCK_CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 class LeadershipLost(Exception):
@@ -268,7 +275,7 @@ class Leadership:
                 if self._broken.is_set():
                     raise ConnectionError("lock connection ended")
                 await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=5)
-            except TRANSIENT_DB_ERRORS as exc:  # ConnectionError is an OSError
+            except _LOCK_CONNECTION_ERRORS as exc:  # ConnectionError is an OSError
                 self._mark_lost(f"reconnecting: {type(exc).__name__}")
                 await self._release()
                 metrics.TRANSIENT_RETRIES.labels(f"leadership.{self.role}").inc()

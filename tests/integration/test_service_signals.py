@@ -176,3 +176,40 @@ async def test_a_relay_whose_leadership_keeper_failed_ends_rather_than_waiting_f
         # A guard against the hang this test is about, not a timing: the keeper fails at once.
         await asyncio.wait_for(relay.run(), timeout=120)
     assert relay.leadership.state == "stopped"
+
+
+async def test_a_keeper_whose_lock_connection_breaks_in_the_drivers_protocol_reconnects(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart can break the lock connection mid-message: asyncpg then raises its own
+    ``InternalClientError`` ("protocol is in an unexpected state"), not a connection error. The relay of
+    tests/faults/test_cluster.py ended for good on it; the keeper must drop that connection (the server frees
+    the lock), stop the work it fences, and take the lock again on a new connection."""
+    real_try_lock = Leadership._try_lock
+    calls = 0
+
+    async def breaks_once(self: Leadership, conn: asyncpg.Connection) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise asyncpg.exceptions.InternalClientError("cannot process message 'E': unexpected state")
+        return await real_try_lock(self, conn)
+
+    monkeypatch.setattr(Leadership, "_try_lock", breaks_once)
+    leadership = Leadership(settings, "relay-keeper-test", 7_209_901, check_interval_s=0.05)
+    leadership.start()
+    try:
+        # Guards against a hang, not timings: each step happens as soon as the keeper runs.
+        assert await asyncio.wait_for(leadership.wait_held(), timeout=60)
+        first = leadership.epoch
+        leadership._broken.set()  # the lock connection ended: the keeper reconnects and locks again
+        await wait_for(lambda: _acquisitions(leadership), until=lambda n: n == 2, timeout_s=60)
+        assert await asyncio.wait_for(leadership.wait_held(), timeout=60)
+        assert calls == 3 and leadership.epoch is not None and first is not None and leadership.epoch > first
+    finally:
+        await leadership.close()
+
+
+async def _acquisitions(leadership: Leadership) -> int:
+    leadership._check_keeper()  # a failed keeper fails the test at once (KeeperFailed), not at the guard
+    return leadership.acquisitions
