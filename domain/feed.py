@@ -764,6 +764,12 @@ class Tally:
         return self.group_placements[g], self.group_new[g]
 
 
+@functools.lru_cache(maxsize=4096)  # a few hundred combinations of group flags in a national month
+def _yes_at(flags: tuple[str, ...]) -> tuple[int, ...]:
+    """The positions of the groups a combination's flags say "yes" to."""
+    return tuple(i for i, flag in enumerate(flags) if flag == "yes")
+
+
 def site_tallies(feed: FeedInput | FeedCounts) -> dict[str, Tally]:
     """The month's true counts per own site (all of them, not only revision 1's layout). An authority's
     results are the sum over its own sites: the same base as its 就職率."""
@@ -777,27 +783,27 @@ def site_tallies(feed: FeedInput | FeedCounts) -> dict[str, Tally]:
     regular: Counter[str] = Counter()
     group_new: dict[str, list[int]] = defaultdict(lambda: [0] * groups)
     group_placed: dict[str, list[int]] = defaultdict(lambda: [0] * groups)
-    for (site, was_referred, *flags), n in counted.new.items():
+    for key, n in counted.new.items():
+        site = key[0]
         new[site] += n
-        referred[site] += n if was_referred == "yes" else 0
+        referred[site] += n if key[1] == "yes" else 0
         sums = group_new[site]
-        for i, flag in enumerate(flags):
-            if flag == "yes":
-                sums[i] += n
+        for i in _yes_at(key[2:]):
+            sums[i] += n
     for (site, _), n in counted.team.items():
         team[site] += n
     for (site, _), n in counted.self_found.items():
         if site[:6] == counted.authority:
             self_found[site] += n
-    for (site, _sex, _age, _occupation, employment_type, *flags), n in counted.referral.items():
+    for key, n in counted.referral.items():
+        site = key[0]
         if site[:6] != counted.authority:
             continue
         placed[site] += n
-        regular[site] += n if employment_type == REGULAR else 0
+        regular[site] += n if key[4] == REGULAR else 0
         sums = group_placed[site]
-        for i, flag in enumerate(flags):
-            if flag == "yes":
-                sums[i] += n
+        for i in _yes_at(key[5:]):
+            sums[i] += n
     sites = {s for c in (new, team, placed, self_found) for s, n in c.items() if n}
     return {
         s: Tally(new[s], referred[s], team[s], placed[s], self_found[s], regular[s],
