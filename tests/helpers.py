@@ -90,8 +90,8 @@ async def wait_for(
     return value
 
 
-async def members_holding_partitions(settings: Settings, group_id: str) -> int:
-    """Members of consumer group ``group_id`` that hold partitions, once the group is stable (else 0)."""
+async def group_members(settings: Settings, group_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """Consumer group ``group_id``'s state and members, as the broker describes them."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -99,11 +99,17 @@ async def members_holding_partitions(settings: Settings, group_id: str) -> int:
     finally:
         await admin.close()
     [group] = response.to_object()["groups"]
-    if group["state"] != "Stable":
+    return group["state"], list(group["members"])
+
+
+async def members_holding_partitions(settings: Settings, group_id: str) -> int:
+    """Members of consumer group ``group_id`` that hold partitions, once the group is stable (else 0)."""
+    state, members = await group_members(settings, group_id)
+    if state != "Stable":
         return 0
     return sum(
         1
-        for m in group["members"]
+        for m in members
         if m["member_assignment"]
         and ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
     )
@@ -216,19 +222,24 @@ def read_rows(
     return encoding, header, rows()
 
 
-async def csv_importer(
-    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str, *, chunk_rows: int = 3
-) -> tuple[AdapterService, Principal, str, int]:
-    """A Hello Work office's publishing client (``name``), its principal, the employment adapter's service
-    importing files in chunks of ``chunk_rows`` rows, and the outbox's last id before the import."""
+async def office_publisher(pool: asyncpg.Pool, name: str) -> tuple[str, Principal]:
+    """A Hello Work office's publishing client (``name``) at the factories' site, and its principal."""
     async with pool.acquire() as conn:
         await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
         client_id, token = await add_client(
             conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
             roles=frozenset({Role.PUBLISH}),
         )  # fmt: skip
-        principal = await authenticate(conn, f"Bearer {token}")
-        start = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+        return client_id, await authenticate(conn, f"Bearer {token}")
+
+
+async def csv_importer(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch, name: str, *, chunk_rows: int = 3
+) -> tuple[AdapterService, Principal, str, int]:
+    """``office_publisher``'s client and principal, the employment adapter's service importing files in
+    chunks of ``chunk_rows`` rows, and the outbox's last id before the import."""
+    client_id, principal = await office_publisher(pool, name)
+    start = await pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
     monkeypatch.setattr(adapter_service, "CHUNK_ROWS", chunk_rows)
     service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
     return service, principal, client_id, start

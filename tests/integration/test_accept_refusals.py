@@ -14,30 +14,19 @@ import asyncpg
 import pytest
 
 from contracts.envelope import Event, Family
-from infra.auth import AuthError, OrgKind, Principal, Role, add_client, authenticate, revoke_client
+from infra.auth import AuthError, revoke_client
 from infra.config import Settings
 from infra.crypto import KeyStore
-from producers.adapters.sites import add_sites
 from producers.outbox import accept_sealed
 from producers.submission import Submission, to_event
 from tests import factories
-from tests.helpers import wait_for
+from tests.helpers import office_publisher, wait_for
 
 
 def _sealed(keystore: KeyStore, subs: list[Submission]) -> tuple[list[Event], dict[str, bytes]]:
     """Events sealed under fresh keys (none stored yet), and the fresh keys, wrapped."""
     sealing = keystore.sealing_keys([], [s.person_key for s in subs])
     return [to_event(s, sealing.keys[s.person_key]) for s in subs], sealing.fresh
-
-
-async def _publisher(pool: asyncpg.Pool, name: str) -> tuple[str, Principal]:
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, name)])
-        client_id, token = await add_client(
-            conn, name=name, org_kind=OrgKind.OFFICE, org_code=factories.OFFICE,
-            roles=frozenset({Role.PUBLISH}),
-        )  # fmt: skip
-        return client_id, await authenticate(conn, f"Bearer {token}")
 
 
 async def _keys(conn: asyncpg.Connection, people: list[str]) -> set[str]:
@@ -52,8 +41,8 @@ async def test_a_refused_units_fresh_data_key_is_not_stored(pool: asyncpg.Pool, 
     sealed for them and no other unit: none of those keys may be stored. A person in a refused unit and in
     a kept one keeps their key (the kept unit's events are sealed under it)."""
     keystore = KeyStore.from_settings(settings)
-    revoked_client, _ = await _publisher(pool, "refused-keys-revoked")
-    live_client, _ = await _publisher(pool, "refused-keys-live")
+    revoked_client, _ = await office_publisher(pool, "refused-keys-revoked")
+    live_client, _ = await office_publisher(pool, "refused-keys-live")
     p = {
         name: factories.person_key()
         for name in ("revoked", "sibling", "raced", "lost", "won", "shared", "kept")
@@ -108,7 +97,7 @@ async def test_a_revoked_requests_fresh_key_is_neither_stored_nor_cached(
     from producers.adapters.service import AdapterService, _Unit
 
     person = factories.person_key()
-    client_id, principal = await _publisher(pool, "refused-key-cached")
+    client_id, principal = await office_publisher(pool, "refused-key-cached")
     real_seal = adapter_service.seal_units
 
     async def revoked_after_the_read(*args: Any, **kwargs: Any) -> Any:
@@ -136,7 +125,7 @@ async def test_a_revocation_waits_for_an_accepting_call_already_open(
     it must delete) waits until the call commits, so nothing accepted commits after a revocation. The
     order is read from ``pg_stat_activity`` and ``pg_locks``, not from a time."""
     keystore = KeyStore.from_settings(settings)
-    client_id, principal = await _publisher(pool, "revoked-while-open")
+    client_id, principal = await office_publisher(pool, "revoked-while-open")
     person = factories.person_key()
     events, fresh = _sealed(keystore, [factories.placement(person)])
     key = f"open-{person}"
@@ -203,7 +192,7 @@ async def test_a_client_removed_between_the_groups_read_and_its_accepting_call_h
     from producers.adapters.service import AdapterService, _Unit
 
     person = factories.person_key()
-    client_id, principal = await _publisher(pool, "removed-in-group")
+    client_id, principal = await office_publisher(pool, "removed-in-group")
     real_seal = adapter_service.seal_units
 
     async def removed_after_the_read(*args: Any, **kwargs: Any) -> Any:
@@ -301,7 +290,7 @@ async def test_a_client_removed_before_its_retry_is_answered_from_the_record_get
     from producers.adapters.authorization import Adapter
     from producers.adapters.service import AdapterService
 
-    client_id, principal = await _publisher(pool, "removed-before-replay")
+    client_id, principal = await office_publisher(pool, "removed-before-replay")
     service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
     body = factories.placement(factories.person_key()).data
     key = f"retried-{client_id}"
@@ -330,7 +319,7 @@ async def test_a_retry_whose_record_expired_since_the_groups_read_is_accepted_an
     from producers.adapters.authorization import Adapter
     from producers.adapters.service import AdapterService
 
-    client_id, principal = await _publisher(pool, "expired-before-replay")
+    client_id, principal = await office_publisher(pool, "expired-before-replay")
     service = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
     body = factories.placement(factories.person_key()).data
     key = f"expiring-{client_id}"

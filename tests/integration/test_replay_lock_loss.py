@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.runtime import Consumed, group_id_for
 from consumers.shared_view.handler import SharedViewHandler
@@ -25,10 +24,9 @@ from contracts.envelope import Family
 from devtools.stack import namespaces
 from infra.config import Settings
 from infra.db import AdvisoryLock, create_pool, drop_database, recreate_database
-from infra.kafka import client_options
 from infra.leadership import SharedEpoch
 from infra.topics import ensure_topics
-from tests.helpers import publish_records, sealed_stream, view_digest
+from tests.helpers import group_members, publish_records, sealed_stream, view_digest
 
 CONSUMER = "shared-view"
 # Every table a replay writes (the view's and the positions committed with it).
@@ -93,17 +91,6 @@ class LosesItsLock(SharedViewHandler):
                 await asyncio.sleep(0.01)
 
 
-async def _members(settings: Settings, group_id: str) -> list[object]:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group_id])
-    finally:
-        await admin.close()
-    [group] = response.to_object()["groups"]
-    return list(group["members"])
-
-
 @pytest.mark.parametrize("consents", [False, True], ids=["events-phase", "consents-phase"])
 async def test_a_replay_that_loses_its_lock_mid_phase_stops_and_commits_nothing_after(
     own: Settings, own_pool: asyncpg.Pool, consents: bool
@@ -131,7 +118,9 @@ async def test_a_replay_that_loses_its_lock_mid_phase_stops_and_commits_nothing_
         if left:
             await asyncio.wait(left)
         assert not left, f"the replay left tasks running: {[t.get_name() for t in left]}"
-        assert not await _members(own, group_id_for(CONSUMER, own, "replay")), "no member left in the group"
+        assert not (await group_members(own, group_id_for(CONSUMER, own, "replay")))[1], (
+            "no member left in the group"
+        )
 
         # Committed: exactly what the batches up to the one in flight at the loss handled (the events'
         # phase whole before the consents'), nothing after it, and every view row written by then.
