@@ -130,6 +130,7 @@ class _HttpProtocol(HttpToolsProtocol):
     _head_bytes = 0  # of the head being read
     _heads = 0  # heads completed on this connection
     _dropped: int | None = None  # bytes dropped since a head was refused (None: none was)
+    _refuse_when_answered = False  # a head past the limit followed requests not answered yet
 
     # uvloop's transport is not a subclass of asyncio.Transport (no isinstance check here); uvicorn says the same.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -142,27 +143,25 @@ class _HttpProtocol(HttpToolsProtocol):
             if self._dropped > _LINGER_BYTES:
                 self.transport.close()
             return
-        heads, in_head = self._heads, self._reading_head
-        if not in_head or self._head_bytes + len(data) <= MAX_HEAD_BYTES:
-            super().data_received(data)  # a body (the body limit is BodyLimit's), or a head within bounds
-            if in_head and self._heads == heads:  # the same head still (a next one's first bytes: uncounted)
-                self._head_bytes += len(data)
-            return
-        # Fed a slice at a time, so that no more than a slice past the limit is ever buffered.
+        # Fed a slice at a time, so that a head is counted whatever shares its reads (a body, or a whole request
+        # pipelined before it) and no more than a slice past the limit is ever buffered. A slice in which a head
+        # begins goes uncounted, so a head is refused at MAX_HEAD_BYTES + one slice at the latest.
         for start in range(0, len(data), _HEAD_SLICE):
             end = start + _HEAD_SLICE
-            super().data_received(data[start:end])
-            if self._heads != heads:  # the head ended in this slice: the rest is its body
-                if end < len(data):
-                    super().data_received(data[end:])
-                return
+            piece = data if start == 0 and end >= len(data) else data[start:end]
+            heads, in_head = self._heads, self._reading_head
+            super().data_received(piece)
             if self.transport.is_closing():
                 return
-            self._head_bytes += len(data[start:end])
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse_head()
-                self._dropped = len(data) - end
-                return
+            if in_head and self._heads == heads:  # the whole slice was one head's
+                self._head_bytes += len(piece)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._dropped = max(len(data) - end, 0)
+                    if self._answering():  # requests before it are answered first, in order
+                        self._refuse_when_answered = True
+                    else:
+                        self._refuse_head()
+                    return
 
     def on_headers_complete(self) -> None:
         self._reading_head, self._head_bytes, self._heads = False, 0, self._heads + 1
@@ -171,6 +170,15 @@ class _HttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._reading_head = True
         super().on_message_complete()
+
+    def _answering(self) -> bool:
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refuse_when_answered and not self._answering() and not self.transport.is_closing():
+            self._refuse_when_answered = False
+            self._refuse_head()
 
     def _refuse_head(self) -> None:
         line = not self.headers  # still in the request line, or at its first header
