@@ -8,6 +8,11 @@
 -- Every writer of the outbox (accept_events, accept_file_rows, insert_events) gets its marks from this
 -- trigger, one statement per INSERT: no writer can add a row the relay would not see.
 
+-- First the outbox is locked against writers (SHARE ROW EXCLUSIVE, the lock CREATE TRIGGER takes anyway):
+-- an acceptance that committed between the fill of the marks below and the trigger would have an outbox
+-- row with no mark, never published (tests/integration/test_outbox_migration_writer.py).
+LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE;
+
 -- The rows pending now are found by the old partial index (renamed: the table takes its name), then it goes.
 ALTER INDEX outbox_pending RENAME TO outbox_unpublished;
 
