@@ -30,7 +30,6 @@ from devtools.stack.kafka import port_open
 from infra.config import Settings
 from infra.runner import prepare
 from infra.topics import ensure_topics
-from tests.helpers import free_port
 
 
 @dataclass
@@ -88,14 +87,28 @@ def _read(log: Path) -> str:
     return log.read_text(errors="replace") if log.exists() else ""
 
 
+# Ports for a stack of its own lie below the kernel's ephemeral range (32768-60999 here): a port picked from
+# inside it can be taken as the local port of any outgoing connection (a Kafka client's, a test's) before
+# the server binds it, and `hub stack up` then fails now and then (seen on a busy machine).
+_PORTS_FROM, _PORTS_TO = 20000, 32000
+
+
 def free_port_base(nodes: int) -> int:
     """A Kafka port base whose broker and controller ports (base + 100*(n-1), +1) are all free."""
     rng = random.Random()
     while True:
-        base = rng.randrange(40000, 49000)
+        base = rng.randrange(_PORTS_FROM, _PORTS_TO - 300)
         ports = [base + 100 * i + j for i in range(nodes) for j in (0, 1)]
         if not any(port_open(p) for p in ports):
             return base
+
+
+def _free_pg_port(kafka_base: int) -> int:
+    rng = random.Random()
+    while True:
+        port = rng.randrange(_PORTS_FROM, _PORTS_TO)
+        if abs(port - kafka_base) > 300 and not port_open(port):
+            return port
 
 
 @contextlib.contextmanager
@@ -111,7 +124,8 @@ def stack_of_its_own(
     libs = settings.stack_dir / f"kafka-libs-{settings.kafka_version}"
     if libs.exists():  # the jar cache is shared (read-only use), the data never is
         (folder / libs.name).symlink_to(libs)
-    base, pg_port = free_port_base(nodes), free_port()
+    base = free_port_base(nodes)
+    pg_port = _free_pg_port(base)
     bootstrap = ",".join(f"127.0.0.1:{base + 100 * i}" for i in range(nodes))
     rf = 1 if nodes == 1 else 3
     update: dict[str, Any] = {
@@ -130,7 +144,11 @@ def stack_of_its_own(
     }
     own = OwnStack(settings.model_copy(update=update), env)
     try:
-        own.hub("stack", "up", "--nodes", str(nodes), *(["--secure"] if secure else []), timeout=300)
+        up = own.hub(
+            "stack", "up", "--nodes", str(nodes), *(["--secure"] if secure else []), check=False, timeout=300
+        )
+        if up.returncode != 0:  # what went wrong is in its output (pytest would not show it)
+            raise AssertionError(f"hub stack up exited {up.returncode}: {(up.stdout + up.stderr)[-3000:]}")
         yield own
     finally:
         for proc in own.procs:
