@@ -224,9 +224,11 @@ class FeedInput:
     placements: tuple[PlacementFact, ...] = ()  # placed in the month, counted for the authority
     registrations: tuple[RegistrationFact, ...] = ()  # new job seekers in the month at its sites
     team_support: tuple[TeamSupportFact, ...] = ()
-    # Retention cohorts: placements counted for the authority in month − k, per checkpoint k, with site.
-    cohorts: Mapping[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    retention: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (placement, k) -> status
+    # Retention cohorts: placements counted for the authority in month − k, per checkpoint k, as (placement,
+    # person, site): a placement is its own person's (two people's may share an id, migration 046).
+    cohorts: Mapping[int, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
+    # (placement, person, k) -> status
+    retention: Mapping[tuple[str, str, int], str] = field(default_factory=dict)
     layout: tuple[str, ...] | None = None  # own sites of revision 1's tables; None: revision 1 itself
 
 
@@ -302,7 +304,8 @@ def count_feed(feed: FeedInput) -> FeedCounts:
     )
     retention: dict[int, Combinations] = {
         k: Counter[tuple[str, ...]](
-            (site, feed.retention.get((pid, k), "not_reported")) for pid, site in feed.cohorts.get(k, ())
+            (site, feed.retention.get((pid, person, k), "not_reported"))
+            for pid, person, site in feed.cohorts.get(k, ())
         )
         for k in RETENTION_CHECKPOINTS
     }
@@ -360,11 +363,11 @@ def assemble(rows: MonthRows, horizon: datetime, keep: Callable[[str], bool] | N
         for authority in counted:
             current[authority].append(fact)
             placement_ids[authority].append(fact.placement_id)
-    cohorts: dict[str, dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    cohorts: dict[str, dict[int, list[tuple[str, str, str]]]] = defaultdict(lambda: defaultdict(list))
     for p in rows.cohort_placements:
         if p["arrived_at"] <= horizon:
             for authority in owners(p):
-                cohorts[authority][p["k"]].append((p["placement_id"], p["site"]))
+                cohorts[authority][p["k"]].append((p["placement_id"], p["person_key"], p["site"]))
     regs: dict[str, list[RegistrationFact]] = defaultdict(list)
     for g in rows.registrations:
         authority = g["authority"]
@@ -394,7 +397,7 @@ def assemble(rows: MonthRows, horizon: datetime, keep: Callable[[str], bool] | N
         if first <= since <= last:
             team[authority].append(TeamSupportFact(person, site, since, not later))
     status = {
-        (r["placement_id"], r["checkpoint_months"]): r["status"]
+        (r["placement_id"], r["person_key"], r["checkpoint_months"]): r["status"]
         for r in rows.retention
         if r["arrived_at"] <= horizon
     }
@@ -410,10 +413,10 @@ def assemble(rows: MonthRows, horizon: datetime, keep: Callable[[str], bool] | N
             team_support=tuple(team[authority]),
             cohorts=cohort,
             retention={
-                (pid, k): status[(pid, k)]
+                (pid, person, k): status[(pid, person, k)]
                 for k, ids in cohort.items()
-                for pid, _ in ids
-                if (pid, k) in status
+                for pid, person, _ in ids
+                if (pid, person, k) in status
             },
         )
     return Assembled(inputs, placement_ids)

@@ -3,10 +3,11 @@ the rows to write and the feeds (authority, month) to look at again.
 
 The feed keeps the facts it counts (registrations, referrals, placements, retention checkpoints, consents)
 with their sealed personal blocks as they arrived; the builder composes revisions from them later. Each
-fact has a key — the registration's event id, the referral's and the placement's id, the retention
+fact has a key — the registration's event id, the referral's id, the placement (id, person), the retention
 checkpoint (placement, checkpoint, person) — and the first report of a key wins, except retention, where
-the checkpoint sent last wins. A retention checkpoint counts only for a placement of its own person: one
-naming another person's placement (a forgery, whichever of the two arrives first) counts for nothing.
+the checkpoint sent last wins. A placement and a retention checkpoint are their own person's: another
+person's placement reusing the id (a squatter, whichever arrives first) is kept beside it and counts only
+for its own person, and a checkpoint counts only for a placement of its own person.
 
 Which feeds a fact may change (``Mark``): a placement its month and the retention cohorts that include it
 (1, 3, 6 months on), for the site's authority and every authority that referred the person; a
@@ -119,12 +120,12 @@ def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
     """Batch + kept facts → the new facts and the feeds they may change. Facts already kept are skipped."""
     regs: dict[str, RegistrationRow] = {}
     refs: dict[str, ReferralRow] = {}
-    places: dict[str, PlacementRow] = {}
+    places: dict[tuple[str, str], PlacementRow] = {}
     rets: dict[tuple[str, int, str], RetentionRow] = {}
     consents: list[PersonConsent] = []
     kept_regs = {r[0] for rows in state.registrations.values() for r in rows}
     kept_refs = {r[0] for rows in state.referrals.values() for r in rows}
-    kept_places = {p.placement_id for rows in state.placements.values() for p in rows}
+    kept_places = {(p.placement_id, person) for person, rows in state.placements.items() for p in rows}
     for e in once_each(batch):
         d = e.data
         if e.family == "registration":
@@ -134,9 +135,10 @@ def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
             if d["referral_id"] not in kept_refs and d["referral_id"] not in refs:
                 refs[d["referral_id"]] = _referral(e)
         elif e.family == "placement":
-            # First report wins: placement corrections are not part of the contract yet.
-            if d["placement_id"] not in kept_places and d["placement_id"] not in places:
-                places[d["placement_id"]] = _placement(e)
+            # First report of a (placement, person) wins: corrections are not part of the contract yet.
+            placed = (d["placement_id"], e.person_key)
+            if placed not in kept_places and placed not in places:
+                places[placed] = _placement(e)
         elif e.family == "retention":
             row = _retention(e)
             key = (row.placement_id, row.checkpoint_months, row.person_key)

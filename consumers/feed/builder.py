@@ -133,7 +133,7 @@ async def fetch_month(conn: asyncpg.Connection, month: YearMonth, horizon: datet
         horizon,
     )
     retention = await conn.fetch(
-        "SELECT r.placement_id, r.checkpoint_months, r.status, r.arrived_at "
+        "SELECT r.placement_id, r.person_key, r.checkpoint_months, r.status, r.arrived_at "
         "FROM unnest($2::int[], $3::date[], $4::date[]) AS c(k, lo, hi) "
         "JOIN feed_placements p ON p.placed_on BETWEEN c.lo AND c.hi "
         "JOIN feed_retention r ON r.placement_id = p.placement_id AND r.checkpoint_months = c.k "

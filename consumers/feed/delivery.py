@@ -152,8 +152,14 @@ async def deliver(
     placements = await conn.fetch(
         "SELECT p.placement_id, p.person_key, p.placed_on, p.occupation, p.route, p.personal, p.site, "
         "s.office FROM feed_placements p LEFT JOIN sites s ON s.site_id = p.site "
-        "WHERE p.placement_id = ANY($1::text[]) ORDER BY p.placed_on, p.placement_id",
+        "WHERE p.placement_id = ANY($1::text[]) "
+        # Those the authority counts (its sites', or people it referred): another person's placement
+        # reusing an id the revision lists (migration 046) is not this authority's to see.
+        "AND (p.site_authority = $2 OR p.person_key IN "
+        "  (SELECT person_key FROM feed_referrals WHERE authority = $2)) "
+        "ORDER BY p.placed_on, p.placement_id, p.person_key",
         list(row["placement_ids"]),
+        authority,
     )
     persons = list({p["person_key"] for p in placements})
     rules = _Disclosure(
@@ -228,12 +234,13 @@ async def _open_individuals(
         )
     }
     checkpoints = {
-        r["placement_id"]: r
+        (r["placement_id"], r["person_key"]): r
         for r in await conn.fetch(
-            "SELECT DISTINCT ON (placement_id) placement_id, checkpoint_months, status, checked_on "
+            "SELECT DISTINCT ON (placement_id, person_key) placement_id, person_key, checkpoint_months, "
+            "status, checked_on "
             "FROM feed_retention WHERE (placement_id, person_key) IN "
             "(SELECT * FROM unnest($1::text[], $2::text[])) "  # its own person's (migration 045)
-            "ORDER BY placement_id, checkpoint_months DESC",
+            "ORDER BY placement_id, person_key, checkpoint_months DESC",
             [p["placement_id"] for p in allowed],
             people,
         )
@@ -249,7 +256,7 @@ async def _open_individuals(
             continue
         name = RegistrationPersonal.model_validate(reg).name
         employer = PlacementPersonal.model_validate(plc).employer_name
-        cp = checkpoints.get(p["placement_id"])
+        cp = checkpoints.get((p["placement_id"], pk))
         retention = None
         # Checkpoints are shown only to an authority the person lets follow them up (定着支援).
         if cp is not None and rules.withheld(p, Scope.RETENTION_SUPPORT, cp["checked_on"]) is None:

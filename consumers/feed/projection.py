@@ -8,7 +8,7 @@ store's ``ON CONFLICT``. Personal blocks are stored sealed, as they arrived.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -16,8 +16,7 @@ from consumers.erasure import erasures_in, on_register
 from consumers.feed import store
 from consumers.feed.erasure import drop_erased
 from consumers.provenance import check_sources
-from consumers.runtime import Consumed, HandlerRejected, incoming
-from domain.batch import Incoming
+from consumers.runtime import Consumed, incoming
 from domain.feed_projection import plan_batch
 from infra.config import Settings
 from infra.signing import erasure_verifier
@@ -38,9 +37,11 @@ class FeedProjection:
             check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
             events = [incoming(c) for c in batch]
             persons = sorted({e.person_key for e in events})
+            # No check that a retention names its own person's placement: the feed keeps and counts a
+            # placement and a checkpoint with their person (migrations 045, 046), so one naming another
+            # person's placement counts for nothing, and a placement reusing another person's id (a
+            # squatter) cannot make a person's own checkpoints be refused, in whichever order they come.
             checkpoints = sorted({e.data["placement_id"] for e in events if e.family == "retention"})
-            if checkpoints:
-                _own_placements(events, await store.placement_persons(conn, checkpoints))
             state = await store.load(conn, persons, checkpoints)
             await store.write(conn, plan_batch(events, state))
             # Erased before (on the register), their erasure perhaps no longer verifying (a retired key, an
@@ -48,20 +49,3 @@ class FeedProjection:
             erased = list(dict.fromkeys([*erased, *await on_register(conn, persons)]))
         if erased:
             await drop_erased(conn, erased)
-
-
-def _own_placements(events: Sequence[Incoming], kept: Mapping[str, str]) -> None:
-    """A retention follow-up is about its own person's placement: one naming a placement kept (or in this
-    batch) for another person is rejected. An early refusal only: such a retention read before the
-    placement it names is kept as its own person's and counts for nothing (the feed keeps and counts a
-    checkpoint with its person, migration 045), so either order gives the same feed. ``kept``: placement
-    id -> person, as the feed keeps them; a placement's first report wins, as in the plan."""
-    owners = dict(kept)
-    for e in events:
-        if e.family == "placement":
-            owners.setdefault(e.data["placement_id"], e.person_key)
-    for e in events:
-        if e.family == "retention" and owners.get(e.data["placement_id"], e.person_key) != e.person_key:
-            raise HandlerRejected(
-                "placement_id: names another person's placement (a retention follows its own person's)"
-            )

@@ -18,15 +18,6 @@ from domain.feed_projection import FeedPlan, FeedState, Placed
 consents = ConsentStore("feed_consents")
 
 
-async def placement_persons(conn: asyncpg.Connection, placement_ids: Sequence[str]) -> dict[str, str]:
-    """Whose placements these are (placement id -> person), of those the feed keeps."""
-    rows = await conn.fetch(
-        "SELECT placement_id, person_key FROM feed_placements WHERE placement_id = ANY($1::text[])",
-        placement_ids,
-    )
-    return {r["placement_id"]: r["person_key"] for r in rows}
-
-
 async def load(conn: asyncpg.Connection, persons: Sequence[str], checkpoints: Sequence[str]) -> FeedState:
     """The kept facts of these people; ``checkpoints``: placements whose retention the batch reports."""
     registrations: dict[str, list[Any]] = {}
@@ -87,6 +78,7 @@ async def write(conn: asyncpg.Connection, plan: FeedPlan) -> None:
         plan.placements,
         json_at=frozenset({12}),
         text_array_at=frozenset({11}),
+        conflict="(placement_id, person_key) DO NOTHING",  # a placement is its own person's (046)
     )
     await _insert(
         conn,

@@ -246,7 +246,7 @@ def _cases(feeds: Any) -> set[str]:
         }
         for k, cohort in f.cohorts.items():
             seen |= {
-                "retention reported" if (pid, k) in f.retention else "retention not reported"
-                for pid, _ in cohort
+                "retention reported" if (pid, person, k) in f.retention else "retention not reported"
+                for pid, person, _ in cohort
             }
     return seen

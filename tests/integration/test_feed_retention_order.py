@@ -90,7 +90,7 @@ async def test_the_feed_counts_the_same_whichever_of_the_two_is_consumed_first(
     pool: asyncpg.Pool, isolated: Settings
 ) -> None:
     placed, employed = {(factories.SITE, "not_reported"): 1}, {(factories.SITE, "employed"): 1}
-    # In the other order the forged retention is refused (dead-lettered) and the cohort is unchanged.
+    # In the other order the forged retention is kept as X's and the cohort is unchanged.
     placement_first = await _added(pool, isolated, forged_first=False)
     assert placement_first == [placed, placed, employed]
     forged_first = await _added(pool, isolated, forged_first=True)

@@ -432,6 +432,16 @@ class TestFeedPlanning(PlanningCases):
         state = feed_state([*kept, forged])
         assert [t.person_key for t in feed.plan_batch([own], state).retention] == [pk(1)]
 
+    def test_a_placement_reusing_another_persons_id_is_kept_beside_it_in_either_order(self) -> None:
+        squat, own = placement("e1", pk(2), placement_id="P"), placement("e2", pk(1), placement_id="P")
+        for first, then in ((squat, own), (own, squat)):
+            plan = feed.plan_batch([then], feed_state([first]))
+            assert [(p.placement_id, p.person_key) for p in plan.placements] == [("P", then.person_key)]
+            assert plan.marks  # it counts, for its own person
+        # pk(1)'s checkpoint of P marks pk(1)'s placement's cohort, whoever reported P first
+        plan = feed.plan_batch([retention("t1", pk(1), "P")], feed_state([squat, own]))
+        assert plan.marks
+
     def test_a_repeated_fact_marks_nothing(self) -> None:
         kept = [registration("e1", pk(1)), placement("e2", pk(1))]
         assert feed.plan_batch(kept, feed_state(kept)).marks == ()
