@@ -9,7 +9,9 @@ import socket
 import string
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -21,6 +23,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import ConsumerRecord
 
 from consumers.catchup import end_offsets, run_until
+from consumers.feed.builder import count_month
 from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.erasure import erase_person
@@ -29,6 +32,7 @@ from consumers.shared_view.store import VIEW_FIELDS
 from contracts.envelope import encode
 from devtools.simulator import SimulationConfig, simulate
 from devtools.stack import namespaces
+from domain.calendar import YearMonth
 from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.codecs.csv_rows import MAX_COLUMNS, MAX_ROWS, Header, ParsedRow, read_chunks
 from infra.config import Settings
@@ -307,3 +311,18 @@ async def view_digest(conn: asyncpg.Connection) -> tuple[str, int, int]:
         await conn.fetchval("SELECT count(*) FROM sv_persons"),
         await conn.fetchval("SELECT count(*) FROM sv_events"),
     )
+
+
+# factories.placement is placed in 2025-05: its 1-month checkpoint counts in 2025-06's cohort 1.
+FACTORIES_COHORT_MONTH = YearMonth(2025, 6)
+
+
+async def factories_cohort_1(pool: asyncpg.Pool) -> Counter[tuple[str, ...]]:
+    """The factories' authority's 1-month retention cohort of 2025-06, (site, status) -> placements, as
+    counted now."""
+    async with pool.acquire() as conn, conn.transaction():
+        counted = await count_month(
+            conn, FACTORIES_COHORT_MONTH, datetime.now(UTC), only=[factories.AUTHORITY]
+        )
+    feed = counted.feeds.get(factories.AUTHORITY)
+    return Counter(feed.retention[1]) if feed else Counter()

@@ -9,23 +9,16 @@ as its own person's (migration 045) and counts only for a placement of that pers
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest_asyncio
 
-from consumers.feed.builder import count_month
-from domain.calendar import YearMonth
 from infra.config import Settings
 from infra.topics import ensure_topics
 from tests import factories
 from tests.browser.flows import publish
-from tests.helpers import catch_up_view_and_feed
-
-# factories.placement is placed in 2025-05: its 1-month checkpoint counts in 2025-06's cohort 1.
-COHORT_MONTH = YearMonth(2025, 6)
+from tests.helpers import catch_up_view_and_feed, factories_cohort_1
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -33,14 +26,6 @@ async def isolated(settings: Settings) -> AsyncIterator[Settings]:
     own = settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:10]}"})
     await ensure_topics(own)
     yield own
-
-
-async def _cohort_1(pool: asyncpg.Pool) -> Counter[tuple[str, ...]]:
-    """The authority's 1-month retention cohort of 2025-06, (site, status) -> placements, as counted now."""
-    async with pool.acquire() as conn, conn.transaction():
-        counted = await count_month(conn, COHORT_MONTH, datetime.now(UTC), only=[factories.AUTHORITY])
-    feed = counted.feeds.get(factories.AUTHORITY)
-    return Counter(feed.retention[1]) if feed else Counter()
 
 
 async def _added(
@@ -67,12 +52,12 @@ async def _added(
         origin="test",
     )
     await catch_up_view_and_feed(pool, isolated)
-    before = await _cohort_1(pool)
+    before = await factories_cohort_1(pool)
     changes = []
     for events in steps:
         await publish(isolated, pool, events, origin="test")
         await catch_up_view_and_feed(pool, isolated)
-        after = await _cohort_1(pool)
+        after = await factories_cohort_1(pool)
         changes.append({key: n for key in before | after if (n := after[key] - before[key])})
     return changes
 
