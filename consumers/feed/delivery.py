@@ -18,9 +18,9 @@ from consumers import registers
 from consumers.feed import store
 from contracts.events import PlacementPersonal, RegistrationPersonal
 from domain.agreements import Registers, Withheld, withheld
-from domain.calendar import JST
+from domain.calendar import JST, month_bounds
 from domain.consent import ConsentRecord, Recipient, Scope
-from domain.feed import GROUP_LABELS_JA, INDICATORS
+from domain.feed import GROUP_LABELS_JA, INDICATORS, counts_for
 from domain.occupation import OCCUPATION_GROUPS
 from infra.codecs.csv_write import safe_rows
 from infra.crypto import KeyStore, Opener
@@ -119,7 +119,7 @@ async def load_revision(
     conn: asyncpg.Connection, authority: str, month: str, revision: int | None = None
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
-        "SELECT authority, month, revision, body, placement_ids, built_at FROM feed_revisions "
+        "SELECT authority, month, revision, horizon, body, placement_ids, built_at FROM feed_revisions "
         "WHERE authority = $1 AND month = $2 AND ($3::int IS NULL OR revision = $3) ORDER BY revision DESC LIMIT 1",
         authority,
         month,
@@ -149,18 +149,29 @@ async def deliver(
     agreement in force today (A2). Aggregates flow regardless (A4)."""
     row = await load_revision(conn, authority, month, revision)
     delivery = Delivery(body=dict(row["body"]))
-    placements = await conn.fetch(
-        "SELECT p.placement_id, p.person_key, p.placed_on, p.occupation, p.route, p.personal, p.site, "
-        "s.office FROM feed_placements p LEFT JOIN sites s ON s.site_id = p.site "
-        "WHERE p.placement_id = ANY($1::text[]) "
-        # Those the authority counts (its sites', or people it referred): another person's placement
-        # reusing an id the revision lists (migration 046) is not this authority's to see.
-        "AND (p.site_authority = $2 OR p.person_key IN "
-        "  (SELECT person_key FROM feed_referrals WHERE authority = $2)) "
-        "ORDER BY p.placed_on, p.placement_id, p.person_key",
-        list(row["placement_ids"]),
-        authority,
-    )
+    first, last = month_bounds(row["month"])
+    # Of the placements with an id the revision lists, those it counted (``counts_for``, as
+    # ``count_month`` applies it at the revision's horizon): placed in the month and sent by the
+    # horizon, at one of the authority's sites or of a person it referred by the horizon and the month's
+    # end. An id is not a placement: another person's placement reusing it (migration 046) — sent later,
+    # placed in another month, referred later or by someone else — was not counted and is not weighed.
+    placements = [
+        p
+        for p in await conn.fetch(
+            "SELECT p.placement_id, p.person_key, p.placed_on, p.occupation, p.route, p.personal, p.site, "
+            "s.office, EXISTS (SELECT FROM feed_referrals r WHERE r.person_key = p.person_key "
+            "  AND r.authority = $2 AND r.arrived_at <= $5 AND r.referred_on <= $4) AS referred "
+            "FROM feed_placements p LEFT JOIN sites s ON s.site_id = p.site "
+            "WHERE p.placement_id = ANY($1::text[]) AND p.placed_on BETWEEN $3 AND $4 AND p.arrived_at <= $5 "
+            "ORDER BY p.placed_on, p.placement_id, p.person_key",
+            list(row["placement_ids"]),
+            authority,
+            first,
+            last,
+            row["horizon"],
+        )
+        if counts_for(authority, p["site"], (authority,) if p["referred"] else ())
+    ]
     persons = list({p["person_key"] for p in placements})
     rules = _Disclosure(
         authority,
