@@ -2,7 +2,7 @@
 every disclosure, written with acceptance.
 
 The accepting transaction records them with the events' outbox rows (``holder_rows`` and ``fence_rows``
-feed ``accept_events`` (migration 042) and ``accept_file_rows`` (041a)), so a person is held exactly when
+feed ``accept_events`` (migration 042) and ``accept_file_rows`` (048)), so a person is held exactly when
 the registration or referral that took them in is accepted, and a withdrawal fences them off from the moment its 202 is sent — whatever the
 consumers' lag: every read and feed delivery checks ``withdrawal_fences``.
 The site's authority is the site id's prefix; its office is the registry's (or the registration's own

@@ -522,7 +522,16 @@ class AdapterService:
                     forget_everywhere(erased)  # out of this process's memory (the others follow the erasure)
                     refused = FieldError("(row)", ERASED_MEANWHILE, None, "forbidden")
                     bad.extend((r.line, refused) for r in rows if r.subject in erased)
-                self.keystore.remember(sealing, sealing.keys.keys() - erased - conflicted)
+                # A fresh key is stored only for a person with a row accepted (migration 048).
+                kept_people = {rows[n].subject for n in kept}
+                self.keystore.remember(
+                    sealing,
+                    [
+                        p
+                        for p in sealing.keys.keys() - erased - conflicted
+                        if p not in sealing.fresh or p in kept_people
+                    ],
+                )
                 EVENTS_ACCEPTED.labels(origin, family.value).inc(len(kept))  # one family a file
                 accepted += len(kept)
                 again = [i for i, r in enumerate(rows) if r.subject in conflicted]
@@ -567,7 +576,7 @@ def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:
 # ``accept_events``, a file chunk's row keys by ``accept_file_rows`` (since 041 only when it meets one).
 _PURGE_EVERY_S = 300.0
 
-# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 041a reads this table
+# A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 048 reads this table
 # by name): the driver encodes them in C, where six arrays it encoded element by element. The headers go
 # as JSON text, parsed once by the function's cast to jsonb (a json column is parsed by COPY as well).
 _FILE_ROWS = "n int, subject text, topic text, headers text, value bytea, event_id text, row_key text"
@@ -611,7 +620,7 @@ async def _accept_file_rows(
     fresh_keys: Mapping[str, bytes],
     origin: str,
 ) -> tuple[frozenset[str], frozenset[str], list[int]] | AuthError:
-    """A file chunk's acceptance, in the caller's transaction (migration 029, latest 041a): the people erased and
+    """A file chunk's acceptance, in the caller's transaction (migration 029, latest 048): the people erased and
     those whose data key was stored meanwhile (every row of theirs refused), and the indexes of the
     events accepted; or the uploader's refusal (revoked or removed: its 401, as ``refusals`` words it),
     with nothing written. ``staged``: the events' records for ``file_rows_stage`` (``_staged``)."""

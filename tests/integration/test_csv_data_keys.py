@@ -196,3 +196,37 @@ async def test_a_key_stored_meanwhile_is_found_when_another_person_of_the_chunk_
     assert (summary.accepted, summary.rejected) == (1, 1), summary.as_dict()
     assert [e.rule for _, e in summary.errors] == [ERASED_MEANWHILE]
     assert await _opened(pool, settings, start) == [(fresh, rows[1]["personal"]["employer_name"])]
+
+
+async def test_a_chunk_stores_no_fresh_key_for_a_person_none_of_whose_rows_it_accepted(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key row for a person with no accepted data is a key for nobody (as migration 042 made it for
+    ``accept_events``): a chunk whose rows of a person are all refused (their row keys taken) does not
+    store the fresh key it sealed for them, nor does the adapter cache it. A person with one accepted row
+    beside a refused one keeps theirs; so does a person only new rows name. Reached here by taking the
+    keys of two people already imported out of the register (their rows' keys stay taken)."""
+    service, principal, _, _ = await csv_importer(pool, settings, monkeypatch, "unkept-keys", chunk_rows=10)
+    gone, back, new = factories.person_key(), factories.person_key(), factories.person_key()
+    first = [factories.placement(gone).data, factories.placement(back).data]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", first))
+    assert summary.accepted == 2, summary.as_dict()
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM person_data_keys WHERE person_key = ANY($1::text[])", [gone, back])
+        start = await conn.fetchval("SELECT max(id) FROM outbox")
+    again = AdapterService(Adapter.EMPLOYMENT, settings, pool, KeyStore.from_settings(settings))
+    rows = [*first, factories.placement(back).data, factories.placement(new).data]
+    summary = await again.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (2, 2, 0), summary.as_dict()
+    async with pool.acquire() as conn:
+        stored = await conn.fetch(
+            "SELECT person_key FROM person_data_keys WHERE person_key = ANY($1::text[])", [gone, back, new]
+        )
+    assert sorted(r[0] for r in stored) == sorted([back, new]), (
+        "a key stored for a person with no accepted row"
+    )
+    assert not again.keystore.holds(gone), "a key cached that nobody stored"
+    assert again.keystore.holds(back) and again.keystore.holds(new), "control: accepted people's keys cached"
+    assert await _opened(pool, settings, start) == [
+        (r["person_key"], r["personal"]["employer_name"]) for r in rows[2:]
+    ]
