@@ -881,8 +881,13 @@ def _kept_text(value: Any) -> bytes:
 
 
 def _encoded(rows: Sequence[tuple[str, datetime]]) -> list[tuple[bytes, list[tuple[str, bytes]], bytes]]:
-    """Kept bodies (text, built at) as feed records (``encode_feed_revision``: checked and written)."""
-    return [encode_feed_revision(body, at) for body, at in rows]
+    """Kept bodies (text, built at) as feed records (``encode_feed_revision``: checked and written).
+    No collector passes meanwhile (``infra.gc.paused``): checking a body makes thousands of containers
+    (a cell is a list in a tuple), each freed by reference counting once its record is written, and
+    the passes over them cost a third of the publishing (a national month's 3,100 bodies: 3.1-3.4 s
+    of CPU with them, 2.0-2.1 s without)."""
+    with paused():
+        return [encode_feed_revision(body, at) for body, at in rows]
 
 
 async def publish_pending(pool: asyncpg.Pool, settings: Settings, executor: Executor | None = None) -> int:
