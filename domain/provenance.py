@@ -153,8 +153,7 @@ def check_holding(family: str, org: Org, site: SiteEntry, holders: Mapping[Org, 
 
 def check_times(family: str, data: Mapping[str, Any], now: datetime, held_since: date | None = None) -> None:
     """P6: nothing dated after now + ``CLOCK_SKEW``; nothing the publisher dates before it held the person."""
-    latest = now + CLOCK_SKEW
-    latest_day = latest.astimezone(JST).date()
+    latest, latest_day = _latest(now)
     if family == "consent":
         signed = _instant(data["captured"]["signed_at"])
         if signed > latest:
@@ -171,6 +170,14 @@ def check_times(family: str, data: Mapping[str, Any], now: datetime, held_since:
     first = data.get(_DATES[family][0])
     if held_since is not None and family not in INTAKE and first is not None and _date(first) < held_since:
         raise Refusal("P6", f"{_DATES[family][0]} is before the registration or referral it belongs to")
+
+
+@lru_cache(maxsize=16)
+def _latest(now: datetime) -> tuple[datetime, date]:
+    """The latest instant and day (in Japan) an event may be dated, for ``now``: a file's rows are judged
+    against one ``now`` a chunk, so its day is worked out once, not once a row."""
+    latest = now + CLOCK_SKEW
+    return latest, latest.astimezone(JST).date()
 
 
 _DATES: Mapping[str, tuple[str, ...]] = {

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -80,6 +81,7 @@ def site_of(family: Family, data: Mapping[str, Any]) -> str:
     return event_site(family.value, data)
 
 
+@lru_cache(maxsize=256)  # one a client: a file's rows are authorised one by one for the same principal
 def publisher_of(principal: Principal) -> Publisher:
     if principal.org_kind is OrgKind.AUTHORITY:
         return Publisher(Side.AUTHORITY, principal.org_code)
@@ -106,11 +108,12 @@ def authorize(
         raise _deny(principal, "a referral by another authority")
     person = str(data["person_key"])
     held = ctx.holders.get(person, {})
-    site = ctx.sites.get(site_of(family, data))
+    kind = family.value  # read once: an enum member's value is a descriptor call (a file: once a row)
+    site = ctx.sites.get(event_site(kind, data))
     try:
         org = authorize_event(
             publisher_of(principal),
-            family.value,
+            kind,
             data,
             site,
             held,
@@ -119,11 +122,11 @@ def authorize(
             erased=person in ctx.erased,
         )
     except Refusal as exc:
-        raise _deny(principal, f"this {family.value} event ({exc.reason})") from None
+        raise _deny(principal, f"this {kind} event ({exc.reason})") from None
     assert site is not None
-    gained = gained_holders(family.value, site)
+    gained = gained_holders(kind, site)
     if gained:
-        since = intake_date(family.value, data)
+        since = intake_date(kind, data)
         assert since is not None
         mine = ctx.holders.setdefault(person, {})
         for holder in gained:
