@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
 
 import asyncpg
 
@@ -37,24 +38,50 @@ async def insert_events(
     return len(events)
 
 
+_H = TypeVar("_H")
+
+
+@overload
 def outbox_columns(
     events: Sequence[Event], namespace: str, value_of: Callable[[Event], bytes] = data_value
-) -> tuple[list[str], list[dict[str, str]], list[bytes], list[str]]:
+) -> tuple[list[str], list[dict[str, str]], list[bytes], list[str]]: ...
+
+
+@overload
+def outbox_columns(
+    events: Sequence[Event],
+    namespace: str,
+    value_of: Callable[[Event], bytes],
+    headers_of: Callable[[Event], _H],
+) -> tuple[list[str], list[_H], list[bytes], list[str]]: ...
+
+
+def outbox_columns(
+    events: Sequence[Event],
+    namespace: str,
+    value_of: Callable[[Event], bytes] = data_value,
+    headers_of: Callable[[Event], Any] = header_texts,
+) -> tuple[list[str], list[Any], list[bytes], list[str]]:
     """The outbox columns of ``events`` (topic, headers, value, event id; the key is the subject), with the
     trace context as ``insert_events`` documents it: for ``insert_events`` and for a caller that writes them
     in a statement of its own (``producers.outbox.accept_sealed``). ``value_of``: ``data_value``, or a
-    caller's quicker spelling of its bytes (a file chunk's, ``csv_chunks.FamilyRows.value_of``)."""
+    caller's quicker spelling of its bytes (a file chunk's, ``csv_chunks.FamilyRows.value_of``);
+    ``headers_of``: ``header_texts``, or a caller's spelling of them (a file chunk's JSON text,
+    ``csv_chunks.HeadersJson``)."""
     traceparent = current_traceparent()
     tracestate = current_tracestate() if traceparent is not None else None
     topics: dict[Family, str] = {}
-    topic_of, headers, values, ids = [], [], [], []
+    topic_of: list[str] = []
+    headers: list[Any] = []
+    values: list[bytes] = []
+    ids: list[str] = []
     for event in events:
         if event.traceparent is None and traceparent is not None:
             event = event._replace(traceparent=traceparent, tracestate=tracestate)
         topic_of.append(
             topics.get(event.family) or topics.setdefault(event.family, topic_for(event.family, namespace))
         )
-        headers.append(header_texts(event))
+        headers.append(headers_of(event))
         values.append(value_of(event))
         ids.append(event.id)
     return topic_of, headers, values, ids

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import msgspec
@@ -167,14 +167,21 @@ _AUTHORIZATION_FIELDS = (
 def authorised_fields(data: BaseModel | msgspec.Struct) -> Mapping[str, Any]:
     """The few fields authorisation reads (a full dump per event would cost more than the check), of a
     validated model or of its ``contracts.wire`` struct (a batch file's rows)."""
-    # A validated model keeps every field's value (defaults included) in ``__dict__`` and nothing else.
-    fields = data.__dict__ if isinstance(data, BaseModel) else msgspec.structs.asdict(data)
-    view: dict[str, Any] = {k: fields[k] for k in _AUTHORIZATION_FIELDS if k in fields}
-    if "captured" in fields:
-        captured = fields["captured"]
+    names, has_captured = _fields_read(type(data))
+    view: dict[str, Any] = {k: getattr(data, k) for k in names}
+    if has_captured:
+        captured = data.captured  # type: ignore[union-attr]
         view["captured"] = {
             "side": captured.side.value,
             "site": captured.site,
             "signed_at": captured.signed_at,
         }
     return view
+
+
+@cache  # one entry a contract (a model or its struct)
+def _fields_read(kind: type[BaseModel] | type[msgspec.Struct]) -> tuple[tuple[str, ...], bool]:
+    """Which of the fields authorisation reads ``kind`` has, and whether it has ``captured``: worked out
+    once a type, not once a row (a file's rows read them by name, not through a dump of every field)."""
+    names = set(kind.model_fields) if issubclass(kind, BaseModel) else set(kind.__struct_fields__)
+    return tuple(k for k in _AUTHORIZATION_FIELDS if k in names), "captured" in names

@@ -26,10 +26,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, get_args
 
 import msgspec
+import orjson
 from pydantic import BaseModel
 
 from contracts import wire
-from contracts.envelope import MODELS, PERSONAL_MODELS, Event, Family, event_type
+from contracts.envelope import MODELS, PERSONAL_MODELS, Event, Family, event_type, header_texts
 from contracts.events import Sealed
 from infra.codecs.field_errors import FieldError
 from infra.crypto import seal_plaintexts
@@ -262,3 +263,36 @@ def seal_rows(
             data = replace(data, personal=_SEALED(alg="A256GCM", kid=kid, nonce=nonce, ct=ct))
         events.append(Event(ids[32 * i : 32 * i + 32], source, kind, row.subject, now, family, data))
     return events
+
+
+class HeadersJson:
+    """A chunk's events' outbox headers as JSON text, ``orjson.dumps(header_texts(event))`` (the outbox's
+    ``headers`` column, staged as text): the events of a chunk differ only in id and subject, so the JSON
+    is written once for each source, type, time and trace context, as a template the two are put into.
+    An id or subject that JSON would escape (never one the contract and ``seal_rows`` make: hexadecimal)
+    is written whole; so is every event of a template its marks cannot be found in alone."""
+
+    _ID, _SUBJECT = "\x00", "\x01"  # escaped by JSON as \u0000 and \u0001: nowhere else in a template
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple[Any, ...], tuple[str, str, str] | None] = {}
+
+    def __call__(self, event: Event) -> str:
+        key = (event.source, event.type, event.time, event.family, event.traceparent, event.tracestate)
+        if key in self._templates:
+            template = self._templates[key]
+        else:
+            template = self._templates[key] = self._template(event)
+        ident, subject = event.id, event.subject
+        if template is None or not (ident.isalnum() and subject.isalnum() and (ident + subject).isascii()):
+            return orjson.dumps(header_texts(event)).decode()
+        head, middle, tail = template
+        return head + ident + middle + subject + tail
+
+    def _template(self, event: Event) -> tuple[str, str, str] | None:
+        text = orjson.dumps(header_texts(event._replace(id=self._ID, subject=self._SUBJECT))).decode()
+        head, *rest = text.split("\\u0000")
+        if len(rest) != 1:
+            return None
+        middle, *tail = rest[0].split("\\u0001")
+        return (head, middle, tail[0]) if len(tail) == 1 else None

@@ -42,7 +42,7 @@ from infra.metrics import EVENTS_ACCEPTED
 from infra.outbox_rows import outbox_columns
 from infra.tracing import current_traceparent, current_tracestate
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
-from producers.adapters.csv_chunks import FamilyRows, Row, seal_rows
+from producers.adapters.csv_chunks import FamilyRows, HeadersJson, Row, seal_rows
 from producers.holders import (
     ERASED_MEANWHILE,
     REGISTERS,
@@ -594,15 +594,16 @@ async def _staged(
     """The ``file_rows_stage`` records of a chunk's events, made a part at a time (CPU only: the previous
     chunk's transaction moves on in between); their values written by the family's ``judge``."""
     staged: list[tuple[Any, ...]] = []
+    headers_of = HeadersJson()
     for start in range(0, len(events), _YIELD_EVERY):
         await asyncio.sleep(0)
         part = slice(start, start + _YIELD_EVERY)
-        topics, headers, values, ids = outbox_columns(events[part], namespace, judge.value_of)
+        topics, headers, values, ids = outbox_columns(events[part], namespace, judge.value_of, headers_of)
         staged += zip(
             range(start, start + len(ids)),
             (e.subject for e in events[part]),
             topics,
-            (orjson.dumps(h).decode() for h in headers),
+            headers,
             values,
             ids,
             (r.key for r in rows[part]),

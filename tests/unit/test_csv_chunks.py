@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.envelope import Event, Family, encode, event_type
+from contracts.envelope import Event, Family, encode, event_type, header_texts
 from contracts.events import Contract
 from infra.codecs.csv_rows import ParsedRow, parse_chunk, read_chunks, read_header
 from infra.codecs.csv_write import write_csv
@@ -324,3 +324,41 @@ def test_a_models_json_leaves_out_nested_nulls_as_its_builtins_do() -> None:
         ):
             value = msgspec.convert(data, struct)
             assert encode_(value) == msgspec.json.encode(wire.builtins_of(value)), model
+
+
+_TEXTS = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(
+        st.tuples(
+            st.one_of(st.just("3f2a9c0d5b1e4f6a8c7d9e0f1a2b3c4d"), _TEXTS),  # id
+            st.one_of(st.just(PK), _TEXTS),  # subject
+            st.sampled_from(["/hellowork/offices/1102", "/authorities/131041", 'a"\\\x00\x01']),
+            st.sampled_from(FAMILIES),
+            st.integers(0, 2),  # time
+            st.one_of(st.none(), st.just("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), _TEXTS),
+            st.one_of(st.none(), _TEXTS),  # tracestate
+        ),
+        max_size=8,
+    )
+)
+def test_fuzz_a_chunks_headers_json_is_the_json_of_their_header_texts(events: list[tuple[Any, ...]]) -> None:
+    """The outbox headers a chunk stages (``HeadersJson``, a template a source, type, time and trace
+    context) are ``orjson.dumps(header_texts(event))`` for every event, whatever its id, subject and
+    trace context hold (quotes, backslashes, control characters, the template's own marks)."""
+    headers_of = csv_chunks.HeadersJson()
+    for ident, subject, source, family, second, traceparent, tracestate in events:
+        event = Event(
+            ident,
+            source,
+            event_type(family),
+            subject,
+            datetime(2026, 11, 28, 12, 0, second, tzinfo=UTC),
+            family,
+            None,
+            traceparent,
+            tracestate,
+        )
+        assert headers_of(event) == orjson.dumps(header_texts(event)).decode()
