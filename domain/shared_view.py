@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from domain.agreements import Registers, covered
@@ -153,6 +154,26 @@ def active_consent(
 
 
 # --- projection --------------------------------------------------------------------------------
+
+
+# A personal block known to open (it opened when its event arrived, under the key the person still has:
+# migration 047) whose fields the record does not take (``releases``): not opened again. ``project`` then
+# needs only that it opens, for ``masked``.
+UNREAD: Mapping[str, Any] = MappingProxyType({})
+
+
+def releases(family: str, scopes: frozenset[Scope]) -> bool:
+    """Does a record under a consent of these scopes take any field of a ``family`` event's personal
+    block? (``project`` reads a registration's under every purpose — ``name`` goes with each —, a
+    referral's case number under ``share_registration``, a placement's employer under
+    ``disclose_placement``, and nothing of any other.)"""
+    if family == "registration":
+        return bool(scopes)
+    if family == "referral":
+        return Scope.SHARE_REGISTRATION in scopes
+    if family == "placement":
+        return Scope.DISCLOSE_PLACEMENT in scopes
+    return False
 
 
 def project(

@@ -40,6 +40,7 @@ from domain.batch import CONSENT, Incoming
 from domain.calendar import JST
 from domain.consent import ConsentRecord
 from domain.shared_view import (
+    UNREAD,
     PersonView,
     StoredEvent,
     ViewState,
@@ -47,6 +48,7 @@ from domain.shared_view import (
     persons_in,
     plan_batch,
     project,
+    releases,
 )
 from infra.config import Settings
 from infra.crypto import KeyStore, Opener, UnfitBlock
@@ -157,7 +159,7 @@ class SharedViewHandler:
         raw = {c.event.id: c.value for c in batch}
 
         async def write() -> None:
-            await store.write_plan(conn, plan, raw, state.known)
+            await store.write_plan(conn, plan, raw, state.known, state.opened)
             await store.write_views(conn, await extended)
 
         writing = asyncio.ensure_future(write())
@@ -251,13 +253,25 @@ class SharedViewHandler:
     ) -> list[PersonView]:
         """The records of ``active`` (person → active consent) from their events: ``stored`` rows and the
         batch's ``arrived`` events (their blocks ``opened`` and checked on arrival, not opened again), each
-        event once. Takes turns with the event loop, so the batch's writes go on meanwhile."""
+        event once. A stored block known to open (``block_opens``, migration 047: it opened and passed its
+        contract on arrival) is opened again only where the person's consent releases a field of it
+        (``releases``), and not checked again; else it is ``UNREAD``. One not known to open (it did not on
+        arrival, or was stored before the flag) is opened and checked as on arrival. Takes turns with the
+        event loop, so the batch's writes go on meanwhile."""
         events: dict[str, dict[str, StoredEvent]] = {p: {} for p in active}
         for r in stored:
             person, data, event_id, family = r["person_key"], r["data"], r["event_id"], r["family"]
-            personal = (
-                opened[event_id] if event_id in opened else opener(person, family, data.get("personal"))
-            )
+            sealed = data.get("personal")
+            if event_id in opened:
+                personal = opened[event_id]
+            elif sealed is None:
+                personal = None
+            elif r["block_opens"]:  # it opened, and passed its contract, under the key the person has
+                personal = (
+                    opener.known_fit(person, sealed) if releases(family, active[person].scopes) else UNREAD
+                )
+            else:
+                personal = opener(person, family, sealed)
             events[person][event_id] = StoredEvent(event_id, family, r["event_time"], data, personal)
         for e in arrived:
             events[e.person_key].setdefault(

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 from domain.consent import Scope, consent_record
 from domain.shared_view import (
+    UNREAD,
     Reader,
     ReaderKind,
     StoredEvent,
@@ -15,6 +16,7 @@ from domain.shared_view import (
     disclose,
     extend,
     project,
+    releases,
 )
 
 PK = "0" * 31 + "1"
@@ -194,6 +196,32 @@ def test_extending_a_record_equals_projecting_all_its_events() -> None:
             assert before is not None
             assert extend(before, rec, shuffled[cut:]) == expected, (scopes, seed)
             assert extend(before, rec, []) == before
+
+
+def test_a_block_whose_fields_the_consent_does_not_release_is_not_needed_open() -> None:
+    """The rebuild leaves a stored block that is known to open ``UNREAD`` where ``releases`` says the
+    consent takes none of its fields: the record is the one its opened block gives, under every set of
+    scopes (a shut block still masks the person)."""
+    every = _more_events()
+    scope_sets = [
+        {Scope.SHARE_REGISTRATION},
+        {Scope.DISCLOSE_PLACEMENT},
+        {Scope.RETENTION_SUPPORT},
+        {Scope.SHARE_REGISTRATION, Scope.RETENTION_SUPPORT},
+        set(Scope),
+    ]
+    for scopes in scope_sets:
+        rec = consent_record(consent(scopes=sorted(s.value for s in scopes)))
+        unread = [
+            e._replace(personal=UNREAD)
+            if e.personal is not None and not releases(e.family, rec.scopes)
+            else e
+            for e in every
+        ]
+        assert project(PK, rec, unread) == project(PK, rec, every), scopes
+        assert any(e.personal is UNREAD for e in unread) or scopes == set(Scope)
+    assert not releases("placement", frozenset({Scope.SHARE_REGISTRATION}))
+    assert releases("registration", frozenset({Scope.RETENTION_SUPPORT}))
 
 
 def test_extending_cannot_pick_between_registrations_or_change_consent() -> None:
