@@ -69,7 +69,9 @@ def write_csv(
 # A cell that starts like a formula is run by Excel and its kin when an authority opens the export
 # (=HYPERLINK(…) as an employer's name): such cells get a leading apostrophe, which spreadsheets show as
 # text and do not display (OWASP "CSV injection"). Plain numbers ("-3", "+1.5") are left as they are.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The full-width signs too: Japanese Excel reads ＝ ＋ － ＠ starting a cell as = + - @ (how a formula is typed
+# in full-width input mode), and the CP932 exports are opened there.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
 _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
