@@ -31,7 +31,7 @@ from infra.logging import configure_logging
 from infra.topics import ensure_topics, namespace_observers
 from tests.browser.console_server import RunningConsole, running_console, running_portal
 from tests.browser.portal_data import PortalFeed, build_portal_feed
-from tests.helpers import delete_namespace
+from tests.helpers import delete_namespace, own_namespace
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +59,21 @@ async def pool(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Po
     await p.close()
     await drop_database(settings, missing_ok_if_busy=True)
     await namespaces.release_own(settings)
+
+
+# --- a topic namespace of a module's (or a test's) own --------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def isolated(pool: asyncpg.Pool, settings: Settings) -> Settings:
+    """A topic namespace of the module's own: its consumers see only its tests' records."""
+    return await own_namespace(settings)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def isolated_per_test(pool: asyncpg.Pool, settings: Settings) -> Settings:
+    """A topic namespace of the test's own (a replay that reads all of it sees only the test's records)."""
+    return await own_namespace(settings)
 
 
 # --- the operator console, for the console's integration and browser tests -----------------------

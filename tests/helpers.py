@@ -9,6 +9,7 @@ import socket
 import string
 import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.kafka import client_options
 from infra.signing import erasure_signer
+from infra.topics import ensure_topics
 from producers.adapters import service as adapter_service
 from producers.adapters.authorization import Adapter
 from producers.adapters.service import AdapterService
@@ -184,6 +186,14 @@ async def three_clients(pool: asyncpg.Pool, label: str) -> dict[str, str]:
                 conn, name=f"{label} {who}", org_kind=kind, org_code=code, roles=frozenset(roles)
             )
     return out
+
+
+async def own_namespace(settings: Settings) -> Settings:
+    """``settings`` with a topic namespace of its own, its topics made: consumers run on it see only the
+    records of the tests that use it (the session leases it and deletes it at the end)."""
+    own = settings.model_copy(update={"topic_namespace": f"i{uuid.uuid4().hex[:10]}"})
+    await ensure_topics(own)
+    return own
 
 
 async def accept_then_erase(conn: asyncpg.Connection, settings: Settings, person: str) -> None:

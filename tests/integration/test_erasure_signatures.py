@@ -16,11 +16,9 @@ the register.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import orjson
-import pytest_asyncio
 from pydantic import SecretStr
 
 from consumers.catchup import end_offsets, run_until
@@ -32,19 +30,10 @@ from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.signing import KEY_NOT_LISTED, erasure_signer, new_signing_key, verify_entry_of
-from infra.topics import ensure_topics
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import catch_up_view_and_feed
 from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def isolated(settings: Settings) -> AsyncIterator[Settings]:
-    """A topic namespace of the test's own: a replay reads all of it."""
-    own = settings.model_copy(update={"topic_namespace": f"s{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 async def _replay(pool: asyncpg.Pool, settings: Settings) -> int:
@@ -109,12 +98,12 @@ async def _rows(pool: asyncpg.Pool, person: str) -> dict[str, int]:
 
 
 async def test_an_erasure_signed_for_another_namespace_is_refused(
-    pool: asyncpg.Pool, isolated: Settings
+    pool: asyncpg.Pool, isolated_per_test: Settings
 ) -> None:
     """Namespace A's operator signs an erasure (same key as B's: the worst case, keys shared); copied into
     namespace B's topic it is dead-lettered by both of B's consumers, naming P9 and the signature and no
     value, and the person stays in B. B's own erasure of another person, signed for B, erases."""
-    b = isolated
+    b = isolated_per_test
     a = b.model_copy(update={"topic_namespace": f"a{uuid.uuid4().hex[:10]}"})
     kept, gone = factories.person_key(), factories.person_key()
     await _accept(
@@ -145,7 +134,7 @@ async def test_an_erasure_signed_for_another_namespace_is_refused(
 
 
 async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_stay_erased(
-    pool: asyncpg.Pool, isolated: Settings
+    pool: asyncpg.Pool, isolated_per_test: Settings
 ) -> None:
     """Key 1 signs; then key 2 is listed beside it and signs; then key 1 is retired. Key 1's erasure of
     ``early`` (before the rotation) and of ``lagging`` (read after it: a consumer that lagged, or a
@@ -155,21 +144,23 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
     stay out of the view and the feed's consents and sealed blocks: they are on the erasure register,
     which both read."""
     key1, key2 = new_signing_key(), new_signing_key()
-    before = _keys(isolated, signing=key1, listed=[key1])
-    rotating = _keys(isolated, signing=key2, listed=[key1, key2])
-    after = _keys(isolated, signing=key2, listed=[key2])
+    before = _keys(isolated_per_test, signing=key1, listed=[key1])
+    rotating = _keys(isolated_per_test, signing=key2, listed=[key1, key2])
+    after = _keys(isolated_per_test, signing=key2, listed=[key2])
     early, lagging, late, by_new = (factories.person_key() for _ in range(4))
     everyone = [early, lagging, late, by_new]
     await _accept(
-        pool, isolated, [s for pk in everyone for s in (factories.registration(pk), factories.consent(pk))]
+        pool,
+        isolated_per_test,
+        [s for pk in everyone for s in (factories.registration(pk), factories.consent(pk))],
     )
     await catch_up_view_and_feed(pool, before)
-    letters_before = len(await _letters(pool, isolated))
+    letters_before = len(await _letters(pool, isolated_per_test))
 
-    await _publish_raw(isolated, [_erasure_by(before, early)])
+    await _publish_raw(isolated_per_test, [_erasure_by(before, early)])
     await catch_up_view_and_feed(pool, before)
     lagging_by_key1 = _erasure_by(before, lagging)  # signed before the rotation, read after it
-    await _publish_raw(isolated, [lagging_by_key1])
+    await _publish_raw(isolated_per_test, [lagging_by_key1])
     await catch_up_view_and_feed(pool, rotating)
     for person in (early, lagging):
         assert await _rows(pool, person) == {
@@ -178,9 +169,11 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
             "feed_consents": 0,
             "sv_erasures": 1,
         }
-    assert len(await _letters(pool, isolated)) == letters_before, "nothing refused while key 1 is listed"
+    assert len(await _letters(pool, isolated_per_test)) == letters_before, (
+        "nothing refused while key 1 is listed"
+    )
 
-    await _publish_raw(isolated, [_erasure_by(before, late), _erasure_by(after, by_new)])
+    await _publish_raw(isolated_per_test, [_erasure_by(before, late), _erasure_by(after, by_new)])
     await catch_up_view_and_feed(pool, after)
     assert await _rows(pool, by_new) == {
         "sv_persons": 0,
@@ -190,7 +183,7 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
     }
     stayed = await _rows(pool, late)
     assert stayed["sv_erasures"] == 0 and stayed["sv_persons"] > 0 and stayed["feed_consents"] > 0, stayed
-    letters = (await _letters(pool, isolated))[letters_before:]
+    letters = (await _letters(pool, isolated_per_test))[letters_before:]
     assert sorted(r["consumer"] for r in letters) == ["placement-feed", "shared-view"], letters
     assert all(KEY_NOT_LISTED in r["reason"] for r in letters)
 
@@ -213,12 +206,16 @@ async def test_verify_keys_rotate_and_a_retired_keys_erasures_are_refused_but_st
         }
         assert await _sealed_blocks(pool, person) == 0
     # One letter a record and consumer (the register keeps one): the replay added early's and lagging's.
-    refused = [r for r in (await _letters(pool, isolated))[letters_before:] if r["consumer"] == "shared-view"]
+    refused = [
+        r
+        for r in (await _letters(pool, isolated_per_test))[letters_before:]
+        if r["consumer"] == "shared-view"
+    ]
     assert len(refused) == 3 and all(KEY_NOT_LISTED in r["reason"] for r in refused), refused
 
 
 async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erased(
-    pool: asyncpg.Pool, isolated: Settings
+    pool: asyncpg.Pool, isolated_per_test: Settings
 ) -> None:
     """An erasure written before erasures were signed carries neither signature nor key id; one written
     before keys had ids carries a signature but no key id. Neither proves anything now, so both are
@@ -226,7 +223,7 @@ async def test_erasures_in_the_older_forms_are_refused_and_the_erased_stay_erase
     nothing: a person on no register stays. A person the operator erased (``erase_person``: key deleted,
     register written) stays erased, also through a rebuild of the view and the feed that refuses those
     records again: both read the register."""
-    settings = isolated
+    settings = isolated_per_test
     erased, stays = factories.person_key(), factories.person_key()
     await _accept(
         pool,

@@ -7,25 +7,15 @@ placement". A placement is now kept by (placement id, person) (migration 046), l
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest_asyncio
 
 from consumers.feed.delivery import deliver
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.topics import ensure_topics
 from tests import factories
 from tests.browser.flows import publish
 from tests.helpers import catch_up_view_and_feed, factories_cohort_1
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(settings: Settings) -> AsyncIterator[Settings]:
-    own = settings.model_copy(update={"topic_namespace": f"q{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 async def _added(pool: asyncpg.Pool, isolated: Settings, *, squat_first: bool) -> dict[tuple[str, ...], int]:

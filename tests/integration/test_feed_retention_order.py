@@ -8,24 +8,12 @@ as its own person's (migration 045) and counts only for a placement of that pers
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest_asyncio
 
 from infra.config import Settings
-from infra.topics import ensure_topics
 from tests import factories
 from tests.browser.flows import publish
 from tests.helpers import catch_up_view_and_feed, factories_cohort_1
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(settings: Settings) -> AsyncIterator[Settings]:
-    own = settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 async def _added(

@@ -9,25 +9,13 @@ read first, have Y's own checkpoints refused.)"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest_asyncio
 
 from contracts.envelope import Family
 from infra.config import Settings
-from infra.topics import ensure_topics
 from tests import factories
 from tests.browser.flows import publish
 from tests.helpers import catch_up_view_and_feed
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(settings: Settings) -> AsyncIterator[Settings]:
-    own = settings.model_copy(update={"topic_namespace": f"r{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 async def test_a_retention_naming_another_persons_placement_leaves_that_persons_checkpoint(

@@ -10,13 +10,12 @@ every consumer (event log, shared view, placement feed), each caught up without 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from structlog.testing import capture_logs
 
@@ -38,14 +37,6 @@ from tests import factories
 from tests.helpers import read_topic
 
 Record = tuple[str, bytes, list[tuple[str, bytes]], bytes]  # topic, key, headers, value
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Settings]:
-    """A topic namespace of this module's own: its consumers see only these tests' records."""
-    own = settings.model_copy(update={"topic_namespace": f"h{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 async def _data_key(pool: asyncpg.Pool, settings: Settings, pk: str) -> bytes:

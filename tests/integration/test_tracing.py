@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import asyncpg
 import httpx
 import orjson
 import pytest
-import pytest_asyncio
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -42,7 +40,6 @@ from infra.auth import OrgKind, Role, add_client
 from infra.codecs.csv_write import write_csv
 from infra.config import Settings
 from infra.kafka import client_options
-from infra.topics import ensure_topics
 from infra.tracing import export_to, tracer
 from producers.adapters.app import welfare_app
 from producers.adapters.serve import running
@@ -53,14 +50,6 @@ from tests import factories
 from tests.browser.console_server import RunningConsole
 from tests.browser.flows import Picky, consume_all, publish
 from tests.helpers import free_port, read_topic, wait_for
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Settings]:
-    """A topic namespace of this module's own: the consumer sees only these tests' records."""
-    own = settings.model_copy(update={"topic_namespace": f"tr{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 @pytest.fixture

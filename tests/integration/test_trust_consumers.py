@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.signing import Deployment, ErasureSigner, erasure_signer
-from infra.topics import ensure_topics
 from producers.holders import ErasedMeanwhile
 from producers.submission import Submission, to_event
 from tests import factories
@@ -32,13 +29,6 @@ from tests.integration.test_hostile_consumers import Record, _accept, _publish_r
 SHINJUKU = "/authorities/131041"
 OFFICE_1301 = "/hellowork/offices/1301"
 KAWAGUCHI_SITE = "112038-01"  # authority 112038, office 1102: none of it Shinjuku's or office 1301's
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(settings: Settings) -> AsyncIterator[Settings]:
-    own = settings.model_copy(update={"topic_namespace": f"s{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
 
 
 def _as(source: str, sub: Submission) -> Submission:
