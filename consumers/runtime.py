@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -242,8 +242,12 @@ class ConsumerRuntime:
         held: Callable[[asyncio.Event], Awaitable[bool]] | None = None,
         role: str = "live",
         person_affine: bool = False,
+        consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``consumer_options``: more keyword arguments for its ``AIOKafkaConsumer`` (e.g. the replay's
+        shorter heartbeat, ``consumers.shared_view.replay``)."""
         self.handler = handler
+        self._consumer_options = dict(consumer_options or {})
         # Person-affine: the members of the group get the same partition numbers of every topic (Kafka's
         # range assignor; a person's events share one number on every topic, ``infra.kafka.partitions_of``),
         # so one member sees all of a person's events. aiokafka's default (round robin over every topic's
@@ -365,6 +369,7 @@ class ConsumerRuntime:
                 auto_offset_reset="earliest",
                 **FETCH_OPTIONS,
                 partition_assignment_strategy=self._assignors,
+                **self._consumer_options,
             )
             consumer.subscribe(list(self.handler.topics), listener=_RestorePositions(self, consumer))
             try:
