@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 
 from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
@@ -30,22 +28,12 @@ from consumers.shared_view.store import load_views
 from contracts.envelope import Event, encode
 from infra.config import Settings
 from infra.crypto import KeyStore, Opener
-from infra.kafka import client_options
 from infra.signing import erasure_signer
-from infra.topics import ensure_topics
 from producers.ingest import accept
 from producers.outbox import OutboxRelay, accept_sealed
 from producers.submission import Submission, to_event
 from tests import factories
-from tests.helpers import office_publisher
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Settings]:
-    """A topic namespace of this module's own: its projections read only these tests' records."""
-    own = settings.model_copy(update={"topic_namespace": f"bo{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    yield own
+from tests.helpers import office_publisher, publish_records
 
 
 async def _relay(settings: Settings, pool: asyncpg.Pool) -> None:
@@ -66,14 +54,7 @@ async def _accept(settings: Settings, pool: asyncpg.Pool, subs: Sequence[Submiss
 
 async def _publish_raw(settings: Settings, events: Sequence[Event]) -> None:
     """Straight onto the topics, as a rogue producer would (no outbox, no acceptance)."""
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            key, headers, value = encode(event)
-            await producer.send_and_wait(settings.topic(event.family), value, key=key, headers=headers)
-    finally:
-        await producer.stop()
+    await publish_records(settings, [(settings.topic(e.family), *encode(e)) for e in events])
 
 
 async def _project(settings: Settings, pool: asyncpg.Pool) -> None:
