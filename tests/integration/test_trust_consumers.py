@@ -57,6 +57,10 @@ async def _forged(pool: asyncpg.Pool, settings: Settings) -> dict[str, tuple[Rec
     add("captured.side", lambda pk: _as(SHINJUKU, factories.consent(pk)))
     # An authority's source on a family only Hello Work publishes.
     add("ce_type", lambda pk: _as(SHINJUKU, factories.placement(pk)))
+    # An authority's source on a retention checked at another authority's site.
+    add("site", lambda pk: _as(SHINJUKU, factories.retention(pk, uuid.uuid4().hex, site=KAWAGUCHI_SITE)))
+    # An office's source on another office's placement.
+    add("office", lambda pk: _as(OFFICE_1301, factories.placement(pk, office="1102", site=KAWAGUCHI_SITE)))
     records: dict[str, tuple[Record, str]] = {}
     async with pool.acquire() as conn:
         keys = await keystore.keys_for(conn, list(forgeries))
@@ -83,7 +87,7 @@ async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
             await conn.fetchval("SELECT count(*) FROM feed_registrations WHERE person_key = $1", good_pk) == 1
         )
         for table in ("sv_events", "sv_consents", "feed_registrations", "feed_referrals", "feed_placements",
-                      "feed_consents"):  # fmt: skip
+                      "feed_retention", "feed_consents"):  # fmt: skip
             stored = await conn.fetchval(
                 f"SELECT count(*) FROM {table} WHERE person_key = ANY($1::text[])", forged_keys
             )
