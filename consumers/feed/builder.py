@@ -194,7 +194,9 @@ class Counted:
 # feed, and grouping sorted them all) with its id; k > 0 retention
 # cohort k per site and status; k = -1 new job seekers (registered in the month, no prior application
 # elsewhere; referred when the authority running the site referred the person by the horizon and the
-# month's end).
+# month's end: each registration keeps when that authority's first such referral was sent, ``referred_at``,
+# kept by the facts' triggers, migration 049; joined here to every referral kept, they cost ~0.7 s of
+# PostgreSQL CPU in each count of bench_feed's national month).
 # With $4 (a round rebuilding a few feeds), the placements that can count for them: at the sites of
 # $4's authorities, and those of people they referred, each read by its index (the month's or a cohort
 # month's, c.lo to c.hi): the round reads their rows, not the month's. One condition with OR filtered
@@ -267,15 +269,13 @@ SELECT o.authority, o.late, o.k, o.site, NULL, NULL, NULL, NULL, NULL, NULL, NUL
  GROUP BY o.authority, o.late, o.k, o.site, coalesce(t.status, 'not_reported'), coalesce(t.arrived_at > $6, false)
 UNION ALL
 SELECT g.authority, g.arrived_at > $6, -1, g.site, NULL, g.sex, g.age_band, NULL, NULL, g.attributes,
-       g.foreign_national, NULL, NULL, r.person_key IS NOT NULL, coalesce(r.arrived_at > $6, false),
-       count(*)::int, NULL
+       g.foreign_national, NULL, NULL, coalesce(g.referred_at <= $3, false),
+       coalesce(g.referred_at <= $3 AND g.referred_at > $6, false), count(*)::int, NULL
   FROM feed_registrations g
-  LEFT JOIN (SELECT person_key, authority, min(arrived_at) AS arrived_at FROM referrers
-              GROUP BY person_key, authority) r ON r.person_key = g.person_key AND r.authority = g.authority
  WHERE g.registered_on BETWEEN $1 AND $2 AND g.arrived_at <= $3 AND g.prior_application_office IS NULL
    AND ($4::text[] IS NULL OR g.authority = ANY($4::text[])) AND NOT (g.authority = ANY($5::text[]))
  GROUP BY g.authority, g.arrived_at > $6, g.site, g.sex, g.age_band, g.attributes, g.foreign_national,
-       r.person_key IS NOT NULL, coalesce(r.arrived_at > $6, false)
+       coalesce(g.referred_at <= $3, false), coalesce(g.referred_at <= $3 AND g.referred_at > $6, false)
 """
 
 # New in team support in the month: a person's first enrolment with an authority (at registration, or
