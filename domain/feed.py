@@ -1028,7 +1028,7 @@ def _with_layout(job: Job) -> Job:
 
 def _table_json(feed: SuppressedFeed) -> list[dict[str, Any]]:
     # Cell keys stay tuples (JSON arrays all the same): a national month publishes millions of cells.
-    return [{"name": t.name, "dims": list(t.dims), "cells": feed.rows(t.name)} for t in feed.tables]
+    return [{"name": name, "dims": list(dims), "cells": feed.rows(name)} for name, dims in feed.heads()]
 
 
 def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:

@@ -256,3 +256,17 @@ def test_hidden_cells_listed_by_position_are_the_hidden_cells_sorted(
         assert revised.suppressed_in_order() == sorted(revised.suppressed)
         by_name = d.revise(c, threshold, {ref: None for ref in fresh.cells})  # every cell hidden before
         assert by_name.suppressed_in_order() == sorted(by_name.suppressed)
+
+
+def test_composing_makes_no_table_of_a_counted_feed_until_one_is_read() -> None:
+    """A national build counts 3,100 feeds of ~60 tables and reads none of them as a ``Table``: a
+    counted feed, suppressed or revised, makes its tables only when they are read, the same tables."""
+    jobs, before, _ = _two_revisions()
+    for job, body in list(zip(jobs, before, strict=True))[:4]:
+        counted = population_counts([job.feed])[0]  # type: ignore[list-item]
+        fresh = d.suppress_many([(c, frozenset()) for c in counted.values()], 3)
+        revised = [d.revise_published(c, 3, body["populations"][name]) for name, c in counted.items()]
+        assert all(c._tables is None for c in counted.values())
+        for (name, c), one, other in zip(counted.items(), fresh, revised, strict=True):
+            assert one.heads() == other.heads() == [(t.name, t.dims) for t in c.tables]
+            assert one.tables == other.tables == c.tables == population_tables(job.feed)[name]
