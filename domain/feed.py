@@ -24,6 +24,7 @@ the site category ``OTHER_SITES``, outside the base of A's 就職率.
 from __future__ import annotations
 
 import functools
+import operator
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -610,12 +611,71 @@ class _Published:
         i = index.get(ref)
         return None if i is None else values[i]
 
+    def at(self, row: str) -> Callable[[str, str, str, str], int | None]:
+        """``self`` for ``indicators`` of ``row``: the cells it reads of that row (and of the other
+        sites' row, for the authority's) fetched per population at once (``_reads``); any other cell
+        read as ``self`` reads it. A national build reads ~450,000 cells, ~40 for each of ~9,000 rows."""
+        got: dict[tuple[str, str, str, str], int | None] = {}
+        rows = (row, OTHER_SITES) if row == TOTAL else (row,)
+        for population, (index, values) in self.cells.items():
+            keys, pick = _reads(population, rows, index)
+            if keys:
+                got.update(zip(keys, pick(values), strict=True))
+
+        def read(population: str, dim: str, row: str, column: str) -> int | None:
+            found = got.get((population, dim, row, column), _UNREAD)
+            return self(population, dim, row, column) if found is _UNREAD else found  # type: ignore[return-value]
+
+        return read
+
+
+_UNREAD = object()
+# The cells ``indicators`` reads of a row, per population: (dimension, column).
+_INDICATOR_CELLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "new_job_seekers": (("referred", TOTAL), ("referred", "yes"), *((d, "yes") for d in GROUP_DIMS)),
+    "referral_placements": (
+        ("employment_type", TOTAL), ("employment_type", REGULAR), *((d, "yes") for d in GROUP_DIMS)
+    ),
+    "self_found_placements": (("employment_type", TOTAL),),
+    "team_support": (("enrolment", TOTAL),),
+    **{f"retention_{k}m": (("status", TOTAL), ("status", "employed")) for k in RETENTION_CHECKPOINTS},
+}  # fmt: skip
+_read_plans: dict[tuple[str, tuple[str, ...], int], tuple[Any, ...]] = {}
+
+
+def _reads(
+    population: str, rows: tuple[str, ...], index: Mapping[CellRef, int]
+) -> tuple[list[tuple[str, str, str, str]], Callable[[Sequence[int | None]], Sequence[int | None]]]:
+    """The cells of ``population`` that ``indicators`` reads at ``rows`` and are in the layout whose cell
+    positions are ``index`` (names, and a getter of their values from the published values in the
+    layout's order): worked out once per layout, population and rows (a handful in a national build)."""
+    plan = _read_plans.get((population, rows, id(index)))
+    if plan is not None and plan[0] is index:  # the same layout's index (not one reusing its id)
+        return plan[1], plan[2]
+    keys, positions = [], []
+    for row in rows:
+        for dim, column in _INDICATOR_CELLS.get(population, ()):
+            i = index.get(CellRef(f"{population}: site × {dim}", (row, column)))
+            if i is not None:
+                keys.append((population, dim, row, column))
+                positions.append(i)
+    if len(_read_plans) >= 4096:
+        _read_plans.clear()
+    pick: Callable[[Sequence[int | None]], Sequence[int | None]]
+    if len(positions) == 1:
+        only = positions[0]
+        pick = lambda values: (values[only],)  # noqa: E731 - itemgetter of one position gives no tuple
+    else:
+        pick = operator.itemgetter(*positions) if positions else (lambda values: ())
+    _read_plans[(population, rows, id(index))] = (index, keys, pick)
+    return keys, pick
+
 
 def indicators(populations: Mapping[str, SuppressedFeed] | _Published, row: str) -> dict[str, Any]:
     """The programme's indicators for the authority (``row`` TOTAL) or one site (its category), read from
     the published cells, so an indicator never shows what a table hides; None where a count is hidden.
     Derived figures (a difference, a sum, a ratio) of published counts reveal nothing more."""
-    get = populations if isinstance(populations, _Published) else _Published(populations)
+    get = (populations if isinstance(populations, _Published) else _Published(populations)).at(row)
 
     def base(a: int | None, population: str, dim: str, column: str) -> int | None:
         """A count as 就職率's base takes it: the authority's own sites only (less the other sites'

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -270,3 +271,25 @@ def test_composing_makes_no_table_of_a_counted_feed_until_one_is_read() -> None:
         for (name, c), one, other in zip(counted.items(), fresh, revised, strict=True):
             assert one.heads() == other.heads() == [(t.name, t.dims) for t in c.tables]
             assert one.tables == other.tables == c.tables == population_tables(job.feed)[name]
+
+
+def test_indicators_read_a_row_at_once_as_they_read_it_cell_by_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``indicators`` reads each row's cells through a plan per layout (``_Published.at``): the same
+    figures as reading every cell by name, for the authority, each site and the other sites' row."""
+    from domain import feed as f
+
+    jobs, _, _ = _two_revisions()
+    rows_read = 0
+    for job in jobs[:12]:
+        counted = population_counts([job.feed])[0]  # type: ignore[list-item]
+        published = f._Published(
+            dict(zip(counted, d.suppress_many([(c, frozenset()) for c in counted.values()], 3), strict=True))
+        )
+        rows = [d.TOTAL, f.OTHER_SITES, *(f.site_category(job.feed.authority, s) for s in job.feed.sites)]
+        fast = [f.indicators(published, row) for row in rows]
+        with monkeypatch.context() as m:
+            m.setattr(f._Published, "at", lambda self, row: self)
+            slow = [f.indicators(published, row) for row in rows]
+        assert fast == slow
+        rows_read += len(rows)
+    assert rows_read > 30
