@@ -32,7 +32,13 @@ from contracts.events import (
     RegistrationPersonal,
     Retention,
 )
-from contracts.types import INSTANT_PATTERN, INSTANT_RULE, in_supported_range, instant_text
+from contracts.types import (
+    DIGITS_AS_ZERO,
+    INSTANT_RULE,
+    INSTANT_SHAPES,
+    in_supported_range,
+    instant_text,
+)
 from domain.calendar import FIRST_YEAR, LAST_YEAR
 from domain.trace_context import TRACEPARENT_HEADER as TRACEPARENT_HEADER
 from domain.trace_context import TRACEPARENT_LENGTH as TRACEPARENT_LENGTH
@@ -421,7 +427,7 @@ _CANONICAL_NAMES = (
 _TRACED_NAMES = ((), (TRACEPARENT_HEADER,), (TRACEPARENT_HEADER, TRACESTATE_HEADER))
 _SPECVERSION = SPECVERSION.encode()
 _CONTENT_TYPE = CONTENT_TYPE.encode()
-_HEX = b"0123456789abcdef"  # ID_PATTERN's alphabet: an id of 32 bytes none of which is outside it matches
+_HEX = wire.changing_all_but(b"0123456789abcdef")  # ID_PATTERN's: 32 bytes it keeps as they are match
 _SOURCE = re.compile(SOURCE_PATTERN[1:-1].encode()).fullmatch
 _SOURCES: dict[bytes, str] = {}  # sources that passed (a few hundred organisations), bounded like _PASSED
 _new_event = tuple.__new__  # ``Event(...)`` less its Python frame: the fields are given in order
@@ -430,7 +436,6 @@ _SHALLOW_LENGTH = 2 * wire.NESTING_MAX + 1
 _loads = orjson.loads
 _convert = msgspec.convert
 _utf8 = wire.utf8
-_instant_text = re.compile(INSTANT_PATTERN).fullmatch
 
 
 def _canonical(
@@ -465,20 +470,18 @@ def _canonical(
             if len(_SOURCES) >= _PASSED_MAX:
                 _SOURCES.clear()
             source = _SOURCES[raw_source] = raw_source.decode()
-        if len(raw_id) != 32 or raw_id.translate(None, _HEX) or raw_subject != key or value is None:
+        if len(raw_id) != 32 or raw_id.translate(_HEX) != raw_id or raw_subject != key or value is None:
             return None
-        # The whole way refuses a time in any other spelling, or that fromisoformat does not read; for ASCII
-        # text (anything else raises here) that is this.
-        text = raw_time.decode("ascii")
-        if _instant_text(text) is None:  # ``instant_text``, inlined (as the range's quick test below)
+        # The whole way refuses a time in any other spelling (``instant_text``), or that fromisoformat does
+        # not read. The spelling told from the bytes (``contracts.types.instant_bytes``, inlined: as the
+        # range's quick test below), so the text is ASCII.
+        offset = INSTANT_SHAPES.get(raw_time.translate(DIGITS_AS_ZERO))
+        if offset is None or (offset and (raw_time[-5:-3] > b"23" or raw_time[-2] > 0x35)):
             return None
-        time = datetime.fromisoformat(text)
+        time = datetime.fromisoformat(raw_time.decode("ascii"))
         if not (
             type(time.tzinfo) is timezone and FIRST_YEAR < time.year < LAST_YEAR
         ) and not in_supported_range(time):
-            return None
-        # may be nested deeper than the contract reads (``wire.shallow_enough``, inlined: once per event)
-        if len(value) > _SHALLOW_LENGTH and value.count(b"[") + value.count(b"{") > _NESTING_MAX:
             return None
         # As ``wire.DATA[…].decode``: straight into the exact struct where no parse is kept and the value is
         # UTF-8, else (or where that refuses) orjson's parse (the one parse, ``Event.parsed``; it refuses a
@@ -491,6 +494,10 @@ def _canonical(
             except ValueError:  # msgspec.DecodeError
                 data = None
         if data is None:
+            # may be nested deeper than the contract reads (``wire.shallow_enough``, inlined). Not asked of
+            # a value the exact struct read: it reads no deeper than its own fields' types.
+            if len(value) > _SHALLOW_LENGTH and value.count(b"[") + value.count(b"{") > _NESTING_MAX:
+                return None
             parsed = _loads(value)
             data = _convert(parsed, struct)
         checks(data)

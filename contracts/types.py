@@ -6,6 +6,7 @@ Each type carries its rule, so a rejection names the field (pydantic's location)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any
@@ -139,6 +140,24 @@ def instant_text(value: str) -> bool:
     return _INSTANT(value) is not None
 
 
+# The same spelling told in bytes at a sixth of the regex's cost (the consume side's quick paths read one
+# or two instants per event): with every digit masked to 0 the text is one of a few shapes (seconds, zero
+# to six fractional digits, Z or an offset), and an offset's hour and minute are in range. For any bytes
+# the verdict of ``INSTANT_PATTERN`` (``tests/unit/test_wire.py``); the quick paths inline it.
+DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+INSTANT_SHAPES: dict[bytes, bool] = {  # shape → whether it ends in an offset ±HH:MM
+    b"0000-00-00T00:00:00" + fraction + zone: zone != b"Z"
+    for fraction in [b"", *(b"." + b"0" * n for n in range(1, 7))]
+    for zone in (b"Z", b"+00:00", b"-00:00")
+}
+
+
+def instant_bytes(raw: bytes) -> bool:
+    """Whether ``raw`` is an instant in the one spelling (``INSTANT_PATTERN``), in a few C calls."""
+    offset = INSTANT_SHAPES.get(raw.translate(DIGITS_AS_ZERO))
+    return offset is not None and (not offset or (raw[-5:-3] <= b"23" and raw[-2] <= 0x35))  # 0x35: "5"
+
+
 def _day_spelling(value: Any) -> Any:
     if type(value) is str:
         if _DAY(value) is not None:
@@ -206,6 +225,14 @@ def plausible_birth_date(value: date) -> date:
     if not EARLIEST_BIRTH_DATE <= value <= LAST_DAY:
         raise PydanticCustomError("date_range", BIRTH_DATE_RULE)
     return value
+
+
+DAY_RANGES: dict[Callable[[date], date], tuple[date, date]] = {
+    supported_day: (EARLIEST_DAY, LAST_DAY),
+    plausible_birth_date: (EARLIEST_BIRTH_DATE, LAST_DAY),
+}
+"""The days each range check above lets through, first and last: ``contracts.wire`` compares them inline
+rather than calling the check (a call for every day of every event)."""
 
 
 Timestamp = Annotated[

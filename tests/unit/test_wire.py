@@ -1023,3 +1023,122 @@ def test_a_canonical_value_is_read_straight_into_the_exact_struct(stream: list[E
         assert _plain(exact) == _plain(_orjson_then_convert(event.family, value))
         assert wire.builtins_of(exact) == wire.builtins_of(_orjson_then_convert(event.family, value))
         assert type(decode(*encode(event), fast=True).data) is type(exact)
+
+
+# --- session 10: the quick paths' own checks, held to the rules they stand for ------------------------
+
+
+def _instant_spellings() -> st.SearchStrategy[bytes]:
+    """Instants in the one spelling and near misses of it: every offset hour and minute 00-99, seven
+    fractional digits, Unicode digits, another separator, a final newline, and any bytes at all."""
+    digits = st.text("0123456789", min_size=2, max_size=2)
+    near = st.builds(
+        lambda date, sep, clock, fraction, sign, hour, minute, tail: (
+            date + sep + clock + fraction + (sign + hour + ":" + minute if sign else "Z") + tail
+        ).encode(),
+        st.sampled_from(["2025-04-01", "1999-12-31", "2O25-04-01", "２025-04-01", "2025-4-01"]),
+        st.sampled_from(["T", "t", " ", "\x00"]),
+        st.sampled_from(["09:00:00", "23:59:59", "09:00", "09:00:0", "09:00:00:00"]),
+        st.sampled_from(["", ".1", ".123456", ".1234567", ".", ",5"]),
+        st.sampled_from(["+", "-", "", "\u2212"]),
+        digits,
+        digits,
+        st.sampled_from(["", "\n", " ", ":00", "0"]),
+    )
+    return st.one_of(
+        near, st.binary(max_size=40), st.from_regex(INSTANT_PATTERN, fullmatch=True).map(str.encode)
+    )
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_instant_spellings())
+def test_fuzz_an_instant_told_from_its_bytes_is_told_as_by_its_pattern(raw: bytes) -> None:
+    """``instant_bytes`` (inlined in the envelope's quick path and the fast decoder's time fields) gives the
+    verdict of ``INSTANT_PATTERN`` for any bytes, offsets +24:00 and +09:60 (which ``fromisoformat``
+    reads) included."""
+    from contracts.types import instant_bytes
+
+    by_pattern = re.fullmatch(INSTANT_PATTERN, raw.decode("latin-1")) is not None
+    assert instant_bytes(raw) is by_pattern, raw
+
+
+@pytest.mark.parametrize(
+    "offset", [b"+09:60", b"+09:99", b"-00:60", b"+24:00", b"+99:00", b"+23:59", b"-00:00", b"+00:59"]
+)
+def test_an_offset_out_of_range_is_judged_alike_in_ce_time_and_in_the_data(offset: bytes) -> None:
+    """``fromisoformat`` reads an offset's minutes past 59 (+09:60 is +10:00): the quick paths check the
+    spelling before it, in the envelope's ``ce_time`` and in a time field of the data."""
+    consent = to_event(factories.consent(factories.person_key()), None)
+    key, headers, value = encode(consent)
+    time = b"2025-04-01T09:00:00" + offset
+    in_header = [(n, time if n == "ce_time" else v) for n, v in headers]
+    assert _judged(key, in_header, value, fast=True) == _judged(key, in_header, value, fast=False)
+    data = orjson.loads(value)
+    data["captured"]["signed_at"] = time.decode()
+    _assert_same(Family.CONSENT, orjson.dumps(data))
+    _assert_dead_lettered_alike(consent, data)
+    accepted = offset in (b"+23:59", b"-00:00", b"+00:59")
+    assert (_judged(key, in_header, value, fast=True)[0] == "accepted") is accepted
+
+
+@given(st.text(max_size=40), st.sampled_from(sorted({*_QUICK})))
+@settings(max_examples=600, deadline=None)
+def test_fuzz_a_quick_check_refuses_every_byte_outside_its_class(text: str, pattern: str) -> None:
+    """The quick checks translate a value's UTF-8 bytes with a table that changes every byte outside the
+    class: a value with any other byte (0x80-0xFF among them, from any character outside ASCII) is not
+    passed quickly, whatever byte it is."""
+    check = wire.quick_check(pattern)
+    assert check is not None
+    for byte in range(256):
+        candidate = text + chr(byte)
+        if check(candidate):
+            assert re.fullmatch(pattern, candidate) is not None, (pattern, candidate)
+
+
+def test_a_day_range_compared_inline_is_the_range_its_check_holds() -> None:
+    """The fast decoder compares a day with the bounds ``DAY_RANGES`` gives instead of calling the check:
+    the check refuses exactly the days outside them."""
+    from pydantic_core import PydanticCustomError
+
+    from contracts.types import DAY_RANGES
+
+    assert DAY_RANGES
+    for check, (first, last) in DAY_RANGES.items():
+        for day in [date.min, first - timedelta(days=1), first, last, last + timedelta(days=1), date.max]:
+            try:
+                check(day)
+                held = True
+            except PydanticCustomError:
+                held = False
+            assert held is (first <= day <= last), (check.__name__, day)
+
+
+def _deep(depth: int) -> list[bytes]:
+    return [b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth]
+
+
+@pytest.mark.parametrize("depth", [300, 100_000])
+def test_the_exact_struct_reads_no_deeper_than_its_fields_so_a_deep_value_is_judged_as_the_contract(
+    depth: int,
+) -> None:
+    """The quick paths no longer count a value's brackets before the exact struct reads it (two passes
+    over every value): it forbids unknown fields and its fields' types nest a few levels, so msgspec stops
+    at the first bracket no field takes, however deep the rest goes. A value nested past the contract's
+    limit, in a field no contract reads, in a known field or in a list's item, is refused by it without a
+    ``RecursionError`` and dead-lettered by the fast decode with the contract's reason."""
+    consent = to_event(factories.consent(factories.person_key()), None)
+    key, headers, value = encode(consent)
+    for nested in _deep(depth):
+        for field in [b"note", b"form_version", b"scopes", b"recipients", b"captured"]:
+            data = value[:-1] + b',"' + field + b'":' + nested + b"}"
+            with pytest.raises(msgspec.ValidationError):
+                wire.DATA["consent"].exact(data)
+            with pytest.raises(wire.Invalid):
+                wire.DATA["consent"].decode(data)
+            assert _judged(key, headers, data, fast=True) == _judged(key, headers, data, fast=False)
+            assert _judged(key, headers, data, fast=True)[0] == "refused"
+        item = value.replace(b'"scopes":[', b'"scopes":[' + nested + b",", 1)
+        assert item != value
+        with pytest.raises(msgspec.ValidationError):
+            wire.DATA["consent"].exact(item)
+        assert _judged(key, headers, item, fast=True) == _judged(key, headers, item, fast=False)
