@@ -22,7 +22,6 @@ from datetime import datetime
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from contracts.envelope import Event
 from infra import health, metrics
@@ -381,7 +380,7 @@ async def _send(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) -> l
         every = sorted(await producer.partitions_for(topic))
         batches: dict[int, list[asyncpg.Record]] = {}
         for record, index in zip(
-            records, _partition_indexes([r["key"] for r in records], len(every)), strict=True
+            records, partitions_of([r["key"] for r in records], len(every)), strict=True
         ):
             batches.setdefault(every[index], []).append(record)
         for partition, part in batches.items():
@@ -397,11 +396,3 @@ async def _send(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) -> l
             builder.close()  # complete: the producer sends it now instead of lingering for more
             futures.append(await producer.send_batch(builder, topic, partition=partition))
     return futures
-
-
-def _partition_indexes(keys: Sequence[bytes], partitions: int) -> list[int]:
-    """The default partitioner's choice for each key, as an index into the topic's sorted partitions."""
-    try:
-        return partitions_of([key.decode() for key in keys], partitions)
-    except UnicodeDecodeError:  # a key that is no text (not one the hub writes): hashed as it is
-        return [(murmur2(key) & 0x7FFFFFFF) % partitions for key in keys]

@@ -181,7 +181,7 @@ class SharedViewHandler:
 
     def _partitions_of(self, persons: Collection[str]) -> list[int]:
         """The partition numbers these people's events go to, on every topic."""
-        return partitions_of(list(persons), self.partitions)
+        return partitions_of([person.encode() for person in persons], self.partitions)
 
     async def _load(self, conn: asyncpg.Connection, events: Sequence[Incoming]) -> tuple[ViewState, Opener]:
         """The batch's state, and an opener holding the data keys of its people (the batch holds the
