@@ -17,7 +17,7 @@ import asyncpg
 from contracts.envelope import Event, Family, data_value, header_texts, topic_for
 from infra import metrics
 from infra.db import OUTBOX_CHANNEL
-from infra.tracing import current_traceparent, current_tracestate
+from infra.tracing import current_trace_context
 
 
 async def insert_events(
@@ -68,8 +68,7 @@ def outbox_columns(
     caller's quicker spelling of its bytes (a file chunk's, ``csv_chunks.FamilyRows.value_of``);
     ``headers_of``: ``header_texts``, or a caller's spelling of them (a file chunk's JSON text,
     ``csv_chunks.HeadersJson``)."""
-    traceparent = current_traceparent()
-    tracestate = current_tracestate() if traceparent is not None else None
+    traceparent, tracestate = current_trace_context()
     topics: dict[Family, str] = {}
     topic_of: list[str] = []
     headers: list[Any] = []

@@ -64,6 +64,7 @@ __all__ = [
     "TRACEPARENT_HEADER",
     "TRACESTATE_HEADER",
     "batch_span",
+    "current_trace_context",
     "current_traceparent",
     "current_tracestate",
     "export_to",
@@ -205,6 +206,16 @@ def current_tracestate() -> str | None:
     if not context.is_valid:
         return None
     return context.trace_state.to_header() or None
+
+
+def current_trace_context() -> tuple[str | None, str | None]:
+    """``current_traceparent()`` and ``current_tracestate()`` from one look-up of the span in progress
+    (an acceptance takes both for every request)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    return traceparent, context.trace_state.to_header() or None
 
 
 def trace_id(traceparent: str | None) -> str | None:

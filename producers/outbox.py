@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,7 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from contracts.envelope import Event
+from contracts.envelope import Event, data_value
 from infra import health, metrics
 from infra.config import Settings
 from infra.crypto import forget_everywhere
@@ -70,6 +70,7 @@ async def accept_sealed(
     clients: Sequence[str | None] = (),
     origin: str,
     namespace: str,
+    value_of: Callable[[Event], bytes] = data_value,
 ) -> Verdicts:
     """Accept sealed events in one round trip: their own transaction (``accept_events``: 021, latest 042).
 
@@ -81,12 +82,13 @@ async def accept_sealed(
     revocation waits for this transaction, so none commits between its check and its events), or one of its people is on the erasure register now (read under the
     acceptance erasure lock, after authorisation's read: P9 even under a concurrent erasure), or got a
     stored key meanwhile (seal it again), or, keyed, if its key is taken; else its events go into the
-    outbox with what they change in the registers (holders P3, fences P7), in the order given."""
+    outbox with what they change in the registers (holders P3, fences P7), in the order given. ``value_of``
+    writes an event's outbox value (``outbox_columns``)."""
     if conn.is_in_transaction():
         raise RuntimeError("accept_sealed is a transaction of its own")
     events = [e for evs in units for e in evs]
     e_unit = [i for i, evs in enumerate(units) for _ in evs]
-    topics, headers, values, ids = outbox_columns(events, namespace)
+    topics, headers, values, ids = outbox_columns(events, namespace, value_of)
     holders = holder_rows(events)
     fences = fence_rows(events)
     row = await conn.fetchrow(

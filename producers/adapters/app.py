@@ -18,6 +18,7 @@ import orjson
 from fastapi import Depends, FastAPI, File, Header, Request, UploadFile
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from contracts.envelope import MODELS, PERSONAL_MODELS, Family
@@ -212,10 +213,6 @@ async def fresh_publisher(
     return await verify(request, authorization, cached=False)
 
 
-async def cached_publisher(request: Request) -> Principal:
-    return await verify(request, request.headers.get("authorization"), cached=True)
-
-
 async def uploader(request: Request) -> Principal:
     return await verify(request, request.headers.get("authorization"), cached=False)
 
@@ -231,11 +228,39 @@ def idempotency_key(value: str | None) -> str | None:
     return value
 
 
+def _credential_and_key(request: Request) -> tuple[str | None, str | None]:
+    """The ``Authorization`` and ``Idempotency-Key`` headers, as ``request.headers.get`` reads each (the
+    first of its name, Latin-1), in one pass over the request's headers instead of one per header."""
+    authorization = key = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"idempotency-key" and key is None:
+            key = value.decode("latin-1")
+    return authorization, key
+
+
 async def read_json(request: Request) -> Any:
     try:
-        return orjson.loads(await request.body())
+        return orjson.loads(await _body(request))
     except orjson.JSONDecodeError as exc:
         raise Rejected([FieldError("(body)", f"not valid JSON: {exc}", None, "json")]) from None
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body as ``request.body()`` reads it (through the same ``receive``, so the body
+    limits apply as it arrives; ``ClientDisconnect`` if the client goes), without its stream's async
+    generator: a single-event body is one message, and the generator's layers cost more than reading it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
 
 
 # --- one family's endpoints ----------------------------------------------------------------------------
@@ -250,16 +275,18 @@ class FamilyEndpoints:
         self.family = family
 
     async def publish_one(self, request: Request) -> Response:
-        principal = await cached_publisher(request)
-        key = idempotency_key(request.headers.get("idempotency-key"))
+        authorization, key = _credential_and_key(request)
+        principal = await verify(request, authorization, cached=True)
+        key = idempotency_key(key)
         body = await read_json(request)
         result = await self._accept(request, principal, [body], key, batch=False)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return _json({"event_id": result.event_ids[0], "replayed": result.replayed}, 202, headers)
 
     async def publish_batch(self, request: Request) -> Response:
-        principal = await cached_publisher(request)
-        key = idempotency_key(request.headers.get("idempotency-key"))
+        authorization, key = _credential_and_key(request)
+        principal = await verify(request, authorization, cached=True)
+        key = idempotency_key(key)
         body = await read_json(request)
         if not isinstance(body, list) or not 1 <= len(body) <= 1000:
             raise Rejected(

@@ -40,7 +40,7 @@ from infra.gc import fewer_collections
 from infra.logging import get_logger
 from infra.metrics import EVENTS_ACCEPTED
 from infra.outbox_rows import outbox_columns
-from infra.tracing import current_traceparent, current_tracestate
+from infra.tracing import current_trace_context
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
 from producers.adapters.csv_chunks import FamilyRows, HeadersJson, Row, seal_rows
 from producers.holders import (
@@ -148,6 +148,7 @@ class AdapterService:
         self.digest_key = derived_key(settings.master_key, "idempotency")
         self.committer = _GroupCommitter(self)
         self._judges: dict[Family, FamilyRows] = {}
+        self._accepted_counters: dict[Family, Any] = {}
 
     # --- rejections (value-free) -----------------------------------------------------------------
 
@@ -238,7 +239,7 @@ class AdapterService:
             if earlier is None:  # the record expired since the group's read: gone, so the key is free
                 return await self.accept_events(principal, family, bodies, idempotency_key, batch=batch)
             return earlier
-        REQUESTS.labels(self.adapter.value, family.value, "accepted").inc()
+        self._accepted(family).inc()
         return Accepted(event_ids)
 
     def authorise_unit(self, unit: _Unit, loaded: Context) -> list[str] | AuthError:
@@ -421,6 +422,20 @@ class AdapterService:
             chunk.valid += judged.rows
             chunk.bad += judged.bad
         return chunk
+
+    def _accepted(self, family: Family) -> Any:
+        """The family's ``accepted`` request counter (looked up once: ``labels`` took a lock per request)."""
+        counter = self._accepted_counters.get(family)
+        if counter is None:
+            counter = self._accepted_counters[family] = REQUESTS.labels(
+                self.adapter.value, family.value, "accepted"
+            )
+        return counter
+
+    def value_of(self, event: Event) -> bytes:
+        """An accepted request's event as its outbox value: its family's quick spelling of
+        ``contracts.envelope.data_value``'s bytes (``FamilyRows.value_of``, as a file's rows)."""
+        return self._rows(event.family).value_of(event)
 
     def _rows(self, family: Family) -> FamilyRows:
         judge = self._judges.get(family)
@@ -763,9 +778,9 @@ class _Unit:
     family: Family
     rows: list[Row]
     idem: tuple[str, str, bytes, str] | None  # organisation, key, request digest, family
-    # The request's trace context, taken where the unit is made: the group commit runs in another task.
-    traceparent: str | None = field(default_factory=current_traceparent)
-    tracestate: str | None = field(default_factory=current_tracestate)
+    # The request's trace context (traceparent, tracestate), taken where the unit is made: the group
+    # commit runs in another task.
+    trace: tuple[str | None, str | None] = field(default_factory=current_trace_context)
     done: asyncio.Future[list[str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -935,7 +950,7 @@ class _GroupCommitter:
         per_unit, sealing = await seal_units(service.keystore, group, sources, row["stored_keys"])
         for unit, evs in zip(group, per_unit, strict=True):
             for i, e in enumerate(evs):  # the request's trace context (the commit runs in another task)
-                evs[i] = e._replace(traceparent=unit.traceparent, tracestate=unit.tracestate)
+                evs[i] = e._replace(traceparent=unit.trace[0], tracestate=unit.trace[1])
         # The accepting transaction, in one round trip: the clients' revocation again (read FOR SHARE: one
         # committed since the first read refuses its client's requests, a later one waits for this
         # transaction), data keys, the erasure fence (P9 at commit: a request whose person was erased since
@@ -948,6 +963,7 @@ class _GroupCommitter:
             clients=[u.principal.client_id for u in group],
             origin=f"{service.adapter.value}-adapter",
             namespace=service.settings.topic_namespace,
+            value_of=service.value_of,
         )
         service.keystore.remember(sealing, sealing.keys.keys() - verdicts.keyless)
         # Answered as the first read answers a client revoked (or removed) since it authenticated: 401.
