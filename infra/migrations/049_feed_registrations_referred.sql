@@ -15,6 +15,11 @@
 -- person's first referral by that authority, or an earlier one sent late), so most referrals rewrite one
 -- registration and most registrations none (the person's referral usually follows it). Erasure
 -- (consumers/feed/erasure.py) updates only the sealed personal blocks: nothing to recount.
+-- Writers in flight finish first, and none writes until this commits: a feed batch writing a referral
+-- (and no registration) while the fill below runs would be seen by neither the fill nor the triggers
+-- (tests/integration/test_feed_referred_migration_writer.py). Both tables at once, in the order the
+-- feed's store writes them (registrations, then referrals), so no writer waits for this in a circle.
+LOCK TABLE feed_registrations, feed_referrals IN SHARE ROW EXCLUSIVE MODE;
 ALTER TABLE feed_registrations ADD COLUMN IF NOT EXISTS referred_at timestamptz;
 -- Room on each page for a registration's referral time written later (most are: the referral follows
 -- the registration), so the update stays on the page and adds no index entry (a heap-only update). With
