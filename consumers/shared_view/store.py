@@ -9,8 +9,9 @@ it. Writes take the consumers' one bulk-write idiom (``infra.db.copy_to_stage``)
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -133,22 +134,55 @@ async def _store_events(
     Measured on bench_projection's stream of 100,000 events (a busy machine), PostgreSQL's time in the
     batch: the stage and ``INSERT … SELECT … ON CONFLICT`` 28%, the direct ``COPY`` 26%, one statement
     less. An event without a personal block is stored as one whose block opens (``block_opens``)."""
-    now = datetime.now(UTC)
     rows = [
-        (
-            e.event_id,
-            e.person_key,
-            e.family,
-            e.time,
-            raw[e.event_id],
-            now if visible else None,
-            e.event_id not in opened or opened[e.event_id] is not None,
-        )
+        (e, raw[e.event_id], visible, e.event_id not in opened or opened[e.event_id] is not None)
         for e, visible in plan.events
         if e.event_id not in known
     ]
     if rows:
-        await conn.copy_records_to_table("sv_events", records=rows, columns=_EVENT_COLUMNS)
+        payload = memoryview(events_payload(rows, datetime.now(UTC)))  # a view: ``bytes`` reads as a path
+        await conn.copy_to_table("sv_events", source=payload, columns=_EVENT_COLUMNS, format="binary")
+
+
+# The events' rows are written in PostgreSQL's binary COPY format here, not by asyncpg's per-value encoders
+# (4.1 us of client CPU per row of these seven values, measured on a loaded machine; the json value went
+# through a Python codec call each): what goes in is what asyncpg would write — text as UTF-8, json as its
+# text (json's binary form), timestamptz as microseconds since 2000-01-01 UTC (every event time is aware and
+# within 2000-2099: ``contracts.types.in_supported_range``), bool as one byte.
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # no flags, no header extension
+_TRAILER = struct.pack(">h", -1)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TEXT = struct.Struct(">i")
+_TIME = struct.Struct(">iq")
+_OPENS = {True: b"\x00\x00\x00\x01\x01", False: b"\x00\x00\x00\x01\x00"}
+_NULL = _TEXT.pack(-1)
+
+
+def events_payload(rows: Iterable[tuple[Any, bytes, bool, bool]], now: datetime) -> bytes:
+    """``sv_events`` rows (``_EVENT_COLUMNS``) as one binary COPY: each (event, its JSON as received,
+    visible now?, does its block open?); ``now``: ``applied_at`` of the visible ones."""
+    head, text, time = struct.pack(">h", len(_EVENT_COLUMNS)), _TEXT.pack, _TIME.pack
+    applied = time(8, (now - _PG_EPOCH) // _MICROSECOND)
+    parts = [_SIGNATURE]
+    for e, value, visible, opens in rows:
+        event_id, person, family = e.event_id.encode(), e.person_key.encode(), e.family.encode()
+        parts += (
+            head,
+            text(len(event_id)),
+            event_id,
+            text(len(person)),
+            person,
+            text(len(family)),
+            family,
+            time(8, (e.time - _PG_EPOCH) // _MICROSECOND),
+            text(len(value)),
+            value,
+            applied if visible else _NULL,
+            _OPENS[opens],
+        )
+    parts.append(_TRAILER)
+    return b"".join(parts)
 
 
 async def _log_withdrawals(conn: asyncpg.Connection, plan: ViewPlan) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
 
 from consumers.shared_view import store
+from domain.batch import Incoming
 from domain.shared_view import PersonView
 
 
@@ -73,3 +74,56 @@ async def test_a_record_extended_in_place_is_rewritten_on_its_own_page(pool: asy
         views = {v.person_key: v for v in await store.load_views(conn, extended)}
         assert all(len(views[p].referrals) == 2 for p in extended)
         await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", people)
+
+
+async def test_the_events_copy_payload_stores_what_the_drivers_encoders_store(pool: asyncpg.Pool) -> None:
+    """``store.events_payload`` writes ``sv_events`` rows in PostgreSQL's binary COPY format itself; the
+    same rows copied through asyncpg's own encoders are stored identically: times at several offsets and
+    microseconds (and near both ends of 2000-2099), JSON with non-ASCII text and escapes kept verbatim, a
+    held and a visible event, a block that opens and one that does not."""
+    zones = [UTC, timezone(timedelta(hours=9)), timezone(timedelta(hours=-5, minutes=-30))]
+    times = [
+        datetime(2000, 1, 1, 9, 0, 0, 1, tzinfo=zones[1]),
+        datetime(2026, 11, 28, 23, 59, 59, 999999, tzinfo=zones[2]),
+        datetime(2099, 12, 31, 23, 59, 59, tzinfo=zones[0]),
+        datetime(2025, 4, 3, 10, 0, tzinfo=zones[1]),
+    ]
+    tag = uuid.uuid4().hex[:16]
+    events = [
+        Incoming(f"{tag}{i:016x}", family, f"{tag}p{i:015x}", when, {})
+        for i, (family, when) in enumerate(
+            zip(("registration", "referral", "placement", "retention"), times, strict=True)
+        )
+    ]
+    values = [
+        '{"name": "髙橋 𠮷野", "q": "a\\"b\\\\u0000"}'.encode(),
+        b'{"n": 1e5, "list": [1, 2, {"x": null}]}',
+        b"{}",
+        '{"emoji": "\\ud83d\\ude00 😀"}'.encode(),
+    ]
+    rows = [(e, v, i % 2 == 0, i != 1) for i, (e, v) in enumerate(zip(events, values, strict=True))]
+    now = datetime(2026, 11, 28, 9, 30, 15, 123456, tzinfo=UTC)
+    columns = ("event_id", "person_key", "family", "event_time", "data", "applied_at", "block_opens")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("CREATE TEMP TABLE mine (LIKE sv_events INCLUDING DEFAULTS) ON COMMIT DROP")
+        await conn.execute("CREATE TEMP TABLE theirs (LIKE sv_events INCLUDING DEFAULTS) ON COMMIT DROP")
+        payload = memoryview(store.events_payload(rows, now))
+        await conn.copy_to_table("mine", source=payload, columns=columns, format="binary")
+        await conn.copy_records_to_table(
+            "theirs",
+            records=[
+                (e.event_id, e.person_key, e.family, e.time, v, now if vis else None, o)
+                for e, v, vis, o in rows
+            ],
+            columns=columns,
+        )
+        read = "SELECT event_id, person_key, family, event_time, data::text, applied_at, block_opens FROM {} ORDER BY 1"
+        mine = [tuple(r) for r in await conn.fetch(read.format("mine"))]
+        assert mine == [tuple(r) for r in await conn.fetch(read.format("theirs"))]
+    assert [r[3] for r in mine] == times and [r[4].encode() for r in mine] == values
+    assert [r[5] for r in mine] == [now, None, now, None] and [r[6] for r in mine] == [
+        True,
+        False,
+        True,
+        True,
+    ]
