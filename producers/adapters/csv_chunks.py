@@ -276,13 +276,19 @@ class HeadersJson:
 
     def __init__(self) -> None:
         self._templates: dict[tuple[Any, ...], tuple[str, str, str] | None] = {}
+        self._last: tuple[tuple[Any, ...], tuple[str, str, str] | None] | None = None
 
     def __call__(self, event: Event) -> str:
         key = (event.source, event.type, event.time, event.family, event.traceparent, event.tracestate)
-        if key in self._templates:
-            template = self._templates[key]
+        last = self._last
+        if last is not None and last[0] == key:  # the previous event's (a tuple compare: no hash)
+            template = last[1]
         else:
-            template = self._templates[key] = self._template(event)
+            if key in self._templates:
+                template = self._templates[key]
+            else:
+                template = self._templates[key] = self._template(event)
+            self._last = (key, template)
         ident, subject = event.id, event.subject
         if template is None or not (ident.isalnum() and subject.isalnum() and (ident + subject).isascii()):
             return orjson.dumps(header_texts(event)).decode()
