@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -343,12 +344,15 @@ class AdapterService:
         ahead: asyncio.Queue[_Chunk | Exception | None] = asyncio.Queue(maxsize=1)
 
         async def judging() -> None:
+            judged = 0
             try:
-                while True:
-                    chunk = await self._prepare_chunk(family, header.label_for, chunks)
+                for index in itertools.count():
+                    limit = _chunk_rows(index, total - judged)
+                    chunk = await self._prepare_chunk(family, header.label_for, chunks, limit)
                     await ahead.put(chunk)
                     if chunk is None or chunk.error is not None:
                         return
+                    judged += chunk.rows
             except Exception as exc:  # raised where the chunks are taken
                 await ahead.put(exc)
 
@@ -394,8 +398,9 @@ class AdapterService:
         family: Family,
         label_for: Callable[[tuple[int | str, ...]], str | None],
         chunks: Iterator[Chunk],
+        limit: int,
     ) -> _Chunk | None:
-        """Judge the next chunk (``None`` at the end of the file). CPU only, but read, parsed and judged a
+        """Judge the next chunk, of ``limit`` rows (``_chunk_rows``; ``None`` at the end of the file). CPU only, but read, parsed and judged a
         part of ``_YIELD_EVERY`` rows at a time, yielding in between: the previous chunk's transaction
         waits for this loop to read each answer of PostgreSQL, and it sat idle while 2,000 rows were
         parsed in one go."""
@@ -403,7 +408,7 @@ class AdapterService:
         judge = self._rows(family)
         # The row keys' HMAC, keyed once a file and fed the family once (``_row_key``).
         secret = hmac.new(self.digest_key, family.value.encode() + b"\x00", "sha256")
-        while chunk is None or (chunk.rows < CHUNK_ROWS and chunk.error is None):
+        while chunk is None or (chunk.rows < limit and chunk.error is None):
             await asyncio.sleep(0)
             parsed, error = next(chunks, ([], None))
             if not parsed and error is None:
@@ -568,6 +573,17 @@ class AdapterService:
         summary.rejected += len({line for line, _ in bad})
         summary.errors.extend(bad)
         await self.record_rejections(family.value, [(e.operator_rule, e.rule_class) for _, e in bad])
+
+
+def _chunk_rows(index: int, remaining: int) -> int:
+    """How many rows a file's ``index``-th chunk takes, ``remaining`` rows (about: the file's line feeds)
+    not judged yet. A chunk's transaction overlaps the next chunk's judging and sealing, but the first
+    chunk is judged with no transaction to overlap and the last one written with nothing left to judge:
+    PostgreSQL, or this process, waits that long. So the first chunks grow from an eighth of CHUNK_ROWS
+    and the last ones take half of what is left, down to one part (``_YIELD_EVERY`` rows)."""
+    part = min(CHUNK_ROWS, _YIELD_EVERY)
+    growing = CHUNK_ROWS >> max(0, 3 - index)
+    return min(CHUNK_ROWS, max(part, min(growing, remaining // 2)))
 
 
 def _carry(previous: Context, ctx: Context, persons: Iterable[str]) -> None:

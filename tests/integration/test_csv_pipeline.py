@@ -79,3 +79,31 @@ async def test_a_chunk_is_staged_while_the_one_before_it_is_still_in_its_transac
     summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
     assert (summary.accepted, summary.rejected) == (4, 0), summary.as_dict()
     assert log == ["staged", "staged", "accept", "accept"]
+
+
+async def test_a_files_first_and_last_chunks_are_small_so_neither_side_waits_a_full_chunk(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk is judged with no transaction to overlap it, the last one written with nothing left
+    to judge: while either runs, PostgreSQL or this process waits. So chunks grow from one part of rows
+    to CHUNK_ROWS, and shrink again as the file's end nears (halving what is left), every row imported
+    once and in order."""
+    from typing import Any
+
+    from tests.helpers import csv_importer
+
+    service, principal, _, _ = await csv_importer(pool, settings, monkeypatch, "ramped", chunk_rows=8)
+    monkeypatch.setattr(service_module, "_YIELD_EVERY", 1)  # a part of a chunk: one row
+    sizes: list[int] = []
+    seal = service._seal_chunk
+
+    async def sized(*args: Any) -> Any:
+        sizes.append(args[2].rows)
+        return await seal(*args)
+
+    monkeypatch.setattr(service, "_seal_chunk", sized)
+    rows = [factories.placement(factories.person_key()).data for _ in range(30)]
+    summary = await service.import_csv(principal, Family.PLACEMENT, write_csv("placement", rows))
+    assert (summary.accepted, summary.rejected) == (30, 0), summary.as_dict()
+    assert sum(sizes) == 30 and max(sizes) == 8, sizes
+    assert sizes[0] == 1 and sizes[-1] == 1, sizes
