@@ -147,7 +147,9 @@ async def follow_replay(
 # members consuming learn of it only at their next heartbeat, and the one joining waits idle till then.
 # Measured (bench_projection's 30,000 events, `--workers 2`): 3.7 s of the events phase and 5.2 s of the
 # consent phase went so, of a 20 s replay — why two processes replayed no faster than one (0.97-1.05x on
-# 100,000 events). Every 250 ms, a member joining waits about that (and the batch in flight) instead.
+# 100,000 events). Every 250 ms, a member joining waits about that (and the batch in flight) instead. Only
+# where there are several members (a replay in one process has no one to wait for, and heartbeating 12
+# times as often took ~1% of its samples).
 REPLAY_CONSUMER = {"heartbeat_interval_ms": 250}
 
 
@@ -175,7 +177,9 @@ async def _events_then_consents(
     A phase is the ordinary runtime (exactly-once, dead letters, the same group) on some of the topics: the
     handler's ``topics`` is what the runtime subscribes to, set for the phase. Each phase ends when the
     whole group has committed its topics' ``ends`` (``run_until``), so every worker of
-    ``replay_in_processes`` starts on the consents once every event has been stored by one of them."""
+    ``replay_in_processes`` starts on the consents once every event has been stored by one of them.
+    ``between`` is given where there are several members (the run's barrier): their consumers then
+    heartbeat often (``REPLAY_CONSUMER``)."""
     consents = settings.topic(Family.CONSENT)
     topics = tuple(handler.topics)
     total, before = sum(ends.values()), 0
@@ -199,7 +203,7 @@ async def _events_then_consents(
                 role="replay",
                 fence=fence,
                 person_affine=True,
-                consumer_options=REPLAY_CONSUMER,
+                consumer_options=REPLAY_CONSUMER if between is not None else None,  # several members
             )
             await run_until(runtime, pool, phase_ends, progress=report)
         finally:

@@ -224,8 +224,9 @@ async def test_a_replays_members_learn_of_a_member_joining_within_a_quarter_seco
     """Each phase of a replay is a group its members join one after the other; the first is given every
     partition, and the others wait, idle, until the members consuming learn of the rebalance at their next
     heartbeat: with aiokafka's default (3 s) that took 3.7 s of the events phase and 5.2 s of the consent
-    phase of a 20 s 2-process replay (bench_projection, 30,000 events). A replay's consumers heartbeat
-    every 250 ms (``REPLAY_CONSUMER``), in both phases."""
+    phase of a 20 s 2-process replay (bench_projection, 30,000 events). A replay of several processes
+    (``between``: the run's barrier) has its consumers heartbeat every 250 ms (``REPLAY_CONSUMER``), in both
+    phases; a replay in one process keeps aiokafka's default (nobody joins it)."""
     from consumers import runtime
 
     heartbeats: list[object] = []
@@ -239,5 +240,11 @@ async def test_a_replays_members_learn_of_a_member_joining_within_a_quarter_seco
     consents = [r for r in stream if r[0] == own.topic(Family.CONSENT)]
     await publish_records(own, [*[r for r in stream if r not in consents][:20], *consents[:20]])
     monkeypatch.setattr(runtime, "AIOKafkaConsumer", recording)
-    await replay(own, own_pool)
+
+    async def alone_at_the_barrier() -> None:
+        return None
+
+    await replay(own, own_pool, between=alone_at_the_barrier)
     assert heartbeats == [250, 250], "one consumer a phase, each heartbeating every 250 ms"
+    await replay(own, own_pool)
+    assert heartbeats[2:] == [None, None], "one process: the default"
