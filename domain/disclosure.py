@@ -218,6 +218,8 @@ class SuppressedFeed:
         if before is None or not isinstance(cells, _Cells):
             raise DisclosureError("no previous revision's values lined up with these cells")
         now, refs = cells.published, cells.refs
+        if type(before) is list and before == now:  # most populations of a later revision
+            return []
         return [
             (refs[i], before[i], now[i]) for i, (x, y) in enumerate(zip(before, now, strict=True)) if x != y
         ]
@@ -615,6 +617,9 @@ class _Layout:
     index_of: Mapping[Quantity, int]  # position in `quantities`
     arrays: _LineArrays  # the lines as arrays, for suppressing many feeds of this layout at once
     unset: tuple[None, ...]  # a None per cell: the reasons of a feed with nothing hidden
+    names: list[str]  # the tables' names, in order
+    last_of: tuple[int, ...]  # each quantity's last cell (a position in `ref_order`), in `quantities` order
+    sizes: list[int]  # each table's number of published cells, in order
 
 
 @dataclass(frozen=True)
@@ -745,6 +750,9 @@ def _layout(shape: _Shape) -> _Layout:
         index_of=MappingProxyType(quantity_index),
         arrays=_line_arrays(tuple(quantity_index), tuple(lines), shape),
         unset=(None,) * len(refs),
+        names=[name for name, _, _ in shape],
+        last_of=tuple(refs_of[q][-1] for q in quantity_index),
+        sizes=[spans[name][1] - spans[name][0] for name, _, _ in shape],
     )
 
 
@@ -1151,12 +1159,18 @@ def revise_published(
         return revise(counted, threshold, previous)
     # As `revise` with every cell of the layout present: a quantity is hidden before if any of its
     # cells was, else it had the value its last cell published.
-    unset = object()
-    before: list[object] = [unset] * len(layout.quantities)
-    for q, v in zip(layout.quantity_list, values, strict=True):
-        if before[q] is not None:
-            before[q] = v
     reason: dict[Quantity, SuppressionReason] = {}
+    before: list[object]
+    if None not in values:  # nothing hidden before (most populations): each quantity's last cell's value
+        before = list(map(values.__getitem__, layout.last_of))
+        if before == s.by_index:  # and nothing changed since (most): every cell as published before
+            return _published(counted, threshold, s, reason, before=values)
+    else:
+        unset = object()
+        before = [unset] * len(layout.quantities)
+        for q, v in zip(layout.quantity_list, values, strict=True):
+            if before[q] is not None:
+                before[q] = v
     for quantity, v, b in zip(layout.quantities, s.by_index, before, strict=True):
         if b is None:
             reason[quantity] = SuppressionReason.PREVIOUS_REVISION
@@ -1168,23 +1182,21 @@ def revise_published(
 def _aligned(layout: _Layout, published: Sequence[Mapping[str, Any]]) -> list[Any] | None:
     """The values ``published`` gives the layout's cells in its order, if it has the layout's tables
     with their cells in that order; else None."""
-    if [t["name"] for t in published] != [name for name, _, _ in layout.shape]:
+    if [t["name"] for t in published] != layout.names:
         return None
-    values: list[Any] = []
-    keys = layout.key_lists
-    for t in published:
-        first, end = layout.spans[t["name"]]
-        cells = t["cells"]
-        # Keys as a body holds them (JSON arrays: lists) or as composed (tuples): compared without
-        # making a tuple of each (a national month reads ~900,000 cells back).
-        found = list(map(_KEY, cells))
-        if found != keys[first:end] and list(map(tuple, found)) != list(layout.keys[first:end]):
-            return None
-        values += map(_VALUE, cells)
-    return values
+    tables = list(map(_CELLS, published))
+    if list(map(len, tables)) != layout.sizes:  # so that each table's cells are its own below
+        return None
+    cells = list(itertools.chain.from_iterable(tables))
+    # Keys as a body holds them (JSON arrays: lists) or as composed (tuples): compared without making
+    # a tuple of each (a national month reads ~900,000 cells back), all the tables' at once.
+    found = list(map(_KEY, cells))
+    if found != layout.key_lists and list(map(tuple, found)) != list(layout.keys):
+        return None
+    return list(map(_VALUE, cells))
 
 
-_KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
+_KEY, _VALUE, _CELLS = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter("cells")
 
 
 # Solve requests: (component, objective, cap) per LP; the answer is one optimal point per LP.

@@ -293,3 +293,24 @@ def test_indicators_read_a_row_at_once_as_they_read_it_cell_by_cell(monkeypatch:
         assert fast == slow
         rows_read += len(rows)
     assert rows_read > 30
+
+
+def test_a_previous_body_whose_cells_moved_between_tables_is_not_read_by_position() -> None:
+    """The previous body's tables are lined up with the layout all at once (``_aligned``): a cell moved
+    from the end of one table to the start of the next keeps the keys' sequence, yet is not that
+    layout's, so the revision reads it by name; keys as lists (from JSON) or tuples (as composed) line up."""
+    jobs, before, _ = _two_revisions()
+    counted = population_counts([jobs[0].feed])[0]  # type: ignore[list-item]
+    for name, c in counted.items():
+        published = before[0]["populations"][name]
+        layout = c.structure.layout
+        assert d._aligned(layout, published) is not None
+        as_tuples = [dict(t, cells=[(tuple(k), v, r) for k, v, r in t["cells"]]) for t in published]
+        assert d._aligned(layout, as_tuples) == d._aligned(layout, published)
+        if len(published) > 1:
+            moved = copy.deepcopy(published)
+            moved[1]["cells"].insert(0, moved[0]["cells"].pop())
+            assert d._aligned(layout, moved) is None
+            fast = d.revise_published(c, 3, moved)
+            by_name = {d.CellRef(t["name"], tuple(k)): v for t in moved for k, v, _ in t["cells"]}
+            assert fast.cells == d.revise(c, 3, by_name).cells
