@@ -1043,14 +1043,23 @@ def _first_rounds(
     """Each feed's first round up to the audit's LPs: the primary and previously hidden cells, the
     lines closed around them, and the cells rectangles prove safe, for all the feeds of a layout at
     once (`_close_lines_many`, `_safe_by_rectangles_many`). Returns the reasons, hidden and safe sets."""
-    starts: list[_Start] = []
+    # Each feed's small counts, found for all the feeds of a layout at once (most have none).
     by_layout: dict[int, list[int]] = {}
+    for n, c in enumerate(counted):
+        by_layout.setdefault(id(c.structure.layout), []).append(n)
+    tables: list[tuple[_Layout, list[int], np.ndarray]] = []
+    small: list[list[int]] = [[] for _ in counted]
+    for members in by_layout.values():
+        values = np.array([counted[n].structure.by_index for n in members], dtype=np.int64)
+        rows, columns = np.nonzero((values >= 1) & (values < threshold))
+        for row, i in zip(rows.tolist(), columns.tolist(), strict=True):
+            small[members[row]].append(i)
+        tables.append((counted[members[0]].structure.layout, members, values))
+    starts: list[_Start] = []
     for n, (c, previously_suppressed) in enumerate(zip(counted, previously, strict=True)):
         s = c.structure
         quantities = s.layout.quantities
-        reason = {
-            quantities[i]: SuppressionReason.PRIMARY for i, v in enumerate(s.by_index) if 1 <= v < threshold
-        }
+        reason = {quantities[i]: SuppressionReason.PRIMARY for i in small[n]}
         for ref in sorted(previously_suppressed):
             q_prev = s.refs.get(ref)
             if q_prev is None:
@@ -1060,11 +1069,13 @@ def _first_rounds(
                 )
             reason.setdefault(q_prev, SuppressionReason.PREVIOUS_REVISION)
         starts.append((reason, set(reason), set()))
-        if reason:  # no small cell and nothing hidden before: nothing to protect
-            by_layout.setdefault(id(s.layout), []).append(n)
-    for members in by_layout.values():
-        layout = counted[members[0]].structure.layout
-        values = np.array([counted[n].structure.by_index for n in members], dtype=np.int64)
+    for layout, everyone, every_value in tables:
+        # Only feeds with a small cell or one hidden before: the others have nothing to protect.
+        protect = [row for row, n in enumerate(everyone) if starts[n][0]]
+        if not protect:
+            continue
+        members = [everyone[row] for row in protect]
+        values = every_value[protect]
         hidden = np.zeros(values.shape, dtype=bool)
         for row, n in enumerate(members):
             hidden[row, [layout.index_of[q] for q in starts[n][0]]] = True
