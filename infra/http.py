@@ -53,7 +53,8 @@ def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uv
     (``infra.runner`` or the CLI). The protocol is httptools' (``_HttpProtocol``), never uvicorn's "auto": its
     fallback, h11, frames a body sent with both Content-Length and Transfer-Encoding by the chunks, where
     httptools (llhttp) refuses the request (``BodyLimit`` refuses it too, whichever parser runs)."""
-    served: ASGIApp = RouteInAccessLine(LeanRoutes(app) if getattr(app.state, "lean_routes", False) else app)
+    named = RouteInAccessLine(app)
+    served: ASGIApp = LeanRoutes(app, named) if getattr(app.state, "lean_routes", False) else named
     config = uvicorn.Config(
         served,
         host=host,
@@ -101,6 +102,9 @@ class _OneSendPerTurn:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def is_closing(self) -> bool:  # asked several times a request: not through ``__getattr__``
+        return self._transport.is_closing()
 
     def write_eof(self) -> None:
         self.flush()
@@ -406,10 +410,12 @@ class LeanRoutes:
     get is the same as through the stack: the body limits (``BodyLimit``), a server span named and
     attributed as the instrumentation names it (``infra.tracing.server_span``), and the app's own
     exception handlers (401/403/409/413/422 exactly as before); anything unhandled is a 500 whose log
-    line names the exception's type only."""
+    line names the exception's type only. The access line names a lean route as ``RouteInAccessLine``
+    names the others' (``rest``: the app behind it), set here as the request starts: its route is known."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, rest: ASGIApp | None = None) -> None:
         self.app = app
+        self.rest: ASGIApp = rest if rest is not None else app
         self._routes: dict[str, tuple[frozenset[str], ASGIApp, Any]] | None = None
 
     def _lean(self) -> dict[str, tuple[frozenset[str], ASGIApp, Any]]:
@@ -435,10 +441,11 @@ class LeanRoutes:
             found = self._lean().get(scope["path"])
             if found is not None and scope["method"] in found[0]:
                 scope["app"] = self.app
-                scope["route"] = found[2]  # as the router would: the access line names it
+                scope["route"] = found[2]  # as the router would
+                ACCESS_ROUTE.set(found[2].path)  # the access line names it
                 await found[1](scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await self.rest(scope, receive, send)
 
 
 class _Endpoint:

@@ -294,7 +294,7 @@ def _span(name: str, kind: SpanKind, traced: Iterable[Traced], attributes: dict[
 
 
 @contextmanager
-def publish_span(traced: Sequence[Traced], *, rows: int) -> Iterator[Span]:
+def publish_span(traced: Iterable[Traced], *, rows: int) -> Iterator[Span]:
     """The relay's span around publishing a batch of ``rows`` outbox rows, linked to the trace of each
     traced row: (traceparent, event id[, tracestate])."""
     with _span(

@@ -292,11 +292,12 @@ class OutboxRelay:
                 health.report("relay.database", True)
                 return 0
             producer = await self._ensure_producer()
-            traced = [
+            # Read only while spans leave the process (``infra.tracing``: links are made for exported spans).
+            traced = (
                 (tp, r["event_id"], r["headers"].get(TRACESTATE_HEADER))
                 for r in rows
                 if (tp := r["headers"].get(TRACEPARENT_HEADER))
-            ]
+            )
             try:
                 with publish_span(traced, rows=len(rows)):
                     await asyncio.gather(*await _send(producer, rows))
