@@ -18,8 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import accumulate
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -72,7 +74,8 @@ async def accept_sealed(
     namespace: str,
     value_of: Callable[[Event], bytes] = data_value,
 ) -> Verdicts:
-    """Accept sealed events in one round trip: their own transaction (``accept_events``: 021, latest 042).
+    """Accept sealed events in one round trip: their own transaction (``accept_events``: 021, latest 042;
+    called packed, 050).
 
     Each unit (a request) is accepted or refused whole. ``fresh_keys`` (person -> wrapped data key) are
     the keys the events were sealed with that are not stored yet (``KeyStore.sealing_keys``): stored in
@@ -91,16 +94,18 @@ async def accept_sealed(
     topics, headers, values, ids = outbox_columns(events, namespace, value_of)
     holders = holder_rows(events)
     fences = fence_rows(events)
+    wrapped = list(fresh_keys.values())
     row = await conn.fetchrow(
         _ACCEPT,
-        e_unit, [e.subject for e in events], topics, headers, values, ids,
-        list(fresh_keys), list(fresh_keys.values()),
+        _ints(e_unit), _texts([e.subject for e in events]), _texts(topics), orjson.dumps(headers).decode(),
+        b"".join(values), _ends(values), _texts(ids),
+        _texts(list(fresh_keys)), b"".join(wrapped), _ends(wrapped),
         [k[0] for k in idempotency], [k[1] for k in idempotency], [k[2] for k in idempotency],
         [k[3] for k in idempotency], [k[4] for k in idempotency],
         [e_unit[h[0]] for h in holders], [h[1] for h in holders], [h[2] for h in holders],
         [h[3] for h in holders], [h[4] for h in holders], [h[5] for h in holders],
         [e_unit[f[0]] for f in fences], [f[1] for f in fences], [f[2] for f in fences], [f[3] for f in fences],
-        [i for i, c in enumerate(clients) if c is not None], [c for c in clients if c is not None],
+        _ints([i for i, c in enumerate(clients) if c is not None]), _texts([c for c in clients if c is not None]),
         origin, NOTIFY_CHANNEL,
     )  # fmt: skip
     assert row is not None
@@ -123,7 +128,22 @@ async def accept_sealed(
     return Verdicts(kept, erased, conflicted, won, revoked, keyless)
 
 
-_ACCEPT = f"SELECT * FROM accept_events({', '.join(f'${n}' for n in range(1, 28))})"
+# ``accept_events`` through its packed form (migration 050): a column of one value per event, data key or
+# client is one parameter, not an array whose every element asyncpg checks with Python-level calls.
+_ACCEPT = f"SELECT * FROM accept_events_packed({', '.join(f'${n}' for n in range(1, 30))})"
+
+
+def _ints(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
+
+
+def _texts(values: Sequence[str]) -> str:
+    return orjson.dumps(values).decode()
+
+
+def _ends(values: Sequence[bytes]) -> str:
+    """The end offset of each byte string laid end to end (``packed_slices``)."""
+    return ",".join(map(str, accumulate(map(len, values))))
 
 
 class BrokerUnavailable(Exception):
