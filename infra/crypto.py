@@ -116,11 +116,6 @@ class UnfitBlock(Exception):
         self.reason = reason
 
 
-def _own_cipher(person_key: str, data_key: bytes) -> AESGCM:
-    """A cipher of its own for this key."""
-    return AESGCM(data_key)
-
-
 class Opener:
     """Opens many people's sealed blocks (a consumer's batch, a delivery), keeping one cipher per person:
     this is the shared view's hot loop. A block that cannot be read any more — the person was erased (no
@@ -131,12 +126,9 @@ class Opener:
     ``UnfitBlock``, so the consumer refuses that event alone (dead-lettered), the same in live and in
     replay. Calling the opener (for blocks stored earlier) keeps such a block shut instead."""
 
-    def __init__(self, keys: Mapping[str, bytes], keystore: KeyStore | None = None) -> None:
-        """``keystore``: where ``keys`` were read (``KeyStore.existing_keys``), whose ciphers are taken
-        instead of made again (``KeyStore.cipher``)."""
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys = keys
         self._ciphers: dict[str, AESGCM] = {}
-        self._cipher_of = keystore.cipher if keystore is not None else _own_cipher
 
     def _plain(self, person_key: str, sealed: Mapping[str, Any]) -> bytes | None:
         cipher = self._ciphers.get(person_key)
@@ -144,7 +136,7 @@ class Opener:
             key = self._keys.get(person_key)
             if key is None:
                 return None  # erased: the block stays shut and the person shows as masked
-            cipher = self._ciphers[person_key] = self._cipher_of(person_key, key)
+            cipher = self._ciphers[person_key] = AESGCM(key)
         try:
             plain: bytes = cipher.decrypt(_unb64(sealed["nonce"]), _unb64(sealed["ct"]), person_key.encode())
         except (InvalidTag, ValueError):  # ValueError: binascii.Error, a ct of 4n+1 characters (see Sealed)
@@ -216,11 +208,6 @@ class KeyStore:
     def __init__(self, master_key: bytes, *, cache_max: int = 65_536) -> None:
         self._wrap = AESGCM(master_key)
         self._cache: dict[str, bytes] = {}
-        # The cipher of a key held in ``_cache`` (made on first use, ``cipher``): making one costs about what
-        # decrypting a block does, and a batch's opener used to make one per person per batch. Kept only
-        # beside its key, and dropped with it (``_drop``, the eviction in ``_remember``, ``forget_all``):
-        # an erased key lives on in no cipher either.
-        self._ciphers: dict[str, tuple[bytes, AESGCM]] = {}
         self._cache_max = cache_max
         _STORES.add(self)
 
@@ -261,7 +248,7 @@ class KeyStore:
             }
             for person in [p for p in found if p not in alive]:
                 del found[person]
-                self._drop(person)
+                self._cache.pop(person, None)
         wanted = [p for p in dict.fromkeys(person_keys) if p not in found]
         unstored: dict[str, bytes] = {}  # people on the erasure register: a key that is never stored
         while wanted:  # again only if a key read back was deleted meanwhile (an erasure): made anew
@@ -330,7 +317,7 @@ class KeyStore:
             # 32 random bytes a key and 12 a wrapping nonce, drawn in one call for all of them.
             drawn = os.urandom(44 * len(wanted))
             for i, person in enumerate(wanted):
-                self._drop(person)
+                cache.pop(person, None)
                 keys[person] = drawn[44 * i : 44 * i + 32]
                 fresh[person] = self._wrap_key(person, keys[person], drawn[44 * i + 32 : 44 * i + 44])
         return SealingKeys(keys, fresh, _forgetting.epoch)
@@ -364,7 +351,7 @@ class KeyStore:
             found[person] = key if key is not None else self._unwrap_key(person, row["wrapped"])
         for person in keys:
             if person not in found:
-                self._drop(person)  # erased elsewhere: forget it here too
+                self._cache.pop(person, None)  # erased elsewhere: forget it here too
         self._remember(found, epoch)
         return found
 
@@ -374,44 +361,25 @@ class KeyStore:
         (The caller's own answer stands: the database's fences decide what it may do with it.)"""
         if _forgetting.epoch == epoch:
             cache = self._cache
-            ciphers = self._ciphers
             for person, key in found.items():
-                if cache.pop(person, key) != key:  # re-inserted: the dict's order is the order remembered
-                    ciphers.pop(person, None)  # another key than the one its cipher was made of
+                cache.pop(person, None)  # re-inserted: the dict's order is the order remembered
                 cache[person] = key
             excess = len(cache) - self._cache_max
             if excess > 0:
                 for person in list(islice(cache, excess)):
                     del cache[person]
-                    ciphers.pop(person, None)
 
     async def erase(self, conn: asyncpg.Connection, person_key: str) -> bool:
-        self._drop(person_key)
+        self._cache.pop(person_key, None)
         status = await conn.execute("DELETE FROM person_data_keys WHERE person_key = $1", person_key)
         return status != "DELETE 0"
 
     def forget(self, person_key: str) -> None:
-        self._drop(person_key)
-
-    def _drop(self, person_key: str) -> None:
         self._cache.pop(person_key, None)
-        self._ciphers.pop(person_key, None)
-
-    def cipher(self, person_key: str, data_key: bytes) -> AESGCM:
-        """The cipher of ``data_key`` (a key ``existing_keys`` answered for this person): the one made
-        before if it is of the key this store holds for them now, else a new one, kept while the key is."""
-        held = self._ciphers.get(person_key)
-        if held is not None and held[0] == data_key:
-            return held[1]
-        cipher = AESGCM(data_key)
-        if self._cache.get(person_key) == data_key:
-            self._ciphers[person_key] = (data_key, cipher)
-        return cipher
 
     def holds(self, person_key: str) -> bool:
-        """Whether this process has the person's unwrapped key in memory, as such or in its cipher
-        (operators' and tests' question)."""
-        return person_key in self._cache or person_key in self._ciphers
+        """Whether this process has the person's unwrapped key in memory (operators' and tests' question)."""
+        return person_key in self._cache
 
 
 def stored_keys(param: int) -> str:
@@ -462,4 +430,3 @@ def forget_all() -> None:
     _forgetting.epoch += 1
     for store in list(_STORES):
         store._cache.clear()
-        store._ciphers.clear()

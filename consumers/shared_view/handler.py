@@ -191,7 +191,7 @@ class SharedViewHandler:
         for person in erased:
             self.keystore.forget(person)
         persons -= erased
-        opener = Opener(await self.keystore.existing_keys(conn, persons) if persons else {}, self.keystore)
+        opener = Opener(await self.keystore.existing_keys(conn, persons) if persons else {})
         others = [e for e in events if e.family != CONSENT and e.person_key in persons]
         # The rest of the state is read while the batch's personal blocks are opened here (PostgreSQL and
         # this process each used to wait for the other): every block with a personal part, before knowing
@@ -239,7 +239,7 @@ class SharedViewHandler:
         if not active:
             return
         stored = await store.stored_events(conn, active)
-        opener = Opener(await self.keystore.existing_keys(conn, active), self.keystore)
+        opener = Opener(await self.keystore.existing_keys(conn, active))
         views = await self._projected(active, stored, (), {}, opener)
         await store.write_views(conn, await _encoded(views))
 
