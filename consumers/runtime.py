@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
-from contracts.envelope import Event, Family, PoisonMessage, decode
+from contracts.envelope import Event, Family, PoisonMessage, decode, decode_canonical
 from domain.batch import Incoming
 from infra import health, metrics
 from infra.config import Settings
@@ -453,14 +453,18 @@ class ConsumerRuntime:
         good, poison = batch.good, batch.poison
         dropped: list[str] = []  # why a record's trace context was dropped (the event is applied)
         keep = self._keep_parsed
+        canonical = decode_canonical
         first: ConsumerRecord | None = None
         for start in range(0, len(records), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # let the batch in flight take its next step in PostgreSQL
             for rec in records[start : start + _YIELD_EVERY]:
+                key, headers, value = rec.key, rec.headers, rec.value
                 try:
-                    event = decode(
-                        rec.key, rec.headers, rec.value, fast=True, dropped=dropped, keep_parsed=keep
+                    # The hub's own records in a few C calls; any other record the whole way, which
+                    # alone gives reasons (``decode(fast=True)`` tries the first way again: the same verdict).
+                    event = canonical(key, headers, value, dropped, keep) or decode(
+                        key, headers, value, fast=True, dropped=dropped, keep_parsed=keep
                     )
                 except PoisonMessage as refused:
                     poison.append(DeadLetter.of(rec, refused.reason))
@@ -471,7 +475,7 @@ class ConsumerRuntime:
                         "decode failed", consumer=self.handler.name, error=type(exc).__name__
                     )
                     continue
-                good.append(_consumed(Consumed, (event, rec.topic, rec.partition, rec.offset, rec.value)))
+                good.append(_consumed(Consumed, (event, rec.topic, rec.partition, rec.offset, value)))
                 if first is None and dropped:  # only an accepted event adds to ``dropped``: this one did
                     first = rec
         if first is not None:  # one line per batch, never the value

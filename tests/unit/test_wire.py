@@ -1142,3 +1142,49 @@ def test_the_exact_struct_reads_no_deeper_than_its_fields_so_a_deep_value_is_jud
         with pytest.raises(msgspec.ValidationError):
             wire.DATA["consent"].exact(item)
         assert _judged(key, headers, item, fast=True) == _judged(key, headers, item, fast=False)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_hostile_envelopes(_fuzz_samples()), st.booleans())
+def test_fuzz_the_runtimes_decode_of_a_batch_judges_each_record_as_the_whole_way(
+    case: tuple[bytes | None, list[Any], bytes | None], plain: bool
+) -> None:
+    """The consumer runtime calls the quick path itself (``decode_canonical``) and the whole way only where
+    it declines: each record of a batch is kept with the event the whole way gives, or dead-lettered with
+    its reason, whether or not the handler keeps the parse."""
+    import asyncio
+    from typing import cast
+
+    import asyncpg
+    from aiokafka.structs import ConsumerRecord
+
+    from consumers.runtime import ConsumerRuntime, spans_of
+    from infra.config import get_settings
+
+    class _Handler:
+        name = "decode-fuzz"
+        topics = ()
+        plain_data = plain
+
+        async def handle(self, conn: Any, batch: Any) -> None:
+            raise AssertionError("not committed here")
+
+    key, headers, value = case
+    record = ConsumerRecord("t", 0, 7, 0, 0, key, value, None, 0, 0, tuple(headers))
+    runtime = ConsumerRuntime(_Handler(), get_settings(), cast(asyncpg.Pool, None))
+    batch = asyncio.run(runtime._decode([record], spans_of([record])))
+    whole = _judged(key, headers, value, fast=False)
+    if whole[0] == "refused":
+        assert not batch.good
+        assert [d.reason for d in batch.poison] == [whole[1]]
+    else:
+        assert not batch.poison
+        (consumed,) = batch.good
+        event = consumed.event
+        fields = {f: getattr(event, f) for f in Event._fields if f != "data"}
+        fields["time"] = (event.time.isoformat(), event.time.utcoffset())
+        expected_fields, expected_data, _ = whole[1]
+        if plain:
+            assert fields.pop("parsed") == orjson.loads(value or b"null")
+            expected_fields = {k: v for k, v in expected_fields.items() if k != "parsed"}
+        assert (fields, _plain(event.data)) == (expected_fields, expected_data)
