@@ -38,6 +38,10 @@ class AdvisoryLock(IntEnum):
     # run never interleave two transactions about one person, whatever partitions each is assigned.
     SHARED_VIEW_PERSONS = 7_204_004
     FEED_BUILDER_ROLE = 7_205_001
+    # Taken in the two-key form (this key, a bucket of the person key's hash: at most 64 a transaction), in
+    # ascending order, by every feed batch writing registrations or referrals: the triggers of migration 049
+    # read one fact table when the other is written, so two transactions about one person must not overlap.
+    FEED_PERSONS = 7_205_002
 
 
 # What a database restart, a failover or a full connection table looks like to a client: retried with

@@ -14,6 +14,7 @@ import orjson
 
 from consumers.consent_store import ConsentStore
 from domain.feed_projection import FeedPlan, FeedState, Placed
+from infra.db import AdvisoryLock
 
 consents = ConsentStore("feed_consents")
 
@@ -62,6 +63,14 @@ async def load(conn: asyncpg.Connection, persons: Sequence[str], checkpoints: Se
 
 
 async def write(conn: asyncpg.Connection, plan: FeedPlan) -> None:
+    # A registration's referral time (``referred_at``, migration 049) is kept by triggers that each read
+    # the other fact table: two transactions writing one person's registration and referral at once (two
+    # feed processes: the consumer is not person-affine) would each miss the other's row, and the
+    # registration keep no time. So such writers of one person take turns (``AdvisoryLock.FEED_PERSONS``,
+    # buckets in ascending order: no circular wait), and the second's triggers see what the first committed.
+    people = {r[1] for r in plan.registrations} | {r[1] for r in plan.referrals}
+    if people:
+        await conn.execute(_PEOPLE_LOCKS, sorted(people))
     await _insert(
         conn,
         "feed_registrations",
@@ -98,6 +107,10 @@ async def write(conn: asyncpg.Connection, plan: FeedPlan) -> None:
         )
 
 
+_PEOPLE_LOCKS = (
+    f"SELECT pg_advisory_xact_lock({AdvisoryLock.FEED_PERSONS.value}, b) FROM "
+    "(SELECT DISTINCT abs(hashtext(p)) % 64 AS b FROM unnest($1::text[]) AS p ORDER BY b) s"
+)
 _REGISTRATION = (
     ("event_id", "text"), ("person_key", "text"), ("authority", "text"), ("site", "text"),
     ("registered_on", "date"), ("team_support", "bool"), ("personal", "jsonb"), ("arrived_at", "timestamptz"),
