@@ -43,13 +43,27 @@ def bench_settings(name: str) -> Settings:
     return settings
 
 
+async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
+    """``WITH (FORCE)`` may not end an autovacuum worker still in the last run's database (it belongs to
+    no role we are a member of: "must be a member of the role whose process is being terminated"); such a
+    worker ends by itself within moments, so the drop is tried again rather than the bench dying."""
+    for attempt in range(40):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InsufficientPrivilegeError:
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.25)
+
+
 async def fresh_pool(settings: Settings) -> asyncpg.Pool:
     """A fresh bench database on the running stack (``hub stack up``, or the ``HUB_*`` addresses given):
     a bench measures, it does not start or stop brokers."""
     await namespaces.sweep(settings)
     admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+        await _drop_database(admin, settings.pg_database)
         await admin.execute(f'CREATE DATABASE "{settings.pg_database}" OWNER "{settings.pg_user}"')
     finally:
         await admin.close()
