@@ -71,6 +71,7 @@ class PlacementRow(NamedTuple):
     personal: Mapping[str, Any]  # sealed
     arrived_at: datetime
     foreign_national: bool
+    office: str  # the office that placed the person: its agreement decides disclosure (A2), not the site's
 
 
 class RetentionRow(NamedTuple):
@@ -247,7 +248,7 @@ def _placement(e: Incoming) -> PlacementRow:
     return PlacementRow(
         d["placement_id"], d["person_key"], d["site"], d["site"][:6], _day(d["placed_on"]), d["route"],
         occupation["group"], occupation["classification_version"], d["employment_type"], d["sex"],
-        d["age_band"], list(d["attributes"]), d["personal"], e.time, bool(d.get("foreign_national")),
+        d["age_band"], list(d["attributes"]), d["personal"], e.time, bool(d.get("foreign_national")), d["office"],
     )  # fmt: skip
 
 

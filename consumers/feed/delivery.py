@@ -159,7 +159,9 @@ async def deliver(
         p
         for p in await conn.fetch(
             "SELECT p.placement_id, p.person_key, p.placed_on, p.occupation, p.route, p.personal, p.site, "
-            "s.office, EXISTS (SELECT FROM feed_referrals r WHERE r.person_key = p.person_key "
+            # The office that placed the person (A2); the registry's office of the site only for a
+            # placement kept before migration 052 (a replay of the topics fills it in).
+            "coalesce(p.office, s.office) AS office, EXISTS (SELECT FROM feed_referrals r WHERE r.person_key = p.person_key "
             "  AND r.authority = $2 AND r.arrived_at <= $5 AND r.referred_on <= $4) AS referred "
             "FROM feed_placements p LEFT JOIN sites s ON s.site_id = p.site "
             "WHERE p.placement_id = ANY($1::text[]) AND p.placed_on BETWEEN $3 AND $4 AND p.arrived_at <= $5 "

@@ -125,7 +125,7 @@ _PLACEMENT = (
     ("placement_id", "text"), ("person_key", "text"), ("site", "text"), ("site_authority", "text"),
     ("placed_on", "date"), ("route", "text"), ("occupation", "text"), ("classification_version", "text"),
     ("employment_type", "text"), ("sex", "text"), ("age_band", "text"), ("attributes", "text[]"),
-    ("personal", "jsonb"), ("arrived_at", "timestamptz"), ("foreign_national", "bool"),
+    ("personal", "jsonb"), ("arrived_at", "timestamptz"), ("foreign_national", "bool"), ("office", "text"),
 )  # fmt: skip
 _RETENTION = (
     ("placement_id", "text"), ("checkpoint_months", "int"), ("person_key", "text"), ("status", "text"),

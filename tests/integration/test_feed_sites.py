@@ -37,7 +37,7 @@ def _referral(key: str, site: str, at: datetime) -> ReferralRow:
 def _placement(key: str, site: str, at: datetime) -> PlacementRow:
     return PlacementRow(
         f"sites-pl-{key}", f"sites-p-{key}", site, site[:6], date(2008, 3, 5), "hello_work_referral", "05",
-        "MHLW-2022", "part_time", "female", "40-44", [], {"sealed": "x"}, at, False,
+        "MHLW-2022", "part_time", "female", "40-44", [], {"sealed": "x"}, at, False, "1301",
     )  # fmt: skip
 
 

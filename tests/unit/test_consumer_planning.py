@@ -383,7 +383,7 @@ class TestFeedPlanning(PlanningCases):
         )
         assert plan.placements == (feed.PlacementRow(
             "P", pk(1), "131041-01", "131041", date(2025, 5, 12), "hello_work_referral", "08", "MHLW-2022",
-            "part_time", "female", "35-39", ["public_assistance"], SEALED, T0, False,
+            "part_time", "female", "35-39", ["public_assistance"], SEALED, T0, False, "1301",
         ),)  # fmt: skip
         assert plan.retention == (
             feed.RetentionRow("P", 3, pk(1), "employed", date(2025, 6, 12), T0 + timedelta(minutes=2)),
