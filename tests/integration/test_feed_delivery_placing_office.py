@@ -7,33 +7,20 @@ did."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import date
 
 import asyncpg
-import pytest_asyncio
 
 from consumers.agreements import add_agreement
 from consumers.feed.delivery import Delivery, deliver
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.topics import ensure_topics
 from producers.adapters.sites import add_sites
 from tests import factories
 from tests.browser.flows import publish
 from tests.helpers import catch_up_view_and_feed
 
 NEW_OFFICE = "1399"  # the office the site moves to
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def isolated(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Settings]:
-    own = settings.model_copy(update={"topic_namespace": f"o{uuid.uuid4().hex[:10]}"})
-    await ensure_topics(own)
-    async with pool.acquire() as conn:
-        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
-    yield own
 
 
 async def _delivered(conn: asyncpg.Connection, settings: Settings, placement_id: str, *, moved: bool,
@@ -68,6 +55,8 @@ async def _delivered(conn: asyncpg.Connection, settings: Settings, placement_id:
 async def test_a_placement_is_disclosed_under_the_placing_offices_agreement_after_its_site_moves(
     pool: asyncpg.Pool, isolated: Settings, settings: Settings
 ) -> None:
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(factories.SITE, factories.OFFICE, "新宿")])
     pk = factories.person_key()
     placed = factories.placement(pk)
     await publish(isolated, pool, [factories.registration(pk), factories.consent(pk), placed], origin="test")
