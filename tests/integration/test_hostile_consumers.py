@@ -25,7 +25,7 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from consumers.shared_view.replay import replay
-from contracts.envelope import Event, Family, decode, encode
+from contracts.envelope import Event, Family, decode, decode_canonical, encode
 from infra.config import Settings
 from infra.crypto import KeyStore, seal
 from infra.kafka import client_options
@@ -385,7 +385,14 @@ async def test_a_record_the_decoder_fails_on_is_dead_lettered_without_its_value(
             raise RuntimeError(f"cannot read {value!r}")
         return decode(key, headers, value, **kw)
 
+    def failing_first(key: bytes | None, headers: Any, value: bytes | None, *rest: Any) -> Event | None:
+        if value is not None and marker in value:
+            raise RuntimeError(f"cannot read {value!r}")
+        return decode_canonical(key, headers, value, *rest)
+
+    # The runtime tries the quick path itself first (``decode_canonical``), then ``decode``: either may fail.
     monkeypatch.setattr("consumers.runtime.decode", failing)
+    monkeypatch.setattr("consumers.runtime.decode_canonical", failing_first)
     pk = factories.person_key()
     key, headers, value = encode(to_event(factories.consent(pk), None))
     rogue = value[:-1] + b',"note":"' + marker + b'"}'
