@@ -1,16 +1,21 @@
-"""``accept_events_packed`` (migration 050): ``accept_sealed`` hands ``accept_events`` its columns of one
-value per event, data key or client packed into one parameter each. Unpacked, they must be exactly what
-the arrays were: any text (commas, quotes, backslashes, JSON's own spellings, non-ASCII), any bytes (empty,
-NUL, every byte value), in their order, and nothing for an empty column."""
+"""``accept_events_packed`` (migrations 050, 050a): ``accept_sealed`` hands ``accept_events`` its columns
+of one value per event, data key or client packed into one parameter each. Unpacked, they must be exactly
+what the arrays were: any text (commas, quotes, backslashes, JSON's own spellings, non-ASCII), any bytes
+(empty, NUL, every byte value), in their order, and nothing for an empty column."""
 
 from __future__ import annotations
 
-import asyncpg
+import uuid
+from datetime import UTC, datetime
 
-from producers.outbox import _ends, _ints, _texts
+import asyncpg
+import orjson
+
+from contracts.envelope import Event, Family, header_texts
+from infra.config import Settings
+from producers.outbox import accept_sealed
 
 _TEXTS = [
-    "",
     "a,b",
     '"quoted"',
     "back\\slash",
@@ -21,27 +26,52 @@ _TEXTS = [
     "髙橋 花子",
     "𠮷🙂",
     " spaced ",
-    "0123456789abcdef0123456789abcdef",
 ]
-_BYTES = [b"", b"\x00", b",", bytes(range(256)), b"", b'{"personal":"x"}', b"\xff" * 3000, b""]
+_BYTES = [b"", b"\x00", b",", bytes(range(256)), b"", b'{"personal":"x"}', b"\xff" * 3000, b"", b"[", b"\\"]
 
 
-async def test_texts_unpack_to_the_same_texts_in_order(pool: asyncpg.Pool) -> None:
+async def test_every_packed_column_reaches_the_outbox_and_the_key_register_as_given(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    run = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    events = [
+        Event(f"{run}{text}", f"/src/{text}", f"type {text}", f"{run}{text}", now, Family.PLACEMENT, None)
+        for text in _TEXTS
+    ]
+    values = {e.id: value for e, value in zip(events, _BYTES, strict=True)}
+    wrapped = {e.subject: value[::-1] + b"k" for e, value in zip(events, _BYTES, strict=True)}
+    units = [events[:3], events[3:4], events[4:]]  # units of several events, of one
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT packed_texts($1)", _texts(_TEXTS)) == _TEXTS
-        assert await conn.fetchval("SELECT packed_texts($1)", _texts(_TEXTS[::-1])) == _TEXTS[::-1]
-        assert await conn.fetchval("SELECT packed_texts($1)", _texts([])) == []
+        verdicts = await accept_sealed(
+            conn,
+            units,
+            wrapped,
+            origin="test",
+            namespace=settings.topic_namespace,
+            value_of=lambda e: values[e.id],
+        )
+        assert verdicts.kept == {0, 1, 2}
+        rows = await conn.fetch(
+            "SELECT key, headers, value, event_id FROM outbox WHERE event_id = ANY($1::text[]) ORDER BY id",
+            [e.id for e in events],
+        )
+        keys = await conn.fetch(
+            "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[])",
+            list(wrapped),
+        )
+    assert [r["event_id"] for r in rows] == [e.id for e in events], "every event, in the order given"
+    assert [bytes(r["key"]) for r in rows] == [e.subject.encode() for e in events]
+    assert [r["headers"] for r in rows] == [header_texts(e) for e in events]
+    assert [bytes(r["value"]) for r in rows] == _BYTES
+    assert {r["person_key"]: bytes(r["wrapped"]) for r in keys} == wrapped
 
 
-async def test_byte_strings_unpack_to_the_same_bytes_in_order(pool: asyncpg.Pool) -> None:
+async def test_empty_columns_unpack_to_empty_arrays(pool: asyncpg.Pool, settings: Settings) -> None:
+    """No events, no keys, no clients: nothing is written, nothing is refused."""
     async with pool.acquire() as conn:
-        unpacked = await conn.fetchval("SELECT packed_slices($1, $2)", b"".join(_BYTES), _ends(_BYTES))
-        assert unpacked == _BYTES
-        assert await conn.fetchval("SELECT packed_slices($1, $2)", b"", _ends([])) == []
-        assert await conn.fetchval("SELECT packed_slices($1, $2)", b"", _ends([b""])) == [b""]
-
-
-async def test_integers_unpack_in_order(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT packed_ints($1)", _ints([0, 0, 1, 12, 3])) == [0, 0, 1, 12, 3]
-        assert await conn.fetchval("SELECT packed_ints($1)", _ints([])) == []
+        before = await conn.fetchval("SELECT count(*) FROM outbox")
+        verdicts = await accept_sealed(conn, [], {}, origin="test", namespace=settings.topic_namespace)
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == before
+    assert verdicts.kept == frozenset() and not verdicts.erased and not verdicts.conflicted
+    assert orjson.dumps(sorted(verdicts.revoked)) == b"[]"
