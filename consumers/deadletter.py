@@ -3,7 +3,8 @@
 The original key, headers and value are kept byte for byte (personal fields in them are sealed, so the
 message shows operators nothing readable); ``dlq_*`` headers say why and where from. A register row in
 ``dead_letters`` is written in the same transaction as the consumer's positions, so the register and the
-topic agree even across crashes (a re-sent letter is recognised by its source coordinates).
+topic agree even across crashes (a re-sent letter is recognised by its source coordinates). The register
+also keeps the original record's digest: the console redrives only a dead-letter record with that digest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from domain.monitoring import record_digest, redrive_headers
 from infra import metrics
 from infra.config import Settings
 from infra.kafka import start_producer
@@ -35,21 +37,24 @@ class DeadLetter:
     headers: tuple[tuple[str, bytes], ...]
     value: bytes | None
     reason: str
+    digest: bytes  # of the original record (``record_digest``): the desk redrives only a record with it
 
     @classmethod
     def of(cls, rec: ConsumerRecord, reason: str) -> DeadLetter:
+        headers = tuple(rec.headers or ())
         return cls(
             topic=rec.topic,
             partition=rec.partition,
             offset=rec.offset,
             key=rec.key,
-            headers=tuple(rec.headers or ()),
+            headers=headers,
             value=rec.value,
             reason=reason[:MAX_REASON],
+            digest=record_digest(rec.key, headers, rec.value),
         )
 
     def kafka_headers(self, consumer: str) -> list[tuple[str, bytes]]:
-        original = [(k, v) for k, v in self.headers if not k.startswith("dlq_")]
+        original = redrive_headers(self.headers)
         return [
             *original,
             ("dlq_reason", self.reason.encode()),
@@ -108,7 +113,7 @@ class DeadLetterPublisher:
 
     async def register(self, conn: asyncpg.Connection, letters: Sequence[DeadLetter]) -> None:
         await conn.executemany(
-            "INSERT INTO dead_letters (consumer, source_topic, source_partition, source_offset, reason) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            [(self._consumer, d.topic, d.partition, d.offset, d.reason) for d in letters],
+            "INSERT INTO dead_letters (consumer, source_topic, source_partition, source_offset, reason, digest) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            [(self._consumer, d.topic, d.partition, d.offset, d.reason, d.digest) for d in letters],
         )

@@ -8,6 +8,7 @@ writes is hidden rather than shown (a client may have put anything there).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -190,6 +191,26 @@ def safe_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
 def redrive_headers(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """The original headers of a dead letter: everything but the ``dlq_*`` headers the runtime added."""
     return [(k, v) for k, v in headers if not k.startswith("dlq_")]
+
+
+def record_digest(key: bytes | None, headers: Iterable[tuple[str, bytes]], value: bytes | None) -> bytes:
+    """SHA-256 of a dead letter's original record: key, the headers a redrive keeps (``redrive_headers``)
+    and value, each length-prefixed (absent apart from empty), so no two records share one encoding.
+    The register keeps it for the record the consumer refused; the desk redrives only a dead-letter
+    record with the same digest (a writer of the dead-letter topic can claim any letter's position)."""
+    h = hashlib.sha256()
+
+    def part(data: bytes | None) -> None:
+        h.update(b"\x00" if data is None else b"\x01" + len(data).to_bytes(8, "big") + data)
+
+    part(key)
+    kept = redrive_headers(headers)
+    h.update(len(kept).to_bytes(8, "big"))
+    for name, raw in kept:
+        part(name.encode("utf-8", "surrogatepass"))
+        part(raw)
+    part(value)
+    return h.digest()
 
 
 def outbox_row_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, str] | str:

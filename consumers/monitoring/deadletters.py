@@ -2,7 +2,10 @@
 
 The register (``dead_letters``, written by the consumer runtime) is the list; the messages themselves
 live in the dead-letter topic. ``DeadLetterDesk.sync`` reads that topic incrementally and records where
-each letter sits, with its display-safe headers, so a redrive reads one record.
+each letter sits, with its display-safe headers and its record's digest, so a redrive reads one record.
+Anyone who may write the dead-letter topic can put a record there claiming a real letter's position, so
+a letter is shown and redriven only from a record whose digest equals the one its register row keeps
+(written by the consumer from the record it refused); a planted record is indexed but never used.
 
 Redrive puts the original key, headers (minus ``dlq_*``) and value back into the outbox for the source
 topic — the bytes as the client sent them; the console never opens a sealed block — and marks every
@@ -24,7 +27,7 @@ import asyncpg
 
 from consumers.monitoring import queries
 from consumers.monitoring.kafka_probe import KafkaProbe
-from domain.monitoring import dlq_header, outbox_row_headers, safe_headers
+from domain.monitoring import dlq_header, outbox_row_headers, record_digest, safe_headers
 from infra.auth import Principal
 from infra.config import Settings
 from infra.db import OUTBOX_CHANNEL
@@ -92,13 +95,14 @@ class DeadLetterDesk:
                         int(part),
                         int(offset),
                         safe_headers(headers),
+                        record_digest(rec.key, headers, rec.value),
                     )
                 )
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.executemany(
                     "INSERT INTO dead_letter_locations (dlq_topic, dlq_partition, dlq_offset, consumer, "
-                    "source_topic, source_partition, source_offset, headers) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    "source_topic, source_partition, source_offset, headers, digest) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                     located,
                 )
                 await conn.executemany(
@@ -128,7 +132,7 @@ class DeadLetterDesk:
         if row["source_topic"] not in self.settings.event_topics:
             return f"source topic {row['source_topic']} is not an event topic of this hub"
         group = await conn.fetch(
-            "SELECT d.id, d.consumer FROM dead_letters d "
+            "SELECT d.id, d.consumer, d.digest FROM dead_letters d "
             "WHERE d.source_topic = $1 AND d.source_partition = $2 AND d.source_offset = $3 "
             "AND NOT EXISTS (SELECT 1 FROM dead_letter_resolutions r WHERE r.dead_letter_id = d.id) "
             "ORDER BY d.id FOR UPDATE",
@@ -154,11 +158,16 @@ class DeadLetterDesk:
             if isinstance(group, str):
                 return await self._refused(conn, "redrive", letter_id, target, group, actor)
             ids = [g["id"] for g in group]
+            if all(g["digest"] is None for g in group):
+                # Registered before migration 055: no digest tells the original from a planted record at
+                # the same position, and publishing a planted one is what the digest exists to prevent.
+                why = "registered before record digests were kept (migration 055): discard it instead"
+                return await self._refused(conn, "redrive", letter_id, target, why, actor)
             location = await conn.fetchrow(
                 "SELECT l.dlq_topic, l.dlq_partition, l.dlq_offset, l.source_topic, l.source_partition, "
-                "l.source_offset FROM dead_letter_locations l JOIN dead_letters d ON "
+                "l.source_offset, l.digest FROM dead_letter_locations l JOIN dead_letters d ON "
                 "d.source_topic = l.source_topic AND d.source_partition = l.source_partition AND "
-                "d.source_offset = l.source_offset AND d.consumer = l.consumer "
+                "d.source_offset = l.source_offset AND d.consumer = l.consumer AND d.digest = l.digest "
                 "WHERE d.id = ANY($1::bigint[]) ORDER BY l.dlq_partition, l.dlq_offset LIMIT 1",
                 ids,
             )
@@ -173,6 +182,10 @@ class DeadLetterDesk:
                 return await self._refused(
                     conn, "redrive", letter_id, target, "message no longer in the dead-letter topic", actor
                 )
+            if record_digest(record.key, record.headers or (), record.value) != location["digest"]:
+                # The topic was recreated since the sync (offsets reused): not the record the digest names.
+                why = "the record at its location in the dead-letter topic is not the registered one"
+                return await self._refused(conn, "redrive", letter_id, target, why, actor)
             headers = outbox_row_headers(record.headers or ())
             if record.key is None or record.value is None:
                 headers = "the record has no key or no value, which the outbox cannot carry"

@@ -295,6 +295,7 @@ async def open_letters(
             SELECT headers FROM dead_letter_locations l
             WHERE l.source_topic = d.source_topic AND l.source_partition = d.source_partition
               AND l.source_offset = d.source_offset AND l.consumer = d.consumer
+              AND l.digest = d.digest  -- the record the consumer refused, not one planted at its position
             LIMIT 1
         ) l ON true
         WHERE r.dead_letter_id IS NULL AND d.source_topic = ANY($1::text[])

@@ -7,6 +7,7 @@ published and consumed, whatever else the session's tests do in the same databas
 from __future__ import annotations
 
 import re
+import uuid
 
 import asyncpg
 import httpx
@@ -19,6 +20,7 @@ from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family
 from infra.auth import OrgKind, Role, add_client, revoke_client
 from infra.config import Settings
+from infra.kafka import start_producer
 from producers.outbox import OutboxRelay
 from tests import factories
 from tests.browser.console_server import RunningConsole
@@ -230,6 +232,98 @@ async def test_redrive_and_discard_are_recorded_once(
     async with pool.acquire() as conn:
         assert (
             await conn.fetchval("SELECT count(*) FROM event_log WHERE event_id = $1", subs[1].event_id) == 0
+        )
+
+
+async def test_redrive_publishes_the_registered_record_not_one_planted_at_its_position(
+    ready: asyncpg.Pool, console: RunningConsole, console_settings: Settings
+) -> None:
+    """A writer of the dead-letter topic puts a record there first that claims a real letter's source
+    position (and consumer): the desk took the earliest such record, so a redrive of the real letter
+    queued the planted key, headers and value for the event topic. The register keeps the original
+    record's digest; only a dead-letter record with that digest is shown or redriven."""
+    pool, s = ready, console_settings
+    operator = await _client(pool, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    sub = factories.registration(factories.person_key())
+    await publish(s, pool, [sub], origin="console-test")
+    topic = s.topic(Family.REGISTRATION)
+    real = next(r for r in await read_topic(s, topic) if dict(r.headers)["ce_id"] == sub.event_id.encode())
+    planted_id = "planted" + uuid.uuid4().hex[:12]
+    planted_headers = [(k, planted_id.encode() if k == "ce_id" else v) for k, v in real.headers]
+    claims = [
+        ("dlq_reason", b"registration: planted"),
+        ("dlq_source_topic", topic.encode()),
+        ("dlq_source_partition", str(real.partition).encode()),
+        ("dlq_source_offset", str(real.offset).encode()),
+        ("dlq_consumer", b"picky-log"),
+    ]
+    producer = await start_producer(s)
+    try:
+        await producer.send_and_wait(
+            s.deadletter_topic,
+            key=real.key,
+            value=b"planted value",
+            headers=[*planted_headers, *claims],
+            partition=0,
+        )
+    finally:
+        await producer.stop()
+    handler = Picky(s, {sub.event_id: "site not yet configured"})
+    await consume_all(ConsumerRuntime(handler, s, pool), pool, s)
+    async with pool.acquire() as conn:
+        letter_id = await conn.fetchval(
+            "SELECT id FROM dead_letters WHERE consumer = 'picky-log' AND source_topic = $1 "
+            "AND source_partition = $2 AND source_offset = $3",
+            topic,
+            real.partition,
+            real.offset,
+        )
+
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await http.get("/dead-letters")
+        assert f'data-letter="{letter_id}"' in page.text
+        assert planted_id not in page.text  # the planted record is never shown as the letter's
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        done = await http.post("/dead-letters", data={"op": f"redrive:{letter_id}", "csrf": csrf})
+        assert done.status_code == 200 and "redrive: done" in done.text
+        assert planted_id not in done.text
+
+    async with pool.acquire() as conn:
+        queued = await conn.fetch(
+            "SELECT o.key, o.value, o.event_id FROM outbox o JOIN outbox_pending USING (id) "
+            "WHERE o.origin = 'console-redrive' AND o.topic = $1",
+            topic,
+        )
+    assert [(r["key"], r["value"], r["event_id"]) for r in queued] == [(real.key, real.value, sub.event_id)]
+
+
+async def test_a_letter_registered_without_a_digest_is_not_redriven(
+    ready: asyncpg.Pool, console: RunningConsole, console_settings: Settings
+) -> None:
+    """A register row kept before migration 055 has no digest, so no dead-letter record can be told apart
+    from one planted at its position: the redrive is refused with that reason (discarding still works)."""
+    pool, s = ready, console_settings
+    operator = await _client(pool, OrgKind.OPERATOR, "*", {Role.OPERATE})
+    sub = factories.registration(factories.person_key())
+    await publish(s, pool, [sub], origin="console-test")
+    await consume_all(ConsumerRuntime(Picky(s, {sub.event_id: "test old letter"}), s, pool), pool, s)
+    async with pool.acquire() as conn:
+        letter_id = await conn.fetchval(
+            "UPDATE dead_letters SET digest = NULL WHERE consumer = 'picky-log' AND reason LIKE '%test old letter' "
+            "RETURNING id"
+        )
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        await http.post("/login", data={"token": operator})
+        page = await http.get("/dead-letters")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        refused = await http.post("/dead-letters", data={"op": f"redrive:{letter_id}", "csrf": csrf})
+        assert "refused — registered before record digests were kept" in refused.text
+        dropped = await http.post("/dead-letters", data={"op": f"discard:{letter_id}", "csrf": csrf})
+        assert "discard: done" in dropped.text
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE origin = 'console-redrive' AND event_id = $1", sub.event_id
         )
 
 

@@ -20,6 +20,7 @@ from domain.monitoring import (
     outbox_row_headers,
     rate_per_second,
     rates_between,
+    record_digest,
     redrive_headers,
     safe_headers,
 )
@@ -152,6 +153,26 @@ class TestMasking:
             ("dlq_time", b"t"),
         ]
         assert redrive_headers(headers) == [("ce_id", b"1"), ("content-type", b"application/json")]
+
+    def test_a_record_digest_ignores_dead_letter_headers_and_tells_every_part_apart(self) -> None:
+        base = record_digest(b"k", [("ce_id", b"1"), ("x", b"ab")], b"v")
+        # what the runtime adds around the original headers does not change the record
+        assert (
+            record_digest(
+                b"k", [("dlq_reason", b"r"), ("ce_id", b"1"), ("x", b"ab"), ("dlq_time", b"t")], b"v"
+            )
+            == base
+        )
+        others = [
+            record_digest(None, [("ce_id", b"1"), ("x", b"ab")], b"v"),  # absent key is not an empty one
+            record_digest(b"", [("ce_id", b"1"), ("x", b"ab")], b"v"),
+            record_digest(b"k", [("ce_id", b"1"), ("x", b"ab")], None),
+            record_digest(b"k", [("ce_id", b"1"), ("xa", b"b")], b"v"),  # bytes moved across a boundary
+            record_digest(b"k", [("x", b"ab"), ("ce_id", b"1")], b"v"),  # header order
+            record_digest(b"k", [("ce_id", b"2"), ("x", b"ab")], b"v"),
+            record_digest(b"kv", [("ce_id", b"1"), ("x", b"ab")], b""),
+        ]
+        assert len({base, *others}) == len(others) + 1
 
     def test_a_redrive_goes_through_the_outbox_only_with_headers_it_can_carry(self) -> None:
         good = [("ce_id", b"e-1"), ("dlq_reason", b"r"), ("ce_source", "市".encode())]
