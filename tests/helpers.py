@@ -11,10 +11,11 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
@@ -38,6 +39,7 @@ from infra.auth import OrgKind, Principal, Role, add_client, authenticate
 from infra.codecs.csv_rows import MAX_COLUMNS, MAX_ROWS, Header, ParsedRow, read_chunks
 from infra.config import Settings
 from infra.crypto import KeyStore
+from infra.db import _migration_files, init_connection
 from infra.kafka import client_options
 from infra.signing import erasure_signer
 from infra.topics import ensure_topics
@@ -336,3 +338,54 @@ async def factories_cohort_1(pool: asyncpg.Pool) -> Counter[tuple[str, ...]]:
         )
     feed = counted.feeds.get(factories.AUTHORITY)
     return Counter(feed.retention[1]) if feed else Counter()
+
+
+class BeforeMigration(NamedTuple):
+    """A scratch database migrated up to, not including, one migration: ``migrating`` runs it, ``writer``
+    plays a process still writing meanwhile, ``admin`` watches both from the ``postgres`` database."""
+
+    admin: asyncpg.Connection
+    migrating: asyncpg.Connection
+    writer: asyncpg.Connection
+    sql: str
+
+
+@asynccontextmanager
+async def before_migration(settings: Settings, number: str) -> AsyncIterator[BeforeMigration]:
+    """The database is dropped afterwards, whatever the test did."""
+    database = f"ittai_test_m{number}{uuid.uuid4().hex[:8]}"
+    base = settings.pg_dsn.rsplit("/", 1)[0]
+    admin = await asyncpg.connect(base + "/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        migrating = await asyncpg.connect(base + f"/{database}")
+        writer = await asyncpg.connect(base + f"/{database}")
+        try:
+            await init_connection(migrating)
+            files = _migration_files()
+            for name, sql in files:
+                if name >= number:
+                    break
+                await migrating.execute(sql)
+            (sql,) = [sql for name, sql in files if name.startswith(f"{number}_")]
+            yield BeforeMigration(admin, migrating, writer, sql)
+        finally:
+            await writer.close()
+            await migrating.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+async def migrate_while_held(db: BeforeMigration, release: Callable[[], Awaitable[None]]) -> None:
+    """Runs the migration; once it waits for a lock (the writer's open transaction), or is done, calls
+    ``release`` (the writer commits) and waits for the migration to finish. No timing: the wait is seen in
+    ``pg_stat_activity``."""
+    migration = asyncio.ensure_future(db.migrating.execute(db.sql))
+    pid = db.migrating.get_server_pid()
+    while not migration.done() and not await db.admin.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+    ):
+        await asyncio.sleep(0.01)
+    await release()
+    await migration

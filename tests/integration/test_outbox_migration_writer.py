@@ -5,54 +5,21 @@ commits before the trigger exists; then only a lock on the outbox taken before t
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-
-import asyncpg
-
 from infra.config import Settings
-from infra.db import _migration_files, init_connection
+from tests.helpers import before_migration, migrate_while_held
 
 
 async def test_a_row_committed_while_migration_040_runs_is_pending_after_it(
     live_stack: None, settings: Settings
 ) -> None:
-    database = f"ittai_test_m040w{uuid.uuid4().hex[:8]}"
-    base = settings.pg_dsn.rsplit("/", 1)[0]
-    admin = await asyncpg.connect(base + "/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        migrating = await asyncpg.connect(base + f"/{database}")
-        writer = await asyncpg.connect(base + f"/{database}")
-        try:
-            await init_connection(migrating)
-            files = _migration_files()
-            for name, sql in files:
-                if name >= "040":
-                    break
-                await migrating.execute(sql)
-            (sql,) = [sql for name, sql in files if name.startswith("040_")]
-            # An acceptance in flight: its outbox row written, not committed yet.
-            accepting = writer.transaction()
-            await accepting.start()
-            row = await writer.fetchval(
-                "INSERT INTO outbox (topic, key, headers, value, event_id) "
-                "VALUES ('t', 'k', '{}', 'v', 'accepted-during-040') RETURNING id"
-            )
-            migration = asyncio.ensure_future(migrating.execute(sql))
-            pid = migrating.get_server_pid()
-            # Until the migration waits for a lock (the acceptance's), or is done.
-            while not migration.done() and not await admin.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            ):
-                await asyncio.sleep(0.01)
-            await accepting.commit()
-            await migration
-            marked = await migrating.fetchval("SELECT count(*) FROM outbox_pending WHERE id = $1", row)
-            assert marked == 1, "an event accepted while migration 040 ran has no mark: never published"
-        finally:
-            await writer.close()
-            await migrating.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    async with before_migration(settings, "040") as db:
+        # An acceptance in flight: its outbox row written, not committed yet.
+        accepting = db.writer.transaction()
+        await accepting.start()
+        row = await db.writer.fetchval(
+            "INSERT INTO outbox (topic, key, headers, value, event_id) "
+            "VALUES ('t', 'k', '{}', 'v', 'accepted-during-040') RETURNING id"
+        )
+        await migrate_while_held(db, accepting.commit)
+        marked = await db.migrating.fetchval("SELECT count(*) FROM outbox_pending WHERE id = $1", row)
+        assert marked == 1, "an event accepted while migration 040 ran has no mark: never published"
