@@ -36,7 +36,7 @@ from consumers.runtime import Consumed, HandlerRejected, incoming
 from consumers.shared_view import store
 from consumers.shared_view.erasure import drop_erased
 from contracts.envelope import Family
-from domain.batch import CONSENT, Incoming
+from domain.batch import CONSENT, Incoming, once_each
 from domain.calendar import JST
 from domain.consent import ConsentRecord
 from domain.shared_view import (
@@ -156,7 +156,12 @@ class SharedViewHandler:
         # idle while the other worked). The rebuilt records are written last.
         stored = await store.stored_events(conn, plan.rebuild) if plan.rebuild else []
         extended: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
-        raw = {c.event.id: c.value for c in batch}
+        # By event id, as the plan keeps them: an id's first delivery (``once_each``). Kept by the last, a
+        # record forged under one person ahead of another's real event with the same id took that
+        # event's JSON as its own stored event (review11 F1).
+        raw: dict[str, bytes] = {}
+        for c in batch:
+            raw.setdefault(c.event.id, c.value)
 
         async def write() -> None:
             await store.write_plan(conn, plan, raw, state.known, state.opened)
@@ -192,7 +197,10 @@ class SharedViewHandler:
             self.keystore.forget(person)
         persons -= erased
         opener = Opener(await self.keystore.existing_keys(conn, persons) if persons else {})
-        others = [e for e in events if e.family != CONSENT and e.person_key in persons]
+        # Each id's first delivery only, the one ``plan_batch`` keeps (``once_each``): ``opened`` is by event
+        # id, and a later delivery's block (a forged repeat's victim: another person's event, same id),
+        # opened under its own person's key, was taken as the first's (review11 F1).
+        others = [e for e in once_each(events) if e.family != CONSENT and e.person_key in persons]
         # The rest of the state is read while the batch's personal blocks are opened here (PostgreSQL and
         # this process each used to wait for the other): every block with a personal part, before knowing
         # which events are stored already — a repeat's block is opened for nothing, and only ever refused
