@@ -154,6 +154,13 @@ SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)
 FETCH_OPTIONS = {"max_partition_fetch_bytes": 4 * 1024 * 1024, "fetch_max_bytes": 32 * 1024 * 1024}
 _STOP_WAIT_S = 5.0  # at a stop, for the batch in flight to roll back and for the last Kafka commit
 _YIELD_EVERY = 64  # records decoded between two turns of the event loop (about a millisecond)
+# A record the Kafka client cannot read is looked for this many fetches (of ``batch_max_records``) past its
+# partition's stored position: it was met within about one fetch of what the runtime has handed over.
+_UNREADABLE_SCAN = 8
+_UNREADABLE_WAIT_MS = 500
+_UNREADABLE_REASON = (
+    "record: not readable by the Kafka client (a header name in its record batch is not UTF-8)"
+)
 
 
 class HandlerRejected(Exception):
@@ -313,9 +320,13 @@ class ConsumerRuntime:
             # decoding yields to the loop now and then, so the commit's round trips go on meanwhile.
             while not self._stop.is_set() and not self._lost:
                 generation = self._generation
-                fetched = await self._consumer.getmany(
-                    timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
-                )
+                try:
+                    fetched = await self._consumer.getmany(
+                        timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
+                    )
+                except UnicodeDecodeError:  # a header name that is not UTF-8 (``_past_unreadable``)
+                    await self._past_unreadable()
+                    continue
                 records = [r for part in fetched.values() for r in part]
                 async with self._hand:
                     if records and generation != self._generation:
@@ -439,6 +450,84 @@ class ConsumerRuntime:
                 self.handler.name,
             )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+    # -- a record the Kafka client cannot read ---------------------------------------------------
+
+    async def _past_unreadable(self) -> None:
+        """Dead-letter the record that made ``getmany`` raise, and go on.
+
+        aiokafka decodes each header's name as UTF-8 as it unpacks a fetch, and a name that is not (Kafka
+        carries bytes; anyone who may write the topic can put them there) raises ``UnicodeDecodeError``
+        out of ``getmany``: no record to dead-letter, and a consumer that let it end the run would meet it
+        again after every restart. The records drained before it from other partitions were taken past
+        (aiokafka moved their positions) without being handed over, so every partition goes back to its
+        stored position first. Then each partition is read on its own to find the one that raises, and
+        that one a record a call up to it: the records before it are applied as a batch, and the record
+        itself is dead-lettered (and so, one by one, the records after it in its record batch, which
+        aiokafka decodes on the way to them: a batch is one producer's, so only its own records) at its offset with no key or headers and an empty value (none can be read;
+        the desk refuses to redrive a letter without a key), its position passed in the same transaction."""
+        consumer = self._consumer
+        assert consumer is not None
+        async with self._hand:
+            await self.flush()
+            await self._resync()
+            generation = self._generation
+        start = {tp: await consumer.position(tp) for tp in consumer.assignment()}
+        ends = await consumer.end_offsets(list(start))
+        found = None
+        for tp in sorted(start):
+            at = start[tp]
+            try:
+                for _ in range(_UNREADABLE_SCAN):  # it was met within about a fetch of the stored position
+                    if at >= ends[tp] or not (
+                        got := await self._read_on(tp, self.settings.batch_max_records)
+                    ):
+                        break
+                    at = got[-1].offset + 1
+            except UnicodeDecodeError:
+                found = tp
+                break
+        readable: list[ConsumerRecord] = []
+        if found is not None:
+            consumer.seek(found, start[found])  # a fresh fetch from there
+            try:  # a record a call: a call that raises hands over none of the records before the culprit
+                while got := await self._read_on(found, 1):
+                    readable += got
+            except UnicodeDecodeError:
+                pass
+            else:
+                found = None  # not met again (the topic changed): read on as usual
+        assigned = consumer.assignment()
+        async with self._hand:
+            if generation != self._generation:
+                return  # a rebalance restored the positions meanwhile: read on from there
+            for tp, offset in start.items():
+                if tp in assigned and tp != found:
+                    consumer.seek(tp, offset)
+            if found is None:
+                return
+            offset = readable[-1].offset + 1 if readable else start[found]
+            consumer.seek(found, offset + 1)
+            culprit = ConsumerRecord(found.topic, found.partition, offset, -1, 0, None, b"", None, -1, 0, ())
+            batch = await self._decode(readable, spans_of(readable))
+            batch.records.append(culprit)
+            batch.spans[(found.topic, found.partition)] = (
+                readable[0].offset if readable else offset,
+                culprit,
+            )
+            batch.poison.append(DeadLetter.of(culprit, _UNREADABLE_REASON))
+            log.warning("record not readable by the Kafka client", consumer=self.handler.name,
+                        topic=found.topic, partition=found.partition, offset=offset)  # fmt: skip
+            self._inflight = asyncio.create_task(self._finish(batch))
+
+    async def _read_on(self, tp: TopicPartition, most: int) -> list[ConsumerRecord]:
+        """Up to ``most`` records of ``tp`` from its position; none only at its end (a few waits long)."""
+        assert self._consumer is not None
+        for _ in range(3):
+            got = await self._consumer.getmany(tp, timeout_ms=_UNREADABLE_WAIT_MS, max_records=most)
+            if got.get(tp):
+                return got[tp]
+        return []
 
     # -- one batch ---------------------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""A record whose header name is not UTF-8 (review11 F2).
+
+Kafka's protocol carries a header's name as bytes; aiokafka decodes it as UTF-8 while it unpacks a fetch
+and raises ``UnicodeDecodeError`` out of ``getmany``, not a record the runtime could dead-letter. Anyone
+who may write an event topic (a leaked adapter credential) could so stop every consumer of it for good: a
+restarted consumer reads the same record again. The runtime dead-letters that record (its bytes cannot be
+read, so the letter carries its position and the reason) and goes on, with the records around it applied.
+"""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.producer import message_accumulator
+from aiokafka.producer import producer as producer_module
+from aiokafka.record import default_records
+
+from consumers.catchup import end_offsets, run_until
+from consumers.event_log import EventLogHandler
+from consumers.runtime import ConsumerRuntime
+from contracts.envelope import encode
+from infra.config import Settings
+from infra.kafka import client_options
+from producers.submission import to_event
+from tests import factories
+from tests.helpers import publish_records
+
+UNREADABLE = "record: not readable by the Kafka client (a header name in its record batch is not UTF-8)"
+
+
+class _NotUtf8(str):
+    """A header name that the producer writes as bytes that are not UTF-8."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"ce_\xff\xfe"
+
+
+async def _publish_with_a_bad_header_name(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    records: list[tuple[bytes, list[tuple[str, bytes]], bytes]],
+) -> None:
+    """These records onto one partition (one person), in one record batch, through aiokafka's pure-Python
+    batch builder, which encodes header names with ``str.encode`` (its C builder would refuse the name)."""
+    for module in (message_accumulator, producer_module):
+        monkeypatch.setattr(module, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=500)
+    await producer.start()
+    try:
+        topic = settings.topic(factories.referral(factories.person_key()).family)
+        futures = [
+            await producer.send(topic, value, key=key, headers=headers) for key, headers, value in records
+        ]
+        for f in futures:
+            await f
+    finally:
+        await producer.stop()
+        monkeypatch.undo()
+
+
+async def test_a_record_whose_header_name_is_not_utf8_is_dead_lettered_and_the_consumer_goes_on(
+    pool: asyncpg.Pool, isolated_per_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rogue producer's batch: a record with such a header name and one after it, which aiokafka cannot
+    read either (it decodes the batch's records in order, those before the position too). Both are
+    dead-lettered at their offsets; the records around that batch (another producer's) are applied."""
+    settings = isolated_per_test
+    person = factories.person_key()
+    topic = settings.topic(factories.referral(person).family)
+    before, bad, same_batch, after = (
+        encode(to_event(factories.referral(person), os.urandom(32))) for _ in range(4)
+    )
+    key, headers, value = bad
+    await publish_records(settings, [(topic, *before)])
+    await _publish_with_a_bad_header_name(
+        settings, monkeypatch, [(key, [*headers, (_NotUtf8("x"), b"1")], value), same_batch]
+    )
+    await publish_records(settings, [(topic, *after)])
+
+    handler = EventLogHandler(settings)
+    ends = await end_offsets(settings, handler.topics)
+    await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=60)
+
+    ids = [dict(h)["ce_id"].decode() for _, h, _ in (before, bad, same_batch, after)]
+    async with pool.acquire() as conn:
+        logged = {
+            r[0] for r in await conn.fetch("SELECT event_id FROM event_log WHERE event_id = ANY($1)", ids)
+        }
+        letters = await conn.fetch(
+            "SELECT source_offset, reason FROM dead_letters WHERE consumer = $1 AND source_topic = $2 "
+            "ORDER BY source_offset",
+            handler.name,
+            topic,
+        )
+    assert logged == {ids[0], ids[3]}
+    assert [(r["source_offset"], r["reason"]) for r in letters] == [(1, UNREADABLE), (2, UNREADABLE)]
