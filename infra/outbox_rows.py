@@ -95,6 +95,6 @@ def count_accepted(origin: str, events: Sequence[Event]) -> None:
 # to completion whatever the outer query reads, and a notification is sent at commit either way.
 _FROM_ARRAYS = (
     "WITH rows AS (INSERT INTO outbox (topic, key, headers, value, event_id, origin) "
-    "SELECT t.*, $6 FROM unnest($1::text[], $2::bytea[], $3::jsonb[], $4::bytea[], $5::text[]) AS t) "
+    "SELECT t.*, $6 FROM unnest($1::text[], $2::bytea[], $3::json[], $4::bytea[], $5::text[]) AS t) "
     "SELECT pg_notify($7, '')"
 )

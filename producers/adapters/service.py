@@ -609,7 +609,7 @@ _PURGE_EVERY_S = 300.0
 
 # A file chunk's events, staged by binary COPY for ``accept_file_rows`` (migration 048 reads this table
 # by name): the driver encodes them in C, where six arrays it encoded element by element. The headers go
-# as JSON text, parsed once by the function's cast to jsonb (a json column is parsed by COPY as well).
+# as JSON text, checked once by the function's cast to json (the outbox keeps them as written: 059).
 _FILE_ROWS = "n int, subject text, topic text, headers text, value bytea, event_id text, row_key text"
 # The fresh data keys' people ($4) and wrapped keys ($5, hex) as comma-separated texts (see _CHUNK_READS).
 _ACCEPT_FILE_ROWS = (
