@@ -1,6 +1,8 @@
 """The feed's publishing path (msgspec structs) is the ``FeedRevision`` contract: the same fields in the
-same order, the same bytes out for every body the builder composes, and every body the model refuses
-is refused (it may refuse more: it is stricter on patterns, never looser)."""
+same order, the same bytes out for every body the builder composes and keeps, and every body the model
+refuses is refused (it may refuse more: it is stricter on patterns, never looser), except inside a
+table's cells: they are published as kept, and their check is where they are written (every kept
+body's cells are the model's, whatever the counts, threshold, layout and revision)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,28 @@ from datetime import UTC, datetime
 from typing import Any, get_args, get_origin
 
 import msgspec
+import orjson
 import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from consumers.feed import builder
 from contracts import feed as contract
-from domain.feed import Job, compose_many
+from domain.feed import (
+    AGE_BANDS,
+    EMPLOYMENT_TYPES,
+    ENROLMENT,
+    OCCUPATIONS,
+    RETENTION_CHECKPOINTS,
+    RETENTION_STATUS,
+    SEXES,
+    TARGET_GROUPS,
+    YES_NO,
+    FeedCounts,
+    Job,
+    compose_many,
+)
 from tests.unit import feed_golden_data as g
 
 HORIZON = datetime(2025, 11, 5, 15, 0, 0, 123456, tzinfo=UTC)
@@ -65,10 +84,10 @@ def test_the_structs_have_the_models_fields_in_order() -> None:
     assert len(seen) == 8
 
 
-@pytest.mark.parametrize("sort_keys", [False, True])  # as composed, and reordered as jsonb keeps it
-def test_published_bytes_are_the_models_bytes(sort_keys: bool) -> None:
+@pytest.mark.parametrize("kept", [False, True])  # as composed, and reordered as jsonb keeps it
+def test_published_bytes_are_the_models_bytes(kept: bool) -> None:
     for body in _bodies():
-        text = json.dumps(body, ensure_ascii=False, sort_keys=sort_keys)
+        text = orjson.dumps(builder.as_kept(body) if kept else body)  # as the builder writes it
         key, headers, value = contract.encode_feed_revision(text, BUILT)
         assert value == _model_bytes(text)
         assert key == f"{body['authority']}:{body['month']}".encode()
@@ -105,13 +124,14 @@ _VALUES = [-1, 0, 7, 1.5, -0.5, "x", "１２３４５６", "123456\n", "2025-13"
 
 
 def test_what_the_model_refuses_the_structs_refuse() -> None:
+    """Anywhere but inside a table's cells (published as kept: see the tests below)."""
     rng = random.Random(14)
     bodies = _bodies(6)
     refused = 0
     for _ in range(600):
         body = rng.choice(bodies)
-        path = rng.choice(_leaves(body)[:-1])  # not the body itself
-        text = json.dumps(_set(body, path, rng.choice(_VALUES)), ensure_ascii=False)
+        path = rng.choice([p for p in _leaves(body)[:-1] if "cells" not in p])  # not the body itself
+        text = orjson.dumps(_set(body, path, rng.choice(_VALUES)))  # as the builder writes a body
         try:
             expected = _model_bytes(text)
         except pydantic.ValidationError:
@@ -125,3 +145,91 @@ def test_what_the_model_refuses_the_structs_refuse() -> None:
             continue  # stricter than the model: allowed
         assert value == expected, path
     assert refused > 100
+
+
+@pytest.mark.parametrize("cells", ["{}", '"x"', "1", "null"])
+def test_a_tables_cells_that_are_not_an_array_are_refused(cells: str) -> None:
+    body = _bodies(1)[0]
+    text = orjson.dumps(body).replace(b'"cells":[', b'"cells":' + cells.encode() + b',"was":[', 1)
+    with pytest.raises(contract.Invalid, match="not an array"):
+        contract.encode_feed_revision(text, BUILT)
+
+
+# --- every kept body's cells are the contract's -------------------------------------------------------
+# The publisher copies a table's cells as kept (``contracts.feed._FeedTable``): these tests are their
+# check, moved from publishing to where they are written (``builder._kept``, the only writer of kept
+# bodies). Counts: small (hidden), zero, large; thresholds 1-5; one to three own sites and another
+# authority's (every layout); revision 1, and revision 2 over revision 1's kept body with more counted.
+
+_OTHER_SITE = "271004-01"
+_COUNT = st.integers(1, 5) | st.just(0) | st.integers(0, 10**6)
+_FLAGS = st.tuples(*(st.sampled_from(YES_NO) for _ in TARGET_GROUPS))
+
+
+@st.composite
+def _months(draw: st.DrawFn) -> tuple[FeedCounts, FeedCounts]:
+    code = "131041"
+    sites = tuple(f"{code}-{k:02d}" for k in range(1, draw(st.integers(1, 3)) + 1))
+    site = st.sampled_from((*sites, _OTHER_SITE))
+    own = st.sampled_from(sites)
+
+    def counts(keys: st.SearchStrategy[tuple[str, ...]], size: int) -> dict[tuple[str, ...], int]:
+        return draw(st.dictionaries(keys, _COUNT, max_size=size))
+
+    def month() -> FeedCounts:
+        placement = st.tuples(site, st.sampled_from(SEXES), st.sampled_from(AGE_BANDS), st.sampled_from(OCCUPATIONS),
+                              st.sampled_from(EMPLOYMENT_TYPES), _FLAGS)  # fmt: skip
+        return FeedCounts(
+            code,
+            g.MONTH,
+            sites,
+            counts(placement.map(lambda p: (*p[:5], *p[5])), 10),
+            counts(st.tuples(site, st.sampled_from(EMPLOYMENT_TYPES)), 4),
+            counts(st.tuples(own, st.sampled_from(YES_NO), _FLAGS).map(lambda n: (*n[:2], *n[2])), 8),
+            counts(st.tuples(own, st.sampled_from(ENROLMENT)), 3),
+            {k: counts(st.tuples(own, st.sampled_from(RETENTION_STATUS)), 3) for k in RETENTION_CHECKPOINTS},
+        )
+
+    return month(), month()
+
+
+def _published_as_the_model_writes_it(kept: bytes) -> None:
+    model = contract.FeedRevision.model_validate_json(kept)  # the contract's check: it holds
+    _, _, value = contract.encode_feed_revision(kept, BUILT)
+    assert value == model.model_dump_json().encode()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_months(), st.integers(1, 5))
+def test_fuzz_every_kept_bodys_cells_are_the_contracts_and_published_as_kept(
+    months: tuple[FeedCounts, FeedCounts], threshold: int
+) -> None:
+    first, late = months
+    horizon = HORIZON.isoformat()
+    targets = g.targets(first.authority, first.sites)  # the authority's and its first site's
+    [one] = builder._kept(
+        [builder._Work(Job(first, None, targets), None, 1)], threshold=threshold, horizon=horizon
+    )
+    _published_as_the_model_writes_it(one.body)
+    work = builder._Work(Job(g.plus(first, late), None, targets), one.body.decode(), 2)
+    [two] = builder._kept([work], threshold=threshold, horizon=horizon)
+    _published_as_the_model_writes_it(two.body)
+
+
+def test_kept_bodies_of_a_national_like_month_are_published_as_the_model_writes_them() -> None:
+    """The golden month in miniature (suppression, audits, targets, a second revision): every kept
+    body, hidden cells among them."""
+    feeds = g.month_counts(40, 7)
+    sites = dict(g.authorities(40))
+    horizon = HORIZON.isoformat()
+    work = [builder._Work(Job(f, None, g.targets(a, sites[a])), None, 1) for a, f in sorted(feeds.items())]
+    ones = builder._kept(work, threshold=3, horizon=horizon)
+    late = g.month_counts(40, 8, scale=0.1)
+    work2 = [
+        builder._Work(Job(g.plus(f, late[a]), None, g.targets(a, sites[a])), k.body.decode(), 2)
+        for (a, f), k in zip(sorted(feeds.items()), ones, strict=True)
+    ]
+    kept = ones + builder._kept(work2, threshold=3, horizon=horizon)
+    assert sum(b'"primary"' in k.body for k in kept) > 10  # hidden cells published as kept
+    for k in kept:
+        _published_as_the_model_writes_it(k.body)
