@@ -59,6 +59,12 @@ class ErasureFollower:
                     for records in batches.values():
                         for record in records:
                             self._apply(record.key, record.headers, record.value)
+            except UnicodeDecodeError:
+                # A header name that is not UTF-8: aiokafka refuses the whole fetch, at every try. Its place is
+                # taken again at the topic's end, caches emptied (what it could not read may be an erasure).
+                self.ready.clear()
+                self.unreadable += 1
+                log.warning("erasure topic record not readable by the Kafka client; following from its end")
             except (KafkaError, OSError, TimeoutError) as exc:
                 self.ready.clear()
                 log.warning(

@@ -9,6 +9,7 @@ read, so the letter carries its position and the reason) and goes on, with the r
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import asyncpg
@@ -21,12 +22,15 @@ from aiokafka.record import default_records
 from consumers.catchup import end_offsets, run_until
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
-from contracts.envelope import encode
+from contracts.envelope import Family, encode
 from infra.config import Settings
+from infra.crypto import KeyStore
+from infra.erasure_follower import ErasureFollower
 from infra.kafka import client_options
+from infra.signing import erasure_signer
 from producers.submission import to_event
 from tests import factories
-from tests.helpers import publish_records
+from tests.helpers import publish_records, wait_for
 
 UNREADABLE = "record: not readable by the Kafka client (a header name in its record batch is not UTF-8)"
 
@@ -42,6 +46,8 @@ async def _publish_with_a_bad_header_name(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     records: list[tuple[bytes, list[tuple[str, bytes]], bytes]],
+    family: Family = Family.REFERRAL,
+    partition: int | None = None,
 ) -> None:
     """These records onto one partition (one person), in one record batch, through aiokafka's pure-Python
     batch builder, which encodes header names with ``str.encode`` (its C builder would refuse the name)."""
@@ -50,9 +56,9 @@ async def _publish_with_a_bad_header_name(
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=500)
     await producer.start()
     try:
-        topic = settings.topic(factories.referral(factories.person_key()).family)
         futures = [
-            await producer.send(topic, value, key=key, headers=headers) for key, headers, value in records
+            await producer.send(settings.topic(family), value, key=key, headers=headers, partition=partition)
+            for key, headers, value in records
         ]
         for f in futures:
             await f
@@ -97,3 +103,43 @@ async def test_a_record_whose_header_name_is_not_utf8_is_dead_lettered_and_the_c
         )
     assert logged == {ids[0], ids[3]}
     assert [(r["source_offset"], r["reason"]) for r in letters] == [(1, UNREADABLE), (2, UNREADABLE)]
+
+
+async def _value(value: object) -> object:
+    return value
+
+
+async def test_the_erasure_follower_goes_on_past_such_a_record_and_forgets_what_it_may_have_missed(
+    pool: asyncpg.Pool, isolated_per_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure follower reads the erasure topic the same way: such a record there ended its task (the
+    service unready, erasures no longer followed). It takes its place at the topic's end again, emptying
+    the process's key caches (an erasure after the record may not have been seen), and follows on."""
+    settings = isolated_per_test
+    keystore = KeyStore.from_settings(settings)
+    before, after = factories.person_key(), factories.person_key()
+    follower = ErasureFollower(settings)
+    following = asyncio.create_task(follower.run())
+    try:
+        await wait_for(lambda: _value(follower.ready.is_set()), until=bool)
+        async with pool.acquire() as conn:
+            await keystore.keys_for(conn, [before])
+        key, headers, value = encode(
+            to_event(factories.erasure(before, signer=erasure_signer(settings)), None)
+        )
+        await _publish_with_a_bad_header_name(
+            settings, monkeypatch, [(key, [*headers, (_NotUtf8("x"), b"1")], value)], Family.ERASURE, 0
+        )
+        await wait_for(lambda: _value(keystore.holds(before)), until=lambda held: not held)
+        await wait_for(lambda: _value(follower.ready.is_set()), until=bool)
+        assert not following.done(), "the follower ended"
+
+        async with pool.acquire() as conn:
+            await keystore.keys_for(conn, [after])
+        erasure = to_event(factories.erasure(after, signer=erasure_signer(settings)), None)
+        await publish_records(settings, [(settings.topic(Family.ERASURE), *encode(erasure))])
+        await wait_for(lambda: _value(keystore.holds(after)), until=lambda held: not held)
+        assert follower.forgotten == 1 and not following.done()
+    finally:
+        follower.stop()
+        await asyncio.wait_for(following, timeout=30)
