@@ -250,11 +250,14 @@ class ConsumerRuntime:
         role: str = "live",
         person_affine: bool = False,
         consumer_options: Mapping[str, Any] | None = None,
+        held_back: Iterable[tuple[str, int]] = (),
     ) -> None:
         """``consumer_options``: more keyword arguments for its ``AIOKafkaConsumer`` (e.g. the replay's
-        shorter heartbeat, ``consumers.shared_view.replay``)."""
+        shorter heartbeat, ``consumers.shared_view.replay``). ``held_back``: (topic, partition) pairs not
+        read until ``release``d (paused whenever assigned; the replay's consents wait for their events)."""
         self.handler = handler
         self._consumer_options = dict(consumer_options or {})
+        self._held_back = set(held_back)
         # Person-affine: the members of the group get the same partition numbers of every topic (Kafka's
         # range assignor; a person's events share one number on every topic, ``infra.kafka.partitions_of``),
         # so one member sees all of a person's events. aiokafka's default (round robin over every topic's
@@ -297,6 +300,15 @@ class ConsumerRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def release(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Read these held-back partitions from now on (resumed where assigned to this member)."""
+        released = self._held_back.intersection(partitions)
+        self._held_back -= released
+        if self._consumer is not None and released:
+            self._consumer.resume(
+                *(tp for tp in self._consumer.assignment() if (tp.topic, tp.partition) in released)
+            )
 
     @fewer_collections()  # the collector's policy for streaming work (infra.gc: ~10% of a consumer's CPU)
     async def run(self) -> None:
@@ -429,6 +441,9 @@ class ConsumerRuntime:
             # offsets of partitions now someone else's are not this member's to commit
             self._kafka_pending = {tp: o for tp, o in self._kafka_pending.items() if tp in assigned}
             await self._seek_to_stored(consumer, assigned)
+            # A partition's pause does not outlive an assignment; aiokafka never returns a paused
+            # partition's records, even ones fetched before the pause.
+            consumer.pause(*(tp for tp in assigned if (tp.topic, tp.partition) in self._held_back))
 
     async def _seek_to_stored(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         stored = await self._with_retry(self._load_positions)

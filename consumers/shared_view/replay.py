@@ -1,8 +1,9 @@
 """Replay: rebuild the shared view from the topics, from scratch, as today's consents and erasures say.
 
 The view tables are emptied in the same transaction that forgets the consumer's positions, then the
-ordinary projection runs from offset zero until it reaches the end offsets taken at the start: on the
-event topics first, then on the consents (``_events_then_consents``: each record is then written once). People on
+ordinary projection runs from offset zero until it reaches the end offsets taken at the start: each
+partition number's events first, then its consents (``_events_then_consents``: each record is then written
+once). People on
 the erasure register are skipped (their sealed data could not be opened anyway). Because a record is a
 pure function of a person's events and consent, the result equals the view built incrementally.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from consumers.catchup import Positions, end_offsets, run_until
+from consumers.catchup import Positions, end_offsets
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
@@ -77,12 +78,11 @@ async def replay(
     ends: Positions | None = None,
     share: SharedEpoch | None = None,
     together: Callable[[], Awaitable[None]] | None = None,
-    between: Callable[[], Awaitable[None]] | None = None,
+    members: int = 1,
 ) -> ReplayResult:
-    """The replay (in one process, or as worker 0 of ``replay_in_processes``: ``ends`` taken by the
-    parent, ``share`` where the run's other workers wait for the epoch, published once the view is empty,
-    and ``together`` awaited before consuming, ``between`` before the consents, so that every member joins
-    the group at once)."""
+    """The replay (in one process, or as worker 0 of ``replay_in_processes``' ``members``: ``ends`` taken
+    by the parent, ``share`` where the run's other workers wait for the epoch, published once the view is
+    empty, and ``together`` awaited before consuming, so that every member joins the group at once)."""
     handler = handler or SharedViewHandler(settings)
     leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
     if not await leadership.acquire_now():
@@ -97,7 +97,7 @@ async def replay(
         if together is not None:
             await together()
         catching_up = asyncio.create_task(
-            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress, between)
+            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress, members)
         )
         lost = asyncio.create_task(leadership.lost.wait())
         await asyncio.wait({catching_up, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -132,25 +132,26 @@ async def follow_replay(
     share: SharedEpoch,
     handler: SharedViewHandler,
     started: Callable[[], None],
-    between: Callable[[], Awaitable[None]] | None = None,
+    members: int,
 ) -> None:
     """A worker of ``replay_in_processes`` other than the first: wait until the first has emptied the view
     and published its epoch, then project under it until the whole group has committed ``ends``."""
     follower = Follower("shared-view", share)
     await follower.wait_held(asyncio.Event())  # the supervisor stops this worker if the first one fails
     started()
-    await _events_then_consents(handler, settings, pool, ends, follower.fence, between=between)
+    await _events_then_consents(handler, settings, pool, ends, follower.fence, members=members)
 
 
-# A replay member's heartbeat (aiokafka's default: every 3 s). A phase's members join its group one after the
-# other: the first is given every partition, and the group is rebalanced when the next one joins; the
-# members consuming learn of it only at their next heartbeat, and the one joining waits idle till then.
-# Measured (bench_projection's 30,000 events, `--workers 2`): 3.7 s of the events phase and 5.2 s of the
-# consent phase went so, of a 20 s replay — why two processes replayed no faster than one (0.97-1.05x on
-# 100,000 events). Every 250 ms, a member joining waits about that (and the batch in flight) instead. Only
-# where there are several members (a replay in one process has no one to wait for, and heartbeating 12
-# times as often took ~1% of its samples).
+# A replay member's heartbeat (aiokafka's default: every 3 s). The members of a replay of several processes
+# join its group one after the other: the first is given every partition, and the group is rebalanced when
+# the next one joins; the members consuming learn of it only at their next heartbeat, and the one joining
+# waits idle till then. Measured (bench_projection's 30,000 events, `--workers 2`, when each phase was a
+# group of its own): 3.7 s of the events phase and 5.2 s of the consent phase went so, of a 20 s replay.
+# Every 250 ms, a member joining waits about that (and the batch in flight) instead. Only where there are
+# several members (a replay in one process has no one to wait for, and heartbeating 12 times as often took
+# ~1% of its samples).
 REPLAY_CONSUMER = {"heartbeat_interval_ms": 250}
+_LOOK_S = 0.1  # how often the committed positions are looked at (consents to release, the end)
 
 
 async def _events_then_consents(
@@ -160,9 +161,9 @@ async def _events_then_consents(
     ends: Positions,
     fence: Callable[[asyncpg.Connection], Awaitable[None]],
     progress: Callable[[int, int], None] | None = None,
-    between: Callable[[], Awaitable[None]] | None = None,
+    members: int = 1,
 ) -> None:
-    """Project everything before ``ends``: the event topics first, then the consents.
+    """Project everything before ``ends``: each partition number's events first, then its consents.
 
     The view is the same in any order (a record is a pure function of the person's events and consent),
     but not its cost. While no consent is applied, no one is in the view: each event is checked and
@@ -174,41 +175,57 @@ async def _events_then_consents(
     paired 20,000-event replays (load ~8) 82-98 µs of CPU here + 35-40 in PostgreSQL per event, against
     93-103 + 41-46.
 
-    A phase is the ordinary runtime (exactly-once, dead letters, the same group) on some of the topics: the
-    handler's ``topics`` is what the runtime subscribes to, set for the phase. Each phase ends when the
-    whole group has committed its topics' ``ends`` (``run_until``), so every worker of
-    ``replay_in_processes`` starts on the consents once every event has been stored by one of them.
-    ``between`` is given where there are several members (the run's barrier): their consumers then
-    heartbeat often (``REPLAY_CONSUMER``)."""
+    One run of the ordinary runtime (exactly-once, dead letters, one group) on every topic, the consent
+    partitions held back (paused, ``ConsumerRuntime(held_back=…)``): a person's events and consents share
+    one partition number (``infra.kafka.partitions_of``), so a consent partition is released once the
+    group has committed every event partition of its number up to ``ends``, whichever member did it. It
+    used to be two runs, the events' then the consents': each member left the group and joined it again
+    between them, and each waited for the whole group to finish the events (a member joining costs
+    about a batch per member and phase, and the slowest member's tail). It ends when the whole group has committed everything before ``ends``; ``members`` > 1: the
+    consumers heartbeat often (``REPLAY_CONSUMER``)."""
     consents = settings.topic(Family.CONSENT)
-    topics = tuple(handler.topics)
-    total, before = sum(ends.values()), 0
-    for second, phase in enumerate(
-        ([t for t in topics if t != consents], [t for t in topics if t == consents])
-    ):
-        if second and between is not None:
-            await between()
-        phase_ends = {tp: end for tp, end in ends.items() if tp[0] in phase}
+    held = {tp for tp in ends if tp[0] == consents}
+    runtime = ConsumerRuntime(
+        handler,
+        settings,
+        pool,
+        role="replay",
+        fence=fence,
+        person_affine=True,
+        consumer_options=REPLAY_CONSUMER if members > 1 else None,
+        held_back=held,
+    )
+    events_of = {tp: [e for e in ends if e[0] != consents and e[1] == tp[1]] for tp in held}
+    total = sum(ends.values())
+    task = asyncio.create_task(runtime.run())
+    try:
+        async with pool.acquire() as conn:
+            while True:
+                done = await committed(conn, handler.name)
+                ready = {tp for tp in held if all(done.get(e, 0) >= ends[e] for e in events_of[tp])}
+                if ready:
+                    runtime.release(ready)
+                    held -= ready
+                reached = sum(min(done.get(tp, 0), end) for tp, end in ends.items())
+                if progress is not None:
+                    progress(reached, total)
+                if reached >= total:
+                    break
+                if task.done():
+                    await task  # surfaces the runtime's failure
+                    raise RuntimeError("the replay's consumer stopped before catching up")
+                await asyncio.sleep(_LOOK_S)
+    finally:
+        runtime.stop()
+        await task
 
-        def report(done: int, _: int, before: int = before) -> None:
-            if progress is not None:
-                progress(before + done, total)
 
-        handler.topics = phase
-        try:
-            runtime = ConsumerRuntime(
-                handler,
-                settings,
-                pool,
-                role="replay",
-                fence=fence,
-                person_affine=True,
-                consumer_options=REPLAY_CONSUMER if between is not None else None,  # several members
-            )
-            await run_until(runtime, pool, phase_ends, progress=report)
-        finally:
-            handler.topics = topics
-        before += sum(phase_ends.values())
+async def committed(conn: asyncpg.Connection, consumer: str) -> Positions:
+    """The consumer's committed positions (next offset per partition)."""
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1", consumer
+    )
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
 def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "WARNING") -> ReplayResult:
@@ -224,7 +241,6 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
     share = SharedEpoch()
     context = multiprocessing.get_context("fork")
     masked, starting = context.RawArray("q", workers), context.RawArray("b", workers)
-    consenting = context.RawArray("b", workers)
 
     async def together() -> None:
         # A member joining a group already consuming makes every member stop at its next heartbeat for
@@ -236,15 +252,6 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
 
     def mark_started() -> None:
         starting[worker_index()] = 1
-
-    async def between() -> None:
-        # The same for the second phase: each member has left the first phase's group; the members join
-        # for the consents together (a member joining while another still consumes stalls both).
-        consenting[worker_index()] = 1
-        for _ in range(200):
-            if sum(consenting) >= workers:
-                return
-            await asyncio.sleep(0.05)
 
     async def work() -> None:
         configure_logging(log_level)
@@ -260,10 +267,10 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
                     ends=ends,
                     share=share,
                     together=together,
-                    between=between,
+                    members=workers,
                 )
             else:
-                await follow_replay(settings, pool, ends, share, handler, mark_started, between)
+                await follow_replay(settings, pool, ends, share, handler, mark_started, workers)
             masked[index] = handler.masked_events
         except ReplayRefused as refused:
             log.error("replay refused", reason=refused.reason)

@@ -221,12 +221,12 @@ async def test_a_run_that_lost_the_role_leaves_the_group_to_the_run_holding_it(
 async def test_a_replays_members_learn_of_a_member_joining_within_a_quarter_second(
     own: Settings, own_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each phase of a replay is a group its members join one after the other; the first is given every
-    partition, and the others wait, idle, until the members consuming learn of the rebalance at their next
-    heartbeat: with aiokafka's default (3 s) that took 3.7 s of the events phase and 5.2 s of the consent
-    phase of a 20 s 2-process replay (bench_projection, 30,000 events). A replay of several processes
-    (``between``: the run's barrier) has its consumers heartbeat every 250 ms (``REPLAY_CONSUMER``), in both
-    phases; a replay in one process keeps aiokafka's default (nobody joins it)."""
+    """The members of a replay of several processes join its group one after the other; the first is given
+    every partition, and the others wait, idle, until the members consuming learn of the rebalance at their
+    next heartbeat: with aiokafka's default (3 s) that took 3.7 s of the events phase and 5.2 s of the
+    consent phase of a 20 s 2-process replay (bench_projection, 30,000 events; each phase was a group then).
+    A replay of several processes (``members``) has its consumer heartbeat every 250 ms
+    (``REPLAY_CONSUMER``); a replay in one process keeps aiokafka's default (nobody joins it)."""
     from consumers import runtime
 
     heartbeats: list[object] = []
@@ -241,10 +241,60 @@ async def test_a_replays_members_learn_of_a_member_joining_within_a_quarter_seco
     await publish_records(own, [*[r for r in stream if r not in consents][:20], *consents[:20]])
     monkeypatch.setattr(runtime, "AIOKafkaConsumer", recording)
 
-    async def alone_at_the_barrier() -> None:
-        return None
-
-    await replay(own, own_pool, between=alone_at_the_barrier)
-    assert heartbeats == [250, 250], "one consumer a phase, each heartbeating every 250 ms"
+    await replay(own, own_pool, members=2)
+    assert heartbeats == [250], "one consumer for the replay, heartbeating every 250 ms"
     await replay(own, own_pool)
-    assert heartbeats[2:] == [None, None], "one process: the default"
+    assert heartbeats[1:] == [None], "one process: the default"
+
+
+async def test_a_replay_is_one_membership_and_a_numbers_consents_wait_for_its_events(
+    own: Settings, own_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay joins its group once: its consent partitions are held back (paused) while their events
+    are stored, each released once the group has committed every event partition of its number (a
+    person's events and consents share one), not a second consumer joining for the consents (each member
+    left and joined again, and waited for the whole group's events). Each consent is applied only after
+    all events of its partition number were committed, so each record is built once from all of them."""
+    from consumers import runtime
+    from consumers.catchup import end_offsets
+    from consumers.shared_view.handler import SharedViewHandler
+
+    consumers: list[object] = []
+    consumer = runtime.AIOKafkaConsumer
+
+    def counting(*args: object, **kwargs: object) -> object:
+        made = consumer(*args, **kwargs)
+        consumers.append(made)
+        return made
+
+    await publish_records(own, await sealed_stream(own, own_pool, seed=15))
+    ends = await end_offsets(own, own.event_topics)
+    consent_topic = own.topic(Family.CONSENT)
+    early: list[str] = []
+    consent_batches = 0
+    handle = SharedViewHandler.handle
+
+    async def watching(
+        self: SharedViewHandler, conn: asyncpg.Connection, batch: list[runtime.Consumed]
+    ) -> None:
+        nonlocal consent_batches
+        numbers = {c.partition for c in batch if c.topic == consent_topic}
+        if numbers:
+            consent_batches += 1
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1", CONSUMER
+            )
+            done = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+            early.extend(
+                f"{t}[{p}] at {done.get((t, p), 0)} of {end}"
+                for (t, p), end in ends.items()
+                if t != consent_topic and p in numbers and done.get((t, p), 0) < end
+            )
+        await handle(self, conn, batch)
+
+    monkeypatch.setattr(runtime, "AIOKafkaConsumer", counting)
+    monkeypatch.setattr(SharedViewHandler, "handle", watching)
+    result = await replay(own, own_pool)
+    assert len(consumers) == 1, "one consumer, one membership, for both kinds of partition"
+    assert consent_batches > 0 and result.persons > 0
+    assert early == [], "a consent applied before its partition number's events were all stored"
