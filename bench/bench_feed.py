@@ -12,9 +12,9 @@ Figures printed: wall time of the national build (load, compose, keep, publish),
 this process and of its PostgreSQL sessions (the database counts the rows: its CPU is part of the
 cost; the build counts revision 1 at the cutoff and revision 2 up to now from one reading,
 ``count_month_twice``); then the baseline measured in the same run: reading the month's facts for
-revision 1, counted by the database (``count_month``) against the rows read as they are and split per
-authority in Python (``load_month``, the reference the counting is tested against), and a raw scan of
-the same rows (``SELECT count(*)``), the floor of any reading; the ratios between them; peak memory
+revision 1, counted by the database (``count_month``, as the build counts: two sessions on one
+snapshot) against the rows read as they are and split per authority in Python (``load_month``, the
+reference the counting is tested against), and a raw scan of the same rows (``SELECT count(*)``), the floor of any reading; the ratios between them; peak memory
 (RSS) of this process; a digest of everything built, compared with what main built from the same rows
 before the feed work of session 5 (``GOLDEN_DIGEST``); an incremental round after a few late
 placements (``incremental``: only the marked feeds are counted and rebuilt). Without ``--no-pool`` the
@@ -272,7 +272,9 @@ async def baseline(settings: Settings, pool: asyncpg.Pool) -> None:
         )
 
     figures = {
-        "counted by the database (count_month)": await _timed(pool, lambda c: count_month(c, MONTH, cutoff)),
+        "counted by the database (count_month)": await _timed(
+            pool, lambda c: count_month(c, MONTH, cutoff, beside=pool)
+        ),
         "rows split in Python (load_month)": await _timed(pool, lambda c: load_month(c, MONTH, cutoff)),
         "raw scan of the same rows (count(*))": await _timed(pool, raw),
     }

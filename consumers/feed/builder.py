@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import re
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -357,10 +358,12 @@ async def count_month(
     *,
     only: Collection[str] | None = None,
     without: Collection[str] = (),
+    beside: asyncpg.Pool | None = None,
 ) -> Counted:
     """What ``load_month`` gives, counted: every authority's ``FeedCounts`` for ``month`` as sent by
-    ``horizon`` (those in ``only``, if given, and not in ``without``)."""
-    return (await _count(conn, month, (horizon,), only, without))[0]
+    ``horizon`` (those in ``only``, if given, and not in ``without``). With ``beside`` (a pool), part of
+    the counting is read by a second session in ``conn``'s snapshot, at once (``_reading_beside``)."""
+    return (await _count(conn, month, (horizon,), only, without, beside))[0]
 
 
 async def count_month_twice(
@@ -371,6 +374,7 @@ async def count_month_twice(
     *,
     only: Collection[str] | None = None,
     without: Collection[str] = (),
+    beside: asyncpg.Pool | None = None,
 ) -> tuple[Counted, Counted]:
     """``count_month`` at two horizons (``earlier`` ≤ ``later``) from one reading of the rows: a
     month's revision 1 counts what was sent by its cutoff and revision 2 what was sent by now, and the
@@ -378,10 +382,49 @@ async def count_month_twice(
     if earlier > later:
         raise ValueError("the earlier horizon is after the later one")
     if earlier == later:
-        once = (await _count(conn, month, (later,), only, without))[0]
+        once = (await _count(conn, month, (later,), only, without, beside))[0]
         return once, Counted(dict(once.feeds), dict(once.placement_ids))
-    first, second = await _count(conn, month, (earlier, later), only, without)
+    first, second = await _count(conn, month, (earlier, later), only, without, beside)
     return first, second
+
+
+@contextlib.asynccontextmanager
+async def _reading_beside(
+    conn: asyncpg.Connection, pool: asyncpg.Pool | None
+) -> AsyncIterator[asyncpg.Connection | None]:
+    """A second session of ``pool`` reading what ``conn`` reads: in a read-only transaction on ``conn``'s
+    snapshot (``pg_export_snapshot``, ``SET TRANSACTION SNAPSHOT``), so it counts exactly the facts
+    ``conn`` sees, none committed since. The counting statements wait on PostgreSQL, one core each; read
+    one after the other, a national count kept one core busy (bench_feed: the month's retention cohorts and
+    new job seekers ~1.2 s, the placements, team support and sites ~1 s, of PostgreSQL CPU each).
+    None (read on ``conn`` alone) without a pool, where ``conn`` holds no repeatable-read snapshot to
+    share, or where the pool has no connection to spare (waiting for one could wait for ``conn`` itself)."""
+    if pool is None or (pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()):
+        yield None
+        return
+    if not conn.is_in_transaction() or await conn.fetchval("SHOW transaction_isolation") not in _SNAPSHOTS:
+        yield None
+        return
+    snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+    if not _SNAPSHOT_ID.fullmatch(snapshot):  # PostgreSQL's own text, quoted below: checked all the same
+        raise ValueError("unexpected snapshot identifier")
+    async with pool.acquire() as other, other.transaction(isolation="repeatable_read", readonly=True):
+        await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'; {COUNTING_SETTINGS}")
+        yield other
+
+
+_SNAPSHOTS = frozenset({"repeatable read", "serializable"})
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+
+
+async def _both(first: Awaitable[T], second: Awaitable[R]) -> tuple[T, R]:
+    """Both awaited at once, and both finished before this returns, also where one fails (a session is
+    given back to its pool only when its statement has ended)."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in (one, two):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return one, two  # type: ignore[return-value]
 
 
 class _Horizon:
@@ -443,6 +486,7 @@ async def _count(
     horizons: tuple[datetime, ...],
     only: Collection[str] | None,
     without: Collection[str],
+    beside: asyncpg.Pool | None = None,
 ) -> list[Counted]:
     """Every authority's counts at one horizon, or at two (earlier, later) from one reading. The
     database counts where the rows are and sends one row per combination of categories (and whether
@@ -462,10 +506,22 @@ async def _count(
         [lo for lo, _ in cohorts.values()],
         [hi for _, hi in cohorts.values()],
     )
-    placed = await conn.fetch(_PLACEMENTS, *params, SELF_FOUND_ROUTE)
-    facts = await conn.fetch(_FACTS, *params)
-    team = await conn.fetch(_TEAM_SUPPORT, first, last, later, *filters, list(horizons))
-    sites = await conn.fetch(_SITES, filters[0])
+
+    Rows = list[asyncpg.Record]
+
+    async def placements_team_sites(c: asyncpg.Connection) -> tuple[Rows, Rows, Rows]:
+        placed = await c.fetch(_PLACEMENTS, *params, SELF_FOUND_ROUTE)
+        team = await c.fetch(_TEAM_SUPPORT, first, last, later, *filters, list(horizons))
+        return placed, team, await c.fetch(_SITES, filters[0])
+
+    async with _reading_beside(conn, beside) as other:
+        if other is None:
+            facts = await conn.fetch(_FACTS, *params)
+            placed, team, sites = await placements_team_sites(conn)
+        else:  # the largest statement there, the others here, at once
+            facts, (placed, team, sites) = await _both(
+                other.fetch(_FACTS, *params), placements_team_sites(conn)
+            )
     # Each attribute list's array text read back as the array by PostgreSQL (a few hundred: each once).
     texts = {t for r in placed if not r["self_found"] for t in set(r["attributes"])}
     arrays = dict(await conn.fetch("SELECT t, t::text[] FROM unnest($1::text[]) AS t", list(texts)))
@@ -704,7 +760,7 @@ async def build_month(
         if fence is not None:  # the running builder proves it leads (infra.leadership) before writing
             await fence(conn)
         with paused():
-            built += await _build_in_snapshot(conn, settings, month, now, cutoff, wanted, executor)
+            built += await _build_in_snapshot(conn, settings, month, now, cutoff, wanted, executor, pool)
     if built and publish:  # without: kept, and published by the next build or the service
         await publish_pending(pool, settings, executor)
     return built
@@ -718,6 +774,7 @@ async def _build_in_snapshot(
     cutoff: datetime,
     wanted: set[str] | None,
     executor: Executor | None,
+    beside: asyncpg.Pool,
 ) -> list[Built]:
     built: list[Built] = []
     await conn.execute(COUNTING_SETTINGS)
@@ -730,14 +787,18 @@ async def _build_in_snapshot(
     up_to_now: Counted | None = None
     facts: dict[str, datetime] = {}  # read where a count is to be skipped for nobody (``_without_revision``)
     if not latest and marks and now > cutoff:
-        loaded, up_to_now = await count_month_twice(conn, month, cutoff, now, only=wanted)
+        loaded, up_to_now = await count_month_twice(conn, month, cutoff, now, only=wanted, beside=beside)
     else:
         facts = await _first_facts(conn, month)
         # Counted at the cutoff: only the authorities that could have a feed and have no revision yet
         # (none, in a month every feed of which has one: a round after a few late facts counts only the
         # marked feeds, below, not the whole month twice).
         lacking = _without_revision(facts, cutoff, latest, wanted)
-        loaded = await count_month(conn, month, cutoff, only=lacking) if lacking else Counted({}, {})
+        loaded = (
+            await count_month(conn, month, cutoff, only=lacking, beside=beside)
+            if lacking
+            else Counted({}, {})
+        )
     # Only feeds with facts: building one authority gives exactly what building all gives it (an
     # authority with nothing sent by the cutoff is not handed an empty revision 1 here; the backfill
     # below makes its revision 1, as it would in a national build).
@@ -754,7 +815,7 @@ async def _build_in_snapshot(
         if up_to_now is not None:
             backfilled = _restricted(up_to_now, lambda a: a not in latest)
         elif _without_revision(facts, now, latest, wanted):
-            backfilled = await count_month(conn, month, now, only=wanted, without=latest)
+            backfilled = await count_month(conn, month, now, only=wanted, without=latest, beside=beside)
         else:
             backfilled = Counted({}, {})
         if backfilled.feeds:
@@ -768,7 +829,7 @@ async def _build_in_snapshot(
             if up_to_now is not None:
                 loaded = _restricted(up_to_now, set(due).__contains__)
             else:
-                loaded = await count_month(conn, month, now, only=due)
+                loaded = await count_month(conn, month, now, only=due, beside=beside)
             built += await _make_revisions(conn, settings, month, now, loaded, due, latest, executor)
         await conn.execute("DELETE FROM feed_dirty WHERE id = ANY($1::bigint[])", [m["id"] for m in marks])
     return built
