@@ -259,3 +259,55 @@ def test_a_lean_request_gets_its_trace_context_recorded_only_while_spans_leave_t
         }
     finally:
         tracing._exporting.update(saved)
+
+
+_PARENTS = {
+    "none": None,
+    "local sampled": SpanContext(int(TP[3:35], 16), int(TP[36:52], 16), False, TraceFlags(1)),
+    "local not sampled": SpanContext(int(TP[3:35], 16), int(TP[36:52], 16), False, TraceFlags(0)),
+    "remote sampled": SpanContext(int(TP[3:35], 16), int(TP[36:52], 16), True, TraceFlags(1)),
+    "remote not sampled": SpanContext(int(TP[3:35], 16), int(TP[36:52], 16), True, TraceFlags(0)),
+}
+
+
+@pytest.mark.parametrize("sampler_name", ["default", "always_off", "parentbased_always_off", "ratio"])
+@pytest.mark.parametrize("parent_name", list(_PARENTS))
+def test_a_lean_requests_sampling_is_the_providers_samplers_decision(
+    parent_name: str, sampler_name: str
+) -> None:
+    """``server_span`` decides the SDK's default sampler (parent-based, always on) without calling it: for
+    a root, and under every kind of parent, its flag is the one the sampler itself gives; any other
+    sampler is asked."""
+    from opentelemetry.context import attach, detach
+    from opentelemetry.sdk.trace import sampling
+
+    from infra import tracing
+    from infra.tracing import server_span, setup_tracing
+
+    samplers = {
+        "default": sampling.DEFAULT_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "parentbased_always_off": sampling.DEFAULT_OFF,
+        "ratio": sampling.TraceIdRatioBased(0.5),
+    }
+    provider = setup_tracing("test")
+    saved_sampler, saved_exporting = provider.sampler, set(tracing._exporting)
+    provider.sampler = samplers[sampler_name]
+    tracing._exporting.clear()
+    parent = _PARENTS[parent_name]
+    parent_context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+    token = attach(parent_context) if parent_context is not None else None
+    try:
+        for _ in range(20):  # the ratio sampler decides by the trace id: both of its answers come up
+            with server_span("POST", "/v1/referral", "http") as span:
+                context = span.get_span_context()
+            expected = samplers[sampler_name].should_sample(
+                parent_context, context.trace_id, "POST /v1/referral", SpanKind.SERVER
+            )
+            assert context.trace_flags.sampled == expected.decision.is_sampled()
+            assert context.is_valid and context.trace_id != int(TP[3:35], 16)  # a trace of its own
+    finally:
+        if token is not None:
+            detach(token)
+        provider.sampler = saved_sampler
+        tracing._exporting.update(saved_exporting)
