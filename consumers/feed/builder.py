@@ -846,7 +846,8 @@ def _restricted(counted: Counted, keep: Callable[[str], bool]) -> Counted:
 async def _first_facts(conn: asyncpg.Connection, month: YearMonth) -> dict[str, datetime]:
     """Each authority the month's facts could give a feed, with when the first such fact was sent: a
     superset of what ``count_month`` gives (the authority of a placement's site, a referrer, the
-    authority of a registration or an enrolment)."""
+    authority of a registration or an enrolment). Retention-cohort placements are not read: alone they
+    make no feed (``assemble``, ``_Horizon.counted``; ``tests/integration/test_feed_first_facts.py``)."""
     first, last = month_bounds(month)
     rows = await conn.fetch(
         "SELECT authority, min(arrived_at) AS arrived_at FROM ("
