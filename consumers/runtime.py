@@ -251,13 +251,17 @@ class ConsumerRuntime:
         person_affine: bool = False,
         consumer_options: Mapping[str, Any] | None = None,
         held_back: Iterable[tuple[str, int]] = (),
+        assigned: Iterable[tuple[str, int]] | None = None,
     ) -> None:
-        """``consumer_options``: more keyword arguments for its ``AIOKafkaConsumer`` (e.g. the replay's
-        shorter heartbeat, ``consumers.shared_view.replay``). ``held_back``: (topic, partition) pairs not
-        read until ``release``d (paused whenever assigned; the replay's consents wait for their events)."""
+        """``consumer_options``: more keyword arguments for its ``AIOKafkaConsumer``. ``held_back``:
+        (topic, partition) pairs not read until ``release``d (paused whenever assigned; the replay's
+        consents wait for their events). ``assigned``: the (topic, partition) pairs this member reads,
+        given by the caller (``consumers.shared_view.replay``): then it joins no group (no join, no
+        rebalance) and commits no offsets to Kafka; its positions are in PostgreSQL as always."""
         self.handler = handler
         self._consumer_options = dict(consumer_options or {})
         self._held_back = set(held_back)
+        self._assigned = None if assigned is None else [TopicPartition(t, p) for t, p in assigned]
         # Person-affine: the members of the group get the same partition numbers of every topic (Kafka's
         # range assignor; a person's events share one number on every topic, ``infra.kafka.partitions_of``),
         # so one member sees all of a person's events. aiokafka's default (round robin over every topic's
@@ -387,18 +391,23 @@ class ConsumerRuntime:
         while not self._stop.is_set():
             consumer = AIOKafkaConsumer(
                 **client_options(self.settings),
-                group_id=self.group_id,
+                group_id=self.group_id if self._assigned is None else None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 **FETCH_OPTIONS,
                 partition_assignment_strategy=self._assignors,
                 **self._consumer_options,
             )
-            consumer.subscribe(list(self.handler.topics), listener=_RestorePositions(self, consumer))
+            if self._assigned is None:
+                consumer.subscribe(list(self.handler.topics), listener=_RestorePositions(self, consumer))
+            else:
+                consumer.assign(self._assigned)
             try:
                 await consumer.start()
                 await self._deadletters.start()
                 self._consumer = consumer
+                if self._assigned is not None:  # what a group's assignment would do, once
+                    await self.restore_positions(consumer, set(self._assigned))
                 return True
             except (KafkaError, OSError, TimeoutError) as exc:
                 await consumer.stop()
@@ -722,6 +731,8 @@ class ConsumerRuntime:
 
     def _commit_kafka(self, spans: Spans) -> None:
         """Have Kafka's committed offsets follow the stored positions, without waiting for it."""
+        if self._assigned is not None:
+            return  # no group to commit for
         for (topic, partition), (_, last) in spans.items():
             self._kafka_pending[TopicPartition(topic, partition)] = last.offset + 1
         if self._kafka_commits is None or self._kafka_commits.done():

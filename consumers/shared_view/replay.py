@@ -77,12 +77,11 @@ async def replay(
     progress: Callable[[int, int], None] | None = None,
     ends: Positions | None = None,
     share: SharedEpoch | None = None,
-    together: Callable[[], Awaitable[None]] | None = None,
     members: int = 1,
 ) -> ReplayResult:
-    """The replay (in one process, or as worker 0 of ``replay_in_processes``' ``members``: ``ends`` taken
-    by the parent, ``share`` where the run's other workers wait for the epoch, published once the view is
-    empty, and ``together`` awaited before consuming, so that every member joins the group at once)."""
+    """The replay (in one process, or as member 0 of ``replay_in_processes``' ``members``: ``ends`` taken
+    by the parent, and ``share`` where the run's other members wait for the epoch, published once the
+    view is empty)."""
     handler = handler or SharedViewHandler(settings)
     leadership = Leadership(settings, "shared-view", AdvisoryLock.SHARED_VIEW_ROLE)
     if not await leadership.acquire_now():
@@ -94,10 +93,8 @@ async def replay(
             await reset_view(conn, handler.name, leadership.fence)
         if share is not None:
             share.publish(leadership.epoch)
-        if together is not None:
-            await together()
         catching_up = asyncio.create_task(
-            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress, members)
+            _events_then_consents(handler, settings, pool, ends, leadership.fence, progress, members, 0)
         )
         lost = asyncio.create_task(leadership.lost.wait())
         await asyncio.wait({catching_up, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -131,27 +128,27 @@ async def follow_replay(
     ends: Positions,
     share: SharedEpoch,
     handler: SharedViewHandler,
-    started: Callable[[], None],
     members: int,
 ) -> None:
     """A worker of ``replay_in_processes`` other than the first: wait until the first has emptied the view
-    and published its epoch, then project under it until the whole group has committed ``ends``."""
+    and published its epoch, then project its share under it until every member has committed ``ends``."""
     follower = Follower("shared-view", share)
     await follower.wait_held(asyncio.Event())  # the supervisor stops this worker if the first one fails
-    started()
-    await _events_then_consents(handler, settings, pool, ends, follower.fence, members=members)
+    await _events_then_consents(
+        handler, settings, pool, ends, follower.fence, members=members, member=worker_index()
+    )
 
 
-# A replay member's heartbeat (aiokafka's default: every 3 s). The members of a replay of several processes
-# join its group one after the other: the first is given every partition, and the group is rebalanced when
-# the next one joins; the members consuming learn of it only at their next heartbeat, and the one joining
-# waits idle till then. Measured (bench_projection's 30,000 events, `--workers 2`, when each phase was a
-# group of its own): 3.7 s of the events phase and 5.2 s of the consent phase went so, of a 20 s replay.
-# Every 250 ms, a member joining waits about that (and the batch in flight) instead. Only where there are
-# several members (a replay in one process has no one to wait for, and heartbeating 12 times as often took
-# ~1% of its samples).
-REPLAY_CONSUMER = {"heartbeat_interval_ms": 250}
 _LOOK_S = 0.1  # how often the committed positions are looked at (consents to release, the end)
+
+
+def numbers_of(member: int, members: int, ends: Positions) -> list[tuple[str, int]]:
+    """The partitions a replay's ``member`` (0 … ``members``-1) reads: a contiguous share of the partition
+    numbers, and every topic's partition of each (a person's events share one number on every topic,
+    ``infra.kafka.partitions_of``), as Kafka's range assignor would give."""
+    numbers = sorted({p for _, p in ends})
+    mine = set(numbers[member * len(numbers) // members : (member + 1) * len(numbers) // members])
+    return sorted(tp for tp in ends if tp[1] in mine)
 
 
 async def _events_then_consents(
@@ -162,6 +159,7 @@ async def _events_then_consents(
     fence: Callable[[asyncpg.Connection], Awaitable[None]],
     progress: Callable[[int, int], None] | None = None,
     members: int = 1,
+    member: int = 0,
 ) -> None:
     """Project everything before ``ends``: each partition number's events first, then its consents.
 
@@ -175,14 +173,15 @@ async def _events_then_consents(
     paired 20,000-event replays (load ~8) 82-98 µs of CPU here + 35-40 in PostgreSQL per event, against
     93-103 + 41-46.
 
-    One run of the ordinary runtime (exactly-once, dead letters, one group) on every topic, the consent
-    partitions held back (paused, ``ConsumerRuntime(held_back=…)``): a person's events and consents share
-    one partition number (``infra.kafka.partitions_of``), so a consent partition is released once the
-    group has committed every event partition of its number up to ``ends``, whichever member did it. It
-    used to be two runs, the events' then the consents': each member left the group and joined it again
-    between them, and each waited for the whole group to finish the events (a member joining costs
-    about a batch per member and phase, and the slowest member's tail). It ends when the whole group has committed everything before ``ends``; ``members`` > 1: the
-    consumers heartbeat often (``REPLAY_CONSUMER``)."""
+    One run of the ordinary runtime (exactly-once, dead letters) on this member's partition numbers of
+    every topic (``numbers_of``, assigned here: no consumer group, so no member waits for a join or a
+    rebalance), the consent partitions held back (paused, ``ConsumerRuntime(held_back=…)``): a person's
+    events and consents share one partition number, so a consent partition is released once every event
+    partition of its number is committed up to ``ends``. It used to be two runs of a consumer group, the
+    events' then the consents': each member joined the group twice, the first one given every partition
+    until the next joined (bench_projection, 100,000 events, 2 processes: a member idle 1.4 s at the
+    rebalance), and each waited for the whole group's events before the consents. It ends when every
+    member has committed everything before ``ends``."""
     consents = settings.topic(Family.CONSENT)
     held = {tp for tp in ends if tp[0] == consents}
     runtime = ConsumerRuntime(
@@ -191,9 +190,8 @@ async def _events_then_consents(
         pool,
         role="replay",
         fence=fence,
-        person_affine=True,
-        consumer_options=REPLAY_CONSUMER if members > 1 else None,
         held_back=held,
+        assigned=numbers_of(member, members, ends),
     )
     events_of = {tp: [e for e in ends if e[0] != consents and e[1] == tp[1]] for tp in held}
     total = sum(ends.values())
@@ -229,29 +227,18 @@ async def committed(conn: asyncpg.Connection, consumer: str) -> Positions:
 
 
 def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "WARNING") -> ReplayResult:
-    """``hub replay shared-view --workers N``: the replay in ``workers`` processes of one consumer group
-    (``infra.runner.supervise``), one writer still. Worker 0 takes the role (refusing while it is held),
+    """``hub replay shared-view --workers N``: the replay in ``workers`` processes, each reading its share
+    of the partition numbers (``numbers_of``; ``infra.runner.supervise``), one writer still. Worker 0 takes the role (refusing while it is held),
     empties the view and publishes its epoch (``SharedEpoch``); the others wait for it and work under it
-    (``infra.leadership.Follower``). Partitions are assigned person-affine and each batch locks its
+    (``infra.leadership.Follower``). Partitions are shared person-affine and each batch locks its
     people's partition numbers (``store.begin``), so the view is the one a single process rebuilds. Each
-    worker stops once the whole group has committed every record before the end offsets taken here, at
+    worker stops once every worker has committed every record before the end offsets taken here, at
     the start. Raises ``ReplayRefused`` (the role is held) or ``SystemExit(1)`` (a worker failed)."""
     started = time.perf_counter()
     ends = asyncio.run(_ends_unless_held(settings))
     share = SharedEpoch()
     context = multiprocessing.get_context("fork")
-    masked, starting = context.RawArray("q", workers), context.RawArray("b", workers)
-
-    async def together() -> None:
-        # A member joining a group already consuming makes every member stop at its next heartbeat for
-        # a rebalance (seconds): the first worker waits (a bounded while) for the others to be starting.
-        for _ in range(200):
-            if sum(starting) >= workers - 1:
-                return
-            await asyncio.sleep(0.05)
-
-    def mark_started() -> None:
-        starting[worker_index()] = 1
+    masked = context.RawArray("q", workers)
 
     async def work() -> None:
         configure_logging(log_level)
@@ -266,11 +253,10 @@ def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "W
                     handler=handler,
                     ends=ends,
                     share=share,
-                    together=together,
                     members=workers,
                 )
             else:
-                await follow_replay(settings, pool, ends, share, handler, mark_started, workers)
+                await follow_replay(settings, pool, ends, share, handler, workers)
             masked[index] = handler.masked_events
         except ReplayRefused as refused:
             log.error("replay refused", reason=refused.reason)

@@ -218,33 +218,36 @@ async def test_a_run_that_lost_the_role_leaves_the_group_to_the_run_holding_it(
     assert run_b.poll() is None
 
 
-async def test_a_replays_members_learn_of_a_member_joining_within_a_quarter_second(
+async def test_a_replay_joins_no_group_and_reads_every_partition_assigned(
     own: Settings, own_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The members of a replay of several processes join its group one after the other; the first is given
-    every partition, and the others wait, idle, until the members consuming learn of the rebalance at their
-    next heartbeat: with aiokafka's default (3 s) that took 3.7 s of the events phase and 5.2 s of the
-    consent phase of a 20 s 2-process replay (bench_projection, 30,000 events; each phase was a group then).
-    A replay of several processes (``members``) has its consumer heartbeat every 250 ms
-    (``REPLAY_CONSUMER``); a replay in one process keeps aiokafka's default (nobody joins it)."""
+    """A replay's members are given their partitions (``numbers_of``), not a consumer group's assignment:
+    the members of a group join one after the other, the first is given every partition, and the group is
+    rebalanced when the next one joins (bench_projection, 100,000 events, 2 processes: a member idle
+    1.4 s at the rebalance, and the one joining waited for it). One process reads every partition of
+    every topic, with no group."""
     from consumers import runtime
+    from consumers.catchup import end_offsets
 
-    heartbeats: list[object] = []
+    made: list[dict[str, object]] = []
+    assigned: list[set[tuple[str, int]]] = []
     consumer = runtime.AIOKafkaConsumer
 
-    def recording(*args: object, **kwargs: object) -> object:
-        heartbeats.append(kwargs.get("heartbeat_interval_ms"))
-        return consumer(*args, **kwargs)
+    class Recording(consumer):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+        def assign(self, partitions: list[runtime.TopicPartition]) -> None:
+            assigned.append({(tp.topic, tp.partition) for tp in partitions})
+            super().assign(partitions)
 
     stream = await sealed_stream(own, own_pool)
-    consents = [r for r in stream if r[0] == own.topic(Family.CONSENT)]
-    await publish_records(own, [*[r for r in stream if r not in consents][:20], *consents[:20]])
-    monkeypatch.setattr(runtime, "AIOKafkaConsumer", recording)
-
-    await replay(own, own_pool, members=2)
-    assert heartbeats == [250], "one consumer for the replay, heartbeating every 250 ms"
+    await publish_records(own, stream[:40])
+    monkeypatch.setattr(runtime, "AIOKafkaConsumer", Recording)
     await replay(own, own_pool)
-    assert heartbeats[1:] == [None], "one process: the default"
+    assert [kwargs.get("group_id") for kwargs in made] == [None], "one consumer, in no group"
+    assert assigned == [set(await end_offsets(own, own.event_topics))], "every partition of every topic"
 
 
 async def test_a_replay_is_one_membership_and_a_numbers_consents_wait_for_its_events(
