@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from consumers.provenance import check_sources
 from consumers.runtime import Consumed, HandlerRejected
 from contracts.envelope import Family
-from domain.provenance import Refusal, check_erasure_source
 from infra.signing import ErasureVerifier
 
 
@@ -37,10 +37,7 @@ def erasures_in(batch: Sequence[Consumed], verifier: ErasureVerifier) -> tuple[l
         if event.family is not Family.ERASURE:
             rest.append(consumed)
             continue
-        try:
-            check_erasure_source(event.source)
-        except Refusal as refusal:
-            raise HandlerRejected(f"ce_source re-checked against the data: {refusal.reason}") from None
+        check_sources((consumed,))  # P9: the operator side's ``ce_source`` (the consumers' one re-check)
         unsigned = verifier.refusal(event)
         if unsigned is not None:
             raise HandlerRejected(unsigned)

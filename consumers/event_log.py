@@ -1,6 +1,9 @@
 """Walking-skeleton consumer: records every valid event in ``event_log`` (personal fields stay sealed).
 
-The log is keyed by event id, so an event the outbox re-sent after a crash is recorded once.
+The log is keyed by event id, so an event the outbox re-sent after a crash is recorded once. Like every
+consumer it re-checks each event's ``ce_source`` against its data first (``consumers.provenance``): a
+record is not trusted because it is on the topic, so one whose source does not own its codes, or an
+erasure from anywhere but the hub's operator side, is dead-lettered with the rule, not recorded.
 
 Erasure (``ittai.erasure.v1``) is recorded like any event and changes nothing here: the log is the record
 of what travelled, verbatim, and an erased person's personal blocks in it are ciphertext no key opens any
@@ -15,6 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import asyncpg
 
+from consumers.provenance import check_sources
 from consumers.runtime import Consumed
 from infra.config import Settings
 from infra.db import stage_ddl
@@ -27,6 +31,7 @@ class EventLogHandler:
         self.topics: Sequence[str] = settings.event_topics
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        check_sources(batch)  # P2/P4/P9 again: a record is not trusted because it is on the topic
         # The data column keeps the record's JSON bytes as received (validated on decode; PostgreSQL
         # checks them again as json). Each batch is one binary COPY straight into the table. An event
         # already recorded (a re-send) makes that COPY fail on the key: then, and only then, the batch

@@ -1,8 +1,8 @@
 """Consumers re-check ``ce_source`` against the data (issue 10): a record is not trusted because it is on
 the topic. A rogue producer with write access to the event topics publishes, under one organisation's
-``ce_source``, events whose sites, authority and office codes belong to another: the shared view and
-the placement feed dead-letter each with a reason naming the field and the rule (never a value), store
-nothing of it, and go on with the good events after it.
+``ce_source``, events whose sites, authority and office codes belong to another: every consumer (the
+event log, the shared view, the placement feed) dead-letters each with a reason naming the field and the
+rule (never a value), stores nothing of it, and goes on with the good events after it.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from producers.holders import ErasedMeanwhile
 from producers.submission import Submission, to_event
 from tests import factories
 from tests.helpers import catch_up_view_and_feed
-from tests.integration.test_hostile_consumers import Record, _accept, _publish_raw, _raw
+from tests.integration.test_hostile_consumers import Record, _accept, _catch_up_all, _publish_raw, _raw
 
 SHINJUKU = "/authorities/131041"
 OFFICE_1301 = "/hellowork/offices/1301"
+VIEW_AND_FEED = ["shared-view", "placement-feed"]
 KAWAGUCHI_SITE = "112038-01"  # authority 112038, office 1102: none of it Shinjuku's or office 1301's
 
 
@@ -61,11 +62,16 @@ async def _forged(pool: asyncpg.Pool, settings: Settings) -> dict[str, tuple[Rec
     add("site", lambda pk: _as(SHINJUKU, factories.retention(pk, uuid.uuid4().hex, site=KAWAGUCHI_SITE)))
     # An office's source on another office's placement.
     add("office", lambda pk: _as(OFFICE_1301, factories.placement(pk, office="1102", site=KAWAGUCHI_SITE)))
+    # An erasure under an authority's source (P9: only the hub's operator side erases).
+    add("ce_source", lambda pk: factories.erasure(pk, source=SHINJUKU))
     records: dict[str, tuple[Record, str]] = {}
     async with pool.acquire() as conn:
         keys = await keystore.keys_for(conn, list(forgeries))
     for pk, (sub, field) in forgeries.items():
-        records[pk] = (_raw(settings, to_event(sub, keys[pk])), field)
+        records[pk] = (
+            _raw(settings, to_event(sub, keys[pk] if sub.family is not Family.ERASURE else None)),
+            field,
+        )
     return records
 
 
@@ -78,11 +84,12 @@ async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
     good_pk = factories.person_key()  # control: consistent events, after the forgeries
     await _accept(pool, settings, [factories.registration(good_pk), factories.consent(good_pk)])
 
-    await catch_up_view_and_feed(pool, settings)
+    await _catch_up_all(pool, settings)
 
     forged_keys = list(forged)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", good_pk) == 1
+        assert await conn.fetchval("SELECT count(*) FROM event_log WHERE subject = $1", good_pk) == 2
         assert (
             await conn.fetchval("SELECT count(*) FROM feed_registrations WHERE person_key = $1", good_pk) == 1
         )
@@ -92,6 +99,10 @@ async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
                 f"SELECT count(*) FROM {table} WHERE person_key = ANY($1::text[])", forged_keys
             )
             assert stored == 0, table
+        logged = await conn.fetchval(
+            "SELECT count(*) FROM event_log WHERE subject = ANY($1::text[])", forged_keys
+        )
+        assert logged == 0
         letters = await conn.fetch(
             "SELECT d.consumer, d.reason, d.source_topic, d.source_offset FROM dead_letters d "
             "WHERE d.source_topic = ANY($1::text[])",
@@ -100,7 +111,7 @@ async def test_an_event_whose_source_owns_none_of_its_data_is_dead_lettered(
     reasons: dict[str, list[str]] = {}
     for letter in letters:
         reasons.setdefault(letter["consumer"], []).append(letter["reason"])
-    for consumer in ("shared-view", "placement-feed"):
+    for consumer in ("event-log", "shared-view", "placement-feed"):
         mine = reasons.get(consumer, [])
         assert len(mine) == len(forged), (consumer, mine)
         for _, field in forged.values():
@@ -151,8 +162,10 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
     await catch_up_view_and_feed(pool, settings)
     async with pool.acquire() as conn:
         before = await conn.fetchval(
-            "SELECT count(*) FROM dead_letters WHERE reason LIKE '%P9%' AND source_topic = $1",
+            "SELECT count(*) FROM dead_letters WHERE reason LIKE '%P9%' AND source_topic = $1 "
+            "AND consumer = ANY($2::text[])",  # the module's other tests run the event log too
             settings.topic(Family.ERASURE),
+            VIEW_AND_FEED,
         )
     forged = _raw(settings, to_event(factories.erasure(kept, source=SHINJUKU), None))
     genuine = _raw(settings, to_event(factories.erasure(gone, signer=erasure_signer(settings)), None))
@@ -169,8 +182,9 @@ async def test_only_the_hubs_operator_side_erases_and_its_erasure_empties_every_
         sealed = await conn.fetchval("SELECT personal FROM feed_registrations WHERE person_key = $1", gone)
         registered = await conn.fetchval("SELECT count(*) FROM sv_erasures WHERE person_key = $1", gone)
         letters = await conn.fetch(
-            "SELECT consumer, reason FROM dead_letters WHERE source_topic = $1",
+            "SELECT consumer, reason FROM dead_letters WHERE source_topic = $1 AND consumer = ANY($2::text[])",
             settings.topic(Family.ERASURE),
+            VIEW_AND_FEED,
         )
     assert sealed is None, "the feed keeps no sealed block of an erased person"
     assert registered == 1
