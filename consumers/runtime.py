@@ -407,7 +407,13 @@ class ConsumerRuntime:
                 await self._deadletters.start()
                 self._consumer = consumer
                 if self._assigned is not None:  # what a group's assignment would do, once
-                    await self.restore_positions(consumer, set(self._assigned))
+                    try:
+                        await self.restore_positions(consumer, set(self._assigned))
+                    except _Abandoned:  # stopped while the database was away: nothing was read
+                        self._consumer = None
+                        await consumer.stop()
+                        await self._deadletters.stop()
+                        return False
                 return True
             except (KafkaError, OSError, TimeoutError) as exc:
                 await consumer.stop()

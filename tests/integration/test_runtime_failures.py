@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
@@ -126,3 +127,74 @@ async def test_a_failing_kafka_commit_does_not_skip_the_cleanup(
     await task  # returns: the failed commit is logged, not raised past the cleanup
     assert runtime._conn is None, "the batch connection went back to the pool"
     assert runtime._consumer is not None and runtime._consumer._closed, "the Kafka client was stopped"
+
+
+class Keeps:
+    """Keeps the ids it is handed (in the batch's transaction: nothing else to write)."""
+
+    def __init__(self, topic: str) -> None:
+        self.name = f"keeps-{uuid.uuid4().hex[:6]}"
+        self.topics: Sequence[str] = (topic,)
+        self.ids: list[str] = []
+
+    async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        self.ids += [c.event.id for c in batch]
+
+
+async def test_a_runtime_given_its_partitions_stopped_while_the_database_is_away_ends_cleanly(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime given its partitions (``assigned``: the replay's members) reads its stored positions as it
+    starts, in its own task rather than a group's callback: stopped while the database is away there, it
+    ends, its Kafka client closed, instead of raising out of ``run``."""
+    own = settings.model_copy(update={"topic_namespace": f"f{uuid.uuid4().hex[:8]}"})
+    topic = own.topic(Family.PLACEMENT)
+    await ensure_topics(own, [topic, own.deadletter_topic])
+    handler = Keeps(topic)
+    runtime = ConsumerRuntime(handler, own, pool, assigned=[(topic, 0)])
+    tried: list[int] = []
+
+    async def away() -> dict[tuple[str, int], int]:
+        tried.append(1)
+        raise ConnectionRefusedError("database unreachable (simulated)")
+
+    monkeypatch.setattr(runtime, "_load_positions", away)
+    task = asyncio.create_task(runtime.run())
+    await wait_for(lambda: asyncio.sleep(0, len(tried)), until=lambda n: n >= 2, timeout_s=30)
+    runtime.stop()
+    await asyncio.wait_for(task, timeout=30)  # returns: no error out of run
+    assert runtime._consumer is None, "the Kafka client was stopped and let go"
+
+
+async def test_a_runtime_given_its_partitions_reads_those_and_joins_no_group(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """``assigned``: exactly the partitions given, from the stored positions (none yet: the beginning), and
+    no group (no join to wait for, no offsets committed to Kafka)."""
+    own = settings.model_copy(update={"topic_namespace": f"f{uuid.uuid4().hex[:8]}"})
+    topic = own.topic(Family.PLACEMENT)
+    await ensure_topics(own, [topic, own.deadletter_topic])
+    sent: dict[int, list[str]] = {}
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        for i in range(12):
+            event = to_event(factories.placement(factories.person_key()), os.urandom(32))
+            k, headers, value = encode(event)
+            meta = await producer.send_and_wait(topic, value, key=k, headers=headers, partition=i % 2)
+            sent.setdefault(meta.partition, []).append(event.id)
+    finally:
+        await producer.stop()
+    handler = Keeps(topic)
+    runtime = ConsumerRuntime(handler, own, pool, assigned=[(topic, 1)])
+    task = asyncio.create_task(runtime.run())
+    try:
+        await wait_for(
+            lambda: asyncio.sleep(0, len(handler.ids)), until=lambda n: n >= len(sent[1]), timeout_s=60
+        )
+    finally:
+        runtime.stop()
+        await task
+    assert sorted(handler.ids) == sorted(sent[1]), "partition 1's events, each once, none of partition 0's"
+    assert runtime._consumer is not None and runtime._consumer._group_id is None, "no group"
+    assert runtime._kafka_commits is None, "no offsets committed to Kafka"
