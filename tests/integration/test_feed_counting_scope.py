@@ -106,13 +106,35 @@ async def test_counting_a_few_feeds_reads_their_rows_not_the_months(pool: asyncp
 
 async def _check(conn: asyncpg.Connection) -> None:
     await _seed(conn)
+    # Every cohort placement's checkpoint of its cohort, and of the other two (kept since, or later)
+    checkpoints = await conn.fetchval(
+        "WITH kept AS (INSERT INTO feed_retention (placement_id, checkpoint_months, person_key, status, "
+        "checked_on, arrived_at) SELECT p.placement_id, k, p.person_key, 'employed', p.placed_on, p.arrived_at "
+        "FROM feed_placements p, unnest($1::int[]) AS k WHERE p.placement_id LIKE 'scope-%' "
+        "AND p.placed_on < $2 RETURNING 1) SELECT count(*) FROM kept",
+        list(RETENTION_CHECKPOINTS),
+        month_bounds(MONTH)[0],
+    )
+    # The authority counted below has referred many people over the years (none placed in these months):
+    # the planner then expects many of its cohort rows, as in a national month's round.
+    await conn.execute(
+        "INSERT INTO feed_referrals (referral_id, person_key, authority, site, referred_on, arrived_at) "
+        "SELECT 'scope-h-' || g, 'scope-h-p-' || g, $1, $1 || '-01', $2::date - g % 700, $2::date - g % 700 "
+        "FROM generate_series(1, 3000) AS g",
+        AUTHORITIES[7],
+        month_bounds(MONTH)[0],
+    )
+    await conn.execute("ANALYZE feed_retention, feed_referrals")
     await conn.execute(builder.COUNTING_SETTINGS)
     month_placements = 4 * 100 * 40  # the month's and its three cohorts'
     facts, sites = await _plans(conn, None)
     assert _read(facts, "feed_placements") >= month_placements  # the measure sees a national count
+    assert _read(facts, "feed_retention") >= checkpoints // 3
     one_facts, one_sites = await _plans(conn, AUTHORITIES[7:8])
-    # One authority's two sites: 4 × 80 placements, read where they are counted (twice for the cohorts).
+    # One authority's two sites: 4 × 80 placements, read where they are counted (twice for the cohorts),
+    # and only their cohorts' checkpoints, each by its key (the checkpoints kept grow with the history).
     assert _read(one_facts, "feed_placements") <= month_placements // 10
+    assert _read(one_facts, "feed_retention") <= checkpoints // 10
     # The sites with when each was first sent are kept apart (``feed_sites``, migration 036): the facts
     # are not read for them at all, national or not.
     for table in ("feed_placements", "feed_registrations", "feed_referrals"):
