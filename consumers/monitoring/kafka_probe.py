@@ -141,10 +141,40 @@ class KafkaProbe:
                         consumer.seek(tp, first[tp])
                     records: list[ConsumerRecord] = []
                     while pending and len(records) < limit:
-                        batch = await consumer.getmany(*pending, timeout_ms=500)
+                        at = {tp: await consumer.position(tp) for tp in pending}
+                        try:
+                            batch = await consumer.getmany(*pending, timeout_ms=500)
+                        except UnicodeDecodeError:
+                            batch = await _past_unreadable(consumer, at)
                         for tp, part in batch.items():
                             records.extend(r for r in part if r.offset < ends[tp])
                         pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
                     return records
                 finally:
                     consumer.assign([])
+
+
+async def _past_unreadable(
+    consumer: AIOKafkaConsumer, at: dict[TopicPartition, int]
+) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """What a fetch that raised ``UnicodeDecodeError`` would have given, and past the record that made it:
+    aiokafka decodes header names as UTF-8 and refuses the whole fetch over one that is not (anyone who may
+    write the topic can put one there), having moved past what it drained of the other partitions. So each
+    partition is read again from ``at`` on its own, a record a call where it raises, up to that record,
+    which is passed (nothing the runtime wrote: it cannot be read, nor redriven)."""
+    found: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for tp, offset in at.items():
+        consumer.seek(tp, offset)
+        try:
+            found[tp] = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+            continue
+        except UnicodeDecodeError:
+            consumer.seek(tp, offset)
+        read: list[ConsumerRecord] = []
+        try:
+            while got := (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp, []):
+                read += got
+        except UnicodeDecodeError:
+            consumer.seek(tp, read[-1].offset + 2 if read else offset + 1)
+        found[tp] = read
+    return found

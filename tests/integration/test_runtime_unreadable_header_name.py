@@ -21,6 +21,7 @@ from aiokafka.record import default_records
 
 from consumers.catchup import end_offsets, run_until
 from consumers.event_log import EventLogHandler
+from consumers.monitoring.kafka_probe import KafkaProbe
 from consumers.runtime import ConsumerRuntime
 from contracts.envelope import Family, encode
 from infra.config import Settings
@@ -48,6 +49,7 @@ async def _publish_with_a_bad_header_name(
     records: list[tuple[bytes, list[tuple[str, bytes]], bytes]],
     family: Family = Family.REFERRAL,
     partition: int | None = None,
+    topic: str | None = None,
 ) -> None:
     """These records onto one partition (one person), in one record batch, through aiokafka's pure-Python
     batch builder, which encodes header names with ``str.encode`` (its C builder would refuse the name)."""
@@ -57,7 +59,9 @@ async def _publish_with_a_bad_header_name(
     await producer.start()
     try:
         futures = [
-            await producer.send(settings.topic(family), value, key=key, headers=headers, partition=partition)
+            await producer.send(
+                topic or settings.topic(family), value, key=key, headers=headers, partition=partition
+            )
             for key, headers, value in records
         ]
         for f in futures:
@@ -143,3 +147,44 @@ async def test_the_erasure_follower_goes_on_past_such_a_record_and_forgets_what_
     finally:
         follower.stop()
         await asyncio.wait_for(following, timeout=30)
+
+
+async def test_the_consoles_scan_of_the_dead_letter_topic_reads_past_such_a_record(
+    pool: asyncpg.Pool, isolated_per_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console indexes the dead-letter topic (``DeadLetterDesk.sync`` by ``KafkaProbe.scan``) on every
+    dead-letter page and sampling tick: such a record there made the page a 500 and the desk blind to every
+    letter after it. The scan reads the records around it and passes it (it is no letter of the runtime's)."""
+    settings = isolated_per_test
+    topic = settings.deadletter_topic
+    person = factories.person_key()
+    before, bad, after = (encode(to_event(factories.referral(person), os.urandom(32))) for _ in range(3))
+    key, headers, value = bad
+    await publish_records(settings, [(topic, *before)])
+    partition = await _partition_of(settings, topic, key)
+    await _publish_with_a_bad_header_name(
+        settings,
+        monkeypatch,
+        [(key, [*headers, (_NotUtf8("x"), b"1")], value)],
+        partition=partition,
+        topic=topic,
+    )
+    await publish_records(settings, [(topic, *after)])
+
+    probe = KafkaProbe(settings)
+    try:
+        records = await probe.scan(topic, {})
+    finally:
+        await probe.close()
+    assert [(r.partition, r.offset) for r in records] == [(partition, 0), (partition, 2)]
+    assert [r.value for r in records] == [before[2], after[2]]
+
+
+async def _partition_of(settings: Settings, topic: str, key: bytes) -> int:
+    """The partition the records of ``key`` went to (the first one published)."""
+    probe = KafkaProbe(settings)
+    try:
+        (found,) = {r.partition for r in await probe.scan(topic, {}) if r.key == key}
+    finally:
+        await probe.close()
+    return found
