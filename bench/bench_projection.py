@@ -4,6 +4,9 @@ subscriber, on the same messages in the same run. Prints figures and ratios; not
     .venv/bin/python bench/bench_projection.py                 # 1,000,000 events (a few minutes)
     .venv/bin/python bench/bench_projection.py --events 100000 # quicker look
 
+Its topic namespace is deleted at the end; ``--keep`` keeps it for ``--reuse NAMESPACE`` (measure again
+without producing).
+
 What is measured:
 
 1. **raw** — an aiokafka consumer reading every record of the five event topics (``getmany``), nothing
@@ -55,6 +58,7 @@ from consumers.shared_view.replay import replay, replay_in_processes
 from consumers.shared_view.store import VIEW_FIELDS
 from contracts.envelope import decode, encode
 from devtools.simulator import SimulationConfig, simulate
+from devtools.stack import namespaces
 from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.db import create_pool, migrate, recreate_database
@@ -329,8 +333,19 @@ async def main(args: argparse.Namespace) -> None:
     configure_logging("WARNING")
     settings = Settings(pg_database=BENCH_DB, topic_namespace=args.reuse or f"bench{uuid.uuid4().hex[:6]}")
     print(
-        f"bench namespace {settings.topic_namespace}, database {BENCH_DB}, batch {settings.batch_max_records}"
+        f"bench namespace {settings.topic_namespace}, database {BENCH_DB}, batch {settings.batch_max_records}; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
+    if not args.keep:  # leased: its topics are deleted at the end, or by the next sweep if this run is killed
+        namespaces.claim(settings)
+    try:
+        await _measure(settings, args)
+    finally:
+        if not args.keep:
+            await namespaces.release_own(settings)
+
+
+async def _measure(settings: Settings, args: argparse.Namespace) -> None:
     if args.reuse:
         await reset_database(settings)
     else:
@@ -380,7 +395,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{args.processes}-process replayed view vs projected view: {same}")
     print(f"projection / naive  = {rate / naive:6.1f}x   (target >= 10x)")
     print(f"projection / raw    = {rate / raw:6.2f}    (must >= 0.15, aim 0.25)")
-    print(f"bench driver peak memory {peak_mib():.0f} MiB")
+    print(f"bench driver peak memory {peak_mib():.0f} MiB; load average at the end {os.getloadavg()[0]:.2f}")
 
 
 def _cpu(phase: dict[str, Any]) -> str:
@@ -394,7 +409,12 @@ def _cpu(phase: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--reuse", metavar="NAMESPACE", help="measure again on a namespace produced earlier")
+    parser.add_argument(
+        "--reuse", metavar="NAMESPACE", help="measure again on a namespace produced earlier (with --keep)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the namespace's topics at the end (for --reuse)"
+    )
     parser.add_argument("--naive", type=int, default=30_000, help="messages the naive subscriber is timed on")
     parser.add_argument("--processes", type=int, default=2, help="replay processes in the scaling phase")
     parser.add_argument(
