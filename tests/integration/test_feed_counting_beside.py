@@ -169,14 +169,20 @@ async def test_counting_beside_counts_nothing_committed_after_the_builds_snapsho
 
 
 async def test_counting_beside_with_no_connection_to_spare_counts_in_the_builds_session(
-    settings: Settings, pool: asyncpg.Pool, seeded: None
+    settings: Settings, pool: asyncpg.Pool, seeded: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alone = await create_pool(settings, min_size=1, max_size=1)
     try:
         async with alone.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             await conn.execute(COUNTING_SETTINGS)
+
+            def waiting(*args: object, **kwargs: object) -> None:  # would wait for ``conn`` for good
+                raise AssertionError("asked the pool for a connection it cannot give")
+
+            monkeypatch.setattr(asyncpg.Pool, "acquire", waiting)  # every pool's, while the count runs
             assert _plain(await count_month(conn, MONTH, NOW, beside=alone)) == _plain(
                 await count_month(conn, MONTH, NOW)
             )
+            monkeypatch.undo()
     finally:
         await alone.close()
