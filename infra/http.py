@@ -67,6 +67,9 @@ def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uv
         # clients directly and names the peer it sees. uvicorn's default trusted them from 127.0.0.1 and
         # parsed the peer's address on every request to decide so (3% of a single-event POST's CPU).
         proxy_headers=False,
+        # No ``server: uvicorn`` on every answer: it names the software to whoever asks, and each header
+        # written is two regular-expression checks in uvicorn's ``send``.
+        server_header=False,
     )
     return uvicorn.Server(config)
 
@@ -477,6 +480,26 @@ class _Endpoint:
                     response = await answered if inspect.isawaitable(answered) else answered
             span.set_attribute("http.response.status_code", response.status_code)
             await response(scope, receive, send)
+
+
+class JsonAnswer(Response):
+    """A JSON answer (``body``: JSON bytes already), with the headers and their order Starlette's
+    ``Response(body, status, headers, media_type="application/json")`` gives it, written here at once:
+    Starlette works them out per answer (a third of what answering a single-event POST cost in Python)."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self, body: bytes, status_code: int, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            *(headers or ()),
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+        ]
 
 
 # --- bounds on hostile input ---------------------------------------------------------------------------

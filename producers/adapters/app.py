@@ -28,6 +28,7 @@ from infra.codecs.csv_rows import FileError
 from infra.codecs.field_errors import FieldError, client_errors
 from infra.config import Settings, get_settings
 from infra.crypto import KeyStore
+from infra.http import JsonAnswer
 from producers.adapters.authorization import FAMILIES, Adapter, check_client
 from producers.adapters.service import Accepted, AdapterService, IdempotencyConflict, Rejected
 from producers.outbox import OutboxRelay
@@ -164,8 +165,11 @@ class CredentialCache:
             self._entries.pop(self._key(authorization), None)
 
 
-def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+def _json(body: Any, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return JsonAnswer(orjson.dumps(body), status, headers)
+
+
+_REPLAYED = [(b"idempotent-replayed", b"true")]
 
 
 # --- who publishes: the credential checks every endpoint starts with ----------------------------------
@@ -280,7 +284,7 @@ class FamilyEndpoints:
         key = idempotency_key(key)
         body = await read_json(request)
         result = await self._accept(request, principal, [body], key, batch=False)
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        headers = _REPLAYED if result.replayed else None
         return _json({"event_id": result.event_ids[0], "replayed": result.replayed}, 202, headers)
 
     async def publish_batch(self, request: Request) -> Response:
@@ -293,7 +297,7 @@ class FamilyEndpoints:
                 [FieldError("(body)", "expected a JSON array of 1 to 1000 events", None, "batch size")]
             )
         result = await self._accept(request, principal, body, key, batch=True)
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        headers = _REPLAYED if result.replayed else None
         return _json({"event_ids": result.event_ids, "replayed": result.replayed}, 202, headers)
 
     async def _accept(

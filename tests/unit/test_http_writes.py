@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
+from starlette.responses import Response
 from uvicorn.server import ServerState
 
-from infra.http import server
+from infra.http import JsonAnswer, server
 
 
 class _Transport:
@@ -90,3 +92,43 @@ async def test_closing_sends_what_is_pending_first_and_nothing_after() -> None:
     assert len(transport.sent) == 1 and transport.sent[0].endswith(b'{"hello":"world"}')
     await asyncio.sleep(0.02)  # a flush scheduled before the close finds nothing left to send
     assert len(transport.sent) == 1
+
+
+def test_no_answer_names_the_servers_software() -> None:
+    """uvicorn adds ``server: uvicorn`` to every answer unless told not to: the hub's servers do not
+    advertise what they run (the ``date`` header stays: RFC 9110 wants it from a server with a clock)."""
+    config = server(FastAPI(), "127.0.0.1", 0).config
+    config.load()
+    names = [name.lower() for name, _ in config.encoded_headers]
+    assert b"server" not in names
+
+
+@pytest.mark.parametrize("status", [202, 409, 413, 422])
+@pytest.mark.parametrize("headers", [None, [(b"idempotent-replayed", b"true")]])
+@pytest.mark.parametrize("body", [b"{}", b'{"event_id":"x","replayed":false}', "髙".encode() * 3000])
+async def test_a_json_answer_sends_what_starlettes_response_sends(
+    body: bytes, headers: list[tuple[bytes, bytes]] | None, status: int
+) -> None:
+    sent: dict[str, list[Any]] = {"ours": [], "starlette": []}
+
+    async def receive() -> Any:
+        raise AssertionError("an answer reads nothing")
+
+    def sender(name: str) -> Any:
+        async def send(message: Any) -> None:
+            sent[name].append(message)
+
+        return send
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/referral"}
+    ours = JsonAnswer(body, status, headers)
+    theirs = Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={k.decode(): v.decode() for k, v in headers} if headers else None,
+    )
+    await ours(scope, receive, sender("ours"))
+    await theirs(scope, receive, sender("starlette"))
+    assert ours.status_code == theirs.status_code == status
+    assert sent["ours"] == sent["starlette"] and len(sent["ours"]) == 2
