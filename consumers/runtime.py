@@ -554,6 +554,8 @@ class ConsumerRuntime:
         """Up to ``most`` records of ``tp`` from its position; none only at its end (a few waits long)."""
         assert self._consumer is not None
         for _ in range(3):
+            if self._stop.is_set():  # a stop does not wait for the search: the record is met again next run
+                return []
             got = await self._consumer.getmany(tp, timeout_ms=_UNREADABLE_WAIT_MS, max_records=most)
             if got.get(tp):
                 return got[tp]
