@@ -70,8 +70,9 @@ def write_csv(
 # (=HYPERLINK(…) as an employer's name): such cells get a leading apostrophe, which spreadsheets show as
 # text and do not display (OWASP "CSV injection"). Plain numbers ("-3", "+1.5") are left as they are.
 # The full-width signs too: Japanese Excel reads ＝ ＋ － ＠ starting a cell as = + - @ (how a formula is typed
-# in full-width input mode), and the CP932 exports are opened there.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
+# in full-width input mode), and the CP932 exports are opened there. And U+2212 MINUS SIGN, which CP932
+# writes as the bytes of － (0x817C): what Excel reads from the file is －.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠", "\u2212")
 _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 

@@ -61,3 +61,29 @@ def test_every_text_cell_of_the_workbook_is_a_string_never_a_formula() -> None:
 
 def _person(text: str) -> Individual:
     return Individual("0" * 32, text, text, date(2025, 5, 12), "08", "self_found", None)
+
+
+_SIGNS = ("=", "+", "-", "@", "＝", "＋", "－", "＠")
+
+
+def _same_in_cp932() -> list[str]:
+    """Every character the CP932 exports write as the bytes of a formula sign (review11 F3: U+2212 MINUS
+    SIGN is written as 0x817C, the bytes of －, which is what Excel reads from the file)."""
+    signs = {s.encode("cp932") for s in _SIGNS}
+    found = []
+    for point in range(0x80, 0x110000):
+        try:
+            if chr(point).encode("cp932") in signs:
+                found.append(chr(point))
+        except UnicodeEncodeError:
+            continue
+    return found
+
+
+def test_a_cell_written_in_cp932_as_a_formula_signs_bytes_is_escaped_as_that_sign() -> None:
+    alike = _same_in_cp932()
+    assert "\u2212" in alike  # control: the minus sign is one
+    delivery = Delivery(body={}, individuals=[_person(c + "1+cmd|' /C calc'!A0") for c in alike])
+    data, _ = to_csv(individual_rows(delivery), "cp932")  # type: ignore[arg-type]
+    rows = list(csv.reader(io.StringIO(data.decode("cp932"), newline="")))[1:]
+    assert rows and all(row[0].startswith("'") and row[1].startswith("'") for row in rows), rows
