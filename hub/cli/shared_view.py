@@ -84,7 +84,8 @@ replay_app = typer.Typer(no_args_is_help=True, add_completion=False)
 @replay_app.command("shared-view")
 def replay_shared_view(workers: ConsumerWorkers = 1) -> None:
     """Rebuild the shared view from the topics, honouring today's consents and erasures. With
-    --workers N, in N processes of one consumer group (the same view as one process builds)."""
+    --workers N, in N processes, each given its share of the partition numbers (the same view as one
+    process builds)."""
     from consumers.shared_view.replay import ReplayRefused, ReplayResult, replay, replay_in_processes
     from hub.cli.main import progress_bar
     from infra.config import get_settings
