@@ -52,6 +52,8 @@ async def main(events: int, pool_size: int, name: str) -> None:
             simulate(SimulationConfig(authorities=max(1, pool_size // 3400), months=12, seed=4)), pool_size
         )
     )
+    if len(subs) < events:  # the simulated year of its authorities ended first
+        raise SystemExit(f"only {len(subs):,} events simulated; take --events {len(subs):,} at most")
     async with pool.acquire() as conn:
         keys = await KeyStore.from_settings(settings).keys_for(conn, {s.person_key for s in subs})
     offsets: dict[str, int] = {}
@@ -93,7 +95,9 @@ async def main(events: int, pool_size: int, name: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=6_000)
-    parser.add_argument("--pool", type=int, default=8_000, help="events simulated and sealed in every run")
+    parser.add_argument(
+        "--pool", type=int, default=8_000, help="events simulated and sealed in every run (at most)"
+    )
     parser.add_argument(
         "--name", default="svinstr", help="the bench database's suffix (one per parallel run)"
     )
