@@ -419,9 +419,9 @@ class LeanRoutes:
     def __init__(self, app: FastAPI, rest: ASGIApp | None = None) -> None:
         self.app = app
         self.rest: ASGIApp = rest if rest is not None else app
-        self._routes: dict[str, tuple[frozenset[str], ASGIApp, Any]] | None = None
+        self._routes: dict[str, tuple[frozenset[str], BodyLimit, Any]] | None = None
 
-    def _lean(self) -> dict[str, tuple[frozenset[str], ASGIApp, Any]]:
+    def _lean(self) -> dict[str, tuple[frozenset[str], BodyLimit, Any]]:
         """Each lean route's methods and its endpoint behind the body limits, built once (the app's routes
         are all added by its first request)."""
         if self._routes is None:
@@ -446,7 +446,10 @@ class LeanRoutes:
                 scope["app"] = self.app
                 scope["route"] = found[2]  # as the router would
                 ACCESS_ROUTE.set(found[2].path)  # the access line names it
-                await found[1](scope, receive, send)
+                limits = found[1]
+                # A body declared within its limit (the usual request) goes straight to the endpoint: the
+                # limits' layer would only pass it on; any other is refused or counted there.
+                await (limits.app if limits.declared_within(scope) else limits)(scope, receive, send)
                 return
         await self.rest(scope, receive, send)
 
@@ -528,6 +531,19 @@ class BodyLimit:
         self.body_bytes = body_bytes
         self.file_bytes = file_bytes
 
+    def declared_within(self, scope: Scope) -> bool:
+        """True where the request declares one Content-Length, within its limit, and no other framing:
+        the server's HTTP parser frames the body by this length, so no more than it can arrive, and
+        there is nothing to count or refuse (``__call__`` does the rest)."""
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" or name == b"transfer-encoding":
+                if declared is not None:
+                    return False
+                declared = value if name == b"content-length" else b""
+        limit = self.file_bytes if _is_file_upload(scope["path"]) else self.body_bytes
+        return declared is not None and declared.isdigit() and int(declared) <= limit
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -553,8 +569,7 @@ class BodyLimit:
             if int(declared) > limit:
                 await _answer(send, 413, too_large(limit))
                 return
-            # Within the limit as declared, and the only framing: the server's HTTP parser frames the
-            # body by this length, so no more than it can arrive, and there is nothing to count.
+            # Within the limit as declared, and the only framing (``declared_within``).
             await self.app(scope, receive, send)
             return
         received = 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -159,11 +159,11 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
-@contextmanager
-def server_span(method: str, route: str, scheme: str) -> Iterator[Span]:
+def server_span(method: str, route: str, scheme: str) -> AbstractContextManager[Span]:
     """A server span for one request to ``route`` (a fixed path: the route is its own template), as the
-    instrumentation names it (``POST /v1/referral``) with the allow-listed attributes only. For the lean
-    routes of ``infra.http`` (the adapters' JSON endpoints), which the instrumentation does not see.
+    instrumentation names it (``POST /v1/referral``) with the allow-listed attributes only, current
+    within the ``with`` block. For the lean routes of ``infra.http`` (the adapters' JSON endpoints),
+    which the instrumentation does not see.
 
     While no span leaves the process (nothing set up by ``export_to``), the request gets its trace
     context without a recorded span: ids from the provider's generator, sampled as its sampler decides,
@@ -186,23 +186,32 @@ def server_span(method: str, route: str, scheme: str) -> Iterator[Span]:
             decision = sampler.should_sample(None, trace_id, name, SpanKind.SERVER, attributes)
             sampled = decision.decision.is_sampled()
         flags = _SAMPLED if sampled else _NOT_SAMPLED
-        unrecorded = NonRecordingSpan(SpanContext(trace_id, ids.generate_span_id(), False, flags))
-        # Made current as ``trace.use_span`` would (its exception handling is for recording spans only):
-        # its generator and decorator layers cost a tenth of this function.
-        token = otel_context.attach(trace.set_span_in_context(unrecorded))
-        try:
-            yield unrecorded
-        finally:
-            otel_context.detach(token)
-        return
-    with tracer().start_as_current_span(
+        return _Current(NonRecordingSpan(SpanContext(trace_id, ids.generate_span_id(), False, flags)))
+    return tracer().start_as_current_span(
         f"{method} {route}",
         kind=SpanKind.SERVER,
         attributes={"http.request.method": method, "http.route": route, "url.scheme": scheme},
         record_exception=False,  # an exception's message may quote a value: its type is enough
         set_status_on_exception=False,
-    ) as span:
-        yield span
+    )
+
+
+class _Current:
+    """``span`` made current for a ``with`` block, as ``trace.use_span`` would (its exception handling is
+    for recording spans only). A class, not a generator: ``contextlib``'s layers and ``use_span``'s cost
+    a lean request more than making the span current."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *_: object) -> None:
+        otel_context.detach(self._token)
 
 
 def current_traceparent() -> str | None:

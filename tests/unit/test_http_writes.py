@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from uvicorn.server import ServerState
 
-from infra.http import JsonAnswer, server
+from infra.http import BodyLimit, JsonAnswer, server
 
 
 class _Transport:
@@ -132,3 +132,50 @@ async def test_a_json_answer_sends_what_starlettes_response_sends(
     await theirs(scope, receive, sender("starlette"))
     assert ours.status_code == theirs.status_code == status
     assert sent["ours"] == sent["starlette"] and len(sent["ours"]) == 2
+
+
+_FRAMINGS = {
+    "length": [(b"content-length", b"10")],
+    "length at the limit": [(b"content-length", b"100")],
+    "length past the limit": [(b"content-length", b"101")],
+    "length not a number": [(b"content-length", b"1e3")],
+    "length signed": [(b"content-length", b"+10")],
+    "empty length": [(b"content-length", b"")],
+    "two lengths": [(b"content-length", b"10"), (b"content-length", b"10")],
+    "length and chunks": [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],
+    "chunks and length": [(b"transfer-encoding", b"chunked"), (b"content-length", b"10")],
+    "chunks": [(b"transfer-encoding", b"chunked")],
+    "none": [],
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/referral", "/v1/referral/csv"])
+@pytest.mark.parametrize("framing", list(_FRAMINGS))
+async def test_the_lean_path_skips_the_body_limits_exactly_where_they_would_pass_the_request_on(
+    framing: str, path: str
+) -> None:
+    """``LeanRoutes`` calls a lean endpoint directly where ``BodyLimit.declared_within`` says so: exactly
+    the requests ``BodyLimit`` itself hands on untouched (same ``receive``, nothing answered)."""
+    seen: list[Any] = []
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(receive)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    answered: list[Any] = []
+
+    async def send(message: Any) -> None:
+        answered.append(message)
+
+    limits = BodyLimit(endpoint, body_bytes=100, file_bytes=1000)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [(b"host", b"hub"), *_FRAMINGS[framing]],
+    }
+    await limits(scope, receive, send)
+    handed_on_untouched = seen == [receive] and not answered
+    assert limits.declared_within(scope) == handed_on_untouched
