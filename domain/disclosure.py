@@ -212,6 +212,16 @@ class SuppressedFeed:
             if ref.table == table
         ]
 
+    def columns(self) -> tuple[tuple[CellRef, ...], Sequence[int | None], Sequence[str | None]] | None:
+        """Every cell in publishing order (the tables one after another, as ``heads`` lists them), the
+        values published (None where hidden) and each reason's name (None where shown), as lists, not
+        a row per cell; None where the cells are not kept in a layout's order (read ``rows`` then). The
+        cells tuple is the layout's own: the same object for every feed of the layout."""
+        cells = self.cells
+        if not isinstance(cells, _Cells) or self.spans is None:
+            return None
+        return cells.refs, cells.published, cells.why
+
     def changed(self) -> list[tuple[CellRef, int | None, int | None]]:
         """The cells whose value differs from ``before``: (cell, value before, value now)."""
         cells, before = self.cells, self.before

@@ -968,11 +968,20 @@ def evaluate(
 
 @dataclass(frozen=True)
 class Composed:
-    body: dict[str, Any]
+    # The body less its populations' tables (``populations`` holds None): ``body`` adds them.
+    head: dict[str, Any]
+    populations: Mapping[str, SuppressedFeed]  # each population's published cells
     suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
     tallies: dict[str, Any]  # the month's true counts per own site (kept, never published)
     # What changed since the previous revision (``revision_changes``); empty for revision 1.
     changes: list[dict[str, object]] = field(default_factory=list)
+
+    @functools.cached_property
+    def body(self) -> dict[str, Any]:
+        """The revision's body, its tables' cells as rows of (key, value, reason). Made only where read:
+        the builder writes a kept body's tables from ``populations`` (a row per cell of ~1.9 million
+        in a national month)."""
+        return dict(self.head, populations={name: _table_json(s) for name, s in self.populations.items()})
 
     @functools.cached_property
     def figures(self) -> dict[str, Any]:
@@ -1027,28 +1036,27 @@ def compose_many(jobs: Sequence[Job], *, threshold: int) -> list[Composed]:
             }
         composed = _finish(job, done, threshold)
         if job.previous is not None:
-            composed = replace(composed, changes=_changes(job.previous, composed.body, done))
+            composed = replace(composed, changes=_changes(job.previous, composed))
         out.append(composed)
     return out
 
 
-def _changes(
-    before: Mapping[str, Any], after: Mapping[str, Any], populations: Mapping[str, SuppressedFeed]
-) -> list[dict[str, object]]:
-    """``revision_changes(before, after)`` where ``after`` was composed from ``populations``: where
-    each population was revised by position (``SuppressedFeed.before``, the previous body's tables
-    lined up with the layout's), the cells are compared as the two value lists, and only the figures
-    of cells, sites and targets that differ are named."""
+def _changes(before: Mapping[str, Any], composed: Composed) -> list[dict[str, object]]:
+    """``revision_changes(before, composed.body)``: where each population was revised by position
+    (``SuppressedFeed.before``, the previous body's tables lined up with the layout's), the cells are
+    compared as the two value lists, and only the figures of cells, sites and targets that differ are
+    named (the body's tables are not made)."""
     old_tables = before.get("populations") or before.get("groups") or {}
+    populations = composed.populations
     if old_tables.keys() != populations.keys() or any(p.before is None for p in populations.values()):
-        return revision_changes(before, after)
+        return revision_changes(before, composed.body)
     b: dict[str, Any] = {}
     a: dict[str, Any] = {}
     for published in populations.values():
         for ref, x, y in published.changed():
             name = f"{ref.table}[{', '.join(ref.key)}]"
             b[name], a[name] = x, y
-    _derived_changes(before, after, b, a)
+    _derived_changes(before, composed.head, b, a)
     return change_summary(b, a)
 
 
@@ -1126,12 +1134,12 @@ def _finish(job: Job, populations: dict[str, SuppressedFeed], threshold: int) ->
         "classification_version": CLASSIFICATION_VERSION,
         "sites": list(feed.sites),
         "layout": list(layout_sites(feed)),
-        "populations": {name: _table_json(s) for name, s in populations.items()},
+        "populations": None,  # in its place in the body (``Composed.body``)
         "indicators": ind,
         "targets": evaluations,
     }
     suppressed = [[ref.table, list(ref.key)] for s in populations.values() for ref in s.suppressed_in_order()]
-    return Composed(body, suppressed, {s: t.to_json() for s, t in tallies.items()})
+    return Composed(body, populations, suppressed, {s: t.to_json() for s, t in tallies.items()})
 
 
 def _flatten_changed(

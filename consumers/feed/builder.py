@@ -27,6 +27,7 @@ import orjson
 
 from contracts.feed import encode_feed_revision
 from domain.calendar import YearMonth, fiscal_year, month_bounds
+from domain.disclosure import CellRef, SuppressedFeed
 from domain.feed import (
     ENROLMENT,
     RETENTION_CHECKPOINTS,
@@ -697,7 +698,10 @@ def _kept(work: Sequence[_Work], *, threshold: int, horizon: str) -> list[_Kept]
     ]
     out = []
     for w, c in zip(work, compose_many(jobs, threshold=threshold), strict=True):
-        body = as_kept(dict(c.body, revision=w.revision, horizon=horizon, changes=c.changes))
+        tables = {name: orjson.Fragment(_tables_text(s)) for name, s in c.populations.items()}
+        body = as_kept(
+            dict(c.head, populations=tables, revision=w.revision, horizon=horizon, changes=c.changes)
+        )
         out.append(
             _Kept(orjson.dumps(body), _kept_text(c.suppressed), orjson.dumps(body["changes"]), c.tallies,
                   body["indicators"]["authority"]["referral_placements"], c.changes)
@@ -1016,6 +1020,82 @@ def _jsonb_order(keys: tuple[str, ...]) -> tuple[str, ...]:
     every body (an indicator set, a table, a change), so each is sorted once. Keys are the feed's
     category names and site ids: aggregates, never personal data."""
     return tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
+
+
+def _tables_text(feed: SuppressedFeed) -> bytes:
+    """A population's tables as their kept JSON text (``orjson.dumps(as_kept(tables))``, each table's
+    keys in jsonb's order), written from its layout's template (``_templates``: the text between the
+    values) and the values and reasons as orjson writes them, without a row per cell (a national
+    month's bodies hold ~1.9 million cells). ``tests/unit/test_feed_kept_tables.py`` holds it to the
+    rows' text byte for byte."""
+    columns = feed.columns()
+    if columns is None:  # cells not in a layout's order: the rows, written as they are
+        return orjson.dumps(
+            [{"dims": list(dims), "name": name, "cells": feed.rows(name)} for name, dims in feed.heads()]
+        )
+    refs, values, why = columns
+    shown, hidden = _templates(refs, tuple(feed.heads()))
+    # Each value's and reason's JSON in order (counts, null, a reason's name: none holds a comma).
+    if not any(why):  # nothing hidden (most populations): every reason null, in the template
+        parts = shown.copy()
+        parts[1::2] = orjson.dumps(values)[1:-1].split(b",")
+        return b"".join(parts)
+    parts = hidden.copy()
+    parts[1::4] = orjson.dumps(values)[1:-1].split(b",")
+    parts[3::4] = orjson.dumps(why)[1:-1].split(b",")
+    return b"".join(parts)
+
+
+_template_cache: dict[
+    int, tuple[tuple[CellRef, ...], tuple[tuple[str, tuple[str, ...]], ...], list[bytes], list[bytes]]
+] = {}
+
+
+def _templates(
+    refs: tuple[CellRef, ...], heads: tuple[tuple[str, tuple[str, ...]], ...]
+) -> tuple[list[bytes], list[bytes]]:
+    """A layout's tables as kept JSON text, cut where each cell's value goes (reasons null) and, for a
+    population with hidden cells, where each value and each reason go: the pieces, with a place
+    between each two for what goes there. Made once per layout (a national month has a handful;
+    ``refs`` is the layout's own tuple, the same object for each feed of it). Keys, names and
+    dimensions are the layout's categories (aggregates, never personal data), written by orjson."""
+    found = _template_cache.get(id(refs))
+    if found is not None and found[0] is refs and found[1] == heads:
+        return found[2], found[3]
+    if [name for name, _ in heads] != list(dict.fromkeys(ref.table for ref in refs)):
+        raise ValueError("the cells are not the tables' cells in their order")
+    shown: list[bytes] = []
+    hidden: list[bytes] = []
+    text = b"["  # what comes before the next value
+    table = None
+    dims = dict(heads)
+    for ref in refs:
+        if ref.table != table:
+            if table is not None:
+                text += b"]},"
+            table = ref.table
+            text += (
+                b'{"dims":'
+                + orjson.dumps(list(dims[table]))
+                + b',"name":'
+                + orjson.dumps(table)
+                + b',"cells":['
+            )
+        else:
+            text += b","
+        text += b"[" + orjson.dumps(list(ref.key)) + b","
+        shown += [text, b""]
+        hidden += [text, b"", b",", b""]
+        text = b"]"
+    text += b"]}]"
+    shown.append(b",null" + text)
+    hidden.append(text)
+    for n in range(2, len(shown) - 1, 2):  # after a value: its null reason, then the next cell's key
+        shown[n] = b",null" + shown[n]
+    if len(_template_cache) >= 256:
+        _template_cache.clear()
+    _template_cache[id(refs)] = (refs, heads, shown, hidden)
+    return shown, hidden
 
 
 def _kept_text(value: Any) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, get_args, get_origin
 
@@ -20,21 +21,9 @@ from hypothesis import strategies as st
 
 from consumers.feed import builder
 from contracts import feed as contract
-from domain.feed import (
-    AGE_BANDS,
-    EMPLOYMENT_TYPES,
-    ENROLMENT,
-    OCCUPATIONS,
-    RETENTION_CHECKPOINTS,
-    RETENTION_STATUS,
-    SEXES,
-    TARGET_GROUPS,
-    YES_NO,
-    FeedCounts,
-    Job,
-    compose_many,
-)
+from domain.feed import FeedCounts, Job, compose_many
 from tests.unit import feed_golden_data as g
+from tests.unit.feed_strategies import months
 
 HORIZON = datetime(2025, 11, 5, 15, 0, 0, 123456, tzinfo=UTC)
 BUILT = datetime(2025, 11, 6, tzinfo=UTC)
@@ -161,37 +150,6 @@ def test_a_tables_cells_that_are_not_an_array_are_refused(cells: str) -> None:
 # bodies). Counts: small (hidden), zero, large; thresholds 1-5; one to three own sites and another
 # authority's (every layout); revision 1, and revision 2 over revision 1's kept body with more counted.
 
-_OTHER_SITE = "271004-01"
-_COUNT = st.integers(1, 5) | st.just(0) | st.integers(0, 10**6)
-_FLAGS = st.tuples(*(st.sampled_from(YES_NO) for _ in TARGET_GROUPS))
-
-
-@st.composite
-def _months(draw: st.DrawFn) -> tuple[FeedCounts, FeedCounts]:
-    code = "131041"
-    sites = tuple(f"{code}-{k:02d}" for k in range(1, draw(st.integers(1, 3)) + 1))
-    site = st.sampled_from((*sites, _OTHER_SITE))
-    own = st.sampled_from(sites)
-
-    def counts(keys: st.SearchStrategy[tuple[str, ...]], size: int) -> dict[tuple[str, ...], int]:
-        return draw(st.dictionaries(keys, _COUNT, max_size=size))
-
-    def month() -> FeedCounts:
-        placement = st.tuples(site, st.sampled_from(SEXES), st.sampled_from(AGE_BANDS), st.sampled_from(OCCUPATIONS),
-                              st.sampled_from(EMPLOYMENT_TYPES), _FLAGS)  # fmt: skip
-        return FeedCounts(
-            code,
-            g.MONTH,
-            sites,
-            counts(placement.map(lambda p: (*p[:5], *p[5])), 10),
-            counts(st.tuples(site, st.sampled_from(EMPLOYMENT_TYPES)), 4),
-            counts(st.tuples(own, st.sampled_from(YES_NO), _FLAGS).map(lambda n: (*n[:2], *n[2])), 8),
-            counts(st.tuples(own, st.sampled_from(ENROLMENT)), 3),
-            {k: counts(st.tuples(own, st.sampled_from(RETENTION_STATUS)), 3) for k in RETENTION_CHECKPOINTS},
-        )
-
-    return month(), month()
-
 
 def _published_as_the_model_writes_it(kept: bytes) -> None:
     model = contract.FeedRevision.model_validate_json(kept)  # the contract's check: it holds
@@ -200,7 +158,7 @@ def _published_as_the_model_writes_it(kept: bytes) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_months(), st.integers(1, 5))
+@given(months(), st.integers(1, 5))
 def test_fuzz_every_kept_bodys_cells_are_the_contracts_and_published_as_kept(
     months: tuple[FeedCounts, FeedCounts], threshold: int
 ) -> None:
@@ -211,7 +169,9 @@ def test_fuzz_every_kept_bodys_cells_are_the_contracts_and_published_as_kept(
         [builder._Work(Job(first, None, targets), None, 1)], threshold=threshold, horizon=horizon
     )
     _published_as_the_model_writes_it(one.body)
-    work = builder._Work(Job(g.plus(first, late), None, targets), one.body.decode(), 2)
+    work = builder._Work(
+        Job(replace(g.plus(first, late), sites=late.sites), None, targets), one.body.decode(), 2
+    )
     [two] = builder._kept([work], threshold=threshold, horizon=horizon)
     _published_as_the_model_writes_it(two.body)
 
