@@ -3,8 +3,9 @@
 Scale (issue 5): about 1,700 authorities with 1–3 joint sites each (mean 1.9, as the simulator), 480,000
 new registrations and 130,000 placements in the month, plus the placements of the earlier months whose
 retention the month reports (1, 3 and 6 months back, 130,000 each) and their checkpoints. The rows are
-generated directly in PostgreSQL (``generate_series`` with a fixed ``setseed``), not sent through
-Kafka: the bench measures the builder, and the consumer has its own figures. 3% of the month's
+generated directly in PostgreSQL (``bench.feed_month``: ``generate_series``, each value drawn from an md5
+of the row's number and of what is drawn, so every database generated holds the same rows), not sent
+through Kafka: the bench measures the builder, and the consumer has its own figures. 3% of the month's
 placements arrive after the cutoff, so the build makes revision 1 for every feed and revision 2 for the
 feeds those late placements change.
 
@@ -15,8 +16,8 @@ cost; the build counts revision 1 at the cutoff and revision 2 up to now from on
 revision 1, counted by the database (``count_month``, as the build counts: two sessions on one
 snapshot) against the rows read as they are and split per authority in Python (``load_month``, the
 reference the counting is tested against), and a raw scan of the same rows (``SELECT count(*)``), the floor of any reading; the ratios between them; peak memory
-(RSS) of this process; a digest of everything built, compared with what main built from the same rows
-before the feed work of session 5 (``GOLDEN_DIGEST``); an incremental round after a few late
+(RSS) of this process; a digest of everything built, compared with what main at 1e48702 built from the
+same rows (``GOLDEN_DIGEST``); an incremental round after a few late
 placements (``incremental``: only the marked feeds are counted and rebuilt). Without ``--no-pool`` the
 build runs again with a process pool of ``os.cpu_count() - 1`` workers sharing the composing and the
 publishing's checks with this process (started before the build, as the service's are; their CPU time is
@@ -34,135 +35,39 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import random
 import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.feed_month, run as a script
 os.environ.setdefault("HUB_PG_DATABASE", "ittai_bench_feed")  # another name: runs side by side
 os.environ["HUB_TOPIC_NAMESPACE"] = "benchfeed"
 os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
 
 import asyncpg
 
+from bench.feed_month import CUTOFF, MONTH, generate
 from consumers.feed.builder import COUNTING_SETTINGS, build_month, count_month, load_month
-from domain.calendar import YearMonth
-from domain.codes import lg_check_digit
 from domain.feed import cutoff_instant
 from infra.config import Settings, get_settings
 from infra.db import connect, create_pool, migrate, recreate_database
 from infra.topics import ensure_topics
-
-AUTHORITIES = 1700
-REGISTRATIONS = 480_000
-PLACEMENTS = 130_000
-MONTH = YearMonth(2025, 10)
-LATE_SHARE = 0.03
-
-
-def sites() -> list[str]:
-    rng = random.Random(5)
-    codes: set[str] = set()
-    while len(codes) < AUTHORITIES:
-        first = f"{rng.randint(1, 47):02d}{rng.randint(100, 999):03d}"
-        codes.add(first + str(lg_check_digit(first)))
-    out = []
-    for code in sorted(codes):
-        n = rng.choices((1, 2, 3), (35, 40, 25))[0]
-        out += [f"{code}-{i:02d}" for i in range(1, n + 1)]
-    return out
-
-
-GENERATE: list[tuple[str, tuple[str, ...]]] = [
-    ("SELECT setseed(0.5151)", ()),
-    (
-        "CREATE TEMP TABLE s AS SELECT row_number() OVER () AS i, site FROM unnest($1::text[]) AS site",
-        ("sites",),
-    ),
-    # Skewed site sizes: a few busy sites, many small ones.
-    (
-        "CREATE TEMP TABLE w AS SELECT g, 1 + floor((SELECT count(*) FROM s) * power(random(), 1.6))::int AS i "
-        "FROM generate_series(1, $1::int) AS g",
-        ("registrations",),
-    ),
-    (
-        "INSERT INTO feed_registrations (event_id, person_key, authority, site, registered_on, team_support, "
-        "personal, arrived_at) SELECT md5('r' || g), md5('p' || g), left(s.site, 6), s.site, $1::date + (g % 28), "
-        "random() < 0.10, '{}'::jsonb, ($1::date + (g % 28))::timestamptz + interval '10 hours' FROM w JOIN s USING (i)",
-        ("first",),
-    ),
-    # 40% referred by the authority running the site (送り込み); 2% of those by another authority.
-    (
-        "INSERT INTO feed_referrals (referral_id, person_key, authority, site, referred_on, arrived_at) "
-        "SELECT md5('f' || g), r.person_key, CASE WHEN random() < 0.02 THEN left(o.site, 6) ELSE r.authority END, "
-        "r.site, r.registered_on, r.arrived_at - interval '1 hour' FROM generate_series(1, $1::int) AS g "
-        "JOIN feed_registrations r ON r.event_id = md5('r' || g) "
-        "JOIN s o ON o.i = 1 + (g % (SELECT count(*) FROM s)) WHERE g % 5 < 2",
-        ("registrations",),
-    ),
-]
-
-PLACEMENTS_SQL = """
-INSERT INTO feed_placements (placement_id, person_key, site, site_authority, placed_on, route, occupation,
-  classification_version, employment_type, sex, age_band, attributes, personal, arrived_at)
-SELECT md5($3 || g), p.person_key, p.site, left(p.site, 6), p.day, (ARRAY['hello_work_referral','self_found'])[1 + (random() < 0.25)::int],
-       lpad((1 + floor(15 * power(random(), 1.3)))::int::text, 2, '0'), 'MHLW-2022',
-       (ARRAY['regular_full_time','non_regular_full_time','part_time','temporary'])[1 + floor(4 * power(random(), 1.4))::int],
-       (ARRAY['male','female','not_stated'])[CASE WHEN random() < 0.01 THEN 3 WHEN random() < 0.55 THEN 2 ELSE 1 END],
-       (ARRAY['19以下','20-24','25-29','30-34','35-39','40-44','45-49','50-54','55-59','60-64','65以上'])[1 + floor(11 * random())::int],
-       ARRAY[(ARRAY['public_assistance','child_rearing_allowance','housing_benefit','needy_person_support',
-              'disability','youth','parenting','general'])[1 + floor(8 * power(random(), 1.5))::int]],
-       '{}'::jsonb,
-       CASE WHEN random() < $4 THEN $5::timestamptz + interval '3 days' ELSE p.day::timestamptz + interval '1 day' END
-  FROM (SELECT x.g, coalesce(r.person_key, md5($3 || 'p' || x.g)) AS person_key, coalesce(r.site, s.site) AS site,
-               $2::date + (x.g % 28) AS day
-          FROM (SELECT g, 1 + floor((SELECT count(*) FROM s) * power(random(), 1.6))::int AS i
-                  FROM generate_series(1, $1::int) AS g) x
-          JOIN s ON s.i = x.i
-          LEFT JOIN feed_registrations r ON $3 = 'm0' AND r.event_id = md5('r' || x.g)) p
- WHERE p.site IS NOT NULL;
-"""
-
-RETENTION_SQL = """
-INSERT INTO feed_retention (placement_id, checkpoint_months, person_key, status, checked_on, arrived_at)
-SELECT placement_id, $3, person_key, CASE WHEN random() < 0.85 THEN 'employed' ELSE 'left' END,
-       placed_on + make_interval(months => $3), placed_on::timestamptz + make_interval(months => $3, days => 1)
-  FROM feed_placements WHERE placed_on BETWEEN $1 AND $2 AND random() < 0.8;
-"""
 
 
 async def setup(settings: Settings) -> None:
     await recreate_database(settings)
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
-        site_list = sites()
+        await generate(conn)
         first = datetime(MONTH.year, MONTH.month, 1).date()
-        values = {"sites": site_list, "registrations": REGISTRATIONS, "first": first}
-        for stmt, names in GENERATE:
-            await conn.execute(stmt, *(values[n] for n in names))
-        cutoff = datetime(2025, 11, 5, 15, tzinfo=UTC)
-        for tag, month_first, late in (
-            ("m0", first, LATE_SHARE),
-            ("m1", datetime(2025, 9, 1).date(), 0.0),
-            ("m3", datetime(2025, 7, 1).date(), 0.0),
-            ("m6", datetime(2025, 4, 1).date(), 0.0),
-        ):
-            await conn.execute(PLACEMENTS_SQL, PLACEMENTS, month_first, tag, late, cutoff)
-        for k, lo, hi in (
-            (1, "2025-09-01", "2025-09-30"),
-            (3, "2025-07-01", "2025-07-31"),
-            (6, "2025-04-01", "2025-04-30"),
-        ):
-            await conn.execute(
-                RETENTION_SQL, datetime.fromisoformat(lo).date(), datetime.fromisoformat(hi).date(), k
-            )
         # Marks as the consumer would leave them for the late placements.
         await conn.execute(
             "INSERT INTO feed_dirty (authority, month) SELECT site_authority, '2025-10' FROM feed_placements "
             "WHERE arrived_at > $1",
-            cutoff,
+            CUTOFF,
         )
         await conn.execute("ANALYZE")
         counts = await conn.fetchrow(
@@ -211,12 +116,14 @@ async def run_build(
     return elapsed, sum(b.revision == 1 for b in built), sum(b.revision > 1 for b in built)
 
 
-# What main at 015b552 built from this bench's rows: every revision's body (less its horizon, which is
-# the build's clock), hidden cells, placement ids, changes and tallies. A faster build must print the
-# same. 015b552 built the same bytes as 061290b (before issue 14's feed work of session 5) on the rows
-# generated then (7a403d70…, 9c2b1846…); the bench database was regenerated on 2026-11-28, from when
-# on the rows differ, so the digest was taken again with 015b552's code on today's rows.
-GOLDEN_DIGEST = "1: 1700 6b8fc183f5a135b414bf840fba541a9c; 2: 1400 ec1d2fccd7e4c39ad6f5b8bc95b915a7"
+# What main at 1e48702 (the start of session 11) built from this bench's rows: every revision's body
+# (less its horizon, which is the build's clock), hidden cells, placement ids, changes and tallies. A
+# faster build must print the same. Taken on the rows bench.feed_month generates (values drawn from md5,
+# 2026-11-28), which every database generated from it holds; 1e48702 built them with only the generation
+# changed in its bench, and main at 7392523 built the same on a database generated apart. The digests
+# before (6b8fc183…/ec1d2fcc…, from 015b552's code) were of rows drawn by random() after a setseed, whose
+# draws followed the plan's row order: only the one database they were taken on held those rows.
+GOLDEN_DIGEST = "1: 1700 b21551ab3419386c3b30c3811d2d33a0; 2: 1399 2a377930a9b8b0be4733eb4e211089d2"
 
 
 async def _digest(pool: asyncpg.Pool) -> str:
@@ -229,7 +136,7 @@ async def _digest(pool: asyncpg.Pool) -> str:
         str(MONTH),
     )
     digest = "; ".join(f"{r['revision']}: {r['n']} {r['md5']}" for r in rows)
-    return f"{digest} ({'same as' if digest == GOLDEN_DIGEST else 'DIFFERENT from'} main at 015b552)"
+    return f"{digest} ({'same as' if digest == GOLDEN_DIGEST else 'DIFFERENT from'} main at 1e48702)"
 
 
 async def _server_cpu(pool: asyncpg.Pool) -> float:
