@@ -111,7 +111,7 @@ async def run_build(
             if workers
             else ""
         )
-        + f"its PostgreSQL sessions {await _server_cpu(pool) - server:.2f} s)"
+        + f"its PostgreSQL sessions {_server_used(server, await _server_cpu(pool)):.2f} s)"
     )
     return elapsed, sum(b.revision == 1 for b in built), sum(b.revision > 1 for b in built)
 
@@ -139,13 +139,21 @@ async def _digest(pool: asyncpg.Pool) -> str:
     return f"{digest} ({'same as' if digest == GOLDEN_DIGEST else 'DIFFERENT from'} main at 1e48702)"
 
 
-async def _server_cpu(pool: asyncpg.Pool) -> float:
-    """CPU seconds used so far by the PostgreSQL sessions of the bench's database (its own client
-    backends; the server runs on this machine). Parallel query workers are not counted."""
+async def _server_cpu(pool: asyncpg.Pool) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL session of the bench's database (its own client
+    backends; the server runs on this machine), by PID. Parallel query workers are not counted."""
     pids = await pool.fetch(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
     )
-    return sum(_process_cpu(r["pid"]) for r in pids)
+    return {r["pid"]: _process_cpu(r["pid"]) for r in pids}
+
+
+def _server_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU the sessions used between two readings: each session's own difference, a session opened in
+    between counted from zero. (A sum of totals went wrong, even below zero, when the build's pool replaced
+    a connection or opened a second one for counting beside the first: 750b588.) A session that closed in
+    between is not counted after its last reading."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def _process_cpu(pid: int) -> float:
@@ -163,7 +171,11 @@ async def _timed(pool: asyncpg.Pool, read: object) -> tuple[float, float, float]
         await conn.execute(COUNTING_SETTINGS)
         started, cpu, server = time.perf_counter(), time.process_time(), await _server_cpu(pool)
         await read(conn)  # type: ignore[operator]
-        return time.perf_counter() - started, time.process_time() - cpu, await _server_cpu(pool) - server
+        return (
+            time.perf_counter() - started,
+            time.process_time() - cpu,
+            _server_used(server, await _server_cpu(pool)),
+        )
 
 
 async def baseline(settings: Settings, pool: asyncpg.Pool) -> None:
@@ -227,7 +239,7 @@ async def incremental(settings: Settings, pool: asyncpg.Pool, feeds: int = 5) ->
         print(
             f"incremental round ({len(authorities)} feeds marked by late placements): "
             f"{time.perf_counter() - started:.2f} s, CPU here {time.process_time() - cpu:.2f} s, "
-            f"in PostgreSQL {await _server_cpu(pool) - server:.2f} s; revisions built: "
+            f"in PostgreSQL {_server_used(server, await _server_cpu(pool)):.2f} s; revisions built: "
             f"{sorted(b.revision for b in built)}"
         )
     finally:
