@@ -32,7 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnsupportedCodecError
 from aiokafka.structs import ConsumerRecord
 
 from consumers.deadletter import DeadLetter, DeadLetterPublisher
@@ -158,8 +158,15 @@ _YIELD_EVERY = 64  # records decoded between two turns of the event loop (about 
 # partition's stored position: it was met within about one fetch of what the runtime has handed over.
 _UNREADABLE_SCAN = 8
 _UNREADABLE_WAIT_MS = 500
+# What aiokafka raises out of ``getmany`` over a record batch it can never read: a header name that is not
+# UTF-8, a compression codec whose library this process lacks (or no codec at all). Not its
+# CorruptRecordException: a CRC that does not match may be the network's, and the batch is fetched again.
+_UNREADABLE = (UnicodeDecodeError, UnsupportedCodecError)
 _UNREADABLE_REASON = (
     "record: not readable by the Kafka client (a header name in its record batch is not UTF-8)"
+)
+_UNREADABLE_CODEC = (
+    "record: not readable by the Kafka client (its record batch's compression is not one it reads)"
 )
 
 
@@ -296,6 +303,7 @@ class ConsumerRuntime:
         self._hand = asyncio.Lock()
         self._generation = 0
         self._stale = False  # a batch was fenced off: re-read positions before the next one
+        self._unreadable_at: TopicPartition | None = None  # where a record the client cannot read was last
         self.processed = 0
         self.dead_lettered = 0
         self._keep_parsed = bool(getattr(handler, "plain_data", False))
@@ -340,7 +348,7 @@ class ConsumerRuntime:
                     fetched = await self._consumer.getmany(
                         timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
                     )
-                except UnicodeDecodeError:  # a header name that is not UTF-8 (``_past_unreadable``)
+                except _UNREADABLE:  # a record batch the client cannot read (``_past_unreadable``)
                     await self._past_unreadable()
                     continue
                 records = [r for part in fetched.values() for r in part]
@@ -488,7 +496,7 @@ class ConsumerRuntime:
 
         aiokafka decodes each header's name as UTF-8 as it unpacks a fetch, and a name that is not (Kafka
         carries bytes; anyone who may write the topic can put them there) raises ``UnicodeDecodeError``
-        out of ``getmany``: no record to dead-letter, and a consumer that let it end the run would meet it
+        out of ``getmany``, as a batch compressed by a codec it lacks raises ``UnsupportedCodecError``: no record to dead-letter, and a consumer that let it end the run would meet it
         again after every restart. The records drained before it from other partitions were taken past
         (aiokafka moved their positions) without being handed over, so every partition goes back to its
         stored position first. Then each partition is read on its own to find the one that raises, and
@@ -504,8 +512,10 @@ class ConsumerRuntime:
             generation = self._generation
         start = {tp: await consumer.position(tp) for tp in consumer.assignment()}
         ends = await consumer.end_offsets(list(start))
-        found = None
-        for tp in sorted(start):
+        found: TopicPartition | None = None
+        cause: Exception | None = None
+        # The partition met last first: a rogue batch's records are passed one search each.
+        for tp in sorted(start, key=lambda tp: (tp != self._unreadable_at, tp)):
             at = start[tp]
             try:
                 for _ in range(_UNREADABLE_SCAN):  # it was met within about a fetch of the stored position
@@ -514,8 +524,8 @@ class ConsumerRuntime:
                     ):
                         break
                     at = got[-1].offset + 1
-            except UnicodeDecodeError:
-                found = tp
+            except _UNREADABLE as exc:
+                found, cause = tp, exc
                 break
         readable: list[ConsumerRecord] = []
         if found is not None:
@@ -523,8 +533,8 @@ class ConsumerRuntime:
             try:  # a record a call: a call that raises hands over none of the records before the culprit
                 while got := await self._read_on(found, 1):
                     readable += got
-            except UnicodeDecodeError:
-                pass
+            except _UNREADABLE as exc:
+                cause = exc
             else:
                 found = None  # not met again (the topic changed): read on as usual
         assigned = consumer.assignment()
@@ -536,6 +546,7 @@ class ConsumerRuntime:
                     consumer.seek(tp, offset)
             if found is None:
                 return
+            self._unreadable_at = found
             offset = readable[-1].offset + 1 if readable else start[found]
             consumer.seek(found, offset + 1)
             culprit = ConsumerRecord(found.topic, found.partition, offset, -1, 0, None, b"", None, -1, 0, ())
@@ -545,7 +556,8 @@ class ConsumerRuntime:
                 readable[0].offset if readable else offset,
                 culprit,
             )
-            batch.poison.append(DeadLetter.of(culprit, _UNREADABLE_REASON))
+            reason = _UNREADABLE_CODEC if isinstance(cause, UnsupportedCodecError) else _UNREADABLE_REASON
+            batch.poison.append(DeadLetter.of(culprit, reason))
             log.warning("record not readable by the Kafka client", consumer=self.handler.name,
                         topic=found.topic, partition=found.partition, offset=offset)  # fmt: skip
             self._inflight = asyncio.create_task(self._finish(batch))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import UnsupportedCodecError
 from aiokafka.structs import ConsumerRecord
 
 from domain.monitoring import PartitionOffsets
@@ -18,6 +19,9 @@ from infra.config import Settings
 from infra.kafka import client_options
 
 TIMEOUT_S = 10.0
+# What aiokafka raises out of ``getmany`` over a record batch it can never read (``_past_unreadable``): a
+# header name that is not UTF-8, a compression codec whose library this process lacks.
+_UNREADABLE = (UnicodeDecodeError, UnsupportedCodecError)
 LAYOUT_TTL_S = 30.0  # partition layouts change only when an operator adds partitions or topics
 
 
@@ -144,7 +148,7 @@ class KafkaProbe:
                         at = {tp: await consumer.position(tp) for tp in pending}
                         try:
                             batch = await consumer.getmany(*pending, timeout_ms=500)
-                        except UnicodeDecodeError:
+                        except _UNREADABLE:
                             batch = await _past_unreadable(consumer, at)
                         for tp, part in batch.items():
                             records.extend(r for r in part if r.offset < ends[tp])
@@ -159,7 +163,7 @@ async def _past_unreadable(
 ) -> dict[TopicPartition, list[ConsumerRecord]]:
     """What a fetch that raised ``UnicodeDecodeError`` would have given, and past the record that made it:
     aiokafka decodes header names as UTF-8 and refuses the whole fetch over one that is not (anyone who may
-    write the topic can put one there), having moved past what it drained of the other partitions. So each
+    write the topic can put one there; so a batch in a codec it lacks, ``UnsupportedCodecError``), having moved past what it drained of the other partitions. So each
     partition is read again from ``at`` on its own, a record a call where it raises, up to that record,
     which is passed (nothing the runtime wrote: it cannot be read, nor redriven)."""
     found: dict[TopicPartition, list[ConsumerRecord]] = {}
@@ -168,13 +172,13 @@ async def _past_unreadable(
         try:
             found[tp] = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
             continue
-        except UnicodeDecodeError:
+        except _UNREADABLE:
             consumer.seek(tp, offset)
         read: list[ConsumerRecord] = []
         try:
             while got := (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp, []):
                 read += got
-        except UnicodeDecodeError:
+        except _UNREADABLE:
             consumer.seek(tp, read[-1].offset + 2 if read else offset + 1)
         found[tp] = read
     return found

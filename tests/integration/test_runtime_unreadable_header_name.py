@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, codec
 from aiokafka.producer import message_accumulator
 from aiokafka.producer import producer as producer_module
 from aiokafka.record import default_records
@@ -34,6 +35,9 @@ from tests import factories
 from tests.helpers import publish_records, wait_for
 
 UNREADABLE = "record: not readable by the Kafka client (a header name in its record batch is not UTF-8)"
+UNREADABLE_CODEC = (
+    "record: not readable by the Kafka client (its record batch's compression is not one it reads)"
+)
 
 
 class _NotUtf8(str):
@@ -188,3 +192,117 @@ async def _partition_of(settings: Settings, topic: str, key: bytes) -> int:
     finally:
         await probe.close()
     return found
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _snappy(data: bytes, **_: object) -> bytes:
+    """``data`` compressed as Kafka's snappy (xerial framing, one raw block): literals, and each run of one
+    byte as copies at offset 1 — enough to make a padded record smaller, which the producer requires."""
+    raw = bytearray(_varint(len(data)))
+
+    def literal(chunk: bytes) -> None:
+        for k in range(0, len(chunk), 65536):
+            part = chunk[k : k + 65536]
+            raw.extend(bytes([61 << 2]) + struct.pack("<H", len(part) - 1) + part)
+
+    i = start = 0
+    while i < len(data):
+        j = i
+        while j < len(data) and data[j] == data[i]:
+            j += 1
+        if j - i >= 8:
+            literal(data[start : i + 1])
+            for left in range(j - i - 1, 0, -64):
+                raw.extend(bytes([((min(64, left) - 1) << 2) | 2]) + struct.pack("<H", 1))
+            start = j
+        i = j
+    literal(data[start:])
+    return b"\x82SNAPPY\x00" + struct.pack("!iii", 1, 1, len(raw)) + bytes(raw)
+
+
+async def test_a_record_batch_compressed_by_a_codec_the_consumer_lacks_is_dead_lettered_and_it_goes_on(
+    pool: asyncpg.Pool, isolated_per_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rogue producer's record in snappy, whose library this process does not have (the broker takes it):
+    aiokafka raises UnsupportedCodecError (a KafkaError) out of getmany, which ended the consumer as the
+    header name did. Dead-lettered the same way; the records around it (another producer's) are applied."""
+    assert not codec.has_snappy(), "control: no snappy library here"
+    settings = isolated_per_test
+    person = factories.person_key()
+    topic = settings.topic(Family.REFERRAL)
+    before, bad, after = (encode(to_event(factories.referral(person), os.urandom(32))) for _ in range(3))
+    await publish_records(settings, [(topic, *before)])
+    await _publish_in_snappy(settings, monkeypatch, topic, bad)
+    await publish_records(settings, [(topic, *after)])
+
+    handler = EventLogHandler(settings)
+    ends = await end_offsets(settings, handler.topics)
+    await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=60)
+
+    ids = [dict(h)["ce_id"].decode() for _, h, _ in (before, bad, after)]
+    async with pool.acquire() as conn:
+        logged = {
+            r[0] for r in await conn.fetch("SELECT event_id FROM event_log WHERE event_id = ANY($1)", ids)
+        }
+        letters = await conn.fetch(
+            "SELECT source_offset, reason FROM dead_letters WHERE consumer = $1 AND source_topic = $2",
+            handler.name,
+            topic,
+        )
+    assert logged == {ids[0], ids[2]}
+    assert [(r["source_offset"], r["reason"]) for r in letters] == [(1, UNREADABLE_CODEC)]
+
+
+async def _publish_in_snappy(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    topic: str,
+    record: tuple[bytes, list[tuple[str, bytes]], bytes],
+    partition: int | None = None,
+) -> None:
+    """``record`` (padded so that it compresses) in a snappy record batch, by a producer given ``_snappy``
+    (this process has no snappy library, nor do its consumers)."""
+    for module in (message_accumulator, producer_module):
+        monkeypatch.setattr(module, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
+    monkeypatch.setattr(default_records, "snappy_encode", _snappy)
+    monkeypatch.setattr(codec, "has_snappy", lambda: True)
+    kind = AIOKafkaProducer._COMPRESSORS["snappy"][1]
+    monkeypatch.setitem(AIOKafkaProducer._COMPRESSORS, "snappy", (lambda: True, kind))
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", compression_type="snappy")
+    await producer.start()
+    try:
+        key, headers, value = record
+        await producer.send_and_wait(
+            topic, value, key=key, headers=[*headers, ("pad", b"a" * 4000)], partition=partition
+        )
+    finally:
+        await producer.stop()
+        monkeypatch.undo()
+
+
+async def test_the_consoles_scan_reads_past_a_record_batch_in_a_codec_it_lacks(
+    pool: asyncpg.Pool, isolated_per_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = isolated_per_test
+    topic = settings.deadletter_topic
+    person = factories.person_key()
+    before, bad, after = (encode(to_event(factories.referral(person), os.urandom(32))) for _ in range(3))
+    await publish_records(settings, [(topic, *before)])
+    partition = await _partition_of(settings, topic, bad[0])
+    await _publish_in_snappy(settings, monkeypatch, topic, bad, partition)
+    await publish_records(settings, [(topic, *after)])
+
+    probe = KafkaProbe(settings)
+    try:
+        records = await probe.scan(topic, {})
+    finally:
+        await probe.close()
+    assert [(r.partition, r.offset) for r in records] == [(partition, 0), (partition, 2)]
