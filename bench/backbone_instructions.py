@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+import asyncpg
 from aiokafka.structs import ConsumerRecord
 
-from bench.common import bench_settings, fresh_pool, sealed_records
+from bench.common import _drop_database, bench_settings, fresh_pool, sealed_records
 from consumers.event_log import EventLogHandler
 from consumers.runtime import ConsumerRuntime
 from infra.gc import fewer_collections
@@ -61,6 +62,11 @@ async def main(events: int, pool_size: int, name: str) -> None:
             except _Rollback:
                 pass
     await pool.close()
+    admin = await asyncpg.connect(settings.pg_dsn.rsplit("/", 1)[0] + "/ittai")
+    try:  # the run's database goes with it (the namespace's topics go at exit: ``bench_settings``)
+        await _drop_database(admin, settings.pg_database)
+    finally:
+        await admin.close()
     print(f"{events} records, {good} decoded and written (rolled back)")
 
 
