@@ -39,11 +39,27 @@ MAX_COLUMNS = 64
 _MAX_PROBLEMS = 5
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedRow:
+class ParsedRow(NamedTuple):
+    """(A named tuple: one is made per row, and a frozen dataclass sets each field through
+    ``object.__setattr__``.)"""
+
     line: int  # physical line where the record starts (the header is line 1)
     data: dict[str, Any]
     errors: tuple[FieldError, ...]
+
+
+class _Cells(NamedTuple):
+    """How one column's cells are read, worked out once per file (``Header.plan``)."""
+
+    column: Column
+    label: str
+    convert: Callable[[str], Any]
+    path: tuple[str, ...]
+    # The column's conversions remembered for the file (``_cells``), or None (personal columns, and those
+    # whose cells rarely repeat); ``copied``: its values are lists, handed out as fresh copies.
+    seen: dict[str, Any] | None
+    copied: bool
+    ascii_trimmed: bool  # ``convert`` is ``_norm_fast``: an ASCII cell is only trimmed (no call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +68,11 @@ class Header:
     labels: tuple[str, ...]  # as written in the file, for messages
     # (path, when, value) of the family's columns with ``Column.none_when``, in the file or not
     none_when: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = ()
-    # Per cell: (column, label, converter, path), worked out once per file rather than once per cell.
-    plan: tuple[tuple[Column, str, Callable[[str], Any], tuple[str, ...]], ...] = field(
-        init=False, repr=False, compare=False
-    )
+    # Per cell: how its column is read, worked out once per file rather than once per cell.
+    plan: tuple[_Cells, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        plan = tuple(
-            (column, label, _converter(column), column.path)
-            for column, label in zip(self.columns, self.labels, strict=False)
-        )
+        plan = tuple(_cells(column, label) for column, label in zip(self.columns, self.labels, strict=False))
         object.__setattr__(self, "plan", plan)
 
     def label_for(self, loc: tuple[int | str, ...]) -> str | None:
@@ -182,30 +193,17 @@ def _iso_or_other_date(value: str) -> str:
 _MEMO_CELLS = 4096  # distinct cells remembered per column and file
 
 
-def _memo(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``convert`` remembering its results for one column of one file: a file repeats its dates, enum
-    labels and attribute lists on every row, and an era date or NFKC costs more than the lookup. Bounded,
-    and gone with the file's header. Never for a personal column (``_converter``): a birth date is a date
-    cell too, and 4,096 of them would stay in memory for the whole import. Immutable results only: a list
-    is handed out as a fresh copy."""
-    seen: dict[str, Any] = {}
-
-    def remembered(cell: str) -> Any:
-        value = seen.get(cell, seen)
-        if value is seen:
-            value = convert(cell)  # a ValueError is not remembered: it is raised each time
-            if len(seen) < _MEMO_CELLS:
-                seen[cell] = value
-        return list(value) if isinstance(value, list) else value
-
-    return remembered
-
-
-def _converter(column: Column) -> Callable[[str], Any]:
-    """What ``_convert`` does for this column, specialised for the common kinds (the same results);
-    remembered per file (``_memo``) where cells repeat, never for a personal column."""
+def _cells(column: Column, label: str) -> _Cells:
+    """What ``_convert`` does for this column, specialised for the common kinds (the same results), and
+    its memory of the file's cells."""
     convert, repeats = _specialised(column)
-    return _memo(convert) if repeats and not column.personal else convert
+    # A file repeats its dates, enum labels and attribute lists on every row, and an era date or NFKC
+    # costs more than the lookup. Bounded, and gone with the file's header. Never for a personal column:
+    # a birth date is a date cell too, and 4,096 of them would stay in memory for the whole import.
+    # Immutable results only: a list is handed out as a fresh copy (``parse_chunk``).
+    seen: dict[str, Any] | None = {} if repeats and not column.personal else None
+    copied = column.kind in (Kind.LIST, Kind.RECIPIENTS)
+    return _Cells(column, label, convert, column.path, seen, copied, convert is _norm_fast)
 
 
 def _specialised(column: Column) -> tuple[Callable[[str], Any], bool]:
@@ -299,33 +297,56 @@ def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def parse_chunk(header: Header, raw: list[tuple[int, list[str]]]) -> list[ParsedRow]:
     """Rows (line, cells) to submission data, converted column by column: one column's converter (and its
-    memory of cells seen) runs over every row of the chunk before the next column's."""
+    memory of cells seen) runs over every row of the chunk before the next column's. The loop over a
+    column's cells is written out here (a remembered cell is a dict lookup, an ASCII code is trimmed,
+    a nested field goes into its parent without a call): it runs for every cell of the file."""
     width = len(header.columns)
     fit = [cells for _, cells in raw if len(cells) == width]
     datas: list[dict[str, Any]] = [{} for _ in fit]
     errors: dict[int, list[FieldError]] = {}
-    for (column, label, convert, path), column_cells in zip(
+    for (column, label, convert, path, seen, copied, trimmed), column_cells in zip(
         header.plan, zip(*fit, strict=True), strict=False
     ):
-        parent, key = (None, path[0]) if len(path) == 1 else (path[:-1], path[-1])
+        if len(path) == 1:
+            parent, key = None, path[0]
+        elif len(path) == 2:
+            parent, key = path[0], path[1]
+        else:  # deeper (no column is, today): through _put
+            parent, key = "", ""
         for j, cell in enumerate(column_cells):
-            if not cell or cell.isspace():
+            if seen is not None and (value := seen.get(cell, seen)) is not seen:
+                if copied:
+                    value = list(value)
+            elif not cell or cell.isspace():
                 continue  # empty = absent; the contract says whether that is allowed
-            try:
-                value = convert(cell)
-            except ValueError as exc:
-                errors.setdefault(j, []).append(
-                    FieldError(
-                        field=".".join(column.path),
-                        rule=str(exc),
-                        value=cell,
-                        rule_class=f"{column.kind.value} format",
-                        label=label,
+            elif trimmed and cell.isascii():
+                value = cell.strip()  # what NFKC and a trim give an ASCII cell (_norm_fast)
+            else:
+                try:
+                    value = convert(cell)
+                except ValueError as exc:  # not remembered: raised each time
+                    errors.setdefault(j, []).append(
+                        FieldError(
+                            field=".".join(column.path),
+                            rule=str(exc),
+                            value=cell,
+                            rule_class=f"{column.kind.value} format",
+                            label=label,
+                        )
                     )
-                )
-                continue
+                    continue
+                if seen is not None and len(seen) < _MEMO_CELLS:
+                    seen[cell] = value
+                    if copied:
+                        value = list(value)
             if parent is None:
                 datas[j][key] = value
+            elif parent:
+                data = datas[j]
+                inner = data.get(parent)
+                if inner is None:
+                    inner = data[parent] = {}
+                inner[key] = value
             else:
                 _put(datas[j], path, value)
     for path, when, value in header.none_when:

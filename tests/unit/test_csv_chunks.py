@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from contracts.envelope import Event, Family, encode, event_type, header_texts
 from contracts.events import Contract
-from infra.codecs.csv_rows import ParsedRow, parse_chunk, read_chunks, read_header
+from infra.codecs import csv_rows
+from infra.codecs.csv_rows import Header, ParsedRow, parse_chunk, read_chunks, read_header
 from infra.codecs.csv_write import write_csv
 from infra.codecs.field_errors import FieldError
 from producers.adapters import csv_chunks
@@ -137,6 +138,84 @@ def rows(draw: st.DrawFn) -> tuple[Family, ParsedRow]:
         cells[draw(st.integers(0, len(cells) - 1))] = draw(st.sampled_from(pool) | st.text(max_size=12))
     (parsed,) = parse_chunk(_HEADERS[family], [(2, cells)])
     return family, parsed
+
+
+@st.composite
+def chunks(draw: st.DrawFn) -> tuple[Family, list[tuple[int, list[str]]]]:
+    """A family's rows of cells as a file holds them: valid rows with hostile cells, other columns' cells
+    (bare or padded) and the columns' Japanese values put in, rows of too few or too many cells, rows repeated."""
+    family = draw(st.sampled_from(FAMILIES))
+    _header, valid = _VALID[family]
+    japanese = [j for c in _HEADERS[family].columns for j in c.synonyms]
+    cells_of_rows = [c for row in valid for c in row]
+    pool = [*HOSTILE, *japanese, *cells_of_rows, *(f" {c}\t" for c in cells_of_rows)]
+    made: list[tuple[int, list[str]]] = []
+    for line in range(2, 2 + draw(st.integers(1, 8))):
+        if made and draw(st.booleans()):
+            made.append((line, list(draw(st.sampled_from(made))[1])))  # a row seen: its cells remembered
+            continue
+        cells = list(draw(st.sampled_from(valid)))
+        for _ in range(draw(st.integers(0, 4))):
+            cells[draw(st.integers(0, len(cells) - 1))] = draw(st.sampled_from(pool) | st.text(max_size=12))
+        if draw(st.integers(0, 9)) == 0:
+            cells = cells[:-1] if draw(st.booleans()) else [*cells, ""]
+        made.append((line, cells))
+    return family, made
+
+
+def _cell_by_cell(header: Header, raw: list[tuple[int, list[str]]]) -> list[ParsedRow]:
+    """``parse_chunk`` as its rules read: each row alone, each cell by the column's ``_convert``."""
+    width = len(header.columns)
+    parsed = []
+    for line, cells in raw:
+        if len(cells) != width:
+            refusal = FieldError(
+                "(row)", f"has {len(cells)} cells, the header has {width}", None, "cell count"
+            )
+            parsed.append(ParsedRow(line, {}, (refusal,)))
+            continue
+        data: dict[str, Any] = {}
+        errors = []
+        for column, label, cell in zip(header.columns, header.labels, cells, strict=True):
+            if not cell or cell.isspace():
+                continue
+            try:
+                value = csv_rows._convert(column, cell)
+            except ValueError as exc:
+                errors.append(
+                    FieldError(".".join(column.path), str(exc), cell, f"{column.kind.value} format", label)
+                )
+                continue
+            csv_rows._put(data, column.path, value)
+        for path, when, none in header.none_when:
+            if csv_rows._get(data, when) == none and csv_rows._get(data, path) is None:
+                csv_rows._put(data, path, [])
+        parsed.append(ParsedRow(line, {} if errors else data, tuple(errors)))
+    return parsed
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks(), st.integers(1, 8))
+def test_fuzz_a_chunk_is_read_as_each_cell_alone_would_be(
+    case: tuple[Family, list[tuple[int, list[str]]]], split: int
+) -> None:
+    """A chunk is converted column by column, with the file's memory of cells (``parse_chunk``): it reads
+    each row as converting each of its cells alone does (``_convert``), the same values (in the same
+    order) and the same refusals (field, rule, column), in a file's first chunk and in a later one that
+    meets cells remembered; and a list is never one object shared by two rows."""
+    family, raw = case
+    header = read_header(family.value, _VALID[family][0])  # a file's header: its memory starts empty
+    got = parse_chunk(header, raw[:split]) + parse_chunk(header, raw[split:]) + parse_chunk(header, raw)
+    expected = _cell_by_cell(header, raw) * 2
+    assert [(p.line, p.errors) for p in got] == [(p.line, p.errors) for p in expected]
+    # repr: the values and their order, at any depth (an int cell past 64 bits is a value here too)
+    assert [repr(p.data) for p in got] == [repr(p.data) for p in expected]
+    lists = [id(v) for p in got for v in _values(p.data) if isinstance(v, list)]
+    assert len(lists) == len(set(lists)), "a list shared by two rows: a change to one changes the other"
+
+
+def _values(data: dict[str, Any]) -> list[Any]:
+    return [w for v in data.values() for w in ([v, *_values(v)] if isinstance(v, dict) else [v])]
 
 
 def _pydantic_event(family: Family, checked: Checked) -> Event:

@@ -65,21 +65,14 @@ def test_a_files_personal_columns_are_converted_without_a_memo() -> None:
     from infra.codecs import csv_rows
     from infra.codecs.csv_columns import COLUMNS
 
-    def memos(convert: Any) -> list[dict[str, Any]]:
-        return [
-            c.cell_contents
-            for c in (getattr(convert, "__closure__", None) or ())
-            if isinstance(c.cell_contents, dict)
-        ]
-
     seen_personal = seen_control = 0
-    for layout in COLUMNS.values():
-        for column in layout:
-            convert = csv_rows._converter(column)
-            if column.personal:
+    for family, layout in COLUMNS.items():
+        header = csv_rows.Header(tuple(layout), tuple(c.en for c in layout))
+        for cells in header.plan:
+            if cells.column.personal:
                 seen_personal += 1
-                assert not memos(convert), column.en
-            elif column.kind is csv_rows.Kind.DATE:
+                assert cells.seen is None, cells.column.en
+            elif cells.column.kind is csv_rows.Kind.DATE:
                 seen_control += 1
-                assert memos(convert), column.en
+                assert cells.seen is not None, (family, cells.column.en)
     assert seen_personal and seen_control
