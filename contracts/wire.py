@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from enum import Enum
 from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
@@ -337,7 +337,13 @@ def quick_check(pattern: str) -> Callable[[str], bool] | None:
 
 
 def _compile_checks(
-    model: type[BaseModel], fields: list[_Field], model_validators: list[Any], *, nested: bool, memo: bool
+    model: type[BaseModel],
+    fields: list[_Field],
+    model_validators: list[Any],
+    *,
+    nested: bool,
+    memo: bool,
+    standing_in: Mapping[str, Any] | None = None,
 ) -> Callable[[Any], None] | None:
     """One straight-line function running a struct's checks — field by field as pydantic goes (inner
     models first), then the model's own validators — generated the way ``dataclasses`` generates
@@ -380,7 +386,11 @@ def _compile_checks(
             body += [f"if validate{i}_{j}(v) != v:", f"    raise ValueError('{f.name}: rewritten')"]
         if f.nested is not None:
             env[f"inner{i}"] = f.nested
-            body.append(f"inner{i}(v)")
+            if standing_in and f.name in standing_in:  # that one object, by identity (``checked_struct``)
+                env[f"stand_in{i}"] = standing_in[f.name]
+                body += [f"if v is not stand_in{i}:", f"    inner{i}(v)"]
+            else:
+                body.append(f"inner{i}(v)")
         if not body:
             continue
         lines.append(f"v = obj.{f.name}")
@@ -402,7 +412,7 @@ def _compile_checks(
     hashable = all(
         not f.aware_time and get_origin(model.model_fields[f.name].annotation) is not list for f in fields
     )
-    if memo and nested and model_validators and hashable:
+    if memo and nested and model_validators and hashable and not standing_in:
         env["passed"] = set()
         lines = ["if obj in passed:", "    return", *lines]
         lines += [f"if len(passed) < {_MEMO_MAX}:", "    passed.add(obj)"]
@@ -567,12 +577,31 @@ def from_model(model: BaseModel) -> Any:
     return _BY_MODEL[type(model)].decode(model.model_dump_json().encode())
 
 
-def checked_struct(model: type[BaseModel]) -> tuple[type[msgspec.Struct], Callable[[Any], None] | None]:
+def checked_struct(
+    model: type[BaseModel], *, standing_in: Mapping[str, Any] | None = None
+) -> tuple[type[msgspec.Struct], Callable[[Any], None] | None]:
     """The struct mirroring ``model`` and the function running the rules msgspec does not (``None`` if
     there are none): the consume side's decoder, for a producer that converts values it parsed itself
     (a batch file's cells) with ``msgspec.convert``. Either refusing is a refusal; the caller asks the
-    contract for the reason."""
-    return _STRUCTS.get(model) or _derive(model)
+    contract for the reason.
+
+    ``standing_in``: for a field holding a struct, one instance of it the caller made and puts there
+    itself while it judges the other fields (the batch import's placeholder for a personal block, judged
+    by its own contract and sealed later): the checks skip that field's struct when it is that very
+    object (``is``), and check every other value, equal to it or not. Checks of their own (no memo of
+    whole values that passed: a value holding the stand-in would stand for an equal one)."""
+    if not standing_in:
+        return _STRUCTS.get(model) or _derive(model)
+    struct, _ = _STRUCTS.get(model) or _derive(model)
+    field_validators, model_validators = _after_validators(model)
+    fields = [_field(n, info, field_validators.get(n, [])) for n, info in model.model_fields.items()]
+    unknown = set(standing_in) - {f.name for f in fields if f.nested is not None}
+    if unknown:
+        raise TypeError(f"wire: {model.__name__}: no struct checked in {sorted(unknown)} to stand in for")
+    checks = _compile_checks(
+        model, fields, model_validators, nested=True, memo=model not in _PERSONAL, standing_in=standing_in
+    )
+    return struct, checks
 
 
 _Plan = tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]  # (optional fields, (field, inner plan) …)

@@ -40,8 +40,11 @@ from producers.submission import Checked, check
 
 _SEALED, _ = wire.checked_struct(Sealed)
 # A block of the sealed shape, standing in for ``personal`` while the public fields are judged: the
-# personal block is judged by its own contract, and sealed once the row is authorised.
+# personal block is judged by its own contract, and sealed once the row is authorised. Made once, as the
+# struct itself: ``msgspec.convert`` takes it as it is, and the checks pass over it, that object alone
+# (``wire.checked_struct``'s ``standing_in``), where they checked the same constant block on every row.
 _PLACEHOLDER = {"alg": "A256GCM", "kid": "pdk-" + "0" * 32 + "-1", "nonce": "A" * 16, "ct": "A" * 22}
+_STAND_IN = _SEALED(**_PLACEHOLDER)
 
 
 class Row(NamedTuple):
@@ -69,7 +72,8 @@ class FamilyRows:
     def __init__(self, family: Family) -> None:
         self.family = family
         model = MODELS[family]
-        self.struct, self.checks = wire.checked_struct(model)
+        stand_in = {"personal": _STAND_IN} if "personal" in model.model_fields else None
+        self.struct, self.checks = wire.checked_struct(model, standing_in=stand_in)
         personal = PERSONAL_MODELS.get(family)
         self.personal: tuple[type[msgspec.Struct], Callable[[Any], None] | None] | None = (
             wire.checked_struct(personal) if personal is not None else None
@@ -94,7 +98,7 @@ class FamilyRows:
                     return None
                 public, block = data, None
             else:
-                public = {**data, "personal": _PLACEHOLDER}
+                public = {**data, "personal": _STAND_IN}
                 struct, checks = self.personal
                 opened = msgspec.convert(clear, struct)
                 if checks is not None:

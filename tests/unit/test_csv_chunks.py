@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import hypothesis
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.envelope import Event, Family, encode, event_type, header_texts
-from contracts.events import Contract
+from contracts.envelope import MODELS, Event, Family, encode, event_type, header_texts
+from contracts.events import Contract, Sealed
 from infra.codecs import csv_rows
 from infra.codecs.csv_rows import Header, ParsedRow, parse_chunk, read_chunks, read_header
 from infra.codecs.csv_write import write_csv
@@ -441,3 +442,43 @@ def test_fuzz_a_chunks_headers_json_is_the_json_of_their_header_texts(events: li
             tracestate,
         )
         assert headers_of(event) == orjson.dumps(header_texts(event)).decode()
+
+
+def test_the_stand_in_for_a_personal_block_lets_no_other_block_through_unchecked() -> None:
+    """A row's public fields are judged with ``personal`` held by one placeholder object (``_STAND_IN``),
+    whose checks ``wire.checked_struct(standing_in=...)`` passes over. That object alone: a block equal
+    to it is checked, one that breaks a rule is refused, and the other fields are checked as ever."""
+    _struct, sealed_checks = csv_chunks.wire.checked_struct(Sealed)
+    assert sealed_checks is not None
+    sealed_checks(csv_chunks._STAND_IN)  # it passes the checks it skips: skipping changes no verdict
+    forged = csv_chunks._SEALED(**{**csv_chunks._PLACEHOLDER, "kid": "pdk-../../etc-1"})
+    with pytest.raises(ValueError):
+        sealed_checks(forged)
+    tried = 0
+    for family in FAMILIES:
+        judge = FamilyRows(family)
+        if judge.personal is None:
+            continue
+        _header, valid = _VALID[family]
+        (parsed,) = parse_chunk(_HEADERS[family], [(2, valid[0])])
+        built = judge.fast(parsed.data)
+        assert built is not None and built[0].personal is csv_chunks._STAND_IN, family
+        assert judge.checks is not None
+        value = built[0]
+        judge.checks(value)
+        judge.checks(msgspec.structs.replace(value, personal=csv_chunks._SEALED(**csv_chunks._PLACEHOLDER)))
+        with pytest.raises(ValueError, match="kid"):
+            judge.checks(msgspec.structs.replace(value, personal=forged))  # equal shape, not the object
+        with pytest.raises(ValueError, match="person_key"):
+            judge.checks(msgspec.structs.replace(value, person_key="Ｆ" * 32))  # the others still checked
+        # The same data with a block of its own as ``personal`` (a body that sends one): checked.
+        with_block = {**parsed.data, "personal": {**csv_chunks._PLACEHOLDER, "kid": "pdk-../../etc-1"}}
+        assert msgspec.convert(with_block, judge.struct).personal is not csv_chunks._STAND_IN
+        tried += 1
+    assert tried >= 3
+    # Every other reader (the consumers' decoder) keeps the checks that skip nothing.
+    assert (
+        csv_chunks.wire.checked_struct(MODELS[Family.PLACEMENT])[1] is not FamilyRows(Family.PLACEMENT).checks
+    )
+    with pytest.raises(TypeError):
+        csv_chunks.wire.checked_struct(MODELS[Family.PLACEMENT], standing_in={"person_key": "x"})
