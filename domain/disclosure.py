@@ -241,14 +241,22 @@ class SuppressedFeed:
     def suppressed_in_order(self) -> list[CellRef]:
         """``sorted(self.suppressed)``; where the cells are kept in a layout's order, the hidden ones are
         found and ordered by position (a national month sorts ~190,000 hidden cells)."""
-        cells = self.cells
-        if isinstance(cells, _Cells) and cells.rank is not None:
-            rank, refs = cells.rank, cells.refs
-            at = cells.hidden_at
-            if at is None:
-                at = [n for n, v in enumerate(cells.published) if v is None]
-            return [refs[n] for n in sorted(at, key=rank.__getitem__)]
+        at = self.suppressed_positions()
+        if at is not None:
+            refs = self.cells.refs  # type: ignore[attr-defined]  # kept in a layout's order: _Cells
+            return [refs[n] for n in at]
         return sorted(self.suppressed)
+
+    def suppressed_positions(self) -> list[int] | None:
+        """The positions (in ``columns``' order) of the hidden cells, in the order of ``sorted(self.suppressed)``;
+        None where the cells are not kept in a layout's order."""
+        cells = self.cells
+        if not isinstance(cells, _Cells) or cells.rank is None:
+            return None
+        at = cells.hidden_at
+        if at is None:
+            at = [n for n, v in enumerate(cells.published) if v is None]
+        return sorted(at, key=cells.rank.__getitem__)
 
     @property
     def suppressed(self) -> frozenset[CellRef]:

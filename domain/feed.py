@@ -971,7 +971,6 @@ class Composed:
     # The body less its populations' tables (``populations`` holds None): ``body`` adds them.
     head: dict[str, Any]
     populations: Mapping[str, SuppressedFeed]  # each population's published cells
-    suppressed: list[list[Any]]  # [table, key] of every hidden cell, for the next revision
     tallies: dict[str, Any]  # the month's true counts per own site (kept, never published)
     # What changed since the previous revision (``revision_changes``); empty for revision 1.
     changes: list[dict[str, object]] = field(default_factory=list)
@@ -982,6 +981,14 @@ class Composed:
         the builder writes a kept body's tables from ``populations`` (a row per cell of ~1.9 million
         in a national month)."""
         return dict(self.head, populations={name: _table_json(s) for name, s in self.populations.items()})
+
+    @functools.cached_property
+    def suppressed(self) -> list[list[Any]]:
+        """[table, key] of every hidden cell, for the next revision: each population's in sorted order.
+        Made only where read: the builder writes their text from ``populations``."""
+        return [
+            [ref.table, list(ref.key)] for s in self.populations.values() for ref in s.suppressed_in_order()
+        ]
 
     @functools.cached_property
     def figures(self) -> dict[str, Any]:
@@ -1138,8 +1145,7 @@ def _finish(job: Job, populations: dict[str, SuppressedFeed], threshold: int) ->
         "indicators": ind,
         "targets": evaluations,
     }
-    suppressed = [[ref.table, list(ref.key)] for s in populations.values() for ref in s.suppressed_in_order()]
-    return Composed(body, populations, suppressed, {s: t.to_json() for s, t in tallies.items()})
+    return Composed(body, populations, {s: t.to_json() for s, t in tallies.items()})
 
 
 def _flatten_changed(

@@ -1,7 +1,8 @@
-"""A kept body's tables are written from their layout's template (``builder._tables_text``): the same
-bytes as their rows written by orjson with each table's keys in jsonb's order (``as_kept``, the way
-they were kept before), for every layout, count, threshold and revision; and every kept text of a
-composed feed (body, hidden cells) the same bytes as that way gives."""
+"""A kept body's tables are written from their layout's template (``builder._tables_text``), and its
+hidden cells from each cell's text (``builder._suppressed_text``): the same bytes as their rows and
+list written by orjson with every object's keys in jsonb's order (``as_kept``, the way they were kept
+before), for every layout, count, threshold and revision; and every kept text of a composed feed
+(body, hidden cells, changes) the same bytes as that way gives."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _kept_as_before(work: Sequence[builder._Work], threshold: int) -> list[build
             assert builder._tables_text(s) == orjson.dumps(as_kept(c.body["populations"][name])), name
         before = as_kept(dict(c.body, revision=w.revision, horizon=HORIZON, changes=c.changes))
         assert k.body == orjson.dumps(before)
-        assert k.suppressed == builder._kept_text(c.suppressed)
+        assert k.suppressed == orjson.dumps(as_kept(c.suppressed))
         assert k.changes_text == orjson.dumps(before["changes"])
     return kept
 
@@ -78,6 +79,11 @@ def test_tables_whose_cells_are_not_in_a_layouts_order_are_written_from_their_ro
     fresh = suppress(tables, 3)
     other = revise(tables, 3, {CellRef("another table", ("x",)): 1})
     assert fresh.columns() is not None and other.columns() is None
+    assert fresh.suppressed and other.suppressed
     for s in (fresh, other):
         rows = [{"dims": list(dims), "name": name, "cells": s.rows(name)} for name, dims in s.heads()]
         assert builder._tables_text(s) == orjson.dumps(as_kept(rows))
+        hidden = [[ref.table, list(ref.key)] for ref in sorted(s.suppressed)]
+        assert builder._suppressed_text({"a": s, "b": fresh}) == orjson.dumps(
+            hidden + [[ref.table, list(ref.key)] for ref in sorted(fresh.suppressed)]
+        )
