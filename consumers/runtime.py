@@ -780,7 +780,11 @@ class ConsumerRuntime:
                 raise
             except TRANSIENT_ERRORS as exc:
                 if self._stop.is_set():
-                    # Shutting down: leave the batch uncommitted; it is redelivered on restart.
+                    # Shutting down: leave the batch uncommitted; it is redelivered on restart. A runtime
+                    # that ends makes no claim about its dependencies: readiness would otherwise keep
+                    # reporting this one failing for a consumer that no longer runs in the process.
+                    for name in failed:
+                        health.forget(name)
                     log.warning("abandoning batch at shutdown", consumer=self.handler.name)
                     raise _Abandoned() from exc
                 if isinstance(exc, LeadershipLost) and self._held is not None:

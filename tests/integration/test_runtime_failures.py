@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.runtime import Consumed, ConsumerRuntime, HandlerRejected
 from contracts.envelope import Family, encode
+from infra import health
 from infra.config import Settings
 from infra.kafka import client_options
 from infra.topics import ensure_topics
@@ -164,6 +165,7 @@ async def test_a_runtime_given_its_partitions_stopped_while_the_database_is_away
     runtime.stop()
     await asyncio.wait_for(task, timeout=30)  # returns: no error out of run
     assert runtime._consumer is None, "the Kafka client was stopped and let go"
+    assert not [c for c in health.failing() if c.startswith(f"{handler.name}.")], "no failing report left"
 
 
 async def test_a_runtime_given_its_partitions_reads_those_and_joins_no_group(
