@@ -840,4 +840,7 @@ def _record_time(rec: ConsumerRecord) -> datetime | None:
 
     if rec.timestamp is None or rec.timestamp < 0:
         return None
-    return datetime.fromtimestamp(rec.timestamp / 1000, UTC)
+    try:  # the producer's own (CreateTime): a broker that takes any hands over times past year 9999
+        return datetime.fromtimestamp(rec.timestamp / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

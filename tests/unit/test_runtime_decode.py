@@ -65,3 +65,21 @@ async def test_a_plain_data_handler_gets_the_decoders_parse_and_a_storing_one_no
                 assert incoming(c).data is c.event.parsed  # the decoder's own parse, not a second one
             else:
                 assert c.event.parsed is None  # not held for a handler that stores the bytes
+
+
+def test_a_records_time_past_what_a_datetime_holds_is_no_time_not_an_error() -> None:
+    """A record's Kafka timestamp is its producer's (CreateTime): a broker that takes any (Kafka 3.x's
+    default, or ``log.message.timestamp.after.max.ms`` raised) hands over one past year 9999, and turning
+    it into the position's time raised out of the batch's commit, ending the consumer on every restart
+    (review11 F5). Such a time is no time, as a negative one is."""
+    from aiokafka.structs import ConsumerRecord
+
+    from consumers.runtime import _record_time
+
+    def record(timestamp: int) -> ConsumerRecord:
+        return ConsumerRecord("t", 0, 0, timestamp, 0, b"k", b"v", None, 1, 1, ())
+
+    assert _record_time(record(2**62)) is None
+    assert _record_time(record(253402300800000)) is None  # 10000-01-01
+    assert _record_time(record(-1)) is None
+    assert _record_time(record(1_700_000_000_000)) is not None
