@@ -11,6 +11,7 @@ so an operator can go from a line to its trace and back. Ids only: nothing of th
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -54,10 +55,17 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# Values the guard has nothing to look into. Most of a line's values are these (a method, a status, a
+# timestamp), and an exact type test is far cheaper than ``isinstance`` against ``Mapping``, an ABC.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _redact_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key in PERSONAL_KEYS:
             event_dict[key] = REDACTED
+        elif type(event_dict[key]) in _SCALARS:
+            continue
         elif isinstance(event_dict[key], (Mapping, list, tuple, set, frozenset)):
             event_dict[key] = _scrub(event_dict[key])
     return event_dict
@@ -109,6 +117,19 @@ class _Stderr:
         sys.stderr.flush()
 
 
+class _JsonDumps:
+    """``json.dumps`` with one encoder for every line: the same bytes (same options), without building a
+    ``JSONEncoder`` per line (``json.dumps`` does as soon as any option, here ``default``, is given)."""
+
+    def __init__(self) -> None:
+        self._encoder: json.JSONEncoder | None = None
+
+    def __call__(self, obj: Any, **options: Any) -> str:
+        if self._encoder is None:  # the renderer passes the same options on every call
+            self._encoder = json.JSONEncoder(**options)
+        return self._encoder.encode(obj)
+
+
 def configure_logging(level: str = "INFO") -> None:
     # The standard library's loggers (uvicorn, aiokafka, asyncpg, FastAPI…) go through the same
     # processors as structlog's, redaction included: their ``extra`` fields become keys it can see.
@@ -126,10 +147,18 @@ def configure_logging(level: str = "INFO") -> None:
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _redact_personal,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
+                structlog.processors.JSONRenderer(_JsonDumps()),
             ],
         )
     )
+    # No line the hub writes names its caller's file, line, thread or process, so the standard library
+    # need not look them up for every record (the switches its logging HOWTO names under
+    # "Optimization"): the caller lookup alone walks the stack on every line, uvicorn's access line
+    # (one per request) included.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -148,7 +177,7 @@ def configure_logging(level: str = "INFO") -> None:
             *shared,
             _redact_personal,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(_JsonDumps()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
