@@ -143,8 +143,9 @@ class SharedViewHandler:
         if not batch:
             return
         check_sources(batch)  # P2/P4 again: a record is not trusted because it is on the topic
+        consent = Family.CONSENT  # bound once: an enum member read costs ~70 ns on 3.11 (as erasure._ERASURE)
         for c in batch:
-            if c.event.family is not Family.CONSENT and _nul_escape(c.value):
+            if c.event.family is not consent and _nul_escape(c.value):
                 raise HandlerRejected(NUL_IN_DATA)
         events = [incoming(c) for c in batch]
         state, opener = await self._load(conn, events)
