@@ -414,7 +414,10 @@ def read_chunks(
         error: FileError | None = None
         try:
             for cells in reader:
-                if not "".join(cells).isspace() and any(cells):
+                # A row is read unless every cell is empty or blank: most show it by their first cell.
+                if (cells and (first := cells[0]) and not first.isspace()) or (
+                    not "".join(cells).isspace() and any(cells)
+                ):
                     count += 1
                     if count > max_rows:
                         error = FileError(

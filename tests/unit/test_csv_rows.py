@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from infra.codecs.csv_columns import COLUMNS
 from infra.codecs.csv_rows import FileError, decode
 from infra.codecs.csv_write import era_short, write_csv
 from tests import factories
@@ -330,3 +333,36 @@ def test_forged_date_cells_are_refused_naming_column_and_rule(
     (error,) = [e for e in errors if e.field == field]
     assert rule in error.rule
     assert cell not in error.message and cell not in error.operator_rule
+
+
+_BLANKISH = ["", " ", "\t", "\u3000", "x", " 1301 ", "\u3000x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_BLANKISH), max_size=4), max_size=12), st.integers(1, 5))
+def test_fuzz_blank_rows_are_skipped_and_every_other_row_read_at_its_line(
+    rows: list[list[str]], chunk_rows: int
+) -> None:
+    """A row whose cells are all empty or blank (any Unicode space) is skipped; every other row is read,
+    at the line it starts on, as the rule reads (``not "".join(cells).isspace() and any(cells)``)."""
+    import csv
+
+    from infra.codecs.csv_rows import read_chunks
+
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    header = [c.en for c in COLUMNS["retention"]]
+    writer.writerow(header)
+    for cells in rows:
+        writer.writerow(cells)
+    text = out.getvalue()
+    expected = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    start = reader.line_num + 1
+    for cells in reader:
+        if not "".join(cells).isspace() and any(cells):
+            expected.append(start)
+        start = reader.line_num + 1
+    reading = read_chunks("retention", text.encode(), chunk_rows=chunk_rows)
+    assert [row.line for parsed, _ in reading.chunks for row in parsed] == expected
