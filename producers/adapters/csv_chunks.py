@@ -19,7 +19,6 @@ contract, which refuses it).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -268,40 +267,6 @@ def seal_rows(
             data = replace(data, personal=_SEALED(alg="A256GCM", kid=kid, nonce=nonce, ct=ct))
         events.append(Event(ids[32 * i : 32 * i + 32], source, kind, row.subject, now, family, data))
     return events
-
-
-# HMAC's pads (RFC 2104), as the standard library's ``hmac`` applies them to a key of a block or less.
-_INNER_PAD = bytes(x ^ 0x36 for x in range(256))
-_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
-_BLOCK = hashlib.sha256().block_size
-
-
-class RowKeys:
-    """A file's row keys: each row's ``service.request_digest(secret, family, data)`` in hex, the
-    HMAC-SHA256 every earlier version keyed its rows with (a file imported before is still recognised).
-
-    Written out from hashlib's SHA-256 as RFC 2104 defines it (and as ``hmac`` does without OpenSSL's
-    HMAC): the key's two padded blocks hashed once a file (the inner one with the family's part of the
-    message, ``family\x00``), each row's digest two copies of them. Copying OpenSSL 3's HMAC context,
-    with ``hmac.HMAC``'s Python wrapper around it, cost twice as much; ``hmac.digest`` once per row,
-    which looks SHA-256 up each time, three times. ``tests/unit/test_row_keys.py`` holds it equal to
-    ``hmac`` over any key and message."""
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, secret: bytes, family: Family) -> None:
-        if len(secret) > _BLOCK:
-            secret = hashlib.sha256(secret).digest()
-        block = secret.ljust(_BLOCK, b"\x00")
-        self._inner = hashlib.sha256(block.translate(_INNER_PAD) + family.value.encode() + b"\x00")
-        self._outer = hashlib.sha256(block.translate(_OUTER_PAD))
-
-    def __call__(self, data: Any) -> str:
-        inner = self._inner.copy()
-        inner.update(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
 
 
 class HeadersJson:

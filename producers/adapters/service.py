@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from contracts.envelope import PERSONAL_MODELS, Event, Family
 from domain.provenance import INTAKE
 from infra.auth import AuthError, Principal
-from infra.codecs.csv_rows import Chunk, FileError, read_chunks
+from infra.codecs.csv_rows import Chunk, FileError, ParsedRow, read_chunks
 from infra.codecs.field_errors import MAX_ERRORS, MAX_RULE_CHARS, FieldError, clip
 from infra.config import Settings
 from infra.crypto import KeyStore, SealingKeys, derived_key, forget_everywhere, stored_keys
@@ -43,7 +43,7 @@ from infra.metrics import EVENTS_ACCEPTED
 from infra.outbox_rows import outbox_columns
 from infra.tracing import current_trace_context
 from producers.adapters.authorization import Adapter, Context, authorize, site_of
-from producers.adapters.csv_chunks import FamilyRows, HeadersJson, Row, RowKeys, seal_rows
+from producers.adapters.csv_chunks import FamilyRows, HeadersJson, Row, seal_rows
 from producers.holders import (
     ERASED_MEANWHILE,
     REGISTERS,
@@ -406,7 +406,8 @@ class AdapterService:
         parsed in one go."""
         chunk: _Chunk | None = None
         judge = self._rows(family)
-        row_key = RowKeys(self.digest_key, family)  # same content, same key: a file sent again adds nothing
+        # The row keys' HMAC, keyed once a file and fed the family once (``_row_key``).
+        secret = hmac.new(self.digest_key, family.value.encode() + b"\x00", "sha256")
         while chunk is None or (chunk.rows < limit and chunk.error is None):
             await asyncio.sleep(0)
             parsed, error = next(chunks, ([], None))
@@ -421,7 +422,7 @@ class AdapterService:
                 if row.errors:
                     chunk.bad.extend((row.line, e) for e in row.errors)
                 else:
-                    fit.append((row.line, row.data, row_key(row.data)))
+                    fit.append((row.line, row.data, _row_key(secret, row)))
             judged = judge.judge(fit, lambda dotted: _label(label_for, dotted))
             chunk.valid += judged.rows
             chunk.bad += judged.bad
@@ -1020,3 +1021,12 @@ def _label(label_for: Callable[[tuple[int | str, ...]], str | None], dotted_fiel
         p for p in dotted_field.replace("[", ".").replace("]", "").split(".") if p and not p.isdigit()
     )
     return label_for(loc)
+
+
+def _row_key(family_keyed: hmac.HMAC, row: ParsedRow) -> str:
+    """Same content, same key: importing a file again (in any encoding) creates nothing new. The row's
+    ``request_digest`` (hex): ``family_keyed`` is the HMAC under the server secret already fed the
+    family's part of the message (``family\\x00``), copied for each row."""
+    keyed = family_keyed.copy()
+    keyed.update(orjson.dumps(row.data, option=orjson.OPT_SORT_KEYS))
+    return keyed.hexdigest()
