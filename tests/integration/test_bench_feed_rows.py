@@ -33,8 +33,13 @@ PLANS = {
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def scratch(live_stack: None, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     # A database of its own: the month's retention cohorts read every placement of their months.
-    own = settings.model_copy(update={"pg_database": f"ittai_test_bfr{uuid.uuid4().hex[:8]}"})
+    # A namespace of its own too: a lease is per topic namespace, and claiming the session's would hand
+    # back the session's own lease (its database, its topics), which the release below would then drop
+    # under every test still to run (it did: 137 failures and 145 errors after this module).
+    tag = uuid.uuid4().hex[:8]
+    own = settings.model_copy(update={"pg_database": f"ittai_test_bfr{tag}", "topic_namespace": f"bfr{tag}"})
     lease = namespaces.claim(own, database=own.pg_database)
+    assert lease is not None and lease.database == own.pg_database, "a lease of the scratch database alone"
     await recreate_database(own)
     conn = await asyncpg.connect(own.pg_dsn)
     yield conn
