@@ -32,6 +32,10 @@ NEVER_SWEPT_NAMESPACES = frozenset({"ittai"})  # the demo's and a deployment's d
 _THROWAWAY_DATABASE = re.compile(r"^ittai_(test|bench)_[a-z0-9_]{1,40}$", re.ASCII)
 
 
+class LeaseTaken(Exception):
+    """A live lease of this namespace records another database than the one claimed with it."""
+
+
 @dataclass(frozen=True)
 class Lease:
     namespace: str
@@ -68,7 +72,8 @@ def owner_alive(lease: Lease) -> bool:
 def claim(settings: Settings, *, database: str | None = None, pid: int | None = None) -> Lease | None:
     """Lease ``settings.topic_namespace`` (and ``database``) to process ``pid`` (this one by default).
     Call it before making the topics, so a run killed in between leaves nothing unleased. A namespace
-    already leased to a live process stays that process's. ``ittai`` is never leased (None), and a
+    already leased to a live process stays that process's; claimed with another database than its lease
+    records, ``LeaseTaken`` (this process's lease without one gets it). ``ittai`` is never leased (None), and a
     database is recorded only if it is a throw-away one (``ittai_test_*``, ``ittai_bench_*``)."""
     namespace = settings.topic_namespace
     if namespace in NEVER_SWEPT_NAMESPACES:
@@ -77,9 +82,17 @@ def claim(settings: Settings, *, database: str | None = None, pid: int | None = 
         database = None
     path = _ledger(settings) / f"{namespace}.json"
     existing = _read(path)
-    if existing is not None and owner_alive(existing):
-        return existing
     owner = os.getpid() if pid is None else pid
+    if existing is not None and owner_alive(existing):
+        if database is None or existing.database == database:
+            return existing
+        if existing.pid != owner or existing.database is not None:
+            # Handing back a lease of another database would have its release drop that database and
+            # delete the namespace's topics under whoever still uses them (a test's scratch database
+            # claimed under its session's namespace did exactly that): a scratch database wants a
+            # namespace of its own.
+            raise LeaseTaken(f"namespace {namespace} is leased with another database ({existing.database})")
+        # this process's lease, made with the namespace's first topics before its database was named
     lease = Lease(
         namespace=namespace,
         pid=owner,

@@ -183,3 +183,23 @@ async def test_hub_stack_sweep_sweeps_what_dead_runs_left(
     assert f"swept {left.topic_namespace}.*" in out.decode()
     assert await _gone(settings, left.topic_namespace)
     assert namespaces.leases(left) == []
+
+
+async def test_a_namespace_leased_with_one_database_is_not_claimed_with_another(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A claim hands back a live lease only where it records the same database (or the claim names none):
+    otherwise the claimer's release would drop the other database and delete the namespace's topics (a
+    test's scratch database claimed under its session's namespace dropped the session's)."""
+    own = _own(settings, tmp_path, "c")
+    first = namespaces.claim(own)  # as the namespace's first topics lease it, before a database is named
+    assert first is not None and first.database is None
+    session = namespaces.claim(own, database="ittai_test_csession")
+    assert session is not None and session.database == "ittai_test_csession", (
+        "this process's lease, completed"
+    )
+    assert namespaces.claim(own) == session
+    assert namespaces.claim(own, database="ittai_test_csession") == session
+    with pytest.raises(namespaces.LeaseTaken):
+        namespaces.claim(own, database="ittai_test_cscratch")
+    assert namespaces.leases(own) == [session], "the lease is unchanged"
