@@ -41,7 +41,7 @@ from domain.batch import Incoming
 from infra import health, metrics
 from infra.config import Settings
 from infra.gc import fewer_collections
-from infra.kafka import client_options
+from infra.kafka import UNREADABLE_BATCH, client_options
 from infra.leadership import LeadershipLost
 from infra.logging import get_logger
 from infra.tracing import batch_span
@@ -158,10 +158,7 @@ _YIELD_EVERY = 64  # records decoded between two turns of the event loop (about 
 # partition's stored position: it was met within about one fetch of what the runtime has handed over.
 _UNREADABLE_SCAN = 8
 _UNREADABLE_WAIT_MS = 500
-# What aiokafka raises out of ``getmany`` over a record batch it can never read: a header name that is not
-# UTF-8, a compression codec whose library this process lacks (or no codec at all). Not its
-# CorruptRecordException: a CRC that does not match may be the network's, and the batch is fetched again.
-_UNREADABLE = (UnicodeDecodeError, UnsupportedCodecError)
+_UNREADABLE = UNREADABLE_BATCH  # a record batch the client can never read (infra.kafka)
 _UNREADABLE_REASON = (
     "record: not readable by the Kafka client (a header name in its record batch is not UTF-8)"
 )

@@ -535,28 +535,23 @@ class BodyLimit:
         """True where the request declares one Content-Length, within its limit, and no other framing:
         the server's HTTP parser frames the body by this length, so no more than it can arrive, and
         there is nothing to count or refuse (``__call__`` does the rest)."""
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-length" or name == b"transfer-encoding":
-                if declared is not None:
-                    return False
-                declared = value if name == b"content-length" else b""
-        limit = self.file_bytes if _is_file_upload(scope["path"]) else self.body_bytes
-        return declared is not None and declared.isdigit() and int(declared) <= limit
+        declared, framings = _framing(scope)
+        return (
+            declared is not None
+            and framings == 1
+            and declared.isdigit()
+            and int(declared) <= self._limit(scope)
+        )
+
+    def _limit(self, scope: Scope) -> int:
+        return self.file_bytes if _is_file_upload(scope["path"]) else self.body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.file_bytes if _is_file_upload(scope["path"]) else self.body_bytes
-        declared = None
-        framings = 0
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-                framings += 1
-            elif name == b"transfer-encoding":
-                framings += 1
+        limit = self._limit(scope)
+        declared, framings = _framing(scope)
         if declared is not None:
             if framings > 1:
                 # Two framings (request smuggling): h11 would frame the body by its chunks and ignore the
@@ -594,6 +589,20 @@ class BodyLimit:
         except _TooLarge as exc:
             if not started:
                 await _answer(send, 413, str(exc.detail))
+
+
+def _framing(scope: Scope) -> tuple[bytes | None, int]:
+    """The request's (last) Content-Length, if any, and how many framing headers it has (Content-Length
+    and Transfer-Encoding each count): more than one and the length frames nothing."""
+    declared = None
+    framings = 0
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            declared = value
+            framings += 1
+        elif name == b"transfer-encoding":
+            framings += 1
+    return declared, framings
 
 
 AMBIGUOUS_FRAMING = (

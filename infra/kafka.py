@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnsupportedCodecError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from infra.config import Settings
+
+# What aiokafka raises out of ``getmany`` over a record batch it can never read, at every try: a header name
+# that is not UTF-8 (it decodes names as it unpacks a fetch), a compression codec whose library this
+# process lacks. Not its CorruptRecordException: a CRC that does not match may be the network's, and the
+# batch is fetched again. The consumers' runtime and the console's scan read past such a record.
+UNREADABLE_BATCH = (UnicodeDecodeError, UnsupportedCodecError)
 
 
 class KafkaSecurityMisconfigured(ValueError):

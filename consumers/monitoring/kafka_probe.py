@@ -11,17 +11,14 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import UnsupportedCodecError
 from aiokafka.structs import ConsumerRecord
 
 from domain.monitoring import PartitionOffsets
 from infra.config import Settings
-from infra.kafka import client_options
+from infra.kafka import UNREADABLE_BATCH, client_options
 
 TIMEOUT_S = 10.0
-# What aiokafka raises out of ``getmany`` over a record batch it can never read (``_past_unreadable``): a
-# header name that is not UTF-8, a compression codec whose library this process lacks.
-_UNREADABLE = (UnicodeDecodeError, UnsupportedCodecError)
+_UNREADABLE = UNREADABLE_BATCH  # a record batch the client can never read (infra.kafka)
 LAYOUT_TTL_S = 30.0  # partition layouts change only when an operator adds partitions or topics
 
 
