@@ -38,13 +38,22 @@ async def end_offsets(settings: Settings, topics: Sequence[str]) -> Positions:
         await consumer.stop()
 
 
-async def progress_of(conn: asyncpg.Connection, consumer: str, ends: Positions) -> int:
-    """How many of the records before ``ends`` the consumer has committed."""
+async def committed(conn: asyncpg.Connection, consumer: str) -> Positions:
+    """The consumer's committed positions (next offset per partition)."""
     rows = await conn.fetch(
         "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1", consumer
     )
-    done = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+def reached(done: Positions, ends: Positions) -> int:
+    """How many of the records before ``ends`` the positions ``done`` have passed."""
     return sum(min(done.get(tp, 0), end) for tp, end in ends.items())
+
+
+async def progress_of(conn: asyncpg.Connection, consumer: str, ends: Positions) -> int:
+    """How many of the records before ``ends`` the consumer has committed."""
+    return reached(await committed(conn, consumer), ends)
 
 
 async def run_until(

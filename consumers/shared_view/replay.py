@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from consumers.catchup import Positions, end_offsets
+from consumers.catchup import Positions, committed, end_offsets, reached
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Family
@@ -204,10 +204,10 @@ async def _events_then_consents(
                 if ready:
                     runtime.release(ready)
                     held -= ready
-                reached = sum(min(done.get(tp, 0), end) for tp, end in ends.items())
+                passed = reached(done, ends)
                 if progress is not None:
-                    progress(reached, total)
-                if reached >= total:
+                    progress(passed, total)
+                if passed >= total:
                     break
                 if task.done():
                     await task  # surfaces the runtime's failure
@@ -216,14 +216,6 @@ async def _events_then_consents(
     finally:
         runtime.stop()
         await task
-
-
-async def committed(conn: asyncpg.Connection, consumer: str) -> Positions:
-    """The consumer's committed positions (next offset per partition)."""
-    rows = await conn.fetch(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1", consumer
-    )
-    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
 def replay_in_processes(settings: Settings, workers: int, *, log_level: str = "WARNING") -> ReplayResult:
