@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from domain.batch import CONSENT, Incoming, consent_of, once_each
 from domain.consent import PersonConsent, newest_versions
+from domain.occupation import CLASSIFICATION_VERSION
 
 COHORTS = (0, 1, 3, 6)  # a placement counts in its month and in the retention cohorts 1, 3, 6 months on
 
@@ -245,9 +246,12 @@ def _referral(e: Incoming) -> ReferralRow:
 def _placement(e: Incoming) -> PlacementRow:
     d = e.data
     occupation = d["occupation"]
+    # The data is the value as parsed, not as validated: a field the contract defaults may be left out
+    # (only the adapters always write it), and is then the contract's default, never a missing key.
+    version = occupation.get("classification_version", CLASSIFICATION_VERSION)
     return PlacementRow(
         d["placement_id"], d["person_key"], d["site"], d["site"][:6], _day(d["placed_on"]), d["route"],
-        occupation["group"], occupation["classification_version"], d["employment_type"], d["sex"],
+        occupation["group"], version, d["employment_type"], d["sex"],
         d["age_band"], list(d["attributes"]), d["personal"], e.time, bool(d.get("foreign_national")), d["office"],
     )  # fmt: skip
 
