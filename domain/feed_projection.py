@@ -3,11 +3,12 @@ the rows to write and the feeds (authority, month) to look at again.
 
 The feed keeps the facts it counts (registrations, referrals, placements, retention checkpoints, consents)
 with their sealed personal blocks as they arrived; the builder composes revisions from them later. Each
-fact has a key — the registration's event id, the referral's id, the placement (id, person), the retention
-checkpoint (placement, checkpoint, person) — and the first report of a key wins, except retention, where
-the checkpoint sent last wins. A placement and a retention checkpoint are their own person's: another
-person's placement reusing the id (a squatter, whichever arrives first) is kept beside it and counts only
-for its own person, and a checkpoint counts only for a placement of its own person.
+fact has a key — the registration's event id, the referral (id, person, authority), the placement (id,
+person), the retention checkpoint (placement, checkpoint, person) — and the first report of a key wins,
+except retention, where the checkpoint sent last wins. A referral, a placement and a retention checkpoint
+are their own person's: another person's referral or placement reusing the id (a squatter, whichever
+arrives first) is kept beside it and counts only for its own person (a referral, for its own authority),
+and a checkpoint counts only for a placement of its own person.
 
 Which feeds a fact may change (``Mark``): a placement its month and the retention cohorts that include it
 (1, 3, 6 months on), for the site's authority and every authority that referred the person; a
@@ -121,12 +122,12 @@ class FeedPlan:
 def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
     """Batch + kept facts → the new facts and the feeds they may change. Facts already kept are skipped."""
     regs: dict[str, RegistrationRow] = {}
-    refs: dict[str, ReferralRow] = {}
+    refs: dict[tuple[str, str, str], ReferralRow] = {}
     places: dict[tuple[str, str], PlacementRow] = {}
     rets: dict[tuple[str, int, str], RetentionRow] = {}
     consents: list[PersonConsent] = []
     kept_regs = {r[0] for rows in state.registrations.values() for r in rows}
-    kept_refs = {r[0] for rows in state.referrals.values() for r in rows}
+    kept_refs = {(r[0], person, r[1]) for person, rows in state.referrals.items() for r in rows}
     kept_places = {(p.placement_id, person) for person, rows in state.placements.items() for p in rows}
     for e in once_each(batch):
         d = e.data
@@ -134,8 +135,11 @@ def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
             if e.event_id not in kept_regs:
                 regs[e.event_id] = _registration(e)
         elif e.family == "referral":
-            if d["referral_id"] not in kept_refs and d["referral_id"] not in refs:
-                refs[d["referral_id"]] = _referral(e)
+            # A referral is its own person's and its authority's (migration 064): another authority's
+            # referral reusing the id, for its own person, is kept beside it, in whichever order they come.
+            referred = (d["referral_id"], e.person_key, d["authority"])
+            if referred not in kept_refs and referred not in refs:
+                refs[referred] = _referral(e)
         elif e.family == "placement":
             # First report of a (placement, person) wins: corrections are not part of the contract yet.
             placed = (d["placement_id"], e.person_key)

@@ -79,7 +79,13 @@ async def write(conn: asyncpg.Connection, plan: FeedPlan) -> None:
         json_at=frozenset({6}),
         text_array_at=frozenset({8}),
     )
-    await _insert(conn, "feed_referrals", _REFERRAL, plan.referrals)
+    await _insert(
+        conn,
+        "feed_referrals",
+        _REFERRAL,
+        plan.referrals,
+        conflict="(referral_id, person_key, authority) DO NOTHING",  # its own person's and authority's (064)
+    )
     await _insert(
         conn,
         "feed_placements",

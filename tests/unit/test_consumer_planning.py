@@ -442,6 +442,18 @@ class TestFeedPlanning(PlanningCases):
         plan = feed.plan_batch([retention("t1", pk(1), "P")], feed_state([squat, own]))
         assert plan.marks
 
+    def test_a_referral_reusing_another_authoritys_id_is_kept_beside_it_in_either_order(self) -> None:
+        squat = referral("e1", pk(2), authority="112038", referral_id="R")
+        own = referral("e2", pk(1), referral_id="R")
+        for first, then in ((squat, own), (own, squat)):
+            plan = feed.plan_batch([then], feed_state([first]))
+            assert [(r.referral_id, r.person_key) for r in plan.referrals] == [("R", then.person_key)]
+            together = feed.plan_batch([first, then], feed_state([]))
+            assert {(r.person_key, r.authority) for r in together.referrals} == {
+                (pk(1), "131041"),
+                (pk(2), "112038"),
+            }
+
     def test_a_repeated_fact_marks_nothing(self) -> None:
         kept = [registration("e1", pk(1)), placement("e2", pk(1))]
         assert feed.plan_batch(kept, feed_state(kept)).marks == ()
