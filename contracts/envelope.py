@@ -235,6 +235,10 @@ def _attributes(headers: Headers, traced: list[bytes], states: list[bytes]) -> d
             elif name == TRACESTATE_HEADER:
                 states.append(raw)
             continue
+        # One value an attribute: of two, a reader taking the first and one taking the last (the console's
+        # ``dlq_header``, many Kafka tools) would each see another event, source or person.
+        if name in attrs:
+            raise PoisonMessage(f"header {name}: repeated (a CloudEvents attribute has one value)")
         known = passed.get((name, raw)) if type(raw) is bytes else None
         if known is not None:
             attrs[name] = known

@@ -437,3 +437,23 @@ def test_the_parse_is_compared_field_by_field() -> None:
     parsed["recipients"][0]["code"] = "x"
     del parsed["captured"]["site"]
     assert _contract_fields(dump, parsed) == [".recipients[0].code", ".captured.site (missing)"]
+
+
+# --- a repeated envelope attribute ------------------------------------------------------------------
+
+
+def test_a_repeated_envelope_header_is_refused_by_every_path_whichever_value_comes_first() -> None:
+    """CloudEvents attributes are single-valued. The whole way took the last of two ``ce_source`` (or
+    ``ce_id``, ``ce_subject`` …) headers, where a reader taking the first — the console's ``dlq_header``
+    style, many Kafka tools — would attribute the same record to another organisation or event: an
+    ambiguous envelope is refused, naming the header, never a value; a repeat with the same value too."""
+    samples = _fuzz_samples()
+    for name in _REQUIRED:
+        for event in (samples[Family.CONSENT][0], samples[Family.PLACEMENT][0]):
+            key, headers, value = encode(event)
+            current = dict(headers)[name]
+            for other in [current, *_other_valid(name, event, samples)[:2]]:
+                for repeated in ([(name, other), *headers], [*headers, (name, other)]):
+                    for outcome in (_runtime(key, repeated, value, False), _whole(key, repeated, value)):
+                        verdict, reason = _judged(outcome)
+                        assert verdict == "refused" and reason.startswith(f"header {name}: repeated"), name
