@@ -498,9 +498,13 @@ class ConsumerRuntime:
         (aiokafka moved their positions) without being handed over, so every partition goes back to its
         stored position first. Then each partition is read on its own to find the one that raises, and
         that one a record a call up to it: the records before it are applied as a batch, and the record
-        itself is dead-lettered (and so, one by one, the records after it in its record batch, which
-        aiokafka decodes on the way to them: a batch is one producer's, so only its own records) at its offset with no key or headers and an empty value (none can be read;
-        the desk refuses to redrive a letter without a key), its position passed in the same transaction."""
+        itself is dead-lettered at its offset with no key or headers and an empty value (none can be read;
+        the desk refuses to redrive a letter without a key), its position passed in the same transaction.
+        So are the records after it that a read from their own offset cannot reach either (the rest of
+        its record batch, which aiokafka decodes from the batch's start: a batch is one producer's, so
+        only its own records): each found by one fetch here (``_unreachable_after``), all in the same
+        transaction, where each took a search and a transaction of its own (a rogue batch of 300 small
+        records held a consumer 17 s; a 1 MB one holds hundreds of thousands)."""
         consumer = self._consumer
         assert consumer is not None
         async with self._hand:
@@ -534,6 +538,12 @@ class ConsumerRuntime:
                 cause = exc
             else:
                 found = None  # not met again (the topic changed): read on as usual
+        culprits: list[tuple[int, Exception | None]] = []
+        if found is not None:
+            offset = readable[-1].offset + 1 if readable else start[found]
+            culprits = [(offset, cause)]
+            room = self.settings.batch_max_records - len(readable) - 1
+            culprits += await self._unreachable_after(found, offset, ends[found], room)
         assigned = consumer.assignment()
         async with self._hand:
             if generation != self._generation:
@@ -544,20 +554,44 @@ class ConsumerRuntime:
             if found is None:
                 return
             self._unreadable_at = found
-            offset = readable[-1].offset + 1 if readable else start[found]
-            consumer.seek(found, offset + 1)
-            culprit = ConsumerRecord(found.topic, found.partition, offset, -1, 0, None, b"", None, -1, 0, ())
+            consumer.seek(found, culprits[-1][0] + 1)
             batch = await self._decode(readable, spans_of(readable))
-            batch.records.append(culprit)
+            for offset, why in culprits:
+                culprit = ConsumerRecord(
+                    found.topic, found.partition, offset, -1, 0, None, b"", None, -1, 0, ()
+                )
+                batch.records.append(culprit)
+                reason = _UNREADABLE_CODEC if isinstance(why, UnsupportedCodecError) else _UNREADABLE_REASON
+                batch.poison.append(DeadLetter.of(culprit, reason))
             batch.spans[(found.topic, found.partition)] = (
-                readable[0].offset if readable else offset,
-                culprit,
+                readable[0].offset if readable else culprits[0][0],
+                batch.records[-1],
             )
-            reason = _UNREADABLE_CODEC if isinstance(cause, UnsupportedCodecError) else _UNREADABLE_REASON
-            batch.poison.append(DeadLetter.of(culprit, reason))
             log.warning("record not readable by the Kafka client", consumer=self.handler.name,
-                        topic=found.topic, partition=found.partition, offset=offset)  # fmt: skip
+                        topic=found.topic, partition=found.partition, offset=culprits[0][0],
+                        records=len(culprits))  # fmt: skip
             self._inflight = asyncio.create_task(self._finish(batch))
+
+    async def _unreachable_after(
+        self, tp: TopicPartition, culprit: int, end: int, most: int
+    ) -> list[tuple[int, Exception]]:
+        """The offsets after ``culprit`` (up to ``most`` of them, before ``end``) from which a read raises
+        as well, in a row, each with what it raised: one fetch each. A read from an offset raises exactly
+        where aiokafka meets an unreadable record in that offset's record batch at or before it, so each
+        is what a search of its own found, one search after another."""
+        assert self._consumer is not None
+        found: list[tuple[int, Exception]] = []
+        at = culprit + 1
+        while len(found) < most and at < end:
+            self._consumer.seek(tp, at)
+            try:
+                await self._read_on(tp, 1)
+            except _UNREADABLE as exc:
+                found.append((at, exc))
+                at += 1
+                continue
+            break  # readable from here (or nothing more to read now): read on as usual
+        return found
 
     async def _read_on(self, tp: TopicPartition, most: int) -> list[ConsumerRecord]:
         """Up to ``most`` records of ``tp`` from its position; none only at its end (a few waits long)."""

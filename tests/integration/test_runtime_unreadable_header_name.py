@@ -267,25 +267,84 @@ async def _publish_in_snappy(
     topic: str,
     record: tuple[bytes, list[tuple[str, bytes]], bytes],
     partition: int | None = None,
+    *,
+    copies: int = 1,
 ) -> None:
     """``record`` (padded so that it compresses) in a snappy record batch, by a producer given ``_snappy``
-    (this process has no snappy library, nor do its consumers)."""
+    (this process has no snappy library, nor do its consumers); ``copies`` of it, all in that one batch."""
     for module in (message_accumulator, producer_module):
         monkeypatch.setattr(module, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
     monkeypatch.setattr(default_records, "snappy_encode", _snappy)
     monkeypatch.setattr(codec, "has_snappy", lambda: True)
     kind = AIOKafkaProducer._COMPRESSORS["snappy"][1]
     monkeypatch.setitem(AIOKafkaProducer._COMPRESSORS, "snappy", (lambda: True, kind))
-    producer = AIOKafkaProducer(**client_options(settings), acks="all", compression_type="snappy")
+    producer = AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        compression_type="snappy",
+        linger_ms=500,
+        max_batch_size=4 * 1024 * 1024,
+    )
     await producer.start()
     try:
         key, headers, value = record
-        await producer.send_and_wait(
-            topic, value, key=key, headers=[*headers, ("pad", b"a" * 4000)], partition=partition
-        )
+        sent = [
+            await producer.send(
+                topic, value, key=key, headers=[*headers, ("pad", b"a" * 4000)], partition=partition
+            )
+            for _ in range(copies)
+        ]
+        for done in sent:
+            await done
     finally:
         await producer.stop()
         monkeypatch.undo()
+
+
+async def test_a_rogue_record_batch_of_many_records_is_passed_by_one_search_and_one_commit(
+    pool: asyncpg.Pool, isolated_per_test: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every record of a batch in a codec the consumer lacks is dead-lettered at its offset, as before, but
+    found by one search and passed in one transaction: each record took a search (flush, positions, end
+    offsets, fetches) and a commit of its own, ~56 ms a record, so a 1 MB batch of small records, hundreds
+    of thousands of them, held the consumer for hours (review12 F2)."""
+    settings = isolated_per_test
+    person = factories.person_key()
+    topic = settings.topic(Family.REFERRAL)
+    before, bad, after = (encode(to_event(factories.referral(person), os.urandom(32))) for _ in range(3))
+    await publish_records(settings, [(topic, *before)])
+    await _publish_in_snappy(settings, monkeypatch, topic, bad, copies=40)
+    await publish_records(settings, [(topic, *after)])
+
+    searches = 0
+    search = ConsumerRuntime._past_unreadable
+
+    async def counted(runtime: ConsumerRuntime) -> None:
+        nonlocal searches
+        searches += 1
+        await search(runtime)
+
+    monkeypatch.setattr(ConsumerRuntime, "_past_unreadable", counted)
+    handler = EventLogHandler(settings)
+    ends = await end_offsets(settings, handler.topics)
+    await run_until(ConsumerRuntime(handler, settings, pool), pool, ends, timeout_s=120)
+
+    ids = [dict(h)["ce_id"].decode() for _, h, _ in (before, after)]
+    async with pool.acquire() as conn:
+        logged = {
+            r[0] for r in await conn.fetch("SELECT event_id FROM event_log WHERE event_id = ANY($1)", ids)
+        }
+        letters = await conn.fetch(
+            "SELECT source_offset, reason FROM dead_letters WHERE consumer = $1 AND source_topic = $2 "
+            "ORDER BY source_offset",
+            handler.name,
+            topic,
+        )
+    assert logged == set(ids)
+    assert [(r["source_offset"], r["reason"]) for r in letters] == [
+        (n, UNREADABLE_CODEC) for n in range(1, 41)
+    ]
+    assert searches == 1
 
 
 async def test_the_consoles_scan_reads_past_a_record_batch_in_a_codec_it_lacks(
