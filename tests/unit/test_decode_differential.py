@@ -26,7 +26,10 @@ import re
 from datetime import date
 from typing import Any
 
+import hypothesis
+import msgspec
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -457,3 +460,47 @@ def test_a_repeated_envelope_header_is_refused_by_every_path_whichever_value_com
                     for outcome in (_runtime(key, repeated, value, False), _whole(key, repeated, value)):
                         verdict, reason = _judged(outcome)
                         assert verdict == "refused" and reason.startswith(f"header {name}: repeated"), name
+
+
+# --- the fuzz is not vacuous: a quick path loosened on purpose is caught ------------------------------
+
+
+def _diverges(case: tuple[Event, Record], keep: bool = False) -> bool:
+    _, (key, headers, value) = case
+    return _judged(_runtime(key, headers, value, keep)) != _judged(_whole(key, headers, value))
+
+
+_FIND = settings(max_examples=3000, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+def test_the_header_fuzz_finds_a_quick_path_that_takes_any_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contracts import envelope
+
+    monkeypatch.setattr(envelope, "_SOURCE", lambda raw: raw)  # "matches" whatever it is given
+    monkeypatch.setattr(envelope, "_SOURCES", {})
+    hypothesis.find(_hostile_headers(), _diverges, settings=_FIND)
+
+
+def test_the_value_fuzz_finds_a_quick_path_without_the_derived_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from contracts import envelope
+
+    loose = {raw: (*kept[:3], lambda data: None, kept[4]) for raw, kept in envelope._CANONICAL_TYPES.items()}
+    monkeypatch.setattr(envelope, "_CANONICAL_TYPES", loose)
+    hypothesis.find(_hostile_values(), _diverges, settings=_FIND)
+
+
+def test_the_value_fuzz_finds_a_quick_path_that_reads_what_orjson_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exact struct refuses what orjson's parse refuses (NaN, 1e400, bytes not UTF-8 in a field no
+    contract reads); one that skipped unknown fields, as msgspec's decoder does by default, would not."""
+    from contracts import envelope
+
+    lax = {
+        raw: (*kept[:4], msgspec.json.Decoder(kept[2]).decode)
+        for raw, kept in envelope._CANONICAL_TYPES.items()
+    }
+    monkeypatch.setattr(envelope, "_CANONICAL_TYPES", lax)
+    hypothesis.find(_hostile_values(), _diverges, settings=_FIND)
