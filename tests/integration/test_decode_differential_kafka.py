@@ -1,0 +1,133 @@
+"""The decode differential through real Kafka and the real consumer (the event log, the runtime's decode).
+
+``tests/unit/test_decode_differential.py`` holds the runtime's decode equal to the whole way record by
+record; here its hostile records (repeated, renamed, empty, NUL, huge and non-UTF-8 headers; repeated keys,
+NaN, integers past 2**63, surrogate escapes, trailing bytes, BOMs, deep nesting in values) travel through
+the broker first — aiokafka's own reading of keys, header names and values on the way — and the event log
+consumes them in one run. For each record, at its own offset: where the whole way (``decode``) refuses it,
+the consumer dead-letters it with exactly that reason; where it accepts it, the consumer records it (or,
+for a record whose ``ce_source`` does not own its data, refuses it on that re-check), never with a decode
+reason. Derandomized: the same records every run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.catchup import end_offsets, run_until
+from consumers.event_log import EventLogHandler
+from consumers.runtime import ConsumerRuntime
+from contracts.envelope import Event, PoisonMessage, decode
+from infra.config import Settings
+from infra.kafka import client_options
+from tests.unit.test_decode_differential import _hostile_headers, _hostile_values
+
+RECORDS = 160
+_MOST_BYTES = 500_000  # under the broker's record limit (a 1 MB string is the unit fuzz's)
+
+
+def _drawn() -> list[tuple[Event, tuple[bytes | None, list[Any], bytes | None]]]:
+    out: list[tuple[Event, tuple[bytes | None, list[Any], bytes | None]]] = []
+
+    @settings(
+        max_examples=RECORDS,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.one_of(_hostile_headers(), _hostile_values()))
+    def draw(case: tuple[Event, tuple[bytes | None, list[Any], bytes | None]]) -> None:
+        out.append(case)
+
+    draw()
+    return out
+
+
+def _sendable(key: bytes | None, headers: list[Any], value: bytes | None) -> bool:
+    names_encode = all(_utf8(name) for name, _ in headers)
+    size = len(value or b"") + len(key or b"") + sum(len(v or b"") for _, v in headers)
+    return names_encode and size < _MOST_BYTES
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _fresh_id(event: Event, headers: list[Any]) -> tuple[list[Any], str]:
+    """Each record its own event id (the samples repeat): one the event log keys its row by."""
+    fresh = os.urandom(16).hex()
+    return [(n, fresh.encode() if v == event.id.encode() else v) for n, v in headers], fresh
+
+
+def _whole(key: bytes | None, headers: list[Any], value: bytes | None) -> str | None:
+    """The whole way's refusal, or None where it accepts the record."""
+    try:
+        decode(key, headers, value)
+    except PoisonMessage as poison:
+        return poison.reason
+    return None
+
+
+async def test_hostile_records_through_kafka_are_judged_by_the_consumer_as_by_the_whole_way(
+    pool: asyncpg.Pool, isolated_per_test: Settings
+) -> None:
+    settings = isolated_per_test
+    sent: list[
+        tuple[str, int, int, str, str | None]
+    ] = []  # topic, partition, offset, id, whole way's refusal
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", max_request_size=1_048_576)
+    await producer.start()
+    try:
+        for event, (key, headers, value) in _drawn():
+            if not _sendable(key, headers, value):
+                continue
+            headers, fresh = _fresh_id(event, headers)
+            topic = settings.topic(event.family)
+            meta = await producer.send_and_wait(topic, value, key=key, headers=headers, partition=0)
+            sent.append((topic, meta.partition, meta.offset, fresh, _whole(key, headers, value)))
+    finally:
+        await producer.stop()
+    assert len(sent) > RECORDS // 2
+    assert sum(1 for *_, refusal in sent if refusal is None) >= 10  # some accepted, many refused
+    assert sum(1 for *_, refusal in sent if refusal is not None) >= 10
+
+    handler = EventLogHandler(settings)
+    runtime = ConsumerRuntime(handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}")
+    await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=180)
+
+    async with pool.acquire() as conn:
+        letters = {
+            (r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"]
+            for r in await conn.fetch(
+                "SELECT source_topic, source_partition, source_offset, reason FROM dead_letters "
+                "WHERE consumer = 'event-log' AND source_topic = ANY($1::text[])",
+                settings.event_topics,
+            )
+        }
+        logged = {
+            r["event_id"]: (r["topic"], r["partition"], r["offset"])
+            for r in await conn.fetch(
+                'SELECT event_id, topic, partition, "offset" FROM event_log WHERE event_id = ANY($1::text[])',
+                [fresh for *_, fresh, _ in sent],
+            )
+        }
+    for topic, partition, offset, fresh, refusal in sent:
+        where = (topic, partition, offset)
+        if refusal is not None:
+            assert letters.get(where) == refusal, (where, refusal, letters.get(where))
+            assert fresh not in logged or logged[fresh] != where
+        elif where in letters:  # accepted by decode; refused by the ce_source re-check alone
+            assert letters[where].startswith("handler rejected: ce_source re-checked"), letters[where]
+        else:
+            assert logged.get(fresh) == where, where
