@@ -1,13 +1,15 @@
-"""The decode differential through real Kafka and the real consumer (the event log, the runtime's decode).
+"""The decode differential through real Kafka and the real consumers (the runtime's decode, each handler).
 
 ``tests/unit/test_decode_differential.py`` holds the runtime's decode equal to the whole way record by
 record; here its hostile records (repeated, renamed, empty, NUL, huge and non-UTF-8 headers; repeated keys,
 NaN, integers past 2**63, surrogate escapes, trailing bytes, BOMs, deep nesting in values) travel through
-the broker first — aiokafka's own reading of keys, header names and values on the way — and the event log
-consumes them in one run. For each record, at its own offset: where the whole way (``decode``) refuses it,
-the consumer dead-letters it with exactly that reason; where it accepts it, the consumer records it (or,
-for a record whose ``ce_source`` does not own its data, refuses it on that re-check), never with a decode
-reason. Derandomized: the same records every run.
+the broker first — aiokafka's own reading of keys, header names and values on the way — and the event
+log, the shared view and the placement feed (which act on the decoder's parse, ``keep_parsed``) consume
+them, each in one run (a consumer that stopped fails the test: a left-out defaulted field stopped the
+feed). For each record, at its own offset: where the whole way (``decode``) refuses it, every consumer
+dead-letters it with exactly that reason; where it accepts it, no consumer refuses it for a decode reason
+(one may on its own later rule: ``ce_source`` re-checked, a NUL PostgreSQL's text cannot hold), and the
+event log records it unless it refused it. Derandomized: the same records every run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from hypothesis import strategies as st
 
 from consumers.catchup import end_offsets, run_until
 from consumers.event_log import EventLogHandler
-from consumers.runtime import ConsumerRuntime
+from consumers.feed.projection import FeedProjection
+from consumers.runtime import BatchHandler, ConsumerRuntime
+from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Event, PoisonMessage, decode
 from infra.config import Settings
 from infra.kafka import client_options
@@ -70,13 +74,13 @@ def _fresh_id(event: Event, headers: list[Any]) -> tuple[list[Any], str]:
     return [(n, fresh.encode() if v == event.id.encode() else v) for n, v in headers], fresh
 
 
-def _whole(key: bytes | None, headers: list[Any], value: bytes | None) -> str | None:
-    """The whole way's refusal, or None where it accepts the record."""
+def _whole(key: bytes | None, headers: list[Any], value: bytes | None, fresh: str) -> tuple[str, str | None]:
+    """The event id the whole way reads (``fresh``, or another valid one a repeated header left there)
+    and its refusal, or None where it accepts the record."""
     try:
-        decode(key, headers, value)
+        return decode(key, headers, value).id, None
     except PoisonMessage as poison:
-        return poison.reason
-    return None
+        return fresh, poison.reason
 
 
 async def test_hostile_records_through_kafka_are_judged_by_the_consumer_as_by_the_whole_way(
@@ -95,23 +99,30 @@ async def test_hostile_records_through_kafka_are_judged_by_the_consumer_as_by_th
             headers, fresh = _fresh_id(event, headers)
             topic = settings.topic(event.family)
             meta = await producer.send_and_wait(topic, value, key=key, headers=headers, partition=0)
-            sent.append((topic, meta.partition, meta.offset, fresh, _whole(key, headers, value)))
+            sent.append((topic, meta.partition, meta.offset, *_whole(key, headers, value, fresh)))
     finally:
         await producer.stop()
     assert len(sent) > RECORDS // 2
     assert sum(1 for *_, refusal in sent if refusal is None) >= 10  # some accepted, many refused
     assert sum(1 for *_, refusal in sent if refusal is not None) >= 10
 
-    handler = EventLogHandler(settings)
-    runtime = ConsumerRuntime(handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}")
-    await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=180)
+    handlers: list[BatchHandler] = [
+        EventLogHandler(settings),
+        SharedViewHandler(settings),
+        FeedProjection(settings),
+    ]
+    for handler in handlers:  # one run each: ``run_until`` re-raises whatever stopped the consumer
+        runtime = ConsumerRuntime(
+            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
+        )
+        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=180)
 
     async with pool.acquire() as conn:
         letters = {
-            (r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"]
+            (r["consumer"], r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"]
             for r in await conn.fetch(
-                "SELECT source_topic, source_partition, source_offset, reason FROM dead_letters "
-                "WHERE consumer = 'event-log' AND source_topic = ANY($1::text[])",
+                "SELECT consumer, source_topic, source_partition, source_offset, reason FROM dead_letters "
+                "WHERE source_topic = ANY($1::text[])",
                 settings.event_topics,
             )
         }
@@ -119,15 +130,28 @@ async def test_hostile_records_through_kafka_are_judged_by_the_consumer_as_by_th
             r["event_id"]: (r["topic"], r["partition"], r["offset"])
             for r in await conn.fetch(
                 'SELECT event_id, topic, partition, "offset" FROM event_log WHERE event_id = ANY($1::text[])',
-                [fresh for *_, fresh, _ in sent],
+                [event_id for *_, event_id, _ in sent],
             )
         }
-    for topic, partition, offset, fresh, refusal in sent:
+    # Where two accepted records carry one id (a repeated ce_id header left another sample's), the log
+    # keeps one of them.
+    positions: dict[str, list[tuple[str, int, int]]] = {}
+    for topic, partition, offset, event_id, refusal in sent:
+        if refusal is None:
+            positions.setdefault(event_id, []).append((topic, partition, offset))
+    for topic, partition, offset, event_id, refusal in sent:
         where = (topic, partition, offset)
-        if refusal is not None:
-            assert letters.get(where) == refusal, (where, refusal, letters.get(where))
-            assert fresh not in logged or logged[fresh] != where
-        elif where in letters:  # accepted by decode; refused by the ce_source re-check alone
-            assert letters[where].startswith("handler rejected: ce_source re-checked"), letters[where]
-        else:
-            assert logged.get(fresh) == where, where
+        said = {h.name: letters.get((h.name, *where)) for h in handlers}
+        if refusal is not None:  # every consumer, at decode, for the whole way's reason
+            assert said == dict.fromkeys(said, refusal), (where, refusal, said)
+            assert where not in logged.values()
+            continue
+        # Accepted at decode: applied, or refused by a consumer's own later rule (ce_source, a NUL for
+        # PostgreSQL's text), never for a decode reason.
+        for reason in said.values():
+            assert reason is None or reason.startswith(_AFTER_DECODE), (where, said)
+        if said["event-log"] is None:
+            assert logged.get(event_id) in positions[event_id], where
+
+
+_AFTER_DECODE = ("handler rejected: ", "database refused a value: ")

@@ -273,14 +273,18 @@ _PREFIXES = [b"\xef\xbb\xbf", b" ", b"\x00", b"\n"]
 _SUFFIXES = [b"\n", b" \t\r\n", b"\x00", b" x", b"{}", b"]", b",", b"\xef\xbb\xbf", b"\xff", b"//", b"\n{}"]
 
 
+_NAME = re.compile(rb'"([a-z_]+)":')
+_VALUE_AT = re.compile(rb'"(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null|\{[^{}\[\]]*\}|\[[^\[\]{}]*\]')
+
+
 def _names_at(value: bytes) -> list[tuple[int, int, bytes]]:
-    """Each ``"name":value`` of the document (a string, number, literal, or small object/list value):
-    where its value starts and ends, and the name."""
+    """Each ``"name":value`` of the document, at any depth (a string, number, literal, or flat object or
+    list value): where its value starts and ends, and the name."""
     found = []
-    for m in re.finditer(
-        rb'"([a-z_]+)":("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null|\{[^{}\[\]]*\}|\[[^\[\]{}]*\])', value
-    ):
-        found.append((m.start(2), m.end(2), m.group(1)))
+    for name in _NAME.finditer(value):
+        held = _VALUE_AT.match(value, name.end())
+        if held is not None:
+            found.append((held.start(), held.end(), name.group(1)))
     return found
 
 
@@ -305,8 +309,15 @@ def _hostile_values(draw: st.DrawFn) -> tuple[Event, Record]:
         spots = _names_at(value)
         if not spots:
             break
+        action = draw(
+            st.sampled_from(
+                ["repeat-first", "repeat-last", "replace", "unknown", "ends", "drop", "drop-default"]
+            )
+        )
+        if action == "drop-default":  # a field the contract defaults, left out: what the adapters never do
+            spots = [s for s in spots if s[2].decode() in _DEFAULTED] or spots
+            action = "drop"
         start, end, name = draw(st.sampled_from(spots))
-        action = draw(st.sampled_from(["repeat-first", "repeat-last", "replace", "unknown", "ends"]))
         token = draw(
             st.one_of(st.sampled_from(_TOKENS), st.sampled_from(_values_of(name, samples) or [b"null"]))
         )
@@ -320,6 +331,14 @@ def _hostile_values(draw: st.DrawFn) -> tuple[Event, Record]:
             value = value[:start] + token + value[end:]
         elif action == "unknown":  # a field no contract reads, holding the token
             value = value[:end] + b',"note":' + token + value[end:]
+        elif action == "drop":  # the field left out: required (refused), or defaulted (the parse lacks it)
+            at = start - len(name) - 3
+            if value[end : end + 1] == b",":
+                value = value[:at] + value[end + 1 :]
+            elif value[at - 1 : at] == b",":
+                value = value[: at - 1] + value[end:]
+            else:
+                value = value[:at] + value[end:]
         else:
             value = (
                 draw(st.sampled_from([*_PREFIXES, b""])) + value + draw(st.sampled_from([*_SUFFIXES, b""]))
