@@ -144,6 +144,18 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return out
 
 
+_ERASURES: list[Event] = []
+
+
+def _samples(erasures: bool) -> dict[Family, list[Event]]:
+    """The simulator's events of every family and, with ``erasures``, the hub's erasures (signed with the
+    local stack's operator key; the simulator makes none) of people of their own."""
+    if erasures and not _ERASURES:
+        _ERASURES.extend(to_event(factories.erasure(factories.person_key()), None) for _ in range(4))
+    samples = _fuzz_samples()
+    return {**samples, Family.ERASURE: list(_ERASURES)} if erasures else samples
+
+
 # --- hostile headers ---------------------------------------------------------------------------------
 
 _REQUIRED = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time", "content-type"]
@@ -192,8 +204,8 @@ _BAD_VALUES = st.sampled_from(
 
 
 @st.composite
-def _hostile_headers(draw: st.DrawFn) -> tuple[Event, Record]:
-    samples = _fuzz_samples()
+def _hostile_headers(draw: st.DrawFn, erasures: bool = True) -> tuple[Event, Record]:
+    samples = _samples(erasures)
     family = draw(st.sampled_from(sorted(samples)))
     event = draw(st.sampled_from(samples[family]))
     key, headers, value = encode(event)
@@ -300,8 +312,8 @@ def _values_of(name: bytes, samples: dict[Family, list[Event]]) -> list[bytes]:
 
 
 @st.composite
-def _hostile_values(draw: st.DrawFn) -> tuple[Event, Record]:
-    samples = _fuzz_samples()
+def _hostile_values(draw: st.DrawFn, erasures: bool = True) -> tuple[Event, Record]:
+    samples = _samples(erasures)
     family = draw(st.sampled_from(sorted(samples)))
     event = draw(st.sampled_from(samples[family]))
     key, headers, value = encode(event)
