@@ -792,7 +792,10 @@ class _LineArrays:
     rank: np.ndarray  # the same shape: the part of `_choose`'s rank that does not depend on the counts
     incidence: sparse.csr_matrix  # lines × quantities: 1 where the quantity is a member of the line
     lines_of: np.ndarray  # (quantities + 1) × lines: a quantity's row of `incidence`, dense (the pad: 0)
-    grids: tuple[np.ndarray, ...]  # each two-way table's interior quantities, rows × columns
+    # The two-way tables' interior quantities as grids stacked by shape (tables × rows × columns), each
+    # turned so that it has no more rows than columns (a rectangle is the same either way round): the
+    # rectangle check then costs a few array operations per shape, not per table, and rows² × columns.
+    grids: tuple[np.ndarray, ...]
     pad: int  # the index standing for "no member" (one past the last quantity)
     moves: _MoveLayout  # the same tables as lists, for `_safe_by_moves`
 
@@ -840,7 +843,12 @@ def _line_arrays(quantities: tuple[Quantity, ...], lines: tuple[_Line, ...], sha
         tuple(tuple(index[_quantity(dims, (r, c))] for c in axes[1]) for r in axes[0])
         for dims, axes in two_way
     )
-    grids = tuple(np.array(g, dtype=np.int64) for g in grid_lists)
+    stacks: dict[tuple[int, int], list[np.ndarray]] = {}
+    for g in grid_lists:
+        grid = np.array(g, dtype=np.int64)
+        grid = grid.T if grid.shape[0] > grid.shape[1] else grid
+        stacks.setdefault(grid.shape, []).append(grid)
+    grids = tuple(np.stack(same) for same in stacks.values())
     over: dict[str, list[tuple[int, int, tuple[int, ...]]]] = {}
     margins: dict[str, dict[int, None]] = {}
     for t, (dims, axes) in enumerate(two_way):
@@ -916,44 +924,45 @@ def _safe_by_rectangles_many(
 ) -> np.ndarray:
     """`_safe_by_rectangles` for many feeds of one layout at once (one row each, as
     `_close_lines_many`): which hidden quantities a rectangle of hidden interior cells proves safe.
-    Per two-way table, every corner (r, c) against every opposite corner (r2, c2) of every feed."""
+
+    For a corner (r, c) of count v and an opposite corner (r2, c2), `_shows_safe` of whole numbers
+    reduces to: moving down (by min(v, v[r2, c2])) shows it safe iff v[r2, c2] is at least ``need_down``
+    (v itself where 1 <= v < threshold, 1 where v >= threshold, never where v is 0), moving up (by
+    min(v[r, c2], v[r2, c])) iff both are at least ``need_up`` (threshold - v where 1 <= v < threshold,
+    else 1). So per pair of rows (r, r2) only the best column c2 != c matters: the largest of the
+    row's values over the columns hidden in both rows, or the second largest where that is column c
+    itself. That is rows × rows × columns per feed and table, not rows² × columns²."""
     safe = np.zeros(hidden.shape, dtype=bool)
-    for grid in layout.arrays.grids:
+    for grid in layout.arrays.grids:  # tables × rows × columns
         h = hidden[:, grid]
-        some = np.flatnonzero(h.sum(axis=(1, 2)) >= 4)
+        some = np.flatnonzero((h.sum(axis=(2, 3)) >= 4).any(axis=1))
         if not some.size:
             continue
         h, v = h[some], values[some][:, grid]
-        r, c = grid.shape
-        other = (np.arange(r)[:, None] != np.arange(r)[None, :])[:, None, :, None] & (
-            np.arange(c)[:, None] != np.arange(c)[None, :]
-        )[None, :, None, :]
-        # Axes: feed, r, c, r2, c2; the corners (r, c2) and (r2, c) of the rectangle through (r, c) and (r2, c2).
-        h_t, v_t = h.transpose(0, 2, 1), v.transpose(0, 2, 1)
-        corners = (
-            h[:, :, :, None, None]
-            & h[:, None, None, :, :]
-            & h[:, :, None, None, :]
-            & h_t[:, None, :, :, None]
-        ) & other
-        true = v[:, :, :, None, None]
-        down = np.minimum(true, v[:, None, None, :, :])
-        up = np.minimum(v[:, :, None, None, :], v_t[:, None, :, :, None])
-        shows = (_shows_safe_many(true, true - down, threshold) & (down != 0)) | (
-            _shows_safe_many(true, true + up, threshold) & (up != 0)
-        )
-        found = (corners & shows).any(axis=(3, 4))
-        safe[some[:, None, None], grid[None]] |= found
+        r = grid.shape[1]
+        # Axes: feed, table, r, r2, c. Both (r, c) and (r2, c) hidden, r2 != r.
+        both = h[:, :, :, None, :] & h[:, :, None, :, :] & ~np.eye(r, dtype=bool)[:, :, None]
+        small = (v >= 1) & (v < threshold)
+        need_down = np.where(v == 0, np.iinfo(np.int64).max, np.where(small, v, 1))[:, :, :, None, :]
+        need_up = np.where(small, threshold - v, 1)[:, :, :, None, :]
+        far = _best_elsewhere(np.where(both, v[:, :, None, :, :], -1))  # max of v[r2, c2], c2 != c
+        near = _best_elsewhere(np.where(both, v[:, :, :, None, :], -1))  # max of v[r, c2], c2 != c
+        shows = (far >= need_down) | ((near >= need_up) & (v[:, :, None, :, :] >= need_up))
+        found = (both & shows).any(axis=3)
+        safe[some[:, None, None, None], grid[None]] |= found
     return safe
 
 
-def _shows_safe_many(true: np.ndarray, y: np.ndarray, threshold: int) -> np.ndarray:
-    """`_shows_safe` of whole-number points, element by element."""
-    return (
-        ((y <= 0) & (true >= 1))
-        | ((y >= threshold) & (true < threshold))
-        | ((np.abs(y - true) >= 1) & ((true == 0) | (true >= threshold)))
-    )
+def _best_elsewhere(w: np.ndarray) -> np.ndarray:
+    """For each position along the last axis, the largest of ``w`` at the other positions."""
+    if w.shape[-1] < 2:
+        return np.full(w.shape, -1, dtype=w.dtype)
+    top = w.argmax(axis=-1)[..., None]
+    first = np.take_along_axis(w, top, axis=-1)
+    rest = w.copy()
+    np.put_along_axis(rest, top, -1, axis=-1)
+    second = rest.max(axis=-1, keepdims=True)
+    return np.where(np.arange(w.shape[-1]) == top, second, first)
 
 
 def _structure(tables: Sequence[Table]) -> _Structure:
