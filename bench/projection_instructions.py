@@ -16,7 +16,12 @@ Measured on main at 02c59e4: 5,576.0M and 6,619.0M instructions, 260.8k per even
 
 Both runs seal the same ``--pool`` simulated events (keys stored in the bench database, as the adapters
 store them) and take the first ``--events``: the non-consent ones in batches first, then the consents,
-as a replay orders them (``consumers.shared_view.replay``).
+as a replay orders them (``consumers.shared_view.replay``); ``--order live`` keeps them as simulated
+(consents among the events, as the live projection reads them: records extended batch after batch).
+
+It also prints the CPU time its PostgreSQL session spent (read from ``/proc``: the server runs on this
+machine), for the same difference between two runs: less steady than instructions under load, but the
+server's part of the batch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from itertools import islice
 
 from aiokafka.structs import ConsumerRecord
 
+from bench.bench_projection import _process_cpu
 from bench.common import bench_settings, fresh_pool
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
@@ -43,7 +49,7 @@ class _Rollback(Exception):
 
 
 @fewer_collections()
-async def main(events: int, pool_size: int, name: str) -> None:
+async def main(events: int, pool_size: int, name: str, order: str) -> None:
     settings = bench_settings(name)
     configure_logging("WARNING")
     pool = await fresh_pool(settings)
@@ -70,12 +76,17 @@ async def main(events: int, pool_size: int, name: str) -> None:
         )
     consents = settings.topic(Family.CONSENT)
     taken = records[:events]
-    ordered = [r for r in taken if r.topic != consents] + [r for r in taken if r.topic == consents]
+    if order == "live":
+        ordered = taken
+    else:
+        ordered = [r for r in taken if r.topic != consents] + [r for r in taken if r.topic == consents]
     handler = SharedViewHandler(settings)
     runtime = ConsumerRuntime(handler, settings, pool, group_id="bench-instructions")
     size = settings.batch_max_records
     good = 0
     async with pool.acquire() as conn:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        server_cpu = _process_cpu(backend)
         try:
             async with conn.transaction():
                 for start in range(0, len(ordered), size):
@@ -85,11 +96,15 @@ async def main(events: int, pool_size: int, name: str) -> None:
                     async with conn.transaction():  # a savepoint: each batch as the runtime commits it
                         await handler.handle(conn, batch.good)
                 persons = await conn.fetchval("SELECT count(*) FROM sv_persons")
+                server_cpu = _process_cpu(backend) - server_cpu
                 raise _Rollback
         except _Rollback:
             pass
     await pool.close()
-    print(f"{events} records, {good} decoded and projected (rolled back); {persons} people in the view")
+    print(
+        f"{events} records ({order} order), {good} decoded and projected (rolled back); {persons} people in "
+        f"the view; PostgreSQL CPU {server_cpu:.3f} s"
+    )
 
 
 if __name__ == "__main__":
@@ -101,5 +116,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--name", default="svinstr", help="the bench database's suffix (one per parallel run)"
     )
+    parser.add_argument(
+        "--order",
+        choices=("replay", "live"),
+        default="replay",
+        help="the events as a replay or the live projection reads them",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.pool, args.name))
+    asyncio.run(main(args.events, args.pool, args.name, args.order))
