@@ -454,18 +454,20 @@ def plan_batch(batch: Sequence[Incoming], state: ViewState) -> ViewPlan:
     persons = persons_in(batch) - state.erased
     if not persons:
         return ViewPlan(masked_events=masked)
-    kept = {(p, r.consent_id): r.version for p in persons for r in state.consents.get(p, ())}
+    # Only people with a consent record, kept or in the batch, can be active (``active_consent`` of none is
+    # ``None``): a batch's people mostly have none yet (a replay's events come before every consent).
+    records: dict[str, dict[str, ConsentRecord]] = {}
+    for p, kept_records in state.consents.items():
+        if p in persons:
+            records[p] = {r.consent_id: r for r in kept_records}
+    kept = {(p, cid): r.version for p, rs in records.items() for cid, r in rs.items()}
     newer = newest_versions(consents, kept)
-    records: dict[str, dict[str, ConsentRecord]] = {p: {} for p in persons}
-    for p in persons:
-        for r in state.consents.get(p, ()):
-            records[p][r.consent_id] = r
     for c in newer:
-        records[c.person_key][c.record.consent_id] = c.record
+        records.setdefault(c.person_key, {})[c.record.consent_id] = c.record
     active = {
         p: rc
-        for p in persons
-        if (rc := active_consent(records[p].values(), state.today, state.fences.get(p))) is not None
+        for p, rs in records.items()
+        if (rc := active_consent(rs.values(), state.today, state.fences.get(p))) is not None
     }
     fresh: dict[str, list[StoredEvent]] = {}
     for e in others:

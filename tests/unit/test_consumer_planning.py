@@ -256,6 +256,60 @@ class TestSharedViewPlanning(PlanningCases):
         plan = sv.plan_batch([referral("e2", pk(1))], view_state(kept, today=date(2025, 3, 31)))
         assert [(e.event_id, visible) for e, visible in plan.events] == [("e2", False)]
 
+    def test_who_is_active_is_decided_over_kept_and_new_consent_records_alike(self) -> None:
+        """``plan_batch`` looks only at people with a consent record, kept or in the batch (the others
+        cannot be active): against the rule written out over every person of the batch — the newest
+        version of each record, kept or new, then ``active_consent`` — for people with no record at all,
+        kept records only, new ones only, both (a newer and an older version), a withdrawal, a record in
+        the view whose consent record is gone, someone erased, and kept records of people not in the
+        batch."""
+        kept = [
+            consent("k2", pk(2)), registration("e2", pk(2)),  # kept only: takes the batch's referral
+            consent("k4", pk(4)), registration("e4", pk(4)),  # kept v1, the batch brings v2 and an old v1
+            consent("k5", pk(5)), registration("e5", pk(5)),  # withdrawn in the batch
+            consent("k7", pk(7)), registration("e7", pk(7)),  # not in the batch at all
+            consent("k8", pk(8)),  # erased since
+        ]  # fmt: skip
+        state = view_state(kept)
+        # The records of the batch's people (as the handler loads them), one whose consent record is gone
+        views = {p: v for p, v in state.views.items() if p in {pk(2), pk(4), pk(5)}}
+        views[pk(6)] = state.views[pk(2)]._replace(person_key=pk(6))
+        consents = {p: rs for p, rs in state.consents.items()}
+        batch = [
+            registration("n1", pk(1)), referral("n1r", pk(1)),  # no record at all: held
+            referral("n2", pk(2)),
+            consent("b3", pk(3)), registration("n3", pk(3)),  # a new record only
+            consent("b4", pk(4), 2, consent_id="c1"), consent("b4old", pk(4), 1), referral("n4", pk(4)),
+            consent("b5", pk(5), 2, action="withdrawn"), referral("n5", pk(5)),
+            referral("n6", pk(6)),
+            registration("n8", pk(8)), consent("b8", pk(8)),
+        ]  # fmt: skip
+        planned = sv.ViewState(TODAY, frozenset({pk(8)}), state.known, consents, views, opened_for(batch))
+        plan = sv.plan_batch(batch, planned)
+
+        def rule(person: str) -> Any:
+            records = {r.consent_id: r for r in consents.get(person, ())}
+            for e in batch:
+                if e.family == "consent" and e.person_key == person:
+                    rec = consent_record(e.data)
+                    if rec.consent_id not in records or rec.version > records[rec.consent_id].version:
+                        records[rec.consent_id] = rec
+            return sv.active_consent(records.values(), TODAY)
+
+        in_batch = {e.person_key for e in batch} - {pk(8)}
+        active = {p: rule(p) for p in in_batch if rule(p) is not None}
+        assert set(active) == {pk(2), pk(3), pk(4)}  # the cases are what they say
+        assert {e.event_id: visible for e, visible in plan.events} == {
+            e.event_id: e.person_key in active
+            for e in batch
+            if e.family != "consent" and e.person_key != pk(8)
+        }
+        assert plan.remove == {pk(5), pk(6)}
+        assert dict(plan.rebuild) == {p: c for p, c in active.items() if p not in views}
+        assert {v.person_key for v in plan.write} == {pk(2), pk(4)}
+        assert all(v.consent_id == active[v.person_key].consent_id for v in plan.write)
+        assert plan.reveal == {pk(3)}
+
 
 # --- the placement feed ------------------------------------------------------------------------------
 
