@@ -345,10 +345,9 @@ class KeyStore:
         )
         found: dict[str, bytes] = {}
         cache = self._cache
-        for row in rows:
-            person = row["person_key"]
+        for person, wrapped in rows:  # positionally: a batch reads the keys of every one of its people
             key = cache.get(person)  # read once: an erasure followed here may empty the cache at an await
-            found[person] = key if key is not None else self._unwrap_key(person, row["wrapped"])
+            found[person] = key if key is not None else self._unwrap_key(person, wrapped)
         for person in keys:
             if person not in found:
                 self._cache.pop(person, None)  # erased elsewhere: forget it here too

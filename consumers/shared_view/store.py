@@ -69,6 +69,8 @@ async def validity_candidates(conn: asyncpg.Connection, today: date) -> set[str]
 
 
 async def stored_events(conn: asyncpg.Connection, persons: Iterable[str]) -> list[asyncpg.Record]:
+    """These people's stored events, as (person_key, event_id, family, event_time, data, block_opens): the
+    handler reads them by position."""
     return await conn.fetch(
         "SELECT person_key, event_id, family, event_time, data, block_opens FROM sv_events "
         "WHERE person_key = ANY($1::text[])",

@@ -10,6 +10,13 @@ from typing import Any
 from infra.crypto import KeyStore
 
 
+class _Record(dict[str, Any]):
+    """A row as asyncpg's Record gives it: by column name, and its values in column order when unpacked."""
+
+    def __iter__(self) -> Any:
+        return iter(self.values())
+
+
 class _Conn:
     """Just enough of an asyncpg connection: every asked-for person has a wrapped key."""
 
@@ -17,7 +24,7 @@ class _Conn:
         self.wrapped = wrapped
 
     async def fetch(self, _sql: str, people: list[str]) -> list[dict[str, Any]]:
-        return [{"person_key": p, "wrapped": self.wrapped[p]} for p in people if p in self.wrapped]
+        return [_Record(person_key=p, wrapped=self.wrapped[p]) for p in people if p in self.wrapped]
 
 
 async def test_the_key_cache_keeps_at_most_its_bound_newest_first() -> None:
