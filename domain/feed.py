@@ -134,6 +134,22 @@ def counts_for(authority: str, site: str, referred_by: Iterable[str]) -> bool:
     return site[:6] == authority or authority in referred_by
 
 
+@functools.lru_cache(maxsize=4096)  # the same few sets of keys in every body
+def kept_order(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` in the order a body's objects hold them: by length in bytes, then by bytes (the order
+    PostgreSQL's ``jsonb`` keeps them in; revisions are kept as the text written, migration 018, and every
+    reader sees them as it saw them kept as ``jsonb``). A body is composed in this order (indicators,
+    target groups' figures, targets, changes), so the builder writes it as it is (``builder._kept``);
+    ``tests/unit/test_feed_kept_tables.py`` holds every kept body to the text of its keys reordered."""
+    return tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
+
+
+def in_kept_order(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` with its keys in ``kept_order`` (not its values')."""
+    order = kept_order(tuple(value))
+    return dict(zip(order, map(value.__getitem__, order), strict=True))
+
+
 def age_band_on_placement(birth: date, placed_on: date) -> AgeBand:
     return age_band(age_on(birth, placed_on))
 
@@ -707,19 +723,25 @@ def indicators(populations: Mapping[str, SuppressedFeed] | _Published, row: str)
         out[f"retention_{k}m_employed"] = employed
         out[f"retention_{k}m_rate"] = ratio(employed, cohort)
     by_group: dict[str, dict[str, Any]] = {}
-    for g, dim in zip(TARGET_GROUPS, GROUP_DIMS, strict=True):
+    for g, dim in _GROUPS_KEPT:
         g_new = get("new_job_seekers", dim, row, "yes")
         g_placed = get("referral_placements", dim, row, "yes")
-        by_group[g] = {
-            "new_job_seekers": g_new,
-            "referral_placements": g_placed,
+        by_group[g] = {  # in kept order (``kept_order``)
             "placement_rate": ratio(
                 base(g_placed, "referral_placements", dim, "yes"),
                 base(g_new, "new_job_seekers", dim, "yes"),
             ),
+            "new_job_seekers": g_new,
+            "referral_placements": g_placed,
         }
     out["by_group"] = by_group
-    return out
+    return in_kept_order(out)
+
+
+# The target groups in kept order (``kept_order``), with their dimensions.
+_GROUPS_KEPT = tuple(
+    sorted(zip(TARGET_GROUPS, GROUP_DIMS, strict=True), key=lambda g: (len(g[0].encode()), g[0].encode()))
+)
 
 
 # --- targets and achievement ---------------------------------------------------------------------------
@@ -950,17 +972,19 @@ def evaluate(
     for t in targets:
         status = pace(t, results, month)
         statuses.append(status)
-        rows.append({"kind": str(t.kind), "group": t.group, "value": t.value,
+        rows.append({"kind": str(t.kind), "group": t.group, "value": t.value,  # in kept order (``kept_order``)
                      "result": published_result(t, results, threshold), "status": status.value})  # fmt: skip
     year_end = months_elapsed(month) == 12
-    return {
-        "scope": scope,
-        "fiscal_year": targets[0].fiscal_year if targets else fiscal_year(month_bounds(month)[0]),
-        "excluded": excluded,
-        "targets": rows,
-        "pace": None if excluded else ("behind" if Pace.BEHIND in statuses else "on_pace"),
-        "achievement": None if excluded or not year_end or not statuses else achievement(statuses).value,
-    }
+    return in_kept_order(
+        {
+            "scope": scope,
+            "fiscal_year": targets[0].fiscal_year if targets else fiscal_year(month_bounds(month)[0]),
+            "excluded": excluded,
+            "targets": rows,
+            "pace": None if excluded else ("behind" if Pace.BEHIND in statuses else "on_pace"),
+            "achievement": None if excluded or not year_end or not statuses else achievement(statuses).value,
+        }
+    )
 
 
 # --- composing a revision ------------------------------------------------------------------------------
@@ -1119,9 +1143,12 @@ def previous_cells(body: Mapping[str, Any]) -> dict[CellRef, int | None]:
 def _finish(job: Job, populations: dict[str, SuppressedFeed], threshold: int) -> Composed:
     feed = job.feed
     published = _Published(populations)
-    ind: dict[str, Any] = {"authority": indicators(published, TOTAL)}
-    ind["sites"] = {
-        s: indicators(published, site_category(feed.authority, s, layout_sites(feed))) for s in feed.sites
+    layout = layout_sites(feed)
+    ind: dict[str, Any] = {  # in kept order (``kept_order``), as each indicator set
+        "sites": {
+            s: indicators(published, site_category(feed.authority, s, layout)) for s in kept_order(feed.sites)
+        },
+        "authority": indicators(published, TOTAL),
     }
     tallies = site_tallies(feed)
     evaluations = []
@@ -1259,7 +1286,7 @@ def change_summary(before: Published, after: Published) -> list[dict[str, object
     reported as newly suppressed with no values; figures hidden in both are not mentioned (a hidden cell
     stays hidden in later revisions, so nothing becomes visible).
     """
-    changes: list[dict[str, object]] = []
+    changes: list[dict[str, object]] = []  # each change's keys in kept order (``kept_order``)
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
         if old == new:
@@ -1267,13 +1294,13 @@ def change_summary(before: Published, after: Published) -> list[dict[str, object
         if new is None and old is None:
             continue
         if new is None:
-            changes.append({"figure": name, "change": "suppressed"})
+            changes.append({"change": "suppressed", "figure": name})
         elif old is None and name in before:
             # Hidden before, published now: only a derived figure can do this (cells keep their
             # suppression); report without the old value.
-            changes.append({"figure": name, "change": "published", "after": new})
+            changes.append({"after": new, "change": "published", "figure": name})
         elif old is None:
-            changes.append({"figure": name, "change": "added", "after": new})
+            changes.append({"after": new, "change": "added", "figure": name})
         else:
-            changes.append({"figure": name, "change": "changed", "before": old, "after": new})
+            changes.append({"after": new, "before": old, "change": "changed", "figure": name})
     return changes
