@@ -746,16 +746,18 @@ async def _shared(
     """``fn(items)``, in order, with the items shared between the executor's processes and this one:
     each worker takes its share while this process does its own. Equal shares: this process also
     counts, keeps and publishes between chunks. A worker's share runs without collector passes, as this
-    process's does (``_paused_call``)."""
+    process's does (``_paused_call``). This process's share runs in a thread, so the event loop meanwhile
+    serves the statements in flight (``_make_revisions`` writes the previous chunk while this one
+    composes); the loop itself needs the interpreter only to move their bytes."""
     workers = getattr(executor, "_max_workers", 0)  # a ProcessPoolExecutor's size
     if executor is None or workers < 1 or len(items) < 2 * (workers + 1):
-        return fn(items)
+        return await asyncio.to_thread(fn, items)
     loop = asyncio.get_running_loop()
     mine = len(items) // (workers + 1)
     size = -(-(len(items) - mine) // workers)
     shares = [items[i : i + size] for i in range(mine, len(items), size)]
     there = [loop.run_in_executor(executor, partial(_paused_call, fn), share) for share in shares]
-    here = fn(items[:mine])  # the workers run meanwhile
+    here = await asyncio.to_thread(fn, items[:mine])  # the workers run meanwhile
     return here + [r for share in await asyncio.gather(*there) for r in share]
 
 
@@ -946,28 +948,47 @@ async def _make_revisions(
 ) -> list[Built]:
     """Compose, compare and keep the revisions of ``authorities``, a chunk at a time: a national
     month's bodies held at once (the new ones, and the previous ones read for revision 2) were most
-    of the build's memory."""
-    built = []
+    of the build's memory.
+
+    Pipelined: a chunk's revisions are written while the next chunk composes (``_compose_all`` runs off
+    the event loop: in a thread and the worker processes), so PostgreSQL's share of keeping them (most of
+    it: checking, compressing and storing ~37 KB of JSON a body) runs on the other core instead of after
+    the composing. The next chunk's reads come before the write on the one connection (a session runs one
+    statement at a time); its authorities are not the written chunk's, so they read the same rows."""
+    built: list[Built] = []
     ordered = sorted(authorities)
-    for i in range(0, len(ordered), _CHUNK):
-        chunk = ordered[i : i + _CHUNK]
-        built += await _make_chunk(conn, settings, month, horizon, loaded, chunk, latest, executor)
+    chunks = [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
+    rows: list[tuple[Any, ...]] = []  # the previous chunk's, written while this one composes
+    for chunk in chunks:
+        work, previous = await _chunk_work(conn, month, horizon, loaded, chunk, latest)
+        writing = asyncio.ensure_future(_keep(conn, rows)) if rows else None
+        try:
+            kept = await _compose_all(
+                work, settings.feed_suppression_threshold, horizon.isoformat(), executor
+            )
+        finally:
+            if writing is not None:  # ended before the connection is used again, or given back on failure
+                await writing
+        rows, made = _chunk_rows(month, horizon, loaded, work, previous, kept)
+        built += made
+    if rows:
+        await _keep(conn, rows)
     return built
 
 
 _CHUNK = 256  # feeds composed and kept at a time
 
 
-async def _make_chunk(
+async def _chunk_work(
     conn: asyncpg.Connection,
-    settings: Settings,
     month: YearMonth,
     horizon: datetime,
     loaded: Counted,
     authorities: list[str],
     latest: dict[str, int],
-    executor: Executor | None,
-) -> list[Built]:
+) -> tuple[list[_Work], dict[str, asyncpg.Record]]:
+    """The chunk's feeds to compose (their targets, earlier results and previous revisions read), with
+    the previous revisions by authority."""
     targets, earlier, excluded = await _targets(conn, month, authorities)
     latest_rows = await _previous(conn, str(month), latest, authorities)
     work = []
@@ -976,7 +997,19 @@ async def _make_chunk(
         prev = latest_rows.get(a)
         job = Job(feed, None, targets.get(a, ()), earlier.get(a, {}), excluded)
         work.append(_Work(job, prev["body"] if prev else None, (prev["revision"] if prev else 0) + 1))
-    kept = await _compose_all(work, settings.feed_suppression_threshold, horizon.isoformat(), executor)
+    return work, latest_rows
+
+
+def _chunk_rows(
+    month: YearMonth,
+    horizon: datetime,
+    loaded: Counted,
+    work: list[_Work],
+    latest_rows: dict[str, asyncpg.Record],
+    kept: list[_Kept],
+) -> tuple[list[tuple[Any, ...]], list[Built]]:
+    """The chunk's revisions to keep (``_keep``) and what they are: a feed whose previous revision has
+    the same figures and placements is not revised."""
     rows = []
     built = []
     for w, k in zip(work, kept, strict=True):
@@ -990,13 +1023,16 @@ async def _make_chunk(
             (a, str(month), w.revision, horizon, k.body, k.suppressed, ids, k.changes_text, k.tallies)
         )
         built.append(Built(a, str(month), w.revision, k.referral_placements, k.changes))
+    return rows, built
+
+
+async def _keep(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
     async with conn.transaction():
         await conn.executemany(
             "INSERT INTO feed_revisions (authority, month, revision, horizon, body, suppressed, placement_ids, "
             "changes, tallies) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
             rows,
         )
-    return built
 
 
 def as_kept(value: Any) -> Any:
