@@ -1188,25 +1188,19 @@ def _encoded(rows: Sequence[tuple[str, datetime]]) -> list[tuple[bytes, list[tup
 async def publish_pending(pool: asyncpg.Pool, settings: Settings, executor: Executor | None = None) -> int:
     """Publish kept revisions not yet on ``settings.feed_topic`` (aggregates only; the ``ittai.feed.v1``
     contract, CloudEvents binary mode: ``contracts.feed``), and stamp them, a chunk at a time in the
-    order of their key (a national month's bodies read at once took hundreds of MB)."""
+    order of their key (a national month's bodies read at once took hundreds of MB).
+
+    Pipelined: while a chunk is checked and written as records (``_encoded``, off the event loop), the
+    previous chunk is stamped once Kafka has it, and the next chunk is read. A chunk is stamped before the
+    next one is encoded to its end, as it was when they ran one after the other: a failure leaves the
+    chunks Kafka acknowledged stamped."""
     published = 0
-    after: tuple[str, str, int] = ("", "", 0)
     async with pool.acquire() as conn:
         producer = None
+        sent: tuple[list[asyncio.Future[Any]], list[asyncpg.Record]] | None = None  # Kafka has it, or will
         try:
-            while rows := await conn.fetch(
-                # The body as text for the contract to parse and check: decoding a national month's
-                # bodies into dicts first cost 4 s of this process's CPU (measured; ~37 KB each).
-                # The chunk's keys first: a body turned to text below the sort would be turned for
-                # every revision still unpublished, at every chunk.
-                "SELECT f.authority, f.month, f.revision, f.body::text AS body, f.built_at "
-                "FROM (SELECT authority, month, revision FROM feed_revisions WHERE published_at IS NULL "
-                "  AND (month, authority, revision) > ($1, $2, $3) ORDER BY month, authority, revision "
-                "  LIMIT $4) k JOIN feed_revisions f USING (authority, month, revision) "
-                "ORDER BY f.month, f.authority, f.revision",
-                *after,
-                _CHUNK,
-            ):
+            rows = await _unpublished(conn, ("", "", 0))
+            while rows:
                 if producer is None:
                     producer = await start_producer(
                         settings,
@@ -1216,30 +1210,62 @@ async def publish_pending(pool: asyncpg.Pool, settings: Settings, executor: Exec
                         max_batch_size=1024 * 1024,
                         linger_ms=5,
                     )
-                futures = []
                 # checked and written by the worker processes too, where there are (a third of a build's time)
-                for key, headers, value in await _shared(
-                    _encoded, [(r["body"], r["built_at"]) for r in rows], executor
-                ):
-                    futures.append(
-                        await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
-                    )
-                await asyncio.gather(*futures)
-                # Each by its key: joined to the chunk's keys, the planner took feed_revisions for a
-                # row or two (its statistics predate the build that just filled it) and scanned it for
-                # every key (1.6 s of PostgreSQL CPU for a national month, measured).
-                await conn.executemany(
-                    "UPDATE feed_revisions SET published_at = now() "
-                    "WHERE authority = $1 AND month = $2 AND revision = $3",
-                    [(r["authority"], r["month"], r["revision"]) for r in rows],
+                encoding = asyncio.ensure_future(
+                    _shared(_encoded, [(r["body"], r["built_at"]) for r in rows], executor)
                 )
-                published += len(rows)
-                last = rows[-1]
-                after = (last["month"], last["authority"], last["revision"])
+                try:
+                    if sent is not None:
+                        published += await _stamp(conn, *sent)
+                        sent = None
+                    last = rows[-1]
+                    following = await _unpublished(conn, (last["month"], last["authority"], last["revision"]))
+                finally:
+                    records = await encoding  # ended before leaving, also where the statements failed
+                futures = [
+                    await producer.send(settings.feed_topic, key=key, value=value, headers=headers)
+                    for key, headers, value in records
+                ]
+                sent = (futures, rows)
+                rows = following
+            if sent is not None:
+                published += await _stamp(conn, *sent)
         finally:
             if producer is not None:
                 await producer.stop()
     return published
+
+
+async def _unpublished(conn: asyncpg.Connection, after: tuple[str, str, int]) -> list[asyncpg.Record]:
+    """The next chunk of kept revisions not yet published, after the key ``after``."""
+    return await conn.fetch(
+        # The body as text for the contract to parse and check: decoding a national month's
+        # bodies into dicts first cost 4 s of this process's CPU (measured; ~37 KB each).
+        # The chunk's keys first: a body turned to text below the sort would be turned for
+        # every revision still unpublished, at every chunk.
+        "SELECT f.authority, f.month, f.revision, f.body::text AS body, f.built_at "
+        "FROM (SELECT authority, month, revision FROM feed_revisions WHERE published_at IS NULL "
+        "  AND (month, authority, revision) > ($1, $2, $3) ORDER BY month, authority, revision "
+        "  LIMIT $4) k JOIN feed_revisions f USING (authority, month, revision) "
+        "ORDER BY f.month, f.authority, f.revision",
+        *after,
+        _CHUNK,
+    )
+
+
+async def _stamp(
+    conn: asyncpg.Connection, futures: list[asyncio.Future[Any]], rows: list[asyncpg.Record]
+) -> int:
+    """Stamp a chunk published once Kafka has acknowledged each of its records; how many."""
+    await asyncio.gather(*futures)
+    # Each by its key: joined to the chunk's keys, the planner took feed_revisions for a
+    # row or two (its statistics predate the build that just filled it) and scanned it for
+    # every key (1.6 s of PostgreSQL CPU for a national month, measured).
+    await conn.executemany(
+        "UPDATE feed_revisions SET published_at = now() WHERE authority = $1 AND month = $2 AND revision = $3",
+        [(r["authority"], r["month"], r["revision"]) for r in rows],
+    )
+    return len(rows)
 
 
 async def months_to_rebuild(conn: asyncpg.Connection, months: Sequence[YearMonth]) -> list[YearMonth]:

@@ -1,9 +1,11 @@
 """A build keeps each chunk's revisions while the next chunk composes (``builder._make_revisions``): what it
 keeps is exactly what a build in one chunk keeps, and a chunk failing to compose while the previous chunk
-is being written leaves nothing kept and the connection fit for use."""
+is being written leaves nothing kept and the connection fit for use. Publishing, likewise: each chunk is
+stamped while the next is encoded, and a failure leaves exactly the chunks before it stamped."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from consumers.feed import builder
 from domain.calendar import YearMonth
 from infra.config import Settings
+from tests.helpers import read_topic
 from tests.integration.test_feed_counts import _month_rows, _write
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -111,3 +114,51 @@ async def test_a_chunk_failing_to_compose_while_the_previous_one_is_written_keep
     )
     monkeypatch.setattr(builder, "_compose_all", compose)
     assert {r[1] for r in await _build(pool, settings, authorities)} == {1, 2}
+
+
+async def _stamped(pool: asyncpg.Pool) -> list[tuple[str, int]]:
+    return [
+        (r["authority"], r["revision"])
+        for r in await pool.fetch(
+            "SELECT authority, revision FROM feed_revisions WHERE month = $1 AND published_at IS NOT NULL "
+            "ORDER BY authority, revision",
+            str(MONTH),
+        )
+    ]
+
+
+async def test_revisions_published_while_the_next_chunk_is_encoded_are_all_on_the_topic_in_order(
+    pool: asyncpg.Pool, settings: Settings, authorities: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = await _build(pool, settings, authorities)
+    monkeypatch.setattr(builder, "_CHUNK", 1)  # one revision a chunk: each stamped while the next is encoded
+    await builder.publish_pending(pool, settings)
+    assert await _stamped(pool) == [(r[0], r[1]) for r in kept]
+    # Each feed's revisions of this build are the last sent under its key (one partition each), in order.
+    sent: dict[str, list[int]] = {}
+    for r in await read_topic(settings, settings.feed_topic):
+        if r.key.endswith(f":{MONTH}".encode()):
+            sent.setdefault(r.key.decode()[:6], []).append(json.loads(r.value)["revision"])
+    for a in authorities:
+        revisions = [r[1] for r in kept if r[0] == a]
+        assert sent[a][-len(revisions) :] == revisions
+
+
+async def test_a_chunk_failing_to_encode_leaves_the_chunks_before_it_stamped_and_none_after(
+    pool: asyncpg.Pool, settings: Settings, authorities: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = await _build(pool, settings, authorities)
+    failing = authorities[2]
+    encoded = builder._encoded
+
+    def failing_at(rows: Any) -> Any:
+        if any(f'"authority":"{failing}"'.encode() in body.encode() for body, _ in rows):
+            raise RuntimeError("encoding failed")
+        return encoded(rows)
+
+    monkeypatch.setattr(builder, "_CHUNK", 1)
+    monkeypatch.setattr(builder, "_encoded", failing_at)
+    with pytest.raises(RuntimeError, match="encoding failed"):
+        await builder.publish_pending(pool, settings)
+    # Every chunk before the failing one was acknowledged and stamped, as one chunk after another did.
+    assert await _stamped(pool) == [(r[0], r[1]) for r in kept if r[0] < failing]
