@@ -950,27 +950,39 @@ async def _make_revisions(
     month's bodies held at once (the new ones, and the previous ones read for revision 2) were most
     of the build's memory.
 
-    Pipelined: a chunk's revisions are written while the next chunk composes (``_compose_all`` runs off
-    the event loop: in a thread and the worker processes), so PostgreSQL's share of keeping them (most of
-    it: checking, compressing and storing ~37 KB of JSON a body) runs on the other core instead of after
-    the composing. The next chunk's reads come before the write on the one connection (a session runs one
-    statement at a time); its authorities are not the written chunk's, so they read the same rows."""
+    Pipelined: while a chunk composes (``_compose_all`` runs off the event loop: in a thread and the
+    worker processes), the previous chunk's revisions are written and then the next chunk's targets and
+    previous revisions read, one after the other on the one connection (a session runs one statement at a
+    time). PostgreSQL's share of keeping them (most of it: checking, compressing and storing ~37 KB of
+    JSON a body) and the reads run on the other core instead of between the composing. The next chunk's
+    authorities are not the written chunk's, so it reads the same rows after that write as before it."""
     built: list[Built] = []
     ordered = sorted(authorities)
     chunks = [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
+    if not chunks:
+        return built
+
+    async def keep_then_read(rows: list[tuple[Any, ...]], chunk: list[str] | None) -> Any:
+        if rows:
+            await _keep(conn, rows)
+        return None if chunk is None else await _chunk_work(conn, month, horizon, loaded, chunk, latest)
+
+    work, previous = await _chunk_work(conn, month, horizon, loaded, chunks[0], latest)
     rows: list[tuple[Any, ...]] = []  # the previous chunk's, written while this one composes
-    for chunk in chunks:
-        work, previous = await _chunk_work(conn, month, horizon, loaded, chunk, latest)
-        writing = asyncio.ensure_future(_keep(conn, rows)) if rows else None
+    for i in range(len(chunks)):
+        meanwhile = asyncio.ensure_future(
+            keep_then_read(rows, chunks[i + 1] if i + 1 < len(chunks) else None)
+        )
         try:
             kept = await _compose_all(
                 work, settings.feed_suppression_threshold, horizon.isoformat(), executor
             )
-        finally:
-            if writing is not None:  # ended before the connection is used again, or given back on failure
-                await writing
+        finally:  # ended before the connection is used again, or given back on failure
+            following = await meanwhile
         rows, made = _chunk_rows(month, horizon, loaded, work, previous, kept)
         built += made
+        if following is not None:
+            work, previous = following
     if rows:
         await _keep(conn, rows)
     return built

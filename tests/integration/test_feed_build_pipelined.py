@@ -65,13 +65,18 @@ async def test_a_build_written_while_the_next_chunk_composes_keeps_what_one_chun
     assert len({r[0] for r in whole}) == len(authorities) > 2
 
     # One feed a chunk: each chunk's revisions are written while the next one composes.
-    composing, overlapped = False, 0
-    keep, compose = builder._keep, builder._compose_all
+    composing, overlapped, read_ahead = False, 0, 0
+    keep, compose, chunk_work = builder._keep, builder._compose_all, builder._chunk_work
 
     async def counted_keep(*args: Any) -> None:
         nonlocal overlapped
         overlapped += composing  # a write begun while a chunk composes (no clock: the order of the calls)
         await keep(*args)
+
+    async def counted_reads(*args: Any) -> Any:
+        nonlocal read_ahead
+        read_ahead += composing  # the next chunk's reads, begun while this one composes
+        return await chunk_work(*args)
 
     async def counted_compose(*args: Any) -> Any:
         nonlocal composing
@@ -84,7 +89,9 @@ async def test_a_build_written_while_the_next_chunk_composes_keeps_what_one_chun
     monkeypatch.setattr(builder, "_CHUNK", 1)
     monkeypatch.setattr(builder, "_keep", counted_keep)
     monkeypatch.setattr(builder, "_compose_all", counted_compose)
+    monkeypatch.setattr(builder, "_chunk_work", counted_reads)
     chunked = await _build(pool, settings, authorities)
+    assert read_ahead > 0
     assert overlapped > 0  # the chunks were pipelined: the comparison is not one chunk against itself
     assert chunked == whole
 
