@@ -798,6 +798,7 @@ class _LineArrays:
     grids: tuple[np.ndarray, ...]
     pad: int  # the index standing for "no member" (one past the last quantity)
     moves: _MoveLayout  # the same tables as lists, for `_safe_by_moves`
+    order: np.ndarray  # each quantity's place in the tie-break order (`_Layout.order`), by position
 
 
 @dataclass(frozen=True)
@@ -873,7 +874,8 @@ def _line_arrays(quantities: tuple[Quantity, ...], lines: tuple[_Line, ...], sha
         ),
         lines_of=tuple(tuple(x) for x in signed),
     )
-    return _LineArrays(members, rank, incidence, lines_of, grids, pad, moves)
+    by_order = np.array([order[q] for q in quantities], dtype=np.int64)
+    return _LineArrays(members, rank, incidence, lines_of, grids, pad, moves, by_order)
 
 
 def _close_lines_many(
@@ -1464,52 +1466,59 @@ class _Component:
 
 
 def _components(s: _Structure, hidden: set[Quantity]) -> list[_Component]:
-    parent = {q: q for q in hidden}
-
-    def find(q: Quantity) -> Quantity:
-        while parent[q] != q:
-            parent[q] = parent[parent[q]]
-            q = parent[q]
-        return q
-
-    active: list[tuple[_Line, Quantity]] = []
-    lines = s.lines
-    # Only lines holding a hidden cell matter, visited in the layout's order as before.
-    for i in sorted({i for q in hidden for i in s.lines_of.get(q, ())}):
-        line = lines[i]
-        members = [q for q in line.members if q in hidden]
-        if not members:
-            continue
-        active.append((line, members[0]))
-        root = find(members[0])
-        for q in members[1:]:
-            other = find(q)
-            if other != root:
-                parent[other] = root
-    groups: dict[Quantity, list[Quantity]] = {}
-    for q in sorted(hidden, key=s.layout.order.__getitem__):
-        groups.setdefault(find(q), []).append(q)
-    lines_by_group: dict[Quantity, list[_Line]] = {}
-    for line, q0 in active:
-        lines_by_group.setdefault(find(q0), []).append(line)
+    """The hidden quantities linked through lines, each group with its equations: members in the
+    tie-break order, groups in the order of their first member, each group's lines in the layout's
+    order (the lines holding one of its members), each line's members total first. As arrays over the
+    layout's lines (`_LineArrays`), for one feed."""
+    if not hidden:
+        return []
+    layout = s.layout
+    arrays = layout.arrays
+    at = np.fromiter(map(layout.index_of.__getitem__, hidden), dtype=np.int64, count=len(hidden))
+    marked = np.zeros(arrays.pad + 1, dtype=bool)
+    marked[at] = True
+    held = marked[arrays.members]  # lines × width: which members are hidden
+    lines = np.flatnonzero(held.any(axis=1))
+    held, members = held[lines], arrays.members[lines]
+    line, slot = np.nonzero(held)  # each line's hidden members, in the line's order
+    cell = members[line, slot]
+    # Linked through lines: each hidden quantity takes the smallest label on its lines until none
+    # changes (as many rounds as the longest chain of lines, a few).
+    label = np.arange(arrays.pad + 1)
+    starts = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])
+    while True:
+        lowest = np.minimum.reduceat(label[cell], starts)[line]
+        if (lowest >= label[cell]).all():
+            break
+        np.minimum.at(label, cell, lowest)
+    first = members[np.arange(len(lines)), held.argmax(axis=1)]
+    ordered = at[np.argsort(arrays.order[at], kind="stable")]
+    groups = label[ordered]
+    place = np.zeros(arrays.pad, dtype=np.int64)  # each hidden quantity's position in its group
+    values = np.append(np.asarray(s.by_index, dtype=np.float64), 0.0)  # the pad counts 0
+    sign = np.where(np.arange(members.shape[1]) == 0, 1.0, -1.0)
+    # Each line's right-hand side: what its published members add up to, moved across.
+    rhs = 0.0 - (np.where(held, 0.0, values[members]) * sign).sum(axis=1)
+    line_group = label[first]
+    entry_group = line_group[line]
+    quantities = layout.quantities
     out = []
-    for root, members in groups.items():
-        index = {q: i for i, q in enumerate(members)}
-        rows: list[int] = []
-        cols: list[int] = []
-        coef: list[float] = []
-        rhs: list[float] = []
-        for j, line in enumerate(lines_by_group.get(root, [])):
-            b = 0.0
-            for q, sign in ((line.total, 1.0), *((p, -1.0) for p in line.parts)):
-                if q in index:
-                    rows.append(j)
-                    cols.append(index[q])
-                    coef.append(sign)
-                else:
-                    b -= sign * s.value[q]
-            rhs.append(b)
-        out.append(_Component(members, np.array(rows), np.array(cols), np.array(coef), np.array(rhs)))
+    for g in dict.fromkeys(groups.tolist()):  # in the order of each group's first member
+        mine = ordered[groups == g]
+        place[mine] = np.arange(len(mine))
+        own = np.flatnonzero(line_group == g)
+        row = np.zeros(len(lines), dtype=np.int64)
+        row[own] = np.arange(len(own))
+        entries = entry_group == g
+        out.append(
+            _Component(
+                [quantities[i] for i in mine.tolist()],
+                row[line[entries]],
+                place[cell[entries]],
+                sign[slot[entries]],
+                rhs[own],
+            )
+        )
     return out
 
 

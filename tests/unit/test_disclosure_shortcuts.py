@@ -247,3 +247,62 @@ def test_suppression_decides_the_same_with_and_without_the_certificate(
         d._pinned = pinned
     assert with_certificate.published == without.published
     assert d.audit(tables, with_certificate.published, threshold) == []
+
+
+def _components_by_definition(s: d._Structure, hidden: set[frozenset[str]]) -> list[d._Component]:
+    """The hidden quantities linked through lines (union-find over each line's hidden members), members
+    in the tie-break order, groups in the order of their first member; per group its lines in the
+    layout's order, each line's hidden members (total first: +1, parts: -1) and what its published
+    members add up to, moved across."""
+    parent = {q: q for q in hidden}
+
+    def find(q: frozenset[str]) -> frozenset[str]:
+        while parent[q] != q:
+            q = parent[q]
+        return q
+
+    active = []
+    for line in s.lines:
+        members = [q for q in line.members if q in hidden]
+        if members:
+            active.append((line, members[0]))
+            for q in members[1:]:
+                a, b = find(members[0]), find(q)
+                if a != b:
+                    parent[b] = a
+    groups: dict[frozenset[str], list[frozenset[str]]] = {}
+    for q in sorted(hidden, key=s.layout.order.__getitem__):
+        groups.setdefault(find(q), []).append(q)
+    out = []
+    for root, members in groups.items():
+        index = {q: i for i, q in enumerate(members)}
+        rows, cols, coef, rhs = [], [], [], []
+        for j, line in enumerate(line for line, q0 in active if find(q0) == root):
+            b = 0.0
+            for q, sign in ((line.total, 1.0), *((p, -1.0) for p in line.parts)):
+                if q in index:
+                    rows.append(j)
+                    cols.append(index[q])
+                    coef.append(sign)
+                else:
+                    b -= sign * s.value[q]
+            rhs.append(b)
+        out.append(d._Component(members, np.array(rows), np.array(cols), np.array(coef), np.array(rhs)))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden_sets())
+def test_components_are_the_hidden_cells_linked_through_lines_with_their_equations(
+    case: tuple[d._Structure, set[frozenset[str]], int],
+) -> None:
+    """`_components` (label propagation over the layout's line arrays) gives the groups, members,
+    equations and right-hand sides of the definition, in the same order and of the same types, so
+    that the null space and the LPs built on them are the same."""
+    s, hidden, _ = case
+    got, expected = d._components(s, hidden), _components_by_definition(s, hidden)
+    assert [c.members for c in got] == [c.members for c in expected]
+    for a, b in zip(got, expected, strict=True):
+        for name in ("rows", "cols", "coef", "rhs"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and x.tolist() == y.tolist(), name
