@@ -435,16 +435,6 @@ _SNAPSHOTS = frozenset({"repeatable read", "serializable"})
 _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 
 
-async def _both(first: Awaitable[T], second: Awaitable[R]) -> tuple[T, R]:
-    """Both awaited at once, and both finished before this returns, also where one fails (a session is
-    given back to its pool only when its statement has ended)."""
-    one, two = await asyncio.gather(first, second, return_exceptions=True)
-    for outcome in (one, two):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return one, two  # type: ignore[return-value]
-
-
 class _Horizon:
     """Counts while the rows are read: one horizon's, or a share of two horizons' counts (``_count``)."""
 
@@ -532,17 +522,6 @@ async def _count(
         team = await c.fetch(_TEAM_SUPPORT, first, last, later, *filters, list(horizons))
         return placed, team, await c.fetch(_SITES, filters[0])
 
-    async with _reading_beside(conn, beside) as other:
-        if other is None:
-            facts = await conn.fetch(_FACTS, *params)
-            placed, team, sites = await placements_team_sites(conn)
-        else:  # the largest statement there, the others here, at once
-            facts, (placed, team, sites) = await _both(
-                other.fetch(_FACTS, *params), placements_team_sites(conn)
-            )
-    # Each attribute list's array text read back as the array by PostgreSQL (a few hundred: each once).
-    texts = {t for r in placed if not r["self_found"] for t in set(r["attributes"])}
-    arrays = dict(await conn.fetch("SELECT t, t::text[] FROM unnest($1::text[]) AS t", list(texts)))
     # Each row is counted once, into the share of the counts it adds to: at every horizon (``both``),
     # only at the earlier one, or only at the later one (a late row; the state a row reached after the
     # earlier horizon: a retention status, a registration referred). Each horizon's counts are then
@@ -559,36 +538,55 @@ async def _count(
             found = flags_of[key] = group_flags(attributes, sex, age, foreign)
         return found
 
-    placement_flags: dict[tuple[Any, ...], tuple[str, ...]] = {}  # as flags_of, by the attributes' text
-    for (
-        a,
-        late,
-        self_found,
-        sites_,
-        employments,
-        ids,
-        sexes,
-        ages,
-        occupations,
-        attributes,
-        foreign,
-    ) in placed:
-        share = later_only if late else both
-        share.ids[a] += ids
-        if self_found:
-            share.self_found[a].update(zip(sites_, employments, strict=True))
-            continue
-        profiles = list(zip(attributes, sexes, ages, foreign, strict=True))
-        for p in set(profiles).difference(placement_flags):
-            placement_flags[p] = flags(arrays[p[0]], p[1], p[2], p[3])
-        # (site, sex, age band, occupation, employment type) + the group flags, counted in C
-        share.referral[a].update(
-            map(
-                add,
-                zip(sites_, sexes, ages, occupations, employments, strict=True),
-                map(placement_flags.__getitem__, profiles),
+    async def count_placements(placed: Rows) -> None:
+        # Each attribute list's array text read back as the array by PostgreSQL (a few hundred: each once).
+        texts = {t for r in placed if not r["self_found"] for t in set(r["attributes"])}
+        arrays = dict(await conn.fetch("SELECT t, t::text[] FROM unnest($1::text[]) AS t", list(texts)))
+        placement_flags: dict[tuple[Any, ...], tuple[str, ...]] = {}  # as flags_of, by the attributes' text
+        for (
+            a,
+            late,
+            self_found,
+            sites_,
+            employments,
+            ids,
+            sexes,
+            ages,
+            occupations,
+            attributes,
+            foreign,
+        ) in placed:
+            share = later_only if late else both
+            share.ids[a] += ids
+            if self_found:
+                share.self_found[a].update(zip(sites_, employments, strict=True))
+                continue
+            profiles = list(zip(attributes, sexes, ages, foreign, strict=True))
+            for p in set(profiles).difference(placement_flags):
+                placement_flags[p] = flags(arrays[p[0]], p[1], p[2], p[3])
+            # (site, sex, age band, occupation, employment type) + the group flags, counted in C
+            share.referral[a].update(
+                map(
+                    add,
+                    zip(sites_, sexes, ages, occupations, employments, strict=True),
+                    map(placement_flags.__getitem__, profiles),
+                )
             )
-        )
+
+    async with _reading_beside(conn, beside) as other:
+        if other is None:
+            facts = await conn.fetch(_FACTS, *params)
+            placed, team, sites = await placements_team_sites(conn)
+            await count_placements(placed)
+        else:
+            # The largest statement there; here the others, and the placements counted while it runs
+            # (it takes longer: the retention cohorts and new job seekers).
+            reading = asyncio.ensure_future(other.fetch(_FACTS, *params))
+            try:
+                placed, team, sites = await placements_team_sites(conn)
+                await count_placements(placed)
+            finally:  # ended before its session goes back to the pool, also where this side failed
+                facts = await reading
     # Rows unpacked by position (by name, each field was a lookup).
     for (
         a,
