@@ -540,7 +540,7 @@ class BodyLimit:
             declared is not None
             and framings == 1
             and declared.isdigit()
-            and int(declared) <= self._limit(scope)
+            and _declared_bytes(declared) <= self._limit(scope)
         )
 
     def _limit(self, scope: Scope) -> int:
@@ -561,7 +561,7 @@ class BodyLimit:
             if not declared.isdigit():
                 await _answer(send, 400, "Content-Length: not a whole number of bytes")
                 return
-            if int(declared) > limit:
+            if _declared_bytes(declared) > limit:
                 await _answer(send, 413, too_large(limit))
                 return
             # Within the limit as declared, and the only framing (``declared_within``).
@@ -589,6 +589,19 @@ class BodyLimit:
         except _TooLarge as exc:
             if not started:
                 await _answer(send, 413, str(exc.detail))
+
+
+def _declared_bytes(digits: bytes) -> int:
+    """A Content-Length (ASCII digits) as a number: its leading zeros dropped, and one of more digits than
+    any limit has read as one past every limit. ``int()`` refuses a text of more than 4,300 digits
+    (Python's bound on integer strings), and llhttp takes any number of leading zeros: a length written
+    with thousands of them was a ValueError and a 500 (review12 F3)."""
+    significant = digits.lstrip(b"0") or b"0"
+    return int(significant) if len(significant) <= _DIGITS_MAX else _PAST_EVERY_LIMIT
+
+
+_DIGITS_MAX = 18  # a length of 10^18 bytes or more is past every limit (and past what llhttp holds)
+_PAST_EVERY_LIMIT = 10**_DIGITS_MAX
 
 
 def _framing(scope: Scope) -> tuple[bytes | None, int]:

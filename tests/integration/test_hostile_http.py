@@ -567,3 +567,33 @@ async def test_forged_date_cells_are_refused_naming_line_column_and_rule(limited
         4: "line 4: 生年月日 (personal.birth_date): must lie in 1900-01-01 .. 2099-12-31",
         5: "line 5: 求職申込日 (registered_on): must lie in 2000-01-01 .. 2099-12-31",
     }
+
+
+async def test_a_content_length_of_more_digits_than_python_reads_is_its_number_not_a_500(
+    limited: Limited,
+) -> None:
+    """A Content-Length written with thousands of leading zeros is a small number to the HTTP parser
+    (llhttp reads it digit by digit), but ``int()`` refuses a text of more than 4,300 digits (Python's
+    limit on integer strings): the body limit's check of the declared length raised ValueError, a 500
+    from the lean routes and every other route behind ``BodyLimit`` (review12 F3). It is the number it
+    spells: within the limit, the request is served; past it, 413 (past 2^64, the parser's own 400)."""
+    host, port = limited.url.removeprefix("http://").split(":")
+    registration = orjson.dumps(factories.registration(factories.person_key()).data)
+    for path, body, declared, expected in (
+        (b"/v1/registration", registration, b"0" * 5000 + b"%d" % len(registration), 202),
+        (b"/v1/registration/batch", b"{}", b"0" * 5000 + b"2", 422),
+        (b"/v1/registration", registration, b"0" * 5000 + b"9" * 15, 413),
+        (b"/v1/registration", registration, b"9" * 5000, 400),  # past what llhttp holds: its own 400
+        (b"/v1/registration/nowhere", b"{}", b"0" * 5000 + b"2", 404),  # through the app's own stack
+    ):
+        reader_stream, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n"
+            % (path, limited.office.encode(), declared)
+            + body
+        )
+        await writer.drain()
+        answer = await reader_stream.read(65536)
+        writer.close()
+        assert int(answer.split(b" ", 2)[1]) == expected, (path, declared[-8:], answer[:300])
