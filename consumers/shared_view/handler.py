@@ -207,7 +207,10 @@ class SharedViewHandler:
         # which events are stored already — a repeat's block is opened for nothing, and only ever refused
         # below if its event is new.
         sealed = [e for e in others if e.data.get("personal") is not None]
-        reading = asyncio.ensure_future(self._state_of(conn, persons, [e.event_id for e in others]))
+        consenting = {e.person_key for e in events if e.family == CONSENT and e.person_key in persons}
+        reading = asyncio.ensure_future(
+            self._state_of(conn, persons, consenting, [e.event_id for e in others])
+        )
         try:
             checked = await _checked_blocks(opener, sealed)
         except BaseException:
@@ -230,18 +233,28 @@ class SharedViewHandler:
 
     @staticmethod
     async def _state_of(
-        conn: asyncpg.Connection, persons: Collection[str], event_ids: Sequence[str]
+        conn: asyncpg.Connection,
+        persons: Collection[str],
+        consenting: Collection[str],
+        event_ids: Sequence[str],
     ) -> tuple[
         frozenset[str], Mapping[str, Sequence[ConsentRecord]], dict[str, PersonView], Mapping[str, datetime]
     ]:
         """Which of these events are stored already, and the people's kept consents, records in the view
-        and withdrawal fences."""
+        and withdrawal fences (``consenting``: those of them with a consent in the batch).
+
+        Records and fences are read only for people with a consent record, kept or in the batch: a record
+        is written only in the transaction that keeps the consent putting it there, and a kept consent is
+        deleted only with the record (erasure, replay), so someone without one has no record; and
+        ``plan_batch`` asks the fence only of a person with a consent record. A replay's event batches,
+        before any consent, read neither."""
         known = await store.known_events(conn, event_ids)
         if not persons:
             return known, {}, {}, {}
         consents = await store.consents.load(conn, persons)
-        views = {v.person_key: v for v in await store.load_views(conn, persons)}
-        return known, consents, views, await registers.fences_of(conn, persons)
+        views = {v.person_key: v for v in await store.load_views(conn, consents)} if consents else {}
+        asked = consents.keys() | consenting
+        return known, consents, views, await registers.fences_of(conn, asked) if asked else {}
 
     async def rebuild(self, conn: asyncpg.Connection, active: Mapping[str, ConsentRecord]) -> None:
         """Write the records of these people (all with an active consent) from their stored events."""
