@@ -582,7 +582,9 @@ class ConsumerRuntime:
         assert self._consumer is not None
         found: list[tuple[int, Exception]] = []
         at = culprit + 1
-        while len(found) < most and at < end:
+        # A rebalance may take the partition meanwhile (the hand is not held here): seeking it would
+        # raise, and the search is then left to whoever holds it (``generation`` says so afterwards).
+        while len(found) < most and at < end and tp in self._consumer.assignment():
             self._consumer.seek(tp, at)
             try:
                 await self._read_on(tp, 1)
