@@ -675,7 +675,7 @@ class _Work:
     the JSON text it was kept as (None for revision 1), and the revision it would be."""
 
     job: Job
-    previous: str | None
+    previous: bytes | str | None
     revision: int
 
 
@@ -920,13 +920,17 @@ async def _latest(conn: asyncpg.Connection, month: str, wanted: set[str] | None)
 async def _previous(
     conn: asyncpg.Connection, month: str, latest: dict[str, int], authorities: list[str]
 ) -> dict[str, asyncpg.Record]:
-    """The latest revision (number, body as its kept JSON text, placement ids) of those of ``authorities``
-    that have one (the text is read where the feed is composed: ``_kept``)."""
+    """The latest revision (number, body as its kept JSON text in UTF-8, placement ids) of those of
+    ``authorities`` that have one (the text is read where the feed is composed: ``_kept``). The body comes
+    as the bytes PostgreSQL sends (``convert_to``, a ``bytea``), not as a ``str``: the driver decoded each
+    body's UTF-8 into a ``str`` that the JSON reader encoded into UTF-8 again (a body holds non-ASCII
+    categories, 計: each a two-byte ``str``), ~14 instructions a byte for the encoding alone."""
     have = [a for a in authorities if a in latest]
     if not have:
         return {}
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (authority) authority, revision, body::text AS body, placement_ids FROM feed_revisions "
+        "SELECT DISTINCT ON (authority) authority, revision, convert_to(body::text, 'UTF8') AS body, placement_ids "
+        "FROM feed_revisions "
         "WHERE month = $1 AND authority = ANY($2::text[]) ORDER BY authority, revision DESC",
         month,
         have,
@@ -1185,7 +1189,7 @@ def _hidden_cell_texts(refs: tuple[CellRef, ...]) -> list[bytes]:
     return texts
 
 
-def _encoded(rows: Sequence[tuple[str, datetime]]) -> list[tuple[bytes, list[tuple[str, bytes]], bytes]]:
+def _encoded(rows: Sequence[tuple[bytes, datetime]]) -> list[tuple[bytes, list[tuple[str, bytes]], bytes]]:
     """Kept bodies (text, built at) as feed records (``encode_feed_revision``: checked and written).
     No collector passes meanwhile (``infra.gc.paused``): checking a body makes thousands of containers
     (a cell is a list in a tuple), each freed by reference counting once its record is written, and
@@ -1252,8 +1256,9 @@ async def _unpublished(conn: asyncpg.Connection, after: tuple[str, str, int]) ->
         # The body as text for the contract to parse and check: decoding a national month's
         # bodies into dicts first cost 4 s of this process's CPU (measured; ~37 KB each).
         # The chunk's keys first: a body turned to text below the sort would be turned for
-        # every revision still unpublished, at every chunk.
-        "SELECT f.authority, f.month, f.revision, f.body::text AS body, f.built_at "
+        # every revision still unpublished, at every chunk. As UTF-8 bytes (``convert_to``), read
+        # by the contract as they come (``_previous`` says why).
+        "SELECT f.authority, f.month, f.revision, convert_to(f.body::text, 'UTF8') AS body, f.built_at "
         "FROM (SELECT authority, month, revision FROM feed_revisions WHERE published_at IS NULL "
         "  AND (month, authority, revision) > ($1, $2, $3) ORDER BY month, authority, revision "
         "  LIMIT $4) k JOIN feed_revisions f USING (authority, month, revision) "

@@ -20,11 +20,12 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from consumers.catchup import run_until_caught_up
+from consumers.feed import builder
 from consumers.feed.api import create_feed_app
 from consumers.feed.builder import build_month
 from consumers.feed.projection import FeedProjection
 from consumers.feed.rollup import build_rollup
-from contracts.feed import FEED_EVENT_TYPE, FeedRevision
+from contracts.feed import FEED_EVENT_TYPE, FeedRevision, encode_feed_revision
 from contracts.generate import FEED_SCHEMA_PATH
 from devtools.simulator import SimulationConfig, simulate
 from domain.calendar import YearMonth
@@ -132,3 +133,32 @@ async def test_ministry_reads_the_rollup_and_nobody_else_does(
     ]
     assert book["拠点の目標達成状況"]["A2"].value == "全国"
     assert missing.status_code == 404
+
+
+async def test_each_record_is_its_kept_body_read_as_text_and_each_previous_body_its_text(
+    fed: list[str], settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """The builder reads kept bodies as PostgreSQL's UTF-8 bytes (``convert_to``), not as ``str``, to
+    publish them and to compose the next revision: the same text, so the same records (a body holds
+    non-ASCII categories: 計)."""
+    kept = await pool.fetch(
+        "SELECT authority, month, revision, body::text AS body, built_at FROM feed_revisions WHERE month = ANY($1)",
+        [str(m) for m in MONTHS],
+    )
+    assert kept and all("計" in r["body"] for r in kept)
+    records = {(r.key, r.value) for r in await read_topic(settings, settings.feed_topic)}
+    for r in kept:
+        key, _, value = encode_feed_revision(r["body"], r["built_at"])
+        assert (key, value) in records
+    async with pool.acquire() as conn:
+        for m in MONTHS:
+            latest = {r["authority"]: r["revision"] for r in kept if r["month"] == str(m)}
+            previous = await builder._previous(conn, str(m), latest, sorted(latest))
+            assert previous.keys() == latest.keys()
+            for a, row in previous.items():
+                [text] = [
+                    r["body"]
+                    for r in kept
+                    if (r["authority"], r["month"], r["revision"]) == (a, str(m), row["revision"])
+                ]
+                assert row["body"] == text.encode()
