@@ -1664,12 +1664,22 @@ def _safe_by_moves(
     moves = s.layout.arrays.moves
     index_of, quantities = s.layout.index_of, s.layout.quantities
     values = s.by_index
-    hid = {index_of[q] for q in hidden}
-    todo = {index_of[q] for q in hidden if q not in safe}
+    hid = set(map(index_of.__getitem__, hidden))
+    todo = set(map(index_of.__getitem__, hidden - safe))
     done: set[int] = set()
+    left = len(todo)  # the cells of `todo` not yet in `done`
 
     def apply(delta: dict[int, int]) -> None:
-        """Certify what ``delta`` proves, once it is checked as a point."""
+        """Certify what ``delta`` proves, once it is checked as a point (checked only where it would
+        certify a cell not certified yet: it cannot change anything else)."""
+        nonlocal left
+        shown = [
+            i
+            for i, v in delta.items()
+            if v and i not in done and _shows_safe(values[i], values[i] + v, threshold)
+        ]
+        if not shown:
+            return
         sums: dict[int, int] = {}
         for i, v in delta.items():
             if i not in hid or values[i] + v < 0:
@@ -1678,24 +1688,25 @@ def _safe_by_moves(
                 sums[line] = sums.get(line, 0) + sign * v
         if any(sums.values()):
             return  # pragma: no cover - a path's moves cancel on every line they touch
-        for i, v in delta.items():
-            if v and _shows_safe(values[i], values[i] + v, threshold):
-                done.add(i)
+        done.update(shown)
+        left -= len(todo.intersection(shown))
 
-    adjacency: dict[int, tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]] = {}
+    # Per table: its hidden interior cells as a graph of its categories (rows 0..R-1, then columns
+    # R..), each node's neighbours as (node, cell), rows' by column and columns' by row; and R.
+    adjacency: dict[int, tuple[list[list[tuple[int, int]]], int]] = {}
 
-    def adjacent(t: int) -> tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
-        """Table t's hidden interior cells by row and by column: (the other axis's position, cell)."""
+    def adjacent(t: int) -> tuple[list[list[tuple[int, int]]], int]:
+        """Table t's hidden interior cells by row and by column."""
         if t not in adjacency:
             grid = moves.grids[t]
-            rows: list[list[tuple[int, int]]] = [[] for _ in grid]
-            columns: list[list[tuple[int, int]]] = [[] for _ in grid[0]]
+            r_count = len(grid)
+            near: list[list[tuple[int, int]]] = [[] for _ in range(r_count + len(grid[0]))]
             for r, row in enumerate(grid):
                 for c, q in enumerate(row):
                     if q in hid:
-                        rows[r].append((c, q))
-                        columns[c].append((r, q))
-            adjacency[t] = rows, columns
+                        near[r].append((r_count + c, q))
+                        near[r_count + c].append((r, q))
+            adjacency[t] = near, r_count
         return adjacency[t]
 
     def path(
@@ -1705,19 +1716,20 @@ def _safe_by_moves(
         ``goal_axis`` (not through cell ``skip``): cells entered from ``axis``'s side move by
         ``change``, cells entered from the other side by ``-change``, none below 0. Returns (cell,
         move) pairs."""
-        rows, columns = adjacent(t)
-        came: dict[tuple[int, int], tuple[tuple[int, int], int, int] | None] = {(axis, start): None}
-        frontier = [(axis, start)]
+        near, r_count = adjacent(t)
+        first = start + r_count * axis
+        target = goal + r_count * goal_axis
+        came: dict[int, tuple[int, int, int] | None] = {first: None}
+        frontier = [first]
         while frontier:
             ahead = []
-            for side, k in frontier:
-                move = change if side == axis else -change
-                for other, q in rows[k] if side == 0 else columns[k]:
-                    node = (1 - side, other)
+            for k in frontier:
+                move = change if (k >= r_count) == axis else -change
+                for node, q in near[k]:
                     if node in came or q == skip or values[q] + move < 0:
                         continue
-                    came[node] = ((side, k), q, move)
-                    if node == (goal_axis, goal):
+                    came[node] = (k, q, move)
+                    if node == target:
                         out = []
                         while (step := came[node]) is not None:
                             node, q, move = step
@@ -1736,7 +1748,7 @@ def _safe_by_moves(
             v = values[x]
             for t in dict.fromkeys((v, 1) if v < threshold else (1,)) if v >= 1 else ():
                 for y in shown:
-                    if todo <= done:
+                    if not left:  # every cell to certify is certified
                         return {quantities[i] for i in done}
                     if y == x or (x in done and y in done):
                         continue  # a move between two margins already shown rarely shows more
