@@ -139,15 +139,17 @@ def permits(
 def consent_record(data: Mapping[str, Any]) -> ConsentRecord:
     """A consent event's data (the contract's JSON form) as a ``ConsentRecord``."""
     until = data.get("valid_until")
+    # Positionally, in ``ConsentRecord``'s field order, and the recipients' pairs by a list comprehension:
+    # the shared view reads one per consent event of every batch.
     return ConsentRecord(
-        consent_id=data["consent_id"],
-        version=int(data["version"]),
-        withdrawn=data["action"] == "withdrawn",
-        scopes=scope_set(tuple(data.get("scopes", ()))),
-        recipients=recipient_set(tuple((r["kind"], r["code"]) for r in data.get("recipients", ()))),
-        valid_from=_date(data["valid_from"]),
-        valid_until=_date(until) if until else None,
-        signed_at=_instant(data["captured"]["signed_at"]),
+        data["consent_id"],
+        int(data["version"]),
+        data["action"] == "withdrawn",
+        scope_set(tuple(data.get("scopes", ()))),
+        recipient_set(tuple([(r["kind"], r["code"]) for r in data.get("recipients", ())])),
+        _date(data["valid_from"]),
+        _date(until) if until else None,
+        _instant(data["captured"]["signed_at"]),
     )
 
 
