@@ -859,43 +859,59 @@ def site_tallies(feed: FeedInput | FeedCounts) -> dict[str, Tally]:
     """The month's true counts per own site (all of them, not only revision 1's layout). An authority's
     results are the sum over its own sites: the same base as its 就職率."""
     counted = feed if isinstance(feed, FeedCounts) else count_feed(feed)
-    groups = len(TARGET_GROUPS)
-    new: Counter[str] = Counter()
-    referred: Counter[str] = Counter()
-    team: Counter[str] = Counter()
-    placed: Counter[str] = Counter()
-    self_found: Counter[str] = Counter()
-    regular: Counter[str] = Counter()
-    group_new: dict[str, list[int]] = defaultdict(lambda: [0] * groups)
-    group_placed: dict[str, list[int]] = defaultdict(lambda: [0] * groups)
+    authority = counted.authority
+    new: dict[str, int] = {}
+    referred: dict[str, int] = {}
+    team: dict[str, int] = {}
+    placed: dict[str, int] = {}
+    self_found: dict[str, int] = {}
+    regular: dict[str, int] = {}
+    # (site, group flags) -> how many: the groups' sums are then added up from these, fewer than the
+    # combinations (a feed's ~60 combinations of placements' categories share a handful of flags).
+    new_flags: dict[tuple[str, tuple[str, ...]], int] = {}
+    placed_flags: dict[tuple[str, tuple[str, ...]], int] = {}
     for key, n in counted.new.items():
         site = key[0]
-        new[site] += n
-        referred[site] += n if key[1] == "yes" else 0
-        sums = group_new[site]
-        for i in _yes_at(key[2:]):
-            sums[i] += n
+        new[site] = new.get(site, 0) + n
+        if key[1] == "yes":
+            referred[site] = referred.get(site, 0) + n
+        at = (site, key[2:])
+        new_flags[at] = new_flags.get(at, 0) + n
     for (site, _), n in counted.team.items():
-        team[site] += n
+        team[site] = team.get(site, 0) + n
     for (site, _), n in counted.self_found.items():
-        if site[:6] == counted.authority:
-            self_found[site] += n
+        if site[:6] == authority:
+            self_found[site] = self_found.get(site, 0) + n
     for key, n in counted.referral.items():
         site = key[0]
-        if site[:6] != counted.authority:
+        if site[:6] != authority:
             continue
-        placed[site] += n
-        regular[site] += n if key[4] == REGULAR else 0
-        sums = group_placed[site]
-        for i in _yes_at(key[5:]):
-            sums[i] += n
+        placed[site] = placed.get(site, 0) + n
+        if key[4] == REGULAR:
+            regular[site] = regular.get(site, 0) + n
+        at = (site, key[5:])
+        placed_flags[at] = placed_flags.get(at, 0) + n
+    group_new, group_placed = _group_sums(new_flags), _group_sums(placed_flags)
+    none = (0,) * len(TARGET_GROUPS)
     sites = {s for c in (new, team, placed, self_found) for s, n in c.items() if n}
     return {
-        s: Tally(new[s], referred[s], team[s], placed[s], self_found[s], regular[s],
-                 tuple(group_new[s]) if s in group_new else (0,) * groups,
-                 tuple(group_placed[s]) if s in group_placed else (0,) * groups)
+        s: Tally(new.get(s, 0), referred.get(s, 0), team.get(s, 0), placed.get(s, 0), self_found.get(s, 0),
+                 regular.get(s, 0), group_new.get(s, none), group_placed.get(s, none))
         for s in sorted(sites)
     }  # fmt: skip
+
+
+def _group_sums(by_flags: Mapping[tuple[str, tuple[str, ...]], int]) -> dict[str, tuple[int, ...]]:
+    """Per site, how many belong to each target group (``TARGET_GROUPS`` order), from how many have each
+    combination of group flags there."""
+    sums: dict[str, list[int]] = {}
+    for (site, flags), n in by_flags.items():
+        row = sums.get(site)
+        if row is None:
+            row = sums[site] = [0] * len(TARGET_GROUPS)
+        for i in _yes_at(flags):
+            row[i] += n
+    return {site: tuple(row) for site, row in sums.items()}
 
 
 class Pace(StrEnum):
