@@ -56,7 +56,7 @@ def server(app: FastAPI, host: str, port: int, *, access_log: bool = True) -> uv
     named = RouteInAccessLine(app)
     served: ASGIApp = LeanRoutes(app, named) if getattr(app.state, "lean_routes", False) else named
     config = uvicorn.Config(
-        served,
+        Contained(served),
         host=host,
         port=port,
         log_config=None,
@@ -257,6 +257,9 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(AuthError, _auth_error)
+    # Starlette's ``ServerErrorMiddleware`` calls it for any error nothing else handled (in a route, a
+    # dependency or a middleware), inside the request's span: the line carries its trace id.
+    app.add_exception_handler(Exception, _unhandled)
     app.openapi = lambda: _documented_openapi(app)  # type: ignore[method-assign]
     setup_tracing(title)
     instrument(app)  # a server span per request; the events it accepts carry its trace context
@@ -273,6 +276,62 @@ def _documented_openapi(app: FastAPI) -> dict[str, Any]:
         )
         app.openapi_schema = document_statuses(schema)
     return app.openapi_schema
+
+
+# The answer to an error nobody handled: fixed (RFC 9457 problem details), nothing of the request or the error.
+_INTERNAL_ERROR = orjson.dumps({"type": "about:blank", "title": "Internal Server Error", "status": 500})
+_LOGGED = "hub.unhandled_logged"  # in the request's state: the error was logged (and answered) inside the app
+
+
+def internal_error() -> Response:
+    return Response(_INTERNAL_ERROR, status_code=500, media_type="application/problem+json")
+
+
+def log_unhandled(scope: Scope, exc: BaseException) -> None:
+    """One line for an error nobody handled: its type and the route's template (and, from the logging
+    processors, the request's trace id), never its message: an error's text may quote what it was given
+    (a name, a row's key in a unique violation's DETAIL, the request's own words)."""
+    route = getattr(scope.get("route"), "path", None) or NO_ROUTE
+    get_logger("http").error("unhandled error", route=route, error=type(exc).__name__)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log_unhandled(request.scope, exc)
+    state = request.scope.get("state")
+    if isinstance(state, dict):
+        state[_LOGGED] = True
+    return internal_error()
+
+
+class Contained:
+    """The outermost layer of every app the hub serves: no error leaves it for the server. Starlette's
+    ``ServerErrorMiddleware`` answers (``_unhandled``) and then re-raises, "so that servers can log the
+    error", and uvicorn logged it whole ("Exception in ASGI application", with the traceback and the
+    error's message), past the redaction guard. An error raised outside that middleware (the layers
+    ``server`` adds) is logged here as ``_unhandled`` logs, and answered if nothing was sent yet."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if not state.get(_LOGGED):
+                log_unhandled(scope, exc)
+            if not started:
+                await internal_error()(scope, receive, send)
 
 
 async def _too_large(_: Request, exc: Exception) -> JSONResponse:
@@ -476,8 +535,8 @@ class _Endpoint:
                     None,
                 )
                 if handler is None:
-                    get_logger("http").error("unhandled error", route=scope["path"], error=type(exc).__name__)
-                    response = JSONResponse({"error": "internal error"}, status_code=500)
+                    log_unhandled(scope, exc)  # its route is set (``LeanRoutes``): a fixed path
+                    response = internal_error()
                 else:  # the app's handlers here are all coroutines (they answer JSON)
                     answered = handler(request, exc)
                     response = await answered if inspect.isawaitable(answered) else answered

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -64,7 +65,9 @@ def _redact_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     for key in list(event_dict):
         if key in PERSONAL_KEYS:
             event_dict[key] = REDACTED
-        elif type(event_dict[key]) in _SCALARS:
+        # ``exc_info`` is rendered without its text (``_error_without_text``); scrubbed into a list, it was
+        # lost, and the renderer fell back to the exception being handled, if any, whole.
+        elif type(event_dict[key]) in _SCALARS or key == "exc_info":
             continue
         elif isinstance(event_dict[key], (Mapping, list, tuple, set, frozenset)):
             event_dict[key] = _scrub(event_dict[key])
@@ -105,6 +108,34 @@ class _AccessLine(logging.Filter):
         return True
 
 
+def _error_without_text(exc_info: Any) -> str:
+    """An error as a log line may show it: its type, and each frame's file, line and function (the
+    innermost last), for the error and for each it was raised from — never a message, a source line or a
+    local. An error's text may quote what it was given (a name; a unique violation's DETAIL quotes the
+    row's key), and the redaction guard sees a line's keys, not the words in a traceback."""
+    parts: list[str] = []
+    error: BaseException | None = exc_info[1]
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen and len(seen) < _MAX_DEPTH:
+        seen.add(id(error))
+        frames = traceback.extract_tb(error.__traceback__)
+        where = "; ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in frames)
+        parts.append(f"{type(error).__module__}.{type(error).__qualname__} at {where or '?'}")
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return " <- ".join(parts) if parts else "?"
+
+
+class _AsyncioLine(logging.Filter):
+    """asyncio's "Task exception was never retrieved" and the like (an error in a callback or a task nobody
+    awaited: a Kafka or PostgreSQL client's): the event loop's message is its first line; the others are
+    the context's reprs, the task's with the error's own text in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            record.msg, record.args = str(record.getMessage()).partition("\n")[0], ()
+        return True
+
+
 class _Stderr:
     """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a stream
     bound at configure time may be closed later (a test's capture, a daemon's reopened stream), and a
@@ -130,6 +161,9 @@ class _JsonDumps:
         return self._encoder.encode(obj)
 
 
+_EXCEPTION = structlog.processors.ExceptionRenderer(_error_without_text)
+
+
 def configure_logging(level: str = "INFO") -> None:
     # The standard library's loggers (uvicorn, aiokafka, asyncpg, FastAPI…) go through the same
     # processors as structlog's, redaction included: their ``extra`` fields become keys it can see.
@@ -146,7 +180,7 @@ def configure_logging(level: str = "INFO") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _redact_personal,
-                structlog.processors.format_exc_info,
+                _EXCEPTION,
                 structlog.processors.JSONRenderer(_JsonDumps()),
             ],
         )
@@ -169,6 +203,9 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(own).handlers[:] = []
         logging.getLogger(own).propagate = True
         logging.getLogger(own).setLevel(logging.NOTSET)
+    loop = logging.getLogger("asyncio")
+    loop.filters[:] = [f for f in loop.filters if not isinstance(f, _AsyncioLine)]
+    loop.addFilter(_AsyncioLine())
     access = logging.getLogger("uvicorn.access")
     access.filters[:] = [f for f in access.filters if not isinstance(f, _AccessLine)]
     access.addFilter(_AccessLine())
@@ -176,7 +213,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=[
             *shared,
             _redact_personal,
-            structlog.processors.format_exc_info,
+            _EXCEPTION,
             structlog.processors.JSONRenderer(_JsonDumps()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
