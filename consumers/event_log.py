@@ -68,6 +68,7 @@ COLUMNS = (
     "offset",
     "data",
 )
+_FIELDS = len(COLUMNS)  # each row's field count, counted once
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # no flags, no header extension
 _TRAILER = struct.pack(">h", -1)
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -136,17 +137,17 @@ def copy_payload(batch: Sequence[Consumed]) -> bytes:
             days = time.toordinal() - _PG_EPOCH_DAY
             clock = time.hour * 3_600 + time.minute * 60 + time.second
             micros = (days * 86_400 + clock - seconds) * 1_000_000 + time.microsecond
-        head = _HEAD if len(event_id) == 32 == len(subject) else _head(len(event_id), len(subject))
         key = (event.source, event.type, topic, partition)
         part = repeating.get(key)
         if part is None:
             part = _repeating(key, event.family.value)
-        parts += (
-            head.pack(len(COLUMNS), len(event_id), event_id, len(subject), subject, 8, micros),
-            part,
-            _TAIL.pack(8, offset, len(value)),
-            value,
-        )
+        if len(event_id) == 32 == len(subject):  # the hub's: its lengths are the head's constants
+            head = _HEAD.pack(_FIELDS, 32, event_id, 32, subject, 8, micros)
+        else:
+            head = _head(len(event_id), len(subject)).pack(
+                _FIELDS, len(event_id), event_id, len(subject), subject, 8, micros
+            )
+        parts += (head, part, _TAIL.pack(8, offset, len(value)), value)
     parts.append(_TRAILER)
     return b"".join(parts)
 

@@ -38,6 +38,7 @@ from consumers.runtime import Consumed, incoming
 from contracts.envelope import (
     MODELS,
     TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
     Event,
     Family,
     PoisonMessage,
@@ -236,6 +237,39 @@ def _hostile_headers(draw: st.DrawFn, erasures: bool = True) -> tuple[Event, Rec
     if draw(st.integers(min_value=0, max_value=5)) == 0:
         key = draw(st.sampled_from([None, b"", key + b"\x00", key.upper(), _HUGE]))
     return event, (key, out, value)
+
+
+_TRACE = (TRACEPARENT_HEADER, b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+_STATE = (TRACESTATE_HEADER, b"vendor=1")
+
+
+def test_every_count_of_headers_around_encodes_is_judged_by_the_runtime_as_by_the_whole_way() -> None:
+    """``decode_canonical`` unpacks seven headers (``encode``'s, untraced) apart from eight or nine (the
+    trace context after them): each count, and the layouts one header off, give the whole way's verdict,
+    and ``encode``'s own layouts are taken by the quick way itself (an equivalence check that can fail)."""
+    for events in _samples(erasures=True).values():
+        for event in events[:3]:
+            key, headers, value = encode(event)
+            without_type = [h for h in headers if h[0] != "content-type"]
+            layouts = {
+                "encode's": (headers, True),
+                "traced": ([*headers, _TRACE], True),
+                "traced with a state": ([*headers, _TRACE, _STATE], True),
+                "a state alone": ([*headers, _STATE], False),
+                "six, no content-type": (without_type, False),
+                "seven, the trace where content-type was": ([*without_type, _TRACE], False),
+                "one more, unknown": ([*headers, ("x-custom", b"1")], False),
+                "ten": ([*headers, _TRACE, _STATE, ("x-custom", b"1")], False),
+                "one less": (headers[:-2], False),
+                "none": ([], False),
+            }
+            for name, (layout, quick) in layouts.items():
+                judged = _judged(_runtime(key, layout, value, False))
+                assert judged == _judged(_whole(key, layout, value)), name
+                canonical = decode_canonical(key, layout, value, [], False)
+                assert (canonical is not None) == quick, name
+                if quick:
+                    assert _judged((canonical, [])) == _judged(_whole(key, layout, value)), name
 
 
 @FUZZ
