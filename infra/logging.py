@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Mapping, MutableMapping
@@ -126,14 +127,17 @@ def _error_without_text(exc_info: Any) -> str:
 
 
 class _AsyncioLine(logging.Filter):
-    """asyncio's "Task exception was never retrieved" and the like (an error in a callback or a task nobody
-    awaited: a Kafka or PostgreSQL client's): the event loop's message is its first line; the others are
-    the context's reprs, the task's with the error's own text in it."""
+    """asyncio's "Task exception was never retrieved", "Exception in callback …" and the like (an error in a
+    callback or a task nobody awaited: a Kafka or PostgreSQL client's) as their fixed words only: what
+    follows them is reprs (the callback's arguments, the task's with the error's own text in it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            record.msg, record.args = str(record.getMessage()).partition("\n")[0], ()
+        record.msg, record.args = _LOOP_WORDS.split(str(record.getMessage()), maxsplit=1)[0].strip(), ()
         return True
+
+
+# Where the fixed words end: a line break, or the start of a repr or of a value.
+_LOOP_WORDS = re.compile(r"[\n<(\[{'\":=]| at ")
 
 
 class _Stderr:
