@@ -1598,7 +1598,10 @@ def _null_space(comp: _Component) -> np.ndarray:
     holding: dict[int, set[int]] = {}  # cell -> the equations that hold it
     for i, eq in enumerate(equations):
         for c in eq:
-            holding.setdefault(c, set()).add(i)
+            if (held := holding.get(c)) is None:
+                holding[c] = {i}
+            else:
+                held.add(i)
     pivot_row: dict[int, int] = {}  # pivot cell -> its (normalised) equation
     used: set[int] = set()
     for col in range(n):
@@ -1626,15 +1629,15 @@ def _null_space(comp: _Component) -> np.ndarray:
                 else:
                     eq[c] = value
                     holding.setdefault(c, set()).add(i)
-    free = [c for c in range(n) if c not in pivot_row]
+    free = {c: k for k, c in enumerate(c for c in range(n) if c not in pivot_row)}  # cell -> its column
     basis = np.zeros((n, len(free)))
-    for k, f in enumerate(free):
+    for f, k in free.items():
         basis[f, k] = 1.0
     for col, p in pivot_row.items():
-        eq = equations[p]
-        for k, f in enumerate(free):
-            v = eq.get(f)
-            if v is not None:
+        # A pivot's equation holds itself and free cells only (elimination took the other pivots out).
+        for f, v in equations[p].items():
+            k = free.get(f)
+            if k is not None:
                 basis[col, k] = -v
     return basis
 

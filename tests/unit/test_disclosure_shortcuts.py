@@ -306,3 +306,22 @@ def test_components_are_the_hidden_cells_linked_through_lines_with_their_equatio
         for name in ("rows", "cols", "coef", "rhs"):
             x, y = getattr(a, name), getattr(b, name)
             assert x.dtype == y.dtype and x.tolist() == y.tolist(), name
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden_sets())
+def test_the_null_space_basis_spans_the_moves_of_a_component(
+    case: tuple[d._Structure, set[frozenset[str]], int],
+) -> None:
+    """`_null_space` gives a basis of the null space of a component's equations: n - rank columns,
+    independent, each moving no line (A·N = 0), with 1 at its own free cell."""
+    s, hidden, _ = case
+    for comp in d._components(s, hidden):
+        n = len(comp.members)
+        a = np.zeros((len(comp.rhs), n))
+        np.add.at(a, (comp.rows, comp.cols), comp.coef)
+        basis = d._null_space(comp)
+        assert basis.shape == (n, n - np.linalg.matrix_rank(a))
+        assert np.abs(a @ basis).max(initial=0.0) <= 1e-9
+        assert not basis.shape[1] or np.linalg.matrix_rank(basis) == basis.shape[1]
+        assert all(1.0 in basis[:, k].tolist() for k in range(basis.shape[1]))
