@@ -1636,9 +1636,9 @@ def _null_space(comp: _Component) -> np.ndarray:
     for col, p in pivot_row.items():
         # A pivot's equation holds itself and free cells only (elimination took the other pivots out).
         for f, v in equations[p].items():
-            k = free.get(f)
-            if k is not None:
-                basis[col, k] = -v
+            column = free.get(f)
+            if column is not None:
+                basis[col, column] = -v
     return basis
 
 
