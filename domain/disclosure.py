@@ -109,6 +109,11 @@ class SuppressionReason(Enum):
     )
 
 
+# Each reason's published name, looked up without the enum's ``value`` property (a national month
+# writes ~235,000 hidden cells' reasons).
+_WHY = {reason: reason.value for reason in SuppressionReason}
+
+
 @dataclass(frozen=True)
 class PublishedCell:
     ref: CellRef
@@ -1085,10 +1090,11 @@ def _first_rounds(
             small[members[row]].append(i)
         tables.append((counted[members[0]].structure.layout, members, values))
     starts: list[_Start] = []
+    primary, complementary = SuppressionReason.PRIMARY, SuppressionReason.COMPLEMENTARY
     for n, (c, previously_suppressed) in enumerate(zip(counted, previously, strict=True)):
         s = c.structure
         quantities = s.layout.quantities
-        reason = {quantities[i]: SuppressionReason.PRIMARY for i in small[n]}
+        reason = dict.fromkeys(map(quantities.__getitem__, small[n]), primary)
         for ref in sorted(previously_suppressed):
             q_prev = s.refs.get(ref)
             if q_prev is None:
@@ -1113,11 +1119,10 @@ def _first_rounds(
         quantities = layout.quantities
         for row, n in enumerate(members):
             reason, hid, certified = starts[n]
-            for i in np.flatnonzero(hidden[row]).tolist():
-                q = quantities[i]
+            for q in map(quantities.__getitem__, np.flatnonzero(hidden[row]).tolist()):
                 hid.add(q)
-                reason.setdefault(q, SuppressionReason.COMPLEMENTARY)
-            certified.update(quantities[i] for i in np.flatnonzero(safe[row]).tolist())
+                reason.setdefault(q, complementary)
+            certified.update(map(quantities.__getitem__, np.flatnonzero(safe[row]).tolist()))
     return starts
 
 
@@ -1323,7 +1328,7 @@ def _published(
     why: list[str | None] = [None] * len(values)
     at: list[int] = []
     for q, reason in hidden.items():
-        text = reason.value
+        text = _WHY[reason]
         for n in layout.refs_of[q]:
             values[n] = None
             reasons[n] = reason
