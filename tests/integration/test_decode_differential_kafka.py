@@ -15,9 +15,12 @@ event log records it unless it refused it. Derandomized: the same records every 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,8 +31,11 @@ from consumers.feed.projection import FeedProjection
 from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Event, PoisonMessage, decode
+from devtools.stack import namespaces
 from infra.config import Settings
+from infra.db import create_pool, drop_database, recreate_database
 from infra.kafka import client_options
+from infra.topics import ensure_topics
 from tests.unit.test_decode_differential import _hostile_headers, _hostile_values
 
 RECORDS = 160
@@ -85,10 +91,32 @@ def _whole(key: bytes | None, headers: list[Any], value: bytes | None, fresh: st
         return fresh, poison.reason
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def scratch(live_stack: None, settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Pool]]:
+    """A database and a topic namespace of the test's own. The records it accepts (the simulator's
+    authorities and sites, hostile variants of them) must not reach the session's database: the feed
+    lists every site it has met for an authority, and a site met here gave test_feed's authority a
+    revision 2 it never asked for. (A namespace of its own too: a scratch database claimed under the
+    session's namespace would drop the session's database on release: test_bench_feed_rows.)"""
+    tag = uuid.uuid4().hex[:8]
+    own = settings.model_copy(update={"pg_database": f"ittai_test_ddk{tag}", "topic_namespace": f"ddk{tag}"})
+    lease = namespaces.claim(own, database=own.pg_database)
+    assert lease is not None and lease.database == own.pg_database, "a lease of the scratch database alone"
+    await recreate_database(own)
+    await ensure_topics(own)
+    pool = await create_pool(own)
+    try:
+        yield own, pool
+    finally:
+        await pool.close()
+        await drop_database(own, missing_ok_if_busy=True)
+        await namespaces.release(own, [lease])
+
+
 async def test_hostile_records_through_kafka_are_judged_by_the_consumer_as_by_the_whole_way(
-    pool: asyncpg.Pool, isolated_per_test: Settings
+    scratch: tuple[Settings, asyncpg.Pool],
 ) -> None:
-    settings = isolated_per_test
+    settings, pool = scratch
     sent: list[
         tuple[str, int, int, str, str | None]
     ] = []  # topic, partition, offset, id, whole way's refusal
