@@ -159,7 +159,7 @@ async def test_a_chunk_failing_to_encode_leaves_the_chunks_before_it_stamped_and
     encoded = builder._encoded
 
     def failing_at(rows: Any) -> Any:
-        if any(f'"authority":"{failing}"'.encode() in body.encode() for body, _ in rows):
+        if any(f'"authority":"{failing}"'.encode() in body for body, _ in rows):
             raise RuntimeError("encoding failed")
         return encoded(rows)
 
