@@ -12,16 +12,14 @@ consumers act on against the contract's values: ``tests/unit/test_decode_differe
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
-from consumers.catchup import end_offsets, run_until
+from consumers.catchup import run_until_caught_up
 from consumers.event_log import EventLogHandler
 from consumers.feed.projection import FeedProjection
-from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Event, encode
 from domain.occupation import CLASSIFICATION_VERSION
@@ -49,17 +47,8 @@ def _without_defaults(settings: Settings, event: Event) -> Record:
 
 
 async def _catch_up(pool: asyncpg.Pool, settings: Settings) -> None:
-    handlers: Sequence[BatchHandler] = [
-        EventLogHandler(settings),
-        SharedViewHandler(settings),
-        FeedProjection(settings),
-    ]
-    for handler in handlers:
-        ends = await end_offsets(settings, handler.topics)
-        runtime = ConsumerRuntime(
-            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
-        )
-        await run_until(runtime, pool, ends, timeout_s=120)  # re-raises what stopped it
+    for handler in (EventLogHandler(settings), SharedViewHandler(settings), FeedProjection(settings)):
+        await run_until_caught_up(handler, settings, pool, timeout_s=120)  # re-raises what stopped it
 
 
 async def test_a_record_leaving_out_a_defaulted_field_is_applied_with_the_default_by_every_consumer(

@@ -25,10 +25,9 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.catchup import end_offsets, run_until
+from consumers.catchup import run_until_caught_up
 from consumers.event_log import EventLogHandler
 from consumers.feed.projection import FeedProjection
-from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Event, PoisonMessage, decode
 from devtools.stack import namespaces
@@ -136,16 +135,10 @@ async def test_hostile_records_through_kafka_are_judged_by_the_consumer_as_by_th
     assert sum(1 for *_, refusal in sent if refusal is None) >= 10  # some accepted, many refused
     assert sum(1 for *_, refusal in sent if refusal is not None) >= 10
 
-    handlers: list[BatchHandler] = [
-        EventLogHandler(settings),
-        SharedViewHandler(settings),
-        FeedProjection(settings),
-    ]
-    for handler in handlers:  # one run each: ``run_until`` re-raises whatever stopped the consumer
-        runtime = ConsumerRuntime(
-            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
-        )
-        await run_until(runtime, pool, await end_offsets(settings, handler.topics), timeout_s=180)
+    handlers = (EventLogHandler(settings), SharedViewHandler(settings), FeedProjection(settings))
+    for handler in handlers:
+        # one run each: ``run_until`` re-raises whatever stopped the consumer
+        await run_until_caught_up(handler, settings, pool, timeout_s=180)
 
     async with pool.acquire() as conn:
         letters = {

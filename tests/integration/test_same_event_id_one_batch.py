@@ -23,10 +23,9 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consumers.catchup import end_offsets, run_until
+from consumers.catchup import run_until_caught_up
 from consumers.event_log import EventLogHandler
 from consumers.feed.projection import FeedProjection
-from consumers.runtime import BatchHandler, ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from contracts.envelope import Event, Family, encode
 from infra.config import Settings
@@ -59,17 +58,8 @@ async def _on_one_partition(settings: Settings, records: Sequence[Record]) -> No
 
 
 async def _consume(pool: asyncpg.Pool, settings: Settings) -> None:
-    handlers: list[BatchHandler] = [
-        EventLogHandler(settings),
-        SharedViewHandler(settings),
-        FeedProjection(settings),
-    ]
-    for handler in handlers:
-        ends = await end_offsets(settings, handler.topics)
-        runtime = ConsumerRuntime(
-            handler, settings, pool, group_id=f"{handler.name}.{settings.topic_namespace}"
-        )
-        await run_until(runtime, pool, ends, timeout_s=120)
+    for handler in (EventLogHandler(settings), SharedViewHandler(settings), FeedProjection(settings)):
+        await run_until_caught_up(handler, settings, pool, timeout_s=120)  # re-raises what stopped it
 
 
 async def _registrations(pool: asyncpg.Pool, settings: Settings, n: int) -> list[Event]:
