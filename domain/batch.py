@@ -8,7 +8,10 @@ writes the plan through the store. Two rules hold for every consumer:
   batches (the outbox re-sends an event under the same id after a crash) is recognised from the state the
   handler loaded, and the store's ``INSERT … ON CONFLICT`` on the same key stands behind that.
 * **Newest consent version wins** (``domain.consent`` rule 1), applied by ``newest_versions`` to the
-  batch's consents against the versions kept.
+  batch's consents against the versions kept. A consent is a versioned record, kept by (person, consent
+  id), never by event id — across batches as within one: ``once_each`` passes every consent on, so an id
+  that another record of the batch (only a forger repeats one) carries too hides no consent (a withdrawal
+  above all) and takes no event's place, and a batch plans as its parts planned one after the other do.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ class Incoming:
 
 
 def once_each(batch: Iterable[Incoming]) -> list[Incoming]:
-    """The batch with every event id once (its first delivery), in order."""
+    """The batch with every non-consent event id once (its first delivery) and every consent, in order
+    (consents are applied once by their record and version: ``newest_versions``)."""
     seen: set[str] = set()
     out = []
     for e in batch:
-        if e.event_id not in seen:
+        if e.family == CONSENT:
+            out.append(e)
+        elif e.event_id not in seen:
             seen.add(e.event_id)
             out.append(e)
     return out

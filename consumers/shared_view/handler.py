@@ -157,12 +157,14 @@ class SharedViewHandler:
         # idle while the other worked). The rebuilt records are written last.
         stored = await store.stored_events(conn, plan.rebuild) if plan.rebuild else []
         extended: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
-        # By event id, as the plan keeps them: an id's first delivery (``once_each``). Kept by the last, a
-        # record forged under one person ahead of another's real event with the same id took that
-        # event's JSON as its own stored event (review11 F1).
+        # By event id, as the plan keeps them: an id's first non-consent delivery (``once_each``). Kept by
+        # the last, a record forged under one person ahead of another's real event with the same id took
+        # that event's JSON as its own stored event (review11 F1); a consent (kept by record, never stored
+        # here) ahead of an event with its id would have given the event the consent's JSON.
         raw: dict[str, bytes] = {}
         for c in batch:
-            raw.setdefault(c.event.id, c.value)
+            if c.event.family is not consent:
+                raw.setdefault(c.event.id, c.value)
 
         async def write() -> None:
             await store.write_plan(conn, plan, raw, state.known, state.opened)
@@ -198,9 +200,9 @@ class SharedViewHandler:
             self.keystore.forget(person)
         persons -= erased
         opener = Opener(await self.keystore.existing_keys(conn, persons) if persons else {})
-        # Each id's first delivery only, the one ``plan_batch`` keeps (``once_each``): ``opened`` is by event
-        # id, and a later delivery's block (a forged repeat's victim: another person's event, same id),
-        # opened under its own person's key, was taken as the first's (review11 F1).
+        # Each id's first non-consent delivery only, the one ``plan_batch`` keeps (``once_each``): ``opened``
+        # is by event id, and a later delivery's block (a forged repeat's victim: another person's event,
+        # same id), opened under its own person's key, was taken as the first's (review11 F1).
         others = [e for e in once_each(events) if e.family != CONSENT and e.person_key in persons]
         # The rest of the state is read while the batch's personal blocks are opened here (PostgreSQL and
         # this process each used to wait for the other): every block with a personal part, before knowing

@@ -141,6 +141,32 @@ class PlanningCases(ABC):
         }
         assert outcomes == {(frozenset({"e1", "e2", "e3", "e4"}), (("c1", 2),))}
 
+    # Event ids are the producers' (random); only a forger repeats one. A consent is a versioned record,
+    # applied by (person, consent id, version) (``newest_versions``), never by event id: so planned across
+    # batches, and so within one — a consent's id repeating another event's must take nothing from either
+    # (a withdrawal was dropped from a batch whose earlier record, anyone's, carried its id).
+
+    def test_a_consent_and_another_persons_event_sharing_an_id_are_both_applied(self) -> None:
+        kept = [consent("k1", pk(2)), registration("e2", pk(2))]
+        withdrawal, reg = consent("x", pk(2), 2, action="withdrawn"), registration("x", pk(1))
+        for batch in ([reg, withdrawal], [withdrawal, reg]):
+            assert self.outcome(batch, kept) == Outcome(("x",), {"c1": 2}), batch[0].family
+
+    def test_a_batch_plans_as_its_parts_do_when_a_consent_repeats_an_id(self) -> None:
+        kept = [consent("k1", pk(2)), registration("e2", pk(2))]
+        withdrawal, reg = consent("x", pk(2), 2, action="withdrawn"), registration("x", pk(1))
+        for batch in ([reg, withdrawal], [withdrawal, reg]):
+            first = self.outcome(batch[:1], kept)
+            second = self.outcome(batch[1:], [*kept, *batch[:1]])
+            parts = Outcome(first.applied + second.applied, {**first.consents, **second.consents})
+            assert self.outcome(batch, kept) == parts, batch[0].family
+
+    def test_consents_sharing_an_event_id_are_each_applied_by_their_own_record(self) -> None:
+        batch = [consent("x", pk(1), 2, consent_id="c1"), consent("x", pk(2), 1, consent_id="c2")]
+        assert self.outcome(batch).consents == {"c1": 2, "c2": 1}
+        # the same consent twice (a redelivery) is one version of one record
+        assert self.outcome([consent("x", pk(1), 2), consent("x", pk(1), 2)]).consents == {"c1": 2}
+
 
 # --- the shared view ---------------------------------------------------------------------------------
 
@@ -161,7 +187,8 @@ def view_state(kept: Sequence[Incoming], *, today: date = TODAY) -> sv.ViewState
         stored = [_stored(e) for e in kept if e.person_key == p and e.family != "consent"]
         if (view := sv.project(p, active, stored)) is not None:
             views[p] = view
-    known = frozenset(e.event_id for e in kept)
+    # The ids of the stored events (``sv_events``), as the handler asks them: consents are kept by record
+    known = frozenset(e.event_id for e in kept if e.family != "consent")
     return sv.ViewState(today, frozenset(), known, consents, views, {})
 
 
@@ -214,6 +241,14 @@ class TestSharedViewPlanning(PlanningCases):
         assert plan.remove == {pk(1)}
         assert [c.event_id for c in plan.withdrawals] == ["k2"]
         assert not plan.rebuild and not plan.write
+
+    def test_a_withdrawal_sharing_its_id_with_another_persons_event_removes_the_person(self) -> None:
+        kept = [consent("k1", pk(2)), registration("e2", pk(2))]
+        withdrawal, reg = consent("x", pk(2), 2, action="withdrawn"), registration("x", pk(1))
+        for batch in ([reg, withdrawal], [withdrawal, reg]):
+            plan = sv.plan_batch(batch, view_state(kept))
+            assert plan.remove == {pk(2)} and [c.event_id for c in plan.withdrawals] == ["x"]
+            assert [(e.person_key, visible) for e, visible in plan.events] == [(pk(1), False)]
 
     def test_events_of_erased_people_are_skipped_and_counted(self) -> None:
         state = view_state([])
