@@ -106,8 +106,8 @@ def newest_versions(
 
 def effective(records: Iterable[ConsentRecord], fenced_at: datetime | None = None) -> ConsentRecord | None:
     """Rules 2 and 6: the person's effective consent among their (latest-version) records; ``fenced_at`` is
-    the withdrawal fence kept from earlier withdrawals. A record signed before the fence is dead: ``None``
-    then, as for a person who never consented."""
+    the withdrawal fence kept from earlier withdrawals. A record signed at or before the fence is dead:
+    ``None`` then, as for a person who never consented."""
     # ``fence`` and ``max(records, key=(signed_at, version))`` in one pass: the shared view asks this for
     # every person of every batch.
     wall = None
@@ -119,8 +119,10 @@ def effective(records: Iterable[ConsentRecord], fenced_at: datetime | None = Non
             current = r
     if fenced_at is not None and (wall is None or fenced_at >= wall):
         wall = fenced_at
-    if current is not None and wall is not None and current.signed_at < wall and not current.withdrawn:
-        return None  # only the fence (a withdrawal whose record a higher version replaced) is left
+    # At or before (rule 6): a record signed at the withdrawal's very instant grants nothing either, whatever
+    # its version, as the shared view's reads decide it (``decide_disclosure``).
+    if current is not None and wall is not None and current.signed_at <= wall and not current.withdrawn:
+        return None  # the fence stands: a withdrawal's, or one whose record a higher version replaced
     return current
 
 

@@ -192,8 +192,10 @@ def check_fence(family: str, data: Mapping[str, Any], fenced_at: datetime | None
     """P7: a consent signed at or before the person's latest withdrawal can never grant again."""
     if family != "consent" or fenced_at is None or data["action"] == "withdrawn":
         return
-    if _instant(data["captured"]["signed_at"]) < fenced_at:
-        raise Refusal("P7", "a withdrawal signed after this consent is on record; withdrawal is final")
+    if _instant(data["captured"]["signed_at"]) <= fenced_at:  # at or before: as the reads decide (P7)
+        raise Refusal(
+            "P7", "a withdrawal signed at or after this consent's signed_at is on record; withdrawal is final"
+        )
 
 
 def gained_holders(family: str, site: SiteEntry) -> frozenset[Org]:

@@ -20,19 +20,22 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 
 from consumers.agreements import add_agreement
 from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.api import build_app
 from consumers.shared_view.handler import SharedViewHandler
-from contracts.envelope import Family
+from contracts.envelope import Family, encode
 from infra.auth import AuthError, OrgKind, Role, add_client
 from infra.config import Settings
+from infra.kafka import client_options
 from infra.signing import erasure_signer
 from producers.adapters.app import employment_app, welfare_app
 from producers.adapters.serve import running
 from producers.adapters.sites import add_sites
+from producers.submission import Submission, to_event
 from tests import factories
 from tests.helpers import free_port, wait_for
 
@@ -239,6 +242,52 @@ async def test_the_withdrawal_wins_from_its_202_on(hub: Hub, pool: asyncpg.Pool,
     assert (await hub.post("office_1102", "consent", other)).status_code == 403
     await project(settings, pool)
     assert (await hub.read("kawaguchi_reader", q)).status_code == 403
+
+
+async def test_nothing_signed_at_the_withdrawals_instant_grants(
+    hub: Hub, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """P7 is "at or before": a version signed at the withdrawal's very instant (two paper forms of one
+    day keyed date-only tie at its midnight) is refused at the adapter, and one that reaches the topic
+    anyway puts nothing of the person back in the view (the reads refused it already; the view kept the
+    person's record, name and all, and the feed's individual list disclosed them)."""
+    name = f"同時{uuid.uuid4().hex[:8]}"
+    q, reg, consent = kawaguchi_person(name)
+    assert (await hub.post("office_1102", "registration", reg)).status_code == 202
+    assert (await hub.post("office_1102", "consent", consent)).status_code == 202
+    await project(settings, pool)
+    assert (await hub.read("kawaguchi_reader", q)).status_code == 200  # control: readable before
+
+    at = signed(NOW - timedelta(days=1))
+    withdrawal = consent | {"version": 2, "action": "withdrawn", "scopes": [],
+                            "captured": consent["captured"] | {"signed_at": at}}  # fmt: skip
+    assert (await hub.post("office_1102", "consent", withdrawal)).status_code == 202
+    same_instant = consent | {
+        "version": 3,
+        "action": "changed",
+        "captured": consent["captured"] | {"signed_at": at},
+    }
+    response = await hub.post("office_1102", "consent", same_instant)
+    assert response.status_code == 403 and "P7" in response.text, response.text
+
+    # Written to the topic by something that skipped the adapter: the projection decides by rule 6 too.
+    event = to_event(
+        Submission(Family.CONSENT, f"/hellowork/offices/{KAWAGUCHI_OFFICE}", NOW, same_instant), None
+    )
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        key, headers, value = encode(event)
+        await producer.send_and_wait(settings.topic(Family.CONSENT), value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    await project(settings, pool)
+    async with pool.acquire() as conn:
+        kept = await conn.fetchval("SELECT version FROM sv_consents WHERE person_key = $1", q)
+        assert kept == 3  # the case is what it says: the version signed at the instant is kept
+        assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", q) == 0
+    response = await hub.read("kawaguchi_reader", q)
+    assert response.status_code == 403 and name not in response.text
 
 
 async def test_offices_publish_only_at_registered_sites_of_their_own(hub: Hub) -> None:

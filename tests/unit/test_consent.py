@@ -146,6 +146,12 @@ def test_the_effective_record_does_not_depend_on_arrival_order(
 ) -> None:
     chosen = effective(records)
     again = effective(data.draw(st.permutations(records)))
+    last = max(r.signed_at for r in records)
+    if any(r.withdrawn and r.signed_at == last for r in records):
+        # Rule 6: nothing signed at the latest withdrawal's instant grants, whatever its version: the
+        # withdrawal, or nothing (records tied on both keys may go either way; neither grants).
+        assert all(e is None or (e.withdrawn and e.signed_at == last) for e in (chosen, again))
+        return
     assert chosen is not None and again is not None and chosen in records
     assert (again.signed_at, again.version) == (chosen.signed_at, chosen.version)
     # Nothing was signed after it, and nothing signed at the same instant carries a higher version.
@@ -159,7 +165,9 @@ def test_permits_is_what_the_record_signed_last_grants(records: list[ConsentReco
     latest = [r for r in records if r.signed_at == last]
     top = max(r.version for r in latest)
     winners = {r.withdrawn for r in latest if r.version == top}
-    if len(winners) == 1:  # records tied on both keys may go either way; the rule does not order them
+    if any(r.withdrawn for r in latest):  # rule 6: nothing signed at the withdrawal's instant grants
+        assert not permits(records, Scope.SHARE_REGISTRATION, SHINJUKU, FROM)
+    elif len(winners) == 1:  # records tied on both keys may go either way; the rule does not order them
         assert permits(records, Scope.SHARE_REGISTRATION, SHINJUKU, FROM) is (not winners.pop())
 
 
@@ -171,11 +179,12 @@ def test_the_effective_record_is_the_latest_signed_unless_the_fence_is_after_it(
     records: list[ConsentRecord], fenced_minutes: int | None
 ) -> None:
     """``effective`` in one pass (the shared view asks it per person per batch) is its definition: the
-    fence (rule 6: the latest withdrawal, or the fence kept from before if later) and the record signed
-    last (rule 2: then the highest version; the first of records tied on both)."""
+    fence (rule 6: the latest withdrawal, or the fence kept from before if later; a record signed at or
+    before it is dead) and the record signed last (rule 2: then the highest version; the first of records
+    tied on both)."""
     fenced_at = None if fenced_minutes is None else SIGNED + timedelta(minutes=fenced_minutes)
     wall = fence(records, fenced_at)
     last = max(records, key=lambda r: (r.signed_at, r.version), default=None)
-    dead = last is not None and wall is not None and last.signed_at < wall and not last.withdrawn
+    dead = last is not None and wall is not None and last.signed_at <= wall and not last.withdrawn
     assert effective(records, fenced_at) is (None if dead else last)
     assert effective(iter(records), fenced_at) is (None if dead else last)

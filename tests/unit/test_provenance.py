@@ -116,6 +116,20 @@ def test_p7_a_withdrawal_is_final_against_everything_signed_before_it() -> None:
     authorize_event(kawaguchi, "consent", after, KAWAGUCHI_SITE, Q_HELD, fenced_at=fence, now=NOW)
 
 
+def test_p7_a_consent_signed_at_the_withdrawals_instant_is_refused() -> None:
+    # "At or before" (P7, rule 6): a form signed the same instant as the withdrawal — a batch file's
+    # date-only signed_at is its day's midnight, so two forms of one day tie — never grants, and the
+    # shared view's reads refuse it (``decide_disclosure``): accepted, it answered 202 for nothing.
+    kawaguchi = Publisher(Side.AUTHORITY, "112038")
+    fence = datetime(2026, 2, 10, 1, 0, tzinfo=UTC)
+    at = consent("112038-01", "authority", "2026-02-10T10:00:00+09:00")  # the same instant
+    with pytest.raises(Refusal, match="P7"):
+        authorize_event(kawaguchi, "consent", at, KAWAGUCHI_SITE, Q_HELD, fenced_at=fence, now=NOW)
+    # the withdrawal itself, signed at its own fence, is accepted (a redelivery, a second withdrawal)
+    withdrawn = {**at, "action": "withdrawn"}
+    authorize_event(kawaguchi, "consent", withdrawn, KAWAGUCHI_SITE, Q_HELD, fenced_at=fence, now=NOW)
+
+
 def _record(cid: str, version: int, signed: datetime, withdrawn: bool = False) -> ConsentRecord:
     return ConsentRecord(
         consent_id=cid,
@@ -141,6 +155,24 @@ def test_consent_rule_6_the_fence_outlives_the_withdrawn_version() -> None:
     assert effective(tie) is not None and effective(tie).withdrawn  # type: ignore[union-attr]
     again = [*tie, _record("c", 1, t + timedelta(days=1))]
     assert permits(again, Scope.SHARE_REGISTRATION, reader, day, fenced_at=t)
+
+
+def test_consent_rule_6_nothing_signed_at_the_withdrawals_instant_grants() -> None:
+    """The feed's individual list (``permits``) and the view's records (``effective``) decide as the
+    shared view's reads do (``decide_disclosure``: signed at or before the fence, nothing is disclosed)."""
+    t = datetime(2026, 2, 1, tzinfo=UTC)
+    reader, day = Recipient("authority", "112038"), date(2026, 2, 20)
+    # another record signed at the withdrawal's instant, whatever its version
+    tie = [_record("a", 2, t, withdrawn=True), _record("b", 3, t)]
+    assert effective(tie) is None
+    assert not permits(tie, Scope.SHARE_REGISTRATION, reader, day)
+    # a higher version of the withdrawn record signed at that instant: the fence kept apart stands
+    replaced = [_record("a", 3, t)]
+    assert effective(replaced, fenced_at=t) is None
+    assert not permits(replaced, Scope.SHARE_REGISTRATION, reader, day, fenced_at=t)
+    # control: a microsecond later is a fresh consent
+    later = [_record("a", 3, t + timedelta(microseconds=1))]
+    assert permits(later, Scope.SHARE_REGISTRATION, reader, day, fenced_at=t)
 
 
 @pytest.mark.parametrize(
