@@ -151,12 +151,22 @@ async def _granted_rows(
     purpose: Scope,
     rows: Sequence[asyncpg.Record],
     action: str,
+    *,
+    matched_under: Scope | None = None,
 ) -> list[dict[str, Any]]:
+    """The rows the reader may read for ``purpose``, disclosed, and the reads recorded. ``matched_under``:
+    the rows were matched on fields of that scope, so each must also be one a read for it would grant."""
     answers, entries = [], []
     views = [view_from_row(row) for row in rows]
     on_record, consents = await registers_for(conn, reader, views)
     for view in views:
-        decision = decide_disclosure(view, reader, purpose, on_record, consents.get(view.person_key, ()))
+        kept = consents.get(view.person_key, ())
+        if (
+            matched_under is not None
+            and not decide_disclosure(view, reader, matched_under, on_record, kept).granted
+        ):
+            continue
+        decision = decide_disclosure(view, reader, purpose, on_record, kept)
         if decision.granted:
             answers.append(disclose(view, purpose))
             entries.append((view.person_key, decision.fields, "granted", ""))
@@ -231,7 +241,12 @@ async def search_persons(request: Request, principal: ReadingPrincipal, body: Se
             f"AND {' AND '.join(terms)} ORDER BY person_key LIMIT ${len(args)}",
             *args,
         )
-        answers = await _granted_rows(conn, principal, reader, body.purpose, rows, "search")
+        # Matched on share_registration's fields: only where a read for it would be granted (consent,
+        # agreement, fence, holding, validity), whatever the purpose answered for; the SQL above is
+        # its consent part only.
+        answers = await _granted_rows(
+            conn, principal, reader, body.purpose, rows, "search", matched_under=Scope.SHARE_REGISTRATION
+        )
     return {"persons": answers, "count": len(answers)}
 
 

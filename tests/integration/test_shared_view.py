@@ -36,6 +36,7 @@ from infra.config import Settings
 from infra.crypto import KeyStore
 from infra.kafka import client_options
 from infra.signing import erasure_signer
+from producers.adapters.sites import add_sites
 from producers.holders import ErasedMeanwhile
 from producers.ingest import accept
 from producers.outbox import OutboxRelay
@@ -460,6 +461,59 @@ async def test_cross_organisation_reads_refused_and_recorded(
         ("hello_work_national:*", "granted", "share_registration"),
         ("authority:131041", "refused", "retention_support"),
     ]
+
+
+async def test_a_search_matches_identifying_terms_only_where_an_agreement_covers_share_registration(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Identifying terms (name, 求職番号, case number) match only where share_registration lets the reader
+    see them (the search's own rule): consent *and* an agreement in force (A2), as a share_registration
+    read decides. Under another purpose, an authority whose agreement covers retention support only
+    found its person by Hello Work's job seeker number — the link between the two sides' numbers that
+    share_registration (and its agreement) guards — though a read of the number was refused."""
+    authority, office, site = "011002", "0101", "011002-01"
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(site, office, "札幌")])
+        await add_agreement(
+            conn, authority=authority, offices=[office], sites=[], purposes=["retention_support"],
+            valid_from=date(2015, 4, 1), valid_until=None, title="定着支援のみ", created_by="test",
+        )  # fmt: skip
+    name = unique_name()
+    case_number = f"SP-{uuid.uuid4().hex[:10]}"
+    pk, reg = person(name, authority=authority, site=site, office=office)
+    referral = factories.referral(pk, authority=authority, site=site, personal={"case_number": case_number})
+    consent = factories.consent(
+        pk,
+        scopes=["share_registration", "retention_support"],
+        recipients=[{"kind": "authority", "code": authority}, {"kind": "office", "code": office}],
+        captured={"side": "hello_work", "site": site, "channel": "paper_form",
+                  "signed_at": "2025-04-03T10:00:00+09:00"},
+    )  # fmt: skip
+    await submit(settings, pool, [reg, referral, consent])
+    await project(settings, pool)
+    headers = await token(pool, OrgKind.AUTHORITY, authority)
+    # The case is what it says: the authority's person, readable for retention support, not for
+    # share_registration (no agreement covers it), whose fields are the numbers.
+    kept = await api.get(f"/persons/{pk}", params={"purpose": "retention_support"}, headers=headers)
+    assert kept.status_code == 200 and "13010-12345678" not in kept.text and case_number not in kept.text
+    refused = await api.get(f"/persons/{pk}", params={"purpose": "share_registration"}, headers=headers)
+    assert refused.status_code == 403 and "A2" in refused.text
+    for terms in ({"job_seeker_number": "13010-12345678"}, {"case_number": case_number}, {"name": name[:12]}):
+        for purpose in ("retention_support", "share_registration", "disclose_placement"):
+            found = await api.post("/persons/search", json={"purpose": purpose, **terms}, headers=headers)
+            assert found.status_code == 200 and pk not in found.text, (purpose, terms, found.text)
+    # control: the same searches find a person whose authority's agreement covers share_registration
+    other_name = unique_name()
+    other, other_reg = person(other_name)
+    other_consent = factories.consent(other, scopes=["share_registration", "retention_support"])
+    await submit(settings, pool, [other_reg, other_consent])
+    await project(settings, pool)
+    shinjuku = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    for terms in ({"job_seeker_number": "13010-12345678"}, {"name": other_name[:12]}):
+        found = await api.post(
+            "/persons/search", json={"purpose": "retention_support", **terms, "limit": 200}, headers=shinjuku
+        )
+        assert other in [p["person_key"] for p in found.json()["persons"]], found.text
 
 
 async def test_access_history_lists_exactly_the_reads_made(
