@@ -4,9 +4,11 @@ Each consumer has the same shape (``docs/ARCHITECTURE.md``): its handler loads w
 its store, calls a pure planning function here in the domain (batch + current state → rows to write), and
 writes the plan through the store. Two rules hold for every consumer:
 
-* **An event applies once.** A repeat within a batch is dropped here (``once_each``); a repeat across
-  batches (the outbox re-sends an event under the same id after a crash) is recognised from the state the
-  handler loaded, and the store's ``INSERT … ON CONFLICT`` on the same key stands behind that.
+* **An event applies once.** A repeat within a batch is dropped by the key the consumer keeps it by, as
+  one across batches is: the shared view keeps events by id (``once_each``); the feed each fact by its own
+  key (``domain.feed_projection``: a registration by its event id, a placement by its id and person, …). A
+  repeat across batches (the outbox re-sends an event under the same id after a crash) is recognised from
+  the state the handler loaded, and the store's ``INSERT … ON CONFLICT`` on the same key stands behind that.
 * **Newest consent version wins** (``domain.consent`` rule 1), applied by ``newest_versions`` to the
   batch's consents against the versions kept. A consent is a versioned record, kept by (person, consent
   id), never by event id — across batches as within one: ``once_each`` passes every consent on, so an id

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from domain.batch import CONSENT, Incoming, consent_of, once_each
+from domain.batch import CONSENT, Incoming, consent_of
 from domain.consent import PersonConsent, newest_versions
 from domain.occupation import CLASSIFICATION_VERSION
 
@@ -129,10 +129,13 @@ def plan_batch(batch: Sequence[Incoming], state: FeedState) -> FeedPlan:
     kept_regs = {r[0] for rows in state.registrations.values() for r in rows}
     kept_refs = {(r[0], person, r[1]) for person, rows in state.referrals.items() for r in rows}
     kept_places = {(p.placement_id, person) for person, rows in state.placements.items() for p in rows}
-    for e in once_each(batch):
+    # Each fact by its own key, within the batch as across batches (the first report wins): not by event id
+    # across families (``once_each``), which dropped, say, a registration that a placement (a forger's:
+    # ids are the hub's) carrying its id came before in the same batch, and kept it one batch later.
+    for e in batch:
         d = e.data
         if e.family == "registration":
-            if e.event_id not in kept_regs:
+            if e.event_id not in kept_regs and e.event_id not in regs:
                 regs[e.event_id] = _registration(e)
         elif e.family == "referral":
             # A referral is its own person's and its authority's (migration 064): another authority's

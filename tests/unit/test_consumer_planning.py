@@ -444,6 +444,50 @@ class TestFeedPlanning(PlanningCases):
         assert (second.foreign_national, second.prior_application_office) == (True, "1302")
         assert (first.attributes, first.sex, first.age_band) == (["public_assistance"], "female", "35-39")
 
+    # Each fact is kept by its own key (the registration's event id, the referral's and placement's ids with
+    # their person, the checkpoint), the first report winning, across batches: so within one as well. Event
+    # ids are the hub's; a record of another family repeating one (a forger's, on the topic) used to hide
+    # the fact from its batch alone (``once_each`` de-duplicated every family together), so a batch planned
+    # otherwise than its records one batch after the other, and replay could differ from live.
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [(a, b) for a in ("registration", "referral", "placement", "retention")
+         for b in ("registration", "referral", "placement", "retention") if a != b],
+    )  # fmt: skip
+    def test_facts_of_other_families_sharing_an_event_id_are_planned_as_apart(
+        self, first: str, second: str
+    ) -> None:
+        made = {
+            "registration": lambda p: registration("x", p),
+            "referral": lambda p: referral("x", p, referral_id=f"r-{p}"),
+            "placement": lambda p: placement("x", p, placement_id=f"p-{p}"),
+            "retention": lambda p: retention("x", p, "P"),
+        }
+        kept = [placement("e1", pk(1), placement_id="P"), placement("e2", pk(2), placement_id="P")]
+        forged, real = made[first](pk(2)), made[second](pk(1))
+
+        def facts(plan: feed.FeedPlan) -> set[tuple[Any, ...]]:
+            return {
+                *(("registration", r.event_id, r.person_key) for r in plan.registrations),
+                *(("referral", r.referral_id, r.person_key) for r in plan.referrals),
+                *(("placement", r.placement_id, r.person_key) for r in plan.placements),
+                *(("retention", r.placement_id, r.person_key) for r in plan.retention),
+            }
+
+        apart = facts(feed.plan_batch([forged], feed_state(kept)))
+        apart |= facts(feed.plan_batch([real], feed_state([*kept, forged])))
+        assert {(first, pk(2)), (second, pk(1))} == {(f[0], f[2]) for f in apart}  # both kept, apart
+        assert facts(feed.plan_batch([forged, real], feed_state(kept))) == apart
+
+    def test_the_first_registration_of_an_event_id_wins_within_a_batch_as_across_batches(self) -> None:
+        # kept by event id alone (``feed_registrations``' key): the second is dropped by the store then
+        first, second = registration("x", pk(2), authority="112038"), registration("x", pk(1))
+        assert feed.plan_batch([second], feed_state([first])).registrations == ()
+        assert [r.person_key for r in feed.plan_batch([first, second], feed_state([])).registrations] == [
+            pk(2)
+        ]
+
     def test_facts_of_one_batch_see_each_other(self) -> None:
         # registration, referral, placement and retention of one person in one batch, nothing kept before
         batch = [
