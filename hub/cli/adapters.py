@@ -70,8 +70,9 @@ def clients_add(
         roles = frozenset(Role(r) for r in (role or ["publish"]))
         if org_kind is OrgKind.AUTHORITY:
             validate_local_government_code(code)
-        elif org_kind is OrgKind.OFFICE and not (len(code) == 4 and code.isdigit()):
-            raise ValueError(f"office code {code!r}: expected 4 digits")
+        elif org_kind is OrgKind.OFFICE and not (len(code) == 4 and code.isascii() and code.isdigit()):
+            # ASCII (P1): str.isdigit() takes １３０１, a second spelling no site or event could match
+            raise ValueError(f"office code {code!r}: expected 4 ASCII digits")
     except (ValueError, CodeError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

@@ -31,6 +31,8 @@ def test_clients_sites_and_import(pool: asyncpg.Pool, tmp_path: Path) -> None:
     client_id = re.search(r"client (\w+) \(authority:122041", added.output)[1]  # type: ignore[index]
     bad = runner.invoke(app, ["clients", "add", "x", "--kind", "authority", "--code", "131042"])
     assert bad.exit_code == 2 and "check digit (sixth digit) does not match" in bad.output
+    full_width = runner.invoke(app, ["clients", "add", "x", "--kind", "office", "--code", "１２０５"])
+    assert full_width.exit_code == 2 and "expected 4 ASCII digits" in full_width.output  # P1
 
     # An authority no other test streams for: a site registered now joins the layout of its authority's
     # feeds, old months included, and the feed tests' revisions would change with it.
