@@ -113,3 +113,36 @@ async def test_a_withdrawal_sharing_its_id_with_another_persons_event_is_applied
             "SELECT count(*) FROM dead_letters WHERE source_topic = $1", settings.topic(Family.REGISTRATION)
         )
         assert letters == 0
+
+
+async def test_a_withdrawal_delivered_twice_in_one_batch_is_applied_and_logged_once(
+    pool: asyncpg.Pool, isolated_per_test: Settings
+) -> None:
+    """The outbox re-sends an event under its id after a crash: both deliveries of a withdrawal in one
+    batch now reach the plan (consents are never dropped by id) — kept once (``newest_versions``) and
+    logged once (``sv_withdrawals``' ON CONFLICT (event_id) DO NOTHING takes the repeat in one statement)."""
+    settings = isolated_per_test
+    person = factories.person_key()
+    async with pool.acquire() as conn:
+        keys = await KeyStore.from_settings(settings).keys_for(conn, [person])
+    given = factories.consent(person)
+    await _on_one_partition(
+        settings, [to_event(factories.registration(person), keys[person]), to_event(given, None)]
+    )
+    await _consume(pool, settings)
+    withdrawal = to_event(
+        factories.consent(person, version=2, action="withdrawn", consent_id=given.data["consent_id"]), None
+    )
+    await _on_one_partition(settings, [withdrawal, withdrawal])
+    await _consume(pool, settings)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", person) == 0
+        for table in ("sv_consents", "feed_consents"):
+            kept = await conn.fetch(f"SELECT version, withdrawn FROM {table} WHERE person_key = $1", person)
+            assert [tuple(r) for r in kept] == [(2, True)], table
+        logged = await conn.fetchval("SELECT count(*) FROM sv_withdrawals WHERE event_id = $1", withdrawal.id)
+        assert logged == 1
+        letters = await conn.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE source_topic = $1", settings.topic(Family.REGISTRATION)
+        )
+        assert letters == 0
