@@ -578,6 +578,24 @@ def decide_disclosure(
     return decision
 
 
+def as_disclosed(view: PersonView, reader: Reader, purpose: Scope, registers: Registers) -> PersonView:
+    """``view`` as a read for ``purpose`` may show it to ``reader``. Placement data is the placing office's
+    (A2–A3 as the feed's individual list decides them, ``domain.agreements.withheld``): an authority sees
+    a placement's employer only under an agreement in force today that covers disclose_placement with the
+    office that placed the person, for the placement's site — never under the registration office's
+    agreement alone, which ``decide_disclosure`` asks for the read as a whole (the name)."""
+    if purpose is not Scope.DISCLOSE_PLACEMENT or reader.kind is not ReaderKind.AUTHORITY:
+        return view
+    shown = tuple(
+        p
+        if covered(registers.agreements, purpose, authority=reader.code, office=p.get("office"),
+                   site=p.get("site"), day=registers.today)
+        else {k: v for k, v in p.items() if not k.startswith("employer")}
+        for p in view.placements
+    )  # fmt: skip
+    return view if shown == view.placements else view._replace(placements=shown)
+
+
 def disclosed_fields(view: PersonView, purpose: Scope) -> tuple[str, ...]:
     """The personal fields a read for ``purpose`` actually returns (those that hold a value)."""
     present = []

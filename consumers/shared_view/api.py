@@ -27,7 +27,7 @@ from consumers.shared_view.store import VIEW_FIELDS, view_from_row
 from contracts.types import INT32_MAX, PRINTABLE_PATTERN, JobSeekerNumber
 from domain.agreements import Registers
 from domain.consent import ConsentRecord, Scope
-from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure, disclose
+from domain.shared_view import PersonView, Reader, ReaderKind, as_disclosed, decide_disclosure, disclose
 from infra.auth import OrgKind, Principal, Role
 from infra.config import Settings
 from infra.http import attach_keystore, create_app, current_principal, requires
@@ -166,6 +166,7 @@ async def _granted_rows(
             and not decide_disclosure(view, reader, matched_under, on_record, kept).granted
         ):
             continue
+        view = as_disclosed(view, reader, purpose, on_record)  # each placement under its own office's A2
         decision = decide_disclosure(view, reader, purpose, on_record, kept)
         if decision.granted:
             answers.append(disclose(view, purpose))
@@ -267,6 +268,8 @@ async def fetch_person(
         row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sv_persons WHERE person_key = $1", person_key)
         view = view_from_row(row) if row is not None else None
         on_record, consents = await registers_for(conn, reader, [view] if view is not None else [])
+        if view is not None:
+            view = as_disclosed(view, reader, purpose, on_record)  # each placement under its own office's A2
         decision = decide_disclosure(view, reader, purpose, on_record, consents.get(person_key, ()))
         outcome = "granted" if decision.granted else "refused"
         await record_reads(

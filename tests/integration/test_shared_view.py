@@ -516,6 +516,43 @@ async def test_a_search_matches_identifying_terms_only_where_an_agreement_covers
         assert other in [p["person_key"] for p in found.json()["persons"]], found.text
 
 
+async def test_a_placements_employer_is_disclosed_only_under_an_agreement_with_the_office_that_placed(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """A2 for placement data is the placing office's agreement, as the feed's individual list decides it
+    (d6c7b19): Shinjuku's agreement covers offices 1301 and 1302, not Kawaguchi's 1102. A person
+    registered at Shinjuku's site was placed by 1301 and by 1102; a disclose_placement read by Shinjuku
+    showed both employers — 1102's under 1301's agreement (the registration's office)."""
+    own_employer, other_employer = (
+        f"株式会社新宿{uuid.uuid4().hex[:8]}",
+        f"株式会社川口{uuid.uuid4().hex[:8]}",
+    )
+    pk, reg = person(unique_name())
+    placed_here = factories.placement(pk, personal={"employer_name": own_employer})
+    placed_there = factories.placement(
+        pk, office="1102", site="112038-01", personal={"employer_name": other_employer}
+    )
+    await submit(settings, pool, [reg, placed_here, placed_there, factories.consent(pk)])
+    await project(settings, pool)
+    headers = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    read = await api.get(f"/persons/{pk}", params={"purpose": "disclose_placement"}, headers=headers)
+    assert read.status_code == 200, read.text
+    employers = {p["office"]: p.get("employer_name") for p in read.json()["placements"]}
+    assert employers == {factories.OFFICE: own_employer, "1102": None}, employers
+    assert other_employer not in read.text
+    listed = await api.get(
+        "/persons", params={"purpose": "disclose_placement", "limit": 200}, headers=headers
+    )
+    assert own_employer in listed.text and other_employer not in listed.text
+    # The access log names the fields the read returned: the employer's, for the one placement shown.
+    async with pool.acquire() as conn:
+        fields = await conn.fetchval(
+            "SELECT fields FROM sv_access_log WHERE person_key = $1 AND action = 'fetch' ORDER BY id DESC LIMIT 1",
+            pk,
+        )
+    assert "placements.employer_name" in fields
+
+
 async def test_access_history_lists_exactly_the_reads_made(
     pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
 ) -> None:

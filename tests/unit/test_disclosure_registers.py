@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 from domain.agreements import Agreement, Registers, Withheld, covered, refusal, withheld
 from domain.consent import ConsentRecord, Recipient, Scope
-from domain.shared_view import PersonView, Reader, ReaderKind, decide_disclosure
+from domain.shared_view import PersonView, Reader, ReaderKind, as_disclosed, decide_disclosure
 
 PERSON = "a" * 32
 AUTHORITY, OFFICE, SITE = "131041", "1301", "131041-01"
@@ -191,3 +191,35 @@ def test_a_read_needs_an_agreement_covering_the_persons_site() -> None:
     elsewhere = _view(site="131041-02")
     regs = registers(agreements=(listed,))
     assert not decide_disclosure(elsewhere, READER, Scope.SHARE_REGISTRATION, regs, [consent()]).granted
+
+
+def test_a_placements_employer_is_shown_only_under_the_placing_offices_agreement() -> None:
+    """``as_disclosed``: A2–A3 for placement data by the office that placed the person and the placement's
+    site, as ``withheld`` decides the feed's individual list — not by the registration's office."""
+    here = {"placement_id": "p1", "office": OFFICE, "site": SITE, "employer_name": "株式会社ここ"}
+    there = {"placement_id": "p2", "office": "1102", "site": "112038-01", "employer_name": "株式会社そこ",
+             "employer_address": "埼玉県"}  # fmt: skip
+    view = VIEW._replace(placements=(here, there))
+    shown = as_disclosed(view, READER, Scope.DISCLOSE_PLACEMENT, registers())
+    assert shown.placements == (here, {"placement_id": "p2", "office": "1102", "site": "112038-01"})
+    decision = decide_disclosure(shown, READER, Scope.DISCLOSE_PLACEMENT, registers(), [consent()])
+    assert decision.granted and "placements.employer_name" in decision.fields
+    assert "placements.employer_address" not in decision.fields  # only the withheld one had an address
+    # an agreement with 1102 covering disclose_placement shows it; one listing other sites (A3) does not
+    with_1102 = Agreement("agr-3", AUTHORITY, frozenset({"1102"}), frozenset(), frozenset(Scope), date(2025, 4, 1),
+                          None)  # fmt: skip
+    assert (
+        as_disclosed(view, READER, Scope.DISCLOSE_PLACEMENT, registers(agreements=(AGREEMENT, with_1102)))
+        == view
+    )
+    narrow = Agreement("agr-4", AUTHORITY, frozenset({"1102"}), frozenset({"112038-02"}), frozenset(Scope),
+                       date(2025, 4, 1), None)  # fmt: skip
+    assert (
+        as_disclosed(view, READER, Scope.DISCLOSE_PLACEMENT, registers(agreements=(AGREEMENT, narrow)))
+        == shown
+    )
+    # other purposes and other readers as before (an office's or national read is Hello Work's own data)
+    assert as_disclosed(view, READER, Scope.SHARE_REGISTRATION, registers()) == view
+    assert (
+        as_disclosed(view, Reader(ReaderKind.OFFICE, OFFICE), Scope.DISCLOSE_PLACEMENT, registers()) == view
+    )
