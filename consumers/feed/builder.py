@@ -19,6 +19,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import partial
+from itertools import islice
 from operator import add
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from domain.calendar import YearMonth, fiscal_year, month_bounds
 from domain.disclosure import CellRef, SuppressedFeed
 from domain.feed import (
     ENROLMENT,
+    OTHER_SITES,
     RETENTION_CHECKPOINTS,
     SELF_FOUND_ROUTE,
     Assembled,
@@ -46,7 +48,9 @@ from domain.feed import (
     group_flags,
     in_kept_order,
     kept_order,
+    population_counts,
     shift_month,
+    site_category,
 )
 from infra.config import Settings
 from infra.gc import paused
@@ -677,11 +681,14 @@ class _Work:
     job: Job
     previous: bytes | str | None
     revision: int
+    # The previous revision's cells as kept beside its body (``_cells_text``), where it has them.
+    previous_cells: bytes | str | None = None
 
 
 @dataclass(frozen=True)
 class _Kept:
-    """A composed feed as it is kept: the JSON texts of its body, hidden cells and changes."""
+    """A composed feed as it is kept: the JSON texts of its body, hidden cells, changes and cells (the
+    next revision reads, ``read_kept``)."""
 
     body: bytes
     suppressed: bytes
@@ -689,27 +696,28 @@ class _Kept:
     tallies: dict[str, Any]
     referral_placements: int | None
     changes: list[dict[str, Any]]
+    cells: str | None = None
 
 
 def _kept(work: Sequence[_Work], *, threshold: int, horizon: str) -> list[_Kept]:
     """Compose ``work`` and write each result as it is kept (in a worker process, or here)."""
     jobs = [
-        replace(w.job, previous=orjson.loads(w.previous)) if w.previous is not None else w.job for w in work
+        replace(w.job, previous=read_kept(w.previous, w.previous_cells)) if w.previous is not None else w.job
+        for w in work
     ]
     out = []
     for w, c in zip(work, compose_many(jobs, threshold=threshold), strict=True):
         # Composed in kept order (``domain.feed.kept_order``: indicators, targets, changes), so written as
         # it is; walked and reordered (``as_kept``), a national month's bodies cost ~0.3 s more of CPU.
-        tables = {
-            name: orjson.Fragment(_tables_text(c.populations[name]))
-            for name in kept_order(tuple(c.populations))
-        }
+        order = kept_order(tuple(c.populations))
+        tables = {name: orjson.Fragment(_tables_text(c.populations[name])) for name in order}
         body = in_kept_order(
             dict(c.head, populations=tables, revision=w.revision, horizon=horizon, changes=c.changes)
         )
         out.append(
             _Kept(orjson.dumps(body), _suppressed_text(c.populations), orjson.dumps(c.changes), c.tallies,
-                  c.head["indicators"]["authority"]["referral_placements"], c.changes)
+                  c.head["indicators"]["authority"]["referral_placements"], c.changes,
+                  _cells_text([c.populations[name] for name in order]))
         )  # fmt: skip
     return out
 
@@ -929,7 +937,8 @@ async def _previous(
     if not have:
         return {}
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (authority) authority, revision, convert_to(body::text, 'UTF8') AS body, placement_ids "
+        "SELECT DISTINCT ON (authority) authority, revision, convert_to(body::text, 'UTF8') AS body, placement_ids, "
+        "cells "
         "FROM feed_revisions "
         "WHERE month = $1 AND authority = ANY($2::text[]) ORDER BY authority, revision DESC",
         month,
@@ -1010,7 +1019,9 @@ async def _chunk_work(
         feed = loaded.feeds.get(a) or FeedCounts(a, month, ())
         prev = latest_rows.get(a)
         job = Job(feed, None, targets.get(a, ()), earlier.get(a, {}), excluded)
-        work.append(_Work(job, prev["body"] if prev else None, (prev["revision"] if prev else 0) + 1))
+        work.append(
+            _Work(job, prev["body"], prev["revision"] + 1, prev["cells"]) if prev else _Work(job, None, 1)
+        )
     return work, latest_rows
 
 
@@ -1034,7 +1045,18 @@ def _chunk_rows(
         if prev is not None and not k.changes and ids == sorted(prev["placement_ids"]):
             continue
         rows.append(
-            (a, str(month), w.revision, horizon, k.body, k.suppressed, ids, k.changes_text, k.tallies)
+            (
+                a,
+                str(month),
+                w.revision,
+                horizon,
+                k.body,
+                k.suppressed,
+                ids,
+                k.changes_text,
+                k.tallies,
+                k.cells,
+            )
         )
         built.append(Built(a, str(month), w.revision, k.referral_placements, k.changes))
     return rows, built
@@ -1044,7 +1066,7 @@ async def _keep(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
     async with conn.transaction():
         await conn.executemany(
             "INSERT INTO feed_revisions (authority, month, revision, horizon, body, suppressed, placement_ids, "
-            "changes, tallies) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
+            "changes, tallies, cells) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
             rows,
         )
 
@@ -1156,6 +1178,101 @@ def _templates(
         _template_cache.clear()
     _template_cache[id(refs)] = (refs, heads, shown, hidden)
     return shown, hidden
+
+
+def _cells_text(populations: Sequence[SuppressedFeed]) -> str | None:
+    """The cells a revision keeps for the next one to read (migration 067): each population's values
+    published in its layout's order and its hidden cells' reasons, ``[[values, reasons], ...]``, the
+    populations in the body's order; None where a population's cells are not in a layout's order (the
+    next revision then reads the body's tables). A ``str`` (ASCII): what the driver writes to a text column."""
+    parts = []
+    for s in populations:
+        columns = s.columns()
+        if columns is None:
+            return None
+        _, values, why = columns
+        parts.append(b"[" + orjson.dumps(values) + b"," + orjson.dumps(why) + b"]")
+    return (b"[" + b",".join(parts) + b"]").decode()
+
+
+def read_kept(body: bytes | str, cells: bytes | str | None = None) -> dict[str, Any]:
+    """A kept body as ``orjson.loads`` gives it (its tables' cells as (key, value, reason) tuples, not
+    lists: every reader indexes them), its populations' tables made from the cells kept beside it
+    (``_cells_text``) and the keys of its layout (``_kept_layout``) instead of parsed from its text: a
+    national month reads ~1,400 previous bodies of ~600 cells, and parsing each cell made a list, a key
+    list and its strings. The rest of the body is parsed as it is. Where there are no such cells (a
+    revision kept before migration 067), or they are not its layout's, the body is parsed in full.
+    ``tests/unit/test_feed_read_kept.py`` holds it to ``orjson.loads``."""
+    text = body.encode() if isinstance(body, str) else body
+    if cells is None:
+        return orjson.loads(text)
+    # The populations are the body's last key but one (jsonb's order: ``domain.feed.kept_order``), and
+    # neither key is in any object before them, nor in a table: the first ``,"populations":{`` (outside
+    # a string: a quote in one is escaped) begins their value, the first ``},"classification_version":``
+    # ends it.
+    start = text.find(_POPULATIONS)
+    end = text.find(_AFTER_POPULATIONS, start)
+    if start < 0 or end < 0:
+        return orjson.loads(text)
+    head: dict[str, Any] = orjson.loads(text[:start] + b',"populations":null' + text[end + 1 :])
+    layout = head.get("layout")
+    if type(layout) is not list or head.get("populations", False) is not None:
+        return orjson.loads(text)
+    populations = _kept_layout(tuple(site_category(head["authority"], s) for s in layout))
+    kept = orjson.loads(cells)
+    if len(kept) != len(populations) or any(
+        len(v) != len(p.keys) or len(r) != len(p.keys) for p, (v, r) in zip(populations, kept, strict=True)
+    ):
+        return orjson.loads(text)
+    tables = {}
+    for p, (values, reasons) in zip(populations, kept, strict=True):
+        rows = zip(p.keys, values, reasons, strict=True)
+        tables[p.population] = [
+            {"dims": list(dims), "name": name, "cells": list(islice(rows, size))}
+            for name, dims, size in p.tables
+        ]
+    head["populations"] = tables
+    return head
+
+
+_POPULATIONS = b',"populations":{'
+_AFTER_POPULATIONS = b'},"classification_version":'
+
+
+@dataclass(frozen=True)
+class _KeptPopulation:
+    """One population of a layout as a body keeps it: its name, each cell's key in the layout's order,
+    and each table's name, dimensions and number of cells."""
+
+    population: str
+    keys: tuple[tuple[str, ...], ...]
+    tables: tuple[tuple[str, tuple[str, ...], int], ...]
+
+
+_kept_layouts: dict[tuple[str, ...], list[_KeptPopulation]] = {}
+
+
+def _kept_layout(categories: tuple[str, ...]) -> list[_KeptPopulation]:
+    """The populations of a layout (its own sites' categories), in the order a body keeps them: worked
+    out once per layout from an empty feed of it (a national month has a handful). Categories, names and
+    dimensions only, never personal data."""
+    found = _kept_layouts.get(categories)
+    if found is not None:
+        return found
+    # An authority's own sites, numbered as the layout's (another authority's site is of OTHER_SITES).
+    sites = tuple(f"000000-{c}" if c != OTHER_SITES else "999999-00" for c in categories)
+    counted = population_counts([FeedCounts("000000", YearMonth(2000, 4), (), layout=sites)])[0]
+    out = []
+    for population in kept_order(tuple(counted)):
+        c = counted[population]
+        refs = c.structure.ref_order
+        sizes = Counter(ref.table for ref in refs)
+        heads = tuple((t.name, t.dims, sizes[t.name]) for t in c.tables)
+        out.append(_KeptPopulation(population, tuple(ref.key for ref in refs), heads))
+    if len(_kept_layouts) >= 256:
+        _kept_layouts.clear()
+    _kept_layouts[categories] = out
+    return out
 
 
 def _suppressed_text(populations: Mapping[str, SuppressedFeed]) -> bytes:
