@@ -18,17 +18,19 @@ be wider than what integer reasoning yields; the tests attack feeds with integer
 
 Computation (no change to the method above): a feed with nothing to protect skips lines and audit; a
 rectangle of hidden interior cells certifies its corners without an LP; whole-number moves of hidden
-cells (a cycle in one table, or two margins of a dimension moved against each other along a path in
-every table over it), each checked as a point, certify most of the rest, and where they and the
-rectangles certify every hidden cell the audit ends there (`_safe_by_moves`); a move along the null space
+cells (a cycle in one table, or two margins of a dimension moved against each other along a shortest
+path in every table over it), found for all the feeds of a layout at once as arrays, certify most of
+the rest, and where they and the rectangles certify every hidden cell the audit ends there
+(`_safe_by_moves_many`); a move along the null space
 of a linked group's equations (sparse elimination, no solver) certifies nearly all of the rest (any
 feasible point where a cell is 0, at least the threshold, or an integer away from a large count proves
 it safe), and a cell it cannot move at all is determined exactly, so exposed without an LP; a group with
 a cell still undecided gets a few probe LPs, and the exact min and max LPs
 are solved only for the cells still left. `suppress_many` runs many feeds' suppressions in lockstep and
 stacks the LPs of the same step into one block-diagonal solver call (blocks are independent, so each
-feed gets the decisions it would get alone); its first round (lines closed, rectangles found) runs for
-all the feeds of a layout at once as arrays (`_close_lines_many`, `_safe_by_rectangles_many`); the
+feed gets the decisions it would get alone); its first round (lines closed, rectangles and moves found)
+runs for all the feeds of a layout at once as arrays (`_close_lines_many`, `_safe_by_rectangles_many`,
+`_safe_by_moves_many`); the
 per-layout structure (cells, lines, summing matrix, line arrays) is built once and cached.
 """
 
@@ -802,21 +804,11 @@ class _LineArrays:
     # rectangle check then costs a few array operations per shape, not per table, and rows² × columns.
     grids: tuple[np.ndarray, ...]
     pad: int  # the index standing for "no member" (one past the last quantity)
-    moves: _MoveLayout  # the same tables as lists, for `_safe_by_moves`
     order: np.ndarray  # each quantity's place in the tie-break order (`_Layout.order`), by position
-
-
-@dataclass(frozen=True)
-class _MoveLayout:
-    """What `_safe_by_moves` needs of a layout, as plain lists (it walks a few cells per feed, where
-    numpy's per-call cost would dominate)."""
-
-    grids: tuple[tuple[tuple[int, ...], ...], ...]  # each two-way table's interior quantities, rows
-    # Per dimension of a two-way table: its margins (quantities, in first-seen order), and each two-way
-    # table over it as (table, axis, the margins of that axis in the table's order).
-    tables_of: tuple[tuple[tuple[int, ...], tuple[tuple[int, int, tuple[int, ...]], ...]], ...]
-    cell_of: Mapping[int, tuple[int, int, int]]  # an interior quantity -> (table, row, column)
-    lines_of: tuple[tuple[tuple[int, int], ...], ...]  # per quantity: (line, +1 as its total or -1 as a part)
+    # Per dimension of a two-way table: its margins (k quantities) and every two-way table over it,
+    # turned so that the dimension runs down the rows, stacked (tables × k × widest, padded with
+    # `pad`), for `_safe_by_moves_many`.
+    over: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
 # `_choose`'s rank (zero last, parts before the total, then the count, more dimensions first, then the
@@ -862,25 +854,18 @@ def _line_arrays(quantities: tuple[Quantity, ...], lines: tuple[_Line, ...], sha
             ms = tuple(index[frozenset({(dim, c)})] for c in axes[axis])
             over.setdefault(dim, []).append((t, axis, ms))
             margins.setdefault(dim, {}).update(dict.fromkeys(ms))
-    signed: list[list[tuple[int, int]]] = [[] for _ in quantities]
-    for i, line in enumerate(lines):
-        for q in line.members:
-            signed[index[q]].append((i, 1 if q == line.total else -1))
-    moves = _MoveLayout(
-        grids=grid_lists,
-        tables_of=tuple((tuple(margins[dim]), tuple(over[dim])) for dim in over),
-        cell_of=MappingProxyType(
-            {
-                q: (t, r, c)
-                for t, g in enumerate(grid_lists)
-                for r, row in enumerate(g)
-                for c, q in enumerate(row)
-            }
-        ),
-        lines_of=tuple(tuple(x) for x in signed),
-    )
     by_order = np.array([order[q] for q in quantities], dtype=np.int64)
-    return _LineArrays(members, rank, incidence, lines_of, grids, pad, moves, by_order)
+    stacked = []
+    for dim, tables in over.items():
+        ordered = tuple(margins[dim])
+        turned = [np.array(grid_lists[t], dtype=np.int64) for t, _, _ in tables]
+        turned = [table.T if axis else table for table, (_, axis, _) in zip(turned, tables, strict=True)]
+        block = np.full((len(turned), len(ordered), max(t.shape[1] for t in turned)), pad, dtype=np.int64)
+        for n, (table, (_, _, ms)) in enumerate(zip(turned, tables, strict=True)):
+            for row, m in enumerate(ms):  # each margin's row (a table without it keeps a row of pads)
+                block[n, ordered.index(m), : table.shape[1]] = table[row]
+        stacked.append((np.array(ordered, dtype=np.int64), block))
+    return _LineArrays(members, rank, incidence, lines_of, grids, pad, by_order, tuple(stacked))
 
 
 def _close_lines_many(
@@ -970,6 +955,191 @@ def _best_elsewhere(w: np.ndarray) -> np.ndarray:
     np.put_along_axis(rest, top, -1, axis=-1)
     second = rest.max(axis=-1, keepdims=True)
     return np.where(np.arange(w.shape[-1]) == top, second, first)
+
+
+def _safe_by_moves_many(
+    layout: _Layout, values: np.ndarray, hidden: np.ndarray, safe: np.ndarray, threshold: int
+) -> np.ndarray:
+    """Which hidden quantities a whole-number move of hidden cells proves safe, no LP and no component,
+    for many feeds of one layout at once (one row each, as `_close_lines_many`; ``safe``: what is
+    certified already). The check that runs first, so that a feed whose every hidden cell it (or a
+    rectangle) certifies skips the components, the null space and the solver altogether.
+
+    A move adds Δ to hidden cells only, with every line still adding up (A·Δ = 0 over every line of
+    the layout) and every cell still ≥ 0: the true counts plus Δ are then a feasible point of the
+    audit's LP, so each moved cell's range holds both its count and its moved value, and where that
+    pair meets the rule (`_shows_safe`) the exact LPs would find it safe too. Two kinds of move, built
+    from alternating paths of hidden interior cells of two-way tables (an interior cell lies on its
+    row's line and its column's line only; a cell entered from one end moves the other way from the
+    cell before it, so every row and column it passes still adds up):
+
+    * two hidden margins x, y of one dimension, x down by t and y up by t (t = 1, or x's count where
+      that is small), where every two-way table over the dimension has a path of hidden cells from
+      x's row to y's, the cells entered from a row going down by t (so they must hold t) and those
+      entered from a column up by t. x's and y's rows change with their margins, and the margins
+      cancel in the dimension's totals. Certified: x, y, and in each table every cell on a *shortest*
+      such path: a shortest walk meets no node twice, so it is a path and each cell on it moves by
+      exactly t. A cell (a, b) lies on one exactly when dist(x, a) + 1 + dist(b, y) = dist(x, y)
+      (entered from row a) or dist(x, b) + 1 + dist(a, y) = dist(x, y) (from column b): the
+      distances from every x and to every y (`_distances`) give them all at once.
+    * a cycle of hidden interior cells through a cell, in its own table, moved by a step of 1 up to
+      the threshold − 1 either way, the cells leaving a row with it and those leaving a column
+      against it (`_cycles`): certified, every cell on such a cycle that the move shows safe.
+
+    Main's path-walking check (one shortest path per pair, found per feed in Python, each move
+    checked as a point) is kept in ``tests/unit/test_disclosure_moves.py``, which holds this one to
+    the exact LPs (and catches broken versions: a path below 0, a cycle through its own column, a
+    table skipped) and to certifying every cell that one does."""
+    arrays = layout.arrays
+    feeds = hidden.shape[0]
+    v = np.concatenate([values, np.zeros((feeds, 1), dtype=np.int64)], axis=1)
+    h = np.concatenate([hidden, np.zeros((feeds, 1), dtype=bool)], axis=1)
+    found = np.zeros(h.shape, dtype=bool)
+    open_ = h & ~np.concatenate([safe, np.ones((feeds, 1), dtype=bool)], axis=1)  # not yet certified
+    for ms, block in arrays.over:  # tables × k × m: the dimension's categories down the rows
+        hm = h[:, ms]
+        some = np.flatnonzero(hm.sum(axis=1) >= 2)
+        if not some.size:
+            continue
+        m = block.shape[2]
+        hm, vm = hm[some], v[some][:, ms]
+        hb, vb, ob = h[some][:, block], v[some][:, block], open_[some][:, block]
+        # Each row's cells as the bits of an integer (column b: bit b), so that a step of a path
+        # search is a few operations per row, not per cell.
+        bit = 1 << np.arange(m, dtype=np.int64)
+        held = (hb * bit).sum(axis=-1)
+        for t in range(1, threshold):
+            start_f, start_x = np.nonzero(hm & ((vm == t) | ((vm >= 1) if t == 1 else False)))
+            if not start_f.size:
+                continue
+            down = hb & (vb >= t)
+            enough = (down * bit).sum(axis=-1)
+            rows, cols = _distances(enough[start_f], held[start_f], start_x)  # from x
+            # Pairs: x and every other hidden margin y it reaches in every table.
+            reached = (rows < _FAR).all(axis=1) & hm[start_f]
+            reached[np.arange(len(start_f)), start_x] = False
+            s_at, y = np.nonzero(reached)
+            if not s_at.size:
+                continue
+            f, x = start_f[s_at], start_x[s_at]
+            for end, moved in ((x, vm[f, x] - t), (y, vm[f, y] + t)):
+                shows = _shows_safe_many(vm[f, end], moved, threshold)
+                found[some[f[shows]], ms[end[shows]]] = True
+            # Each cell of a table on a shortest path from x to y there: (a, b) entered from its row
+            # (down by t) where dist(x, a) + 1 + dist(b, y) = dist(x, y), from its column (up by t)
+            # where dist(x, b) + 1 + dist(a, y) = dist(x, y); only those not certified yet, and
+            # only where the move shows them safe.
+            takes = ((ob & down & _shows_safe_many(vb, vb - t, threshold)) * bit).sum(axis=-1)
+            gives = ((ob & _shows_safe_many(vb, vb + t, threshold)) * bit).sum(axis=-1)
+            wanted = (takes[f] | gives[f]).any(axis=(1, 2))
+            if not wanted.any():
+                continue
+            s_at, y, f = s_at[wanted], y[wanted], f[wanted]
+            ends = np.zeros(hm.shape, dtype=np.int64)  # each y's case in the search back from it
+            ends[f, y] = 1
+            end_f, end_y = np.nonzero(ends)
+            ends[end_f, end_y] = np.arange(len(end_f))
+            end_at = ends[f, y]
+            back_rows, back_cols = _distances(held[end_f], enough[end_f], end_y)  # to y
+            length = rows[s_at, :, y][:, :, None]  # pair × table
+            on = _layer(back_cols, end_at, length - 1 - rows[s_at]) & takes[f]
+            on |= _layer(cols, s_at, length - 1 - back_rows[end_at]) & gives[f]
+            p, table, a = np.nonzero(on)
+            n, b = np.nonzero((on[p, table, a][:, None] & bit) != 0)
+            found[some[f[p[n]]], block[table[n], a[n], b]] = True
+    left = h & ~found
+    left[:, : hidden.shape[1]] &= ~safe
+    for grid in arrays.grids:  # tables × k × n, k ≤ n
+        some = np.flatnonzero(left[:, grid].any(axis=(1, 2, 3)))
+        if not some.size:
+            continue
+        hg, vg, need = h[some][:, grid], v[some][:, grid], left[some][:, grid]
+        for step in range(1, threshold):
+            for move in (-step, step):
+                # The cells such a cycle would show safe (the cycle taking them down by the step or
+                # up by it), and the feeds that have one.
+                shown = need & _shows_safe_many(vg, vg + move, threshold) & (vg + move >= 0)
+                rows_of = np.flatnonzero(shown.any(axis=(1, 2, 3)))
+                if not rows_of.size:
+                    continue
+                held = hg[rows_of]
+                enough = held & (vg[rows_of] >= step)
+                # A cell leaving a row moves as the cell it is checked for, one leaving a column
+                # against it; those moved down must hold the step.
+                with_cell = _cycles(enough, held) if move < 0 else _cycles(held, enough)
+                f, table, a, b = np.nonzero(with_cell & shown[rows_of])
+                found[some[rows_of[f]], grid[table, a, b]] = True
+    return found[:, : hidden.shape[1]] & hidden
+
+
+_FAR = 1 << 20  # no path
+
+
+def _distances(
+    out_edges: np.ndarray, in_edges: np.ndarray, start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest alternating paths in a stack of tables (each case: tables × k rows, each row's cells
+    as bits): a row steps to a column along a cell of ``out_edges``, a column to a row along a cell
+    of ``in_edges``. Returns, per case, the length of the shortest path from row ``start`` to every
+    row (case × tables × k, `_FAR` where there is none) and the columns at each length (case × tables
+    × lengths, as bits). With the edges swapped: the lengths of the shortest paths from every row and
+    column *to* row ``start``."""
+    cases, tables, k = out_edges.shape
+    frontier = np.zeros((cases, tables, k), dtype=bool)
+    frontier[np.arange(cases), :, start] = True
+    to_rows = np.where(frontier, 0, _FAR)
+    to_cols = np.zeros((cases, tables, 2 * k + 2), dtype=np.int64)
+    seen_rows, seen_cols = frontier.copy(), np.zeros((cases, tables), dtype=np.int64)
+    length = 1
+    while True:
+        reached = np.bitwise_or.reduce(np.where(frontier, out_edges, 0), axis=-1) & ~seen_cols
+        if not reached.any():
+            break
+        seen_cols |= reached
+        to_cols[..., length] = reached
+        frontier = ((in_edges & reached[..., None]) != 0) & ~seen_rows
+        if not frontier.any():
+            break
+        seen_rows |= frontier
+        to_rows[frontier] = length + 1
+        length += 2
+    return to_rows, to_cols
+
+
+def _layer(layers: np.ndarray, case: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``layers[case[p], table, at[p, table, row]]`` (layers: cases × tables × lengths), 0 where
+    ``at`` is not a length."""
+    _, tables, lengths = layers.shape
+    valid = (at >= 0) & (at < lengths)
+    flat = (case[:, None, None] * tables + np.arange(tables)[:, None]) * lengths + np.where(valid, at, 0)
+    return np.where(valid, layers.reshape(-1)[flat], 0)
+
+
+def _cycles(leave_row: np.ndarray, leave_col: np.ndarray) -> np.ndarray:
+    """For a stack of tables (..., k rows, n columns): which cells (a, b) of ``leave_row`` lie on a
+    cycle that leaves every row along a cell of ``leave_row`` and every column along a cell of
+    ``leave_col``: some cell (a1, b) of ``leave_col``, a1 ≠ a, from which row a is reached without
+    passing column b (a path a1 → b' → a2 → … → a, b' ≠ b)."""
+    *_, k, n = leave_row.shape
+    bit = 1 << np.arange(n, dtype=np.int64)
+    # Row a reaches row a2 in two steps through the columns of both (bits), here other than b.
+    through = (leave_row * bit).sum(axis=-1)[..., :, None] & (leave_col * bit).sum(axis=-1)[..., None, :]
+    reach = ((through[..., None, :, :] & ~bit[:, None, None]) != 0) | np.eye(k, dtype=bool)  # ..., b, a, a2
+    for _ in range(max(k - 2, 0).bit_length()):  # paths of up to k - 1 steps by squaring
+        reach = (reach[..., :, :, None] & reach[..., None, :, :]).any(axis=-2)
+    # cycle[..., b, a]: some a1 ≠ a with (a1, b) leaving its column, reaching a.
+    start = np.swapaxes(leave_col, -1, -2)[..., :, :, None] & ~np.eye(k, dtype=bool)  # ..., b, a1, a
+    cycle = (start & reach).any(axis=-2)
+    return np.swapaxes(cycle, -1, -2) & leave_row
+
+
+def _shows_safe_many(true: np.ndarray, moved: np.ndarray, threshold: int) -> np.ndarray:
+    """`_shows_safe` of whole-number points, elementwise."""
+    return (
+        ((moved <= 0) & (true >= 1))
+        | ((moved >= threshold) & (true < threshold))
+        | ((moved != true) & ((true == 0) | (true >= threshold)))
+    )
 
 
 def _structure(tables: Sequence[Table]) -> _Structure:
@@ -1116,6 +1286,10 @@ def _first_rounds(
             hidden[row, [layout.index_of[q] for q in starts[n][0]]] = True
         _close_lines_many(layout, values, hidden)
         safe = _safe_by_rectangles_many(layout, values, hidden, threshold)
+        # The moves check for every feed with a hidden cell rectangles leave, all at once.
+        need = np.flatnonzero((hidden & ~safe).any(axis=1))
+        if need.size:
+            safe[need] |= _safe_by_moves_many(layout, values[need], hidden[need], safe[need], threshold)
         quantities = layout.quantities
         for row, n in enumerate(members):
             reason, hid, certified = starts[n]
@@ -1304,7 +1478,7 @@ def _suppress_steps(counted: Counted, threshold: int, start: _Start) -> _Steps[S
             raise DisclosureError("the feed cannot be protected even with every cell suppressed")
         for q in _close_lines(s, hidden):
             reason.setdefault(q, SuppressionReason.COMPLEMENTARY)
-        safe = _safe_by_rectangles(s, hidden, threshold)
+        safe = _certified(s, hidden, threshold)
 
     return _published(counted, threshold, s, {q: reason[q] for q in hidden})
 
@@ -1591,6 +1765,16 @@ def _safe_by_rectangles(s: _Structure, hidden: set[Quantity], threshold: int) ->
     return {s.layout.quantities[i] for i in np.flatnonzero(safe).tolist()}
 
 
+def _certified(s: _Structure, hidden: set[Quantity], threshold: int) -> set[Quantity]:
+    """The hidden cells rectangles and whole-number moves prove safe, for one feed (the first round
+    works them out for many feeds at once: `_first_rounds`)."""
+    values, mask = _arrays(s, hidden)
+    safe = _safe_by_rectangles_many(s.layout, values, mask, threshold)
+    if (mask & ~safe).any():
+        safe |= _safe_by_moves_many(s.layout, values, mask, safe, threshold)
+    return {s.layout.quantities[i] for i in np.flatnonzero(safe[0]).tolist()}
+
+
 def _null_space(comp: _Component) -> np.ndarray:
     """A basis of the null space of the component's equations (columns, one per free variable of the
     reduced row echelon form). Sparse elimination in plain Python: each equation holds a few cells,
@@ -1645,147 +1829,6 @@ def _null_space(comp: _Component) -> np.ndarray:
             if column is not None:
                 basis[col, column] = -v
     return basis
-
-
-def _safe_by_moves(
-    s: _Structure, hidden: set[Quantity], threshold: int, safe: set[Quantity]
-) -> set[Quantity]:
-    """Hidden cells that a whole-number move of hidden cells proves safe, no LP and no component: the
-    check that runs first, so that a feed whose every hidden cell it (or a rectangle) certifies skips
-    the components, the null space and the solver altogether.
-
-    A move adds Δ to hidden cells only, with every line still adding up (A·Δ = 0 over every line of
-    the layout) and every cell still ≥ 0: the true counts plus Δ are then a feasible point of the
-    audit's LP, so each moved cell's range holds both its count and its moved value, and where that
-    pair meets the rule (``_shows_safe``) the exact LPs would find it safe too. Two kinds of move are
-    tried, each built from alternating paths of hidden interior cells of two-way tables (an interior
-    cell lies on its row's line and its column's line only):
-
-    * a cycle through one hidden interior cell, in its own table (a rectangle is the shortest);
-    * two hidden margins of one dimension, one taken down by t and the other up by t, with, in every
-      two-way table over that dimension, a path from the first to the second (the usual shape:
-      a site or a category with one person, and another whose total is hidden beside it).
-
-    Each move is checked as a point before it counts (every line's sum through the layout's signed
-    incidence, non-negativity, hidden cells only), so a wrong path can cost a certificate, never make
-    one. ``tests/unit/test_disclosure_shortcuts.py`` holds it against the exact LPs."""
-    moves = s.layout.arrays.moves
-    index_of, quantities = s.layout.index_of, s.layout.quantities
-    values = s.by_index
-    hid = set(map(index_of.__getitem__, hidden))
-    todo = set(map(index_of.__getitem__, hidden - safe))
-    done: set[int] = set()
-    left = len(todo)  # the cells of `todo` not yet in `done`
-
-    def apply(delta: dict[int, int]) -> None:
-        """Certify what ``delta`` proves, once it is checked as a point (checked only where it would
-        certify a cell not certified yet: it cannot change anything else)."""
-        nonlocal left
-        shown = [
-            i
-            for i, v in delta.items()
-            if v and i not in done and _shows_safe(values[i], values[i] + v, threshold)
-        ]
-        if not shown:
-            return
-        sums: dict[int, int] = {}
-        for i, v in delta.items():
-            if i not in hid or values[i] + v < 0:
-                return  # pragma: no cover - paths keep to hidden cells and non-negative values
-            for line, sign in moves.lines_of[i]:
-                sums[line] = sums.get(line, 0) + sign * v
-        if any(sums.values()):
-            return  # pragma: no cover - a path's moves cancel on every line they touch
-        done.update(shown)
-        left -= len(todo.intersection(shown))
-
-    # Per table: its hidden interior cells as a graph of its categories (rows 0..R-1, then columns
-    # R..), each node's neighbours as (node, cell), rows' by column and columns' by row; and R.
-    adjacency: dict[int, tuple[list[list[tuple[int, int]]], int]] = {}
-
-    def adjacent(t: int) -> tuple[list[list[tuple[int, int]]], int]:
-        """Table t's hidden interior cells by row and by column."""
-        if t not in adjacency:
-            grid = moves.grids[t]
-            r_count = len(grid)
-            near: list[list[tuple[int, int]]] = [[] for _ in range(r_count + len(grid[0]))]
-            for r, row in enumerate(grid):
-                for c, q in enumerate(row):
-                    if q in hid:
-                        near[r].append((r_count + c, q))
-                        near[r_count + c].append((r, q))
-            adjacency[t] = near, r_count
-        return adjacency[t]
-
-    def path(
-        t: int, axis: int, start: int, goal_axis: int, goal: int, change: int, skip: int
-    ) -> list[tuple[int, int]] | None:
-        """Shortest alternating path of hidden cells of table t from a category of ``axis`` to one of
-        ``goal_axis`` (not through cell ``skip``): cells entered from ``axis``'s side move by
-        ``change``, cells entered from the other side by ``-change``, none below 0. Returns (cell,
-        move) pairs."""
-        near, r_count = adjacent(t)
-        first = start + r_count * axis
-        target = goal + r_count * goal_axis
-        came: dict[int, tuple[int, int, int] | None] = {first: None}
-        frontier = [first]
-        while frontier:
-            ahead = []
-            for k in frontier:
-                move = change if (k >= r_count) == axis else -change
-                for node, q in near[k]:
-                    if node in came or q == skip or values[q] + move < 0:
-                        continue
-                    came[node] = (k, q, move)
-                    if node == target:
-                        out = []
-                        while (step := came[node]) is not None:
-                            node, q, move = step
-                            out.append((q, move))
-                        return out
-                    ahead.append(node)
-            frontier = ahead
-        return None
-
-    # Two margins of one dimension: x down by t, y up by t, a path in every table over the dimension.
-    for margins, tables in moves.tables_of:
-        shown = [m for m in margins if m in hid]
-        if len(shown) < 2:
-            continue
-        for x in shown:
-            v = values[x]
-            for t in dict.fromkeys((v, 1) if v < threshold else (1,)) if v >= 1 else ():
-                for y in shown:
-                    if not left:  # every cell to certify is certified
-                        return {quantities[i] for i in done}
-                    if y == x or (x in done and y in done):
-                        continue  # a move between two margins already shown rarely shows more
-                    delta = {x: -t, y: t}
-                    for table, axis, ms in tables:
-                        if x not in ms or y not in ms:
-                            break
-                        found = path(table, axis, ms.index(x), axis, ms.index(y), -t, -1)
-                        if found is None:
-                            break
-                        for q, move in found:
-                            delta[q] = delta.get(q, 0) + move
-                    else:
-                        apply(delta)
-    # A cycle through each interior cell still uncertified, within its table.
-    for q in todo - done:
-        where = moves.cell_of.get(q)
-        if where is None:
-            continue
-        t, r, c = where
-        v = values[q]
-        for own in (1,) if v == 0 else ((-v, threshold - v) if v < threshold else (-1, 1)):
-            # From its column round to its row: cells entered from a column move against q.
-            found = path(t, 1, c, 0, r, -own, q)
-            if found is not None:
-                apply({q: own, **dict(found)})
-                if q in done:
-                    break
-    return {quantities[i] for i in done}
 
 
 def _safe_by_null_space(
@@ -1857,10 +1900,9 @@ def _exposed(
     """
     if not hidden:
         return {}
-    # What rectangles prove (``certified``, where the caller has worked it out for many feeds at once).
-    safe = set(certified) if certified is not None else _safe_by_rectangles(s, hidden, threshold)
-    if not hidden <= safe:
-        safe |= _safe_by_moves(s, hidden, threshold, safe)
+    # What rectangles and moves prove (``certified``, where the caller has worked it out for many
+    # feeds at once).
+    safe = set(certified) if certified is not None else _certified(s, hidden, threshold)
     if hidden <= safe:  # every hidden cell proven safe: no component, null space or LP
         return {}
     comps = []

@@ -1,5 +1,6 @@
-"""The audit's LP-free certificates (domain.disclosure): a hidden cell the rectangle check, the moves
-check or the null-space check calls safe is safe by the exact linear programs too, and a cell the
+"""The audit's LP-free certificates (domain.disclosure): a hidden cell the rectangle check or the
+null-space check calls safe is safe by the exact linear programs too (the moves check:
+test_disclosure_moves.py), and a cell the
 pinned check calls determined is determined exactly by them, on any layout and any set of hidden cells
 (margins included, small counts and zeros everywhere); and suppression gives the same decisions
 whichever cells the certificates spared from the solver."""
@@ -154,43 +155,11 @@ def hidden_sets(draw: st.DrawFn) -> tuple[d._Structure, set[frozenset[str]], int
     return s, hidden, draw(st.integers(2, 5))
 
 
-def _moved(case: tuple[d._Structure, set[frozenset[str]], int]) -> list[tuple[d._Component, int]]:
-    s, hidden, threshold = case
-    certified = d._safe_by_moves(s, hidden, threshold, set())
-    assert certified <= hidden
-    return [
-        (comp, i) for comp in d._components(s, hidden) for i, q in enumerate(comp.members) if q in certified
-    ]
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hidden_sets())
-def test_a_cell_the_moves_check_calls_safe_is_safe_by_the_exact_lp(
-    case: tuple[d._Structure, set[frozenset[str]], int],
-) -> None:
-    threshold = case[2]
-    for comp, i in _moved(case):
-        lo, hi = _exact_range(comp, i)
-        assert d._breach(lo, hi, threshold) is None, (sorted(comp.members[i]), lo, hi)
-
-
-def test_the_moves_check_certifies_margins_and_cells_rectangles_do_not() -> None:
-    """The property above is not vacuous: the moves check certifies margins (one-way cells) and
-    interior cells that no rectangle of hidden cells holds."""
-
-    def beyond_rectangles(case: tuple[d._Structure, set[frozenset[str]], int]) -> bool:
-        s, hidden, threshold = case
-        extra = {q for comp, i in _moved(case) for q in [comp.members[i]]} - d._safe_by_rectangles(
-            s, hidden, threshold
-        )
-        return any(len(q) == 1 for q in extra) and any(len(q) == 2 for q in extra)
-
-    found = find(
-        hidden_sets(),
-        beyond_rectangles,
-        settings=settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow]),
-    )
-    assert beyond_rectangles(found)
+def _nothing_moves(
+    layout: d._Layout, values: np.ndarray, hidden: np.ndarray, safe: np.ndarray, threshold: int
+) -> np.ndarray:
+    """A moves check that certifies nothing."""
+    return np.zeros(hidden.shape, dtype=bool)
 
 
 def test_a_feed_the_moves_prove_safe_is_audited_without_components_or_solver() -> None:
@@ -203,7 +172,7 @@ def test_a_feed_the_moves_prove_safe_is_audited_without_components_or_solver() -
     tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
     full = d.suppress(tables, 3)
     assert any(v is None for v in full.published.values())
-    components, solve, moves = d._components, d._solve_stacked, d._safe_by_moves
+    components, solve, moves = d._components, d._solve_stacked, d._safe_by_moves_many
 
     def refused(*_: object) -> None:
         raise AssertionError("the audit went past the moves check")
@@ -214,11 +183,11 @@ def test_a_feed_the_moves_prove_safe_is_audited_without_components_or_solver() -
         quick = d.suppress(tables, 3)
     finally:
         d._components, d._solve_stacked = components, solve
-    d._safe_by_moves = lambda s, hidden, threshold, safe: set()  # type: ignore[assignment]
+    d._safe_by_moves_many = _nothing_moves
     try:
         without = d.suppress(tables, 3)
     finally:
-        d._safe_by_moves = moves
+        d._safe_by_moves_many = moves
     assert quick.published == full.published == without.published
     assert d.audit(tables, quick.published, 3) == []
 
@@ -230,21 +199,28 @@ def test_suppression_decides_the_same_with_and_without_the_certificate(
 ) -> None:
     tables = d.tables_from_counts(cells, CATEGORIES, LAYOUT)
     with_certificate = d.suppress(tables, threshold)
-    rectangles, null_space, moves, pinned = (
+    kept = (
         d._safe_by_rectangles,
+        d._safe_by_rectangles_many,
         d._safe_by_null_space,
-        d._safe_by_moves,
+        d._safe_by_moves_many,
         d._pinned,
     )
     d._safe_by_rectangles = lambda s, hidden, threshold: set()  # every cell to the solver
+    d._safe_by_rectangles_many = lambda layout, values, hidden, threshold: np.zeros(hidden.shape, dtype=bool)
     d._safe_by_null_space = lambda s, comp, threshold, safe, basis=None: set()
-    d._safe_by_moves = lambda s, hidden, threshold, safe: set()  # type: ignore[assignment]
+    d._safe_by_moves_many = _nothing_moves
     d._pinned = lambda basis, cells: []
     try:
         without = d.suppress(tables, threshold)
     finally:
-        d._safe_by_rectangles, d._safe_by_null_space, d._safe_by_moves = rectangles, null_space, moves
-        d._pinned = pinned
+        (
+            d._safe_by_rectangles,
+            d._safe_by_rectangles_many,
+            d._safe_by_null_space,
+            d._safe_by_moves_many,
+            d._pinned,
+        ) = kept
     assert with_certificate.published == without.published
     assert d.audit(tables, with_certificate.published, threshold) == []
 
