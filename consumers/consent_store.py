@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from domain.consent import ConsentRecord, PersonConsent, Recipient, Scope, recipient_set, scope_set
-from infra.db import copy_to_stage
+from infra.db import copy_to_stage, text_array
 
 ConsentTable = Literal["sv_consents", "feed_consents"]
 
@@ -39,7 +39,7 @@ class ConsentStore:
         # not parsed and built again for every record of every batch.
         self._select = (
             "SELECT person_key, consent_id, version, withdrawn, scopes, recipients::text, valid_from, "
-            f"valid_until, signed_at FROM {table} WHERE person_key = ANY($1::text[])"
+            f"valid_until, signed_at FROM {table} WHERE person_key = ANY($1::text::text[])"
         )
 
     async def save(self, conn: asyncpg.Connection, consents: Sequence[PersonConsent]) -> None:
@@ -78,7 +78,7 @@ class ConsentStore:
             valid_from,
             valid_until,
             signed_at,
-        ) in await conn.fetch(self._select, list(persons)):
+        ) in await conn.fetch(self._select, text_array(persons)):
             out.setdefault(person, []).append(
                 ConsentRecord(
                     consent_id,

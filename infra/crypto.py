@@ -32,6 +32,7 @@ from contracts.envelope import PERSONAL_MODELS
 from contracts.events import Sealed, built
 from infra.codecs.field_errors import from_validation_error
 from infra.config import Settings, master_key_bytes
+from infra.db import text_array
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _UNURLSAFE = bytes.maketrans(b"-_", b"+/")
@@ -340,8 +341,9 @@ class KeyStore:
         # Which wrapped keys to unwrap is decided here, not in SQL: ``CASE WHEN person_key = ANY($2)``
         # scanned the cached list once per row (a batch's 2,000 people: millions of comparisons).
         rows = await conn.fetch(
-            "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text[]) AND version = 1",
-            keys,
+            "SELECT person_key, wrapped FROM person_data_keys WHERE person_key = ANY($1::text::text[]) "
+            "AND version = 1",
+            text_array(keys),
         )
         found: dict[str, bytes] = {}
         cache = self._cache

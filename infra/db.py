@@ -117,6 +117,22 @@ async def copy_to_stage(
     await conn.copy_records_to_table(stage, records=records)
 
 
+def text_array(values: Iterable[str]) -> str:
+    """``values`` as one PostgreSQL array literal, for a parameter written ``$n::text::text[]``: a lookup
+    of a batch's 2,000 people by key sends one string, not a list. The driver's array encoder checks each
+    element against collections.abc's classes (two ``isinstance`` calls through ``__instancecheck__``)
+    before encoding it: 0.45-0.65 µs of client CPU a key against 0.10-0.15 for the literal (2,000 keys,
+    200 lookups). Every element is quoted; a quote or backslash in one (never in the hub's hex person keys
+    and event ids) is escaped."""
+    values = list(values)
+    if not values:
+        return "{}"
+    plain = "".join(values)
+    if '"' in plain or "\\" in plain:
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + '","'.join(values) + '"}'
+
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

@@ -19,7 +19,12 @@ import orjson
 
 from consumers.consent_store import ConsentStore
 from domain.shared_view import PersonView, ViewPlan, view_from_values
-from infra.db import AdvisoryLock, copy_to_stage, stage_ddl  # the lock: batches shared, an erasure exclusive
+from infra.db import (  # the lock: batches shared, an erasure exclusive
+    AdvisoryLock,
+    copy_to_stage,
+    stage_ddl,
+    text_array,
+)
 
 consents = ConsentStore("sv_consents")
 
@@ -42,7 +47,7 @@ async def begin(conn: asyncpg.Connection, partitions: Iterable[int]) -> None:
 
 async def erased(conn: asyncpg.Connection, persons: Iterable[str]) -> frozenset[str]:
     rows = await conn.fetch(
-        "SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text[])", list(persons)
+        "SELECT person_key FROM sv_erasures WHERE person_key = ANY($1::text::text[])", text_array(persons)
     )
     return frozenset(r[0] for r in rows)
 
@@ -51,7 +56,9 @@ async def known_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> fr
     """Which of these events are stored already."""
     if not event_ids:
         return frozenset()
-    rows = await conn.fetch("SELECT event_id FROM sv_events WHERE event_id = ANY($1::text[])", event_ids)
+    rows = await conn.fetch(
+        "SELECT event_id FROM sv_events WHERE event_id = ANY($1::text::text[])", text_array(event_ids)
+    )
     return frozenset(r[0] for r in rows)
 
 
@@ -73,8 +80,8 @@ async def stored_events(conn: asyncpg.Connection, persons: Iterable[str]) -> lis
     handler reads them by position."""
     return await conn.fetch(
         "SELECT person_key, event_id, family, event_time, data, block_opens FROM sv_events "
-        "WHERE person_key = ANY($1::text[])",
-        list(persons),
+        "WHERE person_key = ANY($1::text::text[])",
+        text_array(persons),
     )
 
 
@@ -107,15 +114,17 @@ async def reveal(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
     if persons:
         await conn.execute(
             "INSERT INTO sv_reveals (person_key, revealed_at) "
-            "SELECT p, clock_timestamp() FROM unnest($1::text[]) AS p",
-            persons,
+            "SELECT p, clock_timestamp() FROM unnest($1::text::text[]) AS p",
+            text_array(persons),
         )
 
 
 async def remove(conn: asyncpg.Connection, persons: Iterable[str]) -> None:
     persons = list(persons)
     if persons:
-        await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", persons)
+        await conn.execute(
+            "DELETE FROM sv_persons WHERE person_key = ANY($1::text::text[])", text_array(persons)
+        )
 
 
 _EVENT_COLUMNS = ("event_id", "person_key", "family", "event_time", "data", "applied_at", "block_opens")
@@ -277,7 +286,7 @@ async def load_views(conn: asyncpg.Connection, persons: Iterable[str] | None = N
     """Records as stored (``None`` = everyone), for reads, tests and the replay comparison."""
     sql = f"SELECT {_NAMES} FROM sv_persons"
     rows = (
-        await conn.fetch(sql + " WHERE person_key = ANY($1::text[])", list(persons))
+        await conn.fetch(sql + " WHERE person_key = ANY($1::text::text[])", text_array(persons))
         if persons is not None
         else await conn.fetch(sql)
     )
