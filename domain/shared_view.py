@@ -128,6 +128,14 @@ class PersonView(NamedTuple):
 
 VIEW_FIELDS: tuple[str, ...] = PersonView._fields
 _VIEW_INDEX = {name: i for i, name in enumerate(VIEW_FIELDS)}
+_DEFAULTS = tuple(PersonView._field_defaults.get(name) for name in VIEW_FIELDS)
+_REFERRING, _REFERRALS = _VIEW_INDEX["referring_authorities"], _VIEW_INDEX["referrals"]
+_PLACEMENTS, _RETENTION = _VIEW_INDEX["placements"], _VIEW_INDEX["retention"]
+_CASE_NUMBERS, _MASKED = _VIEW_INDEX["case_numbers"], _VIEW_INDEX["masked"]
+# What a registration gives a record (``_registration_fields``): its core, authority … team_support, and its
+# personal fields, name … job_seeker_number.
+_CORE = slice(_VIEW_INDEX["authority"], _VIEW_INDEX["team_support"] + 1)
+_PERSONAL = slice(_VIEW_INDEX["name"], _VIEW_INDEX["job_seeker_number"] + 1)
 _new_tuple = tuple.__new__
 
 
@@ -198,33 +206,38 @@ def project(
         if ev.data.get("personal") is not None and ev.personal is None:
             masked = True
 
-    fields: dict[str, Any] = {}
-    registrations = by_family.get("registration", [])
-    if registrations:
-        fields = _registration_fields(_latest_registration(registrations), share, disclose, retain)
-
     referrals = [_referral_item(ev.data) for ev in by_family.get("referral", ())]
     case_numbers = [_case_number(ev) for ev in by_family.get("referral", ())] if share else []
     placements = [_placement_item(ev, disclose) for ev in by_family.get("placement", ())]
     retention = [_retention_item(ev.data) for ev in by_family.get("retention", ())] if retain else []
 
     authorities, offices = _recipient_codes(consent.recipients)
-    return PersonView(
-        person_key=person_key,
-        consent_id=consent.consent_id,
-        scopes=_scope_names(scopes),
-        recipient_authorities=authorities,
-        recipient_offices=offices,
-        valid_from=consent.valid_from,
-        valid_until=consent.valid_until,
-        referring_authorities=tuple(sorted({r["authority"] for r in referrals})),
-        referrals=tuple(sorted(referrals, key=_referral_order)),
-        placements=tuple(sorted(placements, key=_placement_order)),
-        retention=tuple(sorted(retention, key=_retention_order)),
-        case_numbers=tuple(sorted({n for n in case_numbers if n})),
-        masked=masked,
-        **fields,
+    # Positionally, in ``VIEW_FIELDS`` order, from the fields' defaults: ``PersonView(**…)`` bound its 29
+    # fields by name (the generated ``__new__``), a record per person with a consent rebuilt.
+    values = list(_DEFAULTS)
+    values[:7] = (
+        person_key,
+        consent.consent_id,
+        _scope_names(scopes),
+        authorities,
+        offices,
+        consent.valid_from,
+        consent.valid_until,
     )
+    values[_REFERRING : _RETENTION + 1] = (
+        tuple(sorted({r["authority"] for r in referrals})),
+        tuple(sorted(referrals, key=_referral_order)),
+        tuple(sorted(placements, key=_placement_order)),
+        tuple(sorted(retention, key=_retention_order)),
+    )
+    values[_CASE_NUMBERS] = tuple(sorted({n for n in case_numbers if n}))
+    values[_MASKED] = masked
+    registrations = by_family.get("registration")
+    if registrations:
+        core, personal = _registration_fields(_latest_registration(registrations), share, disclose, retain)
+        values[_CORE] = core
+        values[_PERSONAL] = personal
+    return view_from_values(values)
 
 
 def same_consent(view: PersonView, consent: ConsentRecord) -> bool:
@@ -286,31 +299,29 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
             placements.append(_placement_item(ev, disclose))
         elif family == "retention" and retain:
             retention.append(_retention_item(ev.data))
-    changes: dict[str, Any] = {"masked": masked}
+    # Positionally (``view._replace`` looked each of the 29 fields up by name): a record is extended per
+    # person per batch.
+    values = list(view)
+    values[_MASKED] = masked
     if registrations:
         if view.registered_on is not None:
             return None
-        changes.update(_registration_fields(_latest_registration(registrations), share, disclose, retain))
+        # The record shows no registration, so its registration fields are all unset (only a registration
+        # sets them): the registration's own, set or not, are the record's.
+        values[_CORE], values[_PERSONAL] = _registration_fields(
+            _latest_registration(registrations), share, disclose, retain
+        )
     if referrals:
-        changes["referrals"] = tuple(sorted((*view.referrals, *referrals), key=_referral_order))
-        changes["referring_authorities"] = tuple(
+        values[_REFERRALS] = tuple(sorted((*view.referrals, *referrals), key=_referral_order))
+        values[_REFERRING] = tuple(
             sorted({*view.referring_authorities, *(r["authority"] for r in referrals)})
         )
     if case_numbers:
-        changes["case_numbers"] = tuple(sorted({*view.case_numbers, *(n for n in case_numbers if n)}))
+        values[_CASE_NUMBERS] = tuple(sorted({*view.case_numbers, *(n for n in case_numbers if n)}))
     if placements:
-        changes["placements"] = tuple(sorted((*view.placements, *placements), key=_placement_order))
+        values[_PLACEMENTS] = tuple(sorted((*view.placements, *placements), key=_placement_order))
     if retention:
-        changes["retention"] = tuple(sorted((*view.retention, *retention), key=_retention_order))
-    return _changed(view, changes)
-
-
-def _changed(view: PersonView, changes: Mapping[str, Any]) -> PersonView:
-    """``view._replace(**changes)``, positionally: a record is extended per person per batch, and
-    ``_replace`` looks every one of the 29 fields up by name."""
-    values = list(view)
-    for name, value in changes.items():
-        values[_VIEW_INDEX[name]] = value
+        values[_RETENTION] = tuple(sorted((*view.retention, *retention), key=_retention_order))
     return view_from_values(values)
 
 
@@ -319,28 +330,38 @@ def _latest_registration(registrations: Sequence[StoredEvent]) -> StoredEvent:
     return max(registrations, key=lambda e: (e.data["registered_on"], e.time, e.event_id))
 
 
-def _registration_fields(reg: StoredEvent, share: bool, disclose: bool, retain: bool) -> dict[str, Any]:
+def _registration_fields(
+    reg: StoredEvent, share: bool, disclose: bool, retain: bool
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The record's fields from its registration: the core (``_CORE``: authority … team_support) and the
+    personal fields (``_PERSONAL``: name … job_seeker_number; ``None`` where no scope discloses one)."""
     d = reg.data
-    fields: dict[str, Any] = {
-        "authority": d["authority"],
-        "office": d["office"],
-        "site": d["site"],
-        "registered_on": _date(d["registered_on"]),
-        "sex": d["sex"],
-        "age_band": d["age_band"],
-        "attributes": tuple(d["attributes"]),
-        "desired_occupation": d["desired_occupation"]["group"],
-        "team_support": bool(d["team_support"]),
-    }
+    core = (
+        d["authority"],
+        d["office"],
+        d["site"],
+        _date(d["registered_on"]),
+        d["sex"],
+        d["age_band"],
+        tuple(d["attributes"]),
+        d["desired_occupation"]["group"],
+        bool(d["team_support"]),
+    )
     opened = reg.personal or {}
-    if opened.get("name") is not None and (share or disclose or retain):
-        fields["name"] = opened["name"]
-    if share:
-        for key in ("name_kana", "phone", "email", "address", "job_seeker_number"):
-            fields[key] = opened.get(key)
-        if opened.get("birth_date"):
-            fields["birth_date"] = _date(opened["birth_date"])
-    return fields
+    name = opened.get("name") if share or disclose or retain else None
+    if not share:
+        return core, (name, None, None, None, None, None, None)
+    born = opened.get("birth_date")
+    personal = (
+        name,
+        opened.get("name_kana"),
+        _date(born) if born else None,
+        opened.get("phone"),
+        opened.get("email"),
+        opened.get("address"),
+        opened.get("job_seeker_number"),
+    )
+    return core, personal
 
 
 def _referral_item(d: Mapping[str, Any]) -> dict[str, Any]:
