@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from consumers.feed.api import create_feed_app
 from consumers.shared_view.api import build_app as shared_view_app
+from contracts.types import BIRTH_DATE_RULE, DAY_RULE, INSTANT_RULE
 from hub.console.app import create_console_app
 from infra.config import Settings
 from producers.adapters.app import employment_app, welfare_app
@@ -75,11 +76,23 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+# The hub's rules name the bounds of their ranges ("must lie in 2000-01-01 .. 2099-12-31"): a bound sent as
+# a value elsewhere in the request is the rule's own text in the answer, not the value repeated.
+RULE_TEXTS = " ".join((DAY_RULE, INSTANT_RULE, BIRTH_DATE_RULE))
+
+
 def echoed(case: Any, answer: str, spec: str) -> list[str]:
     """The values of ``case`` a refusal repeats: strings of 8 characters or more sent in its path, query
-    or body, other than those the OpenAPI description itself holds (an enum's members, a field's name)."""
+    or body, other than those the OpenAPI description itself holds (an enum's members, a field's name) or
+    a rule's own text does (``RULE_TEXTS``)."""
     sent = (case.path_parameters, case.query, case.body)
-    return sorted({s for s in _strings(sent) if len(s.strip()) >= 8 and s not in spec and s in answer})
+    return sorted(
+        {
+            s
+            for s in _strings(sent)
+            if len(s.strip()) >= 8 and s not in spec and s not in RULE_TEXTS and s in answer
+        }
+    )
 
 
 def fuzz(app: FastAPI, token: str) -> Figures:
