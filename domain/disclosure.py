@@ -855,9 +855,19 @@ def _line_arrays(quantities: tuple[Quantity, ...], lines: tuple[_Line, ...], sha
             over.setdefault(dim, []).append((t, axis, ms))
             margins.setdefault(dim, {}).update(dict.fromkeys(ms))
     by_order = np.array([order[q] for q in quantities], dtype=np.int64)
+    # A margin move keeps a one-way table's total line only where both margins are in it: a one-way table
+    # over the dimension whose categories are not the two-way tables' (a layout can have that: the counts
+    # of the categories it lacks are then 0) would be left unbalanced, and a cell certified that the
+    # exact LPs find determined. No margin moves over such a dimension (no caller's layout has one).
+    one_way: dict[str, set[frozenset[str]]] = {}
+    for _, table_dims, table_axes in shape:
+        if len(table_dims) == 1:
+            one_way.setdefault(table_dims[0], set()).add(frozenset(table_axes[0]))
     stacked = []
     for dim, tables in over.items():
         ordered = tuple(margins[dim])
+        if one_way.get(dim, set()) - {frozenset(c for q in ordered for _, c in quantities[q])}:
+            continue
         turned = [np.array(grid_lists[t], dtype=np.int64) for t, _, _ in tables]
         turned = [table.T if axis else table for table, (_, axis, _) in zip(turned, tables, strict=True)]
         block = np.full((len(turned), len(ordered), max(t.shape[1] for t in turned)), pad, dtype=np.int64)
