@@ -163,6 +163,10 @@ def active_consent(
 
 # --- projection --------------------------------------------------------------------------------
 
+# The scopes as module constants: an enum member read (``Scope.X``) costs ~75 ns on 3.11 against a few for
+# a global, and ``releases`` is asked per stored event of a rebuild, ``project`` and ``extend`` per record.
+_SHARE, _DISCLOSE, _RETAIN = Scope.SHARE_REGISTRATION, Scope.DISCLOSE_PLACEMENT, Scope.RETENTION_SUPPORT
+
 
 # A personal block known to open (it opened when its event arrived, under the key the person still has:
 # migration 047) whose fields the record does not take (``releases``): not opened again. ``project`` then
@@ -178,9 +182,9 @@ def releases(family: str, scopes: frozenset[Scope]) -> bool:
     if family == "registration":
         return bool(scopes)
     if family == "referral":
-        return Scope.SHARE_REGISTRATION in scopes
+        return _SHARE in scopes
     if family == "placement":
-        return Scope.DISCLOSE_PLACEMENT in scopes
+        return _DISCLOSE in scopes
     return False
 
 
@@ -196,9 +200,9 @@ def project(
     if consent is None:
         return None
     scopes = consent.scopes
-    share = Scope.SHARE_REGISTRATION in scopes
-    disclose = Scope.DISCLOSE_PLACEMENT in scopes
-    retain = Scope.RETENTION_SUPPORT in scopes
+    share = _SHARE in scopes
+    disclose = _DISCLOSE in scopes
+    retain = _RETAIN in scopes
     masked = False
     by_family: dict[str, list[StoredEvent]] = {}
     for ev in events:  # no sort needed: every choice below is by content, and every list is sorted
@@ -276,9 +280,9 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
     if not same_consent(view, consent):
         return None
     scopes = consent.scopes
-    share = Scope.SHARE_REGISTRATION in scopes
-    disclose = Scope.DISCLOSE_PLACEMENT in scopes
-    retain = Scope.RETENTION_SUPPORT in scopes
+    share = _SHARE in scopes
+    disclose = _DISCLOSE in scopes
+    retain = _RETAIN in scopes
     masked = view.masked
     registrations: list[StoredEvent] = []
     referrals: list[dict[str, Any]] = []
@@ -326,7 +330,10 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
 
 
 def _latest_registration(registrations: Sequence[StoredEvent]) -> StoredEvent:
-    # A person who applied again (another office) is shown as of their latest application.
+    # A person who applied again (another office) is shown as of their latest application. Most applied
+    # once: no key to build.
+    if len(registrations) == 1:
+        return registrations[0]
     return max(registrations, key=lambda e: (e.data["registered_on"], e.time, e.event_id))
 
 
@@ -463,7 +470,7 @@ def plan_batch(batch: Sequence[Incoming], state: ViewState) -> ViewPlan:
     A person in the view under unchanged consent terms takes only the batch's new events (``extend``);
     newcomers, changed terms and a second registration are rebuilt from all their stored events.
     """
-    masked = sum(1 for e in batch if e.person_key in state.erased)
+    masked = sum(1 for e in batch if e.person_key in state.erased) if state.erased else 0
     consents: list[PersonConsent] = []
     others: list[Incoming] = []
     for e in once_each(batch):
