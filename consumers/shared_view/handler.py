@@ -10,9 +10,10 @@ The same shape as every consumer (``docs/ARCHITECTURE.md``): load → plan (pure
 2. plan (``plan_batch``): consents to keep (newest version wins), events to store (held while no consent
    covers them), records extended in place, records to rebuild, people to remove (withdrawal, or a
    consent behind the person's fence);
-3. write the plan; meanwhile, rebuild the records the plan could not extend from their stored events
-   (read before the plan's writes, plus the batch's new ones: ``project``) and encode them with the
-   extended ones; then write those records (one staged merge).
+3. write the plan and the records extended in place (one staged update; their jsonb fields the batch
+   left as they were are kept as stored); meanwhile, rebuild the records the plan could not extend from
+   their stored events (read before the plan's writes, plus the batch's new ones: ``project``) and encode
+   them; then write those records (one staged merge).
 
 A record is a pure function of the person's stored events and consent (``extend`` gives what ``project``
 over all of them gives), so redelivered, replayed or out-of-order events give the same view. Nothing is
@@ -81,13 +82,17 @@ def _nul_escape(raw: bytes) -> bool:
 _TURN = 128  # records projected or encoded between two turns of the event loop (about a millisecond)
 
 
-async def _encoded(views: Sequence[PersonView]) -> list[list[Any]]:
-    """``store.view_rows``, taking turns with the event loop."""
+async def _encoded(
+    views: Sequence[PersonView], stored: Mapping[str, PersonView] | None = None
+) -> list[list[Any]]:
+    """``store.view_rows`` (``store.extended_rows`` of records extended from ``stored``), taking turns with
+    the event loop."""
     rows: list[list[Any]] = []
     for start in range(0, len(views), _TURN):
         if start:
             await asyncio.sleep(0)
-        rows += store.view_rows(views[start : start + _TURN])
+        part = views[start : start + _TURN]
+        rows += store.view_rows(part) if stored is None else store.extended_rows(part, stored)
     return rows
 
 
@@ -168,11 +173,11 @@ class SharedViewHandler:
 
         async def write() -> None:
             await store.write_plan(conn, plan, raw, state.known, state.opened)
-            await store.write_views(conn, await extended)
+            await store.write_extended(conn, await extended)
 
         writing = asyncio.ensure_future(write())
         try:
-            extended.set_result(await _encoded(plan.write))
+            extended.set_result(await _encoded(plan.write, state.views))
             arrived = [
                 e for e, _ in plan.events if e.person_key in plan.rebuild and e.event_id not in state.known
             ]

@@ -273,6 +273,25 @@ def view_rows(views: Iterable[PersonView]) -> list[list[Any]]:
     return [_view_row(v) for v in views]
 
 
+def extended_rows(views: Iterable[PersonView], stored: Mapping[str, PersonView]) -> list[list[Any]]:
+    """Records extended in place (``plan.write``) as ``write_extended`` copies them: a jsonb field equal to
+    the stored record's (``stored``: the records as read in this transaction) is staged as NULL and kept as
+    stored, not serialised here and parsed again by PostgreSQL. A batch's event changes one or two of a
+    record's nine jsonb fields (its referrals, placements or retention)."""
+    rows = []
+    for view in views:
+        before = stored[view.person_key]
+        row = list(view)
+        for i in _JSON_AT:
+            value = row[i]
+            if value is before[i] or value == before[i]:  # ``extend`` keeps an unchanged field's object
+                row[i] = None
+            else:
+                row[i] = orjson.dumps(value).decode() if value else "[]"
+        rows.append(row)
+    return rows
+
+
 async def write_views(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
     """Upsert these records (``view_rows``). Clear data: only in a transaction holding the erasure lock
     (``begin``, which also declares the staging table)."""
@@ -280,6 +299,31 @@ async def write_views(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -
         return
     await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, rows, declared=True)
     await conn.execute(_UPSERT)
+
+
+# An extended record's row is there: it was read in this transaction (``load_views``), under the locks of its
+# person's partition number, which every writer of a person's row takes (``begin``), and neither an erasure
+# (the erasure lock) nor a replay's TRUNCATE can run before this transaction ends.
+_UPDATE_EXTENDED = (
+    "WITH staged AS (DELETE FROM sv_persons_stage RETURNING *) UPDATE sv_persons p SET "
+    + ", ".join(
+        f"{n} = coalesce(s.{n}::jsonb, p.{n})" if k == "jsonb" else f"{n} = s.{n}"
+        for n, k in _VIEW_COLUMNS[1:]
+    )
+    + ", updated_at = clock_timestamp() FROM staged s WHERE p.person_key = s.person_key"
+)
+
+
+async def write_extended(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Update records extended in place (``extended_rows``): what ``write_views`` would store, with the
+    unchanged jsonb fields kept as stored (measured, 2,000 of bench_projection's records with one jsonb
+    field changed, the backend's CPU: about a fifth less than the upsert of every field)."""
+    if not rows:
+        return
+    await copy_to_stage(conn, "sv_persons_stage", _VIEW_STAGE, rows, declared=True)
+    status = await conn.execute(_UPDATE_EXTENDED)
+    if status != f"UPDATE {len(rows)}":  # see _UPDATE_EXTENDED: a broken invariant, never a lost write
+        raise RuntimeError(f"shared view: {status} of {len(rows)} extended records")
 
 
 async def load_views(conn: asyncpg.Connection, persons: Iterable[str] | None = None) -> list[PersonView]:

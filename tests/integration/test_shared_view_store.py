@@ -131,3 +131,77 @@ async def test_the_events_copy_payload_stores_what_the_drivers_encoders_store(po
         True,
         True,
     ]
+
+
+def _extensions(view: PersonView) -> list[PersonView]:
+    """Ways a batch extends a record (``domain.shared_view.extend``): one jsonb field or several changed,
+    the others the stored record's own objects or equal copies of them, registration fields, masked."""
+    placement = {"placement_id": "p-1", "office": "1301", "site": "131016-01", "placed_on": "2026-05-01",
+                 "route": "referral", "occupation": "05", "employment_type": "full_time",
+                 "employer_name": "株式会社 テスト"}  # fmt: skip
+    referral = {**view.referrals[0], "referral_id": "r-new", "authority": "011002"} if view.referrals else {}
+    return [
+        view._replace(placements=(placement,)),
+        view._replace(referrals=(*view.referrals, referral), referring_authorities=("011002", "131016")),
+        view._replace(
+            retention=(
+                {
+                    "placement_id": "p-1",
+                    "checkpoint_months": 1,
+                    "status": "employed",
+                    "checked_on": "2026-06-01",
+                },
+            ),
+            masked=True,
+        ),
+        view._replace(case_numbers=(*view.case_numbers, "K-0002"), attributes=tuple(view.attributes)),
+        view._replace(referrals=tuple(dict(r) for r in view.referrals), placements=(placement,)),
+        view._replace(name=None, phone="03-1111-1111", registered_on=date(2026, 5, 1), team_support=False),
+        view._replace(referrals=(), referring_authorities=(), scopes=("share_registration",)),
+        # as many items as stored, other values
+        view._replace(
+            referrals=tuple({**r, "programme": "general"} for r in view.referrals),
+            recipient_offices=("1302",),
+        ),
+        view,
+    ]
+
+
+async def test_a_record_extended_in_place_is_stored_as_the_upsert_of_every_field_stores_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """``write_extended`` (unchanged jsonb fields staged as NULL and kept as stored) leaves each record as
+    ``write_views`` (every field upserted) leaves it: the same row text of every field, for each way a
+    batch extends a record."""
+    people = [f"ext-{uuid.uuid4().hex[:12]}-{i:02d}" for i in range(len(_extensions(_record("x", 1))))]
+    stored = {p: _record(p, 1 + i % 2) for i, p in enumerate(people)}
+    extended = [_extensions(stored[p])[i] for i, p in enumerate(people)]
+    as_text = f"SELECT person_key, row({', '.join(store.VIEW_FIELDS)})::text FROM sv_persons WHERE person_key = ANY($1::text[])"
+    counts = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'sv_persons'"
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await store.begin(conn, [0])
+            await store.write_views(conn, store.view_rows(stored.values()))
+        try:
+            rows = {}
+            for name in ("upsert", "extended"):
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    await store.begin(conn, [0])
+                    read = {v.person_key: v for v in await store.load_views(conn, people)}
+                    before = await conn.fetchrow(counts)
+                    if name == "upsert":
+                        await store.write_views(conn, store.view_rows(extended))
+                    else:
+                        await store.write_extended(conn, store.extended_rows(extended, read))
+                    after = await conn.fetchrow(counts)
+                    assert after[0] - before[0] == len(people)  # each record updated once, none inserted
+                    rows[name] = dict(await conn.fetch(as_text, people))
+                finally:
+                    await tx.rollback()
+            assert rows["extended"] == rows["upsert"]
+            assert len(rows["upsert"]) == len(people)
+            assert rows["upsert"] != dict(await conn.fetch(as_text, people))  # the extensions changed them
+        finally:
+            await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", people)
