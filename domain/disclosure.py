@@ -1008,7 +1008,10 @@ def _safe_by_moves_many(
     open_ = h & ~np.concatenate([safe, np.ones((feeds, 1), dtype=bool)], axis=1)  # not yet certified
     for ms, block in arrays.over:  # tables × k × m: the dimension's categories down the rows
         hm = h[:, ms]
-        some = np.flatnonzero(hm.sum(axis=1) >= 2)
+        # Feeds with two hidden margins here and a cell a move here could still certify.
+        some = np.flatnonzero(
+            (hm.sum(axis=1) >= 2) & (open_[:, ms].any(axis=1) | open_[:, block].any(axis=(1, 2, 3)))
+        )
         if not some.size:
             continue
         m = block.shape[2]
@@ -1488,7 +1491,7 @@ def _suppress_steps(counted: Counted, threshold: int, start: _Start) -> _Steps[S
             raise DisclosureError("the feed cannot be protected even with every cell suppressed")
         for q in _close_lines(s, hidden):
             reason.setdefault(q, SuppressionReason.COMPLEMENTARY)
-        safe = _certified(s, hidden, threshold)
+        safe = _certified(s, hidden, threshold, safe)
 
     return _published(counted, threshold, s, {q: reason[q] for q in hidden})
 
@@ -1775,14 +1778,17 @@ def _safe_by_rectangles(s: _Structure, hidden: set[Quantity], threshold: int) ->
     return {s.layout.quantities[i] for i in np.flatnonzero(safe).tolist()}
 
 
-def _certified(s: _Structure, hidden: set[Quantity], threshold: int) -> set[Quantity]:
+def _certified(s: _Structure, hidden: set[Quantity], threshold: int, known: set[Quantity]) -> set[Quantity]:
     """The hidden cells rectangles and whole-number moves prove safe, for one feed (the first round
-    works them out for many feeds at once: `_first_rounds`)."""
+    works them out for many feeds at once: `_first_rounds`), besides ``known``: cells certified in an
+    earlier round of the same feed. Hiding more cells keeps those safe (their feasible point, with the
+    newly hidden cells at their counts, is still one), so only the others are looked at again."""
     values, mask = _arrays(s, hidden)
     safe = _safe_by_rectangles_many(s.layout, values, mask, threshold)
+    safe[0, [s.layout.index_of[q] for q in known]] = True
     if (mask & ~safe).any():
         safe |= _safe_by_moves_many(s.layout, values, mask, safe, threshold)
-    return {s.layout.quantities[i] for i in np.flatnonzero(safe[0]).tolist()}
+    return {s.layout.quantities[i] for i in np.flatnonzero(safe[0] & mask[0]).tolist()}
 
 
 def _null_space(comp: _Component) -> np.ndarray:
@@ -1912,7 +1918,7 @@ def _exposed(
         return {}
     # What rectangles and moves prove (``certified``, where the caller has worked it out for many
     # feeds at once).
-    safe = set(certified) if certified is not None else _certified(s, hidden, threshold)
+    safe = set(certified) if certified is not None else _certified(s, hidden, threshold, set())
     if hidden <= safe:  # every hidden cell proven safe: no component, null space or LP
         return {}
     comps = []

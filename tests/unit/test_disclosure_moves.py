@@ -368,3 +368,19 @@ def test_a_cell_the_moves_check_calls_safe_in_a_narrower_one_way_layout_is_safe_
     case: Case,
 ) -> None:
     assert _unsound(case) == []
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden_sets(), st.data())
+def test_a_cell_certified_stays_safe_when_more_cells_are_hidden(case: Case, data: st.DataObject) -> None:
+    """A later round of suppression keeps what an earlier one certified (`_certified`'s ``known``):
+    hiding more cells keeps every feasible point feasible, so the exact LPs still find those cells
+    safe."""
+    s, hidden, threshold = case
+    certified = d._certified(s, hidden, threshold, set())
+    every = sorted(s.value, key=lambda q: repr(sorted(q)))
+    more = hidden | set(data.draw(st.lists(st.sampled_from(every), max_size=6)))
+    for comp in d._components(s, more):
+        for i, q in enumerate(comp.members):
+            if q in certified:
+                assert d._breach(*_exact_range(comp, i), threshold) is None, sorted(q)
