@@ -1251,7 +1251,9 @@ def suppress_many(
     )
 
 
-_Start = tuple[dict["Quantity", SuppressionReason], set["Quantity"], set["Quantity"]]
+# A feed's first round: its reasons, hidden and certified cells, or the feed as published where the
+# first round's certificates already cover every hidden cell (the audit would end there).
+_Start = tuple[dict["Quantity", SuppressionReason], set["Quantity"], set["Quantity"], "SuppressedFeed | None"]
 
 
 def _first_rounds(
@@ -1286,7 +1288,7 @@ def _first_rounds(
                     "changed, so earlier suppressions cannot be carried over"
                 )
             reason.setdefault(q_prev, SuppressionReason.PREVIOUS_REVISION)
-        starts.append((reason, set(reason), set()))
+        starts.append((reason, set(reason), set(), None))
     for layout, everyone, every_value in tables:
         # Only feeds with a small cell or one hidden before: the others have nothing to protect.
         protect = [row for row, n in enumerate(everyone) if starts[n][0]]
@@ -1297,15 +1299,29 @@ def _first_rounds(
         hidden = np.zeros(values.shape, dtype=bool)
         for row, n in enumerate(members):
             hidden[row, [layout.index_of[q] for q in starts[n][0]]] = True
+        # Each quantity's reason as a code (`_REASONS`): small counts are primary, the others hidden
+        # so far were hidden before, those the lines hide are complementary.
+        code = np.where(hidden, 2, 0).astype(np.int8)
+        code[(values >= 1) & (values < threshold)] = 1
         _close_lines_many(layout, values, hidden)
+        code[hidden & (code == 0)] = 3
         safe = _safe_by_rectangles_many(layout, values, hidden, threshold)
         # The moves check for every feed with a hidden cell rectangles leave, all at once.
         need = np.flatnonzero((hidden & ~safe).any(axis=1))
         if need.size:
             safe[need] |= _safe_by_moves_many(layout, values[need], hidden[need], safe[need], threshold)
+        # A feed whose every hidden cell is certified (most) is published here, from the codes.
+        clean = ~(hidden & ~safe).any(axis=1)
+        rows = np.flatnonzero(clean)
+        published = _published_many(
+            layout, [counted[members[r]] for r in rows], values[rows], code[rows], threshold
+        )
+        for row, feed in zip(rows.tolist(), published, strict=True):
+            starts[members[row]] = (starts[members[row]][0], set(), set(), feed)
         quantities = layout.quantities
-        for row, n in enumerate(members):
-            reason, hid, certified = starts[n]
+        for row in np.flatnonzero(~clean).tolist():
+            n = members[row]
+            reason, hid, certified, _ = starts[n]
             for q in map(quantities.__getitem__, np.flatnonzero(hidden[row]).tolist()):
                 hid.add(q)
                 reason.setdefault(q, complementary)
@@ -1472,7 +1488,9 @@ def _suppress_steps(counted: Counted, threshold: int, start: _Start) -> _Steps[S
     """From the first round's hidden cells (`_first_rounds`): audit, one more complementary
     suppression per exposed cell, lines closed again, until the audit is clean."""
     s = counted.structure
-    reason, hidden, safe = start
+    reason, hidden, safe, ready = start
+    if ready is not None:
+        return ready
     while hidden:
         exposed = yield from _exposed(s, hidden, threshold, safe)
         exposures = sorted(exposed, key=lambda q: (s.value[q], s.layout.order[q]))
@@ -1524,6 +1542,44 @@ def _published(
     cells = _Cells(layout.ref_order, layout.ref_index, values, reasons, layout.keys, layout.rank, why, at)
     # The hidden cells as a set only where asked for (``SuppressedFeed.suppressed``: they are ``at``).
     return SuppressedFeed(tables, threshold, cells, None, layout.spans, before)
+
+
+# The reasons by code (0: published), and each reason as published.
+_REASONS = np.array(
+    [None, SuppressionReason.PRIMARY, SuppressionReason.PREVIOUS_REVISION, SuppressionReason.COMPLEMENTARY],
+    dtype=object,
+)
+_WHY_BY_CODE = np.array([None if r is None else _WHY[r] for r in _REASONS], dtype=object)
+
+
+def _published_many(
+    layout: _Layout, counted: Sequence[Counted], values: np.ndarray, code: np.ndarray, threshold: int
+) -> list[SuppressedFeed]:
+    """`_published` for many feeds of one layout at once, their hidden quantities and reasons given
+    as codes (one row per feed, `_REASONS`; ``values``: each quantity's count): the same cells,
+    values, reasons and hidden positions, made as arrays per layout instead of a loop per cell."""
+    if not counted:
+        return []
+    cell_code = code[:, layout.quantity_of]
+    hidden = cell_code > 0
+    shown = values[:, layout.quantity_of].astype(object)
+    shown[hidden] = None
+    rows, at = np.nonzero(hidden)
+    ends = np.searchsorted(rows, np.arange(1, len(counted)))
+    out = []
+    for c, published, reasons, why, positions in zip(
+        counted,
+        shown.tolist(),
+        _REASONS[cell_code].tolist(),
+        _WHY_BY_CODE[cell_code].tolist(),
+        np.split(at, ends),
+        strict=True,
+    ):
+        cells = _Cells(layout.ref_order, layout.ref_index, published, reasons, layout.keys, layout.rank, why,
+                       positions.tolist())  # fmt: skip
+        tables = _Tables(c) if c._tables is None else c._tables
+        out.append(SuppressedFeed(tables, threshold, cells, None, layout.spans, None))
+    return out
 
 
 def _choose(s: _Structure, line: _Line, hidden: set[Quantity]) -> Quantity | None:
