@@ -21,6 +21,9 @@ Consent semantics (the README repeats them):
 * **Reads.** An authority sees a person registered at one of its sites or referred by it, an office a
   person registered at that office — and either only if the consent lists it as recipient and grants
   the read's purpose. A read returns the non-identifying core plus the fields of its purpose only.
+  An authority sees its own referrals and case numbers only (another authority's are that authority's
+  welfare data, and no agreement runs between authorities); Hello Work, to which referrals are
+  addressed, sees all (``as_disclosed``).
 * **Erasure** deletes the person's data key and rows; the register of erasures makes replays skip them.
 """
 
@@ -119,7 +122,9 @@ class PersonView(NamedTuple):
     email: str | None = None
     address: str | None = None
     job_seeker_number: str | None = None
-    case_numbers: tuple[str, ...] = ()
+    # each {"authority", "case_number"}: the authority whose case it is (its referral's), as only that
+    # authority is shown it (``as_disclosed``); sorted, once each (``_case_items``)
+    case_numbers: tuple[dict[str, Any], ...] = ()
     masked: bool = False  # a sealed block would not open: the person's key was erased
 
     def grants(self, scope: Scope) -> bool:
@@ -211,7 +216,9 @@ def project(
             masked = True
 
     referrals = [_referral_item(ev.data) for ev in by_family.get("referral", ())]
-    case_numbers = [_case_number(ev) for ev in by_family.get("referral", ())] if share else []
+    case_numbers = (
+        [(ev.data["authority"], _case_number(ev)) for ev in by_family.get("referral", ())] if share else []
+    )
     placements = [_placement_item(ev, disclose) for ev in by_family.get("placement", ())]
     retention = [_retention_item(ev.data) for ev in by_family.get("retention", ())] if retain else []
 
@@ -234,7 +241,7 @@ def project(
         tuple(sorted(placements, key=_placement_order)),
         tuple(sorted(retention, key=_retention_order)),
     )
-    values[_CASE_NUMBERS] = tuple(sorted({n for n in case_numbers if n}))
+    values[_CASE_NUMBERS] = _case_items(c for c in case_numbers if c[1])
     values[_MASKED] = masked
     registrations = by_family.get("registration")
     if registrations:
@@ -286,7 +293,7 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
     masked = view.masked
     registrations: list[StoredEvent] = []
     referrals: list[dict[str, Any]] = []
-    case_numbers: list[str | None] = []
+    case_numbers: list[tuple[str, str | None]] = []
     placements: list[dict[str, Any]] = []
     retention: list[dict[str, Any]] = []
     for ev in events:
@@ -298,7 +305,7 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
         elif family == "referral":
             referrals.append(_referral_item(ev.data))
             if share:
-                case_numbers.append(_case_number(ev))
+                case_numbers.append((ev.data["authority"], _case_number(ev)))
         elif family == "placement":
             placements.append(_placement_item(ev, disclose))
         elif family == "retention" and retain:
@@ -321,7 +328,8 @@ def extend(view: PersonView, consent: ConsentRecord, events: Sequence[StoredEven
             sorted({*view.referring_authorities, *(r["authority"] for r in referrals)})
         )
     if case_numbers:
-        values[_CASE_NUMBERS] = tuple(sorted({*view.case_numbers, *(n for n in case_numbers if n)}))
+        kept = ((c["authority"], c["case_number"]) for c in view.case_numbers)
+        values[_CASE_NUMBERS] = _case_items((*kept, *(c for c in case_numbers if c[1])))
     if placements:
         values[_PLACEMENTS] = tuple(sorted((*view.placements, *placements), key=_placement_order))
     if retention:
@@ -383,6 +391,21 @@ def _referral_item(d: Mapping[str, Any]) -> dict[str, Any]:
 
 def _case_number(ev: StoredEvent) -> str | None:
     return ev.personal.get("case_number") if ev.personal else None
+
+
+def _case_items(cases: Iterable[tuple[str | None, Any]]) -> tuple[dict[str, Any], ...]:
+    """The record's case numbers from (authority, case number) pairs: sorted, once each. The authority is
+    ``None`` only for a number kept before migration 071 of a person several authorities referred (whose
+    it is, the sealed referrals tell a replay): shown to Hello Work only."""
+    unique = set(cases)
+    if len(unique) == 1:  # most people: one referral with its number
+        ((a, n),) = unique
+        return ({"authority": a, "case_number": n},)
+    return tuple({"authority": a, "case_number": n} for a, n in sorted(unique, key=_case_order))
+
+
+def _case_order(case: tuple[str | None, Any]) -> tuple[str, Any]:
+    return (case[0] or "", case[1])
 
 
 def _placement_item(ev: StoredEvent, disclose: bool) -> dict[str, Any]:
@@ -607,21 +630,51 @@ def decide_disclosure(
 
 
 def as_disclosed(view: PersonView, reader: Reader, purpose: Scope, registers: Registers) -> PersonView:
-    """``view`` as a read for ``purpose`` may show it to ``reader``. Placement data is the placing office's
-    (A2–A3 as the feed's individual list decides them, ``domain.agreements.withheld``): an authority sees
-    a placement's employer only under an agreement in force today that covers disclose_placement with the
-    office that placed the person, for the placement's site — never under the registration office's
-    agreement alone, which ``decide_disclosure`` asks for the read as a whole (the name)."""
-    if purpose is not Scope.DISCLOSE_PLACEMENT or reader.kind is not ReaderKind.AUTHORITY:
+    """``view`` as a read for ``purpose`` may show it to ``reader``; Hello Work readers see it whole.
+
+    An authority sees its own referrals and case numbers only: another authority's referral (its case
+    worker sent this person) and case number are that authority's welfare data, and agreements run
+    between an authority and an office (A2), never between authorities.
+
+    Placement data is the placing office's (A2–A3 as the feed's individual list decides them,
+    ``domain.agreements.withheld``): an authority sees a placement's employer (disclose_placement), and a
+    retention checkpoint of it (retention_support), only under an agreement in force today that covers
+    the purpose with the office that placed the person, for the placement's site — never under the
+    registration office's agreement alone, which ``decide_disclosure`` asks for the read as a whole (the
+    name). A checkpoint whose placement the record does not hold has no placing office: not shown, as
+    the feed lists checkpoints of its placements only."""
+    if reader.kind is not ReaderKind.AUTHORITY:
         return view
-    shown = tuple(
-        p
-        if covered(registers.agreements, purpose, authority=reader.code, office=p.get("office"),
-                   site=p.get("site"), day=registers.today)
-        else {k: v for k, v in p.items() if not k.startswith("employer")}
-        for p in view.placements
-    )  # fmt: skip
-    return view if shown == view.placements else view._replace(placements=shown)
+    own = reader.code
+    referrals = tuple(r for r in view.referrals if r["authority"] == own)
+    case_numbers = tuple(c for c in view.case_numbers if c["authority"] == own)
+    placements, retention = view.placements, view.retention
+
+    def placing_office_covers(p: Mapping[str, Any]) -> bool:
+        return covered(registers.agreements, purpose, authority=own, office=p.get("office"),
+                       site=p.get("site"), day=registers.today)  # fmt: skip
+
+    if purpose is Scope.DISCLOSE_PLACEMENT:
+        placements = tuple(
+            p if placing_office_covers(p) else {k: v for k, v in p.items() if not k.startswith("employer")}
+            for p in view.placements
+        )
+    elif purpose is Scope.RETENTION_SUPPORT and view.retention:
+        placed: dict[str, list[Mapping[str, Any]]] = {}
+        for p in view.placements:
+            placed.setdefault(p["placement_id"], []).append(p)
+        shown = {pid for pid, ps in placed.items() if all(placing_office_covers(p) for p in ps)}
+        retention = tuple(c for c in view.retention if c["placement_id"] in shown)
+    if (referrals, case_numbers, placements, retention) == (
+        view.referrals,
+        view.case_numbers,
+        view.placements,
+        view.retention,
+    ):
+        return view
+    return view._replace(
+        referrals=referrals, case_numbers=case_numbers, placements=placements, retention=retention
+    )
 
 
 def disclosed_fields(view: PersonView, purpose: Scope) -> tuple[str, ...]:
@@ -670,7 +723,9 @@ def disclose(view: PersonView, purpose: Scope) -> dict[str, Any]:
     for name in (*REGISTRATION_FIELDS, *LINK_FIELDS, "retention", "attributes"):
         if name in allowed:
             value = getattr(view, name)
-            if isinstance(value, date):
+            if name == "case_numbers":  # the numbers (the reader's own, ``as_disclosed``), as before 071
+                value = sorted({c["case_number"] for c in value})
+            elif isinstance(value, date):
                 value = value.isoformat()
             elif isinstance(value, tuple):
                 value = [dict(v) if isinstance(v, dict) else v for v in value]

@@ -233,8 +233,13 @@ async def search_persons(request: Request, principal: ReadingPrincipal, body: Se
         args.append(body.job_seeker_number)
         terms.append(f"job_seeker_number = ${len(args)}")
     if body.case_number:
+        # An authority's search matches its own case numbers only (another authority's are not shown to
+        # it, ``as_disclosed``): $1 is its code. Hello Work's, any authority's.
         args.append(body.case_number)
-        terms.append(f"case_numbers ? ${len(args)}")
+        own = "'authority', $1::text, " if reader.kind is ReaderKind.AUTHORITY else ""
+        terms.append(
+            f"case_numbers @> jsonb_build_array(jsonb_build_object({own}'case_number', ${len(args)}::text))"
+        )
     args.append(body.limit)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
@@ -296,10 +301,16 @@ async def access_history(
             return _refuse(
                 403, "access history is shown to operators and to the organisations the person is with"
             )
+        # An authority is shown its own reads and Hello Work's, not another authority's: that one reads
+        # (or tried to) would tell it the other's welfare involvement with the person.
+        reader = None if is_operator(principal) else reader_of(principal)
+        an_authority = reader is not None and reader.kind is ReaderKind.AUTHORITY
         rows = await conn.fetch(
             "SELECT read_at, client_id, client_name, organisation, action, purpose, fields, outcome, reason "
-            "FROM sv_access_log WHERE person_key = $1 ORDER BY id",
+            "FROM sv_access_log WHERE person_key = $1 "
+            "AND ($2::text IS NULL OR organisation = $2 OR organisation NOT LIKE 'authority:%') ORDER BY id",
             person_key,
+            principal.organisation if an_authority else None,
         )
     return {
         "person_key": person_key,

@@ -198,7 +198,7 @@ async def test_consent_arriving_after_the_events(pool: asyncpg.Pool, settings: S
         )
     assert (
         view.name == name
-        and view.case_numbers == ("SJ-2025-0042",)
+        and view.case_numbers == ({"authority": factories.AUTHORITY, "case_number": "SJ-2025-0042"},)
         and view.job_seeker_number == "13010-12345678"
     )
     assert view.placements[0]["employer_name"] == "株式会社𠮷野ケアサービス"
@@ -564,6 +564,134 @@ async def test_a_placements_employer_is_disclosed_only_under_an_agreement_with_t
     assert "placements.employer_name" in fields
 
 
+async def test_an_authority_sees_only_its_own_referrals_and_case_numbers(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """Each authority sees only its own people's data — of another authority, nothing (no agreement
+    between authorities exists; A2 is authority↔office). A person registered at Shinjuku's site and
+    later referred by Bunkyo too (its joint site with the same office, where 1301 holds the person) was
+    shown, in a share_registration read by either authority, both authorities' welfare case numbers and
+    both referrals (the other's case worker sent this person: its welfare involvement), and a search by
+    the other's case number found the person. The office, to which referrals are addressed, sees both."""
+    bunkyo, bunkyo_site = "131059", "131059-01"
+    async with pool.acquire() as conn:
+        await add_sites(conn, [(bunkyo_site, factories.OFFICE, "文京")])
+        await add_agreement(
+            conn, authority=bunkyo, offices=[factories.OFFICE], sites=[], purposes=[s.value for s in Scope],
+            valid_from=date(2015, 4, 1), valid_until=None, title="test", created_by="test",
+        )  # fmt: skip
+    shinjuku_case, bunkyo_case = f"SJ-{uuid.uuid4().hex[:10]}", f"BK-{uuid.uuid4().hex[:10]}"
+    recipients = [
+        {"kind": "authority", "code": factories.AUTHORITY},
+        {"kind": "authority", "code": bunkyo},
+        {"kind": "office", "code": factories.OFFICE},
+    ]
+    pk, reg = person(unique_name())
+    by_shinjuku = factories.referral(pk, personal={"case_number": shinjuku_case})
+    by_bunkyo = factories.referral(
+        pk,
+        authority=bunkyo,
+        site=bunkyo_site,
+        referred_on="2025-04-10",
+        personal={"case_number": bunkyo_case},
+    )
+    # Referred by Bunkyo only: Shinjuku (its registration's authority) reads no case number at all.
+    only_bunkyo, only_reg = person(unique_name())
+    only_case = f"BK-{uuid.uuid4().hex[:10]}"
+    only_referral = factories.referral(
+        only_bunkyo, authority=bunkyo, site=bunkyo_site, personal={"case_number": only_case}
+    )
+    await submit(
+        settings,
+        pool,
+        [
+            reg, by_shinjuku, by_bunkyo, factories.consent(pk, recipients=recipients),
+            only_reg, only_referral, factories.consent(only_bunkyo, recipients=recipients),
+        ],
+    )  # fmt: skip
+    await project(settings, pool)
+    shinjuku = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    bunkyo_reader = await token(pool, OrgKind.AUTHORITY, bunkyo)
+    office = await token(pool, OrgKind.OFFICE, factories.OFFICE)
+    share = {"purpose": "share_registration"}
+
+    async def read(headers: dict[str, str], key: str = pk, **params: str) -> dict[str, Any]:
+        answer = await api.get(f"/persons/{key}", params=params or share, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    for headers, own, other in (
+        (shinjuku, (factories.AUTHORITY, shinjuku_case), bunkyo_case),
+        (bunkyo_reader, (bunkyo, bunkyo_case), shinjuku_case),
+    ):
+        body = await read(headers)
+        assert body["case_numbers"] == [own[1]], body["case_numbers"]
+        assert [r["authority"] for r in body["referrals"]] == [own[0]], body["referrals"]
+        assert other not in orjson.dumps(body).decode()
+        for purpose in ("disclose_placement", "retention_support"):  # the referrals are in every core
+            assert [r["authority"] for r in (await read(headers, purpose=purpose))["referrals"]] == [own[0]]
+        found = await api.post("/persons/search", json={**share, "case_number": other}, headers=headers)
+        assert found.status_code == 200 and pk not in found.text, found.text
+        found = await api.post("/persons/search", json={**share, "case_number": own[1]}, headers=headers)
+        assert [p["person_key"] for p in found.json()["persons"]] == [pk], found.text
+        assert found.json()["persons"][0]["case_numbers"] == [own[1]]
+    everything = await read(office)
+    assert sorted(everything["case_numbers"]) == sorted([shinjuku_case, bunkyo_case])
+    assert sorted(r["authority"] for r in everything["referrals"]) == sorted([factories.AUTHORITY, bunkyo])
+    found = await api.post("/persons/search", json={**share, "case_number": bunkyo_case}, headers=office)
+    assert [p["person_key"] for p in found.json()["persons"]] == [pk], found.text
+
+    # The access log names what each read showed: no case number and no referral went to Shinjuku for
+    # the person only Bunkyo referred.
+    alone = await read(shinjuku, only_bunkyo)
+    assert (
+        alone["case_numbers"] == []
+        and alone["referrals"] == []
+        and only_case not in orjson.dumps(alone).decode()
+    )
+    assert (await read(bunkyo_reader, only_bunkyo))["case_numbers"] == [only_case]
+    async with pool.acquire() as conn:
+        logged = await conn.fetch(
+            "SELECT organisation, fields FROM sv_access_log WHERE person_key = $1 AND action = 'fetch' ORDER BY id",
+            only_bunkyo,
+        )
+    assert [(r["organisation"], "case_numbers" in r["fields"]) for r in logged] == [
+        (f"authority:{factories.AUTHORITY}", False),
+        (f"authority:{bunkyo}", True),
+    ]
+    # The person's access history shows an authority its own reads and Hello Work's, not another
+    # authority's (which would tell it that authority holds the person).
+    history = await api.get(f"/persons/{pk}/access-history", headers=shinjuku)
+    assert history.status_code == 200
+    organisations = {r["organisation"] for r in history.json()["reads"]}
+    assert organisations == {f"authority:{factories.AUTHORITY}", f"office:{factories.OFFICE}"}, organisations
+    by_office = await api.get(f"/persons/{pk}/access-history", headers=office)
+    assert f"authority:{bunkyo}" in {r["organisation"] for r in by_office.json()["reads"]}
+
+
+async def test_a_retention_checkpoint_is_disclosed_only_under_an_agreement_with_the_office_that_placed(
+    pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """As the feed's individual list decides it (a checkpoint under the placing office's agreement for
+    that placement): Shinjuku's agreement covers 1301 and 1302, not Kawaguchi's 1102. A retention_support
+    read by Shinjuku showed the checkpoint of 1102's placement under 1301's agreement (the registration's
+    office)."""
+    pk, reg = person(unique_name())
+    here, there = uuid.uuid4().hex, uuid.uuid4().hex
+    placed_here = factories.placement(pk, placement_id=here)
+    placed_there = factories.placement(pk, placement_id=there, office="1102", site="112038-01")
+    checkpoints = [factories.retention(pk, here), factories.retention(pk, there, checkpoint_months=3)]
+    await submit(settings, pool, [reg, placed_here, placed_there, *checkpoints, factories.consent(pk)])
+    await project(settings, pool)
+    headers = await token(pool, OrgKind.AUTHORITY, factories.AUTHORITY)
+    read = await api.get(f"/persons/{pk}", params={"purpose": "retention_support"}, headers=headers)
+    assert read.status_code == 200, read.text
+    assert [c["placement_id"] for c in read.json()["retention"]] == [here], read.json()["retention"]
+    office = await token(pool, OrgKind.OFFICE, factories.OFFICE)
+    read = await api.get(f"/persons/{pk}", params={"purpose": "retention_support"}, headers=office)
+    assert sorted(c["placement_id"] for c in read.json()["retention"]) == sorted([here, there])
+
+
 async def test_access_history_lists_exactly_the_reads_made(
     pool: asyncpg.Pool, settings: Settings, api: httpx.AsyncClient
 ) -> None:
@@ -610,9 +738,13 @@ async def test_access_history_lists_exactly_the_reads_made(
         (f"office:{office}", "fetch", "disclose_placement", "granted", placement),
         (f"authority:{authority}", "search", "share_registration", "granted", registration),
         (f"office:{office}", "list", "disclose_placement", "granted", placement),
-        (f"authority:{factories.AUTHORITY}", "fetch", "share_registration", "refused", []),
+        # (Shinjuku's refused fetch: the city is not shown another authority's reads)
         (f"authority:{authority}", "fetch", "retention_support", "refused", []),
     ]
+    by_office = await api.get(f"/persons/{pk}/access-history", headers=counter)
+    assert (f"authority:{factories.AUTHORITY}", "refused") in {
+        (r["organisation"], r["outcome"]) for r in by_office.json()["reads"]
+    }, "Hello Work is shown every read"
     assert name not in history.text
     assert (await api.get(f"/persons/{pk}/access-history", headers=stranger)).status_code == 403
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -10,6 +11,7 @@ import asyncpg
 from consumers.shared_view import store
 from domain.batch import Incoming
 from domain.shared_view import PersonView
+from infra.db import MIGRATIONS
 
 
 def _record(person: str, referrals: int) -> PersonView:
@@ -49,7 +51,7 @@ def _record(person: str, referrals: int) -> PersonView:
         email="someone@example.invalid",
         address="Tokyo, Chiyoda 1-1-1",
         job_seeker_number="1301-000000-1",
-        case_numbers=("K-0001",),
+        case_numbers=({"authority": "131016", "case_number": "K-0001"},),
     )
 
 
@@ -154,7 +156,10 @@ def _extensions(view: PersonView) -> list[PersonView]:
             ),
             masked=True,
         ),
-        view._replace(case_numbers=(*view.case_numbers, "K-0002"), attributes=tuple(view.attributes)),
+        view._replace(
+            case_numbers=(*view.case_numbers, {"authority": "131016", "case_number": "K-0002"}),
+            attributes=tuple(view.attributes),
+        ),
         view._replace(referrals=tuple(dict(r) for r in view.referrals), placements=(placement,)),
         view._replace(name=None, phone="03-1111-1111", registered_on=date(2026, 5, 1), team_support=False),
         view._replace(referrals=(), referring_authorities=(), scopes=("share_registration",)),
@@ -205,3 +210,45 @@ async def test_a_record_extended_in_place_is_stored_as_the_upsert_of_every_field
             assert rows["upsert"] != dict(await conn.fetch(as_text, people))  # the extensions changed them
         finally:
             await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", people)
+
+
+async def test_migration_071_gives_each_kept_case_number_its_authority_where_one_referred(
+    pool: asyncpg.Pool,
+) -> None:
+    """Records kept before 071 held the case numbers as one list: a number goes to the one authority that
+    referred the person; of a person several authorities referred, to none (null: Hello Work only) until
+    a replay rebuilds the record from its sealed referrals. What the migration writes loads as the
+    records ``project`` builds."""
+    sql = (MIGRATIONS / "071_sv_case_numbers_by_authority.sql").read_text(encoding="utf-8")
+    one, two, none = (f"m071-{uuid.uuid4().hex[:12]}-{i}" for i in range(3))
+    async with pool.acquire() as conn, conn.transaction():
+        await store.begin(conn, [0])
+        await store.write_views(
+            conn,
+            store.view_rows(
+                [
+                    _record(one, 1)._replace(case_numbers=()),
+                    _record(two, 1)._replace(referring_authorities=("131016", "131059"), case_numbers=()),
+                    _record(none, 0)._replace(referring_authorities=(), case_numbers=()),
+                ]
+            ),
+        )
+        old = {one: ["K-2", "K-1"], two: ["K-9", "B-3"]}
+        for person, numbers in old.items():
+            await conn.execute(
+                "UPDATE sv_persons SET case_numbers = $2::text::jsonb WHERE person_key = $1",
+                person,
+                json.dumps(numbers),
+            )
+        await conn.execute(sql)
+        views = {v.person_key: v for v in await store.load_views(conn, [one, two, none])}
+        await conn.execute("DELETE FROM sv_persons WHERE person_key = ANY($1::text[])", [one, two, none])
+    assert views[one].case_numbers == (
+        {"authority": "131016", "case_number": "K-1"},
+        {"authority": "131016", "case_number": "K-2"},
+    )
+    assert views[two].case_numbers == (
+        {"authority": None, "case_number": "B-3"},
+        {"authority": None, "case_number": "K-9"},
+    )
+    assert views[none].case_numbers == ()

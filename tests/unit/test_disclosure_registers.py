@@ -223,3 +223,54 @@ def test_a_placements_employer_is_shown_only_under_the_placing_offices_agreement
     assert (
         as_disclosed(view, Reader(ReaderKind.OFFICE, OFFICE), Scope.DISCLOSE_PLACEMENT, registers()) == view
     )
+
+
+def test_an_authority_is_shown_its_own_referrals_and_case_numbers_only() -> None:
+    """``as_disclosed``: another authority's referral and case number are that authority's welfare data;
+    Hello Work, to which referrals are addressed, sees them all. A number whose authority is not known
+    (kept before migration 071 for a person several authorities referred) goes to no authority."""
+    ours = {
+        "referral_id": "r1",
+        "authority": AUTHORITY,
+        "site": SITE,
+        "programme": "p",
+        "referred_on": "2025-04-01",
+    }
+    theirs = {"referral_id": "r2", "authority": "131059", "site": "131059-01", "programme": "p",
+              "referred_on": "2025-04-02"}  # fmt: skip
+    cases = (
+        {"authority": None, "case_number": "OLD-1"},
+        {"authority": AUTHORITY, "case_number": "SJ-1"},
+        {"authority": "131059", "case_number": "BK-1"},
+    )
+    view = VIEW._replace(
+        referrals=(ours, theirs), referring_authorities=(AUTHORITY, "131059"), case_numbers=cases
+    )
+    for purpose in Scope:
+        shown = as_disclosed(view, READER, purpose, registers())
+        assert shown.referrals == (ours,) and shown.referring_authorities == view.referring_authorities
+        assert shown.case_numbers == ({"authority": AUTHORITY, "case_number": "SJ-1"},)
+    for reader in (Reader(ReaderKind.OFFICE, OFFICE), Reader(ReaderKind.NATIONAL, "*")):
+        assert as_disclosed(view, reader, Scope.SHARE_REGISTRATION, registers()) == view
+    bunkyo = as_disclosed(view, Reader(ReaderKind.AUTHORITY, "131059"), Scope.SHARE_REGISTRATION, registers())
+    assert bunkyo.case_numbers == (cases[2],) and bunkyo.referrals == (theirs,)
+
+
+def test_a_retention_checkpoint_is_shown_only_under_the_placing_offices_agreement() -> None:
+    """``as_disclosed`` for retention_support: a checkpoint as the feed's individual list decides it, under
+    the agreement with the office that placed the person for that placement's site; a checkpoint of a
+    placement the record does not hold has no placing office and is not shown."""
+    here = {"placement_id": "p1", "office": OFFICE, "site": SITE}
+    there = {"placement_id": "p2", "office": "1102", "site": "112038-01"}
+    checkpoints = tuple(
+        {"placement_id": p, "checkpoint_months": 1, "status": "employed", "checked_on": "2025-06-12"}
+        for p in ("p1", "p2", "p3")
+    )
+    view = VIEW._replace(placements=(here, there), retention=checkpoints)
+    shown = as_disclosed(view, READER, Scope.RETENTION_SUPPORT, registers())
+    assert shown.retention == checkpoints[:1]
+    with_1102 = Agreement("agr-5", AUTHORITY, frozenset({"1102"}), frozenset(), frozenset({Scope.RETENTION_SUPPORT}),
+                          date(2025, 4, 1), None)  # fmt: skip
+    regs = registers(agreements=(AGREEMENT, with_1102))
+    assert as_disclosed(view, READER, Scope.RETENTION_SUPPORT, regs).retention == checkpoints[:2]
+    assert as_disclosed(view, Reader(ReaderKind.OFFICE, OFFICE), Scope.RETENTION_SUPPORT, registers()) == view

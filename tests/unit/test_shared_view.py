@@ -119,7 +119,8 @@ def test_validity_period() -> None:
 def test_fields_only_under_their_scope() -> None:
     only_share = project(PK, consent_record(consent(scopes=["share_registration"])), events())
     assert only_share is not None
-    assert only_share.name == "髙橋 花子" and only_share.case_numbers == ("SJ-1",)
+    assert only_share.name == "髙橋 花子"
+    assert only_share.case_numbers == ({"authority": "131041", "case_number": "SJ-1"},)
     assert "employer_name" not in only_share.placements[0] and only_share.retention == ()
 
     only_retention = project(PK, consent_record(consent(scopes=["retention_support"])), events())

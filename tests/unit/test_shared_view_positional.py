@@ -66,6 +66,11 @@ def _old_registration_fields(reg: StoredEvent, share: bool, disclose: bool, reta
     return fields
 
 
+def _cases(pairs: set[tuple[str, Any]]) -> tuple[dict[str, Any], ...]:
+    # each case number with its referral's authority (migration 071), sorted, once each
+    return tuple({"authority": a, "case_number": n} for a, n in sorted(pairs))
+
+
 def old_project(person_key: str, consent: ConsentRecord, events: Sequence[StoredEvent]) -> PersonView:
     scopes = consent.scopes
     share = Scope.SHARE_REGISTRATION in scopes
@@ -82,7 +87,9 @@ def old_project(person_key: str, consent: ConsentRecord, events: Sequence[Stored
     if registrations:
         fields = _old_registration_fields(_latest_registration(registrations), share, disclose, retain)
     referrals = [_referral_item(ev.data) for ev in by_family.get("referral", ())]
-    case_numbers = [_case_number(ev) for ev in by_family.get("referral", ())] if share else []
+    case_numbers = (
+        [(ev.data["authority"], _case_number(ev)) for ev in by_family.get("referral", ())] if share else []
+    )
     placements = [_placement_item(ev, disclose) for ev in by_family.get("placement", ())]
     retention = [_retention_item(ev.data) for ev in by_family.get("retention", ())] if retain else []
     authorities, offices = _recipient_codes(consent.recipients)
@@ -98,7 +105,7 @@ def old_project(person_key: str, consent: ConsentRecord, events: Sequence[Stored
         referrals=tuple(sorted(referrals, key=_referral_order)),
         placements=tuple(sorted(placements, key=_placement_order)),
         retention=tuple(sorted(retention, key=_retention_order)),
-        case_numbers=tuple(sorted({n for n in case_numbers if n})),
+        case_numbers=_cases({c for c in case_numbers if c[1]}),
         masked=masked,
         **fields,
     )
@@ -116,7 +123,7 @@ def old_extend(view: PersonView, consent: ConsentRecord, events: Sequence[Stored
     masked = view.masked
     registrations: list[StoredEvent] = []
     referrals: list[dict[str, Any]] = []
-    case_numbers: list[str | None] = []
+    case_numbers: list[tuple[str, str | None]] = []
     placements: list[dict[str, Any]] = []
     retention: list[dict[str, Any]] = []
     for ev in events:
@@ -127,7 +134,7 @@ def old_extend(view: PersonView, consent: ConsentRecord, events: Sequence[Stored
         elif ev.family == "referral":
             referrals.append(_referral_item(ev.data))
             if share:
-                case_numbers.append(_case_number(ev))
+                case_numbers.append((ev.data["authority"], _case_number(ev)))
         elif ev.family == "placement":
             placements.append(_placement_item(ev, disclose))
         elif ev.family == "retention" and retain:
@@ -143,7 +150,8 @@ def old_extend(view: PersonView, consent: ConsentRecord, events: Sequence[Stored
             sorted({*view.referring_authorities, *(r["authority"] for r in referrals)})
         )
     if case_numbers:
-        changes["case_numbers"] = tuple(sorted({*view.case_numbers, *(n for n in case_numbers if n)}))
+        kept = {(c["authority"], c["case_number"]) for c in view.case_numbers}
+        changes["case_numbers"] = _cases(kept | {c for c in case_numbers if c[1]})
     if placements:
         changes["placements"] = tuple(sorted((*view.placements, *placements), key=_placement_order))
     if retention:

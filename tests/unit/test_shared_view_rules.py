@@ -225,7 +225,8 @@ def test_the_name_goes_with_every_scope_the_rest_with_its_own() -> None:
         assert shown.name == "髙橋 花子"
         assert (shown.birth_date == date(1988, 6, 1)) is (scope is Scope.SHARE_REGISTRATION)
         assert (shown.name_kana is not None) is (scope is Scope.SHARE_REGISTRATION)
-        assert (shown.case_numbers == ("SJ-1",)) is (scope is Scope.SHARE_REGISTRATION)
+        own_case = ({"authority": "131041", "case_number": "SJ-1"},)
+        assert (shown.case_numbers == own_case) is (scope is Scope.SHARE_REGISTRATION)
         assert bool(shown.retention) is (scope is Scope.RETENTION_SUPPORT)
         employer = shown.placements[0].get("employer_name")
         assert (employer == "𠮷野ケア") is (scope is Scope.DISCLOSE_PLACEMENT)
