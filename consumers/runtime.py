@@ -112,6 +112,15 @@ class BatchHandler(Protocol):
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None: ...
 
 
+def _committed_hook(handler: BatchHandler) -> Callable[[], None] | None:
+    """The handler's optional ``committed()``, called once the transaction that ran its last ``handle``
+    has committed. What a handler counts of a batch is counted there, never in ``handle``: ``handle``
+    runs again for the same records after a transient failure, in the halves of an isolation, and a
+    stale batch's transaction is rolled back after it ran (a count kept in ``handle`` said twice)."""
+    hook = getattr(handler, "committed", None)
+    return hook if callable(hook) else None
+
+
 class _Abandoned(Exception):
     """A transient failure while shutting down: the batch stays uncommitted and is redelivered."""
 
@@ -263,6 +272,7 @@ class ConsumerRuntime:
         given by the caller (``consumers.shared_view.replay``): then it joins no group (no join, no
         rebalance) and commits no offsets to Kafka; its positions are in PostgreSQL as always."""
         self.handler = handler
+        self._committed = _committed_hook(handler)
         self._consumer_options = dict(consumer_options or {})
         self._held_back = set(held_back)
         self._assigned = None if assigned is None else [TopicPartition(t, p) for t, p in assigned]
@@ -711,6 +721,8 @@ class ConsumerRuntime:
             except TRANSIENT_ERRORS:
                 await self._give_back()  # it may be broken: the retry takes another
                 raise
+            if good and self._committed is not None:
+                self._committed()
 
     async def _give_back(self) -> None:
         conn, self._conn = self._conn, None

@@ -133,9 +133,17 @@ class SharedViewHandler:
         self.erasure_verifier = erasure_verifier(settings)
         self.today = today
         self.partitions = settings.topic_partitions
-        self.masked_events = 0  # events of erased people skipped (replays show them masked)
+        self.masked_events = 0  # events of erased people skipped (replays show them masked), committed
+        self._masked_pending = 0  # of the batch whose transaction has not committed yet (``committed``)
+
+    def committed(self) -> None:
+        """The runtime's call once the last ``handle``'s transaction committed: only then do its masked
+        events count (a retried, split or stale batch ran ``handle`` more than once)."""
+        self.masked_events += self._masked_pending
+        self._masked_pending = 0
 
     async def handle(self, conn: asyncpg.Connection, batch: Sequence[Consumed]) -> None:
+        self._masked_pending = 0
         # The erasure lock first, as ``erase_person`` takes it before touching the same rows: dropping an
         # erased person's rows before it could deadlock against an operator erasing that person again.
         # Then the locks of the batch's people (``store.begin``): another worker's transaction about one of
@@ -155,7 +163,7 @@ class SharedViewHandler:
         events = [incoming(c) for c in batch]
         state, opener = await self._load(conn, events)
         plan = plan_batch(events, state)
-        self.masked_events += plan.masked_events
+        self._masked_pending = plan.masked_events
         # The records to rebuild come from their people's events stored before this batch plus the batch's
         # new ones, held here: so PostgreSQL stores the plan, then the records extended in place, while
         # those are encoded and the others projected and encoded here (the two used to take turns, each
