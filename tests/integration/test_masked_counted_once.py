@@ -9,13 +9,11 @@ flaky ``masked_events == 2`` for 1 after a "stale batch discarded" under load.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 
-from consumers.catchup import end_offsets, run_until
 from consumers.runtime import ConsumerRuntime
 from consumers.shared_view.handler import SharedViewHandler
 from infra.config import Settings
@@ -23,23 +21,8 @@ from infra.signing import erasure_signer
 from producers.submission import to_event
 from tests import factories
 from tests.helpers import catch_up_view_and_feed
+from tests.integration.test_erasure_signatures import _replay
 from tests.integration.test_hostile_consumers import _accept, _publish_raw, _raw
-
-
-async def _replay_view(pool: asyncpg.Pool, settings: Settings) -> SharedViewHandler:
-    """The shared view reads this namespace's topics again from the start (as in test_erasure_signatures)."""
-    view = SharedViewHandler(settings)
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "DELETE FROM consumer_offsets WHERE consumer = $1 AND starts_with(topic, $2)",
-            view.name,
-            f"{settings.topic_namespace}.",
-        )
-    runtime = ConsumerRuntime(
-        view, settings, pool, group_id=f"{view.name}.{settings.topic_namespace}.r{uuid.uuid4().hex[:6]}"
-    )
-    await run_until(runtime, pool, await end_offsets(settings, view.topics), timeout_s=120)
-    return view
 
 
 async def test_a_batch_retried_after_a_transient_failure_counts_its_masked_events_once(
@@ -56,7 +39,7 @@ async def test_a_batch_retried_after_a_transient_failure_counts_its_masked_event
     await _publish_raw(settings, [erasure])
     await catch_up_view_and_feed(pool, settings)
 
-    plain = (await _replay_view(pool, settings)).masked_events
+    plain = await _replay(pool, settings)
     assert plain >= 2, "the erased person's registration and consent are skipped by a replay"
 
     # The first commit that ran ``handle`` fails as if the database went away after the handler's work
@@ -70,6 +53,6 @@ async def test_a_batch_retried_after_a_transient_failure_counts_its_masked_event
         await save(self, conn, spans)
 
     monkeypatch.setattr(ConsumerRuntime, "_save_positions", flaky_save)
-    retried = (await _replay_view(pool, settings)).masked_events
+    retried = await _replay(pool, settings)
     assert not failures, "the simulated failure happened"
     assert retried == plain, f"{retried} masked events counted for {plain}: a rolled-back run counted"
