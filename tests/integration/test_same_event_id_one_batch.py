@@ -57,6 +57,11 @@ async def _on_one_partition(settings: Settings, records: Sequence[Record]) -> No
         await producer.stop()
 
 
+async def _events_on_one_partition(settings: Settings, events: Sequence[Event]) -> None:
+    """``events`` as the hub encodes them, onto one partition (one batch when read together)."""
+    await _on_one_partition(settings, [encode(event) for event in events])
+
+
 async def _consume(pool: asyncpg.Pool, settings: Settings) -> None:
     for handler in (EventLogHandler(settings), SharedViewHandler(settings), FeedProjection(settings)):
         await run_until_caught_up(handler, settings, pool, timeout_s=120)  # re-raises what stopped it

@@ -21,42 +21,18 @@ registration topic is a consent (as a forger would write it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from consumers.catchup import run_until_caught_up
-from consumers.event_log import EventLogHandler
-from consumers.feed.projection import FeedProjection
-from consumers.shared_view.handler import SharedViewHandler
-from contracts.envelope import Event, Family, encode
+from contracts.envelope import Family, encode
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.kafka import client_options
 from producers.submission import to_event
 from tests import factories
-
-
-async def _on_one_partition(settings: Settings, events: Sequence[Event]) -> None:
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            key, headers, value = encode(event)
-            await producer.send_and_wait(
-                settings.topic(Family.REGISTRATION), value, key=key, headers=headers, partition=0
-            )
-    finally:
-        await producer.stop()
-
-
-async def _consume(pool: asyncpg.Pool, settings: Settings) -> None:
-    for handler in (EventLogHandler(settings), SharedViewHandler(settings), FeedProjection(settings)):
-        await run_until_caught_up(handler, settings, pool, timeout_s=120)  # re-raises what stopped it
+from tests.integration.test_same_event_id_one_batch import _consume, _events_on_one_partition
 
 
 def _json(value: Any) -> Any:
@@ -74,7 +50,7 @@ async def test_a_withdrawal_sharing_its_id_with_another_persons_event_is_applied
         keys = await KeyStore.from_settings(settings).keys_for(conn, [other, withdrawing])
     given = factories.consent(withdrawing)
     consent_id = given.data["consent_id"]
-    await _on_one_partition(
+    await _events_on_one_partition(
         settings, [to_event(factories.registration(withdrawing), keys[withdrawing]), to_event(given, None)]
     )
     await _consume(pool, settings)
@@ -88,7 +64,7 @@ async def test_a_withdrawal_sharing_its_id_with_another_persons_event_is_applied
     )._replace(id=event.id)
     pair = [withdrawal, event] if consent_first else [event, withdrawal]
     for part in [pair] if one_batch else [pair[:1], pair[1:]]:
-        await _on_one_partition(settings, part)
+        await _events_on_one_partition(settings, part)
         await _consume(pool, settings)
 
     async with pool.acquire() as conn:
@@ -126,14 +102,14 @@ async def test_a_withdrawal_delivered_twice_in_one_batch_is_applied_and_logged_o
     async with pool.acquire() as conn:
         keys = await KeyStore.from_settings(settings).keys_for(conn, [person])
     given = factories.consent(person)
-    await _on_one_partition(
+    await _events_on_one_partition(
         settings, [to_event(factories.registration(person), keys[person]), to_event(given, None)]
     )
     await _consume(pool, settings)
     withdrawal = to_event(
         factories.consent(person, version=2, action="withdrawn", consent_id=given.data["consent_id"]), None
     )
-    await _on_one_partition(settings, [withdrawal, withdrawal])
+    await _events_on_one_partition(settings, [withdrawal, withdrawal])
     await _consume(pool, settings)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM sv_persons WHERE person_key = $1", person) == 0

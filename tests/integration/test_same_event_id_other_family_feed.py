@@ -15,33 +15,17 @@ consumed one at a time (two batches).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from consumers.catchup import run_until_caught_up
 from consumers.feed.projection import FeedProjection
-from contracts.envelope import Event, Family, encode
+from contracts.envelope import Family
 from infra.config import Settings
 from infra.crypto import KeyStore
-from infra.kafka import client_options
 from producers.submission import to_event
 from tests import factories
-
-
-async def _on_one_partition(settings: Settings, events: Sequence[Event]) -> None:
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            key, headers, value = encode(event)
-            await producer.send_and_wait(
-                settings.topic(Family.REGISTRATION), value, key=key, headers=headers, partition=0
-            )
-    finally:
-        await producer.stop()
+from tests.integration.test_same_event_id_one_batch import _events_on_one_partition
 
 
 @pytest.mark.parametrize("placement_first", [True, False], ids=["placement-first", "registration-first"])
@@ -57,7 +41,7 @@ async def test_a_placement_and_a_registration_sharing_an_event_id_are_both_kept_
     placement = to_event(factories.placement(placed), keys[placed])._replace(id=registration.id)
     pair = [placement, registration] if placement_first else [registration, placement]
     for part in [pair] if one_batch else [pair[:1], pair[1:]]:
-        await _on_one_partition(settings, part)
+        await _events_on_one_partition(settings, part)
         await run_until_caught_up(FeedProjection(settings), settings, pool, timeout_s=120)
 
     async with pool.acquire() as conn:
