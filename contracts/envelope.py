@@ -376,7 +376,11 @@ def decode(
     subject = attrs["ce_subject"]
     if subject != data.person_key:
         raise PoisonMessage("header ce_subject: does not match data.person_key")
-    if key is not None and key.decode(errors="replace") != subject:
+    # Keyed by the person, so a person's events share a partition (their order; the one member of a
+    # group that sees them all): a writer leaving the key out chose the partition itself.
+    if key is None:
+        raise PoisonMessage("key: missing (partition key must be the person key)")
+    if key.decode(errors="replace") != subject:
         raise PoisonMessage("key: does not match ce_subject (partition key must be the person key)")
     traceparent = tracestate = None
     if traced:

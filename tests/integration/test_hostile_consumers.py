@@ -492,3 +492,33 @@ async def test_forged_dates_and_times_are_dead_lettered_and_every_consumer_goes_
             )
     for m in letters:
         assert SECRET not in dict(m.headers)["dlq_reason"].decode()
+
+
+async def test_a_record_without_a_key_is_dead_lettered_by_every_consumer(
+    pool: asyncpg.Pool, isolated_per_test: Settings
+) -> None:
+    """A record is keyed by its person, so that one person's events share a partition (their order, and the
+    one member of a group that sees them all). A writer leaving the key out chose the partition itself:
+    each consumer dead-letters that record (``key: missing``) and goes on; the person's consent is not
+    applied anywhere."""
+    settings = isolated_per_test  # its dead letters alone on the consent topic
+    pk = factories.person_key()
+    _, headers, value = encode(to_event(factories.consent(pk), None))
+    good, good_pk = await _after_rogue(
+        pool, settings, [(settings.topic(Family.CONSENT), None, headers, value)]
+    )
+    await _catch_up_all(pool, settings)
+    async with pool.acquire() as conn:
+        await _reaches_every_consumer(conn, good, good_pk)
+        reasons = await conn.fetch(
+            "SELECT consumer, reason FROM dead_letters WHERE source_topic = $1",
+            settings.topic(Family.CONSENT),
+        )
+        applied = [
+            await conn.fetchval(f"SELECT count(*) FROM {table} WHERE person_key = $1", pk)
+            for table in ("sv_consents", "feed_consents")
+        ]
+    said = {(r["consumer"], r["reason"]) for r in reasons}
+    assert {c for c, _ in said} == {"event-log", "shared-view", "placement-feed"}, said
+    assert all(r.startswith("key: missing") for _, r in said), said
+    assert applied == [0, 0]

@@ -77,6 +77,13 @@ def test_decode_rejects_a_key_that_is_not_the_subject() -> None:
         decode(b"someone-else", headers, value)
 
 
+def test_decode_rejects_a_record_without_a_key() -> None:
+    event = to_event(factories.placement(factories.person_key()), os.urandom(32))
+    _, headers, value = encode(event)
+    with pytest.raises(PoisonMessage, match="key: missing"):
+        decode(None, headers, value)
+
+
 def test_committed_contracts_match_the_models() -> None:
     assert check_all() == []
 
